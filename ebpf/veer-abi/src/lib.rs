@@ -1,0 +1,65 @@
+//! The ABI between veer's XDP program and userspace.
+//!
+//! Every BPF map key and value is defined here, once, as `#[repr(C)]` plain
+//! data with explicit padding, so that the kernel side (`veer-xdp`, built for
+//! `bpfel-unknown-none`) and userspace (`veer`, with the `user` feature that
+//! implements [`aya::Pod`]) agree byte for byte. The hash functions that pick a
+//! backend live here too, so that `veerctl which` and the unit tests compute
+//! exactly what the dataplane computes.
+//!
+//! Addresses are 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
+//! Ports are in host byte order.
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+
+pub mod hash;
+pub mod maps;
+
+pub use maps::*;
+
+/// Largest Maglev table (and round-robin sequence) a service may use: a prime.
+pub const MAX_RING_SIZE: usize = 65537;
+/// Default Maglev table size: a prime, large enough for ~100 backends.
+pub const DEFAULT_RING_SIZE: u32 = 65537;
+/// Default capacity of the service table (services are numbered `0..MAX_SERVICES`).
+pub const MAX_SERVICES: u32 = 64;
+/// Capacity of the backend table (backends are numbered `0..MAX_BACKENDS`).
+pub const MAX_BACKENDS: u32 = 4096;
+/// Default capacity of the connection table.
+pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+/// Capacity of the devmap used to redirect to other interfaces.
+pub const MAX_TX_PORTS: u32 = 64;
+/// How many ring slots the dataplane tries, from the hashed one on, before it
+/// gives up on finding an `up` backend for a new flow. Covers the window between
+/// a backend going down (one state-word write) and its ring being rebuilt.
+pub const RING_PROBES: u32 = 8;
+/// Backend id meaning "none" (for example, no fallback backend).
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// IANA protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IANA protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Maps a 4-byte IPv4 address to the 16-byte form used in every key.
+#[inline(always)]
+pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+/// Whether a 16-byte address is an IPv4-mapped IPv4 address.
+#[inline(always)]
+pub const fn is_ipv4_mapped(a: &[u8; 16]) -> bool {
+    a[0] == 0
+        && a[1] == 0
+        && a[2] == 0
+        && a[3] == 0
+        && a[4] == 0
+        && a[5] == 0
+        && a[6] == 0
+        && a[7] == 0
+        && a[8] == 0
+        && a[9] == 0
+        && a[10] == 0xff
+        && a[11] == 0xff
+}

@@ -1,0 +1,281 @@
+//! Keys and values of every map, and the map names both sides use.
+
+/// Names of the maps in the XDP object (at most 15 bytes: the kernel's limit).
+pub mod names {
+    /// `HashMap<ServiceKey, Service>`: the virtual services.
+    pub const SERVICES: &str = "SERVICES";
+    /// `HashMap<[u8; 16], u32>`: every address that carries a service, with its service count.
+    pub const VIPS: &str = "VIPS";
+    /// `Array<Backend>`: backends by id.
+    pub const BACKENDS: &str = "BACKENDS";
+    /// `Array<Ring>`: two halves per service, index `service * 2 + half`.
+    pub const RINGS: &str = "RINGS";
+    /// `LruHashMap<FlowKey, ConnEntry>`: the connection table.
+    pub const CONNS: &str = "CONNS";
+    /// `PerCpuArray<u32>`: round-robin cursor per service.
+    pub const RR_CURSORS: &str = "RR_CURSORS";
+    /// `PerCpuArray<Counters>`: per service.
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    /// `PerCpuArray<Counters>`: per backend.
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// `PerCpuArray<u64>`: indexed by [`GlobalCounter`](super::GlobalCounter).
+    pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+    /// `DevMapHash`: egress interfaces for `XDP_REDIRECT`, keyed by ifindex.
+    pub const TX_PORTS: &str = "TX_PORTS";
+}
+
+/// Name of the XDP program in the object.
+pub const PROGRAM_NAME: &str = "veer_xdp";
+
+/// How a service picks the backend of a new flow.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduler {
+    /// Weighted Maglev consistent hashing of the 5-tuple.
+    Maglev = 0,
+    /// Weighted round robin over new flows (the ring holds the weighted sequence).
+    RoundRobin = 1,
+    /// Session affinity: Maglev over a hash of the client address only.
+    SourceHash = 2,
+}
+
+impl Scheduler {
+    /// Decodes the scheduler byte of a [`Service`].
+    #[inline(always)]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Maglev),
+            1 => Some(Self::RoundRobin),
+            2 => Some(Self::SourceHash),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the service table: a VIP, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP (IPv4-mapped for IPv4).
+    pub addr: [u8; 16],
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`](crate::IPPROTO_TCP) or [`IPPROTO_UDP`](crate::IPPROTO_UDP).
+    pub proto: u8,
+    /// Always zero (keys are compared bytewise).
+    pub _pad: u8,
+}
+
+/// `Service::flags`: with no healthy backend, pass packets to the local stack instead of dropping.
+pub const SERVICE_F_FALLBACK_PASS: u8 = 1;
+
+/// Value of the service table.
+///
+/// Written whole by userspace; a hash-map update swaps the value atomically as
+/// the XDP program sees it, which is what makes switching `ring_half` one write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Service id: index into the stats, ring and cursor maps (`< MAX_SERVICES`).
+    pub id: u32,
+    /// Number of valid slots in the active ring half (`1..=MAX_RING_SIZE`; 0 = no backends).
+    pub ring_len: u32,
+    /// Backend used when no backend is up, or [`NO_BACKEND`](crate::NO_BACKEND).
+    pub fallback_backend: u32,
+    /// A [`Scheduler`] as `u8`.
+    pub scheduler: u8,
+    /// `SERVICE_F_*` bits.
+    pub flags: u8,
+    /// Which half of this service's ring is live (0 or 1).
+    pub ring_half: u8,
+    /// Always zero.
+    pub _pad: u8,
+}
+
+/// State word of a backend. Zero (an unused slot) is `Down`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// Receives nothing; its existing flows are rescheduled on their next packet.
+    Down = 0,
+    /// Receives new and existing flows.
+    Up = 1,
+    /// Keeps its existing flows, receives no new ones.
+    Draining = 2,
+    /// Taken out by an operator: treated like `Down` by the dataplane.
+    Disabled = 3,
+}
+
+impl BackendState {
+    /// Decodes a state word; unknown values read as `Down`.
+    #[inline(always)]
+    pub const fn from_u32(v: u32) -> Self {
+        match v {
+            1 => Self::Up,
+            2 => Self::Draining,
+            3 => Self::Disabled,
+            _ => Self::Down,
+        }
+    }
+
+    /// Whether an existing flow may stay on a backend in this state.
+    #[inline(always)]
+    pub const fn keeps_flows(self) -> bool {
+        matches!(self, Self::Up | Self::Draining)
+    }
+
+    /// Whether a new flow may be scheduled on a backend in this state.
+    #[inline(always)]
+    pub const fn takes_new_flows(self) -> bool {
+        matches!(self, Self::Up)
+    }
+}
+
+/// Value of the backend table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// Backend address (IPv4-mapped for IPv4); informational for DSR.
+    pub addr: [u8; 16],
+    /// Next-hop MAC: the destination MAC of forwarded frames.
+    pub mac: [u8; 6],
+    /// Source MAC for frames redirected out of `ifindex` (unused for `XDP_TX`).
+    pub src_mac: [u8; 6],
+    /// Egress interface; 0 means the ingress interface (`XDP_TX`).
+    pub ifindex: u32,
+    /// Weight as configured (the ring encodes it; kept for inspection).
+    pub weight: u32,
+    /// A [`BackendState`] as `u32`: the one word a failover writes.
+    pub state: u32,
+}
+
+/// Key of the connection table: a flow's 5-tuple as the client sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client address.
+    pub src: [u8; 16],
+    /// VIP.
+    pub dst: [u8; 16],
+    /// Client port, host byte order.
+    pub sport: u16,
+    /// VIP port, host byte order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+
+/// Value of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEntry {
+    /// Backend id the flow is pinned to.
+    pub backend: u32,
+    /// Service id the flow belongs to (a reused key of another service is rescheduled).
+    pub service: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the flow's last packet.
+    pub last_seen_ns: u64,
+}
+
+/// Per-service and per-backend counters (per CPU in the map; summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (whole frames).
+    pub bytes: u64,
+    /// Flows scheduled (new, or rescheduled off a failed backend).
+    pub new_flows: u64,
+}
+
+/// Index of each global counter in `GLOBAL_STATS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalCounter {
+    /// Not for a service: handed to the kernel untouched.
+    Passed = 0,
+    /// Forwarded with `XDP_TX`.
+    Transmitted = 1,
+    /// Forwarded with `XDP_REDIRECT`.
+    Redirected = 2,
+    /// Dropped: a header was cut short.
+    DropTruncated = 3,
+    /// Dropped: a header was invalid (IP version, IHL, lengths, TCP data offset).
+    DropMalformed = 4,
+    /// Dropped: an IP fragment for a VIP (no ports to balance on).
+    DropFragment = 5,
+    /// Dropped: IPv6 extension headers for a VIP (not parsed).
+    DropIpv6ExtHeader = 6,
+    /// Dropped: no backend was up and the service falls back to drop.
+    DropNoBackend = 7,
+    /// Dropped: the ring or backend table pointed at an unusable entry.
+    DropBadBackend = 8,
+    /// Dropped: `bpf_redirect_map` failed (egress interface not in `TX_PORTS`).
+    DropRedirect = 9,
+    /// Passed to the local stack because no backend was up (`SERVICE_F_FALLBACK_PASS`).
+    FallbackPassed = 10,
+    /// Sent to the service's fallback backend because no backend was up.
+    FallbackBackend = 11,
+}
+
+impl GlobalCounter {
+    /// Number of global counters (the size of `GLOBAL_STATS`).
+    pub const COUNT: u32 = 12;
+
+    /// Every counter, in index order.
+    pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
+        Self::Passed,
+        Self::Transmitted,
+        Self::Redirected,
+        Self::DropTruncated,
+        Self::DropMalformed,
+        Self::DropFragment,
+        Self::DropIpv6ExtHeader,
+        Self::DropNoBackend,
+        Self::DropBadBackend,
+        Self::DropRedirect,
+        Self::FallbackPassed,
+        Self::FallbackBackend,
+    ];
+
+    /// Stable snake_case name (metrics, JSON).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Transmitted => "transmitted",
+            Self::Redirected => "redirected",
+            Self::DropTruncated => "drop_truncated",
+            Self::DropMalformed => "drop_malformed",
+            Self::DropFragment => "drop_fragment",
+            Self::DropIpv6ExtHeader => "drop_ipv6_ext_header",
+            Self::DropNoBackend => "drop_no_backend",
+            Self::DropBadBackend => "drop_bad_backend",
+            Self::DropRedirect => "drop_redirect",
+            Self::FallbackPassed => "fallback_passed",
+            Self::FallbackBackend => "fallback_backend",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], hold only integers and byte arrays,
+    // and have explicit padding fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ConnEntry {}
+    unsafe impl aya::Pod for super::Counters {}
+}
+
+// Layout guards: the XDP object and userspace must agree on these sizes.
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+const _: () = assert!(core::mem::size_of::<Service>() == 16);
+const _: () = assert!(core::mem::size_of::<Backend>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<ConnEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<Counters>() == 24);

@@ -1,0 +1,28 @@
+//! DSR forwarding: only the Ethernet header changes.
+//!
+//! The backend holds the VIP on its loopback and answers the client directly,
+//! so the IP packet goes out as it came in, addressed to the backend's MAC.
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use veer_abi::{Backend, GlobalCounter};
+
+use crate::{access::mut_ptr_at, headers::eth::EthHdr, maps::TX_PORTS, stats, verdict::Drop};
+
+/// Rewrites the frame towards `backend` and returns the XDP action that sends it.
+#[inline(always)]
+pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Result<u32, Drop> {
+    let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    if backend.ifindex == 0 || backend.ifindex == ingress {
+        // Back out of the interface it came in on, from the MAC it was sent to.
+        eth.src = eth.dst;
+        eth.dst = backend.mac;
+        stats::count(GlobalCounter::Transmitted);
+        return Ok(xdp_action::XDP_TX);
+    }
+    eth.src = backend.src_mac;
+    eth.dst = backend.mac;
+    let action = TX_PORTS.redirect(backend.ifindex, 0).map_err(|_| Drop::Redirect)?;
+    stats::count(GlobalCounter::Redirected);
+    Ok(action)
+}

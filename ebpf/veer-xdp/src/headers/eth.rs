@@ -1,0 +1,23 @@
+//! Ethernet II.
+
+/// EtherType of IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+/// EtherType of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86dd;
+
+/// An Ethernet II header.
+#[repr(C)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ether_type: [u8; 2],
+}
+
+impl EthHdr {
+    pub const LEN: usize = 14;
+
+    #[inline(always)]
+    pub fn ether_type(&self) -> u16 {
+        u16::from_be_bytes(self.ether_type)
+    }
+}

@@ -1,0 +1,50 @@
+//! Every map of the program. Sizes are defaults: userspace may resize before loading.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use veer_abi::{
+    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE,
+    MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, MAX_TX_PORTS,
+};
+
+/// Per-CPU LRU lists over one shared hash table (`BPF_F_NO_COMMON_LRU`).
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Two halves per service: the live one and the one being rebuilt. One ring
+/// is one map value, so userspace writes a whole half with a single syscall.
+#[map]
+pub static RINGS: Array<[u32; MAX_RING_SIZE]> = Array::with_max_entries(MAX_SERVICES * 2, 0);
+
+/// The connection table. A global table, not per-CPU: a flow whose packets
+/// arrive on several CPUs (RSS changes, veth, round robin) must find its entry
+/// on each, or round-robin flows would be split across backends. Per-CPU LRU
+/// lists keep eviction free of a global lock, which is what per-CPU tables buy.
+#[map]
+pub static CONNS: LruHashMap<FlowKey, ConnEntry> =
+    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+#[map]
+pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+#[map]
+pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GlobalCounter::COUNT, 0);
+
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);

@@ -1,0 +1,143 @@
+//! Ethernet -> IPv4/IPv6 -> TCP/UDP, down to the flow's 5-tuple.
+//!
+//! A packet whose destination address is not a VIP is `Ok(None)`: passed on
+//! untouched. Once the address is a VIP, anything cut short or invalid is an
+//! `Err(Drop)`: counted and dropped, never forwarded.
+
+use aya_ebpf::programs::XdpContext;
+use veer_abi::{ipv4_mapped, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::{
+    access::ptr_at,
+    headers::{
+        eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
+        ipv4::Ipv4Hdr,
+        ipv6::{Ipv6Hdr, NEXTHDR_AUTH, NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
+        l4::{TcpHdr, UdpHdr},
+    },
+    maps::VIPS,
+    verdict::Drop,
+};
+
+/// The 5-tuple of a packet addressed to a VIP, or `None` for any other packet.
+#[inline(always)]
+pub fn flow_of(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
+    // A runt frame cannot be for a VIP: leave it to the kernel.
+    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Ok(None);
+    };
+    match unsafe { (*eth).ether_type() } {
+        ETH_P_IP => ipv4(ctx),
+        ETH_P_IPV6 => ipv6(ctx),
+        _ => Ok(None),
+    }
+}
+
+#[inline(always)]
+fn is_vip(addr: &[u8; 16]) -> bool {
+    VIPS.get_ptr(addr).is_some()
+}
+
+#[inline(always)]
+fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
+    let ip = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
+    if ip.version() != 4 || ip.header_len() < 20 {
+        return Err(Drop::Malformed);
+    }
+    let dst = ipv4_mapped(ip.dst);
+    if !is_vip(&dst) {
+        return Ok(None);
+    }
+    let total = ip.total_len();
+    if total < ip.header_len() {
+        return Err(Drop::Malformed);
+    }
+    if EthHdr::LEN + total > frame_len(ctx) {
+        return Err(Drop::Truncated);
+    }
+    if ip.is_fragment() {
+        return Err(Drop::Fragment);
+    }
+    let l4 = EthHdr::LEN + ip.header_len();
+    let Some((sport, dport)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
+        return Ok(None);
+    };
+    Ok(Some(FlowKey {
+        src: ipv4_mapped(ip.src),
+        dst,
+        sport,
+        dport,
+        proto: ip.proto,
+        _pad: [0; 3],
+    }))
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
+    let ip = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
+    if ip.version() != 6 {
+        return Err(Drop::Malformed);
+    }
+    let dst = ip.dst;
+    if !is_vip(&dst) {
+        return Ok(None);
+    }
+    let end = EthHdr::LEN + Ipv6Hdr::LEN + ip.payload_len();
+    if end > frame_len(ctx) {
+        return Err(Drop::Truncated);
+    }
+    let proto = ip.next_header;
+    match proto {
+        NEXTHDR_FRAGMENT => return Err(Drop::Fragment),
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST => {
+            return Err(Drop::Ipv6ExtHeader)
+        }
+        _ => {}
+    }
+    let Some((sport, dport)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
+        return Ok(None);
+    };
+    Ok(Some(FlowKey {
+        src: ip.src,
+        dst,
+        sport,
+        dport,
+        proto,
+        _pad: [0; 3],
+    }))
+}
+
+/// Source and destination port of a TCP or UDP header at `l4`, which must end
+/// by `ip_end`; `None` for other protocols (ICMP to a VIP is the kernel's).
+#[inline(always)]
+fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option<(u16, u16)>, Drop> {
+    match proto {
+        IPPROTO_TCP => {
+            let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };
+            let len = tcp.header_len();
+            if len < 20 {
+                return Err(Drop::Malformed);
+            }
+            if l4 + len > ip_end {
+                return Err(Drop::Truncated);
+            }
+            Ok(Some((u16::from_be_bytes(tcp.sport), u16::from_be_bytes(tcp.dport))))
+        }
+        IPPROTO_UDP => {
+            let udp = unsafe { &*ptr_at::<UdpHdr>(ctx, l4)? };
+            if l4 + UdpHdr::LEN > ip_end {
+                return Err(Drop::Truncated);
+            }
+            if udp.len() < UdpHdr::LEN {
+                return Err(Drop::Malformed);
+            }
+            Ok(Some((u16::from_be_bytes(udp.sport), u16::from_be_bytes(udp.dport))))
+        }
+        _ => Ok(None),
+    }
+}

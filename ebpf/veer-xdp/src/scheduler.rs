@@ -1,0 +1,66 @@
+//! Picking a backend for a new flow: Maglev, weighted round robin, source hash.
+//!
+//! All three read the service's live ring half, built in userspace: a Maglev
+//! table for `maglev` and `source-hash`, the weighted sequence for
+//! `round-robin`. They differ only in where they start in it.
+
+use veer_abi::{
+    hash::{flow_hash, source_hash},
+    Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, RING_PROBES,
+};
+
+use crate::{
+    access::opaque,
+    maps::{BACKENDS, RINGS, RR_CURSORS},
+};
+
+/// The backend with this id, if the id is in the table.
+#[inline(always)]
+pub fn backend(id: u32) -> Option<&'static Backend> {
+    BACKENDS.get(id)
+}
+
+/// A backend that may take a new flow, with its id.
+///
+/// Starts at the scheduler's slot and walks on for up to `RING_PROBES` slots,
+/// so that a backend that just went down (one state-word write) is skipped
+/// before its ring has been rebuilt without it. The walk is deterministic, so
+/// all packets of one flow (or one client, for source hash) agree.
+#[inline(always)]
+pub fn pick(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+    let len = svc.ring_len;
+    if len == 0 || len as usize > MAX_RING_SIZE {
+        return None;
+    }
+    let ring = RINGS.get(svc.id.wrapping_mul(2).wrapping_add((svc.ring_half & 1) as u32))?;
+    let start = match Scheduler::from_u8(svc.scheduler)? {
+        Scheduler::Maglev => flow_hash(key),
+        Scheduler::SourceHash => source_hash(&key.src),
+        Scheduler::RoundRobin => {
+            let cursor = RR_CURSORS.get_ptr_mut(svc.id)?;
+            // SAFETY: per-CPU value, no other writer on this CPU while we run.
+            unsafe {
+                let c = *cursor;
+                *cursor = c.wrapping_add(1);
+                c
+            }
+        }
+    } % len;
+    for i in 0..RING_PROBES {
+        let mut slot = start + i;
+        if slot >= len {
+            slot -= len;
+        }
+        let slot = opaque(slot) as usize;
+        if slot >= MAX_RING_SIZE {
+            return None;
+        }
+        let id = ring[slot];
+        if let Some(b) = backend(id) {
+            if BackendState::from_u32(b.state).takes_new_flows() {
+                return Some((id, b));
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,461 @@
+//! The XDP dataplane, from userspace: load, attach, write tables, read counters.
+//!
+//! [`Dataplane`] owns the loaded object. Every write it makes is one the XDP
+//! program sees atomically: a backend's state is one word, a service value is
+//! swapped whole, and a ring is written into the inactive half before one
+//! service write switches to it.
+//!
+//! Needs root (or CAP_BPF + CAP_NET_ADMIN) and a kernel with BTF and bounded
+//! loops (5.3+); tested on 6.18. Attaching acts in the network namespace of
+//! the calling thread.
+
+mod addr;
+mod error;
+
+use std::{collections::HashMap as StdHashMap, net::IpAddr, time::Duration};
+
+use aya::{
+    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
+    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use veer_abi::{
+    names, Backend, BackendState, ConnEntry, Counters, FlowKey, GlobalCounter, Scheduler, Service, ServiceKey,
+    DEFAULT_CONN_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROGRAM_NAME,
+};
+
+pub use addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};
+pub use error::DataplaneError;
+
+use crate::ring::{maglev::MaglevRing, round_robin, RingMember};
+
+/// Result of dataplane operations.
+pub type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// The XDP object veer was built with.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_XDP_OBJ"));
+/// Minimal `veer_pass` / `veer_tx` programs (veth peers, benchmark baseline).
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_BASELINE_OBJ"));
+
+type Ring = [u32; MAX_RING_SIZE];
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachMode {
+    /// Native XDP in the driver (the default; fastest).
+    #[default]
+    Driver,
+    /// Generic XDP on the skb (any interface; slower).
+    Skb,
+}
+
+impl From<AttachMode> for XdpMode {
+    fn from(m: AttachMode) -> Self {
+        match m {
+            AttachMode::Driver => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// Sizes fixed at load time.
+#[derive(Clone, Copy, Debug)]
+pub struct DataplaneOptions {
+    /// Entries in the connection table.
+    pub conn_table_size: u32,
+    /// Services the tables can hold (ids `0..max_services`). Each costs two
+    /// rings of `MAX_RING_SIZE` slots (512 KiB).
+    pub max_services: u32,
+}
+
+impl Default for DataplaneOptions {
+    fn default() -> Self {
+        Self { conn_table_size: DEFAULT_CONN_TABLE_SIZE, max_services: MAX_SERVICES }
+    }
+}
+
+/// What a service is, apart from its ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Id (`< max_services`): indexes the ring, cursor and stats maps.
+    pub id: u32,
+    /// How new flows pick a backend.
+    pub scheduler: Scheduler,
+    /// `SERVICE_F_*` flags.
+    pub flags: u8,
+    /// Backend for when none is up, or `NO_BACKEND`.
+    pub fallback_backend: u32,
+}
+
+/// Output of one run of the program on a crafted frame.
+#[derive(Clone, Debug)]
+pub struct TestRunOutput {
+    /// XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean time per run, as the kernel measured it.
+    pub duration: Duration,
+}
+
+/// The loaded XDP dataplane.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    max_services: u32,
+    attached: StdHashMap<String, aya::programs::xdp::XdpLinkId>,
+}
+
+macro_rules! map_mut {
+    ($self:expr, $kind:ident, $name:expr) => {
+        $kind::try_from($self.ebpf.map_mut($name).ok_or(DataplaneError::Missing { kind: "map", name: $name })?)
+            .map_err(DataplaneError::map($name, "opening"))?
+    };
+}
+
+macro_rules! map_ref {
+    ($self:expr, $kind:ident, $name:expr) => {
+        $kind::try_from($self.ebpf.map($name).ok_or(DataplaneError::Missing { kind: "map", name: $name })?)
+            .map_err(DataplaneError::map($name, "opening"))?
+    };
+}
+
+impl Dataplane {
+    /// Loads the embedded XDP object with default sizes (not yet attached).
+    pub fn load() -> Result<Self> {
+        Self::load_with(XDP_OBJECT, &DataplaneOptions::default())
+    }
+
+    /// Loads an XDP object with the given sizes (not yet attached).
+    pub fn load_with(object: &[u8], opts: &DataplaneOptions) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        let svc = opts.max_services;
+        loader
+            .map_max_entries(names::CONNS, opts.conn_table_size)
+            .map_max_entries(names::SERVICES, svc)
+            .map_max_entries(names::VIPS, svc)
+            .map_max_entries(names::RINGS, svc * 2)
+            .map_max_entries(names::RR_CURSORS, svc)
+            .map_max_entries(names::SERVICE_STATS, svc);
+        let mut ebpf = loader.load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        let prog = Self::xdp(&mut ebpf)?;
+        prog.load().map_err(DataplaneError::program("loading the XDP program into the kernel (verifier)"))?;
+        Ok(Self { ebpf, max_services: svc, attached: StdHashMap::new() })
+    }
+
+    fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+        let p = ebpf.program_mut(PROGRAM_NAME).ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?;
+        p.try_into().map_err(DataplaneError::program("program veer_xdp is not XDP"))
+    }
+
+    /// Attaches to `iface` (in the calling thread's network namespace).
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<()> {
+        let prog = Self::xdp(&mut self.ebpf)?;
+        let id = prog
+            .attach(iface, mode.into())
+            .map_err(DataplaneError::program(format!("attaching to {iface} in {mode:?} mode")))?;
+        self.attached.insert(iface.to_string(), id);
+        Ok(())
+    }
+
+    /// Detaches from `iface`.
+    pub fn detach(&mut self, iface: &str) -> Result<()> {
+        let id = self.attached.remove(iface).ok_or_else(|| DataplaneError::NotAttached(iface.into()))?;
+        Self::xdp(&mut self.ebpf)?.detach(id).map_err(DataplaneError::program(format!("detaching from {iface}")))
+    }
+
+    /// Interfaces the program is attached to by this handle.
+    pub fn attached(&self) -> impl Iterator<Item = &str> {
+        self.attached.keys().map(String::as_str)
+    }
+
+    /// Service capacity chosen at load time.
+    pub fn max_services(&self) -> u32 {
+        self.max_services
+    }
+
+    /// Allows redirecting to interface `ifindex` (backends behind another NIC).
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<()> {
+        let mut m: DevMapHash<&mut MapData> = map_mut!(self, DevMapHash, names::TX_PORTS);
+        let what = format!("adding ifindex {ifindex}");
+        m.insert(ifindex, ifindex, None, 0).map_err(|e| match e {
+            aya::maps::xdp::XdpMapError::MapError(e) => DataplaneError::map(names::TX_PORTS, what)(e),
+            other => DataplaneError::Unsupported(format!("{what}: {other}")),
+        })
+    }
+
+    /// Adds or updates a service, keeping its live ring if it exists.
+    pub fn upsert_service(&mut self, key: &ServiceKey, spec: ServiceSpec) -> Result<()> {
+        if spec.id >= self.max_services {
+            return Err(DataplaneError::IdOutOfRange { what: "service", id: spec.id, capacity: self.max_services });
+        }
+        let existing = self.service(key)?;
+        let (ring_len, ring_half) = match existing {
+            Some(s) if s.id == spec.id => (s.ring_len, s.ring_half),
+            _ => (0, 0),
+        };
+        let value = Service {
+            id: spec.id,
+            ring_len,
+            fallback_backend: spec.fallback_backend,
+            scheduler: spec.scheduler as u8,
+            flags: spec.flags,
+            ring_half,
+            _pad: 0,
+        };
+        if existing.is_none() {
+            self.adjust_vip(&key.addr, 1)?;
+        }
+        let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
+        m.insert(key, value, 0).map_err(DataplaneError::map(names::SERVICES, format!("writing {}", display_service(key))))
+    }
+
+    fn adjust_vip(&mut self, addr: &[u8; 16], delta: i32) -> Result<()> {
+        let mut m: HashMap<&mut MapData, [u8; 16], u32> = map_mut!(self, HashMap, names::VIPS);
+        let n = m.get(addr, 0).unwrap_or(0).saturating_add_signed(delta);
+        let what = format!("updating VIP {}", from_abi(addr));
+        if n == 0 {
+            match m.remove(addr) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(DataplaneError::map(names::VIPS, what)(e)),
+            }
+        } else {
+            m.insert(addr, n, 0).map_err(DataplaneError::map(names::VIPS, what))
+        }
+    }
+
+    /// Removes a service. Its flows stop matching at once; their connection
+    /// table entries age out of the LRU.
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
+        if self.service(key)?.is_none() {
+            return Err(DataplaneError::UnknownService(display_service(key)));
+        }
+        {
+            let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
+            m.remove(key).map_err(DataplaneError::map(names::SERVICES, format!("removing {}", display_service(key))))?;
+        }
+        self.adjust_vip(&key.addr, -1)
+    }
+
+    /// The service value for `key`, if any.
+    pub fn service(&self, key: &ServiceKey) -> Result<Option<Service>> {
+        let m: HashMap<&MapData, ServiceKey, Service> = map_ref!(self, HashMap, names::SERVICES);
+        match m.get(key, 0) {
+            Ok(s) => Ok(Some(s)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::map(names::SERVICES, "reading")(e)),
+        }
+    }
+
+    /// Every service.
+    pub fn services(&self) -> Result<Vec<(ServiceKey, Service)>> {
+        let m: HashMap<&MapData, ServiceKey, Service> = map_ref!(self, HashMap, names::SERVICES);
+        m.iter().collect::<Result<_, _>>().map_err(DataplaneError::map(names::SERVICES, "listing"))
+    }
+
+    fn check_backend_id(id: u32) -> Result<()> {
+        if id >= MAX_BACKENDS {
+            return Err(DataplaneError::IdOutOfRange { what: "backend", id, capacity: MAX_BACKENDS });
+        }
+        Ok(())
+    }
+
+    /// Writes backend `id` whole.
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<()> {
+        Self::check_backend_id(id)?;
+        let mut m: Array<&mut MapData, Backend> = map_mut!(self, Array, names::BACKENDS);
+        m.set(id, backend, 0).map_err(DataplaneError::map(names::BACKENDS, format!("writing backend {id}")))
+    }
+
+    /// Backend `id` as the dataplane sees it.
+    pub fn backend(&self, id: u32) -> Result<Backend> {
+        Self::check_backend_id(id)?;
+        let m: Array<&MapData, Backend> = map_ref!(self, Array, names::BACKENDS);
+        m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))
+    }
+
+    /// Flips backend `id`'s state word: the next packet sees it.
+    pub fn set_backend_state(&mut self, id: u32, state: BackendState) -> Result<()> {
+        let mut b = self.backend(id)?;
+        b.state = state as u32;
+        self.set_backend(id, &b)
+    }
+
+    /// Publishes a ring for `key`: written into the inactive half, then switched
+    /// in by one write of the service value. An empty ring means "no backend".
+    pub fn publish_ring(&mut self, key: &ServiceKey, slots: &[u32]) -> Result<()> {
+        let mut svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
+        if slots.len() > MAX_RING_SIZE {
+            return Err(crate::ring::RingError::SizeOutOfRange { size: slots.len() as u32, min: 1, max: MAX_RING_SIZE as u32 }.into());
+        }
+        let next_half = (svc.ring_half ^ 1) & 1;
+        let mut ring: Box<Ring> = vec![0u32; MAX_RING_SIZE]
+            .into_boxed_slice()
+            .try_into()
+            .map_err(|_| crate::ring::RingError::TooManyMembers { members: 0, size: 0 })?;
+        ring[..slots.len()].copy_from_slice(slots);
+        {
+            let mut rings: Array<&mut MapData, Ring> = map_mut!(self, Array, names::RINGS);
+            rings
+                .set(svc.id * 2 + next_half as u32, &*ring, 0)
+                .map_err(DataplaneError::map(names::RINGS, format!("writing ring of {}", display_service(key))))?;
+        }
+        svc.ring_half = next_half;
+        svc.ring_len = slots.len() as u32;
+        let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
+        m.insert(key, svc, 0).map_err(DataplaneError::map(names::SERVICES, format!("switching ring of {}", display_service(key))))
+    }
+
+    /// Builds the ring the service's scheduler needs from `members` and
+    /// publishes it; returns the slots. `ring_size` (a prime) applies to Maglev.
+    pub fn publish_pool(&mut self, key: &ServiceKey, ring_size: u32, members: &[RingMember]) -> Result<Vec<u32>> {
+        let svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
+        let slots = match Scheduler::from_u8(svc.scheduler) {
+            Some(Scheduler::RoundRobin) => round_robin::sequence(members),
+            _ => {
+                // Rebuild from the live table so only the slots that must move do.
+                let live = if svc.ring_len == ring_size { Some(self.ring(key)?) } else { None };
+                let ring = MaglevRing::rebuild(live.as_deref(), members, ring_size)?;
+                if ring.is_empty() {
+                    Vec::new()
+                } else {
+                    ring.slots().to_vec()
+                }
+            }
+        };
+        self.publish_ring(key, &slots)?;
+        Ok(slots)
+    }
+
+    /// The live ring of a service.
+    pub fn ring(&self, key: &ServiceKey) -> Result<Vec<u32>> {
+        let svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
+        let rings: Array<&MapData, Ring> = map_ref!(self, Array, names::RINGS);
+        let ring = rings
+            .get(&(svc.id * 2 + (svc.ring_half & 1) as u32), 0)
+            .map_err(DataplaneError::map(names::RINGS, "reading"))?;
+        Ok(ring[..(svc.ring_len as usize).min(MAX_RING_SIZE)].to_vec())
+    }
+
+    fn sum_counters(&self, name: &'static str, id: u32) -> Result<Counters> {
+        let m: PerCpuArray<&MapData, Counters> = map_ref!(self, PerCpuArray, name);
+        let v = m.get(&id, 0).map_err(DataplaneError::map(name, format!("reading counters of {id}")))?;
+        Ok(v.iter().fold(Counters::default(), |a, c| Counters {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+            new_flows: a.new_flows + c.new_flows,
+        }))
+    }
+
+    /// Counters of service `id`, summed over CPUs.
+    pub fn service_counters(&self, id: u32) -> Result<Counters> {
+        self.sum_counters(names::SERVICE_STATS, id)
+    }
+
+    /// Counters of backend `id`, summed over CPUs.
+    pub fn backend_counters(&self, id: u32) -> Result<Counters> {
+        Self::check_backend_id(id)?;
+        self.sum_counters(names::BACKEND_STATS, id)
+    }
+
+    /// Every global counter, summed over CPUs.
+    pub fn global_counters(&self) -> Result<Vec<(GlobalCounter, u64)>> {
+        let m: PerCpuArray<&MapData, u64> = map_ref!(self, PerCpuArray, names::GLOBAL_STATS);
+        GlobalCounter::ALL
+            .iter()
+            .map(|&c| {
+                let v = m.get(&(c as u32), 0).map_err(DataplaneError::map(names::GLOBAL_STATS, "reading"))?;
+                Ok((c, v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// One global counter, summed over CPUs.
+    pub fn global_counter(&self, c: GlobalCounter) -> Result<u64> {
+        Ok(self.global_counters()?.into_iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| v))
+    }
+
+    /// The connection table.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, ConnEntry)>> {
+        let m: HashMap<&MapData, FlowKey, ConnEntry> = map_ref!(self, HashMap, names::CONNS);
+        // Entries may be evicted while we walk; skip the ones that vanish.
+        Ok(m.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// The connection-table entry of one flow.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<ConnEntry>> {
+        let m: HashMap<&MapData, FlowKey, ConnEntry> = map_ref!(self, HashMap, names::CONNS);
+        match m.get(key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::map(names::CONNS, "reading")(e)),
+        }
+    }
+
+    /// Runs the program on a crafted frame with `BPF_PROG_TEST_RUN` (`repeat`
+    /// times; maps are updated as by real traffic).
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?
+            .try_into()
+            .map_err(DataplaneError::program("program veer_xdp is not XDP"))?;
+        run_frame(prog, frame, repeat)
+    }
+}
+
+/// Runs any loaded XDP program on a frame with `BPF_PROG_TEST_RUN`.
+pub fn run_frame(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat.max(1);
+    let r = prog.test_run(opts).map_err(DataplaneError::program("BPF_PROG_TEST_RUN"))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(TestRunOutput { action: r.return_value, frame: out, duration: r.duration })
+}
+
+/// The minimal `veer_pass`/`veer_tx` programs, loaded.
+pub struct Baseline {
+    ebpf: Ebpf,
+}
+
+impl Baseline {
+    /// Loads both baseline programs.
+    pub fn load() -> Result<Self> {
+        let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        for name in ["veer_pass", "veer_tx"] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::Missing { kind: "program", name: "veer_pass/veer_tx" })?
+                .try_into()
+                .map_err(DataplaneError::program("baseline program is not XDP"))?;
+            p.load().map_err(DataplaneError::program(format!("loading {name}")))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// A baseline program by name (`veer_pass` or `veer_tx`).
+    pub fn program(&mut self, name: &'static str) -> Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(DataplaneError::program("baseline program is not XDP"))
+    }
+
+    /// Attaches `veer_pass` to `iface` (calling thread's namespace). Needed on
+    /// the veth peer of an interface that forwards with XDP_TX in driver mode.
+    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode) -> Result<()> {
+        self.program("veer_pass")?
+            .attach(iface, mode.into())
+            .map(|_| ())
+            .map_err(DataplaneError::program(format!("attaching veer_pass to {iface}")))
+    }
+}
+
+/// A stable identity for a backend address, for Maglev placement.
+pub fn identity_of(addr: IpAddr) -> u64 {
+    veer_abi::hash::bytes_hash64(&to_abi(addr), 0x6964)
+}

@@ -1,0 +1,9 @@
+//! veer: a load balancer and failover system for Linux hosts.
+//!
+//! This crate is the userspace side: [`dataplane`] drives the XDP program
+//! (the only way the daemon touches the kernel's forwarding state), and
+//! [`ring`] builds the tables its schedulers index.
+#![deny(missing_docs)]
+
+pub mod dataplane;
+pub mod ring;
