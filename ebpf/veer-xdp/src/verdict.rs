@@ -3,7 +3,13 @@
 use veer_abi::GlobalCounter;
 
 /// Why a packet for a VIP was dropped; each reason has its global counter.
+///
+/// `repr(u32)`: as wide as an XDP action, so `Result<u32, Drop>` has one fully
+/// defined payload. A narrower enum leaves half of it undefined on `Ok`, LLVM
+/// then reads that undefined register, and the verifier rejects the load
+/// ("R9 !read_ok").
 #[derive(Clone, Copy)]
+#[repr(u32)]
 pub enum Drop {
     Truncated,
     Malformed,

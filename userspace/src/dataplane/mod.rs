@@ -11,11 +11,12 @@
 
 mod addr;
 mod error;
+mod syscall;
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr, time::Duration};
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
@@ -329,11 +330,19 @@ impl Dataplane {
     /// The live ring of a service.
     pub fn ring(&self, key: &ServiceKey) -> Result<Vec<u32>> {
         let svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
-        let rings: Array<&MapData, Ring> = map_ref!(self, Array, names::RINGS);
-        let ring = rings
-            .get(&(svc.id * 2 + (svc.ring_half & 1) as u32), 0)
-            .map_err(DataplaneError::map(names::RINGS, "reading"))?;
-        Ok(ring[..(svc.ring_len as usize).min(MAX_RING_SIZE)].to_vec())
+        let map = self.ebpf.map(names::RINGS).ok_or(DataplaneError::Missing { kind: "map", name: names::RINGS })?;
+        let Map::Array(data) = map else {
+            return Err(DataplaneError::Missing { kind: "map", name: names::RINGS });
+        };
+        let mut ring = vec![0u32; MAX_RING_SIZE];
+        syscall::lookup_into(data.fd(), svc.id * 2 + (svc.ring_half & 1) as u32, &mut ring).map_err(|e| {
+            DataplaneError::map(names::RINGS, "reading")(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_elem",
+                io_error: e,
+            }))
+        })?;
+        ring.truncate((svc.ring_len as usize).min(MAX_RING_SIZE));
+        Ok(ring)
     }
 
     fn sum_counters(&self, name: &'static str, id: u32) -> Result<Counters> {

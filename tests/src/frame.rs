@@ -1,0 +1,98 @@
+//! Crafted Ethernet frames for `BPF_PROG_TEST_RUN`.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// MAC the crafted frames are sent to (the load balancer).
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+/// MAC the crafted frames come from (the client or router).
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+/// Transport of a crafted frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    /// TCP with the given flags byte (0x02 = SYN).
+    Tcp(u8),
+    /// UDP.
+    Udp,
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A frame from `src` to `dst` over `l4` carrying `payload`. Both addresses
+/// must be of one family. Headers are valid (lengths, IPv4 checksum).
+pub fn packet(src: SocketAddr, dst: SocketAddr, l4: L4, payload: &[u8]) -> Vec<u8> {
+    let mut seg = Vec::new();
+    seg.extend_from_slice(&src.port().to_be_bytes());
+    seg.extend_from_slice(&dst.port().to_be_bytes());
+    let proto = match l4 {
+        L4::Tcp(flags) => {
+            seg.extend_from_slice(&1u32.to_be_bytes()); // seq
+            seg.extend_from_slice(&0u32.to_be_bytes()); // ack
+            seg.extend_from_slice(&[0x50, flags]); // data offset 5
+            seg.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]); // window, csum, urg
+            6
+        }
+        L4::Udp => {
+            seg.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+            seg.extend_from_slice(&[0, 0]);
+            17
+        }
+    };
+    seg.extend_from_slice(payload);
+    let mut f = Vec::new();
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + seg.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]); // id, DF, ttl
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            let c = checksum(&ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd]);
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed address families: {src} -> {dst}"),
+    }
+    f.extend_from_slice(&seg);
+    f
+}
+
+/// A TCP SYN from `src` to `dst`.
+pub fn tcp_syn(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    packet(src, dst, L4::Tcp(0x02), &[])
+}
+
+/// A UDP datagram from `src` to `dst`.
+pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    packet(src, dst, L4::Udp, payload)
+}
+
+/// An ARP request (who-has), which is never for a VIP.
+pub fn arp_request() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+    f
+}

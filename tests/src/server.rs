@@ -1,0 +1,92 @@
+//! Real TCP servers that answer every connection with their own name, and the
+//! client that asks them.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use crate::netns::Netns;
+
+/// A TCP server in a namespace: writes its name and closes, per connection.
+pub struct NameServer {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<Result<Result<()>>>>,
+}
+
+impl NameServer {
+    /// Binds `addr` inside `ns` (returns once listening) and serves `name`.
+    pub fn start(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop2, served2, name) = (stop.clone(), served.clone(), name.to_string());
+        let handle = ns.spawn(move || -> Result<()> {
+            let listener = match TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("bind {addr}: {e}")));
+                    return Err(e.into());
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            serve(listener, &name, &stop2, &served2)
+        })?;
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("server {addr} in {}: {e}", ns.name()),
+            Err(_) => anyhow::bail!("server {addr} in {} did not start within 5 s", ns.name()),
+        }
+        Ok(Self { stop, served, thread: Some(handle) })
+    }
+
+    /// Connections answered so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+fn serve(listener: TcpListener, name: &str, stop: &AtomicBool, served: &AtomicU64) -> Result<()> {
+    let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    while !stop.load(Ordering::Relaxed) {
+        // Wake up now and then to notice `stop`; accept as soon as a client comes.
+        let n = unsafe { libc::poll(&mut pfd, 1, 50) };
+        if n <= 0 {
+            continue;
+        }
+        let (mut s, _) = listener.accept().context("accept")?;
+        let _ = s.write_all(name.as_bytes());
+        served.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+impl Drop for NameServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects to `addr` (from the calling thread's namespace) and returns the
+/// name the server answered with.
+pub fn fetch_name(addr: SocketAddr, timeout: Duration) -> Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut name = String::new();
+    s.read_to_string(&mut name).with_context(|| format!("read from {addr}"))?;
+    anyhow::ensure!(!name.is_empty(), "{addr} closed without a name");
+    Ok(name)
+}

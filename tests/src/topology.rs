@@ -1,0 +1,112 @@
+//! The standard topology: a client, a load balancer and N backends, each in
+//! its own namespace, joined by a bridge in a switch namespace.
+//!
+//! ```text
+//!   client 10.77.0.1 --+
+//!   lb     10.77.0.2 --+-- br0 (switch ns)
+//!   b1     10.77.0.11 -+      backends hold the VIP on lo (DSR)
+//!   ...
+//! ```
+//! The client routes the VIP via the LB; the LB's XDP program rewrites the
+//! destination MAC to a backend's and sends the frame back out (XDP_TX);
+//! the backend answers the client directly.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context, Result};
+use veer::dataplane::{AttachMode, Baseline};
+
+use crate::netns::Netns;
+
+/// The VIP every testbed serves.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
+/// The client's address.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The load balancer's address.
+pub const LB_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+/// One host of the testbed.
+pub struct Host {
+    /// Its namespace.
+    pub ns: Netns,
+    /// Short name (`client`, `lb`, `b1`, ...).
+    pub name: String,
+    /// Address on the bridge.
+    pub ip: Ipv4Addr,
+    /// MAC of its `eth0`.
+    pub mac: [u8; 6],
+}
+
+impl Host {
+    /// `ip` as an `IpAddr`.
+    pub fn addr(&self) -> IpAddr {
+        IpAddr::V4(self.ip)
+    }
+}
+
+/// Client, load balancer and backends on one bridge. Dropping it removes
+/// every namespace (and with them every interface and attached program).
+pub struct Testbed {
+    /// Keeps the `XDP_PASS` program on the LB's switch-side veth alive.
+    _peer_pass: Baseline,
+    /// The client.
+    pub client: Host,
+    /// The load balancer (attach veer to its `eth0`).
+    pub lb: Host,
+    /// The backends, `b1`, `b2`, ...
+    pub backends: Vec<Host>,
+    /// The switch namespace; declared last so it is removed last.
+    pub switch: Netns,
+}
+
+fn mac(i: u8, side: u8) -> [u8; 6] {
+    [0x02, 0x77, 0, 0, side, i]
+}
+
+fn fmt_mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl Testbed {
+    /// Builds the topology with `n` backends; namespace names start with `prefix`.
+    pub fn create(prefix: &str, n: usize) -> Result<Self> {
+        let switch = Netns::create(&format!("{prefix}-sw"))?;
+        let sw = switch.name().to_string();
+        switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        switch.exec(&["ip", "link", "set", "br0", "up"])?;
+
+        let host = |name: &str, idx: u8, ip: Ipv4Addr| -> Result<Host> {
+            let ns = Netns::create(&format!("{prefix}-{name}"))?;
+            let port = format!("p-{name}");
+            let m = mac(idx, 0);
+            crate::netns::ip(&[
+                "-n", &sw, "link", "add", &port, "address", &fmt_mac(mac(idx, 1)), "type", "veth", "peer", "name",
+                "eth0", "address", &fmt_mac(m), "netns", ns.name(),
+            ])?;
+            crate::netns::ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+            ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+            Ok(Host { ns, name: name.to_string(), ip, mac: m })
+        };
+
+        let client = host("client", 1, CLIENT_IP)?;
+        client.ns.exec(&["ip", "route", "add", &format!("{VIP}/32"), "via", &LB_IP.to_string()])?;
+        // Native XDP on veth drops checksum-offload state: send full checksums.
+        client.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).context("ethtool (Debian package ethtool)")?;
+        let lb = host("lb", 2, LB_IP)?;
+        let mut backends = Vec::with_capacity(n);
+        for i in 0..n {
+            let b = host(&format!("b{}", i + 1), 11 + i as u8, Ipv4Addr::new(10, 77, 0, 11 + i as u8))?;
+            b.ns.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            // DSR: the VIP is local but must not be announced on the wire.
+            b.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            b.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            backends.push(b);
+        }
+        // Frames sent with XDP_TX into a veth are only delivered when its peer
+        // runs an XDP program too (TOOLCHAIN.md).
+        let mut peer_pass = Baseline::load()?;
+        switch.run(|| peer_pass.attach_pass("p-lb", AttachMode::Driver))??;
+        Ok(Self { _peer_pass: peer_pass, client, lb, backends, switch })
+    }
+}
