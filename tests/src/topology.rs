@@ -80,8 +80,22 @@ impl Testbed {
             let port = format!("p-{name}");
             let m = mac(idx, 0);
             crate::netns::ip(&[
-                "-n", &sw, "link", "add", &port, "address", &fmt_mac(mac(idx, 1)), "type", "veth", "peer", "name",
-                "eth0", "address", &fmt_mac(m), "netns", ns.name(),
+                "-n",
+                &sw,
+                "link",
+                "add",
+                &port,
+                "address",
+                &fmt_mac(mac(idx, 1)),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "address",
+                &fmt_mac(m),
+                "netns",
+                ns.name(),
             ])?;
             crate::netns::ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
             ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;

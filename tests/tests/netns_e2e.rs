@@ -47,8 +47,11 @@ fn connections_follow_weights_and_a_backend_set_down_gets_no_new_ones() {
     let opts = DataplaneOptions { conn_table_size: 65536, max_services: 4 };
     let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
     let key = service_key(vip.ip(), PORT, Protocol::Tcp);
-    dp.upsert_service(&key, ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND })
-        .unwrap();
+    dp.upsert_service(
+        &key,
+        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
+    )
+    .unwrap();
     for (i, b) in tb.backends.iter().enumerate() {
         let be = Backend {
             addr: veer::dataplane::to_abi(b.addr()),

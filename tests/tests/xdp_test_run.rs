@@ -283,7 +283,15 @@ fn no_backend_up_drops_or_passes_as_configured() {
     assert_eq!(lab.send(&lab.syn(1)).0, XDP_DROP);
     assert_eq!(lab.counter(GlobalCounter::DropNoBackend), 1);
     lab.dp
-        .upsert_service(&lab.key, ServiceSpec { id: 1, scheduler: Scheduler::Maglev, flags: SERVICE_F_FALLBACK_PASS, fallback_backend: NO_BACKEND })
+        .upsert_service(
+            &lab.key,
+            ServiceSpec {
+                id: 1,
+                scheduler: Scheduler::Maglev,
+                flags: SERVICE_F_FALLBACK_PASS,
+                fallback_backend: NO_BACKEND,
+            },
+        )
         .unwrap();
     assert_eq!(lab.send(&lab.syn(1)).0, XDP_PASS);
     assert_eq!(lab.counter(GlobalCounter::FallbackPassed), 1);

@@ -1,1 +1,102 @@
-fn main(){}
+//! `cargo xtask`: veer's build, test and demo entry points.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "veer's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain and test tools (Debian packages, bpf-linker). Idempotent.
+    Setup,
+    /// Build the XDP objects (release, bpfel-unknown-none) and print their paths.
+    BuildEbpf,
+    /// Install what is missing, check formatting and lints, run every test.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Install what is missing, then run veer on a demo network in namespaces.
+    Demo {
+        /// Arguments for the demo (after `--`), e.g. `-- --mode skb`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn setup() -> Result<()> {
+    run(&mut Command::new(root().join("scripts/install-toolchain.sh")))
+}
+
+/// cargo, with test and demo binaries run as root (through sudo when needed:
+/// they load BPF programs and create network namespaces).
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root()).args(args);
+    if !is_root() {
+        c.env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E");
+    }
+    c
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup(),
+        Task::BuildEbpf => {
+            let objs = veer_ebpf_build::build(&root()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}\n{}", objs.xdp.display(), objs.baseline.display());
+            Ok(())
+        }
+        Task::Test { no_lint, args } => {
+            setup()?;
+            if !no_lint {
+                run(&mut cargo(&["fmt", "--all", "--check"]))?;
+                run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+            }
+            let mut a = vec!["test", "--workspace"];
+            if !args.is_empty() {
+                a.push("--");
+                a.extend(args.iter().map(String::as_str));
+            }
+            run(&mut cargo(&a))
+        }
+        Task::Demo { args } => {
+            setup()?;
+            let mut a = vec!["run", "--release", "-p", "veer-tests", "--bin", "veer-demo", "--"];
+            a.extend(args.iter().map(String::as_str));
+            run(&mut cargo(&a))
+        }
+    }
+}

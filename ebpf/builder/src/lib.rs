@@ -65,9 +65,7 @@ pub fn sources(root: &Path) -> Vec<PathBuf> {
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = env::var_os("PATH")
-        .map(|p| env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = env::var_os("PATH").map(|p| env::split_paths(&p).collect()).unwrap_or_default();
     if let Some(home) = env::var_os("CARGO_HOME") {
         dirs.push(PathBuf::from(home).join("bin"));
     }
@@ -95,13 +93,19 @@ pub fn build(root: &Path) -> Result<Objects, BuildError> {
     let linker = check_toolchain()?;
     let target_dir = root.join("target/ebpf");
     // Prefer Debian's cargo (same release as its rustc); rustup's works too.
-    let cargo = if Path::new("/usr/bin/cargo").is_file() { PathBuf::from("/usr/bin/cargo") } else { PathBuf::from("cargo") };
+    let cargo =
+        if Path::new("/usr/bin/cargo").is_file() { PathBuf::from("/usr/bin/cargo") } else { PathBuf::from("cargo") };
     let mut cmd = Command::new(cargo);
     // Inside build.rs, cargo exports its own settings (RUSTC, wrappers for
     // clippy, flags for the host target); none of them apply to this build.
     for (k, _) in env::vars_os() {
         let k = k.to_string_lossy();
-        if (k.starts_with("CARGO") && k != "CARGO_HOME") || k.starts_with("RUSTC") || k.starts_with("RUSTDOC") || k == "RUSTFLAGS" || k == "RUSTUP_TOOLCHAIN" {
+        if (k.starts_with("CARGO") && k != "CARGO_HOME")
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTDOC")
+            || k == "RUSTFLAGS"
+            || k == "RUSTUP_TOOLCHAIN"
+        {
             cmd.env_remove(&*k);
         }
     }

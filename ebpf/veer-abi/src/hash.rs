@@ -112,10 +112,7 @@ mod tests {
             buckets[(flow_hash(&key(p)) % 16) as usize] += 1;
         }
         let even = 65536.0 / 16.0;
-        let chi2: f64 = buckets
-            .iter()
-            .map(|&b| (b as f64 - even).powi(2) / even)
-            .sum();
+        let chi2: f64 = buckets.iter().map(|&b| (b as f64 - even).powi(2) / even).sum();
         assert!(chi2 < 37.7, "chi-square {chi2:.1}, buckets {buckets:?}");
     }
 }

@@ -37,11 +37,7 @@ pub fn lookup(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
 /// Pins a flow to a backend (insert or overwrite).
 #[inline(always)]
 pub fn pin(svc: &Service, key: &FlowKey, backend: u32) {
-    let entry = ConnEntry {
-        backend,
-        service: svc.id,
-        last_seen_ns: unsafe { bpf_ktime_get_ns() },
-    };
+    let entry = ConnEntry { backend, service: svc.id, last_seen_ns: unsafe { bpf_ktime_get_ns() } };
     // A full table evicts its least recently used entry; failure here only
     // costs the flow its pin, and Maglev/source-hash reschedule it the same.
     let _ = CONNS.insert(key, &entry, 0);

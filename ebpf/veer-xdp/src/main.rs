@@ -18,7 +18,7 @@ mod stats;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use veer_abi::{GlobalCounter, ServiceKey, SERVICE_F_FALLBACK_PASS, NO_BACKEND};
+use veer_abi::{GlobalCounter, ServiceKey, NO_BACKEND, SERVICE_F_FALLBACK_PASS};
 
 use crate::{maps::SERVICES, scheduler::backend, verdict::Drop};
 
@@ -38,12 +38,7 @@ fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
     let Some(key) = parse::flow_of(ctx)? else {
         return Ok(pass());
     };
-    let skey = ServiceKey {
-        addr: key.dst,
-        port: key.dport,
-        proto: key.proto,
-        _pad: 0,
-    };
+    let skey = ServiceKey { addr: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
     // SAFETY: userspace replaces service values whole; we copy it out at once.
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
         return Ok(pass());

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use veer_abi::{
-    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE,
-    MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, MAX_TX_PORTS,
+    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, MAX_BACKENDS,
+    MAX_RING_SIZE, MAX_SERVICES, MAX_TX_PORTS,
 };
 
 /// Per-CPU LRU lists over one shared hash table (`BPF_F_NO_COMMON_LRU`).

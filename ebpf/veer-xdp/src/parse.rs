@@ -67,14 +67,7 @@ fn ipv4(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
     let Some((sport, dport)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
         return Ok(None);
     };
-    Ok(Some(FlowKey {
-        src: ipv4_mapped(ip.src),
-        dst,
-        sport,
-        dport,
-        proto: ip.proto,
-        _pad: [0; 3],
-    }))
+    Ok(Some(FlowKey { src: ipv4_mapped(ip.src), dst, sport, dport, proto: ip.proto, _pad: [0; 3] }))
 }
 
 #[inline(always)]
@@ -94,22 +87,13 @@ fn ipv6(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
     let proto = ip.next_header;
     match proto {
         NEXTHDR_FRAGMENT => return Err(Drop::Fragment),
-        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST => {
-            return Err(Drop::Ipv6ExtHeader)
-        }
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST => return Err(Drop::Ipv6ExtHeader),
         _ => {}
     }
     let Some((sport, dport)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
         return Ok(None);
     };
-    Ok(Some(FlowKey {
-        src: ip.src,
-        dst,
-        sport,
-        dport,
-        proto,
-        _pad: [0; 3],
-    }))
+    Ok(Some(FlowKey { src: ip.src, dst, sport, dport, proto, _pad: [0; 3] }))
 }
 
 /// Source and destination port of a TCP or UDP header at `l4`, which must end

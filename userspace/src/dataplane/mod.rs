@@ -144,7 +144,8 @@ impl Dataplane {
     }
 
     fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-        let p = ebpf.program_mut(PROGRAM_NAME).ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?;
+        let p =
+            ebpf.program_mut(PROGRAM_NAME).ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?;
         p.try_into().map_err(DataplaneError::program("program veer_xdp is not XDP"))
     }
 
@@ -207,7 +208,8 @@ impl Dataplane {
             self.adjust_vip(&key.addr, 1)?;
         }
         let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
-        m.insert(key, value, 0).map_err(DataplaneError::map(names::SERVICES, format!("writing {}", display_service(key))))
+        m.insert(key, value, 0)
+            .map_err(DataplaneError::map(names::SERVICES, format!("writing {}", display_service(key))))
     }
 
     fn adjust_vip(&mut self, addr: &[u8; 16], delta: i32) -> Result<()> {
@@ -232,7 +234,8 @@ impl Dataplane {
         }
         {
             let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
-            m.remove(key).map_err(DataplaneError::map(names::SERVICES, format!("removing {}", display_service(key))))?;
+            m.remove(key)
+                .map_err(DataplaneError::map(names::SERVICES, format!("removing {}", display_service(key))))?;
         }
         self.adjust_vip(&key.addr, -1)
     }
@@ -286,7 +289,12 @@ impl Dataplane {
     pub fn publish_ring(&mut self, key: &ServiceKey, slots: &[u32]) -> Result<()> {
         let mut svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
         if slots.len() > MAX_RING_SIZE {
-            return Err(crate::ring::RingError::SizeOutOfRange { size: slots.len() as u32, min: 1, max: MAX_RING_SIZE as u32 }.into());
+            return Err(crate::ring::RingError::SizeOutOfRange {
+                size: slots.len() as u32,
+                min: 1,
+                max: MAX_RING_SIZE as u32,
+            }
+            .into());
         }
         let next_half = (svc.ring_half ^ 1) & 1;
         let mut ring: Box<Ring> = vec![0u32; MAX_RING_SIZE]
@@ -296,6 +304,8 @@ impl Dataplane {
         ring[..slots.len()].copy_from_slice(slots);
         {
             let mut rings: Array<&mut MapData, Ring> = map_mut!(self, Array, names::RINGS);
+            // By reference: passing the 256 KiB array by value would copy it to the stack.
+            #[allow(clippy::needless_borrows_for_generic_args)]
             rings
                 .set(svc.id * 2 + next_half as u32, &*ring, 0)
                 .map_err(DataplaneError::map(names::RINGS, format!("writing ring of {}", display_service(key))))?;
@@ -303,7 +313,8 @@ impl Dataplane {
         svc.ring_half = next_half;
         svc.ring_len = slots.len() as u32;
         let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
-        m.insert(key, svc, 0).map_err(DataplaneError::map(names::SERVICES, format!("switching ring of {}", display_service(key))))
+        m.insert(key, svc, 0)
+            .map_err(DataplaneError::map(names::SERVICES, format!("switching ring of {}", display_service(key))))
     }
 
     /// Builds the ring the service's scheduler needs from `members` and

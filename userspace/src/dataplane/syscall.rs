@@ -27,7 +27,12 @@ pub fn lookup_into(fd: impl AsFd, key: u32, out: &mut [u32]) -> std::io::Result<
     // SAFETY: attr points at live memory: the key, and `out`, which the caller
     // sized to the map's value size.
     let r = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_ELEM, &attr as *const MapElemAttr, std::mem::size_of::<MapElemAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &attr as *const MapElemAttr,
+            std::mem::size_of::<MapElemAttr>(),
+        )
     };
     if r < 0 {
         return Err(std::io::Error::last_os_error());

@@ -189,7 +189,11 @@ mod tests {
 
     fn members(n: u32, weight: impl Fn(u32) -> u32) -> Vec<RingMember> {
         (0..n)
-            .map(|i| RingMember { id: i, identity: bytes_hash64(format!("10.0.{}.{}", i / 250, i % 250).as_bytes(), 1), weight: weight(i) })
+            .map(|i| RingMember {
+                id: i,
+                identity: bytes_hash64(format!("10.0.{}.{}", i / 250, i % 250).as_bytes(), 1),
+                weight: weight(i),
+            })
             .collect()
     }
 
