@@ -36,10 +36,8 @@ for p in "${PKGS[@]}"; do
 done
 if ((${#missing[@]})); then
     say "installing Debian packages: ${missing[*]}"
-    # Stale package lists miss rustc-web 1.96; refresh when a package is not known.
-    if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
-        $SUDO apt-get update -q
-    fi
+    # Stale package lists hold an older rustc-web (1.85) and no llvm-22: refresh first.
+    $SUDO apt-get update -q || die "apt-get update failed"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
         || die "apt-get install failed for: ${missing[*]}"
 else
@@ -47,6 +45,9 @@ else
 fi
 
 [[ -x /usr/bin/rustc ]] || die "/usr/bin/rustc missing after installing rustc-web"
+# rustc and bpf-linker must share one LLVM build ("Invalid record" otherwise).
+/usr/bin/rustc -vV | grep -q '^LLVM version: 22\.' \
+    || die "/usr/bin/rustc is not built on LLVM 22 ($(/usr/bin/rustc -V)); need rustc-web 1.96 from bookworm-updates/security"
 [[ -d /usr/lib/rustlib/bpfel-unknown-none ]] || die "no bpfel core under /usr/lib/rustlib (libstd-rust-web-dev-bpf)"
 [[ -e $LLVM_PREFIX/lib/libLLVM.so ]] || ls "$LLVM_PREFIX"/lib/libLLVM*.so* >/dev/null 2>&1 \
     || die "libLLVM not found under $LLVM_PREFIX (llvm-22-dev)"
