@@ -316,3 +316,31 @@ fn counters_account_packets_bytes_and_flows() {
     assert_eq!(s, b);
     assert_eq!(lab.dp.flows().unwrap().len(), 1);
 }
+
+#[test]
+fn backend_behind_another_interface_is_redirected_through_the_devmap() {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1]);
+    // Test runs see loopback as the ingress; give the backend another interface,
+    // in a namespace of our own (devmap entries resolve there too).
+    let ns = veer_tests::netns::Netns::create("veer-redirect").unwrap();
+    ns.exec(&["ip", "link", "add", "egress0", "type", "veth", "peer", "name", "egress1"]).unwrap();
+    ns.exec(&["ip", "link", "set", "egress0", "up"]).unwrap();
+    let ifindex: u32 = ns.exec(&["cat", "/sys/class/net/egress0/ifindex"]).unwrap().trim().parse().unwrap();
+    let mut b = lab.dp.backend(0).unwrap();
+    b.ifindex = ifindex;
+    b.src_mac = [0x02, 0x0e, 0, 0, 0, 0x01];
+    lab.dp.set_backend(0, &b).unwrap();
+    ns.run(|| {
+        // Not in the devmap yet: dropped and counted, never sent.
+        let out = lab.dp.test_run(&lab.syn(1), 1).unwrap();
+        assert_eq!(out.action, XDP_DROP);
+        assert_eq!(lab.counter(GlobalCounter::DropRedirect), 1);
+        lab.dp.add_tx_port(ifindex).unwrap();
+        let out = lab.dp.test_run(&lab.syn(2), 1).unwrap();
+        assert_eq!(out.action, 4, "XDP_REDIRECT");
+        assert_eq!(out.frame[..6], backend_mac(0));
+        assert_eq!(out.frame[6..12], b.src_mac, "egress interface's MAC as source");
+        assert_eq!(lab.counter(GlobalCounter::Redirected), 1);
+    })
+    .unwrap();
+}
