@@ -60,6 +60,7 @@ fn connections_follow_weights_and_a_backend_set_down_gets_no_new_ones() {
             ifindex: 0,
             weight: weights[i],
             state: BackendState::Up as u32,
+            service: 0,
         };
         dp.set_backend(i as u32, &be).unwrap();
     }

@@ -48,6 +48,7 @@ impl Lab {
                 ifindex: 0,
                 weight: w,
                 state: BackendState::Up as u32,
+                service: 0,
             };
             dp.set_backend(i as u32, &b).unwrap();
             members.push(RingMember { id: i as u32, identity: identity_of(addr), weight: w });

@@ -5,5 +5,6 @@
 //! [`ring`] builds the tables its schedulers index.
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod dataplane;
 pub mod ring;

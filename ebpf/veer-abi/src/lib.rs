@@ -17,6 +17,11 @@ pub mod maps;
 
 pub use maps::*;
 
+/// Version of the map layout. Bump it whenever a key, value, map or map size
+/// default changes: pins are kept per version, so a daemon never adopts maps
+/// of another layout.
+pub const ABI_VERSION: u32 = 1;
+
 /// Largest Maglev table (and round-robin sequence) a service may use: a prime.
 pub const MAX_RING_SIZE: usize = 65537;
 /// Default Maglev table size: a prime, large enough for ~100 backends.

@@ -147,6 +147,9 @@ pub struct Backend {
     pub weight: u32,
     /// A [`BackendState`] as `u32`: the one word a failover writes.
     pub state: u32,
+    /// Id of the service this backend belongs to (lets a restarted daemon
+    /// adopt the table: an entry is in use when `addr` is not all zero).
+    pub service: u32,
 }
 
 /// Key of the connection table: a flow's 5-tuple as the client sent it.
@@ -275,7 +278,7 @@ mod pod {
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
-const _: () = assert!(core::mem::size_of::<Backend>() == 40);
+const _: () = assert!(core::mem::size_of::<Backend>() == 44);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);

@@ -108,6 +108,7 @@ fn main() -> Result<()> {
             ifindex: 0,
             weight: WEIGHTS[i],
             state: BackendState::Up as u32,
+            service: 0,
         };
         dp.set_backend(i as u32, &be)?;
     }

@@ -1,0 +1,369 @@
+//! veerd's configuration: a TOML file, parsed strictly and validated whole
+//! before anything uses it.
+//!
+//! Every error names the file, the line and the field. Unknown fields are
+//! errors, not warnings: a typo must not silently fall back to a default.
+
+mod duration;
+mod validate;
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::dataplane::Protocol;
+
+pub use validate::ConfigError;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Daemon-wide settings.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    /// The virtual services, `[[service]]` tables.
+    #[serde(default, rename = "service")]
+    pub services: Vec<Spanned<ServiceConfig>>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Instance name: pins live in `<bpffs>/veer/<name>/`, the API socket is
+    /// `/run/veer/<name>.sock` unless set.
+    pub name: String,
+    /// Where bpffs is (or gets) mounted.
+    pub bpffs: PathBuf,
+    /// Interfaces the XDP program is attached to.
+    pub interfaces: Vec<String>,
+    /// `driver` (native XDP) or `skb` (generic).
+    pub attach_mode: AttachModeConfig,
+    /// The API's Unix socket.
+    pub api_socket: Option<PathBuf>,
+    /// Connection-table entries.
+    pub conn_table_size: u32,
+    /// Service capacity of the maps.
+    pub max_services: u32,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            bpffs: "/sys/fs/bpf".into(),
+            interfaces: Vec::new(),
+            attach_mode: AttachModeConfig::Driver,
+            api_socket: None,
+            conn_table_size: veer_abi::DEFAULT_CONN_TABLE_SIZE,
+            max_services: veer_abi::MAX_SERVICES,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Directory of this instance's pins (versioned by the map layout).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("veer").join(&self.name).join(format!("v{}", veer_abi::ABI_VERSION))
+    }
+
+    /// The API socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.api_socket.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.sock", self.name)))
+    }
+}
+
+/// XDP attach mode as configured.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachModeConfig {
+    /// Native XDP.
+    Driver,
+    /// Generic XDP.
+    Skb,
+}
+
+/// Scheduler as configured.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerConfig {
+    /// Weighted Maglev.
+    Maglev,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Client-address affinity.
+    SourceHash,
+}
+
+impl From<SchedulerConfig> for veer_abi::Scheduler {
+    fn from(s: SchedulerConfig) -> Self {
+        match s {
+            SchedulerConfig::Maglev => Self::Maglev,
+            SchedulerConfig::RoundRobin => Self::RoundRobin,
+            SchedulerConfig::SourceHash => Self::SourceHash,
+        }
+    }
+}
+
+/// Forwarding mode. Only DSR exists so far.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Direct server return: rewrite MACs; backends hold the VIP.
+    #[default]
+    Dsr,
+}
+
+/// What happens to new flows when no backend is up.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Drop them (and count).
+    #[default]
+    Drop,
+    /// Hand them to the load balancer's own stack.
+    Pass,
+}
+
+/// A `[[service]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Unique name.
+    pub name: String,
+    /// Virtual IP.
+    pub vip: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    #[serde(default = "default_protocol", deserialize_with = "de_protocol")]
+    pub protocol: Protocol,
+    /// `maglev`, `round-robin` or `source-hash`.
+    #[serde(default = "default_scheduler")]
+    pub scheduler: SchedulerConfig,
+    /// Maglev table size: a prime up to 65537.
+    #[serde(default = "default_ring_size")]
+    pub ring_size: u32,
+    /// `dsr`.
+    #[serde(default)]
+    pub forwarding: Forwarding,
+    /// Backups get traffic only while fewer primaries than this are up.
+    #[serde(default = "one")]
+    pub min_healthy: u32,
+    /// With no backend up: `drop` or `pass` (unless `fallback_backend` is set).
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// Name of a `sorry = true` backend that takes traffic when no other is up.
+    #[serde(default)]
+    pub fallback_backend: Option<String>,
+    /// Health checking.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// The backends, `[[service.backend]]`.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Spanned<BackendConfig>>,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_protocol() -> Protocol {
+    Protocol::Tcp
+}
+fn default_scheduler() -> SchedulerConfig {
+    SchedulerConfig::Maglev
+}
+fn default_ring_size() -> u32 {
+    veer_abi::DEFAULT_RING_SIZE
+}
+fn de_protocol<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// Kind of active health check.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A TCP connect.
+    #[default]
+    Tcp,
+    /// An HTTP/1.1 GET expecting a status.
+    Http,
+    /// A UDP datagram expecting a reply.
+    Udp,
+    /// A command's exit status (no shell).
+    Exec,
+    /// No checks: backends are always up.
+    None,
+}
+
+/// A backend's state before its first checks complete.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    /// Down until `rise` checks pass (the safe default).
+    #[default]
+    Down,
+    /// Up until `fall` checks fail.
+    Up,
+}
+
+/// `[service.health]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// `tcp`, `http`, `udp`, `exec` or `none`.
+    pub kind: CheckKind,
+    /// Time between checks.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Time between checks while a state is changing (some but not enough
+    /// successes or failures in a row). Defaults to interval / 4.
+    #[serde(with = "duration::option")]
+    pub fast_interval: Option<Duration>,
+    /// Per-check timeout; shorter than `interval`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Successes in a row that bring a backend up.
+    pub rise: u32,
+    /// Failures in a row that take a backend down.
+    pub fall: u32,
+    /// State before the first checks.
+    pub initial: InitialState,
+    /// Port to check (default: the service port).
+    pub port: Option<u16>,
+    /// `http`: request path.
+    pub path: String,
+    /// `http`: expected status code.
+    pub expect_status: u16,
+    /// `udp`: payload to send.
+    pub payload: String,
+    /// `udp`: the reply must contain this (any reply if unset).
+    pub expect: Option<String>,
+    /// `exec`: program and arguments; `{address}` and `{port}` are replaced.
+    pub command: Vec<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            kind: CheckKind::Tcp,
+            interval: Duration::from_secs(1),
+            fast_interval: None,
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+            initial: InitialState::Down,
+            port: None,
+            path: "/".into(),
+            expect_status: 200,
+            payload: String::new(),
+            expect: None,
+            command: Vec::new(),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The interval used while a state is changing.
+    pub fn fast(&self) -> Duration {
+        self.fast_interval.unwrap_or(self.interval / 4).max(Duration::from_millis(1))
+    }
+}
+
+/// A `[[service.backend]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique within its service.
+    pub name: String,
+    /// Address (health checks go here; the next hop is its MAC).
+    pub address: IpAddr,
+    /// Relative weight, 1 to 65535.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Takes traffic only while fewer than `min_healthy` primaries are up.
+    #[serde(default)]
+    pub backup: bool,
+    /// Only ever used as the service's `fallback_backend`.
+    #[serde(default)]
+    pub sorry: bool,
+    /// Next-hop MAC; looked up in the neighbour table when unset.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Recovery: a command to run when the backend goes down.
+    #[serde(default)]
+    pub restart: Option<RestartConfig>,
+}
+
+/// `restart = { command = [...], ... }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// Program and arguments (no shell); `{address}` and `{name}` are replaced.
+    pub command: Vec<String>,
+    /// Wait before the first attempt; doubles after each.
+    #[serde(default = "default_backoff", with = "duration")]
+    pub backoff: Duration,
+    /// Cap on the wait between attempts.
+    #[serde(default = "default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+    /// Attempts before giving up (until the backend is up again).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Time limit for one run of the command.
+    #[serde(default = "default_restart_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_restart_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// A parsed MAC address.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        m[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(m)
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))?;
+    parse(&src, path)
+}
+
+/// Parses and validates config text; `path` is only used in messages.
+pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
+    let cfg: Config = toml::from_str(src).map_err(|e| ConfigError::syntax(path, src, &e))?;
+    validate::validate(&cfg, src, path)?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+use std::path::Path;
+
+use super::*;
+
+fn err(src: &str) -> ConfigError {
+    parse(src, Path::new("t.toml")).expect_err("config must be rejected")
+}
+
+const BASE: &str = r#"
+[daemon]
+interfaces = ["eth0"]
+
+[[service]]
+name = "web"
+vip = "10.0.0.1"
+port = 80
+
+[service.health]
+interval = "100ms"
+timeout = "50ms"
+
+[[service.backend]]
+name = "b1"
+address = "10.0.0.11"
+"#;
+
+#[test]
+fn examples_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
+
+#[test]
+fn base_parses_with_defaults() {
+    let c = parse(BASE, Path::new("t.toml")).unwrap();
+    let s = c.services[0].get_ref();
+    assert_eq!(s.scheduler, SchedulerConfig::Maglev);
+    assert_eq!(s.ring_size, 65537);
+    assert_eq!(s.health.rise, 2);
+    assert_eq!(s.health.fast(), Duration::from_millis(25));
+    assert_eq!(s.backends[0].get_ref().weight, 1);
+    assert_eq!(c.daemon.pin_dir(), Path::new("/sys/fs/bpf/veer/default/v1"));
+}
+
+#[test]
+fn unknown_field_is_rejected_with_its_line() {
+    let e = err(&BASE.replace("port = 80", "port = 80\nschedular = \"maglev\""));
+    assert_eq!(e.line, Some(9), "{e}");
+    assert!(e.message.contains("unknown field `schedular`"), "{e}");
+    assert!(e.to_string().starts_with("t.toml:9: "), "{e}");
+}
+
+#[test]
+fn ring_size_must_be_prime() {
+    let e = err(&BASE.replace("port = 80", "port = 80\nring_size = 65536"));
+    assert_eq!((e.line, e.field.as_str()), (Some(9), "service[web].ring_size"), "{e}");
+    assert!(e.message.contains("not a prime"), "{e}");
+}
+
+#[test]
+fn timeout_must_be_shorter_than_interval() {
+    let e = err(&BASE.replace("timeout = \"50ms\"", "timeout = \"100ms\""));
+    assert_eq!((e.line, e.field.as_str()), (Some(12), "service[web].health.timeout"), "{e}");
+}
+
+#[test]
+fn rise_and_fall_at_least_one() {
+    let e = err(&BASE.replace("timeout = \"50ms\"", "timeout = \"50ms\"\nfall = 0"));
+    assert_eq!((e.line, e.field.as_str()), (Some(13), "service[web].health.fall"), "{e}");
+    let e = err(&BASE.replace("timeout = \"50ms\"", "timeout = \"50ms\"\nrise = 0"));
+    assert_eq!(e.field, "service[web].health.rise");
+}
+
+#[test]
+fn bad_values_are_located() {
+    let e = err(&BASE.replace("address = \"10.0.0.11\"", "address = \"10.0.0.300\""));
+    assert_eq!(e.line, Some(16), "{e}");
+    let e = err(&BASE.replace("address = \"10.0.0.11\"", "address = \"10.0.0.11\"\nweight = 0"));
+    assert_eq!((e.line, e.field.as_str()), (Some(17), "service[web].backend[b1].weight"), "{e}");
+    let e = err(&BASE.replace("interval = \"100ms\"", "interval = \"soon\""));
+    assert!(e.message.contains("invalid duration"), "{e}");
+    assert_eq!(e.line, Some(11));
+    let e = err(&BASE.replace("address = \"10.0.0.11\"", "address = \"10.0.0.11\"\nmac = \"zz\""));
+    assert_eq!(e.field, "service[web].backend[b1].mac");
+}
+
+#[test]
+fn cross_references_are_checked() {
+    let e = err(&BASE.replace("port = 80", "port = 80\nfallback_backend = \"nope\""));
+    assert_eq!(e.field, "service[web].fallback_backend");
+    let two = format!("{BASE}\n[[service]]\nname = \"web\"\nvip = \"10.0.0.2\"\nport = 80\n[[service.backend]]\nname = \"x\"\naddress = \"10.0.0.12\"\n");
+    let e = err(&two);
+    assert!(e.message.contains("duplicate service name"), "{e}");
+    assert_eq!(e.line, Some(19), "{e}");
+    let e = err(&BASE.replace("interfaces = [\"eth0\"]", "interfaces = []"));
+    assert_eq!(e.field, "daemon.interfaces");
+}

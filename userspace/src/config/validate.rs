@@ -1,0 +1,281 @@
+//! Semantic checks, with errors located at file, line and field.
+
+use std::{collections::HashSet, fmt, path::Path};
+
+use crate::ring::check_ring_size;
+
+use super::{parse_mac, CheckKind, Config};
+
+/// A config problem, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted path of the field, e.g. `service[web].health.timeout`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+impl ConfigError {
+    pub(super) fn io(path: &Path, e: std::io::Error) -> Self {
+        Self {
+            file: path.display().to_string(),
+            line: None,
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+        }
+    }
+
+    pub(super) fn syntax(path: &Path, src: &str, e: &toml::de::Error) -> Self {
+        let line = e.span().map(|s| line_of(src, s.start));
+        // The toml message ends with its own rendering of the source; keep the first line.
+        let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+        let field = e
+            .span()
+            .and_then(|s| src.get(s.start..s.end))
+            .filter(|t| !t.contains('\n') && t.len() < 64)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
+        Self { file: path.display().to_string(), line, field, message }
+    }
+}
+
+/// Finds the line of `key = ...` within the table that starts at `start`
+/// (up to the next `[[service]]` header), or the table's first line.
+fn locate(src: &str, start: usize, key: &str) -> usize {
+    let first = line_of(src, start);
+    for (i, l) in src.lines().enumerate().skip(first - 1) {
+        let t = l.trim_start();
+        if i + 1 > first && t.starts_with("[[service]]") {
+            break;
+        }
+        if let Some(rest) = t.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return i + 1;
+            }
+        }
+    }
+    first
+}
+
+struct Checker<'a> {
+    src: &'a str,
+    file: String,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, start: usize, key: &str, field: String, message: impl Into<String>) {
+        let line = Some(locate(self.src, start, key));
+        self.errors.push(ConfigError { file: self.file.clone(), line, field, message: message.into() });
+    }
+}
+
+/// Checks everything; returns the first problem (all are logged by the caller
+/// from [`validate_all`] when wanted).
+pub(super) fn validate(cfg: &Config, src: &str, path: &Path) -> Result<(), ConfigError> {
+    match validate_all(cfg, src, path).into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Every problem in the file, in order.
+pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigError> {
+    let mut c = Checker { src, file: path.display().to_string(), errors: Vec::new() };
+    let d = &cfg.daemon;
+    let daemon_at = src.find("[daemon]").unwrap_or(0);
+    if d.name.is_empty() || !d.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        c.err(daemon_at, "name", "daemon.name".into(), "must be non-empty letters, digits, '-' or '_'");
+    }
+    if d.interfaces.is_empty() {
+        c.err(daemon_at, "interfaces", "daemon.interfaces".into(), "list at least one interface to attach to");
+    }
+    if d.conn_table_size < 1024 {
+        c.err(daemon_at, "conn_table_size", "daemon.conn_table_size".into(), "must be at least 1024");
+    }
+    if d.max_services == 0 || d.max_services > 4096 {
+        c.err(daemon_at, "max_services", "daemon.max_services".into(), "must be 1 to 4096");
+    }
+    if cfg.services.len() > d.max_services as usize {
+        c.err(
+            daemon_at,
+            "max_services",
+            "daemon.max_services".into(),
+            format!("{} services configured, capacity is {}", cfg.services.len(), d.max_services),
+        );
+    }
+    let mut names = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut total_backends = 0usize;
+    for (i, s) in cfg.services.iter().enumerate() {
+        let at = s.span().start;
+        let s = s.get_ref();
+        let p = if s.name.is_empty() { format!("service[{i}]") } else { format!("service[{}]", s.name) };
+        if s.name.is_empty() {
+            c.err(at, "name", format!("{p}.name"), "must not be empty");
+        } else if !names.insert(s.name.clone()) {
+            c.err(at, "name", format!("{p}.name"), format!("duplicate service name {:?}", s.name));
+        }
+        if !keys.insert((s.vip, s.port, s.protocol)) {
+            c.err(at, "vip", format!("{p}.vip"), format!("{}:{}/{} is defined twice", s.vip, s.port, s.protocol));
+        }
+        if let Err(e) = check_ring_size(s.ring_size) {
+            c.err(at, "ring_size", format!("{p}.ring_size"), e.to_string());
+        }
+        if s.min_healthy == 0 {
+            c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
+        }
+        let h = &s.health;
+        if h.interval.is_zero() {
+            c.err(at, "interval", format!("{p}.health.interval"), "must be greater than zero");
+        }
+        if h.timeout.is_zero() || h.timeout >= h.interval {
+            c.err(
+                at,
+                "timeout",
+                format!("{p}.health.timeout"),
+                format!("must be greater than zero and shorter than interval ({:?} >= {:?})", h.timeout, h.interval),
+            );
+        }
+        if let Some(f) = h.fast_interval {
+            if f.is_zero() || f > h.interval {
+                c.err(
+                    at,
+                    "fast_interval",
+                    format!("{p}.health.fast_interval"),
+                    "must be greater than zero and at most interval",
+                );
+            }
+        }
+        if h.rise == 0 {
+            c.err(at, "rise", format!("{p}.health.rise"), "must be at least 1");
+        }
+        if h.fall == 0 {
+            c.err(at, "fall", format!("{p}.health.fall"), "must be at least 1");
+        }
+        match h.kind {
+            CheckKind::Http => {
+                if !h.path.starts_with('/') {
+                    c.err(at, "path", format!("{p}.health.path"), "must start with '/'");
+                }
+                if !(100..=599).contains(&h.expect_status) {
+                    c.err(
+                        at,
+                        "expect_status",
+                        format!("{p}.health.expect_status"),
+                        "must be an HTTP status, 100 to 599",
+                    );
+                }
+            }
+            CheckKind::Udp if h.payload.is_empty() => {
+                c.err(at, "payload", format!("{p}.health.payload"), "a udp check needs a payload to send");
+            }
+            CheckKind::Exec if h.command.is_empty() || h.command[0].is_empty() => {
+                c.err(
+                    at,
+                    "command",
+                    format!("{p}.health.command"),
+                    "an exec check needs a command (program and arguments)",
+                );
+            }
+            _ => {}
+        }
+        if s.backends.is_empty() {
+            c.err(at, "name", format!("{p}.backend"), "a service needs at least one backend");
+        }
+        total_backends += s.backends.len();
+        let mut bnames = HashSet::new();
+        let mut baddrs = HashSet::new();
+        for (j, b) in s.backends.iter().enumerate() {
+            let bat = b.span().start;
+            let b = b.get_ref();
+            let bp = if b.name.is_empty() { format!("{p}.backend[{j}]") } else { format!("{p}.backend[{}]", b.name) };
+            if b.name.is_empty() {
+                c.err(bat, "name", format!("{bp}.name"), "must not be empty");
+            } else if !bnames.insert(b.name.clone()) {
+                c.err(bat, "name", format!("{bp}.name"), format!("duplicate backend name {:?}", b.name));
+            }
+            if !baddrs.insert(b.address) {
+                c.err(
+                    bat,
+                    "address",
+                    format!("{bp}.address"),
+                    format!("address {} is used twice in this service", b.address),
+                );
+            }
+            if b.weight == 0 || b.weight > 65535 {
+                c.err(bat, "weight", format!("{bp}.weight"), "must be 1 to 65535 (drain a backend to stop new flows)");
+            }
+            if b.backup && b.sorry {
+                c.err(bat, "sorry", format!("{bp}.sorry"), "a backend is either backup or sorry, not both");
+            }
+            if let Some(m) = &b.mac {
+                if parse_mac(m).is_none() {
+                    c.err(bat, "mac", format!("{bp}.mac"), format!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+                }
+            }
+            if let Some(r) = &b.restart {
+                if r.command.is_empty() || r.command[0].is_empty() {
+                    c.err(bat, "restart", format!("{bp}.restart.command"), "needs a program and arguments");
+                }
+                if r.max_attempts == 0 {
+                    c.err(bat, "restart", format!("{bp}.restart.max_attempts"), "must be at least 1");
+                }
+                if r.backoff.is_zero() || r.backoff > r.max_backoff {
+                    c.err(
+                        bat,
+                        "restart",
+                        format!("{bp}.restart.backoff"),
+                        "must be greater than zero and at most max_backoff",
+                    );
+                }
+            }
+        }
+        if let Some(fb) = &s.fallback_backend {
+            match s.backends.iter().find(|b| &b.get_ref().name == fb) {
+                None => {
+                    c.err(at, "fallback_backend", format!("{p}.fallback_backend"), format!("no backend named {fb:?}"))
+                }
+                Some(b) if !b.get_ref().sorry => c.err(
+                    at,
+                    "fallback_backend",
+                    format!("{p}.fallback_backend"),
+                    format!("backend {fb:?} must be marked sorry = true"),
+                ),
+                _ => {}
+            }
+        }
+    }
+    if total_backends > veer_abi::MAX_BACKENDS as usize {
+        c.err(
+            0,
+            "backend",
+            "service.backend".into(),
+            format!("{total_backends} backends, capacity {}", veer_abi::MAX_BACKENDS),
+        );
+    }
+    c.errors
+}
