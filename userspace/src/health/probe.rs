@@ -1,0 +1,238 @@
+//! The probes: TCP connect, HTTP GET, UDP request/reply, exec.
+
+use std::{net::SocketAddr, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    process::Command,
+    time::timeout,
+};
+
+/// Why a probe failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Connect, send or receive failed.
+    #[error("{0}")]
+    Io(String),
+    /// An answer, but the wrong one.
+    #[error("{0}")]
+    BadAnswer(String),
+    /// The exec check's command failed.
+    #[error("{0}")]
+    Exec(String),
+}
+
+/// One kind of question to ask a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// Passes when a TCP connection is accepted.
+    Tcp,
+    /// Passes when `GET path` answers `status`.
+    Http {
+        /// Request path.
+        path: String,
+        /// Expected status.
+        status: u16,
+    },
+    /// Passes when a reply comes (containing `expect`, if set).
+    Udp {
+        /// Datagram to send.
+        payload: Vec<u8>,
+        /// Substring the reply must contain.
+        expect: Option<Vec<u8>>,
+    },
+    /// Passes when the command exits 0. `{address}` and `{port}` are replaced.
+    Exec {
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
+    /// Always passes.
+    None,
+}
+
+impl Probe {
+    /// Builds the probe a health config describes.
+    pub fn from_config(h: &crate::config::HealthConfig) -> Self {
+        use crate::config::CheckKind;
+        match h.kind {
+            CheckKind::Tcp => Self::Tcp,
+            CheckKind::Http => Self::Http { path: h.path.clone(), status: h.expect_status },
+            CheckKind::Udp => Self::Udp {
+                payload: h.payload.as_bytes().to_vec(),
+                expect: h.expect.as_ref().map(|e| e.as_bytes().to_vec()),
+            },
+            CheckKind::Exec => Self::Exec { argv: h.command.clone() },
+            CheckKind::None => Self::None,
+        }
+    }
+
+    /// Asks `target`, giving up after `limit`.
+    pub async fn run(&self, target: SocketAddr, limit: Duration) -> Result<(), ProbeError> {
+        match timeout(limit, self.ask(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProbeError::Timeout(limit)),
+        }
+    }
+
+    async fn ask(&self, target: SocketAddr) -> Result<(), ProbeError> {
+        let io = |what: &str, e: std::io::Error| ProbeError::Io(format!("{what} {target}: {e}"));
+        match self {
+            Self::None => Ok(()),
+            Self::Tcp => TcpStream::connect(target).await.map(|_| ()).map_err(|e| io("connect", e)),
+            Self::Http { path, status } => {
+                let mut s = TcpStream::connect(target).await.map_err(|e| io("connect", e))?;
+                let req =
+                    format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: veerd\r\nConnection: close\r\n\r\n");
+                s.write_all(req.as_bytes()).await.map_err(|e| io("send to", e))?;
+                let mut buf = [0u8; 64];
+                let mut n = 0;
+                // The status line is all we need.
+                while n < buf.len() && !buf[..n].contains(&b'\n') {
+                    let r = s.read(&mut buf[n..]).await.map_err(|e| io("read from", e))?;
+                    if r == 0 {
+                        break;
+                    }
+                    n += r;
+                }
+                let line = String::from_utf8_lossy(&buf[..n]);
+                let got: Option<u16> =
+                    line.strip_prefix("HTTP/1.").and_then(|rest| rest.get(2..5)).and_then(|code| code.parse().ok());
+                match got {
+                    Some(code) if code == *status => Ok(()),
+                    Some(code) => Err(ProbeError::BadAnswer(format!("HTTP status {code}, expected {status}"))),
+                    None => Err(ProbeError::BadAnswer(format!(
+                        "not an HTTP response: {:?}",
+                        line.lines().next().unwrap_or("")
+                    ))),
+                }
+            }
+            Self::Udp { payload, expect } => {
+                let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+                let s = UdpSocket::bind(bind).await.map_err(|e| io("bind for", e))?;
+                s.connect(target).await.map_err(|e| io("connect", e))?;
+                s.send(payload).await.map_err(|e| io("send to", e))?;
+                let mut buf = vec![0u8; 2048];
+                let n = s.recv(&mut buf).await.map_err(|e| io("receive from", e))?;
+                match expect {
+                    Some(want) if !buf[..n].windows(want.len().max(1)).any(|w| w == &want[..]) => {
+                        Err(ProbeError::BadAnswer(format!(
+                            "reply {:?} lacks {:?}",
+                            String::from_utf8_lossy(&buf[..n]),
+                            String::from_utf8_lossy(want)
+                        )))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Self::Exec { argv } => {
+                let subst = |a: &String| {
+                    a.replace("{address}", &target.ip().to_string()).replace("{port}", &target.port().to_string())
+                };
+                let argv: Vec<String> = argv.iter().map(subst).collect();
+                let (prog, args) = argv.split_first().ok_or_else(|| ProbeError::Exec("empty command".into()))?;
+                let out = Command::new(prog)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    // A timed-out check must not leave its process behind.
+                    .kill_on_drop(true)
+                    .output()
+                    .await
+                    .map_err(|e| ProbeError::Exec(format!("cannot run {prog}: {e}")))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    Err(ProbeError::Exec(format!("{prog} exited with {}: {}", out.status, err.trim())))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    const T: Duration = Duration::from_secs(2);
+
+    async fn http_server(reply: &'static str) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        a
+    }
+
+    #[tokio::test]
+    async fn tcp_passes_on_accept_and_fails_on_refusal() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        assert_eq!(Probe::Tcp.run(a, T).await, Ok(()));
+        drop(l);
+        assert!(matches!(Probe::Tcp.run(a, T).await, Err(ProbeError::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn http_checks_the_status() {
+        let ok = http_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        let bad = http_server("HTTP/1.0 503 Service Unavailable\r\n\r\n").await;
+        let junk = http_server("hello\n").await;
+        let p = Probe::Http { path: "/health".into(), status: 200 };
+        assert_eq!(p.run(ok, T).await, Ok(()));
+        assert_eq!(p.run(bad, T).await, Err(ProbeError::BadAnswer("HTTP status 503, expected 200".into())));
+        assert!(matches!(p.run(junk, T).await, Err(ProbeError::BadAnswer(_))));
+    }
+
+    #[tokio::test]
+    async fn udp_needs_a_matching_reply() {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let a = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            loop {
+                let (n, from) = s.recv_from(&mut buf).await.unwrap();
+                let reply = if &buf[..n] == b"ping" { &b"pong!"[..] } else { &b"what"[..] };
+                s.send_to(reply, from).await.unwrap();
+            }
+        });
+        let p = |payload: &str, expect: Option<&str>| Probe::Udp {
+            payload: payload.as_bytes().to_vec(),
+            expect: expect.map(|e| e.as_bytes().to_vec()),
+        };
+        assert_eq!(p("ping", Some("pong")).run(a, T).await, Ok(()));
+        assert!(matches!(p("hi", Some("pong")).run(a, T).await, Err(ProbeError::BadAnswer(_))));
+        assert_eq!(p("hi", None).run(a, T).await, Ok(()));
+        // Nobody listening: refused (ICMP) or silence, never a pass.
+        let dead = UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        assert!(p("ping", None).run(dead, Duration::from_millis(200)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn exec_uses_exit_status_and_timeout() {
+        let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let p = |argv: &[&str]| Probe::Exec { argv: argv.iter().map(|s| s.to_string()).collect() };
+        assert_eq!(p(&["true"]).run(a, T).await, Ok(()));
+        assert!(matches!(p(&["false"]).run(a, T).await, Err(ProbeError::Exec(_))));
+        // Arguments are substituted, and no shell interprets them.
+        assert_eq!(p(&["test", "{address}:{port}", "=", "127.0.0.1:9"]).run(a, T).await, Ok(()));
+        assert!(p(&["test", "$HOME", "=", "/root"]).run(a, T).await.is_err());
+        assert_eq!(
+            p(&["sleep", "5"]).run(a, Duration::from_millis(100)).await,
+            Err(ProbeError::Timeout(Duration::from_millis(100)))
+        );
+        assert!(matches!(p(&["/nonexistent/veer"]).run(a, T).await, Err(ProbeError::Exec(_))));
+    }
+}
