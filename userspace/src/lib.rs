@@ -8,4 +8,5 @@
 pub mod config;
 pub mod dataplane;
 pub mod health;
+pub mod net;
 pub mod ring;

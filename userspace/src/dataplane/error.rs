@@ -52,6 +52,18 @@ pub enum DataplaneError {
     /// The ring could not be built or does not fit.
     #[error(transparent)]
     Ring(#[from] crate::ring::RingError),
+    /// Pinned state could not be used.
+    #[error(transparent)]
+    Pin(#[from] super::pin::PinError),
+    /// A link operation failed.
+    #[error("{what}")]
+    Link {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
     /// The kernel lacks a feature this needs.
     #[error("unsupported by this kernel: {0}")]
     Unsupported(String),

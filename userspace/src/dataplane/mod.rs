@@ -11,6 +11,7 @@
 
 mod addr;
 mod error;
+pub mod pin;
 mod syscall;
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr, time::Duration};
@@ -129,6 +130,14 @@ impl Dataplane {
     /// Loads an XDP object with the given sizes (not yet attached).
     pub fn load_with(object: &[u8], opts: &DataplaneOptions) -> Result<Self> {
         let mut loader = EbpfLoader::new();
+        Self::load_object(&mut loader, object, opts)
+    }
+
+    fn load_with_loader(loader: &mut EbpfLoader<'_>, opts: &DataplaneOptions) -> Result<Self> {
+        Self::load_object(loader, XDP_OBJECT, opts)
+    }
+
+    fn load_object(loader: &mut EbpfLoader<'_>, object: &[u8], opts: &DataplaneOptions) -> Result<Self> {
         let svc = opts.max_services;
         loader
             .map_max_entries(names::CONNS, opts.conn_table_size)

@@ -1,0 +1,243 @@
+//! Pinned state: maps and XDP links under a bpffs directory, so that the
+//! dataplane keeps forwarding while the daemon is stopped, killed or upgraded,
+//! and a new daemon adopts what is there instead of starting over.
+//!
+//! The directory is versioned by [`veer_abi::ABI_VERSION`]. Pins of another
+//! version, or pinned maps whose key size, value size or capacity differ from
+//! what this build expects, are refused with an explicit error: a map of
+//! another layout is never silently reused.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::MapInfo,
+    programs::links::{FdLink, PinnedLink},
+    EbpfLoader,
+};
+use veer_abi::{
+    names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, ABI_VERSION, MAX_BACKENDS,
+    MAX_RING_SIZE,
+};
+
+use super::{AttachMode, Dataplane, DataplaneError, DataplaneOptions, Result};
+
+/// `statfs` magic of bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Why pinned state cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// bpffs could not be mounted.
+    #[error("mounting bpffs at {path}: {source}")]
+    Mount {
+        /// Mount point.
+        path: PathBuf,
+        /// Cause.
+        source: nix::Error,
+    },
+    /// A file operation in bpffs failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Pins of another layout version exist for this instance.
+    #[error(
+        "pinned dataplane of layout {found} at {path}, but this veerd uses layout v{ABI_VERSION}: \
+         remove it with the veerd that installed it (`veerd uninstall`), or delete {path} (this drops all flows)"
+    )]
+    OtherVersion {
+        /// The other version's directory name.
+        found: String,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A pinned map's layout differs from this build's.
+    #[error(
+        "pinned map {path} has {what} {found}, this build needs {expected}: \
+         run `veerd uninstall` first (this drops all flows)"
+    )]
+    Layout {
+        /// Pin path.
+        path: PathBuf,
+        /// Which property.
+        what: &'static str,
+        /// Found value.
+        found: u32,
+        /// Expected value.
+        expected: u32,
+    },
+    /// A pinned map could not be inspected.
+    #[error("inspecting pinned map {path}: {source}")]
+    Inspect {
+        /// Pin path.
+        path: PathBuf,
+        /// Cause.
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+/// Mounts bpffs at `root` unless it already is one.
+pub fn ensure_bpffs(root: &Path) -> std::result::Result<(), PinError> {
+    let io = |what, source| PinError::Io { what, path: root.to_path_buf(), source };
+    fs::create_dir_all(root).map_err(|e| io("creating", e))?;
+    let st = nix::sys::statfs::statfs(root).map_err(|e| io("statfs", e.into()))?;
+    if st.filesystem_type().0 as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|source| PinError::Mount { path: root.to_path_buf(), source })
+}
+
+/// (map, key size, value size, max entries) this build creates.
+fn expected_layout(opts: &DataplaneOptions) -> Vec<(&'static str, u32, &'static [u32], u32)> {
+    use core::mem::size_of;
+    let svc = opts.max_services;
+    let sz = |n: usize| n as u32;
+    vec![
+        (names::SERVICES, sz(size_of::<ServiceKey>()), &[size_of::<Service>() as u32], svc),
+        (names::VIPS, 16, &[4], svc),
+        (names::BACKENDS, 4, &[size_of::<Backend>() as u32], MAX_BACKENDS),
+        (names::RINGS, 4, &[(MAX_RING_SIZE * 4) as u32], svc * 2),
+        (names::CONNS, sz(size_of::<FlowKey>()), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
+        (names::RR_CURSORS, 4, &[4], svc),
+        (names::SERVICE_STATS, 4, &[size_of::<Counters>() as u32], svc),
+        (names::BACKEND_STATS, 4, &[size_of::<Counters>() as u32], MAX_BACKENDS),
+        (names::GLOBAL_STATS, 4, &[8], GlobalCounter::COUNT),
+        // A devmap value is the ifindex, optionally followed by a program fd.
+        (names::TX_PORTS, 4, &[4, 8], veer_abi::MAX_TX_PORTS),
+    ]
+}
+
+/// Fails if `dir`'s parent holds pins of another layout version, or a map
+/// pinned in `dir` has another layout. Returns whether any map is pinned.
+fn check_pins(dir: &Path, opts: &DataplaneOptions) -> std::result::Result<bool, PinError> {
+    if let Some(parent) = dir.parent() {
+        if let Ok(entries) = fs::read_dir(parent) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('v') && e.path() != dir {
+                    return Err(PinError::OtherVersion { found: name, path: e.path() });
+                }
+            }
+        }
+    }
+    let mut any = false;
+    for (name, key, values, entries) in expected_layout(opts) {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        any = true;
+        let info =
+            MapInfo::from_pin(&path).map_err(|e| PinError::Inspect { path: path.clone(), source: Box::new(e) })?;
+        let bad = |what, found, expected| PinError::Layout { path: path.clone(), what, found, expected };
+        if info.key_size() != key {
+            return Err(bad("key size", info.key_size(), key));
+        }
+        if !values.contains(&info.value_size()) {
+            return Err(bad("value size", info.value_size(), values[0]));
+        }
+        if info.max_entries() != entries {
+            return Err(bad("max entries", info.max_entries(), entries));
+        }
+    }
+    Ok(any)
+}
+
+fn link_path(dir: &Path, iface: &str) -> PathBuf {
+    dir.join(format!("link_{iface}"))
+}
+
+impl Dataplane {
+    /// Loads the embedded object with every map pinned in `dir` (created if
+    /// needed). Maps already pinned there are reused, contents and all, after
+    /// their layout is checked; returns whether any were (state adopted).
+    pub fn load_pinned(dir: &Path, opts: &DataplaneOptions) -> Result<(Self, bool)> {
+        fs::create_dir_all(dir).map_err(|source| PinError::Io { what: "creating", path: dir.to_path_buf(), source })?;
+        let adopted = check_pins(dir, opts)?;
+        let paths: Vec<(&'static str, PathBuf)> =
+            expected_layout(opts).iter().map(|(n, ..)| (*n, dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let dp = Self::load_with_loader(&mut loader, opts)?;
+        Ok((dp, adopted))
+    }
+
+    /// Attaches to `iface` through a link pinned in `dir`. If the link is
+    /// already pinned (a previous daemon attached it), its program is replaced
+    /// atomically by this one and no packet is missed; otherwise a new link is
+    /// created and pinned. Returns whether an existing link was adopted.
+    pub fn attach_pinned(&mut self, iface: &str, mode: AttachMode, dir: &Path) -> Result<bool> {
+        let path = link_path(dir, iface);
+        let prog = Self::xdp(&mut self.ebpf)?;
+        let adopted = path.exists();
+        let id = if adopted {
+            let pinned = PinnedLink::from_pin(&path).map_err(|e| DataplaneError::Link {
+                what: format!("opening pinned link {}", path.display()),
+                source: Box::new(e),
+            })?;
+            let link =
+                aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned)).map_err(|e| DataplaneError::Link {
+                    what: format!("pinned link {} is not an XDP link", path.display()),
+                    source: Box::new(e),
+                })?;
+            prog.attach_to_link(link).map_err(DataplaneError::program(format!("replacing the program on {iface}")))?
+        } else {
+            prog.attach(iface, mode.into())
+                .map_err(DataplaneError::program(format!("attaching to {iface} in {mode:?} mode")))?
+        };
+        // The pin, not this process, keeps the link (and the program) alive.
+        let link = prog.take_link(id).map_err(DataplaneError::program("taking the link"))?;
+        if !adopted {
+            let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+                what: format!("link on {iface} is not a bpf_link (kernel too old for XDP links: 5.9+)"),
+                source: Box::new(e),
+            })?;
+            fd.pin(&path)
+                .map_err(|e| DataplaneError::Unsupported(format!("pinning the link at {}: {e}", path.display())))?;
+        }
+        Ok(adopted)
+    }
+
+    /// Whether `dir` holds a pinned link for `iface`.
+    pub fn has_pinned_link(dir: &Path, iface: &str) -> bool {
+        link_path(dir, iface).exists()
+    }
+}
+
+/// Removes everything pinned in `dir`: links (which detaches the program from
+/// their interfaces) and maps; then the directory and empty parents up to the
+/// bpffs root. Returns what was removed.
+pub fn uninstall(dir: &Path) -> std::result::Result<Vec<PathBuf>, PinError> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+        Err(source) => return Err(PinError::Io { what: "listing", path: dir.to_path_buf(), source }),
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    // Links first: traffic stops being steered before the maps go.
+    paths.sort_by_key(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_")));
+    for p in paths {
+        fs::remove_file(&p).map_err(|source| PinError::Io { what: "removing", path: p.clone(), source })?;
+        removed.push(p);
+    }
+    let mut d = Some(dir);
+    while let Some(p) = d {
+        if fs::remove_dir(p).is_err() {
+            break;
+        }
+        d = p.parent();
+    }
+    Ok(removed)
+}
