@@ -11,6 +11,28 @@ use netlink_packet_route::{
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+/// Name of interface `index` in the calling thread's namespace.
+pub fn ifname(index: u32) -> io::Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Ok(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// Asks the kernel to resolve `addr`'s MAC (a datagram to the discard port
+/// makes it send an ARP request or neighbour solicitation).
+pub fn poke(addr: IpAddr) {
+    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    if let Ok(s) = std::net::UdpSocket::bind(bind) {
+        let _ = s.set_nonblocking(true);
+        let _ = s.send_to(&[], std::net::SocketAddr::new(addr, 9));
+    }
+}
+
 /// Index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> io::Result<u32> {
     nix::net::if_::if_nametoindex(name).map_err(io::Error::from)
@@ -54,11 +76,16 @@ pub struct Neighbour {
 /// Looks `addr` up in the neighbour table (ARP / NDP). Only usable entries
 /// count: reachable, stale, delay, probe, permanent.
 pub fn neighbour(addr: IpAddr) -> io::Result<Option<Neighbour>> {
+    Ok(neighbour_table(addr.is_ipv4())?.remove(&addr))
+}
+
+/// Every usable entry of the IPv4 (or IPv6) neighbour table.
+pub fn neighbour_table(ipv4: bool) -> io::Result<std::collections::HashMap<IpAddr, Neighbour>> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     let mut req = NeighbourMessage::default();
-    req.header.family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    req.header.family = if ipv4 { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let mut msg =
         NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(RouteNetlinkMessage::GetNeighbour(req)));
     msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -68,7 +95,7 @@ pub fn neighbour(addr: IpAddr) -> io::Result<Option<Neighbour>> {
     msg.serialize(&mut out);
     socket.send(&out, 0)?;
 
-    let mut found = None;
+    let mut found = std::collections::HashMap::new();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     loop {
         buf.clear();
@@ -84,8 +111,8 @@ pub fn neighbour(addr: IpAddr) -> io::Result<Option<Neighbour>> {
                     return Err(io::Error::other(format!("netlink neighbour dump: {e:?}")));
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                    if found.is_none() {
-                        found = usable(&n, addr);
+                    if let Some((a, nb)) = usable(&n) {
+                        found.insert(a, nb);
                     }
                 }
                 _ => {}
@@ -98,7 +125,7 @@ pub fn neighbour(addr: IpAddr) -> io::Result<Option<Neighbour>> {
     }
 }
 
-fn usable(n: &NeighbourMessage, addr: IpAddr) -> Option<Neighbour> {
+fn usable(n: &NeighbourMessage) -> Option<(IpAddr, Neighbour)> {
     let ok_state = matches!(
         n.header.state,
         NeighbourState::Reachable
@@ -124,8 +151,7 @@ fn usable(n: &NeighbourMessage, addr: IpAddr) -> Option<Neighbour> {
             _ => {}
         }
     }
-    (dst == Some(addr)).then_some(())?;
-    Some(Neighbour { mac: mac?, ifindex: n.header.ifindex })
+    Some((dst?, Neighbour { mac: mac?, ifindex: n.header.ifindex }))
 }
 
 #[cfg(test)]

@@ -286,6 +286,25 @@ impl Dataplane {
         m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))
     }
 
+    /// Every backend entry in use (address not all zero), by id.
+    pub fn backend_table(&self) -> Result<Vec<(u32, Backend)>> {
+        let m: Array<&MapData, Backend> = map_ref!(self, Array, names::BACKENDS);
+        let mut out = Vec::new();
+        for id in 0..MAX_BACKENDS {
+            let b = m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))?;
+            if b.addr != [0; 16] {
+                out.push((id, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Frees backend `id`: zeroed, it reads as down, and flows pinned to it move.
+    pub fn clear_backend(&mut self, id: u32) -> Result<()> {
+        let zero = Backend { addr: [0; 16], mac: [0; 6], src_mac: [0; 6], ifindex: 0, weight: 0, state: 0, service: 0 };
+        self.set_backend(id, &zero)
+    }
+
     /// Flips backend `id`'s state word: the next packet sees it.
     pub fn set_backend_state(&mut self, id: u32, state: BackendState) -> Result<()> {
         let mut b = self.backend(id)?;

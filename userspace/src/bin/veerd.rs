@@ -1,0 +1,101 @@
+//! `veerd`: veer's daemon. Health checks, failover, recovery, reload; the
+//! dataplane it drives stays pinned in bpffs and keeps forwarding without it.
+
+use std::{fs::File, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use veer::{config, daemon};
+
+#[derive(Parser)]
+#[command(name = "veerd", version, about = "veer's load-balancing and failover daemon")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Config file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Network namespace to run in (a name under /run/netns). veerd enters
+        /// it itself, so it keeps the host's bpffs (unlike `ip netns exec`).
+        #[arg(long)]
+        netns: Option<String>,
+    },
+    /// Validate a config file without running anything.
+    Check {
+        /// Config file (TOML).
+        config: PathBuf,
+    },
+    /// Remove everything an instance installed: detach the XDP program, unpin
+    /// its maps (all flows are dropped), remove the API socket.
+    Uninstall {
+        /// Config file of the instance.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn enter_netns(name: &str) -> Result<()> {
+    let f = File::open(format!("/run/netns/{name}")).with_context(|| format!("opening network namespace {name}"))?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {name}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let r = match cli.cmd {
+        Cmd::Check { config: path } => match config::load(&path) {
+            Ok(c) => {
+                let backends: usize = c.services.iter().map(|s| s.get_ref().backends.len()).sum();
+                println!("{}: ok ({} services, {backends} backends)", path.display(), c.services.len());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Cmd::Uninstall { config: path } => (|| {
+            let c = config::load(&path)?;
+            let removed = daemon::uninstall(&c)?;
+            if removed.is_empty() {
+                println!("nothing installed for instance {:?}", c.daemon.name);
+            }
+            for p in removed {
+                println!("removed {}", p.display());
+            }
+            Ok(())
+        })(),
+        Cmd::Run { config: path, netns } => (|| {
+            let cfg = config::load(&path)?;
+            // Before any thread exists: every runtime thread inherits the namespace.
+            if let Some(ns) = &netns {
+                enter_netns(ns)?;
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async {
+                let (d, events) = daemon::Daemon::start(&path, cfg)?;
+                d.run(events).await
+            })
+        })(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The control API: JSON lines over a Unix socket.
+//!
+//! One request per line, one response per line:
+//! `{"cmd":"status"}` -> `{"ok":true,"result":{...}}`,
+//! `{"cmd":"reload"}` -> `{"ok":false,"error":"t.toml:9: ..."}`.
+//! Requests are handed to the daemon's main loop, which owns all state.
+
+use std::{os::unix::fs::PermissionsExt, path::Path};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+use tracing::{debug, warn};
+
+/// A request to the daemon.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// The running state.
+    Status,
+    /// Re-read and apply the config file.
+    Reload,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: serde_json::Value) -> Self {
+        Self { ok: true, result: Some(result), error: None }
+    }
+
+    /// A failure.
+    pub fn err(e: impl std::fmt::Display) -> Self {
+        Self { ok: false, result: None, error: Some(e.to_string()) }
+    }
+}
+
+/// A request with the channel its response goes back on.
+pub type Call = (Request, oneshot::Sender<Response>);
+
+/// Listens on `path` (replacing a stale socket) and forwards calls.
+pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    // Only root may drive the daemon.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(stream, calls.clone()));
+                }
+                Err(e) => warn!(error = %e, "api accept failed"),
+            }
+        }
+    }))
+}
+
+async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let resp = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::err(format!("bad request: {e}")),
+            Ok(req) => {
+                debug!(?req, "api request");
+                let (tx, rx) = oneshot::channel();
+                if calls.send((req, tx)).await.is_err() {
+                    Response::err("daemon is shutting down")
+                } else {
+                    rx.await.unwrap_or_else(|_| Response::err("daemon dropped the request"))
+                }
+            }
+        };
+        let mut out = serde_json::to_string(&resp).unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"{e}\"}}"));
+        out.push('\n');
+        if w.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Client side: sends one request and waits for its response.
+pub async fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
+    let stream = UnixStream::connect(path).await?;
+    let (r, mut w) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
+    let mut lines = BufReader::new(r).lines();
+    let resp = lines.next_line().await?.ok_or_else(|| std::io::Error::other("daemon closed the connection"))?;
+    serde_json::from_str(&resp).map_err(std::io::Error::other)
+}

@@ -1,0 +1,214 @@
+//! The daemon's view of services and backends, and the pure rules that turn
+//! it into dataplane state: each backend's state word and each ring's members.
+
+use veer_abi::{BackendState, ServiceKey};
+
+use crate::{
+    config::{BackendConfig, ServiceConfig},
+    net::Neighbour,
+    ring::RingMember,
+};
+
+/// Operator intent for a backend (issue-4 commands set it; config starts it enabled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    /// Takes traffic when healthy.
+    Enabled,
+    /// Keeps its flows, gets no new ones.
+    Draining,
+    /// Gets nothing.
+    Disabled,
+}
+
+/// A backend at runtime.
+#[derive(Debug)]
+pub struct BackendRt {
+    /// Its configuration.
+    pub cfg: BackendConfig,
+    /// Id in the backend table (stable across reloads and restarts).
+    pub id: u32,
+    /// Health as the checker last reported it.
+    pub healthy: bool,
+    /// Operator intent.
+    pub admin: Admin,
+    /// Resolved next hop.
+    pub nexthop: Option<Neighbour>,
+    /// Source MAC for frames redirected to `nexthop.ifindex`.
+    pub src_mac: [u8; 6],
+    /// The running health checker.
+    pub checker: Option<tokio::task::JoinHandle<()>>,
+    /// Generation of that checker (older events are ignored).
+    pub generation: u64,
+    /// The running restart loop, while down.
+    pub recovery: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BackendRt {
+    /// The state word the dataplane should hold.
+    pub fn effective(&self) -> BackendState {
+        match (self.admin, self.healthy, self.nexthop.is_some()) {
+            (Admin::Disabled, ..) => BackendState::Disabled,
+            (_, false, _) | (_, _, false) => BackendState::Down,
+            (Admin::Draining, ..) => BackendState::Draining,
+            (Admin::Enabled, true, true) => BackendState::Up,
+        }
+    }
+
+    /// Why it is not up, for logs and status.
+    pub fn why_not_up(&self) -> Option<&'static str> {
+        match self.effective() {
+            BackendState::Up => None,
+            BackendState::Disabled => Some("disabled"),
+            BackendState::Draining => Some("draining"),
+            BackendState::Down if !self.healthy => Some("failing health checks"),
+            BackendState::Down => Some("next-hop MAC not resolved yet"),
+        }
+    }
+}
+
+impl Drop for BackendRt {
+    fn drop(&mut self) {
+        if let Some(c) = self.checker.take() {
+            c.abort();
+        }
+        if let Some(r) = self.recovery.take() {
+            r.abort();
+        }
+    }
+}
+
+/// A service at runtime.
+#[derive(Debug)]
+pub struct ServiceRt {
+    /// Its configuration (backends live in `backends`).
+    pub cfg: ServiceConfig,
+    /// Service-table key.
+    pub key: ServiceKey,
+    /// Id (stable across reloads and restarts).
+    pub id: u32,
+    /// Backends in config order.
+    pub backends: Vec<BackendRt>,
+    /// Ring members last published, to skip rebuilding an unchanged ring.
+    pub published: Option<Vec<RingMember>>,
+    /// Whether the service currently has no backend to send new flows to.
+    pub starved: bool,
+}
+
+impl ServiceRt {
+    /// Members of the ring: up, not sorry; backups only while fewer than
+    /// `min_healthy` primaries are up.
+    pub fn ring_members(&self) -> Vec<RingMember> {
+        let up = |b: &&BackendRt| b.effective() == BackendState::Up && !b.cfg.sorry;
+        let primaries = self.backends.iter().filter(up).filter(|b| !b.cfg.backup).count();
+        let with_backups = primaries < self.cfg.min_healthy as usize;
+        self.backends
+            .iter()
+            .filter(up)
+            .filter(|b| !b.cfg.backup || with_backups)
+            .map(|b| RingMember {
+                id: b.id,
+                identity: crate::dataplane::identity_of(b.cfg.address),
+                weight: b.cfg.weight,
+            })
+            .collect()
+    }
+
+    /// Whether backups are in the ring now.
+    pub fn backups_active(&self) -> bool {
+        let ids: Vec<u32> = self.ring_members().iter().map(|m| m.id).collect();
+        self.backends.iter().any(|b| b.cfg.backup && ids.contains(&b.id))
+    }
+
+    /// The backend with this id.
+    pub fn backend_mut(&mut self, id: u32) -> Option<&mut BackendRt> {
+        self.backends.iter_mut().find(|b| b.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HealthConfig, SchedulerConfig};
+
+    fn svc(min_healthy: u32, backends: &[(&str, bool, bool)]) -> ServiceRt {
+        let cfg = ServiceConfig {
+            name: "s".into(),
+            vip: "10.0.0.1".parse().unwrap(),
+            port: 80,
+            protocol: crate::dataplane::Protocol::Tcp,
+            scheduler: SchedulerConfig::Maglev,
+            ring_size: 65537,
+            forwarding: Default::default(),
+            min_healthy,
+            fallback: Default::default(),
+            fallback_backend: None,
+            health: HealthConfig::default(),
+            backends: vec![],
+        };
+        let backends = backends
+            .iter()
+            .enumerate()
+            .map(|(i, (name, backup, healthy))| BackendRt {
+                cfg: BackendConfig {
+                    name: name.to_string(),
+                    address: format!("10.0.0.{}", i + 10).parse().unwrap(),
+                    weight: 1,
+                    backup: *backup,
+                    sorry: false,
+                    mac: None,
+                    restart: None,
+                },
+                id: i as u32,
+                healthy: *healthy,
+                admin: Admin::Enabled,
+                nexthop: Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 }),
+                src_mac: [0; 6],
+                checker: None,
+                generation: 0,
+                recovery: None,
+            })
+            .collect();
+        ServiceRt {
+            key: crate::dataplane::service_key(cfg.vip, 80, cfg.protocol),
+            cfg,
+            id: 0,
+            backends,
+            published: None,
+            starved: false,
+        }
+    }
+
+    fn ids(s: &ServiceRt) -> Vec<u32> {
+        s.ring_members().iter().map(|m| m.id).collect()
+    }
+
+    #[test]
+    fn backups_join_only_below_min_healthy() {
+        let s = svc(2, &[("p1", false, true), ("p2", false, true), ("bk", true, true)]);
+        assert_eq!(ids(&s), vec![0, 1]);
+        let s = svc(2, &[("p1", false, true), ("p2", false, false), ("bk", true, true)]);
+        assert_eq!(ids(&s), vec![0, 2], "one primary down: the backup steps in");
+        assert!(s.backups_active());
+        let s = svc(1, &[("p1", false, true), ("p2", false, false), ("bk", true, true)]);
+        assert_eq!(ids(&s), vec![0]);
+    }
+
+    #[test]
+    fn state_word_follows_admin_health_and_nexthop() {
+        let mut s = svc(1, &[("a", false, true)]);
+        let b = &mut s.backends[0];
+        assert_eq!(b.effective(), BackendState::Up);
+        b.admin = Admin::Draining;
+        assert_eq!(b.effective(), BackendState::Draining);
+        b.healthy = false;
+        assert_eq!(b.effective(), BackendState::Down);
+        b.admin = Admin::Disabled;
+        assert_eq!(b.effective(), BackendState::Disabled);
+        b.admin = Admin::Enabled;
+        b.healthy = true;
+        b.nexthop = None;
+        assert_eq!(b.effective(), BackendState::Down);
+        assert_eq!(b.why_not_up(), Some("next-hop MAC not resolved yet"));
+    }
+}
