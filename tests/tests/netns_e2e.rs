@@ -13,6 +13,7 @@ use std::{
 };
 
 use veer::{
+    dataplane::MapReader,
     dataplane::{identity_of, service_key, AttachMode, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT},
     ring::RingMember,
 };

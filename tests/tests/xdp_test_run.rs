@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use veer::{
+    dataplane::MapReader,
     dataplane::{flow_key, identity_of, service_key, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT},
     ring::RingMember,
 };

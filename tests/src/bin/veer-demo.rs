@@ -12,6 +12,7 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Parser;
 use veer::{
+    dataplane::MapReader,
     dataplane::{identity_of, service_key, AttachMode, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT},
     ring::{shares, RingMember},
 };

@@ -29,7 +29,7 @@ use veer_abi::{Backend, BackendState, ServiceKey, NO_BACKEND, SERVICE_F_FALLBACK
 
 use crate::{
     config::{self, AttachModeConfig, BackendConfig, Config, Fallback, InitialState, ServiceConfig},
-    dataplane::{self, pin, service_key, to_abi, AttachMode, Dataplane, DataplaneOptions, ServiceSpec},
+    dataplane::{self, pin, service_key, to_abi, AttachMode, Dataplane, DataplaneOptions, MapReader, ServiceSpec},
     health::{spawn_checker, CheckSpec, HealthEvent, Probe},
     net::{self, Neighbour},
 };

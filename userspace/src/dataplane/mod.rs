@@ -12,22 +12,24 @@
 mod addr;
 mod error;
 pub mod pin;
+mod read;
 mod syscall;
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr, time::Duration};
 
 use aya::{
-    maps::{Array, DevMapHash, HashMap, Map, MapData, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, Map, MapData},
     programs::{TestRun, TestRunOptions, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
-    names, Backend, BackendState, ConnEntry, Counters, FlowKey, GlobalCounter, Scheduler, Service, ServiceKey,
+    names, Backend, BackendState, Scheduler, Service, ServiceKey,
     DEFAULT_CONN_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROGRAM_NAME,
 };
 
 pub use addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};
 pub use error::DataplaneError;
+pub use read::{MapReader, PinnedMaps};
 
 use crate::ring::{maglev::MaglevRing, round_robin, RingMember};
 
@@ -114,11 +116,10 @@ macro_rules! map_mut {
     };
 }
 
-macro_rules! map_ref {
-    ($self:expr, $kind:ident, $name:expr) => {
-        $kind::try_from($self.ebpf.map($name).ok_or(DataplaneError::Missing { kind: "map", name: $name })?)
-            .map_err(DataplaneError::map($name, "opening"))?
-    };
+impl MapReader for Dataplane {
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.ebpf.map(name).ok_or(DataplaneError::Missing { kind: "map", name })
+    }
 }
 
 impl Dataplane {
@@ -249,23 +250,7 @@ impl Dataplane {
         self.adjust_vip(&key.addr, -1)
     }
 
-    /// The service value for `key`, if any.
-    pub fn service(&self, key: &ServiceKey) -> Result<Option<Service>> {
-        let m: HashMap<&MapData, ServiceKey, Service> = map_ref!(self, HashMap, names::SERVICES);
-        match m.get(key, 0) {
-            Ok(s) => Ok(Some(s)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::map(names::SERVICES, "reading")(e)),
-        }
-    }
-
-    /// Every service.
-    pub fn services(&self) -> Result<Vec<(ServiceKey, Service)>> {
-        let m: HashMap<&MapData, ServiceKey, Service> = map_ref!(self, HashMap, names::SERVICES);
-        m.iter().collect::<Result<_, _>>().map_err(DataplaneError::map(names::SERVICES, "listing"))
-    }
-
-    fn check_backend_id(id: u32) -> Result<()> {
+    pub(crate) fn check_backend_id(id: u32) -> Result<()> {
         if id >= MAX_BACKENDS {
             return Err(DataplaneError::IdOutOfRange { what: "backend", id, capacity: MAX_BACKENDS });
         }
@@ -277,26 +262,6 @@ impl Dataplane {
         Self::check_backend_id(id)?;
         let mut m: Array<&mut MapData, Backend> = map_mut!(self, Array, names::BACKENDS);
         m.set(id, backend, 0).map_err(DataplaneError::map(names::BACKENDS, format!("writing backend {id}")))
-    }
-
-    /// Backend `id` as the dataplane sees it.
-    pub fn backend(&self, id: u32) -> Result<Backend> {
-        Self::check_backend_id(id)?;
-        let m: Array<&MapData, Backend> = map_ref!(self, Array, names::BACKENDS);
-        m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))
-    }
-
-    /// Every backend entry in use (address not all zero), by id.
-    pub fn backend_table(&self) -> Result<Vec<(u32, Backend)>> {
-        let m: Array<&MapData, Backend> = map_ref!(self, Array, names::BACKENDS);
-        let mut out = Vec::new();
-        for id in 0..MAX_BACKENDS {
-            let b = m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))?;
-            if b.addr != [0; 16] {
-                out.push((id, b));
-            }
-        }
-        Ok(out)
     }
 
     /// Frees backend `id`: zeroed, it reads as down, and flows pinned to it move.
@@ -364,79 +329,6 @@ impl Dataplane {
         };
         self.publish_ring(key, &slots)?;
         Ok(slots)
-    }
-
-    /// The live ring of a service.
-    pub fn ring(&self, key: &ServiceKey) -> Result<Vec<u32>> {
-        let svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
-        let map = self.ebpf.map(names::RINGS).ok_or(DataplaneError::Missing { kind: "map", name: names::RINGS })?;
-        let Map::Array(data) = map else {
-            return Err(DataplaneError::Missing { kind: "map", name: names::RINGS });
-        };
-        let mut ring = vec![0u32; MAX_RING_SIZE];
-        syscall::lookup_into(data.fd(), svc.id * 2 + (svc.ring_half & 1) as u32, &mut ring).map_err(|e| {
-            DataplaneError::map(names::RINGS, "reading")(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_lookup_elem",
-                io_error: e,
-            }))
-        })?;
-        ring.truncate((svc.ring_len as usize).min(MAX_RING_SIZE));
-        Ok(ring)
-    }
-
-    fn sum_counters(&self, name: &'static str, id: u32) -> Result<Counters> {
-        let m: PerCpuArray<&MapData, Counters> = map_ref!(self, PerCpuArray, name);
-        let v = m.get(&id, 0).map_err(DataplaneError::map(name, format!("reading counters of {id}")))?;
-        Ok(v.iter().fold(Counters::default(), |a, c| Counters {
-            packets: a.packets + c.packets,
-            bytes: a.bytes + c.bytes,
-            new_flows: a.new_flows + c.new_flows,
-        }))
-    }
-
-    /// Counters of service `id`, summed over CPUs.
-    pub fn service_counters(&self, id: u32) -> Result<Counters> {
-        self.sum_counters(names::SERVICE_STATS, id)
-    }
-
-    /// Counters of backend `id`, summed over CPUs.
-    pub fn backend_counters(&self, id: u32) -> Result<Counters> {
-        Self::check_backend_id(id)?;
-        self.sum_counters(names::BACKEND_STATS, id)
-    }
-
-    /// Every global counter, summed over CPUs.
-    pub fn global_counters(&self) -> Result<Vec<(GlobalCounter, u64)>> {
-        let m: PerCpuArray<&MapData, u64> = map_ref!(self, PerCpuArray, names::GLOBAL_STATS);
-        GlobalCounter::ALL
-            .iter()
-            .map(|&c| {
-                let v = m.get(&(c as u32), 0).map_err(DataplaneError::map(names::GLOBAL_STATS, "reading"))?;
-                Ok((c, v.iter().sum()))
-            })
-            .collect()
-    }
-
-    /// One global counter, summed over CPUs.
-    pub fn global_counter(&self, c: GlobalCounter) -> Result<u64> {
-        Ok(self.global_counters()?.into_iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| v))
-    }
-
-    /// The connection table.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, ConnEntry)>> {
-        let m: HashMap<&MapData, FlowKey, ConnEntry> = map_ref!(self, HashMap, names::CONNS);
-        // Entries may be evicted while we walk; skip the ones that vanish.
-        Ok(m.iter().filter_map(|r| r.ok()).collect())
-    }
-
-    /// The connection-table entry of one flow.
-    pub fn flow(&self, key: &FlowKey) -> Result<Option<ConnEntry>> {
-        let m: HashMap<&MapData, FlowKey, ConnEntry> = map_ref!(self, HashMap, names::CONNS);
-        match m.get(key, 0) {
-            Ok(e) => Ok(Some(e)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::map(names::CONNS, "reading")(e)),
-        }
     }
 
     /// Runs the program on a crafted frame with `BPF_PROG_TEST_RUN` (`repeat`

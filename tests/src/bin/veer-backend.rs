@@ -1,0 +1,91 @@
+//! A test backend: a real process serving its name over TCP (and echoing
+//! UDP), optionally inside a network namespace, optionally in the background.
+//! Killing it is how the tests make a backend fail.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, UdpSocket},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// Name to answer with.
+    #[arg(long)]
+    name: String,
+    /// TCP (and UDP) address to listen on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Network namespace to enter first (a name under /run/netns).
+    #[arg(long)]
+    netns: Option<String>,
+    /// Detach: return once the server listens, leaving it running.
+    #[arg(long)]
+    background: bool,
+    /// Write the server's pid here once it listens.
+    #[arg(long)]
+    pidfile: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.background {
+        // Re-run ourselves in a new session; wait for its "listening" line.
+        let me = std::env::current_exe()?;
+        let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--background").collect();
+        let mut child = unsafe {
+            Command::new(me)
+                .args(&argv)
+                .env("VEER_BACKEND_READY", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .pre_exec(|| {
+                    nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+                })
+                .spawn()?
+        };
+        let mut out = child.stdout.take().context("child stdout")?;
+        let mut line = [0u8; 10];
+        out.read_exact(&mut line).context("backend did not start")?;
+        anyhow::ensure!(&line == b"listening\n", "backend said {:?}", String::from_utf8_lossy(&line));
+        return Ok(());
+    }
+    if let Some(ns) = &args.netns {
+        let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    }
+    let tcp = TcpListener::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
+    let udp = UdpSocket::bind(args.listen).with_context(|| format!("bind udp {}", args.listen))?;
+    if let Some(p) = &args.pidfile {
+        std::fs::write(p, std::process::id().to_string())?;
+    }
+    if std::env::var_os("VEER_BACKEND_READY").is_some() {
+        let mut so = std::io::stdout();
+        so.write_all(b"listening\n")?;
+        so.flush()?;
+        // Let the parent see EOF on its pipe once it exits.
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1)?;
+    }
+    let name = args.name.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = udp.recv_from(&mut buf) {
+            let mut reply = name.as_bytes().to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = udp.send_to(&reply, from);
+        }
+    });
+    for s in tcp.incoming() {
+        if let Ok(mut s) = s {
+            let _ = s.write_all(args.name.as_bytes());
+        }
+    }
+    Ok(())
+}

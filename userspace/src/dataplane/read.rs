@@ -1,0 +1,168 @@
+//! Reading the dataplane's maps: one set of readers for a loaded
+//! [`Dataplane`](super::Dataplane) and for [`PinnedMaps`] (the pins alone,
+//! which is how `veerctl` inspects a running system even with veerd stopped).
+
+use std::{collections::HashMap as StdHashMap, path::Path};
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use veer_abi::{names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, MAX_BACKENDS, MAX_RING_SIZE};
+
+use super::{display_service, syscall, Dataplane, DataplaneError, Result};
+
+macro_rules! typed {
+    ($self:expr, $kind:ident, $name:expr) => {
+        $kind::try_from($self.map($name)?).map_err(DataplaneError::map($name, "opening"))?
+    };
+}
+
+/// Read access to the maps, by name.
+pub trait MapReader {
+    /// The map called `name`.
+    fn map(&self, name: &'static str) -> Result<&Map>;
+
+    /// The service value for `key`, if any.
+    fn service(&self, key: &ServiceKey) -> Result<Option<Service>> {
+        let m: HashMap<&MapData, ServiceKey, Service> = typed!(self, HashMap, names::SERVICES);
+        match m.get(key, 0) {
+            Ok(s) => Ok(Some(s)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::map(names::SERVICES, "reading")(e)),
+        }
+    }
+
+    /// Every service.
+    fn services(&self) -> Result<Vec<(ServiceKey, Service)>> {
+        let m: HashMap<&MapData, ServiceKey, Service> = typed!(self, HashMap, names::SERVICES);
+        m.iter().collect::<Result<_, _>>().map_err(DataplaneError::map(names::SERVICES, "listing"))
+    }
+
+    /// Backend `id` as the dataplane sees it.
+    fn backend(&self, id: u32) -> Result<Backend> {
+        Dataplane::check_backend_id(id)?;
+        let m: Array<&MapData, Backend> = typed!(self, Array, names::BACKENDS);
+        m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))
+    }
+
+    /// Every backend entry in use (address not all zero), by id.
+    fn backend_table(&self) -> Result<Vec<(u32, Backend)>> {
+        let m: Array<&MapData, Backend> = typed!(self, Array, names::BACKENDS);
+        let mut out = Vec::new();
+        for id in 0..MAX_BACKENDS {
+            let b = m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))?;
+            if b.addr != [0; 16] {
+                out.push((id, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The live ring of a service.
+    fn ring(&self, key: &ServiceKey) -> Result<Vec<u32>> {
+        let svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
+        let Map::Array(data) = self.map(names::RINGS)? else {
+            return Err(DataplaneError::Missing { kind: "map", name: names::RINGS });
+        };
+        // Read straight into the heap: a ring is 256 KiB.
+        let mut ring = vec![0u32; MAX_RING_SIZE];
+        syscall::lookup_into(data.fd(), svc.id * 2 + (svc.ring_half & 1) as u32, &mut ring).map_err(|e| {
+            DataplaneError::map(names::RINGS, "reading")(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_elem",
+                io_error: e,
+            }))
+        })?;
+        ring.truncate((svc.ring_len as usize).min(MAX_RING_SIZE));
+        Ok(ring)
+    }
+
+    /// Counters of service `id`, summed over CPUs.
+    fn service_counters(&self, id: u32) -> Result<Counters> {
+        sum_counters(self, names::SERVICE_STATS, id)
+    }
+
+    /// Counters of backend `id`, summed over CPUs.
+    fn backend_counters(&self, id: u32) -> Result<Counters> {
+        Dataplane::check_backend_id(id)?;
+        sum_counters(self, names::BACKEND_STATS, id)
+    }
+
+    /// Every global counter, summed over CPUs.
+    fn global_counters(&self) -> Result<Vec<(GlobalCounter, u64)>> {
+        let m: PerCpuArray<&MapData, u64> = typed!(self, PerCpuArray, names::GLOBAL_STATS);
+        GlobalCounter::ALL
+            .iter()
+            .map(|&c| {
+                let v = m.get(&(c as u32), 0).map_err(DataplaneError::map(names::GLOBAL_STATS, "reading"))?;
+                Ok((c, v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// One global counter, summed over CPUs.
+    fn global_counter(&self, c: GlobalCounter) -> Result<u64> {
+        Ok(self.global_counters()?.into_iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| v))
+    }
+
+    /// The connection table.
+    fn flows(&self) -> Result<Vec<(FlowKey, ConnEntry)>> {
+        let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, names::CONNS);
+        // Entries may be evicted while we walk; skip the ones that vanish.
+        Ok(m.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// The connection-table entry of one flow.
+    fn flow(&self, key: &FlowKey) -> Result<Option<ConnEntry>> {
+        let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, names::CONNS);
+        match m.get(key, 0) {
+            Ok(e) => Ok(Some(e)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(DataplaneError::map(names::CONNS, "reading")(e)),
+        }
+    }
+}
+
+fn sum_counters<R: MapReader + ?Sized>(r: &R, name: &'static str, id: u32) -> Result<Counters> {
+    let m: PerCpuArray<&MapData, Counters> = typed!(r, PerCpuArray, name);
+    let v = m.get(&id, 0).map_err(DataplaneError::map(name, format!("reading counters of {id}")))?;
+    Ok(v.iter().fold(Counters::default(), |a, c| Counters {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+        new_flows: a.new_flows + c.new_flows,
+    }))
+}
+
+/// The maps of a pinned dataplane, opened read-only from bpffs.
+pub struct PinnedMaps {
+    maps: StdHashMap<&'static str, Map>,
+}
+
+impl PinnedMaps {
+    /// Opens every map pinned in `dir` (a daemon's versioned pin directory).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let all = [
+            names::SERVICES,
+            names::VIPS,
+            names::BACKENDS,
+            names::RINGS,
+            names::CONNS,
+            names::RR_CURSORS,
+            names::SERVICE_STATS,
+            names::BACKEND_STATS,
+            names::GLOBAL_STATS,
+            names::TX_PORTS,
+        ];
+        let mut maps = StdHashMap::new();
+        for name in all {
+            let data = MapData::from_pin(dir.join(name))
+                .map_err(DataplaneError::map(name, format!("opening the pin in {}", dir.display())))?;
+            let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
+            maps.insert(name, map);
+        }
+        Ok(Self { maps })
+    }
+}
+
+impl MapReader for PinnedMaps {
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.maps.get(name).ok_or(DataplaneError::Missing { kind: "map", name })
+    }
+}
