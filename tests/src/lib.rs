@@ -4,6 +4,7 @@
 //! here needs root.
 #![deny(missing_docs)]
 
+pub mod daemon;
 pub mod frame;
 pub mod netns;
 pub mod server;

@@ -85,6 +85,8 @@ fn main() -> Result<()> {
                 run(&mut cargo(&["fmt", "--all", "--check"]))?;
                 run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
             }
+            // Integration tests run veerd and test backends as real processes.
+            run(&mut cargo(&["build", "--workspace", "--bins"]))?;
             let mut a = vec!["test", "--workspace"];
             if !args.is_empty() {
                 a.push("--");
@@ -94,6 +96,7 @@ fn main() -> Result<()> {
         }
         Task::Demo { args } => {
             setup()?;
+            run(&mut cargo(&["build", "--release", "--workspace", "--bins"]))?;
             let mut a = vec!["run", "--release", "-p", "veer-tests", "--bin", "veer-demo", "--"];
             a.extend(args.iter().map(String::as_str));
             run(&mut cargo(&a))

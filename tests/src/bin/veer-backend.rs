@@ -45,9 +45,7 @@ fn main() -> Result<()> {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
-                .pre_exec(|| {
-                    nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
-                })
+                .pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from))
                 .spawn()?
         };
         let mut out = child.stdout.take().context("child stdout")?;
@@ -82,10 +80,9 @@ fn main() -> Result<()> {
             let _ = udp.send_to(&reply, from);
         }
     });
-    for s in tcp.incoming() {
-        if let Ok(mut s) = s {
-            let _ = s.write_all(args.name.as_bytes());
-        }
+    // Accept errors (e.g. the client already reset) are the client's problem.
+    for mut s in tcp.incoming().flatten() {
+        let _ = s.write_all(args.name.as_bytes());
     }
     Ok(())
 }

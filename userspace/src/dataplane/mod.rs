@@ -23,8 +23,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
-    names, Backend, BackendState, Scheduler, Service, ServiceKey,
-    DEFAULT_CONN_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROGRAM_NAME,
+    names, Backend, BackendState, Scheduler, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
+    MAX_SERVICES, PROGRAM_NAME,
 };
 
 pub use addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};

@@ -180,8 +180,9 @@ impl Dataplane {
     pub fn attach_pinned(&mut self, iface: &str, mode: AttachMode, dir: &Path) -> Result<bool> {
         let path = link_path(dir, iface);
         let prog = Self::xdp(&mut self.ebpf)?;
-        let adopted = path.exists();
-        let id = if adopted {
+        let mut adopted = path.exists();
+        let mut id = None;
+        if adopted {
             let pinned = PinnedLink::from_pin(&path).map_err(|e| DataplaneError::Link {
                 what: format!("opening pinned link {}", path.display()),
                 source: Box::new(e),
@@ -191,10 +192,29 @@ impl Dataplane {
                     what: format!("pinned link {} is not an XDP link", path.display()),
                     source: Box::new(e),
                 })?;
-            prog.attach_to_link(link).map_err(DataplaneError::program(format!("replacing the program on {iface}")))?
-        } else {
-            prog.attach(iface, mode.into())
-                .map_err(DataplaneError::program(format!("attaching to {iface} in {mode:?} mode")))?
+            match prog.attach_to_link(link) {
+                Ok(i) => id = Some(i),
+                // The interface the link was attached to is gone (e.g. its
+                // namespace was deleted): the pin is stale, start afresh.
+                Err(aya::programs::ProgramError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOLINK) =>
+                {
+                    tracing::warn!(link = %path.display(), "pinned link was severed from its interface; attaching anew");
+                    fs::remove_file(&path).map_err(|source| PinError::Io {
+                        what: "removing stale link",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    adopted = false;
+                }
+                Err(e) => return Err(DataplaneError::program(format!("replacing the program on {iface}"))(e)),
+            }
+        }
+        let id = match id {
+            Some(id) => id,
+            None => prog
+                .attach(iface, mode.into())
+                .map_err(DataplaneError::program(format!("attaching to {iface} in {mode:?} mode")))?,
         };
         // The pin, not this process, keeps the link (and the program) alive.
         let link = prog.take_link(id).map_err(DataplaneError::program("taking the link"))?;

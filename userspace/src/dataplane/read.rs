@@ -5,7 +5,9 @@
 use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use veer_abi::{names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, MAX_BACKENDS, MAX_RING_SIZE};
+use veer_abi::{
+    names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, MAX_BACKENDS, MAX_RING_SIZE,
+};
 
 use super::{display_service, syscall, Dataplane, DataplaneError, Result};
 

@@ -1,0 +1,310 @@
+//! Driving real processes: `veerd`, test backends, and client load.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use veer::daemon::api::{self, Request, Response};
+
+use crate::{netns::Netns, server::fetch_name};
+
+/// Path of a binary of this workspace, built next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let p = exe.parent().and_then(Path::parent).map(|d| d.join(name)).expect("target dir");
+    assert!(p.is_file(), "{} not built: run `cargo build --workspace --bins` (cargo xtask test does)", p.display());
+    p
+}
+
+/// Polls `cond` until it holds, for at most `limit`; fails naming `what`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Ok(start.elapsed());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
+
+/// A scratch directory, emptied first.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("veer-test-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// A running `veerd`; killed when dropped. Its log is kept in a file and
+/// searchable line by line.
+pub struct Veerd {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    log: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    socket: PathBuf,
+}
+
+impl Veerd {
+    /// Starts `veerd run` in `netns` and waits for "veerd ready".
+    pub fn start(config: &Path, netns: &str, socket: &Path, log: &Path) -> Result<Self> {
+        let mut child = Command::new(bin("veerd"))
+            .args(["run", "--config"])
+            .arg(config)
+            .args(["--netns", netns])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting veerd")?;
+        let stderr = child.stderr.take().context("veerd stderr")?;
+        let (tx, rx) = mpsc::channel();
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                if tx.send(line).is_err() {
+                    // Nobody listens any more: keep draining into the file.
+                    continue;
+                }
+            }
+        });
+        let mut d = Self {
+            child: Some(child),
+            lines: rx,
+            log: log.to_path_buf(),
+            config: config.to_path_buf(),
+            socket: socket.to_path_buf(),
+        };
+        d.wait_log("veerd ready", Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_log(&mut self, needle: &str, limit: Duration) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return Ok(l),
+                Ok(_) => {}
+                Err(e) => {
+                    let why = match e {
+                        mpsc::RecvTimeoutError::Timeout => format!("not within {limit:?}"),
+                        mpsc::RecvTimeoutError::Disconnected => "veerd exited first".to_string(),
+                    };
+                    bail!(
+                        "no log line with {needle:?}: {why}; log {}:\n{}",
+                        self.log.display(),
+                        std::fs::read_to_string(&self.log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends one API request.
+    pub fn api(&self, req: Request) -> Result<Response> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(rt.block_on(api::call(&self.socket, &req))?)
+    }
+
+    /// The daemon's status document.
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let r = self.api(Request::Status)?;
+        r.result.context("status without a result")
+    }
+
+    /// Whether backend `name` of service `svc` is reported up.
+    pub fn backend_state(&self, svc: &str, name: &str) -> Result<String> {
+        let s = self.status()?;
+        let b = s["services"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["name"] == svc))
+            .and_then(|x| x["backends"].as_array().and_then(|v| v.iter().find(|b| b["name"] == name)).cloned())
+            .with_context(|| format!("no backend {svc}/{name} in status"))?;
+        Ok(b["state"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Kills it with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.child.as_ref().context("not running")?.id();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
+        Ok(())
+    }
+}
+
+impl Drop for Veerd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Removes a veerd instance's pins when dropped (and any left by a killed
+/// run when created), whatever its config file says by then.
+pub struct Uninstall(pub PathBuf);
+
+impl Uninstall {
+    /// For the instance called `name` under /sys/fs/bpf.
+    pub fn instance(name: &str) -> Self {
+        let dir = Path::new("/sys/fs/bpf/veer").join(name).join(format!("v{}", veer_abi::ABI_VERSION));
+        let _ = veer::dataplane::pin::uninstall(&dir);
+        Self(dir)
+    }
+}
+
+impl Drop for Uninstall {
+    fn drop(&mut self) {
+        let _ = veer::dataplane::pin::uninstall(&self.0);
+    }
+}
+
+/// A `veer-backend` process in a namespace, tracked by its pidfile.
+pub struct BackendProc {
+    /// The pidfile (restart commands rewrite it).
+    pub pidfile: PathBuf,
+    /// The command line that starts it in the background.
+    pub argv: Vec<String>,
+}
+
+impl BackendProc {
+    /// Command line starting a backend named `name` on `listen` in `ns`.
+    pub fn command(ns: &Netns, name: &str, listen: SocketAddr, pidfile: &Path) -> Vec<String> {
+        vec![
+            bin("veer-backend").display().to_string(),
+            "--netns".into(),
+            ns.name().into(),
+            "--name".into(),
+            name.into(),
+            "--listen".into(),
+            listen.to_string(),
+            "--background".into(),
+            "--pidfile".into(),
+            pidfile.display().to_string(),
+        ]
+    }
+
+    /// Starts it; returns once it listens.
+    pub fn start(ns: &Netns, name: &str, listen: SocketAddr, dir: &Path) -> Result<Self> {
+        let pidfile = dir.join(format!("{name}.pid"));
+        let argv = Self::command(ns, name, listen, &pidfile);
+        let out = Command::new(&argv[0]).args(&argv[1..]).output()?;
+        anyhow::ensure!(out.status.success(), "veer-backend {name}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(Self { pidfile, argv })
+    }
+
+    /// Its current pid.
+    pub fn pid(&self) -> Result<i32> {
+        Ok(std::fs::read_to_string(&self.pidfile)?.trim().parse()?)
+    }
+
+    /// Kills the current process with SIGKILL.
+    pub fn kill(&self) -> Result<i32> {
+        let pid = self.pid()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+        Ok(pid)
+    }
+
+    /// Whether the current pid is alive.
+    pub fn alive(&self) -> bool {
+        self.pid().is_ok_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+    }
+}
+
+impl Drop for BackendProc {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// One client connection's outcome.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When it started.
+    pub start: Instant,
+    /// When it ended.
+    pub end: Instant,
+    /// The backend's name, or the error.
+    pub result: Result<String, String>,
+}
+
+/// Connections in a loop from a namespace, one after another, recorded.
+pub struct ClientLoad {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    thread: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl ClientLoad {
+    /// Starts connecting to `vip` from `ns`.
+    pub fn start(ns: &Netns, vip: SocketAddr, timeout: Duration) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (s2, v2) = (stop.clone(), samples.clone());
+        let thread = ns.spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let result = fetch_name(vip, timeout).map_err(|e| format!("{e:#}"));
+                let end = Instant::now();
+                v2.lock().expect("samples").push(Sample { start, end, result });
+            }
+        })?;
+        Ok(Self { stop, samples, thread: Some(thread) })
+    }
+
+    /// Connections made so far.
+    pub fn count(&self) -> usize {
+        self.samples.lock().expect("samples").len()
+    }
+
+    /// Samples so far.
+    pub fn snapshot(&self) -> Vec<Sample> {
+        self.samples.lock().expect("samples").clone()
+    }
+
+    /// Waits until `n` more connections completed.
+    pub fn wait_more(&self, n: usize, limit: Duration) -> Result<()> {
+        let target = self.count() + n;
+        wait_until(limit, &format!("{n} more client connections"), || self.count() >= target).map(|_| ())
+    }
+
+    /// Stops and returns every sample.
+    pub fn stop(mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for ClientLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! veerd end to end: real backend processes killed and restarted, veerd itself
+//! killed with SIGKILL and adopted, bad and good reloads. Needs root.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use veer::{
+    config,
+    daemon::api::Request,
+    dataplane::{MapReader, PinnedMaps},
+};
+use veer_tests::{
+    daemon::{scratch, wait_until, BackendProc, ClientLoad, Sample, Uninstall, Veerd},
+    require_root,
+    topology::{Testbed, VIP},
+};
+
+const PORT: u16 = 80;
+const INTERVAL_MS: u64 = 50;
+
+/// Topology, backend processes and the instance's pins; dropped in field
+/// order: pins first, then processes, then namespaces.
+struct Setup {
+    _uninstall: Uninstall,
+    backends: Vec<BackendProc>,
+    tb: Testbed,
+    dir: PathBuf,
+    cfg: PathBuf,
+    instance: String,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Self {
+        require_root();
+        let dir = scratch(tag);
+        let tb = Testbed::create(&format!("veer-{tag}"), 3).expect("testbed");
+        let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), PORT);
+        let backends =
+            tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir).expect("backend")).collect();
+        let cfg = dir.join("veer.toml");
+        let instance = format!("t-{tag}");
+        Self { _uninstall: Uninstall::instance(&instance), backends, tb, dir, cfg, instance }
+    }
+
+    fn vip(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(VIP), PORT)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("veerd.sock")
+    }
+
+    /// Config text; `backend_extra(i)` adds lines to backend i's table.
+    fn config(&self, ring_size: u32, weights: &[u32], backend_extra: impl Fn(usize) -> String) -> String {
+        let mut s = format!(
+            r#"[daemon]
+name = "{inst}"
+interfaces = ["eth0"]
+api_socket = "{sock}"
+conn_table_size = 65536
+max_services = 4
+
+[[service]]
+name = "web"
+vip = "{VIP}"
+port = {PORT}
+ring_size = {ring_size}
+
+[service.health]
+kind = "tcp"
+interval = "{INTERVAL_MS}ms"
+fast_interval = "20ms"
+timeout = "40ms"
+rise = 2
+fall = 3
+"#,
+            inst = self.instance,
+            sock = self.socket().display(),
+        );
+        for (i, b) in self.tb.backends.iter().enumerate() {
+            if weights[i] == 0 {
+                continue;
+            }
+            s += &format!(
+                "\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\nweight = {}\n{}\n",
+                b.name,
+                b.ip,
+                weights[i],
+                backend_extra(i)
+            );
+        }
+        s
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.cfg, text).expect("write config");
+    }
+
+    fn start(&self) -> Veerd {
+        Veerd::start(&self.cfg, self.tb.lb.ns.name(), &self.socket(), &self.dir.join("veerd.log")).expect("veerd")
+    }
+
+    fn pins(&self) -> PinnedMaps {
+        let c = config::load(&self.cfg).expect("config");
+        PinnedMaps::open(&c.daemon.pin_dir()).expect("pinned maps")
+    }
+}
+
+fn wait_all_up(d: &Veerd, names: &[&str]) {
+    wait_until(Duration::from_secs(15), "every backend up", || {
+        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| s.to_string()).unwrap_or_default()));
+}
+
+fn backend_id(d: &Veerd, name: &str) -> u32 {
+    let s = d.status().unwrap();
+    s["services"][0]["backends"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap()["id"].as_u64().unwrap()
+        as u32
+}
+
+fn failures(samples: &[Sample]) -> Vec<&Sample> {
+    samples.iter().filter(|s| s.result.is_err()).collect()
+}
+
+#[test]
+fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it() {
+    let s = Setup::new("fo");
+    let b2 = s.tb.backends[1].ns.name().to_string();
+    let restart = BackendProc::command(
+        &s.tb.backends[1].ns,
+        "b2",
+        SocketAddr::new([0, 0, 0, 0].into(), PORT),
+        &s.backends[1].pidfile,
+    );
+    let restart = restart.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+    s.write(&s.config(65537, &[1, 1, 1], |i| {
+        if i == 1 {
+            format!("restart = {{ command = [{restart}], backoff = \"300ms\", max_attempts = 3 }}")
+        } else {
+            String::new()
+        }
+    }));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let id2 = backend_id(&d, "b2");
+    let pins = s.pins();
+
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(1)).unwrap();
+    load.wait_more(150, Duration::from_secs(30)).unwrap();
+
+    // Watch b2's packet counter in the pinned map: the last increment is the
+    // last packet that reached it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let changes: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let watcher = {
+        let (stop, changes) = (stop.clone(), changes.clone());
+        std::thread::spawn(move || {
+            let mut last = pins.backend_counters(id2).unwrap().packets;
+            while !stop.load(Ordering::Relaxed) {
+                let now = pins.backend_counters(id2).unwrap().packets;
+                if now != last {
+                    changes.lock().unwrap().push(Instant::now());
+                    last = now;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+
+    let t0 = Instant::now();
+    let killed = s.backends[1].kill().unwrap();
+    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    assert!(down.contains("b2"), "{down}");
+    d.wait_log("running restart command", Duration::from_secs(5)).unwrap();
+    let restart_seen = Instant::now();
+    wait_until(Duration::from_secs(15), "b2 up again after its restart", || {
+        d.backend_state("web", "b2").is_ok_and(|st| st == "up")
+    })
+    .unwrap();
+    let t_up = Instant::now();
+    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    let samples = load.stop();
+
+    let last_packet = changes.lock().unwrap().iter().copied().filter(|t| *t > t0 && *t < restart_seen).max();
+    let failover = last_packet.map_or(Duration::ZERO, |t| t - t0);
+    let bound = Duration::from_millis(3 * INTERVAL_MS + 50);
+    let failed = failures(&samples);
+    println!(
+        "failover: last packet to b2 {failover:?} after its kill (target {bound:?} at interval {INTERVAL_MS}ms); \
+         {} of {} connections failed",
+        failed.len(),
+        samples.len()
+    );
+    assert!(failover < Duration::from_secs(1), "failover took {failover:?}");
+    // Failures only inside the detection window.
+    for f in &failed {
+        let at = f.start.saturating_duration_since(t0);
+        assert!(
+            f.start + Duration::from_millis(50) >= t0 && at < Duration::from_secs(1),
+            "failure {:?} at {at:?}",
+            f.result
+        );
+    }
+    // The restart command really ran the server again: a new live process,
+    // serving b2 to clients after it passed `rise` checks.
+    assert_ne!(s.backends[1].pid().unwrap(), killed, "restart command did not start a new b2 (ns {b2})");
+    assert!(s.backends[1].alive());
+    let revived = samples.iter().filter(|x| x.start > t_up && x.result.as_deref() == Ok("b2")).count();
+    assert!(revived > 0, "b2 got no connections after it came back");
+    d.wait_log("backend UP", Duration::from_secs(1)).ok();
+}
+
+#[test]
+fn veerd_killed_with_sigkill_drops_nothing_and_a_new_one_adopts_the_state() {
+    let s = Setup::new("ka");
+    s.write(&s.config(65537, &[1, 2, 3], |_| String::new()));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let ids: Vec<u32> = ["b1", "b2", "b3"].iter().map(|n| backend_id(&d, n)).collect();
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(100, Duration::from_secs(30)).unwrap();
+
+    d.kill();
+    // No daemon: the pinned program keeps forwarding.
+    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let pins = s.pins();
+    let before: Vec<u64> = ids.iter().map(|&id| pins.backend_counters(id).unwrap().packets).collect();
+    let flows_before = pins.flows().unwrap().len();
+    assert!(flows_before > 0);
+
+    let d2 = s.start();
+    let log = std::fs::read_to_string(s.dir.join("veerd.log")).unwrap();
+    assert!(log.contains("adopting the pinned dataplane"), "{log}");
+    assert!(log.contains("adopted the pinned XDP link"), "{log}");
+    assert_eq!(ids, ["b1", "b2", "b3"].iter().map(|n| backend_id(&d2, n)).collect::<Vec<_>>(), "ids kept");
+    for n in ["b1", "b2", "b3"] {
+        assert_eq!(d2.backend_state("web", n).unwrap(), "up", "{n} must stay up through adoption");
+    }
+    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    let failed = failures(&samples);
+    assert!(
+        failed.is_empty(),
+        "{} connections failed across the daemon's death and restart: {:?}",
+        failed.len(),
+        failed[0].result
+    );
+    let after: Vec<u64> = ids.iter().map(|&id| pins.backend_counters(id).unwrap().packets).collect();
+    assert!(before.iter().zip(&after).all(|(b, a)| a >= b), "counters were reset: {before:?} -> {after:?}");
+    println!("{} connections, none failed; counters {before:?} -> {after:?}", samples.len());
+    drop(d2);
+
+    // Uninstall detaches the program: the VIP stops answering.
+    let out = std::process::Command::new(veer_tests::daemon::bin("veerd"))
+        .args(["uninstall", "--config"])
+        .arg(&s.cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c = config::load(&s.cfg).unwrap();
+    assert!(!c.daemon.pin_dir().exists(), "pins left after uninstall");
+    let r = s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), Duration::from_millis(500))).unwrap();
+    assert!(r.is_err(), "VIP still served after uninstall: {r:?}");
+}
+
+#[test]
+fn bad_reload_changes_nothing_and_a_good_one_applies_as_a_diff() {
+    let s = Setup::new("rl");
+    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let ids: Vec<u32> = ["b1", "b2", "b3"].iter().map(|n| backend_id(&d, n)).collect();
+    let pins = s.pins();
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(100, Duration::from_secs(30)).unwrap();
+
+    // Bad: not a prime. SIGHUP and the API both refuse it.
+    s.write(&s.config(65536, &[1, 1, 1], |_| String::new()));
+    d.signal(Signal::SIGHUP).unwrap();
+    let line = d.wait_log("reload rejected", Duration::from_secs(5)).unwrap();
+    assert!(line.contains("ring_size"), "{line}");
+    let r = d.api(Request::Reload).unwrap();
+    assert!(!r.ok);
+    let err = r.error.unwrap();
+    assert!(err.contains("veer.toml:") && err.contains("ring_size") && err.contains("not a prime"), "{err}");
+    for n in ["b1", "b2", "b3"] {
+        assert_eq!(d.backend_state("web", n).unwrap(), "up");
+    }
+    load.wait_more(100, Duration::from_secs(30)).unwrap();
+
+    // Good: b1 removed, b3 reweighted. b2 and b3 keep their ids and flows.
+    let pinned_before: Vec<_> = pins.flows().unwrap().into_iter().filter(|(_, e)| e.backend != ids[0]).collect();
+    s.write(&s.config(65537, &[0, 1, 3], |_| String::new()));
+    let r = d.api(Request::Reload).unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    let reloaded = Instant::now();
+    assert_eq!(backend_id(&d, "b2"), ids[1]);
+    assert_eq!(backend_id(&d, "b3"), ids[2]);
+    for (k, e) in &pinned_before {
+        if let Some(now) = pins.flow(k).unwrap() {
+            assert_eq!(now.backend, e.backend, "a flow of an unchanged backend moved");
+        }
+    }
+    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    let after: Vec<&Sample> = samples.iter().filter(|x| x.start > reloaded).collect();
+    assert!(after.iter().all(|x| x.result.is_ok()), "connections failed after a good reload");
+    assert!(after.iter().all(|x| x.result.as_deref() != Ok("b1")), "removed backend still gets new connections");
+}
+
+#[test]
+fn pinned_maps_of_another_layout_are_refused() {
+    use veer::dataplane::{pin, Dataplane, DataplaneError, DataplaneOptions};
+    require_root();
+    pin::ensure_bpffs(Path::new("/sys/fs/bpf")).unwrap();
+    let root = Path::new("/sys/fs/bpf/veer-test-layout");
+    let _ = pin::uninstall(&root.join("v1"));
+    let _ = std::fs::remove_dir(root.join("v0"));
+    let dir = root.join(format!("v{}", veer_abi::ABI_VERSION));
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = DataplaneOptions { conn_table_size: 4096, max_services: 4 };
+    // A BACKENDS map with 8-byte values: an older layout.
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(dir.join("BACKENDS"))
+        .args(["type", "array", "key", "4", "value", "8", "entries", "4096", "name", "BACKENDS"])
+        .output()
+        .expect("bpftool (Debian package bpftool)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = Dataplane::load_pinned(&dir, &opts).err().expect("must refuse");
+    let msg = e.to_string();
+    assert!(matches!(e, DataplaneError::Pin(pin::PinError::Layout { .. })), "{msg}");
+    assert!(msg.contains("value size 8") && msg.contains("uninstall"), "{msg}");
+    pin::uninstall(&dir).unwrap();
+
+    // Pins of another layout version next to ours: refused too.
+    std::fs::create_dir_all(root.join("v0")).unwrap();
+    let e = Dataplane::load_pinned(&dir, &opts).err().expect("must refuse");
+    assert!(matches!(e, DataplaneError::Pin(pin::PinError::OtherVersion { .. })), "{e}");
+    std::fs::remove_dir(root.join("v0")).unwrap();
+
+    // A clean directory loads, pins, and a second load adopts.
+    let (dp, adopted) = Dataplane::load_pinned(&dir, &opts).unwrap();
+    assert!(!adopted);
+    drop(dp);
+    let (_dp, adopted) = Dataplane::load_pinned(&dir, &opts).unwrap();
+    assert!(adopted);
+    pin::uninstall(&dir).unwrap();
+    assert!(!root.exists());
+}
