@@ -21,8 +21,12 @@ use crate::{netns::Netns, server::fetch_name};
 /// Path of a binary of this workspace, built next to the test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let p = exe.parent().and_then(Path::parent).map(|d| d.join(name)).expect("target dir");
+    // Tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let mut dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
+    let p = dir.join(name);
     assert!(p.is_file(), "{} not built: run `cargo build --workspace --bins` (cargo xtask test does)", p.display());
     p
 }
@@ -213,6 +217,13 @@ impl BackendProc {
         let out = Command::new(&argv[0]).args(&argv[1..]).output()?;
         anyhow::ensure!(out.status.success(), "veer-backend {name}: {}", String::from_utf8_lossy(&out.stderr));
         Ok(Self { pidfile, argv })
+    }
+
+    /// Starts it again with the same command line (after a kill).
+    pub fn restart(&self) -> Result<()> {
+        let out = Command::new(&self.argv[0]).args(&self.argv[1..]).output()?;
+        anyhow::ensure!(out.status.success(), "restarting veer-backend: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
     }
 
     /// Its current pid.

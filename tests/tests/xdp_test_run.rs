@@ -84,6 +84,11 @@ impl Lab {
         frame::tcp_syn(self.client(port), self.vip_addr())
     }
 
+    /// A packet of an established connection (ACK).
+    fn ack(&self, port: u16) -> Vec<u8> {
+        frame::packet(self.client(port), self.vip_addr(), L4::Tcp(0x10), b"data")
+    }
+
     fn counter(&self, c: GlobalCounter) -> u64 {
         self.dp.global_counter(c).unwrap()
     }
@@ -152,9 +157,9 @@ fn ipv6_udp_is_rewritten_to_the_chosen_backend() {
 fn same_five_tuple_always_reaches_the_same_backend() {
     for sched in [Scheduler::Maglev, Scheduler::RoundRobin] {
         let lab = Lab::new("10.0.0.100", Protocol::Tcp, sched, &[1, 1, 1]);
-        let f = lab.syn(4242);
-        let (_, first, _) = lab.send(&f);
+        let (_, first, _) = lab.send(&lab.syn(4242));
         let first = first.expect("forwarded");
+        let f = lab.ack(4242);
         for _ in 0..50 {
             // Round robin would move on for a new flow; the connection table holds it.
             let _ = lab.send(&lab.syn(9000)); // other flows in between
@@ -169,8 +174,8 @@ fn same_five_tuple_always_reaches_the_same_backend() {
 #[test]
 fn flow_of_a_backend_set_down_moves_on_its_next_packet() {
     let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1, 1]);
-    let f = lab.syn(5555);
-    let a = lab.send(&f).1.unwrap();
+    let a = lab.send(&lab.syn(5555)).1.unwrap();
+    let f = lab.ack(5555);
     let new_before = lab.dp.service_counters(1).unwrap().new_flows;
     // Only the state word changes: the ring still lists `a`.
     lab.dp.set_backend_state(a, BackendState::Down).unwrap();
@@ -192,8 +197,8 @@ fn flow_of_a_backend_set_down_moves_on_its_next_packet() {
 #[test]
 fn draining_backend_keeps_existing_flow_and_gets_no_new_ones() {
     let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1, 1]);
-    let f = lab.syn(7777);
-    let a = lab.send(&f).1.unwrap();
+    let a = lab.send(&lab.syn(7777)).1.unwrap();
+    let f = lab.ack(7777);
     lab.dp.set_backend_state(a, BackendState::Draining).unwrap();
     for _ in 0..10 {
         assert_eq!(lab.send(&f).1, Some(a), "existing flow stays on the draining backend");
@@ -206,6 +211,25 @@ fn draining_backend_keeps_existing_flow_and_gets_no_new_ones() {
     }
     assert_eq!(others, 300);
     assert_eq!(lab.send(&f).1, Some(a));
+    // A new connection reusing the 5-tuple (a fresh SYN) is a new flow: not to `a`.
+    let b = lab.send(&lab.syn(7777)).1.unwrap();
+    assert_ne!(b, a, "a SYN reusing a drained flow's 5-tuple must be scheduled anew");
+    assert_eq!(lab.send(&f).1, Some(b), "and the table now holds the new connection");
+}
+
+#[test]
+fn fin_or_rst_marks_the_flow_closing() {
+    let lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1]);
+    let key = |p| flow_key(lab.client(p), lab.vip_addr(), Protocol::Tcp);
+    for (port, flags) in [(100u16, 0x11u8), (101, 0x04)] {
+        lab.send(&lab.syn(port));
+        assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, 0);
+        lab.send(&lab.ack(port));
+        assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, 0, "data does not close");
+        let (action, ..) = lab.send(&frame::packet(lab.client(port), lab.vip_addr(), L4::Tcp(flags), &[]));
+        assert_eq!(action, XDP_TX, "the closing packet still reaches the backend");
+        assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, veer_abi::CONN_F_CLOSING, "flags {flags:#x}");
+    }
 }
 
 #[test]
@@ -308,7 +332,7 @@ fn no_backend_up_drops_or_passes_as_configured() {
 #[test]
 fn counters_account_packets_bytes_and_flows() {
     let lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1]);
-    let f = frame::packet(lab.client(1), lab.vip_addr(), L4::Tcp(0x10), &[0u8; 100]);
+    let f = frame::packet(lab.client(1), lab.vip_addr(), L4::Tcp(0x18), &[0u8; 100]);
     for _ in 0..5 {
         assert_eq!(lab.send(&f).1, Some(0));
     }

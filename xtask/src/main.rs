@@ -71,8 +71,18 @@ fn cargo(args: &[&str]) -> Command {
     c
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().task {
+fn main() -> std::process::ExitCode {
+    match task(Cli::parse().task) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn task(task: Task) -> Result<()> {
+    match task {
         Task::Setup => setup(),
         Task::BuildEbpf => {
             let objs = veer_ebpf_build::build(&root()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -170,6 +170,9 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+/// `ConnEntry::flags`: the client sent FIN or RST; the flow is ending.
+pub const CONN_F_CLOSING: u32 = 1;
+
 /// Value of the connection table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,8 +181,13 @@ pub struct ConnEntry {
     pub backend: u32,
     /// Service id the flow belongs to (a reused key of another service is rescheduled).
     pub service: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the flow's last packet.
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the flow's last packet
+    /// (refreshed at most every 100 ms).
     pub last_seen_ns: u64,
+    /// `CONN_F_*` bits.
+    pub flags: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 /// Per-service and per-backend counters (per CPU in the map; summed by userspace).
@@ -280,5 +288,5 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
 const _: () = assert!(core::mem::size_of::<Backend>() == 44);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<ConnEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);

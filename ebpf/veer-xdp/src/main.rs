@@ -35,9 +35,10 @@ pub fn veer_xdp(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
-    let Some(key) = parse::flow_of(ctx)? else {
+    let Some(pkt) = parse::flow_of(ctx)? else {
         return Ok(pass());
     };
+    let key = pkt.key;
     let skey = ServiceKey { addr: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
     // SAFETY: userspace replaces service values whole; we copy it out at once.
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
@@ -45,9 +46,11 @@ fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
 
-    if let Some((id, b)) = conntrack::lookup(&svc, &key) {
-        stats::forwarded(svc.id, id, bytes, false);
-        return forward::to_backend(ctx, b);
+    if !conntrack::opens_connection(pkt.tcp_flags) {
+        if let Some((id, b)) = conntrack::lookup(&svc, &key, pkt.tcp_flags) {
+            stats::forwarded(svc.id, id, bytes, false);
+            return forward::to_backend(ctx, b);
+        }
     }
     match scheduler::pick(&svc, &key) {
         Some((id, b)) => {

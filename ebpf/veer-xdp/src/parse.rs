@@ -19,9 +19,15 @@ use crate::{
     verdict::Drop,
 };
 
-/// The 5-tuple of a packet addressed to a VIP, or `None` for any other packet.
+/// A packet for a VIP: its 5-tuple and, for TCP, its flags (0 for UDP).
+pub struct VipPacket {
+    pub key: FlowKey,
+    pub tcp_flags: u8,
+}
+
+/// The packet's 5-tuple if it is addressed to a VIP, or `None` for any other packet.
 #[inline(always)]
-pub fn flow_of(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
+pub fn flow_of(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     // A runt frame cannot be for a VIP: leave it to the kernel.
     let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Ok(None);
@@ -44,7 +50,7 @@ fn frame_len(ctx: &XdpContext) -> usize {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
+fn ipv4(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     let ip = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
     if ip.version() != 4 || ip.header_len() < 20 {
         return Err(Drop::Malformed);
@@ -64,14 +70,15 @@ fn ipv4(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
         return Err(Drop::Fragment);
     }
     let l4 = EthHdr::LEN + ip.header_len();
-    let Some((sport, dport)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
+    let Some((sport, dport, tcp_flags)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
         return Ok(None);
     };
-    Ok(Some(FlowKey { src: ipv4_mapped(ip.src), dst, sport, dport, proto: ip.proto, _pad: [0; 3] }))
+    let key = FlowKey { src: ipv4_mapped(ip.src), dst, sport, dport, proto: ip.proto, _pad: [0; 3] };
+    Ok(Some(VipPacket { key, tcp_flags }))
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
+fn ipv6(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     let ip = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
     if ip.version() != 6 {
         return Err(Drop::Malformed);
@@ -90,16 +97,17 @@ fn ipv6(ctx: &XdpContext) -> Result<Option<FlowKey>, Drop> {
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST => return Err(Drop::Ipv6ExtHeader),
         _ => {}
     }
-    let Some((sport, dport)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
+    let Some((sport, dport, tcp_flags)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
         return Ok(None);
     };
-    Ok(Some(FlowKey { src: ip.src, dst, sport, dport, proto, _pad: [0; 3] }))
+    let key = FlowKey { src: ip.src, dst, sport, dport, proto, _pad: [0; 3] };
+    Ok(Some(VipPacket { key, tcp_flags }))
 }
 
-/// Source and destination port of a TCP or UDP header at `l4`, which must end
-/// by `ip_end`; `None` for other protocols (ICMP to a VIP is the kernel's).
+/// Source and destination port (and TCP flags) of a TCP or UDP header at `l4`,
+/// which must end by `ip_end`; `None` for other protocols (ICMP to a VIP is the kernel's).
 #[inline(always)]
-fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option<(u16, u16)>, Drop> {
+fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option<(u16, u16, u8)>, Drop> {
     match proto {
         IPPROTO_TCP => {
             let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };
@@ -110,7 +118,7 @@ fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option
             if l4 + len > ip_end {
                 return Err(Drop::Truncated);
             }
-            Ok(Some((u16::from_be_bytes(tcp.sport), u16::from_be_bytes(tcp.dport))))
+            Ok(Some((u16::from_be_bytes(tcp.sport), u16::from_be_bytes(tcp.dport), tcp.flags())))
         }
         IPPROTO_UDP => {
             let udp = unsafe { &*ptr_at::<UdpHdr>(ctx, l4)? };
@@ -120,7 +128,7 @@ fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option
             if udp.len() < UdpHdr::LEN {
                 return Err(Drop::Malformed);
             }
-            Ok(Some((u16::from_be_bytes(udp.sport), u16::from_be_bytes(udp.dport))))
+            Ok(Some((u16::from_be_bytes(udp.sport), u16::from_be_bytes(udp.dport), 0)))
         }
         _ => Ok(None),
     }

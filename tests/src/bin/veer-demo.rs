@@ -1,137 +1,164 @@
-//! veer's demo: a client, the load balancer and three web backends in network
-//! namespaces; real connections through the XDP dataplane; one backend taken
-//! down and brought back. Everything it creates is removed when it ends (and
-//! a leftover from a killed run is replaced on the next one).
+//! veer's demo: a client, the load balancer and three backends in network
+//! namespaces; `veerd` on the load balancer with `examples/veer.toml`; live
+//! connections; a backend process killed (veerd fails it over and traffic
+//! moves) and started again (it rejoins after its health checks pass).
+//!
+//! Everything it creates is removed when it ends, on Ctrl-C too; a leftover
+//! of a killed run is replaced by the next one.
 
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    time::Duration,
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 use veer::{
-    dataplane::MapReader,
-    dataplane::{identity_of, service_key, AttachMode, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT},
-    ring::{shares, RingMember},
+    config,
+    dataplane::{MapReader, PinnedMaps},
 };
-use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
 use veer_tests::{
-    server::{fetch_name, NameServer},
+    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd},
+    server::fetch_name,
     topology::{Testbed, VIP},
 };
 
 #[derive(Parser)]
-#[command(about = "Run veer's XDP load balancer on a demo network in namespaces")]
+#[command(about = "Run veer (veerd + XDP) on a demo network in namespaces")]
 struct Args {
-    /// XDP attach mode on the load balancer.
-    #[arg(long, default_value = "driver", value_parser = ["driver", "skb"])]
-    mode: String,
+    /// veerd config; its backends must be the demo's (10.77.0.11-13).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/veer.toml"))]
+    config: PathBuf,
     /// Connections per round.
     #[arg(long, default_value_t = 300)]
     connections: usize,
 }
 
-const PORT: u16 = 80;
-const WEIGHTS: [u32; 3] = [1, 2, 3];
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-fn round(tb: &Testbed, dp: &Dataplane, vip: SocketAddr, n: usize, title: &str) -> Result<()> {
-    let results = tb.client.ns.run(|| (0..n).map(|_| fetch_name(vip, Duration::from_secs(3))).collect::<Vec<_>>())?;
-    let mut count: BTreeMap<String, usize> = BTreeMap::new();
-    let mut failed = 0;
-    for r in results {
-        match r {
-            Ok(name) => *count.entry(name).or_default() += 1,
-            Err(_) => failed += 1,
-        }
-    }
-    println!("\n== {title}: {n} connections from the client to {vip}, {failed} failed");
-    println!(
-        "{:<8} {:>6} {:>8} {:>12} {:>10} {:>10}",
-        "backend", "weight", "state", "connections", "packets", "new flows"
-    );
-    for (i, b) in tb.backends.iter().enumerate() {
-        let be = dp.backend(i as u32)?;
-        let c = dp.backend_counters(i as u32)?;
-        println!(
-            "{:<8} {:>6} {:>8} {:>12} {:>10} {:>10}",
-            b.name,
-            be.weight,
-            format!("{:?}", BackendState::from_u32(be.state)).to_lowercase(),
-            count.get(&b.name).copied().unwrap_or(0),
-            c.packets,
-            c.new_flows
-        );
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted: cleaning up");
     }
     Ok(())
 }
 
-fn publish(dp: &mut Dataplane, tb: &Testbed, key: &veer_abi::ServiceKey, up: &[bool]) -> Result<()> {
-    let members: Vec<RingMember> = tb
-        .backends
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| up[*i])
-        .map(|(i, b)| RingMember { id: i as u32, identity: identity_of(b.addr()), weight: WEIGHTS[i] })
-        .collect();
-    let ring = dp.publish_pool(key, 65537, &members)?;
-    let s: Vec<String> = shares(&ring)
-        .iter()
-        .map(|(id, n)| format!("{} {:.1}%", tb.backends[*id as usize].name, *n as f64 * 100.0 / ring.len() as f64))
-        .collect();
-    println!("   maglev ring (65537 slots) switched in: {}", s.join(", "));
-    Ok(())
+struct Demo {
+    d: Veerd,
+    pins: PinnedMaps,
+    ids: BTreeMap<String, u32>,
+    _uninstall: Uninstall,
+    backends: Vec<BackendProc>,
+    tb: Testbed,
+}
+
+impl Demo {
+    fn round(&self, n: usize, title: &str) -> Result<()> {
+        check_interrupt()?;
+        let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
+        let before: BTreeMap<String, u64> = self
+            .ids
+            .iter()
+            .map(|(n, id)| (n.clone(), self.pins.backend_counters(*id).map_or(0, |c| c.new_flows)))
+            .collect();
+        let t = Instant::now();
+        let results =
+            self.tb.client.ns.run(|| (0..n).map(|_| fetch_name(vip, Duration::from_secs(2))).collect::<Vec<_>>())?;
+        let took = t.elapsed();
+        let mut count: BTreeMap<String, usize> = BTreeMap::new();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        for name in results.into_iter().flatten() {
+            *count.entry(name).or_default() += 1;
+        }
+        println!("\n== {title}: {n} connections to {vip} in {took:.2?}, {failed} failed");
+        println!("{:<8} {:>6} {:>9} {:>12} {:>10}", "backend", "weight", "veerd", "connections", "new flows");
+        for (name, id) in &self.ids {
+            let b = self.pins.backend(*id)?;
+            let flows = self.pins.backend_counters(*id)?.new_flows - before.get(name).copied().unwrap_or(0);
+            let state = self.d.backend_state("web", name).unwrap_or_else(|_| "?".into());
+            println!(
+                "{:<8} {:>6} {:>9} {:>12} {:>10}",
+                name,
+                b.weight,
+                state,
+                count.get(name).copied().unwrap_or(0),
+                flows
+            );
+        }
+        Ok(())
+    }
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the demo needs root: run it with `cargo xtask demo`");
-    let mode = if args.mode == "skb" { AttachMode::Skb } else { AttachMode::Driver };
-    println!("veer demo: client, load balancer and 3 backends in network namespaces on a bridge");
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    let cfg = config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let svc = cfg.services.first().context("the config has no service")?.get_ref().clone();
+
+    println!("veer demo: a client, a load balancer and 3 backends in network namespaces, on one bridge");
+    let dir = scratch("demo");
     let tb = Testbed::create("veer-demo", 3).context("building the demo network")?;
-    let vip = SocketAddr::new(IpAddr::V4(VIP), PORT);
-    let _servers: Vec<NameServer> =
-        tb.backends.iter().map(|b| NameServer::start(&b.ns, vip, &b.name)).collect::<Result<_>>()?;
-    println!("   backends b1..b3 serve their name on {vip} (VIP on loopback, direct server return)");
+    let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), svc.port);
+    let backends =
+        tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
+    println!("   b1..b3: real server processes answering their name on port {} (VIP {VIP} on loopback: DSR)", svc.port);
+    let uninstall = Uninstall::instance(&cfg.daemon.name);
+    let log = dir.join("veerd.log");
+    let d = Veerd::start(&args.config, tb.lb.ns.name(), &cfg.daemon.socket_path(), &log)?;
+    println!("   veerd running on the load balancer with {} (log: {})", args.config.display(), log.display());
+    let names: Vec<String> = svc.backends.iter().map(|b| b.get_ref().name.clone()).collect();
+    let t = wait_until(Duration::from_secs(15), "every backend up", || {
+        names.iter().all(|n| d.backend_state(&svc.name, n).is_ok_and(|s| s == "up"))
+    })?;
+    println!("   all backends passed {} health checks in {t:.0?}", svc.health.rise);
+    let pins = PinnedMaps::open(&cfg.daemon.pin_dir())?;
+    let status = d.status()?;
+    let ids = status["services"][0]["backends"]
+        .as_array()
+        .context("status")?
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap_or_default().to_string(), b["id"].as_u64().unwrap_or_default() as u32))
+        .collect();
+    let mut demo = Demo { d, pins, ids, _uninstall: uninstall, backends, tb };
 
-    let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size: 65536, max_services: 4 })?;
-    let key = service_key(vip.ip(), PORT, Protocol::Tcp);
-    dp.upsert_service(
-        &key,
-        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
-    )?;
-    for (i, b) in tb.backends.iter().enumerate() {
-        let be = Backend {
-            addr: veer::dataplane::to_abi(b.addr()),
-            mac: b.mac,
-            src_mac: [0; 6],
-            ifindex: 0,
-            weight: WEIGHTS[i],
-            state: BackendState::Up as u32,
-            service: 0,
-        };
-        dp.set_backend(i as u32, &be)?;
-    }
-    publish(&mut dp, &tb, &key, &[true; 3])?;
-    tb.lb.ns.run(|| dp.attach("eth0", mode))??;
-    println!("   XDP program attached to the load balancer's eth0 ({mode:?} mode)");
+    demo.round(args.connections, "all up, weights 1:2:3")?;
 
-    round(&tb, &dp, vip, args.connections, "weights 1:2:3, all up")?;
+    check_interrupt()?;
+    println!("\n-> killing b2's server process (SIGKILL)");
+    let killed = Instant::now();
+    demo.backends[1].kill()?;
+    let line = demo.d.wait_log("backend DOWN", Duration::from_secs(10))?;
+    println!(
+        "   veerd after {:.0?}: {}",
+        killed.elapsed(),
+        line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
+    );
+    demo.round(args.connections, "b2 dead")?;
 
-    dp.set_backend_state(1, BackendState::Down)?;
-    println!("\n-> b2 set down (one state-word write; the next packet avoids it)");
-    publish(&mut dp, &tb, &key, &[true, false, true])?;
-    round(&tb, &dp, vip, args.connections, "b2 down")?;
+    check_interrupt()?;
+    println!("\n-> starting b2's server again");
+    let started = Instant::now();
+    demo.backends[1].restart()?;
+    let line = demo.d.wait_log("backend UP", Duration::from_secs(10))?;
+    println!(
+        "   veerd after {:.0?}: {}",
+        started.elapsed(),
+        line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
+    );
+    demo.round(args.connections, "b2 back")?;
 
-    dp.set_backend_state(1, BackendState::Up)?;
-    println!("\n-> b2 back up");
-    publish(&mut dp, &tb, &key, &[true; 3])?;
-    round(&tb, &dp, vip, args.connections, "b2 back")?;
-
-    let g = dp.global_counters()?;
-    let g: Vec<String> = g.iter().filter(|(_, v)| *v > 0).map(|(c, v)| format!("{}={v}", c.name())).collect();
-    println!("\nglobal counters: {}", g.join(" "));
-    println!("cleaning up the namespaces");
+    let g: Vec<String> =
+        demo.pins.global_counters()?.iter().filter(|(_, v)| *v > 0).map(|(c, v)| format!("{}={v}", c.name())).collect();
+    println!("\ndataplane counters: {}", g.join(" "));
+    println!("cleaning up: stopping veerd, removing its pins and the namespaces");
     Ok(())
 }

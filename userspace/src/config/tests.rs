@@ -47,7 +47,7 @@ fn base_parses_with_defaults() {
     assert_eq!(s.health.rise, 2);
     assert_eq!(s.health.fast(), Duration::from_millis(25));
     assert_eq!(s.backends[0].get_ref().weight, 1);
-    assert_eq!(c.daemon.pin_dir(), Path::new("/sys/fs/bpf/veer/default/v1"));
+    assert_eq!(c.daemon.pin_dir(), Path::new(&format!("/sys/fs/bpf/veer/default/v{}", veer_abi::ABI_VERSION)));
 }
 
 #[test]

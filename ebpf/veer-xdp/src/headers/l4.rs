@@ -13,7 +13,18 @@ pub struct TcpHdr {
     pub urg: [u8; 2],
 }
 
+/// TCP flag bits (second byte of `doff_flags`).
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
 impl TcpHdr {
+    #[inline(always)]
+    pub fn flags(&self) -> u8 {
+        self.doff_flags[1]
+    }
+
     /// Header length in bytes (data offset x 4); at least 20 when valid.
     #[inline(always)]
     pub fn header_len(&self) -> usize {
