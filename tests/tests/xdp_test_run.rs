@@ -370,3 +370,32 @@ fn backend_behind_another_interface_is_redirected_through_the_devmap() {
     })
     .unwrap();
 }
+
+#[test]
+fn a_backend_that_leaves_and_returns_gets_its_share_of_new_flows() {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 2, 3]);
+    let members = |skip: Option<u32>| -> Vec<RingMember> {
+        (0..3u32)
+            .filter(|i| Some(*i) != skip)
+            .map(|i| RingMember {
+                id: i,
+                identity: identity_of(format!("10.1.0.{}", i + 10).parse().unwrap()),
+                weight: i + 1,
+            })
+            .collect()
+    };
+    lab.dp.publish_pool(&lab.key, 65537, &members(Some(1))).unwrap();
+    lab.dp.publish_pool(&lab.key, 65537, &members(None)).unwrap();
+    let ring = lab.dp.ring(&lab.key).unwrap();
+    let mut got = [0u32; 3];
+    let mut predicted = [0u32; 3];
+    for port in 30000..33000u16 {
+        let b = lab.send(&lab.syn(port)).1.unwrap();
+        got[b as usize] += 1;
+        let h = flow_hash(&flow_key(lab.client(port), lab.vip_addr(), Protocol::Tcp));
+        predicted[ring[(h % ring.len() as u32) as usize] as usize] += 1;
+    }
+    println!("after leave+return: dataplane {got:?}, userspace prediction {predicted:?}");
+    assert_eq!(got, predicted);
+    assert!(got[1].abs_diff(1000) < 150, "returning backend got {} of 3000 new flows", got[1]);
+}

@@ -78,16 +78,23 @@ impl Demo {
             *count.entry(name).or_default() += 1;
         }
         println!("\n== {title}: {n} connections to {vip} in {took:.2?}, {failed} failed");
-        println!("{:<8} {:>6} {:>9} {:>12} {:>10}", "backend", "weight", "veerd", "connections", "new flows");
+        let key = veer::dataplane::service_key(vip.ip(), vip.port(), veer::dataplane::Protocol::Tcp);
+        let ring = self.pins.ring(&key)?;
+        let share = |id: u32| ring.iter().filter(|&&s| s == id).count() as f64 * 100.0 / ring.len().max(1) as f64;
+        println!(
+            "{:<8} {:>6} {:>9} {:>7} {:>12} {:>10}",
+            "backend", "weight", "veerd", "ring", "connections", "new flows"
+        );
         for (name, id) in &self.ids {
             let b = self.pins.backend(*id)?;
             let flows = self.pins.backend_counters(*id)?.new_flows - before.get(name).copied().unwrap_or(0);
             let state = self.d.backend_state("web", name).unwrap_or_else(|_| "?".into());
             println!(
-                "{:<8} {:>6} {:>9} {:>12} {:>10}",
+                "{:<8} {:>6} {:>9} {:>6.1}% {:>12} {:>10}",
                 name,
                 b.weight,
                 state,
+                share(*id),
                 count.get(name).copied().unwrap_or(0),
                 flows
             );
@@ -149,6 +156,13 @@ fn main() -> Result<()> {
     let started = Instant::now();
     demo.backends[1].restart()?;
     let line = demo.d.wait_log("backend UP", Duration::from_secs(10))?;
+    println!(
+        "   veerd after {:.0?}: {}",
+        started.elapsed(),
+        line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
+    );
+    // New flows reach it once the ring that includes it is switched in.
+    let line = demo.d.wait_log("ring switched in", Duration::from_secs(10))?;
     println!(
         "   veerd after {:.0?}: {}",
         started.elapsed(),

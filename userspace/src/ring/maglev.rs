@@ -280,6 +280,22 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_that_leaves_and_returns_gets_its_share_back() {
+        let bs = members(3, |i| i + 1);
+        let all = MaglevRing::build(&bs, 65537).unwrap();
+        let without: Vec<_> = bs.iter().copied().filter(|b| b.id != 1).collect();
+        let gone = MaglevRing::rebuild(Some(all.slots()), &without, 65537).unwrap();
+        let back = MaglevRing::rebuild(Some(gone.slots()), &bs, 65537).unwrap();
+        let s = shares(back.slots());
+        assert_eq!(s, shares(all.slots()), "shares after return");
+        // Flows hash over the whole table: the returning backend's slots must
+        // not cluster (a share of slots is a share of flows).
+        let hashes = sample_hashes(100_000);
+        let to_b1 = hashes.iter().filter(|&&h| back.lookup(h) == 1).count() as f64 / 1e5;
+        assert!((to_b1 - 2.0 / 6.0).abs() < 0.01, "b1 gets {to_b1:.3} of flows");
+    }
+
+    #[test]
     fn weight_change_moves_only_the_difference() {
         let mut bs = members(10, |_| 10);
         let a = MaglevRing::build(&bs, 65537).unwrap();
