@@ -1,8 +1,9 @@
-//! Real TCP servers that answer every connection with their own name, and the
-//! client that asks them.
+//! Real TCP servers that answer every connection with their own name (one
+//! line) and then echo lines until the client closes, and the clients: a
+//! short one ([`fetch_name`]) and a long-lived one ([`Session`]).
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     sync::{
@@ -64,11 +65,25 @@ fn serve(listener: TcpListener, name: &str, stop: &AtomicBool, served: &AtomicU6
         if n <= 0 {
             continue;
         }
-        let (mut s, _) = listener.accept().context("accept")?;
-        let _ = s.write_all(name.as_bytes());
+        let (s, _) = listener.accept().context("accept")?;
         served.fetch_add(1, Ordering::Relaxed);
+        let name = name.to_string();
+        thread::spawn(move || answer(s, &name));
     }
     Ok(())
+}
+
+/// Serves one connection: the name, then an echo of each line until EOF.
+pub fn answer(mut s: TcpStream, name: &str) {
+    if s.write_all(format!("{name}\n").as_bytes()).is_err() {
+        return;
+    }
+    let Ok(r) = s.try_clone() else { return };
+    for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+        if s.write_all(format!("{line}\n").as_bytes()).is_err() {
+            return;
+        }
+    }
 }
 
 impl Drop for NameServer {
@@ -81,12 +96,38 @@ impl Drop for NameServer {
 }
 
 /// Connects to `addr` (from the calling thread's namespace) and returns the
-/// name the server answered with.
+/// name the server answered with; then closes.
 pub fn fetch_name(addr: SocketAddr, timeout: Duration) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    let mut name = String::new();
-    s.read_to_string(&mut name).with_context(|| format!("read from {addr}"))?;
-    anyhow::ensure!(!name.is_empty(), "{addr} closed without a name");
-    Ok(name)
+    Ok(Session::open(addr, timeout)?.name)
+}
+
+/// A long-lived connection: it stays on its backend, or breaks.
+pub struct Session {
+    /// The backend's name.
+    pub name: String,
+    reader: std::io::BufReader<TcpStream>,
+    stream: TcpStream,
+}
+
+impl Session {
+    /// Connects (from the calling thread's namespace) and reads the name.
+    pub fn open(addr: SocketAddr, timeout: Duration) -> Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+        stream.set_read_timeout(Some(timeout))?;
+        let mut reader = std::io::BufReader::new(stream.try_clone()?);
+        let mut name = String::new();
+        reader.read_line(&mut name).with_context(|| format!("read from {addr}"))?;
+        let name = name.trim_end().to_string();
+        anyhow::ensure!(!name.is_empty(), "{addr} closed without a name");
+        Ok(Self { name, reader, stream })
+    }
+
+    /// Sends a line and expects it back: the connection is still with its backend.
+    pub fn ping(&mut self, text: &str) -> Result<()> {
+        self.stream.write_all(format!("{text}\n").as_bytes()).context("send")?;
+        let mut back = String::new();
+        self.reader.read_line(&mut back).context("receive")?;
+        anyhow::ensure!(back.trim_end() == text, "echo {back:?} instead of {text:?}");
+        Ok(())
+    }
 }

@@ -81,8 +81,9 @@ fn main() -> Result<()> {
         }
     });
     // Accept errors (e.g. the client already reset) are the client's problem.
-    for mut s in tcp.incoming().flatten() {
-        let _ = s.write_all(args.name.as_bytes());
+    for s in tcp.incoming().flatten() {
+        let name = args.name.clone();
+        std::thread::spawn(move || veer_tests::server::answer(s, &name));
     }
     Ok(())
 }
