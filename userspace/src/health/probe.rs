@@ -181,8 +181,12 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = l.local_addr().unwrap();
         assert_eq!(Probe::Tcp.run(a, T).await, Ok(()));
-        drop(l);
-        assert!(matches!(Probe::Tcp.run(a, T).await, Err(ProbeError::Io(_))));
+        // A port that is bound but not listening refuses, and no parallel
+        // test can take it meanwhile (a dropped listener's port could be).
+        let closed = tokio::net::TcpSocket::new_v4().unwrap();
+        closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let r = Probe::Tcp.run(closed.local_addr().unwrap(), T).await;
+        assert!(matches!(r, Err(ProbeError::Io(_))), "{r:?}");
     }
 
     #[tokio::test]
