@@ -51,6 +51,13 @@ pub struct DaemonConfig {
     pub conn_table_size: u32,
     /// Service capacity of the maps.
     pub max_services: u32,
+    /// Group (name or gid) whose members may use the API socket besides root.
+    pub api_group: Option<String>,
+    /// Address of the Prometheus endpoint (`GET /metrics`); off when unset.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Where runtime changes (drain, weight, added backends...) are kept so
+    /// they survive a daemon restart. Default `/run/veer/<name>.runtime.json`.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -63,6 +70,9 @@ impl Default for DaemonConfig {
             api_socket: None,
             conn_table_size: veer_abi::DEFAULT_CONN_TABLE_SIZE,
             max_services: veer_abi::MAX_SERVICES,
+            api_group: None,
+            metrics: None,
+            state_file: None,
         }
     }
 }
@@ -76,6 +86,11 @@ impl DaemonConfig {
     /// The API socket path.
     pub fn socket_path(&self) -> PathBuf {
         self.api_socket.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.sock", self.name)))
+    }
+
+    /// The runtime-state file.
+    pub fn state_path(&self) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.runtime.json", self.name)))
     }
 }
 
@@ -165,9 +180,58 @@ pub struct ServiceConfig {
     /// Health checking.
     #[serde(default)]
     pub health: HealthConfig,
+    /// Update command for rolling updates (`veerctl rollout`); `{name}` and
+    /// `{address}` are replaced. A backend's own `update` wins.
+    #[serde(default)]
+    pub update: Vec<String>,
+    /// Load-driven scaling hooks.
+    #[serde(default)]
+    pub scale: Option<ScaleConfig>,
     /// The backends, `[[service.backend]]`.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<BackendConfig>>,
+}
+
+/// What load a scaling hook looks at.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleMetric {
+    /// Packets per second per healthy backend.
+    Pps,
+    /// Active connection-table flows per healthy backend.
+    Flows,
+}
+
+/// `[service.scale]`: hooks fired when the load per healthy backend stays
+/// above (or below) a threshold for a window.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleConfig {
+    /// `pps` or `flows`.
+    pub metric: ScaleMetric,
+    /// Scale out while the load per healthy backend is above this.
+    pub above: Option<f64>,
+    /// Scale in while the load per healthy backend is below this.
+    pub below: Option<f64>,
+    /// How long the condition must hold.
+    #[serde(default = "default_window", with = "duration")]
+    pub window: Duration,
+    /// Minimum time between two hooks of this service.
+    #[serde(default = "default_cooldown", with = "duration")]
+    pub cooldown: Duration,
+    /// Scale-out command (argument list; env has VEER_SERVICE, VEER_LOAD, ...).
+    #[serde(default)]
+    pub out: Vec<String>,
+    /// Scale-in command.
+    #[serde(default, rename = "in")]
+    pub in_: Vec<String>,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn one() -> u32 {
@@ -279,7 +343,7 @@ impl HealthConfig {
 }
 
 /// A `[[service.backend]]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// Unique within its service.
@@ -301,10 +365,13 @@ pub struct BackendConfig {
     /// Recovery: a command to run when the backend goes down.
     #[serde(default)]
     pub restart: Option<RestartConfig>,
+    /// Update command for this backend (overrides the service's `update`).
+    #[serde(default)]
+    pub update: Vec<String>,
 }
 
 /// `restart = { command = [...], ... }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RestartConfig {
     /// Program and arguments (no shell); `{address}` and `{name}` are replaced.
@@ -321,6 +388,13 @@ pub struct RestartConfig {
     /// Time limit for one run of the command.
     #[serde(default = "default_restart_timeout", with = "duration")]
     pub timeout: Duration,
+}
+
+impl BackendConfig {
+    /// A backend added at runtime: only what `add-backend` takes.
+    pub fn runtime(name: String, address: IpAddr, weight: u32, mac: Option<String>, backup: bool) -> Self {
+        Self { name, address, weight, backup, sorry: false, mac, restart: None, update: Vec::new() }
+    }
 }
 
 fn default_backoff() -> Duration {

@@ -254,6 +254,25 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
                 }
             }
         }
+        if let Some(sc) = &s.scale {
+            if sc.above.is_none() && sc.below.is_none() {
+                c.err(at, "metric", format!("{p}.scale"), "set `above`, `below` or both");
+            }
+            if let (Some(a), Some(b)) = (sc.above, sc.below) {
+                if b >= a {
+                    c.err(at, "below", format!("{p}.scale.below"), format!("must be lower than above ({b} >= {a})"));
+                }
+            }
+            if sc.above.is_some() && sc.out.is_empty() {
+                c.err(at, "out", format!("{p}.scale.out"), "a scale-out threshold needs an `out` command");
+            }
+            if sc.below.is_some() && sc.in_.is_empty() {
+                c.err(at, "in", format!("{p}.scale.in"), "a scale-in threshold needs an `in` command");
+            }
+            if sc.window.is_zero() {
+                c.err(at, "window", format!("{p}.scale.window"), "must be greater than zero");
+            }
+        }
         if let Some(fb) = &s.fallback_backend {
             match s.backends.iter().find(|b| &b.get_ref().name == fb) {
                 None => {

@@ -23,6 +23,63 @@ pub enum Request {
     Status,
     /// Re-read and apply the config file.
     Reload,
+    /// Stop new flows to a backend; its existing flows stay.
+    Drain {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Undo drain or disable.
+    Enable {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Take a backend out entirely: its flows move at once.
+    Disable {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Set a backend's weight (1 to 65535).
+    Weight {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+        /// New weight.
+        weight: u32,
+    },
+    /// Add a backend to a service.
+    AddBackend {
+        /// Service name.
+        service: String,
+        /// New backend's name.
+        name: String,
+        /// Its address.
+        address: std::net::IpAddr,
+        /// Its weight (default 1).
+        #[serde(default)]
+        weight: Option<u32>,
+        /// Its next-hop MAC (default: neighbour table).
+        #[serde(default)]
+        mac: Option<String>,
+        /// Whether it is a backup.
+        #[serde(default)]
+        backup: bool,
+    },
+    /// Remove a backend from a service.
+    RemoveBackend {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Prometheus text exposition of the daemon's metrics.
+    Metrics,
 }
 
 /// The daemon's answer.
@@ -53,15 +110,38 @@ impl Response {
 /// A request with the channel its response goes back on.
 pub type Call = (Request, oneshot::Sender<Response>);
 
-/// Listens on `path` (replacing a stale socket) and forwards calls.
-pub fn listen(path: &Path, calls: mpsc::Sender<Call>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// Resolves a group given by name or number.
+pub fn group_id(group: &str) -> std::io::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no group named {group:?}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Listens on `path` (replacing a stale socket) and forwards calls. Only root
+/// may connect, and members of `group` when given (mode 0660, group-owned).
+pub fn listen(
+    path: &Path,
+    group: Option<&str>,
+    calls: mpsc::Sender<Call>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
-    // Only root may drive the daemon.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    match group {
+        Some(g) => {
+            let gid = group_id(g)?;
+            nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        }
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
+    }
     Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {

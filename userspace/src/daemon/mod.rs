@@ -11,8 +11,11 @@
 //! pins, ids and backend states, and reconciles instead of starting over.
 
 pub mod api;
+pub mod metrics;
 pub mod model;
+pub mod overrides;
 pub mod recovery;
+pub mod scale;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -28,12 +31,17 @@ use tracing::{error, info, warn};
 use veer_abi::{Backend, BackendState, ServiceKey, NO_BACKEND, SERVICE_F_FALLBACK_PASS};
 
 use crate::{
-    config::{self, AttachModeConfig, BackendConfig, Config, Fallback, InitialState, ServiceConfig},
+    config::{self, AttachModeConfig, BackendConfig, Config, Fallback, InitialState, ScaleMetric, ServiceConfig},
     dataplane::{self, pin, service_key, to_abi, AttachMode, Dataplane, DataplaneOptions, MapReader, ServiceSpec},
-    health::{spawn_checker, CheckSpec, HealthEvent, Probe},
+    health::{spawn_checker, CheckSpec, HealthEvent, Probe, ProbeSample},
     net::{self, Neighbour},
 };
+use metrics::DaemonMetrics;
 use model::{Admin, BackendRt, ServiceRt};
+use overrides::Overrides;
+
+/// A flow idle this long no longer counts as active (scaling by flows).
+const FLOW_IDLE: Duration = Duration::from_secs(30);
 
 /// What a restarted daemon finds in the pinned maps.
 #[derive(Debug, Default)]
@@ -61,6 +69,12 @@ pub struct Daemon {
     tx_ports: HashSet<u32>,
     /// Backend entries as last written (skip writes that change nothing).
     written: HashMap<u32, Backend>,
+    /// Runtime changes on top of the file.
+    overrides: Overrides,
+    metrics: DaemonMetrics,
+    scale: HashMap<String, scale::ScaleState>,
+    samples: mpsc::Sender<ProbeSample>,
+    samples_rx: Option<mpsc::Receiver<ProbeSample>>,
     _lock: std::fs::File,
 }
 
@@ -121,6 +135,15 @@ impl Daemon {
         let written =
             adoption.as_ref().map(|a| a.backends.values().map(|(id, b)| (*id, *b)).collect()).unwrap_or_default();
         let (tx, rx) = mpsc::unbounded_channel();
+        let state = cfg.daemon.state_path();
+        let overrides = Overrides::load(&state).unwrap_or_else(|e| {
+            error!(error = %e, "runtime state unreadable: starting from the config file alone");
+            Overrides::default()
+        });
+        if !overrides.is_empty() {
+            info!(file = %state.display(), "runtime changes restored");
+        }
+        let (samples, samples_rx) = mpsc::channel(1024);
         let mut d = Daemon {
             cfg_path: cfg_path.to_path_buf(),
             cfg: cfg.clone(),
@@ -130,6 +153,11 @@ impl Daemon {
             next_generation: 1,
             tx_ports: HashSet::new(),
             written,
+            overrides,
+            metrics: DaemonMetrics::default(),
+            scale: HashMap::new(),
+            samples,
+            samples_rx: Some(samples_rx),
             _lock: lock,
         };
         d.apply(cfg.clone(), adoption)?;
@@ -169,13 +197,19 @@ impl Daemon {
             health: svc.health.clone(),
             initially_up: b.healthy,
         };
-        b.checker = Some(spawn_checker(spec, self.events.clone(), None));
+        b.checker = Some(spawn_checker(spec, self.events.clone(), Some(self.samples.clone())));
     }
 
     /// Makes the runtime and the dataplane match `cfg`, keeping ids, health,
     /// operator state and flows of everything that stays.
-    fn apply(&mut self, cfg: Config, adoption: Option<Adoption>) -> Result<()> {
+    fn apply(&mut self, file: Config, adoption: Option<Adoption>) -> Result<()> {
         let adoption = adoption.unwrap_or_default();
+        let before = self.overrides.clone();
+        let cfg = self.overrides.apply(&file);
+        if self.overrides != before {
+            info!("runtime changes naming backends no longer configured were dropped");
+            self.save_overrides();
+        }
         let mut old: HashMap<ServiceKey, ServiceRt> =
             std::mem::take(&mut self.services).into_iter().map(|s| (s.key, s)).collect();
 
@@ -233,6 +267,13 @@ impl Daemon {
                 if let Some(mac) = b.cfg.mac.as_deref().and_then(config::parse_mac) {
                     b.nexthop = Some(Neighbour { mac, ifindex: 0 });
                 }
+                // The runtime state file is authoritative for operator state.
+                b.admin = self
+                    .overrides
+                    .admin
+                    .get(&overrides::key(&scfg.name, &b.cfg.name))
+                    .copied()
+                    .unwrap_or(Admin::Enabled);
                 if b.checker.is_none() || health_changed {
                     self.spawn_check(scfg, &mut b);
                 }
@@ -268,7 +309,7 @@ impl Daemon {
             self.clear_backend(*id)?;
         }
         self.services = next;
-        self.cfg = cfg;
+        self.cfg = file;
         for i in 0..self.services.len() {
             self.publish_service(i)?;
         }
@@ -287,11 +328,8 @@ impl Daemon {
         let (id, healthy, admin, nexthop, src_mac) = match adopted {
             Some((id, e)) => {
                 let state = BackendState::from_u32(e.state);
-                let admin = match state {
-                    BackendState::Draining => Admin::Draining,
-                    BackendState::Disabled => Admin::Disabled,
-                    _ => Admin::Enabled,
-                };
+                // Operator state comes from the runtime state file (see apply).
+                let admin = Admin::Enabled;
                 let healthy = match state {
                     BackendState::Up | BackendState::Draining => true,
                     BackendState::Down => false,
@@ -391,16 +429,21 @@ impl Daemon {
         }
         b.healthy = ev.up;
         let name = b.cfg.name.clone();
+        let id = b.id;
         if ev.up {
+            *self.metrics.recoveries.entry(id).or_default() += 1;
             info!(service = %svc_name, backend = %name, reason = %ev.reason, "backend UP");
             if let Some(r) = b.recovery.take() {
                 r.abort();
             }
         } else {
+            *self.metrics.failovers.entry(id).or_default() += 1;
             warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
             if let (Some(r), None) = (b.cfg.restart.clone(), &b.recovery) {
                 let addr = b.cfg.address.to_string();
-                b.recovery = Some(tokio::spawn(recovery::restart_loop(svc_name.clone(), name.clone(), addr, r)));
+                let attempts = self.metrics.restarts.entry(id).or_default().clone();
+                b.recovery =
+                    Some(tokio::spawn(recovery::restart_loop(svc_name.clone(), name.clone(), addr, r, attempts)));
             }
         }
         if let Err(e) = self.sync_service(i) {
@@ -472,17 +515,20 @@ impl Daemon {
         let new = match config::load(&self.cfg_path) {
             Ok(c) => c,
             Err(e) => {
+                self.metrics.reloads[1] += 1;
                 error!(error = %e, "reload rejected: the config is invalid; the running config stays");
                 return Err(e.to_string());
             }
         };
         if new.daemon != self.cfg.daemon {
+            self.metrics.reloads[1] += 1;
             let e = "[daemon] settings changed: restart veerd to apply them (nothing was changed)".to_string();
             error!(error = %e, "reload rejected");
             return Err(e);
         }
         match self.apply(new, None) {
             Ok(()) => {
+                self.metrics.reloads[0] += 1;
                 self.resolve_nexthops();
                 let n = self.services.len();
                 info!(services = n, "config reloaded");
@@ -520,20 +566,283 @@ impl Daemon {
                         "in_ring": ring.contains(&b.id),
                         "backup": b.cfg.backup,
                         "mac": b.nexthop.map(|n| fmt_mac(&n.mac)),
+                        "runtime": self.runtime_note(&s.cfg.name, b),
                     })).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        json!({ "config": self.cfg_path.display().to_string(), "pins": self.cfg.daemon.pin_dir().display().to_string(), "services": services })
+        json!({
+            "config": self.cfg_path.display().to_string(),
+            "pins": self.cfg.daemon.pin_dir().display().to_string(),
+            "services": services,
+            "removed": self.overrides.removed,
+        })
     }
 
     fn handle(&mut self, req: api::Request) -> api::Response {
-        match req {
-            api::Request::Status => api::Response::ok(self.status()),
-            api::Request::Reload => match self.reload() {
-                Ok(msg) => api::Response::ok(json!(msg)),
-                Err(e) => api::Response::err(e),
-            },
+        use api::Request as R;
+        let r = match req {
+            R::Status => return api::Response::ok(self.status()),
+            R::Metrics => return api::Response::ok(json!(self.render_metrics())),
+            R::Reload => return self.reload().map_or_else(api::Response::err, |m| api::Response::ok(json!(m))),
+            R::Drain { service, backend } => self.set_admin(&service, &backend, Admin::Draining),
+            R::Enable { service, backend } => self.set_admin(&service, &backend, Admin::Enabled),
+            R::Disable { service, backend } => self.set_admin(&service, &backend, Admin::Disabled),
+            R::Weight { service, backend, weight } => self.set_weight(&service, &backend, weight),
+            R::AddBackend { service, name, address, weight, mac, backup } => {
+                self.add_backend(&service, BackendConfig::runtime(name, address, weight.unwrap_or(1), mac, backup))
+            }
+            R::RemoveBackend { service, backend } => self.remove_backend(&service, &backend),
+        };
+        match r {
+            Ok(msg) => {
+                info!("{msg}");
+                api::Response::ok(json!(msg))
+            }
+            Err(e) => api::Response::err(e),
+        }
+    }
+
+    fn save_overrides(&self) {
+        if let Err(e) = self.overrides.save(&self.cfg.daemon.state_path()) {
+            error!(error = %e, "saving runtime state failed: changes will not survive a restart");
+        }
+    }
+
+    /// How a backend's running state differs from the file, if it does.
+    fn runtime_note(&self, service: &str, b: &BackendRt) -> Option<String> {
+        let k = overrides::key(service, &b.cfg.name);
+        let mut notes = Vec::new();
+        if self.overrides.added.get(service).is_some_and(|v| v.iter().any(|x| x.name == b.cfg.name)) {
+            notes.push("added at runtime".to_string());
+        }
+        if let Some(a) = self.overrides.admin.get(&k) {
+            notes.push(format!("{a:?}").to_lowercase());
+        }
+        if self.overrides.weight.contains_key(&k) {
+            let file = self.cfg.services.iter().find(|s| s.get_ref().name == service).and_then(|s| {
+                s.get_ref().backends.iter().find(|x| x.get_ref().name == b.cfg.name).map(|x| x.get_ref().weight)
+            });
+            notes.push(match file {
+                Some(w) => format!("weight {} (config {w})", b.cfg.weight),
+                None => format!("weight {}", b.cfg.weight),
+            });
+        }
+        (!notes.is_empty()).then(|| notes.join(", "))
+    }
+
+    fn find(&self, service: &str, backend: &str) -> Result<(usize, usize), String> {
+        let i = self.services.iter().position(|s| s.cfg.name == service).ok_or_else(|| {
+            let names: Vec<&str> = self.services.iter().map(|s| s.cfg.name.as_str()).collect();
+            format!("no service named {service:?} (services: {})", names.join(", "))
+        })?;
+        let j = self.services[i].backends.iter().position(|b| b.cfg.name == backend).ok_or_else(|| {
+            let names: Vec<&str> = self.services[i].backends.iter().map(|b| b.cfg.name.as_str()).collect();
+            format!("no backend named {backend:?} in service {service} (backends: {})", names.join(", "))
+        })?;
+        Ok((i, j))
+    }
+
+    fn set_admin(&mut self, service: &str, backend: &str, admin: Admin) -> Result<String, String> {
+        let (i, j) = self.find(service, backend)?;
+        let k = overrides::key(service, backend);
+        if admin == Admin::Enabled {
+            self.overrides.admin.remove(&k);
+        } else {
+            self.overrides.admin.insert(k, admin);
+        }
+        self.save_overrides();
+        self.services[i].backends[j].admin = admin;
+        self.sync_service(i).map_err(|e| format!("{e:#}"))?;
+        Ok(format!("{service}/{backend}: {}", format!("{admin:?}").to_lowercase()))
+    }
+
+    fn set_weight(&mut self, service: &str, backend: &str, weight: u32) -> Result<String, String> {
+        if !(1..=65535).contains(&weight) {
+            return Err(format!("weight {weight} out of range: 1 to 65535 (drain a backend to stop new flows)"));
+        }
+        let (i, j) = self.find(service, backend)?;
+        let file_weight = self.cfg.services.iter().find(|s| s.get_ref().name == service).and_then(|s| {
+            s.get_ref().backends.iter().find(|b| b.get_ref().name == backend).map(|b| b.get_ref().weight)
+        });
+        let k = overrides::key(service, backend);
+        if file_weight == Some(weight) {
+            self.overrides.weight.remove(&k);
+        } else {
+            self.overrides.weight.insert(k, weight);
+        }
+        // An added backend's weight lives in its added entry.
+        if let Some(b) = self.overrides.added.get_mut(service).and_then(|v| v.iter_mut().find(|b| b.name == backend)) {
+            b.weight = weight;
+            self.overrides.weight.remove(&overrides::key(service, backend));
+        }
+        self.save_overrides();
+        self.services[i].backends[j].cfg.weight = weight;
+        self.sync_service(i).map_err(|e| format!("{e:#}"))?;
+        Ok(format!("{service}/{backend}: weight {weight}"))
+    }
+
+    fn add_backend(&mut self, service: &str, b: BackendConfig) -> Result<String, String> {
+        let i = self
+            .services
+            .iter()
+            .position(|s| s.cfg.name == service)
+            .ok_or_else(|| format!("no service named {service:?}"))?;
+        let s = &self.services[i];
+        if b.name.is_empty() || b.name.contains('/') {
+            return Err(format!("invalid backend name {:?}", b.name));
+        }
+        if s.backends.iter().any(|x| x.cfg.name == b.name) {
+            return Err(format!("service {service} already has a backend named {:?}", b.name));
+        }
+        if let Some(x) = s.backends.iter().find(|x| x.cfg.address == b.address) {
+            return Err(format!("address {} is already backend {} of service {service}", b.address, x.cfg.name));
+        }
+        if !(1..=65535).contains(&b.weight) {
+            return Err(format!("weight {} out of range: 1 to 65535", b.weight));
+        }
+        if let Some(m) = &b.mac {
+            if config::parse_mac(m).is_none() {
+                return Err(format!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+            }
+        }
+        let name = b.name.clone();
+        let addr = b.address;
+        self.overrides.removed.remove(&overrides::key(service, &name));
+        self.overrides.added.entry(service.to_string()).or_default().push(b);
+        self.save_overrides();
+        self.apply(self.cfg.clone(), None).map_err(|e| format!("{e:#}"))?;
+        self.resolve_nexthops();
+        Ok(format!("{service}/{name}: added ({addr})"))
+    }
+
+    fn remove_backend(&mut self, service: &str, backend: &str) -> Result<String, String> {
+        self.find(service, backend)?;
+        let added = self.overrides.added.get_mut(service).and_then(|v| {
+            let n = v.len();
+            v.retain(|b| b.name != backend);
+            (v.len() != n).then_some(())
+        });
+        if added.is_none() {
+            self.overrides.removed.insert(overrides::key(service, backend));
+        }
+        self.overrides.admin.remove(&overrides::key(service, backend));
+        self.overrides.weight.remove(&overrides::key(service, backend));
+        self.save_overrides();
+        self.apply(self.cfg.clone(), None).map_err(|e| format!("{e:#}"))?;
+        Ok(format!("{service}/{backend}: removed"))
+    }
+
+    /// The daemon's metrics in Prometheus text format.
+    fn render_metrics(&self) -> String {
+        use metrics::label;
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let _ = writeln!(o, "# HELP veer_service_packets_total Packets forwarded for a service.\n# TYPE veer_service_packets_total counter");
+        let mut svc_lines = (String::new(), String::new(), String::new());
+        let mut be = (String::new(), String::new(), String::new(), String::new(), String::new(), String::new());
+        let (mut lat, mut fo, mut rec, mut rs) = (String::new(), String::new(), String::new(), String::new());
+        for s in &self.services {
+            let sl = format!("service=\"{}\"", label(&s.cfg.name));
+            let c = self.dp.service_counters(s.id).unwrap_or_default();
+            let _ = writeln!(o, "veer_service_packets_total{{{sl}}} {}", c.packets);
+            let _ = writeln!(svc_lines.0, "veer_service_bytes_total{{{sl}}} {}", c.bytes);
+            let _ = writeln!(svc_lines.1, "veer_service_new_flows_total{{{sl}}} {}", c.new_flows);
+            let healthy = s.backends.iter().filter(|b| b.effective() == BackendState::Up).count();
+            let _ = writeln!(svc_lines.2, "veer_service_healthy_backends{{{sl}}} {healthy}");
+            for b in &s.backends {
+                let bl = format!("{sl},backend=\"{}\"", label(&b.cfg.name));
+                let c = self.dp.backend_counters(b.id).unwrap_or_default();
+                let _ = writeln!(be.0, "veer_backend_packets_total{{{bl}}} {}", c.packets);
+                let _ = writeln!(be.1, "veer_backend_bytes_total{{{bl}}} {}", c.bytes);
+                let _ = writeln!(be.2, "veer_backend_new_flows_total{{{bl}}} {}", c.new_flows);
+                let _ = writeln!(be.3, "veer_backend_up{{{bl}}} {}", u8::from(b.effective() == BackendState::Up));
+                let state = format!("{:?}", b.effective()).to_lowercase();
+                for st in ["up", "down", "draining", "disabled"] {
+                    let _ = writeln!(be.4, "veer_backend_state{{{bl},state=\"{st}\"}} {}", u8::from(state == st));
+                }
+                let _ = writeln!(be.5, "veer_backend_weight{{{bl}}} {}", b.cfg.weight);
+                let h = self.metrics.latency.get(&b.id).cloned().unwrap_or_default();
+                metrics::write_histogram(&mut lat, "veer_health_check_duration_seconds", &bl, &h);
+                let _ = writeln!(
+                    fo,
+                    "veer_failovers_total{{{bl}}} {}",
+                    self.metrics.failovers.get(&b.id).copied().unwrap_or(0)
+                );
+                let _ = writeln!(
+                    rec,
+                    "veer_recoveries_total{{{bl}}} {}",
+                    self.metrics.recoveries.get(&b.id).copied().unwrap_or(0)
+                );
+                let n = self.metrics.restarts.get(&b.id).map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed));
+                let _ = writeln!(rs, "veer_restart_attempts_total{{{bl}}} {n}");
+            }
+        }
+        let sections: [(&str, &str, &str, &str); 14] = [
+            ("veer_service_bytes_total", "counter", "Bytes forwarded for a service.", &svc_lines.0),
+            ("veer_service_new_flows_total", "counter", "Flows scheduled for a service.", &svc_lines.1),
+            ("veer_service_healthy_backends", "gauge", "Backends up in a service.", &svc_lines.2),
+            ("veer_backend_packets_total", "counter", "Packets forwarded to a backend.", &be.0),
+            ("veer_backend_bytes_total", "counter", "Bytes forwarded to a backend.", &be.1),
+            ("veer_backend_new_flows_total", "counter", "Flows scheduled on a backend.", &be.2),
+            ("veer_backend_up", "gauge", "1 when the backend takes new flows.", &be.3),
+            ("veer_backend_state", "gauge", "The backend's state word.", &be.4),
+            ("veer_backend_weight", "gauge", "The backend's weight.", &be.5),
+            ("veer_health_check_duration_seconds", "histogram", "Health-check probe latency.", &lat),
+            ("veer_failovers_total", "counter", "Times a backend went down.", &fo),
+            ("veer_recoveries_total", "counter", "Times a backend came back up.", &rec),
+            ("veer_restart_attempts_total", "counter", "Restart command runs.", &rs),
+            ("veer_dataplane_packets_total", "counter", "Global dataplane counters.", ""),
+        ];
+        for (name, kind, help, body) in sections {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            o.push_str(body);
+            if name == "veer_dataplane_packets_total" {
+                for (c, v) in self.dp.global_counters().unwrap_or_default() {
+                    let _ = writeln!(o, "veer_dataplane_packets_total{{counter=\"{}\"}} {v}", c.name());
+                }
+            }
+        }
+        let _ =
+            writeln!(o, "# HELP veer_scale_hooks_total Scaling hooks fired.\n# TYPE veer_scale_hooks_total counter");
+        for ((svc, dir), n) in &self.metrics.scale_hooks {
+            let _ = writeln!(o, "veer_scale_hooks_total{{service=\"{}\",direction=\"{dir}\"}} {n}", label(svc));
+        }
+        let _ = writeln!(o, "# HELP veer_reloads_total Config reloads.\n# TYPE veer_reloads_total counter");
+        let _ = writeln!(o, "veer_reloads_total{{result=\"applied\"}} {}", self.metrics.reloads[0]);
+        let _ = writeln!(o, "veer_reloads_total{{result=\"refused\"}} {}", self.metrics.reloads[1]);
+        o
+    }
+
+    /// Feeds each service's load to its scaling hooks.
+    fn scale_tick(&mut self) {
+        let now = std::time::Instant::now();
+        let flows =
+            if self.services.iter().any(|s| s.cfg.scale.as_ref().is_some_and(|c| c.metric == ScaleMetric::Flows)) {
+                self.dp.flows().ok()
+            } else {
+                None
+            };
+        let active: HashMap<u32, usize> =
+            flows.as_deref().map(|f| dataplane::active_per_backend(f, FLOW_IDLE)).unwrap_or_default();
+        for s in &self.services {
+            let Some(cfg) = &s.cfg.scale else { continue };
+            let healthy = s.backends.iter().filter(|b| b.effective() == BackendState::Up).count();
+            let st = self.scale.entry(s.cfg.name.clone()).or_default();
+            let total = match cfg.metric {
+                ScaleMetric::Pps => match st.pps(now, self.dp.service_counters(s.id).map_or(0, |c| c.packets)) {
+                    Some(p) => p,
+                    None => continue,
+                },
+                ScaleMetric::Flows => {
+                    s.backends.iter().map(|b| active.get(&b.id).copied().unwrap_or(0)).sum::<usize>() as f64
+                }
+            };
+            let load = total / healthy.max(1) as f64;
+            if let Some(dir) = st.observe(cfg, now, load) {
+                *self.metrics.scale_hooks.entry((s.cfg.name.clone(), dir.as_str())).or_default() += 1;
+                scale::fire(&s.cfg.name, cfg, dir, load, healthy);
+            }
         }
     }
 
@@ -543,7 +852,17 @@ impl Daemon {
         use tokio::signal::unix::{signal, SignalKind};
         let sock = self.cfg.daemon.socket_path();
         let (call_tx, mut calls) = mpsc::channel(16);
-        let api = api::listen(&sock, call_tx).with_context(|| format!("listening on {}", sock.display()))?;
+        let api = api::listen(&sock, self.cfg.daemon.api_group.as_deref(), call_tx.clone())
+            .with_context(|| format!("listening on {}", sock.display()))?;
+        let metrics_srv = match self.cfg.daemon.metrics {
+            Some(addr) => {
+                let h = metrics::serve(addr, call_tx).await.with_context(|| format!("metrics endpoint on {addr}"))?;
+                info!(%addr, "metrics at http://{addr}/metrics");
+                Some(h)
+            }
+            None => None,
+        };
+        let mut samples = self.samples_rx.take().context("daemon already ran")?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -557,13 +876,17 @@ impl Daemon {
                     if up { self.resolve_nexthops(); }
                 }
                 Some((req, reply)) = calls.recv() => { let _ = reply.send(self.handle(req)); }
+                Some(p) = samples.recv() => { self.metrics.latency.entry(p.backend).or_default().observe(p.latency); }
                 _ = hup.recv() => { info!("SIGHUP: reloading {}", self.cfg_path.display()); let _ = self.reload(); }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = tick.tick() => self.resolve_nexthops(),
+                _ = tick.tick() => { self.resolve_nexthops(); self.scale_tick(); }
             }
         }
         api.abort();
+        if let Some(m) = metrics_srv {
+            m.abort();
+        }
         let _ = std::fs::remove_file(&sock);
         info!(
             pins = %self.cfg.daemon.pin_dir().display(),

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// Operator intent for a backend (issue-4 commands set it; config starts it enabled).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Admin {
     /// Takes traffic when healthy.
@@ -144,6 +144,8 @@ mod tests {
             fallback: Default::default(),
             fallback_backend: None,
             health: HealthConfig::default(),
+            update: Vec::new(),
+            scale: None,
             backends: vec![],
         };
         let backends = backends
@@ -158,6 +160,7 @@ mod tests {
                     sorry: false,
                     mac: None,
                     restart: None,
+                    update: Vec::new(),
                 },
                 id: i as u32,
                 healthy: *healthy,

@@ -10,14 +10,21 @@ use crate::config::RestartConfig;
 
 /// Runs the restart command until the task is aborted (the backend came up)
 /// or `max_attempts` runs have not helped.
-pub async fn restart_loop(service: String, backend: String, address: String, cfg: RestartConfig) {
+pub async fn restart_loop(
+    service: String,
+    backend: String,
+    address: String,
+    cfg: RestartConfig,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     let argv: Vec<String> =
         cfg.command.iter().map(|a| a.replace("{address}", &address).replace("{name}", &backend)).collect();
     let mut wait = cfg.backoff;
     for attempt in 1..=cfg.max_attempts {
         tokio::time::sleep(wait).await;
         info!(%service, %backend, attempt, max = cfg.max_attempts, command = ?argv, "running restart command");
-        match run(&argv, cfg.timeout, &service, &backend).await {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match run_logged(&argv, &[], cfg.timeout, &service, &backend).await {
             Ok(status) if status.success() => info!(%service, %backend, attempt, "restart command succeeded"),
             Ok(status) => warn!(%service, %backend, attempt, %status, "restart command failed"),
             Err(e) => warn!(%service, %backend, attempt, error = %e, "restart command could not run"),
@@ -29,15 +36,23 @@ pub async fn restart_loop(service: String, backend: String, address: String, cfg
     error!(%service, %backend, attempts = cfg.max_attempts, "backend still down after every restart attempt; giving up until it recovers");
 }
 
-async fn run(
+/// Runs a command (no shell) with extra environment, logging its output
+/// lines under `service`/`backend`, killed after `limit`.
+pub async fn run_logged(
     argv: &[String],
+    env: &[(&str, String)],
     limit: Duration,
     service: &str,
     backend: &str,
 ) -> std::io::Result<std::process::ExitStatus> {
     let (prog, args) = argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
-    let mut child =
-        Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let out = child.stdout.take().map(tokio::io::BufReader::new);
     let err = child.stderr.take().map(tokio::io::BufReader::new);
     let log_lines = async {

@@ -29,7 +29,7 @@ use veer_abi::{
 
 pub use addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};
 pub use error::DataplaneError;
-pub use read::{MapReader, PinnedMaps};
+pub use read::{active_per_backend, is_active, monotonic_ns, MapReader, PinnedMaps};
 
 use crate::ring::{maglev::MaglevRing, round_robin, RingMember};
 

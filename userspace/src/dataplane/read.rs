@@ -168,3 +168,26 @@ impl MapReader for PinnedMaps {
         self.maps.get(name).ok_or(DataplaneError::Missing { kind: "map", name })
     }
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `ConnEntry::last_seen_ns`.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64));
+    t
+}
+
+/// Whether a connection-table entry is an active flow: not closing (no FIN or
+/// RST seen) and seen within `idle`.
+pub fn is_active(e: &ConnEntry, now_ns: u64, idle: std::time::Duration) -> bool {
+    e.flags & veer_abi::CONN_F_CLOSING == 0 && now_ns.saturating_sub(e.last_seen_ns) <= idle.as_nanos() as u64
+}
+
+/// Active flows per backend id.
+pub fn active_per_backend(flows: &[(FlowKey, ConnEntry)], idle: std::time::Duration) -> StdHashMap<u32, usize> {
+    let now = monotonic_ns();
+    let mut m = StdHashMap::new();
+    for (_, e) in flows.iter().filter(|(_, e)| is_active(e, now, idle)) {
+        *m.entry(e.backend).or_insert(0) += 1;
+    }
+    m
+}

@@ -1,0 +1,120 @@
+//! Prometheus text exposition: dataplane counters and states, health-check
+//! latency histograms, failover, recovery and scaling event counters.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{atomic::AtomicU64, Arc},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
+use tracing::warn;
+
+use super::api::{Call, Request};
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+pub const BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A cumulative histogram.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += s;
+        self.count += 1;
+    }
+}
+
+/// Event counters kept by the daemon, keyed by backend id.
+#[derive(Debug, Default)]
+pub struct DaemonMetrics {
+    /// Health-check latency.
+    pub latency: HashMap<u32, Histogram>,
+    /// Up -> down transitions.
+    pub failovers: HashMap<u32, u64>,
+    /// Down -> up transitions.
+    pub recoveries: HashMap<u32, u64>,
+    /// Restart command runs (shared with the restart loops).
+    pub restarts: HashMap<u32, Arc<AtomicU64>>,
+    /// Scaling hooks fired, by (service, direction).
+    pub scale_hooks: HashMap<(String, &'static str), u64>,
+    /// Reloads applied and refused.
+    pub reloads: [u64; 2],
+}
+
+/// Escapes a label value.
+pub fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Appends one histogram's lines.
+pub fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    for (i, b) in BUCKETS.iter().enumerate() {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// Serves `GET /metrics` on `addr`, asking the daemon's loop for the text.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    calls: mpsc::Sender<Call>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(r) => n += r,
+                    }
+                }
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if req.starts_with("GET /metrics ") || req.starts_with("GET / ") {
+                    let (tx, rx) = oneshot::channel();
+                    let text = match calls.send((Request::Metrics, tx)).await {
+                        Ok(()) => rx.await.ok().and_then(|r| r.result).and_then(|v| v.as_str().map(String::from)),
+                        Err(_) => None,
+                    };
+                    match text {
+                        Some(t) => ("200 OK", t),
+                        None => ("503 Service Unavailable", "daemon busy\n".into()),
+                    }
+                } else {
+                    ("404 Not Found", "try GET /metrics\n".into())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if let Err(e) = s.write_all(resp.as_bytes()).await {
+                    warn!(error = %e, "metrics: write failed");
+                }
+            });
+        }
+    }))
+}

@@ -1,0 +1,96 @@
+//! Runtime changes made through the API (drain, disable, weight, added and
+//! removed backends), kept apart from the config file and persisted, so that
+//! they survive a daemon restart and `veerctl` can show where the running
+//! state differs from the file.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Admin;
+use crate::config::{BackendConfig, Config};
+
+/// `service/backend`, the key of per-backend overrides.
+pub fn key(service: &str, backend: &str) -> String {
+    format!("{service}/{backend}")
+}
+
+/// Everything the API changed relative to the config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Overrides {
+    /// Operator state other than `enabled`, by `service/backend`.
+    pub admin: BTreeMap<String, Admin>,
+    /// Weights that differ from the file, by `service/backend`.
+    pub weight: BTreeMap<String, u32>,
+    /// Backends added at runtime, by service.
+    pub added: BTreeMap<String, Vec<BackendConfig>>,
+    /// Backends of the file removed at runtime, `service/backend`.
+    pub removed: BTreeSet<String>,
+}
+
+impl Overrides {
+    /// Reads the state file; a missing file means no overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => serde_json::from_str(&s).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the state file atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The config as it runs: the file plus added, minus removed backends,
+    /// with overridden weights. Overrides naming nothing that exists are dropped.
+    pub fn apply(&mut self, file: &Config) -> Config {
+        let mut cfg = file.clone();
+        let mut live = BTreeSet::new();
+        for s in cfg.services.iter_mut() {
+            let s = s.get_mut();
+            let name = s.name.clone();
+            s.backends.retain(|b| !self.removed.contains(&key(&name, &b.get_ref().name)));
+            for b in self.added.get(&name).into_iter().flatten() {
+                if !s.backends.iter().any(|x| x.get_ref().name == b.name || x.get_ref().address == b.address) {
+                    s.backends.push(toml::Spanned::new(0..0, b.clone()));
+                }
+            }
+            for b in s.backends.iter_mut() {
+                let b = b.get_mut();
+                if let Some(w) = self.weight.get(&key(&name, &b.name)) {
+                    b.weight = *w;
+                }
+                live.insert(key(&name, &b.name));
+            }
+        }
+        let names: BTreeSet<String> = file.services.iter().map(|s| s.get_ref().name.clone()).collect();
+        self.added.retain(|svc, _| names.contains(svc));
+        self.admin.retain(|k, _| live.contains(k));
+        self.weight.retain(|k, _| live.contains(k));
+        let file_keys: BTreeSet<String> = file
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.get_ref().backends.iter().map(|b| key(&s.get_ref().name, &b.get_ref().name)).collect::<Vec<_>>()
+            })
+            .collect();
+        self.removed.retain(|k| file_keys.contains(k));
+        cfg
+    }
+}

@@ -1,0 +1,148 @@
+//! Load-driven scaling hooks: when the load per healthy backend stays above
+//! (or below) a threshold for a window, run the service's out (or in)
+//! command, then wait out a cooldown.
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::config::{ScaleConfig, ScaleMetric};
+
+/// Which way to scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Add capacity.
+    Out,
+    /// Remove capacity.
+    In,
+}
+
+impl Direction {
+    /// `out` or `in`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Out => "out",
+            Self::In => "in",
+        }
+    }
+}
+
+/// Per-service tracking of the load condition.
+#[derive(Debug, Default)]
+pub struct ScaleState {
+    above_since: Option<Instant>,
+    below_since: Option<Instant>,
+    last_fired: Option<Instant>,
+    last_packets: Option<(Instant, u64)>,
+}
+
+impl ScaleState {
+    /// Turns a packet counter reading into packets per second since the last one.
+    pub fn pps(&mut self, now: Instant, packets: u64) -> Option<f64> {
+        let prev = self.last_packets.replace((now, packets));
+        let (t, p) = prev?;
+        let dt = now.duration_since(t).as_secs_f64();
+        (dt > 0.0).then(|| packets.saturating_sub(p) as f64 / dt)
+    }
+
+    /// Feeds one load sample (per healthy backend); returns a hook to fire.
+    pub fn observe(&mut self, cfg: &ScaleConfig, now: Instant, load: f64) -> Option<Direction> {
+        let above = cfg.above.is_some_and(|a| load > a);
+        let below = cfg.below.is_some_and(|b| load < b);
+        self.above_since = if above { self.above_since.or(Some(now)) } else { None };
+        self.below_since = if below { self.below_since.or(Some(now)) } else { None };
+        if self.last_fired.is_some_and(|t| now.duration_since(t) < cfg.cooldown) {
+            return None;
+        }
+        let held = |since: Option<Instant>| since.is_some_and(|s| now.duration_since(s) >= cfg.window);
+        let dir = if held(self.above_since) {
+            Direction::Out
+        } else if held(self.below_since) {
+            Direction::In
+        } else {
+            return None;
+        };
+        self.last_fired = Some(now);
+        self.above_since = None;
+        self.below_since = None;
+        Some(dir)
+    }
+}
+
+/// Runs a hook in the background, logging its output.
+pub fn fire(service: &str, cfg: &ScaleConfig, dir: Direction, load: f64, healthy: usize) {
+    let argv = match dir {
+        Direction::Out => cfg.out.clone(),
+        Direction::In => cfg.in_.clone(),
+    };
+    let metric = match cfg.metric {
+        ScaleMetric::Pps => "pps",
+        ScaleMetric::Flows => "flows",
+    };
+    info!(%service, direction = dir.as_str(), load, healthy, metric, command = ?argv, "scaling hook fired");
+    let service = service.to_string();
+    let env = vec![
+        ("VEER_SERVICE", service.clone()),
+        ("VEER_DIRECTION", dir.as_str().to_string()),
+        ("VEER_LOAD", format!("{load:.3}")),
+        ("VEER_HEALTHY", healthy.to_string()),
+        ("VEER_METRIC", metric.to_string()),
+    ];
+    tokio::spawn(async move {
+        match super::recovery::run_logged(&argv, &env, Duration::from_secs(300), &service, "scale-hook").await {
+            Ok(s) if s.success() => {}
+            Ok(s) => warn!(%service, status = %s, "scaling hook failed"),
+            Err(e) => warn!(%service, error = %e, "scaling hook could not run"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ScaleConfig {
+        ScaleConfig {
+            metric: ScaleMetric::Flows,
+            above: Some(10.0),
+            below: Some(2.0),
+            window: Duration::from_secs(5),
+            cooldown: Duration::from_secs(60),
+            out: vec!["true".into()],
+            in_: vec!["true".into()],
+        }
+    }
+
+    #[test]
+    fn fires_after_the_window_then_cools_down() {
+        let c = cfg();
+        let mut s = ScaleState::default();
+        let t = Instant::now();
+        assert_eq!(s.observe(&c, t, 20.0), None);
+        assert_eq!(s.observe(&c, t + Duration::from_secs(4), 20.0), None);
+        assert_eq!(s.observe(&c, t + Duration::from_secs(5), 20.0), Some(Direction::Out));
+        // Cooldown: the condition holds, nothing fires.
+        assert_eq!(s.observe(&c, t + Duration::from_secs(30), 20.0), None);
+        assert_eq!(s.observe(&c, t + Duration::from_secs(66), 20.0), Some(Direction::Out));
+    }
+
+    #[test]
+    fn a_dip_resets_the_window_and_low_load_scales_in() {
+        let c = cfg();
+        let mut s = ScaleState::default();
+        let t = Instant::now();
+        s.observe(&c, t, 20.0);
+        s.observe(&c, t + Duration::from_secs(3), 5.0);
+        assert_eq!(s.observe(&c, t + Duration::from_secs(6), 20.0), None, "window restarted");
+        assert_eq!(s.observe(&c, t + Duration::from_secs(7), 1.0), None);
+        assert_eq!(s.observe(&c, t + Duration::from_secs(12), 1.0), Some(Direction::In));
+    }
+
+    #[test]
+    fn pps_from_counter_deltas() {
+        let mut s = ScaleState::default();
+        let t = Instant::now();
+        assert_eq!(s.pps(t, 100), None);
+        assert_eq!(s.pps(t + Duration::from_secs(2), 300), Some(100.0));
+    }
+}
