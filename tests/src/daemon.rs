@@ -319,3 +319,18 @@ impl Drop for ClientLoad {
         }
     }
 }
+
+/// Runs `veerctl --config CONFIG ARGS...`; returns (success, stdout, stderr).
+pub fn veerctl(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin("veerctl")).arg("--config").arg(config).args(args).output().expect("running veerctl");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs `veerctl --json ...`, requires success, and parses its output.
+pub fn veerctl_json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let (ok, out, err) = veerctl(config, &a);
+    assert!(ok, "veerctl {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("veerctl {args:?}: output is not JSON ({e}): {out}"))
+}

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
 pub mod health;

@@ -30,14 +30,38 @@ struct Args {
     /// Write the server's pid here once it listens.
     #[arg(long)]
     pidfile: Option<PathBuf>,
+    /// First stop the server whose pid is in `--pidfile` (an in-place update).
+    #[arg(long)]
+    replace: bool,
+}
+
+fn stop_previous(pidfile: &std::path::Path) -> Result<()> {
+    let Ok(pid) = std::fs::read_to_string(pidfile) else { return Ok(()) };
+    let pid = nix::unistd::Pid::from_raw(pid.trim().parse()?);
+    if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+        return Ok(());
+    }
+    // Wait (bounded) until it is gone and its port is free.
+    for _ in 0..500 {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    anyhow::bail!("previous server {pid} did not exit")
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.replace && args.background {
+        if let Some(p) = &args.pidfile {
+            stop_previous(p)?;
+        }
+    }
     if args.background {
         // Re-run ourselves in a new session; wait for its "listening" line.
         let me = std::env::current_exe()?;
-        let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--background").collect();
+        let argv: Vec<String> = std::env::args().skip(1).filter(|a| a != "--background" && a != "--replace").collect();
         let mut child = unsafe {
             Command::new(me)
                 .args(&argv)

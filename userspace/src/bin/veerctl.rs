@@ -1,0 +1,218 @@
+//! `veerctl`: inspect veer's dataplane (from its pins, even with veerd
+//! stopped) and drive veerd.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use veer::{
+    ctl::{control, inspect, Ctx},
+    daemon::api::Request,
+    dataplane::Protocol,
+};
+
+#[derive(Parser)]
+#[command(name = "veerctl", version, about = "Inspect and operate veer")]
+struct Cli {
+    /// The instance's config file.
+    #[arg(short, long, global = true, default_value = "/etc/veer/veer.toml")]
+    config: PathBuf,
+    /// JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+fn dur(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The whole picture: services, health, dataplane and veerd.
+    Status,
+    /// Services with their counters.
+    Services,
+    /// Backends: state, weight, ring share, counters, active flows.
+    Backends {
+        /// Only this service.
+        service: Option<String>,
+    },
+    /// The connection table.
+    Flows {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this backend.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Include closing and idle entries.
+        #[arg(long)]
+        all: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// How a service's table is shared out.
+    Ring {
+        /// Service name.
+        service: String,
+    },
+    /// The backend a packet would go to, and why.
+    Which {
+        /// tcp or udp.
+        proto: Protocol,
+        /// Client ADDRESS:PORT.
+        src: String,
+        /// VIP ADDRESS:PORT.
+        dst: String,
+    },
+    /// Global counters, drops by reason.
+    Stats,
+    /// Where the running state differs from the config file.
+    Diff,
+    /// Live per-backend rates.
+    Top {
+        /// Refresh period.
+        #[arg(long, default_value = "1s", value_parser = dur)]
+        every: Duration,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Stop new flows to a backend; existing ones stay.
+    Drain {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+        /// Return once its active flows reach zero.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long.
+        #[arg(long, default_value = "5m", value_parser = dur)]
+        timeout: Duration,
+        /// A flow idle this long does not count as active.
+        #[arg(long, default_value = "30s", value_parser = dur)]
+        idle: Duration,
+    },
+    /// Undo drain or disable.
+    Enable {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Take a backend out: its flows move at once.
+    Disable {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Set a backend's weight.
+    Weight {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+        /// 1 to 65535.
+        weight: u32,
+    },
+    /// Add a backend to a service.
+    AddBackend {
+        /// Service name.
+        service: String,
+        /// New backend's name.
+        name: String,
+        /// Its address.
+        address: String,
+        /// Its weight.
+        #[arg(long)]
+        weight: Option<u32>,
+        /// Its next-hop MAC (default: neighbour table).
+        #[arg(long)]
+        mac: Option<String>,
+        /// Make it a backup.
+        #[arg(long)]
+        backup: bool,
+    },
+    /// Remove a backend from a service.
+    RemoveBackend {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Re-read the config file (a bad one changes nothing).
+    Reload,
+    /// Rolling update: drain, update, wait healthy, ramp the weight back; one group at a time.
+    Rollout {
+        /// Service name.
+        service: String,
+        /// Update command, split on spaces (no shell); `{name}`, `{address}` replaced.
+        #[arg(long)]
+        exec: Option<String>,
+        /// Backends updated at once.
+        #[arg(long, default_value_t = 1)]
+        max_unavailable: usize,
+        /// Weight ramp time after each update.
+        #[arg(long, default_value = "5s", value_parser = dur)]
+        slow_start: Duration,
+        /// Wait at most this long for flows to drain.
+        #[arg(long, default_value = "60s", value_parser = dur)]
+        drain_timeout: Duration,
+        /// Wait at most this long for health after the update.
+        #[arg(long, default_value = "60s", value_parser = dur)]
+        health_timeout: Duration,
+        /// A flow idle this long does not count as active.
+        #[arg(long, default_value = "30s", value_parser = dur)]
+        idle: Duration,
+    },
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx::load(cli.config, cli.json)?;
+    match cli.cmd {
+        Cmd::Status => inspect::status(&ctx),
+        Cmd::Services => inspect::services(&ctx),
+        Cmd::Backends { service } => inspect::backends(&ctx, service.as_deref()),
+        Cmd::Flows { service, backend, all, limit } => inspect::flows(&ctx, service.as_deref(), backend.as_deref(), all, limit),
+        Cmd::Ring { service } => inspect::ring(&ctx, &service),
+        Cmd::Which { proto, src, dst } => {
+            inspect::which(&ctx, proto, inspect::parse_endpoint(&src)?, inspect::parse_endpoint(&dst)?)
+        }
+        Cmd::Stats => inspect::stats(&ctx),
+        Cmd::Diff => inspect::diff(&ctx),
+        Cmd::Top { every, count } => inspect::top(&ctx, every, count),
+        Cmd::Drain { service, backend, wait, timeout, idle } => control::drain(&ctx, &service, &backend, wait, timeout, idle),
+        Cmd::Enable { service, backend } => control::simple(&ctx, Request::Enable { service, backend }),
+        Cmd::Disable { service, backend } => control::simple(&ctx, Request::Disable { service, backend }),
+        Cmd::Weight { service, backend, weight } => control::simple(&ctx, Request::Weight { service, backend, weight }),
+        Cmd::AddBackend { service, name, address, weight, mac, backup } => {
+            let address = inspect::parse_ip(&address)?;
+            control::simple(&ctx, Request::AddBackend { service, name, address, weight, mac, backup })
+        }
+        Cmd::RemoveBackend { service, backend } => control::simple(&ctx, Request::RemoveBackend { service, backend }),
+        Cmd::Reload => control::simple(&ctx, Request::Reload),
+        Cmd::Rollout { service, exec, max_unavailable, slow_start, drain_timeout, health_timeout, idle } => {
+            let exec = exec.map(|e| e.split_whitespace().map(String::from).collect());
+            control::rollout(&ctx, &control::Rollout { service, exec, max_unavailable, slow_start, drain_timeout, health_timeout, idle })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": false, "error": format!("{e:#}")}));
+            }
+            eprintln!("veerctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Commands that change things, through veerd's API.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::{inspect::backend_rows, Ctx};
+use crate::daemon::api::Request;
+
+/// Prints an API result (a message string) or its JSON.
+fn done(ctx: &Ctx, v: Value) {
+    ctx.emit(&json!({"ok": true, "result": v}), || format!("{}\n", v.as_str().unwrap_or(&v.to_string())));
+}
+
+/// Runs a simple control request.
+pub fn simple(ctx: &Ctx, req: Request) -> Result<()> {
+    let v = ctx.call_ok(req)?;
+    done(ctx, v);
+    Ok(())
+}
+
+fn active_flows(ctx: &Ctx, service: &str, backend: &str, idle: Duration) -> Result<usize> {
+    let pins = ctx.pins()?;
+    let rows = backend_rows(ctx, &pins, Some(service), idle)?;
+    let r = rows.iter().find(|r| r["backend"] == backend).with_context(|| format!("{service}/{backend} is not in the dataplane"))?;
+    Ok(r["active_flows"].as_u64().unwrap_or(0) as usize)
+}
+
+/// Waits until `service/backend` has no active flows; `Ok(false)` on timeout.
+pub fn wait_drained(ctx: &Ctx, service: &str, backend: &str, timeout: Duration, idle: Duration, quiet: bool) -> Result<bool> {
+    let start = Instant::now();
+    let mut last = usize::MAX;
+    loop {
+        let n = active_flows(ctx, service, backend, idle)?;
+        if !quiet && !ctx.json && n != last {
+            eprintln!("  {service}/{backend}: {n} active flows ({:.1?} elapsed)", start.elapsed());
+            last = n;
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+        if start.elapsed() >= timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `veerctl drain SERVICE BACKEND [--wait]`.
+pub fn drain(ctx: &Ctx, service: &str, backend: &str, wait: bool, timeout: Duration, idle: Duration) -> Result<()> {
+    let msg = ctx.call_ok(Request::Drain { service: service.into(), backend: backend.into() })?;
+    if !wait {
+        done(ctx, msg);
+        return Ok(());
+    }
+    let start = Instant::now();
+    let drained = wait_drained(ctx, service, backend, timeout, idle, false)?;
+    let doc = json!({"ok": drained, "backend": format!("{service}/{backend}"), "waited_ms": start.elapsed().as_millis() as u64});
+    if !drained {
+        ctx.emit(&doc, String::new);
+        bail!("{service}/{backend} still has active flows after {timeout:?} (it stays draining)");
+    }
+    ctx.emit(&doc, || format!("{service}/{backend}: drained, no active flows ({:.1?})\n", start.elapsed()));
+    Ok(())
+}
+
+/// Options of `veerctl rollout`.
+pub struct Rollout {
+    /// Service name.
+    pub service: String,
+    /// Update command (`{name}`, `{address}` replaced); default: from the config.
+    pub exec: Option<Vec<String>>,
+    /// Backends updated at once.
+    pub max_unavailable: usize,
+    /// Time to ramp the weight back up.
+    pub slow_start: Duration,
+    /// How long to wait for flows to drain before updating anyway.
+    pub drain_timeout: Duration,
+    /// How long to wait for the backend to be healthy after its update.
+    pub health_timeout: Duration,
+    /// A flow idle this long is not active.
+    pub idle: Duration,
+}
+
+fn state_of(ctx: &Ctx, service: &str, backend: &str) -> Result<String> {
+    let s = ctx.call_ok(Request::Status)?;
+    let svc = s["services"].as_array().and_then(|v| v.iter().find(|x| x["name"] == service)).context("service gone")?;
+    let b = svc["backends"].as_array().and_then(|v| v.iter().find(|x| x["name"] == backend)).context("backend gone")?;
+    Ok(b["state"].as_str().unwrap_or("").to_string())
+}
+
+fn say(ctx: &Ctx, msg: String) {
+    if !ctx.json {
+        eprintln!("{msg}");
+    }
+}
+
+/// `veerctl rollout SERVICE`: one group of backends at a time: drain, update,
+/// wait healthy, ramp the weight back; stop at the first failure.
+pub fn rollout(ctx: &Ctx, o: &Rollout) -> Result<()> {
+    let svc = ctx
+        .effective
+        .services
+        .iter()
+        .map(|s| s.get_ref())
+        .find(|s| s.name == o.service)
+        .with_context(|| format!("no service named {:?}", o.service))?
+        .clone();
+    let backends: Vec<_> = svc.backends.iter().map(|b| b.get_ref().clone()).filter(|b| !b.sorry).collect();
+    for b in &backends {
+        let cmd = o.exec.clone().filter(|v| !v.is_empty()).or_else(|| (!b.update.is_empty()).then(|| b.update.clone()));
+        if cmd.is_none() && svc.update.is_empty() {
+            bail!("no update command for {}/{}: give --exec or set `update` in the config", o.service, b.name);
+        }
+    }
+    let mut report = Vec::new();
+    for group in backends.chunks(o.max_unavailable.max(1)) {
+        let names: Vec<&str> = group.iter().map(|b| b.name.as_str()).collect();
+        say(ctx, format!("rollout {}: {}", o.service, names.join(", ")));
+        for b in group {
+            ctx.call_ok(Request::Drain { service: o.service.clone(), backend: b.name.clone() })?;
+        }
+        for b in group {
+            if !wait_drained(ctx, &o.service, &b.name, o.drain_timeout, o.idle, true)? {
+                say(ctx, format!("  {}: flows still active after {:?}; updating anyway", b.name, o.drain_timeout));
+            }
+        }
+        for b in group {
+            let argv = o.exec.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| if b.update.is_empty() { svc.update.clone() } else { b.update.clone() });
+            let argv: Vec<String> = argv.iter().map(|a| a.replace("{name}", &b.name).replace("{address}", &b.address.to_string())).collect();
+            say(ctx, format!("  {}: running {argv:?}", b.name));
+            let out = std::process::Command::new(&argv[0]).args(&argv[1..]).output();
+            let failed = match &out {
+                Err(e) => Some(format!("cannot run {}: {e}", argv[0])),
+                Ok(o) if !o.status.success() => Some(format!("{} exited with {}: {}", argv[0], o.status, String::from_utf8_lossy(&o.stderr).trim())),
+                Ok(_) => None,
+            };
+            if let Some(why) = failed {
+                bail!(
+                    "rollout of {} stopped: update of {} failed: {why}. {} stays drained; backends not yet updated were left untouched. Done so far: {:?}",
+                    o.service, b.name, b.name, report
+                );
+            }
+        }
+        for b in group {
+            // Back in at weight 1, then ramp.
+            ctx.call_ok(Request::Weight { service: o.service.clone(), backend: b.name.clone(), weight: 1 })?;
+            ctx.call_ok(Request::Enable { service: o.service.clone(), backend: b.name.clone() })?;
+            let start = Instant::now();
+            loop {
+                if state_of(ctx, &o.service, &b.name)? == "up" {
+                    break;
+                }
+                if start.elapsed() > o.health_timeout {
+                    ctx.call_ok(Request::Drain { service: o.service.clone(), backend: b.name.clone() })?;
+                    bail!(
+                        "rollout of {} stopped: {} not healthy {:?} after its update; it is drained again. Done so far: {:?}",
+                        o.service, b.name, o.health_timeout, report
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            say(ctx, format!("  {}: healthy after {:.1?}", b.name, start.elapsed()));
+        }
+        let steps = 5u32;
+        for i in 1..=steps {
+            std::thread::sleep(o.slow_start / steps);
+            for b in group {
+                let w = ((b.weight as u64 * i as u64) / steps as u64).max(1) as u32;
+                ctx.call_ok(Request::Weight { service: o.service.clone(), backend: b.name.clone(), weight: w })?;
+            }
+        }
+        for b in group {
+            say(ctx, format!("  {}: back at weight {}", b.name, b.weight));
+            report.push(b.name.clone());
+        }
+    }
+    let doc = json!({"ok": true, "service": o.service, "updated": report});
+    ctx.emit(&doc, || format!("rollout of {} done: {} backends updated\n", o.service, report.len()));
+    Ok(())
+}
