@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod daemon;
+pub mod deployment;
 pub mod frame;
 pub mod netns;
 pub mod server;

@@ -2,8 +2,8 @@
 //! killed with SIGKILL and adopted, bad and good reloads. Needs root.
 
 use std::{
-    net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    net::SocketAddr,
+    path::Path,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -15,105 +15,15 @@ use nix::sys::signal::Signal;
 use veer::{
     config,
     daemon::api::Request,
-    dataplane::{MapReader, PinnedMaps},
+    dataplane::MapReader,
 };
 use veer_tests::{
-    daemon::{scratch, wait_until, BackendProc, ClientLoad, Sample, Uninstall, Veerd},
+    daemon::{wait_until, BackendProc, ClientLoad, Sample, Veerd},
+    deployment::{Deployment, INTERVAL_MS, PORT},
     require_root,
     server::Session,
-    topology::{Testbed, VIP},
 };
 
-const PORT: u16 = 80;
-const INTERVAL_MS: u64 = 50;
-
-/// Topology, backend processes and the instance's pins; dropped in field
-/// order: pins first, then processes, then namespaces.
-struct Setup {
-    _uninstall: Uninstall,
-    backends: Vec<BackendProc>,
-    tb: Testbed,
-    dir: PathBuf,
-    cfg: PathBuf,
-    instance: String,
-}
-
-impl Setup {
-    fn new(tag: &str) -> Self {
-        require_root();
-        let dir = scratch(tag);
-        let tb = Testbed::create(&format!("veer-{tag}"), 3).expect("testbed");
-        let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), PORT);
-        let backends =
-            tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir).expect("backend")).collect();
-        let cfg = dir.join("veer.toml");
-        let instance = format!("t-{tag}");
-        Self { _uninstall: Uninstall::instance(&instance), backends, tb, dir, cfg, instance }
-    }
-
-    fn vip(&self) -> SocketAddr {
-        SocketAddr::new(IpAddr::V4(VIP), PORT)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("veerd.sock")
-    }
-
-    /// Config text; `backend_extra(i)` adds lines to backend i's table.
-    fn config(&self, ring_size: u32, weights: &[u32], backend_extra: impl Fn(usize) -> String) -> String {
-        let mut s = format!(
-            r#"[daemon]
-name = "{inst}"
-interfaces = ["eth0"]
-api_socket = "{sock}"
-conn_table_size = 65536
-max_services = 4
-
-[[service]]
-name = "web"
-vip = "{VIP}"
-port = {PORT}
-ring_size = {ring_size}
-
-[service.health]
-kind = "tcp"
-interval = "{INTERVAL_MS}ms"
-fast_interval = "20ms"
-timeout = "40ms"
-rise = 2
-fall = 3
-"#,
-            inst = self.instance,
-            sock = self.socket().display(),
-        );
-        for (i, b) in self.tb.backends.iter().enumerate() {
-            if weights[i] == 0 {
-                continue;
-            }
-            s += &format!(
-                "\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\nweight = {}\n{}\n",
-                b.name,
-                b.ip,
-                weights[i],
-                backend_extra(i)
-            );
-        }
-        s
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(&self.cfg, text).expect("write config");
-    }
-
-    fn start(&self) -> Veerd {
-        Veerd::start(&self.cfg, self.tb.lb.ns.name(), &self.socket(), &self.dir.join("veerd.log")).expect("veerd")
-    }
-
-    fn pins(&self) -> PinnedMaps {
-        let c = config::load(&self.cfg).expect("config");
-        PinnedMaps::open(&c.daemon.pin_dir()).expect("pinned maps")
-    }
-}
 
 fn wait_all_up(d: &Veerd, names: &[&str]) {
     wait_until(Duration::from_secs(15), "every backend up", || {
@@ -134,7 +44,7 @@ fn failures(samples: &[Sample]) -> Vec<&Sample> {
 
 #[test]
 fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it() {
-    let s = Setup::new("fo");
+    let s = Deployment::new("fo", 3);
     let b2 = s.tb.backends[1].ns.name().to_string();
     let restart = BackendProc::command(
         &s.tb.backends[1].ns,
@@ -224,7 +134,7 @@ fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it
 
 #[test]
 fn veerd_killed_with_sigkill_drops_nothing_and_a_new_one_adopts_the_state() {
-    let s = Setup::new("ka");
+    let s = Deployment::new("ka", 3);
     s.write(&s.config(65537, &[1, 2, 3], |_| String::new()));
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
@@ -277,7 +187,7 @@ fn veerd_killed_with_sigkill_drops_nothing_and_a_new_one_adopts_the_state() {
 
 #[test]
 fn bad_reload_changes_nothing_and_a_good_one_applies_as_a_diff() {
-    let s = Setup::new("rl");
+    let s = Deployment::new("rl", 3);
     s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);

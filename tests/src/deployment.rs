@@ -1,0 +1,139 @@
+//! A full deployment for tests: the standard topology, real backend server
+//! processes on every backend host, and a veerd instance's config and pins
+//! (removed when dropped, whatever the config file says by then).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use veer::{config, dataplane::PinnedMaps};
+
+use crate::{
+    daemon::{scratch, BackendProc, Uninstall, Veerd},
+    require_root,
+    topology::{Testbed, VIP},
+};
+
+/// The service port.
+pub const PORT: u16 = 80;
+/// Health-check interval of the generated configs.
+pub const INTERVAL_MS: u64 = 50;
+
+/// Topology, backend processes and the instance's pins; dropped in field
+/// order: pins first, then processes, then namespaces.
+pub struct Deployment {
+    _uninstall: Uninstall,
+    /// One server process per backend host.
+    pub backends: Vec<BackendProc>,
+    /// The namespaces.
+    pub tb: Testbed,
+    /// Scratch directory (config, log, socket, pidfiles).
+    pub dir: PathBuf,
+    /// The config file.
+    pub cfg: PathBuf,
+    /// veerd instance name.
+    pub instance: String,
+}
+
+impl Deployment {
+    /// `hosts` backend hosts, each running a server named after it.
+    pub fn new(tag: &str, hosts: usize) -> Self {
+        require_root();
+        let dir = scratch(tag);
+        let tb = Testbed::create(&format!("veer-{tag}"), hosts).expect("testbed");
+        let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), PORT);
+        let backends =
+            tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir).expect("backend")).collect();
+        let cfg = dir.join("veer.toml");
+        let instance = format!("t-{tag}");
+        Self { _uninstall: Uninstall::instance(&instance), backends, tb, dir, cfg, instance }
+    }
+
+    /// The VIP and port.
+    pub fn vip(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(VIP), PORT)
+    }
+
+    /// The API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("veerd.sock")
+    }
+
+    /// Config text for service `web`: backend i gets `weights[i]` (0 leaves it
+    /// out) and the lines `backend_extra(i)`.
+    pub fn config(&self, ring_size: u32, weights: &[u32], backend_extra: impl Fn(usize) -> String) -> String {
+        self.config_with(ring_size, weights, "", "", backend_extra)
+    }
+
+    /// [`Deployment::config`] with extra `[daemon]` lines and extra service
+    /// tables (e.g. `[service.scale]`).
+    pub fn config_with(
+        &self,
+        ring_size: u32,
+        weights: &[u32],
+        daemon_extra: &str,
+        service_extra: &str,
+        backend_extra: impl Fn(usize) -> String,
+    ) -> String {
+        let mut s = format!(
+            r#"[daemon]
+name = "{inst}"
+interfaces = ["eth0"]
+api_socket = "{sock}"
+state_file = "{state}"
+conn_table_size = 65536
+max_services = 4
+{daemon_extra}
+
+[[service]]
+name = "web"
+vip = "{VIP}"
+port = {PORT}
+ring_size = {ring_size}
+
+[service.health]
+kind = "tcp"
+interval = "{INTERVAL_MS}ms"
+fast_interval = "20ms"
+timeout = "40ms"
+rise = 2
+fall = 3
+
+{service_extra}
+"#,
+            inst = self.instance,
+            sock = self.socket().display(),
+            state = self.dir.join("runtime.json").display(),
+        );
+        for (i, b) in self.tb.backends.iter().enumerate() {
+            if weights.get(i).copied().unwrap_or(0) == 0 {
+                continue;
+            }
+            s += &format!(
+                "\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\nweight = {}\n{}\n",
+                b.name,
+                b.ip,
+                weights[i],
+                backend_extra(i)
+            );
+        }
+        s
+    }
+
+    /// Writes the config file.
+    pub fn write(&self, text: &str) {
+        std::fs::write(&self.cfg, text).expect("write config");
+    }
+
+    /// Starts veerd in the load balancer's namespace.
+    pub fn start(&self) -> Veerd {
+        Veerd::start(&self.cfg, self.tb.lb.ns.name(), &self.socket(), &self.dir.join("veerd.log")).expect("veerd")
+    }
+
+    /// The pinned maps.
+    pub fn pins(&self) -> PinnedMaps {
+        let c = config::load(&self.cfg).expect("config");
+        PinnedMaps::open(&c.daemon.pin_dir()).expect("pinned maps")
+    }
+}
