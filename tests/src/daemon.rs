@@ -323,7 +323,11 @@ impl Drop for ClientLoad {
 /// Runs `veerctl --config CONFIG ARGS...`; returns (success, stdout, stderr).
 pub fn veerctl(config: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin("veerctl")).arg("--config").arg(config).args(args).output().expect("running veerctl");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Runs `veerctl --json ...`, requires success, and parses its output.

@@ -12,18 +12,13 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use veer::{
-    config,
-    daemon::api::Request,
-    dataplane::MapReader,
-};
+use veer::{config, daemon::api::Request, dataplane::MapReader};
 use veer_tests::{
     daemon::{wait_until, BackendProc, ClientLoad, Sample, Veerd},
     deployment::{Deployment, INTERVAL_MS, PORT},
     require_root,
     server::Session,
 };
-
 
 fn wait_all_up(d: &Veerd, names: &[&str]) {
     wait_until(Duration::from_secs(15), "every backend up", || {

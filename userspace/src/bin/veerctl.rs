@@ -177,7 +177,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status => inspect::status(&ctx),
         Cmd::Services => inspect::services(&ctx),
         Cmd::Backends { service } => inspect::backends(&ctx, service.as_deref()),
-        Cmd::Flows { service, backend, all, limit } => inspect::flows(&ctx, service.as_deref(), backend.as_deref(), all, limit),
+        Cmd::Flows { service, backend, all, limit } => {
+            inspect::flows(&ctx, service.as_deref(), backend.as_deref(), all, limit)
+        }
         Cmd::Ring { service } => inspect::ring(&ctx, &service),
         Cmd::Which { proto, src, dst } => {
             inspect::which(&ctx, proto, inspect::parse_endpoint(&src)?, inspect::parse_endpoint(&dst)?)
@@ -185,7 +187,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Stats => inspect::stats(&ctx),
         Cmd::Diff => inspect::diff(&ctx),
         Cmd::Top { every, count } => inspect::top(&ctx, every, count),
-        Cmd::Drain { service, backend, wait, timeout, idle } => control::drain(&ctx, &service, &backend, wait, timeout, idle),
+        Cmd::Drain { service, backend, wait, timeout, idle } => {
+            control::drain(&ctx, &service, &backend, wait, timeout, idle)
+        }
         Cmd::Enable { service, backend } => control::simple(&ctx, Request::Enable { service, backend }),
         Cmd::Disable { service, backend } => control::simple(&ctx, Request::Disable { service, backend }),
         Cmd::Weight { service, backend, weight } => control::simple(&ctx, Request::Weight { service, backend, weight }),
@@ -197,7 +201,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Reload => control::simple(&ctx, Request::Reload),
         Cmd::Rollout { service, exec, max_unavailable, slow_start, drain_timeout, health_timeout, idle } => {
             let exec = exec.map(|e| e.split_whitespace().map(String::from).collect());
-            control::rollout(&ctx, &control::Rollout { service, exec, max_unavailable, slow_start, drain_timeout, health_timeout, idle })
+            control::rollout(
+                &ctx,
+                &control::Rollout { service, exec, max_unavailable, slow_start, drain_timeout, health_timeout, idle },
+            )
         }
     }
 }

@@ -23,12 +23,22 @@ pub fn simple(ctx: &Ctx, req: Request) -> Result<()> {
 fn active_flows(ctx: &Ctx, service: &str, backend: &str, idle: Duration) -> Result<usize> {
     let pins = ctx.pins()?;
     let rows = backend_rows(ctx, &pins, Some(service), idle)?;
-    let r = rows.iter().find(|r| r["backend"] == backend).with_context(|| format!("{service}/{backend} is not in the dataplane"))?;
+    let r = rows
+        .iter()
+        .find(|r| r["backend"] == backend)
+        .with_context(|| format!("{service}/{backend} is not in the dataplane"))?;
     Ok(r["active_flows"].as_u64().unwrap_or(0) as usize)
 }
 
 /// Waits until `service/backend` has no active flows; `Ok(false)` on timeout.
-pub fn wait_drained(ctx: &Ctx, service: &str, backend: &str, timeout: Duration, idle: Duration, quiet: bool) -> Result<bool> {
+pub fn wait_drained(
+    ctx: &Ctx,
+    service: &str,
+    backend: &str,
+    timeout: Duration,
+    idle: Duration,
+    quiet: bool,
+) -> Result<bool> {
     let start = Instant::now();
     let mut last = usize::MAX;
     loop {
@@ -127,13 +137,24 @@ pub fn rollout(ctx: &Ctx, o: &Rollout) -> Result<()> {
             }
         }
         for b in group {
-            let argv = o.exec.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| if b.update.is_empty() { svc.update.clone() } else { b.update.clone() });
-            let argv: Vec<String> = argv.iter().map(|a| a.replace("{name}", &b.name).replace("{address}", &b.address.to_string())).collect();
+            let argv = o.exec.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| {
+                if b.update.is_empty() {
+                    svc.update.clone()
+                } else {
+                    b.update.clone()
+                }
+            });
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| a.replace("{name}", &b.name).replace("{address}", &b.address.to_string()))
+                .collect();
             say(ctx, format!("  {}: running {argv:?}", b.name));
             let out = std::process::Command::new(&argv[0]).args(&argv[1..]).output();
             let failed = match &out {
                 Err(e) => Some(format!("cannot run {}: {e}", argv[0])),
-                Ok(o) if !o.status.success() => Some(format!("{} exited with {}: {}", argv[0], o.status, String::from_utf8_lossy(&o.stderr).trim())),
+                Ok(o) if !o.status.success() => {
+                    Some(format!("{} exited with {}: {}", argv[0], o.status, String::from_utf8_lossy(&o.stderr).trim()))
+                }
                 Ok(_) => None,
             };
             if let Some(why) = failed {

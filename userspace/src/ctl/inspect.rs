@@ -51,7 +51,11 @@ fn state_name(s: u32) -> String {
 
 impl Ctx {
     fn service_cfg(&self, key: &ServiceKey) -> Option<&ServiceConfig> {
-        self.effective.services.iter().map(|s| s.get_ref()).find(|s| dataplane::service_key(s.vip, s.port, s.protocol) == *key)
+        self.effective
+            .services
+            .iter()
+            .map(|s| s.get_ref())
+            .find(|s| dataplane::service_key(s.vip, s.port, s.protocol) == *key)
     }
 
     /// Every pinned service with its backends, named.
@@ -108,7 +112,11 @@ impl Ctx {
 pub fn status(ctx: &Ctx) -> Result<()> {
     let dir = ctx.file.daemon.pin_dir();
     let links: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_prefix("link_").map(String::from)).collect())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("link_").map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let daemon = ctx.daemon_status();
     let pins = ctx.pins().ok();
@@ -173,7 +181,18 @@ pub fn services(ctx: &Ctx) -> Result<()> {
             "fallback": if v.svc.fallback_backend != veer_abi::NO_BACKEND { "backend" } else if v.svc.flags & veer_abi::SERVICE_F_FALLBACK_PASS != 0 { "pass" } else { "drop" }}));
     }
     ctx.emit(&Value::Array(rows.clone()), || {
-        let mut t = Table::new(&["SERVICE", "ID", "VIP", "SCHEDULER", "BACKENDS", "RING", "PACKETS", "BYTES", "NEW FLOWS", "FALLBACK"]);
+        let mut t = Table::new(&[
+            "SERVICE",
+            "ID",
+            "VIP",
+            "SCHEDULER",
+            "BACKENDS",
+            "RING",
+            "PACKETS",
+            "BYTES",
+            "NEW FLOWS",
+            "FALLBACK",
+        ]);
         for r in &rows {
             t.row(vec![
                 r["service"].as_str().unwrap_or("-").into(),
@@ -222,7 +241,17 @@ pub fn backends(ctx: &Ctx, service: Option<&str>) -> Result<()> {
     let rows = backend_rows(ctx, &pins, service, DEFAULT_IDLE)?;
     ctx.emit(&Value::Array(rows.clone()), || {
         let mut t = Table::new(&[
-            "SERVICE", "BACKEND", "ADDRESS", "STATE", "WEIGHT", "RING", "PACKETS", "BYTES", "NEW FLOWS", "ACTIVE", "RUNTIME",
+            "SERVICE",
+            "BACKEND",
+            "ADDRESS",
+            "STATE",
+            "WEIGHT",
+            "RING",
+            "PACKETS",
+            "BYTES",
+            "NEW FLOWS",
+            "ACTIVE",
+            "RUNTIME",
         ]);
         for r in &rows {
             t.row(vec![
@@ -257,7 +286,11 @@ pub fn flows(ctx: &Ctx, service: Option<&str>, backend: Option<&str>, all: bool,
     flows.sort_by_key(|(_, e)| std::cmp::Reverse(e.last_seen_ns));
     for (k, e) in &flows {
         let Some(v) = views.iter().find(|v| v.svc.id == e.service) else { continue };
-        let bname = v.backends.iter().find(|(id, ..)| *id == e.backend).map_or_else(|| format!("#{}", e.backend), |b| b.2.clone());
+        let bname = v
+            .backends
+            .iter()
+            .find(|(id, ..)| *id == e.backend)
+            .map_or_else(|| format!("#{}", e.backend), |b| b.2.clone());
         if service.is_some_and(|s| s != v.name) || backend.is_some_and(|b| b != bname) {
             continue;
         }
@@ -286,7 +319,12 @@ pub fn flows(ctx: &Ctx, service: Option<&str>, backend: Option<&str>, all: bool,
                 if r["closing"].as_bool() == Some(true) { "closing".into() } else { "open".into() },
             ]);
         }
-        format!("{}{} flows shown{}\n", t.render(), rows.len(), if all { "" } else { " (active only; --all for every entry)" })
+        format!(
+            "{}{} flows shown{}\n",
+            t.render(),
+            rows.len(),
+            if all { "" } else { " (active only; --all for every entry)" }
+        )
     });
     Ok(())
 }
@@ -353,11 +391,19 @@ pub fn which(ctx: &Ctx, proto: Protocol, src: SocketAddr, dst: SocketAddr) -> Re
         BackendState::from_u32(b.1.state).keeps_flows().then_some(e.backend)
     });
     let (backend, why) = if let Some(id) = pinned {
-        (Some(id), format!("connection table: the flow is pinned to {} (a new TCP connection, a SYN, would be scheduled anew)", name(id)))
+        (
+            Some(id),
+            format!(
+                "connection table: the flow is pinned to {} (a new TCP connection, a SYN, would be scheduled anew)",
+                name(id)
+            ),
+        )
     } else {
         let start = match Scheduler::from_u8(v.svc.scheduler) {
             Some(Scheduler::Maglev) => Some((hash::flow_hash(&fk), "maglev: hash of the 5-tuple")),
-            Some(Scheduler::SourceHash) => Some((hash::source_hash(&fk.src), "source-hash: hash of the client address")),
+            Some(Scheduler::SourceHash) => {
+                Some((hash::source_hash(&fk.src), "source-hash: hash of the client address"))
+            }
             _ => None,
         };
         match start {
@@ -461,7 +507,11 @@ pub fn top(ctx: &Ctx, every: Duration, count: Option<u64>) -> Result<()> {
         let mut out = Vec::new();
         for r in &rows {
             let k = (r["service"].as_str().unwrap_or("").to_string(), r["backend"].as_str().unwrap_or("").to_string());
-            let now = (r["packets"].as_u64().unwrap_or(0), r["bytes"].as_u64().unwrap_or(0), r["new_flows"].as_u64().unwrap_or(0));
+            let now = (
+                r["packets"].as_u64().unwrap_or(0),
+                r["bytes"].as_u64().unwrap_or(0),
+                r["new_flows"].as_u64().unwrap_or(0),
+            );
             let rate = prev.get(&k).map(|p| {
                 (
                     (now.0.saturating_sub(p.0)) as f64 / dt,

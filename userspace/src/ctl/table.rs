@@ -29,7 +29,9 @@ impl Table {
         let numeric = |i: usize| {
             !self.rows.is_empty()
                 && self.rows.iter().all(|r| {
-                    r.get(i).is_some_and(|c| c == "-" || c.trim_end_matches('%').replace([',', '.'], "").parse::<u64>().is_ok())
+                    r.get(i).is_some_and(|c| {
+                        c == "-" || c.trim_end_matches('%').replace([',', '.'], "").parse::<u64>().is_ok()
+                    })
                 })
         };
         let right: Vec<bool> = (0..n).map(numeric).collect();
@@ -38,7 +40,11 @@ impl Table {
             let mut parts = Vec::with_capacity(n);
             for (i, c) in cells.iter().enumerate().take(n) {
                 let pad = w[i].saturating_sub(c.chars().count());
-                parts.push(if right[i] { format!("{}{c}", " ".repeat(pad)) } else { format!("{c}{}", " ".repeat(pad)) });
+                parts.push(if right[i] {
+                    format!("{}{c}", " ".repeat(pad))
+                } else {
+                    format!("{c}{}", " ".repeat(pad))
+                });
             }
             out.push_str(parts.join("  ").trim_end());
             out.push('\n');

@@ -723,6 +723,7 @@ impl Daemon {
             v.retain(|b| b.name != backend);
             (v.len() != n).then_some(())
         });
+        self.overrides.added.retain(|_, v| !v.is_empty());
         if added.is_none() {
             self.overrides.removed.insert(overrides::key(service, backend));
         }

@@ -80,7 +80,7 @@ impl Overrides {
             }
         }
         let names: BTreeSet<String> = file.services.iter().map(|s| s.get_ref().name.clone()).collect();
-        self.added.retain(|svc, _| names.contains(svc));
+        self.added.retain(|svc, v| names.contains(svc) && !v.is_empty());
         self.admin.retain(|k, _| live.contains(k));
         self.weight.retain(|k, _| live.contains(k));
         let file_keys: BTreeSet<String> = file

@@ -79,7 +79,7 @@ pub fn fire(service: &str, cfg: &ScaleConfig, dir: Direction, load: f64, healthy
         ScaleMetric::Pps => "pps",
         ScaleMetric::Flows => "flows",
     };
-    info!(%service, direction = dir.as_str(), load, healthy, metric, command = ?argv, "scaling hook fired");
+    info!(%service, direction = %dir.as_str(), load, healthy, metric = %metric, command = ?argv, "scaling hook fired");
     let service = service.to_string();
     let env = vec![
         ("VEER_SERVICE", service.clone()),

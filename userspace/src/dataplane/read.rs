@@ -171,9 +171,8 @@ impl MapReader for PinnedMaps {
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `ConnEntry::last_seen_ns`.
 pub fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(0, |t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64));
-    t
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
 }
 
 /// Whether a connection-table entry is an active flow: not closing (no FIN or

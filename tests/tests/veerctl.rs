@@ -1,0 +1,460 @@
+//! veerctl against a real deployment: inspection from the pins (veerd running
+//! or not), control through the API, drain waiting on real flows, rollouts of
+//! real processes, scaling hooks on real load, Prometheus metrics, JSON.
+//! Needs root.
+
+use std::{
+    net::SocketAddr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use veer::{
+    dataplane::{identity_of, MapReader},
+    ring::maglev::MaglevRing,
+};
+use veer_tests::{
+    daemon::{bin, veerctl, veerctl_json, wait_until, BackendProc, ClientLoad, Veerd},
+    deployment::{Deployment, PORT},
+    server::Session,
+};
+
+fn up(d: &Veerd, names: &[&str]) {
+    wait_until(Duration::from_secs(15), "backends up", || {
+        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
+    })
+    .unwrap();
+}
+
+fn sessions(s: &Deployment, n: usize) -> Vec<Session> {
+    s.tb.client
+        .ns
+        .run(|| (0..n).map(|_| Session::open(s.vip(), Duration::from_secs(2))).collect::<Result<Vec<_>, _>>())
+        .unwrap()
+        .unwrap()
+}
+
+fn row<'a>(rows: &'a Value, backend: &str) -> &'a Value {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backend"] == backend)
+        .unwrap_or_else(|| panic!("no row for {backend}: {rows}"))
+}
+
+#[test]
+fn inspection_reads_the_pins_with_or_without_veerd_and_json_parses() {
+    let s = Deployment::new("ci", 3);
+    s.write(&s.config(65537, &[1, 2, 3], |_| String::new()));
+    let mut d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let mut open = sessions(&s, 12);
+    let c = &s.cfg;
+
+    let st = veerctl_json(c, &["status"]);
+    assert_eq!(st["veerd"], "running");
+    assert_eq!(st["attached"], serde_json::json!(["eth0"]));
+    assert_eq!(st["services"][0]["healthy"], 3);
+    let svcs = veerctl_json(c, &["services"]);
+    assert_eq!(svcs[0]["service"], "web");
+    assert!(svcs[0]["new_flows"].as_u64().unwrap() >= 12);
+
+    let rows = veerctl_json(c, &["backends"]);
+    let share: f64 = rows.as_array().unwrap().iter().map(|r| r["ring_share"].as_f64().unwrap()).sum();
+    assert!((share - 100.0).abs() < 0.1, "ring shares sum to {share}");
+    assert!((row(&rows, "b3")["ring_share"].as_f64().unwrap() - 50.0).abs() < 0.1);
+    let active: u64 = rows.as_array().unwrap().iter().map(|r| r["active_flows"].as_u64().unwrap()).sum();
+    assert!(active >= 12, "12 sessions open, {active} active flows");
+    for x in &open {
+        assert!(row(&rows, &x.name)["active_flows"].as_u64().unwrap() >= 1);
+    }
+
+    // `which` names the backend each real connection is on, from the table.
+    let flows = veerctl_json(c, &["flows", "--service", "web"]);
+    assert!(flows.as_array().unwrap().len() >= 12);
+    let f = &flows[0];
+    let (client, vip, backend) =
+        (f["client"].as_str().unwrap(), f["vip"].as_str().unwrap(), f["backend"].as_str().unwrap());
+    let w = veerctl_json(c, &["which", "tcp", client, vip]);
+    assert_eq!(w["backend"], backend);
+    assert!(w["why"].as_str().unwrap().contains("connection table"), "{w}");
+    let only = veerctl_json(c, &["flows", "--backend", backend]);
+    assert!(only.as_array().unwrap().iter().all(|r| r["backend"] == backend));
+    // A 5-tuple not in the table: the scheduler's choice, as the ring says.
+    let w = veerctl_json(c, &["which", "tcp", "10.77.0.1:1", &s.vip().to_string()]);
+    assert!(w["why"].as_str().unwrap().starts_with("maglev"), "{w}");
+    let w = veerctl_json(c, &["which", "udp", "10.77.0.1:1", "10.77.9.9:53"]);
+    assert_eq!(w["action"], "pass");
+
+    let ring = veerctl_json(c, &["ring", "web"]);
+    assert_eq!(ring["slots"], 65537);
+    let stats = veerctl_json(c, &["stats"]);
+    assert!(stats["transmitted"].as_u64().unwrap() > 0);
+    let top = veerctl(c, &["top", "--count", "2", "--every", "100ms"]);
+    assert!(top.0 && top.1.contains("PKT/S") && top.1.contains("b3"), "{top:?}");
+    let (ok, text, _) = veerctl(c, &["backends"]);
+    assert!(ok && text.starts_with("SERVICE") && text.contains("b2"), "{text}");
+
+    // veerd gone: the pins still answer.
+    d.kill();
+    let st = veerctl_json(c, &["status"]);
+    assert_eq!(st["veerd"], "not running");
+    assert_eq!(veerctl_json(c, &["backends"]).as_array().unwrap().len(), 3);
+    for x in open.iter_mut() {
+        x.ping("still here").unwrap();
+    }
+}
+
+#[test]
+fn control_commands_change_state_reject_bad_arguments_and_survive_a_restart() {
+    let s = Deployment::new("cc", 4);
+    s.write(&s.config(65537, &[1, 1, 1, 0], |_| String::new()));
+    let mut d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let c = &s.cfg;
+    let before = veerctl_json(c, &["backends"]);
+
+    for bad in [
+        vec!["drain", "nope", "b1"],
+        vec!["drain", "web", "b9"],
+        vec!["weight", "web", "b1", "0"],
+        vec!["weight", "web", "b1", "70000"],
+        vec!["add-backend", "web", "b1", "10.77.0.14"],
+        vec!["add-backend", "web", "x", "10.77.0.11"],
+        vec!["add-backend", "web", "x", "not-an-ip"],
+        vec!["add-backend", "web", "x", "10.77.0.14", "--mac", "zz"],
+        vec!["remove-backend", "web", "b9"],
+    ] {
+        let (ok, _, err) = veerctl(c, &bad);
+        assert!(!ok, "{bad:?} must fail");
+        assert!(err.starts_with("veerctl: ") && err.len() > 20, "{bad:?}: unclear error {err:?}");
+    }
+    assert_eq!(veerctl_json(c, &["diff"]), serde_json::json!({"admin": {}, "weight": {}, "added": {}, "removed": []}));
+    let after_bad = veerctl_json(c, &["backends"]);
+    for b in ["b1", "b2", "b3"] {
+        assert_eq!(row(&before, b)["state"], row(&after_bad, b)["state"]);
+        assert_eq!(row(&before, b)["weight"], row(&after_bad, b)["weight"]);
+    }
+
+    assert!(veerctl(c, &["drain", "web", "b1"]).0);
+    assert!(veerctl(c, &["disable", "web", "b2"]).0);
+    assert!(veerctl(c, &["weight", "web", "b3", "7"]).0);
+    assert!(veerctl(c, &["add-backend", "web", "b4", "10.77.0.14", "--weight", "2"]).0);
+    up(&d, &["b4"]);
+    let rows = veerctl_json(c, &["backends"]);
+    assert_eq!(row(&rows, "b1")["state"], "draining");
+    assert_eq!(row(&rows, "b2")["state"], "disabled");
+    assert_eq!(row(&rows, "b3")["weight"], 7);
+    assert_eq!(row(&rows, "b4")["weight"], 2);
+    assert_eq!(row(&rows, "b4")["runtime"], "added at runtime");
+    assert!(row(&rows, "b3")["runtime"].as_str().unwrap().contains("weight 7"));
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(100, Duration::from_secs(20)).unwrap();
+    let names: Vec<String> = load.stop().into_iter().filter_map(|x| x.result.ok()).collect();
+    assert!(names.iter().all(|n| n == "b3" || n == "b4"), "drained/disabled backends got new connections");
+    assert!(names.iter().any(|n| n == "b4"));
+
+    // Runtime changes survive a daemon restart.
+    d.kill();
+    let d2 = s.start();
+    up(&d2, &["b3", "b4"]);
+    let rows = veerctl_json(c, &["backends"]);
+    assert_eq!(row(&rows, "b1")["state"], "draining");
+    assert_eq!(row(&rows, "b2")["state"], "disabled");
+    assert_eq!(row(&rows, "b3")["weight"], 7);
+    let diff = veerctl_json(c, &["diff"]);
+    assert_eq!(diff["admin"]["web/b1"], "draining");
+    assert_eq!(diff["added"]["web"][0]["name"], "b4");
+
+    assert!(veerctl(c, &["enable", "web", "b1"]).0);
+    assert!(veerctl(c, &["enable", "web", "b2"]).0);
+    assert!(veerctl(c, &["weight", "web", "b3", "1"]).0);
+    assert!(veerctl(c, &["remove-backend", "web", "b4"]).0);
+    up(&d2, &["b1", "b2"]);
+    assert_eq!(veerctl_json(c, &["diff"]), serde_json::json!({"admin": {}, "weight": {}, "added": {}, "removed": []}));
+    assert!(veerctl(c, &["reload"]).0);
+    let (ok, text, _) = veerctl(c, &["diff"]);
+    assert!(ok && text.contains("matches"), "{text}");
+}
+
+#[test]
+fn drain_wait_returns_when_the_real_flows_end() {
+    let s = Deployment::new("dr", 3);
+    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
+    let d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let mut open = sessions(&s, 30);
+    let on_b1: Vec<usize> = open.iter().enumerate().filter(|(_, x)| x.name == "b1").map(|(i, _)| i).collect();
+    assert!(!on_b1.is_empty());
+    let mut child = Command::new(bin("veerctl"))
+        .args(["--config"])
+        .arg(&s.cfg)
+        .args(["drain", "web", "b1", "--wait", "--timeout", "30s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open, b1's flows keep the drain waiting, and stay served.
+    wait_until(Duration::from_secs(5), "b1 draining", || d.backend_state("web", "b1").is_ok_and(|st| st == "draining"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(child.try_wait().unwrap().is_none(), "drain --wait returned while flows were open");
+    for &i in &on_b1 {
+        open[i].ping("draining").unwrap();
+    }
+    // New connections avoid b1.
+    let fresh = sessions(&s, 20);
+    assert!(fresh.iter().all(|x| x.name != "b1"));
+    drop(fresh);
+    let closed_at = Instant::now();
+    for i in on_b1.iter().rev() {
+        drop(open.remove(*i));
+    }
+    let status = wait_until(Duration::from_secs(10), "drain --wait to return", || child.try_wait().unwrap().is_some())
+        .map(|_| child.wait().unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("active flows"), "progress is shown: {err}");
+    println!("drain --wait returned {:?} after the last b1 connection closed", closed_at.elapsed());
+    for x in open.iter_mut() {
+        x.ping("others untouched").unwrap();
+    }
+}
+
+#[test]
+fn rollout_updates_real_backend_processes_one_at_a_time_and_stops_on_failure() {
+    let s = Deployment::new("ro", 3);
+    let update = |i: usize| {
+        let h = &s.tb.backends[i];
+        let mut argv = BackendProc::command(
+            &h.ns,
+            &format!("{}-v2", h.name),
+            SocketAddr::new([0, 0, 0, 0].into(), PORT),
+            &s.backends[i].pidfile,
+        );
+        argv.push("--replace".into());
+        format!("update = [{}]", argv.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "))
+    };
+    s.write(&s.config(65537, &[1, 1, 1], update));
+    let d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+
+    // A failing update stops at the first backend and leaves the rest alone.
+    let (ok, _, err) =
+        veerctl(&s.cfg, &["rollout", "web", "--exec", "false", "--drain-timeout", "2s", "--slow-start", "100ms"]);
+    assert!(!ok);
+    assert!(err.contains("stopped") && err.contains("b1 stays drained"), "{err}");
+    let rows = veerctl_json(&s.cfg, &["backends"]);
+    assert_eq!(row(&rows, "b1")["state"], "draining");
+    assert_eq!(row(&rows, "b2")["state"], "up");
+    assert_eq!(row(&rows, "b3")["state"], "up");
+    assert!(veerctl(&s.cfg, &["enable", "web", "b1"]).0);
+    up(&d, &["b1"]);
+
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(50, Duration::from_secs(20)).unwrap();
+    let pids: Vec<i32> = s.backends.iter().map(|b| b.pid().unwrap()).collect();
+    let t = Instant::now();
+    let (ok, out, err) = veerctl(
+        &s.cfg,
+        &["--json", "rollout", "web", "--drain-timeout", "5s", "--slow-start", "300ms", "--health-timeout", "20s"],
+    );
+    assert!(ok, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["updated"], serde_json::json!(["b1", "b2", "b3"]));
+    println!("rollout of 3 backends took {:?}", t.elapsed());
+    load.wait_more(100, Duration::from_secs(20)).unwrap();
+    let samples = load.stop();
+    for (i, b) in s.backends.iter().enumerate() {
+        assert_ne!(b.pid().unwrap(), pids[i], "backend {i} was not replaced");
+    }
+    let failed = samples.iter().filter(|x| x.result.is_err()).count();
+    assert_eq!(failed, 0, "connections failed during the rollout");
+    let tail: Vec<&str> = samples.iter().rev().take(50).filter_map(|x| x.result.as_deref().ok()).collect();
+    assert!(tail.iter().all(|n| n.ends_with("-v2")), "after the rollout only new versions answer: {tail:?}");
+    let rows = veerctl_json(&s.cfg, &["backends"]);
+    for b in ["b1", "b2", "b3"] {
+        assert_eq!(row(&rows, b)["weight"], 1, "weights ramped back");
+        assert_eq!(row(&rows, b)["state"], "up");
+    }
+    assert_eq!(veerctl_json(&s.cfg, &["diff"])["weight"], serde_json::json!({}));
+}
+
+#[test]
+fn scale_hook_fires_on_real_load_and_metrics_parse_as_prometheus_text() {
+    let s = Deployment::new("sm", 3);
+    let marker = s.dir.join("scaled-out");
+    let scale = format!(
+        "[service.scale]\nmetric = \"flows\"\nabove = 3.0\nwindow = \"1s\"\ncooldown = \"1h\"\nout = [\"touch\", \"{}\"]\n",
+        marker.display()
+    );
+    s.write(&s.config_with(65537, &[1, 1, 1], "metrics = \"127.0.0.1:9477\"", &scale, |_| String::new()));
+    let mut d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    // 3 flows per backend: not above the threshold.
+    let mut open = sessions(&s, 9);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!marker.exists(), "hook fired below the threshold");
+    open.extend(sessions(&s, 9));
+    let line = d.wait_log("scaling hook fired", Duration::from_secs(10)).unwrap();
+    assert!(line.contains("direction=out"), "{line}");
+    wait_until(Duration::from_secs(5), "the hook's command to run", || marker.exists()).unwrap();
+
+    let text =
+        s.tb.lb
+            .ns
+            .run(|| {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
+                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut s = String::new();
+                c.read_to_string(&mut s).unwrap();
+                s
+            })
+            .unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/plain; version=0.0.4"), "{head}");
+    let families = parse_prometheus(body);
+    for f in [
+        "veer_service_packets_total",
+        "veer_backend_packets_total",
+        "veer_backend_up",
+        "veer_health_check_duration_seconds",
+        "veer_failovers_total",
+        "veer_recoveries_total",
+        "veer_scale_hooks_total",
+    ] {
+        assert!(families.contains(&f.to_string()), "missing {f}");
+    }
+    assert!(body.contains("veer_scale_hooks_total{service=\"web\",direction=\"out\"} 1"), "{body}");
+    assert!(body.contains("veer_recoveries_total{service=\"web\",backend=\"b1\"} 1"));
+    drop(open);
+}
+
+/// Checks the exposition format line by line; returns the metric families.
+fn parse_prometheus(body: &str) -> Vec<String> {
+    let mut typed = std::collections::HashMap::new();
+    let mut buckets: std::collections::HashMap<String, (f64, u64)> = std::collections::HashMap::new();
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut p = rest.splitn(3, ' ');
+            let (kw, name, val) = (p.next().unwrap(), p.next().unwrap_or(""), p.next().unwrap_or(""));
+            assert!(name_ok(name), "bad name in {line:?}");
+            if kw == "TYPE" {
+                assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&val), "{line:?}");
+                typed.insert(name.to_string(), val.to_string());
+            } else {
+                assert_eq!(kw, "HELP", "{line:?}");
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels in {line:?}"))),
+            None => (series, ""),
+        };
+        assert!(name_ok(name), "bad name in {line:?}");
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (k, val) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label {pair:?} in {line:?}"));
+            assert!(name_ok(k) && !val.trim_end_matches('"').contains('"'), "bad label in {line:?}");
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"))
+            .unwrap_or(name);
+        assert!(typed.contains_key(family), "sample of {family} without a TYPE: {line:?}");
+        if name.ends_with("_bucket") {
+            let series_key = labels.split(",le=").next().unwrap().to_string();
+            let e = buckets.entry(series_key).or_insert((-1.0, 0));
+            assert!(v as u64 >= e.1, "buckets not cumulative: {line:?}");
+            *e = (v, v as u64);
+        }
+    }
+    typed.into_keys().collect()
+}
+
+#[test]
+fn adding_a_backend_keeps_flows_and_moves_about_one_in_n_plus_one_new_flows() {
+    let s = Deployment::new("ad", 4);
+    s.write(&s.config(65537, &[1, 1, 1, 0], |_| String::new()));
+    let d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let pins = s.pins();
+    let key = veer::dataplane::service_key(s.vip().ip(), PORT, veer::dataplane::Protocol::Tcp);
+    let before = pins.ring(&key).unwrap();
+    let mut open = sessions(&s, 30);
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(50, Duration::from_secs(20)).unwrap();
+
+    assert!(veerctl(&s.cfg, &["add-backend", "web", "b4", "10.77.0.14"]).0);
+    up(&d, &["b4"]);
+    wait_until(Duration::from_secs(5), "the ring with b4", || pins.ring(&key).is_ok_and(|r| r.contains(&3))).unwrap();
+    load.wait_more(100, Duration::from_secs(20)).unwrap();
+    let samples = load.stop();
+    assert!(samples.iter().all(|x| x.result.is_ok()), "connections failed while adding a backend");
+    for (i, x) in open.iter_mut().enumerate() {
+        x.ping(&format!("flow {i}")).unwrap_or_else(|e| panic!("existing flow {i} on {} broke: {e:#}", x.name));
+    }
+    let after = pins.ring(&key).unwrap();
+    let n = 3.0;
+    let hashes: Vec<u32> = (0..1_000_000u32).map(|i| veer_abi::hash::fmix32(i.wrapping_mul(0x9e37_79b9))).collect();
+    let moved =
+        hashes.iter().filter(|&&h| before[(h % 65537) as usize] != after[(h % 65537) as usize]).count() as f64 / 1e6;
+    println!(
+        "adding 1 backend to {n}: {:.2}% of new-flow hashes moved (ideal {:.2}%)",
+        moved * 100.0,
+        100.0 / (n + 1.0)
+    );
+    assert!(moved <= 1.1 / (n + 1.0), "moved {moved:.4}");
+    // The same ring a fresh rebuild from the old one gives: nothing else moved.
+    let members: Vec<_> = (0..4u32)
+        .map(|i| veer::ring::RingMember {
+            id: i,
+            identity: identity_of(format!("10.77.0.{}", 11 + i).parse().unwrap()),
+            weight: 1,
+        })
+        .collect();
+    assert_eq!(MaglevRing::rebuild(Some(&before), &members, 65537).unwrap().slots(), &after[..]);
+}
+
+#[test]
+fn only_root_or_the_api_group_may_use_the_socket() {
+    let s = Deployment::new("pm", 3);
+    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
+    let mut d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let as_nobody = |group: &str, args: &[&str]| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=nobody", &format!("--regid={group}"), "--clear-groups", "--"])
+            .arg(bin("veerctl"))
+            .arg("--config")
+            .arg(&s.cfg)
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux)");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The scratch dir must be traversable for nobody to reach the socket.
+    std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (ok, err) = as_nobody("nogroup", &["drain", "web", "b1"]);
+    assert!(!ok && err.contains("permission denied") && err.contains("only root"), "{err}");
+    assert_eq!(d.backend_state("web", "b1").unwrap(), "up", "a refused command changed state");
+
+    d.kill();
+    s.write(&s.config_with(65537, &[1, 1, 1], "api_group = \"nogroup\"", "", |_| String::new()));
+    let d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let (ok, err) = as_nobody("nogroup", &["drain", "web", "b1"]);
+    assert!(ok, "group member refused: {err}");
+    assert_eq!(d.backend_state("web", "b1").unwrap(), "draining");
+}
