@@ -1,7 +1,7 @@
 //! Driving real processes: `veerd`, test backends, and client load.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -63,30 +63,25 @@ pub struct Veerd {
 }
 
 impl Veerd {
-    /// Starts `veerd run` in `netns` and waits for "veerd ready".
+    /// Starts `veerd run` in `netns` and waits for "veerd ready". Its stderr
+    /// goes to `log` (so it keeps logging if this process exits first).
     pub fn start(config: &Path, netns: &str, socket: &Path, log: &Path) -> Result<Self> {
-        let mut child = Command::new(bin("veerd"))
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let offset = file.metadata()?.len();
+        let child = Command::new(bin("veerd"))
             .args(["run", "--config"])
             .arg(config)
             .args(["--netns", netns])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::from(file))
             .spawn()
             .context("starting veerd")?;
-        let stderr = child.stderr.take().context("veerd stderr")?;
+        let pid = child.id();
         let (tx, rx) = mpsc::channel();
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = writeln!(file, "{line}");
-                if tx.send(line).is_err() {
-                    // Nobody listens any more: keep draining into the file.
-                    continue;
-                }
-            }
-        });
+        let path = log.to_path_buf();
+        thread::spawn(move || tail(&path, offset, pid, &tx));
         let mut d = Self {
             child: Some(child),
             lines: rx,
@@ -96,6 +91,16 @@ impl Veerd {
         };
         d.wait_log("veerd ready", Duration::from_secs(30))?;
         Ok(d)
+    }
+
+    /// veerd's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Leaves veerd running when this handle is dropped.
+    pub fn detach(mut self) {
+        self.child = None;
     }
 
     /// Waits for a log line containing `needle`; returns it.
@@ -157,6 +162,38 @@ impl Veerd {
         let pid = self.child.as_ref().context("not running")?.id();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
         Ok(())
+    }
+}
+
+/// Follows `path` from `offset`, sending whole lines, until the reader hangs
+/// up or process `pid` is gone and the file has no more.
+fn tail(path: &Path, offset: u64, pid: u32, tx: &mpsc::Sender<String>) {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else { return };
+    if f.seek(SeekFrom::Start(offset)).is_err() {
+        return;
+    }
+    let mut r = BufReader::new(f);
+    let mut line = String::new();
+    loop {
+        match r.read_line(&mut line) {
+            Ok(0) => {
+                let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok();
+                let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+                if !alive || zombie {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(_) if line.ends_with('\n') => {
+                if tx.send(line.trim_end().to_string()).is_err() {
+                    return;
+                }
+                line.clear();
+            }
+            Ok(_) => thread::sleep(Duration::from_millis(5)),
+            Err(_) => return,
+        }
     }
 }
 

@@ -1,6 +1,11 @@
-//! Real TCP servers that answer every connection with their own name (one
-//! line) and then echo lines until the client closes, and the clients: a
-//! short one ([`fetch_name`]) and a long-lived one ([`Session`]).
+//! Real TCP servers that answer with their own name, and the clients that ask.
+//!
+//! The client speaks first. An HTTP request (`GET ...`) gets an HTTP/1.1
+//! response whose body is the name, with keep-alive, so curl, wrk and the
+//! health checks see a web server. Any other first line gets the name as a
+//! line; after `name` the server closes (a short client, [`fetch_name`]),
+//! otherwise it echoes every further line until the client closes (a
+//! long-lived one, [`Session`]).
 
 use std::{
     io::{BufRead, Write},
@@ -73,14 +78,60 @@ fn serve(listener: TcpListener, name: &str, stop: &AtomicBool, served: &AtomicU6
     Ok(())
 }
 
-/// Serves one connection: the name, then an echo of each line until EOF.
+/// Serves one connection (see the module docs).
 pub fn answer(mut s: TcpStream, name: &str) {
+    let _ = s.set_nodelay(true);
+    let Ok(r) = s.try_clone() else { return };
+    let mut r = std::io::BufReader::new(r);
+    let mut first = String::new();
+    if r.read_line(&mut first).unwrap_or(0) == 0 {
+        return;
+    }
+    if first.starts_with("GET ") || first.starts_with("HEAD ") {
+        return http(s, r, first, name);
+    }
     if s.write_all(format!("{name}\n").as_bytes()).is_err() {
         return;
     }
-    let Ok(r) = s.try_clone() else { return };
-    for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+    // One-shot clients ask "name": the server closes first, so TIME_WAIT
+    // stays on the server and the client's ports are not used up.
+    if first.trim_end() == "name" {
+        return;
+    }
+    for line in r.lines().map_while(Result::ok) {
         if s.write_all(format!("{line}\n").as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn http(mut s: TcpStream, mut r: std::io::BufReader<TcpStream>, mut request: String, name: &str) {
+    let body = format!("{name}\n");
+    loop {
+        // Headers until the blank line; `Connection: close` ends the loop.
+        let mut close = request.contains("HTTP/1.0");
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h == "\r\n" || h == "\n" {
+                break;
+            }
+            if h.to_ascii_lowercase().starts_with("connection: close") {
+                close = true;
+            }
+        }
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        if s.write_all(resp.as_bytes()).is_err() || close {
+            return;
+        }
+        request.clear();
+        if r.read_line(&mut request).unwrap_or(0) == 0 {
             return;
         }
     }
@@ -96,9 +147,16 @@ impl Drop for NameServer {
 }
 
 /// Connects to `addr` (from the calling thread's namespace) and returns the
-/// name the server answered with; then closes.
+/// name the server answered with; the server then closes.
 pub fn fetch_name(addr: SocketAddr, timeout: Duration) -> Result<String> {
-    Ok(Session::open(addr, timeout)?.name)
+    let mut s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"name\n").with_context(|| format!("send to {addr}"))?;
+    let mut name = String::new();
+    std::io::Read::read_to_string(&mut s, &mut name).with_context(|| format!("read from {addr}"))?;
+    let name = name.trim_end().to_string();
+    anyhow::ensure!(!name.is_empty(), "{addr} closed without a name");
+    Ok(name)
 }
 
 /// A long-lived connection: it stays on its backend, or breaks.
@@ -112,8 +170,9 @@ pub struct Session {
 impl Session {
     /// Connects (from the calling thread's namespace) and reads the name.
     pub fn open(addr: SocketAddr, timeout: Duration) -> Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+        let mut stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
         stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"hello\n").with_context(|| format!("send to {addr}"))?;
         let mut reader = std::io::BufReader::new(stream.try_clone()?);
         let mut name = String::new();
         reader.read_line(&mut name).with_context(|| format!("read from {addr}"))?;

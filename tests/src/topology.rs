@@ -57,6 +57,22 @@ pub struct Testbed {
     pub backends: Vec<Host>,
     /// The switch namespace; declared last so it is removed last.
     pub switch: Netns,
+    pin: std::path::PathBuf,
+}
+
+/// Where testbeds pin the XDP_PASS link of the LB's switch-side veth.
+pub const PEER_PINS: &str = "/sys/fs/bpf/veer-testbed";
+
+/// The pin of testbed `prefix`'s peer link.
+pub fn peer_pin(prefix: &str) -> std::path::PathBuf {
+    std::path::Path::new(PEER_PINS).join(format!("{prefix}-p-lb"))
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pin);
+        let _ = std::fs::remove_dir(PEER_PINS);
+    }
 }
 
 fn mac(i: u8, side: u8) -> [u8; 6] {
@@ -118,9 +134,14 @@ impl Testbed {
             backends.push(b);
         }
         // Frames sent with XDP_TX into a veth are only delivered when its peer
-        // runs an XDP program too (TOOLCHAIN.md).
+        // runs an XDP program too (TOOLCHAIN.md). Pinned, so that a sandbox
+        // left running by the demo keeps forwarding after it exits.
+        veer::dataplane::pin::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
+        std::fs::create_dir_all(PEER_PINS)?;
+        let pin = peer_pin(prefix);
+        let _ = std::fs::remove_file(&pin);
         let mut peer_pass = Baseline::load()?;
-        switch.run(|| peer_pass.attach_pass("p-lb", AttachMode::Driver))??;
-        Ok(Self { _peer_pass: peer_pass, client, lb, backends, switch })
+        switch.run(|| peer_pass.attach_pass("p-lb", AttachMode::Driver, Some(&pin)))??;
+        Ok(Self { _peer_pass: peer_pass, client, lb, backends, switch, pin })
     }
 }

@@ -1,28 +1,26 @@
-//! veer's demo: a client, the load balancer and three backends in network
-//! namespaces; `veerd` on the load balancer with `examples/veer.toml`; live
-//! connections; a backend process killed (veerd fails it over and traffic
-//! moves) and started again (it rejoins after its health checks pass).
+//! veer's demo, the README's main command (`cargo xtask demo`):
+//! a client, the load balancer and three web servers in network namespaces;
+//! `veerd` on the load balancer with `examples/veer.toml`; live traffic; a
+//! backend killed (veerd fails it over, veerctl shows it) and revived.
 //!
-//! Everything it creates is removed when it ends, on Ctrl-C too; a leftover
-//! of a killed run is replaced by the next one.
+//! Everything is removed at the end, on Ctrl-C too. `--keep` leaves the
+//! sandbox running and says how to use and remove it (`--clean`).
 
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use veer::{
-    config,
-    dataplane::{MapReader, PinnedMaps},
-};
+use veer::config;
 use veer_tests::{
-    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd},
-    server::fetch_name,
+    daemon::{bin, scratch, wait_until, BackendProc, ClientLoad, Sample, Uninstall, Veerd},
+    netns,
     topology::{Testbed, VIP},
 };
 
@@ -32,10 +30,16 @@ struct Args {
     /// veerd config; its backends must be the demo's (10.77.0.11-13).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/veer.toml"))]
     config: PathBuf,
-    /// Connections per round.
-    #[arg(long, default_value_t = 300)]
-    connections: usize,
+    /// Leave the sandbox running at the end.
+    #[arg(long)]
+    keep: bool,
+    /// Remove a sandbox left by `--keep`, then exit.
+    #[arg(long)]
+    clean: bool,
 }
+
+const PREFIX: &str = "veer-demo";
+const SCRATCH: &str = "/tmp/veer-test-demo";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -50,57 +54,67 @@ fn check_interrupt() -> Result<()> {
     Ok(())
 }
 
-struct Demo {
-    d: Veerd,
-    pins: PinnedMaps,
-    ids: BTreeMap<String, u32>,
-    _uninstall: Uninstall,
-    backends: Vec<BackendProc>,
-    tb: Testbed,
+fn step(n: u32, text: &str) {
+    println!("\n\x1b[1m[{n}/5] {text}\x1b[0m");
 }
 
-impl Demo {
-    fn round(&self, n: usize, title: &str) -> Result<()> {
-        check_interrupt()?;
-        let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-        let before: BTreeMap<String, u64> = self
-            .ids
-            .iter()
-            .map(|(n, id)| (n.clone(), self.pins.backend_counters(*id).map_or(0, |c| c.new_flows)))
-            .collect();
-        let t = Instant::now();
-        let results =
-            self.tb.client.ns.run(|| (0..n).map(|_| fetch_name(vip, Duration::from_secs(2))).collect::<Vec<_>>())?;
-        let took = t.elapsed();
-        let mut count: BTreeMap<String, usize> = BTreeMap::new();
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        for name in results.into_iter().flatten() {
-            *count.entry(name).or_default() += 1;
+fn veerctl(cfg: &Path, args: &[&str]) {
+    let out = Command::new(bin("veerctl")).arg("-c").arg(cfg).args(args).output();
+    match out {
+        Ok(o) => {
+            println!("$ veerctl {}", args.join(" "));
+            print!("{}", String::from_utf8_lossy(&o.stdout));
+            eprint!("{}", String::from_utf8_lossy(&o.stderr));
         }
-        println!("\n== {title}: {n} connections to {vip} in {took:.2?}, {failed} failed");
-        let key = veer::dataplane::service_key(vip.ip(), vip.port(), veer::dataplane::Protocol::Tcp);
-        let ring = self.pins.ring(&key)?;
-        let share = |id: u32| ring.iter().filter(|&&s| s == id).count() as f64 * 100.0 / ring.len().max(1) as f64;
-        println!(
-            "{:<8} {:>6} {:>9} {:>7} {:>12} {:>10}",
-            "backend", "weight", "veerd", "ring", "connections", "new flows"
-        );
-        for (name, id) in &self.ids {
-            let b = self.pins.backend(*id)?;
-            let flows = self.pins.backend_counters(*id)?.new_flows - before.get(name).copied().unwrap_or(0);
-            let state = self.d.backend_state("web", name).unwrap_or_else(|_| "?".into());
-            println!(
-                "{:<8} {:>6} {:>9} {:>6.1}% {:>12} {:>10}",
-                name,
-                b.weight,
-                state,
-                share(*id),
-                count.get(name).copied().unwrap_or(0),
-                flows
-            );
-        }
-        Ok(())
+        Err(e) => println!("veerctl: {e}"),
     }
+}
+
+/// Per-backend connections and failures of the samples in `[from, to)`.
+fn tally(samples: &[Sample], from: Instant, to: Instant) -> (BTreeMap<String, usize>, usize) {
+    let mut m = BTreeMap::new();
+    let mut failed = 0;
+    for s in samples.iter().filter(|s| s.start >= from && s.start < to) {
+        match &s.result {
+            Ok(n) => *m.entry(n.clone()).or_insert(0) += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    (m, failed)
+}
+
+/// Prints the client's view for `secs` seconds, one line a second.
+fn live(load: &ClientLoad, secs: u32) -> Result<()> {
+    for _ in 0..secs {
+        check_interrupt()?;
+        let from = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let (m, failed) = tally(&load.snapshot(), from, Instant::now());
+        let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:>4}")).collect();
+        println!("  client, last second: {}   failed {failed}", parts.join("  "));
+    }
+    Ok(())
+}
+
+fn clean(cfg: &config::Config) -> Result<()> {
+    for e in std::fs::read_dir(SCRATCH).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "pid") {
+            if let Some(pid) = std::fs::read_to_string(e.path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    drop(Uninstall::instance(&cfg.daemon.name));
+    let _ = std::fs::remove_file(veer_tests::topology::peer_pin(PREFIX));
+    let _ = std::fs::remove_dir(veer_tests::topology::PEER_PINS);
+    let list = netns::ip(&["netns", "list"])?;
+    for ns in list.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(PREFIX)) {
+        netns::ip(&["netns", "del", ns])?;
+    }
+    let _ = std::fs::remove_file(cfg.daemon.state_path());
+    let _ = std::fs::remove_dir_all(SCRATCH);
+    println!("demo sandbox removed");
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -109,70 +123,94 @@ fn main() -> Result<()> {
     // SAFETY: the handler only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let cfg = config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.clean {
+        return clean(&cfg);
+    }
     let svc = cfg.services.first().context("the config has no service")?.get_ref().clone();
+    let c = args.config.as_path();
 
-    println!("veer demo: a client, a load balancer and 3 backends in network namespaces, on one bridge");
+    step(1, "built: veerd, veerctl, the XDP program (cargo xtask demo built them)");
+    step(2, "sandbox: a client, a load balancer and 3 web servers in network namespaces, on one bridge");
     let dir = scratch("demo");
-    let tb = Testbed::create("veer-demo", 3).context("building the demo network")?;
+    let _ = std::fs::remove_file(cfg.daemon.state_path());
+    let tb = Testbed::create(PREFIX, 3).context("building the demo network")?;
     let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), svc.port);
     let backends =
         tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
-    println!("   b1..b3: real server processes answering their name on port {} (VIP {VIP} on loopback: DSR)", svc.port);
+    for b in &tb.backends {
+        println!(
+            "  {:<6} {}  web server answering its name; VIP {VIP} on loopback (direct server return)",
+            b.name, b.ip
+        );
+    }
+    println!("  client {}  routes {VIP} via the load balancer {}", tb.client.ip, tb.lb.ip);
     let uninstall = Uninstall::instance(&cfg.daemon.name);
+
+    step(3, &format!("veerd on the load balancer with {}; live traffic from the client", c.display()));
     let log = dir.join("veerd.log");
-    let d = Veerd::start(&args.config, tb.lb.ns.name(), &cfg.daemon.socket_path(), &log)?;
-    println!("   veerd running on the load balancer with {} (log: {})", args.config.display(), log.display());
+    let d = Veerd::start(c, tb.lb.ns.name(), &cfg.daemon.socket_path(), &log)?;
+    std::fs::write(dir.join("veerd.pid"), d.pid().unwrap_or(0).to_string())?;
     let names: Vec<String> = svc.backends.iter().map(|b| b.get_ref().name.clone()).collect();
     let t = wait_until(Duration::from_secs(15), "every backend up", || {
         names.iter().all(|n| d.backend_state(&svc.name, n).is_ok_and(|s| s == "up"))
     })?;
-    println!("   all backends passed {} health checks in {t:.0?}", svc.health.rise);
-    let pins = PinnedMaps::open(&cfg.daemon.pin_dir())?;
-    let status = d.status()?;
-    let ids = status["services"][0]["backends"]
-        .as_array()
-        .context("status")?
-        .iter()
-        .map(|b| (b["name"].as_str().unwrap_or_default().to_string(), b["id"].as_u64().unwrap_or_default() as u32))
-        .collect();
-    let mut demo = Demo { d, pins, ids, _uninstall: uninstall, backends, tb };
+    println!("  every backend passed {} health checks in {t:.0?}", svc.health.rise);
+    let vip = SocketAddr::new(IpAddr::V4(VIP), svc.port);
+    let load = ClientLoad::start(&tb.client.ns, vip, Duration::from_secs(2))?;
+    live(&load, 2)?;
+    veerctl(c, &["status"]);
+    veerctl(c, &["backends"]);
 
-    demo.round(args.connections, "all up, weights 1:2:3")?;
-
+    step(4, "kill b2's server (SIGKILL) under traffic, then start it again");
     check_interrupt()?;
-    println!("\n-> killing b2's server process (SIGKILL)");
     let killed = Instant::now();
-    demo.backends[1].kill()?;
-    let line = demo.d.wait_log("backend DOWN", Duration::from_secs(10))?;
+    backends[1].kill()?;
+    let mut d = d;
+    let line = d.wait_log("backend DOWN", Duration::from_secs(10))?;
     println!(
-        "   veerd after {:.0?}: {}",
+        "  veerd, {:.0?} after the kill: {}",
         killed.elapsed(),
         line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
     );
-    demo.round(args.connections, "b2 dead")?;
-
-    check_interrupt()?;
-    println!("\n-> starting b2's server again");
-    let started = Instant::now();
-    demo.backends[1].restart()?;
-    let line = demo.d.wait_log("backend UP", Duration::from_secs(10))?;
+    live(&load, 2)?;
+    veerctl(c, &["backends"]);
+    let revived = Instant::now();
+    backends[1].restart()?;
+    let line = d.wait_log("backend UP", Duration::from_secs(10))?;
     println!(
-        "   veerd after {:.0?}: {}",
-        started.elapsed(),
+        "  veerd, {:.0?} after the restart: {}",
+        revived.elapsed(),
         line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
     );
-    // New flows reach it once the ring that includes it is switched in.
-    let line = demo.d.wait_log("ring switched in", Duration::from_secs(10))?;
-    println!(
-        "   veerd after {:.0?}: {}",
-        started.elapsed(),
-        line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
-    );
-    demo.round(args.connections, "b2 back")?;
+    d.wait_log("ring switched in", Duration::from_secs(10))?;
+    live(&load, 2)?;
+    veerctl(c, &["top", "--count", "2", "--every", "1s"]);
 
-    let g: Vec<String> =
-        demo.pins.global_counters()?.iter().filter(|(_, v)| *v > 0).map(|(c, v)| format!("{}={v}", c.name())).collect();
-    println!("\ndataplane counters: {}", g.join(" "));
-    println!("cleaning up: stopping veerd, removing its pins and the namespaces");
+    step(5, "what the client saw");
+    let samples = load.stop();
+    let (all, failed) = tally(&samples, killed - Duration::from_secs(3600), Instant::now());
+    let after_kill = samples.iter().filter(|s| s.start >= killed && s.result.is_err()).collect::<Vec<_>>();
+    let window = after_kill.iter().map(|s| s.end).max().map_or(Duration::ZERO, |t| t - killed);
+    println!(
+        "  {} connections, {failed} failed ({} in the {window:.0?} after the kill, while b2 was being detected)",
+        samples.len(),
+        after_kill.len()
+    );
+    println!("  per backend: {all:?}");
+    veerctl(c, &["stats"]);
+
+    if args.keep {
+        println!("\nThe sandbox stays up (veerd log: {}):", log.display());
+        println!("  ip netns exec {PREFIX}-client curl -s http://{VIP}/");
+        println!("  {} -c {} backends", bin("veerctl").display(), c.display());
+        println!("  kill $(cat {SCRATCH}/b1.pid)           # fail a backend");
+        println!("  cargo xtask demo -- --clean            # remove everything");
+        d.detach();
+        std::mem::forget(backends);
+        std::mem::forget(uninstall);
+        std::mem::forget(tb);
+    } else {
+        println!("\ncleaning up: veerd, its pins, the servers and the namespaces (`--keep` leaves them)");
+    }
     Ok(())
 }

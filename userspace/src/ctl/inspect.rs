@@ -500,8 +500,25 @@ pub fn top(ctx: &Ctx, every: Duration, count: Option<u64>) -> Result<()> {
     let mut t0 = Instant::now();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut i = 0u64;
+    let mut first = true;
     loop {
         let rows = backend_rows(ctx, &pins, None, DEFAULT_IDLE)?;
+        if std::mem::take(&mut first) {
+            // Rates need two readings: take the first quietly.
+            for r in &rows {
+                let k =
+                    (r["service"].as_str().unwrap_or("").to_string(), r["backend"].as_str().unwrap_or("").to_string());
+                let now = (
+                    r["packets"].as_u64().unwrap_or(0),
+                    r["bytes"].as_u64().unwrap_or(0),
+                    r["new_flows"].as_u64().unwrap_or(0),
+                );
+                prev.insert(k, now);
+            }
+            t0 = Instant::now();
+            std::thread::sleep(every);
+            continue;
+        }
         let dt = t0.elapsed().as_secs_f64().max(1e-3);
         t0 = Instant::now();
         let mut out = Vec::new();

@@ -387,11 +387,21 @@ impl Baseline {
 
     /// Attaches `veer_pass` to `iface` (calling thread's namespace). Needed on
     /// the veth peer of an interface that forwards with XDP_TX in driver mode.
-    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode) -> Result<()> {
-        self.program("veer_pass")?
+    /// With `pin`, the link is pinned there and outlives this process.
+    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode, pin: Option<&std::path::Path>) -> Result<()> {
+        let prog = self.program("veer_pass")?;
+        let id = prog
             .attach(iface, mode.into())
-            .map(|_| ())
-            .map_err(DataplaneError::program(format!("attaching veer_pass to {iface}")))
+            .map_err(DataplaneError::program(format!("attaching veer_pass to {iface}")))?;
+        if let Some(path) = pin {
+            let link = prog.take_link(id).map_err(DataplaneError::program("taking the link"))?;
+            let fd = aya::programs::links::FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+                what: format!("link on {iface} is not a bpf_link"),
+                source: Box::new(e),
+            })?;
+            fd.pin(path).map_err(|e| DataplaneError::Unsupported(format!("pinning {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 }
 
