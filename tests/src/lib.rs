@@ -4,6 +4,7 @@
 //! here needs root.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod daemon;
 pub mod deployment;
 pub mod frame;

@@ -30,6 +30,13 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Install what is missing (wrk, haproxy too), then run the benchmarks and
+    /// write target/bench/report.{md,json}.
+    Bench {
+        /// Arguments for the benchmark runner (after `--`), e.g. `-- --only packet,maglev`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Install what is missing, then run veer on a demo network in namespaces.
     Demo {
         /// Arguments for the demo (after `--`), e.g. `-- --mode skb`.
@@ -102,6 +109,13 @@ fn task(task: Task) -> Result<()> {
                 a.push("--");
                 a.extend(args.iter().map(String::as_str));
             }
+            run(&mut cargo(&a))
+        }
+        Task::Bench { args } => {
+            run(Command::new(root().join("scripts/install-toolchain.sh")).arg("--bench"))?;
+            run(&mut cargo(&["build", "--release", "--workspace", "--bins"]))?;
+            let mut a = vec!["run", "--release", "-p", "veer-tests", "--bin", "veer-bench", "--"];
+            a.extend(args.iter().map(String::as_str));
             run(&mut cargo(&a))
         }
         Task::Demo { args } => {

@@ -331,6 +331,19 @@ impl Dataplane {
         Ok(slots)
     }
 
+    /// Time the XDP program has run and how many times, since stats were
+    /// enabled (`aya::sys::enable_stats`, kernel 5.8+; zero otherwise).
+    pub fn run_stats(&self) -> Result<(Duration, u64)> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?
+            .try_into()
+            .map_err(DataplaneError::program("program veer_xdp is not XDP"))?;
+        let info = prog.info().map_err(DataplaneError::program("reading program info"))?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
     /// Runs the program on a crafted frame with `BPF_PROG_TEST_RUN` (`repeat`
     /// times; maps are updated as by real traffic).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {

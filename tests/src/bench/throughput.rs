@@ -1,0 +1,223 @@
+//! Throughput: wrk through veer (DSR), through HAProxy (tcp mode) and
+//! straight to one backend, on the same namespaces and the same web servers.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use veer::{
+    dataplane::{
+        identity_of, service_key, to_abi, AttachMode, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT,
+    },
+    ring::RingMember,
+};
+use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
+
+use super::Section;
+use crate::{
+    daemon::wait_until,
+    topology::{Testbed, LB_IP, VIP},
+};
+
+const SECS: u32 = 5;
+const CONNS: u32 = 32;
+
+/// Busy CPU time of the whole machine (user, system, irq, softirq), seconds.
+fn machine_cpu() -> f64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = f.first().unwrap_or(&0.0)
+        + f.get(1).unwrap_or(&0.0)
+        + f.get(2).unwrap_or(&0.0)
+        + f.get(5).unwrap_or(&0.0)
+        + f.get(6).unwrap_or(&0.0);
+    busy / 100.0
+}
+
+/// CPU time of a process (user + system), seconds.
+fn proc_cpu(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<f64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // fields after ")": state(not numeric) ... utime is field 14 overall -> index 11 among numerics here
+    (f.get(10).unwrap_or(&0.0) + f.get(11).unwrap_or(&0.0)) / 100.0
+}
+
+/// One wrk run from the client: requests per second and requests done.
+fn wrk(tb: &Testbed, url: &str, close: bool) -> Result<(f64, f64)> {
+    let mut args = vec![
+        "netns".to_string(),
+        "exec".into(),
+        tb.client.ns.name().into(),
+        "wrk".into(),
+        "-t1".into(),
+        format!("-c{CONNS}"),
+        format!("-d{SECS}s"),
+    ];
+    if close {
+        args.extend(["-H".into(), "Connection: close".into()]);
+    }
+    args.push(url.into());
+    let out = Command::new("ip").args(&args).output().context("running wrk (Debian package wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk {url}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let rps: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .context("wrk printed no Requests/sec")?
+        .trim()
+        .parse()?;
+    let done: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    if text.contains("Non-2xx") {
+        bail!("wrk {url}: errors: {text}");
+    }
+    Ok((rps, done))
+}
+
+/// Measures one target: (keep-alive req/s, conn/s, LB cpu s/100k req, machine cpu s/100k req).
+fn measure(tb: &Testbed, url: &str, lb_cpu: &dyn Fn() -> f64) -> Result<Value> {
+    let (c0, l0) = (machine_cpu(), lb_cpu());
+    let (rps, done) = wrk(tb, url, false)?;
+    let (c1, l1) = (machine_cpu(), lb_cpu());
+    let (cps, done_c) = wrk(tb, url, true)?;
+    let (c2, l2) = (machine_cpu(), lb_cpu());
+    let per = |cpu: f64, n: f64| if n > 0.0 { cpu / n * 1e5 } else { f64::NAN };
+    Ok(json!({
+        "requests_per_s": rps, "connections_per_s": cps,
+        "lb_cpu_s_per_100k_req": per(l1 - l0, done), "machine_cpu_s_per_100k_req": per(c1 - c0, done),
+        "lb_cpu_s_per_100k_conn": per(l2 - l1, done_c), "machine_cpu_s_per_100k_conn": per(c2 - c1, done_c),
+    }))
+}
+
+/// HAProxy in the LB namespace, tcp mode, round robin over the backends.
+pub fn haproxy(tb: &Testbed, dir: &std::path::Path, check: &str) -> Result<Child> {
+    let mut cfg = format!(
+        "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend fe\n  bind {LB_IP}:8080\n  default_backend be\nbackend be\n  balance roundrobin\n"
+    );
+    for b in &tb.backends {
+        cfg += &format!("  server {} {}:80 {check}\n", b.name, b.ip);
+    }
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    let log = std::fs::File::create(dir.join("haproxy.log"))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", tb.lb.ns.name(), "haproxy", "-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting haproxy (Debian package haproxy)")?;
+    let target = SocketAddr::new(IpAddr::V4(LB_IP), 8080);
+    wait_until(Duration::from_secs(10), "haproxy to listen (see haproxy.log in the scratch dir)", || {
+        tb.client
+            .ns
+            .run(|| std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok())
+            .unwrap_or(false)
+    })?;
+    Ok(child)
+}
+
+/// The haproxy process inside `ip netns exec` (its child).
+pub fn haproxy_pid(wrapper: &Child) -> u32 {
+    // `ip netns exec` execs haproxy in place: same pid.
+    wrapper.id()
+}
+
+/// Runs the section on `tb` (nothing else may be attached to its LB).
+pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
+    let mut rows = Vec::new();
+    let mut figs = serde_json::Map::new();
+
+    let direct = measure(tb, &format!("http://{}/", tb.backends[0].ip), &|| 0.0)?;
+
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size: 262_144, max_services: 4 })?;
+    let key = service_key(IpAddr::V4(VIP), 80, Protocol::Tcp);
+    dp.upsert_service(
+        &key,
+        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
+    )?;
+    let mut members = Vec::new();
+    for (i, b) in tb.backends.iter().enumerate() {
+        let e = Backend {
+            addr: to_abi(b.addr()),
+            mac: b.mac,
+            src_mac: [0; 6],
+            ifindex: 0,
+            weight: 1,
+            state: BackendState::Up as u32,
+            service: 0,
+        };
+        dp.set_backend(i as u32, &e)?;
+        members.push(RingMember { id: i as u32, identity: identity_of(b.addr()), weight: 1 });
+    }
+    dp.publish_pool(&key, 65537, &members)?;
+    tb.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
+    let veer = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
+    drop(dp);
+    drop(stats);
+
+    let mut h = haproxy(tb, dir, "")?;
+    let pid = haproxy_pid(&h);
+    let hap = measure(tb, &format!("http://{LB_IP}:8080/"), &|| proc_cpu(pid))?;
+    let _ = h.kill();
+    let _ = h.wait();
+
+    let base = direct.clone();
+    for (name, v) in [("veer (XDP, DSR)", &veer), ("HAProxy 2.6 (tcp mode)", &hap), ("direct to one backend", &direct)]
+    {
+        let r = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let b = |k: &str| base[k].as_f64().unwrap_or(f64::NAN);
+        rows.push(vec![
+            name.into(),
+            format!("{:.0}", r("requests_per_s")),
+            format!("{:.2}x", r("requests_per_s") / b("requests_per_s")),
+            format!("{:.0}", r("connections_per_s")),
+            format!("{:.2}x", r("connections_per_s") / b("connections_per_s")),
+            format!("{:.3}", r("lb_cpu_s_per_100k_req")),
+            format!("{:.3}", r("lb_cpu_s_per_100k_conn")),
+            format!("{:.2}", r("machine_cpu_s_per_100k_req")),
+            format!("{:.2}x", r("machine_cpu_s_per_100k_req") / b("machine_cpu_s_per_100k_req")),
+        ]);
+        figs.insert(name.into(), v.clone());
+    }
+    Ok(Section {
+        title: "Throughput (wrk, same namespaces, same 3 web servers)".into(),
+        note: format!(
+            "wrk -t1 -c{CONNS} -d{SECS}s from the client namespace; requests/s with keep-alive, connections/s with \
+             `Connection: close` (one request per connection). veer: the XDP program in driver mode, Maglev, DSR. \
+             HAProxy: Debian's 2.6, tcp mode, round robin, in the LB namespace. Baseline: the client straight to one \
+             backend. LB CPU: veer's is the XDP program's own run time (BPF stats, softirq included by nature); \
+             HAProxy's is its process time (user + system; its share of softirq work is not separable here). \
+             Machine CPU: every core's busy time (user, system, irq, softirq) per 100k requests, client and servers \
+             included. Everything shares 2 cores, so the servers and wrk bound all three."
+        ),
+        head: vec![
+            "target",
+            "req/s",
+            "vs direct",
+            "conn/s",
+            "vs direct",
+            "LB CPU s/100k req",
+            "LB CPU s/100k conn",
+            "machine CPU s/100k req",
+            "vs direct",
+        ],
+        rows,
+        json: Value::Object(figs),
+    })
+}

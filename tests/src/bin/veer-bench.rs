@@ -1,0 +1,63 @@
+//! `cargo xtask bench`: veer's benchmarks, one run, every figure beside a baseline.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use veer_tests::{
+    bench,
+    daemon::{scratch, BackendProc},
+    topology::Testbed,
+};
+
+#[derive(Parser)]
+#[command(about = "veer's benchmarks")]
+struct Args {
+    /// Where report.md and report.json go.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
+    out: PathBuf,
+    /// Only these sections (packet, maglev, reroute, throughput, failover).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(unsafe { libc::geteuid() } == 0, "benchmarks need root: run them with `cargo xtask bench`");
+    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|x| x == s);
+    let mut sections = Vec::new();
+    if want("packet") {
+        eprintln!("bench: per-packet cost");
+        sections.push(bench::packet::run()?);
+    }
+    if want("maglev") {
+        eprintln!("bench: maglev");
+        sections.push(bench::maglev::run()?);
+    }
+    if want("reroute") || want("throughput") {
+        let dir = scratch("bench");
+        let tb = Testbed::create("veer-bench", 3).context("bench network")?;
+        let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), 80);
+        let _servers =
+            tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
+        if want("reroute") {
+            eprintln!("bench: reroute latency");
+            sections.push(bench::reroute::run(&tb)?);
+        }
+        if want("throughput") {
+            eprintln!("bench: throughput (wrk)");
+            sections.push(bench::throughput::run(&tb, &dir)?);
+        }
+    }
+    if want("failover") {
+        eprintln!("bench: failover");
+        sections.push(bench::failover::run()?);
+    }
+    let md = bench::write(&args.out, &sections)?;
+    println!("{md}");
+    eprintln!("report written to {}/report.md and report.json", args.out.display());
+    Ok(())
+}
