@@ -68,6 +68,46 @@ pub fn peer_pin(prefix: &str) -> std::path::PathBuf {
     std::path::Path::new(PEER_PINS).join(format!("{prefix}-p-lb"))
 }
 
+impl Testbed {
+    /// Loads a dataplane with one service `VIP:port/proto` spread over every
+    /// backend host (weight 1, Maglev), attached in driver mode to the LB's eth0.
+    pub fn balance(
+        &self,
+        port: u16,
+        proto: veer::dataplane::Protocol,
+        conn_table_size: u32,
+    ) -> Result<veer::dataplane::Dataplane> {
+        use veer::{
+            dataplane::{identity_of, service_key, to_abi, Dataplane, DataplaneOptions, ServiceSpec, XDP_OBJECT},
+            ring::RingMember,
+        };
+        use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
+        let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size, max_services: 4 })?;
+        let key = service_key(IpAddr::V4(VIP), port, proto);
+        dp.upsert_service(
+            &key,
+            ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
+        )?;
+        let mut members = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let e = Backend {
+                addr: to_abi(b.addr()),
+                mac: b.mac,
+                src_mac: [0; 6],
+                ifindex: 0,
+                weight: 1,
+                state: BackendState::Up as u32,
+                service: 0,
+            };
+            dp.set_backend(i as u32, &e)?;
+            members.push(RingMember { id: i as u32, identity: identity_of(b.addr()), weight: 1 });
+        }
+        dp.publish_pool(&key, 65537, &members)?;
+        self.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
+        Ok(dp)
+    }
+}
+
 impl Drop for Testbed {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.pin);

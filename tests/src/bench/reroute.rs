@@ -8,18 +8,13 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Result};
 use serde_json::json;
-use veer::{
-    dataplane::{
-        identity_of, service_key, to_abi, AttachMode, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT,
-    },
-    ring::RingMember,
-};
-use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
+use veer::dataplane::Protocol;
+use veer_abi::BackendState;
 
 use super::{median, percentile, Section};
 use crate::topology::{Testbed, VIP};
@@ -29,39 +24,40 @@ const TRIALS: usize = 30;
 
 struct Receiver {
     packets: AtomicU64,
-    first: Mutex<Option<Instant>>,
+    /// Kernel receive time of the first packet at or after `since`.
+    first: Mutex<Option<SystemTime>>,
+    since: Mutex<SystemTime>,
+}
+
+/// Receives one datagram; returns the kernel's receive timestamp.
+fn recv_stamped(fd: std::os::fd::RawFd, buf: &mut [u8]) -> Option<SystemTime> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()).ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+            return Some(UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32));
+        }
+    }
+    None
 }
 
 /// Runs the section on `tb` (nothing else may be attached to its LB).
 pub fn run(tb: &Testbed) -> Result<Section> {
-    let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size: 65536, max_services: 4 })?;
-    let key = service_key(IpAddr::V4(VIP), PORT, Protocol::Udp);
-    dp.upsert_service(
-        &key,
-        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
-    )?;
-    let mut members = Vec::new();
-    for (i, b) in tb.backends.iter().enumerate() {
-        let e = Backend {
-            addr: to_abi(b.addr()),
-            mac: b.mac,
-            src_mac: [0; 6],
-            ifindex: 0,
-            weight: 1,
-            state: BackendState::Up as u32,
-            service: 0,
-        };
-        dp.set_backend(i as u32, &e)?;
-        members.push(RingMember { id: i as u32, identity: identity_of(b.addr()), weight: 1 });
-    }
-    dp.publish_pool(&key, 65537, &members)?;
-    tb.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
+    let mut dp = tb.balance(PORT, Protocol::Udp, 65536)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let recv: Vec<Arc<Receiver>> = tb
         .backends
         .iter()
-        .map(|_| Arc::new(Receiver { packets: AtomicU64::new(0), first: Mutex::new(None) }))
+        .map(|_| {
+            Arc::new(Receiver {
+                packets: AtomicU64::new(0),
+                first: Mutex::new(None),
+                since: Mutex::new(SystemTime::now()),
+            })
+        })
         .collect();
     let mut threads = Vec::new();
     for (i, b) in tb.backends.iter().enumerate() {
@@ -70,13 +66,16 @@ pub fn run(tb: &Testbed) -> Result<Section> {
         threads.push(b.ns.spawn(move || {
             let s = UdpSocket::bind(("0.0.0.0", PORT)).expect("bind");
             s.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+                .expect("SO_TIMESTAMPNS");
             let _ = tx.send(());
             let mut buf = [0u8; 64];
             while !stop.load(Ordering::Relaxed) {
-                if s.recv(&mut buf).is_ok() {
+                if let Some(ts) = recv_stamped(std::os::fd::AsRawFd::as_raw_fd(&s), &mut buf) {
+                    let since = *r.since.lock().expect("lock");
                     let mut f = r.first.lock().expect("lock");
-                    if f.is_none() {
-                        *f = Some(Instant::now());
+                    if ts >= since && f.is_none_or(|x| ts < x) {
+                        *f = Some(ts);
                     }
                     r.packets.fetch_add(1, Ordering::Relaxed);
                 }
@@ -108,15 +107,17 @@ pub fn run(tb: &Testbed) -> Result<Section> {
         if recv[cur].packets.load(Ordering::Relaxed) == before[cur] {
             bail!("no packets reach any backend");
         }
+        let t0 = SystemTime::now();
         for (i, r) in recv.iter().enumerate() {
             if i != cur {
+                *r.since.lock().expect("lock") = t0;
                 *r.first.lock().expect("lock") = None;
             }
         }
-        let t0 = Instant::now();
+        let w = Instant::now();
         dp.set_backend_state(cur as u32, BackendState::Down)?;
-        write.push(t0.elapsed().as_secs_f64() * 1e6);
-        let deadline = t0 + Duration::from_secs(1);
+        write.push(w.elapsed().as_secs_f64() * 1e6);
+        let deadline = Instant::now() + Duration::from_secs(1);
         let first = loop {
             let f = recv
                 .iter()
@@ -132,7 +133,7 @@ pub fn run(tb: &Testbed) -> Result<Section> {
             }
             std::hint::spin_loop();
         };
-        lat.push(first.saturating_duration_since(t0).as_secs_f64() * 1e6);
+        lat.push(first.duration_since(t0).unwrap_or(Duration::ZERO).as_secs_f64() * 1e6);
         dp.set_backend_state(cur as u32, BackendState::Up)?;
     }
     let gap_us = started.elapsed().as_secs_f64() * 1e6 / (sent.load(Ordering::Relaxed) - sent0).max(1) as f64;
@@ -146,8 +147,9 @@ pub fn run(tb: &Testbed) -> Result<Section> {
         title: "Reroute latency".into(),
         note: format!(
             "A UDP flow sent back to back from the client through the XDP program (driver mode, veth); the backend \
-             it is on is set down with one map write; measured from just before the write to the first packet of \
-             the flow received by the socket of the backend it moves to (so it includes that receiver's wakeup). \
+             it is on is set down with one map write; measured from just before the write to the kernel's receive \
+             timestamp (SO_TIMESTAMPNS) of the first packet of the flow at the backend it moves to, so the \
+             receiving thread's wakeup is not counted. \
              {TRIALS} trials. Baseline: the mean gap between two packets of the flow, the finest step this can see."
         ),
         head: vec!["figure", "microseconds", "ratio to packet gap"],

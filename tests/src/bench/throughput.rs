@@ -9,13 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use veer::{
-    dataplane::{
-        identity_of, service_key, to_abi, AttachMode, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT,
-    },
-    ring::RingMember,
-};
-use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
+use veer::dataplane::Protocol;
 
 use super::Section;
 use crate::{
@@ -145,28 +139,7 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let direct = measure(tb, &format!("http://{}/", tb.backends[0].ip), &|| 0.0)?;
 
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size: 262_144, max_services: 4 })?;
-    let key = service_key(IpAddr::V4(VIP), 80, Protocol::Tcp);
-    dp.upsert_service(
-        &key,
-        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
-    )?;
-    let mut members = Vec::new();
-    for (i, b) in tb.backends.iter().enumerate() {
-        let e = Backend {
-            addr: to_abi(b.addr()),
-            mac: b.mac,
-            src_mac: [0; 6],
-            ifindex: 0,
-            weight: 1,
-            state: BackendState::Up as u32,
-            service: 0,
-        };
-        dp.set_backend(i as u32, &e)?;
-        members.push(RingMember { id: i as u32, identity: identity_of(b.addr()), weight: 1 });
-    }
-    dp.publish_pool(&key, 65537, &members)?;
-    tb.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
+    let dp = tb.balance(80, Protocol::Tcp, 262_144)?;
     let veer = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
     drop(dp);
     drop(stats);

@@ -56,26 +56,7 @@ pub async fn run_logged(
     let out = child.stdout.take().map(tokio::io::BufReader::new);
     let err = child.stderr.take().map(tokio::io::BufReader::new);
     let log_lines = async {
-        let (s, b) = (service.to_string(), backend.to_string());
-        let o = async {
-            if let Some(mut r) = out {
-                let mut line = String::new();
-                while r.read_line(&mut line).await.unwrap_or(0) > 0 {
-                    info!(service = %s, backend = %b, stream = "stdout", "{}", line.trim_end());
-                    line.clear();
-                }
-            }
-        };
-        let e = async {
-            if let Some(mut r) = err {
-                let mut line = String::new();
-                while r.read_line(&mut line).await.unwrap_or(0) > 0 {
-                    warn!(service = %s, backend = %b, stream = "stderr", "{}", line.trim_end());
-                    line.clear();
-                }
-            }
-        };
-        tokio::join!(o, e);
+        tokio::join!(log_stream(out, service, backend, false), log_stream(err, service, backend, true));
     };
     let done = tokio::time::timeout(limit, async {
         log_lines.await;
@@ -88,5 +69,19 @@ pub async fn run_logged(
             let _ = child.start_kill();
             Err(std::io::Error::other(format!("timed out after {limit:?}; killed")))
         }
+    }
+}
+
+/// Logs each line of a child's output (stderr as warnings).
+async fn log_stream<R: tokio::io::AsyncBufRead + Unpin>(r: Option<R>, service: &str, backend: &str, is_err: bool) {
+    let Some(mut r) = r else { return };
+    let mut line = String::new();
+    while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+        if is_err {
+            warn!(%service, %backend, stream = "stderr", "{}", line.trim_end());
+        } else {
+            info!(%service, %backend, stream = "stdout", "{}", line.trim_end());
+        }
+        line.clear();
     }
 }

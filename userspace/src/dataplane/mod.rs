@@ -334,26 +334,20 @@ impl Dataplane {
     /// Time the XDP program has run and how many times, since stats were
     /// enabled (`aya::sys::enable_stats`, kernel 5.8+; zero otherwise).
     pub fn run_stats(&self) -> Result<(Duration, u64)> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?
-            .try_into()
-            .map_err(DataplaneError::program("program veer_xdp is not XDP"))?;
-        let info = prog.info().map_err(DataplaneError::program("reading program info"))?;
+        let info = self.xdp_ref()?.info().map_err(DataplaneError::program("reading program info"))?;
         Ok((info.run_time(), info.run_count()))
     }
 
     /// Runs the program on a crafted frame with `BPF_PROG_TEST_RUN` (`repeat`
     /// times; maps are updated as by real traffic).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?
-            .try_into()
-            .map_err(DataplaneError::program("program veer_xdp is not XDP"))?;
-        run_frame(prog, frame, repeat)
+        run_frame(self.xdp_ref()?, frame, repeat)
+    }
+
+    fn xdp_ref(&self) -> Result<&Xdp> {
+        let p =
+            self.ebpf.program(PROGRAM_NAME).ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?;
+        p.try_into().map_err(DataplaneError::program("program veer_xdp is not XDP"))
     }
 }
 
