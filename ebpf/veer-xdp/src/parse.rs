@@ -1,8 +1,10 @@
 //! Ethernet -> IPv4/IPv6 -> TCP/UDP, down to the flow's 5-tuple.
 //!
-//! A packet whose destination address is not a VIP is `Ok(None)`: passed on
-//! untouched. Once the address is a VIP, anything cut short or invalid is an
-//! `Err(Drop)`: counted and dropped, never forwarded.
+//! A well-formed TCP or UDP packet yields its 5-tuple, and the service lookup
+//! decides whether it is for a VIP: one hash lookup on the hot path. Only a
+//! packet that is cut short or invalid past its IP header asks the VIP table
+//! whether it was addressed to a VIP: then it is an `Err(Drop)` (counted,
+//! dropped, never forwarded); otherwise it is `Ok(None)`, passed on untouched.
 
 use aya_ebpf::programs::XdpContext;
 use veer_abi::{ipv4_mapped, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
@@ -49,6 +51,16 @@ fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
 
+/// A problem past the IP header drops the packet only if it was for a VIP.
+#[inline(always)]
+fn for_vip_only(r: Result<Option<VipPacket>, Drop>, dst: &[u8; 16]) -> Result<Option<VipPacket>, Drop> {
+    match r {
+        Err(reason) if is_vip(dst) => Err(reason),
+        Err(_) => Ok(None),
+        ok => ok,
+    }
+}
+
 #[inline(always)]
 fn ipv4(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     let ip = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
@@ -56,9 +68,11 @@ fn ipv4(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
         return Err(Drop::Malformed);
     }
     let dst = ipv4_mapped(ip.dst);
-    if !is_vip(&dst) {
-        return Ok(None);
-    }
+    for_vip_only(ipv4_l4(ctx, ip, dst), &dst)
+}
+
+#[inline(always)]
+fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr, dst: [u8; 16]) -> Result<Option<VipPacket>, Drop> {
     let total = ip.total_len();
     if total < ip.header_len() {
         return Err(Drop::Malformed);
@@ -84,9 +98,11 @@ fn ipv6(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
         return Err(Drop::Malformed);
     }
     let dst = ip.dst;
-    if !is_vip(&dst) {
-        return Ok(None);
-    }
+    for_vip_only(ipv6_l4(ctx, ip, dst), &dst)
+}
+
+#[inline(always)]
+fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr, dst: [u8; 16]) -> Result<Option<VipPacket>, Drop> {
     let end = EthHdr::LEN + Ipv6Hdr::LEN + ip.payload_len();
     if end > frame_len(ctx) {
         return Err(Drop::Truncated);
