@@ -63,9 +63,21 @@ pub struct Testbed {
 /// Where testbeds pin the XDP_PASS link of the LB's switch-side veth.
 pub const PEER_PINS: &str = "/sys/fs/bpf/veer-testbed";
 
-/// The pin of testbed `prefix`'s peer link.
+/// The pin of testbed `prefix`'s peer link (a directory per testbed, so
+/// testbeds made and removed in parallel do not race on a shared one).
 pub fn peer_pin(prefix: &str) -> std::path::PathBuf {
-    std::path::Path::new(PEER_PINS).join(format!("{prefix}-p-lb"))
+    std::path::Path::new(PEER_PINS).join(prefix).join("p-lb")
+}
+
+/// Removes testbed `prefix`'s pin and its directory.
+pub fn remove_peer_pin(prefix: &str) {
+    let pin = peer_pin(prefix);
+    let _ = std::fs::remove_file(&pin);
+    if let Some(d) = pin.parent() {
+        let _ = std::fs::remove_dir(d);
+    }
+    // The shared parent goes only when nothing else is in it.
+    let _ = std::fs::remove_dir(PEER_PINS);
 }
 
 impl Testbed {
@@ -111,7 +123,9 @@ impl Testbed {
 impl Drop for Testbed {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.pin);
-        let _ = std::fs::remove_dir(PEER_PINS);
+        if let Some(d) = self.pin.parent() {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
@@ -177,8 +191,10 @@ impl Testbed {
         // runs an XDP program too (TOOLCHAIN.md). Pinned, so that a sandbox
         // left running by the demo keeps forwarding after it exits.
         veer::dataplane::pin::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
-        std::fs::create_dir_all(PEER_PINS)?;
         let pin = peer_pin(prefix);
+        if let Some(d) = pin.parent() {
+            std::fs::create_dir_all(d)?;
+        }
         let _ = std::fs::remove_file(&pin);
         let mut peer_pass = Baseline::load()?;
         switch.run(|| peer_pass.attach_pass("p-lb", AttachMode::Driver, Some(&pin)))??;

@@ -105,8 +105,7 @@ fn clean(cfg: &config::Config) -> Result<()> {
         }
     }
     drop(Uninstall::instance(&cfg.daemon.name));
-    let _ = std::fs::remove_file(veer_tests::topology::peer_pin(PREFIX));
-    let _ = std::fs::remove_dir(veer_tests::topology::PEER_PINS);
+    veer_tests::topology::remove_peer_pin(PREFIX);
     let list = netns::ip(&["netns", "list"])?;
     for ns in list.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(PREFIX)) {
         netns::ip(&["netns", "del", ns])?;

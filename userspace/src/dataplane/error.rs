@@ -64,6 +64,15 @@ pub enum DataplaneError {
         #[source]
         source: Box<aya::programs::links::LinkError>,
     },
+    /// A link could not be pinned.
+    #[error("pinning the link at {path}")]
+    PinLink {
+        /// Pin path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
     /// The kernel lacks a feature this needs.
     #[error("unsupported by this kernel: {0}")]
     Unsupported(String),

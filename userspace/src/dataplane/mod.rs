@@ -406,7 +406,7 @@ impl Baseline {
                 what: format!("link on {iface} is not a bpf_link"),
                 source: Box::new(e),
             })?;
-            fd.pin(path).map_err(|e| DataplaneError::Unsupported(format!("pinning {}: {e}", path.display())))?;
+            fd.pin(path).map_err(|e| DataplaneError::PinLink { path: path.to_path_buf(), source: Box::new(e) })?;
         }
         Ok(())
     }

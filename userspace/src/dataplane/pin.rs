@@ -223,8 +223,7 @@ impl Dataplane {
                 what: format!("link on {iface} is not a bpf_link (kernel too old for XDP links: 5.9+)"),
                 source: Box::new(e),
             })?;
-            fd.pin(&path)
-                .map_err(|e| DataplaneError::Unsupported(format!("pinning the link at {}: {e}", path.display())))?;
+            fd.pin(&path).map_err(|e| DataplaneError::PinLink { path: path.clone(), source: Box::new(e) })?;
         }
         Ok(adopted)
     }
