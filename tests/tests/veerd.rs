@@ -269,3 +269,33 @@ fn pinned_maps_of_another_layout_are_refused() {
     pin::uninstall(&dir).unwrap();
     assert!(!root.exists());
 }
+
+#[test]
+fn a_backup_takes_traffic_only_while_fewer_than_min_healthy_primaries_are_up() {
+    let s = Deployment::new("bk", 3);
+    let text = s
+        .config(65537, &[1, 1, 1], |i| if i == 2 { "backup = true".into() } else { String::new() })
+        .replace("ring_size = 65537", "ring_size = 65537\nmin_healthy = 2");
+    s.write(&text);
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let names = |n: usize| -> Vec<String> {
+        let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+        load.wait_more(n, Duration::from_secs(20)).unwrap();
+        load.stop().into_iter().filter_map(|x| x.result.ok()).collect()
+    };
+    let before = names(150);
+    assert!(!before.iter().any(|n| n == "b3"), "the backup served while both primaries were up");
+    assert!(before.iter().any(|n| n == "b1") && before.iter().any(|n| n == "b2"));
+
+    s.backends[0].kill().unwrap();
+    d.wait_log("backups promoted", Duration::from_secs(5)).unwrap();
+    let during = names(150);
+    assert!(during.iter().any(|n| n == "b3"), "the backup got nothing with one primary left");
+    assert!(!during.iter().any(|n| n == "b1"));
+
+    s.backends[0].restart().unwrap();
+    d.wait_log("backups back on standby", Duration::from_secs(5)).unwrap();
+    let after = names(150);
+    assert!(!after.iter().any(|n| n == "b3"), "the backup kept new flows after the primaries recovered");
+}
