@@ -78,6 +78,40 @@ impl Default for DataplaneOptions {
     }
 }
 
+/// One map as this build creates it. The single source of map sizes: used
+/// to size the maps at load time and to check pinned maps before reuse.
+pub(crate) struct MapLayout {
+    pub name: &'static str,
+    pub key_size: u32,
+    /// Accepted value sizes (the first is what this build creates).
+    pub value_sizes: &'static [u32],
+    pub max_entries: u32,
+}
+
+/// Every map of the XDP object, sized for `opts`.
+pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
+    use core::mem::size_of;
+    use veer_abi::{ConnEntry, Counters, FlowKey, GlobalCounter, MAX_TX_PORTS};
+    const fn sz<T>() -> u32 {
+        size_of::<T>() as u32
+    }
+    let svc = opts.max_services;
+    let m = |name, key_size, value_sizes, max_entries| MapLayout { name, key_size, value_sizes, max_entries };
+    vec![
+        m(names::SERVICES, sz::<ServiceKey>(), &[size_of::<Service>() as u32], svc),
+        m(names::VIPS, 16, &[4], svc),
+        m(names::BACKENDS, 4, &[size_of::<Backend>() as u32], MAX_BACKENDS),
+        m(names::RINGS, 4, &[size_of::<Ring>() as u32], svc * 2),
+        m(names::CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
+        m(names::RR_CURSORS, 4, &[4], svc),
+        m(names::SERVICE_STATS, 4, &[size_of::<Counters>() as u32], svc),
+        m(names::BACKEND_STATS, 4, &[size_of::<Counters>() as u32], MAX_BACKENDS),
+        m(names::GLOBAL_STATS, 4, &[8], GlobalCounter::COUNT),
+        // A devmap value is the ifindex, optionally followed by a program fd.
+        m(names::TX_PORTS, 4, &[4, 8], MAX_TX_PORTS),
+    ]
+}
+
 /// What a service is, apart from its ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
@@ -134,19 +168,11 @@ impl Dataplane {
         Self::load_object(&mut loader, object, opts)
     }
 
-    fn load_with_loader(loader: &mut EbpfLoader<'_>, opts: &DataplaneOptions) -> Result<Self> {
-        Self::load_object(loader, XDP_OBJECT, opts)
-    }
-
     fn load_object(loader: &mut EbpfLoader<'_>, object: &[u8], opts: &DataplaneOptions) -> Result<Self> {
         let svc = opts.max_services;
-        loader
-            .map_max_entries(names::CONNS, opts.conn_table_size)
-            .map_max_entries(names::SERVICES, svc)
-            .map_max_entries(names::VIPS, svc)
-            .map_max_entries(names::RINGS, svc * 2)
-            .map_max_entries(names::RR_CURSORS, svc)
-            .map_max_entries(names::SERVICE_STATS, svc);
+        for m in map_layout(opts) {
+            loader.map_max_entries(m.name, m.max_entries);
+        }
         let mut ebpf = loader.load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let prog = Self::xdp(&mut ebpf)?;
         prog.load().map_err(DataplaneError::program("loading the XDP program into the kernel (verifier)"))?;

@@ -17,12 +17,9 @@ use aya::{
     programs::links::{FdLink, PinnedLink},
     EbpfLoader,
 };
-use veer_abi::{
-    names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, ABI_VERSION, MAX_BACKENDS,
-    MAX_RING_SIZE,
-};
+use veer_abi::ABI_VERSION;
 
-use super::{AttachMode, Dataplane, DataplaneError, DataplaneOptions, Result};
+use super::{map_layout, AttachMode, Dataplane, DataplaneError, DataplaneOptions, MapLayout, Result};
 
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -96,26 +93,6 @@ pub fn ensure_bpffs(root: &Path) -> std::result::Result<(), PinError> {
         .map_err(|source| PinError::Mount { path: root.to_path_buf(), source })
 }
 
-/// (map, key size, value size, max entries) this build creates.
-fn expected_layout(opts: &DataplaneOptions) -> Vec<(&'static str, u32, &'static [u32], u32)> {
-    use core::mem::size_of;
-    let svc = opts.max_services;
-    let sz = |n: usize| n as u32;
-    vec![
-        (names::SERVICES, sz(size_of::<ServiceKey>()), &[size_of::<Service>() as u32], svc),
-        (names::VIPS, 16, &[4], svc),
-        (names::BACKENDS, 4, &[size_of::<Backend>() as u32], MAX_BACKENDS),
-        (names::RINGS, 4, &[(MAX_RING_SIZE * 4) as u32], svc * 2),
-        (names::CONNS, sz(size_of::<FlowKey>()), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
-        (names::RR_CURSORS, 4, &[4], svc),
-        (names::SERVICE_STATS, 4, &[size_of::<Counters>() as u32], svc),
-        (names::BACKEND_STATS, 4, &[size_of::<Counters>() as u32], MAX_BACKENDS),
-        (names::GLOBAL_STATS, 4, &[8], GlobalCounter::COUNT),
-        // A devmap value is the ifindex, optionally followed by a program fd.
-        (names::TX_PORTS, 4, &[4, 8], veer_abi::MAX_TX_PORTS),
-    ]
-}
-
 /// Fails if `dir`'s parent holds pins of another layout version, or a map
 /// pinned in `dir` has another layout. Returns whether any map is pinned.
 fn check_pins(dir: &Path, opts: &DataplaneOptions) -> std::result::Result<bool, PinError> {
@@ -130,7 +107,7 @@ fn check_pins(dir: &Path, opts: &DataplaneOptions) -> std::result::Result<bool, 
         }
     }
     let mut any = false;
-    for (name, key, values, entries) in expected_layout(opts) {
+    for MapLayout { name, key_size: key, value_sizes: values, max_entries: entries } in map_layout(opts) {
         let path = dir.join(name);
         if !path.exists() {
             continue;
@@ -163,13 +140,12 @@ impl Dataplane {
     pub fn load_pinned(dir: &Path, opts: &DataplaneOptions) -> Result<(Self, bool)> {
         fs::create_dir_all(dir).map_err(|source| PinError::Io { what: "creating", path: dir.to_path_buf(), source })?;
         let adopted = check_pins(dir, opts)?;
-        let paths: Vec<(&'static str, PathBuf)> =
-            expected_layout(opts).iter().map(|(n, ..)| (*n, dir.join(n))).collect();
+        let paths: Vec<(&'static str, PathBuf)> = map_layout(opts).iter().map(|m| (m.name, dir.join(m.name))).collect();
         let mut loader = EbpfLoader::new();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let dp = Self::load_with_loader(&mut loader, opts)?;
+        let dp = Self::load_object(&mut loader, super::XDP_OBJECT, opts)?;
         Ok((dp, adopted))
     }
 

@@ -140,20 +140,9 @@ pub struct PinnedMaps {
 impl PinnedMaps {
     /// Opens every map pinned in `dir` (a daemon's versioned pin directory).
     pub fn open(dir: &Path) -> Result<Self> {
-        let all = [
-            names::SERVICES,
-            names::VIPS,
-            names::BACKENDS,
-            names::RINGS,
-            names::CONNS,
-            names::RR_CURSORS,
-            names::SERVICE_STATS,
-            names::BACKEND_STATS,
-            names::GLOBAL_STATS,
-            names::TX_PORTS,
-        ];
         let mut maps = StdHashMap::new();
-        for name in all {
+        // Names only: the sizes are the pins' own.
+        for name in super::map_layout(&super::DataplaneOptions::default()).into_iter().map(|m| m.name) {
             let data = MapData::from_pin(dir.join(name))
                 .map_err(DataplaneError::map(name, format!("opening the pin in {}", dir.display())))?;
             let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
