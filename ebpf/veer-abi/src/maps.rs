@@ -50,6 +50,15 @@ impl Scheduler {
             _ => None,
         }
     }
+
+    /// The name used in configs and output (`maglev`, `round-robin`, `source-hash`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Maglev => "maglev",
+            Self::RoundRobin => "round-robin",
+            Self::SourceHash => "source-hash",
+        }
+    }
 }
 
 /// Key of the service table: a VIP, port and protocol.
@@ -115,6 +124,16 @@ impl BackendState {
             2 => Self::Draining,
             3 => Self::Disabled,
             _ => Self::Down,
+        }
+    }
+
+    /// Lowercase name for output and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Down => "down",
+            Self::Up => "up",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
         }
     }
 

@@ -32,6 +32,14 @@ pub struct Config {
     pub services: Vec<Spanned<ServiceConfig>>,
 }
 
+impl Config {
+    /// Backend `backend` of service `service`, as configured.
+    pub fn backend(&self, service: &str, backend: &str) -> Option<&BackendConfig> {
+        let s = self.services.iter().map(|s| s.get_ref()).find(|s| s.name == service)?;
+        s.backends.iter().map(|b| b.get_ref()).find(|b| b.name == backend)
+    }
+}
+
 /// `[daemon]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -424,6 +432,11 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
         m[i] = u8::from_str_radix(p, 16).ok()?;
     }
     Some(m)
+}
+
+/// A MAC address as text (`aa:bb:cc:dd:ee:ff`), the inverse of [`parse_mac`].
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Reads, parses and validates a config file.

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::{inspect::backend_rows, Ctx};
+use crate::config::{BackendConfig, ServiceConfig};
 use crate::daemon::api::Request;
 
 /// Prints an API result (a message string) or its JSON.
@@ -100,6 +101,11 @@ fn state_of(ctx: &Ctx, service: &str, backend: &str) -> Result<String> {
     Ok(b["state"].as_str().unwrap_or("").to_string())
 }
 
+/// The update command for `b`: `--exec`, else the backend's, else the service's.
+fn update_command<'a>(o: &'a Rollout, svc: &'a ServiceConfig, b: &'a BackendConfig) -> Option<&'a [String]> {
+    [o.exec.as_deref().unwrap_or_default(), &b.update[..], &svc.update[..]].into_iter().find(|c| !c.is_empty())
+}
+
 fn say(ctx: &Ctx, msg: String) {
     if !ctx.json {
         eprintln!("{msg}");
@@ -119,8 +125,7 @@ pub fn rollout(ctx: &Ctx, o: &Rollout) -> Result<()> {
         .clone();
     let backends: Vec<_> = svc.backends.iter().map(|b| b.get_ref().clone()).filter(|b| !b.sorry).collect();
     for b in &backends {
-        let cmd = o.exec.clone().filter(|v| !v.is_empty()).or_else(|| (!b.update.is_empty()).then(|| b.update.clone()));
-        if cmd.is_none() && svc.update.is_empty() {
+        if update_command(o, &svc, b).is_none() {
             bail!("no update command for {}/{}: give --exec or set `update` in the config", o.service, b.name);
         }
     }
@@ -137,14 +142,8 @@ pub fn rollout(ctx: &Ctx, o: &Rollout) -> Result<()> {
             }
         }
         for b in group {
-            let argv = o.exec.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| {
-                if b.update.is_empty() {
-                    svc.update.clone()
-                } else {
-                    b.update.clone()
-                }
-            });
-            let argv: Vec<String> = argv
+            let argv: Vec<String> = update_command(o, &svc, b)
+                .context("update command")?
                 .iter()
                 .map(|a| a.replace("{name}", &b.name).replace("{address}", &b.address.to_string()))
                 .collect();

@@ -37,16 +37,11 @@ pub struct SvcView {
 }
 
 fn sched_name(s: u8) -> &'static str {
-    match Scheduler::from_u8(s) {
-        Some(Scheduler::Maglev) => "maglev",
-        Some(Scheduler::RoundRobin) => "round-robin",
-        Some(Scheduler::SourceHash) => "source-hash",
-        None => "?",
-    }
+    Scheduler::from_u8(s).map_or("?", Scheduler::name)
 }
 
-fn state_name(s: u32) -> String {
-    format!("{:?}", BackendState::from_u32(s)).to_lowercase()
+fn state_name(s: u32) -> &'static str {
+    BackendState::from_u32(s).name()
 }
 
 impl Ctx {
@@ -93,18 +88,7 @@ impl Ctx {
     }
 
     fn runtime_note(&self, service: &str, backend: &str) -> String {
-        let k = crate::daemon::overrides::key(service, backend);
-        let mut n = Vec::new();
-        if self.overrides.added.get(service).is_some_and(|v| v.iter().any(|b| b.name == backend)) {
-            n.push("added at runtime".to_string());
-        }
-        if let Some(a) = self.overrides.admin.get(&k) {
-            n.push(format!("{a:?}").to_lowercase());
-        }
-        if let Some(w) = self.overrides.weight.get(&k) {
-            n.push(format!("weight {w} (config differs)"));
-        }
-        n.join(", ")
+        self.overrides.note(&self.file, service, backend).unwrap_or_default()
     }
 }
 
@@ -475,7 +459,7 @@ pub fn diff(ctx: &Ctx) -> Result<()> {
         }
         let mut s = format!("runtime changes on top of {}:\n", ctx.config_path.display());
         for (k, a) in &o.admin {
-            s += &format!("  {k}: {}\n", format!("{a:?}").to_lowercase());
+            s += &format!("  {k}: {}\n", a.name());
         }
         for (k, w) in &o.weight {
             s += &format!("  {k}: weight {w}\n");

@@ -31,7 +31,9 @@ use tracing::{error, info, warn};
 use veer_abi::{Backend, BackendState, ServiceKey, NO_BACKEND, SERVICE_F_FALLBACK_PASS};
 
 use crate::{
-    config::{self, AttachModeConfig, BackendConfig, Config, Fallback, InitialState, ScaleMetric, ServiceConfig},
+    config::{
+        self, fmt_mac, AttachModeConfig, BackendConfig, Config, Fallback, InitialState, ScaleMetric, ServiceConfig,
+    },
     dataplane::{self, pin, service_key, to_abi, AttachMode, Dataplane, DataplaneOptions, MapReader, ServiceSpec},
     health::{spawn_checker, CheckSpec, HealthEvent, Probe, ProbeSample},
     net::{self, Neighbour},
@@ -325,29 +327,38 @@ impl Daemon {
         be_ids: &mut HashSet<u32>,
     ) -> BackendRt {
         let adopted = adoption.backends.get(&(sid, to_abi(cfg.address)));
-        let (id, healthy, admin, nexthop, src_mac) = match adopted {
+        let (id, healthy, nexthop, src_mac) = match adopted {
             Some((id, e)) => {
                 let state = BackendState::from_u32(e.state);
-                // Operator state comes from the runtime state file (see apply).
-                let admin = Admin::Enabled;
                 let healthy = match state {
                     BackendState::Up | BackendState::Draining => true,
                     BackendState::Down => false,
                     BackendState::Disabled => scfg.health.initial == InitialState::Up,
                 };
                 let nexthop = (e.mac != [0; 6]).then_some(Neighbour { mac: e.mac, ifindex: e.ifindex });
-                (*id, healthy, admin, nexthop, e.src_mac)
+                (*id, healthy, nexthop, e.src_mac)
             }
             None => {
                 let id = lowest_free(be_ids);
                 be_ids.insert(id);
-                (id, scfg.health.initial == InitialState::Up, Admin::Enabled, None, [0; 6])
+                (id, scfg.health.initial == InitialState::Up, None, [0; 6])
             }
         };
         if adopted.is_none() {
             info!(service = %scfg.name, backend = %cfg.name, address = %cfg.address, id, "backend configured");
         }
-        BackendRt { cfg, id, healthy, admin, nexthop, src_mac, checker: None, generation: 0, recovery: None }
+        // Operator state comes from the runtime state file: `apply` sets it.
+        BackendRt {
+            cfg,
+            id,
+            healthy,
+            admin: Admin::Enabled,
+            nexthop,
+            src_mac,
+            checker: None,
+            generation: 0,
+            recovery: None,
+        }
     }
 
     fn clear_backend(&mut self, id: u32) -> Result<()> {
@@ -562,11 +573,11 @@ impl Daemon {
                         "weight": b.cfg.weight,
                         "healthy": b.healthy,
                         "admin": b.admin,
-                        "state": format!("{:?}", b.effective()).to_lowercase(),
+                        "state": b.effective().name(),
                         "in_ring": ring.contains(&b.id),
                         "backup": b.cfg.backup,
                         "mac": b.nexthop.map(|n| fmt_mac(&n.mac)),
-                        "runtime": self.runtime_note(&s.cfg.name, b),
+                        "runtime": self.overrides.note(&self.cfg, &s.cfg.name, &b.cfg.name),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -609,28 +620,6 @@ impl Daemon {
         }
     }
 
-    /// How a backend's running state differs from the file, if it does.
-    fn runtime_note(&self, service: &str, b: &BackendRt) -> Option<String> {
-        let k = overrides::key(service, &b.cfg.name);
-        let mut notes = Vec::new();
-        if self.overrides.added.get(service).is_some_and(|v| v.iter().any(|x| x.name == b.cfg.name)) {
-            notes.push("added at runtime".to_string());
-        }
-        if let Some(a) = self.overrides.admin.get(&k) {
-            notes.push(format!("{a:?}").to_lowercase());
-        }
-        if self.overrides.weight.contains_key(&k) {
-            let file = self.cfg.services.iter().find(|s| s.get_ref().name == service).and_then(|s| {
-                s.get_ref().backends.iter().find(|x| x.get_ref().name == b.cfg.name).map(|x| x.get_ref().weight)
-            });
-            notes.push(match file {
-                Some(w) => format!("weight {} (config {w})", b.cfg.weight),
-                None => format!("weight {}", b.cfg.weight),
-            });
-        }
-        (!notes.is_empty()).then(|| notes.join(", "))
-    }
-
     fn find(&self, service: &str, backend: &str) -> Result<(usize, usize), String> {
         let i = self.services.iter().position(|s| s.cfg.name == service).ok_or_else(|| {
             let names: Vec<&str> = self.services.iter().map(|s| s.cfg.name.as_str()).collect();
@@ -654,7 +643,7 @@ impl Daemon {
         self.save_overrides();
         self.services[i].backends[j].admin = admin;
         self.sync_service(i).map_err(|e| format!("{e:#}"))?;
-        Ok(format!("{service}/{backend}: {}", format!("{admin:?}").to_lowercase()))
+        Ok(format!("{service}/{backend}: {}", admin.name()))
     }
 
     fn set_weight(&mut self, service: &str, backend: &str, weight: u32) -> Result<String, String> {
@@ -662,9 +651,7 @@ impl Daemon {
             return Err(format!("weight {weight} out of range: 1 to 65535 (drain a backend to stop new flows)"));
         }
         let (i, j) = self.find(service, backend)?;
-        let file_weight = self.cfg.services.iter().find(|s| s.get_ref().name == service).and_then(|s| {
-            s.get_ref().backends.iter().find(|b| b.get_ref().name == backend).map(|b| b.get_ref().weight)
-        });
+        let file_weight = self.cfg.backend(service, backend).map(|b| b.weight);
         let k = overrides::key(service, backend);
         if file_weight == Some(weight) {
             self.overrides.weight.remove(&k);
@@ -718,13 +705,13 @@ impl Daemon {
 
     fn remove_backend(&mut self, service: &str, backend: &str) -> Result<String, String> {
         self.find(service, backend)?;
-        let added = self.overrides.added.get_mut(service).and_then(|v| {
+        let was_added = self.overrides.added.get_mut(service).is_some_and(|v| {
             let n = v.len();
             v.retain(|b| b.name != backend);
-            (v.len() != n).then_some(())
+            v.len() != n
         });
         self.overrides.added.retain(|_, v| !v.is_empty());
-        if added.is_none() {
+        if !was_added {
             self.overrides.removed.insert(overrides::key(service, backend));
         }
         self.overrides.admin.remove(&overrides::key(service, backend));
@@ -758,9 +745,10 @@ impl Daemon {
                 let _ = writeln!(be.1, "veer_backend_bytes_total{{{bl}}} {}", c.bytes);
                 let _ = writeln!(be.2, "veer_backend_new_flows_total{{{bl}}} {}", c.new_flows);
                 let _ = writeln!(be.3, "veer_backend_up{{{bl}}} {}", u8::from(b.effective() == BackendState::Up));
-                let state = format!("{:?}", b.effective()).to_lowercase();
-                for st in ["up", "down", "draining", "disabled"] {
-                    let _ = writeln!(be.4, "veer_backend_state{{{bl},state=\"{st}\"}} {}", u8::from(state == st));
+                let state = b.effective();
+                for st in [BackendState::Up, BackendState::Down, BackendState::Draining, BackendState::Disabled] {
+                    let _ =
+                        writeln!(be.4, "veer_backend_state{{{bl},state=\"{}\"}} {}", st.name(), u8::from(state == st));
                 }
                 let _ = writeln!(be.5, "veer_backend_weight{{{bl}}} {}", b.cfg.weight);
                 let h = self.metrics.latency.get(&b.id).cloned().unwrap_or_default();
@@ -895,10 +883,6 @@ impl Daemon {
         );
         Ok(())
     }
-}
-
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Removes everything an instance installed: pinned links (detaching the

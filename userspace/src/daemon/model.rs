@@ -21,6 +21,17 @@ pub enum Admin {
     Disabled,
 }
 
+impl Admin {
+    /// Lowercase name, as serialized.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 /// A backend at runtime.
 #[derive(Debug)]
 pub struct BackendRt {

@@ -52,6 +52,26 @@ impl Overrides {
         std::fs::rename(tmp, path)
     }
 
+    /// How `service/backend` runs differently from `file`, if it does
+    /// ("added at runtime", "draining", "weight 7 (config 1)").
+    pub fn note(&self, file: &Config, service: &str, backend: &str) -> Option<String> {
+        let k = key(service, backend);
+        let mut notes = Vec::new();
+        if self.added.get(service).is_some_and(|v| v.iter().any(|b| b.name == backend)) {
+            notes.push("added at runtime".to_string());
+        }
+        if let Some(a) = self.admin.get(&k) {
+            notes.push(a.name().to_string());
+        }
+        if let Some(w) = self.weight.get(&k) {
+            notes.push(match file.backend(service, backend) {
+                Some(b) => format!("weight {w} (config {})", b.weight),
+                None => format!("weight {w}"),
+            });
+        }
+        (!notes.is_empty()).then(|| notes.join(", "))
+    }
+
     /// Whether nothing is overridden.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()

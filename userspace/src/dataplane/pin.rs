@@ -203,11 +203,6 @@ impl Dataplane {
         }
         Ok(adopted)
     }
-
-    /// Whether `dir` holds a pinned link for `iface`.
-    pub fn has_pinned_link(dir: &Path, iface: &str) -> bool {
-        link_path(dir, iface).exists()
-    }
 }
 
 /// Removes everything pinned in `dir`: links (which detaches the program from
