@@ -52,11 +52,6 @@ impl Netns {
         self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
     }
 
-    /// Moves the calling thread into this namespace.
-    pub fn enter(&self) -> Result<()> {
-        enter(&self.name)
-    }
-
     /// Runs `f` on a fresh thread inside this namespace and returns its result.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         in_netns(&self.name, f)

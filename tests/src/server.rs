@@ -12,7 +12,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     thread,
@@ -26,7 +26,6 @@ use crate::netns::Netns;
 /// A TCP server in a namespace: writes its name and closes, per connection.
 pub struct NameServer {
     stop: Arc<AtomicBool>,
-    served: Arc<AtomicU64>,
     thread: Option<thread::JoinHandle<Result<Result<()>>>>,
 }
 
@@ -34,9 +33,8 @@ impl NameServer {
     /// Binds `addr` inside `ns` (returns once listening) and serves `name`.
     pub fn start(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(AtomicU64::new(0));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop2, served2, name) = (stop.clone(), served.clone(), name.to_string());
+        let (stop2, name) = (stop.clone(), name.to_string());
         let handle = ns.spawn(move || -> Result<()> {
             let listener = match TcpListener::bind(addr) {
                 Ok(l) => l,
@@ -46,23 +44,18 @@ impl NameServer {
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            serve(listener, &name, &stop2, &served2)
+            serve(listener, &name, &stop2)
         })?;
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => anyhow::bail!("server {addr} in {}: {e}", ns.name()),
             Err(_) => anyhow::bail!("server {addr} in {} did not start within 5 s", ns.name()),
         }
-        Ok(Self { stop, served, thread: Some(handle) })
-    }
-
-    /// Connections answered so far.
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
+        Ok(Self { stop, thread: Some(handle) })
     }
 }
 
-fn serve(listener: TcpListener, name: &str, stop: &AtomicBool, served: &AtomicU64) -> Result<()> {
+fn serve(listener: TcpListener, name: &str, stop: &AtomicBool) -> Result<()> {
     let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     while !stop.load(Ordering::Relaxed) {
         // Wake up now and then to notice `stop`; accept as soon as a client comes.
@@ -71,7 +64,6 @@ fn serve(listener: TcpListener, name: &str, stop: &AtomicBool, served: &AtomicU6
             continue;
         }
         let (s, _) = listener.accept().context("accept")?;
-        served.fetch_add(1, Ordering::Relaxed);
         let name = name.to_string();
         thread::spawn(move || answer(s, &name));
     }

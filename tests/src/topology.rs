@@ -81,18 +81,32 @@ pub fn remove_peer_pin(prefix: &str) {
 }
 
 impl Testbed {
+    /// The ring members for every backend host, host i at `weights[i]`,
+    /// leaving out host `skip`.
+    pub fn members(&self, weights: &[u32], skip: Option<usize>) -> Vec<veer::ring::RingMember> {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(i, b)| veer::ring::RingMember {
+                id: i as u32,
+                identity: veer::dataplane::identity_of(b.addr()),
+                weight: weights[i],
+            })
+            .collect()
+    }
+
     /// Loads a dataplane with one service `VIP:port/proto` spread over every
-    /// backend host (weight 1, Maglev), attached in driver mode to the LB's eth0.
+    /// backend host (host i at `weights[i]`, Maglev), attached in driver mode
+    /// to the LB's eth0.
     pub fn balance(
         &self,
         port: u16,
         proto: veer::dataplane::Protocol,
+        weights: &[u32],
         conn_table_size: u32,
     ) -> Result<veer::dataplane::Dataplane> {
-        use veer::{
-            dataplane::{identity_of, service_key, to_abi, Dataplane, DataplaneOptions, ServiceSpec, XDP_OBJECT},
-            ring::RingMember,
-        };
+        use veer::dataplane::{service_key, to_abi, Dataplane, DataplaneOptions, ServiceSpec, XDP_OBJECT};
         use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
         let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size, max_services: 4 })?;
         let key = service_key(IpAddr::V4(VIP), port, proto);
@@ -100,21 +114,19 @@ impl Testbed {
             &key,
             ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
         )?;
-        let mut members = Vec::new();
         for (i, b) in self.backends.iter().enumerate() {
             let e = Backend {
                 addr: to_abi(b.addr()),
                 mac: b.mac,
                 src_mac: [0; 6],
                 ifindex: 0,
-                weight: 1,
+                weight: weights[i],
                 state: BackendState::Up as u32,
                 service: 0,
             };
             dp.set_backend(i as u32, &e)?;
-            members.push(RingMember { id: i as u32, identity: identity_of(b.addr()), weight: 1 });
         }
-        dp.publish_pool(&key, 65537, &members)?;
+        dp.publish_pool(&key, 65537, &self.members(weights, None))?;
         self.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
         Ok(dp)
     }
@@ -131,10 +143,6 @@ impl Drop for Testbed {
 
 fn mac(i: u8, side: u8) -> [u8; 6] {
     [0x02, 0x77, 0, 0, side, i]
-}
-
-fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 impl Testbed {
@@ -156,14 +164,14 @@ impl Testbed {
                 "add",
                 &port,
                 "address",
-                &fmt_mac(mac(idx, 1)),
+                &veer::config::fmt_mac(&mac(idx, 1)),
                 "type",
                 "veth",
                 "peer",
                 "name",
                 "eth0",
                 "address",
-                &fmt_mac(m),
+                &veer::config::fmt_mac(&m),
                 "netns",
                 ns.name(),
             ])?;

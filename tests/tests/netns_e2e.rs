@@ -12,12 +12,8 @@ use std::{
     time::Duration,
 };
 
-use veer::{
-    dataplane::MapReader,
-    dataplane::{identity_of, service_key, AttachMode, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT},
-    ring::RingMember,
-};
-use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
+use veer::dataplane::{service_key, MapReader, Protocol};
+use veer_abi::BackendState;
 use veer_tests::{
     require_root,
     server::{fetch_name, NameServer},
@@ -26,15 +22,6 @@ use veer_tests::{
 
 const PORT: u16 = 8080;
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-fn members(tb: &Testbed, weights: &[u32], skip: Option<usize>) -> Vec<RingMember> {
-    tb.backends
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| Some(*i) != skip)
-        .map(|(i, b)| RingMember { id: i as u32, identity: identity_of(b.addr()), weight: weights[i] })
-        .collect()
-}
 
 #[test]
 fn connections_follow_weights_and_a_backend_set_down_gets_no_new_ones() {
@@ -45,28 +32,8 @@ fn connections_follow_weights_and_a_backend_set_down_gets_no_new_ones() {
     let _servers: Vec<NameServer> =
         tb.backends.iter().map(|b| NameServer::start(&b.ns, vip, &b.name).expect("server")).collect();
 
-    let opts = DataplaneOptions { conn_table_size: 65536, max_services: 4 };
-    let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
+    let mut dp = tb.balance(PORT, Protocol::Tcp, &weights, 65536).expect("dataplane attached in driver mode");
     let key = service_key(vip.ip(), PORT, Protocol::Tcp);
-    dp.upsert_service(
-        &key,
-        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
-    )
-    .unwrap();
-    for (i, b) in tb.backends.iter().enumerate() {
-        let be = Backend {
-            addr: veer::dataplane::to_abi(b.addr()),
-            mac: b.mac,
-            src_mac: [0; 6],
-            ifindex: 0,
-            weight: weights[i],
-            state: BackendState::Up as u32,
-            service: 0,
-        };
-        dp.set_backend(i as u32, &be).unwrap();
-    }
-    dp.publish_pool(&key, 65537, &members(&tb, &weights, None)).unwrap();
-    tb.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver)).unwrap().expect("attach in driver mode");
 
     // 1. Spread: 600 connections, shares near 1/6, 2/6, 3/6.
     const N: usize = 600;
@@ -114,7 +81,7 @@ fn connections_follow_weights_and_a_backend_set_down_gets_no_new_ones() {
     let after_down = seq.load(Ordering::SeqCst);
     results.extend(recv(150));
     // Then what the daemon does next: rebuild the ring without it, switch halves.
-    dp.publish_pool(&key, 65537, &members(&tb, &weights, Some(1))).unwrap();
+    dp.publish_pool(&key, 65537, &tb.members(&weights, Some(1))).unwrap();
     let after_ring = seq.load(Ordering::SeqCst);
     results.extend(recv(150));
     stop.store(true, Ordering::Relaxed);

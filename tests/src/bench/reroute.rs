@@ -45,7 +45,7 @@ fn recv_stamped(fd: std::os::fd::RawFd, buf: &mut [u8]) -> Option<SystemTime> {
 
 /// Runs the section on `tb` (nothing else may be attached to its LB).
 pub fn run(tb: &Testbed) -> Result<Section> {
-    let mut dp = tb.balance(PORT, Protocol::Udp, 65536)?;
+    let mut dp = tb.balance(PORT, Protocol::Udp, &[1; 3], 65536)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let recv: Vec<Arc<Receiver>> = tb

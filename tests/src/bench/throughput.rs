@@ -125,12 +125,6 @@ pub fn haproxy(tb: &Testbed, dir: &std::path::Path, check: &str) -> Result<Child
     Ok(child)
 }
 
-/// The haproxy process inside `ip netns exec` (its child).
-pub fn haproxy_pid(wrapper: &Child) -> u32 {
-    // `ip netns exec` execs haproxy in place: same pid.
-    wrapper.id()
-}
-
 /// Runs the section on `tb` (nothing else may be attached to its LB).
 pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let mut rows = Vec::new();
@@ -139,13 +133,14 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let direct = measure(tb, &format!("http://{}/", tb.backends[0].ip), &|| 0.0)?;
 
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
-    let dp = tb.balance(80, Protocol::Tcp, 262_144)?;
+    let dp = tb.balance(80, Protocol::Tcp, &[1; 3], 262_144)?;
     let veer = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
     drop(dp);
     drop(stats);
 
     let mut h = haproxy(tb, dir, "")?;
-    let pid = haproxy_pid(&h);
+    // `ip netns exec` execs haproxy in place: the child's pid is haproxy's.
+    let pid = h.id();
     let hap = measure(tb, &format!("http://{LB_IP}:8080/"), &|| proc_cpu(pid))?;
     let _ = h.kill();
     let _ = h.wait();

@@ -79,8 +79,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     if let Some(ns) = &args.netns {
-        let f = std::fs::File::open(format!("/run/netns/{ns}"))?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        veer_tests::netns::enter(ns)?;
     }
     let tcp = TcpListener::bind(args.listen).with_context(|| format!("bind {}", args.listen))?;
     let udp = UdpSocket::bind(args.listen).with_context(|| format!("bind udp {}", args.listen))?;
