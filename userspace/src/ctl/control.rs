@@ -5,9 +5,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use super::{inspect::backend_rows, Ctx};
-use crate::config::{BackendConfig, ServiceConfig};
+use super::Ctx;
 use crate::daemon::api::Request;
+use crate::{
+    config::{BackendConfig, ServiceConfig},
+    dataplane::{self, MapReader},
+};
 
 /// Prints an API result (a message string) or its JSON.
 fn done(ctx: &Ctx, v: Value) {
@@ -21,16 +24,6 @@ pub fn simple(ctx: &Ctx, req: Request) -> Result<()> {
     Ok(())
 }
 
-fn active_flows(ctx: &Ctx, service: &str, backend: &str, idle: Duration) -> Result<usize> {
-    let pins = ctx.pins()?;
-    let rows = backend_rows(ctx, &pins, Some(service), idle)?;
-    let r = rows
-        .iter()
-        .find(|r| r["backend"] == backend)
-        .with_context(|| format!("{service}/{backend} is not in the dataplane"))?;
-    Ok(r["active_flows"].as_u64().unwrap_or(0) as usize)
-}
-
 /// Waits until `service/backend` has no active flows; `Ok(false)` on timeout.
 pub fn wait_drained(
     ctx: &Ctx,
@@ -40,10 +33,21 @@ pub fn wait_drained(
     idle: Duration,
     quiet: bool,
 ) -> Result<bool> {
+    // Resolved once; each poll then only walks the connection table.
+    let pins = ctx.pins()?;
+    let views = ctx.view(&pins)?;
+    let id = ctx
+        .find(&views, service)?
+        .backends
+        .iter()
+        .find(|(_, _, name)| name == backend)
+        .map(|(id, ..)| *id)
+        .with_context(|| format!("{service}/{backend} is not in the dataplane"))?;
     let start = Instant::now();
     let mut last = usize::MAX;
     loop {
-        let n = active_flows(ctx, service, backend, idle)?;
+        let now = dataplane::monotonic_ns();
+        let n = pins.flows()?.iter().filter(|(_, e)| e.backend == id && dataplane::is_active(e, now, idle)).count();
         if !quiet && !ctx.json && n != last {
             eprintln!("  {service}/{backend}: {n} active flows ({:.1?} elapsed)", start.elapsed());
             last = n;
