@@ -181,7 +181,6 @@ fn main() -> Result<()> {
         revived.elapsed(),
         line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
     );
-    d.wait_log("ring switched in", Duration::from_secs(10))?;
     live(&load, 2)?;
     veerctl(c, &["top", "--count", "2", "--every", "1s"]);
 

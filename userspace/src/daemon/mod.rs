@@ -443,13 +443,11 @@ impl Daemon {
         let id = b.id;
         if ev.up {
             *self.metrics.recoveries.entry(id).or_default() += 1;
-            info!(service = %svc_name, backend = %name, reason = %ev.reason, "backend UP");
             if let Some(r) = b.recovery.take() {
                 r.abort();
             }
         } else {
             *self.metrics.failovers.entry(id).or_default() += 1;
-            warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
             if let (Some(r), None) = (b.cfg.restart.clone(), &b.recovery) {
                 let addr = b.cfg.address.to_string();
                 let attempts = self.metrics.restarts.entry(id).or_default().clone();
@@ -459,6 +457,12 @@ impl Daemon {
         }
         if let Err(e) = self.sync_service(i) {
             error!(service = %svc_name, error = %format!("{e:#}"), "writing the dataplane failed");
+        }
+        // Logged once the dataplane holds it: UP means new flows reach it now.
+        if ev.up {
+            info!(service = %svc_name, backend = %name, reason = %ev.reason, "backend UP");
+        } else {
+            warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
         }
         let backups_after = self.services[i].backups_active();
         if backups_after != backups_before {
