@@ -108,7 +108,10 @@ impl Testbed {
     ) -> Result<veer::dataplane::Dataplane> {
         use veer::dataplane::{service_key, to_abi, Dataplane, DataplaneOptions, ServiceSpec, XDP_OBJECT};
         use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
-        let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size, max_services: 4 })?;
+        let mut dp = Dataplane::load_with(
+            XDP_OBJECT,
+            &DataplaneOptions { conn_table_size, max_services: 4, ..Default::default() },
+        )?;
         let key = service_key(IpAddr::V4(VIP), port, proto);
         dp.upsert_service(
             &key,

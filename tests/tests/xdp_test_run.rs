@@ -34,7 +34,7 @@ struct Lab {
 impl Lab {
     fn new(vip: &str, proto: Protocol, scheduler: Scheduler, weights: &[u32]) -> Self {
         require_root();
-        let opts = DataplaneOptions { conn_table_size: 4096, max_services: 4 };
+        let opts = DataplaneOptions { conn_table_size: 4096, new_flow_table_size: 1024, max_services: 4 };
         let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load XDP object");
         let vip: IpAddr = vip.parse().unwrap();
         let key = service_key(vip, 80, proto);
@@ -49,7 +49,7 @@ impl Lab {
                 ifindex: 0,
                 weight: w,
                 state: BackendState::Up as u32,
-                service: 0,
+                service: 1,
             };
             dp.set_backend(i as u32, &b).unwrap();
             members.push(RingMember { id: i as u32, identity: identity_of(addr), weight: w });
@@ -176,6 +176,7 @@ fn flow_of_a_backend_set_down_moves_on_its_next_packet() {
     let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1, 1]);
     let a = lab.send(&lab.syn(5555)).1.unwrap();
     let f = lab.ack(5555);
+    assert_eq!(lab.send(&f).1, Some(a), "the handshake's ACK follows the SYN");
     let new_before = lab.dp.service_counters(1).unwrap().new_flows;
     // Only the state word changes: the ring still lists `a`.
     lab.dp.set_backend_state(a, BackendState::Down).unwrap();
@@ -223,8 +224,10 @@ fn fin_or_rst_marks_the_flow_closing() {
     let key = |p| flow_key(lab.client(p), lab.vip_addr(), Protocol::Tcp);
     for (port, flags) in [(100u16, 0x11u8), (101, 0x04)] {
         lab.send(&lab.syn(port));
-        assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, 0);
+        assert_eq!(lab.dp.flow(&key(port)).unwrap(), None, "a SYN alone stays out of the connection table");
+        assert_eq!(lab.dp.new_flow(&key(port)).unwrap().unwrap().flags, 0);
         lab.send(&lab.ack(port));
+        assert_eq!(lab.dp.new_flow(&key(port)).unwrap(), None, "the ACK moves the flow on");
         assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, 0, "data does not close");
         let (action, ..) = lab.send(&frame::packet(lab.client(port), lab.vip_addr(), L4::Tcp(flags), &[]));
         assert_eq!(action, XDP_TX, "the closing packet still reaches the backend");
@@ -269,18 +272,24 @@ fn truncated_and_malformed_frames_for_a_vip_are_dropped_and_counted() {
     let lab6 = Lab::new("2001:db8::100", Protocol::Udp, Scheduler::Maglev, &[1]);
     let syn = lab.syn(1234);
     let udp6 = frame::udp(lab6.client(1234), lab6.vip_addr(), b"0123456789");
-    // Cut inside the IPv4 header, inside the TCP header, and one byte short of the IP length.
-    let v4_cuts = [14 + 12, 14 + 20 + 10, syn.len() - 1];
+    // Cut inside the TCP header, and one byte short of the IP length.
+    let v4_cuts = [14 + 20 + 10, syn.len() - 1];
     for cut in v4_cuts {
         let (action, ..) = lab.send(&syn[..cut]);
         assert_eq!(action, XDP_DROP, "IPv4 frame cut at {cut}");
     }
-    assert_eq!(lab.counter(GlobalCounter::DropTruncated), 3);
-    let v6_cuts = [14 + 30, 14 + 40 + 4, udp6.len() - 3];
+    assert_eq!(lab.counter(GlobalCounter::DropTruncated), 2);
+    let v6_cuts = [14 + 40 + 4, udp6.len() - 3];
     for cut in v6_cuts {
         assert_eq!(lab6.send(&udp6[..cut]).0, XDP_DROP, "IPv6 frame cut at {cut}");
     }
-    assert_eq!(lab6.counter(GlobalCounter::DropTruncated), 3);
+    assert_eq!(lab6.counter(GlobalCounter::DropTruncated), 2);
+    // Cut inside the IP header, before the destination: it cannot be told to
+    // be for a VIP, so it is the kernel's, untouched.
+    for (l, f) in [(&lab, &syn[..14 + 12]), (&lab6, &udp6[..14 + 30])] {
+        let out = l.dp.test_run(f, 1).unwrap();
+        assert_eq!((out.action, &out.frame[..]), (XDP_PASS, f), "a runt IP header is passed untouched");
+    }
 
     // IHL below 5, TCP data offset below 5: malformed.
     let mut bad_ihl = syn.clone();
@@ -290,6 +299,14 @@ fn truncated_and_malformed_frames_for_a_vip_are_dropped_and_counted() {
     bad_doff[14 + 20 + 12] = 0x40;
     assert_eq!(lab.send(&bad_doff).0, XDP_DROP);
     assert_eq!(lab.counter(GlobalCounter::DropMalformed), 2);
+    // The same faults in a frame for another address are not veer's to judge.
+    let passed = lab.counter(GlobalCounter::Passed);
+    for mut f in [bad_ihl.clone(), bad_doff.clone()] {
+        f[14 + 19] = 99; // destination 10.0.0.99: not a VIP
+        let out = lab.dp.test_run(&f, 1).unwrap();
+        assert_eq!((out.action, out.frame), (XDP_PASS, f), "a malformed non-VIP frame is passed untouched");
+    }
+    assert_eq!(lab.counter(GlobalCounter::Passed), passed + 2, "and counted as passed");
 
     // A fragment for the VIP: no ports to balance on.
     let mut frag = syn.clone();

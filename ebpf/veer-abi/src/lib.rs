@@ -20,7 +20,7 @@ pub use maps::*;
 /// Version of the map layout. Bump it whenever a key, value, map or map size
 /// default changes: pins are kept per version, so a daemon never adopts maps
 /// of another layout.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Largest Maglev table (and round-robin sequence) a service may use: a prime.
 pub const MAX_RING_SIZE: usize = 65537;
@@ -32,6 +32,8 @@ pub const MAX_SERVICES: u32 = 64;
 pub const MAX_BACKENDS: u32 = 4096;
 /// Default capacity of the connection table.
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
+/// Default capacity of the new-flow table (flows seen once).
+pub const DEFAULT_NEW_FLOW_TABLE_SIZE: u32 = 65_536;
 /// Capacity of the devmap used to redirect to other interfaces.
 pub const MAX_TX_PORTS: u32 = 64;
 /// How many ring slots the dataplane tries, from the hashed one on, before it
@@ -45,6 +47,10 @@ pub const NO_BACKEND: u32 = u32::MAX;
 pub const IPPROTO_TCP: u8 = 6;
 /// IANA protocol number of UDP.
 pub const IPPROTO_UDP: u8 = 17;
+/// IANA protocol number of ICMP.
+pub const IPPROTO_ICMP: u8 = 1;
+/// IANA protocol number of ICMPv6.
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// Maps a 4-byte IPv4 address to the 16-byte form used in every key.
 #[inline(always)]

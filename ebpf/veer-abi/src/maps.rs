@@ -10,8 +10,13 @@ pub mod names {
     pub const BACKENDS: &str = "BACKENDS";
     /// `Array<Ring>`: two halves per service, index `service * 2 + half`.
     pub const RINGS: &str = "RINGS";
-    /// `LruHashMap<FlowKey, ConnEntry>`: the connection table.
+    /// `LruHashMap<FlowKey, ConnEntry>`: the connection table (flows that
+    /// have shown more than one packet).
     pub const CONNS: &str = "CONNS";
+    /// `LruHashMap<FlowKey, ConnEntry>`: flows seen once (a TCP SYN, a first
+    /// datagram), until their next packet promotes them into `CONNS`. A flood
+    /// of first packets churns this table and never evicts an established flow.
+    pub const NEW_CONNS: &str = "NEW_CONNS";
     /// `PerCpuArray<u32>`: round-robin cursor per service.
     pub const RR_CURSORS: &str = "RR_CURSORS";
     /// `PerCpuArray<Counters>`: per service.
@@ -158,7 +163,9 @@ pub struct Backend {
     pub addr: [u8; 16],
     /// Next-hop MAC: the destination MAC of forwarded frames.
     pub mac: [u8; 6],
-    /// Source MAC for frames redirected out of `ifindex` (unused for `XDP_TX`).
+    /// Source MAC: the MAC of the interface the backend is reached through
+    /// (all zero: unknown, and `XDP_TX` then answers from the MAC the frame
+    /// was sent to).
     pub src_mac: [u8; 6],
     /// Egress interface; 0 means the ingress interface (`XDP_TX`).
     pub ifindex: u32,
@@ -249,11 +256,27 @@ pub enum GlobalCounter {
     FallbackPassed = 10,
     /// Sent to the service's fallback backend because no backend was up.
     FallbackBackend = 11,
+    /// Entries added to the connection table (a flow's second packet).
+    ConnInserted = 12,
+    /// Connection-table entries removed because a SYN reused their 5-tuple.
+    ConnReused = 13,
+    /// Inserts into either connection table that the kernel refused.
+    ConnInsertFailed = 14,
+    /// Entries added to the new-flow table (a flow's first packet).
+    NewFlowInserted = 15,
+    /// A non-SYN TCP packet that found no entry in either table: its flow's
+    /// entry was evicted or had expired (it is scheduled again).
+    ConnLost = 16,
+    /// ICMP errors about a VIP flow (frag needed, packet too big,
+    /// unreachable) sent on to the flow's backend.
+    IcmpToBackend = 17,
+    /// ICMP errors quoting a VIP flow that no backend could be found for.
+    DropIcmpNoFlow = 18,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 19;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -269,6 +292,13 @@ impl GlobalCounter {
         Self::DropRedirect,
         Self::FallbackPassed,
         Self::FallbackBackend,
+        Self::ConnInserted,
+        Self::ConnReused,
+        Self::ConnInsertFailed,
+        Self::NewFlowInserted,
+        Self::ConnLost,
+        Self::IcmpToBackend,
+        Self::DropIcmpNoFlow,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -286,6 +316,13 @@ impl GlobalCounter {
             Self::DropRedirect => "drop_redirect",
             Self::FallbackPassed => "fallback_passed",
             Self::FallbackBackend => "fallback_backend",
+            Self::ConnInserted => "conn_inserted",
+            Self::ConnReused => "conn_reused",
+            Self::ConnInsertFailed => "conn_insert_failed",
+            Self::NewFlowInserted => "new_flow_inserted",
+            Self::ConnLost => "conn_lost",
+            Self::IcmpToBackend => "icmp_to_backend",
+            Self::DropIcmpNoFlow => "drop_icmp_no_flow",
         }
     }
 }

@@ -1,12 +1,18 @@
-//! Keeping each flow on its backend.
+//! Keeping each flow on its backend, in two tables.
+//!
+//! A flow's first packet (a TCP SYN, a first datagram) is pinned in
+//! `NEW_CONNS`; its second packet promotes the entry into `CONNS`. A flood of
+//! first packets (spoofed SYNs) therefore churns only `NEW_CONNS`, and an
+//! established flow's entry is never evicted to make room for one.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use veer_abi::{Backend, BackendState, ConnEntry, FlowKey, Service, CONN_F_CLOSING};
+use veer_abi::{Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLOSING};
 
 use crate::{
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    maps::CONNS,
-    scheduler::backend,
+    maps::{CONNS, NEW_CONNS},
+    scheduler::owned_backend,
+    stats,
 };
 
 /// A TCP SYN without ACK opens a new connection, even on a 5-tuple still in
@@ -17,26 +23,29 @@ pub fn opens_connection(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
-/// The backend an existing flow is pinned to, if it may keep the flow
-/// (`up` or `draining`). Refreshes the entry's last-seen time.
-///
-/// A flow whose backend is down or disabled, or whose key now belongs to a
-/// different service, gets `None`: the caller schedules it again and
-/// [`pin`] overwrites the entry.
+/// What the connection table says about a packet's flow.
+pub enum Pinned {
+    /// Pinned to a backend that may keep it.
+    Hit(u32, &'static Backend),
+    /// Pinned to a backend that is down, disabled, or no longer the
+    /// service's: the flow must move (and stays in `CONNS`).
+    Stale,
+    /// Not in `CONNS`.
+    Missing,
+}
+
+/// The backend of `entry`, if it may keep a flow of `svc`.
 #[inline(always)]
-pub fn lookup(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend)> {
-    let entry = CONNS.get_ptr_mut(key)?;
-    // SAFETY: the LRU map is preallocated; a concurrent eviction can at worst
-    // make us read another live entry, which the checks below then reject.
-    let entry = unsafe { &mut *entry };
+fn keeper(svc: &Service, entry: &ConnEntry) -> Option<(u32, &'static Backend)> {
     if entry.service != svc.id {
         return None;
     }
-    let id = entry.backend;
-    let b = backend(id)?;
-    if !BackendState::from_u32(b.state).keeps_flows() {
-        return None;
-    }
+    let b = owned_backend(svc, entry.backend)?;
+    BackendState::from_u32(b.state).keeps_flows().then_some((entry.backend, b))
+}
+
+#[inline(always)]
+fn touch(entry: &mut ConnEntry, tcp_flags: u8) {
     let now = unsafe { bpf_ktime_get_ns() };
     // Writing the shared line on every packet bounces it between CPUs; a
     // coarse clock is all idle detection needs.
@@ -46,14 +55,92 @@ pub fn lookup(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'sta
     if tcp_flags & (TCP_FIN | TCP_RST) != 0 && entry.flags & CONN_F_CLOSING == 0 {
         entry.flags |= CONN_F_CLOSING;
     }
-    Some((id, b))
 }
 
-/// Pins a flow to a backend (insert or overwrite).
+/// Looks a non-opening packet's flow up in `CONNS`, refreshing its entry.
 #[inline(always)]
-pub fn pin(svc: &Service, key: &FlowKey, backend: u32) {
-    let entry = ConnEntry { backend, service: svc.id, last_seen_ns: unsafe { bpf_ktime_get_ns() }, flags: 0, _pad: 0 };
-    // A full table evicts its least recently used entry; failure here only
-    // costs the flow its pin, and Maglev/source-hash reschedule it the same.
-    let _ = CONNS.insert(key, &entry, 0);
+pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
+    let Some(entry) = CONNS.get_ptr_mut(key) else {
+        return Pinned::Missing;
+    };
+    // SAFETY: the LRU map is preallocated; a concurrent eviction can at worst
+    // make us read another live entry, which `keeper` then rejects.
+    let entry = unsafe { &mut *entry };
+    match keeper(svc, entry) {
+        Some((id, b)) => {
+            touch(entry, tcp_flags);
+            Pinned::Hit(id, b)
+        }
+        None => Pinned::Stale,
+    }
+}
+
+/// A flow's second packet: moves its `NEW_CONNS` entry into `CONNS`.
+#[inline(always)]
+pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend)> {
+    // SAFETY: copied out at once (see `established`).
+    let mut entry = *unsafe { NEW_CONNS.get(key) }?;
+    let hit = keeper(svc, &entry)?;
+    touch(&mut entry, tcp_flags);
+    insert_established(key, &entry);
+    let _ = NEW_CONNS.remove(key);
+    Some(hit)
+}
+
+/// A SYN. A `CONNS` entry on its 5-tuple belongs to a finished connection
+/// and goes; a `NEW_CONNS` entry is this connection's own earlier SYN, whose
+/// backend a retransmission keeps while that backend takes new flows.
+#[inline(always)]
+pub fn reopen(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+    if CONNS.remove(key).is_ok() {
+        stats::count(GlobalCounter::ConnReused);
+    }
+    // SAFETY: copied out at once (see `established`).
+    let entry = *unsafe { NEW_CONNS.get(key) }?;
+    let (id, b) = keeper(svc, &entry)?;
+    BackendState::from_u32(b.state).takes_new_flows().then_some((id, b))
+}
+
+#[inline(always)]
+fn entry_for(svc: &Service, backend: u32) -> ConnEntry {
+    ConnEntry { backend, service: svc.id, last_seen_ns: unsafe { bpf_ktime_get_ns() }, flags: 0, _pad: 0 }
+}
+
+#[inline(always)]
+fn insert_established(key: &FlowKey, entry: &ConnEntry) {
+    match CONNS.insert(key, entry, 0) {
+        Ok(()) => stats::count(GlobalCounter::ConnInserted),
+        Err(_) => stats::count(GlobalCounter::ConnInsertFailed),
+    }
+}
+
+/// Pins a flow's first packet (into `NEW_CONNS`).
+#[inline(always)]
+pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32) {
+    match NEW_CONNS.insert(key, &entry_for(svc, backend), 0) {
+        Ok(()) => stats::count(GlobalCounter::NewFlowInserted),
+        Err(_) => stats::count(GlobalCounter::ConnInsertFailed),
+    }
+}
+
+/// Re-pins an established flow whose backend can no longer keep it (its
+/// `CONNS` entry is overwritten in place).
+#[inline(always)]
+pub fn repin(svc: &Service, key: &FlowKey, backend: u32) {
+    if CONNS.insert(key, &entry_for(svc, backend), 0).is_err() {
+        stats::count(GlobalCounter::ConnInsertFailed);
+    }
+}
+
+/// The backend an ICMP error about this flow belongs to, without touching
+/// either table.
+#[inline(always)]
+pub fn peek(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+    // SAFETY: copied out at once (see `established`).
+    if let Some(e) = unsafe { CONNS.get(key) } {
+        let e = *e;
+        return keeper(svc, &e);
+    }
+    let e = *unsafe { NEW_CONNS.get(key) }?;
+    keeper(svc, &e)
 }

@@ -14,8 +14,13 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Result<u32, Drop> {
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if backend.ifindex == 0 || backend.ifindex == ingress {
-        // Back out of the interface it came in on, from the MAC it was sent to.
-        eth.src = eth.dst;
+        // Back out of the interface it came in on, from that interface's own
+        // MAC (the frame may have been sent to a multicast or another MAC).
+        if backend.src_mac != [0; 6] {
+            eth.src = backend.src_mac;
+        } else {
+            eth.src = eth.dst;
+        }
         eth.dst = backend.mac;
         stats::count(GlobalCounter::Transmitted);
         return Ok(xdp_action::XDP_TX);

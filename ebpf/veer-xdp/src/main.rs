@@ -1,9 +1,10 @@
 //! veer's XDP dataplane.
 //!
 //! Per packet, top to bottom:
-//! parse ([`parse`]) -> service lookup -> connection table ([`conntrack`]) ->
+//! parse ([`parse`]) -> service lookup -> connection tables ([`conntrack`]) ->
 //! scheduler for new or orphaned flows ([`scheduler`]) -> counters ([`stats`])
-//! -> DSR rewrite and send ([`forward`]).
+//! -> DSR rewrite and send ([`forward`]). An ICMP error about a VIP flow
+//! goes to that flow's backend ([`icmp`]).
 #![no_std]
 #![no_main]
 
@@ -11,6 +12,7 @@ mod access;
 mod conntrack;
 mod forward;
 mod headers;
+mod icmp;
 mod maps;
 mod parse;
 mod scheduler;
@@ -20,7 +22,12 @@ mod verdict;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use veer_abi::{GlobalCounter, ServiceKey, NO_BACKEND, SERVICE_F_FALLBACK_PASS};
 
-use crate::{maps::SERVICES, scheduler::backend, verdict::Drop};
+use crate::{
+    conntrack::Pinned,
+    maps::SERVICES,
+    scheduler::{owned_backend, Purpose},
+    verdict::Drop,
+};
 
 #[xdp]
 pub fn veer_xdp(ctx: XdpContext) -> u32 {
@@ -44,17 +51,44 @@ fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
         return Ok(pass());
     };
+    if pkt.is_icmp_error() {
+        return icmp::to_flow_backend(ctx, &svc, &key);
+    }
     let bytes = (ctx.data_end() - ctx.data()) as u64;
 
-    if !conntrack::opens_connection(pkt.tcp_flags) {
-        if let Some((id, b)) = conntrack::lookup(&svc, &key, pkt.tcp_flags) {
+    let stale = if conntrack::opens_connection(pkt.tcp_flags()) {
+        if let Some((id, b)) = conntrack::reopen(&svc, &key) {
+            // A retransmitted SYN: same backend as the first.
             stats::forwarded(svc.id, id, bytes, false);
             return forward::to_backend(ctx, b);
         }
-    }
-    match scheduler::pick(&svc, &key) {
+        false
+    } else {
+        match conntrack::established(&svc, &key, pkt.tcp_flags()) {
+            Pinned::Hit(id, b) => {
+                stats::forwarded(svc.id, id, bytes, false);
+                return forward::to_backend(ctx, b);
+            }
+            Pinned::Stale => true,
+            Pinned::Missing => {
+                if let Some((id, b)) = conntrack::promote(&svc, &key, pkt.tcp_flags()) {
+                    stats::forwarded(svc.id, id, bytes, false);
+                    return forward::to_backend(ctx, b);
+                }
+                if key.proto == veer_abi::IPPROTO_TCP {
+                    stats::count(GlobalCounter::ConnLost);
+                }
+                false
+            }
+        }
+    };
+    match scheduler::pick(&svc, &key, Purpose::NewFlow) {
         Some((id, b)) => {
-            conntrack::pin(&svc, &key, id);
+            if stale {
+                conntrack::repin(&svc, &key, id);
+            } else {
+                conntrack::pin_new(&svc, &key, id);
+            }
             stats::forwarded(svc.id, id, bytes, true);
             forward::to_backend(ctx, b)
         }
@@ -67,7 +101,7 @@ fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
 #[inline(always)]
 fn no_backend(ctx: &XdpContext, svc: &veer_abi::Service, bytes: u64) -> Result<u32, Drop> {
     if svc.fallback_backend != NO_BACKEND {
-        let b = backend(svc.fallback_backend).ok_or(Drop::BadBackend)?;
+        let b = owned_backend(svc, svc.fallback_backend).ok_or(Drop::BadBackend)?;
         stats::count(GlobalCounter::FallbackBackend);
         stats::forwarded(svc.id, svc.fallback_backend, bytes, false);
         return forward::to_backend(ctx, b);

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use veer_abi::{
-    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, MAX_BACKENDS,
-    MAX_RING_SIZE, MAX_SERVICES, MAX_TX_PORTS,
+    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, MAX_TX_PORTS,
 };
 
 /// Per-CPU LRU lists over one shared hash table (`BPF_F_NO_COMMON_LRU`).
@@ -33,6 +33,13 @@ pub static RINGS: Array<[u32; MAX_RING_SIZE]> = Array::with_max_entries(MAX_SERV
 #[map]
 pub static CONNS: LruHashMap<FlowKey, ConnEntry> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Flows seen once, apart from `CONNS`: a flood of SYNs (or of first
+/// datagrams) evicts only other unanswered first packets, never an established
+/// flow. A flow's second packet moves its entry into `CONNS`.
+#[map]
+pub static NEW_CONNS: LruHashMap<FlowKey, ConnEntry> =
+    LruHashMap::with_max_entries(DEFAULT_NEW_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
 
 #[map]
 pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);

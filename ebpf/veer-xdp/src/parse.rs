@@ -5,9 +5,13 @@
 //! packet that is cut short or invalid past its IP header asks the VIP table
 //! whether it was addressed to a VIP: then it is an `Err(Drop)` (counted,
 //! dropped, never forwarded); otherwise it is `Ok(None)`, passed on untouched.
+//! A frame too short to hold an IP header cannot be told apart: it is passed.
+//!
+//! An ICMP error (frag needed, packet too big, unreachable) yields the flow
+//! it quotes, turned around to the client's direction (see [`crate::icmp`]).
 
 use aya_ebpf::programs::XdpContext;
-use veer_abi::{ipv4_mapped, FlowKey, IPPROTO_TCP, IPPROTO_UDP};
+use veer_abi::{ipv4_mapped, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     access::ptr_at,
@@ -17,14 +21,36 @@ use crate::{
         ipv6::{Ipv6Hdr, NEXTHDR_AUTH, NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
         l4::{TcpHdr, UdpHdr},
     },
+    icmp,
     maps::VIPS,
     verdict::Drop,
 };
 
 /// A packet for a VIP: its 5-tuple and, for TCP, its flags (0 for UDP).
+/// For an ICMP error, the 5-tuple of the flow it quotes, as the client sends it.
+///
+/// No `bool` and no padding: a niche or an undefined byte in the `Result`
+/// payload makes LLVM move undefined registers, which the verifier rejects
+/// ("!read_ok"; see `verdict::Drop`).
 pub struct VipPacket {
     pub key: FlowKey,
-    pub tcp_flags: u8,
+    /// TCP flags in the low byte; [`VipPacket::ICMP_ERROR`] for an ICMP error.
+    pub bits: u32,
+}
+
+impl VipPacket {
+    /// `bits`: this is an ICMP error about the flow in `key`.
+    pub const ICMP_ERROR: u32 = 1 << 8;
+
+    #[inline(always)]
+    pub fn tcp_flags(&self) -> u8 {
+        self.bits as u8
+    }
+
+    #[inline(always)]
+    pub fn is_icmp_error(&self) -> bool {
+        self.bits & Self::ICMP_ERROR != 0
+    }
 }
 
 /// The packet's 5-tuple if it is addressed to a VIP, or `None` for any other packet.
@@ -63,16 +89,19 @@ fn for_vip_only(r: Result<Option<VipPacket>, Drop>, dst: &[u8; 16]) -> Result<Op
 
 #[inline(always)]
 fn ipv4(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
-    let ip = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
-    if ip.version() != 4 || ip.header_len() < 20 {
-        return Err(Drop::Malformed);
-    }
+    let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
+        return Ok(None);
+    };
+    let ip = unsafe { &*ip };
     let dst = ipv4_mapped(ip.dst);
     for_vip_only(ipv4_l4(ctx, ip, dst), &dst)
 }
 
 #[inline(always)]
 fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr, dst: [u8; 16]) -> Result<Option<VipPacket>, Drop> {
+    if ip.version() != 4 || ip.header_len() < 20 {
+        return Err(Drop::Malformed);
+    }
     let total = ip.total_len();
     if total < ip.header_len() {
         return Err(Drop::Malformed);
@@ -84,25 +113,31 @@ fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr, dst: [u8; 16]) -> Result<Option<VipPa
         return Err(Drop::Fragment);
     }
     let l4 = EthHdr::LEN + ip.header_len();
+    if ip.proto == IPPROTO_ICMP {
+        return icmp::quoted_v4(ctx, l4, EthHdr::LEN + total, &ip.dst);
+    }
     let Some((sport, dport, tcp_flags)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
         return Ok(None);
     };
     let key = FlowKey { src: ipv4_mapped(ip.src), dst, sport, dport, proto: ip.proto, _pad: [0; 3] };
-    Ok(Some(VipPacket { key, tcp_flags }))
+    Ok(Some(VipPacket { key, bits: tcp_flags as u32 }))
 }
 
 #[inline(always)]
 fn ipv6(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
-    let ip = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
-    if ip.version() != 6 {
-        return Err(Drop::Malformed);
-    }
+    let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
+        return Ok(None);
+    };
+    let ip = unsafe { &*ip };
     let dst = ip.dst;
     for_vip_only(ipv6_l4(ctx, ip, dst), &dst)
 }
 
 #[inline(always)]
 fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr, dst: [u8; 16]) -> Result<Option<VipPacket>, Drop> {
+    if ip.version() != 6 {
+        return Err(Drop::Malformed);
+    }
     let end = EthHdr::LEN + Ipv6Hdr::LEN + ip.payload_len();
     if end > frame_len(ctx) {
         return Err(Drop::Truncated);
@@ -111,19 +146,20 @@ fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr, dst: [u8; 16]) -> Result<Option<VipPa
     match proto {
         NEXTHDR_FRAGMENT => return Err(Drop::Fragment),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST => return Err(Drop::Ipv6ExtHeader),
+        IPPROTO_ICMPV6 => return icmp::quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, end, &dst),
         _ => {}
     }
     let Some((sport, dport, tcp_flags)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
         return Ok(None);
     };
     let key = FlowKey { src: ip.src, dst, sport, dport, proto, _pad: [0; 3] };
-    Ok(Some(VipPacket { key, tcp_flags }))
+    Ok(Some(VipPacket { key, bits: tcp_flags as u32 }))
 }
 
 /// Source and destination port (and TCP flags) of a TCP or UDP header at `l4`,
-/// which must end by `ip_end`; `None` for other protocols (ICMP to a VIP is the kernel's).
+/// which must end by `ip_end`; `None` for other protocols.
 #[inline(always)]
-fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option<(u16, u16, u8)>, Drop> {
+pub fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option<(u16, u16, u8)>, Drop> {
     match proto {
         IPPROTO_TCP => {
             let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };

@@ -20,6 +20,21 @@ pub fn backend(id: u32) -> Option<&'static Backend> {
     BACKENDS.get(id)
 }
 
+/// The backend with this id, if it belongs to `svc`. A freed id handed to
+/// another service must not pull this service's flows along with it.
+#[inline(always)]
+pub fn owned_backend(svc: &Service, id: u32) -> Option<&'static Backend> {
+    backend(id).filter(|b| b.service == svc.id)
+}
+
+/// Whether a new flow is being scheduled (round robin advances its cursor),
+/// or an existing flow's backend is being recomputed (only hashes can).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    NewFlow,
+    Recompute,
+}
+
 /// A backend that may take a new flow, with its id.
 ///
 /// Starts at the scheduler's slot and walks on for up to `RING_PROBES` slots,
@@ -27,7 +42,7 @@ pub fn backend(id: u32) -> Option<&'static Backend> {
 /// before its ring has been rebuilt without it. The walk is deterministic, so
 /// all packets of one flow (or one client, for source hash) agree.
 #[inline(always)]
-pub fn pick(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose) -> Option<(u32, &'static Backend)> {
     let len = svc.ring_len;
     if len == 0 || len as usize > MAX_RING_SIZE {
         return None;
@@ -36,6 +51,7 @@ pub fn pick(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
     let start = match Scheduler::from_u8(svc.scheduler)? {
         Scheduler::Maglev => flow_hash(key),
         Scheduler::SourceHash => source_hash(&key.src),
+        Scheduler::RoundRobin if purpose == Purpose::Recompute => return None,
         Scheduler::RoundRobin => {
             let cursor = RR_CURSORS.get_ptr_mut(svc.id)?;
             // SAFETY: per-CPU value, no other writer on this CPU while we run.
@@ -56,7 +72,7 @@ pub fn pick(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
             return None;
         }
         let id = ring[slot];
-        if let Some(b) = backend(id) {
+        if let Some(b) = owned_backend(svc, id) {
             if BackendState::from_u32(b.state).takes_new_flows() {
                 return Some((id, b));
             }

@@ -18,6 +18,7 @@ pub enum Drop {
     NoBackend,
     BadBackend,
     Redirect,
+    IcmpNoFlow,
 }
 
 impl Drop {
@@ -31,6 +32,7 @@ impl Drop {
             Drop::NoBackend => GlobalCounter::DropNoBackend,
             Drop::BadBackend => GlobalCounter::DropBadBackend,
             Drop::Redirect => GlobalCounter::DropRedirect,
+            Drop::IcmpNoFlow => GlobalCounter::DropIcmpNoFlow,
         }
     }
 }

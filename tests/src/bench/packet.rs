@@ -22,7 +22,10 @@ const RUNS: usize = 5;
 
 /// Runs the section.
 pub fn run() -> Result<Section> {
-    let mut dp = Dataplane::load_with(XDP_OBJECT, &DataplaneOptions { conn_table_size: 65536, max_services: 4 })?;
+    let mut dp = Dataplane::load_with(
+        XDP_OBJECT,
+        &DataplaneOptions { conn_table_size: 65536, max_services: 4, ..Default::default() },
+    )?;
     let vip: IpAddr = "10.0.0.100".parse()?;
     let maglev = service_key(vip, 80, Protocol::Tcp);
     let rr = service_key(vip, 81, Protocol::Tcp);
@@ -34,28 +37,32 @@ pub fn run() -> Result<Section> {
         &rr,
         ServiceSpec { id: 1, scheduler: Scheduler::RoundRobin, flags: 0, fallback_backend: NO_BACKEND },
     )?;
-    let mut members = Vec::new();
-    for i in 0..10u32 {
-        let addr: IpAddr = format!("10.1.0.{}", i + 10).parse()?;
-        let b = Backend {
-            addr: to_abi(addr),
-            mac: [2, 0, 0, 0, 0, i as u8],
-            src_mac: [0; 6],
-            ifindex: 0,
-            weight: 1,
-            state: BackendState::Up as u32,
-            service: 0,
-        };
-        dp.set_backend(i, &b)?;
-        members.push(RingMember { id: i, identity: identity_of(addr), weight: 1 });
+    // Ten backends per service (a backend belongs to one service).
+    for (service, key) in [(0u32, &maglev), (1, &rr)] {
+        let mut members = Vec::new();
+        for i in 0..10u32 {
+            let id = service * 10 + i;
+            let addr: IpAddr = format!("10.1.{service}.{}", i + 10).parse()?;
+            let b = Backend {
+                addr: to_abi(addr),
+                mac: [2, 0, 0, 0, service as u8, i as u8],
+                src_mac: [0; 6],
+                ifindex: 0,
+                weight: 1,
+                state: BackendState::Up as u32,
+                service,
+            };
+            dp.set_backend(id, &b)?;
+            members.push(RingMember { id, identity: identity_of(addr), weight: 1 });
+        }
+        dp.publish_pool(key, 65537, &members)?;
     }
-    dp.publish_pool(&maglev, 65537, &members)?;
-    dp.publish_pool(&rr, 65537, &members)?;
     let client: SocketAddr = "192.0.2.7:40000".parse()?;
     let to = |port: u16| SocketAddr::new(vip, port);
     let ack = frame::packet(client, to(80), L4::Tcp(0x10), &[0; 64]);
-    // Pin the flow once, so the ACKs hit the connection table.
+    // Pin the flow (SYN, then the ACK that promotes it), so the ACKs hit the connection table.
     dp.test_run(&frame::tcp_syn(client, to(80)), 1)?;
+    dp.test_run(&ack, 1)?;
     let paths: Vec<(&str, Vec<u8>)> = vec![
         ("connection-table hit (TCP ACK)", ack.clone()),
         ("new flow, Maglev (TCP SYN)", frame::packet(client, to(80), L4::Tcp(0x02), &[0; 64])),

@@ -55,8 +55,12 @@ pub struct DaemonConfig {
     pub attach_mode: AttachModeConfig,
     /// The API's Unix socket.
     pub api_socket: Option<PathBuf>,
-    /// Connection-table entries.
+    /// Connection-table entries (the kernel rounds this up to a multiple of
+    /// the possible CPUs: each CPU's LRU list gets an equal share).
     pub conn_table_size: u32,
+    /// New-flow table entries: flows seen once (a SYN) wait here until their
+    /// next packet, so a SYN flood cannot evict established flows.
+    pub new_flow_table_size: u32,
     /// Service capacity of the maps.
     pub max_services: u32,
     /// Group (name or gid) whose members may use the API socket besides root.
@@ -77,6 +81,7 @@ impl Default for DaemonConfig {
             attach_mode: AttachModeConfig::Driver,
             api_socket: None,
             conn_table_size: veer_abi::DEFAULT_CONN_TABLE_SIZE,
+            new_flow_table_size: veer_abi::DEFAULT_NEW_FLOW_TABLE_SIZE,
             max_services: veer_abi::MAX_SERVICES,
             api_group: None,
             metrics: None,

@@ -116,6 +116,9 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
     if d.conn_table_size < 1024 {
         c.err(daemon_at, "conn_table_size", "daemon.conn_table_size".into(), "must be at least 1024");
     }
+    if d.new_flow_table_size < 1024 {
+        c.err(daemon_at, "new_flow_table_size", "daemon.new_flow_table_size".into(), "must be at least 1024");
+    }
     if d.max_services == 0 || d.max_services > 4096 {
         c.err(daemon_at, "max_services", "daemon.max_services".into(), "must be 1 to 4096");
     }

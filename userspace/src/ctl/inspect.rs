@@ -421,13 +421,29 @@ pub fn which(ctx: &Ctx, proto: Protocol, src: SocketAddr, dst: SocketAddr) -> Re
 pub fn stats(ctx: &Ctx) -> Result<()> {
     let pins = ctx.pins()?;
     let g = pins.global_counters()?;
-    let doc: serde_json::Map<String, Value> = g.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
+    let usage = pins.table_usage()?;
+    let mut doc: serde_json::Map<String, Value> = g.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
+    doc.insert("tables".into(), serde_json::to_value(usage)?);
     ctx.emit(&Value::Object(doc), || {
         let mut t = Table::new(&["COUNTER", "PACKETS", "MEANING"]);
         for (c, v) in &g {
             t.row(vec![c.name().into(), v.to_string(), meaning(*c).into()]);
         }
-        t.render()
+        let u = usage;
+        let cpus = u.possible_cpus.max(1);
+        format!(
+            "{}\nconnection table: {} of {} entries ({} per CPU LRU list, {} possible CPUs), {} evicted\n\
+             new-flow table:   {} of {} entries ({} per CPU LRU list)\n",
+            t.render(),
+            u.conns,
+            u.conns_capacity,
+            u.conns_capacity / cpus,
+            cpus,
+            u.conns_evicted,
+            u.new_flows,
+            u.new_flows_capacity,
+            u.new_flows_capacity / cpus,
+        )
     });
     Ok(())
 }
@@ -446,6 +462,13 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::DropRedirect => "dropped: egress not in the devmap",
         GlobalCounter::FallbackPassed => "no backend up: passed to the kernel",
         GlobalCounter::FallbackBackend => "no backend up: sent to the sorry backend",
+        GlobalCounter::ConnInserted => "flows entered the connection table (2nd packet)",
+        GlobalCounter::ConnReused => "table entries replaced by a SYN on their 5-tuple",
+        GlobalCounter::ConnInsertFailed => "table inserts the kernel refused",
+        GlobalCounter::NewFlowInserted => "flows entered the new-flow table (1st packet)",
+        GlobalCounter::ConnLost => "TCP packets whose flow had lost its entry",
+        GlobalCounter::IcmpToBackend => "ICMP errors sent on to the flow's backend",
+        GlobalCounter::DropIcmpNoFlow => "dropped: ICMP error for no known flow",
     }
 }
 

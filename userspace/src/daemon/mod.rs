@@ -113,6 +113,20 @@ fn lock(name: &str) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// Says what the kernel makes of the connection-table sizes: per-CPU LRU
+/// lists round them to a multiple of the possible CPUs, and each CPU evicts
+/// from its own share.
+fn log_table_sizes(opts: &DataplaneOptions) {
+    let cpus = match dataplane::possible_cpus() {
+        Ok(n) => n,
+        Err(e) => return warn!(error = %e, "cannot read the possible CPUs"),
+    };
+    for (table, asked) in [("connection", opts.conn_table_size), ("new-flow", opts.new_flow_table_size)] {
+        let got = dataplane::lru_capacity(asked, cpus);
+        info!(table, asked, entries = got, possible_cpus = cpus, per_cpu = got / cpus, "{table} table size");
+    }
+}
+
 impl Daemon {
     /// Loads (or adopts) the dataplane, applies `cfg` and attaches. Health
     /// events arrive on the returned receiver, to be handed to [`Daemon::run`].
@@ -120,8 +134,12 @@ impl Daemon {
         let lock = lock(&cfg.daemon.name)?;
         pin::ensure_bpffs(&cfg.daemon.bpffs)?;
         let pin_dir = cfg.daemon.pin_dir();
-        let opts =
-            DataplaneOptions { conn_table_size: cfg.daemon.conn_table_size, max_services: cfg.daemon.max_services };
+        let opts = DataplaneOptions {
+            conn_table_size: cfg.daemon.conn_table_size,
+            new_flow_table_size: cfg.daemon.new_flow_table_size,
+            max_services: cfg.daemon.max_services,
+        };
+        log_table_sizes(&opts);
         let (dp, adopted) = Dataplane::load_pinned(&pin_dir, &opts)
             .with_context(|| format!("loading the dataplane pinned at {}", pin_dir.display()))?;
         let adoption = if adopted { Some(Adoption::read(&dp)?) } else { None };

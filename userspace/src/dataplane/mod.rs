@@ -23,13 +23,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
-    names, Backend, BackendState, Scheduler, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
-    MAX_SERVICES, PROGRAM_NAME,
+    names, Backend, BackendState, Scheduler, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE,
+    MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROGRAM_NAME,
 };
 
 pub use addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};
 pub use error::DataplaneError;
-pub use read::{active_per_backend, is_active, monotonic_ns, MapReader, PinnedMaps};
+pub use read::{active_per_backend, is_active, monotonic_ns, MapReader, PinnedMaps, TableUsage};
 
 use crate::ring::{maglev::MaglevRing, round_robin, RingMember};
 
@@ -65,8 +65,11 @@ impl From<AttachMode> for XdpMode {
 /// Sizes fixed at load time.
 #[derive(Clone, Copy, Debug)]
 pub struct DataplaneOptions {
-    /// Entries in the connection table.
+    /// Entries asked for the connection table (see [`lru_capacity`] for what
+    /// the kernel gives).
     pub conn_table_size: u32,
+    /// Entries asked for the new-flow table (flows seen once).
+    pub new_flow_table_size: u32,
     /// Services the tables can hold (ids `0..max_services`). Each costs two
     /// rings of `MAX_RING_SIZE` slots (512 KiB).
     pub max_services: u32,
@@ -74,8 +77,34 @@ pub struct DataplaneOptions {
 
 impl Default for DataplaneOptions {
     fn default() -> Self {
-        Self { conn_table_size: DEFAULT_CONN_TABLE_SIZE, max_services: MAX_SERVICES }
+        Self {
+            conn_table_size: DEFAULT_CONN_TABLE_SIZE,
+            new_flow_table_size: DEFAULT_NEW_FLOW_TABLE_SIZE,
+            max_services: MAX_SERVICES,
+        }
     }
+}
+
+/// The capacity the kernel gives an LRU hash with per-CPU LRU lists
+/// (`BPF_F_NO_COMMON_LRU`) when `requested` entries are asked for: a multiple
+/// of the number of possible CPUs, rounded up (down where rounding up would
+/// overflow), so that every CPU's list gets an equal share. Mirrors
+/// `htab_map_alloc` in kernel/bpf/hashtab.c (every kernel since 4.10).
+pub fn lru_capacity(requested: u32, possible_cpus: u32) -> u32 {
+    let n = possible_cpus.max(1);
+    match requested.div_ceil(n).checked_mul(n) {
+        Some(up) => up,
+        None => requested / n * n,
+    }
+}
+
+/// Where the kernel lists the possible CPUs.
+pub const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// Number of possible CPUs (not only online ones): what the kernel sizes
+/// per-CPU maps and per-CPU LRU lists by.
+pub fn possible_cpus() -> std::io::Result<u32> {
+    aya::util::nr_cpus().map(|n| n as u32).map_err(|(_, e)| e)
 }
 
 /// One map as this build creates it. The single source of map sizes: used
@@ -85,7 +114,36 @@ pub(crate) struct MapLayout {
     pub key_size: u32,
     /// Accepted value sizes (the first is what this build creates).
     pub value_sizes: &'static [u32],
+    /// Entries asked for at creation.
     pub max_entries: u32,
+    /// An LRU hash with per-CPU lists: the kernel rounds `max_entries` (see [`lru_capacity`]).
+    pub per_cpu_lru: bool,
+}
+
+impl MapLayout {
+    /// The `max_entries` the kernel reports for this map once created.
+    pub fn kernel_max_entries(&self, possible_cpus: u32) -> u32 {
+        if self.per_cpu_lru {
+            lru_capacity(self.max_entries, possible_cpus)
+        } else {
+            self.max_entries
+        }
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::lru_capacity;
+
+    #[test]
+    fn lru_capacity_rounds_to_a_multiple_of_the_cpus() {
+        assert_eq!(lru_capacity(65535, 2), 65536);
+        assert_eq!(lru_capacity(262_144, 6), 262_146);
+        assert_eq!(lru_capacity(262_144, 96), 262_176);
+        assert_eq!(lru_capacity(262_144, 64), 262_144);
+        assert_eq!(lru_capacity(1000, 1), 1000);
+        assert_eq!(lru_capacity(u32::MAX, 6), u32::MAX / 6 * 6, "rounds down where up would overflow");
+    }
 }
 
 /// Every map of the XDP object, sized for `opts`.
@@ -96,13 +154,20 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         size_of::<T>() as u32
     }
     let svc = opts.max_services;
-    let m = |name, key_size, value_sizes, max_entries| MapLayout { name, key_size, value_sizes, max_entries };
+    let m = |name, key_size, value_sizes, max_entries| MapLayout {
+        name,
+        key_size,
+        value_sizes,
+        max_entries,
+        per_cpu_lru: name == names::CONNS || name == names::NEW_CONNS,
+    };
     vec![
         m(names::SERVICES, sz::<ServiceKey>(), &[size_of::<Service>() as u32], svc),
         m(names::VIPS, 16, &[4], svc),
         m(names::BACKENDS, 4, &[size_of::<Backend>() as u32], MAX_BACKENDS),
         m(names::RINGS, 4, &[size_of::<Ring>() as u32], svc * 2),
         m(names::CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
+        m(names::NEW_CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.new_flow_table_size),
         m(names::RR_CURSORS, 4, &[4], svc),
         m(names::SERVICE_STATS, 4, &[size_of::<Counters>() as u32], svc),
         m(names::BACKEND_STATS, 4, &[size_of::<Counters>() as u32], MAX_BACKENDS),

@@ -107,7 +107,14 @@ fn check_pins(dir: &Path, opts: &DataplaneOptions) -> std::result::Result<bool, 
         }
     }
     let mut any = false;
-    for MapLayout { name, key_size: key, value_sizes: values, max_entries: entries } in map_layout(opts) {
+    let cpus = super::possible_cpus().map_err(|source| PinError::Io {
+        what: "reading",
+        path: PathBuf::from(super::POSSIBLE_CPUS),
+        source,
+    })?;
+    for layout in map_layout(opts) {
+        let MapLayout { name, key_size: key, value_sizes: values, .. } = layout;
+        let entries = layout.kernel_max_entries(cpus);
         let path = dir.join(name);
         if !path.exists() {
             continue;

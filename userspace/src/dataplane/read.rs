@@ -111,14 +111,70 @@ pub trait MapReader {
         Ok(m.iter().filter_map(|r| r.ok()).collect())
     }
 
+    /// How full the two connection tables are (walks both: one syscall per entry).
+    fn table_usage(&self) -> Result<TableUsage> {
+        let count = |name: &'static str| -> Result<(u64, u32)> {
+            let data = match self.map(name)? {
+                Map::LruHashMap(d) | Map::HashMap(d) => d,
+                _ => return Err(DataplaneError::Missing { kind: "LRU hash map", name }),
+            };
+            let capacity = data.info().map_err(DataplaneError::map(name, "inspecting"))?.max_entries();
+            let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, name);
+            Ok((m.keys().filter(|k| k.is_ok()).count() as u64, capacity))
+        };
+        let (conns, conns_capacity) = count(names::CONNS)?;
+        let (new_flows, new_flows_capacity) = count(names::NEW_CONNS)?;
+        let g = self.global_counters()?;
+        let get = |c: GlobalCounter| g.iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| *v);
+        Ok(TableUsage {
+            conns,
+            conns_capacity,
+            new_flows,
+            new_flows_capacity,
+            possible_cpus: super::possible_cpus().unwrap_or(1),
+            // Entries leave CONNS only by LRU eviction or a SYN reusing their
+            // 5-tuple (counted): whatever else was inserted and is gone was evicted.
+            conns_evicted: get(GlobalCounter::ConnInserted)
+                .saturating_sub(get(GlobalCounter::ConnReused))
+                .saturating_sub(conns),
+        })
+    }
+
     /// The connection-table entry of one flow.
     fn flow(&self, key: &FlowKey) -> Result<Option<ConnEntry>> {
-        let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, names::CONNS);
-        match m.get(key, 0) {
-            Ok(e) => Ok(Some(e)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(DataplaneError::map(names::CONNS, "reading")(e)),
-        }
+        flow_in(self, names::CONNS, key)
+    }
+
+    /// The new-flow-table entry of one flow (seen once so far).
+    fn new_flow(&self, key: &FlowKey) -> Result<Option<ConnEntry>> {
+        flow_in(self, names::NEW_CONNS, key)
+    }
+}
+
+/// Occupancy of the connection tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableUsage {
+    /// Entries in the connection table.
+    pub conns: u64,
+    /// Its capacity as the kernel sized it.
+    pub conns_capacity: u32,
+    /// Entries in the new-flow table.
+    pub new_flows: u64,
+    /// Its capacity as the kernel sized it.
+    pub new_flows_capacity: u32,
+    /// Possible CPUs: each has an LRU list of `capacity / possible_cpus`
+    /// entries and evicts from it when a flow first seen there needs room.
+    pub possible_cpus: u32,
+    /// Connection-table entries evicted since the table was created.
+    pub conns_evicted: u64,
+}
+
+fn flow_in<R: MapReader + ?Sized>(r: &R, name: &'static str, key: &FlowKey) -> Result<Option<ConnEntry>> {
+    let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(r, HashMap, name);
+    match m.get(key, 0) {
+        Ok(e) => Ok(Some(e)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(DataplaneError::map(name, "reading")(e)),
     }
 }
 
