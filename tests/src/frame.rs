@@ -96,3 +96,57 @@ pub fn arp_request() -> Vec<u8> {
     f.extend_from_slice(&[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
     f
 }
+
+/// An ICMP error from `router` to `to` quoting `quoted` (an Ethernet frame, as
+/// built by [`packet`]; its IP packet is quoted, cut to `quote_len` bytes).
+/// IPv4: destination unreachable, fragmentation needed (type 3, code 4),
+/// next-hop MTU 1400. IPv6: packet too big (type 2), MTU 1400.
+pub fn icmp_error(router: IpAddr, to: IpAddr, quoted: &[u8], quote_len: usize) -> Vec<u8> {
+    let inner = &quoted[14..(14 + quote_len).min(quoted.len())];
+    let mut msg = match to {
+        IpAddr::V4(_) => vec![3, 4, 0, 0, 0, 0, 0x05, 0x78],
+        IpAddr::V6(_) => vec![2, 0, 0, 0, 0, 0, 0x05, 0x78],
+    };
+    msg.extend_from_slice(inner);
+    if to.is_ipv4() {
+        let c = checksum(&msg);
+        msg[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    ip_frame(router, to, if to.is_ipv4() { 1 } else { 58 }, &msg)
+}
+
+/// An ICMP echo request (IPv4) or ICMPv6 echo request from `src` to `dst`.
+pub fn echo_request(src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    let msg = if dst.is_ipv4() { vec![8, 0, 0, 0, 0, 1, 0, 1] } else { vec![128, 0, 0, 0, 0, 1, 0, 1] };
+    ip_frame(src, dst, if dst.is_ipv4() { 1 } else { 58 }, &msg)
+}
+
+/// An Ethernet frame carrying an IP packet with protocol `proto` and `payload`.
+fn ip_frame(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&LB_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+            ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+            ip.extend_from_slice(&s.octets());
+            ip.extend_from_slice(&d.octets());
+            let c = checksum(&ip);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[proto, 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&d.octets());
+        }
+        _ => panic!("mixed address families: {src} -> {dst}"),
+    }
+    f.extend_from_slice(payload);
+    f
+}

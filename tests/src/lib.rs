@@ -8,6 +8,7 @@ pub mod bench;
 pub mod daemon;
 pub mod deployment;
 pub mod frame;
+pub mod lab;
 pub mod netns;
 pub mod server;
 pub mod topology;

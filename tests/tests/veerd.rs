@@ -99,7 +99,7 @@ fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it
     let samples = load.stop();
 
     let last_packet = changes.lock().unwrap().iter().copied().filter(|t| *t > t0 && *t < restart_seen).max();
-    let failover = last_packet.map_or(Duration::ZERO, |t| t - t0);
+    let failover = last_packet.expect("the watcher saw no packet reach b2 after its kill: nothing was measured") - t0;
     let bound = Duration::from_millis(3 * INTERVAL_MS + 50);
     let failed = failures(&samples);
     println!(
@@ -108,15 +108,11 @@ fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it
         failed.len(),
         samples.len()
     );
-    assert!(failover < Duration::from_secs(1), "failover took {failover:?}");
+    assert!(failover <= bound, "failover took {failover:?}, over the promised {bound:?}");
     // Failures only inside the detection window.
     for f in &failed {
         let at = f.start.saturating_duration_since(t0);
-        assert!(
-            f.start + Duration::from_millis(50) >= t0 && at < Duration::from_secs(1),
-            "failure {:?} at {at:?}",
-            f.result
-        );
+        assert!(f.start + Duration::from_millis(50) >= t0 && at <= bound, "failure {:?} at {at:?}", f.result);
     }
     // The restart command really ran the server again: a new live process,
     // serving b2 to clients after it passed `rise` checks.

@@ -232,7 +232,12 @@ mod tests {
         assert!(matches!(p(&["false"]).run(a, T).await, Err(ProbeError::Exec(_))));
         // Arguments are substituted, and no shell interprets them.
         assert_eq!(p(&["test", "{address}:{port}", "=", "127.0.0.1:9"]).run(a, T).await, Ok(()));
-        assert!(p(&["test", "$HOME", "=", "/root"]).run(a, T).await.is_err());
+        // A shell would expand an unset variable to nothing; veer passes the literal text.
+        assert_eq!(
+            p(&["test", "$VEER_SURELY_UNSET_VARIABLE", "=", "$VEER_SURELY_UNSET_VARIABLE"]).run(a, T).await,
+            Ok(())
+        );
+        assert!(p(&["test", "$VEER_SURELY_UNSET_VARIABLE", "=", ""]).run(a, T).await.is_err());
         assert_eq!(
             p(&["sleep", "5"]).run(a, Duration::from_millis(100)).await,
             Err(ProbeError::Timeout(Duration::from_millis(100)))
