@@ -25,6 +25,10 @@ enum Cmd {
         /// it itself, so it keeps the host's bpffs (unlike `ip netns exec`).
         #[arg(long)]
         netns: Option<String>,
+        /// Discard the runtime-state file (drains, disables, weights, added
+        /// and removed backends) and start from the config file alone.
+        #[arg(long)]
+        reset_runtime: bool,
     },
     /// Validate a config file without running anything.
     Check {
@@ -37,6 +41,9 @@ enum Cmd {
         /// Config file of the instance.
         #[arg(short, long)]
         config: PathBuf,
+        /// Uninstall even while veerd runs for this instance.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -44,6 +51,21 @@ fn enter_netns(name: &str) -> Result<()> {
     let f = File::open(format!("/run/netns/{name}")).with_context(|| format!("opening network namespace {name}"))?;
     nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("entering network namespace {name}"))
+}
+
+/// Raises the soft open-file limit to the hard one: probes, API and metrics
+/// connections and child processes all need descriptors, and the usual
+/// default of 1,024 is easy to exhaust.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "open-file limit raised"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -68,9 +90,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        Cmd::Uninstall { config: path } => (|| {
+        Cmd::Uninstall { config: path, force } => (|| {
             let c = config::load(&path)?;
-            let removed = daemon::uninstall(&c)?;
+            let removed = daemon::uninstall(&c, force)?;
             if removed.is_empty() {
                 println!("nothing installed for instance {:?}", c.daemon.name);
             }
@@ -79,15 +101,16 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
-        Cmd::Run { config: path, netns } => (|| {
+        Cmd::Run { config: path, netns, reset_runtime } => (|| {
             let cfg = config::load(&path)?;
+            raise_open_file_limit();
             // Before any thread exists: every runtime thread inherits the namespace.
             if let Some(ns) = &netns {
                 enter_netns(ns)?;
             }
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(async {
-                let (d, events) = daemon::Daemon::start(&path, cfg)?;
+                let (d, events) = daemon::Daemon::start(&path, cfg, reset_runtime)?;
                 d.run(events).await
             })
         })(),

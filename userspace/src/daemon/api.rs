@@ -5,13 +5,13 @@
 //! `{"cmd":"reload"}` -> `{"ok":false,"error":"t.toml:9: ..."}`.
 //! Requests are handed to the daemon's main loop, which owns all state.
 
-use std::{os::unix::fs::PermissionsExt, path::Path};
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, Semaphore},
 };
 use tracing::{debug, warn};
 
@@ -107,6 +107,14 @@ impl Response {
     }
 }
 
+/// Connections served at once; more are answered with an error and closed,
+/// so that idle clients cannot use up veerd's file descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Longest request line.
+pub const MAX_LINE: usize = 64 * 1024;
+/// A connection that sends no complete line for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A request with the channel its response goes back on.
 pub type Call = (Request, oneshot::Sender<Response>);
 
@@ -142,23 +150,73 @@ pub fn listen(
         }
         None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
     }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, calls.clone()));
+                Ok((mut stream, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let calls = calls.clone();
+                        tokio::spawn(async move {
+                            serve(stream, calls).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        warn!(max = MAX_CONNECTIONS, "api: too many connections; refusing one");
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                stream.write_all(&reply_line(&Response::err("too many API connections; try again"))),
+                            )
+                            .await;
+                        });
+                    }
+                },
+                Err(e) => {
+                    warn!(error = %e, "api accept failed");
+                    // EMFILE and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => warn!(error = %e, "api accept failed"),
             }
         }
     }))
 }
 
+fn reply_line(resp: &Response) -> Vec<u8> {
+    let mut out = serde_json::to_string(resp).unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"{e}\"}}"));
+    out.push('\n');
+    out.into_bytes()
+}
+
+/// Reads one request line: `Ok(None)` at the end of the stream, an error
+/// for a line over [`MAX_LINE`] or a client idle for [`IDLE_TIMEOUT`].
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<String>, String> {
+    let mut buf = Vec::new();
+    let mut limited = (&mut *r).take(MAX_LINE as u64 + 1);
+    match tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut buf)).await {
+        Err(_) => Err(format!("no complete request within {IDLE_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(0)) => Ok(None),
+        Ok(Ok(_)) if buf.len() > MAX_LINE => Err(format!("request line over {MAX_LINE} bytes")),
+        Ok(Ok(_)) => String::from_utf8(buf).map(Some).map_err(|_| "request is not UTF-8".to_string()),
+    }
+}
+
 async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
     let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let resp = match serde_json::from_str::<Request>(&line) {
+    let mut r = BufReader::new(r);
+    loop {
+        let line = match read_line(&mut r).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                debug!(error = %e, "api: closing a connection");
+                let _ = w.write_all(&reply_line(&Response::err(format!("bad request: {e}")))).await;
+                return;
+            }
+        };
+        let resp = match serde_json::from_str::<Request>(line.trim_end()) {
             Err(e) => Response::err(format!("bad request: {e}")),
             Ok(req) => {
                 debug!(?req, "api request");
@@ -170,9 +228,7 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
                 }
             }
         };
-        let mut out = serde_json::to_string(&resp).unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"{e}\"}}"));
-        out.push('\n');
-        if w.write_all(out.as_bytes()).await.is_err() {
+        if w.write_all(&reply_line(&resp)).await.is_err() {
             return;
         }
     }

@@ -55,6 +55,8 @@ pub struct DaemonMetrics {
     pub restarts: HashMap<u32, Arc<AtomicU64>>,
     /// Scaling hooks fired, by (service, direction).
     pub scale_hooks: HashMap<(String, &'static str), u64>,
+    /// Checks that failed locally (no verdict), by backend.
+    pub local_errors: HashMap<u32, u64>,
     /// Reloads applied and refused.
     pub reloads: [u64; 2],
 }
@@ -80,41 +82,62 @@ pub async fn serve(
     calls: mpsc::Sender<Call>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let (s, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "metrics: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Over the cap: dropped at once (closed), never held open.
+            let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
             let calls = calls.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut n = 0;
-                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(r) => n += r,
-                    }
-                }
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if req.starts_with("GET /metrics ") || req.starts_with("GET / ") {
-                    let (tx, rx) = oneshot::channel();
-                    let text = match calls.send((Request::Metrics, tx)).await {
-                        Ok(()) => rx.await.ok().and_then(|r| r.result).and_then(|v| v.as_str().map(String::from)),
-                        Err(_) => None,
-                    };
-                    match text {
-                        Some(t) => ("200 OK", t),
-                        None => ("503 Service Unavailable", "daemon busy\n".into()),
-                    }
-                } else {
-                    ("404 Not Found", "try GET /metrics\n".into())
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                if let Err(e) = s.write_all(resp.as_bytes()).await {
-                    warn!(error = %e, "metrics: write failed");
-                }
+                // A slow or silent client gets REQUEST_TIMEOUT in all.
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(s, calls)).await;
+                drop(permit);
             });
         }
     }))
+}
+
+/// Scrapes served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Time a scrape may take, reading the request included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn answer(mut s: tokio::net::TcpStream, calls: mpsc::Sender<Call>) {
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(r) => n += r,
+        }
+    }
+    let req = String::from_utf8_lossy(&buf[..n]);
+    let (status, body) = if req.starts_with("GET /metrics ") || req.starts_with("GET / ") {
+        let (tx, rx) = oneshot::channel();
+        let text = match calls.send((Request::Metrics, tx)).await {
+            Ok(()) => rx.await.ok().and_then(|r| r.result).and_then(|v| v.as_str().map(String::from)),
+            Err(_) => None,
+        };
+        match text {
+            Some(t) => ("200 OK", t),
+            None => ("503 Service Unavailable", "daemon busy\n".into()),
+        }
+    } else {
+        ("404 Not Found", "try GET /metrics\n".into())
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = s.write_all(resp.as_bytes()).await {
+        warn!(error = %e, "metrics: write failed");
+    }
 }

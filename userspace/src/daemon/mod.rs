@@ -130,7 +130,15 @@ fn log_table_sizes(opts: &DataplaneOptions) {
 impl Daemon {
     /// Loads (or adopts) the dataplane, applies `cfg` and attaches. Health
     /// events arrive on the returned receiver, to be handed to [`Daemon::run`].
-    pub fn start(cfg_path: &Path, cfg: Config) -> Result<(Self, mpsc::UnboundedReceiver<HealthEvent>)> {
+    ///
+    /// A runtime-state file that cannot be read stops the start (its drains
+    /// and disables would otherwise be silently undone), unless
+    /// `reset_runtime`, which discards it.
+    pub fn start(
+        cfg_path: &Path,
+        cfg: Config,
+        reset_runtime: bool,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<HealthEvent>)> {
         let lock = lock(&cfg.daemon.name)?;
         pin::ensure_bpffs(&cfg.daemon.bpffs)?;
         let pin_dir = cfg.daemon.pin_dir();
@@ -156,10 +164,23 @@ impl Daemon {
             adoption.as_ref().map(|a| a.backends.values().map(|(id, b)| (*id, *b)).collect()).unwrap_or_default();
         let (tx, rx) = mpsc::unbounded_channel();
         let state = cfg.daemon.state_path();
-        let overrides = Overrides::load(&state).unwrap_or_else(|e| {
-            error!(error = %e, "runtime state unreadable: starting from the config file alone");
+        let overrides = if reset_runtime {
+            match std::fs::remove_file(&state) {
+                Ok(()) => warn!(file = %state.display(), "--reset-runtime: runtime changes discarded"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", state.display())),
+            }
             Overrides::default()
-        });
+        } else {
+            Overrides::load(&state).with_context(|| {
+                format!(
+                    "the runtime-state file {} is unreadable, so the drains, disables, weights and added \
+                     backends it records cannot be restored: repair it, or start with `veerd run --reset-runtime` \
+                     to discard them",
+                    state.display()
+                )
+            })?
+        };
         if !overrides.is_empty() {
             info!(file = %state.display(), "runtime changes restored");
         }
@@ -306,7 +327,9 @@ impl Daemon {
             let mut svc_cfg = scfg.clone();
             svc_cfg.backends.clear();
             let is_new = prev.is_none();
-            let published = prev.and_then(|p| p.published);
+            // A new ring size needs a new ring now, not at the next membership
+            // change (often a failover, when a fresh build would remap most flows).
+            let published = prev.filter(|p| p.cfg.ring_size == scfg.ring_size).and_then(|p| p.published);
             let svc = ServiceRt { cfg: svc_cfg, key, id: sid, backends, published, starved: false };
             if is_new {
                 info!(service = %svc.cfg.name, vip = %dataplane::display_service(&key), id = sid, "service configured");
@@ -752,6 +775,7 @@ impl Daemon {
         let mut svc_lines = (String::new(), String::new(), String::new());
         let mut be = (String::new(), String::new(), String::new(), String::new(), String::new(), String::new());
         let (mut lat, mut fo, mut rec, mut rs) = (String::new(), String::new(), String::new(), String::new());
+        let mut local = String::new();
         for s in &self.services {
             let sl = format!("service=\"{}\"", label(&s.cfg.name));
             let c = self.dp.service_counters(s.id).unwrap_or_default();
@@ -787,9 +811,11 @@ impl Daemon {
                 );
                 let n = self.metrics.restarts.get(&b.id).map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed));
                 let _ = writeln!(rs, "veer_restart_attempts_total{{{bl}}} {n}");
+                let n = self.metrics.local_errors.get(&b.id).copied().unwrap_or(0);
+                let _ = writeln!(local, "veer_health_check_local_errors_total{{{bl}}} {n}");
             }
         }
-        let sections: [(&str, &str, &str, &str); 14] = [
+        let sections: [(&str, &str, &str, &str); 15] = [
             ("veer_service_bytes_total", "counter", "Bytes forwarded for a service.", &svc_lines.0),
             ("veer_service_new_flows_total", "counter", "Flows scheduled for a service.", &svc_lines.1),
             ("veer_service_healthy_backends", "gauge", "Backends up in a service.", &svc_lines.2),
@@ -803,6 +829,12 @@ impl Daemon {
             ("veer_failovers_total", "counter", "Times a backend went down.", &fo),
             ("veer_recoveries_total", "counter", "Times a backend came back up.", &rec),
             ("veer_restart_attempts_total", "counter", "Restart command runs.", &rs),
+            (
+                "veer_health_check_local_errors_total",
+                "counter",
+                "Checks that could not run here (no file descriptors, memory...): no verdict, state held.",
+                &local,
+            ),
             ("veer_dataplane_packets_total", "counter", "Global dataplane counters.", ""),
         ];
         for (name, kind, help, body) in sections {
@@ -887,7 +919,13 @@ impl Daemon {
                     if up { self.resolve_nexthops(); }
                 }
                 Some((req, reply)) = calls.recv() => { let _ = reply.send(self.handle(req)); }
-                Some(p) = samples.recv() => { self.metrics.latency.entry(p.backend).or_default().observe(p.latency); }
+                Some(p) = samples.recv() => {
+                    if p.local_error {
+                        *self.metrics.local_errors.entry(p.backend).or_default() += 1;
+                    } else {
+                        self.metrics.latency.entry(p.backend).or_default().observe(p.latency);
+                    }
+                }
                 _ = hup.recv() => { info!("SIGHUP: reloading {}", self.cfg_path.display()); let _ = self.reload(); }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -908,8 +946,22 @@ impl Daemon {
 }
 
 /// Removes everything an instance installed: pinned links (detaching the
-/// program), pinned maps, the API socket.
-pub fn uninstall(cfg: &Config) -> Result<Vec<PathBuf>> {
+/// program), pinned maps, the API socket. Refused while the instance's veerd
+/// runs (it holds the instance lock) unless `force`.
+pub fn uninstall(cfg: &Config, force: bool) -> Result<Vec<PathBuf>> {
+    let _lock = match lock(&cfg.daemon.name) {
+        Ok(l) => Some(l),
+        Err(e) if force => {
+            warn!(error = %format!("{e:#}"), "--force: uninstalling under a running veerd");
+            None
+        }
+        Err(e) => {
+            return Err(e.context(
+                "veerd is running for this instance: stop it first (the dataplane keeps forwarding without it), \
+                 or pass --force to remove it from under the running daemon",
+            ))
+        }
+    };
     pin::ensure_bpffs(&cfg.daemon.bpffs)?;
     let mut removed = pin::uninstall(&cfg.daemon.pin_dir())?;
     let sock = cfg.daemon.socket_path();

@@ -42,14 +42,20 @@ impl Overrides {
         }
     }
 
-    /// Writes the state file atomically (temp file + rename).
+    /// Writes the state file atomically and durably: a temp file, synced,
+    /// renamed over the old one, then the directory synced. A crash at any
+    /// point leaves the old file or the new one, never a torn one.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d)?;
-        }
+        use std::io::Write as _;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, path)
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
     }
 
     /// How `service/backend` runs differently from `file`, if it does

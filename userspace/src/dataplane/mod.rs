@@ -206,6 +206,8 @@ pub struct Dataplane {
     ebpf: Ebpf,
     max_services: u32,
     attached: StdHashMap<String, aya::programs::xdp::XdpLinkId>,
+    /// Pinned links this process attached or adopted, held open while it runs.
+    held_links: Vec<aya::programs::links::FdLink>,
 }
 
 macro_rules! map_mut {
@@ -241,7 +243,7 @@ impl Dataplane {
         let mut ebpf = loader.load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let prog = Self::xdp(&mut ebpf)?;
         prog.load().map_err(DataplaneError::program("loading the XDP program into the kernel (verifier)"))?;
-        Ok(Self { ebpf, max_services: svc, attached: StdHashMap::new() })
+        Ok(Self { ebpf, max_services: svc, attached: StdHashMap::new(), held_links: Vec::new() })
     }
 
     fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

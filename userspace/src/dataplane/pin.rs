@@ -199,14 +199,20 @@ impl Dataplane {
                 .attach(iface, mode.into())
                 .map_err(DataplaneError::program(format!("attaching to {iface} in {mode:?} mode")))?,
         };
-        // The pin, not this process, keeps the link (and the program) alive.
+        // The pin keeps the link (and the program) alive after this process
+        // exits; this process holds it too, so that removing the pin while it
+        // runs does not detach the program under it.
         let link = prog.take_link(id).map_err(DataplaneError::program("taking the link"))?;
+        let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+            what: format!("link on {iface} is not a bpf_link (kernel too old for XDP links: 5.9+)"),
+            source: Box::new(e),
+        })?;
         if !adopted {
-            let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Link {
-                what: format!("link on {iface} is not a bpf_link (kernel too old for XDP links: 5.9+)"),
-                source: Box::new(e),
-            })?;
-            fd.pin(&path).map_err(|e| DataplaneError::PinLink { path: path.clone(), source: Box::new(e) })?;
+            let pinned =
+                fd.pin(&path).map_err(|e| DataplaneError::PinLink { path: path.clone(), source: Box::new(e) })?;
+            self.held_links.push(FdLink::from(pinned));
+        } else {
+            self.held_links.push(fd);
         }
         Ok(adopted)
     }

@@ -39,6 +39,8 @@ pub struct ProbeSample {
     pub ok: bool,
     /// How long it took.
     pub latency: Duration,
+    /// It could not be made here (see [`ProbeError::is_local`]): no verdict.
+    pub local_error: bool,
 }
 
 /// What a checker needs to know.
@@ -69,6 +71,7 @@ pub fn spawn_checker(
     tokio::spawn(async move {
         let h = &spec.health;
         let mut state = Hysteresis::new(h.rise, h.fall, spec.initially_up);
+        let mut local_errors: u64 = 0;
         // Jitter the first probe so checkers started together do not fire together.
         let jitter = h.interval.mul_f64(fastrand::f64());
         tokio::time::sleep(jitter).await;
@@ -76,11 +79,17 @@ pub fn spawn_checker(
             let started = tokio::time::Instant::now();
             let result = spec.probe.run(spec.target, h.timeout).await;
             let latency = started.elapsed();
+            let local_error = result.as_ref().is_err_and(ProbeError::is_local);
             if let Some(tx) = &samples {
-                let _ = tx.try_send(ProbeSample { backend: spec.backend, ok: result.is_ok(), latency });
+                let _ = tx.try_send(ProbeSample { backend: spec.backend, ok: result.is_ok(), latency, local_error });
             }
-            let ok = result.is_ok();
-            if let Some(up) = state.record(ok) {
+            if let (true, Err(e)) = (local_error, &result) {
+                // The state holds: a fault of this host is no verdict on the backend.
+                local_errors += 1;
+                if local_errors.is_power_of_two() {
+                    tracing::error!(target = %spec.target, error = %e, count = local_errors, "health check could not run; backend state held");
+                }
+            } else if let Some(up) = state.record(result.is_ok()) {
                 let why = match &result {
                     Ok(()) => format!("{} consecutive successful checks", h.rise),
                     Err(e) => format!("{} consecutive failed checks, last: {e}", h.fall),

@@ -24,6 +24,24 @@ pub enum ProbeError {
     /// The exec check's command failed.
     #[error("{0}")]
     Exec(String),
+    /// The probe could not be made here (out of file descriptors, memory or
+    /// buffers; a command that cannot be started): says nothing about the
+    /// backend, so it is no verdict on it.
+    #[error("local error, not the backend's: {0}")]
+    Local(String),
+}
+
+impl ProbeError {
+    /// Whether this is a failure of the prober, not of the backend.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Self::Local(_))
+    }
+}
+
+/// Errors that come from this host running short of something, whatever the
+/// backend does.
+fn is_local_errno(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL))
 }
 
 /// One kind of question to ask a backend.
@@ -79,7 +97,14 @@ impl Probe {
     }
 
     async fn ask(&self, target: SocketAddr) -> Result<(), ProbeError> {
-        let io = |what: &str, e: std::io::Error| ProbeError::Io(format!("{what} {target}: {e}"));
+        let io = |what: &str, e: std::io::Error| {
+            let msg = format!("{what} {target}: {e}");
+            if is_local_errno(&e) {
+                ProbeError::Local(msg)
+            } else {
+                ProbeError::Io(msg)
+            }
+        };
         match self {
             Self::None => Ok(()),
             Self::Tcp => TcpStream::connect(target).await.map(|_| ()).map_err(|e| io("connect", e)),
@@ -143,7 +168,7 @@ impl Probe {
                     .kill_on_drop(true)
                     .output()
                     .await
-                    .map_err(|e| ProbeError::Exec(format!("cannot run {prog}: {e}")))?;
+                    .map_err(|e| ProbeError::Local(format!("cannot run {prog}: {e}")))?;
                 if out.status.success() {
                     Ok(())
                 } else {
@@ -242,6 +267,39 @@ mod tests {
             p(&["sleep", "5"]).run(a, Duration::from_millis(100)).await,
             Err(ProbeError::Timeout(Duration::from_millis(100)))
         );
-        assert!(matches!(p(&["/nonexistent/veer"]).run(a, T).await, Err(ProbeError::Exec(_))));
+        assert!(matches!(p(&["/nonexistent/veer"]).run(a, T).await, Err(ProbeError::Local(_))));
+    }
+}
+
+#[cfg(test)]
+mod local_error_tests {
+    use super::*;
+
+    /// Out of file descriptors, a probe fails locally, whatever the backend does.
+    #[test]
+    fn running_out_of_file_descriptors_is_a_local_error() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        // In a child process: the limit is per process and tests share one.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            let code = (|| {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+                let a = l.local_addr().ok()?;
+                let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+                setrlimit(Resource::RLIMIT_NOFILE, 32, hard).ok()?;
+                let mut hold = Vec::new();
+                while let Ok(f) = std::fs::File::open("/dev/null") {
+                    hold.push(f);
+                }
+                let r = rt.block_on(Probe::Tcp.run(a, Duration::from_secs(1)));
+                Some(matches!(r, Err(ProbeError::Local(_))))
+            })();
+            unsafe { libc::_exit(if code == Some(true) { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the probe did not report a local error");
     }
 }
