@@ -66,12 +66,37 @@ impl Veerd {
     /// Starts `veerd run` in `netns` and waits for "veerd ready". Its stderr
     /// goes to `log` (so it keeps logging if this process exits first).
     pub fn start(config: &Path, netns: &str, socket: &Path, log: &Path) -> Result<Self> {
+        Self::start_with(config, netns, socket, log, &[], None)
+    }
+
+    /// [`Veerd::start`] with extra `veerd run` arguments and, if given, an
+    /// open-file limit (soft and hard) set before it runs.
+    pub fn start_with(
+        config: &Path,
+        netns: &str,
+        socket: &Path,
+        log: &Path,
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Result<Self> {
+        use std::os::unix::process::CommandExt as _;
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let offset = file.metadata()?.len();
-        let child = Command::new(bin("veerd"))
+        let mut cmd = Command::new(bin("veerd"));
+        if let Some(n) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = cmd
             .args(["run", "--config"])
             .arg(config)
             .args(["--netns", netns])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,214 @@
+//! veerd under faults and abuse: odd table sizes across restarts, a second
+//! instance, uninstall while running, a corrupt state file, reloads that
+//! change the ring size, a starved file-descriptor limit with thousands of
+//! idle API connections, oversized API lines and a slowloris metrics client.
+//! Needs root.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    os::unix::net::UnixStream,
+    process::Command,
+    time::Duration,
+};
+
+use veer::{config, daemon::api::Request, dataplane::MapReader};
+use veer_abi::BackendState;
+use veer_tests::{
+    daemon::{bin, wait_until, Veerd},
+    deployment::Deployment,
+};
+
+fn wait_all_up(d: &Veerd, names: &[&str]) {
+    wait_until(Duration::from_secs(15), "every backend up", || {
+        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| s.to_string()).unwrap_or_default()));
+}
+
+/// A connection-table size that the number of possible CPUs does not divide.
+fn odd_table_size() -> u32 {
+    let cpus = veer::dataplane::possible_cpus().expect("possible CPUs");
+    assert!(cpus > 1, "with one possible CPU every size divides; this host cannot show the rounding");
+    cpus * 8192 + 1
+}
+
+fn veerd_cmd(s: &Deployment, args: &[&str]) -> std::process::Output {
+    Command::new(bin("veerd")).args(args).arg("--config").arg(&s.cfg).output().expect("run veerd")
+}
+
+#[test]
+fn an_odd_table_size_survives_restarts_and_a_running_instance_is_protected() {
+    let s = Deployment::new("hrst", 2);
+    let size = odd_table_size();
+    s.write(
+        &s.config(65537, &[1, 1], |_| String::new())
+            .replace("conn_table_size = 65536", &format!("conn_table_size = {size}")),
+    );
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let line = d.wait_log("connection table size", Duration::from_secs(1)).or_else(|_| {
+        // Logged before "ready": find it in the log file.
+        std::fs::read_to_string(s.dir.join("veerd.log"))
+            .map_err(anyhow::Error::from)
+            .map(|l| l.lines().find(|l| l.contains("connection table size")).unwrap_or_default().to_string())
+    });
+    let line = line.unwrap();
+    assert!(line.contains(&format!("asked={size}")) && line.contains("per_cpu="), "{line}");
+
+    // A second instance is refused while the first runs.
+    let out = Command::new(bin("veerd"))
+        .args(["run", "--config"])
+        .arg(&s.cfg)
+        .args(["--netns", s.tb.lb.ns.name()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another veerd instance"), "{out:?}");
+
+    // Uninstall is refused while veerd runs, and changes nothing.
+    let out = veerd_cmd(&s, &["uninstall"]);
+    assert!(!out.status.success(), "uninstall under a running veerd must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"), "{out:?}");
+    assert!(config::load(&s.cfg).unwrap().daemon.pin_dir().join("CONNS").exists(), "pins must stay");
+
+    // A restart adopts the pins (the kernel rounded the table's size).
+    d.kill();
+    let mut d = s.start();
+    d.wait_log("veerd ready", Duration::from_millis(1)).ok();
+    let log = std::fs::read_to_string(s.dir.join("veerd.log")).unwrap();
+    assert!(log.contains("adopting the pinned dataplane"), "the restart did not adopt the pins:\n{log}");
+    wait_all_up(&d, &["b1", "b2"]);
+
+    // --force removes it from under the running daemon.
+    let out = veerd_cmd(&s, &["uninstall", "--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!config::load(&s.cfg).unwrap().daemon.pin_dir().exists());
+}
+
+#[test]
+fn a_corrupt_state_file_stops_veerd_and_keeps_the_drain() {
+    let s = Deployment::new("hstate", 2);
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let r = d.api(Request::Drain { service: "web".into(), backend: "b1".into() }).unwrap();
+    assert!(r.ok, "{r:?}");
+    let state = s.dir.join("runtime.json");
+    assert!(std::fs::read_to_string(&state).unwrap().contains("draining"));
+    d.kill();
+
+    std::fs::write(&state, "{\"admin\": {\"web/b1\": \"draining\"").unwrap();
+    let out = Command::new(bin("veerd"))
+        .args(["run", "--config"])
+        .arg(&s.cfg)
+        .args(["--netns", s.tb.lb.ns.name()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "veerd must not start over a corrupt state file: {err}");
+    assert!(err.contains("--reset-runtime") && err.contains("runtime.json"), "{err}");
+    // The dataplane kept the drain meanwhile.
+    let pins = s.pins();
+    let b1 = pins
+        .backend_table()
+        .unwrap()
+        .into_iter()
+        .find(|(_, b)| b.addr == veer::dataplane::to_abi(s.tb.backends[0].ip.into()));
+    assert_eq!(BackendState::from_u32(b1.expect("b1 pinned").1.state), BackendState::Draining);
+
+    // --reset-runtime discards it, says so, and starts from the file.
+    let mut d =
+        Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &["--reset-runtime"], None)
+            .unwrap();
+    d.wait_log("veerd ready", Duration::from_millis(1)).ok();
+    assert!(std::fs::read_to_string(s.dir.join("veerd.log")).unwrap().contains("runtime changes discarded"));
+    wait_all_up(&d, &["b1", "b2"]);
+}
+
+#[test]
+fn a_ring_size_change_is_applied_at_reload() {
+    let s = Deployment::new("hring", 2);
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    let d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let key = veer::dataplane::service_key(s.vip().ip(), s.vip().port(), veer::dataplane::Protocol::Tcp);
+    assert_eq!(s.pins().ring(&key).unwrap().len(), 65537);
+    s.write(&s.config(251, &[1, 1], |_| String::new()));
+    let r = d.api(Request::Reload).unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(s.pins().ring(&key).unwrap().len(), 251, "the new ring size must be live after the reload");
+}
+
+fn metrics_answer(addr: &str) -> bool {
+    let Ok(mut c) = TcpStream::connect(addr) else { return false };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    if c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = c.read_to_string(&mut body);
+    body.starts_with("HTTP/1.1 200") && body.contains("veer_backend_up")
+}
+
+#[test]
+fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
+    let s = Deployment::new("habuse", 3);
+    // The metrics endpoint listens in veerd's namespace; reach it from there.
+    let metrics = "127.0.0.1:9464";
+    s.write(&s.config_with(65537, &[1, 1, 1], &format!("metrics = \"{metrics}\""), "", |_| String::new()));
+    let mut d =
+        Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &[], Some(256)).unwrap();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let scrape = || s.tb.lb.ns.run(|| metrics_answer(metrics)).unwrap();
+    assert!(scrape());
+
+    // 2,000 idle API connections (the test process needs the descriptors).
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 8192, 8192).unwrap();
+    let idle: Vec<UnixStream> = (0..2000).filter_map(|_| UnixStream::connect(s.socket()).ok()).collect();
+    assert!(idle.len() >= 1000, "only {} connections opened", idle.len());
+    // Oversized and invalid lines.
+    let mut big = UnixStream::connect(s.socket()).unwrap();
+    let _ = big.write_all(&vec![b'x'; 200_000]);
+    let mut junk = UnixStream::connect(s.socket()).ok();
+    if let Some(j) = junk.as_mut() {
+        let _ = j.write_all(b"{\"cmd\":\"no-such-command\"}\n\xff\xfe\n");
+    }
+    // A slowloris metrics client: connects and trickles.
+    let slow: Vec<TcpStream> =
+        s.tb.lb
+            .ns
+            .run(|| {
+                (0..40)
+                    .filter_map(|_| {
+                        let mut c = TcpStream::connect(metrics).ok()?;
+                        c.write_all(b"GET /met").ok()?;
+                        Some(c)
+                    })
+                    .collect()
+            })
+            .unwrap();
+    assert!(!slow.is_empty());
+
+    // Through all of it, health checks keep running: every state word in the
+    // dataplane stays up for many check intervals, and metrics answer once
+    // the slow clients have timed out.
+    let pins = s.pins();
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        for (id, b) in pins.backend_table().unwrap() {
+            assert_eq!(BackendState::from_u32(b.state), BackendState::Up, "backend {id} flipped under API abuse");
+        }
+    }
+    wait_until(Duration::from_secs(10), "metrics answering despite slow clients", scrape).unwrap();
+    assert!(d.wait_log("backend DOWN", Duration::from_millis(200)).is_err(), "no backend may go down");
+    // Over the cap, a connection is told so and closed, not held.
+    let mut extra = UnixStream::connect(s.socket()).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(answer.contains("too many API connections"), "{answer:?}");
+    // Once the idle clients go, the API serves again.
+    drop((idle, big, junk, slow));
+    wait_until(Duration::from_secs(10), "the API serving again", || d.backend_state("web", "b1").is_ok()).unwrap();
+}
