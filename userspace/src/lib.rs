@@ -12,3 +12,4 @@ pub mod dataplane;
 pub mod health;
 pub mod net;
 pub mod ring;
+pub mod runner;

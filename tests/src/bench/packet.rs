@@ -65,8 +65,10 @@ pub fn run() -> Result<Section> {
     dp.test_run(&ack, 1)?;
     let paths: Vec<(&str, Vec<u8>)> = vec![
         ("connection-table hit (TCP ACK)", ack.clone()),
-        ("new flow, Maglev (TCP SYN)", frame::packet(client, to(80), L4::Tcp(0x02), &[0; 64])),
-        ("new flow, round robin (TCP SYN)", frame::packet(client, to(81), L4::Tcp(0x02), &[0; 64])),
+        // A repeated SYN is a retransmission: after the first run it finds its
+        // new-flow entry. These rows measure that path, not a fresh schedule.
+        ("SYN retransmission, Maglev", frame::packet(client, to(80), L4::Tcp(0x02), &[0; 64])),
+        ("SYN retransmission, round robin", frame::packet(client, to(81), L4::Tcp(0x02), &[0; 64])),
         ("not a VIP: XDP_PASS", frame::packet(client, "10.0.0.99:80".parse()?, L4::Tcp(0x10), &[0; 64])),
     ];
     let mut base = Baseline::load()?;

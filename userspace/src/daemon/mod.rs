@@ -77,6 +77,9 @@ pub struct Daemon {
     scale: HashMap<String, scale::ScaleState>,
     samples: mpsc::Sender<ProbeSample>,
     samples_rx: Option<mpsc::Receiver<ProbeSample>>,
+    /// MAC of the one attached interface (zero with several): the source MAC
+    /// of frames to backends with a configured MAC.
+    single_iface_mac: [u8; 6],
     _lock: std::fs::File,
 }
 
@@ -199,6 +202,10 @@ impl Daemon {
             scale: HashMap::new(),
             samples,
             samples_rx: Some(samples_rx),
+            single_iface_mac: match cfg.daemon.interfaces.as_slice() {
+                [one] => net::iface_mac(one).unwrap_or([0; 6]),
+                _ => [0; 6],
+            },
             _lock: lock,
         };
         d.apply(cfg.clone(), adoption)?;
@@ -307,6 +314,11 @@ impl Daemon {
                 };
                 if let Some(mac) = b.cfg.mac.as_deref().and_then(config::parse_mac) {
                     b.nexthop = Some(Neighbour { mac, ifindex: 0 });
+                    // Sent back out of the interface it came in on: with one
+                    // interface, that one's MAC is the source.
+                    if b.src_mac == [0; 6] {
+                        b.src_mac = self.single_iface_mac;
+                    }
                 }
                 // The runtime state file is authoritative for operator state.
                 b.admin = self
@@ -416,6 +428,8 @@ impl Daemon {
             .fallback_backend
             .as_ref()
             .and_then(|n| s.backends.iter().find(|b| &b.cfg.name == n))
+            // Without a next-hop MAC it cannot be sent to: not used until resolved.
+            .filter(|b| b.nexthop.is_some())
             .map_or(NO_BACKEND, |b| b.id);
         let flags = if s.cfg.fallback == Fallback::Pass { SERVICE_F_FALLBACK_PASS } else { 0 };
         let spec = ServiceSpec { id: s.id, scheduler: s.cfg.scheduler.into(), flags, fallback_backend };
@@ -489,13 +503,8 @@ impl Daemon {
             }
         } else {
             *self.metrics.failovers.entry(id).or_default() += 1;
-            if let (Some(r), None) = (b.cfg.restart.clone(), &b.recovery) {
-                let addr = b.cfg.address.to_string();
-                let attempts = self.metrics.restarts.entry(id).or_default().clone();
-                b.recovery =
-                    Some(tokio::spawn(recovery::restart_loop(svc_name.clone(), name.clone(), addr, r, attempts)));
-            }
         }
+        self.follow_recovery(i, id);
         if let Err(e) = self.sync_service(i) {
             error!(service = %svc_name, error = %format!("{e:#}"), "writing the dataplane failed");
         }
@@ -513,6 +522,29 @@ impl Daemon {
             } else {
                 info!(service = %svc_name, "enough primaries up again: backups back on standby");
             }
+        }
+    }
+
+    /// Runs a backend's restart loop exactly while it is down, enabled by the
+    /// operator (not drained, disabled or under a rollout) and has a restart
+    /// command.
+    fn follow_recovery(&mut self, i: usize, id: u32) {
+        let svc_name = self.services[i].cfg.name.clone();
+        let attempts = self.metrics.restarts.entry(id).or_default().clone();
+        let Some(b) = self.services[i].backend_mut(id) else { return };
+        let wanted = !b.healthy && b.admin == Admin::Enabled && b.cfg.restart.is_some();
+        match (&b.recovery, wanted, b.cfg.restart.clone()) {
+            (None, true, Some(r)) => {
+                let addr = b.cfg.address.to_string();
+                let name = b.cfg.name.clone();
+                b.recovery = Some(tokio::spawn(recovery::restart_loop(svc_name, name, addr, r, attempts)));
+            }
+            (Some(_), false, _) => {
+                if let Some(r) = b.recovery.take() {
+                    r.abort();
+                }
+            }
+            _ => {}
         }
     }
 
@@ -560,7 +592,8 @@ impl Daemon {
         }
         changed.dedup();
         for i in changed {
-            if let Err(e) = self.sync_service(i) {
+            // publish, not only sync: a sorry backend becomes usable once resolved.
+            if let Err(e) = self.publish_service(i) {
                 error!(error = %format!("{e:#}"), "writing the dataplane failed");
             }
         }
@@ -687,6 +720,8 @@ impl Daemon {
         }
         self.save_overrides();
         self.services[i].backends[j].admin = admin;
+        let id = self.services[i].backends[j].id;
+        self.follow_recovery(i, id);
         self.sync_service(i).map_err(|e| format!("{e:#}"))?;
         Ok(format!("{service}/{backend}: {}", admin.name()))
     }

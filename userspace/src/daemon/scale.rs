@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::config::{ScaleConfig, ScaleMetric};
+use crate::{
+    config::{ScaleConfig, ScaleMetric},
+    runner::{self, CommandSpec, Output},
+};
 
 /// Which way to scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +92,19 @@ pub fn fire(service: &str, cfg: &ScaleConfig, dir: Direction, load: f64, healthy
         ("VEER_METRIC", metric.to_string()),
     ];
     tokio::spawn(async move {
-        match super::recovery::run_logged(&argv, &env, Duration::from_secs(300), &service, "scale-hook").await {
-            Ok(s) if s.success() => {}
-            Ok(s) => warn!(%service, status = %s, "scaling hook failed"),
+        let label = format!("{service} scale-{}", dir.as_str());
+        let spec = CommandSpec {
+            argv: &argv,
+            vars: &[],
+            env: &env,
+            timeout: Duration::from_secs(300),
+            label: &label,
+            output: Output::Log,
+            reap_group: false,
+        };
+        match runner::run(&spec).await {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => warn!(%service, status = %runner::describe(&o.status), "scaling hook failed"),
             Err(e) => warn!(%service, error = %e, "scaling hook could not run"),
         }
     });

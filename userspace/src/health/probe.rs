@@ -1,13 +1,14 @@
 //! The probes: TCP connect, HTTP GET, UDP request/reply, exec.
 
-use std::{net::SocketAddr, process::Stdio, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
-    process::Command,
     time::timeout,
 };
+
+use crate::runner::{self, CommandSpec, Output, RunError};
 
 /// Why a probe failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,26 +155,29 @@ impl Probe {
                 }
             }
             Self::Exec { argv } => {
-                let subst = |a: &String| {
-                    a.replace("{address}", &target.ip().to_string()).replace("{port}", &target.port().to_string())
+                let vars = [("address", target.ip().to_string()), ("port", target.port().to_string())];
+                let spec = CommandSpec {
+                    argv,
+                    vars: &vars,
+                    env: &[],
+                    // `run` bounds the whole probe; this only backs it up.
+                    timeout: Duration::from_secs(3600),
+                    label: "exec check",
+                    output: Output::Quiet,
+                    reap_group: true,
                 };
-                let argv: Vec<String> = argv.iter().map(subst).collect();
-                let (prog, args) = argv.split_first().ok_or_else(|| ProbeError::Exec("empty command".into()))?;
-                let out = Command::new(prog)
-                    .args(args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    // A timed-out check must not leave its process behind.
-                    .kill_on_drop(true)
-                    .output()
-                    .await
-                    .map_err(|e| ProbeError::Local(format!("cannot run {prog}: {e}")))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    let err = String::from_utf8_lossy(&out.stderr);
-                    Err(ProbeError::Exec(format!("{prog} exited with {}: {}", out.status, err.trim())))
+                match runner::run(&spec).await {
+                    Ok(o) if o.status.success() => Ok(()),
+                    Ok(o) => Err(ProbeError::Exec(format!(
+                        "{} exited with {}: {}",
+                        argv[0],
+                        runner::describe(&o.status),
+                        o.stderr.join(" / ")
+                    ))),
+                    Err(e @ (RunError::Spawn { .. } | RunError::Empty | RunError::Wait { .. })) => {
+                        Err(ProbeError::Local(e.to_string()))
+                    }
+                    Err(e @ RunError::Timeout(_)) => Err(ProbeError::Exec(e.to_string())),
                 }
             }
         }
