@@ -53,7 +53,7 @@ impl Lab {
         new_flow_table_size: u32,
     ) -> Self {
         require_root();
-        let opts = DataplaneOptions { conn_table_size, new_flow_table_size, max_services: 4 };
+        let opts = DataplaneOptions { conn_table_size, new_flow_table_size, max_services: 4, ..Default::default() };
         let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load XDP object");
         let vip: IpAddr = vip.parse().unwrap();
         let key = service_key(vip, 80, proto);

@@ -234,7 +234,8 @@ fn pinned_maps_of_another_layout_are_refused() {
     let _ = std::fs::remove_dir(root.join("v0"));
     let dir = root.join(format!("v{}", veer_abi::ABI_VERSION));
     std::fs::create_dir_all(&dir).unwrap();
-    let opts = DataplaneOptions { conn_table_size: 4096, new_flow_table_size: 1024, max_services: 4 };
+    let opts =
+        DataplaneOptions { conn_table_size: 4096, new_flow_table_size: 1024, max_services: 4, ..Default::default() };
     // A BACKENDS map with 8-byte values: an older layout.
     let out = std::process::Command::new("bpftool")
         .args(["map", "create"])

@@ -63,6 +63,9 @@ pub struct DaemonConfig {
     pub new_flow_table_size: u32,
     /// Service capacity of the maps.
     pub max_services: u32,
+    /// Backend capacity of the maps (all services together). Freed ids are
+    /// held back a while before reuse, so leave some room for churn.
+    pub max_backends: u32,
     /// Group (name or gid) whose members may use the API socket besides root.
     pub api_group: Option<String>,
     /// Address of the Prometheus endpoint (`GET /metrics`); off when unset.
@@ -83,6 +86,7 @@ impl Default for DaemonConfig {
             conn_table_size: veer_abi::DEFAULT_CONN_TABLE_SIZE,
             new_flow_table_size: veer_abi::DEFAULT_NEW_FLOW_TABLE_SIZE,
             max_services: veer_abi::MAX_SERVICES,
+            max_backends: veer_abi::MAX_BACKENDS,
             api_group: None,
             metrics: None,
             state_file: None,

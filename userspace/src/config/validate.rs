@@ -119,6 +119,9 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
     if d.new_flow_table_size < 1024 {
         c.err(daemon_at, "new_flow_table_size", "daemon.new_flow_table_size".into(), "must be at least 1024");
     }
+    if d.max_backends == 0 || d.max_backends > 65536 {
+        c.err(daemon_at, "max_backends", "daemon.max_backends".into(), "must be 1 to 65536");
+    }
     if d.max_services == 0 || d.max_services > 4096 {
         c.err(daemon_at, "max_services", "daemon.max_services".into(), "must be 1 to 4096");
     }
@@ -291,12 +294,12 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
             }
         }
     }
-    if total_backends > veer_abi::MAX_BACKENDS as usize {
+    if total_backends > d.max_backends as usize {
         c.err(
-            0,
-            "backend",
-            "service.backend".into(),
-            format!("{total_backends} backends, capacity {}", veer_abi::MAX_BACKENDS),
+            daemon_at,
+            "max_backends",
+            "daemon.max_backends".into(),
+            format!("{total_backends} backends configured, capacity is {}", d.max_backends),
         );
     }
     c.errors

@@ -14,6 +14,7 @@ pub mod api;
 pub mod metrics;
 pub mod model;
 pub mod overrides;
+pub mod reconcile;
 pub mod recovery;
 pub mod scale;
 
@@ -53,11 +54,34 @@ struct Adoption {
 }
 
 impl Adoption {
+    /// The ids, for the planner.
+    fn pinned(&self) -> reconcile::Pinned {
+        reconcile::Pinned {
+            services: self.services.clone(),
+            backends: self
+                .backends
+                .iter()
+                .map(|((sid, addr), (id, _))| ((*sid, dataplane::from_abi(addr)), *id))
+                .collect(),
+        }
+    }
+
     fn read(dp: &Dataplane) -> Result<Self> {
         let services = dp.services()?.into_iter().map(|(k, s)| (k, s.id)).collect();
         let backends = dp.backend_table()?.into_iter().map(|(id, b)| ((b.service, b.addr), (id, b))).collect();
         Ok(Self { services, backends })
     }
+}
+
+/// Why a change was not (wholly) applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Refused before anything was touched: the running state is unchanged.
+    #[error("refused, nothing changed: {0}")]
+    Refused(#[from] reconcile::PlanError),
+    /// Applied, but writing the dataplane failed; it is retried every second.
+    #[error("{0:#}")]
+    Write(anyhow::Error),
 }
 
 /// The running daemon.
@@ -80,11 +104,44 @@ pub struct Daemon {
     /// MAC of the one attached interface (zero with several): the source MAC
     /// of frames to backends with a configured MAC.
     single_iface_mac: [u8; 6],
+    /// Backend ids recently freed (held back before reuse).
+    id_pool: reconcile::IdPool,
+    /// A dataplane write failed: rewrite everything at the next tick.
+    dataplane_stale: bool,
     _lock: std::fs::File,
 }
 
-fn lowest_free(used: &HashSet<u32>) -> u32 {
-    (0..).find(|i| !used.contains(i)).unwrap_or(u32::MAX)
+/// A backend that was not running: adopted from the pins (health, next hop
+/// and all) if it is there, or fresh.
+fn new_backend(sid: u32, id: u32, cfg: BackendConfig, scfg: &ServiceConfig, adoption: &Adoption) -> BackendRt {
+    let adopted = adoption.backends.get(&(sid, to_abi(cfg.address))).filter(|(pinned_id, _)| *pinned_id == id);
+    let (healthy, nexthop, src_mac) = match adopted {
+        Some((_, e)) => {
+            let healthy = match BackendState::from_u32(e.state) {
+                BackendState::Up | BackendState::Draining => true,
+                BackendState::Down => false,
+                BackendState::Disabled => scfg.health.initial == InitialState::Up,
+            };
+            let nexthop = (e.mac != [0; 6]).then_some(Neighbour { mac: e.mac, ifindex: e.ifindex });
+            (healthy, nexthop, e.src_mac)
+        }
+        None => {
+            info!(service = %scfg.name, backend = %cfg.name, address = %cfg.address, id, "backend configured");
+            (scfg.health.initial == InitialState::Up, None, [0; 6])
+        }
+    };
+    // Operator state comes from the runtime state file: `apply` sets it.
+    BackendRt {
+        cfg,
+        id,
+        healthy,
+        admin: Admin::Enabled,
+        nexthop,
+        src_mac,
+        checker: None,
+        generation: 0,
+        recovery: None,
+    }
 }
 
 fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
@@ -149,6 +206,7 @@ impl Daemon {
             conn_table_size: cfg.daemon.conn_table_size,
             new_flow_table_size: cfg.daemon.new_flow_table_size,
             max_services: cfg.daemon.max_services,
+            max_backends: cfg.daemon.max_backends,
         };
         log_table_sizes(&opts);
         let (dp, adopted) = Dataplane::load_pinned(&pin_dir, &opts)
@@ -202,6 +260,8 @@ impl Daemon {
             scale: HashMap::new(),
             samples,
             samples_rx: Some(samples_rx),
+            id_pool: reconcile::IdPool::default(),
+            dataplane_stale: false,
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
                 [one] => net::iface_mac(one).unwrap_or([0; 6]),
                 _ => [0; 6],
@@ -248,170 +308,199 @@ impl Daemon {
         b.checker = Some(spawn_checker(spec, self.events.clone(), Some(self.samples.clone())));
     }
 
-    /// Makes the runtime and the dataplane match `cfg`, keeping ids, health,
-    /// operator state and flows of everything that stays.
-    fn apply(&mut self, file: Config, adoption: Option<Adoption>) -> Result<()> {
+    /// Makes the runtime and the dataplane match `file` (plus the runtime
+    /// overrides), keeping ids, health, operator state and flows of
+    /// everything that stays.
+    ///
+    /// All or nothing: the plan ([`reconcile::plan`]) decides everything that
+    /// can refuse the change before anything is touched; a refused change
+    /// leaves the running state, the checkers and the dataplane as they were.
+    /// A dataplane write that fails after that (the kernel refusing a map
+    /// update) leaves the model applied and the dataplane retried every
+    /// second until it matches.
+    fn apply(&mut self, file: Config, adoption: Option<Adoption>) -> Result<(), ApplyError> {
         let adoption = adoption.unwrap_or_default();
-        let before = self.overrides.clone();
-        let cfg = self.overrides.apply(&file);
-        if self.overrides != before {
-            info!("runtime changes naming backends no longer configured were dropped");
-            self.save_overrides();
-        }
-        let mut old: HashMap<ServiceKey, ServiceRt> =
-            std::mem::take(&mut self.services).into_iter().map(|s| (s.key, s)).collect();
-
-        // Ids that stay (from the running state or the pins) are reserved before new ones are handed out.
-        let mut svc_ids: HashSet<u32> = HashSet::new();
-        let mut be_ids: HashSet<u32> = HashSet::new();
+        let mut overrides = self.overrides.clone();
+        let cfg = overrides.apply(&file);
         let wanted: Vec<(ServiceKey, &ServiceConfig)> = cfg
             .services
             .iter()
             .map(|s| (service_key(s.get_ref().vip, s.get_ref().port, s.get_ref().protocol), s.get_ref()))
             .collect();
-        for (key, s) in &wanted {
-            let sid = old.get(key).map(|o| o.id).or_else(|| adoption.services.get(key).copied());
-            if let Some(sid) = sid {
-                svc_ids.insert(sid);
-                for b in &s.backends {
-                    let b = b.get_ref();
-                    let kept = old
-                        .get(key)
-                        .and_then(|o| o.backends.iter().find(|x| x.cfg.address == b.address).map(|x| x.id))
-                        .or_else(|| adoption.backends.get(&(sid, to_abi(b.address))).map(|(id, _)| *id));
-                    if let Some(id) = kept {
-                        be_ids.insert(id);
-                    }
-                }
+        let now = std::time::Instant::now();
+        let plan = reconcile::plan(
+            &self.services.iter().map(ServiceRt::running).collect::<Vec<_>>(),
+            &adoption.pinned(),
+            &wanted
+                .iter()
+                .map(|(key, s)| reconcile::Wanted {
+                    key: *key,
+                    backends: s.backends.iter().map(|b| b.get_ref().address).collect(),
+                })
+                .collect::<Vec<_>>(),
+            self.dp.max_services(),
+            self.dp.max_backends(),
+            &self.id_pool,
+            now,
+        )?;
+
+        // Nothing below refuses the change.
+        if overrides != self.overrides {
+            info!("runtime changes naming backends no longer configured were dropped");
+            self.overrides = overrides;
+            self.save_overrides();
+        }
+        let mut old: HashMap<ServiceKey, ServiceRt> =
+            std::mem::take(&mut self.services).into_iter().map(|s| (s.key, s)).collect();
+        let mut next = Vec::with_capacity(wanted.len());
+        for ((key, scfg), planned) in wanted.into_iter().zip(&plan.services) {
+            let prev = old.remove(&key);
+            next.push(self.next_service(key, scfg, planned, prev, &adoption));
+        }
+        drop(old); // what the plan dropped: its checkers and restart loops stop
+        self.id_pool.release(plan.freed_backends.iter().copied(), now);
+        self.id_pool.taken(plan.services.iter().flat_map(|s| s.backends.iter().map(|b| b.id)));
+        self.services = next;
+        self.cfg = file;
+        self.write_plan(&plan).map_err(ApplyError::Write)
+    }
+
+    /// Applies a change to the runtime overrides: `change` edits a copy, which
+    /// is kept (and persisted) only if the change applies.
+    fn apply_overrides(&mut self, change: impl FnOnce(&mut Overrides)) -> Result<(), String> {
+        let before = self.overrides.clone();
+        change(&mut self.overrides);
+        match self.apply(self.cfg.clone(), None) {
+            Ok(()) => {
+                self.save_overrides();
+                Ok(())
+            }
+            Err(e @ ApplyError::Refused(_)) => {
+                self.overrides = before;
+                Err(e.to_string())
+            }
+            Err(e @ ApplyError::Write(_)) => {
+                // Applied: the dataplane catches up on its own.
+                self.save_overrides();
+                Err(e.to_string())
             }
         }
+    }
 
-        let mut next = Vec::with_capacity(wanted.len());
-        for (key, scfg) in wanted {
-            let mut prev = old.remove(&key);
-            let sid = match prev.as_ref().map(|p| p.id).or_else(|| adoption.services.get(&key).copied()) {
-                Some(id) => id,
-                None => {
-                    let id = lowest_free(&svc_ids);
-                    svc_ids.insert(id);
-                    id
-                }
-            };
-            let health_changed = prev.as_ref().is_some_and(|p| p.cfg.health != scfg.health || p.cfg.port != scfg.port);
-            let mut old_backends: Vec<BackendRt> =
-                prev.as_mut().map(|p| std::mem::take(&mut p.backends)).unwrap_or_default();
-            let mut backends = Vec::with_capacity(scfg.backends.len());
-            for bcfg in scfg.backends.iter().map(|b| b.get_ref().clone()) {
-                let mut b = if let Some(pos) = old_backends.iter().position(|x| x.cfg.address == bcfg.address) {
+    /// The runtime of one planned service: what carries on from `prev`, and
+    /// new backends (adopted from the pins, or fresh) with their checkers.
+    fn next_service(
+        &mut self,
+        key: ServiceKey,
+        scfg: &ServiceConfig,
+        planned: &reconcile::PlannedService,
+        prev: Option<ServiceRt>,
+        adoption: &Adoption,
+    ) -> ServiceRt {
+        let sid = planned.id;
+        let health_changed = prev.as_ref().is_some_and(|p| p.cfg.health != scfg.health || p.cfg.port != scfg.port);
+        let (mut old_backends, published, prev_ring) = match prev {
+            Some(mut p) => (std::mem::take(&mut p.backends), p.published.take(), Some(p.cfg.ring_size)),
+            None => (Vec::new(), None, None),
+        };
+        let mut backends = Vec::with_capacity(scfg.backends.len());
+        for (bcfg, pb) in scfg.backends.iter().map(|b| b.get_ref().clone()).zip(&planned.backends) {
+            let mut b = match old_backends.iter().position(|x| x.cfg.address == bcfg.address) {
+                Some(pos) => {
                     let mut b = old_backends.swap_remove(pos);
                     if b.cfg.mac != bcfg.mac {
                         b.nexthop = None;
                     }
                     b.cfg = bcfg;
                     b
-                } else {
-                    self.new_backend(sid, bcfg, scfg, &adoption, &mut be_ids)
-                };
-                if let Some(mac) = b.cfg.mac.as_deref().and_then(config::parse_mac) {
-                    b.nexthop = Some(Neighbour { mac, ifindex: 0 });
-                    // Sent back out of the interface it came in on: with one
-                    // interface, that one's MAC is the source.
-                    if b.src_mac == [0; 6] {
-                        b.src_mac = self.single_iface_mac;
-                    }
                 }
-                // The runtime state file is authoritative for operator state.
-                b.admin = self
-                    .overrides
-                    .admin
-                    .get(&overrides::key(&scfg.name, &b.cfg.name))
-                    .copied()
-                    .unwrap_or(Admin::Enabled);
-                if b.checker.is_none() || health_changed {
-                    self.spawn_check(scfg, &mut b);
+                None => new_backend(sid, pb.id, bcfg, scfg, adoption),
+            };
+            if let Some(mac) = b.cfg.mac.as_deref().and_then(config::parse_mac) {
+                b.nexthop = Some(Neighbour { mac, ifindex: 0 });
+                // Sent back out of the interface it came in on: with one
+                // interface, that one's MAC is the source.
+                if b.src_mac == [0; 6] {
+                    b.src_mac = self.single_iface_mac;
                 }
-                backends.push(b);
             }
-            for gone in old_backends {
-                info!(service = %scfg.name, backend = %gone.cfg.name, "backend removed by config");
-                self.clear_backend(gone.id)?;
+            // The runtime state file is authoritative for operator state.
+            b.admin =
+                self.overrides.admin.get(&overrides::key(&scfg.name, &b.cfg.name)).copied().unwrap_or(Admin::Enabled);
+            if b.checker.is_none() || health_changed {
+                self.spawn_check(scfg, &mut b);
             }
-            let mut svc_cfg = scfg.clone();
-            svc_cfg.backends.clear();
-            let is_new = prev.is_none();
-            // A new ring size needs a new ring now, not at the next membership
-            // change (often a failover, when a fresh build would remap most flows).
-            let published = prev.filter(|p| p.cfg.ring_size == scfg.ring_size).and_then(|p| p.published);
-            let svc = ServiceRt { cfg: svc_cfg, key, id: sid, backends, published, starved: false };
-            if is_new {
-                info!(service = %svc.cfg.name, vip = %dataplane::display_service(&key), id = sid, "service configured");
-            }
-            next.push(svc);
+            backends.push(b);
         }
-        for (_, gone) in old {
-            info!(service = %gone.cfg.name, "service removed by config");
-            self.dp.remove_service(&gone.key)?;
-            for b in &gone.backends {
-                self.clear_backend(b.id)?;
-            }
+        for gone in &old_backends {
+            info!(service = %scfg.name, backend = %gone.cfg.name, "backend removed by config");
         }
-        // Pinned state this config no longer mentions.
-        for (key, _) in adoption.services.iter().filter(|(k, _)| !next.iter().any(|s| s.key == **k)) {
-            info!(vip = %dataplane::display_service(key), "removing pinned service absent from the config");
-            self.dp.remove_service(key)?;
+        let mut svc_cfg = scfg.clone();
+        svc_cfg.backends.clear();
+        if prev_ring.is_none() {
+            info!(service = %svc_cfg.name, vip = %dataplane::display_service(&key), id = sid, "service configured");
         }
-        for (id, _) in adoption.backends.values().filter(|(id, _)| !be_ids.contains(id)) {
-            self.clear_backend(*id)?;
-        }
-        self.services = next;
-        self.cfg = file;
-        for i in 0..self.services.len() {
-            self.publish_service(i)?;
-        }
-        Ok(())
+        // A new ring size needs a new ring now, not at the next membership
+        // change (often a failover, when a fresh build would remap most flows).
+        let published = published.filter(|_| prev_ring == Some(scfg.ring_size));
+        ServiceRt { cfg: svc_cfg, key, id: sid, backends, published, starved: false }
     }
 
-    fn new_backend(
-        &mut self,
-        sid: u32,
-        cfg: BackendConfig,
-        scfg: &ServiceConfig,
-        adoption: &Adoption,
-        be_ids: &mut HashSet<u32>,
-    ) -> BackendRt {
-        let adopted = adoption.backends.get(&(sid, to_abi(cfg.address)));
-        let (id, healthy, nexthop, src_mac) = match adopted {
-            Some((id, e)) => {
-                let state = BackendState::from_u32(e.state);
-                let healthy = match state {
-                    BackendState::Up | BackendState::Draining => true,
-                    BackendState::Down => false,
-                    BackendState::Disabled => scfg.health.initial == InitialState::Up,
-                };
-                let nexthop = (e.mac != [0; 6]).then_some(Neighbour { mac: e.mac, ifindex: e.ifindex });
-                (*id, healthy, nexthop, e.src_mac)
+    /// Writes what a plan changed: removed services and freed backends out,
+    /// then every service published. A failed write marks the dataplane for
+    /// a retry and is returned.
+    fn write_plan(&mut self, plan: &reconcile::Plan) -> Result<()> {
+        let mut first_error: Option<anyhow::Error> = None;
+        for key in &plan.removed_services {
+            info!(vip = %dataplane::display_service(key), "service removed");
+            match self.dp.remove_service(key) {
+                Ok(_) | Err(dataplane::DataplaneError::UnknownService(_)) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e.into());
+                }
             }
-            None => {
-                let id = lowest_free(be_ids);
-                be_ids.insert(id);
-                (id, scfg.health.initial == InitialState::Up, None, [0; 6])
+        }
+        for id in &plan.freed_backends {
+            if let Err(e) = self.clear_backend(*id) {
+                first_error.get_or_insert(e);
             }
-        };
-        if adopted.is_none() {
-            info!(service = %scfg.name, backend = %cfg.name, address = %cfg.address, id, "backend configured");
         }
-        // Operator state comes from the runtime state file: `apply` sets it.
-        BackendRt {
-            cfg,
-            id,
-            healthy,
-            admin: Admin::Enabled,
-            nexthop,
-            src_mac,
-            checker: None,
-            generation: 0,
-            recovery: None,
+        for i in 0..self.services.len() {
+            if let Err(e) = self.publish_service(i) {
+                first_error.get_or_insert(e);
+            }
         }
+        match first_error {
+            None => Ok(()),
+            Some(e) => {
+                self.mark_dataplane_stale();
+                Err(e.context("writing the dataplane; the change is applied and the write is retried every second"))
+            }
+        }
+    }
+
+    /// Forgets what was written, so that the next sync rewrites everything.
+    fn mark_dataplane_stale(&mut self) {
+        self.dataplane_stale = true;
+        self.written.clear();
+        for s in &mut self.services {
+            s.published = None;
+        }
+    }
+
+    /// Retries the dataplane writes of a change that failed part way.
+    fn retry_stale_dataplane(&mut self) {
+        if !self.dataplane_stale {
+            return;
+        }
+        for i in 0..self.services.len() {
+            if let Err(e) = self.publish_service(i) {
+                error!(error = %format!("{e:#}"), "dataplane still not written; retrying in a second");
+                return;
+            }
+        }
+        self.dataplane_stale = false;
+        info!("dataplane written: it matches the running state again");
     }
 
     fn clear_backend(&mut self, id: u32) -> Result<()> {
@@ -623,9 +712,15 @@ impl Daemon {
                 info!(services = n, "config reloaded");
                 Ok(format!("reloaded: {n} services"))
             }
-            Err(e) => {
-                error!(error = %format!("{e:#}"), "applying the reloaded config failed part way");
-                Err(format!("{e:#}"))
+            Err(e @ ApplyError::Refused(_)) => {
+                self.metrics.reloads[1] += 1;
+                error!(error = %e, "reload rejected; the running config stays");
+                Err(e.to_string())
+            }
+            Err(e @ ApplyError::Write(_)) => {
+                self.metrics.reloads[0] += 1;
+                error!(error = %e, "config reloaded, but the dataplane write failed");
+                Err(e.to_string())
             }
         }
     }
@@ -775,29 +870,29 @@ impl Daemon {
         }
         let name = b.name.clone();
         let addr = b.address;
-        self.overrides.removed.remove(&overrides::key(service, &name));
-        self.overrides.added.entry(service.to_string()).or_default().push(b);
-        self.save_overrides();
-        self.apply(self.cfg.clone(), None).map_err(|e| format!("{e:#}"))?;
+        self.apply_overrides(|o| {
+            o.removed.remove(&overrides::key(service, &name));
+            o.added.entry(service.to_string()).or_default().push(b);
+        })?;
         self.resolve_nexthops();
         Ok(format!("{service}/{name}: added ({addr})"))
     }
 
     fn remove_backend(&mut self, service: &str, backend: &str) -> Result<String, String> {
         self.find(service, backend)?;
-        let was_added = self.overrides.added.get_mut(service).is_some_and(|v| {
-            let n = v.len();
-            v.retain(|b| b.name != backend);
-            v.len() != n
-        });
-        self.overrides.added.retain(|_, v| !v.is_empty());
-        if !was_added {
-            self.overrides.removed.insert(overrides::key(service, backend));
-        }
-        self.overrides.admin.remove(&overrides::key(service, backend));
-        self.overrides.weight.remove(&overrides::key(service, backend));
-        self.save_overrides();
-        self.apply(self.cfg.clone(), None).map_err(|e| format!("{e:#}"))?;
+        self.apply_overrides(|o| {
+            let was_added = o.added.get_mut(service).is_some_and(|v| {
+                let n = v.len();
+                v.retain(|b| b.name != backend);
+                v.len() != n
+            });
+            o.added.retain(|_, v| !v.is_empty());
+            if !was_added {
+                o.removed.insert(overrides::key(service, backend));
+            }
+            o.admin.remove(&overrides::key(service, backend));
+            o.weight.remove(&overrides::key(service, backend));
+        })?;
         Ok(format!("{service}/{backend}: removed"))
     }
 
@@ -964,7 +1059,7 @@ impl Daemon {
                 _ = hup.recv() => { info!("SIGHUP: reloading {}", self.cfg_path.display()); let _ = self.reload(); }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = tick.tick() => { self.resolve_nexthops(); self.scale_tick(); }
+                _ = tick.tick() => { self.retry_stale_dataplane(); self.resolve_nexthops(); self.scale_tick(); }
             }
         }
         api.abort();

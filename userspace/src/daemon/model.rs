@@ -131,6 +131,15 @@ impl ServiceRt {
         self.backends.iter().any(|b| b.cfg.backup && ids.contains(&b.id))
     }
 
+    /// Its ids, for the planner.
+    pub fn running(&self) -> super::reconcile::Running {
+        super::reconcile::Running {
+            key: self.key,
+            id: self.id,
+            backends: self.backends.iter().map(|b| (b.cfg.address, b.id)).collect(),
+        }
+    }
+
     /// The backend with this id.
     pub fn backend_mut(&mut self, id: u32) -> Option<&mut BackendRt> {
         self.backends.iter_mut().find(|b| b.id == id)

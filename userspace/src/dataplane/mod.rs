@@ -73,6 +73,8 @@ pub struct DataplaneOptions {
     /// Services the tables can hold (ids `0..max_services`). Each costs two
     /// rings of `MAX_RING_SIZE` slots (512 KiB).
     pub max_services: u32,
+    /// Backends the tables can hold (ids `0..max_backends`).
+    pub max_backends: u32,
 }
 
 impl Default for DataplaneOptions {
@@ -81,6 +83,7 @@ impl Default for DataplaneOptions {
             conn_table_size: DEFAULT_CONN_TABLE_SIZE,
             new_flow_table_size: DEFAULT_NEW_FLOW_TABLE_SIZE,
             max_services: MAX_SERVICES,
+            max_backends: MAX_BACKENDS,
         }
     }
 }
@@ -164,13 +167,13 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
     vec![
         m(names::SERVICES, sz::<ServiceKey>(), &[size_of::<Service>() as u32], svc),
         m(names::VIPS, 16, &[4], svc),
-        m(names::BACKENDS, 4, &[size_of::<Backend>() as u32], MAX_BACKENDS),
+        m(names::BACKENDS, 4, &[size_of::<Backend>() as u32], opts.max_backends),
         m(names::RINGS, 4, &[size_of::<Ring>() as u32], svc * 2),
         m(names::CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
         m(names::NEW_CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.new_flow_table_size),
         m(names::RR_CURSORS, 4, &[4], svc),
         m(names::SERVICE_STATS, 4, &[size_of::<Counters>() as u32], svc),
-        m(names::BACKEND_STATS, 4, &[size_of::<Counters>() as u32], MAX_BACKENDS),
+        m(names::BACKEND_STATS, 4, &[size_of::<Counters>() as u32], opts.max_backends),
         m(names::GLOBAL_STATS, 4, &[8], GlobalCounter::COUNT),
         // A devmap value is the ifindex, optionally followed by a program fd.
         m(names::TX_PORTS, 4, &[4, 8], MAX_TX_PORTS),
@@ -205,6 +208,7 @@ pub struct TestRunOutput {
 pub struct Dataplane {
     ebpf: Ebpf,
     max_services: u32,
+    max_backends: u32,
     attached: StdHashMap<String, aya::programs::xdp::XdpLinkId>,
     /// Pinned links this process attached or adopted, held open while it runs.
     held_links: Vec<aya::programs::links::FdLink>,
@@ -243,7 +247,13 @@ impl Dataplane {
         let mut ebpf = loader.load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let prog = Self::xdp(&mut ebpf)?;
         prog.load().map_err(DataplaneError::program("loading the XDP program into the kernel (verifier)"))?;
-        Ok(Self { ebpf, max_services: svc, attached: StdHashMap::new(), held_links: Vec::new() })
+        Ok(Self {
+            ebpf,
+            max_services: svc,
+            max_backends: opts.max_backends,
+            attached: StdHashMap::new(),
+            held_links: Vec::new(),
+        })
     }
 
     fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
@@ -343,16 +353,16 @@ impl Dataplane {
         self.adjust_vip(&key.addr, -1)
     }
 
-    pub(crate) fn check_backend_id(id: u32) -> Result<()> {
-        if id >= MAX_BACKENDS {
-            return Err(DataplaneError::IdOutOfRange { what: "backend", id, capacity: MAX_BACKENDS });
-        }
-        Ok(())
+    /// Backends the tables hold (ids `0..max_backends`).
+    pub fn max_backends(&self) -> u32 {
+        self.max_backends
     }
 
     /// Writes backend `id` whole.
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<()> {
-        Self::check_backend_id(id)?;
+        if id >= self.max_backends {
+            return Err(DataplaneError::IdOutOfRange { what: "backend", id, capacity: self.max_backends });
+        }
         let mut m: Array<&mut MapData, Backend> = map_mut!(self, Array, names::BACKENDS);
         m.set(id, backend, 0).map_err(DataplaneError::map(names::BACKENDS, format!("writing backend {id}")))
     }

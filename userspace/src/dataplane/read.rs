@@ -5,11 +5,9 @@
 use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use veer_abi::{
-    names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, MAX_BACKENDS, MAX_RING_SIZE,
-};
+use veer_abi::{names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, MAX_RING_SIZE};
 
-use super::{display_service, syscall, Dataplane, DataplaneError, Result};
+use super::{display_service, syscall, DataplaneError, Result};
 
 macro_rules! typed {
     ($self:expr, $kind:ident, $name:expr) => {
@@ -40,7 +38,6 @@ pub trait MapReader {
 
     /// Backend `id` as the dataplane sees it.
     fn backend(&self, id: u32) -> Result<Backend> {
-        Dataplane::check_backend_id(id)?;
         let m: Array<&MapData, Backend> = typed!(self, Array, names::BACKENDS);
         m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))
     }
@@ -49,7 +46,7 @@ pub trait MapReader {
     fn backend_table(&self) -> Result<Vec<(u32, Backend)>> {
         let m: Array<&MapData, Backend> = typed!(self, Array, names::BACKENDS);
         let mut out = Vec::new();
-        for id in 0..MAX_BACKENDS {
+        for id in 0..m.len() {
             let b = m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))?;
             if b.addr != [0; 16] {
                 out.push((id, b));
@@ -83,7 +80,6 @@ pub trait MapReader {
 
     /// Counters of backend `id`, summed over CPUs.
     fn backend_counters(&self, id: u32) -> Result<Counters> {
-        Dataplane::check_backend_id(id)?;
         sum_counters(self, names::BACKEND_STATS, id)
     }
 
