@@ -66,11 +66,12 @@ impl Veerd {
     /// Starts `veerd run` in `netns` and waits for "veerd ready". Its stderr
     /// goes to `log` (so it keeps logging if this process exits first).
     pub fn start(config: &Path, netns: &str, socket: &Path, log: &Path) -> Result<Self> {
-        Self::start_with(config, netns, socket, log, &[], None)
+        Self::start_with(config, netns, socket, log, &[], None, &[])
     }
 
-    /// [`Veerd::start`] with extra `veerd run` arguments and, if given, an
-    /// open-file limit (soft and hard) set before it runs.
+    /// [`Veerd::start`] with extra `veerd run` arguments, if given an
+    /// open-file limit (soft and hard) set before it runs, and extra
+    /// environment variables.
     pub fn start_with(
         config: &Path,
         netns: &str,
@@ -78,6 +79,7 @@ impl Veerd {
         log: &Path,
         args: &[&str],
         nofile: Option<u64>,
+        env: &[(&str, &str)],
     ) -> Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
@@ -97,6 +99,7 @@ impl Veerd {
             .arg(config)
             .args(["--netns", netns])
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -118,9 +118,16 @@ fn a_corrupt_state_file_stops_veerd_and_keeps_the_drain() {
     assert_eq!(BackendState::from_u32(b1.expect("b1 pinned").1.state), BackendState::Draining);
 
     // --reset-runtime discards it, says so, and starts from the file.
-    let mut d =
-        Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &["--reset-runtime"], None)
-            .unwrap();
+    let mut d = Veerd::start_with(
+        &s.cfg,
+        s.tb.lb.ns.name(),
+        &s.socket(),
+        &s.dir.join("veerd.log"),
+        &["--reset-runtime"],
+        None,
+        &[],
+    )
+    .unwrap();
     d.wait_log("veerd ready", Duration::from_millis(1)).ok();
     assert!(std::fs::read_to_string(s.dir.join("veerd.log")).unwrap().contains("runtime changes discarded"));
     wait_all_up(&d, &["b1", "b2"]);
@@ -158,7 +165,8 @@ fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
     let metrics = "127.0.0.1:9464";
     s.write(&s.config_with(65537, &[1, 1, 1], &format!("metrics = \"{metrics}\""), "", |_| String::new()));
     let mut d =
-        Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &[], Some(256)).unwrap();
+        Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &[], Some(256), &[])
+            .unwrap();
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let scrape = || s.tb.lb.ns.run(|| metrics_answer(metrics)).unwrap();
     assert!(scrape());
@@ -211,4 +219,66 @@ fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
     // Once the idle clients go, the API serves again.
     drop((idle, big, junk, slow));
     wait_until(Duration::from_secs(10), "the API serving again", || d.backend_state("web", "b1").is_ok()).unwrap();
+}
+
+#[test]
+fn an_add_backend_over_capacity_changes_nothing_and_is_not_persisted() {
+    let s = Deployment::new("hcap", 3);
+    s.write(&s.config_with(65537, &[1, 1], "max_backends = 2", "", |_| String::new()));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let b3 = s.tb.backends[2].ip;
+    let r = d
+        .api(Request::AddBackend {
+            service: "web".into(),
+            name: "b3".into(),
+            address: b3.into(),
+            weight: None,
+            mac: None,
+            backup: false,
+        })
+        .unwrap();
+    assert!(!r.ok, "a backend over the table's capacity must be refused");
+    let err = r.error.unwrap_or_default();
+    assert!(err.contains("max_backends") && err.contains("nothing changed"), "{err}");
+    let state = std::fs::read_to_string(s.dir.join("runtime.json")).unwrap_or_default();
+    assert!(!state.contains("b3"), "a refused change must not be persisted: {state}");
+    wait_all_up(&d, &["b1", "b2"]);
+    // The next start is not broken by it.
+    d.kill();
+    let d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+}
+
+#[test]
+fn a_dataplane_write_failing_mid_apply_keeps_veerd_checking_and_is_retried() {
+    let s = Deployment::new("hfail", 3);
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    // The start publishes the service once; the reload's publish fails.
+    let mut d = Veerd::start_with(
+        &s.cfg,
+        s.tb.lb.ns.name(),
+        &s.socket(),
+        &s.dir.join("veerd.log"),
+        &[],
+        None,
+        &[("VEER_FAILPOINTS", "publish-service=2")],
+    )
+    .unwrap();
+    wait_all_up(&d, &["b1", "b2"]);
+    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
+    let r = d.api(Request::Reload).unwrap();
+    assert!(!r.ok, "the injected failure must be reported");
+    assert!(r.error.unwrap_or_default().contains("retried"));
+    // veerd keeps its services and checks them: b3 comes up, and its ring
+    // membership reaches the dataplane on a retry.
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let key = veer::dataplane::service_key(s.vip().ip(), s.vip().port(), veer::dataplane::Protocol::Tcp);
+    let id3 = d.status().unwrap()["services"][0]["backends"][2]["id"].as_u64().unwrap() as u32;
+    wait_until(Duration::from_secs(10), "b3 in the live ring", || s.pins().ring(&key).unwrap().contains(&id3)).unwrap();
+    d.wait_log("dataplane written: it matches", Duration::from_secs(5)).unwrap();
+    // And health checking still runs.
+    s.backends[0].kill().unwrap();
+    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    assert!(down.contains("b1"), "{down}");
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
+pub mod failpoint;
 pub mod health;
 pub mod net;
 pub mod ring;

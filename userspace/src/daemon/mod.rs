@@ -466,7 +466,12 @@ impl Daemon {
             }
         }
         for i in 0..self.services.len() {
-            if let Err(e) = self.publish_service(i) {
+            let r = if crate::failpoint::hit("publish-service") {
+                Err(anyhow::anyhow!("injected failure (VEER_FAILPOINTS)"))
+            } else {
+                self.publish_service(i)
+            };
+            if let Err(e) = r {
                 first_error.get_or_insert(e);
             }
         }
