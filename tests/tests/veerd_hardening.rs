@@ -282,3 +282,53 @@ fn a_dataplane_write_failing_mid_apply_keeps_veerd_checking_and_is_retried() {
     let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
     assert!(down.contains("b1"), "{down}");
 }
+
+fn pinned_states(s: &Deployment) -> Vec<BackendState> {
+    let mut t = s.pins().backend_table().unwrap();
+    t.sort_by_key(|(_, b)| b.addr);
+    t.into_iter().map(|(_, b)| BackendState::from_u32(b.state)).collect()
+}
+
+#[test]
+fn the_fail_open_guard_keeps_the_last_healthy_set_when_most_fail_at_once() {
+    let s = Deployment::new("hguard", 3);
+    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    // Two of three at once: more than the default share of one half.
+    s.backends[0].kill().unwrap();
+    s.backends[1].kill().unwrap();
+    d.wait_log("FAIL-OPEN", Duration::from_secs(5)).unwrap();
+    d.wait_log("HELD IN by the fail-open guard", Duration::from_secs(5)).unwrap();
+    assert_eq!(pinned_states(&s), vec![BackendState::Up; 3], "the dataplane keeps the last healthy set");
+    let status = d.status().unwrap();
+    assert_eq!(status["services"][0]["fail_open"], true, "{status}");
+    let (ok, out, _) = veer_tests::daemon::veerctl(&s.cfg, &["status"]);
+    assert!(ok && out.contains("FAIL-OPEN: service web"), "{out}");
+    // One comes back: one of three failing is within the share, so the guard
+    // lets the other go down.
+    s.backends[0].restart().unwrap();
+    d.wait_log("fail-open guard released", Duration::from_secs(10)).unwrap();
+    wait_until(Duration::from_secs(5), "b2 down in the dataplane", || {
+        pinned_states(&s) == vec![BackendState::Up, BackendState::Down, BackendState::Up]
+    })
+    .unwrap();
+    assert_eq!(d.status().unwrap()["services"][0]["fail_open"], false);
+}
+
+#[test]
+fn with_the_guard_off_every_failed_backend_goes_down() {
+    let s = Deployment::new("hnoguard", 3);
+    s.write(
+        &s.config(65537, &[1, 1, 1], |_| String::new())
+            .replace("ring_size = 65537", "ring_size = 65537\nfail_open = 1"),
+    );
+    let d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    s.backends[0].kill().unwrap();
+    s.backends[1].kill().unwrap();
+    wait_until(Duration::from_secs(5), "b1 and b2 down", || {
+        pinned_states(&s) == vec![BackendState::Down, BackendState::Down, BackendState::Up]
+    })
+    .unwrap();
+}

@@ -194,6 +194,12 @@ pub struct ServiceConfig {
     /// Name of a `sorry = true` backend that takes traffic when no other is up.
     #[serde(default)]
     pub fallback_backend: Option<String>,
+    /// Fail-open guard: when more than this share of the service's backends
+    /// fail within one detection window (as when the balancer's own path
+    /// breaks, not the backends), keep sending to the last healthy set
+    /// instead of taking them out. `1` turns the guard off.
+    #[serde(default = "default_fail_open")]
+    pub fail_open: f64,
     /// Health checking.
     #[serde(default)]
     pub health: HealthConfig,
@@ -249,6 +255,10 @@ fn default_window() -> Duration {
 }
 fn default_cooldown() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_fail_open() -> f64 {
+    0.5
 }
 
 fn one() -> u32 {
@@ -356,6 +366,13 @@ impl HealthConfig {
     /// The interval used while a state is changing.
     pub fn fast(&self) -> Duration {
         self.fast_interval.unwrap_or(self.interval / 4).max(Duration::from_millis(1))
+    }
+
+    /// How far apart the detections of backends that failed at the same
+    /// moment can be: one interval (where each checker's cycle stands), then
+    /// `fall` fast checks, the last one timing out.
+    pub fn detection_window(&self) -> Duration {
+        self.interval + self.fast() * self.fall + self.timeout
     }
 }
 

@@ -151,6 +151,9 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
         if let Err(e) = check_ring_size(s.ring_size) {
             c.err(at, "ring_size", format!("{p}.ring_size"), e.to_string());
         }
+        if !(s.fail_open > 0.0 && s.fail_open <= 1.0) {
+            c.err(at, "fail_open", format!("{p}.fail_open"), "must be above 0 and at most 1 (1 turns the guard off)");
+        }
         if s.min_healthy == 0 {
             c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
         }

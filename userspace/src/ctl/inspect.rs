@@ -117,10 +117,18 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         })
         .collect();
     let dataplane = if pins.is_some() { "loaded" } else { "not installed" };
+    let failing_open: Vec<String> = daemon
+        .as_ref()
+        .and_then(|d| d["services"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| s["fail_open"].as_bool() == Some(true))
+        .filter_map(|s| s["name"].as_str().map(String::from))
+        .collect();
     let v = json!({
         "instance": ctx.file.daemon.name, "dataplane": dataplane, "pins": dir.display().to_string(),
         "attached": links, "veerd": if daemon.is_some() { "running" } else { "not running" },
-        "services": svcs, "runtime_changes": !ctx.overrides.is_empty(),
+        "services": svcs, "runtime_changes": !ctx.overrides.is_empty(), "fail_open": failing_open,
     });
     ctx.emit(&v, || {
         let mut s = format!(
@@ -136,6 +144,12 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         );
         if !ctx.overrides.is_empty() {
             s += "runtime changes differ from the config file: see `veerctl diff`\n";
+        }
+        for name in &failing_open {
+            s += &format!(
+                "FAIL-OPEN: service {name}: too many backends failed at once; the last healthy set is kept \
+                 (is the balancer's own path broken?)\n"
+            );
         }
         let mut t = Table::new(&["SERVICE", "VIP", "SCHEDULER", "HEALTHY", "RING"]);
         for v in &views {

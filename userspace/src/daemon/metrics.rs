@@ -57,6 +57,8 @@ pub struct DaemonMetrics {
     pub scale_hooks: HashMap<(String, &'static str), u64>,
     /// Checks that failed locally (no verdict), by backend.
     pub local_errors: HashMap<u32, u64>,
+    /// Times a service's fail-open guard tripped.
+    pub fail_open_trips: u64,
     /// Reloads applied and refused.
     pub reloads: [u64; 2],
 }

@@ -11,6 +11,7 @@
 //! pins, ids and backend states, and reconciles instead of starting over.
 
 pub mod api;
+pub mod guard;
 pub mod metrics;
 pub mod model;
 pub mod overrides;
@@ -135,6 +136,7 @@ fn new_backend(sid: u32, id: u32, cfg: BackendConfig, scfg: &ServiceConfig, adop
         cfg,
         id,
         healthy,
+        held: false,
         admin: Admin::Enabled,
         nexthop,
         src_mac,
@@ -399,9 +401,14 @@ impl Daemon {
     ) -> ServiceRt {
         let sid = planned.id;
         let health_changed = prev.as_ref().is_some_and(|p| p.cfg.health != scfg.health || p.cfg.port != scfg.port);
-        let (mut old_backends, published, prev_ring) = match prev {
-            Some(mut p) => (std::mem::take(&mut p.backends), p.published.take(), Some(p.cfg.ring_size)),
-            None => (Vec::new(), None, None),
+        let (mut old_backends, published, prev_ring, fail_open) = match prev {
+            Some(mut p) => (
+                std::mem::take(&mut p.backends),
+                p.published.take(),
+                Some(p.cfg.ring_size),
+                std::mem::take(&mut p.fail_open),
+            ),
+            None => (Vec::new(), None, None, Default::default()),
         };
         let mut backends = Vec::with_capacity(scfg.backends.len());
         for (bcfg, pb) in scfg.backends.iter().map(|b| b.get_ref().clone()).zip(&planned.backends) {
@@ -443,7 +450,7 @@ impl Daemon {
         // A new ring size needs a new ring now, not at the next membership
         // change (often a failover, when a fresh build would remap most flows).
         let published = published.filter(|_| prev_ring == Some(scfg.ring_size));
-        ServiceRt { cfg: svc_cfg, key, id: sid, backends, published, starved: false }
+        ServiceRt { cfg: svc_cfg, key, id: sid, backends, published, starved: false, fail_open }
     }
 
     /// Writes what a plan changed: removed services and freed backends out,
@@ -598,6 +605,7 @@ impl Daemon {
         } else {
             *self.metrics.failovers.entry(id).or_default() += 1;
         }
+        let held = self.guard_fail_open(i, id, ev.up);
         self.follow_recovery(i, id);
         if let Err(e) = self.sync_service(i) {
             error!(service = %svc_name, error = %format!("{e:#}"), "writing the dataplane failed");
@@ -605,6 +613,8 @@ impl Daemon {
         // Logged once the dataplane holds it: UP means new flows reach it now.
         if ev.up {
             info!(service = %svc_name, backend = %name, reason = %ev.reason, "backend UP");
+        } else if held {
+            error!(service = %svc_name, backend = %name, reason = %ev.reason, "backend failing, but HELD IN by the fail-open guard");
         } else {
             warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
         }
@@ -617,6 +627,48 @@ impl Daemon {
                 info!(service = %svc_name, "enough primaries up again: backups back on standby");
             }
         }
+    }
+
+    /// Feeds a health flip of backend `id` to service `i`'s fail-open guard
+    /// and holds or releases backends as it says. Returns whether `id` is held.
+    fn guard_fail_open(&mut self, i: usize, id: u32, up: bool) -> bool {
+        let s = &mut self.services[i];
+        let (share, window, total) = (s.cfg.fail_open, s.cfg.health.detection_window(), s.backends.len());
+        let failing = s.backends.iter().filter(|b| !b.healthy).count();
+        let verdict = if up {
+            s.fail_open.recovered(id, failing, share, total)
+        } else {
+            s.fail_open.failed(id, std::time::Instant::now(), window, share, total)
+        };
+        match verdict {
+            guard::Guard::Tripped => {
+                let recent: HashSet<u32> = s.fail_open.recent().collect();
+                for b in s.backends.iter_mut().filter(|b| recent.contains(&b.id)) {
+                    b.held = true;
+                }
+                self.metrics.fail_open_trips += 1;
+                error!(
+                    service = %s.cfg.name, failing, total, share, window = ?window,
+                    "FAIL-OPEN: more than the fail_open share of backends failed within one detection window; \
+                     keeping the last healthy set (is the balancer's own path broken?)"
+                );
+            }
+            guard::Guard::Released => {
+                for b in &mut s.backends {
+                    b.held = false;
+                }
+                info!(service = %s.cfg.name, failing, total, "fail-open guard released: failed backends now go down");
+            }
+            guard::Guard::Same => {}
+        }
+        let tripped = s.fail_open.tripped();
+        let Some(b) = s.backend_mut(id) else { return false };
+        if up {
+            b.held = false;
+        } else if tripped {
+            b.held = true;
+        }
+        b.held
     }
 
     /// Runs a backend's restart loop exactly while it is down, enabled by the
@@ -744,12 +796,14 @@ impl Daemon {
                     "protocol": s.cfg.protocol.to_string(),
                     "id": s.id,
                     "starved": s.starved,
+                    "fail_open": s.fail_open.tripped(),
                     "backends": s.backends.iter().map(|b| json!({
                         "name": b.cfg.name,
                         "address": b.cfg.address.to_string(),
                         "id": b.id,
                         "weight": b.cfg.weight,
                         "healthy": b.healthy,
+                        "held": b.held,
                         "admin": b.admin,
                         "state": b.effective().name(),
                         "in_ring": ring.contains(&b.id),
@@ -911,6 +965,7 @@ impl Daemon {
         let mut be = (String::new(), String::new(), String::new(), String::new(), String::new(), String::new());
         let (mut lat, mut fo, mut rec, mut rs) = (String::new(), String::new(), String::new(), String::new());
         let mut local = String::new();
+        let mut fail_open = String::new();
         for s in &self.services {
             let sl = format!("service=\"{}\"", label(&s.cfg.name));
             let c = self.dp.service_counters(s.id).unwrap_or_default();
@@ -919,6 +974,7 @@ impl Daemon {
             let _ = writeln!(svc_lines.1, "veer_service_new_flows_total{{{sl}}} {}", c.new_flows);
             let healthy = s.backends.iter().filter(|b| b.effective() == BackendState::Up).count();
             let _ = writeln!(svc_lines.2, "veer_service_healthy_backends{{{sl}}} {healthy}");
+            let _ = writeln!(fail_open, "veer_service_fail_open{{{sl}}} {}", u8::from(s.fail_open.tripped()));
             for b in &s.backends {
                 let bl = format!("{sl},backend=\"{}\"", label(&b.cfg.name));
                 let c = self.dp.backend_counters(b.id).unwrap_or_default();
@@ -950,10 +1006,16 @@ impl Daemon {
                 let _ = writeln!(local, "veer_health_check_local_errors_total{{{bl}}} {n}");
             }
         }
-        let sections: [(&str, &str, &str, &str); 15] = [
+        let sections: [(&str, &str, &str, &str); 16] = [
             ("veer_service_bytes_total", "counter", "Bytes forwarded for a service.", &svc_lines.0),
             ("veer_service_new_flows_total", "counter", "Flows scheduled for a service.", &svc_lines.1),
             ("veer_service_healthy_backends", "gauge", "Backends up in a service.", &svc_lines.2),
+            (
+                "veer_service_fail_open",
+                "gauge",
+                "1 while the fail-open guard holds failed backends in (too many failed at once).",
+                &fail_open,
+            ),
             ("veer_backend_packets_total", "counter", "Packets forwarded to a backend.", &be.0),
             ("veer_backend_bytes_total", "counter", "Bytes forwarded to a backend.", &be.1),
             ("veer_backend_new_flows_total", "counter", "Flows scheduled on a backend.", &be.2),
@@ -986,6 +1048,11 @@ impl Daemon {
         for ((svc, dir), n) in &self.metrics.scale_hooks {
             let _ = writeln!(o, "veer_scale_hooks_total{{service=\"{}\",direction=\"{dir}\"}} {n}", label(svc));
         }
+        let _ = writeln!(
+            o,
+            "# HELP veer_fail_open_trips_total Times a fail-open guard tripped.\n# TYPE veer_fail_open_trips_total counter\nveer_fail_open_trips_total {}",
+            self.metrics.fail_open_trips
+        );
         let _ = writeln!(o, "# HELP veer_reloads_total Config reloads.\n# TYPE veer_reloads_total counter");
         let _ = writeln!(o, "veer_reloads_total{{result=\"applied\"}} {}", self.metrics.reloads[0]);
         let _ = writeln!(o, "veer_reloads_total{{result=\"refused\"}} {}", self.metrics.reloads[1]);

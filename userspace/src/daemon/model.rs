@@ -41,6 +41,8 @@ pub struct BackendRt {
     pub id: u32,
     /// Health as the checker last reported it.
     pub healthy: bool,
+    /// Failing, but held in by the service's fail-open guard.
+    pub held: bool,
     /// Operator intent.
     pub admin: Admin,
     /// Resolved next hop.
@@ -58,7 +60,7 @@ pub struct BackendRt {
 impl BackendRt {
     /// The state word the dataplane should hold.
     pub fn effective(&self) -> BackendState {
-        match (self.admin, self.healthy, self.nexthop.is_some()) {
+        match (self.admin, self.healthy || self.held, self.nexthop.is_some()) {
             (Admin::Disabled, ..) => BackendState::Disabled,
             (_, false, _) | (_, _, false) => BackendState::Down,
             (Admin::Draining, ..) => BackendState::Draining,
@@ -72,7 +74,7 @@ impl BackendRt {
             BackendState::Up => None,
             BackendState::Disabled => Some("disabled"),
             BackendState::Draining => Some("draining"),
-            BackendState::Down if !self.healthy => Some("failing health checks"),
+            BackendState::Down if !self.healthy && !self.held => Some("failing health checks"),
             BackendState::Down => Some("next-hop MAC not resolved yet"),
         }
     }
@@ -104,6 +106,8 @@ pub struct ServiceRt {
     pub published: Option<Vec<RingMember>>,
     /// Whether the service currently has no backend to send new flows to.
     pub starved: bool,
+    /// Its fail-open guard.
+    pub fail_open: super::guard::FailOpen,
 }
 
 impl ServiceRt {
@@ -163,6 +167,7 @@ mod tests {
             min_healthy,
             fallback: Default::default(),
             fallback_backend: None,
+            fail_open: 0.5,
             health: HealthConfig::default(),
             update: Vec::new(),
             scale: None,
@@ -184,6 +189,7 @@ mod tests {
                 },
                 id: i as u32,
                 healthy: *healthy,
+                held: false,
                 admin: Admin::Enabled,
                 nexthop: Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 }),
                 src_mac: [0; 6],
@@ -199,6 +205,7 @@ mod tests {
             backends,
             published: None,
             starved: false,
+            fail_open: Default::default(),
         }
     }
 
