@@ -147,15 +147,13 @@ fn a_ring_size_change_is_applied_at_reload() {
     assert_eq!(s.pins().ring(&key).unwrap().len(), 251, "the new ring size must be live after the reload");
 }
 
-fn metrics_answer(addr: &str) -> bool {
-    let Ok(mut c) = TcpStream::connect(addr) else { return false };
+fn scrape_metrics(addr: &str) -> Option<String> {
+    let mut c = TcpStream::connect(addr).ok()?;
     let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-    if c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
-        return false;
-    }
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
     let mut body = String::new();
     let _ = c.read_to_string(&mut body);
-    body.starts_with("HTTP/1.1 200") && body.contains("veer_backend_up")
+    (body.starts_with("HTTP/1.1 200") && body.contains("veer_backend_up")).then_some(body)
 }
 
 #[test]
@@ -168,7 +166,7 @@ fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
         Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &[], Some(256), &[])
             .unwrap();
     wait_all_up(&d, &["b1", "b2", "b3"]);
-    let scrape = || s.tb.lb.ns.run(|| metrics_answer(metrics)).unwrap();
+    let scrape = || s.tb.lb.ns.run(|| scrape_metrics(metrics)).unwrap().is_some();
     assert!(scrape());
 
     // 2,000 idle API connections (the test process needs the descriptors).
@@ -219,6 +217,13 @@ fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
     // Once the idle clients go, the API serves again.
     drop((idle, big, junk, slow));
     wait_until(Duration::from_secs(10), "the API serving again", || d.backend_state("web", "b1").is_ok()).unwrap();
+    // The connection tables' occupancy is in the metrics too.
+    let body = s.tb.lb.ns.run(|| scrape_metrics(metrics)).unwrap().unwrap_or_default();
+    for m in
+        ["veer_conn_table_capacity{table=\"connection\"}", "veer_conn_table_evictions_total", "veer_service_fail_open"]
+    {
+        assert!(body.contains(m), "metrics lack {m}:\n{body}");
+    }
 }
 
 #[test]

@@ -78,6 +78,50 @@ pub fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
 }
 
+/// How often the connection tables are walked for their occupancy.
+pub const TABLE_USAGE_PERIOD: Duration = Duration::from_secs(10);
+
+/// Walks the pinned connection tables every [`TABLE_USAGE_PERIOD`] on a
+/// thread of its own (a walk is a syscall per entry: never on the daemon's
+/// loop), keeping the last result in `into`.
+pub fn watch_table_usage(pins: std::path::PathBuf, into: Arc<std::sync::Mutex<Option<crate::dataplane::TableUsage>>>) {
+    use crate::dataplane::{MapReader, PinnedMaps};
+    let spawned = std::thread::Builder::new().name("veer-table-usage".into()).spawn(move || loop {
+        match PinnedMaps::open(&pins).and_then(|p| p.table_usage()) {
+            Ok(u) => {
+                if let Ok(mut slot) = into.lock() {
+                    *slot = Some(u);
+                }
+            }
+            Err(e) => warn!(error = %e, "reading connection-table occupancy failed"),
+        }
+        std::thread::sleep(TABLE_USAGE_PERIOD);
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the table-occupancy thread");
+    }
+}
+
+/// Appends the connection tables' occupancy.
+pub fn write_table_usage(o: &mut String, u: &crate::dataplane::TableUsage) {
+    let _ = writeln!(
+        o,
+        "# HELP veer_conn_table_entries Entries in a connection table (walked every {}s).\n# TYPE veer_conn_table_entries gauge",
+        TABLE_USAGE_PERIOD.as_secs()
+    );
+    let _ = writeln!(o, "veer_conn_table_entries{{table=\"connection\"}} {}", u.conns);
+    let _ = writeln!(o, "veer_conn_table_entries{{table=\"new_flow\"}} {}", u.new_flows);
+    let _ = writeln!(o, "# HELP veer_conn_table_capacity Capacity of a connection table (kernel-rounded).\n# TYPE veer_conn_table_capacity gauge");
+    let _ = writeln!(o, "veer_conn_table_capacity{{table=\"connection\"}} {}", u.conns_capacity);
+    let _ = writeln!(o, "veer_conn_table_capacity{{table=\"new_flow\"}} {}", u.new_flows_capacity);
+    let _ = writeln!(o, "# HELP veer_conn_table_per_cpu_capacity Entries each CPU's LRU list holds.\n# TYPE veer_conn_table_per_cpu_capacity gauge");
+    let cpus = u.possible_cpus.max(1);
+    let _ = writeln!(o, "veer_conn_table_per_cpu_capacity{{table=\"connection\"}} {}", u.conns_capacity / cpus);
+    let _ = writeln!(o, "veer_conn_table_per_cpu_capacity{{table=\"new_flow\"}} {}", u.new_flows_capacity / cpus);
+    let _ = writeln!(o, "# HELP veer_conn_table_evictions_total Connection-table entries evicted (inserted - reused - present).\n# TYPE veer_conn_table_evictions_total counter");
+    let _ = writeln!(o, "veer_conn_table_evictions_total {}", u.conns_evicted);
+}
+
 /// Serves `GET /metrics` on `addr`, asking the daemon's loop for the text.
 pub async fn serve(
     addr: std::net::SocketAddr,

@@ -109,6 +109,8 @@ pub struct Daemon {
     id_pool: reconcile::IdPool,
     /// A dataplane write failed: rewrite everything at the next tick.
     dataplane_stale: bool,
+    /// Occupancy of the connection tables, refreshed in the background.
+    table_usage: std::sync::Arc<std::sync::Mutex<Option<dataplane::TableUsage>>>,
     _lock: std::fs::File,
 }
 
@@ -264,6 +266,7 @@ impl Daemon {
             samples_rx: Some(samples_rx),
             id_pool: reconcile::IdPool::default(),
             dataplane_stale: false,
+            table_usage: Default::default(),
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
                 [one] => net::iface_mac(one).unwrap_or([0; 6]),
                 _ => [0; 6],
@@ -1043,6 +1046,9 @@ impl Daemon {
                 }
             }
         }
+        if let Some(u) = self.table_usage.lock().ok().and_then(|u| *u) {
+            metrics::write_table_usage(&mut o, &u);
+        }
         let _ =
             writeln!(o, "# HELP veer_scale_hooks_total Scaling hooks fired.\n# TYPE veer_scale_hooks_total counter");
         for ((svc, dir), n) in &self.metrics.scale_hooks {
@@ -1099,6 +1105,9 @@ impl Daemon {
         let (call_tx, mut calls) = mpsc::channel(16);
         let api = api::listen(&sock, self.cfg.daemon.api_group.as_deref(), call_tx.clone())
             .with_context(|| format!("listening on {}", sock.display()))?;
+        if self.cfg.daemon.metrics.is_some() {
+            metrics::watch_table_usage(self.cfg.daemon.pin_dir(), self.table_usage.clone());
+        }
         let metrics_srv = match self.cfg.daemon.metrics {
             Some(addr) => {
                 let h = metrics::serve(addr, call_tx).await.with_context(|| format!("metrics endpoint on {addr}"))?;
