@@ -37,6 +37,16 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Fuzz the XDP program through BPF_PROG_TEST_RUN with many more frames
+    /// than `test` does (its invariants: see tests/tests/xdp_fuzz.rs).
+    Fuzz {
+        /// Frames per lab.
+        #[arg(long, default_value_t = 1_000_000)]
+        frames: u64,
+        /// Seed (default: random, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Install what is missing, then run veer on a demo network in namespaces.
     Demo {
         /// Arguments for the demo (after `--`), e.g. `-- --mode skb`.
@@ -117,6 +127,15 @@ fn task(task: Task) -> Result<()> {
             let mut a = vec!["run", "--release", "-p", "veer-tests", "--bin", "veer-bench", "--"];
             a.extend(args.iter().map(String::as_str));
             run(&mut cargo(&a))
+        }
+        Task::Fuzz { frames, seed } => {
+            setup()?;
+            let mut c = cargo(&["test", "--release", "-p", "veer-tests", "--test", "xdp_fuzz", "--", "--nocapture"]);
+            c.env("VEER_FUZZ_FRAMES", frames.to_string());
+            if let Some(s) = seed {
+                c.env("VEER_FUZZ_SEED", s.to_string());
+            }
+            run(&mut c)
         }
         Task::Demo { args } => {
             setup()?;
