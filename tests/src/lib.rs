@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod deployment;
 pub mod frame;
 pub mod lab;
+pub mod mass_failure;
 pub mod netns;
 pub mod server;
 pub mod topology;

@@ -337,3 +337,16 @@ fn with_the_guard_off_every_failed_backend_goes_down() {
     })
     .unwrap();
 }
+
+#[test]
+fn fifty_of_a_hundred_backends_killed_at_once_all_go_down_within_the_detection_bound() {
+    let m = veer_tests::mass_failure::run("hmass", 100, 50, 50).unwrap();
+    println!("{m:?}");
+    assert_eq!(m.survivors_down, 0, "a backend that was not killed went down: {m:?}");
+    // fall 3 at a 25 ms fast interval with 40 ms timeouts, after up to one
+    // 50 ms interval: every state word flips within the same bound as a
+    // single failure's (3 x interval + 50 ms), none waits behind the others'
+    // ring rebuilds.
+    let bound = 3 * m.interval + Duration::from_millis(50);
+    assert!(m.last_down <= bound, "last state word flipped {:?} after the kills (bound {bound:?})", m.last_down);
+}

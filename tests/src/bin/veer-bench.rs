@@ -19,7 +19,7 @@ struct Args {
     /// Where report.md and report.json go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
     out: PathBuf,
-    /// Only these sections (packet, maglev, reroute, throughput, failover).
+    /// Only these sections (packet, maglev, reroute, throughput, failover, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -55,6 +55,10 @@ fn main() -> Result<()> {
     if want("failover") {
         eprintln!("bench: failover");
         sections.push(bench::failover::run()?);
+    }
+    if want("correlated") {
+        eprintln!("bench: correlated failure");
+        sections.push(bench::correlated::run()?);
     }
     let md = bench::write(&args.out, &sections)?;
     println!("{md}");

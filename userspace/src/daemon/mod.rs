@@ -548,11 +548,9 @@ impl Daemon {
         self.sync_service(i)
     }
 
-    /// Brings one service's backend entries and ring in line with the model.
-    fn sync_service(&mut self, i: usize) -> Result<()> {
+    /// Writes one service's backend entries that changed.
+    fn write_entries(&mut self, i: usize) -> Result<()> {
         let sid = self.services[i].id;
-        // Entries first: a backend that failed stops getting packets with this
-        // one write, before any ring work.
         let entries: Vec<(u32, Backend)> =
             self.services[i].backends.iter().map(|b| (b.id, backend_entry(sid, b))).collect();
         for (id, e) in entries {
@@ -561,6 +559,14 @@ impl Daemon {
                 self.written.insert(id, e);
             }
         }
+        Ok(())
+    }
+
+    /// Brings one service's backend entries and ring in line with the model.
+    fn sync_service(&mut self, i: usize) -> Result<()> {
+        // Entries first: a backend that failed stops getting packets with this
+        // one write, before any ring work.
+        self.write_entries(i)?;
         let s = &self.services[i];
         let members = s.ring_members();
         if s.published.as_ref() != Some(&members) {
@@ -587,47 +593,67 @@ impl Daemon {
         Ok(())
     }
 
-    fn on_health(&mut self, ev: HealthEvent) {
-        let Some(i) = self.services.iter().position(|s| s.backends.iter().any(|b| b.id == ev.backend)) else {
-            return;
-        };
-        let svc_name = self.services[i].cfg.name.clone();
-        let backups_before = self.services[i].backups_active();
-        let Some(b) = self.services[i].backend_mut(ev.backend) else { return };
-        if b.generation != ev.generation || b.healthy == ev.up {
-            return;
-        }
-        b.healthy = ev.up;
-        let name = b.cfg.name.clone();
-        let id = b.id;
-        if ev.up {
-            *self.metrics.recoveries.entry(id).or_default() += 1;
-            if let Some(r) = b.recovery.take() {
-                r.abort();
+    /// Applies health flips that arrived together. Every state word is
+    /// written first (a failed backend stops getting packets with that one
+    /// write), then each touched service's ring is rebuilt once: when many
+    /// backends fail at once, no state word waits behind a ring rebuild.
+    fn on_health(&mut self, events: Vec<HealthEvent>) {
+        let mut touched: Vec<(usize, bool)> = Vec::new();
+        let mut ups = Vec::new();
+        for ev in events {
+            let Some(i) = self.services.iter().position(|s| s.backends.iter().any(|b| b.id == ev.backend)) else {
+                continue;
+            };
+            if !touched.iter().any(|(t, _)| *t == i) {
+                touched.push((i, self.services[i].backups_active()));
             }
-        } else {
-            *self.metrics.failovers.entry(id).or_default() += 1;
-        }
-        let held = self.guard_fail_open(i, id, ev.up);
-        self.follow_recovery(i, id);
-        if let Err(e) = self.sync_service(i) {
-            error!(service = %svc_name, error = %format!("{e:#}"), "writing the dataplane failed");
-        }
-        // Logged once the dataplane holds it: UP means new flows reach it now.
-        if ev.up {
-            info!(service = %svc_name, backend = %name, reason = %ev.reason, "backend UP");
-        } else if held {
-            error!(service = %svc_name, backend = %name, reason = %ev.reason, "backend failing, but HELD IN by the fail-open guard");
-        } else {
-            warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
-        }
-        let backups_after = self.services[i].backups_active();
-        if backups_after != backups_before {
-            let min = self.services[i].cfg.min_healthy;
-            if backups_after {
-                warn!(service = %svc_name, min_healthy = min, "fewer primaries up than min_healthy: backups promoted");
+            let svc_name = self.services[i].cfg.name.clone();
+            let Some(b) = self.services[i].backend_mut(ev.backend) else { continue };
+            if b.generation != ev.generation || b.healthy == ev.up {
+                continue;
+            }
+            b.healthy = ev.up;
+            let name = b.cfg.name.clone();
+            let id = b.id;
+            if ev.up {
+                *self.metrics.recoveries.entry(id).or_default() += 1;
+                if let Some(r) = b.recovery.take() {
+                    r.abort();
+                }
             } else {
-                info!(service = %svc_name, "enough primaries up again: backups back on standby");
+                *self.metrics.failovers.entry(id).or_default() += 1;
+            }
+            let held = self.guard_fail_open(i, id, ev.up);
+            self.follow_recovery(i, id);
+            if let Err(e) = self.write_entries(i) {
+                error!(service = %svc_name, error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+            if ev.up {
+                // Logged once the ring holds it: UP means new flows reach it.
+                ups.push((svc_name, name, ev.reason));
+            } else if held {
+                error!(service = %svc_name, backend = %name, reason = %ev.reason, "backend failing, but HELD IN by the fail-open guard");
+            } else {
+                warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
+            }
+        }
+        for &(i, _) in &touched {
+            if let Err(e) = self.sync_service(i) {
+                error!(service = %self.services[i].cfg.name, error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+        }
+        for (svc, backend, reason) in ups {
+            info!(service = %svc, backend = %backend, reason = %reason, "backend UP");
+        }
+        for (i, backups_before) in touched {
+            let s = &self.services[i];
+            let backups_after = s.backups_active();
+            if backups_after != backups_before {
+                if backups_after {
+                    warn!(service = %s.cfg.name, min_healthy = s.cfg.min_healthy, "fewer primaries up than min_healthy: backups promoted");
+                } else {
+                    info!(service = %s.cfg.name, "enough primaries up again: backups back on standby");
+                }
             }
         }
     }
@@ -1125,9 +1151,14 @@ impl Daemon {
         loop {
             tokio::select! {
                 Some(ev) = events.recv() => {
-                    let up = ev.up;
-                    self.on_health(ev);
-                    if up { self.resolve_nexthops(); }
+                    // Take every flip already queued: one ring rebuild per service.
+                    let mut batch = vec![ev];
+                    while let Ok(ev) = events.try_recv() {
+                        batch.push(ev);
+                    }
+                    let any_up = batch.iter().any(|e| e.up);
+                    self.on_health(batch);
+                    if any_up { self.resolve_nexthops(); }
                 }
                 Some((req, reply)) = calls.recv() => { let _ = reply.send(self.handle(req)); }
                 Some(p) = samples.recv() => {
