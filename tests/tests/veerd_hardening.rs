@@ -145,6 +145,50 @@ fn a_ring_size_change_is_applied_at_reload() {
     let r = d.api(Request::Reload).unwrap();
     assert!(r.ok, "{r:?}");
     assert_eq!(s.pins().ring(&key).unwrap().len(), 251, "the new ring size must be live after the reload");
+    // A scheduler change too: the service value and its ring (the weighted
+    // sequence of round robin is as long as the weights add up to).
+    s.write(
+        &s.config(251, &[1, 1], |_| String::new())
+            .replace("ring_size = 251", "ring_size = 251\nscheduler = \"round-robin\""),
+    );
+    let r = d.api(Request::Reload).unwrap();
+    assert!(r.ok, "{r:?}");
+    let svc = s.pins().service(&key).unwrap().unwrap();
+    assert_eq!(veer_abi::Scheduler::from_u8(svc.scheduler), Some(veer_abi::Scheduler::RoundRobin));
+    assert_eq!(s.pins().ring(&key).unwrap().len(), 2);
+}
+
+#[test]
+fn veerd_killed_while_saving_its_state_always_restarts_with_a_whole_file() {
+    let s = Deployment::new("hsave", 2);
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let state = s.dir.join("runtime.json");
+    for round in 0..5u32 {
+        // Weight changes, each saved, while veerd is SIGKILLed at some point among them.
+        let sock = s.socket();
+        let writer = std::thread::spawn(move || {
+            for w in 1..200u32 {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let req = Request::Weight { service: "web".into(), backend: "b1".into(), weight: w + 1 };
+                if rt.block_on(veer::daemon::api::call(&sock, &req)).is_err() {
+                    return w;
+                }
+            }
+            200
+        });
+        std::thread::sleep(Duration::from_millis(20 + 15 * round as u64));
+        d.kill();
+        let sent = writer.join().unwrap();
+        let text = std::fs::read_to_string(&state).unwrap_or_default();
+        assert!(
+            text.is_empty() || serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+            "round {round}: a torn state file after {sent} saves: {text:?}"
+        );
+        d = s.start();
+        wait_all_up(&d, &["b1", "b2"]);
+    }
 }
 
 fn scrape_metrics(addr: &str) -> Option<String> {
