@@ -394,3 +394,83 @@ fn fifty_of_a_hundred_backends_killed_at_once_all_go_down_within_the_detection_b
     let bound = 3 * m.interval + Duration::from_millis(50);
     assert!(m.last_down <= bound, "last state word flipped {:?} after the kills (bound {bound:?})", m.last_down);
 }
+
+#[test]
+fn a_restart_command_may_leave_its_server_in_the_background() {
+    let s = Deployment::new("hbg", 2);
+    let pidfile = s.backends[0].pidfile.display().to_string();
+    // The server stays in the foreground of a shell that exits at once: it
+    // inherits the command's output pipes and its process group, no setsid.
+    // It starts a little later, so that the command's own end comes first.
+    let server = format!(
+        "(sleep 0.3; exec {} --netns {} --name b1 --listen 0.0.0.0:80 --pidfile {pidfile}) & echo started",
+        veer_tests::daemon::bin("veer-backend").display(),
+        s.tb.backends[0].ns.name()
+    );
+    s.write(&s.config(65537, &[1, 1], |i| {
+        if i == 0 {
+            format!("restart = {{ command = [\"sh\", \"-c\", {server:?}], backoff = \"100ms\", timeout = \"5s\" }}")
+        } else {
+            String::new()
+        }
+    }));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let killed = s.backends[0].kill().unwrap();
+    d.wait_log("running restart command", Duration::from_secs(5)).unwrap();
+    // The command ends at once; it is not held until its timeout by the
+    // server keeping its output pipes open, nor is the server killed with it.
+    let ok = d.wait_log("restart command succeeded", Duration::from_millis(250)).unwrap();
+    assert!(ok.contains("b1"), "{ok}");
+    let up = d.wait_log("backend UP", Duration::from_secs(3)).unwrap();
+    assert!(up.contains("b1"), "{up}");
+    let pid = s.backends[0].pid().unwrap();
+    assert_ne!(pid, killed);
+    assert!(s.backends[0].alive(), "the server the restart command left running must stay");
+}
+
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Processes running `sleep 61.5` (what the test's exec check leaves behind).
+fn leftovers() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x0061.5\x00"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn checks_run(d: &Veerd) -> u64 {
+    let r = d.api(Request::Metrics).unwrap();
+    let text = r.result.and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("veer_health_check_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn exec_checks_leave_no_process_or_descriptor_behind_over_a_thousand_runs() {
+    let s = Deployment::new("hexec", 3);
+    let text = s
+        .config(65537, &[1, 1, 1], |_| String::new())
+        .replace("kind = \"tcp\"", "kind = \"exec\"\ncommand = [\"sh\", \"-c\", \"sleep 61.5 & exit 0\"]")
+        .replace("interval = \"50ms\"", "interval = \"20ms\"")
+        .replace("timeout = \"40ms\"", "timeout = \"15ms\"")
+        .replace("fast_interval = \"20ms\"", "fast_interval = \"10ms\"");
+    s.write(&text);
+    let d = s.start();
+    let pid = d.pid().unwrap();
+    wait_until(Duration::from_secs(20), "100 checks", || checks_run(&d) >= 100).unwrap();
+    let fds_before = fds_of(pid);
+    wait_until(Duration::from_secs(60), "1,100 checks", || checks_run(&d) >= 1100).unwrap();
+    let fds_after = fds_of(pid);
+    let left = leftovers();
+    println!("veerd fds {fds_before} -> {fds_after}; leftover grandchildren {left}");
+    assert!(fds_after <= fds_before + 3, "veerd's descriptors grew from {fds_before} to {fds_after}");
+    assert!(left <= 3, "{left} processes left behind by exec checks");
+}

@@ -188,8 +188,8 @@ pub async fn run(spec: &CommandSpec<'_>) -> Result<Outcome, RunError> {
     drop(guard);
     // Whatever the command left running may hold the pipes open: read what
     // is there, briefly, and move on.
-    let _ = tokio::time::timeout(DRAIN, out).await;
-    let stderr = match tokio::time::timeout(DRAIN, err).await {
+    let (_, err) = tokio::join!(tokio::time::timeout(DRAIN, out), tokio::time::timeout(DRAIN, err));
+    let stderr = match err {
         Ok(Ok(lines)) => lines,
         _ => Vec::new(),
     };
