@@ -47,6 +47,17 @@ enum Task {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Chaos soak on the namespace testbed: backend kills, revivals and flaps,
+    /// veerd SIGKILLs, reloads, API changes and a SYN flood under client
+    /// traffic; checks that only dead backends cost connections.
+    Soak {
+        /// How long to run.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Extra arguments for the soak (after `--`), e.g. `-- --seed 7`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Install what is missing, then run veer on a demo network in namespaces.
     Demo {
         /// Arguments for the demo (after `--`), e.g. `-- --mode skb`.
@@ -136,6 +147,14 @@ fn task(task: Task) -> Result<()> {
                 c.env("VEER_FUZZ_SEED", s.to_string());
             }
             run(&mut c)
+        }
+        Task::Soak { minutes, args } => {
+            setup()?;
+            run(&mut cargo(&["build", "--release", "--workspace", "--bins"]))?;
+            let minutes = minutes.to_string();
+            let mut a = vec!["run", "--release", "-p", "veer-tests", "--bin", "veer-soak", "--", "--minutes", &minutes];
+            a.extend(args.iter().map(String::as_str));
+            run(&mut cargo(&a))
         }
         Task::Demo { args } => {
             setup()?;
