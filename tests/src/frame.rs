@@ -48,33 +48,7 @@ pub fn packet(src: SocketAddr, dst: SocketAddr, l4: L4, payload: &[u8]) -> Vec<u
         }
     };
     seg.extend_from_slice(payload);
-    let mut f = Vec::new();
-    f.extend_from_slice(&LB_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            f.extend_from_slice(&[0x08, 0x00]);
-            let mut ip = vec![0x45, 0];
-            ip.extend_from_slice(&((20 + seg.len()) as u16).to_be_bytes());
-            ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]); // id, DF, ttl
-            ip.extend_from_slice(&s.octets());
-            ip.extend_from_slice(&d.octets());
-            let c = checksum(&ip);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            f.extend_from_slice(&ip);
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            f.extend_from_slice(&[0x86, 0xdd]);
-            f.extend_from_slice(&[0x60, 0, 0, 0]);
-            f.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-            f.extend_from_slice(&[proto, 64]);
-            f.extend_from_slice(&s.octets());
-            f.extend_from_slice(&d.octets());
-        }
-        _ => panic!("mixed address families: {src} -> {dst}"),
-    }
-    f.extend_from_slice(&seg);
-    f
+    ip_frame(src.ip(), dst.ip(), proto, &seg)
 }
 
 /// A TCP SYN from `src` to `dst`.
@@ -131,7 +105,7 @@ fn ip_frame(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Vec<u8> {
             f.extend_from_slice(&[0x08, 0x00]);
             let mut ip = vec![0x45, 0];
             ip.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
-            ip.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
+            ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]); // id, DF, ttl
             ip.extend_from_slice(&s.octets());
             ip.extend_from_slice(&d.octets());
             let c = checksum(&ip);

@@ -33,6 +33,16 @@ fn odd_table_size() -> u32 {
     cpus * 8192 + 1
 }
 
+/// `veerd run` in the deployment's namespace, expected to exit by itself.
+fn veerd_run_to_completion(s: &Deployment) -> std::process::Output {
+    Command::new(bin("veerd"))
+        .args(["run", "--config"])
+        .arg(&s.cfg)
+        .args(["--netns", s.tb.lb.ns.name()])
+        .output()
+        .expect("run veerd")
+}
+
 fn veerd_cmd(s: &Deployment, args: &[&str]) -> std::process::Output {
     Command::new(bin("veerd")).args(args).arg("--config").arg(&s.cfg).output().expect("run veerd")
 }
@@ -57,12 +67,7 @@ fn an_odd_table_size_survives_restarts_and_a_running_instance_is_protected() {
     assert!(line.contains(&format!("asked={size}")) && line.contains("per_cpu="), "{line}");
 
     // A second instance is refused while the first runs.
-    let out = Command::new(bin("veerd"))
-        .args(["run", "--config"])
-        .arg(&s.cfg)
-        .args(["--netns", s.tb.lb.ns.name()])
-        .output()
-        .unwrap();
+    let out = veerd_run_to_completion(&s);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("another veerd instance"), "{out:?}");
 
@@ -99,12 +104,7 @@ fn a_corrupt_state_file_stops_veerd_and_keeps_the_drain() {
     d.kill();
 
     std::fs::write(&state, "{\"admin\": {\"web/b1\": \"draining\"").unwrap();
-    let out = Command::new(bin("veerd"))
-        .args(["run", "--config"])
-        .arg(&s.cfg)
-        .args(["--netns", s.tb.lb.ns.name()])
-        .output()
-        .unwrap();
+    let out = veerd_run_to_completion(&s);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "veerd must not start over a corrupt state file: {err}");
     assert!(err.contains("--reset-runtime") && err.contains("runtime.json"), "{err}");

@@ -22,6 +22,18 @@ const RUNS: usize = 5;
 /// Distinct frames for the fresh-schedule rows.
 const FRESH: u32 = 20_000;
 
+/// One row: veer's median ns per packet `o` against the baseline's `t`.
+fn add_row(rows: &mut Vec<Vec<String>>, figs: &mut Vec<serde_json::Value>, name: &str, o: f64, t: f64) {
+    rows.push(vec![
+        name.to_string(),
+        format!("{o:.1}"),
+        format!("{t:.1}"),
+        format!("{:.2}x", o / t),
+        format!("{:.1}", 1e3 / o),
+    ]);
+    figs.push(json!({"path": name, "ns_per_packet": o, "baseline_ns_per_packet": t, "ratio": o / t}));
+}
+
 /// Runs the section.
 pub fn run() -> Result<Section> {
     let mut dp = Dataplane::load_with(
@@ -97,15 +109,7 @@ pub fn run() -> Result<Section> {
             ours.push(dp.test_run(f, 1)?.duration.as_nanos() as f64);
             theirs.push(run_frame(tx, f, 1)?.duration.as_nanos() as f64);
         }
-        let (o, t) = (median(ours), median(theirs));
-        rows.push(vec![
-            name.to_string(),
-            format!("{o:.1}"),
-            format!("{t:.1}"),
-            format!("{:.2}x", o / t),
-            format!("{:.1}", 1e3 / o),
-        ]);
-        figs.push(json!({"path": name, "ns_per_packet": o, "baseline_ns_per_packet": t, "ratio": o / t}));
+        add_row(&mut rows, &mut figs, name, median(ours), median(theirs));
     }
     for (name, f) in &paths {
         // Interleave veer and the baseline so drift hits both alike.
@@ -115,15 +119,7 @@ pub fn run() -> Result<Section> {
             ours.push(dp.test_run(f, REPEAT)?.duration.as_nanos() as f64);
             theirs.push(run_frame(tx, f, REPEAT)?.duration.as_nanos() as f64);
         }
-        let (o, t) = (median(ours), median(theirs));
-        rows.push(vec![
-            name.to_string(),
-            format!("{o:.1}"),
-            format!("{t:.1}"),
-            format!("{:.2}x", o / t),
-            format!("{:.1}", 1e3 / o),
-        ]);
-        figs.push(json!({"path": name, "ns_per_packet": o, "baseline_ns_per_packet": t, "ratio": o / t}));
+        add_row(&mut rows, &mut figs, name, median(ours), median(theirs));
     }
     Ok(Section {
         title: "Per-packet cost of the XDP program".into(),
