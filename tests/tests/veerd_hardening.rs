@@ -6,7 +6,7 @@
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
+    net::{IpAddr, TcpStream},
     os::unix::net::UnixStream,
     process::Command,
     time::Duration,
@@ -473,4 +473,92 @@ fn exec_checks_leave_no_process_or_descriptor_behind_over_a_thousand_runs() {
     println!("veerd fds {fds_before} -> {fds_after}; leftover grandchildren {left}");
     assert!(fds_after <= fds_before + 3, "veerd's descriptors grew from {fds_before} to {fds_after}");
     assert!(left <= 3, "{left} processes left behind by exec checks");
+}
+
+#[test]
+fn a_sorry_backend_without_a_next_hop_is_not_used() {
+    let s = Deployment::new("hsorry", 2);
+    // The sorry backend's address answers no ARP: its MAC never resolves.
+    let text = s
+        .config(65537, &[1, 1], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\nfallback_backend = \"sorry\"")
+        + "\n[[service.backend]]\nname = \"sorry\"\naddress = \"10.77.0.250\"\nsorry = true\n";
+    s.write(&text);
+    let d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let key = veer::dataplane::service_key(s.vip().ip(), s.vip().port(), veer::dataplane::Protocol::Tcp);
+    let svc = s.pins().service(&key).unwrap().unwrap();
+    assert_eq!(svc.fallback_backend, veer_abi::NO_BACKEND, "a sorry backend with no MAC must not be the fallback");
+}
+
+/// `InDestUnreachs` of the ICMP counters in the calling thread's namespace.
+fn icmp_unreachables() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default();
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (Some(head), Some(vals)) = (icmp.next(), icmp.next()) else { return 0 };
+    let i = head.split_whitespace().position(|h| h == "InDestUnreachs").unwrap_or(usize::MAX);
+    vals.split_whitespace().nth(i).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn frag_needed_for_a_vip_flow_reaches_the_backend_that_owns_it() {
+    let s = Deployment::new("hpmtu", 2);
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    let d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let vip = s.vip();
+    // A connection from the client: which backend serves it, and from which port.
+    let (client, served) =
+        s.tb.client
+            .ns
+            .run(move || {
+                let mut c = TcpStream::connect_timeout(&vip, Duration::from_secs(2)).unwrap();
+                c.write_all(b"name\n").unwrap();
+                let mut name = [0u8; 2];
+                c.read_exact(&mut name).unwrap();
+                (c.local_addr().unwrap(), String::from_utf8_lossy(&name).to_string())
+            })
+            .unwrap();
+    let owner = s.tb.backends.iter().position(|b| b.name == served).expect("served by a backend");
+    let other = 1 - owner;
+    let before: Vec<u64> = s.tb.backends.iter().map(|b| b.ns.run(icmp_unreachables).unwrap()).collect();
+    let lb_before = s.tb.lb.ns.run(icmp_unreachables).unwrap();
+
+    // A router on the way back says the backend's answers are too big.
+    let reply = veer_tests::frame::packet(vip, client, veer_tests::frame::L4::Tcp(0x18), &[0; 32]);
+    let router = IpAddr::V4(veer_tests::topology::CLIENT_IP);
+    let msg = veer_tests::frame::icmp_error(router, vip.ip(), &reply, 28);
+    let icmp = msg[34..].to_vec();
+    s.tb.client
+        .ns
+        .run(move || {
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            to.sin_family = libc::AF_INET as u16;
+            to.sin_addr.s_addr = u32::from_ne_bytes(veer_tests::topology::VIP.octets());
+            for _ in 0..10 {
+                let r = unsafe {
+                    libc::sendto(
+                        fd,
+                        icmp.as_ptr().cast(),
+                        icmp.len(),
+                        0,
+                        (&to as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as u32,
+                    )
+                };
+                assert!(r > 0, "sendto: {}", std::io::Error::last_os_error());
+            }
+            unsafe { libc::close(fd) };
+        })
+        .unwrap();
+    let owner_ns = &s.tb.backends[owner].ns;
+    wait_until(Duration::from_secs(5), "10 ICMP errors at the flow's backend", || {
+        owner_ns.run(icmp_unreachables).unwrap() >= before[owner] + 10
+    })
+    .unwrap();
+    assert_eq!(s.tb.backends[other].ns.run(icmp_unreachables).unwrap(), before[other], "the other backend got them");
+    assert_eq!(s.tb.lb.ns.run(icmp_unreachables).unwrap(), lb_before, "the load balancer's own stack got them");
+    assert!(s.pins().global_counter(veer_abi::GlobalCounter::IcmpToBackend).unwrap() >= 10);
 }
