@@ -70,7 +70,7 @@ impl Veerd {
     }
 
     /// [`Veerd::start`] with extra `veerd run` arguments, if given an
-    /// open-file limit (soft and hard) set before it runs, and extra
+    /// open-file limit (soft, hard) set before it runs, and extra
     /// environment variables.
     pub fn start_with(
         config: &Path,
@@ -78,18 +78,18 @@ impl Veerd {
         socket: &Path,
         log: &Path,
         args: &[&str],
-        nofile: Option<u64>,
+        nofile: Option<(u64, u64)>,
         env: &[(&str, &str)],
     ) -> Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let offset = file.metadata()?.len();
         let mut cmd = Command::new(bin("veerd"));
-        if let Some(n) = nofile {
+        if let Some((soft, hard)) = nofile {
             // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
             unsafe {
                 cmd.pre_exec(move || {
-                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard)
                         .map_err(std::io::Error::from)
                 });
             }

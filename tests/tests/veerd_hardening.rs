@@ -85,10 +85,76 @@ fn an_odd_table_size_survives_restarts_and_a_running_instance_is_protected() {
     assert!(log.contains("adopting the pinned dataplane"), "the restart did not adopt the pins:\n{log}");
     wait_all_up(&d, &["b1", "b2"]);
 
-    // --force removes it from under the running daemon.
+    // veerctl stats reports the tables, sized as the kernel rounded them.
+    let (ok, out, _) = veer_tests::daemon::veerctl(&s.cfg, &["stats"]);
+    let cpus = veer::dataplane::possible_cpus().unwrap();
+    let rounded = veer::dataplane::lru_capacity(size, cpus);
+    assert!(ok && out.contains(&format!("of {rounded} entries ({} per CPU LRU list", rounded / cpus)), "{out}");
+
+    // --force removes the pins from under the running daemon, which still
+    // holds its link: the program stays attached while it runs.
     let out = veerd_cmd(&s, &["uninstall", "--force"]);
     assert!(out.status.success(), "{out:?}");
     assert!(!config::load(&s.cfg).unwrap().daemon.pin_dir().exists());
+    let link = s.tb.lb.ns.exec(&["ip", "link", "show", "eth0"]).unwrap();
+    assert!(link.contains("xdp"), "veerd's link must hold the program while it runs: {link}");
+    drop(d);
+    let link = s.tb.lb.ns.exec(&["ip", "link", "show", "eth0"]).unwrap();
+    assert!(!link.contains("xdp"), "with pins and daemon gone the program is detached: {link}");
+}
+
+#[test]
+fn veerd_raises_its_open_file_limit_to_the_hard_limit() {
+    let s = Deployment::new("hnofile", 1);
+    s.write(&s.config(65537, &[1], |_| String::new()));
+    let d = Veerd::start_with(
+        &s.cfg,
+        s.tb.lb.ns.name(),
+        &s.socket(),
+        &s.dir.join("veerd.log"),
+        &[],
+        Some((512, 4096)),
+        &[],
+    )
+    .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid().unwrap())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    let nums: Vec<&str> = line.split_whitespace().filter(|w| w.chars().all(|c| c.is_ascii_digit())).collect();
+    assert_eq!(nums, ["4096", "4096"], "{line}");
+}
+
+#[test]
+fn no_restart_loop_runs_for_a_backend_an_operator_took_out() {
+    let s = Deployment::new("hnorestart", 2);
+    let pidfile = s.backends[0].pidfile.display().to_string();
+    let restart = veer_tests::daemon::BackendProc::command(
+        &s.tb.backends[0].ns,
+        "b1",
+        std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 80),
+        std::path::Path::new(&pidfile),
+    );
+    let restart = restart.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
+    s.write(&s.config(65537, &[1, 1], |i| {
+        if i == 0 {
+            format!("restart = {{ command = [{restart}], backoff = \"100ms\" }}")
+        } else {
+            String::new()
+        }
+    }));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    let r = d.api(Request::Disable { service: "web".into(), backend: "b1".into() }).unwrap();
+    assert!(r.ok, "{r:?}");
+    s.backends[0].kill().unwrap();
+    assert!(
+        d.wait_log("running restart command", Duration::from_millis(1500)).is_err(),
+        "a restart loop ran for a disabled backend"
+    );
+    // Enabled again while down: now its restart command runs.
+    let r = d.api(Request::Enable { service: "web".into(), backend: "b1".into() }).unwrap();
+    assert!(r.ok, "{r:?}");
+    d.wait_log("running restart command", Duration::from_secs(5)).unwrap();
+    wait_all_up(&d, &["b1", "b2"]);
 }
 
 #[test]
@@ -207,23 +273,31 @@ fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
     let metrics = "127.0.0.1:9464";
     s.write(&s.config_with(65537, &[1, 1, 1], &format!("metrics = \"{metrics}\""), "", |_| String::new()));
     let mut d =
-        Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &[], Some(256), &[])
+        Veerd::start_with(&s.cfg, s.tb.lb.ns.name(), &s.socket(), &s.dir.join("veerd.log"), &[], Some((256, 256)), &[])
             .unwrap();
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let scrape = || s.tb.lb.ns.run(|| scrape_metrics(metrics)).unwrap().is_some();
     assert!(scrape());
 
+    // An oversized line, then invalid ones: each answered with an error.
+    let mut big = UnixStream::connect(s.socket()).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = big.write_all(&vec![b'x'; 200_000]);
+    let mut answer = String::new();
+    let _ = big.read_to_string(&mut answer);
+    assert!(answer.contains("over 65536 bytes"), "{answer:?}");
+    let mut junk = UnixStream::connect(s.socket()).unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    junk.write_all(b"{\"cmd\":\"no-such-command\"}\n").unwrap();
+    let mut line = [0u8; 200];
+    let n = junk.read(&mut line).unwrap();
+    assert!(String::from_utf8_lossy(&line[..n]).contains("bad request"), "{}", String::from_utf8_lossy(&line[..n]));
+    let _ = junk.write_all(b"\xff\xfe\n");
+
     // 2,000 idle API connections (the test process needs the descriptors).
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 8192, 8192).unwrap();
     let idle: Vec<UnixStream> = (0..2000).filter_map(|_| UnixStream::connect(s.socket()).ok()).collect();
     assert!(idle.len() >= 1000, "only {} connections opened", idle.len());
-    // Oversized and invalid lines.
-    let mut big = UnixStream::connect(s.socket()).unwrap();
-    let _ = big.write_all(&vec![b'x'; 200_000]);
-    let mut junk = UnixStream::connect(s.socket()).ok();
-    if let Some(j) = junk.as_mut() {
-        let _ = j.write_all(b"{\"cmd\":\"no-such-command\"}\n\xff\xfe\n");
-    }
     // A slowloris metrics client: connects and trickles.
     let slow: Vec<TcpStream> =
         s.tb.lb
