@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use veer::daemon::api::{self, Request, Response};
+use veer::wire::{self, Request, Response, Status};
 
 use crate::{netns::Netns, server::fetch_name};
 
@@ -157,24 +157,19 @@ impl Veerd {
     /// Sends one API request.
     pub fn api(&self, req: Request) -> Result<Response> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(rt.block_on(api::call(&self.socket, &req))?)
+        Ok(rt.block_on(wire::call(&self.socket, &req))?)
     }
 
-    /// The daemon's status document.
-    pub fn status(&self) -> Result<serde_json::Value> {
-        let r = self.api(Request::Status)?;
-        r.result.context("status without a result")
+    /// The daemon's status.
+    pub fn status(&self) -> Result<Status> {
+        self.api(Request::Status)?.status().map_err(anyhow::Error::msg)
     }
 
-    /// Whether backend `name` of service `svc` is reported up.
+    /// Backend `name` of service `svc`'s state word, as veerd reports it.
     pub fn backend_state(&self, svc: &str, name: &str) -> Result<String> {
         let s = self.status()?;
-        let b = s["services"]
-            .as_array()
-            .and_then(|v| v.iter().find(|x| x["name"] == svc))
-            .and_then(|x| x["backends"].as_array().and_then(|v| v.iter().find(|b| b["name"] == name)).cloned())
-            .with_context(|| format!("no backend {svc}/{name} in status"))?;
-        Ok(b["state"].as_str().unwrap_or_default().to_string())
+        let b = s.backend(svc, name).with_context(|| format!("no backend {svc}/{name} in status"))?;
+        Ok(b.state.clone())
     }
 
     /// Kills it with SIGKILL and reaps it.

@@ -12,7 +12,7 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use veer::{config, daemon::api::Request, dataplane::MapReader};
+use veer::{config, dataplane::MapReader, wire::Request};
 use veer_tests::{
     daemon::{wait_until, BackendProc, ClientLoad, Sample, Veerd},
     deployment::{Deployment, INTERVAL_MS, PORT},
@@ -24,13 +24,11 @@ fn wait_all_up(d: &Veerd, names: &[&str]) {
     wait_until(Duration::from_secs(15), "every backend up", || {
         names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
     })
-    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| s.to_string()).unwrap_or_default()));
+    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| format!("{s:?}")).unwrap_or_default()));
 }
 
 fn backend_id(d: &Veerd, name: &str) -> u32 {
-    let s = d.status().unwrap();
-    s["services"][0]["backends"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap()["id"].as_u64().unwrap()
-        as u32
+    d.status().unwrap().backend("web", name).unwrap().id
 }
 
 fn failures(samples: &[Sample]) -> Vec<&Sample> {

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use veer::{config, daemon::api::Request, dataplane::MapReader};
+use veer::{config, dataplane::MapReader, wire::Request};
 use veer_abi::BackendState;
 use veer_tests::{
     daemon::{bin, wait_until, Veerd},
@@ -23,7 +23,7 @@ fn wait_all_up(d: &Veerd, names: &[&str]) {
     wait_until(Duration::from_secs(15), "every backend up", || {
         names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
     })
-    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| s.to_string()).unwrap_or_default()));
+    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| format!("{s:?}")).unwrap_or_default()));
 }
 
 /// A connection-table size that the number of possible CPUs does not divide.
@@ -91,16 +91,24 @@ fn an_odd_table_size_survives_restarts_and_a_running_instance_is_protected() {
     let rounded = veer::dataplane::lru_capacity(size, cpus);
     assert!(ok && out.contains(&format!("of {rounded} entries ({} per CPU LRU list", rounded / cpus)), "{out}");
 
-    // --force removes the pins from under the running daemon, which still
-    // holds its link: the program stays attached while it runs.
+    // veerd holds its link as well as the pin: a pin removed by hand does
+    // not detach the program under it.
+    let pin = config::load(&s.cfg).unwrap().daemon.pin_dir().join("link_eth0");
+    std::fs::remove_file(&pin).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let link = s.tb.lb.ns.exec(&["ip", "link", "show", "eth0"]).unwrap();
+    assert!(link.contains("xdp"), "veerd's link must hold the program while it runs: {link}");
+
+    // --force removes everything from under the running daemon, and detaches
+    // the program at once.
+    d.kill();
+    let mut d = s.start();
+    d.wait_log("veerd ready", Duration::from_millis(1)).ok();
     let out = veerd_cmd(&s, &["uninstall", "--force"]);
     assert!(out.status.success(), "{out:?}");
     assert!(!config::load(&s.cfg).unwrap().daemon.pin_dir().exists());
     let link = s.tb.lb.ns.exec(&["ip", "link", "show", "eth0"]).unwrap();
-    assert!(link.contains("xdp"), "veerd's link must hold the program while it runs: {link}");
-    drop(d);
-    let link = s.tb.lb.ns.exec(&["ip", "link", "show", "eth0"]).unwrap();
-    assert!(!link.contains("xdp"), "with pins and daemon gone the program is detached: {link}");
+    assert!(!link.contains("xdp"), "uninstall --force must detach the program: {link}");
 }
 
 #[test]
@@ -238,7 +246,7 @@ fn veerd_killed_while_saving_its_state_always_restarts_with_a_whole_file() {
             for w in 1..200u32 {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 let req = Request::Weight { service: "web".into(), backend: "b1".into(), weight: w + 1 };
-                if rt.block_on(veer::daemon::api::call(&sock, &req)).is_err() {
+                if rt.block_on(veer::wire::call(&sock, &req)).is_err() {
                     return w;
                 }
             }
@@ -397,7 +405,7 @@ fn a_dataplane_write_failing_mid_apply_keeps_veerd_checking_and_is_retried() {
     // membership reaches the dataplane on a retry.
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let key = veer::dataplane::service_key(s.vip().ip(), s.vip().port(), veer::dataplane::Protocol::Tcp);
-    let id3 = d.status().unwrap()["services"][0]["backends"][2]["id"].as_u64().unwrap() as u32;
+    let id3 = d.status().unwrap().backend("web", "b3").unwrap().id;
     wait_until(Duration::from_secs(10), "b3 in the live ring", || s.pins().ring(&key).unwrap().contains(&id3)).unwrap();
     d.wait_log("dataplane written: it matches", Duration::from_secs(5)).unwrap();
     // And health checking still runs.
@@ -425,7 +433,7 @@ fn the_fail_open_guard_keeps_the_last_healthy_set_when_most_fail_at_once() {
     d.wait_log("HELD IN by the fail-open guard", Duration::from_secs(5)).unwrap();
     assert_eq!(pinned_states(&s), vec![BackendState::Up; 3], "the dataplane keeps the last healthy set");
     let status = d.status().unwrap();
-    assert_eq!(status["services"][0]["fail_open"], true, "{status}");
+    assert!(status.service("web").unwrap().fail_open, "{status:?}");
     let (ok, out, _) = veer_tests::daemon::veerctl(&s.cfg, &["status"]);
     assert!(ok && out.contains("FAIL-OPEN: service web"), "{out}");
     // One comes back: one of three failing is within the share, so the guard
@@ -436,7 +444,7 @@ fn the_fail_open_guard_keeps_the_last_healthy_set_when_most_fail_at_once() {
         pinned_states(&s) == vec![BackendState::Up, BackendState::Down, BackendState::Up]
     })
     .unwrap();
-    assert_eq!(d.status().unwrap()["services"][0]["fail_open"], false);
+    assert!(!d.status().unwrap().service("web").unwrap().fail_open);
 }
 
 #[test]

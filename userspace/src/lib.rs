@@ -12,5 +12,7 @@ pub mod dataplane;
 pub mod failpoint;
 pub mod health;
 pub mod net;
+pub mod overrides;
 pub mod ring;
 pub mod runner;
+pub mod wire;

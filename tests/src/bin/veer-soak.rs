@@ -27,8 +27,8 @@ use std::{
 use anyhow::Result;
 use clap::Parser;
 use veer::{
-    daemon::api::Request,
     dataplane::{service_key, MapReader, Protocol},
+    wire::Request,
 };
 use veer_abi::BackendState;
 use veer_tests::{

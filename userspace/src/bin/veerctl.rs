@@ -6,8 +6,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use veer::{
     ctl::{control, inspect, Ctx},
-    daemon::api::Request,
     dataplane::Protocol,
+    wire::Request,
 };
 
 #[derive(Parser)]

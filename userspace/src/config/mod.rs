@@ -5,6 +5,7 @@
 //! errors, not warnings: a typo must not silently fall back to a default.
 
 mod duration;
+pub mod rules;
 mod validate;
 
 use std::{
@@ -446,23 +447,12 @@ fn default_restart_timeout() -> Duration {
 
 /// A parsed MAC address.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut m = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
-            return None;
-        }
-        m[i] = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(m)
+    s.parse::<rules::Mac>().ok().map(|m| m.0)
 }
 
-/// A MAC address as text (`aa:bb:cc:dd:ee:ff`), the inverse of [`parse_mac`].
+/// `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    rules::Mac(*m).to_string()
 }
 
 /// Reads, parses and validates a config file.

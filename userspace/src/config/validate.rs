@@ -4,7 +4,7 @@ use std::{collections::HashSet, fmt, path::Path};
 
 use crate::ring::check_ring_size;
 
-use super::{parse_mac, CheckKind, Config};
+use super::{parse_mac, rules, CheckKind, Config};
 
 /// A config problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,8 +140,8 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
         let at = s.span().start;
         let s = s.get_ref();
         let p = if s.name.is_empty() { format!("service[{i}]") } else { format!("service[{}]", s.name) };
-        if s.name.is_empty() {
-            c.err(at, "name", format!("{p}.name"), "must not be empty");
+        if let Err(e) = rules::check_name(&s.name) {
+            c.err(at, "name", format!("{p}.name"), e.to_string());
         } else if !names.insert(s.name.clone()) {
             c.err(at, "name", format!("{p}.name"), format!("duplicate service name {:?}", s.name));
         }
@@ -222,8 +222,8 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
             let bat = b.span().start;
             let b = b.get_ref();
             let bp = if b.name.is_empty() { format!("{p}.backend[{j}]") } else { format!("{p}.backend[{}]", b.name) };
-            if b.name.is_empty() {
-                c.err(bat, "name", format!("{bp}.name"), "must not be empty");
+            if let Err(e) = rules::check_name(&b.name) {
+                c.err(bat, "name", format!("{bp}.name"), e.to_string());
             } else if !bnames.insert(b.name.clone()) {
                 c.err(bat, "name", format!("{bp}.name"), format!("duplicate backend name {:?}", b.name));
             }
@@ -235,8 +235,8 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
                     format!("address {} is used twice in this service", b.address),
                 );
             }
-            if b.weight == 0 || b.weight > 65535 {
-                c.err(bat, "weight", format!("{bp}.weight"), "must be 1 to 65535 (drain a backend to stop new flows)");
+            if let Err(e) = rules::check_weight(b.weight) {
+                c.err(bat, "weight", format!("{bp}.weight"), e.to_string());
             }
             if b.backup && b.sorry {
                 c.err(bat, "sorry", format!("{bp}.sorry"), "a backend is either backup or sorry, not both");

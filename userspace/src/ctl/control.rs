@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::daemon::api::Request;
+use crate::wire::Request;
 use crate::{
     config::{BackendConfig, ServiceConfig},
     dataplane::{self, MapReader},
@@ -99,10 +99,8 @@ pub struct Rollout {
 }
 
 fn state_of(ctx: &Ctx, service: &str, backend: &str) -> Result<String> {
-    let s = ctx.call_ok(Request::Status)?;
-    let svc = s["services"].as_array().and_then(|v| v.iter().find(|x| x["name"] == service)).context("service gone")?;
-    let b = svc["backends"].as_array().and_then(|v| v.iter().find(|x| x["name"] == backend)).context("backend gone")?;
-    Ok(b["state"].as_str().unwrap_or("").to_string())
+    let s = ctx.call(Request::Status)?.status().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(s.backend(service, backend).context("backend gone")?.state.clone())
 }
 
 /// The update command for `b`: `--exec`, else the backend's, else the service's.

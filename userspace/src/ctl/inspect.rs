@@ -117,14 +117,8 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         })
         .collect();
     let dataplane = if pins.is_some() { "loaded" } else { "not installed" };
-    let failing_open: Vec<String> = daemon
-        .as_ref()
-        .and_then(|d| d["services"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter(|s| s["fail_open"].as_bool() == Some(true))
-        .filter_map(|s| s["name"].as_str().map(String::from))
-        .collect();
+    let failing_open: Vec<String> =
+        daemon.iter().flat_map(|d| &d.services).filter(|s| s.fail_open).map(|s| s.name.clone()).collect();
     let v = json!({
         "instance": ctx.file.daemon.name, "dataplane": dataplane, "pins": dir.display().to_string(),
         "attached": links, "veerd": if daemon.is_some() { "running" } else { "not running" },

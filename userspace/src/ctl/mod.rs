@@ -16,11 +16,9 @@ use serde_json::Value;
 
 use crate::{
     config::{self, Config},
-    daemon::{
-        api::{self, Request, Response},
-        overrides::Overrides,
-    },
     dataplane::PinnedMaps,
+    overrides::Overrides,
+    wire::{self, Request, Response, Status},
 };
 
 /// What every command needs: the instance's config and where things are.
@@ -63,7 +61,7 @@ impl Ctx {
     pub fn call(&self, req: Request) -> Result<Response> {
         let sock = self.file.daemon.socket_path();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), api::call(&sock, &req)).await });
+        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), wire::call(&sock, &req)).await });
         match r {
             Err(_) => anyhow::bail!("veerd did not answer within 30 s on {}", sock.display()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
@@ -90,8 +88,8 @@ impl Ctx {
     }
 
     /// veerd's status, if it answers.
-    pub fn daemon_status(&self) -> Option<Value> {
-        self.call(Request::Status).ok().and_then(|r| r.result)
+    pub fn daemon_status(&self) -> Option<Status> {
+        self.call(Request::Status).ok().and_then(|r| r.status().ok())
     }
 
     /// Prints `v` as JSON, or `text` otherwise.

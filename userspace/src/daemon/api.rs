@@ -7,7 +7,6 @@
 
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
-use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -15,97 +14,7 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
-/// A request to the daemon.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "kebab-case")]
-pub enum Request {
-    /// The running state.
-    Status,
-    /// Re-read and apply the config file.
-    Reload,
-    /// Stop new flows to a backend; its existing flows stay.
-    Drain {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// Undo drain or disable.
-    Enable {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// Take a backend out entirely: its flows move at once.
-    Disable {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// Set a backend's weight (1 to 65535).
-    Weight {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-        /// New weight.
-        weight: u32,
-    },
-    /// Add a backend to a service.
-    AddBackend {
-        /// Service name.
-        service: String,
-        /// New backend's name.
-        name: String,
-        /// Its address.
-        address: std::net::IpAddr,
-        /// Its weight (default 1).
-        #[serde(default)]
-        weight: Option<u32>,
-        /// Its next-hop MAC (default: neighbour table).
-        #[serde(default)]
-        mac: Option<String>,
-        /// Whether it is a backup.
-        #[serde(default)]
-        backup: bool,
-    },
-    /// Remove a backend from a service.
-    RemoveBackend {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// Prometheus text exposition of the daemon's metrics.
-    Metrics,
-}
-
-/// The daemon's answer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Response {
-    /// Whether the request succeeded.
-    pub ok: bool,
-    /// Its result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl Response {
-    /// A success.
-    pub fn ok(result: serde_json::Value) -> Self {
-        Self { ok: true, result: Some(result), error: None }
-    }
-
-    /// A failure.
-    pub fn err(e: impl std::fmt::Display) -> Self {
-        Self { ok: false, result: None, error: Some(e.to_string()) }
-    }
-}
+pub use crate::wire::{Request, Response};
 
 /// Connections served at once; more are answered with an error and closed,
 /// so that idle clients cannot use up veerd's file descriptors.
@@ -232,16 +141,4 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
             return;
         }
     }
-}
-
-/// Client side: sends one request and waits for its response.
-pub async fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
-    let stream = UnixStream::connect(path).await?;
-    let (r, mut w) = stream.into_split();
-    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
-    line.push('\n');
-    w.write_all(line.as_bytes()).await?;
-    let mut lines = BufReader::new(r).lines();
-    let resp = lines.next_line().await?.ok_or_else(|| std::io::Error::other("daemon closed the connection"))?;
-    serde_json::from_str(&resp).map_err(std::io::Error::other)
 }

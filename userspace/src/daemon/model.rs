@@ -9,28 +9,7 @@ use crate::{
     ring::RingMember,
 };
 
-/// Operator intent for a backend (issue-4 commands set it; config starts it enabled).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Admin {
-    /// Takes traffic when healthy.
-    Enabled,
-    /// Keeps its flows, gets no new ones.
-    Draining,
-    /// Gets nothing.
-    Disabled,
-}
-
-impl Admin {
-    /// Lowercase name, as serialized.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Enabled => "enabled",
-            Self::Draining => "draining",
-            Self::Disabled => "disabled",
-        }
-    }
-}
+pub use crate::overrides::Admin;
 
 /// A backend at runtime.
 #[derive(Debug)]

@@ -2,12 +2,19 @@
 //! (or below) a threshold for a window, run the service's out (or in)
 //! command, then wait out a cooldown.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use tracing::{info, warn};
 
+use veer_abi::BackendState;
+
+use super::FLOW_IDLE;
 use crate::{
     config::{ScaleConfig, ScaleMetric},
+    dataplane::{self, MapReader},
     runner::{self, CommandSpec, Output},
 };
 
@@ -108,6 +115,40 @@ pub fn fire(service: &str, cfg: &ScaleConfig, dir: Direction, load: f64, healthy
             Err(e) => warn!(%service, error = %e, "scaling hook could not run"),
         }
     });
+}
+
+impl super::Daemon {
+    /// Feeds each service's load to its scaling hooks.
+    pub(super) fn scale_tick(&mut self) {
+        let now = std::time::Instant::now();
+        let flows =
+            if self.services.iter().any(|s| s.cfg.scale.as_ref().is_some_and(|c| c.metric == ScaleMetric::Flows)) {
+                self.dp.flows().ok()
+            } else {
+                None
+            };
+        let active: HashMap<u32, usize> =
+            flows.as_deref().map(|f| dataplane::active_per_backend(f, FLOW_IDLE)).unwrap_or_default();
+        for s in &self.services {
+            let Some(cfg) = &s.cfg.scale else { continue };
+            let healthy = s.backends.iter().filter(|b| b.effective() == BackendState::Up).count();
+            let st = self.scale.entry(s.cfg.name.clone()).or_default();
+            let total = match cfg.metric {
+                ScaleMetric::Pps => match st.pps(now, self.dp.service_counters(s.id).map_or(0, |c| c.packets)) {
+                    Some(p) => p,
+                    None => continue,
+                },
+                ScaleMetric::Flows => {
+                    s.backends.iter().map(|b| active.get(&b.id).copied().unwrap_or(0)).sum::<usize>() as f64
+                }
+            };
+            let load = total / healthy.max(1) as f64;
+            if let Some(dir) = st.observe(cfg, now, load) {
+                *self.metrics.scale_hooks.entry((s.cfg.name.clone(), dir.as_str())).or_default() += 1;
+                fire(&s.cfg.name, cfg, dir, load, healthy);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

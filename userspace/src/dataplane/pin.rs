@@ -218,8 +218,18 @@ impl Dataplane {
     }
 }
 
-/// Removes everything pinned in `dir`: links (which detaches the program from
-/// their interfaces) and maps; then the directory and empty parents up to the
+/// Detaches a pinned link from its interface now: removing the pin only drops
+/// a reference (a running veerd holds another), and the kernel frees a link
+/// whose last reference was a pin asynchronously.
+fn detach_pinned_link(path: &Path) {
+    let detached = super::syscall::obj_get(path).and_then(super::syscall::link_detach);
+    if let Err(e) = detached {
+        tracing::warn!(link = %path.display(), error = %e, "detaching the pinned link failed; removing its pin");
+    }
+}
+
+/// Removes everything pinned in `dir`: links (detached from their interfaces
+/// first, at once) and maps; then the directory and empty parents up to the
 /// bpffs root. Returns what was removed.
 pub fn uninstall(dir: &Path) -> std::result::Result<Vec<PathBuf>, PinError> {
     let mut removed = Vec::new();
@@ -232,6 +242,9 @@ pub fn uninstall(dir: &Path) -> std::result::Result<Vec<PathBuf>, PinError> {
     // Links first: traffic stops being steered before the maps go.
     paths.sort_by_key(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_")));
     for p in paths {
+        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_")) {
+            detach_pinned_link(&p);
+        }
         fs::remove_file(&p).map_err(|source| PinError::Io { what: "removing", path: p.clone(), source })?;
         removed.push(p);
     }

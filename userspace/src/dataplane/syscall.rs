@@ -1,5 +1,7 @@
-//! The one raw BPF syscall veer makes itself: reading a value too large for
-//! the stack (a ring is 256 KiB) straight into a heap buffer.
+//! The raw BPF syscalls veer makes itself: reading a value too large for the
+//! stack (a ring is 256 KiB) straight into a heap buffer, and detaching a
+//! link at once (aya detaches only on the last reference, asynchronously
+//! when that reference is a pin).
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -38,4 +40,42 @@ pub fn lookup_into(fd: impl AsFd, key: u32, out: &mut [u32]) -> std::io::Result<
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+const BPF_LINK_DETACH: libc::c_long = 34;
+
+/// Detaches link `fd` from its hook now, whoever else holds it (kernel 5.9+).
+pub fn link_detach(fd: impl AsFd) -> std::io::Result<()> {
+    let attr: [u32; 1] = [fd.as_fd().as_raw_fd() as u32];
+    // SAFETY: attr is the `link_detach` member of union bpf_attr: one link fd.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, attr.as_ptr(), std::mem::size_of_val(&attr)) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+
+#[repr(C)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens the BPF object pinned at `path`.
+pub fn obj_get(path: &std::path::Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let attr = ObjGetAttr { pathname: c.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: attr points at a NUL-terminated path that outlives the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &attr as *const ObjGetAttr, std::mem::size_of::<ObjGetAttr>())
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r as i32) })
 }

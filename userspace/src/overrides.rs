@@ -10,8 +10,30 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::model::Admin;
 use crate::config::{BackendConfig, Config};
+
+/// Operator intent for a backend (set through the API; the config starts it enabled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Admin {
+    /// Takes traffic when healthy.
+    Enabled,
+    /// Keeps its flows, gets no new ones.
+    Draining,
+    /// Gets nothing.
+    Disabled,
+}
+
+impl Admin {
+    /// Lowercase name, as serialized.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Draining => "draining",
+            Self::Disabled => "disabled",
+        }
+    }
+}
 
 /// `service/backend`, the key of per-backend overrides.
 pub fn key(service: &str, backend: &str) -> String {

@@ -1,0 +1,112 @@
+//! The rules a config and the API share: names, weights, MAC addresses.
+//! One home, so that what `veerd check` accepts is what `add-backend`
+//! accepts, and what the runtime file's `service/backend` keys can hold.
+
+use std::{fmt, ops::RangeInclusive, str::FromStr};
+
+/// Weights a backend may have (drain a backend to stop its new flows).
+pub const WEIGHTS: RangeInclusive<u32> = 1..=65535;
+
+/// Longest service or backend name.
+pub const NAME_MAX: usize = 63;
+
+/// Why a value breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// An empty name.
+    #[error("must not be empty")]
+    EmptyName,
+    /// A name with a character outside the charset.
+    #[error("{0:?}: use letters, digits, '.', '-' and '_' only")]
+    NameCharset(String),
+    /// A name over [`NAME_MAX`].
+    #[error("{0:?} is longer than {NAME_MAX} characters")]
+    NameLength(String),
+    /// A weight outside [`WEIGHTS`].
+    #[error("weight {0} out of range: 1 to 65535 (drain a backend to stop new flows)")]
+    Weight(u32),
+    /// Not a MAC address.
+    #[error("{0:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")]
+    Mac(String),
+}
+
+/// A service or backend name: letters, digits, `.`, `-`, `_`, at most
+/// [`NAME_MAX`] characters (so `service/backend` keys stay unambiguous).
+pub fn check_name(name: &str) -> Result<(), RuleError> {
+    if name.is_empty() {
+        return Err(RuleError::EmptyName);
+    }
+    if name.len() > NAME_MAX {
+        return Err(RuleError::NameLength(name.into()));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) {
+        return Err(RuleError::NameCharset(name.into()));
+    }
+    Ok(())
+}
+
+/// A weight within [`WEIGHTS`].
+pub fn check_weight(w: u32) -> Result<(), RuleError> {
+    if WEIGHTS.contains(&w) {
+        Ok(())
+    } else {
+        Err(RuleError::Weight(w))
+    }
+}
+
+/// A MAC address, written `aa:bb:cc:dd:ee:ff` (or with `-`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl FromStr for Mac {
+    type Err = RuleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || RuleError::Mac(s.into());
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        Ok(Self(m))
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(check_name("web-1.eu_2"), Ok(()));
+        assert_eq!(check_name(""), Err(RuleError::EmptyName));
+        assert_eq!(check_name("a/b"), Err(RuleError::NameCharset("a/b".into())));
+        assert_eq!(check_name("sp ace"), Err(RuleError::NameCharset("sp ace".into())));
+        assert!(matches!(check_name(&"x".repeat(64)), Err(RuleError::NameLength(_))));
+    }
+
+    #[test]
+    fn weights_and_macs() {
+        assert_eq!(check_weight(1), Ok(()));
+        assert_eq!(check_weight(0), Err(RuleError::Weight(0)));
+        assert_eq!(check_weight(65536), Err(RuleError::Weight(65536)));
+        let m: Mac = "02:AB:cd-00:00:ff".parse().unwrap();
+        assert_eq!(m, Mac([2, 0xab, 0xcd, 0, 0, 0xff]));
+        assert_eq!(m.to_string(), "02:ab:cd:00:00:ff");
+        assert!("02:ab:cd:00:00".parse::<Mac>().is_err());
+        assert!("02:ab:cd:00:00:fg".parse::<Mac>().is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Health flips: state words first, then rings; the fail-open guard and the
+//! restart loops follow them.
+
+use std::collections::HashSet;
+
+use tracing::{error, info, warn};
+
+use super::{guard, model::Admin, recovery, Daemon};
+use crate::health::HealthEvent;
+
+impl Daemon {
+    /// Applies health flips that arrived together. Every state word is
+    /// written first (a failed backend stops getting packets with that one
+    /// write), then each touched service's ring is rebuilt once: when many
+    /// backends fail at once, no state word waits behind a ring rebuild.
+    pub(super) fn on_health(&mut self, events: Vec<HealthEvent>) {
+        let mut touched: Vec<(usize, bool)> = Vec::new();
+        let mut ups = Vec::new();
+        for ev in events {
+            let Some(i) = self.services.iter().position(|s| s.backends.iter().any(|b| b.id == ev.backend)) else {
+                continue;
+            };
+            if !touched.iter().any(|(t, _)| *t == i) {
+                touched.push((i, self.services[i].backups_active()));
+            }
+            let svc_name = self.services[i].cfg.name.clone();
+            let Some(b) = self.services[i].backend_mut(ev.backend) else { continue };
+            if b.generation != ev.generation || b.healthy == ev.up {
+                continue;
+            }
+            b.healthy = ev.up;
+            let name = b.cfg.name.clone();
+            let id = b.id;
+            if ev.up {
+                *self.metrics.recoveries.entry(id).or_default() += 1;
+                if let Some(r) = b.recovery.take() {
+                    r.abort();
+                }
+            } else {
+                *self.metrics.failovers.entry(id).or_default() += 1;
+            }
+            let held = self.guard_fail_open(i, id, ev.up);
+            self.follow_recovery(i, id);
+            if let Err(e) = self.write_entries(i) {
+                error!(service = %svc_name, error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+            if ev.up {
+                // Logged once the ring holds it: UP means new flows reach it.
+                ups.push((svc_name, name, ev.reason));
+            } else if held {
+                error!(service = %svc_name, backend = %name, reason = %ev.reason, "backend failing, but HELD IN by the fail-open guard");
+            } else {
+                warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
+            }
+        }
+        for &(i, _) in &touched {
+            if let Err(e) = self.sync_service(i) {
+                error!(service = %self.services[i].cfg.name, error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+        }
+        for (svc, backend, reason) in ups {
+            info!(service = %svc, backend = %backend, reason = %reason, "backend UP");
+        }
+        for (i, backups_before) in touched {
+            let s = &self.services[i];
+            let backups_after = s.backups_active();
+            if backups_after != backups_before {
+                if backups_after {
+                    warn!(service = %s.cfg.name, min_healthy = s.cfg.min_healthy, "fewer primaries up than min_healthy: backups promoted");
+                } else {
+                    info!(service = %s.cfg.name, "enough primaries up again: backups back on standby");
+                }
+            }
+        }
+    }
+
+    /// Feeds a health flip of backend `id` to service `i`'s fail-open guard
+    /// and holds or releases backends as it says. Returns whether `id` is held.
+    pub(super) fn guard_fail_open(&mut self, i: usize, id: u32, up: bool) -> bool {
+        let s = &mut self.services[i];
+        let (share, window, total) = (s.cfg.fail_open, s.cfg.health.detection_window(), s.backends.len());
+        let failing = s.backends.iter().filter(|b| !b.healthy).count();
+        let verdict = if up {
+            s.fail_open.recovered(id, failing, share, total)
+        } else {
+            s.fail_open.failed(id, std::time::Instant::now(), window, share, total)
+        };
+        match verdict {
+            guard::Guard::Tripped => {
+                let recent: HashSet<u32> = s.fail_open.recent().collect();
+                for b in s.backends.iter_mut().filter(|b| recent.contains(&b.id)) {
+                    b.held = true;
+                }
+                self.metrics.fail_open_trips += 1;
+                error!(
+                    service = %s.cfg.name, failing, total, share, window = ?window,
+                    "FAIL-OPEN: more than the fail_open share of backends failed within one detection window; \
+                     keeping the last healthy set (is the balancer's own path broken?)"
+                );
+            }
+            guard::Guard::Released => {
+                for b in &mut s.backends {
+                    b.held = false;
+                }
+                info!(service = %s.cfg.name, failing, total, "fail-open guard released: failed backends now go down");
+            }
+            guard::Guard::Same => {}
+        }
+        let tripped = s.fail_open.tripped();
+        let Some(b) = s.backend_mut(id) else { return false };
+        if up {
+            b.held = false;
+        } else if tripped {
+            b.held = true;
+        }
+        b.held
+    }
+
+    /// Runs a backend's restart loop exactly while it is down, enabled by the
+    /// operator (not drained, disabled or under a rollout) and has a restart
+    /// command.
+    pub(super) fn follow_recovery(&mut self, i: usize, id: u32) {
+        let svc_name = self.services[i].cfg.name.clone();
+        let attempts = self.metrics.restarts.entry(id).or_default().clone();
+        let Some(b) = self.services[i].backend_mut(id) else { return };
+        let wanted = !b.healthy && b.admin == Admin::Enabled && b.cfg.restart.is_some();
+        match (&b.recovery, wanted, b.cfg.restart.clone()) {
+            (None, true, Some(r)) => {
+                let addr = b.cfg.address.to_string();
+                let name = b.cfg.name.clone();
+                b.recovery = Some(tokio::spawn(recovery::restart_loop(svc_name, name, addr, r, attempts)));
+            }
+            (Some(_), false, _) => {
+                if let Some(r) = b.recovery.take() {
+                    r.abort();
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The wire contract between veerd and its clients (`veerctl`, tests,
+//! scripts): JSON lines over the API's Unix socket.
+//!
+//! One request per line, one response per line:
+//! `{"cmd":"status"}` -> `{"ok":true,"result":{...}}`,
+//! `{"cmd":"reload"}` -> `{"ok":false,"error":"t.toml:9: ..."}`.
+//! A status result is a [`Status`].
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::UnixStream,
+};
+
+use crate::overrides::Admin;
+
+/// A request to the daemon.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    /// The running state.
+    Status,
+    /// Re-read and apply the config file.
+    Reload,
+    /// Stop new flows to a backend; its existing flows stay.
+    Drain {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Undo drain or disable.
+    Enable {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Take a backend out entirely: its flows move at once.
+    Disable {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Set a backend's weight (1 to 65535).
+    Weight {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+        /// New weight.
+        weight: u32,
+    },
+    /// Add a backend to a service.
+    AddBackend {
+        /// Service name.
+        service: String,
+        /// New backend's name.
+        name: String,
+        /// Its address.
+        address: std::net::IpAddr,
+        /// Its weight (default 1).
+        #[serde(default)]
+        weight: Option<u32>,
+        /// Its next-hop MAC (default: neighbour table).
+        #[serde(default)]
+        mac: Option<String>,
+        /// Whether it is a backup.
+        #[serde(default)]
+        backup: bool,
+    },
+    /// Remove a backend from a service.
+    RemoveBackend {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+    },
+    /// Prometheus text exposition of the daemon's metrics.
+    Metrics,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Its result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success.
+    pub fn ok(result: serde_json::Value) -> Self {
+        Self { ok: true, result: Some(result), error: None }
+    }
+
+    /// A failure.
+    pub fn err(e: impl std::fmt::Display) -> Self {
+        Self { ok: false, result: None, error: Some(e.to_string()) }
+    }
+}
+
+impl Response {
+    /// The result as a [`Status`] (of a `status` request).
+    pub fn status(self) -> Result<Status, String> {
+        if !self.ok {
+            return Err(self.error.unwrap_or_else(|| "request failed".into()));
+        }
+        serde_json::from_value(self.result.unwrap_or_default()).map_err(|e| format!("not a status: {e}"))
+    }
+}
+
+/// veerd's running state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The config file it runs.
+    pub config: String,
+    /// Where its pins are.
+    pub pins: String,
+    /// Its services, in config order.
+    pub services: Vec<ServiceStatus>,
+    /// Backends of the file removed at runtime (`service/backend`).
+    pub removed: std::collections::BTreeSet<String>,
+}
+
+impl Status {
+    /// Service `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Backend `backend` of service `service`.
+    pub fn backend(&self, service: &str, backend: &str) -> Option<&BackendStatus> {
+        self.service(service)?.backends.iter().find(|b| b.name == backend)
+    }
+}
+
+/// A service as veerd runs it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// Its VIP.
+    pub vip: String,
+    /// Its port.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Its id in the tables.
+    pub id: u32,
+    /// No backend can take new flows: the fallback applies.
+    pub starved: bool,
+    /// The fail-open guard holds failed backends in.
+    pub fail_open: bool,
+    /// Its backends, in config order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// A backend as veerd runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: String,
+    /// Its id in the tables.
+    pub id: u32,
+    /// Its weight.
+    pub weight: u32,
+    /// What its health checks say.
+    pub healthy: bool,
+    /// Failing, but held in by the fail-open guard.
+    pub held: bool,
+    /// Operator intent.
+    pub admin: Admin,
+    /// Its state word (`up`, `down`, `draining`, `disabled`).
+    pub state: String,
+    /// In the live ring.
+    pub in_ring: bool,
+    /// A backup.
+    pub backup: bool,
+    /// Its next-hop MAC, once known.
+    pub mac: Option<String>,
+    /// How it runs differently from the file, if it does.
+    pub runtime: Option<String>,
+}
+
+/// Client side: sends one request and waits for its response.
+pub async fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
+    let stream = UnixStream::connect(path).await?;
+    let (r, mut w) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
+    let mut lines = BufReader::new(r).lines();
+    let resp = lines.next_line().await?.ok_or_else(|| std::io::Error::other("daemon closed the connection"))?;
+    serde_json::from_str(&resp).map_err(std::io::Error::other)
+}
