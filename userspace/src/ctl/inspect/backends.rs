@@ -1,0 +1,194 @@
+//! `veerctl backends` and `veerctl top`.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{state_name, table, Row, DEFAULT_IDLE};
+use crate::{
+    ctl::{table::bytes, Ctx},
+    dataplane::{self, from_abi, MapReader, PinnedMaps},
+};
+
+/// One backend in `veerctl backends`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendRow {
+    /// Its service.
+    pub service: String,
+    /// Its name.
+    pub backend: String,
+    /// Its address.
+    pub address: String,
+    /// Its id.
+    pub id: u32,
+    /// Its state word.
+    pub state: &'static str,
+    /// Its weight.
+    pub weight: u32,
+    /// Its share of the ring, in percent.
+    pub ring_share: f64,
+    /// Packets forwarded to it.
+    pub packets: u64,
+    /// Bytes forwarded to it.
+    pub bytes: u64,
+    /// Flows scheduled on it.
+    pub new_flows: u64,
+    /// Active flows (see [`DEFAULT_IDLE`]).
+    pub active_flows: usize,
+    /// How it runs differently from the config file.
+    pub runtime: String,
+}
+
+impl Row for BackendRow {
+    const HEAD: &'static [&'static str] = &[
+        "SERVICE",
+        "BACKEND",
+        "ADDRESS",
+        "STATE",
+        "WEIGHT",
+        "RING",
+        "PACKETS",
+        "BYTES",
+        "NEW FLOWS",
+        "ACTIVE",
+        "RUNTIME",
+    ];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.service.clone(),
+            self.backend.clone(),
+            self.address.clone(),
+            self.state.into(),
+            self.weight.to_string(),
+            format!("{:.1}%", self.ring_share),
+            self.packets.to_string(),
+            bytes(self.bytes),
+            self.new_flows.to_string(),
+            self.active_flows.to_string(),
+            self.runtime.clone(),
+        ]
+    }
+}
+
+/// Backend rows for `veerctl backends` (and `top`).
+pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: Duration) -> Result<Vec<BackendRow>> {
+    let views = ctx.view(pins)?;
+    if let Some(s) = service {
+        ctx.find(&views, s)?;
+    }
+    let flows = pins.flows()?;
+    let active = dataplane::active_per_backend(&flows, idle);
+    let mut rows = Vec::new();
+    for v in views.iter().filter(|v| service.is_none_or(|s| v.name == s)) {
+        for (id, b, name) in &v.backends {
+            let c = pins.backend_counters(*id)?;
+            let share = v.ring.iter().filter(|&&x| x == *id).count() as f64 * 100.0 / v.ring.len().max(1) as f64;
+            rows.push(BackendRow {
+                service: v.name.clone(),
+                backend: name.clone(),
+                address: from_abi(&b.addr).to_string(),
+                id: *id,
+                state: state_name(b.state),
+                weight: b.weight,
+                ring_share: (share * 100.0).round() / 100.0,
+                packets: c.packets,
+                bytes: c.bytes,
+                new_flows: c.new_flows,
+                active_flows: active.get(id).copied().unwrap_or(0),
+                runtime: ctx.runtime_note(&v.name, name),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// `veerctl backends [SERVICE]`.
+pub fn backends(ctx: &Ctx, service: Option<&str>) -> Result<()> {
+    let pins = ctx.pins()?;
+    ctx.emit_rows(&backend_rows(ctx, &pins, service, DEFAULT_IDLE)?, String::new)
+}
+
+/// One backend in `veerctl top`: its rates since the last reading.
+#[derive(Debug, Serialize)]
+struct TopRow {
+    #[serde(flatten)]
+    backend: BackendRow,
+    pps: f64,
+    bytes_per_s: f64,
+    new_flows_per_s: f64,
+}
+
+impl Row for TopRow {
+    const HEAD: &'static [&'static str] =
+        &["SERVICE", "BACKEND", "STATE", "WEIGHT", "PKT/S", "BYTES/S", "FLOWS/S", "ACTIVE"];
+    fn cells(&self) -> Vec<String> {
+        let b = &self.backend;
+        vec![
+            b.service.clone(),
+            b.backend.clone(),
+            b.state.into(),
+            b.weight.to_string(),
+            format!("{:.1}", self.pps),
+            bytes(self.bytes_per_s as u64),
+            format!("{:.1}", self.new_flows_per_s),
+            b.active_flows.to_string(),
+        ]
+    }
+}
+
+type Reading = BTreeMap<(String, String), (u64, u64, u64)>;
+
+fn reading(rows: &[BackendRow]) -> Reading {
+    rows.iter().map(|r| ((r.service.clone(), r.backend.clone()), (r.packets, r.bytes, r.new_flows))).collect()
+}
+
+fn rates(rows: Vec<BackendRow>, prev: &Reading, dt: f64) -> Vec<TopRow> {
+    rows.into_iter()
+        .map(|r| {
+            let p =
+                prev.get(&(r.service.clone(), r.backend.clone())).copied().unwrap_or((r.packets, r.bytes, r.new_flows));
+            let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / dt;
+            TopRow {
+                pps: (per_s(r.packets, p.0) * 10.0).round() / 10.0,
+                bytes_per_s: per_s(r.bytes, p.1).round(),
+                new_flows_per_s: (per_s(r.new_flows, p.2) * 10.0).round() / 10.0,
+                backend: r,
+            }
+        })
+        .collect()
+}
+
+/// `veerctl top`: per-backend rates, refreshed.
+pub fn top(ctx: &Ctx, every: Duration, count: Option<u64>) -> Result<()> {
+    let pins = ctx.pins()?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    // Rates need two readings: take the first quietly.
+    let mut prev = reading(&backend_rows(ctx, &pins, None, DEFAULT_IDLE)?);
+    let mut t0 = Instant::now();
+    let mut i = 0u64;
+    loop {
+        std::thread::sleep(every);
+        let rows = backend_rows(ctx, &pins, None, DEFAULT_IDLE)?;
+        let dt = t0.elapsed().as_secs_f64().max(1e-3);
+        t0 = Instant::now();
+        let next = reading(&rows);
+        let out = rates(rows, &prev, dt);
+        prev = next;
+        if ctx.json {
+            println!("{}", serde_json::to_string(&out)?);
+        } else {
+            if tty {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!("veer top: {} every {every:?} (Ctrl-C to quit)\n{}", ctx.file.daemon.name, table(&out));
+        }
+        i += 1;
+        if count.is_some_and(|c| i >= c) {
+            return Ok(());
+        }
+    }
+}

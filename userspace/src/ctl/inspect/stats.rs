@@ -1,0 +1,104 @@
+//! `veerctl stats` and `veerctl diff`.
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::{json, Value};
+use veer_abi::GlobalCounter;
+
+use super::{table, Row};
+use crate::{ctl::Ctx, dataplane::MapReader};
+
+/// One global counter.
+#[derive(Debug, Serialize)]
+pub struct CounterRow {
+    counter: &'static str,
+    packets: u64,
+    meaning: &'static str,
+}
+
+impl Row for CounterRow {
+    const HEAD: &'static [&'static str] = &["COUNTER", "PACKETS", "MEANING"];
+    fn cells(&self) -> Vec<String> {
+        vec![self.counter.into(), self.packets.to_string(), self.meaning.into()]
+    }
+}
+
+fn meaning(c: GlobalCounter) -> &'static str {
+    match c {
+        GlobalCounter::Passed => "not for a service: to the kernel",
+        GlobalCounter::Transmitted => "forwarded back out (XDP_TX)",
+        GlobalCounter::Redirected => "forwarded to another interface",
+        GlobalCounter::DropTruncated => "dropped: header cut short",
+        GlobalCounter::DropMalformed => "dropped: invalid header",
+        GlobalCounter::DropFragment => "dropped: IP fragment for a VIP",
+        GlobalCounter::DropIpv6ExtHeader => "dropped: IPv6 extension header",
+        GlobalCounter::DropNoBackend => "dropped: no backend up (fallback drop)",
+        GlobalCounter::DropBadBackend => "dropped: unusable backend entry",
+        GlobalCounter::DropRedirect => "dropped: egress not in the devmap",
+        GlobalCounter::FallbackPassed => "no backend up: passed to the kernel",
+        GlobalCounter::FallbackBackend => "no backend up: sent to the sorry backend",
+        GlobalCounter::ConnInserted => "flows entered the connection table (2nd packet)",
+        GlobalCounter::ConnReused => "table entries replaced by a SYN on their 5-tuple",
+        GlobalCounter::ConnInsertFailed => "table inserts the kernel refused",
+        GlobalCounter::NewFlowInserted => "flows entered the new-flow table (1st packet)",
+        GlobalCounter::ConnLost => "TCP packets whose flow had lost its entry",
+        GlobalCounter::IcmpToBackend => "ICMP errors sent on to the flow's backend",
+        GlobalCounter::DropIcmpNoFlow => "dropped: ICMP error for no known flow",
+    }
+}
+
+/// `veerctl diff`: where the running state differs from the config file.
+pub fn diff(ctx: &Ctx) -> Result<()> {
+    let o = &ctx.overrides;
+    let doc = serde_json::to_value(o)?;
+    ctx.emit(&doc, || {
+        if o.is_empty() {
+            return format!("the running state matches {}\n", ctx.config_path.display());
+        }
+        let mut s = format!("runtime changes on top of {}:\n", ctx.config_path.display());
+        for (k, a) in &o.admin {
+            s += &format!("  {k}: {}\n", a.name());
+        }
+        for (k, w) in &o.weight {
+            s += &format!("  {k}: weight {w}\n");
+        }
+        for (svc, v) in &o.added {
+            for b in v {
+                s += &format!("  {svc}/{}: added ({}, weight {})\n", b.name, b.address, b.weight);
+            }
+        }
+        for k in &o.removed {
+            s += &format!("  {k}: removed\n");
+        }
+        s
+    });
+    Ok(())
+}
+
+/// `veerctl stats`.
+pub fn stats(ctx: &Ctx) -> Result<()> {
+    let pins = ctx.pins()?;
+    let g = pins.global_counters()?;
+    let u = pins.table_usage()?;
+    let mut doc: serde_json::Map<String, Value> = g.iter().map(|(c, v)| (c.name().to_string(), json!(v))).collect();
+    doc.insert("tables".into(), serde_json::to_value(u)?);
+    let rows: Vec<CounterRow> =
+        g.iter().map(|(c, v)| CounterRow { counter: c.name(), packets: *v, meaning: meaning(*c) }).collect();
+    ctx.emit(&Value::Object(doc), || {
+        let cpus = u.possible_cpus.max(1);
+        format!(
+            "{}\nconnection table: {} of {} entries ({} per CPU LRU list, {} possible CPUs), {} evicted\n\
+             new-flow table:   {} of {} entries ({} per CPU LRU list)\n",
+            table(&rows),
+            u.conns,
+            u.conns_capacity,
+            u.conns_capacity / cpus,
+            cpus,
+            u.conns_evicted,
+            u.new_flows,
+            u.new_flows_capacity,
+            u.new_flows_capacity / cpus,
+        )
+    });
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `veerctl status` and `veerctl services`.
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::json;
+use veer_abi::BackendState;
+
+use super::{sched_name, table, Row, SvcView};
+use crate::{
+    ctl::{table::bytes, Ctx},
+    dataplane::{display_service, MapReader},
+};
+
+/// One service in `veerctl status`.
+#[derive(Debug, Serialize)]
+pub struct StatusRow {
+    service: String,
+    vip: String,
+    scheduler: &'static str,
+    healthy: usize,
+    backends: usize,
+    ring_slots: usize,
+}
+
+impl Row for StatusRow {
+    const HEAD: &'static [&'static str] = &["SERVICE", "VIP", "SCHEDULER", "HEALTHY", "RING"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.service.clone(),
+            self.vip.clone(),
+            self.scheduler.into(),
+            format!("{}/{}", self.healthy, self.backends),
+            self.ring_slots.to_string(),
+        ]
+    }
+}
+
+fn status_row(v: &SvcView) -> StatusRow {
+    StatusRow {
+        service: v.name.clone(),
+        vip: display_service(&v.key),
+        scheduler: sched_name(v.svc.scheduler),
+        healthy: v.backends.iter().filter(|(_, b, _)| BackendState::from_u32(b.state) == BackendState::Up).count(),
+        backends: v.backends.len(),
+        ring_slots: v.ring.len(),
+    }
+}
+
+/// `veerctl status`.
+pub fn status(ctx: &Ctx) -> Result<()> {
+    let dir = ctx.file.daemon.pin_dir();
+    let links: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("link_").map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let daemon = ctx.daemon_status();
+    let pins = ctx.pins().ok();
+    let views = match &pins {
+        Some(p) => ctx.view(p)?,
+        None => Vec::new(),
+    };
+    let rows: Vec<StatusRow> = views.iter().map(status_row).collect();
+    let dataplane = if pins.is_some() { "loaded" } else { "not installed" };
+    let failing_open: Vec<String> =
+        daemon.iter().flat_map(|d| &d.services).filter(|s| s.fail_open).map(|s| s.name.clone()).collect();
+    let v = json!({
+        "instance": ctx.file.daemon.name, "dataplane": dataplane, "pins": dir.display().to_string(),
+        "attached": links, "veerd": if daemon.is_some() { "running" } else { "not running" },
+        "services": rows, "runtime_changes": !ctx.overrides.is_empty(), "fail_open": failing_open,
+    });
+    ctx.emit(&v, || {
+        let mut s = format!(
+            "instance {}: dataplane {dataplane}{} ({})\nveerd: {}\n",
+            ctx.file.daemon.name,
+            if links.is_empty() { String::new() } else { format!(", attached to {}", links.join(", ")) },
+            dir.display(),
+            if daemon.is_some() {
+                "running".to_string()
+            } else {
+                "not running (the dataplane keeps forwarding with its last state)".into()
+            }
+        );
+        if !ctx.overrides.is_empty() {
+            s += "runtime changes differ from the config file: see `veerctl diff`\n";
+        }
+        for name in &failing_open {
+            s += &format!(
+                "FAIL-OPEN: service {name}: too many backends failed at once; the last healthy set is kept \
+                 (is the balancer's own path broken?)\n"
+            );
+        }
+        s + "\n" + &table(&rows)
+    });
+    Ok(())
+}
+
+/// One service in `veerctl services`.
+#[derive(Debug, Serialize)]
+pub struct ServiceRow {
+    service: String,
+    id: u32,
+    vip: String,
+    scheduler: &'static str,
+    backends: usize,
+    ring_slots: usize,
+    packets: u64,
+    bytes: u64,
+    new_flows: u64,
+    fallback: &'static str,
+}
+
+impl Row for ServiceRow {
+    const HEAD: &'static [&'static str] =
+        &["SERVICE", "ID", "VIP", "SCHEDULER", "BACKENDS", "RING", "PACKETS", "BYTES", "NEW FLOWS", "FALLBACK"];
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.service.clone(),
+            self.id.to_string(),
+            self.vip.clone(),
+            self.scheduler.into(),
+            self.backends.to_string(),
+            self.ring_slots.to_string(),
+            self.packets.to_string(),
+            bytes(self.bytes),
+            self.new_flows.to_string(),
+            self.fallback.into(),
+        ]
+    }
+}
+
+/// `veerctl services`.
+pub fn services(ctx: &Ctx) -> Result<()> {
+    let pins = ctx.pins()?;
+    let mut rows = Vec::new();
+    for v in &ctx.view(&pins)? {
+        let c = pins.service_counters(v.svc.id)?;
+        let fallback = if v.svc.fallback_backend != veer_abi::NO_BACKEND {
+            "backend"
+        } else if v.svc.flags & veer_abi::SERVICE_F_FALLBACK_PASS != 0 {
+            "pass"
+        } else {
+            "drop"
+        };
+        rows.push(ServiceRow {
+            service: v.name.clone(),
+            id: v.svc.id,
+            vip: display_service(&v.key),
+            scheduler: sched_name(v.svc.scheduler),
+            backends: v.backends.len(),
+            ring_slots: v.ring.len(),
+            packets: c.packets,
+            bytes: c.bytes,
+            new_flows: c.new_flows,
+            fallback,
+        });
+    }
+    ctx.emit_rows(&rows, String::new)
+}
