@@ -5,6 +5,7 @@
 //! [`ring`] builds the tables its schedulers index.
 #![deny(missing_docs)]
 
+pub mod addr;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

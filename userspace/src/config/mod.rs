@@ -17,7 +17,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::dataplane::Protocol;
+use crate::addr::Protocol;
 
 pub use validate::ConfigError;
 

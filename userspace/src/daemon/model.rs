@@ -100,11 +100,7 @@ impl ServiceRt {
             .iter()
             .filter(up)
             .filter(|b| !b.cfg.backup || with_backups)
-            .map(|b| RingMember {
-                id: b.id,
-                identity: crate::dataplane::identity_of(b.cfg.address),
-                weight: b.cfg.weight,
-            })
+            .map(|b| RingMember { id: b.id, identity: crate::ring::identity_of(b.cfg.address), weight: b.cfg.weight })
             .collect()
     }
 
@@ -139,7 +135,7 @@ mod tests {
             name: "s".into(),
             vip: "10.0.0.1".parse().unwrap(),
             port: 80,
-            protocol: crate::dataplane::Protocol::Tcp,
+            protocol: crate::addr::Protocol::Tcp,
             scheduler: SchedulerConfig::Maglev,
             ring_size: 65537,
             forwarding: Default::default(),
@@ -178,7 +174,7 @@ mod tests {
             })
             .collect();
         ServiceRt {
-            key: crate::dataplane::service_key(cfg.vip, 80, cfg.protocol),
+            key: crate::addr::service_key(cfg.vip, 80, cfg.protocol),
             cfg,
             id: 0,
             backends,

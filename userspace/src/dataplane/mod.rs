@@ -9,17 +9,18 @@
 //! loops (5.3+); tested on 6.18. Attaching acts in the network namespace of
 //! the calling thread.
 
-mod addr;
 mod error;
 pub mod pin;
 mod read;
 mod syscall;
+#[cfg(feature = "testing")]
+mod testing;
 
-use std::{collections::HashMap as StdHashMap, net::IpAddr, time::Duration};
+use std::{collections::HashMap as StdHashMap, time::Duration};
 
 use aya::{
     maps::{Array, DevMapHash, HashMap, Map, MapData},
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
@@ -27,9 +28,14 @@ use veer_abi::{
     MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROGRAM_NAME,
 };
 
-pub use addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};
+// The address and key conversions live below the dataplane; re-exported for
+// callers that think of them as dataplane types.
+pub use crate::addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};
+pub use crate::ring::identity_of;
 pub use error::DataplaneError;
 pub use read::{active_per_backend, is_active, monotonic_ns, MapReader, PinnedMaps, TableUsage};
+#[cfg(feature = "testing")]
+pub use testing::{run_frame, Baseline, TestRunOutput, BASELINE_OBJECT};
 
 use crate::ring::{maglev::MaglevRing, round_robin, RingMember};
 
@@ -38,8 +44,6 @@ pub type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 
 /// The XDP object veer was built with.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_XDP_OBJ"));
-/// Minimal `veer_pass` / `veer_tx` programs (veth peers, benchmark baseline).
-pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_BASELINE_OBJ"));
 
 type Ring = [u32; MAX_RING_SIZE];
 
@@ -191,17 +195,6 @@ pub struct ServiceSpec {
     pub flags: u8,
     /// Backend for when none is up, or `NO_BACKEND`.
     pub fallback_backend: u32,
-}
-
-/// Output of one run of the program on a crafted frame.
-#[derive(Clone, Debug)]
-pub struct TestRunOutput {
-    /// XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
-    pub action: u32,
-    /// The frame as the program left it.
-    pub frame: Vec<u8>,
-    /// Mean time per run, as the kernel measured it.
-    pub duration: Duration,
 }
 
 /// The loaded XDP dataplane.
@@ -441,81 +434,9 @@ impl Dataplane {
         Ok((info.run_time(), info.run_count()))
     }
 
-    /// Runs the program on a crafted frame with `BPF_PROG_TEST_RUN` (`repeat`
-    /// times; maps are updated as by real traffic).
-    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
-        run_frame(self.xdp_ref()?, frame, repeat)
-    }
-
-    fn xdp_ref(&self) -> Result<&Xdp> {
+    pub(crate) fn xdp_ref(&self) -> Result<&Xdp> {
         let p =
             self.ebpf.program(PROGRAM_NAME).ok_or(DataplaneError::Missing { kind: "program", name: PROGRAM_NAME })?;
         p.try_into().map_err(DataplaneError::program("program veer_xdp is not XDP"))
     }
-}
-
-/// Runs any loaded XDP program on a frame with `BPF_PROG_TEST_RUN`.
-pub fn run_frame(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
-    let mut out = vec![0u8; frame.len() + 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(frame);
-    opts.data_out = Some(&mut out);
-    opts.repeat = repeat.max(1);
-    let r = prog.test_run(opts).map_err(DataplaneError::program("BPF_PROG_TEST_RUN"))?;
-    out.truncate(r.data_size_out as usize);
-    Ok(TestRunOutput { action: r.return_value, frame: out, duration: r.duration })
-}
-
-/// The minimal `veer_pass`/`veer_tx` programs, loaded.
-pub struct Baseline {
-    ebpf: Ebpf,
-}
-
-impl Baseline {
-    /// Loads both baseline programs.
-    pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        for name in ["veer_pass", "veer_tx"] {
-            let p: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(DataplaneError::Missing { kind: "program", name: "veer_pass/veer_tx" })?
-                .try_into()
-                .map_err(DataplaneError::program("baseline program is not XDP"))?;
-            p.load().map_err(DataplaneError::program(format!("loading {name}")))?;
-        }
-        Ok(Self { ebpf })
-    }
-
-    /// A baseline program by name (`veer_pass` or `veer_tx`).
-    pub fn program(&mut self, name: &'static str) -> Result<&mut Xdp> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::Missing { kind: "program", name })?
-            .try_into()
-            .map_err(DataplaneError::program("baseline program is not XDP"))
-    }
-
-    /// Attaches `veer_pass` to `iface` (calling thread's namespace). Needed on
-    /// the veth peer of an interface that forwards with XDP_TX in driver mode.
-    /// With `pin`, the link is pinned there and outlives this process.
-    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode, pin: Option<&std::path::Path>) -> Result<()> {
-        let prog = self.program("veer_pass")?;
-        let id = prog
-            .attach(iface, mode.into())
-            .map_err(DataplaneError::program(format!("attaching veer_pass to {iface}")))?;
-        if let Some(path) = pin {
-            let link = prog.take_link(id).map_err(DataplaneError::program("taking the link"))?;
-            let fd = aya::programs::links::FdLink::try_from(link).map_err(|e| DataplaneError::Link {
-                what: format!("link on {iface} is not a bpf_link"),
-                source: Box::new(e),
-            })?;
-            fd.pin(path).map_err(|e| DataplaneError::PinLink { path: path.to_path_buf(), source: Box::new(e) })?;
-        }
-        Ok(())
-    }
-}
-
-/// A stable identity for a backend address, for Maglev placement.
-pub fn identity_of(addr: IpAddr) -> u64 {
-    veer_abi::hash::bytes_hash64(&to_abi(addr), 0x6964)
 }

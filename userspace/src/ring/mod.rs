@@ -89,3 +89,8 @@ pub fn shares(ring: &[u32]) -> Vec<(u32, usize)> {
     }
     m.into_iter().collect()
 }
+
+/// A stable identity for a backend address, for Maglev placement.
+pub fn identity_of(addr: std::net::IpAddr) -> u64 {
+    veer_abi::hash::bytes_hash64(&crate::addr::to_abi(addr), 0x6964)
+}

@@ -1,0 +1,95 @@
+//! Test and benchmark helpers (feature `testing`): running the program on
+//! crafted frames with `BPF_PROG_TEST_RUN`, and the minimal baseline programs
+//! (`veer_pass` for veth peers, `veer_tx` as the benchmark baseline).
+
+use std::time::Duration;
+
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+
+use super::{AttachMode, Dataplane, DataplaneError, Result};
+
+/// Minimal `veer_pass` / `veer_tx` programs (veth peers, benchmark baseline).
+pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_BASELINE_OBJ"));
+
+/// Output of one run of the program on a crafted frame.
+#[derive(Clone, Debug)]
+pub struct TestRunOutput {
+    /// XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, ...).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+    /// Mean time per run, as the kernel measured it.
+    pub duration: Duration,
+}
+
+impl Dataplane {
+    /// Runs the program on a crafted frame with `BPF_PROG_TEST_RUN` (`repeat`
+    /// times; maps are updated as by real traffic).
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
+        run_frame(self.xdp_ref()?, frame, repeat)
+    }
+}
+
+/// Runs any loaded XDP program on a frame with `BPF_PROG_TEST_RUN`.
+pub fn run_frame(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat.max(1);
+    let r = prog.test_run(opts).map_err(DataplaneError::program("BPF_PROG_TEST_RUN"))?;
+    out.truncate(r.data_size_out as usize);
+    Ok(TestRunOutput { action: r.return_value, frame: out, duration: r.duration })
+}
+
+/// The minimal `veer_pass`/`veer_tx` programs, loaded.
+pub struct Baseline {
+    ebpf: Ebpf,
+}
+
+impl Baseline {
+    /// Loads both baseline programs.
+    pub fn load() -> Result<Self> {
+        let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        for name in ["veer_pass", "veer_tx"] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::Missing { kind: "program", name: "veer_pass/veer_tx" })?
+                .try_into()
+                .map_err(DataplaneError::program("baseline program is not XDP"))?;
+            p.load().map_err(DataplaneError::program(format!("loading {name}")))?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// A baseline program by name (`veer_pass` or `veer_tx`).
+    pub fn program(&mut self, name: &'static str) -> Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(DataplaneError::program("baseline program is not XDP"))
+    }
+
+    /// Attaches `veer_pass` to `iface` (calling thread's namespace). Needed on
+    /// the veth peer of an interface that forwards with XDP_TX in driver mode.
+    /// With `pin`, the link is pinned there and outlives this process.
+    pub fn attach_pass(&mut self, iface: &str, mode: AttachMode, pin: Option<&std::path::Path>) -> Result<()> {
+        let prog = self.program("veer_pass")?;
+        let id = prog
+            .attach(iface, mode.into())
+            .map_err(DataplaneError::program(format!("attaching veer_pass to {iface}")))?;
+        if let Some(path) = pin {
+            let link = prog.take_link(id).map_err(DataplaneError::program("taking the link"))?;
+            let fd = aya::programs::links::FdLink::try_from(link).map_err(|e| DataplaneError::Link {
+                what: format!("link on {iface} is not a bpf_link"),
+                source: Box::new(e),
+            })?;
+            fd.pin(path).map_err(|e| DataplaneError::PinLink { path: path.to_path_buf(), source: Box::new(e) })?;
+        }
+        Ok(())
+    }
+}
