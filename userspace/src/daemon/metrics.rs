@@ -1,9 +1,8 @@
-//! Prometheus text exposition: dataplane counters and states, health-check
-//! latency histograms, failover, recovery and scaling event counters.
+//! The daemon's metrics: what it counts, the `/metrics` endpoint, and the
+//! snapshot it renders (see [`super::prometheus`] for the text format).
 
 use std::{
     collections::HashMap,
-    fmt::Write as _,
     sync::{atomic::AtomicU64, Arc},
     time::Duration,
 };
@@ -15,10 +14,11 @@ use tokio::{
 };
 use tracing::warn;
 
-use veer_abi::{BackendState, Counters, GlobalCounter};
+use veer_abi::BackendState;
 
 use super::api::{Call, Request};
-use crate::dataplane::{MapReader, TableUsage};
+use super::prometheus::{render, BackendRow, ServiceRow, Snapshot};
+use crate::dataplane::MapReader;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 pub const BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -26,9 +26,9 @@ pub const BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
 /// A cumulative histogram.
 #[derive(Debug, Clone, Default)]
 pub struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
+    pub(super) counts: [u64; BUCKETS.len()],
+    pub(super) sum: f64,
+    pub(super) count: u64,
 }
 
 impl Histogram {
@@ -66,21 +66,6 @@ pub struct DaemonMetrics {
     pub reloads: [u64; 2],
 }
 
-/// Escapes a label value.
-pub fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Appends one histogram's lines.
-pub fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    for (i, b) in BUCKETS.iter().enumerate() {
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
-}
-
 /// How often the connection tables are walked for their occupancy.
 pub const TABLE_USAGE_PERIOD: Duration = Duration::from_secs(10);
 
@@ -103,26 +88,6 @@ pub fn watch_table_usage(pins: std::path::PathBuf, into: Arc<std::sync::Mutex<Op
     if let Err(e) = spawned {
         warn!(error = %e, "cannot start the table-occupancy thread");
     }
-}
-
-/// Appends the connection tables' occupancy.
-pub fn write_table_usage(o: &mut String, u: &crate::dataplane::TableUsage) {
-    let _ = writeln!(
-        o,
-        "# HELP veer_conn_table_entries Entries in a connection table (walked every {}s).\n# TYPE veer_conn_table_entries gauge",
-        TABLE_USAGE_PERIOD.as_secs()
-    );
-    let _ = writeln!(o, "veer_conn_table_entries{{table=\"connection\"}} {}", u.conns);
-    let _ = writeln!(o, "veer_conn_table_entries{{table=\"new_flow\"}} {}", u.new_flows);
-    let _ = writeln!(o, "# HELP veer_conn_table_capacity Capacity of a connection table (kernel-rounded).\n# TYPE veer_conn_table_capacity gauge");
-    let _ = writeln!(o, "veer_conn_table_capacity{{table=\"connection\"}} {}", u.conns_capacity);
-    let _ = writeln!(o, "veer_conn_table_capacity{{table=\"new_flow\"}} {}", u.new_flows_capacity);
-    let _ = writeln!(o, "# HELP veer_conn_table_per_cpu_capacity Entries each CPU's LRU list holds.\n# TYPE veer_conn_table_per_cpu_capacity gauge");
-    let cpus = u.possible_cpus.max(1);
-    let _ = writeln!(o, "veer_conn_table_per_cpu_capacity{{table=\"connection\"}} {}", u.conns_capacity / cpus);
-    let _ = writeln!(o, "veer_conn_table_per_cpu_capacity{{table=\"new_flow\"}} {}", u.new_flows_capacity / cpus);
-    let _ = writeln!(o, "# HELP veer_conn_table_evictions_total Connection-table entries evicted (inserted - reused - present).\n# TYPE veer_conn_table_evictions_total counter");
-    let _ = writeln!(o, "veer_conn_table_evictions_total {}", u.conns_evicted);
 }
 
 /// Serves `GET /metrics` on `addr`, asking the daemon's loop for the text.
@@ -191,232 +156,6 @@ async fn answer(mut s: tokio::net::TcpStream, calls: mpsc::Sender<Call>) {
     }
 }
 
-/// One service's figures.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceRow {
-    /// Its name.
-    pub name: String,
-    /// Its dataplane counters.
-    pub counters: Counters,
-    /// Backends up.
-    pub healthy: usize,
-    /// Its fail-open guard is tripped.
-    pub fail_open: bool,
-}
-
-/// One backend's figures.
-#[derive(Debug, Clone)]
-pub struct BackendRow {
-    /// Its service's name.
-    pub service: String,
-    /// Its name.
-    pub backend: String,
-    /// Its dataplane counters.
-    pub counters: Counters,
-    /// Its state word.
-    pub state: BackendState,
-    /// Its weight.
-    pub weight: u32,
-    /// Health-check latency.
-    pub latency: Histogram,
-    /// Up -> down transitions.
-    pub failovers: u64,
-    /// Down -> up transitions.
-    pub recoveries: u64,
-    /// Restart command runs.
-    pub restarts: u64,
-    /// Checks that failed locally.
-    pub local_errors: u64,
-}
-
-/// Everything `/metrics` shows, gathered in one pass.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// Per service.
-    pub services: Vec<ServiceRow>,
-    /// Per backend.
-    pub backends: Vec<BackendRow>,
-    /// The dataplane's global counters.
-    pub global: Vec<(GlobalCounter, u64)>,
-    /// Connection-table occupancy, once walked.
-    pub tables: Option<TableUsage>,
-    /// Scaling hooks fired, by (service, direction).
-    pub scale_hooks: Vec<(String, &'static str, u64)>,
-    /// Reloads applied and refused.
-    pub reloads: [u64; 2],
-    /// Times a fail-open guard tripped.
-    pub fail_open_trips: u64,
-}
-
-/// Writes one metric family: its HELP and TYPE lines, then one line per
-/// (labels, value).
-fn family<V: std::fmt::Display>(
-    o: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    lines: impl IntoIterator<Item = (String, V)>,
-) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, v) in lines {
-        if labels.is_empty() {
-            let _ = writeln!(o, "{name} {v}");
-        } else {
-            let _ = writeln!(o, "{name}{{{labels}}} {v}");
-        }
-    }
-}
-
-/// `snap` in Prometheus text format.
-pub fn render(snap: &Snapshot) -> String {
-    let mut o = String::new();
-    let svc = |s: &ServiceRow| format!("service=\"{}\"", label(&s.name));
-    let be = |b: &BackendRow| format!("service=\"{}\",backend=\"{}\"", label(&b.service), label(&b.backend));
-    let ss = &snap.services;
-    let bs = &snap.backends;
-    family(
-        &mut o,
-        "veer_service_packets_total",
-        "counter",
-        "Packets forwarded for a service.",
-        ss.iter().map(|s| (svc(s), s.counters.packets)),
-    );
-    family(
-        &mut o,
-        "veer_service_bytes_total",
-        "counter",
-        "Bytes forwarded for a service.",
-        ss.iter().map(|s| (svc(s), s.counters.bytes)),
-    );
-    family(
-        &mut o,
-        "veer_service_new_flows_total",
-        "counter",
-        "Flows scheduled for a service.",
-        ss.iter().map(|s| (svc(s), s.counters.new_flows)),
-    );
-    family(
-        &mut o,
-        "veer_service_healthy_backends",
-        "gauge",
-        "Backends up in a service.",
-        ss.iter().map(|s| (svc(s), s.healthy)),
-    );
-    family(
-        &mut o,
-        "veer_service_fail_open",
-        "gauge",
-        "1 while the fail-open guard holds failed backends in (too many failed at once).",
-        ss.iter().map(|s| (svc(s), u8::from(s.fail_open))),
-    );
-    family(
-        &mut o,
-        "veer_backend_packets_total",
-        "counter",
-        "Packets forwarded to a backend.",
-        bs.iter().map(|b| (be(b), b.counters.packets)),
-    );
-    family(
-        &mut o,
-        "veer_backend_bytes_total",
-        "counter",
-        "Bytes forwarded to a backend.",
-        bs.iter().map(|b| (be(b), b.counters.bytes)),
-    );
-    family(
-        &mut o,
-        "veer_backend_new_flows_total",
-        "counter",
-        "Flows scheduled on a backend.",
-        bs.iter().map(|b| (be(b), b.counters.new_flows)),
-    );
-    family(
-        &mut o,
-        "veer_backend_up",
-        "gauge",
-        "1 when the backend takes new flows.",
-        bs.iter().map(|b| (be(b), u8::from(b.state == BackendState::Up))),
-    );
-    let states = [BackendState::Up, BackendState::Down, BackendState::Draining, BackendState::Disabled];
-    family(
-        &mut o,
-        "veer_backend_state",
-        "gauge",
-        "The backend's state word.",
-        bs.iter().flat_map(|b| {
-            states.iter().map(move |st| (format!("{},state=\"{}\"", be(b), st.name()), u8::from(b.state == *st)))
-        }),
-    );
-    family(&mut o, "veer_backend_weight", "gauge", "The backend's weight.", bs.iter().map(|b| (be(b), b.weight)));
-    let _ = writeln!(
-        o,
-        "# HELP veer_health_check_duration_seconds Health-check probe latency.\n# TYPE veer_health_check_duration_seconds histogram"
-    );
-    for b in bs {
-        write_histogram(&mut o, "veer_health_check_duration_seconds", &be(b), &b.latency);
-    }
-    family(
-        &mut o,
-        "veer_failovers_total",
-        "counter",
-        "Times a backend went down.",
-        bs.iter().map(|b| (be(b), b.failovers)),
-    );
-    family(
-        &mut o,
-        "veer_recoveries_total",
-        "counter",
-        "Times a backend came back up.",
-        bs.iter().map(|b| (be(b), b.recoveries)),
-    );
-    family(
-        &mut o,
-        "veer_restart_attempts_total",
-        "counter",
-        "Restart command runs.",
-        bs.iter().map(|b| (be(b), b.restarts)),
-    );
-    family(
-        &mut o,
-        "veer_health_check_local_errors_total",
-        "counter",
-        "Checks that could not run here (no file descriptors, memory...): no verdict, state held.",
-        bs.iter().map(|b| (be(b), b.local_errors)),
-    );
-    family(
-        &mut o,
-        "veer_dataplane_packets_total",
-        "counter",
-        "Global dataplane counters.",
-        snap.global.iter().map(|(c, v)| (format!("counter=\"{}\"", c.name()), *v)),
-    );
-    if let Some(u) = &snap.tables {
-        write_table_usage(&mut o, u);
-    }
-    family(
-        &mut o,
-        "veer_scale_hooks_total",
-        "counter",
-        "Scaling hooks fired.",
-        snap.scale_hooks.iter().map(|(s, d, n)| (format!("service=\"{}\",direction=\"{d}\"", label(s)), *n)),
-    );
-    family(
-        &mut o,
-        "veer_fail_open_trips_total",
-        "counter",
-        "Times a fail-open guard tripped.",
-        [(String::new(), snap.fail_open_trips)],
-    );
-    family(
-        &mut o,
-        "veer_reloads_total",
-        "counter",
-        "Config reloads.",
-        [("result=\"applied\"".to_string(), snap.reloads[0]), ("result=\"refused\"".to_string(), snap.reloads[1])],
-    );
-    o
-}
-
 impl super::Daemon {
     /// Gathers what `/metrics` shows.
     fn metrics_snapshot(&self) -> Snapshot {
@@ -455,55 +194,5 @@ impl super::Daemon {
     /// The daemon's metrics in Prometheus text format.
     pub(super) fn render_metrics(&self) -> String {
         render(&self.metrics_snapshot())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(service: &str, backend: &str, state: BackendState) -> BackendRow {
-        BackendRow {
-            service: service.into(),
-            backend: backend.into(),
-            counters: Counters { packets: 7, bytes: 700, new_flows: 2 },
-            state,
-            weight: 3,
-            latency: Histogram::default(),
-            failovers: 1,
-            recoveries: 0,
-            restarts: 4,
-            local_errors: 0,
-        }
-    }
-
-    #[test]
-    fn renders_typed_rows_with_escaped_labels() {
-        let snap = Snapshot {
-            services: vec![ServiceRow { name: "we\"b".into(), healthy: 1, fail_open: true, ..Default::default() }],
-            backends: vec![row("we\"b", "b1", BackendState::Up), row("we\"b", "b2", BackendState::Draining)],
-            global: vec![(GlobalCounter::Passed, 9)],
-            reloads: [2, 1],
-            ..Default::default()
-        };
-        let text = render(&snap);
-        assert!(text.contains("veer_service_fail_open{service=\"we\\\"b\"} 1"), "{text}");
-        assert!(text.contains("veer_backend_up{service=\"we\\\"b\",backend=\"b2\"} 0"));
-        assert!(text.contains("veer_backend_state{service=\"we\\\"b\",backend=\"b2\",state=\"draining\"} 1"));
-        assert!(text.contains("veer_restart_attempts_total{service=\"we\\\"b\",backend=\"b1\"} 4"));
-        assert!(text.contains("veer_dataplane_packets_total{counter=\"passed\"} 9"));
-        assert!(text.contains("veer_reloads_total{result=\"refused\"} 1"));
-        assert!(text.contains("veer_fail_open_trips_total 0"));
-        // Every sample line belongs to a family announced before it.
-        let mut announced = std::collections::HashSet::new();
-        for l in text.lines() {
-            if let Some(rest) = l.strip_prefix("# TYPE ") {
-                announced.insert(rest.split(' ').next().unwrap().to_string());
-            } else if !l.starts_with('#') {
-                let name = l.split(['{', ' ']).next().unwrap();
-                let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-                assert!(announced.contains(name) || announced.contains(base), "{name} has no TYPE line");
-            }
-        }
     }
 }

@@ -18,6 +18,7 @@ pub mod guard;
 pub mod metrics;
 pub mod model;
 mod nexthop;
+pub mod prometheus;
 pub mod reconcile;
 pub mod recovery;
 pub mod scale;
