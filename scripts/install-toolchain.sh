@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing veer needs on Debian 12 (bookworm).
 # Idempotent: every step checks first and skips what is already in place.
-# See ../shared/TOOLCHAIN.md for why these packages: rustup's toolchains
+# Why these packages: rustup's toolchains
 # have no rust-src, so the eBPF crate is built with Debian's rustc-web,
 # which ships a prebuilt `core` for bpfel-unknown-none.
 set -euo pipefail

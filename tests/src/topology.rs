@@ -199,7 +199,7 @@ impl Testbed {
             backends.push(b);
         }
         // Frames sent with XDP_TX into a veth are only delivered when its peer
-        // runs an XDP program too (TOOLCHAIN.md). Pinned, so that a sandbox
+        // runs an XDP program too (an XDP_PASS one is enough). Pinned, so that a sandbox
         // left running by the demo keeps forwarding after it exits.
         veer::dataplane::pin::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
         let pin = peer_pin(prefix);

@@ -1,9 +1,10 @@
 //! Builds veer's XDP objects for `bpfel-unknown-none`.
 //!
 //! Used by `userspace/build.rs` (so plain `cargo build` embeds a fresh object)
-//! and by `cargo xtask build-ebpf`. It follows TOOLCHAIN.md: Debian's
-//! `rustc-web` (which ships a prebuilt `core` for the BPF target) as `RUSTC`,
-//! `bpf-linker` built against the same LLVM, release mode, and aya's flags.
+//! and by `cargo xtask build-ebpf`. rustup's toolchains here have no
+//! `rust-src`, so it uses Debian's `rustc-web` (which ships a prebuilt `core`
+//! for the BPF target) as `RUSTC`, `bpf-linker` built against the same LLVM,
+//! release mode (debug builds emit code the verifier rejects), and aya's flags.
 
 use std::{
     env, fmt,

@@ -1,6 +1,7 @@
 //! Minimal XDP programs: the baseline that benchmarks compare veer against,
 //! and the `XDP_PASS` program a veth peer needs so that frames sent to it
-//! with `XDP_TX`/`XDP_REDIRECT` in native mode are delivered (TOOLCHAIN.md).
+//! with `XDP_TX`/`XDP_REDIRECT` in native mode are delivered (veth drops them
+//! otherwise).
 #![no_std]
 #![no_main]
 

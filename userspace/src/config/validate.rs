@@ -4,7 +4,7 @@ use std::{collections::HashSet, fmt, path::Path};
 
 use crate::ring::check_ring_size;
 
-use super::{parse_mac, rules, CheckKind, Config};
+use super::{parse_mac, rules, CheckKind, Config, HealthConfig, RestartConfig, ScaleConfig, ServiceConfig};
 
 /// A config problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,37 +105,10 @@ pub(super) fn validate(cfg: &Config, src: &str, path: &Path) -> Result<(), Confi
 /// Every problem in the file, in order.
 pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigError> {
     let mut c = Checker { src, file: path.display().to_string(), errors: Vec::new() };
-    let d = &cfg.daemon;
     let daemon_at = src.find("[daemon]").unwrap_or(0);
-    if d.name.is_empty() || !d.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
-        c.err(daemon_at, "name", "daemon.name".into(), "must be non-empty letters, digits, '-' or '_'");
-    }
-    if d.interfaces.is_empty() {
-        c.err(daemon_at, "interfaces", "daemon.interfaces".into(), "list at least one interface to attach to");
-    }
-    if d.conn_table_size < 1024 {
-        c.err(daemon_at, "conn_table_size", "daemon.conn_table_size".into(), "must be at least 1024");
-    }
-    if d.new_flow_table_size < 1024 {
-        c.err(daemon_at, "new_flow_table_size", "daemon.new_flow_table_size".into(), "must be at least 1024");
-    }
-    if d.max_backends == 0 || d.max_backends > 65536 {
-        c.err(daemon_at, "max_backends", "daemon.max_backends".into(), "must be 1 to 65536");
-    }
-    if d.max_services == 0 || d.max_services > 4096 {
-        c.err(daemon_at, "max_services", "daemon.max_services".into(), "must be 1 to 4096");
-    }
-    if cfg.services.len() > d.max_services as usize {
-        c.err(
-            daemon_at,
-            "max_services",
-            "daemon.max_services".into(),
-            format!("{} services configured, capacity is {}", cfg.services.len(), d.max_services),
-        );
-    }
+    daemon(&mut c, cfg, daemon_at);
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
-    let mut total_backends = 0usize;
     for (i, s) in cfg.services.iter().enumerate() {
         let at = s.span().start;
         let s = s.get_ref();
@@ -148,162 +121,198 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
         if !keys.insert((s.vip, s.port, s.protocol)) {
             c.err(at, "vip", format!("{p}.vip"), format!("{}:{}/{} is defined twice", s.vip, s.port, s.protocol));
         }
-        if let Err(e) = check_ring_size(s.ring_size) {
-            c.err(at, "ring_size", format!("{p}.ring_size"), e.to_string());
-        }
-        if !(s.fail_open > 0.0 && s.fail_open <= 1.0) {
-            c.err(at, "fail_open", format!("{p}.fail_open"), "must be above 0 and at most 1 (1 turns the guard off)");
-        }
-        if s.min_healthy == 0 {
-            c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
-        }
-        let h = &s.health;
-        if h.interval.is_zero() {
-            c.err(at, "interval", format!("{p}.health.interval"), "must be greater than zero");
-        }
-        if h.timeout.is_zero() || h.timeout >= h.interval {
-            c.err(
-                at,
-                "timeout",
-                format!("{p}.health.timeout"),
-                format!("must be greater than zero and shorter than interval ({:?} >= {:?})", h.timeout, h.interval),
-            );
-        }
-        if let Some(f) = h.fast_interval {
-            if f.is_zero() || f > h.interval {
-                c.err(
-                    at,
-                    "fast_interval",
-                    format!("{p}.health.fast_interval"),
-                    "must be greater than zero and at most interval",
-                );
-            }
-        }
-        if h.rise == 0 {
-            c.err(at, "rise", format!("{p}.health.rise"), "must be at least 1");
-        }
-        if h.fall == 0 {
-            c.err(at, "fall", format!("{p}.health.fall"), "must be at least 1");
-        }
-        match h.kind {
-            CheckKind::Http => {
-                if !h.path.starts_with('/') {
-                    c.err(at, "path", format!("{p}.health.path"), "must start with '/'");
-                }
-                if !(100..=599).contains(&h.expect_status) {
-                    c.err(
-                        at,
-                        "expect_status",
-                        format!("{p}.health.expect_status"),
-                        "must be an HTTP status, 100 to 599",
-                    );
-                }
-            }
-            CheckKind::Udp if h.payload.is_empty() => {
-                c.err(at, "payload", format!("{p}.health.payload"), "a udp check needs a payload to send");
-            }
-            CheckKind::Exec if h.command.is_empty() || h.command[0].is_empty() => {
-                c.err(
-                    at,
-                    "command",
-                    format!("{p}.health.command"),
-                    "an exec check needs a command (program and arguments)",
-                );
-            }
-            _ => {}
-        }
-        if s.backends.is_empty() {
-            c.err(at, "name", format!("{p}.backend"), "a service needs at least one backend");
-        }
-        total_backends += s.backends.len();
-        let mut bnames = HashSet::new();
-        let mut baddrs = HashSet::new();
-        for (j, b) in s.backends.iter().enumerate() {
-            let bat = b.span().start;
-            let b = b.get_ref();
-            let bp = if b.name.is_empty() { format!("{p}.backend[{j}]") } else { format!("{p}.backend[{}]", b.name) };
-            if let Err(e) = rules::check_name(&b.name) {
-                c.err(bat, "name", format!("{bp}.name"), e.to_string());
-            } else if !bnames.insert(b.name.clone()) {
-                c.err(bat, "name", format!("{bp}.name"), format!("duplicate backend name {:?}", b.name));
-            }
-            if !baddrs.insert(b.address) {
-                c.err(
-                    bat,
-                    "address",
-                    format!("{bp}.address"),
-                    format!("address {} is used twice in this service", b.address),
-                );
-            }
-            if let Err(e) = rules::check_weight(b.weight) {
-                c.err(bat, "weight", format!("{bp}.weight"), e.to_string());
-            }
-            if b.backup && b.sorry {
-                c.err(bat, "sorry", format!("{bp}.sorry"), "a backend is either backup or sorry, not both");
-            }
-            if let Some(m) = &b.mac {
-                if parse_mac(m).is_none() {
-                    c.err(bat, "mac", format!("{bp}.mac"), format!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
-                }
-            }
-            if let Some(r) = &b.restart {
-                if r.command.is_empty() || r.command[0].is_empty() {
-                    c.err(bat, "restart", format!("{bp}.restart.command"), "needs a program and arguments");
-                }
-                if r.max_attempts == 0 {
-                    c.err(bat, "restart", format!("{bp}.restart.max_attempts"), "must be at least 1");
-                }
-                if r.backoff.is_zero() || r.backoff > r.max_backoff {
-                    c.err(
-                        bat,
-                        "restart",
-                        format!("{bp}.restart.backoff"),
-                        "must be greater than zero and at most max_backoff",
-                    );
-                }
-            }
-        }
+        service(&mut c, s, at, &p);
+        health(&mut c, &s.health, at, &p);
+        backends(&mut c, s, at, &p);
         if let Some(sc) = &s.scale {
-            if sc.above.is_none() && sc.below.is_none() {
-                c.err(at, "metric", format!("{p}.scale"), "set `above`, `below` or both");
-            }
-            if let (Some(a), Some(b)) = (sc.above, sc.below) {
-                if b >= a {
-                    c.err(at, "below", format!("{p}.scale.below"), format!("must be lower than above ({b} >= {a})"));
-                }
-            }
-            if sc.above.is_some() && sc.out.is_empty() {
-                c.err(at, "out", format!("{p}.scale.out"), "a scale-out threshold needs an `out` command");
-            }
-            if sc.below.is_some() && sc.in_.is_empty() {
-                c.err(at, "in", format!("{p}.scale.in"), "a scale-in threshold needs an `in` command");
-            }
-            if sc.window.is_zero() {
-                c.err(at, "window", format!("{p}.scale.window"), "must be greater than zero");
-            }
-        }
-        if let Some(fb) = &s.fallback_backend {
-            match s.backends.iter().find(|b| &b.get_ref().name == fb) {
-                None => {
-                    c.err(at, "fallback_backend", format!("{p}.fallback_backend"), format!("no backend named {fb:?}"))
-                }
-                Some(b) if !b.get_ref().sorry => c.err(
-                    at,
-                    "fallback_backend",
-                    format!("{p}.fallback_backend"),
-                    format!("backend {fb:?} must be marked sorry = true"),
-                ),
-                _ => {}
-            }
+            scale(&mut c, sc, at, &p);
         }
     }
-    if total_backends > d.max_backends as usize {
+    let total_backends: usize = cfg.services.iter().map(|s| s.get_ref().backends.len()).sum();
+    if total_backends > cfg.daemon.max_backends as usize {
         c.err(
             daemon_at,
             "max_backends",
             "daemon.max_backends".into(),
-            format!("{total_backends} backends configured, capacity is {}", d.max_backends),
+            format!("{total_backends} backends configured, capacity is {}", cfg.daemon.max_backends),
         );
     }
     c.errors
+}
+
+fn daemon(c: &mut Checker, cfg: &Config, at: usize) {
+    let d = &cfg.daemon;
+    if d.name.is_empty() || !d.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+        c.err(at, "name", "daemon.name".into(), "must be non-empty letters, digits, '-' or '_'");
+    }
+    if d.interfaces.is_empty() {
+        c.err(at, "interfaces", "daemon.interfaces".into(), "list at least one interface to attach to");
+    }
+    if d.conn_table_size < 1024 {
+        c.err(at, "conn_table_size", "daemon.conn_table_size".into(), "must be at least 1024");
+    }
+    if d.new_flow_table_size < 1024 {
+        c.err(at, "new_flow_table_size", "daemon.new_flow_table_size".into(), "must be at least 1024");
+    }
+    if d.max_backends == 0 || d.max_backends > 65536 {
+        c.err(at, "max_backends", "daemon.max_backends".into(), "must be 1 to 65536");
+    }
+    if d.max_services == 0 || d.max_services > 4096 {
+        c.err(at, "max_services", "daemon.max_services".into(), "must be 1 to 4096");
+    }
+    if cfg.services.len() > d.max_services as usize {
+        c.err(
+            at,
+            "max_services",
+            "daemon.max_services".into(),
+            format!("{} services configured, capacity is {}", cfg.services.len(), d.max_services),
+        );
+    }
+}
+
+/// The service's own settings (not its health check, backends or scaling).
+fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
+    if let Err(e) = check_ring_size(s.ring_size) {
+        c.err(at, "ring_size", format!("{p}.ring_size"), e.to_string());
+    }
+    if !(s.fail_open > 0.0 && s.fail_open <= 1.0) {
+        c.err(at, "fail_open", format!("{p}.fail_open"), "must be above 0 and at most 1 (1 turns the guard off)");
+    }
+    if s.min_healthy == 0 {
+        c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
+    }
+    if let Some(fb) = &s.fallback_backend {
+        match s.backends.iter().find(|b| &b.get_ref().name == fb) {
+            None => c.err(at, "fallback_backend", format!("{p}.fallback_backend"), format!("no backend named {fb:?}")),
+            Some(b) if !b.get_ref().sorry => c.err(
+                at,
+                "fallback_backend",
+                format!("{p}.fallback_backend"),
+                format!("backend {fb:?} must be marked sorry = true"),
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn health(c: &mut Checker, h: &HealthConfig, at: usize, p: &str) {
+    if h.interval.is_zero() {
+        c.err(at, "interval", format!("{p}.health.interval"), "must be greater than zero");
+    }
+    if h.timeout.is_zero() || h.timeout >= h.interval {
+        c.err(
+            at,
+            "timeout",
+            format!("{p}.health.timeout"),
+            format!("must be greater than zero and shorter than interval ({:?} >= {:?})", h.timeout, h.interval),
+        );
+    }
+    if h.fast_interval.is_some_and(|f| f.is_zero() || f > h.interval) {
+        c.err(
+            at,
+            "fast_interval",
+            format!("{p}.health.fast_interval"),
+            "must be greater than zero and at most interval",
+        );
+    }
+    if h.rise == 0 {
+        c.err(at, "rise", format!("{p}.health.rise"), "must be at least 1");
+    }
+    if h.fall == 0 {
+        c.err(at, "fall", format!("{p}.health.fall"), "must be at least 1");
+    }
+    match h.kind {
+        CheckKind::Http => {
+            if !h.path.starts_with('/') {
+                c.err(at, "path", format!("{p}.health.path"), "must start with '/'");
+            }
+            if !(100..=599).contains(&h.expect_status) {
+                c.err(at, "expect_status", format!("{p}.health.expect_status"), "must be an HTTP status, 100 to 599");
+            }
+        }
+        CheckKind::Udp if h.payload.is_empty() => {
+            c.err(at, "payload", format!("{p}.health.payload"), "a udp check needs a payload to send");
+        }
+        CheckKind::Exec if h.command.is_empty() || h.command[0].is_empty() => {
+            c.err(
+                at,
+                "command",
+                format!("{p}.health.command"),
+                "an exec check needs a command (program and arguments)",
+            );
+        }
+        _ => {}
+    }
+}
+
+fn backends(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
+    if s.backends.is_empty() {
+        c.err(at, "name", format!("{p}.backend"), "a service needs at least one backend");
+    }
+    let mut bnames = HashSet::new();
+    let mut baddrs = HashSet::new();
+    for (j, b) in s.backends.iter().enumerate() {
+        let bat = b.span().start;
+        let b = b.get_ref();
+        let bp = if b.name.is_empty() { format!("{p}.backend[{j}]") } else { format!("{p}.backend[{}]", b.name) };
+        if let Err(e) = rules::check_name(&b.name) {
+            c.err(bat, "name", format!("{bp}.name"), e.to_string());
+        } else if !bnames.insert(b.name.clone()) {
+            c.err(bat, "name", format!("{bp}.name"), format!("duplicate backend name {:?}", b.name));
+        }
+        if !baddrs.insert(b.address) {
+            c.err(
+                bat,
+                "address",
+                format!("{bp}.address"),
+                format!("address {} is used twice in this service", b.address),
+            );
+        }
+        if let Err(e) = rules::check_weight(b.weight) {
+            c.err(bat, "weight", format!("{bp}.weight"), e.to_string());
+        }
+        if b.backup && b.sorry {
+            c.err(bat, "sorry", format!("{bp}.sorry"), "a backend is either backup or sorry, not both");
+        }
+        if let Some(m) = &b.mac {
+            if parse_mac(m).is_none() {
+                c.err(bat, "mac", format!("{bp}.mac"), format!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+            }
+        }
+        if let Some(r) = &b.restart {
+            restart(c, r, bat, &bp);
+        }
+    }
+}
+
+fn restart(c: &mut Checker, r: &RestartConfig, at: usize, bp: &str) {
+    if r.command.is_empty() || r.command[0].is_empty() {
+        c.err(at, "restart", format!("{bp}.restart.command"), "needs a program and arguments");
+    }
+    if r.max_attempts == 0 {
+        c.err(at, "restart", format!("{bp}.restart.max_attempts"), "must be at least 1");
+    }
+    if r.backoff.is_zero() || r.backoff > r.max_backoff {
+        c.err(at, "restart", format!("{bp}.restart.backoff"), "must be greater than zero and at most max_backoff");
+    }
+}
+
+fn scale(c: &mut Checker, sc: &ScaleConfig, at: usize, p: &str) {
+    if sc.above.is_none() && sc.below.is_none() {
+        c.err(at, "metric", format!("{p}.scale"), "set `above`, `below` or both");
+    }
+    if let (Some(a), Some(b)) = (sc.above, sc.below) {
+        if b >= a {
+            c.err(at, "below", format!("{p}.scale.below"), format!("must be lower than above ({b} >= {a})"));
+        }
+    }
+    if sc.above.is_some() && sc.out.is_empty() {
+        c.err(at, "out", format!("{p}.scale.out"), "a scale-out threshold needs an `out` command");
+    }
+    if sc.below.is_some() && sc.in_.is_empty() {
+        c.err(at, "in", format!("{p}.scale.in"), "a scale-in threshold needs an `in` command");
+    }
+    if sc.window.is_zero() {
+        c.err(at, "window", format!("{p}.scale.window"), "must be greater than zero");
+    }
 }

@@ -6,11 +6,15 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::Ctx;
-use crate::wire::Request;
 use crate::{
     config::{BackendConfig, ServiceConfig},
     dataplane::{self, MapReader},
+    runner::{self, CommandSpec, Output},
+    wire::Request,
 };
+
+/// Longest an update command may run.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Prints an API result (a message string) or its JSON.
 fn done(ctx: &Ctx, v: Value) {
@@ -135,30 +139,9 @@ pub fn rollout(ctx: &Ctx, o: &Rollout) -> Result<()> {
     for group in backends.chunks(o.max_unavailable.max(1)) {
         let names: Vec<&str> = group.iter().map(|b| b.name.as_str()).collect();
         say(ctx, format!("rollout {}: {}", o.service, names.join(", ")));
+        drain_group(ctx, o, group)?;
         for b in group {
-            ctx.call_ok(Request::Drain { service: o.service.clone(), backend: b.name.clone() })?;
-        }
-        for b in group {
-            if !wait_drained(ctx, &o.service, &b.name, o.drain_timeout, o.idle, true)? {
-                say(ctx, format!("  {}: flows still active after {:?}; updating anyway", b.name, o.drain_timeout));
-            }
-        }
-        for b in group {
-            let argv: Vec<String> = update_command(o, &svc, b)
-                .context("update command")?
-                .iter()
-                .map(|a| a.replace("{name}", &b.name).replace("{address}", &b.address.to_string()))
-                .collect();
-            say(ctx, format!("  {}: running {argv:?}", b.name));
-            let out = std::process::Command::new(&argv[0]).args(&argv[1..]).output();
-            let failed = match &out {
-                Err(e) => Some(format!("cannot run {}: {e}", argv[0])),
-                Ok(o) if !o.status.success() => {
-                    Some(format!("{} exited with {}: {}", argv[0], o.status, String::from_utf8_lossy(&o.stderr).trim()))
-                }
-                Ok(_) => None,
-            };
-            if let Some(why) = failed {
+            if let Err(why) = run_update(o, &svc, b) {
                 bail!(
                     "rollout of {} stopped: update of {} failed: {why}. {} stays drained; backends not yet updated were left untouched. Done so far: {:?}",
                     o.service, b.name, b.name, report
@@ -166,39 +149,86 @@ pub fn rollout(ctx: &Ctx, o: &Rollout) -> Result<()> {
             }
         }
         for b in group {
-            // Back in at weight 1, then ramp.
-            ctx.call_ok(Request::Weight { service: o.service.clone(), backend: b.name.clone(), weight: 1 })?;
-            ctx.call_ok(Request::Enable { service: o.service.clone(), backend: b.name.clone() })?;
-            let start = Instant::now();
-            loop {
-                if state_of(ctx, &o.service, &b.name)? == "up" {
-                    break;
-                }
-                if start.elapsed() > o.health_timeout {
-                    ctx.call_ok(Request::Drain { service: o.service.clone(), backend: b.name.clone() })?;
-                    bail!(
-                        "rollout of {} stopped: {} not healthy {:?} after its update; it is drained again. Done so far: {:?}",
-                        o.service, b.name, o.health_timeout, report
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            say(ctx, format!("  {}: healthy after {:.1?}", b.name, start.elapsed()));
+            wait_healthy(ctx, o, b, &report)?;
         }
-        let steps = 5u32;
-        for i in 1..=steps {
-            std::thread::sleep(o.slow_start / steps);
-            for b in group {
-                let w = ((b.weight as u64 * i as u64) / steps as u64).max(1) as u32;
-                ctx.call_ok(Request::Weight { service: o.service.clone(), backend: b.name.clone(), weight: w })?;
-            }
-        }
-        for b in group {
-            say(ctx, format!("  {}: back at weight {}", b.name, b.weight));
-            report.push(b.name.clone());
-        }
+        ramp(ctx, o, group)?;
+        report.extend(group.iter().map(|b| b.name.clone()));
     }
     let doc = json!({"ok": true, "service": o.service, "updated": report});
     ctx.emit(&doc, || format!("rollout of {} done: {} backends updated\n", o.service, report.len()));
+    Ok(())
+}
+
+/// Drains a group and waits (up to `drain_timeout`) for its flows to end.
+fn drain_group(ctx: &Ctx, o: &Rollout, group: &[BackendConfig]) -> Result<()> {
+    for b in group {
+        ctx.call_ok(Request::Drain { service: o.service.clone(), backend: b.name.clone() })?;
+    }
+    for b in group {
+        if !wait_drained(ctx, &o.service, &b.name, o.drain_timeout, o.idle, true)? {
+            say(ctx, format!("  {}: flows still active after {:?}; updating anyway", b.name, o.drain_timeout));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one backend's update command (through the one command runner).
+fn run_update(o: &Rollout, svc: &ServiceConfig, b: &BackendConfig) -> Result<(), String> {
+    let argv = update_command(o, svc, b).ok_or("no update command")?;
+    let vars = [("name", b.name.clone()), ("address", b.address.to_string())];
+    let label = format!("{}/{} update", o.service, b.name);
+    let spec = CommandSpec {
+        argv,
+        vars: &vars,
+        env: &[("VEER_SERVICE", o.service.clone()), ("VEER_BACKEND", b.name.clone())],
+        timeout: UPDATE_TIMEOUT,
+        label: &label,
+        output: Output::Quiet,
+        reap_group: false,
+    };
+    eprintln!("  {}: running {:?}", b.name, runner::expand(argv, &vars));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    match rt.block_on(runner::run(&spec)) {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!("{}: {}", runner::describe(&out.status), out.stderr.join(" / "))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Brings an updated backend back (at weight 1) and waits until it is up.
+fn wait_healthy(ctx: &Ctx, o: &Rollout, b: &BackendConfig, report: &[String]) -> Result<()> {
+    ctx.call_ok(Request::Weight { service: o.service.clone(), backend: b.name.clone(), weight: 1 })?;
+    ctx.call_ok(Request::Enable { service: o.service.clone(), backend: b.name.clone() })?;
+    let start = Instant::now();
+    while state_of(ctx, &o.service, &b.name)? != "up" {
+        if start.elapsed() > o.health_timeout {
+            ctx.call_ok(Request::Drain { service: o.service.clone(), backend: b.name.clone() })?;
+            bail!(
+                "rollout of {} stopped: {} not healthy {:?} after its update; it is drained again. Done so far: {:?}",
+                o.service,
+                b.name,
+                o.health_timeout,
+                report
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    say(ctx, format!("  {}: healthy after {:.1?}", b.name, start.elapsed()));
+    Ok(())
+}
+
+/// Ramps a group's weights back to their configured values over `slow_start`.
+fn ramp(ctx: &Ctx, o: &Rollout, group: &[BackendConfig]) -> Result<()> {
+    let steps = 5u32;
+    for i in 1..=steps {
+        std::thread::sleep(o.slow_start / steps);
+        for b in group {
+            let w = ((b.weight as u64 * i as u64) / steps as u64).max(1) as u32;
+            ctx.call_ok(Request::Weight { service: o.service.clone(), backend: b.name.clone(), weight: w })?;
+        }
+    }
+    for b in group {
+        say(ctx, format!("  {}: back at weight {}", b.name, b.weight));
+    }
     Ok(())
 }

@@ -136,6 +136,57 @@ fn lock(name: &str) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// Loads the dataplane, adopting what a previous veerd pinned.
+fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Option<Adoption>)> {
+    pin::ensure_bpffs(&cfg.daemon.bpffs)?;
+    let pin_dir = cfg.daemon.pin_dir();
+    let opts = DataplaneOptions {
+        conn_table_size: cfg.daemon.conn_table_size,
+        new_flow_table_size: cfg.daemon.new_flow_table_size,
+        max_services: cfg.daemon.max_services,
+        max_backends: cfg.daemon.max_backends,
+    };
+    log_table_sizes(&opts);
+    let (dp, adopted) = Dataplane::load_pinned(&pin_dir, &opts)
+        .with_context(|| format!("loading the dataplane pinned at {}", pin_dir.display()))?;
+    let adoption = if adopted { Some(Adoption::read(&dp)?) } else { None };
+    match &adoption {
+        Some(a) => info!(
+            pins = %pin_dir.display(),
+            services = a.services.len(),
+            backends = a.backends.len(),
+            "adopting the pinned dataplane: existing flows, counters and backend states are kept"
+        ),
+        None => info!(pins = %pin_dir.display(), "no pinned dataplane: starting a fresh one"),
+    }
+    Ok((dp, adoption))
+}
+
+/// The runtime overrides: from the state file, or none with `reset`. An
+/// unreadable file stops the start rather than silently undoing drains.
+fn load_overrides(state: &Path, reset: bool) -> Result<Overrides> {
+    if reset {
+        match std::fs::remove_file(state) {
+            Ok(()) => warn!(file = %state.display(), "--reset-runtime: runtime changes discarded"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", state.display())),
+        }
+        return Ok(Overrides::default());
+    }
+    let overrides = Overrides::load(state).with_context(|| {
+        format!(
+            "the runtime-state file {} is unreadable, so the drains, disables, weights and added \
+             backends it records cannot be restored: repair it, or start with `veerd run --reset-runtime` \
+             to discard them",
+            state.display()
+        )
+    })?;
+    if !overrides.is_empty() {
+        info!(file = %state.display(), "runtime changes restored");
+    }
+    Ok(overrides)
+}
+
 /// Says what the kernel makes of the connection-table sizes: per-CPU LRU
 /// lists round them to a multiple of the possible CPUs, and each CPU evicts
 /// from its own share.
@@ -163,51 +214,11 @@ impl Daemon {
         reset_runtime: bool,
     ) -> Result<(Self, mpsc::UnboundedReceiver<HealthEvent>)> {
         let lock = lock(&cfg.daemon.name)?;
-        pin::ensure_bpffs(&cfg.daemon.bpffs)?;
-        let pin_dir = cfg.daemon.pin_dir();
-        let opts = DataplaneOptions {
-            conn_table_size: cfg.daemon.conn_table_size,
-            new_flow_table_size: cfg.daemon.new_flow_table_size,
-            max_services: cfg.daemon.max_services,
-            max_backends: cfg.daemon.max_backends,
-        };
-        log_table_sizes(&opts);
-        let (dp, adopted) = Dataplane::load_pinned(&pin_dir, &opts)
-            .with_context(|| format!("loading the dataplane pinned at {}", pin_dir.display()))?;
-        let adoption = if adopted { Some(Adoption::read(&dp)?) } else { None };
-        match &adoption {
-            Some(a) => info!(
-                pins = %pin_dir.display(),
-                services = a.services.len(),
-                backends = a.backends.len(),
-                "adopting the pinned dataplane: existing flows, counters and backend states are kept"
-            ),
-            None => info!(pins = %pin_dir.display(), "no pinned dataplane: starting a fresh one"),
-        }
+        let (dp, adoption) = load_dataplane(&cfg)?;
         let written =
             adoption.as_ref().map(|a| a.backends.values().map(|(id, b)| (*id, *b)).collect()).unwrap_or_default();
         let (tx, rx) = mpsc::unbounded_channel();
-        let state = cfg.daemon.state_path();
-        let overrides = if reset_runtime {
-            match std::fs::remove_file(&state) {
-                Ok(()) => warn!(file = %state.display(), "--reset-runtime: runtime changes discarded"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", state.display())),
-            }
-            Overrides::default()
-        } else {
-            Overrides::load(&state).with_context(|| {
-                format!(
-                    "the runtime-state file {} is unreadable, so the drains, disables, weights and added \
-                     backends it records cannot be restored: repair it, or start with `veerd run --reset-runtime` \
-                     to discard them",
-                    state.display()
-                )
-            })?
-        };
-        if !overrides.is_empty() {
-            info!(file = %state.display(), "runtime changes restored");
-        }
+        let overrides = load_overrides(&cfg.daemon.state_path(), reset_runtime)?;
         let (samples, samples_rx) = mpsc::channel(1024);
         let mut d = Daemon {
             cfg_path: cfg_path.to_path_buf(),
@@ -233,20 +244,29 @@ impl Daemon {
             _lock: lock,
         };
         d.apply(cfg.clone(), adoption)?;
-        let mode = match cfg.daemon.attach_mode {
+        d.attach()?;
+        d.resolve_nexthops();
+        Ok((d, rx))
+    }
+
+    /// Attaches to every configured interface through pinned links (an
+    /// adopted link gets the new program atomically).
+    fn attach(&mut self) -> Result<()> {
+        let mode = match self.cfg.daemon.attach_mode {
             AttachModeConfig::Driver => AttachMode::Driver,
             AttachModeConfig::Skb => AttachMode::Skb,
         };
-        for iface in &cfg.daemon.interfaces {
-            let adopted = d.dp.attach_pinned(iface, mode, &pin_dir).with_context(|| format!("attaching to {iface}"))?;
+        let pin_dir = self.cfg.daemon.pin_dir();
+        for iface in &self.cfg.daemon.interfaces {
+            let adopted =
+                self.dp.attach_pinned(iface, mode, &pin_dir).with_context(|| format!("attaching to {iface}"))?;
             if adopted {
                 info!(%iface, "adopted the pinned XDP link; program replaced atomically");
             } else {
                 info!(%iface, ?mode, "XDP program attached and its link pinned");
             }
         }
-        d.resolve_nexthops();
-        Ok((d, rx))
+        Ok(())
     }
 
     /// The dataplane (read access for status and tests).

@@ -186,79 +186,100 @@ pub fn plan(
     if total > max_backends as usize {
         return Err(PlanError::BackendsFull { wanted: total, capacity: max_backends });
     }
-    let by_key: HashMap<ServiceKey, &Running> = running.iter().map(|r| (r.key, r)).collect();
-
-    // Ids that stay.
-    let mut services: Vec<PlannedService> = Vec::with_capacity(wanted.len());
-    for w in wanted {
-        let (id, origin) = match (by_key.get(&w.key), pinned.services.get(&w.key)) {
-            (Some(r), _) => (Some(r.id), Origin::Running),
-            (None, Some(id)) => (Some(*id), Origin::Pinned),
-            (None, None) => (None, Origin::New),
-        };
-        let backends = w
-            .backends
-            .iter()
-            .map(|&address| {
-                let running = by_key.get(&w.key).and_then(|r| r.backends.iter().find(|(a, _)| *a == address));
-                let (id, origin) = match (running, id.and_then(|sid| pinned.backends.get(&(sid, address)))) {
-                    (Some((_, bid)), _) => (*bid, Origin::Running),
-                    (None, Some(bid)) => (*bid, Origin::Pinned),
-                    (None, None) => (u32::MAX, Origin::New),
-                };
-                PlannedBackend { address, id, origin }
-            })
-            .collect();
-        services.push(PlannedService { key: w.key, id: id.unwrap_or(u32::MAX), origin, backends });
-    }
-
-    // New ids, around the reserved ones.
-    let used_svc: HashSet<u32> = services.iter().filter(|s| s.origin != Origin::New).map(|s| s.id).collect();
-    let mut free_svc = (0..max_services).filter(|i| !used_svc.contains(i));
+    let mut services = kept_ids(running, pinned, wanted);
+    let mut free_svc = {
+        let used: HashSet<u32> = services.iter().filter(|s| s.origin != Origin::New).map(|s| s.id).collect();
+        (0..max_services).filter(move |i| !used.contains(i))
+    };
     for s in services.iter_mut().filter(|s| s.origin == Origin::New) {
         s.id = free_svc.next().ok_or(PlanError::ServicesFull { wanted: wanted.len(), capacity: max_services })?;
     }
-    let used_be: HashSet<u32> =
-        services.iter().flat_map(|s| &s.backends).filter(|b| b.origin != Origin::New).map(|b| b.id).collect();
-    let new_count = services.iter().flat_map(|s| &s.backends).filter(|b| b.origin == Origin::New).count();
-    // Ids this change frees are held back like those freed before.
-    let mut pool = pool.clone();
-    pool.release(
-        running
-            .iter()
-            .flat_map(|r| r.backends.iter().map(|(_, id)| *id))
-            .chain(pinned.backends.values().copied())
-            .filter(|id| !used_be.contains(id)),
-        now,
-    );
-    let mut fresh = pool
-        .pick(new_count, &used_be, max_backends, now)
-        .ok_or(PlanError::BackendsFull { wanted: total, capacity: max_backends })?
-        .into_iter();
-    for b in services.iter_mut().flat_map(|s| &mut s.backends).filter(|b| b.origin == Origin::New) {
-        b.id = fresh.next().unwrap_or(u32::MAX);
+    let fresh = new_backend_ids(running, pinned, &services, pool, max_backends, now)
+        .ok_or(PlanError::BackendsFull { wanted: total, capacity: max_backends })?;
+    for (b, id) in services.iter_mut().flat_map(|s| &mut s.backends).filter(|b| b.origin == Origin::New).zip(fresh) {
+        b.id = id;
     }
+    let (freed_backends, removed_services) = released(running, pinned, wanted, &services);
+    Ok(Plan { services, freed_backends, removed_services })
+}
 
-    // What goes.
+/// The wanted services with the ids that stay (running ones first, then
+/// pinned ones); new ones are still to be numbered (`u32::MAX`).
+fn kept_ids(running: &[Running], pinned: &Pinned, wanted: &[Wanted]) -> Vec<PlannedService> {
+    let by_key: HashMap<ServiceKey, &Running> = running.iter().map(|r| (r.key, r)).collect();
+    wanted
+        .iter()
+        .map(|w| {
+            let run = by_key.get(&w.key);
+            let (id, origin) = match (run, pinned.services.get(&w.key)) {
+                (Some(r), _) => (Some(r.id), Origin::Running),
+                (None, Some(id)) => (Some(*id), Origin::Pinned),
+                (None, None) => (None, Origin::New),
+            };
+            let backends = w
+                .backends
+                .iter()
+                .map(|&address| {
+                    let running = run.and_then(|r| r.backends.iter().find(|(a, _)| *a == address));
+                    let (id, origin) = match (running, id.and_then(|sid| pinned.backends.get(&(sid, address)))) {
+                        (Some((_, bid)), _) => (*bid, Origin::Running),
+                        (None, Some(bid)) => (*bid, Origin::Pinned),
+                        (None, None) => (u32::MAX, Origin::New),
+                    };
+                    PlannedBackend { address, id, origin }
+                })
+                .collect();
+            PlannedService { key: w.key, id: id.unwrap_or(u32::MAX), origin, backends }
+        })
+        .collect()
+}
+
+/// Ids for the new backends, around those that stay; ids this change frees
+/// are held back like those freed before.
+fn new_backend_ids(
+    running: &[Running],
+    pinned: &Pinned,
+    services: &[PlannedService],
+    pool: &IdPool,
+    max_backends: u32,
+    now: Instant,
+) -> Option<Vec<u32>> {
+    let used: HashSet<u32> =
+        services.iter().flat_map(|s| &s.backends).filter(|b| b.origin != Origin::New).map(|b| b.id).collect();
+    let count = services.iter().flat_map(|s| &s.backends).filter(|b| b.origin == Origin::New).count();
+    let mut pool = pool.clone();
+    let in_use_before =
+        running.iter().flat_map(|r| r.backends.iter().map(|(_, id)| *id)).chain(pinned.backends.values().copied());
+    pool.release(in_use_before.filter(|id| !used.contains(id)), now);
+    pool.pick(count, &used, max_backends, now)
+}
+
+/// Backend ids and service keys in use before that the plan lets go.
+fn released(
+    running: &[Running],
+    pinned: &Pinned,
+    wanted: &[Wanted],
+    services: &[PlannedService],
+) -> (Vec<u32>, Vec<ServiceKey>) {
     let kept: HashSet<u32> = services.iter().flat_map(|s| &s.backends).map(|b| b.id).collect();
-    let mut freed_backends: Vec<u32> = running
+    let mut freed: Vec<u32> = running
         .iter()
         .flat_map(|r| r.backends.iter().map(|(_, id)| *id))
         .chain(pinned.backends.values().copied())
         .filter(|id| !kept.contains(id))
         .collect();
-    freed_backends.sort_unstable();
-    freed_backends.dedup();
+    freed.sort_unstable();
+    freed.dedup();
     let wanted_keys: HashSet<ServiceKey> = wanted.iter().map(|w| w.key).collect();
-    let mut removed_services: Vec<ServiceKey> = running
+    let mut removed: Vec<ServiceKey> = running
         .iter()
         .map(|r| r.key)
         .chain(pinned.services.keys().copied())
         .filter(|k| !wanted_keys.contains(k))
         .collect();
-    removed_services.sort_by_key(|k| (k.addr, k.port, k.proto));
-    removed_services.dedup();
-    Ok(Plan { services, freed_backends, removed_services })
+    removed.sort_by_key(|k| (k.addr, k.port, k.proto));
+    removed.dedup();
+    (freed, removed)
 }
 
 #[cfg(test)]

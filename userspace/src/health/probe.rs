@@ -98,89 +98,96 @@ impl Probe {
     }
 
     async fn ask(&self, target: SocketAddr) -> Result<(), ProbeError> {
-        let io = |what: &str, e: std::io::Error| {
-            let msg = format!("{what} {target}: {e}");
-            if is_local_errno(&e) {
-                ProbeError::Local(msg)
-            } else {
-                ProbeError::Io(msg)
-            }
-        };
         match self {
             Self::None => Ok(()),
-            Self::Tcp => TcpStream::connect(target).await.map(|_| ()).map_err(|e| io("connect", e)),
-            Self::Http { path, status } => {
-                let mut s = TcpStream::connect(target).await.map_err(|e| io("connect", e))?;
-                let req =
-                    format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: veerd\r\nConnection: close\r\n\r\n");
-                s.write_all(req.as_bytes()).await.map_err(|e| io("send to", e))?;
-                let mut buf = [0u8; 64];
-                let mut n = 0;
-                // The status line is all we need.
-                while n < buf.len() && !buf[..n].contains(&b'\n') {
-                    let r = s.read(&mut buf[n..]).await.map_err(|e| io("read from", e))?;
-                    if r == 0 {
-                        break;
-                    }
-                    n += r;
-                }
-                let line = String::from_utf8_lossy(&buf[..n]);
-                let got: Option<u16> =
-                    line.strip_prefix("HTTP/1.").and_then(|rest| rest.get(2..5)).and_then(|code| code.parse().ok());
-                match got {
-                    Some(code) if code == *status => Ok(()),
-                    Some(code) => Err(ProbeError::BadAnswer(format!("HTTP status {code}, expected {status}"))),
-                    None => Err(ProbeError::BadAnswer(format!(
-                        "not an HTTP response: {:?}",
-                        line.lines().next().unwrap_or("")
-                    ))),
-                }
-            }
-            Self::Udp { payload, expect } => {
-                let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-                let s = UdpSocket::bind(bind).await.map_err(|e| io("bind for", e))?;
-                s.connect(target).await.map_err(|e| io("connect", e))?;
-                s.send(payload).await.map_err(|e| io("send to", e))?;
-                let mut buf = vec![0u8; 2048];
-                let n = s.recv(&mut buf).await.map_err(|e| io("receive from", e))?;
-                match expect {
-                    Some(want) if !buf[..n].windows(want.len().max(1)).any(|w| w == &want[..]) => {
-                        Err(ProbeError::BadAnswer(format!(
-                            "reply {:?} lacks {:?}",
-                            String::from_utf8_lossy(&buf[..n]),
-                            String::from_utf8_lossy(want)
-                        )))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            Self::Exec { argv } => {
-                let vars = [("address", target.ip().to_string()), ("port", target.port().to_string())];
-                let spec = CommandSpec {
-                    argv,
-                    vars: &vars,
-                    env: &[],
-                    // `run` bounds the whole probe; this only backs it up.
-                    timeout: Duration::from_secs(3600),
-                    label: "exec check",
-                    output: Output::Quiet,
-                    reap_group: true,
-                };
-                match runner::run(&spec).await {
-                    Ok(o) if o.status.success() => Ok(()),
-                    Ok(o) => Err(ProbeError::Exec(format!(
-                        "{} exited with {}: {}",
-                        argv[0],
-                        runner::describe(&o.status),
-                        o.stderr.join(" / ")
-                    ))),
-                    Err(e @ (RunError::Spawn { .. } | RunError::Empty | RunError::Wait { .. })) => {
-                        Err(ProbeError::Local(e.to_string()))
-                    }
-                    Err(e @ RunError::Timeout(_)) => Err(ProbeError::Exec(e.to_string())),
-                }
-            }
+            Self::Tcp => TcpStream::connect(target).await.map(|_| ()).map_err(|e| io_error("connect", target, e)),
+            Self::Http { path, status } => http(target, path, *status).await,
+            Self::Udp { payload, expect } => udp(target, payload, expect.as_deref()).await,
+            Self::Exec { argv } => exec(target, argv).await,
         }
+    }
+}
+
+/// An I/O failure: the backend's, unless this host ran short of something.
+fn io_error(what: &str, target: SocketAddr, e: std::io::Error) -> ProbeError {
+    let msg = format!("{what} {target}: {e}");
+    if is_local_errno(&e) {
+        ProbeError::Local(msg)
+    } else {
+        ProbeError::Io(msg)
+    }
+}
+
+/// `GET path`, passing when the status line says `status`.
+async fn http(target: SocketAddr, path: &str, status: u16) -> Result<(), ProbeError> {
+    let io = |what: &str, e| io_error(what, target, e);
+    let mut s = TcpStream::connect(target).await.map_err(|e| io("connect", e))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: veerd\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.map_err(|e| io("send to", e))?;
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    // The status line is all we need.
+    while n < buf.len() && !buf[..n].contains(&b'\n') {
+        let r = s.read(&mut buf[n..]).await.map_err(|e| io("read from", e))?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let got: Option<u16> =
+        line.strip_prefix("HTTP/1.").and_then(|rest| rest.get(2..5)).and_then(|code| code.parse().ok());
+    match got {
+        Some(code) if code == status => Ok(()),
+        Some(code) => Err(ProbeError::BadAnswer(format!("HTTP status {code}, expected {status}"))),
+        None => Err(ProbeError::BadAnswer(format!("not an HTTP response: {:?}", line.lines().next().unwrap_or("")))),
+    }
+}
+
+/// Sends `payload`, passing on a reply (containing `expect`, if set).
+async fn udp(target: SocketAddr, payload: &[u8], expect: Option<&[u8]>) -> Result<(), ProbeError> {
+    let io = |what: &str, e| io_error(what, target, e);
+    let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+    let s = UdpSocket::bind(bind).await.map_err(|e| io("bind for", e))?;
+    s.connect(target).await.map_err(|e| io("connect", e))?;
+    s.send(payload).await.map_err(|e| io("send to", e))?;
+    let mut buf = vec![0u8; 2048];
+    let n = s.recv(&mut buf).await.map_err(|e| io("receive from", e))?;
+    match expect {
+        Some(want) if !buf[..n].windows(want.len().max(1)).any(|w| w == want) => Err(ProbeError::BadAnswer(format!(
+            "reply {:?} lacks {:?}",
+            String::from_utf8_lossy(&buf[..n]),
+            String::from_utf8_lossy(want)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Runs the check command, passing when it exits 0.
+async fn exec(target: SocketAddr, argv: &[String]) -> Result<(), ProbeError> {
+    let vars = [("address", target.ip().to_string()), ("port", target.port().to_string())];
+    let spec = CommandSpec {
+        argv,
+        vars: &vars,
+        env: &[],
+        // `Probe::run` bounds the whole probe; this only backs it up.
+        timeout: Duration::from_secs(3600),
+        label: "exec check",
+        output: Output::Quiet,
+        reap_group: true,
+    };
+    match runner::run(&spec).await {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(ProbeError::Exec(format!(
+            "{} exited with {}: {}",
+            argv.first().map_or("", String::as_str),
+            runner::describe(&o.status),
+            o.stderr.join(" / ")
+        ))),
+        Err(e @ (RunError::Spawn { .. } | RunError::Empty | RunError::Wait { .. })) => {
+            Err(ProbeError::Local(e.to_string()))
+        }
+        Err(e @ RunError::Timeout(_)) => Err(ProbeError::Exec(e.to_string())),
     }
 }
 
