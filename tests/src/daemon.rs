@@ -82,8 +82,6 @@ impl Veerd {
         env: &[(&str, &str)],
     ) -> Result<Self> {
         use std::os::unix::process::CommandExt as _;
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        let offset = file.metadata()?.len();
         let mut cmd = Command::new(bin("veerd"));
         if let Some((soft, hard)) = nofile {
             // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
@@ -94,12 +92,16 @@ impl Veerd {
                 });
             }
         }
+        cmd.args(["run", "--config"]).arg(config).args(["--netns", netns]).args(args).envs(env.iter().copied());
+        Self::spawn(cmd, config, socket, log)
+    }
+
+    /// Starts `cmd` (a command line that ends up running `veerd run`) and
+    /// waits for "veerd ready" in `log`.
+    pub fn spawn(mut cmd: Command, config: &Path, socket: &Path, log: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let offset = file.metadata()?.len();
         let child = cmd
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--netns", netns])
-            .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod addr;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

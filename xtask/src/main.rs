@@ -58,6 +58,18 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build veerd and veerctl (release) and install them as a service: the
+    /// binaries, a systemd unit, /etc/veer/veer.toml (kept if present), shell
+    /// completions, man pages, and the `veer` system user.
+    Install {
+        /// Where binaries, completions and man pages go.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// Install into this directory as if it were `/` (packaging, tests):
+        /// no user is created and systemd is not told.
+        #[arg(long = "root", default_value = "/")]
+        dest: PathBuf,
+    },
     /// Install what is missing, then run veer on a demo network in namespaces.
     Demo {
         /// Arguments for the demo (after `--`), e.g. `-- --mode skb`.
@@ -156,6 +168,7 @@ fn task(task: Task) -> Result<()> {
             a.extend(args.iter().map(String::as_str));
             run(&mut cargo(&a))
         }
+        Task::Install { prefix, dest } => install(&prefix, &dest),
         Task::Demo { args } => {
             setup()?;
             run(&mut cargo(&["build", "--release", "--workspace", "--bins"]))?;
@@ -164,4 +177,94 @@ fn task(task: Task) -> Result<()> {
             run(&mut cargo(&a))
         }
     }
+}
+
+/// `root` + `path` (an absolute path taken as relative to `root`).
+fn under(root: &Path, path: &Path) -> PathBuf {
+    root.join(path.strip_prefix("/").unwrap_or(path))
+}
+
+fn install_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+    println!("installed {}", to.display());
+    Ok(())
+}
+
+/// Runs `bin generate ARGS`, writing its stdout to `to`.
+fn generated(bin: &Path, args: &[&str], to: &Path) -> Result<()> {
+    let out =
+        Command::new(bin).arg("generate").args(args).output().with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{} generate {args:?} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    if let Some(d) = to.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(to, &out.stdout).with_context(|| format!("writing {}", to.display()))?;
+    println!("installed {}", to.display());
+    Ok(())
+}
+
+fn install(prefix: &Path, dest: &Path) -> Result<()> {
+    run(&mut cargo(&["build", "--release", "-p", "veer", "--bins"]))?;
+    let built = root().join("target/release");
+    let bindir = prefix.join("bin");
+    for name in ["veerd", "veerctl"] {
+        let bin = under(dest, &bindir.join(name));
+        install_file(&built.join(name), &bin, 0o755)?;
+        let share = under(dest, &prefix.join("share"));
+        generated(&bin, &["completions", "bash"], &share.join("bash-completion/completions").join(name))?;
+        generated(&bin, &["completions", "zsh"], &share.join("zsh/site-functions").join(format!("_{name}")))?;
+        generated(
+            &bin,
+            &["completions", "fish"],
+            &share.join("fish/vendor_completions.d").join(format!("{name}.fish")),
+        )?;
+        generated(&bin, &["man"], &share.join("man/man1").join(format!("{name}.1")))?;
+    }
+    let unit = std::fs::read_to_string(root().join("packaging/veerd.service"))?
+        .replace("@BINDIR@", &bindir.display().to_string());
+    let unit_path = under(dest, Path::new("/etc/systemd/system/veerd.service"));
+    std::fs::create_dir_all(unit_path.parent().context("unit dir")?)?;
+    std::fs::write(&unit_path, unit)?;
+    println!("installed {}", unit_path.display());
+    let cfg = under(dest, Path::new("/etc/veer/veer.toml"));
+    if cfg.exists() {
+        println!("kept {} (already there)", cfg.display());
+    } else {
+        install_file(&root().join("examples/full.toml"), &cfg, 0o644)?;
+    }
+    if dest == Path::new("/") {
+        system_user()?;
+        if Path::new("/run/systemd/system").exists() {
+            run(Command::new("systemctl").arg("daemon-reload"))?;
+        }
+    }
+    println!(
+        "\nnext: edit {} (`veerd check` it), then `systemctl enable --now veerd`; `veerctl status` shows it",
+        cfg.display()
+    );
+    Ok(())
+}
+
+/// The `veer` system user the unit runs as.
+fn system_user() -> Result<()> {
+    let exists = Command::new("id").arg("veer").output().is_ok_and(|o| o.status.success());
+    if exists {
+        return Ok(());
+    }
+    run(Command::new("useradd").args([
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        "veer",
+    ]))
 }

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use veer::{
     ctl::{control, inspect, Ctx},
     dataplane::Protocol,
@@ -31,6 +31,9 @@ fn dur(s: &str) -> Result<Duration, String> {
 enum Cmd {
     /// The whole picture: services, health, dataplane and veerd.
     Status,
+    /// Shell completions or the man page (for packaging).
+    #[command(subcommand)]
+    Generate(veer::cli::Generate),
     /// Services with their counters.
     Services,
     /// Backends: state, weight, ring share, counters, active flows.
@@ -172,8 +175,13 @@ enum Cmd {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no config file.
+    if let Cmd::Generate(what) = &cli.cmd {
+        return Ok(veer::cli::generate(Cli::command(), what)?);
+    }
     let ctx = Ctx::load(cli.config, cli.json)?;
     match cli.cmd {
+        Cmd::Generate(_) => Ok(()),
         Cmd::Status => inspect::status(&ctx),
         Cmd::Services => inspect::services(&ctx),
         Cmd::Backends { service } => inspect::backends(&ctx, service.as_deref()),

@@ -4,12 +4,18 @@
 use std::{fs::File, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use veer::{config, daemon};
+use clap::{CommandFactory, Parser, Subcommand};
+use veer::{
+    cli::{generate, init_logs, Generate, LogFormat},
+    config, daemon,
+};
 
 #[derive(Parser)]
 #[command(name = "veerd", version, about = "veer's load-balancing and failover daemon")]
 struct Cli {
+    /// Log format on stderr: `text`, or `json` lines for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -35,6 +41,9 @@ enum Cmd {
         /// Config file (TOML).
         config: PathBuf,
     },
+    /// Shell completions or the man page (for packaging).
+    #[command(subcommand)]
+    Generate(Generate),
     /// Remove everything an instance installed: detach the XDP program, unpin
     /// its maps (all flows are dropped), remove the API socket.
     Uninstall {
@@ -70,15 +79,9 @@ fn raise_open_file_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs(cli.log_format);
     let r = match cli.cmd {
+        Cmd::Generate(what) => generate(Cli::command(), &what).map_err(anyhow::Error::from),
         Cmd::Check { config: path } => match config::load(&path) {
             Ok(c) => {
                 let backends: usize = c.services.iter().map(|s| s.get_ref().backends.len()).sum();

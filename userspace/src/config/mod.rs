@@ -106,6 +106,11 @@ impl DaemonConfig {
         self.api_socket.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.sock", self.name)))
     }
 
+    /// The instance lock (beside the API socket): one veerd per instance.
+    pub fn lock_path(&self) -> PathBuf {
+        self.socket_path().with_extension("lock")
+    }
+
     /// The runtime-state file.
     pub fn state_path(&self) -> PathBuf {
         self.state_file.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.runtime.json", self.name)))

@@ -54,7 +54,8 @@ pub fn listen(
     match group {
         Some(g) => {
             let gid = group_id(g)?;
-            nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))?;
+            // Group only: the owner stays veerd's own user (root, or the service user).
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         }
         None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,

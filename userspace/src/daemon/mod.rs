@@ -18,6 +18,7 @@ pub mod guard;
 pub mod metrics;
 pub mod model;
 mod nexthop;
+pub mod notify;
 pub mod prometheus;
 pub mod reconcile;
 pub mod recovery;
@@ -119,19 +120,21 @@ fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
     }
 }
 
-fn lock(name: &str) -> Result<std::fs::File> {
+fn lock(d: &crate::config::DaemonConfig) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    std::fs::create_dir_all("/run/veer").context("creating /run/veer")?;
-    let path = format!("/run/veer/{name}.lock");
+    let path = d.lock_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .with_context(|| format!("opening {path}"))?;
+        .with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: flock on a file we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        bail!("another veerd instance {name:?} is running (lock {path} is held)");
+        bail!("another veerd instance {:?} is running (lock {} is held)", d.name, path.display());
     }
     Ok(f)
 }
@@ -213,7 +216,7 @@ impl Daemon {
         cfg: Config,
         reset_runtime: bool,
     ) -> Result<(Self, mpsc::UnboundedReceiver<HealthEvent>)> {
-        let lock = lock(&cfg.daemon.name)?;
+        let lock = lock(&cfg.daemon)?;
         let (dp, adoption) = load_dataplane(&cfg)?;
         let written =
             adoption.as_ref().map(|a| a.backends.values().map(|(id, b)| (*id, *b)).collect()).unwrap_or_default();
@@ -392,6 +395,9 @@ impl Daemon {
         let mut int = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         info!(socket = %sock.display(), "veerd ready");
+        if let Err(e) = notify::notify("READY=1") {
+            warn!(error = %e, "telling the service manager we are ready failed");
+        }
         loop {
             tokio::select! {
                 Some(ev) = events.recv() => {
@@ -435,7 +441,7 @@ impl Daemon {
 /// program), pinned maps, the API socket. Refused while the instance's veerd
 /// runs (it holds the instance lock) unless `force`.
 pub fn uninstall(cfg: &Config, force: bool) -> Result<Vec<PathBuf>> {
-    let _lock = match lock(&cfg.daemon.name) {
+    let _lock = match lock(&cfg.daemon) {
         Ok(l) => Some(l),
         Err(e) if force => {
             warn!(error = %format!("{e:#}"), "--force: uninstalling under a running veerd");

@@ -322,4 +322,49 @@ mod tests {
             }
         }
     }
+
+    /// Every metric the example Grafana dashboard queries is one veerd exports.
+    #[test]
+    fn the_grafana_dashboard_queries_only_exported_metrics() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../../examples/grafana-dashboard.json")).expect("dashboard JSON");
+        let mut exprs = Vec::new();
+        for p in dash["panels"].as_array().expect("panels") {
+            for t in p["targets"].as_array().expect("targets") {
+                exprs.push(t["expr"].as_str().expect("expr").to_string());
+            }
+        }
+        for v in dash["templating"]["list"].as_array().expect("templating") {
+            if let Some(q) = v["query"].as_str() {
+                exprs.push(q.to_string());
+            }
+        }
+        let snap = Snapshot {
+            services: vec![ServiceRow { name: "web".into(), ..Default::default() }],
+            backends: vec![row("web", "b1", BackendState::Up)],
+            global: vec![(GlobalCounter::ConnLost, 1)],
+            tables: Some(TableUsage::default()),
+            scale_hooks: vec![("web".into(), "out", 1)],
+            ..Default::default()
+        };
+        let text = render(&snap);
+        let exported: std::collections::HashSet<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+        let mut queried = 0;
+        for e in &exprs {
+            let mut rest = e.as_str();
+            while let Some(i) = rest.find("veer_") {
+                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[i + name.len()..];
+                let family =
+                    ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+                assert!(
+                    exported.contains(name.as_str()) || exported.contains(family),
+                    "the dashboard queries {name}, which veerd does not export"
+                );
+                queried += 1;
+            }
+        }
+        assert!(queried >= 15, "only {queried} metric references found");
+    }
 }

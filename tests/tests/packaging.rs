@@ -1,0 +1,126 @@
+//! Running veer as an installed service: the systemd unit is valid, veerd
+//! works with only the capabilities the unit grants (as an unprivileged
+//! user), and completions and man pages generate. Needs root (to drop it).
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
+
+use veer::wire::Request;
+use veer_tests::{
+    daemon::{bin, wait_until, Veerd},
+    deployment::Deployment,
+};
+
+/// The unit as `cargo xtask install` writes it, with the binaries of this build.
+fn unit() -> String {
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/veerd.service"))
+        .expect("packaging/veerd.service");
+    let bindir = bin("veerd").parent().expect("bin dir").display().to_string();
+    unit.replace("@BINDIR@", &bindir)
+}
+
+/// The capabilities the unit grants, as `setpriv` names them (`bpf,net_admin,...`).
+fn unit_capabilities() -> String {
+    let line = unit().lines().find(|l| l.starts_with("AmbientCapabilities=")).expect("AmbientCapabilities").to_string();
+    let caps: Vec<String> = line
+        .trim_start_matches("AmbientCapabilities=")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    assert!(!caps.is_empty());
+    caps.join(",")
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    veer_tests::require_root();
+    let dir = veer_tests::daemon::scratch("unit");
+    let path = dir.join("veerd.service");
+    std::fs::write(&path, unit()).unwrap();
+    // The man pages are checked apart (they are installed, not in this tree).
+    let out =
+        Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&path).output().expect("systemd-analyze");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let u = unit();
+    for want in
+        ["Type=notify", "Restart=always", "User=veer", "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON"]
+    {
+        assert!(u.contains(want), "the unit lacks {want}");
+    }
+    let settings: Vec<&str> = u.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(!settings.iter().any(|l| l.contains("CAP_SYS_ADMIN")), "bpffs is prepared before start: no CAP_SYS_ADMIN");
+}
+
+#[test]
+fn completions_and_man_pages_generate() {
+    for name in ["veerd", "veerctl"] {
+        for shell in ["bash", "zsh", "fish"] {
+            let out = Command::new(bin(name)).args(["generate", "completions", shell]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && text.contains(name), "{name} {shell} completions: {text:.200}");
+        }
+        let out = Command::new(bin(name)).args(["generate", "man"]).output().unwrap();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && page.contains(&format!(".TH {name} 1")), "{name} man page: {page:.200}");
+    }
+}
+
+/// veerd started the way the unit starts it: an unprivileged user holding only
+/// the unit's capabilities (entering the test's namespace first, as root).
+fn start_unprivileged(s: &Deployment, uid: u32) -> Veerd {
+    let caps = unit_capabilities();
+    let drop_to = |c: &mut Command| {
+        c.arg(format!("--net=/run/netns/{}", s.tb.lb.ns.name()))
+            .arg("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={uid}"))
+            .arg("--clear-groups")
+            .arg(format!("--inh-caps=-all,+{}", caps.replace(',', ",+")))
+            .arg(format!("--ambient-caps=-all,+{}", caps.replace(',', ",+")))
+            .arg(format!("--bounding-set=-all,+{}", caps.replace(',', ",+")));
+    };
+    let mut cmd = Command::new("nsenter");
+    drop_to(&mut cmd);
+    cmd.arg(bin("veerd")).args(["run", "--config"]).arg(&s.cfg);
+    Veerd::spawn(cmd, &s.cfg, &s.socket(), &s.dir.join("veerd.log")).expect("veerd as an unprivileged user")
+}
+
+#[test]
+fn veerd_with_only_the_units_capabilities_attaches_serves_and_adopts() {
+    let s = Deployment::new("hcaps", 2);
+    let uid = 65534; // nobody
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    // What the unit's RuntimeDirectory and ExecStartPre prepare.
+    let chown = |p: &Path| nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+    chown(&s.dir);
+    std::fs::set_permissions(&s.cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let pins = Path::new("/sys/fs/bpf/veer").join(&s.instance);
+    std::fs::create_dir_all(&pins).unwrap();
+    chown(&pins);
+
+    let d = start_unprivileged(&s, uid);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid().unwrap())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
+    assert!(uid_line.split_whitespace().nth(1) == Some("65534"), "not unprivileged: {uid_line}");
+    wait_until(Duration::from_secs(15), "every backend up", || {
+        ["b1", "b2"].iter().all(|n| d.backend_state("web", n).is_ok_and(|st| st == "up"))
+    })
+    .unwrap();
+    let served = s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), Duration::from_secs(2))).unwrap();
+    assert!(served.is_ok(), "the VIP is not served: {served:?}");
+    let r = d.api(Request::Drain { service: "web".into(), backend: "b1".into() }).unwrap();
+    assert!(r.ok, "{r:?}");
+    drop(d);
+
+    // A restart, still unprivileged, adopts what the first one pinned.
+    let d = start_unprivileged(&s, uid);
+    let log = std::fs::read_to_string(s.dir.join("veerd.log")).unwrap();
+    assert!(log.contains("adopting the pinned dataplane"), "{log}");
+    assert!(log.contains("adopted the pinned XDP link"), "{log}");
+    assert_eq!(d.backend_state("web", "b1").unwrap(), "draining", "the drain survives the restart");
+    let served = s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), Duration::from_secs(2))).unwrap();
+    assert_eq!(served.ok().as_deref(), Some("b2"), "served by the backend that is not drained");
+}
