@@ -103,3 +103,13 @@ fn cross_references_are_checked() {
     let e = err(&BASE.replace("interfaces = [\"eth0\"]", "interfaces = []"));
     assert_eq!(e.field, "daemon.interfaces");
 }
+
+#[test]
+fn a_backend_name_that_would_break_the_runtime_keys_is_refused() {
+    // `service/backend` keys the runtime-state file: a `/` in a name would collide.
+    let e = err(&BASE.replace("name = \"b1\"", "name = \"a/b\""));
+    assert_eq!(e.line, Some(15), "{e}");
+    assert!(e.to_string().contains("backend[a/b].name") && e.to_string().contains("letters, digits"), "{e}");
+    let e = err(&BASE.replace("name = \"web\"", "name = \"w eb\""));
+    assert!(e.to_string().contains("service[w eb].name"), "{e}");
+}
