@@ -79,6 +79,8 @@ impl Lab {
             weight: w,
             state: BackendState::Up as u32,
             service: 1,
+            port: 0,
+            snat: 0,
         };
         (b, RingMember { id, identity: identity_of(addr), weight: w })
     }

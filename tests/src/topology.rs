@@ -126,6 +126,8 @@ impl Testbed {
                 weight: weights[i],
                 state: BackendState::Up as u32,
                 service: 0,
+                port: 0,
+                snat: 0,
             };
             dp.set_backend(i as u32, &e)?;
         }

@@ -23,7 +23,7 @@ const V4_VIP: &str = "10.0.0.100";
 const V6_VIP: &str = "2001:db8::100";
 
 /// Counters that end a run: each run bumps exactly one of them.
-const TERMINAL: [G; 12] = [
+const TERMINAL: [G; 16] = [
     G::Passed,
     G::Transmitted,
     G::Redirected,
@@ -36,6 +36,10 @@ const TERMINAL: [G; 12] = [
     G::DropBadBackend,
     G::DropRedirect,
     G::DropIcmpNoFlow,
+    G::DropNatExhausted,
+    G::DropNoNeighbour,
+    G::DropNoRoute,
+    G::DropTailCall,
 ];
 
 fn addr(rng: &mut fastrand::Rng, v6: bool) -> IpAddr {

@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod csum;
 pub mod hash;
 pub mod maps;
 
@@ -20,7 +21,7 @@ pub use maps::*;
 /// Version of the map layout. Bump it whenever a key, value, map or map size
 /// default changes: pins are kept per version, so a daemon never adopts maps
 /// of another layout.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Largest Maglev table (and round-robin sequence) a service may use: a prime.
 pub const MAX_RING_SIZE: usize = 65537;
@@ -34,6 +35,12 @@ pub const MAX_BACKENDS: u32 = 4096;
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 262_144;
 /// Default capacity of the new-flow table (flows seen once).
 pub const DEFAULT_NEW_FLOW_TABLE_SIZE: u32 = 65_536;
+/// Default capacity of the NAT return table.
+pub const DEFAULT_NAT_TABLE_SIZE: u32 = 262_144;
+/// Most SNAT addresses (indexes into `SNAT_ADDRS`).
+pub const MAX_SNAT_ADDRS: u32 = 64;
+/// SNAT ports a new NAT flow tries before it is dropped as exhausted.
+pub const NAT_PORT_TRIES: u32 = 16;
 /// Capacity of the devmap used to redirect to other interfaces.
 pub const MAX_TX_PORTS: u32 = 64;
 /// How many ring slots the dataplane tries, from the hashed one on, before it

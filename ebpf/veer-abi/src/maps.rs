@@ -27,10 +27,28 @@ pub mod names {
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     /// `DevMapHash`: egress interfaces for `XDP_REDIRECT`, keyed by ifindex.
     pub const TX_PORTS: &str = "TX_PORTS";
+    /// `HashMap<NatKey, NatMapping>`: NAT flows by their return tuple.
+    pub const NAT_REV: &str = "NAT_REV";
+    /// `Array<[u8; 16]>`: the source addresses NAT uses toward backends.
+    pub const SNAT_ADDRS: &str = "SNAT_ADDRS";
+    /// `Array<NatConfig>`: one entry, the SNAT port range.
+    pub const NAT_CONFIG: &str = "NAT_CONFIG";
+    /// `ProgramArray`: the programs the entry program continues in.
+    pub const JUMPS: &str = "JUMPS";
 }
 
-/// Name of the XDP program in the object.
+/// Name of the XDP program in the object (the one attached).
 pub const PROGRAM_NAME: &str = "veer_xdp";
+/// The program for a NAT service's packets, at `JUMP_NAT` in `JUMPS`.
+pub const NAT_PROGRAM: &str = "veer_nat";
+/// The program for backends' answers to NAT flows, at `JUMP_NAT_RETURN`.
+pub const NAT_RETURN_PROGRAM: &str = "veer_nat_return";
+/// `JUMPS` slot of [`NAT_PROGRAM`].
+pub const JUMP_NAT: u32 = 0;
+/// `JUMPS` slot of [`NAT_RETURN_PROGRAM`].
+pub const JUMP_NAT_RETURN: u32 = 1;
+/// Slots in `JUMPS`.
+pub const JUMP_SLOTS: u32 = 2;
 
 /// How a service picks the backend of a new flow.
 #[repr(u8)]
@@ -82,6 +100,9 @@ pub struct ServiceKey {
 
 /// `Service::flags`: with no healthy backend, pass packets to the local stack instead of dropping.
 pub const SERVICE_F_FALLBACK_PASS: u8 = 1;
+/// `Service::flags`: full NAT. The client's packets go to the backend from a
+/// SNAT address and port; the backend's answers come back through veer.
+pub const SERVICE_F_NAT: u8 = 2;
 
 /// Value of the service table.
 ///
@@ -176,6 +197,10 @@ pub struct Backend {
     /// Id of the service this backend belongs to (lets a restarted daemon
     /// adopt the table: an entry is in use when `addr` is not all zero).
     pub service: u32,
+    /// NAT: the port the backend listens on, host byte order (0: the VIP's port).
+    pub port: u16,
+    /// NAT: index in `SNAT_ADDRS` of the source address used toward it.
+    pub snat: u16,
 }
 
 /// Key of the connection table: a flow's 5-tuple as the client sent it.
@@ -212,8 +237,50 @@ pub struct ConnEntry {
     pub last_seen_ns: u64,
     /// `CONN_F_*` bits.
     pub flags: u32,
+    /// NAT: the SNAT port of the flow, host byte order (0 for DSR).
+    pub nat_port: u16,
+    /// NAT: index in `SNAT_ADDRS` of the flow's SNAT address.
+    pub nat_addr: u16,
+}
+
+/// Key of `NAT_REV`: a NAT flow as the backend's answers carry it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatKey {
+    /// The backend's address (the answer's source).
+    pub backend: [u8; 16],
+    /// The SNAT address (the answer's destination).
+    pub snat: [u8; 16],
+    /// The backend's port, host byte order.
+    pub backend_port: u16,
+    /// The SNAT port, host byte order.
+    pub snat_port: u16,
+    /// IP protocol.
+    pub proto: u8,
     /// Always zero.
-    pub _pad: u32,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `NAT_REV`: who the answer goes back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatMapping {
+    /// The flow as the client sent it (client -> VIP).
+    pub flow: FlowKey,
+    /// The backend id.
+    pub backend: u32,
+    /// The service id.
+    pub service: u32,
+}
+
+/// The SNAT port range (the one entry of `NAT_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatConfig {
+    /// Lowest SNAT port, host byte order (0: NAT off).
+    pub port_min: u16,
+    /// Highest SNAT port.
+    pub port_max: u16,
 }
 
 /// Per-service and per-backend counters (per CPU in the map; summed by userspace).
@@ -272,11 +339,25 @@ pub enum GlobalCounter {
     IcmpToBackend = 17,
     /// ICMP errors quoting a VIP flow that no backend could be found for.
     DropIcmpNoFlow = 18,
+    /// NAT mappings made (a new flow got a SNAT port).
+    NatMapped = 19,
+    /// Dropped: a new NAT flow found no free SNAT port.
+    DropNatExhausted = 20,
+    /// Answers from a backend translated back to the client.
+    NatReturned = 21,
+    /// Packets to a SNAT port that matched no mapping (passed to the kernel).
+    NatReturnMiss = 22,
+    /// Dropped: a NAT packet's next hop has no resolved MAC yet.
+    DropNoNeighbour = 23,
+    /// Dropped: no route to a NAT flow's next hop.
+    DropNoRoute = 24,
+    /// Dropped: a continuation program was missing from `JUMPS`.
+    DropTailCall = 25,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 26;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -299,6 +380,13 @@ impl GlobalCounter {
         Self::ConnLost,
         Self::IcmpToBackend,
         Self::DropIcmpNoFlow,
+        Self::NatMapped,
+        Self::DropNatExhausted,
+        Self::NatReturned,
+        Self::NatReturnMiss,
+        Self::DropNoNeighbour,
+        Self::DropNoRoute,
+        Self::DropTailCall,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -323,6 +411,13 @@ impl GlobalCounter {
             Self::ConnLost => "conn_lost",
             Self::IcmpToBackend => "icmp_to_backend",
             Self::DropIcmpNoFlow => "drop_icmp_no_flow",
+            Self::NatMapped => "nat_mapped",
+            Self::DropNatExhausted => "drop_nat_exhausted",
+            Self::NatReturned => "nat_returned",
+            Self::NatReturnMiss => "nat_return_miss",
+            Self::DropNoNeighbour => "drop_no_neighbour",
+            Self::DropNoRoute => "drop_no_route",
+            Self::DropTailCall => "drop_tail_call",
         }
     }
 }
@@ -337,12 +432,18 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ConnEntry {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::NatKey {}
+    unsafe impl aya::Pod for super::NatMapping {}
+    unsafe impl aya::Pod for super::NatConfig {}
 }
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
-const _: () = assert!(core::mem::size_of::<Backend>() == 44);
+const _: () = assert!(core::mem::size_of::<Backend>() == 48);
+const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
+const _: () = assert!(core::mem::size_of::<NatMapping>() == 48);
+const _: () = assert!(core::mem::size_of::<NatConfig>() == 4);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);

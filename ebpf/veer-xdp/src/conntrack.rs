@@ -11,9 +11,17 @@ use veer_abi::{Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service
 use crate::{
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{CONNS, NEW_CONNS},
+    nat::Slot,
     scheduler::owned_backend,
     stats,
 };
+
+/// A flow's place: its backend, and for NAT its SNAT endpoint.
+pub struct Flow {
+    pub id: u32,
+    pub backend: &'static Backend,
+    pub nat: Slot,
+}
 
 /// A TCP SYN without ACK opens a new connection, even on a 5-tuple still in
 /// the table (clients reuse ports): it is scheduled afresh, so it never
@@ -26,7 +34,7 @@ pub fn opens_connection(tcp_flags: u8) -> bool {
 /// What the connection table says about a packet's flow.
 pub enum Pinned {
     /// Pinned to a backend that may keep it.
-    Hit(u32, &'static Backend),
+    Hit(Flow),
     /// Pinned to a backend that is down, disabled, or no longer the
     /// service's: the flow must move (and stays in `CONNS`).
     Stale,
@@ -34,14 +42,18 @@ pub enum Pinned {
     Missing,
 }
 
-/// The backend of `entry`, if it may keep a flow of `svc`.
+/// The flow `entry` holds, if its backend may keep a flow of `svc`.
 #[inline(always)]
-fn keeper(svc: &Service, entry: &ConnEntry) -> Option<(u32, &'static Backend)> {
+fn keeper(svc: &Service, entry: &ConnEntry) -> Option<Flow> {
     if entry.service != svc.id {
         return None;
     }
     let b = owned_backend(svc, entry.backend)?;
-    BackendState::from_u32(b.state).keeps_flows().then_some((entry.backend, b))
+    BackendState::from_u32(b.state).keeps_flows().then_some(Flow {
+        id: entry.backend,
+        backend: b,
+        nat: Slot { port: entry.nat_port, addr: entry.nat_addr },
+    })
 }
 
 #[inline(always)]
@@ -67,9 +79,9 @@ pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
     // make us read another live entry, which `keeper` then rejects.
     let entry = unsafe { &mut *entry };
     match keeper(svc, entry) {
-        Some((id, b)) => {
+        Some(f) => {
             touch(entry, tcp_flags);
-            Pinned::Hit(id, b)
+            Pinned::Hit(f)
         }
         None => Pinned::Stale,
     }
@@ -77,7 +89,7 @@ pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
 
 /// A flow's second packet: moves its `NEW_CONNS` entry into `CONNS`.
 #[inline(always)]
-pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'static Backend)> {
+pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     // SAFETY: copied out at once (see `established`).
     let mut entry = *unsafe { NEW_CONNS.get(key) }?;
     let hit = keeper(svc, &entry)?;
@@ -91,19 +103,26 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<(u32, &'st
 /// and goes; a `NEW_CONNS` entry is this connection's own earlier SYN, whose
 /// backend a retransmission keeps while that backend takes new flows.
 #[inline(always)]
-pub fn reopen(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+pub fn reopen(svc: &Service, key: &FlowKey) -> Option<Flow> {
     if CONNS.remove(key).is_ok() {
         stats::count(GlobalCounter::ConnReused);
     }
     // SAFETY: copied out at once (see `established`).
     let entry = *unsafe { NEW_CONNS.get(key) }?;
-    let (id, b) = keeper(svc, &entry)?;
-    BackendState::from_u32(b.state).takes_new_flows().then_some((id, b))
+    let f = keeper(svc, &entry)?;
+    BackendState::from_u32(f.backend.state).takes_new_flows().then_some(f)
 }
 
 #[inline(always)]
-fn entry_for(svc: &Service, backend: u32) -> ConnEntry {
-    ConnEntry { backend, service: svc.id, last_seen_ns: unsafe { bpf_ktime_get_ns() }, flags: 0, _pad: 0 }
+fn entry_for(svc: &Service, backend: u32, nat: Slot) -> ConnEntry {
+    ConnEntry {
+        backend,
+        service: svc.id,
+        last_seen_ns: unsafe { bpf_ktime_get_ns() },
+        flags: 0,
+        nat_port: nat.port,
+        nat_addr: nat.addr,
+    }
 }
 
 #[inline(always)]
@@ -116,8 +135,8 @@ fn insert_established(key: &FlowKey, entry: &ConnEntry) {
 
 /// Pins a flow's first packet (into `NEW_CONNS`).
 #[inline(always)]
-pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32) {
-    match NEW_CONNS.insert(key, &entry_for(svc, backend), 0) {
+pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
+    match NEW_CONNS.insert(key, &entry_for(svc, backend, nat), 0) {
         Ok(()) => stats::count(GlobalCounter::NewFlowInserted),
         Err(_) => stats::count(GlobalCounter::ConnInsertFailed),
     }
@@ -126,8 +145,8 @@ pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32) {
 /// Re-pins an established flow whose backend can no longer keep it (its
 /// `CONNS` entry is overwritten in place).
 #[inline(always)]
-pub fn repin(svc: &Service, key: &FlowKey, backend: u32) {
-    if CONNS.insert(key, &entry_for(svc, backend), 0).is_err() {
+pub fn repin(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
+    if CONNS.insert(key, &entry_for(svc, backend, nat), 0).is_err() {
         stats::count(GlobalCounter::ConnInsertFailed);
     }
 }
@@ -135,7 +154,7 @@ pub fn repin(svc: &Service, key: &FlowKey, backend: u32) {
 /// The backend an ICMP error about this flow belongs to, without touching
 /// either table.
 #[inline(always)]
-pub fn peek(svc: &Service, key: &FlowKey) -> Option<(u32, &'static Backend)> {
+pub fn peek(svc: &Service, key: &FlowKey) -> Option<Flow> {
     // SAFETY: copied out at once (see `established`).
     if let Some(e) = unsafe { CONNS.get(key) } {
         let e = *e;

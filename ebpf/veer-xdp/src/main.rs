@@ -3,35 +3,61 @@
 //! Per packet, top to bottom:
 //! parse ([`parse`]) -> service lookup -> connection tables ([`conntrack`]) ->
 //! scheduler for new or orphaned flows ([`scheduler`]) -> counters ([`stats`])
-//! -> DSR rewrite and send ([`forward`]). An ICMP error about a VIP flow
-//! goes to that flow's backend ([`icmp`]).
+//! -> DSR rewrite and send ([`forward`]), or NAT rewrite and route ([`nat`],
+//! [`fib`]). An ICMP error about a VIP flow goes to that flow's backend
+//! ([`icmp`]); a backend's answer to a NAT flow goes back to its client.
 #![no_std]
 #![no_main]
 
 mod access;
 mod conntrack;
 mod forward;
+mod fib;
 mod headers;
 mod icmp;
 mod maps;
+mod nat;
 mod parse;
 mod scheduler;
 mod stats;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use veer_abi::{GlobalCounter, ServiceKey, NO_BACKEND, SERVICE_F_FALLBACK_PASS};
+use veer_abi::{
+    GlobalCounter, ServiceKey, JUMP_NAT, JUMP_NAT_RETURN, NO_BACKEND, SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT,
+};
 
 use crate::{
-    conntrack::Pinned,
-    maps::SERVICES,
+    conntrack::{Flow, Pinned},
+    nat::Slot,
+    maps::{JUMPS, SERVICES},
     scheduler::{owned_backend, Purpose},
     verdict::Drop,
 };
 
+/// The entry program, attached to the interfaces. NAT services and NAT
+/// answers continue in their own programs (tail calls): each program has a
+/// 512-byte stack of its own, and the DSR path carries no NAT code.
 #[xdp]
 pub fn veer_xdp(ctx: XdpContext) -> u32 {
-    match balance(&ctx) {
+    verdict(balance::<false>(&ctx))
+}
+
+/// A NAT service's packets (tail-called from `veer_xdp`).
+#[xdp]
+pub fn veer_nat(ctx: XdpContext) -> u32 {
+    verdict(balance::<true>(&ctx))
+}
+
+/// A backend's answer to a NAT flow (tail-called from `veer_xdp`).
+#[xdp]
+pub fn veer_nat_return(ctx: XdpContext) -> u32 {
+    verdict(nat_return(&ctx))
+}
+
+#[inline(always)]
+fn verdict(r: Result<u32, Drop>) -> u32 {
+    match r {
         Ok(action) => action,
         Err(reason) => {
             stats::count(reason.counter());
@@ -41,7 +67,23 @@ pub fn veer_xdp(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
+fn nat_return(ctx: &XdpContext) -> Result<u32, Drop> {
+    match parse::flow_of(ctx)? {
+        Some(pkt) if !pkt.is_icmp_error() => nat::reverse(ctx, &pkt),
+        _ => Ok(pass()),
+    }
+}
+
+#[inline(always)]
+fn jump(ctx: &XdpContext, index: u32) -> Result<u32, Drop> {
+    // SAFETY: the jump table holds programs of this object, loaded by veerd.
+    unsafe { JUMPS.tail_call(ctx, index) };
+    // Only reached when the slot is empty.
+    Err(Drop::TailCall)
+}
+
+#[inline(always)]
+fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     let Some(pkt) = parse::flow_of(ctx)? else {
         return Ok(pass());
     };
@@ -49,31 +91,42 @@ fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
     let skey = ServiceKey { addr: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
     // SAFETY: userspace replaces service values whole; we copy it out at once.
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
+        // Not for a VIP: maybe a backend's answer to a NAT flow.
+        if !NAT && !pkt.is_icmp_error() && nat::is_return_port(&pkt) {
+            return jump(ctx, JUMP_NAT_RETURN);
+        }
         return Ok(pass());
     };
+    if !NAT && svc.flags & SERVICE_F_NAT != 0 {
+        return jump(ctx, JUMP_NAT);
+    }
     if pkt.is_icmp_error() {
+        // A NAT flow's backend does not hold the VIP: its errors stay local.
+        if svc.flags & SERVICE_F_NAT != 0 {
+            return Ok(pass());
+        }
         return icmp::to_flow_backend(ctx, &svc, &key);
     }
     let bytes = (ctx.data_end() - ctx.data()) as u64;
 
     let stale = if conntrack::opens_connection(pkt.tcp_flags()) {
-        if let Some((id, b)) = conntrack::reopen(&svc, &key) {
-            // A retransmitted SYN: same backend as the first.
-            stats::forwarded(svc.id, id, bytes, false);
-            return forward::to_backend(ctx, b);
+        if let Some(f) = conntrack::reopen(&svc, &key) {
+            // A retransmitted SYN: same backend (and SNAT port) as the first.
+            stats::forwarded(svc.id, f.id, bytes, false);
+            return deliver::<NAT>(ctx, &pkt, &f);
         }
         false
     } else {
         match conntrack::established(&svc, &key, pkt.tcp_flags()) {
-            Pinned::Hit(id, b) => {
-                stats::forwarded(svc.id, id, bytes, false);
-                return forward::to_backend(ctx, b);
+            Pinned::Hit(f) => {
+                stats::forwarded(svc.id, f.id, bytes, false);
+                return deliver::<NAT>(ctx, &pkt, &f);
             }
             Pinned::Stale => true,
             Pinned::Missing => {
-                if let Some((id, b)) = conntrack::promote(&svc, &key, pkt.tcp_flags()) {
-                    stats::forwarded(svc.id, id, bytes, false);
-                    return forward::to_backend(ctx, b);
+                if let Some(f) = conntrack::promote(&svc, &key, pkt.tcp_flags()) {
+                    stats::forwarded(svc.id, f.id, bytes, false);
+                    return deliver::<NAT>(ctx, &pkt, &f);
                 }
                 if key.proto == veer_abi::IPPROTO_TCP {
                     stats::count(GlobalCounter::ConnLost);
@@ -84,15 +137,26 @@ fn balance(ctx: &XdpContext) -> Result<u32, Drop> {
     };
     match scheduler::pick(&svc, &key, Purpose::NewFlow) {
         Some((id, b)) => {
+            let nat = if NAT { nat::allocate(&svc, &key, id, b)? } else { Slot::NONE };
             if stale {
-                conntrack::repin(&svc, &key, id);
+                conntrack::repin(&svc, &key, id, nat);
             } else {
-                conntrack::pin_new(&svc, &key, id);
+                conntrack::pin_new(&svc, &key, id, nat);
             }
             stats::forwarded(svc.id, id, bytes, true);
-            forward::to_backend(ctx, b)
+            deliver::<NAT>(ctx, &pkt, &Flow { id, backend: b, nat })
         }
         None => no_backend(ctx, &svc, bytes),
+    }
+}
+
+/// Sends a packet of `f`: DSR (the Ethernet header) or NAT (addresses and ports).
+#[inline(always)]
+fn deliver<const NAT: bool>(ctx: &XdpContext, pkt: &parse::VipPacket, f: &Flow) -> Result<u32, Drop> {
+    if NAT {
+        nat::forward(ctx, pkt, f.backend, &f.nat)
+    } else {
+        forward::to_backend(ctx, f.backend)
     }
 }
 

@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use veer_abi::{
-    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, MAX_TX_PORTS,
+    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey,
+    DEFAULT_CONN_TABLE_SIZE, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
+    JUMP_SLOTS, MAX_SERVICES, MAX_SNAT_ADDRS, MAX_TX_PORTS,
 };
 
 /// Per-CPU LRU lists over one shared hash table (`BPF_F_NO_COMMON_LRU`).
@@ -55,3 +56,23 @@ pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Global
 
 #[map]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
+
+/// NAT flows by the tuple of the backend's answers. Not LRU: a live mapping
+/// is never evicted to make room; veerd removes the idle ones, and a full
+/// table refuses new NAT flows (counted as exhaustion).
+#[map]
+pub static NAT_REV: HashMap<NatKey, NatMapping> = HashMap::with_max_entries(DEFAULT_NAT_TABLE_SIZE, 0);
+
+#[map]
+pub static SNAT_ADDRS: Array<[u8; 16]> = Array::with_max_entries(MAX_SNAT_ADDRS, 0);
+
+#[map]
+pub static NAT_CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
+
+/// The programs `veer_xdp` continues in: `JUMP_NAT`, `JUMP_NAT_RETURN`.
+#[map]
+pub static JUMPS: ProgramArray = ProgramArray::with_max_entries(JUMP_SLOTS, 0);
+
+/// Per-CPU room for a `bpf_fib_lookup`'s parameters, off the stack.
+#[map]
+pub static FIB_SCRATCH: PerCpuArray<crate::fib::FibParams> = PerCpuArray::with_max_entries(1, 0);

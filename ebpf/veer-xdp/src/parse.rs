@@ -36,6 +36,8 @@ pub struct VipPacket {
     pub key: FlowKey,
     /// TCP flags in the low byte; [`VipPacket::ICMP_ERROR`] for an ICMP error.
     pub bits: u32,
+    /// Offset of the TCP or UDP header in the frame (0 for an ICMP error).
+    pub l4: u32,
 }
 
 impl VipPacket {
@@ -120,7 +122,7 @@ fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr, dst: [u8; 16]) -> Result<Option<VipPa
         return Ok(None);
     };
     let key = FlowKey { src: ipv4_mapped(ip.src), dst, sport, dport, proto: ip.proto, _pad: [0; 3] };
-    Ok(Some(VipPacket { key, bits: tcp_flags as u32 }))
+    Ok(Some(VipPacket { key, bits: tcp_flags as u32, l4: l4 as u32 }))
 }
 
 #[inline(always)]
@@ -153,7 +155,7 @@ fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr, dst: [u8; 16]) -> Result<Option<VipPa
         return Ok(None);
     };
     let key = FlowKey { src: ip.src, dst, sport, dport, proto, _pad: [0; 3] };
-    Ok(Some(VipPacket { key, bits: tcp_flags as u32 }))
+    Ok(Some(VipPacket { key, bits: tcp_flags as u32, l4: (EthHdr::LEN + Ipv6Hdr::LEN) as u32 }))
 }
 
 /// Source and destination port (and TCP flags) of a TCP or UDP header at `l4`,

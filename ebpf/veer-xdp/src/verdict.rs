@@ -19,6 +19,10 @@ pub enum Drop {
     BadBackend,
     Redirect,
     IcmpNoFlow,
+    NatExhausted,
+    NoNeighbour,
+    NoRoute,
+    TailCall,
 }
 
 impl Drop {
@@ -33,6 +37,10 @@ impl Drop {
             Drop::BadBackend => GlobalCounter::DropBadBackend,
             Drop::Redirect => GlobalCounter::DropRedirect,
             Drop::IcmpNoFlow => GlobalCounter::DropIcmpNoFlow,
+            Drop::NatExhausted => GlobalCounter::DropNatExhausted,
+            Drop::NoNeighbour => GlobalCounter::DropNoNeighbour,
+            Drop::NoRoute => GlobalCounter::DropNoRoute,
+            Drop::TailCall => GlobalCounter::DropTailCall,
         }
     }
 }

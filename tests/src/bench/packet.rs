@@ -65,6 +65,8 @@ pub fn run() -> Result<Section> {
                 weight: 1,
                 state: BackendState::Up as u32,
                 service,
+                port: 0,
+                snat: 0,
             };
             dp.set_backend(id, &b)?;
             members.push(RingMember { id, identity: identity_of(addr), weight: 1 });

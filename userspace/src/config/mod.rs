@@ -67,6 +67,12 @@ pub struct DaemonConfig {
     /// Backend capacity of the maps (all services together). Freed ids are
     /// held back a while before reuse, so leave some room for churn.
     pub max_backends: u32,
+    /// NAT flows the return table holds (NAT services only); a full table
+    /// refuses new NAT flows.
+    pub nat_table_size: u32,
+    /// SNAT ports, `"LOW-HIGH"`: keep it clear of the kernel's
+    /// `ip_local_port_range`, whose ports veerd's own health checks use.
+    pub snat_ports: PortRange,
     /// Group (name or gid) whose members may use the API socket besides root.
     pub api_group: Option<String>,
     /// Address of the Prometheus endpoint (`GET /metrics`); off when unset.
@@ -88,6 +94,8 @@ impl Default for DaemonConfig {
             new_flow_table_size: veer_abi::DEFAULT_NEW_FLOW_TABLE_SIZE,
             max_services: veer_abi::MAX_SERVICES,
             max_backends: veer_abi::MAX_BACKENDS,
+            nat_table_size: veer_abi::DEFAULT_NAT_TABLE_SIZE,
+            snat_ports: PortRange { low: 10_000, high: 29_999 },
             api_group: None,
             metrics: None,
             state_file: None,
@@ -114,6 +122,29 @@ impl DaemonConfig {
     /// The runtime-state file.
     pub fn state_path(&self) -> PathBuf {
         self.state_file.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.runtime.json", self.name)))
+    }
+}
+
+/// A port range, written `"LOW-HIGH"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// Lowest port.
+    pub low: u16,
+    /// Highest port.
+    pub high: u16,
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("{s:?}: expected \"LOW-HIGH\" ports, e.g. \"10000-29999\""));
+        let (l, h) = s.split_once('-').ok_or_else(bad)?;
+        let low: u16 = l.trim().parse().map_err(|_| bad())?;
+        let high: u16 = h.trim().parse().map_err(|_| bad())?;
+        if low == 0 || high < low {
+            return Err(bad());
+        }
+        Ok(Self { low, high })
     }
 }
 

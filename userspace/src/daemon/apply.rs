@@ -57,6 +57,7 @@ fn new_backend(sid: u32, id: u32, cfg: BackendConfig, scfg: &ServiceConfig, adop
         admin: Admin::Enabled,
         nexthop,
         src_mac,
+        snat: 0,
         checker: None,
         generation: 0,
         recovery: None,

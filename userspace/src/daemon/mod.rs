@@ -117,6 +117,8 @@ fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
         weight: b.cfg.weight,
         state: b.effective() as u32,
         service: svc_id,
+        port: 0,
+        snat: b.snat,
     }
 }
 
@@ -148,6 +150,7 @@ fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Option<Adoption>)> {
         new_flow_table_size: cfg.daemon.new_flow_table_size,
         max_services: cfg.daemon.max_services,
         max_backends: cfg.daemon.max_backends,
+        nat_table_size: cfg.daemon.nat_table_size,
     };
     log_table_sizes(&opts);
     let (dp, adopted) = Dataplane::load_pinned(&pin_dir, &opts)

@@ -28,6 +28,8 @@ pub struct BackendRt {
     pub nexthop: Option<Neighbour>,
     /// Source MAC for frames redirected to `nexthop.ifindex`.
     pub src_mac: [u8; 6],
+    /// NAT: index of its SNAT address in the dataplane's table.
+    pub snat: u16,
     /// The running health checker.
     pub checker: Option<tokio::task::JoinHandle<()>>,
     /// Generation of that checker (older events are ignored).
@@ -168,6 +170,7 @@ mod tests {
                 admin: Admin::Enabled,
                 nexthop: Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 }),
                 src_mac: [0; 6],
+                snat: 0,
                 checker: None,
                 generation: 0,
                 recovery: None,

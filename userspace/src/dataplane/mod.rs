@@ -24,8 +24,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
-    names, Backend, BackendState, Scheduler, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE,
-    MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, PROGRAM_NAME,
+    names, Backend, BackendState, Scheduler, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NAT_TABLE_SIZE,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, JUMP_NAT, JUMP_NAT_RETURN, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, NAT_PROGRAM,
+    NAT_RETURN_PROGRAM, PROGRAM_NAME,
 };
 
 // The address and key conversions live below the dataplane; re-exported for
@@ -79,6 +80,8 @@ pub struct DataplaneOptions {
     pub max_services: u32,
     /// Backends the tables can hold (ids `0..max_backends`).
     pub max_backends: u32,
+    /// NAT flows the return table can hold.
+    pub nat_table_size: u32,
 }
 
 impl Default for DataplaneOptions {
@@ -88,6 +91,7 @@ impl Default for DataplaneOptions {
             new_flow_table_size: DEFAULT_NEW_FLOW_TABLE_SIZE,
             max_services: MAX_SERVICES,
             max_backends: MAX_BACKENDS,
+            nat_table_size: DEFAULT_NAT_TABLE_SIZE,
         }
     }
 }
@@ -153,10 +157,38 @@ mod layout_tests {
     }
 }
 
+/// Loads the programs the entry program tail-calls and puts them in `JUMPS`
+/// (replacing what a previous daemon put there, when the map is adopted).
+fn load_continuations(ebpf: &mut Ebpf) -> Result<()> {
+    use aya::maps::ProgramArray;
+    let mut fds = Vec::new();
+    for (slot, name) in [(JUMP_NAT, NAT_PROGRAM), (JUMP_NAT_RETURN, NAT_RETURN_PROGRAM)] {
+        let p: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(DataplaneError::program(format!("program {name} is not XDP")))?;
+        p.load().map_err(DataplaneError::program(format!("loading {name} into the kernel (verifier)")))?;
+        let fd = p.fd().map_err(DataplaneError::program(format!("{name}'s descriptor")))?.try_clone().map_err(|e| {
+            DataplaneError::Program { what: format!("{name}'s descriptor"), source: Box::new(e.into()) }
+        })?;
+        fds.push((slot, fd));
+    }
+    let map = ebpf.map_mut(names::JUMPS).ok_or(DataplaneError::Missing { kind: "map", name: names::JUMPS })?;
+    let mut jumps = ProgramArray::try_from(map).map_err(DataplaneError::map(names::JUMPS, "opening"))?;
+    for (slot, fd) in &fds {
+        jumps.set(*slot, fd, 0).map_err(DataplaneError::map(names::JUMPS, format!("setting slot {slot}")))?;
+    }
+    Ok(())
+}
+
 /// Every map of the XDP object, sized for `opts`.
 pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
     use core::mem::size_of;
-    use veer_abi::{ConnEntry, Counters, FlowKey, GlobalCounter, MAX_TX_PORTS};
+    use veer_abi::{
+        ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, JUMP_SLOTS, MAX_SNAT_ADDRS,
+        MAX_TX_PORTS,
+    };
     const fn sz<T>() -> u32 {
         size_of::<T>() as u32
     }
@@ -181,6 +213,10 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         m(names::GLOBAL_STATS, 4, &[8], GlobalCounter::COUNT),
         // A devmap value is the ifindex, optionally followed by a program fd.
         m(names::TX_PORTS, 4, &[4, 8], MAX_TX_PORTS),
+        m(names::NAT_REV, sz::<NatKey>(), &[size_of::<NatMapping>() as u32], opts.nat_table_size),
+        m(names::SNAT_ADDRS, 4, &[16], MAX_SNAT_ADDRS),
+        m(names::NAT_CONFIG, 4, &[size_of::<NatConfig>() as u32], 1),
+        m(names::JUMPS, 4, &[4], JUMP_SLOTS),
     ]
 }
 
@@ -240,6 +276,7 @@ impl Dataplane {
         let mut ebpf = loader.load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let prog = Self::xdp(&mut ebpf)?;
         prog.load().map_err(DataplaneError::program("loading the XDP program into the kernel (verifier)"))?;
+        load_continuations(&mut ebpf)?;
         Ok(Self {
             ebpf,
             max_services: svc,
@@ -289,6 +326,19 @@ impl Dataplane {
             aya::maps::xdp::XdpMapError::MapError(e) => DataplaneError::map(names::TX_PORTS, what)(e),
             other => DataplaneError::Unsupported(format!("{what}: {other}")),
         })
+    }
+
+    /// Sets SNAT address `index` (what NAT uses as the source toward backends
+    /// whose entry names that index).
+    pub fn set_snat_addr(&mut self, index: u16, addr: std::net::IpAddr) -> Result<()> {
+        let mut m: Array<&mut MapData, [u8; 16]> = map_mut!(self, Array, names::SNAT_ADDRS);
+        m.set(index as u32, to_abi(addr), 0).map_err(DataplaneError::map(names::SNAT_ADDRS, format!("writing {index}")))
+    }
+
+    /// Sets the SNAT port range (`port_min` 0 turns NAT's return path off).
+    pub fn set_nat_config(&mut self, cfg: veer_abi::NatConfig) -> Result<()> {
+        let mut m: Array<&mut MapData, veer_abi::NatConfig> = map_mut!(self, Array, names::NAT_CONFIG);
+        m.set(0, cfg, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "writing"))
     }
 
     /// Adds or updates a service, keeping its live ring if it exists.
@@ -362,7 +412,17 @@ impl Dataplane {
 
     /// Frees backend `id`: zeroed, it reads as down, and flows pinned to it move.
     pub fn clear_backend(&mut self, id: u32) -> Result<()> {
-        let zero = Backend { addr: [0; 16], mac: [0; 6], src_mac: [0; 6], ifindex: 0, weight: 0, state: 0, service: 0 };
+        let zero = Backend {
+            addr: [0; 16],
+            mac: [0; 6],
+            src_mac: [0; 6],
+            ifindex: 0,
+            weight: 0,
+            state: 0,
+            service: 0,
+            port: 0,
+            snat: 0,
+        };
         self.set_backend(id, &zero)
     }
 

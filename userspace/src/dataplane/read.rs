@@ -107,6 +107,12 @@ pub trait MapReader {
         Ok(m.iter().filter_map(|r| r.ok()).collect())
     }
 
+    /// Every NAT mapping, by its return tuple.
+    fn nat_mappings(&self) -> Result<Vec<(veer_abi::NatKey, veer_abi::NatMapping)>> {
+        let m: HashMap<&MapData, veer_abi::NatKey, veer_abi::NatMapping> = typed!(self, HashMap, names::NAT_REV);
+        Ok(m.iter().filter_map(|r| r.ok()).collect())
+    }
+
     /// How full the two connection tables are (walks both: one syscall per entry).
     fn table_usage(&self) -> Result<TableUsage> {
         let count = |name: &'static str| -> Result<(u64, u32)> {

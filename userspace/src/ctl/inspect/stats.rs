@@ -44,6 +44,13 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::ConnLost => "TCP packets whose flow had lost its entry",
         GlobalCounter::IcmpToBackend => "ICMP errors sent on to the flow's backend",
         GlobalCounter::DropIcmpNoFlow => "dropped: ICMP error for no known flow",
+        GlobalCounter::NatMapped => "NAT flows given a SNAT port",
+        GlobalCounter::DropNatExhausted => "dropped: new NAT flow, no free SNAT port",
+        GlobalCounter::NatReturned => "backend answers translated back to clients",
+        GlobalCounter::NatReturnMiss => "packets to a SNAT port with no mapping (passed)",
+        GlobalCounter::DropNoNeighbour => "dropped: NAT next hop not resolved yet",
+        GlobalCounter::DropNoRoute => "dropped: no route for a NAT packet",
+        GlobalCounter::DropTailCall => "dropped: a continuation program was missing",
     }
 }
 

@@ -1,0 +1,230 @@
+//! Full NAT: backends that need no setup.
+//!
+//! A client's flow to a VIP leaves veer from a SNAT address and port toward
+//! the backend's own address; the backend answers that address, so its
+//! answers come back through veer. `NAT_REV` finds the flow by the answer's
+//! tuple, and the answer leaves toward the client from the VIP. Addresses and
+//! ports change in place; the IPv4 header checksum and the TCP or UDP
+//! checksum (its pseudo-header covers the addresses) are updated
+//! incrementally. The next hop comes from the kernel's routing table.
+
+use aya_ebpf::programs::XdpContext;
+use veer_abi::{
+    csum, hash::flow_hash, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
+    IPPROTO_UDP, NAT_PORT_TRIES,
+};
+
+use crate::{
+    access::{mut_ptr_at, opaque},
+    fib,
+    headers::{
+        eth::EthHdr,
+        ipv4::Ipv4Hdr,
+        ipv6::Ipv6Hdr,
+        l4::{TcpHdr, UdpHdr},
+    },
+    maps::{NAT_CONFIG, NAT_REV, SNAT_ADDRS},
+    parse::VipPacket,
+    stats,
+    verdict::Drop,
+};
+
+/// `bpf_map_update_elem` flag: only create.
+const BPF_NOEXIST: u64 = 1;
+
+/// A NAT flow's SNAT endpoint: port, and index of the address in `SNAT_ADDRS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Slot {
+    pub port: u16,
+    pub addr: u16,
+}
+
+impl Slot {
+    /// No SNAT endpoint (DSR).
+    pub const NONE: Slot = Slot { port: 0, addr: 0 };
+}
+
+#[inline(always)]
+fn snat_addr(index: u16) -> Option<[u8; 16]> {
+    SNAT_ADDRS.get(index as u32).copied()
+}
+
+#[inline(always)]
+fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
+    if b.port != 0 {
+        b.port
+    } else {
+        key.dport
+    }
+}
+
+/// A SNAT port toward backend `id` for a new flow: the first free one from
+/// the flow's hash on, at most `NAT_PORT_TRIES` tries. Its return entry is
+/// created here, so no live mapping is ever handed out twice.
+#[inline(always)]
+pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Slot, Drop> {
+    let cfg = NAT_CONFIG.get(0).ok_or(Drop::NatExhausted)?;
+    let (min, max) = (cfg.port_min as u32, cfg.port_max as u32);
+    if min == 0 || max < min {
+        return Err(Drop::NatExhausted);
+    }
+    let snat = snat_addr(b.snat).ok_or(Drop::NatExhausted)?;
+    let span = max - min + 1;
+    let Some(start) = flow_hash(key).checked_rem(span) else {
+        return Err(Drop::NatExhausted);
+    };
+    let mapping = NatMapping { flow: *key, backend: id, service: svc.id };
+    for i in 0..NAT_PORT_TRIES {
+        // Wraps around the range (which may be smaller than the tries).
+        let Some(off) = (start + i).checked_rem(span) else { break };
+        let port = (min + opaque(off)) as u16;
+        let rkey = NatKey {
+            backend: b.addr,
+            snat,
+            backend_port: backend_port(key, b),
+            snat_port: port,
+            proto: key.proto,
+            _pad: [0; 3],
+        };
+        if NAT_REV.insert(&rkey, &mapping, BPF_NOEXIST).is_ok() {
+            stats::count(GlobalCounter::NatMapped);
+            return Ok(Slot { port, addr: b.snat });
+        }
+    }
+    Err(Drop::NatExhausted)
+}
+
+/// The client's packet, rewritten toward its backend and sent.
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> Result<u32, Drop> {
+    let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
+    let v4 = is_ipv4_mapped(&pkt.key.dst);
+    rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
+    fib::send(ctx, v4, &snat, &b.addr)
+}
+
+/// Whether a packet that is not for a VIP goes to a SNAT port (and so may
+/// be a backend's answer to a NAT flow).
+#[inline(always)]
+pub fn is_return_port(pkt: &VipPacket) -> bool {
+    NAT_CONFIG
+        .get(0)
+        .is_some_and(|c| c.port_min != 0 && pkt.key.dport >= c.port_min && pkt.key.dport <= c.port_max)
+}
+
+/// A packet to a SNAT port: if it answers a NAT flow, rewritten back (from
+/// the VIP, to the client) and sent; otherwise passed to the kernel untouched.
+#[inline(always)]
+pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+    let k = &pkt.key;
+    let rkey = NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] };
+    // SAFETY: copied out at once.
+    let Some(m) = (unsafe { NAT_REV.get(&rkey) }).copied() else {
+        stats::count(GlobalCounter::NatReturnMiss);
+        stats::count(GlobalCounter::Passed);
+        return Ok(aya_ebpf::bindings::xdp_action::XDP_PASS);
+    };
+    let f = m.flow;
+    let v4 = is_ipv4_mapped(&f.dst);
+    rewrite(ctx, pkt, v4, &f.dst, &f.src, f.dport, f.sport)?;
+    stats::count(GlobalCounter::NatReturned);
+    fib::send(ctx, v4, &f.dst, &f.src)
+}
+
+/// Sets the packet's addresses and ports to `src`:`sport` -> `dst`:`dport`,
+/// updating its checksums.
+#[inline(always)]
+fn rewrite(
+    ctx: &XdpContext,
+    pkt: &VipPacket,
+    v4: bool,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    sport: u16,
+    dport: u16,
+) -> Result<(), Drop> {
+    // Bounded here, where the verifier can see it (the offset came from the
+    // parse step through memory): an Ethernet, a full IPv4 header with options.
+    let l4 = pkt.l4 as usize;
+    if l4 > EthHdr::LEN + 60 {
+        return Err(Drop::Malformed);
+    }
+    let k = &pkt.key;
+    let ports_old = [k.sport.to_be_bytes(), k.dport.to_be_bytes()];
+    let ports_new = [sport.to_be_bytes(), dport.to_be_bytes()];
+    let old_ports: [u8; 4] = [ports_old[0][0], ports_old[0][1], ports_old[1][0], ports_old[1][1]];
+    let new_ports: [u8; 4] = [ports_new[0][0], ports_new[0][1], ports_new[1][0], ports_new[1][1]];
+    let mut l4sum = L4Sum::read(ctx, k.proto, l4)?;
+    if v4 {
+        let ip = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
+        let (os, od) = (ip.src, ip.dst);
+        let (ns, nd) = ([src[12], src[13], src[14], src[15]], [dst[12], dst[13], dst[14], dst[15]]);
+        let mut c = u16::from_be_bytes(ip.check);
+        c = csum::update(c, &os, &ns);
+        c = csum::update(c, &od, &nd);
+        ip.check = c.to_be_bytes();
+        ip.src = ns;
+        ip.dst = nd;
+        l4sum.update(&os, &ns);
+        l4sum.update(&od, &nd);
+    } else {
+        let ip = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
+        l4sum.update(&ip.src, src);
+        l4sum.update(&ip.dst, dst);
+        ip.src = *src;
+        ip.dst = *dst;
+    }
+    l4sum.update(&old_ports, &new_ports);
+    // Both headers start with the source and destination ports.
+    let ports = unsafe { &mut *mut_ptr_at::<[u8; 4]>(ctx, l4)? };
+    *ports = new_ports;
+    l4sum.write(ctx, l4)
+}
+
+/// The TCP or UDP checksum being updated.
+struct L4Sum {
+    check: u16,
+    /// A UDP-over-IPv4 datagram without a checksum keeps none.
+    none: bool,
+    udp: bool,
+}
+
+impl L4Sum {
+    #[inline(always)]
+    fn read(ctx: &XdpContext, proto: u8, l4: usize) -> Result<Self, Drop> {
+        match proto {
+            IPPROTO_TCP => {
+                let tcp = unsafe { &*mut_ptr_at::<TcpHdr>(ctx, l4)? };
+                Ok(Self { check: u16::from_be_bytes(tcp.check), none: false, udp: false })
+            }
+            IPPROTO_UDP => {
+                let udp = unsafe { &*mut_ptr_at::<UdpHdr>(ctx, l4)? };
+                let check = u16::from_be_bytes(udp.check);
+                Ok(Self { check, none: check == 0, udp: true })
+            }
+            _ => Err(Drop::Malformed),
+        }
+    }
+
+    #[inline(always)]
+    fn update<const N: usize>(&mut self, old: &[u8; N], new: &[u8; N]) {
+        if !self.none {
+            self.check = csum::update(self.check, old, new);
+        }
+    }
+
+    #[inline(always)]
+    fn write(&self, ctx: &XdpContext, l4: usize) -> Result<(), Drop> {
+        if self.udp {
+            if !self.none {
+                // In UDP a computed zero is sent as all ones (zero means none).
+                let c = if self.check == 0 { 0xffff } else { self.check };
+                unsafe { (*mut_ptr_at::<UdpHdr>(ctx, l4)?).check = c.to_be_bytes() };
+            }
+        } else {
+            unsafe { (*mut_ptr_at::<TcpHdr>(ctx, l4)?).check = self.check.to_be_bytes() };
+        }
+        Ok(())
+    }
+}
