@@ -33,6 +33,15 @@ pub fn poke(addr: IpAddr) {
     }
 }
 
+/// The source address the kernel picks for traffic to `addr` (a UDP socket
+/// connected there; nothing is sent).
+pub fn source_toward(addr: IpAddr) -> io::Result<IpAddr> {
+    let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let s = std::net::UdpSocket::bind(bind)?;
+    s.connect(std::net::SocketAddr::new(addr, 9))?;
+    Ok(s.local_addr()?.ip())
+}
+
 /// Index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> io::Result<u32> {
     nix::net::if_::if_nametoindex(name).map_err(io::Error::from)

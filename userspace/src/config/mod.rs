@@ -180,13 +180,17 @@ impl From<SchedulerConfig> for veer_abi::Scheduler {
     }
 }
 
-/// Forwarding mode. Only DSR exists so far.
+/// Forwarding mode.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Forwarding {
-    /// Direct server return: rewrite MACs; backends hold the VIP.
+    /// Direct server return: rewrite MACs; backends hold the VIP and answer
+    /// clients directly.
     #[default]
     Dsr,
+    /// Full NAT: backends need no setup; they see veer's SNAT address as the
+    /// client, and their answers return through veer.
+    Nat,
 }
 
 /// What happens to new flows when no backend is up.
@@ -222,6 +226,10 @@ pub struct ServiceConfig {
     /// `dsr`.
     #[serde(default)]
     pub forwarding: Forwarding,
+    /// NAT: source addresses toward the backends (one per address family is
+    /// used). Default: the address the kernel picks toward each backend.
+    #[serde(default)]
+    pub snat: Vec<std::net::IpAddr>,
     /// Backups get traffic only while fewer primaries than this are up.
     #[serde(default = "one")]
     pub min_healthy: u32,

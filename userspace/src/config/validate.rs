@@ -4,7 +4,7 @@ use std::{collections::HashSet, fmt, path::Path};
 
 use crate::ring::check_ring_size;
 
-use super::{parse_mac, rules, CheckKind, Config, HealthConfig, RestartConfig, ScaleConfig, ServiceConfig};
+use super::{parse_mac, rules, CheckKind, Config, Forwarding, HealthConfig, RestartConfig, ScaleConfig, ServiceConfig};
 
 /// A config problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +154,9 @@ fn daemon(c: &mut Checker, cfg: &Config, at: usize) {
     if d.new_flow_table_size < 1024 {
         c.err(at, "new_flow_table_size", "daemon.new_flow_table_size".into(), "must be at least 1024");
     }
+    if d.nat_table_size < 1024 {
+        c.err(at, "nat_table_size", "daemon.nat_table_size".into(), "must be at least 1024");
+    }
     if d.max_backends == 0 || d.max_backends > 65536 {
         c.err(at, "max_backends", "daemon.max_backends".into(), "must be 1 to 65536");
     }
@@ -177,6 +180,12 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
     }
     if !(s.fail_open > 0.0 && s.fail_open <= 1.0) {
         c.err(at, "fail_open", format!("{p}.fail_open"), "must be above 0 and at most 1 (1 turns the guard off)");
+    }
+    if s.forwarding == Forwarding::Nat && s.fallback_backend.is_some() {
+        c.err(at, "fallback_backend", format!("{p}.fallback_backend"), "a NAT service falls back to drop or pass");
+    }
+    if s.forwarding != Forwarding::Nat && !s.snat.is_empty() {
+        c.err(at, "snat", format!("{p}.snat"), "SNAT addresses are for forwarding = \"nat\"");
     }
     if s.min_healthy == 0 {
         c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");

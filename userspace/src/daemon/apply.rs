@@ -58,6 +58,7 @@ fn new_backend(sid: u32, id: u32, cfg: BackendConfig, scfg: &ServiceConfig, adop
         nexthop,
         src_mac,
         snat: 0,
+        snat_set: false,
         checker: None,
         generation: 0,
         recovery: None,
@@ -289,6 +290,7 @@ impl Daemon {
         match self.apply(new, None) {
             Ok(()) => {
                 self.metrics.reloads[0] += 1;
+                self.write_nat_config();
                 self.resolve_nexthops();
                 let n = self.services.len();
                 info!(services = n, "config reloaded");

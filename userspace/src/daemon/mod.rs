@@ -17,6 +17,7 @@ mod events;
 pub mod guard;
 pub mod metrics;
 pub mod model;
+mod nat;
 mod nexthop;
 pub mod notify;
 pub mod prometheus;
@@ -42,7 +43,7 @@ use metrics::DaemonMetrics;
 use model::{BackendRt, ServiceRt};
 
 use crate::{
-    config::{AttachModeConfig, Config, Fallback, ServiceConfig},
+    config::{AttachModeConfig, Config, Fallback, Forwarding, ServiceConfig},
     dataplane::{self, pin, to_abi, AttachMode, Dataplane, DataplaneOptions, MapReader, ServiceSpec},
     health::{spawn_checker, CheckSpec, HealthEvent, Probe, ProbeSample},
     net,
@@ -103,6 +104,8 @@ pub struct Daemon {
     id_pool: reconcile::IdPool,
     /// A dataplane write failed: rewrite everything at the next tick.
     dataplane_stale: bool,
+    /// SNAT addresses written to the dataplane.
+    snat: nat::SnatTable,
     /// Occupancy of the connection tables, refreshed in the background.
     table_usage: std::sync::Arc<std::sync::Mutex<Option<dataplane::TableUsage>>>,
     _lock: std::fs::File,
@@ -243,6 +246,7 @@ impl Daemon {
             id_pool: reconcile::IdPool::default(),
             dataplane_stale: false,
             table_usage: Default::default(),
+            snat: Default::default(),
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
                 [one] => net::iface_mac(one).unwrap_or([0; 6]),
                 _ => [0; 6],
@@ -250,6 +254,7 @@ impl Daemon {
             _lock: lock,
         };
         d.apply(cfg.clone(), adoption)?;
+        d.write_nat_config();
         d.attach()?;
         d.resolve_nexthops();
         Ok((d, rx))
@@ -266,6 +271,14 @@ impl Daemon {
         for iface in &self.cfg.daemon.interfaces {
             let adopted =
                 self.dp.attach_pinned(iface, mode, &pin_dir).with_context(|| format!("attaching to {iface}"))?;
+            // NAT may route a packet out of any of them.
+            if let Ok(ifindex) = net::ifindex(iface) {
+                if self.tx_ports.insert(ifindex) {
+                    if let Err(e) = self.dp.add_tx_port(ifindex) {
+                        warn!(%iface, error = %e, "cannot add the interface to the devmap");
+                    }
+                }
+            }
             if adopted {
                 info!(%iface, "adopted the pinned XDP link; program replaced atomically");
             } else {
@@ -306,6 +319,7 @@ impl Daemon {
 
     /// Writes a service, its backend entries and (if its members changed) its ring.
     fn publish_service(&mut self, i: usize) -> Result<()> {
+        self.assign_snat(i);
         let s = &self.services[i];
         let fallback_backend = s
             .cfg
@@ -315,7 +329,10 @@ impl Daemon {
             // Without a next-hop MAC it cannot be sent to: not used until resolved.
             .filter(|b| b.nexthop.is_some())
             .map_or(NO_BACKEND, |b| b.id);
-        let flags = if s.cfg.fallback == Fallback::Pass { SERVICE_F_FALLBACK_PASS } else { 0 };
+        let mut flags = if s.cfg.fallback == Fallback::Pass { SERVICE_F_FALLBACK_PASS } else { 0 };
+        if s.cfg.forwarding == Forwarding::Nat {
+            flags |= veer_abi::SERVICE_F_NAT;
+        }
         let spec = ServiceSpec { id: s.id, scheduler: s.cfg.scheduler.into(), flags, fallback_backend };
         let key = s.key;
         if self.dp.service(&key)?.map(|v| (v.id, v.scheduler, v.flags, v.fallback_backend))
@@ -383,6 +400,9 @@ impl Daemon {
             .with_context(|| format!("listening on {}", sock.display()))?;
         if self.cfg.daemon.metrics.is_some() {
             metrics::watch_table_usage(self.cfg.daemon.pin_dir(), self.table_usage.clone());
+        }
+        if self.services.iter().any(|s| s.cfg.forwarding == Forwarding::Nat) {
+            nat::spawn_expiry(self.cfg.daemon.pin_dir());
         }
         let metrics_srv = match self.cfg.daemon.metrics {
             Some(addr) => {

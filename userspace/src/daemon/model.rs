@@ -30,6 +30,8 @@ pub struct BackendRt {
     pub src_mac: [u8; 6],
     /// NAT: index of its SNAT address in the dataplane's table.
     pub snat: u16,
+    /// NAT: its SNAT address is known (it needs no next-hop MAC of its own).
+    pub snat_set: bool,
     /// The running health checker.
     pub checker: Option<tokio::task::JoinHandle<()>>,
     /// Generation of that checker (older events are ignored).
@@ -41,7 +43,9 @@ pub struct BackendRt {
 impl BackendRt {
     /// The state word the dataplane should hold.
     pub fn effective(&self) -> BackendState {
-        match (self.admin, self.healthy || self.held, self.nexthop.is_some()) {
+        // A NAT backend's next hop comes from the kernel's routing table, per packet.
+        let reachable = self.nexthop.is_some() || self.snat_set;
+        match (self.admin, self.healthy || self.held, reachable) {
             (Admin::Disabled, ..) => BackendState::Disabled,
             (_, false, _) | (_, _, false) => BackendState::Down,
             (Admin::Draining, ..) => BackendState::Draining,
@@ -141,6 +145,7 @@ mod tests {
             scheduler: SchedulerConfig::Maglev,
             ring_size: 65537,
             forwarding: Default::default(),
+            snat: Vec::new(),
             min_healthy,
             fallback: Default::default(),
             fallback_backend: None,
@@ -171,6 +176,7 @@ mod tests {
                 nexthop: Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 }),
                 src_mac: [0; 6],
                 snat: 0,
+                snat_set: false,
                 checker: None,
                 generation: 0,
                 recovery: None,

@@ -10,6 +10,7 @@
 //! the calling thread.
 
 mod error;
+pub mod nat;
 pub mod pin;
 mod read;
 mod syscall;

@@ -107,6 +107,16 @@ pub trait MapReader {
         Ok(m.iter().filter_map(|r| r.ok()).collect())
     }
 
+    /// The SNAT addresses, by index.
+    fn snat_addrs(&self) -> Result<Vec<std::net::IpAddr>> {
+        let m: Array<&MapData, [u8; 16]> = typed!(self, Array, names::SNAT_ADDRS);
+        (0..m.len())
+            .map(|i| {
+                m.get(&i, 0).map(|a| super::from_abi(&a)).map_err(DataplaneError::map(names::SNAT_ADDRS, "reading"))
+            })
+            .collect()
+    }
+
     /// Every NAT mapping, by its return tuple.
     fn nat_mappings(&self) -> Result<Vec<(veer_abi::NatKey, veer_abi::NatMapping)>> {
         let m: HashMap<&MapData, veer_abi::NatKey, veer_abi::NatMapping> = typed!(self, HashMap, names::NAT_REV);

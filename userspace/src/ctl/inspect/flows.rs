@@ -21,13 +21,15 @@ pub struct FlowRow {
     vip: String,
     service: String,
     backend: String,
+    /// NAT: the SNAT address and port the backend sees as the client.
+    snat: Option<String>,
     idle_ms: u64,
     closing: bool,
     active: bool,
 }
 
 impl Row for FlowRow {
-    const HEAD: &'static [&'static str] = &["PROTO", "CLIENT", "VIP", "SERVICE", "BACKEND", "IDLE", "STATE"];
+    const HEAD: &'static [&'static str] = &["PROTO", "CLIENT", "VIP", "SERVICE", "BACKEND", "SNAT", "IDLE", "STATE"];
     fn cells(&self) -> Vec<String> {
         vec![
             self.proto.clone(),
@@ -35,6 +37,7 @@ impl Row for FlowRow {
             self.vip.clone(),
             self.service.clone(),
             self.backend.clone(),
+            self.snat.clone().unwrap_or_else(|| "-".into()),
             format!("{}ms", self.idle_ms),
             if self.closing { "closing".into() } else { "open".into() },
         ]
@@ -54,6 +57,7 @@ pub fn flows(ctx: &Ctx, service: Option<&str>, backend: Option<&str>, all: bool,
     }
     let now = dataplane::monotonic_ns();
     let mut rows = Vec::new();
+    let snat = pins.snat_addrs()?;
     let mut flows = pins.flows()?;
     flows.sort_by_key(|(_, e)| std::cmp::Reverse(e.last_seen_ns));
     for (k, e) in &flows {
@@ -72,6 +76,10 @@ pub fn flows(ctx: &Ctx, service: Option<&str>, backend: Option<&str>, all: bool,
             vip: SocketAddr::new(from_abi(&k.dst), k.dport).to_string(),
             service: v.name.clone(),
             backend: bname,
+            snat: (e.nat_port != 0).then(|| {
+                let a = snat.get(e.nat_addr as usize).copied().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+                SocketAddr::new(a, e.nat_port).to_string()
+            }),
             idle_ms: now.saturating_sub(e.last_seen_ns) / 1_000_000,
             closing: e.flags & veer_abi::CONN_F_CLOSING != 0,
             active,

@@ -1,0 +1,129 @@
+//! NAT end to end: backends with no VIP and default sysctls, real TCP and
+//! UDP servers, thousands of connections through veer, a backend killed
+//! under traffic. Needs root.
+
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use veer::dataplane::MapReader;
+use veer_abi::GlobalCounter;
+use veer_tests::{
+    daemon::{wait_until, ClientLoad, Veerd},
+    deployment::{Deployment, INTERVAL_MS, PORT},
+    topology::VIP,
+};
+
+fn wait_all_up(d: &Veerd, svc: &str, names: &[&str]) {
+    wait_until(Duration::from_secs(15), "every backend up", || {
+        names.iter().all(|n| d.backend_state(svc, n).is_ok_and(|s| s == "up"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", d.status()));
+}
+
+/// A deployment whose backends know nothing of the VIP.
+fn nat_deployment(tag: &str) -> Deployment {
+    let s = Deployment::new(tag, 3);
+    for b in &s.tb.backends {
+        b.ns.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]).unwrap();
+        // The backends now send toward veer, whose native XDP on veth drops
+        // checksum-offload state: full checksums, as real NICs deliver.
+        b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
+    }
+    let udp = format!(
+        r#"
+[[service]]
+name = "echo"
+vip = "{VIP}"
+port = {PORT}
+protocol = "udp"
+forwarding = "nat"
+
+[service.health]
+kind = "udp"
+payload = "ping"
+interval = "{INTERVAL_MS}ms"
+timeout = "40ms"
+
+{}
+"#,
+        s.tb.backends
+            .iter()
+            .map(|b| format!("[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let text = s
+        .config(65537, &[1, 2, 1], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")
+        + &udp;
+    s.write(&text);
+    s
+}
+
+#[test]
+fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
+    let s = nat_deployment("hnate2e");
+    let mut d = s.start();
+    wait_all_up(&d, "web", &["b1", "b2", "b3"]);
+    wait_all_up(&d, "echo", &["b1", "b2", "b3"]);
+
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(3000, Duration::from_secs(60)).unwrap();
+    let before = load.snapshot();
+    let failed: Vec<_> = before.iter().filter(|x| x.result.is_err()).collect();
+    assert!(failed.is_empty(), "{} of {} connections failed: {:?}", failed.len(), before.len(), failed[0].result);
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for x in &before {
+        *per.entry(x.result.clone().unwrap()).or_default() += 1;
+    }
+    let share = |n: &str| per.get(n).copied().unwrap_or(0) as f64 / before.len() as f64;
+    println!("{} connections: {per:?}", before.len());
+    assert!((share("b2") - 0.5).abs() < 0.1, "weights 1:2:1 gave {per:?}");
+    assert!(share("b1") > 0.15 && share("b3") > 0.15, "{per:?}");
+
+    // UDP through NAT: each datagram answered by a backend.
+    let replies =
+        s.tb.client
+            .ns
+            .run(|| {
+                let mut got = 0;
+                for i in 0..100 {
+                    let s2 = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    s2.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                    s2.send_to(format!("q{i}").as_bytes(), SocketAddr::new(VIP.into(), PORT)).unwrap();
+                    let mut buf = [0u8; 64];
+                    if let Ok((n, from)) = s2.recv_from(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        if from == SocketAddr::new(VIP.into(), PORT)
+                            && text.starts_with('b')
+                            && text.ends_with(&format!("q{i}"))
+                        {
+                            got += 1;
+                        }
+                    }
+                }
+                got
+            })
+            .unwrap();
+    assert_eq!(replies, 100, "UDP answers through NAT, from the VIP");
+
+    // A backend killed under traffic: failures only while it is being detected.
+    let t0 = std::time::Instant::now();
+    s.backends[1].kill().unwrap();
+    d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    load.wait_more(1000, Duration::from_secs(60)).unwrap();
+    let samples = load.stop();
+    let bound = Duration::from_millis(3 * INTERVAL_MS + 150);
+    let late: Vec<_> = samples.iter().filter(|x| x.result.is_err() && x.start > t0 + bound).collect();
+    assert!(late.is_empty(), "{} connections failed after the detection window", late.len());
+    assert!(!samples.iter().any(|x| x.start > t0 + bound && x.result.as_deref() == Ok("b2")));
+
+    let pins = s.pins();
+    assert!(pins.global_counter(GlobalCounter::NatMapped).unwrap() >= 4000);
+    assert!(pins.global_counter(GlobalCounter::NatReturned).unwrap() > 0);
+    let (ok, flows, _) = veer_tests::daemon::veerctl(&s.cfg, &["flows", "--all", "--limit", "5"]);
+    assert!(ok && flows.contains("10.77.0.2:"), "veerctl flows shows the SNAT side: {flows}");
+}

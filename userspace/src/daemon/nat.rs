@@ -1,0 +1,141 @@
+//! NAT on the daemon's side: which SNAT address each NAT backend is reached
+//! from, the SNAT port range, IP forwarding (the kernel's routing lookup in
+//! the dataplane wants it on), and the thread that expires idle mappings.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use tracing::{error, info, warn};
+use veer_abi::{NatConfig, MAX_SNAT_ADDRS};
+
+use super::Daemon;
+use crate::{
+    config::Forwarding,
+    dataplane::{self, nat::NatTimeouts},
+    net,
+};
+
+/// How often idle NAT mappings are looked for.
+pub const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
+
+/// The SNAT addresses written to the dataplane, by index.
+#[derive(Debug, Default)]
+pub struct SnatTable {
+    addrs: Vec<IpAddr>,
+}
+
+impl SnatTable {
+    /// The index of `addr`, and whether it is new (to be written).
+    pub fn index(&mut self, addr: IpAddr) -> Option<(u16, bool)> {
+        if let Some(i) = self.addrs.iter().position(|a| *a == addr) {
+            return Some((i as u16, false));
+        }
+        if self.addrs.len() >= MAX_SNAT_ADDRS as usize {
+            return None;
+        }
+        self.addrs.push(addr);
+        Some(((self.addrs.len() - 1) as u16, true))
+    }
+}
+
+impl Daemon {
+    /// Gives service `i`'s NAT backends their SNAT address: the service's
+    /// `snat` address of the backend's family, else the address the kernel
+    /// picks toward the backend.
+    pub(super) fn assign_snat(&mut self, i: usize) {
+        if self.services[i].cfg.forwarding != Forwarding::Nat {
+            return;
+        }
+        let configured = self.services[i].cfg.snat.clone();
+        for j in 0..self.services[i].backends.len() {
+            let b = &self.services[i].backends[j];
+            if b.snat_set {
+                continue;
+            }
+            let target = b.cfg.address;
+            let chosen = match configured.iter().find(|a| a.is_ipv4() == target.is_ipv4()) {
+                Some(a) => Ok(*a),
+                None => net::source_toward(target),
+            };
+            let addr = match chosen {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(backend = %b.cfg.name, %target, error = %e, "no source address toward a NAT backend (no route?)");
+                    continue;
+                }
+            };
+            let Some((index, new)) = self.snat.index(addr) else {
+                error!(%addr, max = MAX_SNAT_ADDRS, "too many SNAT addresses");
+                continue;
+            };
+            if new {
+                if let Err(e) = self.dp.set_snat_addr(index, addr) {
+                    error!(%addr, error = %e, "writing a SNAT address failed");
+                    continue;
+                }
+                info!(%addr, index, "SNAT address");
+            }
+            let b = &mut self.services[i].backends[j];
+            b.snat = index;
+            b.snat_set = true;
+        }
+    }
+
+    /// Writes the SNAT port range (off while no service uses NAT, so that
+    /// DSR traffic never looks for NAT mappings) and turns IP forwarding on.
+    pub(super) fn write_nat_config(&mut self) {
+        let nat = self.services.iter().any(|s| s.cfg.forwarding == Forwarding::Nat);
+        let ports = self.cfg.daemon.snat_ports;
+        let cfg = if nat { NatConfig { port_min: ports.low, port_max: ports.high } } else { NatConfig::default() };
+        if let Err(e) = self.dp.set_nat_config(cfg) {
+            error!(error = %e, "writing the SNAT port range failed");
+        }
+        if nat {
+            ensure_forwarding();
+            warn_local_ports(ports.low, ports.high);
+        }
+    }
+}
+
+/// NAT forwards like a router: the kernel's FIB lookup refuses to route for
+/// an interface that does not forward.
+fn ensure_forwarding() {
+    for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
+        if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+            continue;
+        }
+        match std::fs::write(path, "1") {
+            Ok(()) => info!(path, "IP forwarding turned on for NAT"),
+            Err(e) => {
+                error!(path, error = %e, "NAT needs IP forwarding: set it to 1 (sysctl), or NAT packets are dropped")
+            }
+        }
+    }
+}
+
+/// SNAT ports in the kernel's ephemeral range could collide with veerd's
+/// own connections to the backends (health checks).
+fn warn_local_ports(low: u16, high: u16) {
+    let Ok(s) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else { return };
+    let mut it = s.split_whitespace().filter_map(|v| v.parse::<u16>().ok());
+    if let (Some(a), Some(b)) = (it.next(), it.next()) {
+        if low <= b && a <= high {
+            warn!(snat = %format!("{low}-{high}"), local = %format!("{a}-{b}"), "daemon.snat_ports overlaps ip_local_port_range");
+        }
+    }
+}
+
+/// Expires idle NAT mappings of the pinned dataplane in `pins` every
+/// [`EXPIRY_PERIOD`], on a thread of its own.
+pub fn spawn_expiry(pins: PathBuf) {
+    let spawned = std::thread::Builder::new().name("veer-nat-expiry".into()).spawn(move || loop {
+        std::thread::sleep(EXPIRY_PERIOD);
+        match dataplane::nat::expire(&pins, dataplane::monotonic_ns(), &NatTimeouts::default()) {
+            Ok(e) if e.removed > 0 => info!(removed = e.removed, kept = e.kept, "idle NAT mappings expired"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "expiring NAT mappings failed"),
+        }
+    });
+    if let Err(e) = spawned {
+        error!(error = %e, "cannot start the NAT expiry thread: idle mappings will pile up");
+    }
+}

@@ -1,0 +1,152 @@
+//! NAT mappings over time: a mapping lives while its flow does. The
+//! dataplane creates a mapping with the flow's first packet; this removes
+//! the mappings (and connection entries) of flows that ended or went idle,
+//! so that their SNAT ports can be used again.
+
+use std::{path::Path, time::Duration};
+
+use aya::maps::{HashMap, Map, MapData};
+use veer_abi::{names, ConnEntry, FlowKey, NatKey, NatMapping, CONN_F_CLOSING, IPPROTO_TCP};
+
+use super::{DataplaneError, Result};
+
+/// How long a NAT flow may stay idle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatTimeouts {
+    /// An established TCP flow.
+    pub tcp: Duration,
+    /// A TCP flow after FIN or RST, or one that never got past its SYN.
+    pub tcp_closing: Duration,
+    /// A UDP flow.
+    pub udp: Duration,
+}
+
+impl Default for NatTimeouts {
+    fn default() -> Self {
+        Self { tcp: Duration::from_secs(900), tcp_closing: Duration::from_secs(10), udp: Duration::from_secs(120) }
+    }
+}
+
+/// Where a mapping's flow stands in the connection tables.
+#[derive(Clone, Copy, Debug)]
+pub enum FlowState {
+    /// In the connection table.
+    Established(ConnEntry),
+    /// Only in the new-flow table (one packet seen).
+    New(ConnEntry),
+    /// In neither.
+    Gone,
+}
+
+/// Whether mapping `m` (keyed by `k`) has expired at `now_ns`.
+pub fn expired(k: &NatKey, m: &NatMapping, state: FlowState, now_ns: u64, t: &NatTimeouts) -> bool {
+    let (entry, promoted) = match state {
+        FlowState::Gone => return true,
+        FlowState::Established(e) => (e, true),
+        FlowState::New(e) => (e, false),
+    };
+    // The table entry now belongs to another mapping (the flow moved).
+    if entry.nat_port != k.snat_port || entry.backend != m.backend {
+        return true;
+    }
+    let idle = Duration::from_nanos(now_ns.saturating_sub(entry.last_seen_ns));
+    let limit = match (k.proto == IPPROTO_TCP, promoted, entry.flags & CONN_F_CLOSING != 0) {
+        (true, true, false) => t.tcp,
+        (true, ..) => t.tcp_closing,
+        (false, ..) => t.udp,
+    };
+    idle > limit
+}
+
+/// What one expiry pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Mappings kept.
+    pub kept: usize,
+    /// Mappings removed.
+    pub removed: usize,
+}
+
+/// A pinned hash or LRU hash map, writable.
+fn open<K: aya::Pod, V: aya::Pod>(dir: &Path, name: &'static str) -> Result<HashMap<MapData, K, V>> {
+    let data = MapData::from_pin(dir.join(name)).map_err(DataplaneError::map(name, "opening the pin"))?;
+    let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
+    HashMap::try_from(map).map_err(DataplaneError::map(name, "typing"))
+}
+
+/// Removes the mappings of the pinned dataplane in `dir` whose flows ended
+/// or idled out, with their connection-table entries.
+pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
+    let mut rev: HashMap<MapData, NatKey, NatMapping> = open(dir, names::NAT_REV)?;
+    let mut conns: HashMap<MapData, FlowKey, ConnEntry> = open(dir, names::CONNS)?;
+    let mut fresh: HashMap<MapData, FlowKey, ConnEntry> = open(dir, names::NEW_CONNS)?;
+    let all: Vec<(NatKey, NatMapping)> = rev.iter().filter_map(|r| r.ok()).collect();
+    let mut out = Expiry::default();
+    for (k, m) in all {
+        let state = match conns.get(&m.flow, 0) {
+            Ok(e) => FlowState::Established(e),
+            Err(_) => fresh.get(&m.flow, 0).map_or(FlowState::Gone, FlowState::New),
+        };
+        if !expired(&k, &m, state, now_ns, t) {
+            out.kept += 1;
+            continue;
+        }
+        let _ = rev.remove(&k);
+        // The flow's entry too, unless it already holds another mapping.
+        if let FlowState::Established(e) | FlowState::New(e) = state {
+            if e.nat_port == k.snat_port && e.backend == m.backend {
+                let _ = conns.remove(&m.flow);
+                let _ = fresh.remove(&m.flow);
+            }
+        }
+        out.removed += 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(proto: u8, port: u16) -> NatKey {
+        NatKey { backend: [1; 16], snat: [2; 16], backend_port: 80, snat_port: port, proto, _pad: [0; 3] }
+    }
+
+    fn mapping() -> NatMapping {
+        let flow = FlowKey { src: [3; 16], dst: [4; 16], sport: 5000, dport: 80, proto: IPPROTO_TCP, _pad: [0; 3] };
+        NatMapping { flow, backend: 7, service: 1 }
+    }
+
+    fn entry(port: u16, last_seen_s: u64, flags: u32) -> ConnEntry {
+        ConnEntry {
+            backend: 7,
+            service: 1,
+            last_seen_ns: last_seen_s * 1_000_000_000,
+            flags,
+            nat_port: port,
+            nat_addr: 0,
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_mapping_lives_as_long_as_its_flow() {
+        let t = NatTimeouts::default();
+        let (k, m) = (key(IPPROTO_TCP, 20000), mapping());
+        assert!(expired(&k, &m, FlowState::Gone, 0, &t), "no flow, no mapping");
+        let live = FlowState::Established(entry(20000, 100, 0));
+        assert!(!expired(&k, &m, live, 200 * S, &t), "an established flow idle 100 s stays");
+        assert!(expired(&k, &m, live, 1100 * S, &t), "idle over 900 s goes");
+        let closing = FlowState::Established(entry(20000, 100, CONN_F_CLOSING));
+        assert!(expired(&k, &m, closing, 111 * S, &t), "after FIN, 10 s");
+        let syn_only = FlowState::New(entry(20000, 100, 0));
+        assert!(!expired(&k, &m, syn_only, 105 * S, &t));
+        assert!(expired(&k, &m, syn_only, 111 * S, &t), "a SYN never answered, 10 s");
+        let moved = FlowState::Established(entry(20001, 100, 0));
+        assert!(expired(&k, &m, moved, 100 * S, &t), "the flow holds another mapping now");
+        let udp = key(17, 20000);
+        assert!(!expired(&udp, &m, FlowState::Established(entry(20000, 100, 0)), 200 * S, &t));
+        assert!(expired(&udp, &m, FlowState::Established(entry(20000, 100, 0)), 221 * S, &t), "UDP, 120 s");
+    }
+}
