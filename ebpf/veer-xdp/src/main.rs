@@ -110,6 +110,9 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
 
     let stale = if conntrack::opens_connection(pkt.tcp_flags()) {
+        if NAT {
+            nat::release_stale(&key);
+        }
         if let Some(f) = conntrack::reopen(&svc, &key) {
             // A retransmitted SYN: same backend (and SNAT port) as the first.
             stats::forwarded(svc.id, f.id, bytes, false);

@@ -8,9 +8,9 @@
 //! checksum (its pseudo-header covers the addresses) are updated
 //! incrementally. The next hop comes from the kernel's routing table.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::XdpContext};
 use veer_abi::{
-    csum, hash::flow_hash, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
+    csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
     IPPROTO_UDP, NAT_PORT_TRIES,
 };
 
@@ -23,7 +23,8 @@ use crate::{
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, UdpHdr},
     },
-    maps::{NAT_CONFIG, NAT_REV, SNAT_ADDRS},
+    maps::{CONNS, NAT_CONFIG, NAT_REV, SNAT_ADDRS},
+    scheduler::backend,
     parse::VipPacket,
     stats,
     verdict::Drop,
@@ -71,7 +72,9 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     }
     let snat = snat_addr(b.snat).ok_or(Drop::NatExhausted)?;
     let span = max - min + 1;
-    let Some(start) = flow_hash(key).checked_rem(span) else {
+    // A random start: a client reusing its port must not land on the
+    // mappings its earlier connections left behind.
+    let Some(start) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
         return Err(Drop::NatExhausted);
     };
     let mapping = NatMapping { flow: *key, backend: id, service: svc.id };
@@ -102,6 +105,27 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> R
     let v4 = is_ipv4_mapped(&pkt.key.dst);
     rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
     fib::send(ctx, v4, &snat, &b.addr)
+}
+
+/// A SYN reusing the 5-tuple of a finished flow: that flow's mapping goes
+/// now, so its SNAT port is free at once (its table entry goes next).
+#[inline(always)]
+pub fn release_stale(key: &FlowKey) {
+    // SAFETY: copied out at once.
+    let Some(e) = (unsafe { CONNS.get(key) }).copied() else { return };
+    if e.nat_port == 0 {
+        return;
+    }
+    let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return };
+    let rkey = NatKey {
+        backend: b.addr,
+        snat,
+        backend_port: backend_port(key, b),
+        snat_port: e.nat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let _ = NAT_REV.remove(&rkey);
 }
 
 /// Whether a packet that is not for a VIP goes to a SNAT port (and so may

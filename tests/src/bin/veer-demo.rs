@@ -28,8 +28,12 @@ use veer_tests::{
 #[command(about = "Run veer (veerd + XDP) on a demo network in namespaces")]
 struct Args {
     /// veerd config; its backends must be the demo's (10.77.0.11-13).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/veer.toml"))]
-    config: PathBuf,
+    /// Default: examples/veer.toml, or examples/veer-nat.toml with --nat.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Full NAT: the backends get no VIP and no sysctls.
+    #[arg(long)]
+    nat: bool,
     /// Leave the sandbox running at the end.
     #[arg(long)]
     keep: bool,
@@ -121,12 +125,15 @@ fn main() -> Result<()> {
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the demo needs root: run it with `cargo xtask demo`");
     // SAFETY: the handler only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    let cfg = config::load(&args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let examples = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
+    let config_path =
+        args.config.clone().unwrap_or_else(|| examples.join(if args.nat { "veer-nat.toml" } else { "veer.toml" }));
+    let cfg = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.clean {
         return clean(&cfg);
     }
     let svc = cfg.services.first().context("the config has no service")?.get_ref().clone();
-    let c = args.config.as_path();
+    let c = config_path.as_path();
 
     step(1, "built: veerd, veerctl, the XDP program (cargo xtask demo built them)");
     step(2, "sandbox: a client, a load balancer and 3 web servers in network namespaces, on one bridge");
@@ -137,10 +144,18 @@ fn main() -> Result<()> {
     let backends =
         tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
     for b in &tb.backends {
-        println!(
-            "  {:<6} {}  web server answering its name; VIP {VIP} on loopback (direct server return)",
-            b.name, b.ip
-        );
+        if args.nat {
+            // NAT: nothing on the backend knows the VIP.
+            b.ns.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"])?;
+            // It sends toward veer now; veth's native XDP loses checksum offload.
+            b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+            println!("  {:<6} {}  web server answering its name; no VIP, no sysctls (full NAT)", b.name, b.ip);
+        } else {
+            println!(
+                "  {:<6} {}  web server answering its name; VIP {VIP} on loopback (direct server return)",
+                b.name, b.ip
+            );
+        }
     }
     println!("  client {}  routes {VIP} via the load balancer {}", tb.client.ip, tb.lb.ip);
     let uninstall = Uninstall::instance(&cfg.daemon.name);
@@ -159,6 +174,10 @@ fn main() -> Result<()> {
     live(&load, 2)?;
     veerctl(c, &["status"]);
     veerctl(c, &["backends"]);
+    if args.nat {
+        // Both sides of each mapping: client -> VIP, and SNAT -> backend.
+        veerctl(c, &["flows", "--all", "--limit", "5"]);
+    }
 
     step(4, "kill b2's server (SIGKILL) under traffic, then start it again");
     check_interrupt()?;
@@ -202,7 +221,8 @@ fn main() -> Result<()> {
         println!("  ip netns exec {PREFIX}-client curl -s http://{VIP}/");
         println!("  {} -c {} backends", bin("veerctl").display(), c.display());
         println!("  kill $(cat {SCRATCH}/b1.pid)           # fail a backend");
-        println!("  cargo xtask demo -- --clean            # remove everything");
+        let nat = if args.nat { " --nat" } else { "" };
+        println!("  cargo xtask demo --{nat} --clean            # remove everything");
         d.detach();
         std::mem::forget(backends);
         std::mem::forget(uninstall);
