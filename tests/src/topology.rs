@@ -146,6 +146,73 @@ impl Drop for Testbed {
     }
 }
 
+/// A backend host one routed hop away from the load balancer: its own
+/// subnet, behind a router on the bridge.
+pub struct RoutedHost {
+    /// The backend host (name, address, namespace).
+    pub host: Host,
+    /// The router between the bridge and the backend's subnet.
+    pub router: Netns,
+}
+
+/// Subnet of routed backends.
+pub const ROUTED_NET: &str = "10.78.0.0/24";
+/// The router's address on the bridge.
+pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 254);
+
+impl Testbed {
+    /// Adds a backend host at 10.78.0.10 behind a router (10.77.0.254 on the
+    /// bridge, 10.78.0.1 on its side); the load balancer routes there.
+    pub fn routed_backend(&self, prefix: &str, name: &str) -> Result<RoutedHost> {
+        let router = Netns::create(&format!("{prefix}-rtr"))?;
+        let ns = Netns::create(&format!("{prefix}-{name}"))?;
+        let sw = self.switch.name().to_string();
+        crate::netns::ip(&[
+            "-n",
+            &sw,
+            "link",
+            "add",
+            "p-rtr",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            router.name(),
+        ])?;
+        crate::netns::ip(&["-n", &sw, "link", "set", "p-rtr", "master", "br0", "up"])?;
+        router.exec(&["ip", "addr", "add", &format!("{ROUTER_IP}/24"), "dev", "eth0"])?;
+        router.exec(&["ip", "link", "set", "eth0", "up"])?;
+        crate::netns::ip(&[
+            "-n",
+            router.name(),
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        router.exec(&["ip", "addr", "add", "10.78.0.1/24", "dev", "eth1"])?;
+        router.exec(&["ip", "link", "set", "eth1", "up"])?;
+        router.sysctl("net.ipv4.ip_forward", "1")?;
+        ns.exec(&["ip", "addr", "add", "10.78.0.10/24", "dev", "eth0"])?;
+        ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        ns.exec(&["ip", "route", "add", "default", "via", "10.78.0.1"])?;
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        // Full checksums toward the balancer (its native XDP on veth drops offload state).
+        ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        self.lb.ns.exec(&["ip", "route", "add", ROUTED_NET, "via", &ROUTER_IP.to_string()])?;
+        let mac = [0x02, 0x78, 0, 0, 0, 10];
+        Ok(RoutedHost { host: Host { ns, name: name.to_string(), ip: Ipv4Addr::new(10, 78, 0, 10), mac }, router })
+    }
+}
+
 fn mac(i: u8, side: u8) -> [u8; 6] {
     [0x02, 0x77, 0, 0, side, i]
 }

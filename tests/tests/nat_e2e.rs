@@ -127,3 +127,33 @@ fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
     let (ok, flows, _) = veer_tests::daemon::veerctl(&s.cfg, &["flows", "--all", "--limit", "5"]);
     assert!(ok && flows.contains("10.77.0.2:"), "veerctl flows shows the SNAT side: {flows}");
 }
+
+#[test]
+fn a_nat_backend_one_routed_hop_away_is_served() {
+    let s = nat_deployment("hnatrt");
+    let routed = s.tb.routed_backend("veer-hnatrt", "rb1").unwrap();
+    let _server = veer_tests::daemon::BackendProc::start(
+        &routed.host.ns,
+        "rb1",
+        SocketAddr::new([0, 0, 0, 0].into(), PORT),
+        &s.dir,
+    )
+    .unwrap();
+    // The web service: b1 on the bridge, rb1 behind the router.
+    let text = s
+        .config(65537, &[1], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")
+        + &format!("\n[[service.backend]]\nname = \"rb1\"\naddress = \"{}\"\n", routed.host.ip);
+    s.write(&text);
+    let d = s.start();
+    wait_all_up(&d, "web", &["b1", "rb1"]);
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(500, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    let failed = samples.iter().filter(|x| x.result.is_err()).count();
+    let routed_served = samples.iter().filter(|x| x.result.as_deref() == Ok("rb1")).count();
+    assert_eq!(failed, 0, "connections failed through the router");
+    assert!(routed_served > samples.len() / 4, "rb1 served {routed_served} of {}", samples.len());
+    drop(d);
+    drop(routed);
+}
