@@ -146,6 +146,70 @@ impl Drop for Testbed {
     }
 }
 
+impl Testbed {
+    /// Like [`Testbed::balance`], with full NAT from the LB's address: the
+    /// LB forwards, knows its neighbours, and the backends send full
+    /// checksums (veth's native XDP drops offload state).
+    /// Its maps are pinned in `pins`, so that idle mappings can be expired
+    /// as veerd does.
+    pub fn balance_nat(
+        &self,
+        port: u16,
+        weights: &[u32],
+        pins: &std::path::Path,
+    ) -> Result<veer::dataplane::Dataplane> {
+        use veer::dataplane::{service_key, to_abi, Dataplane, DataplaneOptions, Protocol, ServiceSpec};
+        use veer_abi::{Backend, BackendState, NatConfig, Scheduler, NO_BACKEND, SERVICE_F_NAT};
+        veer::dataplane::pin::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
+        let _ = veer::dataplane::pin::uninstall(pins);
+        let (mut dp, _) = Dataplane::load_pinned(pins, &DataplaneOptions { max_services: 4, ..Default::default() })?;
+        let key = service_key(IpAddr::V4(VIP), port, Protocol::Tcp);
+        let spec =
+            ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: SERVICE_F_NAT, fallback_backend: NO_BACKEND };
+        dp.upsert_service(&key, spec)?;
+        self.lb.ns.sysctl("net.ipv4.ip_forward", "1")?;
+        let neigh = |ip: Ipv4Addr, mac: &[u8; 6]| {
+            let m = veer::config::fmt_mac(mac);
+            self.lb.ns.exec(&[
+                "ip",
+                "neigh",
+                "replace",
+                &ip.to_string(),
+                "lladdr",
+                &m,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ])
+        };
+        neigh(self.client.ip, &self.client.mac)?;
+        for (i, b) in self.backends.iter().enumerate() {
+            b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+            neigh(b.ip, &b.mac)?;
+            let e = Backend {
+                addr: to_abi(b.addr()),
+                mac: [0; 6],
+                src_mac: [0; 6],
+                ifindex: 0,
+                weight: weights[i],
+                state: BackendState::Up as u32,
+                service: 0,
+                port: 0,
+                snat: 0,
+            };
+            dp.set_backend(i as u32, &e)?;
+        }
+        dp.set_snat_addr(0, IpAddr::V4(LB_IP))?;
+        dp.set_nat_config(NatConfig { port_min: 10000, port_max: 29999 })?;
+        let eth0 = self.lb.ns.run(|| veer::net::ifindex("eth0"))??;
+        dp.add_tx_port(eth0)?;
+        dp.publish_pool(&key, 65537, &self.members(weights, None))?;
+        self.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
+        Ok(dp)
+    }
+}
+
 /// A backend host one routed hop away from the load balancer: its own
 /// subnet, behind a router on the bridge.
 pub struct RoutedHost {

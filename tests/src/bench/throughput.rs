@@ -136,7 +136,6 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let dp = tb.balance(80, Protocol::Tcp, &[1; 3], 262_144)?;
     let veer = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
     drop(dp);
-    drop(stats);
 
     let mut h = haproxy(tb, dir, "")?;
     // `ip netns exec` execs haproxy in place: the child's pid is haproxy's.
@@ -145,9 +144,40 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let _ = h.kill();
     let _ = h.wait();
 
+    // Last: NAT turns the backends' checksum offload off, which the others must not pay for.
+    let pins = std::path::Path::new("/sys/fs/bpf/veer-bench-nat/v");
+    let dp = tb.balance_nat(80, &[1; 3], pins)?;
+    // Expire idle mappings as veerd does (every 5 s, its timeouts).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let expiry = {
+        let (stop, pins) = (stop.clone(), pins.to_path_buf());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = veer::dataplane::nat::expire(
+                    &pins,
+                    veer::dataplane::monotonic_ns(),
+                    &veer::dataplane::nat::NatTimeouts::default(),
+                );
+            }
+        })
+    };
+    let nat = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = expiry.join();
+
+    drop(dp);
+    let _ = veer::dataplane::pin::uninstall(pins);
+    drop(stats);
+
     let base = direct.clone();
-    for (name, v) in [("veer (XDP, DSR)", &veer), ("HAProxy 2.6 (tcp mode)", &hap), ("direct to one backend", &direct)]
-    {
+    let targets = [
+        ("veer (XDP, DSR)", &veer),
+        ("veer (XDP, NAT)", &nat),
+        ("HAProxy 2.6 (tcp mode)", &hap),
+        ("direct to one backend", &direct),
+    ];
+    for (name, v) in targets {
         let r = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
         let b = |k: &str| base[k].as_f64().unwrap_or(f64::NAN);
         rows.push(vec![
@@ -167,7 +197,9 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
         title: "Throughput (wrk, same namespaces, same 3 web servers)".into(),
         note: format!(
             "wrk -t1 -c{CONNS} -d{SECS}s from the client namespace; requests/s with keep-alive, connections/s with \
-             `Connection: close` (one request per connection). veer: the XDP program in driver mode, Maglev, DSR. \
+             `Connection: close` (one request per connection). veer: the XDP program in driver mode, Maglev, DSR, \
+             then full NAT from the LB's address (only the entry program's run time is in its LB CPU: the NAT \
+             programs it tail-calls count there too, as one run). \
              HAProxy: Debian's 2.6, tcp mode, round robin, in the LB namespace. Baseline: the client straight to one \
              backend. LB CPU: veer's is the XDP program's own run time (BPF stats, softirq included by nature); \
              HAProxy's is its process time (user + system; its share of softirq work is not separable here). \

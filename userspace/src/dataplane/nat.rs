@@ -15,7 +15,9 @@ use super::{DataplaneError, Result};
 pub struct NatTimeouts {
     /// An established TCP flow.
     pub tcp: Duration,
-    /// A TCP flow after FIN or RST, or one that never got past its SYN.
+    /// A TCP flow after FIN or RST, or one that never got past its SYN. As
+    /// long as TIME_WAIT: the backend may hold the old connection's 4-tuple
+    /// that long, and a new SYN reusing it can be refused (PAWS).
     pub tcp_closing: Duration,
     /// A UDP flow.
     pub udp: Duration,
@@ -23,7 +25,7 @@ pub struct NatTimeouts {
 
 impl Default for NatTimeouts {
     fn default() -> Self {
-        Self { tcp: Duration::from_secs(900), tcp_closing: Duration::from_secs(10), udp: Duration::from_secs(120) }
+        Self { tcp: Duration::from_secs(900), tcp_closing: Duration::from_secs(60), udp: Duration::from_secs(120) }
     }
 }
 
@@ -139,10 +141,11 @@ mod tests {
         assert!(!expired(&k, &m, live, 200 * S, &t), "an established flow idle 100 s stays");
         assert!(expired(&k, &m, live, 1100 * S, &t), "idle over 900 s goes");
         let closing = FlowState::Established(entry(20000, 100, CONN_F_CLOSING));
-        assert!(expired(&k, &m, closing, 111 * S, &t), "after FIN, 10 s");
+        assert!(!expired(&k, &m, closing, 150 * S, &t), "after FIN, kept for TIME_WAIT");
+        assert!(expired(&k, &m, closing, 161 * S, &t), "after FIN, 60 s");
         let syn_only = FlowState::New(entry(20000, 100, 0));
-        assert!(!expired(&k, &m, syn_only, 105 * S, &t));
-        assert!(expired(&k, &m, syn_only, 111 * S, &t), "a SYN never answered, 10 s");
+        assert!(!expired(&k, &m, syn_only, 150 * S, &t));
+        assert!(expired(&k, &m, syn_only, 161 * S, &t), "a SYN never answered, 60 s");
         let moved = FlowState::Established(entry(20001, 100, 0));
         assert!(expired(&k, &m, moved, 100 * S, &t), "the flow holds another mapping now");
         let udp = key(17, 20000);
