@@ -126,6 +126,15 @@ fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
     assert!(pins.global_counter(GlobalCounter::NatReturned).unwrap() > 0);
     let (ok, flows, _) = veer_tests::daemon::veerctl(&s.cfg, &["flows", "--all", "--limit", "5"]);
     assert!(ok && flows.contains("10.77.0.2:"), "veerctl flows shows the SNAT side: {flows}");
+    let rows = veer_tests::daemon::veerctl_json(&s.cfg, &["flows", "--all", "--limit", "1"]);
+    let client = rows[0]["client"].as_str().expect("a flow").to_string();
+    let vip = s.vip().to_string();
+    let (ok, why, _) = veer_tests::daemon::veerctl(&s.cfg, &["which", "tcp", &client, &vip]);
+    assert!(ok && why.contains("NAT: the backend sees it from 10.77.0.2:"), "veerctl which: {why}");
+    let (ok, stats, _) = veer_tests::daemon::veerctl(&s.cfg, &["stats"]);
+    let line = stats.lines().find(|l| l.starts_with("NAT mappings:")).unwrap_or_default().to_string();
+    let live: u64 = line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(ok && live > 0, "veerctl stats shows the mappings: {line}");
 }
 
 #[test]

@@ -33,9 +33,11 @@ pub fn write_table_usage(o: &mut String, u: &crate::dataplane::TableUsage) {
     );
     let _ = writeln!(o, "veer_conn_table_entries{{table=\"connection\"}} {}", u.conns);
     let _ = writeln!(o, "veer_conn_table_entries{{table=\"new_flow\"}} {}", u.new_flows);
+    let _ = writeln!(o, "veer_conn_table_entries{{table=\"nat\"}} {}", u.nat_mappings);
     let _ = writeln!(o, "# HELP veer_conn_table_capacity Capacity of a connection table (kernel-rounded).\n# TYPE veer_conn_table_capacity gauge");
     let _ = writeln!(o, "veer_conn_table_capacity{{table=\"connection\"}} {}", u.conns_capacity);
     let _ = writeln!(o, "veer_conn_table_capacity{{table=\"new_flow\"}} {}", u.new_flows_capacity);
+    let _ = writeln!(o, "veer_conn_table_capacity{{table=\"nat\"}} {}", u.nat_capacity);
     let _ = writeln!(o, "# HELP veer_conn_table_per_cpu_capacity Entries each CPU's LRU list holds.\n# TYPE veer_conn_table_per_cpu_capacity gauge");
     let cpus = u.possible_cpus.max(1);
     let _ = writeln!(o, "veer_conn_table_per_cpu_capacity{{table=\"connection\"}} {}", u.conns_capacity / cpus);

@@ -136,11 +136,22 @@ pub trait MapReader {
         };
         let (conns, conns_capacity) = count(names::CONNS)?;
         let (new_flows, new_flows_capacity) = count(names::NEW_CONNS)?;
+        let (nat_mappings, nat_capacity) = {
+            let data = match self.map(names::NAT_REV)? {
+                Map::HashMap(d) => d,
+                _ => return Err(DataplaneError::Missing { kind: "hash map", name: names::NAT_REV }),
+            };
+            let capacity = data.info().map_err(DataplaneError::map(names::NAT_REV, "inspecting"))?.max_entries();
+            let m: HashMap<&MapData, veer_abi::NatKey, veer_abi::NatMapping> = typed!(self, HashMap, names::NAT_REV);
+            (m.keys().filter(|k| k.is_ok()).count() as u64, capacity)
+        };
         let g = self.global_counters()?;
         let get = |c: GlobalCounter| g.iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| *v);
         Ok(TableUsage {
             conns,
             conns_capacity,
+            nat_mappings,
+            nat_capacity,
             new_flows,
             new_flows_capacity,
             possible_cpus: super::possible_cpus().unwrap_or(1),
@@ -179,6 +190,10 @@ pub struct TableUsage {
     pub possible_cpus: u32,
     /// Connection-table entries evicted since the table was created.
     pub conns_evicted: u64,
+    /// NAT mappings live.
+    pub nat_mappings: u64,
+    /// NAT mappings the table holds.
+    pub nat_capacity: u32,
 }
 
 fn flow_in<R: MapReader + ?Sized>(r: &R, name: &'static str, key: &FlowKey) -> Result<Option<ConnEntry>> {

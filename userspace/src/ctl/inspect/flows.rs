@@ -138,18 +138,30 @@ pub fn which(ctx: &Ctx, proto: Protocol, src: SocketAddr, dst: SocketAddr) -> Re
         return Ok(());
     };
     let fk = flow_key(src, dst, proto);
-    let pinned = pins.flow(&fk)?.filter(|e| e.service == v.svc.id).and_then(|e| {
+    let entry = pins.flow(&fk)?.filter(|e| e.service == v.svc.id);
+    let pinned = entry.and_then(|e| {
         let b = v.backends.iter().find(|(id, ..)| *id == e.backend)?;
         BackendState::from_u32(b.1.state).keeps_flows().then_some(e.backend)
     });
     let (backend, why) = match pinned {
-        Some(id) => (
-            Some(id),
-            format!(
-                "connection table: the flow is pinned to {} (a new TCP connection, a SYN, would be scheduled anew)",
-                backend_name(v, id)
-            ),
-        ),
+        Some(id) => {
+            // NAT: the other side of the mapping, as the backend sees it.
+            let nat = entry.filter(|e| e.nat_port != 0).map(|e| {
+                let a = pins.snat_addrs().ok().and_then(|s| s.get(e.nat_addr as usize).copied());
+                format!(
+                    "; NAT: the backend sees it from {}",
+                    a.map_or_else(|| "?".into(), |a| SocketAddr::new(a, e.nat_port).to_string())
+                )
+            });
+            (
+                Some(id),
+                format!(
+                    "connection table: the flow is pinned to {}{} (a new TCP connection, a SYN, would be scheduled anew)",
+                    backend_name(v, id),
+                    nat.unwrap_or_default()
+                ),
+            )
+        }
         None => scheduled(v, &fk),
     };
     let name = backend.map(|id| backend_name(v, id));

@@ -95,7 +95,8 @@ pub fn stats(ctx: &Ctx) -> Result<()> {
         let cpus = u.possible_cpus.max(1);
         format!(
             "{}\nconnection table: {} of {} entries ({} per CPU LRU list, {} possible CPUs), {} evicted\n\
-             new-flow table:   {} of {} entries ({} per CPU LRU list)\n",
+             new-flow table:   {} of {} entries ({} per CPU LRU list)\n\
+             NAT mappings:     {} of {}\n",
             table(&rows),
             u.conns,
             u.conns_capacity,
@@ -105,6 +106,8 @@ pub fn stats(ctx: &Ctx) -> Result<()> {
             u.new_flows,
             u.new_flows_capacity,
             u.new_flows_capacity / cpus,
+            u.nat_mappings,
+            u.nat_capacity,
         )
     });
     Ok(())
