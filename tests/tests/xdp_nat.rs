@@ -6,116 +6,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use veer::dataplane::{flow_key, to_abi, Dataplane, DataplaneOptions, MapReader, Protocol, ServiceSpec, XDP_OBJECT};
-use veer_abi::{csum::checksum, Backend, BackendState, GlobalCounter, NatConfig, Scheduler, NO_BACKEND};
+use veer::dataplane::{flow_key, MapReader, Protocol};
+use veer_abi::{csum::checksum, BackendState, GlobalCounter};
 use veer_tests::{
     frame::{self, L4},
-    netns::Netns,
-    require_root,
+    lab::{nat_backend_mac as backend_mac, NatLab, NAT_PORTS as PORTS, NAT_SRC_MAC as DUMMY_MAC},
 };
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
-const PORTS: (u16, u16) = (20000, 20003);
-const DUMMY_MAC: [u8; 6] = [0x02, 0xd0, 0, 0, 0, 0x01];
-
-fn backend_mac(i: usize) -> [u8; 6] {
-    [0x02, 0xbe, 0, 0, 0, i as u8]
-}
-
-/// A dataplane with one NAT service, inside a namespace whose interface
-/// `d0` routes to the backends and the client.
-struct NatLab {
-    ns: Netns,
-    dp: Dataplane,
-    vip: SocketAddr,
-    client: IpAddr,
-    snat: IpAddr,
-    backends: Vec<IpAddr>,
-}
-
-impl NatLab {
-    fn new(tag: &str, v6: bool, proto: Protocol, n: usize) -> Self {
-        require_root();
-        let ns = Netns::create(&format!("veer-natlab-{tag}")).expect("netns");
-        let (vip, client, snat): (IpAddr, IpAddr, IpAddr) = if v6 {
-            ("2001:db8:100::1".parse().unwrap(), "2001:db8::7".parse().unwrap(), "2001:db8:1::1".parse().unwrap())
-        } else {
-            ("10.0.0.100".parse().unwrap(), "192.0.2.7".parse().unwrap(), "10.1.0.1".parse().unwrap())
-        };
-        let backends: Vec<IpAddr> = (0..n)
-            .map(|i| if v6 { format!("2001:db8:1::{}", i + 10) } else { format!("10.1.0.{}", i + 10) }.parse().unwrap())
-            .collect();
-        let mac = veer::config::fmt_mac(&DUMMY_MAC);
-        // No dummy interfaces in this kernel: a veth pair, both ends in the namespace.
-        ns.exec(&["ip", "link", "add", "d0", "address", &mac, "type", "veth", "peer", "name", "d0p"]).unwrap();
-        ns.exec(&["ip", "link", "set", "d0p", "up"]).unwrap();
-        ns.exec(&["ip", "link", "set", "d0", "up"]).unwrap();
-        // NAT routes like a router: the kernel's FIB lookup wants forwarding on.
-        ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
-        ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
-        let (plen, cnet) = if v6 { ("64", "2001:db8::1/64") } else { ("24", "192.0.2.1/24") };
-        let fam = if v6 { "-6" } else { "-4" };
-        ns.exec(&["ip", fam, "addr", "add", &format!("{snat}/{plen}"), "dev", "d0", "nodad"]).unwrap();
-        ns.exec(&["ip", fam, "addr", "add", cnet, "dev", "d0", "nodad"]).unwrap();
-        let neigh = |addr: IpAddr, m: [u8; 6]| {
-            let m = veer::config::fmt_mac(&m);
-            ns.exec(&["ip", "neigh", "replace", &addr.to_string(), "lladdr", &m, "dev", "d0", "nud", "permanent"])
-                .unwrap();
-        };
-        for (i, b) in backends.iter().enumerate() {
-            neigh(*b, backend_mac(i));
-        }
-        neigh(client, frame::CLIENT_MAC);
-        let opts = DataplaneOptions {
-            conn_table_size: 4096,
-            new_flow_table_size: 1024,
-            max_services: 4,
-            ..Default::default()
-        };
-        let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
-        let key = veer::dataplane::service_key(vip, 80, proto);
-        let spec = ServiceSpec {
-            id: 1,
-            scheduler: Scheduler::Maglev,
-            flags: veer_abi::SERVICE_F_NAT,
-            fallback_backend: NO_BACKEND,
-        };
-        dp.upsert_service(&key, spec).unwrap();
-        let mut members = Vec::new();
-        for (i, addr) in backends.iter().enumerate() {
-            let b = Backend {
-                addr: to_abi(*addr),
-                mac: [0; 6],
-                src_mac: [0; 6],
-                ifindex: 0,
-                weight: 1,
-                state: BackendState::Up as u32,
-                service: 1,
-                port: 8080,
-                snat: 0,
-            };
-            dp.set_backend(i as u32, &b).unwrap();
-            members.push(veer::ring::RingMember { id: i as u32, identity: veer::ring::identity_of(*addr), weight: 1 });
-        }
-        dp.publish_pool(&key, 65537, &members).unwrap();
-        dp.set_snat_addr(0, snat).unwrap();
-        dp.set_nat_config(NatConfig { port_min: PORTS.0, port_max: PORTS.1 }).unwrap();
-        let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
-        dp.add_tx_port(d0).unwrap();
-        NatLab { ns, dp, vip: SocketAddr::new(vip, 80), client, snat, backends }
-    }
-
-    fn run(&self, f: &[u8]) -> (u32, Vec<u8>) {
-        let out = self.ns.run(|| self.dp.test_run(f, 1)).unwrap().expect("test run");
-        (out.action, out.frame)
-    }
-
-    fn counter(&self, c: GlobalCounter) -> u64 {
-        self.dp.global_counter(c).unwrap()
-    }
-}
 
 /// The frame's IP addresses, ports, protocol and L4 offset, and whether both
 /// checksums are right, recomputed from scratch.
