@@ -106,8 +106,8 @@ impl Testbed {
         weights: &[u32],
         conn_table_size: u32,
     ) -> Result<veer::dataplane::Dataplane> {
-        use veer::dataplane::{service_key, to_abi, Dataplane, DataplaneOptions, ServiceSpec, XDP_OBJECT};
-        use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
+        use veer::dataplane::{service_key, Dataplane, DataplaneOptions, ServiceSpec, XDP_OBJECT};
+        use veer_abi::{Backend, Scheduler, NO_BACKEND};
         let mut dp = Dataplane::load_with(
             XDP_OBJECT,
             &DataplaneOptions { conn_table_size, max_services: 4, ..Default::default() },
@@ -118,18 +118,7 @@ impl Testbed {
             ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
         )?;
         for (i, b) in self.backends.iter().enumerate() {
-            let e = Backend {
-                addr: to_abi(b.addr()),
-                mac: b.mac,
-                src_mac: [0; 6],
-                ifindex: 0,
-                weight: weights[i],
-                state: BackendState::Up as u32,
-                service: 0,
-                port: 0,
-                snat: 0,
-            };
-            dp.set_backend(i as u32, &e)?;
+            dp.set_backend(i as u32, &Backend { mac: b.mac, ..up_backend(b, weights[i]) })?;
         }
         dp.publish_pool(&key, 65537, &self.members(weights, None))?;
         self.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
@@ -158,8 +147,8 @@ impl Testbed {
         weights: &[u32],
         pins: &std::path::Path,
     ) -> Result<veer::dataplane::Dataplane> {
-        use veer::dataplane::{service_key, to_abi, Dataplane, DataplaneOptions, Protocol, ServiceSpec};
-        use veer_abi::{Backend, BackendState, NatConfig, Scheduler, NO_BACKEND, SERVICE_F_NAT};
+        use veer::dataplane::{service_key, Dataplane, DataplaneOptions, Protocol, ServiceSpec};
+        use veer_abi::{NatConfig, Scheduler, NO_BACKEND, SERVICE_F_NAT};
         veer::dataplane::pin::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
         let _ = veer::dataplane::pin::uninstall(pins);
         let (mut dp, _) = Dataplane::load_pinned(pins, &DataplaneOptions { max_services: 4, ..Default::default() })?;
@@ -187,18 +176,8 @@ impl Testbed {
         for (i, b) in self.backends.iter().enumerate() {
             b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
             neigh(b.ip, &b.mac)?;
-            let e = Backend {
-                addr: to_abi(b.addr()),
-                mac: [0; 6],
-                src_mac: [0; 6],
-                ifindex: 0,
-                weight: weights[i],
-                state: BackendState::Up as u32,
-                service: 0,
-                port: 0,
-                snat: 0,
-            };
-            dp.set_backend(i as u32, &e)?;
+            // NAT: the next hop comes from the routing table, not the entry.
+            dp.set_backend(i as u32, &up_backend(b, weights[i]))?;
         }
         dp.set_snat_addr(0, IpAddr::V4(LB_IP))?;
         dp.set_nat_config(NatConfig { port_min: 10000, port_max: 29999 })?;
@@ -274,6 +253,21 @@ impl Testbed {
         self.lb.ns.exec(&["ip", "route", "add", ROUTED_NET, "via", &ROUTER_IP.to_string()])?;
         let mac = [0x02, 0x78, 0, 0, 0, 10];
         Ok(RoutedHost { host: Host { ns, name: name.to_string(), ip: Ipv4Addr::new(10, 78, 0, 10), mac }, router })
+    }
+}
+
+/// Host `b` as an up backend of service 0, with `weight` (no MAC set).
+fn up_backend(b: &Host, weight: u32) -> veer_abi::Backend {
+    veer_abi::Backend {
+        addr: veer::dataplane::to_abi(b.addr()),
+        mac: [0; 6],
+        src_mac: [0; 6],
+        ifindex: 0,
+        weight,
+        state: veer_abi::BackendState::Up as u32,
+        service: 0,
+        port: 0,
+        snat: 0,
     }
 }
 
