@@ -82,10 +82,19 @@ pub fn icmp_error(router: IpAddr, to: IpAddr, quoted: &[u8], quote_len: usize) -
         IpAddr::V6(_) => vec![2, 0, 0, 0, 0, 0, 0x05, 0x78],
     };
     msg.extend_from_slice(inner);
-    if to.is_ipv4() {
-        let c = checksum(&msg);
-        msg[2..4].copy_from_slice(&c.to_be_bytes());
-    }
+    let c = match (router, to) {
+        (IpAddr::V6(r), IpAddr::V6(t)) => {
+            // ICMPv6 covers a pseudo-header too.
+            let mut all = r.octets().to_vec();
+            all.extend_from_slice(&t.octets());
+            all.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+            all.extend_from_slice(&[0, 0, 0, 58]);
+            all.extend_from_slice(&msg);
+            checksum(&all)
+        }
+        _ => checksum(&msg),
+    };
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
     ip_frame(router, to, if to.is_ipv4() { 1 } else { 58 }, &msg)
 }
 

@@ -198,3 +198,125 @@ fn a_nat_flow_of_a_backend_set_down_moves_with_a_new_mapping() {
     let entry = lab.dp.flow(&flow_key(c, lab.vip, Protocol::Tcp)).unwrap().expect("entry");
     assert_eq!(entry.nat_port, after.src.port(), "the table holds the new mapping");
 }
+
+/// The parts of a translated ICMP error: outer addresses, the quoted
+/// packet's, and whether every checksum holds (outer IPv4 header, ICMP,
+/// quoted IPv4 header, quoted segment), each recomputed from scratch.
+struct SeenError {
+    from: IpAddr,
+    to: IpAddr,
+    quoted: Seen,
+    icmp_ok: bool,
+}
+
+fn inspect_error(f: &[u8]) -> SeenError {
+    let v4 = f[12..14] == [0x08, 0x00];
+    let (from, to, msg_at, outer_ok) = if v4 {
+        let from = IpAddr::from(<[u8; 4]>::try_from(&f[26..30]).unwrap());
+        let to = IpAddr::from(<[u8; 4]>::try_from(&f[30..34]).unwrap());
+        (from, to, 34, checksum(&f[14..34]) == 0)
+    } else {
+        let from = IpAddr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap());
+        let to = IpAddr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap());
+        (from, to, 54, true)
+    };
+    let msg = &f[msg_at..];
+    let icmp_ok = if v4 {
+        checksum(msg) == 0
+    } else {
+        let mut all = f[22..54].to_vec();
+        all.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        all.extend_from_slice(&[0, 0, 0, 58]);
+        all.extend_from_slice(msg);
+        checksum(&all) == 0
+    };
+    // The quote (whole here) read as a frame of its own.
+    let mut quote = f[..14].to_vec();
+    quote.extend_from_slice(&msg[8..]);
+    SeenError { from, to, quoted: inspect(&quote), icmp_ok: outer_ok && icmp_ok }
+}
+
+/// Path MTU discovery through NAT: a router's "too big" about a packet
+/// toward a backend reaches the client quoting what the client sent, and one
+/// about an answer toward the client reaches the backend quoting what the
+/// backend sent.
+fn icmp_errors_translated(tag: &str, v6: bool, proto: Protocol) {
+    let lab = NatLab::new(tag, v6, proto, 3);
+    let router: IpAddr = if v6 { "2001:db8::fe".parse().unwrap() } else { "192.0.2.254".parse().unwrap() };
+    let client = SocketAddr::new(lab.client, 40000);
+    let req = with_checksums(frame::packet(client, lab.vip, l4(proto, 0x02), b"hello, backend"));
+    let (_, out) = lab.run(&req);
+    let mapped = inspect(&out);
+
+    // Toward the backend: the error reaches the SNAT address.
+    let err = frame::icmp_error(router, mapped.src.ip(), &out, out.len() - 14);
+    let (action, fwd) = lab.run(&err);
+    assert_eq!(action, XDP_REDIRECT, "{tag}: the error about the forward packet goes on");
+    let seen = inspect_error(&fwd);
+    assert_eq!((seen.from, seen.to), (router, lab.client), "{tag}: from the router to the client");
+    assert_eq!((seen.quoted.src, seen.quoted.dst), (client, lab.vip), "{tag}: quoting what the client sent");
+    assert!(seen.icmp_ok && seen.quoted.checksums_ok, "{tag}: checksums of the error to the client");
+    assert_eq!(fwd[..6], frame::CLIENT_MAC, "{tag}: next hop toward the client");
+
+    // Toward the client: the error reaches the VIP.
+    let answer = with_checksums(frame::packet(mapped.dst, mapped.src, l4(proto, 0x12), b"hello, client"));
+    let (_, back) = lab.run(&answer);
+    let err = frame::icmp_error(router, lab.vip.ip(), &back, back.len() - 14);
+    let (action, rev) = lab.run(&err);
+    assert_eq!(action, XDP_REDIRECT, "{tag}: the error about the answer goes on");
+    let seen = inspect_error(&rev);
+    assert_eq!((seen.from, seen.to), (router, mapped.dst.ip()), "{tag}: from the router to the backend");
+    assert_eq!((seen.quoted.src, seen.quoted.dst), (mapped.dst, mapped.src), "{tag}: quoting what the backend sent");
+    assert!(seen.icmp_ok && seen.quoted.checksums_ok, "{tag}: checksums of the error to the backend");
+    let b = lab.backends.iter().position(|a| *a == mapped.dst.ip()).unwrap();
+    assert_eq!(rev[..6], backend_mac(b), "{tag}: next hop toward the backend");
+}
+
+#[test]
+fn ipv4_tcp_icmp_errors_are_translated() {
+    icmp_errors_translated("i4t", false, Protocol::Tcp);
+}
+
+#[test]
+fn ipv4_udp_icmp_errors_are_translated() {
+    icmp_errors_translated("i4u", false, Protocol::Udp);
+}
+
+#[test]
+fn ipv6_tcp_icmp_errors_are_translated() {
+    icmp_errors_translated("i6t", true, Protocol::Tcp);
+}
+
+#[test]
+fn ipv6_udp_icmp_errors_are_translated() {
+    icmp_errors_translated("i6u", true, Protocol::Udp);
+}
+
+#[test]
+fn an_icmp_error_about_no_nat_flow_is_passed_untouched() {
+    let lab = NatLab::new("imiss", false, Protocol::Tcp, 1);
+    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let stray =
+        with_checksums(frame::tcp_syn(SocketAddr::new(lab.snat, PORTS.0 + 2), SocketAddr::new(lab.backends[0], 8080)));
+    let to_snat = frame::icmp_error(router, lab.snat, &stray, 28);
+    assert_eq!(lab.run(&to_snat), (XDP_PASS, to_snat.clone()), "no mapping: the local stack's");
+    let reply = with_checksums(frame::tcp_syn(lab.vip, SocketAddr::new(lab.client, 44000)));
+    let to_vip = frame::icmp_error(router, lab.vip.ip(), &reply, 28);
+    assert_eq!(lab.run(&to_vip), (XDP_PASS, to_vip.clone()), "no flow: the local stack's");
+}
+
+#[test]
+fn an_icmp_error_with_a_short_quote_is_translated_too() {
+    // Routers may quote only the IPv4 header and 8 bytes: no TCP checksum to fix.
+    let lab = NatLab::new("ishort", false, Protocol::Tcp, 1);
+    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let client = SocketAddr::new(lab.client, 40001);
+    let (_, out) = lab.run(&with_checksums(frame::tcp_syn(client, lab.vip)));
+    let err = frame::icmp_error(router, inspect(&out).src.ip(), &out, 28);
+    let (action, fwd) = lab.run(&err);
+    assert_eq!(action, XDP_REDIRECT);
+    let seen = inspect_error(&fwd);
+    assert!(seen.icmp_ok, "outer and ICMP checksums");
+    assert_eq!(checksum(&fwd[42..62]), 0, "quoted IPv4 header checksum");
+    assert_eq!((seen.to, seen.quoted.src, seen.quoted.dst), (lab.client, client, lab.vip));
+}

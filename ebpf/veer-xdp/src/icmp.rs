@@ -63,7 +63,7 @@ pub fn quoted_v4(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 4]) -> R
         proto: inner.proto,
         _pad: [0; 3],
     };
-    Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: 0 }))
+    Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: l4 as u32 }))
 }
 
 /// An ICMPv6 message at `l4`, addressed to `vip`: the flow it quotes, if it
@@ -86,7 +86,7 @@ pub fn quoted_v6(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 16]) -> 
         return Ok(None);
     };
     let key = FlowKey { src: inner.dst, dst: inner.src, sport: cport, dport: vport, proto: inner.next_header, _pad: [0; 3] };
-    Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: 0 }))
+    Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: l4 as u32 }))
 }
 
 /// Sends an ICMP error about `key` to the backend that has (or would get) the flow.

@@ -17,6 +17,7 @@ mod headers;
 mod icmp;
 mod maps;
 mod nat;
+mod nat_icmp;
 mod parse;
 mod scheduler;
 mod stats;
@@ -53,6 +54,56 @@ pub fn veer_nat(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn veer_nat_return(ctx: XdpContext) -> u32 {
     verdict(nat_return(&ctx))
+}
+
+/// An ICMP error about a NAT packet toward a backend, on to the client
+/// (tail-called; one program per direction and family keeps each within
+/// its stack).
+#[xdp]
+pub fn veer_nat_icmp_client4(ctx: XdpContext) -> u32 {
+    verdict(nat_icmp::<false, true>(&ctx))
+}
+
+/// IPv6 of [`veer_nat_icmp_client4`].
+#[xdp]
+pub fn veer_nat_icmp_client6(ctx: XdpContext) -> u32 {
+    verdict(nat_icmp::<false, false>(&ctx))
+}
+
+/// An ICMP error about a NAT answer toward a client, on to the backend.
+#[xdp]
+pub fn veer_nat_icmp_backend4(ctx: XdpContext) -> u32 {
+    verdict(nat_icmp::<true, true>(&ctx))
+}
+
+/// IPv6 of [`veer_nat_icmp_backend4`].
+#[xdp]
+pub fn veer_nat_icmp_backend6(ctx: XdpContext) -> u32 {
+    verdict(nat_icmp::<true, false>(&ctx))
+}
+
+#[inline(always)]
+fn nat_icmp<const TO_BACKEND: bool, const V4: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
+    let Some(pkt) = nat_icmp::parse::<V4>(ctx)? else {
+        return Ok(pass());
+    };
+    if TO_BACKEND {
+        nat_icmp::to_backend::<V4>(ctx, &pkt)
+    } else {
+        nat_icmp::to_client::<V4>(ctx, &pkt)
+    }
+}
+
+/// The `JUMPS` slot for an ICMP error about a NAT flow.
+#[inline(always)]
+fn icmp_slot(pkt: &parse::VipPacket, to_backend: bool) -> u32 {
+    let v4 = veer_abi::is_ipv4_mapped(&pkt.key.dst);
+    match (to_backend, v4) {
+        (false, true) => veer_abi::JUMP_NAT_ICMP_CLIENT4,
+        (false, false) => veer_abi::JUMP_NAT_ICMP_CLIENT6,
+        (true, true) => veer_abi::JUMP_NAT_ICMP_BACKEND4,
+        (true, false) => veer_abi::JUMP_NAT_ICMP_BACKEND6,
+    }
 }
 
 #[inline(always)]
@@ -92,16 +143,16 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     // SAFETY: userspace replaces service values whole; we copy it out at once.
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
         // Not for a VIP: maybe a backend's answer to a NAT flow.
-        if !NAT && !pkt.is_icmp_error() && nat::is_return_port(&pkt) {
-            return jump(ctx, JUMP_NAT_RETURN);
+        if !NAT && nat::is_return_port(&pkt) {
+            return jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt, false) } else { JUMP_NAT_RETURN });
         }
         return Ok(pass());
     };
     if !NAT && svc.flags & SERVICE_F_NAT != 0 {
-        return jump(ctx, JUMP_NAT);
+        return jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt, true) } else { JUMP_NAT });
     }
     if pkt.is_icmp_error() {
-        // A NAT flow's backend does not hold the VIP: its errors stay local.
+        // Errors about NAT flows went to `nat_icmp`'s programs above.
         if svc.flags & SERVICE_F_NAT != 0 {
             return Ok(pass());
         }

@@ -76,3 +76,7 @@ pub static JUMPS: ProgramArray = ProgramArray::with_max_entries(JUMP_SLOTS, 0);
 /// Per-CPU room for a `bpf_fib_lookup`'s parameters, off the stack.
 #[map]
 pub static FIB_SCRATCH: PerCpuArray<crate::fib::FibParams> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for an ICMP translation's target, off the stack.
+#[map]
+pub static ICMP_SCRATCH: PerCpuArray<crate::nat_icmp::Target> = PerCpuArray::with_max_entries(1, 0);

@@ -36,7 +36,8 @@ pub struct VipPacket {
     pub key: FlowKey,
     /// TCP flags in the low byte; [`VipPacket::ICMP_ERROR`] for an ICMP error.
     pub bits: u32,
-    /// Offset of the TCP or UDP header in the frame (0 for an ICMP error).
+    /// Offset of the TCP or UDP header in the frame (of the ICMP header for
+    /// an ICMP error).
     pub l4: u32,
 }
 

@@ -163,7 +163,9 @@ mod layout_tests {
 fn load_continuations(ebpf: &mut Ebpf) -> Result<()> {
     use aya::maps::ProgramArray;
     let mut fds = Vec::new();
-    for (slot, name) in [(JUMP_NAT, NAT_PROGRAM), (JUMP_NAT_RETURN, NAT_RETURN_PROGRAM)] {
+    let programs =
+        [(JUMP_NAT, NAT_PROGRAM), (JUMP_NAT_RETURN, NAT_RETURN_PROGRAM)].into_iter().chain(veer_abi::NAT_ICMP_PROGRAMS);
+    for (slot, name) in programs {
         let p: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(DataplaneError::Missing { kind: "program", name })?

@@ -1,0 +1,270 @@
+//! ICMP errors about NAT flows, translated so that path MTU discovery (and
+//! unreachables) work through NAT in both directions.
+//!
+//! - An error about a packet toward a backend reaches veer's SNAT address,
+//!   quoting `SNAT:port -> backend`. It goes on to the client, quoting what
+//!   the client sent (`client -> VIP`).
+//! - An error about an answer toward a client reaches the VIP, quoting
+//!   `VIP -> client`. It goes on to the backend, quoting what the backend
+//!   sent (`backend -> SNAT:port`).
+//!
+//! The quoted addresses and ports change, with the quoted IPv4 header
+//! checksum, the quoted TCP or UDP checksum when the quote holds it, the
+//! ICMP checksum (which covers all of that, and for ICMPv6 the outer
+//! addresses too), and the outer destination and IPv4 checksum. Each
+//! direction and family runs in a program of its own, with a lean parser and
+//! its working state in a per-CPU map: the BPF stack is 512 bytes.
+
+use aya_ebpf::programs::XdpContext;
+use veer_abi::{csum, ipv4_mapped, GlobalCounter, NatKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+
+use crate::{
+    access::{mut_ptr_at, ptr_at},
+    fib,
+    headers::{
+        eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
+        icmp::IcmpHdr,
+        ipv4::Ipv4Hdr,
+        ipv6::Ipv6Hdr,
+    },
+    icmp,
+    maps::{CONNS, ICMP_SCRATCH, NAT_REV, NEW_CONNS, SNAT_ADDRS},
+    parse::VipPacket,
+    scheduler::backend,
+    stats,
+    verdict::Drop,
+};
+
+/// Where the translated error goes, and what its quote becomes.
+#[repr(C)]
+pub struct Target {
+    /// The error's new destination.
+    to: [u8; 16],
+    /// The quote's new source and destination addresses.
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// The quoted IPv6 addresses before the rewrite.
+    old_src: [u8; 16],
+    old_dst: [u8; 16],
+    /// The quoted ports before and after.
+    old_ports: [u8; 4],
+    new_ports: [u8; 4],
+    /// The flow the error is about (a map key must not live on the stack here).
+    key: veer_abi::FlowKey,
+    /// The quote's new source and destination ports.
+    sport: u16,
+    dport: u16,
+}
+
+/// Only ICMP errors of one family, and only as far as their quote.
+#[inline(always)]
+pub fn parse<const V4: bool>(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
+    let eth = unsafe { &*ptr_at::<EthHdr>(ctx, 0)? };
+    if V4 {
+        if eth.ether_type() != ETH_P_IP {
+            return Ok(None);
+        }
+        let ip = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
+        if ip.version() != 4 || ip.header_len() < 20 || ip.proto != IPPROTO_ICMP || ip.is_fragment() {
+            return Ok(None);
+        }
+        icmp::quoted_v4(ctx, EthHdr::LEN + ip.header_len(), EthHdr::LEN + ip.total_len(), &ip.dst)
+    } else {
+        if eth.ether_type() != ETH_P_IPV6 {
+            return Ok(None);
+        }
+        let ip = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
+        if ip.next_header != IPPROTO_ICMPV6 {
+            return Ok(None);
+        }
+        icmp::quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, EthHdr::LEN + Ipv6Hdr::LEN + ip.payload_len(), &ip.dst)
+    }
+}
+
+/// An error about no NAT flow veer knows: the local stack's business.
+#[inline(always)]
+fn unmatched() -> u32 {
+    stats::count(GlobalCounter::Passed);
+    aya_ebpf::bindings::xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn scratch() -> Result<&'static mut Target, Drop> {
+    // SAFETY: this CPU's slot; nothing else runs on it meanwhile.
+    Ok(unsafe { &mut *ICMP_SCRATCH.get_ptr_mut(0).ok_or(Drop::IcmpNoFlow)? })
+}
+
+/// An error that reached a SNAT address: on to the client.
+#[inline(always)]
+pub fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+    let k = &pkt.key;
+    // The quote, turned around, is the mapping's return tuple.
+    let rkey = NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] };
+    let Some(m) = NAT_REV.get_ptr(&rkey) else { return Ok(unmatched()) };
+    let t = scratch()?;
+    // SAFETY: a live map value, read field by field.
+    unsafe {
+        t.to = (*m).flow.src;
+        t.src = (*m).flow.src;
+        t.sport = (*m).flow.sport;
+        t.dst = (*m).flow.dst;
+        t.dport = (*m).flow.dport;
+    }
+    translate::<V4>(ctx, pkt.l4 as usize, t)
+}
+
+/// An error that reached the VIP of a NAT service: on to the flow's backend.
+#[inline(always)]
+pub fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+    let t = scratch()?;
+    t.key = pkt.key;
+    let Some(e) = CONNS.get_ptr(&t.key).or_else(|| NEW_CONNS.get_ptr(&t.key)) else { return Ok(unmatched()) };
+    // The entry program found the VIP's service; a NAT port marks a NAT flow.
+    let (id, nat_port, nat_addr) = unsafe { ((*e).backend, (*e).nat_port, (*e).nat_addr) };
+    if nat_port == 0 {
+        return Ok(unmatched());
+    }
+    let b = backend(id).ok_or(Drop::IcmpNoFlow)?;
+    let snat = SNAT_ADDRS.get_ptr(nat_addr as u32).ok_or(Drop::IcmpNoFlow)?;
+    t.to = b.addr;
+    t.src = b.addr;
+    t.sport = if b.port != 0 { b.port } else { pkt.key.dport };
+    t.dst = unsafe { *snat };
+    t.dport = nat_port;
+    translate::<V4>(ctx, pkt.l4 as usize, t)
+}
+
+#[inline(always)]
+fn translate<const V4: bool>(ctx: &XdpContext, o: usize, t: &mut Target) -> Result<u32, Drop> {
+    if o > EthHdr::LEN + 60 {
+        return Err(Drop::Malformed);
+    }
+    let at = o + IcmpHdr::LEN;
+    let mut ic = u16::from_be_bytes(unsafe { (*mut_ptr_at::<IcmpHdr>(ctx, o)?).check });
+    let from = if V4 {
+        ic = translate_v4(ctx, at, t, ic)?;
+        outer_v4(ctx, t)?
+    } else {
+        ic = translate_v6(ctx, at, t, ic)?;
+        outer_v6(ctx, t)?
+    };
+    unsafe { (*mut_ptr_at::<IcmpHdr>(ctx, o)?).check = ic.to_be_bytes() };
+    stats::count(GlobalCounter::IcmpToBackend);
+    fib::send(ctx, V4, &from, &t.to)
+}
+
+/// The outer IPv4 header: a new destination (ICMPv4's checksum leaves it out).
+/// Returns the outer source (who reported the error).
+#[inline(always)]
+fn outer_v4(ctx: &XdpContext, t: &Target) -> Result<[u8; 16], Drop> {
+    let outer = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
+    let to = [t.to[12], t.to[13], t.to[14], t.to[15]];
+    outer.check = csum::update(u16::from_be_bytes(outer.check), &outer.dst, &to).to_be_bytes();
+    outer.dst = to;
+    Ok(ipv4_mapped(outer.src))
+}
+
+#[inline(always)]
+fn outer_v6(ctx: &XdpContext, t: &Target) -> Result<[u8; 16], Drop> {
+    let outer = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
+    outer.dst = t.to;
+    Ok(outer.src)
+}
+
+/// The quoted IPv4 packet; returns the ICMP checksum updated for it.
+#[inline(always)]
+fn translate_v4(ctx: &XdpContext, at: usize, t: &mut Target, mut ic: u16) -> Result<u16, Drop> {
+    let inner = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, at)? };
+    let ns = [t.src[12], t.src[13], t.src[14], t.src[15]];
+    let nd = [t.dst[12], t.dst[13], t.dst[14], t.dst[15]];
+    let (os, od) = (inner.src, inner.dst);
+    let old_check = inner.check;
+    let c = csum::update(csum::update(u16::from_be_bytes(old_check), &os, &ns), &od, &nd).to_be_bytes();
+    ic = csum::update(csum::update(ic, &os, &ns), &od, &nd);
+    ic = csum::update(ic, &old_check, &c);
+    inner.src = ns;
+    inner.dst = nd;
+    inner.check = c;
+    let hl = inner.header_len();
+    if !(20..=60).contains(&hl) {
+        return Err(Drop::Malformed);
+    }
+    let proto = inner.proto;
+    let ic = quoted_ports(ctx, at + hl, t, ic)?;
+    let Some(mut c) = quoted_check(ctx, at + hl, proto)? else { return Ok(ic) };
+    let c_old = c;
+    c = csum::update(csum::update(c, &os, &ns), &od, &nd);
+    c = csum::update(c, &t.old_ports, &t.new_ports);
+    finish_check(ctx, at + hl, proto, ic, c_old, c)
+}
+
+/// The quoted IPv6 packet (its addresses are in the ICMPv6 checksum, as is
+/// the outer destination, rewritten next).
+#[inline(always)]
+fn translate_v6(ctx: &XdpContext, at: usize, t: &mut Target, mut ic: u16) -> Result<u16, Drop> {
+    let outer = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
+    ic = update16(ic, &outer.dst, &t.to);
+    let inner = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, at)? };
+    ic = update16(update16(ic, &inner.src, &t.src), &inner.dst, &t.dst);
+    t.old_src = inner.src;
+    t.old_dst = inner.dst;
+    inner.src = t.src;
+    inner.dst = t.dst;
+    let proto = inner.next_header;
+    let ic = quoted_ports(ctx, at + Ipv6Hdr::LEN, t, ic)?;
+    let Some(mut c) = quoted_check(ctx, at + Ipv6Hdr::LEN, proto)? else { return Ok(ic) };
+    let c_old = c;
+    c = update16(update16(c, &t.old_src, &t.src), &t.old_dst, &t.dst);
+    c = csum::update(c, &t.old_ports, &t.new_ports);
+    finish_check(ctx, at + Ipv6Hdr::LEN, proto, ic, c_old, c)
+}
+
+/// `csum::update` over 16-byte addresses, as a BPF-to-BPF call: unrolled
+/// inline, its temporaries overflow these programs' stack.
+#[inline(never)]
+fn update16(c: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
+    csum::update(c, old, new)
+}
+
+/// Rewrites the quoted ports (keeping old and new in the scratch target for
+/// the quoted checksum); returns the ICMP checksum updated for them.
+#[inline(always)]
+fn quoted_ports(ctx: &XdpContext, l4: usize, t: &mut Target, ic: u16) -> Result<u16, Drop> {
+    let ports = unsafe { &mut *mut_ptr_at::<[u8; 4]>(ctx, l4)? };
+    t.old_ports = *ports;
+    let (sp, dp) = (t.sport.to_be_bytes(), t.dport.to_be_bytes());
+    t.new_ports = [sp[0], sp[1], dp[0], dp[1]];
+    *ports = t.new_ports;
+    Ok(csum::update(ic, &t.old_ports, &t.new_ports))
+}
+
+/// Offset of the quoted TCP or UDP checksum.
+#[inline(always)]
+fn check_at(l4: usize, proto: u8) -> Option<usize> {
+    match proto {
+        IPPROTO_TCP => Some(l4 + 16),
+        IPPROTO_UDP => Some(l4 + 6),
+        _ => None,
+    }
+}
+
+/// The quoted segment's checksum, if the quote holds one (and it is in use).
+#[inline(always)]
+fn quoted_check(ctx: &XdpContext, l4: usize, proto: u8) -> Result<Option<u16>, Drop> {
+    let Some(at) = check_at(l4, proto) else { return Ok(None) };
+    // The quote may stop short of the segment's checksum.
+    let Ok(check) = ptr_at::<[u8; 2]>(ctx, at) else { return Ok(None) };
+    let c = u16::from_be_bytes(unsafe { *check });
+    if proto == IPPROTO_UDP && c == 0 {
+        return Ok(None);
+    }
+    Ok(Some(c))
+}
+
+/// Writes the quoted segment's new checksum; returns the ICMP checksum updated for it.
+#[inline(always)]
+fn finish_check(ctx: &XdpContext, l4: usize, proto: u8, ic: u16, old: u16, new: u16) -> Result<u16, Drop> {
+    let at = check_at(l4, proto).ok_or(Drop::Malformed)?;
+    unsafe { *mut_ptr_at::<[u8; 2]>(ctx, at)? = new.to_be_bytes() };
+    Ok(csum::update(ic, &old.to_be_bytes(), &new.to_be_bytes()))
+}
