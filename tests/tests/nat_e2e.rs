@@ -4,16 +4,19 @@
 
 use std::{
     collections::BTreeMap,
-    net::{SocketAddr, UdpSocket},
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpStream, UdpSocket},
     time::Duration,
 };
+
+use anyhow::Context;
 
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{wait_until, ClientLoad, Veerd},
+    daemon::{wait_until, BackendProc, ClientLoad, Veerd},
     deployment::{Deployment, INTERVAL_MS, PORT},
-    topology::VIP,
+    topology::{ROUTED_NET, VIP},
 };
 
 fn wait_all_up(d: &Veerd, svc: &str, names: &[&str]) {
@@ -137,18 +140,13 @@ fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
     assert!(ok && live > 0, "veerctl stats shows the mappings: {line}");
 }
 
-#[test]
-fn a_nat_backend_one_routed_hop_away_is_served() {
-    let s = nat_deployment("hnatrt");
-    let routed = s.tb.routed_backend("veer-hnatrt", "rb1").unwrap();
-    let _server = veer_tests::daemon::BackendProc::start(
-        &routed.host.ns,
-        "rb1",
-        SocketAddr::new([0, 0, 0, 0].into(), PORT),
-        &s.dir,
-    )
-    .unwrap();
-    // The web service: b1 on the bridge, rb1 behind the router.
+/// A NAT deployment whose web service has b1 on the bridge and rb1 behind
+/// a router, both up.
+fn routed_deployment(tag: &str) -> (Deployment, veer_tests::topology::RoutedHost, BackendProc, Veerd) {
+    let s = nat_deployment(tag);
+    let routed = s.tb.routed_backend(&format!("veer-{tag}"), "rb1").unwrap();
+    let server =
+        BackendProc::start(&routed.host.ns, "rb1", SocketAddr::new([0, 0, 0, 0].into(), PORT), &s.dir).unwrap();
     let text = s
         .config(65537, &[1], |_| String::new())
         .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")
@@ -156,6 +154,12 @@ fn a_nat_backend_one_routed_hop_away_is_served() {
     s.write(&text);
     let d = s.start();
     wait_all_up(&d, "web", &["b1", "rb1"]);
+    (s, routed, server, d)
+}
+
+#[test]
+fn a_nat_backend_one_routed_hop_away_is_served() {
+    let (s, routed, _server, d) = routed_deployment("hnatrt");
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
     load.wait_more(500, Duration::from_secs(30)).unwrap();
     let samples = load.stop();
@@ -163,6 +167,64 @@ fn a_nat_backend_one_routed_hop_away_is_served() {
     let routed_served = samples.iter().filter(|x| x.result.as_deref() == Ok("rb1")).count();
     assert_eq!(failed, 0, "connections failed through the router");
     assert!(routed_served > samples.len() / 4, "rb1 served {routed_served} of {}", samples.len());
+    drop(d);
+    drop(routed);
+}
+
+/// Path MTU discovery through NAT: the router's route to rb1 carries 1400
+/// bytes, rb1's link 1500 (so it offers a 1460-byte MSS). A 1 MiB upload only
+/// gets through if the router's "fragmentation needed", sent to veer's SNAT
+/// address, is translated and reaches the client.
+#[test]
+fn a_large_upload_crosses_a_lower_mtu_hop_through_nat() {
+    let (s, routed, _server, d) = routed_deployment("hnatmtu");
+    // A route MTU, not a link MTU: a veth whose ends disagree drops what is
+    // too big without an error, in the other direction too.
+    routed
+        .router
+        .exec(&["ip", "route", "replace", ROUTED_NET, "dev", "eth1", "src", "10.78.0.1", "mtu", "1400"])
+        .unwrap();
+    let vip = s.vip();
+    let echoed =
+        s.tb.client
+            .ns
+            .run(|| -> anyhow::Result<usize> {
+                // Consistent hashing by client port: connect until rb1 answers.
+                for _ in 0..64 {
+                    let c = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+                    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                    let mut r = BufReader::new(c.try_clone()?);
+                    (&c).write_all(b"upload\n")?;
+                    let mut name = String::new();
+                    r.read_line(&mut name)?;
+                    if name.trim_end() != "rb1" {
+                        continue;
+                    }
+                    let line = "x".repeat(1 << 20) + "\n";
+                    let writer = {
+                        let c = c.try_clone()?;
+                        std::thread::spawn(move || (&c).write_all(line.as_bytes()))
+                    };
+                    let mut back = String::new();
+                    r.read_line(&mut back).context("the echo of the upload (stalled: PMTU black hole?)")?;
+                    writer.join().expect("writer")?;
+                    return Ok(back.trim_end().len());
+                }
+                anyhow::bail!("rb1 never answered")
+            })
+            .unwrap()
+            .unwrap_or_else(|e| {
+                // What the router sent and what the client made of it.
+                let (_, stats, _) = veer_tests::daemon::veerctl(&s.cfg, &["stats"]);
+                let router = routed.router.exec(&["nstat", "-az", "IcmpOutDestUnreachs", "IpForwDatagrams"]);
+                let client = s.tb.client.ns.exec(&["nstat", "-az", "IcmpInDestUnreachs", "TcpExtOutOfWindowIcmps"]);
+                let route = s.tb.client.ns.exec(&["ip", "-4", "route", "get", &vip.ip().to_string()]);
+                panic!("{e:#}\nveerctl stats:\n{stats}\nrouter: {router:?}\nclient: {client:?}\n{route:?}")
+            });
+    assert_eq!(echoed, 1 << 20, "the whole upload echoed");
+    let route = s.tb.client.ns.exec(&["ip", "-4", "route", "get", &vip.ip().to_string()]).unwrap();
+    assert!(route.contains("mtu 1400"), "the client learned the path MTU: {route}");
+    assert!(s.pins().global_counter(GlobalCounter::IcmpToBackend).unwrap() > 0, "errors translated");
     drop(d);
     drop(routed);
 }
