@@ -320,3 +320,19 @@ fn an_icmp_error_with_a_short_quote_is_translated_too() {
     assert_eq!(checksum(&fwd[42..62]), 0, "quoted IPv4 header checksum");
     assert_eq!((seen.to, seen.quoted.src, seen.quoted.dst), (lab.client, client, lab.vip));
 }
+
+#[test]
+fn a_backends_fin_marks_the_nat_flow_closing() {
+    // So its mapping expires after TIME_WAIT, as after the client's FIN.
+    let lab = NatLab::new("bfin", false, Protocol::Tcp, 1);
+    let c = SocketAddr::new(lab.client, 45000);
+    let (_, first) = lab.run(&with_checksums(frame::tcp_syn(c, lab.vip)));
+    lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"")));
+    let mapped = inspect(&first);
+    let key = flow_key(c, lab.vip, Protocol::Tcp);
+    let flags = |lab: &NatLab| lab.dp.flow(&key).unwrap().expect("a table entry").flags;
+    assert_eq!(flags(&lab) & veer_abi::CONN_F_CLOSING, 0, "open");
+    let fin = with_checksums(frame::packet(mapped.dst, mapped.src, L4::Tcp(0x11), b""));
+    assert_eq!(lab.run(&fin).0, XDP_REDIRECT, "the FIN goes on to the client");
+    assert_ne!(flags(&lab) & veer_abi::CONN_F_CLOSING, 0, "closing after the backend's FIN");
+}

@@ -236,7 +236,7 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
-/// `ConnEntry::flags`: the client sent FIN or RST; the flow is ending.
+/// `ConnEntry::flags`: the client (or, with NAT, the backend) sent FIN or RST; the flow is ending.
 pub const CONN_F_CLOSING: u32 = 1;
 
 /// Value of the connection table.

@@ -11,7 +11,7 @@
 use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::XdpContext};
 use veer_abi::{
     csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
-    IPPROTO_UDP, NAT_PORT_TRIES,
+    IPPROTO_UDP, NAT_PORT_TRIES, CONN_F_CLOSING,
 };
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
         eth::EthHdr,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
-        l4::{TcpHdr, UdpHdr},
+        l4::{TcpHdr, UdpHdr, TCP_FIN, TCP_RST},
     },
     maps::{CONNS, NAT_CONFIG, NAT_REV, SNAT_ADDRS},
     scheduler::backend,
@@ -143,17 +143,36 @@ pub fn is_return_port(pkt: &VipPacket) -> bool {
 pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     let k = &pkt.key;
     let rkey = NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] };
-    // SAFETY: copied out at once.
-    let Some(m) = (unsafe { NAT_REV.get(&rkey) }).copied() else {
+    let Some(m) = NAT_REV.get_ptr(&rkey) else {
         stats::count(GlobalCounter::NatReturnMiss);
         stats::count(GlobalCounter::Passed);
         return Ok(aya_ebpf::bindings::xdp_action::XDP_PASS);
     };
-    let f = m.flow;
+    if pkt.tcp_flags() & (TCP_FIN | TCP_RST) != 0 {
+        // SAFETY: a live map value, used as the lookup's key in place.
+        mark_closing(unsafe { &(*m).flow });
+    }
+    // SAFETY: copied out at once.
+    let f = unsafe { (*m).flow };
     let v4 = is_ipv4_mapped(&f.dst);
     rewrite(ctx, pkt, v4, &f.dst, &f.src, f.dport, f.sport)?;
     stats::count(GlobalCounter::NatReturned);
     fib::send(ctx, v4, &f.dst, &f.src)
+}
+
+/// A backend's FIN or RST ends the flow as the client's does: its mapping
+/// then expires after TIME_WAIT, not after the idle timeout. A call of its
+/// own: inline, the lookup's temporaries overflow the return program's stack.
+#[inline(never)]
+fn mark_closing(flow: &FlowKey) {
+    let Some(e) = CONNS.get_ptr_mut(flow) else { return };
+    // SAFETY: a preallocated LRU value; a racing eviction at worst marks
+    // another live flow closing, which only shortens its mapping's idle wait.
+    unsafe {
+        if (*e).flags & CONN_F_CLOSING == 0 {
+            (*e).flags |= CONN_F_CLOSING;
+        }
+    }
 }
 
 /// Sets the packet's addresses and ports to `src`:`sport` -> `dst`:`dport`,
