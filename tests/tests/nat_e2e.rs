@@ -16,7 +16,8 @@ use veer_abi::GlobalCounter;
 use veer_tests::{
     daemon::{wait_until, BackendProc, ClientLoad, Veerd},
     deployment::{Deployment, INTERVAL_MS, PORT},
-    topology::{ROUTED_NET, VIP},
+    netns::Netns,
+    topology::{RoutedHost, LB_IP, ROUTED_NET, VIP},
 };
 
 fn wait_all_up(d: &Veerd, svc: &str, names: &[&str]) {
@@ -171,59 +172,93 @@ fn a_nat_backend_one_routed_hop_away_is_served() {
     drop(routed);
 }
 
-/// Path MTU discovery through NAT: the router's route to rb1 carries 1400
-/// bytes, rb1's link 1500 (so it offers a 1460-byte MSS). A 1 MiB upload only
-/// gets through if the router's "fragmentation needed", sent to veer's SNAT
-/// address, is translated and reaches the client.
-#[test]
-fn a_large_upload_crosses_a_lower_mtu_hop_through_nat() {
-    let (s, routed, _server, d) = routed_deployment("hnatmtu");
-    // A route MTU, not a link MTU: a veth whose ends disagree drops what is
-    // too big without an error, in the other direction too.
+/// Echoes 1 MiB through the VIP from `ns`, on a connection to `backend`
+/// (found by trying client ports: consistent hashing), or to any backend.
+/// Returns the backend's name and the length of the echo.
+fn echo_a_mebibyte(ns: &Netns, vip: SocketAddr, backend: Option<&str>) -> anyhow::Result<(String, usize)> {
+    ns.run(|| -> anyhow::Result<(String, usize)> {
+        for _ in 0..64 {
+            let c = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut r = BufReader::new(c.try_clone()?);
+            (&c).write_all(b"upload\n")?;
+            let mut name = String::new();
+            r.read_line(&mut name)?;
+            let name = name.trim_end().to_string();
+            if backend.is_some_and(|b| b != name) {
+                continue;
+            }
+            let line = "x".repeat(1 << 20) + "\n";
+            let writer = {
+                let c = c.try_clone()?;
+                std::thread::spawn(move || (&c).write_all(line.as_bytes()))
+            };
+            let mut back = String::new();
+            r.read_line(&mut back).context("the echo (stalled: a path MTU black hole?)")?;
+            writer.join().expect("writer")?;
+            return Ok((name, back.trim_end().len()));
+        }
+        anyhow::bail!("{backend:?} never answered")
+    })?
+}
+
+/// The route `ns` uses toward `to`, with its MTU if one was learned.
+fn route(ns: &Netns, to: &str) -> String {
+    ns.exec(&["ip", "-4", "route", "get", to]).unwrap_or_else(|e| format!("{e:#}"))
+}
+
+/// Gives the router a 1400-byte route toward its own subnet. A route MTU,
+/// not a link MTU: a veth whose ends disagree drops what is too big without
+/// an error.
+fn narrow_the_routed_hop(routed: &RoutedHost) {
     routed
         .router
         .exec(&["ip", "route", "replace", ROUTED_NET, "dev", "eth1", "src", "10.78.0.1", "mtu", "1400"])
         .unwrap();
+}
+
+/// Path MTU discovery through NAT, upload: the router's route to rb1 carries
+/// 1400 bytes, rb1's link 1500 (so it offers a 1460-byte MSS). The upload
+/// only gets through if the router's "fragmentation needed", sent to veer's
+/// SNAT address, is translated and reaches the client.
+#[test]
+fn a_large_upload_crosses_a_lower_mtu_hop_through_nat() {
+    let (s, routed, _server, d) = routed_deployment("hnatmtu");
+    narrow_the_routed_hop(&routed);
     let vip = s.vip();
-    let echoed =
-        s.tb.client
-            .ns
-            .run(|| -> anyhow::Result<usize> {
-                // Consistent hashing by client port: connect until rb1 answers.
-                for _ in 0..64 {
-                    let c = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
-                    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    let mut r = BufReader::new(c.try_clone()?);
-                    (&c).write_all(b"upload\n")?;
-                    let mut name = String::new();
-                    r.read_line(&mut name)?;
-                    if name.trim_end() != "rb1" {
-                        continue;
-                    }
-                    let line = "x".repeat(1 << 20) + "\n";
-                    let writer = {
-                        let c = c.try_clone()?;
-                        std::thread::spawn(move || (&c).write_all(line.as_bytes()))
-                    };
-                    let mut back = String::new();
-                    r.read_line(&mut back).context("the echo of the upload (stalled: PMTU black hole?)")?;
-                    writer.join().expect("writer")?;
-                    return Ok(back.trim_end().len());
-                }
-                anyhow::bail!("rb1 never answered")
-            })
-            .unwrap()
-            .unwrap_or_else(|e| {
-                // What the router sent and what the client made of it.
-                let (_, stats, _) = veer_tests::daemon::veerctl(&s.cfg, &["stats"]);
-                let router = routed.router.exec(&["nstat", "-az", "IcmpOutDestUnreachs", "IpForwDatagrams"]);
-                let client = s.tb.client.ns.exec(&["nstat", "-az", "IcmpInDestUnreachs", "TcpExtOutOfWindowIcmps"]);
-                let route = s.tb.client.ns.exec(&["ip", "-4", "route", "get", &vip.ip().to_string()]);
-                panic!("{e:#}\nveerctl stats:\n{stats}\nrouter: {router:?}\nclient: {client:?}\n{route:?}")
-            });
+    let (_, echoed) = echo_a_mebibyte(&s.tb.client.ns, vip, Some("rb1")).unwrap_or_else(|e| {
+        let (_, stats, _) = veer_tests::daemon::veerctl(&s.cfg, &["stats"]);
+        panic!("{e:#}\nveerctl stats:\n{stats}\nclient: {}", route(&s.tb.client.ns, &vip.ip().to_string()))
+    });
     assert_eq!(echoed, 1 << 20, "the whole upload echoed");
-    let route = s.tb.client.ns.exec(&["ip", "-4", "route", "get", &vip.ip().to_string()]).unwrap();
-    assert!(route.contains("mtu 1400"), "the client learned the path MTU: {route}");
+    let learned = route(&s.tb.client.ns, &vip.ip().to_string());
+    assert!(learned.contains("mtu 1400"), "the client learned the path MTU: {learned}");
+    assert!(s.pins().global_counter(GlobalCounter::IcmpToBackend).unwrap() > 0, "errors translated");
+    drop(d);
+    drop(routed);
+}
+
+/// Path MTU discovery through NAT, download: the client sits behind the
+/// router, whose route to it carries 1400 bytes. The backends' answers only
+/// get through if the router's "fragmentation needed", sent to the VIP, is
+/// translated and reaches the backend that sent them.
+#[test]
+fn a_large_download_crosses_a_lower_mtu_hop_through_nat() {
+    let s = nat_deployment("hnatdl");
+    let routed = s.tb.routed_backend("veer-hnatdl", "rc1").unwrap();
+    // The routed host is a client here: the router sends the VIP to veer.
+    routed.router.exec(&["ip", "route", "add", &format!("{VIP}/32"), "via", &LB_IP.to_string()]).unwrap();
+    narrow_the_routed_hop(&routed);
+    let d = s.start();
+    wait_all_up(&d, "web", &["b1", "b2", "b3"]);
+    let (name, echoed) = echo_a_mebibyte(&routed.host.ns, s.vip(), None).unwrap_or_else(|e| {
+        let (_, stats, _) = veer_tests::daemon::veerctl(&s.cfg, &["stats"]);
+        panic!("{e:#}\nveerctl stats:\n{stats}")
+    });
+    assert_eq!(echoed, 1 << 20, "the whole echo downloaded");
+    let b = s.tb.backends.iter().find(|b| b.name == name).expect("a known backend");
+    let learned = route(&b.ns, &LB_IP.to_string());
+    assert!(learned.contains("mtu 1400"), "{name} learned the path MTU toward the SNAT address: {learned}");
     assert!(s.pins().global_counter(GlobalCounter::IcmpToBackend).unwrap() > 0, "errors translated");
     drop(d);
     drop(routed);
