@@ -195,6 +195,17 @@ fn install_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Drops the debuginfo the release profile keeps for profiling (about
+/// 50 MB down to a few) from an installed binary; symbols stay for
+/// backtraces. Without binutils' `strip` the binary is kept as built.
+fn strip_debuginfo(bin: &Path) {
+    match Command::new("strip").arg("--strip-debug").arg(bin).status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("warning: strip {} failed ({s}); installed with debuginfo", bin.display()),
+        Err(e) => eprintln!("warning: no strip ({e}); {} installed with debuginfo", bin.display()),
+    }
+}
+
 /// Runs `bin generate ARGS`, writing its stdout to `to`.
 fn generated(bin: &Path, args: &[&str], to: &Path) -> Result<()> {
     let out =
@@ -217,6 +228,7 @@ fn install(prefix: &Path, dest: &Path) -> Result<()> {
     for name in ["veerd", "veerctl"] {
         let bin = under(dest, &bindir.join(name));
         install_file(&built.join(name), &bin, 0o755)?;
+        strip_debuginfo(&bin);
         let share = under(dest, &prefix.join("share"));
         generated(&bin, &["completions", "bash"], &share.join("bash-completion/completions").join(name))?;
         generated(&bin, &["completions", "zsh"], &share.join("zsh/site-functions").join(format!("_{name}")))?;
