@@ -336,3 +336,22 @@ fn a_backends_fin_marks_the_nat_flow_closing() {
     assert_eq!(lab.run(&fin).0, XDP_REDIRECT, "the FIN goes on to the client");
     assert_ne!(flags(&lab) & veer_abi::CONN_F_CLOSING, 0, "closing after the backend's FIN");
 }
+
+#[test]
+fn an_icmp_error_about_a_flow_whose_backend_is_down_stays_local() {
+    // The flow is leaving that backend (as its own packets would find), so
+    // its errors are not sent there.
+    let mut lab = NatLab::new("idown", false, Protocol::Tcp, 2);
+    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let c = SocketAddr::new(lab.client, 46000);
+    let (_, out) = lab.run(&with_checksums(frame::tcp_syn(c, lab.vip)));
+    lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"")));
+    let mapped = inspect(&out);
+    let answer = with_checksums(frame::packet(mapped.dst, mapped.src, L4::Tcp(0x12), b""));
+    let (_, back) = lab.run(&answer);
+    let err = frame::icmp_error(router, lab.vip.ip(), &back, back.len() - 14);
+    assert_eq!(lab.run(&err).0, XDP_REDIRECT, "sent on while the backend is up");
+    let b = lab.backends.iter().position(|a| *a == mapped.dst.ip()).unwrap() as u32;
+    lab.dp.set_backend_state(b, BackendState::Down).unwrap();
+    assert_eq!(lab.run(&err), (XDP_PASS, err.clone()), "passed untouched once it is down");
+}

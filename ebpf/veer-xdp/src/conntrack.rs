@@ -64,9 +64,30 @@ fn touch(entry: &mut ConnEntry, tcp_flags: u8) {
     if now.wrapping_sub(entry.last_seen_ns) > 100_000_000 {
         entry.last_seen_ns = now;
     }
-    if tcp_flags & (TCP_FIN | TCP_RST) != 0 && entry.flags & CONN_F_CLOSING == 0 {
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        set_closing(entry);
+    }
+}
+
+/// The flow is ending (a FIN or RST): its NAT mapping, if any, then expires
+/// after TIME_WAIT, not after the idle timeout.
+#[inline(always)]
+fn set_closing(entry: &mut ConnEntry) {
+    // Written once: the shared line is not dirtied again by every FIN.
+    if entry.flags & CONN_F_CLOSING == 0 {
         entry.flags |= CONN_F_CLOSING;
     }
+}
+
+/// A NAT backend's FIN or RST ends `flow` as the client's does. A call of
+/// its own: inline, the lookup's temporaries overflow the return program's
+/// stack.
+#[inline(never)]
+pub fn mark_closing(flow: &FlowKey) {
+    let Some(e) = CONNS.get_ptr_mut(flow) else { return };
+    // SAFETY: a preallocated LRU value; a racing eviction at worst marks
+    // another live flow closing, which only shortens its mapping's idle wait.
+    set_closing(unsafe { &mut *e });
 }
 
 /// Looks a non-opening packet's flow up in `CONNS`, refreshing its entry.

@@ -33,7 +33,7 @@ use crate::{
     nat::Slot,
     maps::{JUMPS, SERVICES},
     scheduler::{owned_backend, Purpose},
-    verdict::Drop,
+    verdict::{pass, Drop},
 };
 
 /// The entry program, attached to the interfaces. NAT services and NAT
@@ -229,12 +229,6 @@ fn no_backend(ctx: &XdpContext, svc: &veer_abi::Service, bytes: u64) -> Result<u
         return Ok(xdp_action::XDP_PASS);
     }
     Err(Drop::NoBackend)
-}
-
-#[inline(always)]
-fn pass() -> u32 {
-    stats::count(GlobalCounter::Passed);
-    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -11,12 +11,12 @@
 use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::XdpContext};
 use veer_abi::{
     csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
-    IPPROTO_UDP, NAT_PORT_TRIES, CONN_F_CLOSING,
+    IPPROTO_UDP, NAT_PORT_TRIES,
 };
 
 use crate::{
     access::{mut_ptr_at, opaque},
-    fib,
+    conntrack, fib,
     headers::{
         eth::EthHdr,
         ipv4::Ipv4Hdr,
@@ -27,7 +27,7 @@ use crate::{
     scheduler::backend,
     parse::VipPacket,
     stats,
-    verdict::Drop,
+    verdict::{pass, Drop},
 };
 
 /// `bpf_map_update_elem` flag: only create.
@@ -46,13 +46,14 @@ impl Slot {
     pub const NONE: Slot = Slot { port: 0, addr: 0 };
 }
 
+/// The SNAT address at `index` in `SNAT_ADDRS`.
 #[inline(always)]
-fn snat_addr(index: u16) -> Option<[u8; 16]> {
+pub fn snat_addr(index: u16) -> Option<[u8; 16]> {
     SNAT_ADDRS.get(index as u32).copied()
 }
 
 #[inline(always)]
-fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
+pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
     if b.port != 0 {
         b.port
     } else {
@@ -142,15 +143,13 @@ pub fn is_return_port(pkt: &VipPacket) -> bool {
 #[inline(always)]
 pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     let k = &pkt.key;
-    let rkey = NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] };
-    let Some(m) = NAT_REV.get_ptr(&rkey) else {
+    let Some(m) = NAT_REV.get_ptr(&return_key(k)) else {
         stats::count(GlobalCounter::NatReturnMiss);
-        stats::count(GlobalCounter::Passed);
-        return Ok(aya_ebpf::bindings::xdp_action::XDP_PASS);
+        return Ok(pass());
     };
     if pkt.tcp_flags() & (TCP_FIN | TCP_RST) != 0 {
         // SAFETY: a live map value, used as the lookup's key in place.
-        mark_closing(unsafe { &(*m).flow });
+        conntrack::mark_closing(unsafe { &(*m).flow });
     }
     // SAFETY: copied out at once.
     let f = unsafe { (*m).flow };
@@ -160,19 +159,11 @@ pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     fib::send(ctx, v4, &f.dst, &f.src)
 }
 
-/// A backend's FIN or RST ends the flow as the client's does: its mapping
-/// then expires after TIME_WAIT, not after the idle timeout. A call of its
-/// own: inline, the lookup's temporaries overflow the return program's stack.
-#[inline(never)]
-fn mark_closing(flow: &FlowKey) {
-    let Some(e) = CONNS.get_ptr_mut(flow) else { return };
-    // SAFETY: a preallocated LRU value; a racing eviction at worst marks
-    // another live flow closing, which only shortens its mapping's idle wait.
-    unsafe {
-        if (*e).flags & CONN_F_CLOSING == 0 {
-            (*e).flags |= CONN_F_CLOSING;
-        }
-    }
+/// The `NAT_REV` key of a packet from a backend to a SNAT address (`key` as
+/// parsed: backend -> SNAT port), or of the flow an ICMP error quotes.
+#[inline(always)]
+pub fn return_key(k: &FlowKey) -> NatKey {
+    NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] }
 }
 
 /// Sets the packet's addresses and ports to `src`:`sport` -> `dst`:`dport`,

@@ -16,11 +16,11 @@
 //! its working state in a per-CPU map: the BPF stack is 512 bytes.
 
 use aya_ebpf::programs::XdpContext;
-use veer_abi::{csum, ipv4_mapped, GlobalCounter, NatKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use veer_abi::{csum, ipv4_mapped, GlobalCounter, ServiceKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     access::{mut_ptr_at, ptr_at},
-    fib,
+    conntrack, fib,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
         icmp::IcmpHdr,
@@ -28,11 +28,11 @@ use crate::{
         ipv6::Ipv6Hdr,
     },
     icmp,
-    maps::{CONNS, ICMP_SCRATCH, NAT_REV, NEW_CONNS, SNAT_ADDRS},
+    maps::{ICMP_SCRATCH, NAT_REV, SERVICES},
+    nat,
     parse::VipPacket,
-    scheduler::backend,
     stats,
-    verdict::Drop,
+    verdict::{pass, Drop},
 };
 
 /// Where the translated error goes, and what its quote becomes.
@@ -81,13 +81,6 @@ pub fn parse<const V4: bool>(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop
     }
 }
 
-/// An error about no NAT flow veer knows: the local stack's business.
-#[inline(always)]
-fn unmatched() -> u32 {
-    stats::count(GlobalCounter::Passed);
-    aya_ebpf::bindings::xdp_action::XDP_PASS
-}
-
 #[inline(always)]
 fn scratch() -> Result<&'static mut Target, Drop> {
     // SAFETY: this CPU's slot; nothing else runs on it meanwhile.
@@ -99,8 +92,7 @@ fn scratch() -> Result<&'static mut Target, Drop> {
 pub fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     let k = &pkt.key;
     // The quote, turned around, is the mapping's return tuple.
-    let rkey = NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] };
-    let Some(m) = NAT_REV.get_ptr(&rkey) else { return Ok(unmatched()) };
+    let Some(m) = NAT_REV.get_ptr(&nat::return_key(k)) else { return Ok(pass()) };
     let t = scratch()?;
     // SAFETY: a live map value, read field by field.
     unsafe {
@@ -116,21 +108,23 @@ pub fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u3
 /// An error that reached the VIP of a NAT service: on to the flow's backend.
 #[inline(always)]
 pub fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+    let k = &pkt.key;
+    let skey = ServiceKey { addr: k.dst, port: k.dport, proto: k.proto, _pad: 0 };
+    let Some(svc) = SERVICES.get_ptr(&skey) else { return Ok(pass()) };
     let t = scratch()?;
-    t.key = pkt.key;
-    let Some(e) = CONNS.get_ptr(&t.key).or_else(|| NEW_CONNS.get_ptr(&t.key)) else { return Ok(unmatched()) };
-    // The entry program found the VIP's service; a NAT port marks a NAT flow.
-    let (id, nat_port, nat_addr) = unsafe { ((*e).backend, (*e).nat_port, (*e).nat_addr) };
-    if nat_port == 0 {
-        return Ok(unmatched());
+    t.key = *k;
+    // The flow's place as its own packets would find it (service, owner, state).
+    // SAFETY: a live map value; userspace replaces services whole.
+    let Some(f) = conntrack::peek(unsafe { &*svc }, &t.key) else { return Ok(pass()) };
+    // A NAT port marks a NAT flow.
+    if f.nat.port == 0 {
+        return Ok(pass());
     }
-    let b = backend(id).ok_or(Drop::IcmpNoFlow)?;
-    let snat = SNAT_ADDRS.get_ptr(nat_addr as u32).ok_or(Drop::IcmpNoFlow)?;
-    t.to = b.addr;
-    t.src = b.addr;
-    t.sport = if b.port != 0 { b.port } else { pkt.key.dport };
-    t.dst = unsafe { *snat };
-    t.dport = nat_port;
+    t.to = f.backend.addr;
+    t.src = f.backend.addr;
+    t.sport = nat::backend_port(k, f.backend);
+    t.dst = nat::snat_addr(f.nat.addr).ok_or(Drop::IcmpNoFlow)?;
+    t.dport = f.nat.port;
     translate::<V4>(ctx, pkt.l4 as usize, t)
 }
 

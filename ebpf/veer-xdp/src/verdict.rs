@@ -1,6 +1,16 @@
 //! What the program decides for a packet, and why it drops one.
 
+use aya_ebpf::bindings::xdp_action;
 use veer_abi::GlobalCounter;
+
+use crate::stats;
+
+/// Not veer's to handle: the local stack's, counted as passed.
+#[inline(always)]
+pub fn pass() -> u32 {
+    stats::count(GlobalCounter::Passed);
+    xdp_action::XDP_PASS
+}
 
 /// Why a packet for a VIP was dropped; each reason has its global counter.
 ///
