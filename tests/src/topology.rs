@@ -210,37 +210,11 @@ impl Testbed {
         let router = Netns::create(&format!("{prefix}-rtr"))?;
         let ns = Netns::create(&format!("{prefix}-{name}"))?;
         let sw = self.switch.name().to_string();
-        crate::netns::ip(&[
-            "-n",
-            &sw,
-            "link",
-            "add",
-            "p-rtr",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            router.name(),
-        ])?;
+        veth_to_eth0(&sw, "p-rtr", &router)?;
         crate::netns::ip(&["-n", &sw, "link", "set", "p-rtr", "master", "br0", "up"])?;
         router.exec(&["ip", "addr", "add", &format!("{ROUTER_IP}/24"), "dev", "eth0"])?;
         router.exec(&["ip", "link", "set", "eth0", "up"])?;
-        crate::netns::ip(&[
-            "-n",
-            router.name(),
-            "link",
-            "add",
-            "eth1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
+        veth_to_eth0(router.name(), "eth1", &ns)?;
         router.exec(&["ip", "addr", "add", "10.78.0.1/24", "dev", "eth1"])?;
         router.exec(&["ip", "link", "set", "eth1", "up"])?;
         router.sysctl("net.ipv4.ip_forward", "1")?;
@@ -254,6 +228,12 @@ impl Testbed {
         let mac = [0x02, 0x78, 0, 0, 0, 10];
         Ok(RoutedHost { host: Host { ns, name: name.to_string(), ip: Ipv4Addr::new(10, 78, 0, 10), mac }, router })
     }
+}
+
+/// A veth pair: `name` in namespace `ns`, its peer `eth0` in `peer`.
+fn veth_to_eth0(ns: &str, name: &str, peer: &Netns) -> Result<()> {
+    crate::netns::ip(&["-n", ns, "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", peer.name()])?;
+    Ok(())
 }
 
 /// Host `b` as an up backend of service 0, with `weight` (no MAC set).
