@@ -236,13 +236,18 @@ fn inspect_error(f: &[u8]) -> SeenError {
     SeenError { from, to, quoted: inspect(&quote), icmp_ok: outer_ok && icmp_ok }
 }
 
+/// A router on the client's side of a [`NatLab`], which reports ICMP errors.
+fn router(v6: bool) -> IpAddr {
+    if v6 { "2001:db8::fe" } else { "192.0.2.254" }.parse().unwrap()
+}
+
 /// Path MTU discovery through NAT: a router's "too big" about a packet
 /// toward a backend reaches the client quoting what the client sent, and one
 /// about an answer toward the client reaches the backend quoting what the
 /// backend sent.
 fn icmp_errors_translated(tag: &str, v6: bool, proto: Protocol) {
     let lab = NatLab::new(tag, v6, proto, 3);
-    let router: IpAddr = if v6 { "2001:db8::fe".parse().unwrap() } else { "192.0.2.254".parse().unwrap() };
+    let router = router(v6);
     let client = SocketAddr::new(lab.client, 40000);
     let req = with_checksums(frame::packet(client, lab.vip, l4(proto, 0x02), b"hello, backend"));
     let (_, out) = lab.run(&req);
@@ -295,7 +300,7 @@ fn ipv6_udp_icmp_errors_are_translated() {
 #[test]
 fn an_icmp_error_about_no_nat_flow_is_passed_untouched() {
     let lab = NatLab::new("imiss", false, Protocol::Tcp, 1);
-    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let router = router(false);
     let stray =
         with_checksums(frame::tcp_syn(SocketAddr::new(lab.snat, PORTS.0 + 2), SocketAddr::new(lab.backends[0], 8080)));
     let to_snat = frame::icmp_error(router, lab.snat, &stray, 28);
@@ -309,7 +314,7 @@ fn an_icmp_error_about_no_nat_flow_is_passed_untouched() {
 fn an_icmp_error_with_a_short_quote_is_translated_too() {
     // Routers may quote only the IPv4 header and 8 bytes: no TCP checksum to fix.
     let lab = NatLab::new("ishort", false, Protocol::Tcp, 1);
-    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let router = router(false);
     let client = SocketAddr::new(lab.client, 40001);
     let (_, out) = lab.run(&with_checksums(frame::tcp_syn(client, lab.vip)));
     let err = frame::icmp_error(router, inspect(&out).src.ip(), &out, 28);
@@ -342,7 +347,7 @@ fn an_icmp_error_about_a_flow_whose_backend_is_down_stays_local() {
     // The flow is leaving that backend (as its own packets would find), so
     // its errors are not sent there.
     let mut lab = NatLab::new("idown", false, Protocol::Tcp, 2);
-    let router: IpAddr = "192.0.2.254".parse().unwrap();
+    let router = router(false);
     let c = SocketAddr::new(lab.client, 46000);
     let (_, out) = lab.run(&with_checksums(frame::tcp_syn(c, lab.vip)));
     lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"")));
