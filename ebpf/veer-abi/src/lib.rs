@@ -21,7 +21,7 @@ pub use maps::*;
 /// Version of the map layout. Bump it whenever a key, value, map or map size
 /// default changes: pins are kept per version, so a daemon never adopts maps
 /// of another layout.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Largest Maglev table (and round-robin sequence) a service may use: a prime.
 pub const MAX_RING_SIZE: usize = 65537;
@@ -41,6 +41,12 @@ pub const DEFAULT_NAT_TABLE_SIZE: u32 = 262_144;
 pub const MAX_SNAT_ADDRS: u32 = 64;
 /// SNAT ports a new NAT flow tries before it is dropped as exhausted.
 pub const NAT_PORT_TRIES: u32 = 16;
+/// How long a backend the dataplane found failing stays suspect (gets no
+/// new flows) unless veerd clears it sooner: veerd probes it at once, and
+/// either confirms it down or clears it.
+pub const SUSPECT_HOLD_NS: u64 = 5_000_000_000;
+/// Size of the passive-events ring buffer, in bytes.
+pub const PASSIVE_EVENTS_BYTES: u32 = 64 * 1024;
 /// Capacity of the devmap used to redirect to other interfaces.
 pub const MAX_TX_PORTS: u32 = 64;
 /// How many ring slots the dataplane tries, from the hashed one on, before it

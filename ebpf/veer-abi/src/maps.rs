@@ -35,6 +35,15 @@ pub mod names {
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     /// `ProgramArray`: the programs the entry program continues in.
     pub const JUMPS: &str = "JUMPS";
+    /// `Array<u64>`: per backend, until when (`bpf_ktime_get_ns`) the
+    /// dataplane holds it suspect (0: not suspect).
+    pub const SUSPECTS: &str = "SUSPECTS";
+    /// `RingBuf` of [`PassiveEvent`](super::PassiveEvent): the dataplane's
+    /// passive failure signals, for veerd.
+    pub const PASSIVE_EVENTS: &str = "PASSIVE_EVENTS";
+    /// `LruHashMap<FlowKey, SynStash>`: a NAT flow's SYN as the client sent
+    /// it, to resend it to another backend when the first refuses it.
+    pub const SYN_STASH: &str = "SYN_STASH";
 }
 
 /// Name of the XDP program in the object (the one attached).
@@ -118,6 +127,11 @@ pub const SERVICE_F_FALLBACK_PASS: u8 = 1;
 /// `Service::flags`: full NAT. The client's packets go to the backend from a
 /// SNAT address and port; the backend's answers come back through veer.
 pub const SERVICE_F_NAT: u8 = 2;
+
+/// `Service::flags`: passive failure detection. A retransmitted SYN, or
+/// (NAT) a backend's RST to a SYN, moves the connection to another backend
+/// and marks the first one suspect.
+pub const SERVICE_F_PASSIVE: u8 = 4;
 
 /// Value of the service table.
 ///
@@ -238,6 +252,15 @@ pub struct FlowKey {
 
 /// `ConnEntry::flags`: the client (or, with NAT, the backend) sent FIN or RST; the flow is ending.
 pub const CONN_F_CLOSING: u32 = 1;
+/// `ConnEntry::flags` (`NEW_CONNS`): the backend refused the flow's SYN; the
+/// SYN about to arrive is veer's own resend to another backend, not the
+/// client's retransmission.
+pub const CONN_F_REFUSED: u32 = 2;
+/// `ConnEntry::flags` (`NEW_CONNS`): how many times the flow's SYN has been
+/// resent after a refusal (bits 8..16).
+pub const CONN_F_RESENDS_SHIFT: u32 = 8;
+/// Most resends of one SYN after refusals, as HAProxy's `retries`.
+pub const MAX_SYN_RESENDS: u32 = 2;
 
 /// Value of the connection table.
 #[repr(C)]
@@ -296,6 +319,62 @@ pub struct NatConfig {
     pub port_min: u16,
     /// Highest SNAT port.
     pub port_max: u16,
+}
+
+/// Why the dataplane suspects a backend (a [`PassiveEvent`]'s `kind`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassiveKind {
+    /// A client retransmitted a SYN it had sent to the backend: no answer.
+    SynRetransmit = 1,
+    /// The backend answered a SYN with RST (NAT): nothing listens.
+    Refused = 2,
+}
+
+impl PassiveKind {
+    /// Decodes a `kind` word.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::SynRetransmit),
+            2 => Some(Self::Refused),
+            _ => None,
+        }
+    }
+
+    /// Stable snake_case name (logs, metrics, JSON).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SynRetransmit => "syn_retransmit",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// A backend became suspect (one record of `PASSIVE_EVENTS`). Sent once
+/// per suspicion, not per packet: a flood cannot flood veerd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassiveEvent {
+    /// Backend id.
+    pub backend: u32,
+    /// A [`PassiveKind`] as `u32`.
+    pub kind: u32,
+}
+
+/// Largest SYN (IP and TCP headers, no payload) kept in `SYN_STASH`.
+pub const SYN_STASH_BYTES: usize = 120;
+
+/// Value of `SYN_STASH`: a NAT flow's SYN from its IP header on, as the
+/// client sent it, checksums included.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynStash {
+    /// Bytes used in `bytes`.
+    pub len: u32,
+    /// The SYN's sequence number (a refusing RST acknowledges it plus one).
+    pub seq: u32,
+    /// The packet.
+    pub bytes: [u8; SYN_STASH_BYTES],
 }
 
 /// Per-service and per-backend counters (per CPU in the map; summed by userspace).
@@ -368,11 +447,19 @@ pub enum GlobalCounter {
     DropNoRoute = 24,
     /// Dropped: a continuation program was missing from `JUMPS`.
     DropTailCall = 25,
+    /// Clients' SYNs retransmitted to a backend that had not answered (a
+    /// passive failure signal).
+    PassiveSynRetransmit = 26,
+    /// SYNs a NAT backend refused with RST (the RST was not passed on).
+    PassiveRefused = 27,
+    /// Connections moved, before they were established, to another backend
+    /// than the one that failed them.
+    Redispatched = 28,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 29;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -402,6 +489,9 @@ impl GlobalCounter {
         Self::DropNoNeighbour,
         Self::DropNoRoute,
         Self::DropTailCall,
+        Self::PassiveSynRetransmit,
+        Self::PassiveRefused,
+        Self::Redispatched,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -433,6 +523,9 @@ impl GlobalCounter {
             Self::DropNoNeighbour => "drop_no_neighbour",
             Self::DropNoRoute => "drop_no_route",
             Self::DropTailCall => "drop_tail_call",
+            Self::PassiveSynRetransmit => "passive_syn_retransmit",
+            Self::PassiveRefused => "passive_refused",
+            Self::Redispatched => "redispatched",
         }
     }
 }
@@ -450,6 +543,8 @@ mod pod {
     unsafe impl aya::Pod for super::NatKey {}
     unsafe impl aya::Pod for super::NatMapping {}
     unsafe impl aya::Pod for super::NatConfig {}
+    unsafe impl aya::Pod for super::PassiveEvent {}
+    unsafe impl aya::Pod for super::SynStash {}
 }
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
@@ -462,3 +557,5 @@ const _: () = assert!(core::mem::size_of::<NatConfig>() == 4);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
+const _: () = assert!(core::mem::size_of::<PassiveEvent>() == 8);
+const _: () = assert!(core::mem::size_of::<SynStash>() == 128);

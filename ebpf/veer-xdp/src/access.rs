@@ -33,3 +33,13 @@ pub fn opaque(x: u32) -> u32 {
     // SAFETY: a volatile read of a local.
     unsafe { core::ptr::read_volatile(&x) }
 }
+
+/// The context as a called (not inlined) function must use it. Read
+/// through a volatile load, the context pointer stays one: otherwise LLVM
+/// hands the callee the frame's start and end as arguments, and the
+/// verifier refuses arithmetic on the end ("pointer arithmetic on pkt_end").
+#[inline(always)]
+pub fn callee_ctx(ctx: &XdpContext) -> XdpContext {
+    // SAFETY: a volatile read of a valid reference.
+    XdpContext::new(unsafe { core::ptr::read_volatile(&ctx.ctx) })
+}

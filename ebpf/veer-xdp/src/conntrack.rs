@@ -6,12 +6,16 @@
 //! established flow's entry is never evicted to make room for one.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use veer_abi::{Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLOSING};
+use veer_abi::{
+    Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLOSING, CONN_F_REFUSED,
+    CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
+};
 
 use crate::{
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{CONNS, NEW_CONNS},
-    nat::Slot,
+    nat::{self, Slot},
+    passive,
     scheduler::owned_backend,
     stats,
 };
@@ -120,27 +124,55 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     Some(hit)
 }
 
+/// What a SYN finds of its connection's earlier attempt.
+pub enum Reopened {
+    /// No earlier attempt that counts: schedule the connection afresh.
+    Fresh,
+    /// A retransmission kept on the first attempt's backend (passive
+    /// detection off).
+    Same(Flow),
+    /// The backend of the earlier attempt (`avoid`) failed it: it never
+    /// answered, or refused it. The connection goes elsewhere, carrying its
+    /// resend count (see `syn_stash`); a NAT attempt's mapping is gone.
+    Failed { avoid: u32, resends: u32 },
+}
+
 /// A SYN. A `CONNS` entry on its 5-tuple belongs to a finished connection
-/// and goes; a `NEW_CONNS` entry is this connection's own earlier SYN, whose
-/// backend a retransmission keeps while that backend takes new flows.
-#[inline(always)]
-pub fn reopen(svc: &Service, key: &FlowKey) -> Option<Flow> {
+/// and goes. A `NEW_CONNS` entry is this connection's own earlier SYN: its
+/// backend has not completed the handshake. With passive detection that
+/// backend becomes suspect and the SYN moves on; without, a retransmission
+/// keeps the backend while it takes new flows. A call of its own, off the
+/// NAT program's full stack.
+#[inline(never)]
+pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey) -> Reopened {
     if CONNS.remove(key).is_ok() {
         stats::count(GlobalCounter::ConnReused);
     }
     // SAFETY: copied out at once (see `established`).
-    let entry = *unsafe { NEW_CONNS.get(key) }?;
-    let f = keeper(svc, &entry)?;
-    BackendState::from_u32(f.backend.state).takes_new_flows().then_some(f)
+    let Some(entry) = (unsafe { NEW_CONNS.get(key) }).copied() else { return Reopened::Fresh };
+    let Some(f) = keeper(svc, &entry) else { return Reopened::Fresh };
+    let takes = BackendState::from_u32(f.backend.state).takes_new_flows();
+    if svc.flags & SERVICE_F_PASSIVE == 0 {
+        return if takes { Reopened::Same(f) } else { Reopened::Fresh };
+    }
+    // A refused SYN was reported by the return path already.
+    if takes && entry.flags & CONN_F_REFUSED == 0 {
+        passive::suspect(entry.backend, PassiveKind::SynRetransmit);
+    }
+    stats::count(GlobalCounter::Redispatched);
+    if NAT {
+        nat::release(key, &entry);
+    }
+    Reopened::Failed { avoid: entry.backend, resends: entry.flags & (0xff << CONN_F_RESENDS_SHIFT) }
 }
 
 #[inline(always)]
-fn entry_for(svc: &Service, backend: u32, nat: Slot) -> ConnEntry {
+fn entry_for(svc: &Service, backend: u32, nat: Slot, flags: u32) -> ConnEntry {
     ConnEntry {
         backend,
         service: svc.id,
         last_seen_ns: unsafe { bpf_ktime_get_ns() },
-        flags: 0,
+        flags,
         nat_port: nat.port,
         nat_addr: nat.addr,
     }
@@ -154,10 +186,11 @@ fn insert_established(key: &FlowKey, entry: &ConnEntry) {
     }
 }
 
-/// Pins a flow's first packet (into `NEW_CONNS`).
+/// Pins a flow's first packet (into `NEW_CONNS`), with `flags` carried
+/// over from an earlier attempt.
 #[inline(always)]
-pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
-    match NEW_CONNS.insert(key, &entry_for(svc, backend, nat), 0) {
+pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32, nat: Slot, flags: u32) {
+    match NEW_CONNS.insert(key, &entry_for(svc, backend, nat, flags), 0) {
         Ok(()) => stats::count(GlobalCounter::NewFlowInserted),
         Err(_) => stats::count(GlobalCounter::ConnInsertFailed),
     }
@@ -167,7 +200,7 @@ pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
 /// `CONNS` entry is overwritten in place).
 #[inline(always)]
 pub fn repin(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
-    if CONNS.insert(key, &entry_for(svc, backend, nat), 0).is_err() {
+    if CONNS.insert(key, &entry_for(svc, backend, nat, 0), 0).is_err() {
         stats::count(GlobalCounter::ConnInsertFailed);
     }
 }

@@ -94,7 +94,7 @@ pub fn quoted_v6(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 16]) -> 
 pub fn to_flow_backend(ctx: &XdpContext, svc: &Service, key: &FlowKey) -> Result<u32, Drop> {
     let b = conntrack::peek(svc, key)
         .map(|f| f.backend)
-        .or_else(|| scheduler::pick(svc, key, Purpose::Recompute).map(|(_, b)| b))
+        .or_else(|| scheduler::pick(svc, key, Purpose::Recompute, veer_abi::NO_BACKEND).map(|(_, b)| b))
         .ok_or(Drop::IcmpNoFlow)?;
     stats::count(GlobalCounter::IcmpToBackend);
     forward::to_backend(ctx, b)

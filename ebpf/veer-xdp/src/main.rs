@@ -20,16 +20,19 @@ mod nat;
 mod nat_icmp;
 mod parse;
 mod scheduler;
+mod passive;
 mod stats;
+mod syn_stash;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use veer_abi::{
     GlobalCounter, ServiceKey, JUMP_NAT, JUMP_NAT_RETURN, NO_BACKEND, SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT,
+    SERVICE_F_PASSIVE,
 };
 
 use crate::{
-    conntrack::{Flow, Pinned},
+    conntrack::{Flow, Pinned, Reopened},
     nat::Slot,
     maps::{JUMPS, SERVICES},
     scheduler::{owned_backend, Purpose},
@@ -120,7 +123,10 @@ fn verdict(r: Result<u32, Drop>) -> u32 {
 #[inline(always)]
 fn nat_return(ctx: &XdpContext) -> Result<u32, Drop> {
     match parse::flow_of(ctx)? {
-        Some(pkt) if !pkt.is_icmp_error() => nat::reverse(ctx, &pkt),
+        Some(pkt) if !pkt.is_icmp_error() => match nat::reverse(ctx, &pkt)? {
+            nat::Returned::Done(action) => Ok(action),
+            nat::Returned::Resend => jump(ctx, JUMP_NAT),
+        },
         _ => Ok(pass()),
     }
 }
@@ -135,10 +141,11 @@ fn jump(ctx: &XdpContext, index: u32) -> Result<u32, Drop> {
 
 #[inline(always)]
 fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
-    let Some(pkt) = parse::flow_of(ctx)? else {
+    let parsed = if NAT { parse::flow_of_outlined(ctx) } else { parse::flow_of(ctx) };
+    let Some(pkt) = parsed? else {
         return Ok(pass());
     };
-    let key = pkt.key;
+    let key = &pkt.key;
     let skey = ServiceKey { addr: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
     // SAFETY: userspace replaces service values whole; we copy it out at once.
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
@@ -153,32 +160,38 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     }
     if pkt.is_icmp_error() {
         // Errors about NAT flows went to `nat_icmp`'s programs above.
-        if svc.flags & SERVICE_F_NAT != 0 {
+        if NAT || svc.flags & SERVICE_F_NAT != 0 {
             return Ok(pass());
         }
-        return icmp::to_flow_backend(ctx, &svc, &key);
+        return icmp::to_flow_backend(ctx, &svc, key);
     }
     let bytes = (ctx.data_end() - ctx.data()) as u64;
 
-    let stale = if conntrack::opens_connection(pkt.tcp_flags()) {
+    let opening = conntrack::opens_connection(pkt.tcp_flags());
+    // The backend that just failed this connection, and the resends it has had.
+    let (mut avoid, mut carried) = (NO_BACKEND, 0);
+    let stale = if opening {
         if NAT {
-            nat::release_stale(&key);
+            nat::release_stale(key);
         }
-        if let Some(f) = conntrack::reopen(&svc, &key) {
-            // A retransmitted SYN: same backend (and SNAT port) as the first.
-            stats::forwarded(svc.id, f.id, bytes, false);
-            return deliver::<NAT>(ctx, &pkt, &f);
+        match conntrack::reopen::<NAT>(&svc, key) {
+            Reopened::Same(f) => {
+                stats::forwarded(svc.id, f.id, bytes, false);
+                return deliver::<NAT>(ctx, &pkt, &f);
+            }
+            Reopened::Failed { avoid: failed, resends } => (avoid, carried) = (failed, resends),
+            Reopened::Fresh => {}
         }
         false
     } else {
-        match conntrack::established(&svc, &key, pkt.tcp_flags()) {
+        match conntrack::established(&svc, key, pkt.tcp_flags()) {
             Pinned::Hit(f) => {
                 stats::forwarded(svc.id, f.id, bytes, false);
                 return deliver::<NAT>(ctx, &pkt, &f);
             }
             Pinned::Stale => true,
             Pinned::Missing => {
-                if let Some(f) = conntrack::promote(&svc, &key, pkt.tcp_flags()) {
+                if let Some(f) = conntrack::promote(&svc, key, pkt.tcp_flags()) {
                     stats::forwarded(svc.id, f.id, bytes, false);
                     return deliver::<NAT>(ctx, &pkt, &f);
                 }
@@ -189,13 +202,16 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
             }
         }
     };
-    match scheduler::pick(&svc, &key, Purpose::NewFlow) {
+    match scheduler::pick(&svc, key, Purpose::NewFlow, avoid) {
         Some((id, b)) => {
-            let nat = if NAT { nat::allocate(&svc, &key, id, b)? } else { Slot::NONE };
+            let nat = if NAT { nat::allocate(&svc, key, id, b)? } else { Slot::NONE };
             if stale {
-                conntrack::repin(&svc, &key, id, nat);
+                conntrack::repin(&svc, key, id, nat);
             } else {
-                conntrack::pin_new(&svc, &key, id, nat);
+                conntrack::pin_new(&svc, key, id, nat, carried);
+            }
+            if NAT && opening && svc.flags & SERVICE_F_PASSIVE != 0 {
+                syn_stash::keep(ctx, &pkt)?;
             }
             stats::forwarded(svc.id, id, bytes, true);
             deliver::<NAT>(ctx, &pkt, &Flow { id, backend: b, nat })

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use veer_abi::{
     Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey,
-    DEFAULT_CONN_TABLE_SIZE, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
+    SynStash, DEFAULT_CONN_TABLE_SIZE, PASSIVE_EVENTS_BYTES, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
     JUMP_SLOTS, MAX_SERVICES, MAX_SNAT_ADDRS, MAX_TX_PORTS,
 };
 
@@ -80,3 +80,25 @@ pub static FIB_SCRATCH: PerCpuArray<crate::fib::FibParams> = PerCpuArray::with_m
 /// Per-CPU room for an ICMP translation's target, off the stack.
 #[map]
 pub static ICMP_SCRATCH: PerCpuArray<crate::nat_icmp::Target> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per backend: until when the dataplane holds it suspect (see `passive`).
+#[map]
+pub static SUSPECTS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Backends that just became suspect, for veerd.
+#[map]
+pub static PASSIVE_EVENTS: RingBuf = RingBuf::with_byte_size(PASSIVE_EVENTS_BYTES, 0);
+
+/// NAT flows' SYNs, kept until the handshake completes (or the LRU evicts
+/// them), to resend one to another backend. Sized like `NEW_CONNS`.
+#[map]
+pub static SYN_STASH: LruHashMap<FlowKey, SynStash> =
+    LruHashMap::with_max_entries(DEFAULT_NEW_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Per-CPU room for a SYN being kept, off the stack.
+#[map]
+pub static STASH_SCRATCH: PerCpuArray<SynStash> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for a new NAT mapping's key and value, off the stack.
+#[map]
+pub static ALLOC_SCRATCH: PerCpuArray<crate::nat::AllocScratch> = PerCpuArray::with_max_entries(1, 0);

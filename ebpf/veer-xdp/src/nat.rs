@@ -10,7 +10,7 @@
 
 use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::XdpContext};
 use veer_abi::{
-    csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
+    csum, is_ipv4_mapped, Backend, ConnEntry, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
     IPPROTO_UDP, NAT_PORT_TRIES,
 };
 
@@ -23,15 +23,21 @@ use crate::{
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, UdpHdr, TCP_FIN, TCP_RST},
     },
-    maps::{CONNS, NAT_CONFIG, NAT_REV, SNAT_ADDRS},
+    maps::{ALLOC_SCRATCH, CONNS, NAT_CONFIG, NAT_REV, SNAT_ADDRS},
     scheduler::backend,
     parse::VipPacket,
-    stats,
+    stats, syn_stash,
     verdict::{pass, Drop},
 };
 
 /// `bpf_map_update_elem` flag: only create.
 const BPF_NOEXIST: u64 = 1;
+
+/// Room for a new mapping's key and value (`ALLOC_SCRATCH`).
+pub struct AllocScratch {
+    key: NatKey,
+    mapping: NatMapping,
+}
 
 /// A NAT flow's SNAT endpoint: port, and index of the address in `SNAT_ADDRS`.
 #[repr(C)]
@@ -63,8 +69,9 @@ pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
 
 /// A SNAT port toward backend `id` for a new flow: the first free one from
 /// the flow's hash on, at most `NAT_PORT_TRIES` tries. Its return entry is
-/// created here, so no live mapping is ever handed out twice.
-#[inline(always)]
+/// created here, so no live mapping is ever handed out twice. A call of
+/// its own: its keys would not fit on the NAT program's stack.
+#[inline(never)]
 pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Slot, Drop> {
     let cfg = NAT_CONFIG.get(0).ok_or(Drop::NatExhausted)?;
     let (min, max) = (cfg.port_min as u32, cfg.port_max as u32);
@@ -78,20 +85,24 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     let Some(start) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
         return Err(Drop::NatExhausted);
     };
-    let mapping = NatMapping { flow: *key, backend: id, service: svc.id };
+    // The key and value are built in per-CPU scratch: on the stack they
+    // would not fit beside the NAT program's own frame.
+    let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
+    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id };
+    scratch.key = NatKey {
+        backend: b.addr,
+        snat,
+        backend_port: backend_port(key, b),
+        snat_port: 0,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
     for i in 0..NAT_PORT_TRIES {
         // Wraps around the range (which may be smaller than the tries).
         let Some(off) = (start + i).checked_rem(span) else { break };
         let port = (min + opaque(off)) as u16;
-        let rkey = NatKey {
-            backend: b.addr,
-            snat,
-            backend_port: backend_port(key, b),
-            snat_port: port,
-            proto: key.proto,
-            _pad: [0; 3],
-        };
-        if NAT_REV.insert(&rkey, &mapping, BPF_NOEXIST).is_ok() {
+        scratch.key.snat_port = port;
+        if NAT_REV.insert(&scratch.key, &scratch.mapping, BPF_NOEXIST).is_ok() {
             stats::count(GlobalCounter::NatMapped);
             return Ok(Slot { port, addr: b.snat });
         }
@@ -113,7 +124,17 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> R
 #[inline(always)]
 pub fn release_stale(key: &FlowKey) {
     // SAFETY: copied out at once.
-    let Some(e) = (unsafe { CONNS.get(key) }).copied() else { return };
+    if let Some(e) = (unsafe { CONNS.get(key) }).copied() {
+        release(key, &e);
+    }
+}
+
+/// Removes the return mapping of `key`'s entry `e` (a connection that
+/// ended, or moved to another backend before it was established: a late
+/// answer of the old backend then finds no mapping and is not passed on).
+/// A call of its own, off the NAT program's full stack.
+#[inline(never)]
+pub fn release(key: &FlowKey, e: &ConnEntry) {
     if e.nat_port == 0 {
         return;
     }
@@ -138,16 +159,29 @@ pub fn is_return_port(pkt: &VipPacket) -> bool {
         .is_some_and(|c| c.port_min != 0 && pkt.key.dport >= c.port_min && pkt.key.dport <= c.port_max)
 }
 
+/// What became of a packet to a SNAT port.
+pub enum Returned {
+    /// Sent on, or passed to the kernel: this XDP action.
+    Done(u32),
+    /// It was a backend's refusal of a SYN; the frame is that SYN again,
+    /// for the NAT program to schedule elsewhere (see `syn_stash`).
+    Resend,
+}
+
 /// A packet to a SNAT port: if it answers a NAT flow, rewritten back (from
 /// the VIP, to the client) and sent; otherwise passed to the kernel untouched.
 #[inline(always)]
-pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<Returned, Drop> {
     let k = &pkt.key;
     let Some(m) = NAT_REV.get_ptr(&return_key(k)) else {
         stats::count(GlobalCounter::NatReturnMiss);
-        return Ok(pass());
+        return Ok(Returned::Done(pass()));
     };
     if pkt.tcp_flags() & (TCP_FIN | TCP_RST) != 0 {
+        // SAFETY: a live map value, read in place.
+        if pkt.tcp_flags() & TCP_RST != 0 && syn_stash::resend(ctx, pkt, unsafe { &*m })? {
+            return Ok(Returned::Resend);
+        }
         // SAFETY: a live map value, used as the lookup's key in place.
         conntrack::mark_closing(unsafe { &(*m).flow });
     }
@@ -156,7 +190,7 @@ pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     let v4 = is_ipv4_mapped(&f.dst);
     rewrite(ctx, pkt, v4, &f.dst, &f.src, f.dport, f.sport)?;
     stats::count(GlobalCounter::NatReturned);
-    fib::send(ctx, v4, &f.dst, &f.src)
+    Ok(Returned::Done(fib::send(ctx, v4, &f.dst, &f.src)?))
 }
 
 /// The `NAT_REV` key of a packet from a backend to a SNAT address (`key` as

@@ -70,6 +70,13 @@ pub fn flow_of(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     }
 }
 
+/// [`flow_of`] in a call of its own, for the NAT program: the parse's
+/// spills then leave the stack before the NAT rewrite's calls need it.
+#[inline(never)]
+pub fn flow_of_outlined(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
+    flow_of(&crate::access::callee_ctx(ctx))
+}
+
 #[inline(always)]
 fn is_vip(addr: &[u8; 16]) -> bool {
     VIPS.get_ptr(addr).is_some()

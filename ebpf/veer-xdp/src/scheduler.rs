@@ -12,6 +12,7 @@ use veer_abi::{
 use crate::{
     access::opaque,
     maps::{BACKENDS, RINGS, RR_CURSORS},
+    passive,
 };
 
 /// The backend with this id, if the id is in the table.
@@ -41,8 +42,12 @@ pub enum Purpose {
 /// so that a backend that just went down (one state-word write) is skipped
 /// before its ring has been rebuilt without it. The walk is deterministic, so
 /// all packets of one flow (or one client, for source hash) agree.
+///
+/// A new flow also walks past `avoid` (the backend that just failed this
+/// flow) and past suspect backends; a suspect is taken only when the walk
+/// finds nothing better.
 #[inline(always)]
-pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose) -> Option<(u32, &'static Backend)> {
+pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Option<(u32, &'static Backend)> {
     let len = svc.ring_len;
     if len == 0 || len as usize > MAX_RING_SIZE {
         return None;
@@ -62,6 +67,7 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose) -> Option<(u32, &'st
             }
         }
     } % len;
+    let mut fallback = None;
     for i in 0..RING_PROBES {
         let mut slot = start + i;
         if slot >= len {
@@ -72,11 +78,20 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose) -> Option<(u32, &'st
             return None;
         }
         let id = ring[slot];
+        if id == avoid {
+            continue;
+        }
         if let Some(b) = owned_backend(svc, id) {
             if BackendState::from_u32(b.state).takes_new_flows() {
+                if purpose == Purpose::NewFlow && passive::is_suspect(id) {
+                    if fallback.is_none() {
+                        fallback = Some((id, b));
+                    }
+                    continue;
+                }
                 return Some((id, b));
             }
         }
     }
-    None
+    fallback
 }

@@ -201,7 +201,7 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         key_size,
         value_sizes,
         max_entries,
-        per_cpu_lru: name == names::CONNS || name == names::NEW_CONNS,
+        per_cpu_lru: name == names::CONNS || name == names::NEW_CONNS || name == names::SYN_STASH,
     };
     vec![
         m(names::SERVICES, sz::<ServiceKey>(), &[size_of::<Service>() as u32], svc),
@@ -220,6 +220,10 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         m(names::SNAT_ADDRS, 4, &[16], MAX_SNAT_ADDRS),
         m(names::NAT_CONFIG, 4, &[size_of::<NatConfig>() as u32], 1),
         m(names::JUMPS, 4, &[4], JUMP_SLOTS),
+        m(names::SUSPECTS, 4, &[8], opts.max_backends),
+        // A ring buffer has no keys or values; its size is in bytes.
+        m(names::PASSIVE_EVENTS, 0, &[0], veer_abi::PASSIVE_EVENTS_BYTES),
+        m(names::SYN_STASH, sz::<FlowKey>(), &[size_of::<veer_abi::SynStash>() as u32], opts.new_flow_table_size),
     ]
 }
 

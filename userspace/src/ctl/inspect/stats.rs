@@ -51,6 +51,9 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::DropNoNeighbour => "dropped: NAT next hop not resolved yet",
         GlobalCounter::DropNoRoute => "dropped: no route for a NAT packet",
         GlobalCounter::DropTailCall => "dropped: a continuation program was missing",
+        GlobalCounter::PassiveSynRetransmit => "SYNs retransmitted to a silent backend (passive signal)",
+        GlobalCounter::PassiveRefused => "SYNs a NAT backend refused with RST (RST withheld)",
+        GlobalCounter::Redispatched => "connections moved to another backend before establishing",
     }
 }
 

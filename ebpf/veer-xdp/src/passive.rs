@@ -1,0 +1,43 @@
+//! Passive failure detection: the dataplane suspects a backend from the
+//! traffic itself, before any health check fires.
+//!
+//! A suspect backend gets no new flows while another backend can take them;
+//! it keeps the flows it has. The suspicion lapses after `SUSPECT_HOLD_NS`
+//! unless veerd, told through `PASSIVE_EVENTS`, clears it or sets the
+//! backend down first.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use veer_abi::{GlobalCounter, PassiveEvent, PassiveKind, SUSPECT_HOLD_NS};
+
+use crate::{
+    maps::{PASSIVE_EVENTS, SUSPECTS},
+    stats,
+};
+
+/// Counts the signal and holds `backend` suspect. Only a backend that was
+/// not already suspect is reported, so a flood of signals is one event.
+#[inline(never)]
+pub fn suspect(backend: u32, kind: PassiveKind) {
+    stats::count(match kind {
+        PassiveKind::SynRetransmit => GlobalCounter::PassiveSynRetransmit,
+        PassiveKind::Refused => GlobalCounter::PassiveRefused,
+    });
+    let Some(until) = SUSPECTS.get_ptr_mut(backend) else { return };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: an array value; racing writers all store a deadline near now.
+    let was = unsafe { *until };
+    unsafe { *until = now + SUSPECT_HOLD_NS };
+    if was <= now {
+        let _ = PASSIVE_EVENTS.output::<PassiveEvent>(PassiveEvent { backend, kind: kind as u32 }, 0);
+    }
+}
+
+/// Whether `backend` is held suspect. The clock is read only for a
+/// backend that has been suspected at all.
+#[inline(always)]
+pub fn is_suspect(backend: u32) -> bool {
+    match SUSPECTS.get(backend) {
+        Some(&until) if until != 0 => until > unsafe { bpf_ktime_get_ns() },
+        _ => false,
+    }
+}

@@ -1,0 +1,112 @@
+//! Resending a NAT flow's SYN to another backend when the first refuses it.
+//!
+//! A NAT backend with nothing listening answers a SYN with RST, and that RST
+//! comes back through veer. Passed on, it fails the client's connection.
+//! Instead veer keeps each NAT flow's SYN as the client sent it (`keep`);
+//! a RST that acknowledges exactly that SYN (`resend`) is turned back into
+//! it, in place, and handed to the NAT program again, which sees its flow
+//! marked refused and schedules it on another backend. The client never
+//! sees the refusal, and waits for no retransmission.
+
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    programs::XdpContext,
+};
+use veer_abi::{
+    is_ipv4_mapped, NatMapping, PassiveKind, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, MAX_SYN_RESENDS,
+    SYN_STASH_BYTES,
+};
+
+use crate::{
+    access::ptr_at,
+    headers::{
+        eth::EthHdr,
+        ipv4::Ipv4Hdr,
+        ipv6::Ipv6Hdr,
+        l4::{TcpHdr, TCP_ACK, TCP_RST},
+    },
+    maps::{NEW_CONNS, STASH_SCRATCH, SYN_STASH},
+    parse::VipPacket,
+    passive,
+    verdict::Drop,
+};
+
+/// Keeps a NAT flow's SYN (`pkt`, not yet rewritten). A SYN carrying data
+/// (TCP Fast Open) or too long to keep is not kept; its flow falls back on
+/// the client's own retransmission. A call of its own, off the NAT
+/// program's full stack.
+#[inline(never)]
+pub fn keep(ctx: &XdpContext, pkt: &VipPacket) -> Result<(), Drop> {
+    let ctx = &crate::access::callee_ctx(ctx);
+    let l4 = pkt.l4 as usize;
+    if l4 > EthHdr::LEN + 60 {
+        return Err(Drop::Malformed);
+    }
+    let ip_len = if is_ipv4_mapped(&pkt.key.dst) {
+        unsafe { (*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)?).total_len() }
+    } else {
+        Ipv6Hdr::LEN + unsafe { (*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)?).payload_len() }
+    };
+    let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };
+    if ip_len != l4 - EthHdr::LEN + tcp.header_len() || ip_len > SYN_STASH_BYTES || ip_len == 0 {
+        return Ok(());
+    }
+    let seq = u32::from_be_bytes(tcp.seq);
+    let Some(s) = STASH_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
+    let s = unsafe { &mut *s };
+    let r = unsafe {
+        bpf_xdp_load_bytes(ctx.ctx, EthHdr::LEN as u32, s.bytes.as_mut_ptr() as *mut _, ip_len as u32)
+    };
+    if r != 0 {
+        return Ok(());
+    }
+    s.len = ip_len as u32;
+    s.seq = seq;
+    let _ = SYN_STASH.insert(&pkt.key, &*s, 0);
+    Ok(())
+}
+
+/// A RST from a NAT backend (`pkt`, matching `m`): if it refuses the
+/// flow's kept SYN, the frame becomes that SYN again and `true` is
+/// returned, for the caller to hand it to the NAT program. Anything else
+/// (an established flow, a RST that acknowledges another sequence number,
+/// a flow already resent `MAX_SYN_RESENDS` times) returns `false`, and
+/// the RST goes on to the client as any answer does.
+#[inline(always)]
+pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool, Drop> {
+    if pkt.tcp_flags() & (TCP_RST | TCP_ACK) != TCP_RST | TCP_ACK {
+        return Ok(false);
+    }
+    // Only a flow still in its handshake is in `NEW_CONNS`.
+    let Some(entry) = NEW_CONNS.get_ptr_mut(&m.flow) else { return Ok(false) };
+    // SAFETY: a preallocated LRU value (see `conntrack::established`).
+    let entry = unsafe { &mut *entry };
+    let resends = (entry.flags >> CONN_F_RESENDS_SHIFT) & 0xff;
+    if entry.backend != m.backend || resends >= MAX_SYN_RESENDS {
+        return Ok(false);
+    }
+    let Some(syn) = (unsafe { SYN_STASH.get(&m.flow) }) else { return Ok(false) };
+    let ack = u32::from_be_bytes(unsafe { (*ptr_at::<TcpHdr>(ctx, pkt.l4 as usize)?).ack });
+    if ack != syn.seq.wrapping_add(1) {
+        // Not an answer to that SYN: a stale or forged RST is no signal.
+        return Ok(false);
+    }
+    let len = syn.len as usize;
+    if len == 0 || len > SYN_STASH_BYTES {
+        return Ok(false);
+    }
+    let delta = (EthHdr::LEN + len) as i32 - (ctx.data_end() - ctx.data()) as i32;
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return Ok(false);
+    }
+    // From here on the frame is the client's SYN (the Ethernet header is
+    // rewritten on the way out).
+    let r = unsafe { bpf_xdp_store_bytes(ctx.ctx, EthHdr::LEN as u32, syn.bytes.as_ptr() as *mut _, len as u32) };
+    if r != 0 {
+        return Err(Drop::Malformed);
+    }
+    entry.flags = (entry.flags | CONN_F_REFUSED) + (1 << CONN_F_RESENDS_SHIFT);
+    passive::suspect(m.backend, PassiveKind::Refused);
+    Ok(true)
+}
