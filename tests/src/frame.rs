@@ -56,6 +56,45 @@ pub fn tcp_syn(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     packet(src, dst, L4::Tcp(0x02), &[])
 }
 
+/// A TCP segment with a valid checksum: `flags`, `seq`, `ack` and the
+/// `options` (a multiple of 4 bytes), no payload.
+pub fn tcp_segment(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u32, options: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0, "TCP options pad to 4 bytes");
+    let mut seg = Vec::new();
+    seg.extend_from_slice(&src.port().to_be_bytes());
+    seg.extend_from_slice(&dst.port().to_be_bytes());
+    seg.extend_from_slice(&seq.to_be_bytes());
+    seg.extend_from_slice(&ack.to_be_bytes());
+    seg.extend_from_slice(&[((20 + options.len()) / 4 << 4) as u8, flags]);
+    seg.extend_from_slice(&[0x72, 0x10, 0, 0, 0, 0]); // window 29200, checksum, urg
+    seg.extend_from_slice(options);
+    let mut pseudo = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut p = s.octets().to_vec();
+            p.extend_from_slice(&d.octets());
+            p.extend_from_slice(&[0, 6]);
+            p.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+            p
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut p = s.octets().to_vec();
+            p.extend_from_slice(&d.octets());
+            p.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 6]);
+            p
+        }
+        _ => panic!("mixed address families: {src} -> {dst}"),
+    };
+    pseudo.extend_from_slice(&seg);
+    let c = checksum(&pseudo);
+    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    ip_frame(src.ip(), dst.ip(), 6, &seg)
+}
+
+/// The options of a Linux client's SYN: MSS 1460, SACK permitted,
+/// timestamps, window scale 7.
+pub const SYN_OPTIONS: [u8; 20] = [2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+
 /// A UDP datagram from `src` to `dst`.
 pub fn udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     packet(src, dst, L4::Udp, payload)

@@ -126,6 +126,12 @@ impl Lab {
     pub fn counter(&self, c: GlobalCounter) -> u64 {
         self.dp.global_counter(c).unwrap()
     }
+
+    /// Sets the service's `SERVICE_F_*` flags (its ring is kept).
+    pub fn set_flags(&mut self, scheduler: Scheduler, flags: u8) {
+        let spec = ServiceSpec { id: 1, scheduler, flags, fallback_backend: NO_BACKEND };
+        self.dp.upsert_service(&self.key, spec).unwrap();
+    }
 }
 
 /// SNAT ports of a [`NatLab`] (few, to reach exhaustion).
@@ -158,6 +164,11 @@ pub struct NatLab {
 impl NatLab {
     /// A lab named `tag`: IPv6 or not, one service of `proto`, `n` backends listening on 8080.
     pub fn new(tag: &str, v6: bool, proto: Protocol, n: usize) -> Self {
+        Self::with_flags(tag, v6, proto, n, 0)
+    }
+
+    /// [`NatLab::new`] with more `SERVICE_F_*` flags on the service.
+    pub fn with_flags(tag: &str, v6: bool, proto: Protocol, n: usize, flags: u8) -> Self {
         require_root();
         let ns = Netns::create(&format!("veer-natlab-{tag}")).expect("netns");
         let (vip, client, snat): (IpAddr, IpAddr, IpAddr) = if v6 {
@@ -200,7 +211,7 @@ impl NatLab {
         let spec = ServiceSpec {
             id: 1,
             scheduler: Scheduler::Maglev,
-            flags: veer_abi::SERVICE_F_NAT,
+            flags: veer_abi::SERVICE_F_NAT | flags,
             fallback_backend: NO_BACKEND,
         };
         dp.upsert_service(&key, spec).unwrap();

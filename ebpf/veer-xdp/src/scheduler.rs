@@ -6,7 +6,7 @@
 
 use veer_abi::{
     hash::{flow_hash, source_hash},
-    Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, RING_PROBES,
+    Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, NO_BACKEND, RING_PROBES,
 };
 
 use crate::{
@@ -44,8 +44,9 @@ pub enum Purpose {
 /// all packets of one flow (or one client, for source hash) agree.
 ///
 /// A new flow also walks past `avoid` (the backend that just failed this
-/// flow) and past suspect backends; a suspect is taken only when the walk
-/// finds nothing better.
+/// flow) and past suspect backends. When the walk finds nothing better, a
+/// suspect is taken, and failing that `avoid` itself: a service whose only
+/// backend failed once still tries it.
 #[inline(always)]
 pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Option<(u32, &'static Backend)> {
     let len = svc.ring_len;
@@ -67,7 +68,9 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
             }
         }
     } % len;
-    let mut fallback = None;
+    // Ids, not `Option`s of references: the verifier rejects the undefined
+    // register LLVM reads for a `None` (R2 !read_ok).
+    let (mut fallback, mut last) = (NO_BACKEND, NO_BACKEND);
     for i in 0..RING_PROBES {
         let mut slot = start + i;
         if slot >= len {
@@ -78,14 +81,15 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
             return None;
         }
         let id = ring[slot];
-        if id == avoid {
-            continue;
-        }
         if let Some(b) = owned_backend(svc, id) {
             if BackendState::from_u32(b.state).takes_new_flows() {
+                if id == avoid {
+                    last = id;
+                    continue;
+                }
                 if purpose == Purpose::NewFlow && passive::is_suspect(id) {
-                    if fallback.is_none() {
-                        fallback = Some((id, b));
+                    if fallback == NO_BACKEND {
+                        fallback = id;
                     }
                     continue;
                 }
@@ -93,5 +97,6 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
             }
         }
     }
-    fallback
+    let id = if fallback != NO_BACKEND { fallback } else { last };
+    owned_backend(svc, id).map(|b| (id, b))
 }

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod nat;
+pub mod passive;
 pub mod pin;
 mod read;
 mod syscall;

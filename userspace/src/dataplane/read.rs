@@ -95,6 +95,18 @@ pub trait MapReader {
             .collect()
     }
 
+    /// Until when (`CLOCK_MONOTONIC` ns) the dataplane holds backend `id`
+    /// suspect; 0 when it never has. Compare with [`monotonic_ns`](super::monotonic_ns).
+    fn suspect_until(&self, id: u32) -> Result<u64> {
+        let m: Array<&MapData, u64> = typed!(self, Array, names::SUSPECTS);
+        m.get(&id, 0).map_err(DataplaneError::map(names::SUSPECTS, format!("reading backend {id}")))
+    }
+
+    /// Whether the dataplane holds backend `id` suspect now.
+    fn is_suspect(&self, id: u32) -> Result<bool> {
+        Ok(self.suspect_until(id)? > super::monotonic_ns())
+    }
+
     /// One global counter, summed over CPUs.
     fn global_counter(&self, c: GlobalCounter) -> Result<u64> {
         Ok(self.global_counters()?.into_iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| v))

@@ -1,0 +1,230 @@
+//! Passive failure detection through the real XDP program
+//! (BPF_PROG_TEST_RUN): a retransmitted SYN moves to another backend, a NAT
+//! backend's RST to a SYN is withheld and the SYN resent elsewhere, and
+//! either makes the failing backend suspect, reported once through the
+//! ring buffer. Needs root.
+
+use std::net::SocketAddr;
+
+use veer::dataplane::{passive::PassiveEvents, passive::PassiveSignal, MapReader, Protocol};
+use veer_abi::{GlobalCounter, PassiveKind, Scheduler, SERVICE_F_PASSIVE};
+use veer_tests::{
+    frame::{self, SYN_OPTIONS},
+    lab::{Lab, NatLab, XDP_TX},
+};
+
+const XDP_REDIRECT: u32 = 4;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST_ACK: u8 = 0x14;
+const TCP_SYN_ACK: u8 = 0x12;
+
+fn passive_lab(weights: &[u32]) -> Lab {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, weights);
+    lab.set_flags(Scheduler::Maglev, SERVICE_F_PASSIVE);
+    lab
+}
+
+#[test]
+fn a_retransmitted_syn_goes_to_another_backend_and_its_first_backend_becomes_suspect() {
+    let mut lab = passive_lab(&[1, 1, 1]);
+    let mut events = PassiveEvents::take(&mut lab.dp).unwrap();
+    let (action, first, _) = lab.send(&lab.syn(40000));
+    assert_eq!(action, XDP_TX);
+    let first = first.unwrap();
+    assert!(!lab.dp.is_suspect(first).unwrap(), "one SYN is no signal");
+
+    let (action, second, _) = lab.send(&lab.syn(40000));
+    assert_eq!(action, XDP_TX);
+    let second = second.unwrap();
+    assert_ne!(second, first, "the retransmission must try another backend");
+    assert!(lab.dp.is_suspect(first).unwrap());
+    assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 1);
+    assert_eq!(lab.counter(GlobalCounter::Redispatched), 1);
+    assert_eq!(events.drain(), vec![PassiveSignal { backend: first, kind: PassiveKind::SynRetransmit }]);
+
+    // The handshake completes on the second backend.
+    assert_eq!(lab.send(&lab.ack(40000)).1, Some(second));
+    // New connections avoid the suspect while others can take them.
+    for port in 41000..41100 {
+        let (_, b, _) = lab.send(&lab.syn(port));
+        assert_ne!(b, Some(first), "client port {port} went to the suspect backend");
+    }
+    // veerd clears a suspect whose probe passed: it takes new flows again.
+    lab.dp.clear_suspect(first).unwrap();
+    assert!(!lab.dp.is_suspect(first).unwrap());
+    assert!((42000..42100).any(|p| lab.send(&lab.syn(p)).1 == Some(first)));
+}
+
+#[test]
+fn without_passive_detection_a_retransmitted_syn_keeps_its_backend() {
+    let lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1, 1]);
+    let (_, first, _) = lab.send(&lab.syn(40000));
+    let (_, second, _) = lab.send(&lab.syn(40000));
+    assert_eq!(first, second);
+    assert!(!lab.dp.is_suspect(first.unwrap()).unwrap());
+    assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 0);
+    assert_eq!(lab.counter(GlobalCounter::Redispatched), 0);
+}
+
+#[test]
+fn a_lone_backend_still_gets_the_retransmission() {
+    let mut lab = passive_lab(&[1]);
+    let mut events = PassiveEvents::take(&mut lab.dp).unwrap();
+    assert_eq!(lab.send(&lab.syn(40000)).1, Some(0));
+    assert_eq!(lab.send(&lab.syn(40000)).1, Some(0), "with nowhere else to go, the SYN is not dropped");
+    assert!(lab.dp.is_suspect(0).unwrap());
+    assert_eq!(lab.send(&lab.syn(40001)).1, Some(0), "a suspect takes new flows when it is the only one");
+    // More signals against a suspect are counted, not reported again.
+    assert_eq!(lab.send(&lab.syn(40000)).1, Some(0));
+    assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 2);
+    assert_eq!(events.drain(), vec![PassiveSignal { backend: 0, kind: PassiveKind::SynRetransmit }]);
+}
+
+/// Where a NAT frame goes: (destination address, destination port, source port).
+fn dst_of(f: &[u8]) -> (std::net::IpAddr, u16, u16) {
+    let v4 = f[12..14] == [0x08, 0x00];
+    let (dst, l4): (std::net::IpAddr, usize) = if v4 {
+        (<[u8; 4]>::try_from(&f[30..34]).unwrap().into(), 14 + (f[14] & 0x0f) as usize * 4)
+    } else {
+        (<[u8; 16]>::try_from(&f[38..54]).unwrap().into(), 54)
+    };
+    (dst, u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]), u16::from_be_bytes([f[l4], f[l4 + 1]]))
+}
+
+/// The TCP header of a frame (from its ports on).
+fn tcp_of(f: &[u8]) -> &[u8] {
+    let l4 = if f[12..14] == [0x08, 0x00] { 14 + (f[14] & 0x0f) as usize * 4 } else { 54 };
+    &f[l4..]
+}
+
+/// Whether the IP and TCP checksums of a frame hold (recomputed here).
+fn checksums_ok(f: &[u8]) -> bool {
+    let v4 = f[12..14] == [0x08, 0x00];
+    let sum = |d: &[u8]| veer_abi::csum::checksum(d) == 0;
+    let seg = tcp_of(f);
+    let mut pseudo = if v4 {
+        let mut p = f[26..34].to_vec();
+        p.extend_from_slice(&[0, 6]);
+        p.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+        p
+    } else {
+        let mut p = f[22..54].to_vec();
+        p.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 6]);
+        p
+    };
+    pseudo.extend_from_slice(seg);
+    (!v4 || sum(&f[14..34])) && sum(&pseudo)
+}
+
+fn refused_syn_is_resent(tag: &str, v6: bool) {
+    let mut lab = NatLab::with_flags(tag, v6, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let mut events = PassiveEvents::take(&mut lab.dp).unwrap();
+    let client = SocketAddr::new(lab.client, 40000);
+    let syn = frame::tcp_segment(client, lab.vip, TCP_SYN, 1000, 0, &SYN_OPTIONS);
+    let (action, out) = lab.run(&syn);
+    assert_eq!(action, XDP_REDIRECT, "{tag}");
+    let (a_addr, _, a_port) = dst_of(&out);
+    let a = lab.backends.iter().position(|b| *b == a_addr).unwrap() as u32;
+
+    // Backend A has nothing listening: RST, ACK acknowledging the SYN.
+    let rst =
+        frame::tcp_segment(SocketAddr::new(a_addr, 8080), SocketAddr::new(lab.snat, a_port), TCP_RST_ACK, 0, 1001, &[]);
+    let (action, resent) = lab.run(&rst);
+    assert_eq!(action, XDP_REDIRECT, "{tag}: the refusal becomes a SYN to another backend");
+    let (b_addr, b_dport, b_port) = dst_of(&resent);
+    assert_ne!(b_addr, a_addr, "{tag}: not back to the refusing backend");
+    assert!(lab.backends.contains(&b_addr));
+    assert_eq!(b_dport, 8080);
+    assert!(checksums_ok(&resent), "{tag}: the resent SYN's checksums");
+    let tcp = tcp_of(&resent);
+    assert_eq!(tcp[13], TCP_SYN, "{tag}: a SYN");
+    assert_eq!(u32::from_be_bytes(tcp[4..8].try_into().unwrap()), 1000, "{tag}: the client's sequence number");
+    assert_eq!(tcp[20..40], SYN_OPTIONS, "{tag}: the client's options");
+    assert_eq!(resent.len(), syn.len(), "{tag}: the client's SYN, whole");
+    assert!(lab.dp.is_suspect(a).unwrap());
+    assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 1);
+    assert_eq!(lab.counter(GlobalCounter::Redispatched), 1);
+    assert_eq!(events.drain(), vec![PassiveSignal { backend: a, kind: PassiveKind::Refused }]);
+    // A's mapping is gone: a late answer from A finds none.
+    assert!(lab
+        .dp
+        .nat_mappings()
+        .unwrap()
+        .iter()
+        .all(|(k, _)| k.snat_port != a_port || k.backend != veer::dataplane::to_abi(a_addr)));
+
+    // B accepts: its SYN-ACK reaches the client from the VIP.
+    let synack = frame::tcp_segment(
+        SocketAddr::new(b_addr, 8080),
+        SocketAddr::new(lab.snat, b_port),
+        TCP_SYN_ACK,
+        7000,
+        1001,
+        &[],
+    );
+    let (action, back) = lab.run(&synack);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(dst_of(&back), (lab.client, 40000, 80), "{tag}: to the client, from the VIP");
+}
+
+#[test]
+fn ipv4_a_nat_backends_refusal_is_withheld_and_the_syn_resent_elsewhere() {
+    refused_syn_is_resent("rs4", false);
+}
+
+#[test]
+fn ipv6_a_nat_backends_refusal_is_withheld_and_the_syn_resent_elsewhere() {
+    refused_syn_is_resent("rs6", true);
+}
+
+#[test]
+fn a_rst_that_does_not_acknowledge_the_syn_is_no_signal() {
+    let lab = NatLab::with_flags("spoof", false, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let client = SocketAddr::new(lab.client, 40000);
+    let (_, out) = lab.run(&frame::tcp_segment(client, lab.vip, TCP_SYN, 1000, 0, &SYN_OPTIONS));
+    let (a_addr, _, a_port) = dst_of(&out);
+    let a = lab.backends.iter().position(|b| *b == a_addr).unwrap() as u32;
+    let forged =
+        frame::tcp_segment(SocketAddr::new(a_addr, 8080), SocketAddr::new(lab.snat, a_port), TCP_RST_ACK, 0, 5555, &[]);
+    let (action, back) = lab.run(&forged);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(dst_of(&back), (lab.client, 40000, 80), "passed on to the client, whose stack judges it");
+    assert!(!lab.dp.is_suspect(a).unwrap());
+    assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 0);
+    assert_eq!(lab.counter(GlobalCounter::Redispatched), 0);
+}
+
+#[test]
+fn a_syn_refused_by_every_backend_is_resent_at_most_twice() {
+    let lab = NatLab::with_flags("twice", false, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let client = SocketAddr::new(lab.client, 40000);
+    let (_, mut out) = lab.run(&frame::tcp_segment(client, lab.vip, TCP_SYN, 1000, 0, &SYN_OPTIONS));
+    let mut tried = vec![];
+    for _ in 0..3 {
+        let (addr, _, port) = dst_of(&out);
+        tried.push(addr);
+        let rst =
+            frame::tcp_segment(SocketAddr::new(addr, 8080), SocketAddr::new(lab.snat, port), TCP_RST_ACK, 0, 1001, &[]);
+        out = lab.run(&rst).1;
+    }
+    tried.sort();
+    tried.dedup();
+    assert_eq!(tried.len(), 3, "each backend tried once: {tried:?}");
+    assert_eq!(dst_of(&out), (lab.client, 40000, 80), "the third refusal reaches the client");
+    assert_eq!(tcp_of(&out)[13], TCP_RST_ACK);
+    assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 2);
+}
+
+#[test]
+fn without_passive_detection_a_nat_refusal_reaches_the_client() {
+    let lab = NatLab::new("nopassive", false, Protocol::Tcp, 3);
+    let client = SocketAddr::new(lab.client, 40000);
+    let (_, out) = lab.run(&frame::tcp_segment(client, lab.vip, TCP_SYN, 1000, 0, &SYN_OPTIONS));
+    let (a_addr, _, a_port) = dst_of(&out);
+    let rst =
+        frame::tcp_segment(SocketAddr::new(a_addr, 8080), SocketAddr::new(lab.snat, a_port), TCP_RST_ACK, 0, 1001, &[]);
+    let (_, back) = lab.run(&rst);
+    assert_eq!(dst_of(&back), (lab.client, 40000, 80));
+    assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 0);
+}
