@@ -382,6 +382,74 @@ impl Drop for ClientLoad {
     }
 }
 
+/// New connections at a steady rate (open loop), each on a thread of its
+/// own, so that a connection stuck on a dead backend delays no other: the
+/// load a failover is judged under.
+pub struct OpenLoad {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    thread: Option<thread::JoinHandle<Result<()>>>,
+}
+
+impl OpenLoad {
+    /// Starts `rate` connections per second to `vip` from `ns`, each given `timeout`.
+    pub fn start(ns: &Netns, vip: SocketAddr, rate: u32, timeout: Duration) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (s2, v2) = (stop.clone(), samples.clone());
+        let period = Duration::from_secs(1) / rate.max(1);
+        let thread = ns.spawn(move || {
+            let mut conns = Vec::new();
+            let mut next = Instant::now();
+            while !s2.load(Ordering::Relaxed) {
+                let v3 = v2.clone();
+                // Threads made here share this thread's network namespace.
+                conns.push(thread::spawn(move || {
+                    let start = Instant::now();
+                    let result = fetch_name(vip, timeout).map_err(|e| format!("{e:#}"));
+                    v3.lock().expect("samples").push(Sample { start, end: Instant::now(), result });
+                }));
+                next += period;
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+                conns.retain(|c| !c.is_finished());
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        })?;
+        Ok(Self { stop, samples, thread: Some(thread) })
+    }
+
+    /// Connections finished so far.
+    pub fn count(&self) -> usize {
+        self.samples.lock().expect("samples").len()
+    }
+
+    /// Waits until `n` more connections finished.
+    pub fn wait_more(&self, n: usize, limit: Duration) -> Result<()> {
+        let target = self.count() + n;
+        wait_until(limit, &format!("{n} more client connections"), || self.count() >= target).map(|_| ())
+    }
+
+    /// Stops, waits for the connections in flight, and returns every sample.
+    pub fn stop(mut self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.samples.lock().expect("samples").clone()
+    }
+}
+
+impl Drop for OpenLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Runs `veerctl --config CONFIG ARGS...`; returns (success, stdout, stderr).
 pub fn veerctl(config: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin("veerctl")).arg("--config").arg(config).args(args).output().expect("running veerctl");

@@ -50,6 +50,17 @@ impl Deployment {
         Self { _uninstall: Uninstall::instance(&instance), backends, tb, dir, cfg, instance }
     }
 
+    /// Takes the VIP off every backend, as for NAT: the backends then know
+    /// nothing of veer, and send toward it with full checksums (veer's
+    /// native XDP on veth drops checksum-offload state, as real NICs
+    /// deliver it).
+    pub fn strip_vips(&self) {
+        for b in &self.tb.backends {
+            b.ns.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]).expect("remove the VIP");
+            b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).expect("checksum offload off");
+        }
+    }
+
     /// The VIP and port.
     pub fn vip(&self) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(VIP), PORT)

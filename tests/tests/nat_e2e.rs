@@ -30,12 +30,7 @@ fn wait_all_up(d: &Veerd, svc: &str, names: &[&str]) {
 /// A deployment whose backends know nothing of the VIP.
 fn nat_deployment(tag: &str) -> Deployment {
     let s = Deployment::new(tag, 3);
-    for b in &s.tb.backends {
-        b.ns.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"]).unwrap();
-        // The backends now send toward veer, whose native XDP on veth drops
-        // checksum-offload state: full checksums, as real NICs deliver.
-        b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
-    }
+    s.strip_vips();
     let udp = format!(
         r#"
 [[service]]

@@ -154,6 +154,14 @@ fn refused_syn_is_resent(tag: &str, v6: bool) {
         .iter()
         .all(|(k, _)| k.snat_port != a_port || k.backend != veer::dataplane::to_abi(a_addr)));
 
+    // New connections avoid the suspect.
+    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 20000, port_max: 29999 }).unwrap();
+    for port in 41000..41060 {
+        let c = SocketAddr::new(lab.client, port);
+        let (_, out) = lab.run(&frame::tcp_segment(c, lab.vip, TCP_SYN, 1, 0, &SYN_OPTIONS));
+        assert_ne!(dst_of(&out).0, a_addr, "{tag}: client port {port} went to the suspect");
+    }
+
     // B accepts: its SYN-ACK reaches the client from the VIP.
     let synack = frame::tcp_segment(
         SocketAddr::new(b_addr, 8080),

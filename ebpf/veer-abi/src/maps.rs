@@ -323,7 +323,7 @@ pub struct NatConfig {
 
 /// Why the dataplane suspects a backend (a [`PassiveEvent`]'s `kind`).
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PassiveKind {
     /// A client retransmitted a SYN it had sent to the backend: no answer.
     SynRetransmit = 1,

@@ -9,7 +9,7 @@
 //! sees the refusal, and waits for no retransmission.
 
 use aya_ebpf::{
-    helpers::{bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     programs::XdpContext,
 };
 use veer_abi::{
@@ -18,9 +18,9 @@ use veer_abi::{
 };
 
 use crate::{
-    access::ptr_at,
+    access::{mut_ptr_at, ptr_at},
     headers::{
-        eth::EthHdr,
+        eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, TCP_ACK, TCP_RST},
@@ -96,16 +96,20 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     if len == 0 || len > SYN_STASH_BYTES {
         return Ok(false);
     }
+    // Resized at the head: every XDP mode guarantees headroom (256 bytes),
+    // while a locally made RST often has no tailroom to grow into.
     let delta = (EthHdr::LEN + len) as i32 - (ctx.data_end() - ctx.data()) as i32;
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
         return Ok(false);
     }
-    // From here on the frame is the client's SYN (the Ethernet header is
-    // rewritten on the way out).
+    // From here on the frame is the client's SYN (the MAC addresses are
+    // set on the way out).
     let r = unsafe { bpf_xdp_store_bytes(ctx.ctx, EthHdr::LEN as u32, syn.bytes.as_ptr() as *mut _, len as u32) };
     if r != 0 {
         return Err(Drop::Malformed);
     }
+    let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
+    eth.ether_type = if is_ipv4_mapped(&m.flow.dst) { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
     entry.flags = (entry.flags | CONN_F_REFUSED) + (1 << CONN_F_RESENDS_SHIFT);
     passive::suspect(m.backend, PassiveKind::Refused);
     Ok(true)

@@ -385,6 +385,31 @@ pub struct HealthConfig {
     pub expect: Option<String>,
     /// `exec`: program and arguments; `{address}` and `{port}` are replaced.
     pub command: Vec<String>,
+    /// Passive detection from the traffic itself.
+    pub passive: PassiveConfig,
+}
+
+/// `[service.health.passive]`: failures the dataplane sees in the traffic.
+///
+/// A client's retransmitted SYN (the backend never answered), or with NAT a
+/// backend's RST to a SYN (nothing listens), moves that connection to
+/// another backend at once and makes the first one suspect: it gets no new
+/// flows while others can take them. veerd then probes it out of its
+/// interval: `confirm` failures in a row (the first at once, the next at
+/// `fast_interval`) take it down; a success clears the suspicion.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveConfig {
+    /// On by default; off behaves as active checks alone.
+    pub enabled: bool,
+    /// Failed probes in a row that confirm a suspect down (at least 1).
+    pub confirm: u32,
+}
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self { enabled: true, confirm: 1 }
+    }
 }
 
 impl Default for HealthConfig {
@@ -403,6 +428,7 @@ impl Default for HealthConfig {
             payload: String::new(),
             expect: None,
             command: Vec::new(),
+            passive: PassiveConfig::default(),
         }
     }
 }

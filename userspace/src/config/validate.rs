@@ -230,6 +230,9 @@ fn health(c: &mut Checker, h: &HealthConfig, at: usize, p: &str) {
     if h.fall == 0 {
         c.err(at, "fall", format!("{p}.health.fall"), "must be at least 1");
     }
+    if h.passive.confirm == 0 {
+        c.err(at, "confirm", format!("{p}.health.passive.confirm"), "must be at least 1");
+    }
     match h.kind {
         CheckKind::Http => {
             if !h.path.starts_with('/') {

@@ -6,9 +6,34 @@ use std::collections::HashSet;
 use tracing::{error, info, warn};
 
 use super::{guard, model::Admin, recovery, Daemon};
-use crate::health::HealthEvent;
+use crate::health::{CheckReport, HealthEvent};
 
 impl Daemon {
+    /// Applies what the checkers reported together: flips (one ring
+    /// rebuild per service), then cleared suspicions.
+    pub(super) fn on_reports(&mut self, reports: Vec<CheckReport>) {
+        let mut flips = Vec::new();
+        let mut cleared = Vec::new();
+        for r in reports {
+            match r {
+                CheckReport::Flip(ev) => flips.push(ev),
+                CheckReport::SuspectCleared { backend, generation, reason } => {
+                    cleared.push((backend, generation, reason))
+                }
+            }
+        }
+        let any_up = flips.iter().any(|e| e.up);
+        if !flips.is_empty() {
+            self.on_health(flips);
+        }
+        for (backend, generation, reason) in cleared {
+            self.on_suspect_cleared(backend, generation, &reason);
+        }
+        if any_up {
+            self.resolve_nexthops();
+        }
+    }
+
     /// Applies health flips that arrived together. Every state word is
     /// written first (a failed backend stops getting packets with that one
     /// write), then each touched service's ring is rebuilt once: when many

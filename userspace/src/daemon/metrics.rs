@@ -60,6 +60,10 @@ pub struct DaemonMetrics {
     pub scale_hooks: HashMap<(String, &'static str), u64>,
     /// Checks that failed locally (no verdict), by backend.
     pub local_errors: HashMap<u32, u64>,
+    /// Passive failure signals from the dataplane, by (backend, kind).
+    pub passive: HashMap<(u32, veer_abi::PassiveKind), u64>,
+    /// Suspicions an immediate probe cleared, by backend.
+    pub suspects_cleared: HashMap<u32, u64>,
     /// Times a service's fail-open guard tripped.
     pub fail_open_trips: u64,
     /// Reloads applied and refused.
@@ -180,6 +184,12 @@ impl super::Daemon {
                     recoveries: m.recoveries.get(&b.id).copied().unwrap_or(0),
                     restarts: m.restarts.get(&b.id).map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed)),
                     local_errors: m.local_errors.get(&b.id).copied().unwrap_or(0),
+                    suspect: self.dp.is_suspect(b.id).unwrap_or(false),
+                    passive: [veer_abi::PassiveKind::SynRetransmit, veer_abi::PassiveKind::Refused]
+                        .into_iter()
+                        .map(|k| (k, m.passive.get(&(b.id, k)).copied().unwrap_or(0)))
+                        .collect(),
+                    suspects_cleared: m.suspects_cleared.get(&b.id).copied().unwrap_or(0),
                 });
             }
         }

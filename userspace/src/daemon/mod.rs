@@ -20,6 +20,7 @@ pub mod model;
 mod nat;
 mod nexthop;
 pub mod notify;
+mod passive;
 pub mod prometheus;
 pub mod reconcile;
 pub mod recovery;
@@ -45,7 +46,7 @@ use model::{BackendRt, ServiceRt};
 use crate::{
     config::{AttachModeConfig, Config, Fallback, Forwarding, ServiceConfig},
     dataplane::{self, pin, to_abi, AttachMode, Dataplane, DataplaneOptions, MapReader, ServiceSpec},
-    health::{spawn_checker, CheckSpec, HealthEvent, Probe, ProbeSample},
+    health::{spawn_checker, CheckReport, CheckSpec, Probe, ProbeSample},
     net,
     overrides::Overrides,
 };
@@ -86,7 +87,7 @@ pub struct Daemon {
     cfg: Config,
     dp: Dataplane,
     services: Vec<ServiceRt>,
-    events: mpsc::UnboundedSender<HealthEvent>,
+    events: mpsc::UnboundedSender<CheckReport>,
     next_generation: u64,
     tx_ports: HashSet<u32>,
     /// Backend entries as last written (skip writes that change nothing).
@@ -221,7 +222,7 @@ impl Daemon {
         cfg_path: &Path,
         cfg: Config,
         reset_runtime: bool,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<HealthEvent>)> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<CheckReport>)> {
         let lock = lock(&cfg.daemon)?;
         let (dp, adoption) = load_dataplane(&cfg)?;
         let written =
@@ -333,6 +334,9 @@ impl Daemon {
         if s.cfg.forwarding == Forwarding::Nat {
             flags |= veer_abi::SERVICE_F_NAT;
         }
+        if s.cfg.health.passive.enabled {
+            flags |= veer_abi::SERVICE_F_PASSIVE;
+        }
         let spec = ServiceSpec { id: s.id, scheduler: s.cfg.scheduler.into(), flags, fallback_backend };
         let key = s.key;
         if self.dp.service(&key)?.map(|v| (v.id, v.scheduler, v.flags, v.fallback_backend))
@@ -392,7 +396,7 @@ impl Daemon {
 
     /// Runs until SIGTERM or SIGINT. The dataplane stays pinned and keeps
     /// forwarding after it returns.
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<HealthEvent>) -> Result<()> {
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<CheckReport>) -> Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let sock = self.cfg.daemon.socket_path();
         let (call_tx, mut calls) = mpsc::channel(16);
@@ -413,6 +417,7 @@ impl Daemon {
             None => None,
         };
         let mut samples = self.samples_rx.take().context("daemon already ran")?;
+        let mut passive = passive::watch(&self.cfg.daemon.pin_dir());
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -423,16 +428,15 @@ impl Daemon {
         }
         loop {
             tokio::select! {
-                Some(ev) = events.recv() => {
-                    // Take every flip already queued: one ring rebuild per service.
-                    let mut batch = vec![ev];
-                    while let Ok(ev) = events.try_recv() {
-                        batch.push(ev);
+                Some(report) = events.recv() => {
+                    // Take every report already queued: one ring rebuild per service.
+                    let mut batch = vec![report];
+                    while let Ok(r) = events.try_recv() {
+                        batch.push(r);
                     }
-                    let any_up = batch.iter().any(|e| e.up);
-                    self.on_health(batch);
-                    if any_up { self.resolve_nexthops(); }
+                    self.on_reports(batch);
                 }
+                Some(signals) = passive.recv() => self.on_passive(signals),
                 Some((req, reply)) = calls.recv() => { let _ = reply.send(self.handle(req)); }
                 Some(p) = samples.recv() => {
                     if p.local_error {

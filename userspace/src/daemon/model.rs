@@ -33,7 +33,7 @@ pub struct BackendRt {
     /// NAT: its SNAT address is known (it needs no next-hop MAC of its own).
     pub snat_set: bool,
     /// The running health checker.
-    pub checker: Option<tokio::task::JoinHandle<()>>,
+    pub checker: Option<crate::health::Checker>,
     /// Generation of that checker (older events are ignored).
     pub generation: u64,
     /// The running restart loop, while down.

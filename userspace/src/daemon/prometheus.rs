@@ -82,6 +82,12 @@ pub struct BackendRow {
     pub restarts: u64,
     /// Checks that failed locally.
     pub local_errors: u64,
+    /// Held suspect by the dataplane now.
+    pub suspect: bool,
+    /// Passive signals that made it suspect, by kind.
+    pub passive: Vec<(veer_abi::PassiveKind, u64)>,
+    /// Suspicions an immediate probe cleared.
+    pub suspects_cleared: u64,
 }
 
 /// Everything `/metrics` shows, gathered in one pass.
@@ -240,6 +246,27 @@ fn render_backends(o: &mut String, bs: &[BackendRow]) {
         "Checks that could not run here (no file descriptors, memory...): no verdict, state held.",
         bs.iter().map(|b| (be(b), b.local_errors)),
     );
+    family(
+        o,
+        "veer_backend_suspect",
+        "gauge",
+        "1 while the dataplane suspects the backend from its traffic (no new flows while others can take them).",
+        bs.iter().map(|b| (be(b), u8::from(b.suspect))),
+    );
+    family(
+        o,
+        "veer_passive_failures_total",
+        "counter",
+        "Times the dataplane began to suspect the backend, by what it saw.",
+        bs.iter().flat_map(|b| b.passive.iter().map(move |(k, n)| (format!("{},kind=\"{}\"", be(b), k.name()), *n))),
+    );
+    family(
+        o,
+        "veer_suspects_cleared_total",
+        "counter",
+        "Suspicions an immediate probe cleared.",
+        bs.iter().map(|b| (be(b), b.suspects_cleared)),
+    );
 }
 
 fn render_daemon(o: &mut String, snap: &Snapshot) {
@@ -292,6 +319,9 @@ mod tests {
             recoveries: 0,
             restarts: 4,
             local_errors: 0,
+            suspect: false,
+            passive: vec![],
+            suspects_cleared: 0,
         }
     }
 

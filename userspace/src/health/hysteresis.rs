@@ -32,6 +32,12 @@ impl Hysteresis {
         None
     }
 
+    /// Sets the state outright (a suspicion confirmed), forgetting the streak.
+    pub fn set(&mut self, up: bool) {
+        self.up = up;
+        self.streak = 0;
+    }
+
     /// Current state.
     pub fn is_up(&self) -> bool {
         self.up

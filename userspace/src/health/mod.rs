@@ -3,14 +3,19 @@
 //! A [`Probe`] asks one backend one question. [`Hysteresis`] turns a stream of
 //! answers into up/down with `rise`/`fall`. [`spawn_checker`] runs both on a
 //! tokio task per backend, at `interval`, or `fast_interval` while a state is
-//! changing, and reports each flip (with its reason) once.
+//! changing, and reports each flip (with its reason) once. A [`Checker`] told
+//! that the dataplane suspects its backend probes at once, out of its
+//! interval, and either confirms the backend down or clears the suspicion.
 
 mod hysteresis;
 mod probe;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, Notify},
+    task::JoinHandle,
+};
 
 pub use hysteresis::Hysteresis;
 pub use probe::{Probe, ProbeError};
@@ -28,6 +33,41 @@ pub struct HealthEvent {
     pub up: bool,
     /// Why: the last probe's result and the streak.
     pub reason: String,
+}
+
+/// What a checker reports.
+#[derive(Debug, Clone)]
+pub enum CheckReport {
+    /// The backend's health flipped.
+    Flip(HealthEvent),
+    /// A suspect's immediate probe passed: the dataplane's suspicion was wrong.
+    SuspectCleared {
+        /// Backend id.
+        backend: u32,
+        /// Checker generation.
+        generation: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running checker.
+#[derive(Debug)]
+pub struct Checker {
+    task: JoinHandle<()>,
+    suspect: Arc<Notify>,
+}
+
+impl Checker {
+    /// The dataplane suspects the backend: probe it now.
+    pub fn suspect(&self) {
+        self.suspect.notify_one();
+    }
+
+    /// Stops the checker.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
 }
 
 /// One probe's result, for latency metrics.
@@ -61,20 +101,28 @@ pub struct CheckSpec {
     pub initially_up: bool,
 }
 
-/// Runs a backend's checks until aborted; flips go to `events`, every probe
-/// result to `samples` (dropped when that channel is full).
+/// Runs a backend's checks until aborted; flips and cleared suspicions go
+/// to `reports`, every probe result to `samples` (dropped when that channel
+/// is full).
 pub fn spawn_checker(
     spec: CheckSpec,
-    events: mpsc::UnboundedSender<HealthEvent>,
+    reports: mpsc::UnboundedSender<CheckReport>,
     samples: Option<mpsc::Sender<ProbeSample>>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Checker {
+    let suspect = Arc::new(Notify::new());
+    let nudge = suspect.clone();
+    let task = tokio::spawn(async move {
         let h = &spec.health;
         let mut state = Hysteresis::new(h.rise, h.fall, spec.initially_up);
         let mut local_errors: u64 = 0;
+        // Failed probes of a suspicion so far, while one is being checked.
+        let mut suspicion: Option<u32> = None;
         // Jitter the first probe so checkers started together do not fire together.
         let jitter = h.interval.mul_f64(fastrand::f64());
-        tokio::time::sleep(jitter).await;
+        tokio::select! {
+            _ = tokio::time::sleep(jitter) => {}
+            _ = nudge.notified() => suspicion = Some(0),
+        }
         loop {
             let started = tokio::time::Instant::now();
             let result = spec.probe.run(spec.target, h.timeout).await;
@@ -83,24 +131,78 @@ pub fn spawn_checker(
             if let Some(tx) = &samples {
                 let _ = tx.try_send(ProbeSample { backend: spec.backend, ok: result.is_ok(), latency, local_error });
             }
-            if let (true, Err(e)) = (local_error, &result) {
+            let report = if let (true, Err(e)) = (local_error, &result) {
                 // The state holds: a fault of this host is no verdict on the backend.
                 local_errors += 1;
                 if local_errors.is_power_of_two() {
                     tracing::error!(target = %spec.target, error = %e, count = local_errors, "health check could not run; backend state held");
                 }
-            } else if let Some(up) = state.record(result.is_ok()) {
-                let why = match &result {
-                    Ok(()) => format!("{} consecutive successful checks", h.rise),
-                    Err(e) => format!("{} consecutive failed checks, last: {e}", h.fall),
-                };
-                let ev = HealthEvent { backend: spec.backend, generation: spec.generation, up, reason: why };
-                if events.send(ev).is_err() {
+                None
+            } else if let Some(failed) = suspicion.filter(|_| state.is_up()) {
+                judge_suspicion(&spec, &mut state, &mut suspicion, failed, &result)
+            } else {
+                suspicion = None;
+                state.record(result.is_ok()).map(|up| {
+                    let reason = match &result {
+                        Ok(()) => format!("{} consecutive successful checks", h.rise),
+                        Err(e) => format!("{} consecutive failed checks, last: {e}", h.fall),
+                    };
+                    CheckReport::Flip(HealthEvent { backend: spec.backend, generation: spec.generation, up, reason })
+                })
+            };
+            if let Some(r) = report {
+                if reports.send(r).is_err() {
                     return;
                 }
             }
-            let period = if state.changing() { h.fast() } else { h.interval };
-            tokio::time::sleep_until(started + period).await;
+            let period = if state.changing() || suspicion.is_some() { h.fast() } else { h.interval };
+            tokio::select! {
+                _ = tokio::time::sleep_until(started + period) => {}
+                _ = nudge.notified() => {
+                    if state.is_up() && suspicion.is_none() {
+                        suspicion = Some(0);
+                    }
+                }
+            }
         }
-    })
+    });
+    Checker { task, suspect }
+}
+
+/// One probe of a suspect (up) backend: `confirm` failures in a row take it
+/// down at once, a success clears the suspicion.
+fn judge_suspicion(
+    spec: &CheckSpec,
+    state: &mut Hysteresis,
+    suspicion: &mut Option<u32>,
+    failed: u32,
+    result: &Result<(), ProbeError>,
+) -> Option<CheckReport> {
+    let confirm = spec.health.passive.confirm.max(1);
+    match result {
+        Ok(()) => {
+            *suspicion = None;
+            state.record(true);
+            Some(CheckReport::SuspectCleared {
+                backend: spec.backend,
+                generation: spec.generation,
+                reason: "an immediate probe passed".into(),
+            })
+        }
+        Err(e) if failed + 1 >= confirm => {
+            *suspicion = None;
+            state.set(false);
+            let reason = format!("the dataplane suspected it and {confirm} immediate probe(s) failed, last: {e}");
+            Some(CheckReport::Flip(HealthEvent {
+                backend: spec.backend,
+                generation: spec.generation,
+                up: false,
+                reason,
+            }))
+        }
+        Err(_) => {
+            *suspicion = Some(failed + 1);
+            None
+        }
+    }
 }

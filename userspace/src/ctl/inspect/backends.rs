@@ -27,6 +27,9 @@ pub struct BackendRow {
     pub id: u32,
     /// Its state word.
     pub state: &'static str,
+    /// Held suspect by the dataplane (passive detection): no new flows
+    /// while other backends can take them.
+    pub suspect: bool,
     /// Its weight.
     pub weight: u32,
     /// Its share of the ring, in percent.
@@ -62,7 +65,7 @@ impl Row for BackendRow {
             self.service.clone(),
             self.backend.clone(),
             self.address.clone(),
-            self.state.into(),
+            if self.suspect { format!("{} (suspect)", self.state) } else { self.state.into() },
             self.weight.to_string(),
             format!("{:.1}%", self.ring_share),
             self.packets.to_string(),
@@ -93,6 +96,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
                 address: from_abi(&b.addr).to_string(),
                 id: *id,
                 state: state_name(b.state),
+                suspect: pins.is_suspect(*id)?,
                 weight: b.weight,
                 ring_share: (share * 100.0).round() / 100.0,
                 packets: c.packets,

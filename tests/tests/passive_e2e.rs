@@ -1,0 +1,146 @@
+//! Zero failed connections when a backend dies, end to end: real servers
+//! killed or cut off under a steady stream of client connections, through
+//! veerd and the real XDP program. Needs root.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use veer::dataplane::MapReader;
+use veer_abi::GlobalCounter;
+use veer_tests::{
+    daemon::{wait_until, BackendProc, ClientLoad, OpenLoad, Sample, Veerd},
+    deployment::{Deployment, PORT},
+};
+
+fn wait_all_up(d: &Veerd, names: &[&str]) {
+    wait_until(Duration::from_secs(15), "every backend up", || {
+        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", d.status()));
+}
+
+/// The connections that failed among those started at or after `t0` (one
+/// already established to a process when it is killed breaks with it, as
+/// through any proxy).
+fn failed_after(samples: &[Sample], t0: Instant) -> Vec<&Sample> {
+    samples.iter().filter(|x| x.start >= t0 && x.result.is_err()).collect()
+}
+
+fn nat(s: &Deployment, passive: &str) -> String {
+    s.config(65537, &[1, 1, 1], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")
+        .replace("fall = 3\n", &format!("fall = 3\n{passive}\n"))
+}
+
+#[test]
+fn a_killed_nat_backend_costs_no_connection() {
+    let s = Deployment::new("pkill", 3);
+    s.strip_vips();
+    s.write(&nat(&s, ""));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(500, Duration::from_secs(30)).unwrap();
+
+    let t0 = Instant::now();
+    s.backends[1].kill().unwrap();
+    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(5)).unwrap();
+    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    load.wait_more(1000, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    let failed = failed_after(&samples, t0);
+    assert!(failed.is_empty(), "{} connections failed after the kill: {:?}", failed.len(), failed[0].result);
+    assert!(suspect.contains("b2") && suspect.contains("refused"), "{suspect}");
+    assert!(
+        down.contains("b2") && down.contains("the dataplane suspected it"),
+        "confirmed by the immediate probe: {down}"
+    );
+    assert!(!samples.iter().any(|x| x.start > t0 + Duration::from_millis(500) && x.result.as_deref() == Ok("b2")));
+    let pins = s.pins();
+    assert!(pins.global_counter(GlobalCounter::PassiveRefused).unwrap() >= 1);
+    assert!(pins.global_counter(GlobalCounter::Redispatched).unwrap() >= 1);
+}
+
+#[test]
+fn a_suspect_that_passes_its_immediate_probe_is_cleared() {
+    let s = Deployment::new("pclear", 3);
+    s.strip_vips();
+    // Health is checked on a second listener; b3's service itself is gone,
+    // so its checks pass while it refuses every connection.
+    let health = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT + 1);
+    let _checks: Vec<_> =
+        s.tb.backends
+            .iter()
+            .map(|b| BackendProc::start(&b.ns, &format!("{}h", b.name), health, &s.dir).unwrap())
+            .collect();
+    s.backends[2].kill().unwrap();
+    s.write(&nat(&s, "").replace("kind = \"tcp\"", &format!("kind = \"tcp\"\nport = {}", PORT + 1)));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let t0 = Instant::now();
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(10)).unwrap();
+    let cleared = d.wait_log("suspicion cleared", Duration::from_secs(10)).unwrap();
+    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    assert!(suspect.contains("b3") && cleared.contains("b3"), "{suspect}\n{cleared}");
+    let failed = failed_after(&samples, t0);
+    assert!(failed.is_empty(), "{} connections failed: {:?}", failed.len(), failed[0].result);
+    assert!(samples.iter().all(|x| x.result.as_deref() != Ok("b3")));
+    assert_eq!(d.backend_state("web", "b3").unwrap(), "up", "its checks pass: it stays up");
+}
+
+#[test]
+fn with_passive_detection_off_a_kill_is_left_to_the_checks() {
+    let s = Deployment::new("poff", 3);
+    s.strip_vips();
+    s.write(&nat(&s, "\n[service.health.passive]\nenabled = false"));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    s.backends[1].kill().unwrap();
+    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    drop(load);
+    let log = std::fs::read_to_string(s.dir.join("veerd.log")).unwrap();
+    assert!(!log.contains("SUSPECT"), "{log}");
+    assert!(down.contains("consecutive failed checks"), "{down}");
+    let pins = s.pins();
+    assert_eq!(pins.global_counter(GlobalCounter::PassiveRefused).unwrap(), 0);
+    assert_eq!(pins.global_counter(GlobalCounter::Redispatched).unwrap(), 0);
+}
+
+#[test]
+fn a_dsr_backend_cut_off_costs_no_connection_at_two_second_checks() {
+    let s = Deployment::new("pcut", 3);
+    let text = s
+        .config(65537, &[1, 1, 1], |_| String::new())
+        .replace("interval = \"50ms\"", "interval = \"2s\"")
+        .replace("fast_interval = \"20ms\"", "fast_interval = \"500ms\"")
+        .replace("timeout = \"40ms\"", "timeout = \"200ms\"")
+        .replace("fall = 3", "fall = 2");
+    s.write(&text);
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let load = OpenLoad::start(&s.tb.client.ns, s.vip(), 200, Duration::from_secs(3)).unwrap();
+    load.wait_more(100, Duration::from_secs(30)).unwrap();
+
+    // No RST, no ICMP: the host is simply gone.
+    s.tb.backends[1].ns.exec(&["ip", "link", "set", "eth0", "down"]).unwrap();
+    let t0 = Instant::now();
+    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(10)).unwrap();
+    let down = d.wait_log("backend DOWN", Duration::from_secs(10)).unwrap();
+    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    let failed = failed_after(&samples, t0);
+    assert!(failed.is_empty(), "{} connections failed after the cut: {:?}", failed.len(), failed[0].result);
+    let slowest = samples.iter().filter(|x| x.start >= t0).map(|x| x.end - x.start).max().unwrap();
+    assert!(slowest < Duration::from_millis(1500), "one SYN retransmission at most: the slowest took {slowest:?}");
+    assert!(suspect.contains("b2") && suspect.contains("syn_retransmit"), "{suspect}");
+    assert!(down.contains("b2") && down.contains("the dataplane suspected it"), "{down}");
+    let pins = s.pins();
+    assert!(pins.global_counter(GlobalCounter::PassiveSynRetransmit).unwrap() >= 1);
+}
