@@ -65,7 +65,7 @@ pub fn tcp_segment(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u
     seg.extend_from_slice(&dst.port().to_be_bytes());
     seg.extend_from_slice(&seq.to_be_bytes());
     seg.extend_from_slice(&ack.to_be_bytes());
-    seg.extend_from_slice(&[((20 + options.len()) / 4 << 4) as u8, flags]);
+    seg.extend_from_slice(&[(((20 + options.len()) / 4) << 4) as u8, flags]);
     seg.extend_from_slice(&[0x72, 0x10, 0, 0, 0, 0]); // window 29200, checksum, urg
     seg.extend_from_slice(options);
     let mut pseudo = match (src.ip(), dst.ip()) {
