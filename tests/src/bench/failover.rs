@@ -1,6 +1,8 @@
-//! Failover under load: a backend's server killed while a client connects in
-//! a loop, for veer (veerd, 50 ms checks, fall 3) and HAProxy with the same
-//! checks and with its defaults (inter 2s, fall 3).
+//! Failover under load, like for like: a backend's server SIGKILLed (its
+//! host answers with RST) or its host cut off (no answer at all), while a
+//! client opens connections at a steady rate. Every row runs with the same
+//! health checks (interval, fast interval, timeout, rise, fall), except
+//! "HAProxy defaults", which shows what an untuned HAProxy does.
 
 use std::{
     net::SocketAddr,
@@ -14,28 +16,82 @@ use std::{
 use anyhow::Result;
 use serde_json::json;
 
-use super::{throughput::haproxy, Section};
-use crate::{
-    daemon::Sample,
-    deployment::{Deployment, INTERVAL_MS},
-    server::fetch_name,
-    topology::LB_IP,
-};
-
-struct Outcome {
-    /// From the kill to the start of the last connection that failed.
-    last_failure: Duration,
-    /// The longest a failed connection took to fail.
-    longest: Duration,
-    failed: usize,
-    total: usize,
-}
+use super::{throughput::haproxy_with, Section};
+use crate::{daemon::Sample, deployment::Deployment, server::fetch_name, topology::LB_IP};
 
 /// A new connection every `PERIOD`, each on its own thread: open loop, so
 /// connections stuck on a dead server do not hold back the next ones.
 const PERIOD: Duration = Duration::from_millis(2);
+/// How long a client waits for a connection (and its answer).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Latencies are of connections started this soon after the failure.
+const AROUND: Duration = Duration::from_millis(500);
 
-fn open_loop(s: &Deployment, target: SocketAddr, before: Duration, after: Duration) -> Result<(Instant, Vec<Sample>)> {
+/// How the backend fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Its server process SIGKILLed: the host refuses connections (RST).
+    Kill,
+    /// Its link down: nothing answers, not even RST.
+    Cut,
+}
+
+/// Health-check settings, given to both sides.
+#[derive(Clone, Copy)]
+struct Checks {
+    interval_ms: u64,
+    fast_ms: u64,
+    timeout_ms: u64,
+    rise: u32,
+    fall: u32,
+}
+
+const FAST: Checks = Checks { interval_ms: 50, fast_ms: 50, timeout_ms: 40, rise: 2, fall: 2 };
+const SLOW: Checks = Checks { interval_ms: 2000, fast_ms: 2000, timeout_ms: 1000, rise: 2, fall: 2 };
+
+impl Checks {
+    fn veer(&self) -> String {
+        format!(
+            "interval = \"{}ms\"\nfast_interval = \"{}ms\"\ntimeout = \"{}ms\"\nrise = {}\nfall = {}\n",
+            self.interval_ms, self.fast_ms, self.timeout_ms, self.rise, self.fall
+        )
+    }
+
+    fn haproxy(&self) -> String {
+        format!(
+            "check inter {} fastinter {} downinter {} rise {} fall {}",
+            self.interval_ms, self.fast_ms, self.interval_ms, self.rise, self.fall
+        )
+    }
+
+    fn label(&self) -> String {
+        format!("checks {} ms, fall {}", self.interval_ms, self.fall)
+    }
+}
+
+/// One row's figures.
+struct Outcome {
+    failed: usize,
+    /// From the failure to the start of the last connection that failed.
+    window: Duration,
+    /// Of connections started within `AROUND` of the failure (a failed one
+    /// counts the time it took to fail).
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    total: usize,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Runs the open-loop client against `target`, fails backend b2 after a
+/// warm-up, and measures.
+fn observe(s: &Deployment, target: SocketAddr, failure: Failure, after: Duration) -> Result<Outcome> {
     let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (v, st) = (samples.clone(), stop.clone());
@@ -47,92 +103,176 @@ fn open_loop(s: &Deployment, target: SocketAddr, before: Duration, after: Durati
             // Threads made here are in the client namespace too.
             workers.push(std::thread::spawn(move || {
                 let start = Instant::now();
-                let result = fetch_name(target, Duration::from_secs(10)).map_err(|e| format!("{e:#}"));
+                let result = fetch_name(target, CLIENT_TIMEOUT).map_err(|e| format!("{e:#}"));
                 v.lock().expect("samples").push(Sample { start, end: Instant::now(), result });
             }));
             next += PERIOD;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            workers.retain(|w| !w.is_finished());
         }
         for w in workers {
             let _ = w.join();
         }
     })?;
-    std::thread::sleep(before);
+    std::thread::sleep(Duration::from_millis(500));
+    match failure {
+        Failure::Kill => {
+            s.backends[1].kill()?;
+            // The failure starts once the process is gone: a connection it
+            // accepted before dying breaks with it through any balancer.
+            let b2 = SocketAddr::new(s.tb.backends[1].addr(), crate::deployment::PORT);
+            crate::daemon::wait_until(Duration::from_secs(5), "the killed server's port to refuse", || {
+                s.tb.client
+                    .ns
+                    .run(|| std::net::TcpStream::connect_timeout(&b2, Duration::from_secs(1)).is_err())
+                    .unwrap_or(false)
+            })?;
+        }
+        Failure::Cut => {
+            s.tb.backends[1].ns.exec(&["ip", "link", "set", "eth0", "down"])?;
+        }
+    }
     let t0 = Instant::now();
-    s.backends[1].kill()?;
     std::thread::sleep(after);
     stop.store(true, Ordering::Relaxed);
     let _ = gen.join();
-    let out = std::mem::take(&mut *samples.lock().expect("samples"));
-    Ok((t0, out))
+    // Put b2 back for the next row.
+    match failure {
+        Failure::Kill => s.backends[1].restart()?,
+        Failure::Cut => {
+            s.tb.backends[1].ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        }
+    }
+    let samples = std::mem::take(&mut *samples.lock().expect("samples"));
+    // Judged are connections started from the failure on.
+    let after: Vec<&Sample> = samples.iter().filter(|x| x.start >= t0).collect();
+    let failed: Vec<&&Sample> = after.iter().filter(|x| x.result.is_err()).collect();
+    let window = failed.iter().map(|x| x.start - t0).max().unwrap_or(Duration::ZERO);
+    let mut around: Vec<Duration> = after.iter().filter(|x| x.start - t0 < AROUND).map(|x| x.end - x.start).collect();
+    around.sort();
+    Ok(Outcome {
+        failed: failed.len(),
+        window,
+        p50: percentile(&around, 0.5),
+        p99: percentile(&around, 0.99),
+        max: around.last().copied().unwrap_or_default(),
+        total: after.len(),
+    })
 }
 
-fn observe(s: &Deployment, target: SocketAddr, settle: Duration) -> Result<Outcome> {
-    let (t0, samples) = open_loop(s, target, Duration::from_millis(500), settle)?;
-    let after: Vec<&Sample> = samples.iter().filter(|x| x.start >= t0 || x.end >= t0).collect();
-    let failed: Vec<&&Sample> = after.iter().filter(|x| x.result.is_err()).collect();
-    let last = failed.iter().map(|x| x.start.saturating_duration_since(t0)).max().unwrap_or(Duration::ZERO);
-    let longest = failed.iter().map(|x| x.end.saturating_duration_since(x.start)).max().unwrap_or(Duration::ZERO);
-    Ok(Outcome { last_failure: last, longest, failed: failed.len(), total: after.len() })
+/// How long to watch after the failure: detection plus a client retry.
+fn settle(checks: &Checks) -> Duration {
+    Duration::from_millis(checks.interval_ms * (checks.fall as u64 + 1) + 1500)
+}
+
+fn veer_row(s: &Deployment, nat: bool, failure: Failure, checks: &Checks) -> Result<Outcome> {
+    let mut text = s.config(65537, &[1, 1, 1], |_| String::new());
+    let start = text.find("interval =").unwrap_or(0);
+    let end = text.find("fall = 3\n").map_or(start, |i| i + "fall = 3\n".len());
+    text.replace_range(start..end, &checks.veer());
+    if nat {
+        text = text.replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
+    }
+    s.write(&text);
+    let d = s.start();
+    crate::daemon::wait_until(Duration::from_secs(15), "backends up", || {
+        ["b1", "b2", "b3"].iter().all(|n| d.backend_state("web", n).is_ok_and(|st| st == "up"))
+    })?;
+    observe(s, s.vip(), failure, settle(checks))
+}
+
+fn haproxy_row(s: &Deployment, defaults: &str, check: &str, failure: Failure, after: Duration) -> Result<Outcome> {
+    let mut h = haproxy_with(&s.tb, &s.dir, defaults, check)?;
+    // Servers start up; let the first checks pass.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = observe(s, SocketAddr::new(LB_IP.into(), 8080), failure, after);
+    let _ = h.kill();
+    let _ = h.wait();
+    out
 }
 
 /// Runs the section (its own deployment).
 pub fn run() -> Result<Section> {
     let s = Deployment::new("bench-fo", 3);
-    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
-    let mut results = Vec::new();
-    {
-        let d = s.start();
-        crate::daemon::wait_until(Duration::from_secs(15), "backends up", || {
-            ["b1", "b2", "b3"].iter().all(|n| d.backend_state("web", n).is_ok_and(|st| st == "up"))
-        })?;
-        results.push(("veer (veerd: 50 ms checks, fall 3)", observe(&s, s.vip(), Duration::from_secs(2))?));
+    let scenarios = [(Failure::Kill, FAST), (Failure::Cut, FAST), (Failure::Cut, SLOW)];
+    let mut results: Vec<(String, String, Outcome)> = Vec::new();
+    let scenario = |f: Failure, c: &Checks| {
+        format!("{} ({})", if f == Failure::Kill { "server killed" } else { "host cut off" }, c.label())
+    };
+    // HAProxy's connect timeout: 1 s, the client's own SYN retransmission
+    // time, so that it retries a silent server as soon as a client would.
+    const HAP_REDISPATCH: &str = "  timeout connect 1s\n  timeout check 1s\n  retries 2\n  option redispatch\n";
+    const HAP_PLAIN: &str = "  timeout connect 1s\n  timeout check 1s\n  retries 0\n";
+    for (failure, checks) in scenarios {
+        let sc = scenario(failure, &checks);
+        let mut hap_checks = checks.haproxy();
+        // HAProxy's check timeout is `timeout check` (read) within `inter`.
+        let t = format!("  timeout check {}ms\n", checks.timeout_ms);
+        let redispatch = HAP_REDISPATCH.replace("  timeout check 1s\n", &t);
+        let plain = HAP_PLAIN.replace("  timeout check 1s\n", &t);
+        results.push((sc.clone(), "veer DSR".into(), veer_row(&s, false, failure, &checks)?));
+        results.push((
+            sc.clone(),
+            "HAProxy, option redispatch, retries 2".into(),
+            haproxy_row(&s, &redispatch, &hap_checks, failure, settle(&checks))?,
+        ));
+        results.push((
+            sc.clone(),
+            "HAProxy, no redispatch, retries 0".into(),
+            haproxy_row(&s, &plain, &hap_checks, failure, settle(&checks))?,
+        ));
+        hap_checks = "check".into();
+        results.push((
+            sc.clone(),
+            "HAProxy defaults (check: inter 2s, fall 3)".into(),
+            haproxy_row(&s, "  timeout connect 5s\n", &hap_checks, failure, Duration::from_secs(9))?,
+        ));
     }
-    let hap = SocketAddr::new(LB_IP.into(), 8080);
-    for (name, check, settle) in [
-        (
-            "HAProxy, same checks (inter 50ms fall 3)",
-            format!("check inter {INTERVAL_MS} fall 3 rise 2"),
-            Duration::from_secs(2),
-        ),
-        ("HAProxy defaults (inter 2s fall 3)", "check".to_string(), Duration::from_secs(8)),
-    ] {
-        s.backends[1].restart()?;
-        let mut h = haproxy(&s.tb, &s.dir, &check)?;
-        // Let its first checks pass on every server.
-        std::thread::sleep(Duration::from_millis(if check == "check" { 4500 } else { 300 }));
-        results.push((name, observe(&s, hap, settle)?));
-        let _ = h.kill();
-        let _ = h.wait();
+    // Last: NAT takes the VIP off the backends.
+    s.strip_vips();
+    for (failure, checks) in scenarios {
+        results.push((scenario(failure, &checks), "veer NAT".into(), veer_row(&s, true, failure, &checks)?));
     }
-    let base = results[1].1.last_failure.as_secs_f64().max(1e-6);
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
     let rows = results
         .iter()
-        .map(|(n, o)| {
+        .map(|(sc, n, o)| {
             vec![
-                n.to_string(),
-                format!("{:.0}", o.last_failure.as_secs_f64() * 1e3),
-                format!("{:.2}x", o.last_failure.as_secs_f64() / base),
+                sc.clone(),
+                n.clone(),
                 o.failed.to_string(),
-                format!("{:.0}", o.longest.as_secs_f64() * 1e3),
+                ms(o.window),
+                ms(o.p50),
+                ms(o.p99),
+                ms(o.max),
                 o.total.to_string(),
             ]
         })
         .collect();
     let figs: Vec<_> = results
         .iter()
-        .map(|(n, o)| json!({"setup": n, "last_failure_ms": o.last_failure.as_secs_f64() * 1e3, "longest_failure_ms": o.longest.as_secs_f64() * 1e3, "failed": o.failed, "connections_after_kill": o.total}))
+        .map(|(sc, n, o)| {
+            json!({"failure": sc, "setup": n, "failed": o.failed, "window_ms": o.window.as_secs_f64() * 1e3,
+                   "p50_ms": o.p50.as_secs_f64() * 1e3, "p99_ms": o.p99.as_secs_f64() * 1e3,
+                   "max_ms": o.max.as_secs_f64() * 1e3, "connections": o.total})
+        })
         .collect();
     Ok(Section {
-        title: "Failover: a backend's server killed under load".into(),
+        title: "Failover: a backend's server killed, or its host cut off, under load".into(),
         note: format!(
-            "A new short TCP connection every {PERIOD:?} from the client (open loop, 10 s timeout) while b2's server process is SIGKILLed. Time: \
-             from the kill to the start of the last connection that failed, i.e. until no new connection reaches the \
-             dead backend. Failed: client connections that failed. Longest: how long the slowest of them took to \
-             fail (HAProxy retries a refused server, with a 1 s turn-around, before giving up). Baseline for the \
-             ratio: HAProxy with the same check interval and fall."
+            "A new short TCP connection every {PERIOD:?} (open loop, {CLIENT_TIMEOUT:?} client timeout); then b2's \
+             server is SIGKILLed (its host answers RST) or b2's link is set down (no answer at all). Every row but \
+             \"HAProxy defaults\" runs the same checks: interval = HAProxy inter and downinter, fast_interval = \
+             fastinter, timeout = timeout check, rise, fall. HAProxy runs with timeout connect 1s (a client's own \
+             SYN retransmission time). veer runs with passive detection on (its default): a SYN retransmitted to a \
+             silent backend goes to another one, and with NAT a backend's RST to a SYN is withheld and the SYN \
+             resent elsewhere. Failed: connections started from the failure on that failed (those already \
+             established to b2 break through any balancer and are not counted). Window: from the failure to the \
+             start of the last failed connection. p50/p99/max: time taken by connections started within \
+             {AROUND:?} of the failure. veer DSR with the backend agent is not built yet."
         ),
-        head: vec!["setup", "ms until no new connection reaches it", "vs HAProxy same checks", "failed connections", "longest failure ms", "connections around the kill"],
+        head: vec!["failure", "setup", "failed", "window ms", "p50 ms", "p99 ms", "max ms", "connections"],
         rows,
         json: json!(figs),
     })

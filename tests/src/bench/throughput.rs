@@ -98,8 +98,14 @@ fn measure(tb: &Testbed, url: &str, lb_cpu: &dyn Fn() -> f64) -> Result<Value> {
 
 /// HAProxy in the LB namespace, tcp mode, round robin over the backends.
 pub fn haproxy(tb: &Testbed, dir: &std::path::Path, check: &str) -> Result<Child> {
+    haproxy_with(tb, dir, "  timeout connect 2s\n", check)
+}
+
+/// HAProxy with `defaults` lines of its own (timeouts, retries,
+/// redispatch) and `check` on every server line.
+pub fn haproxy_with(tb: &Testbed, dir: &std::path::Path, defaults: &str, check: &str) -> Result<Child> {
     let mut cfg = format!(
-        "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+        "global\n  maxconn 4000\ndefaults\n  mode tcp\n{defaults}  timeout client 30s\n  timeout server 30s\n\
          frontend fe\n  bind {LB_IP}:8080\n  default_backend be\nbackend be\n  balance roundrobin\n"
     );
     for b in &tb.backends {

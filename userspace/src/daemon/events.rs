@@ -58,6 +58,8 @@ impl Daemon {
             let id = b.id;
             if ev.up {
                 *self.metrics.recoveries.entry(id).or_default() += 1;
+                // Back from down: whatever the dataplane suspected is answered.
+                let _ = self.dp.clear_suspect(id);
                 if let Some(r) = b.recovery.take() {
                     r.abort();
                 }

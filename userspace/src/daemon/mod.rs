@@ -255,6 +255,14 @@ impl Daemon {
             _lock: lock,
         };
         d.apply(cfg.clone(), adoption)?;
+        // A suspicion is a question for this daemon's probes; one left by a
+        // previous daemon would hold a backend out with nobody to clear it.
+        let ids: Vec<u32> = d.services.iter().flat_map(|s| s.backends.iter().map(|b| b.id)).collect();
+        for id in ids {
+            if let Err(e) = d.dp.clear_suspect(id) {
+                warn!(id, error = %e, "clearing a stale suspicion failed; it lapses on its own");
+            }
+        }
         d.write_nat_config();
         d.attach()?;
         d.resolve_nexthops();
