@@ -199,6 +199,18 @@ fn a_rst_that_does_not_acknowledge_the_syn_is_no_signal() {
     assert_eq!(action, XDP_REDIRECT);
     assert_eq!(dst_of(&back), (lab.client, 40000, 80), "passed on to the client, whose stack judges it");
     assert!(!lab.dp.is_suspect(a).unwrap());
+    // Nor is the reset of a connection the backend had accepted (its server
+    // died with it in the accept queue): it carries the backend's sequence.
+    let accepted = frame::tcp_segment(
+        SocketAddr::new(a_addr, 8080),
+        SocketAddr::new(lab.snat, a_port),
+        TCP_RST_ACK,
+        7001,
+        1001,
+        &[],
+    );
+    assert_eq!(dst_of(&lab.run(&accepted).1), (lab.client, 40000, 80));
+    assert!(!lab.dp.is_suspect(a).unwrap());
     assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 0);
     assert_eq!(lab.counter(GlobalCounter::Redispatched), 0);
 }

@@ -87,9 +87,12 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
         return Ok(false);
     }
     let Some(syn) = (unsafe { SYN_STASH.get(&m.flow) }) else { return Ok(false) };
-    let ack = u32::from_be_bytes(unsafe { (*ptr_at::<TcpHdr>(ctx, pkt.l4 as usize)?).ack });
-    if ack != syn.seq.wrapping_add(1) {
-        // Not an answer to that SYN: a stale or forged RST is no signal.
+    let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, pkt.l4 as usize)? };
+    // A refusal answers a segment without ACK: its sequence number is zero
+    // and it acknowledges the SYN exactly (RFC 9293, 3.10.7.1). Anything
+    // else (a stale or forged RST, or the reset of a connection the
+    // backend had accepted before its server died) is no refusal.
+    if tcp.seq != [0; 4] || u32::from_be_bytes(tcp.ack) != syn.seq.wrapping_add(1) {
         return Ok(false);
     }
     let len = syn.len as usize;

@@ -181,10 +181,22 @@ fn main() -> Result<()> {
 
     step(4, "kill b2's server (SIGKILL) under traffic, then start it again");
     check_interrupt()?;
-    let killed = Instant::now();
     backends[1].kill()?;
+    // From the moment the server is gone: a connection it had accepted
+    // before dying breaks with it, through any balancer.
+    let b2 = SocketAddr::new(tb.backends[1].addr(), svc.port);
+    veer_tests::daemon::wait_until(Duration::from_secs(5), "the killed server's port to refuse", || {
+        tb.client.ns.run(|| std::net::TcpStream::connect_timeout(&b2, Duration::from_secs(1)).is_err()).unwrap_or(false)
+    })?;
+    let killed = Instant::now();
     let mut d = d;
     let line = d.wait_log("backend DOWN", Duration::from_secs(10))?;
+    if let Some(suspect) = std::fs::read_to_string(&log)?.lines().find(|l| l.contains("backend SUSPECT")) {
+        println!(
+            "  dataplane, before any check: {}",
+            suspect.split_once("veer::daemon::passive: ").map_or(suspect, |x| x.1)
+        );
+    }
     println!(
         "  veerd, {:.0?} after the kill: {}",
         killed.elapsed(),
@@ -208,11 +220,19 @@ fn main() -> Result<()> {
     let (all, failed) = tally(&samples, killed - Duration::from_secs(3600), Instant::now());
     let after_kill = samples.iter().filter(|s| s.start >= killed && s.result.is_err()).collect::<Vec<_>>();
     let window = after_kill.iter().map(|s| s.end).max().map_or(Duration::ZERO, |t| t - killed);
-    println!(
-        "  {} connections, {failed} failed ({} in the {window:.0?} after the kill, while b2 was being detected)",
-        samples.len(),
-        after_kill.len()
-    );
+    if after_kill.is_empty() {
+        println!(
+            "  {} connections, {failed} failed; none after the kill: each one b2 refused was resent to another backend",
+            samples.len()
+        );
+    } else {
+        println!(
+            "  {} connections, {failed} failed ({} in the {window:.0?} after the kill, while b2 was being detected; \
+             with DSR its resets reach the client directly: `--nat` hides them)",
+            samples.len(),
+            after_kill.len()
+        );
+    }
     println!("  per backend: {all:?}");
     veerctl(c, &["stats"]);
 
