@@ -11,6 +11,7 @@ fn main() {
         Ok(objs) => {
             println!("cargo:rustc-env=VEER_XDP_OBJ={}", objs.xdp.display());
             println!("cargo:rustc-env=VEER_BASELINE_OBJ={}", objs.baseline.display());
+            println!("cargo:rustc-env=VEER_AGENT_OBJ={}", objs.agent.display());
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -248,3 +248,61 @@ fn without_passive_detection_a_nat_refusal_reaches_the_client() {
     assert_eq!(dst_of(&back), (lab.client, 40000, 80));
     assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 0);
 }
+
+#[test]
+fn a_syn_bounced_by_a_dsr_backends_agent_goes_to_another_backend_once() {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1, 1]);
+    let mut events = PassiveEvents::take(&mut lab.dp).unwrap();
+    let (_, first, _) = lab.send(&lab.syn(40000));
+    let first = first.unwrap();
+    // The agent swaps the MAC addresses: the SYN comes back from `first`.
+    let mut bounced = lab.syn(40000);
+    bounced[6..12].copy_from_slice(&veer_tests::lab::backend_mac(first));
+    let (action, second, _) = lab.send(&bounced);
+    assert_eq!(action, XDP_TX);
+    let second = second.unwrap();
+    assert_ne!(second, first, "a bounced SYN goes elsewhere, passive detection on or off");
+    assert!(lab.dp.is_suspect(first).unwrap());
+    assert_eq!(lab.counter(GlobalCounter::PassiveBounced), 1);
+    assert_eq!(events.drain(), vec![PassiveSignal { backend: first, kind: PassiveKind::Bounced }]);
+    // Bounced again, by the second backend: dropped, not passed back and forth.
+    bounced[6..12].copy_from_slice(&veer_tests::lab::backend_mac(second));
+    let (action, _, _) = lab.send(&bounced);
+    assert_eq!(action, veer_tests::lab::XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::DropBounced), 1);
+}
+
+#[test]
+fn the_agent_bounces_a_syn_for_a_vip_only_when_no_socket_takes_it() {
+    use veer::dataplane::agent::AgentProgram;
+    let ns = veer_tests::netns::Netns::create("veer-agentlab").unwrap();
+    ns.exec(&["ip", "link", "set", "lo", "up"]).unwrap();
+    let vip: std::net::IpAddr = "10.77.1.1".parse().unwrap();
+    let client = SocketAddr::new("10.77.0.1".parse().unwrap(), 40000);
+    ns.run(|| {
+        let agent = AgentProgram::load(&[vip]).unwrap();
+        // A server on 0.0.0.0:8080, as most are.
+        let _listener = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
+        let syn = |dst: SocketAddr, flags: u8| frame::tcp_segment(client, dst, flags, 1000, 0, &SYN_OPTIONS);
+        let served = syn(SocketAddr::new(vip, 8080), TCP_SYN);
+        let out = agent.test_run(&served).unwrap();
+        assert_eq!((out.action, &out.frame), (veer_tests::lab::XDP_PASS, &served), "a listener takes it");
+
+        let unserved = syn(SocketAddr::new(vip, 8081), TCP_SYN);
+        let out = agent.test_run(&unserved).unwrap();
+        assert_eq!(out.action, XDP_TX, "nothing listens: back to the balancer");
+        assert_eq!(out.frame[..6], unserved[6..12], "to the MAC it came from");
+        assert_eq!(out.frame[6..12], unserved[..6]);
+        assert_eq!(out.frame[12..], unserved[12..], "the SYN itself untouched");
+
+        let not_vip = syn(SocketAddr::new("10.77.0.12".parse().unwrap(), 8081), TCP_SYN);
+        assert_eq!(
+            agent.test_run(&not_vip).unwrap().action,
+            veer_tests::lab::XDP_PASS,
+            "not a VIP: the kernel resets it"
+        );
+        let ack = syn(SocketAddr::new(vip, 8081), 0x10);
+        assert_eq!(agent.test_run(&ack).unwrap().action, veer_tests::lab::XDP_PASS, "only SYNs");
+    })
+    .unwrap();
+}

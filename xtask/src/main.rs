@@ -126,7 +126,7 @@ fn task(task: Task) -> Result<()> {
         Task::Setup => setup(),
         Task::BuildEbpf => {
             let objs = veer_ebpf_build::build(&root()).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}\n{}", objs.xdp.display(), objs.baseline.display());
+            println!("{}\n{}\n{}", objs.xdp.display(), objs.baseline.display(), objs.agent.display());
             Ok(())
         }
         Task::Test { no_lint, args } => {

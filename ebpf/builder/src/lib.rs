@@ -24,6 +24,8 @@ pub struct Objects {
     pub xdp: PathBuf,
     /// Minimal `veer_pass` / `veer_tx` programs (veth peers, benchmark baseline).
     pub baseline: PathBuf,
+    /// `veer_agent`, the optional program for DSR backends.
+    pub agent: PathBuf,
 }
 
 /// Why the eBPF build could not run or failed.
@@ -128,5 +130,5 @@ pub fn build(root: &Path) -> Result<Objects, BuildError> {
         return Err(BuildError::Failed(status));
     }
     let out = target_dir.join("bpfel-unknown-none/release");
-    Ok(Objects { xdp: out.join("veer-xdp"), baseline: out.join("veer-baseline") })
+    Ok(Objects { xdp: out.join("veer-xdp"), baseline: out.join("veer-baseline"), agent: out.join("veer-agent") })
 }

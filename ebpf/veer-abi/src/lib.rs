@@ -47,6 +47,8 @@ pub const NAT_PORT_TRIES: u32 = 16;
 pub const SUSPECT_HOLD_NS: u64 = 5_000_000_000;
 /// Size of the passive-events ring buffer, in bytes.
 pub const PASSIVE_EVENTS_BYTES: u32 = 64 * 1024;
+/// Most VIPs one backend's agent serves.
+pub const MAX_AGENT_VIPS: u32 = 256;
 /// Capacity of the devmap used to redirect to other interfaces.
 pub const MAX_TX_PORTS: u32 = 64;
 /// How many ring slots the dataplane tries, from the hashed one on, before it

@@ -329,6 +329,8 @@ pub enum PassiveKind {
     SynRetransmit = 1,
     /// The backend answered a SYN with RST (NAT): nothing listens.
     Refused = 2,
+    /// The backend's agent sent a SYN back (DSR): nothing listens.
+    Bounced = 3,
 }
 
 impl PassiveKind {
@@ -337,6 +339,7 @@ impl PassiveKind {
         match v {
             1 => Some(Self::SynRetransmit),
             2 => Some(Self::Refused),
+            3 => Some(Self::Bounced),
             _ => None,
         }
     }
@@ -346,6 +349,7 @@ impl PassiveKind {
         match self {
             Self::SynRetransmit => "syn_retransmit",
             Self::Refused => "refused",
+            Self::Bounced => "bounced",
         }
     }
 }
@@ -359,6 +363,31 @@ pub struct PassiveEvent {
     pub backend: u32,
     /// A [`PassiveKind`] as `u32`.
     pub kind: u32,
+}
+
+/// Counters of `veer-agent` (index into its `AGENT_STATS`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentCounter {
+    /// SYNs for a VIP that no socket would take, sent back to the balancer.
+    Bounced = 0,
+    /// SYNs for a VIP that a socket takes (passed to the kernel).
+    Kept = 1,
+}
+
+impl AgentCounter {
+    /// Number of agent counters.
+    pub const COUNT: u32 = 2;
+}
+
+/// Names in the `veer-agent` object.
+pub mod agent_names {
+    /// The XDP program.
+    pub const PROGRAM: &str = "veer_agent";
+    /// `HashMap<[u8; 16], u32>`: the VIPs it serves.
+    pub const VIPS: &str = "AGENT_VIPS";
+    /// `PerCpuArray<u64>`: by [`AgentCounter`](super::AgentCounter).
+    pub const STATS: &str = "AGENT_STATS";
 }
 
 /// Largest SYN (IP and TCP headers, no payload) kept in `SYN_STASH`.
@@ -455,11 +484,15 @@ pub enum GlobalCounter {
     /// Connections moved, before they were established, to another backend
     /// than the one that failed them.
     Redispatched = 28,
+    /// SYNs a DSR backend's agent sent back (nothing listens there).
+    PassiveBounced = 29,
+    /// Dropped: a SYN bounced a second time (sent on at most once).
+    DropBounced = 30,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 29;
+    pub const COUNT: u32 = 31;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -492,6 +525,8 @@ impl GlobalCounter {
         Self::PassiveSynRetransmit,
         Self::PassiveRefused,
         Self::Redispatched,
+        Self::PassiveBounced,
+        Self::DropBounced,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -526,6 +561,8 @@ impl GlobalCounter {
             Self::PassiveSynRetransmit => "passive_syn_retransmit",
             Self::PassiveRefused => "passive_refused",
             Self::Redispatched => "redispatched",
+            Self::PassiveBounced => "passive_bounced",
+            Self::DropBounced => "drop_bounced",
         }
     }
 }

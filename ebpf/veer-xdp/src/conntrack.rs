@@ -135,16 +135,21 @@ pub enum Reopened {
     /// answered, or refused it. The connection goes elsewhere, carrying its
     /// resend count (see `syn_stash`); a NAT attempt's mapping is gone.
     Failed { avoid: u32, resends: u32 },
+    /// A SYN the backend's agent bounced a second time: dropped, so that two
+    /// backends without the service cannot pass it back and forth.
+    BouncedTwice,
 }
 
 /// A SYN. A `CONNS` entry on its 5-tuple belongs to a finished connection
 /// and goes. A `NEW_CONNS` entry is this connection's own earlier SYN: its
 /// backend has not completed the handshake. With passive detection that
 /// backend becomes suspect and the SYN moves on; without, a retransmission
-/// keeps the backend while it takes new flows. A call of its own, off the
-/// NAT program's full stack.
+/// keeps the backend while it takes new flows. A SYN that comes from the
+/// MAC of the backend it was sent to was bounced by that backend's agent
+/// (DSR): it moves on, at most once, whatever the passive setting. A call
+/// of its own, off the NAT program's full stack.
 #[inline(never)]
-pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey) -> Reopened {
+pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Reopened {
     if CONNS.remove(key).is_ok() {
         stats::count(GlobalCounter::ConnReused);
     }
@@ -152,6 +157,15 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey) -> Reopened {
     let Some(entry) = (unsafe { NEW_CONNS.get(key) }).copied() else { return Reopened::Fresh };
     let Some(f) = keeper(svc, &entry) else { return Reopened::Fresh };
     let takes = BackendState::from_u32(f.backend.state).takes_new_flows();
+    let resends = entry.flags & (0xff << CONN_F_RESENDS_SHIFT);
+    if !NAT && f.backend.mac == *src_mac {
+        if resends != 0 {
+            return Reopened::BouncedTwice;
+        }
+        passive::suspect(entry.backend, PassiveKind::Bounced);
+        stats::count(GlobalCounter::Redispatched);
+        return Reopened::Failed { avoid: entry.backend, resends: 1 << CONN_F_RESENDS_SHIFT };
+    }
     if svc.flags & SERVICE_F_PASSIVE == 0 {
         return if takes { Reopened::Same(f) } else { Reopened::Fresh };
     }
@@ -163,7 +177,7 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey) -> Reopened {
     if NAT {
         nat::release(key, &entry);
     }
-    Reopened::Failed { avoid: entry.backend, resends: entry.flags & (0xff << CONN_F_RESENDS_SHIFT) }
+    Reopened::Failed { avoid: entry.backend, resends }
 }
 
 #[inline(always)]

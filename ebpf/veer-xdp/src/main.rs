@@ -174,12 +174,15 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         if NAT {
             nat::release_stale(key);
         }
-        match conntrack::reopen::<NAT>(&svc, key) {
+        // A DSR backend's agent bounces a SYN from that backend's MAC.
+        let src_mac = if NAT { [0; 6] } else { unsafe { (*access::ptr_at::<headers::eth::EthHdr>(ctx, 0)?).src } };
+        match conntrack::reopen::<NAT>(&svc, key, &src_mac) {
             Reopened::Same(f) => {
                 stats::forwarded(svc.id, f.id, bytes, false);
                 return deliver::<NAT>(ctx, &pkt, &f);
             }
             Reopened::Failed { avoid: failed, resends } => (avoid, carried) = (failed, resends),
+            Reopened::BouncedTwice => return Err(Drop::Bounced),
             Reopened::Fresh => {}
         }
         false

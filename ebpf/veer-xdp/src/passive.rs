@@ -21,6 +21,7 @@ pub fn suspect(backend: u32, kind: PassiveKind) {
     stats::count(match kind {
         PassiveKind::SynRetransmit => GlobalCounter::PassiveSynRetransmit,
         PassiveKind::Refused => GlobalCounter::PassiveRefused,
+        PassiveKind::Bounced => GlobalCounter::PassiveBounced,
     });
     let Some(until) = SUSPECTS.get_ptr_mut(backend) else { return };
     let now = unsafe { bpf_ktime_get_ns() };

@@ -33,6 +33,7 @@ pub enum Drop {
     NoNeighbour,
     NoRoute,
     TailCall,
+    Bounced,
 }
 
 impl Drop {
@@ -51,6 +52,7 @@ impl Drop {
             Drop::NoNeighbour => GlobalCounter::DropNoNeighbour,
             Drop::NoRoute => GlobalCounter::DropNoRoute,
             Drop::TailCall => GlobalCounter::DropTailCall,
+            Drop::Bounced => GlobalCounter::DropBounced,
         }
     }
 }

@@ -34,6 +34,9 @@ enum Cmd {
     /// Shell completions or the man page (for packaging).
     #[command(subcommand)]
     Generate(veer::cli::Generate),
+    /// The DSR backend agent (run on a backend, not on the balancer).
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Services with their counters.
     Services,
     /// Backends: state, weight, ring share, counters, active flows.
@@ -174,14 +177,77 @@ enum Cmd {
     },
 }
 
+/// `veerctl agent ...`: needs no config file.
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Attach the agent to IFACE: SYNs for these VIPs that no socket takes go
+    /// back to the balancer instead of being reset. Again: set the VIPs.
+    Install {
+        /// The interface the balancer's frames arrive on.
+        iface: String,
+        /// A VIP this backend serves (repeat for more).
+        #[arg(long = "vip", required = true)]
+        vips: Vec<std::net::IpAddr>,
+        /// Generic (skb) mode, for drivers without native XDP.
+        #[arg(long)]
+        skb: bool,
+    },
+    /// Detach the agent from IFACE and remove its pins.
+    Uninstall {
+        /// The interface.
+        iface: String,
+    },
+    /// The agent's VIPs and counters on IFACE.
+    Status {
+        /// The interface.
+        iface: String,
+    },
+}
+
+fn agent(cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
+    use veer::dataplane::agent::{self, AGENT_PINS};
+    let root = std::path::Path::new(AGENT_PINS);
+    let out = match cmd {
+        AgentCmd::Install { iface, vips, skb } => {
+            let mode = if skb { veer::dataplane::AttachMode::Skb } else { veer::dataplane::AttachMode::Driver };
+            let fresh = agent::install(root, &iface, &vips, mode)?;
+            let what = if fresh { "attached to" } else { "VIPs updated on" };
+            serde_json::json!({"ok": true, "message": format!("veer-agent {what} {iface}: {} VIP(s)", vips.len())})
+        }
+        AgentCmd::Uninstall { iface } => {
+            let removed = agent::uninstall(root, &iface)?;
+            serde_json::json!({"ok": true, "message": format!("veer-agent removed from {iface} ({} pins)", removed.len())})
+        }
+        AgentCmd::Status { iface } => serde_json::to_value(agent::status(root, &iface)?)?,
+    };
+    if json {
+        println!("{out}");
+    } else if let Some(m) = out.get("message").and_then(|m| m.as_str()) {
+        println!("{m}");
+    } else {
+        println!(
+            "interface {}: VIPs {}; SYNs bounced {}, kept {}",
+            out["interface"].as_str().unwrap_or_default(),
+            out["vips"],
+            out["bounced"],
+            out["kept"]
+        );
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Needs no config file.
     if let Cmd::Generate(what) = &cli.cmd {
         return Ok(veer::cli::generate(Cli::command(), what)?);
     }
+    let cli = match cli.cmd {
+        Cmd::Agent(cmd) => return agent(cmd, cli.json),
+        cmd => Cli { cmd, ..cli },
+    };
     let ctx = Ctx::load(cli.config, cli.json)?;
     match cli.cmd {
-        Cmd::Generate(_) => Ok(()),
+        Cmd::Generate(_) | Cmd::Agent(_) => Ok(()),
         Cmd::Status => inspect::status(&ctx),
         Cmd::Services => inspect::services(&ctx),
         Cmd::Backends { service } => inspect::backends(&ctx, service.as_deref()),

@@ -9,6 +9,7 @@
 //! loops (5.3+); tested on 6.18. Attaching acts in the network namespace of
 //! the calling thread.
 
+pub mod agent;
 mod error;
 pub mod nat;
 pub mod passive;

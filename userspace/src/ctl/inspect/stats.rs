@@ -54,6 +54,8 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::PassiveSynRetransmit => "SYNs retransmitted to a silent backend (passive signal)",
         GlobalCounter::PassiveRefused => "SYNs a NAT backend refused with RST (RST withheld)",
         GlobalCounter::Redispatched => "connections moved to another backend before establishing",
+        GlobalCounter::PassiveBounced => "SYNs a DSR backend's agent sent back (nothing listens)",
+        GlobalCounter::DropBounced => "dropped: a SYN bounced a second time",
     }
 }
 

@@ -1,0 +1,165 @@
+//! `veer-agent`: the optional XDP program for DSR backends.
+//!
+//! A SYN for one of this host's VIPs that no socket would take (its server
+//! died, or never started) is answered by the kernel with RST, straight to
+//! the client, past the load balancer. The agent sends it back to the
+//! balancer instead, MAC addresses swapped (`XDP_TX`); the balancer knows a
+//! bounced SYN by its source MAC (the backend it sent the SYN to), holds the
+//! backend suspect and forwards the SYN to another one. The lookup is the
+//! kernel's own (`bpf_skc_lookup_tcp`, Linux 5.2+): a listener, even on
+//! `0.0.0.0` with `SO_REUSEPORT`, or a connection in progress keeps the SYN.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{bpf_sock_tuple, xdp_action, BPF_F_CURRENT_NETNS},
+    helpers::{bpf_sk_release, bpf_skc_lookup_tcp},
+    macros::{map, xdp},
+    maps::{HashMap, PerCpuArray},
+    programs::XdpContext,
+};
+use veer_abi::{ipv4_mapped, AgentCounter, IPPROTO_TCP, MAX_AGENT_VIPS};
+
+/// The VIPs this backend serves (16-byte form; IPv4-mapped), written by
+/// `veerctl agent install`.
+#[map]
+static AGENT_VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_AGENT_VIPS, 0);
+
+/// Counters, by [`AgentCounter`].
+#[map]
+static AGENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(AgentCounter::COUNT, 0);
+
+const ETH_LEN: usize = 14;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+/// `struct bpf_sock_tuple`'s IPv4 member.
+#[repr(C)]
+struct Tuple4 {
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+}
+
+/// `struct bpf_sock_tuple`'s IPv6 member.
+#[repr(C)]
+struct Tuple6 {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: [u8; 2],
+    dport: [u8; 2],
+}
+
+/// The whole frame has `len` bytes from `offset` on.
+#[inline(always)]
+fn at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    if ctx.data() + offset + core::mem::size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((ctx.data() + offset) as *mut T)
+}
+
+#[inline(always)]
+fn count(c: AgentCounter) {
+    if let Some(p) = AGENT_STATS.get_ptr_mut(c as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Bounces the SYN in `ctx` if it is for a VIP and nothing would take it.
+#[xdp]
+pub fn veer_agent(ctx: XdpContext) -> u32 {
+    match unbound_syn(&ctx) {
+        Some(true) => {
+            // SAFETY: the Ethernet header was bounds-checked by `unbound_syn`.
+            if let Some(eth) = at::<[[u8; 6]; 2]>(&ctx, 0) {
+                unsafe {
+                    let [dst, src] = *eth;
+                    *eth = [src, dst];
+                }
+                count(AgentCounter::Bounced);
+                return xdp_action::XDP_TX;
+            }
+            xdp_action::XDP_PASS
+        }
+        Some(false) => {
+            count(AgentCounter::Kept);
+            xdp_action::XDP_PASS
+        }
+        None => xdp_action::XDP_PASS,
+    }
+}
+
+/// `Some(true)`: a SYN for a VIP that no socket takes; `Some(false)`: a SYN
+/// for a VIP that one does; `None`: anything else.
+#[inline(always)]
+fn unbound_syn(ctx: &XdpContext) -> Option<bool> {
+    let ethertype = unsafe { *at::<[u8; 2]>(ctx, 12)? };
+    match ethertype {
+        [0x08, 0x00] => {
+            let ip = at::<[u8; 20]>(ctx, ETH_LEN)?;
+            let ip = unsafe { &*ip };
+            let ihl = ((ip[0] & 0x0f) as usize) * 4;
+            // Not TCP, a fragment, or options past the bounds we check.
+            if ip[9] != IPPROTO_TCP || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 || !(20..=60).contains(&ihl) {
+                return None;
+            }
+            let dst = [ip[16], ip[17], ip[18], ip[19]];
+            AGENT_VIPS.get_ptr(&ipv4_mapped(dst))?;
+            let tcp = unsafe { &*at::<[u8; 14]>(ctx, ETH_LEN + ihl)? };
+            if tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN {
+                return None;
+            }
+            let mut t = Tuple4 {
+                saddr: [ip[12], ip[13], ip[14], ip[15]],
+                daddr: dst,
+                sport: [tcp[0], tcp[1]],
+                dport: [tcp[2], tcp[3]],
+            };
+            Some(!bound(ctx, &mut t as *mut Tuple4 as *mut bpf_sock_tuple, core::mem::size_of::<Tuple4>()))
+        }
+        [0x86, 0xdd] => {
+            let ip = unsafe { &*at::<[u8; 40]>(ctx, ETH_LEN)? };
+            // Extension headers are not walked: such SYNs are left alone.
+            if ip[6] != IPPROTO_TCP {
+                return None;
+            }
+            let mut dst = [0u8; 16];
+            dst.copy_from_slice(&ip[24..40]);
+            AGENT_VIPS.get_ptr(&dst)?;
+            let tcp = unsafe { &*at::<[u8; 14]>(ctx, ETH_LEN + 40)? };
+            if tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN {
+                return None;
+            }
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&ip[8..24]);
+            let mut t = Tuple6 { saddr: src, daddr: dst, sport: [tcp[0], tcp[1]], dport: [tcp[2], tcp[3]] };
+            Some(!bound(ctx, &mut t as *mut Tuple6 as *mut bpf_sock_tuple, core::mem::size_of::<Tuple6>()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a socket of this network namespace would take the tuple.
+#[inline(always)]
+fn bound(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: usize) -> bool {
+    // SAFETY: `tuple` points at `size` initialised bytes on our stack.
+    let sk = unsafe { bpf_skc_lookup_tcp(ctx.ctx as *mut _, tuple, size as u32, BPF_F_CURRENT_NETNS as u64, 0) };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: a socket the lookup acquired; released once.
+    unsafe { bpf_sk_release(sk as *mut _) };
+    true
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
