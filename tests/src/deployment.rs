@@ -148,3 +148,42 @@ fall = 3
         PinnedMaps::open(&c.daemon.pin_dir()).expect("pinned maps")
     }
 }
+
+/// veer-agent installed on every backend of a deployment (through
+/// `veerctl agent install`), removed on drop.
+pub struct Agents(Vec<std::path::PathBuf>);
+
+impl Agents {
+    /// Installs it on every backend (their switch-side veths get `XDP_PASS`).
+    pub fn install(s: &mut Deployment, tag: &str) -> Self {
+        s.tb.pass_backend_peers().unwrap();
+        let mut roots = Vec::new();
+        for b in &s.tb.backends {
+            let root = std::path::PathBuf::from(format!("/sys/fs/bpf/veer-test-agent-{tag}-{}", b.name));
+            let out = std::process::Command::new(crate::daemon::bin("veerctl"))
+                .args(["agent", "install", "eth0", "--vip", &VIP.to_string(), "--netns"])
+                .arg(b.ns.name())
+                .arg("--pins")
+                .arg(&root)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "veerctl agent install: {}", String::from_utf8_lossy(&out.stderr));
+            roots.push(root);
+        }
+        Self(roots)
+    }
+
+    /// SYNs backend `i`'s agent sent back.
+    pub fn bounced(&self, i: usize) -> u64 {
+        veer::dataplane::agent::status(&self.0[i], "eth0").unwrap().bounced
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            let _ = veer::dataplane::agent::uninstall(r, "eth0");
+            let _ = std::fs::remove_dir(r);
+        }
+    }
+}

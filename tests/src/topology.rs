@@ -58,6 +58,8 @@ pub struct Testbed {
     /// The switch namespace; declared last so it is removed last.
     pub switch: Netns,
     pin: std::path::PathBuf,
+    /// The backends' switch-side veths run `XDP_PASS` (see [`Testbed::pass_backend_peers`]).
+    backend_peers_pass: bool,
 }
 
 /// Where testbeds pin the XDP_PASS link of the LB's switch-side veth.
@@ -123,6 +125,22 @@ impl Testbed {
         dp.publish_pool(&key, 65537, &self.members(weights, None))?;
         self.lb.ns.run(|| dp.attach("eth0", AttachMode::Driver))??;
         Ok(dp)
+    }
+}
+
+impl Testbed {
+    /// Lets the backend hosts send frames back out of their `eth0` with
+    /// `XDP_TX` (veer-agent): their switch-side veths get `XDP_PASS` too.
+    pub fn pass_backend_peers(&mut self) -> Result<()> {
+        if self.backend_peers_pass {
+            return Ok(());
+        }
+        self.backend_peers_pass = true;
+        for b in &self.backends {
+            let port = format!("p-{}", b.name);
+            self.switch.run(|| self._peer_pass.attach_pass(&port, AttachMode::Driver, None))??;
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +334,6 @@ impl Testbed {
         let _ = std::fs::remove_file(&pin);
         let mut peer_pass = Baseline::load()?;
         switch.run(|| peer_pass.attach_pass("p-lb", AttachMode::Driver, Some(&pin)))??;
-        Ok(Self { _peer_pass: peer_pass, client, lb, backends, switch, pin })
+        Ok(Self { _peer_pass: peer_pass, client, lb, backends, switch, pin, backend_peers_pass: false })
     }
 }

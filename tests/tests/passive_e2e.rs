@@ -11,7 +11,7 @@ use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
     daemon::{wait_until, BackendProc, ClientLoad, OpenLoad, Sample, Veerd},
-    deployment::{Deployment, PORT},
+    deployment::{Agents, Deployment, PORT},
 };
 
 fn wait_all_up(d: &Veerd, names: &[&str]) {
@@ -128,10 +128,12 @@ fn with_passive_detection_off_a_kill_is_left_to_the_checks() {
 #[test]
 fn a_dsr_backend_cut_off_costs_no_connection_at_two_second_checks() {
     let s = Deployment::new("pcut", 3);
+    // Checks alone need two failures 2 s apart: the first SYN retransmission
+    // (1 s) always comes before them.
     let text = s
         .config(65537, &[1, 1, 1], |_| String::new())
         .replace("interval = \"50ms\"", "interval = \"2s\"")
-        .replace("fast_interval = \"20ms\"", "fast_interval = \"500ms\"")
+        .replace("fast_interval = \"20ms\"", "fast_interval = \"2s\"")
         .replace("timeout = \"40ms\"", "timeout = \"200ms\"")
         .replace("fall = 3", "fall = 2");
     s.write(&text);
@@ -155,4 +157,30 @@ fn a_dsr_backend_cut_off_costs_no_connection_at_two_second_checks() {
     assert!(down.contains("b2") && down.contains("the dataplane suspected it"), "{down}");
     let pins = s.pins();
     assert!(pins.global_counter(GlobalCounter::PassiveSynRetransmit).unwrap() >= 1);
+}
+
+#[test]
+fn a_killed_dsr_backend_with_the_agent_costs_no_connection() {
+    let mut s = Deployment::new("pagent", 3);
+    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
+    let agents = Agents::install(&mut s, "pagent");
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let load = OpenLoad::start(&s.tb.client.ns, s.vip(), 500, Duration::from_secs(2)).unwrap();
+    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    s.backends[1].kill().unwrap();
+    listener_gone(&s, 1);
+    let t0 = Instant::now();
+    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(5)).unwrap();
+    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    let failed = failed_after(&samples, t0);
+    assert!(failed.is_empty(), "{} connections failed after the kill: {:?}", failed.len(), failed[0].result);
+    let slowest = samples.iter().filter(|x| x.start >= t0).map(|x| x.end - x.start).max().unwrap();
+    assert!(slowest < Duration::from_millis(100), "no client retransmission needed: the slowest took {slowest:?}");
+    assert!(suspect.contains("b2") && suspect.contains("bounced"), "{suspect}");
+    assert!(down.contains("b2") && down.contains("the dataplane suspected it"), "{down}");
+    assert!(agents.bounced(1) >= 1, "b2's agent bounced the SYNs");
+    assert_eq!(agents.bounced(0), 0, "the live backends' agents bounce nothing");
 }

@@ -11,6 +11,14 @@ use netlink_packet_route::{
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+/// Moves the calling thread into network namespace `name` (under
+/// `/run/netns`). Unlike `ip netns exec`, the mounts stay the host's, so pins
+/// made afterwards land in the host's bpffs and outlive the process.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+}
+
 /// Name of interface `index` in the calling thread's namespace.
 pub fn ifname(index: u32) -> io::Result<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];

@@ -193,7 +193,7 @@ fn haproxy_row(s: &Deployment, defaults: &str, check: &str, failure: Failure, af
 
 /// Runs the section (its own deployment).
 pub fn run() -> Result<Section> {
-    let s = Deployment::new("bench-fo", 3);
+    let mut s = Deployment::new("bench-fo", 3);
     let scenarios = [(Failure::Kill, FAST), (Failure::Cut, FAST), (Failure::Cut, SLOW)];
     let mut results: Vec<(String, String, Outcome)> = Vec::new();
     let scenario = |f: Failure, c: &Checks| {
@@ -211,6 +211,10 @@ pub fn run() -> Result<Section> {
         let redispatch = HAP_REDISPATCH.replace("  timeout check 1s\n", &t);
         let plain = HAP_PLAIN.replace("  timeout check 1s\n", &t);
         results.push((sc.clone(), "veer DSR".into(), veer_row(&s, false, failure, &checks)?));
+        {
+            let _agents = crate::deployment::Agents::install(&mut s, "bench-fo");
+            results.push((sc.clone(), "veer DSR + veer-agent".into(), veer_row(&s, false, failure, &checks)?));
+        }
         results.push((
             sc.clone(),
             "HAProxy, option redispatch, retries 2".into(),
@@ -270,7 +274,8 @@ pub fn run() -> Result<Section> {
              resent elsewhere. Failed: connections started from the failure on that failed (those already \
              established to b2 break through any balancer and are not counted). Window: from the failure to the \
              start of the last failed connection. p50/p99/max: time taken by connections started within \
-             {AROUND:?} of the failure. veer DSR with the backend agent is not built yet."
+             {AROUND:?} of the failure. \"veer-agent\": the optional backend program that sends a SYN no socket \
+             takes back to the balancer, which forwards it to another backend."
         ),
         head: vec!["failure", "setup", "failed", "window ms", "p50 ms", "p99 ms", "max ms", "connections"],
         rows,

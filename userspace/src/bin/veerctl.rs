@@ -35,8 +35,12 @@ enum Cmd {
     #[command(subcommand)]
     Generate(veer::cli::Generate),
     /// The DSR backend agent (run on a backend, not on the balancer).
-    #[command(subcommand)]
-    Agent(AgentCmd),
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+        #[command(flatten)]
+        pins: AgentPins,
+    },
     /// Services with their counters.
     Services,
     /// Backends: state, weight, ring share, counters, active flows.
@@ -204,9 +208,21 @@ enum AgentCmd {
     },
 }
 
-fn agent(cmd: AgentCmd, json: bool) -> anyhow::Result<()> {
-    use veer::dataplane::agent::{self, AGENT_PINS};
-    let root = std::path::Path::new(AGENT_PINS);
+/// Where agents are pinned (one directory per interface under it); another
+/// root per network namespace when several share a host's bpffs.
+#[derive(clap::Args)]
+struct AgentPins {
+    #[arg(long, global = true, default_value = veer::dataplane::agent::AGENT_PINS)]
+    pins: std::path::PathBuf,
+    /// Network namespace (a name under /run/netns) the interface is in.
+    /// Entered by veerctl itself, so the pins stay in the host's bpffs
+    /// (under `ip netns exec` they would vanish, and the agent with them).
+    #[arg(long, global = true)]
+    netns: Option<String>,
+}
+
+fn agent(cmd: AgentCmd, root: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    use veer::dataplane::agent;
     let out = match cmd {
         AgentCmd::Install { iface, vips, skb } => {
             let mode = if skb { veer::dataplane::AttachMode::Skb } else { veer::dataplane::AttachMode::Driver };
@@ -242,12 +258,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(veer::cli::generate(Cli::command(), what)?);
     }
     let cli = match cli.cmd {
-        Cmd::Agent(cmd) => return agent(cmd, cli.json),
+        Cmd::Agent { cmd, pins } => {
+            if let Some(ns) = &pins.netns {
+                veer::net::enter_netns(ns).map_err(|e| anyhow::anyhow!("entering network namespace {ns}: {e}"))?;
+            }
+            return agent(cmd, &pins.pins, cli.json);
+        }
         cmd => Cli { cmd, ..cli },
     };
     let ctx = Ctx::load(cli.config, cli.json)?;
     match cli.cmd {
-        Cmd::Generate(_) | Cmd::Agent(_) => Ok(()),
+        Cmd::Generate(_) | Cmd::Agent { .. } => Ok(()),
         Cmd::Status => inspect::status(&ctx),
         Cmd::Services => inspect::services(&ctx),
         Cmd::Backends { service } => inspect::backends(&ctx, service.as_deref()),

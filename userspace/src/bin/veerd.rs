@@ -1,7 +1,7 @@
 //! `veerd`: veer's daemon. Health checks, failover, recovery, reload; the
 //! dataplane it drives stays pinned in bpffs and keeps forwarding without it.
 
-use std::{fs::File, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
@@ -57,9 +57,7 @@ enum Cmd {
 }
 
 fn enter_netns(name: &str) -> Result<()> {
-    let f = File::open(format!("/run/netns/{name}")).with_context(|| format!("opening network namespace {name}"))?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {name}"))
+    veer::net::enter_netns(name).with_context(|| format!("entering network namespace {name}"))
 }
 
 /// Raises the soft open-file limit to the hard one: probes, API and metrics
