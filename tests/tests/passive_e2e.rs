@@ -73,6 +73,12 @@ fn a_killed_nat_backend_costs_no_connection() {
     let pins = s.pins();
     assert!(pins.global_counter(GlobalCounter::PassiveRefused).unwrap() >= 1);
     assert!(pins.global_counter(GlobalCounter::Redispatched).unwrap() >= 1);
+    let rows = veer_tests::daemon::veerctl_json(&s.cfg, &["backends"]);
+    let b2 = rows.as_array().unwrap().iter().find(|r| r["backend"] == "b2").expect("b2 in veerctl backends").clone();
+    assert!(b2["passive"]["refused"].as_u64().unwrap() >= 1, "veerctl backends: {b2}");
+    assert!(b2["passive"]["redispatched"].as_u64().unwrap() >= 1, "veerctl backends: {b2}");
+    let b1 = rows.as_array().unwrap().iter().find(|r| r["backend"] == "b1").unwrap().clone();
+    assert_eq!(b1["passive"]["refused"], 0, "{b1}");
 }
 
 #[test]

@@ -44,6 +44,9 @@ pub mod names {
     /// `LruHashMap<FlowKey, SynStash>`: a NAT flow's SYN as the client sent
     /// it, to resend it to another backend when the first refuses it.
     pub const SYN_STASH: &str = "SYN_STASH";
+    /// `PerCpuArray<PassiveCounters>`: per backend, the passive signals
+    /// against it and the connections moved off it.
+    pub const PASSIVE_STATS: &str = "PASSIVE_STATS";
 }
 
 /// Name of the XDP program in the object (the one attached).
@@ -390,6 +393,32 @@ pub mod agent_names {
     pub const STATS: &str = "AGENT_STATS";
 }
 
+/// Per backend (per CPU in the map; summed by userspace): what passive
+/// detection saw of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PassiveCounters {
+    /// Clients' SYNs retransmitted to it ([`PassiveKind::SynRetransmit`]).
+    pub syn_retransmit: u64,
+    /// SYNs it refused with RST, NAT ([`PassiveKind::Refused`]).
+    pub refused: u64,
+    /// SYNs its agent bounced, DSR ([`PassiveKind::Bounced`]).
+    pub bounced: u64,
+    /// Connections moved off it before they were established.
+    pub redispatched: u64,
+}
+
+impl PassiveCounters {
+    /// The count of one kind of signal.
+    pub fn of(&self, kind: PassiveKind) -> u64 {
+        match kind {
+            PassiveKind::SynRetransmit => self.syn_retransmit,
+            PassiveKind::Refused => self.refused,
+            PassiveKind::Bounced => self.bounced,
+        }
+    }
+}
+
 /// Largest SYN (IP and TCP headers, no payload) kept in `SYN_STASH`.
 pub const SYN_STASH_BYTES: usize = 120;
 
@@ -582,6 +611,7 @@ mod pod {
     unsafe impl aya::Pod for super::NatConfig {}
     unsafe impl aya::Pod for super::PassiveEvent {}
     unsafe impl aya::Pod for super::SynStash {}
+    unsafe impl aya::Pod for super::PassiveCounters {}
 }
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
@@ -596,3 +626,4 @@ const _: () = assert!(core::mem::size_of::<ConnEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
 const _: () = assert!(core::mem::size_of::<PassiveEvent>() == 8);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);
+const _: () = assert!(core::mem::size_of::<PassiveCounters>() == 32);

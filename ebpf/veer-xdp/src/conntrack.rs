@@ -163,7 +163,7 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
             return Reopened::BouncedTwice;
         }
         passive::suspect(entry.backend, PassiveKind::Bounced);
-        stats::count(GlobalCounter::Redispatched);
+        passive::moved_off(entry.backend);
         return Reopened::Failed { avoid: entry.backend, resends: 1 << CONN_F_RESENDS_SHIFT };
     }
     if svc.flags & SERVICE_F_PASSIVE == 0 {
@@ -173,7 +173,7 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
     if takes && entry.flags & CONN_F_REFUSED == 0 {
         passive::suspect(entry.backend, PassiveKind::SynRetransmit);
     }
-    stats::count(GlobalCounter::Redispatched);
+    passive::moved_off(entry.backend);
     if NAT {
         nat::release(key, &entry);
     }

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey,
-    SynStash, DEFAULT_CONN_TABLE_SIZE, PASSIVE_EVENTS_BYTES, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
+    PassiveCounters, SynStash, DEFAULT_CONN_TABLE_SIZE, PASSIVE_EVENTS_BYTES, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
     JUMP_SLOTS, MAX_SERVICES, MAX_SNAT_ADDRS, MAX_TX_PORTS,
 };
 
@@ -102,3 +102,7 @@ pub static STASH_SCRATCH: PerCpuArray<SynStash> = PerCpuArray::with_max_entries(
 /// Per-CPU room for a new NAT mapping's key and value, off the stack.
 #[map]
 pub static ALLOC_SCRATCH: PerCpuArray<crate::nat::AllocScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per backend: passive signals against it, connections moved off it.
+#[map]
+pub static PASSIVE_STATS: PerCpuArray<PassiveCounters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);

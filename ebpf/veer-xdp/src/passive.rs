@@ -10,7 +10,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use veer_abi::{GlobalCounter, PassiveEvent, PassiveKind, SUSPECT_HOLD_NS};
 
 use crate::{
-    maps::{PASSIVE_EVENTS, SUSPECTS},
+    maps::{PASSIVE_EVENTS, PASSIVE_STATS, SUSPECTS},
     stats,
 };
 
@@ -23,6 +23,15 @@ pub fn suspect(backend: u32, kind: PassiveKind) {
         PassiveKind::Refused => GlobalCounter::PassiveRefused,
         PassiveKind::Bounced => GlobalCounter::PassiveBounced,
     });
+    if let Some(c) = PASSIVE_STATS.get_ptr_mut(backend) {
+        // SAFETY: this CPU's value; nothing else writes it meanwhile.
+        let c = unsafe { &mut *c };
+        match kind {
+            PassiveKind::SynRetransmit => c.syn_retransmit += 1,
+            PassiveKind::Refused => c.refused += 1,
+            PassiveKind::Bounced => c.bounced += 1,
+        }
+    }
     let Some(until) = SUSPECTS.get_ptr_mut(backend) else { return };
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: an array value; racing writers all store a deadline near now.
@@ -40,5 +49,15 @@ pub fn is_suspect(backend: u32) -> bool {
     match SUSPECTS.get(backend) {
         Some(&until) if until != 0 => until > unsafe { bpf_ktime_get_ns() },
         _ => false,
+    }
+}
+
+/// Counts a connection moved off `backend` before it was established.
+#[inline(always)]
+pub fn moved_off(backend: u32) {
+    stats::count(GlobalCounter::Redispatched);
+    if let Some(c) = PASSIVE_STATS.get_ptr_mut(backend) {
+        // SAFETY: as in `suspect`.
+        unsafe { (*c).redispatched += 1 };
     }
 }

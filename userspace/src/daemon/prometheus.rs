@@ -84,8 +84,11 @@ pub struct BackendRow {
     pub local_errors: u64,
     /// Held suspect by the dataplane now.
     pub suspect: bool,
-    /// Passive signals that made it suspect, by kind.
-    pub passive: Vec<(veer_abi::PassiveKind, u64)>,
+    /// Suspicions of it, by the signal that began them (veerd's count).
+    pub suspicions: Vec<(veer_abi::PassiveKind, u64)>,
+    /// Passive signals against it and connections moved off it (the
+    /// dataplane's count).
+    pub passive: veer_abi::PassiveCounters,
     /// Suspicions an immediate probe cleared.
     pub suspects_cleared: u64,
 }
@@ -255,10 +258,26 @@ fn render_backends(o: &mut String, bs: &[BackendRow]) {
     );
     family(
         o,
+        "veer_suspicions_total",
+        "counter",
+        "Times the dataplane began to suspect the backend, by the signal that began it.",
+        bs.iter().flat_map(|b| b.suspicions.iter().map(move |(k, n)| (format!("{},kind=\"{}\"", be(b), k.name()), *n))),
+    );
+    let kinds = [veer_abi::PassiveKind::SynRetransmit, veer_abi::PassiveKind::Refused, veer_abi::PassiveKind::Bounced];
+    family(
+        o,
         "veer_passive_failures_total",
         "counter",
-        "Times the dataplane began to suspect the backend, by what it saw.",
-        bs.iter().flat_map(|b| b.passive.iter().map(move |(k, n)| (format!("{},kind=\"{}\"", be(b), k.name()), *n))),
+        "Passive failure signals against the backend, by kind (retransmitted, refused or bounced SYNs).",
+        bs.iter()
+            .flat_map(|b| kinds.iter().map(move |k| (format!("{},kind=\"{}\"", be(b), k.name()), b.passive.of(*k)))),
+    );
+    family(
+        o,
+        "veer_redispatched_total",
+        "counter",
+        "Connections moved off the backend before they were established.",
+        bs.iter().map(|b| (be(b), b.passive.redispatched)),
     );
     family(
         o,
@@ -320,7 +339,8 @@ mod tests {
             restarts: 4,
             local_errors: 0,
             suspect: false,
-            passive: vec![],
+            suspicions: vec![],
+            passive: Default::default(),
             suspects_cleared: 0,
         }
     }

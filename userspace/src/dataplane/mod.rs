@@ -226,6 +226,7 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         // A ring buffer has no keys or values; its size is in bytes.
         m(names::PASSIVE_EVENTS, 0, &[0], veer_abi::PASSIVE_EVENTS_BYTES),
         m(names::SYN_STASH, sz::<FlowKey>(), &[size_of::<veer_abi::SynStash>() as u32], opts.new_flow_table_size),
+        m(names::PASSIVE_STATS, 4, &[size_of::<veer_abi::PassiveCounters>() as u32], opts.max_backends),
     ]
 }
 

@@ -102,6 +102,19 @@ pub trait MapReader {
         m.get(&id, 0).map_err(DataplaneError::map(names::SUSPECTS, format!("reading backend {id}")))
     }
 
+    /// Passive signals against backend `id` and connections moved off it,
+    /// summed over CPUs.
+    fn passive_counters(&self, id: u32) -> Result<veer_abi::PassiveCounters> {
+        let m: PerCpuArray<&MapData, veer_abi::PassiveCounters> = typed!(self, PerCpuArray, names::PASSIVE_STATS);
+        let v = m.get(&id, 0).map_err(DataplaneError::map(names::PASSIVE_STATS, format!("reading backend {id}")))?;
+        Ok(v.iter().fold(veer_abi::PassiveCounters::default(), |a, c| veer_abi::PassiveCounters {
+            syn_retransmit: a.syn_retransmit + c.syn_retransmit,
+            refused: a.refused + c.refused,
+            bounced: a.bounced + c.bounced,
+            redispatched: a.redispatched + c.redispatched,
+        }))
+    }
+
     /// Whether the dataplane holds backend `id` suspect now.
     fn is_suspect(&self, id: u32) -> Result<bool> {
         Ok(self.suspect_until(id)? > super::monotonic_ns())

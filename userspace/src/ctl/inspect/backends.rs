@@ -30,6 +30,9 @@ pub struct BackendRow {
     /// Held suspect by the dataplane (passive detection): no new flows
     /// while other backends can take them.
     pub suspect: bool,
+    /// Passive signals against it (SYNs retransmitted, refused, bounced)
+    /// and connections moved off it.
+    pub passive: PassiveRow,
     /// Its weight.
     pub weight: u32,
     /// Its share of the ring, in percent.
@@ -58,6 +61,7 @@ impl Row for BackendRow {
         "BYTES",
         "NEW FLOWS",
         "ACTIVE",
+        "PASSIVE",
         "RUNTIME",
     ];
     fn cells(&self) -> Vec<String> {
@@ -72,8 +76,43 @@ impl Row for BackendRow {
             bytes(self.bytes),
             self.new_flows.to_string(),
             self.active_flows.to_string(),
+            passive_cell(&self.passive),
             self.runtime.clone(),
         ]
+    }
+}
+
+/// What passive detection saw of a backend (`veer_abi::PassiveCounters`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PassiveRow {
+    /// Clients' SYNs retransmitted to it.
+    pub syn_retransmit: u64,
+    /// SYNs it refused with RST (NAT).
+    pub refused: u64,
+    /// SYNs its agent bounced (DSR).
+    pub bounced: u64,
+    /// Connections moved off it before they were established.
+    pub redispatched: u64,
+}
+
+impl From<veer_abi::PassiveCounters> for PassiveRow {
+    fn from(c: veer_abi::PassiveCounters) -> Self {
+        Self { syn_retransmit: c.syn_retransmit, refused: c.refused, bounced: c.bounced, redispatched: c.redispatched }
+    }
+}
+
+/// `-`, or the passive signals that were seen: `retx 2 rst 1 moved 3`.
+fn passive_cell(p: &PassiveRow) -> String {
+    let parts: Vec<String> =
+        [("retx", p.syn_retransmit), ("rst", p.refused), ("bounced", p.bounced), ("moved", p.redispatched)]
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
     }
 }
 
@@ -97,6 +136,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
                 id: *id,
                 state: state_name(b.state),
                 suspect: pins.is_suspect(*id)?,
+                passive: pins.passive_counters(*id)?.into(),
                 weight: b.weight,
                 ring_share: (share * 100.0).round() / 100.0,
                 packets: c.packets,
