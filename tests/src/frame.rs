@@ -115,11 +115,24 @@ pub fn arp_request() -> Vec<u8> {
 /// IPv4: destination unreachable, fragmentation needed (type 3, code 4),
 /// next-hop MTU 1400. IPv6: packet too big (type 2), MTU 1400.
 pub fn icmp_error(router: IpAddr, to: IpAddr, quoted: &[u8], quote_len: usize) -> Vec<u8> {
-    let inner = &quoted[14..(14 + quote_len).min(quoted.len())];
-    let mut msg = match to {
-        IpAddr::V4(_) => vec![3, 4, 0, 0, 0, 0, 0x05, 0x78],
-        IpAddr::V6(_) => vec![2, 0, 0, 0, 0, 0, 0x05, 0x78],
+    let head = match to {
+        IpAddr::V4(_) => [3, 4, 0, 0, 0, 0, 0x05, 0x78],
+        IpAddr::V6(_) => [2, 0, 0, 0, 0, 0, 0x05, 0x78],
     };
+    icmp_message(router, to, head, quoted, quote_len)
+}
+
+/// A port unreachable from `host` to `to` quoting `quoted` (ICMP type 3
+/// code 3; ICMPv6 type 1 code 4), as a host with nothing on the port sends.
+pub fn port_unreachable(host: IpAddr, to: IpAddr, quoted: &[u8]) -> Vec<u8> {
+    let head = if to.is_ipv4() { [3, 3, 0, 0, 0, 0, 0, 0] } else { [1, 4, 0, 0, 0, 0, 0, 0] };
+    icmp_message(host, to, head, quoted, quoted.len() - 14)
+}
+
+/// An ICMP error with header `head` (type, code, checksum, rest).
+fn icmp_message(router: IpAddr, to: IpAddr, head: [u8; 8], quoted: &[u8], quote_len: usize) -> Vec<u8> {
+    let inner = &quoted[14..(14 + quote_len).min(quoted.len())];
+    let mut msg = head.to_vec();
     msg.extend_from_slice(inner);
     let c = match (router, to) {
         (IpAddr::V6(r), IpAddr::V6(t)) => {

@@ -306,3 +306,37 @@ fn the_agent_bounces_a_syn_for_a_vip_only_when_no_socket_takes_it() {
     })
     .unwrap();
 }
+
+fn udp_unreachable_moves_the_flow(tag: &str, v6: bool) {
+    let mut lab = NatLab::with_flags(tag, v6, Protocol::Udp, 3, SERVICE_F_PASSIVE);
+    let mut events = PassiveEvents::take(&mut lab.dp).unwrap();
+    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 20000, port_max: 29999 }).unwrap();
+    let client = SocketAddr::new(lab.client, 40000);
+    let query = frame::udp(client, lab.vip, b"question");
+    let (action, sent) = lab.run(&query);
+    assert_eq!(action, XDP_REDIRECT, "{tag}");
+    let (a_addr, _, _) = dst_of(&sent);
+    let a = lab.backends.iter().position(|b| *b == a_addr).unwrap() as u32;
+    // Nothing listens on A: its host answers port unreachable, quoting what veer sent.
+    let icmp = frame::port_unreachable(a_addr, lab.snat, &sent);
+    let (action, _) = lab.run(&icmp);
+    assert_eq!(action, veer_tests::lab::XDP_DROP, "{tag}: withheld from the client");
+    assert!(lab.dp.is_suspect(a).unwrap(), "{tag}");
+    assert_eq!(lab.counter(GlobalCounter::PassiveUnreachable), 1);
+    assert_eq!(events.drain(), vec![PassiveSignal { backend: a, kind: PassiveKind::Unreachable }]);
+    assert_eq!(lab.dp.passive_counters(a).unwrap().unreachable, 1);
+    // The client asks again on the same flow: another backend answers it.
+    let (action, again) = lab.run(&query);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_ne!(dst_of(&again).0, a_addr, "{tag}: the flow left the unreachable backend");
+}
+
+#[test]
+fn ipv4_a_nat_backends_port_unreachable_moves_the_udp_flow() {
+    udp_unreachable_moves_the_flow("pu4", false);
+}
+
+#[test]
+fn ipv6_a_nat_backends_port_unreachable_moves_the_udp_flow() {
+    udp_unreachable_moves_the_flow("pu6", true);
+}

@@ -334,6 +334,8 @@ pub enum PassiveKind {
     Refused = 2,
     /// The backend's agent sent a SYN back (DSR): nothing listens.
     Bounced = 3,
+    /// The backend answered a UDP datagram with ICMP port unreachable (NAT).
+    Unreachable = 4,
 }
 
 impl PassiveKind {
@@ -343,6 +345,7 @@ impl PassiveKind {
             1 => Some(Self::SynRetransmit),
             2 => Some(Self::Refused),
             3 => Some(Self::Bounced),
+            4 => Some(Self::Unreachable),
             _ => None,
         }
     }
@@ -353,6 +356,7 @@ impl PassiveKind {
             Self::SynRetransmit => "syn_retransmit",
             Self::Refused => "refused",
             Self::Bounced => "bounced",
+            Self::Unreachable => "unreachable",
         }
     }
 }
@@ -404,6 +408,8 @@ pub struct PassiveCounters {
     pub refused: u64,
     /// SYNs its agent bounced, DSR ([`PassiveKind::Bounced`]).
     pub bounced: u64,
+    /// Datagrams it answered with port unreachable, NAT ([`PassiveKind::Unreachable`]).
+    pub unreachable: u64,
     /// Connections moved off it before they were established.
     pub redispatched: u64,
 }
@@ -415,6 +421,7 @@ impl PassiveCounters {
             PassiveKind::SynRetransmit => self.syn_retransmit,
             PassiveKind::Refused => self.refused,
             PassiveKind::Bounced => self.bounced,
+            PassiveKind::Unreachable => self.unreachable,
         }
     }
 }
@@ -517,11 +524,14 @@ pub enum GlobalCounter {
     PassiveBounced = 29,
     /// Dropped: a SYN bounced a second time (sent on at most once).
     DropBounced = 30,
+    /// ICMP port unreachables from a NAT backend about a UDP flow (withheld;
+    /// the flow's next datagram goes to another backend).
+    PassiveUnreachable = 31,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 31;
+    pub const COUNT: u32 = 32;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -556,6 +566,7 @@ impl GlobalCounter {
         Self::Redispatched,
         Self::PassiveBounced,
         Self::DropBounced,
+        Self::PassiveUnreachable,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -592,6 +603,7 @@ impl GlobalCounter {
             Self::Redispatched => "redispatched",
             Self::PassiveBounced => "passive_bounced",
             Self::DropBounced => "drop_bounced",
+            Self::PassiveUnreachable => "passive_unreachable",
         }
     }
 }
@@ -626,4 +638,4 @@ const _: () = assert!(core::mem::size_of::<ConnEntry>() == 24);
 const _: () = assert!(core::mem::size_of::<Counters>() == 24);
 const _: () = assert!(core::mem::size_of::<PassiveEvent>() == 8);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);
-const _: () = assert!(core::mem::size_of::<PassiveCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<PassiveCounters>() == 40);

@@ -19,7 +19,7 @@ use aya_ebpf::programs::XdpContext;
 use veer_abi::{csum, ipv4_mapped, GlobalCounter, ServiceKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
-    access::{mut_ptr_at, ptr_at},
+    access::{mut_ptr_at, opaque, ptr_at},
     conntrack, fib,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
@@ -31,7 +31,7 @@ use crate::{
     maps::{ICMP_SCRATCH, NAT_REV, SERVICES},
     nat,
     parse::VipPacket,
-    stats,
+    passive, stats,
     verdict::{pass, Drop},
 };
 
@@ -51,6 +51,8 @@ pub struct Target {
     new_ports: [u8; 4],
     /// The flow the error is about (a map key must not live on the stack here).
     key: veer_abi::FlowKey,
+    /// A mapping's return key, likewise.
+    rkey: veer_abi::NatKey,
     /// The quote's new source and destination ports.
     sport: u16,
     dport: u16,
@@ -81,6 +83,29 @@ pub fn parse<const V4: bool>(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop
     }
 }
 
+/// Whether the ICMP message at `o` is a port unreachable sent by `host`
+/// itself (the backend: no router sends these).
+#[inline(always)]
+fn port_unreachable_from<const V4: bool>(ctx: &XdpContext, o: usize, host: &[u8; 16]) -> Result<bool, Drop> {
+    let h = unsafe { *ptr_at::<[u8; 2]>(ctx, o)? };
+    // The source address is bounds-checked on its own, at an offset LLVM
+    // cannot see through: it would drop the check as implied by the ICMP
+    // header's, which the verifier does not carry over to this pointer.
+    if V4 {
+        if h != [3, 3] {
+            return Ok(false);
+        }
+        let from = unsafe { *ptr_at::<[u8; 4]>(ctx, opaque(EthHdr::LEN as u32 + 12) as usize)? };
+        Ok(from == [host[12], host[13], host[14], host[15]])
+    } else {
+        if h != [1, 4] {
+            return Ok(false);
+        }
+        let from = unsafe { &*ptr_at::<[u8; 16]>(ctx, opaque(EthHdr::LEN as u32 + 8) as usize)? };
+        Ok(from == host)
+    }
+}
+
 #[inline(always)]
 fn scratch() -> Result<&'static mut Target, Drop> {
     // SAFETY: this CPU's slot; nothing else runs on it meanwhile.
@@ -93,6 +118,14 @@ pub fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u3
     let k = &pkt.key;
     // The quote, turned around, is the mapping's return tuple.
     let Some(m) = NAT_REV.get_ptr(&nat::return_key(k)) else { return Ok(pass()) };
+    if k.proto == IPPROTO_UDP && port_unreachable_from::<V4>(ctx, pkt.l4 as usize, &k.src)? {
+        let t = scratch()?;
+        t.rkey = nat::return_key(k);
+        // SAFETY: a live map value.
+        if passive::udp_unreachable(unsafe { &*m }, &t.rkey) {
+            return Ok(aya_ebpf::bindings::xdp_action::XDP_DROP);
+        }
+    }
     let t = scratch()?;
     // SAFETY: a live map value, read field by field.
     unsafe {

@@ -7,10 +7,12 @@
 //! backend down first.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use veer_abi::{GlobalCounter, PassiveEvent, PassiveKind, SUSPECT_HOLD_NS};
+use veer_abi::{
+    GlobalCounter, NatKey, NatMapping, PassiveEvent, PassiveKind, ServiceKey, SERVICE_F_PASSIVE, SUSPECT_HOLD_NS,
+};
 
 use crate::{
-    maps::{PASSIVE_EVENTS, PASSIVE_STATS, SUSPECTS},
+    maps::{CONNS, NAT_REV, NEW_CONNS, PASSIVE_EVENTS, PASSIVE_STATS, SERVICES, SUSPECTS},
     stats,
 };
 
@@ -22,6 +24,7 @@ pub fn suspect(backend: u32, kind: PassiveKind) {
         PassiveKind::SynRetransmit => GlobalCounter::PassiveSynRetransmit,
         PassiveKind::Refused => GlobalCounter::PassiveRefused,
         PassiveKind::Bounced => GlobalCounter::PassiveBounced,
+        PassiveKind::Unreachable => GlobalCounter::PassiveUnreachable,
     });
     if let Some(c) = PASSIVE_STATS.get_ptr_mut(backend) {
         // SAFETY: this CPU's value; nothing else writes it meanwhile.
@@ -30,6 +33,7 @@ pub fn suspect(backend: u32, kind: PassiveKind) {
             PassiveKind::SynRetransmit => c.syn_retransmit += 1,
             PassiveKind::Refused => c.refused += 1,
             PassiveKind::Bounced => c.bounced += 1,
+            PassiveKind::Unreachable => c.unreachable += 1,
         }
     }
     let Some(until) = SUSPECTS.get_ptr_mut(backend) else { return };
@@ -60,4 +64,27 @@ pub fn moved_off(backend: u32) {
         // SAFETY: as in `suspect`.
         unsafe { (*c).redispatched += 1 };
     }
+}
+
+/// A NAT backend answered a UDP flow's datagram with ICMP port unreachable
+/// (`m`, found by `rkey`): with passive detection on, the backend becomes
+/// suspect and the flow forgets it (table entries and mapping), so that the
+/// client's next datagram goes to another backend. Returns whether the ICMP
+/// message is to be withheld. A call of its own, off the ICMP program's
+/// stack.
+#[inline(never)]
+pub fn udp_unreachable(m: &NatMapping, rkey: &NatKey) -> bool {
+    let skey = ServiceKey { addr: m.flow.dst, port: m.flow.dport, proto: m.flow.proto, _pad: 0 };
+    // SAFETY: copied out at once.
+    let Some(flags) = (unsafe { SERVICES.get(&skey) }).map(|s| s.flags) else { return false };
+    if flags & SERVICE_F_PASSIVE == 0 {
+        return false;
+    }
+    suspect(m.backend, PassiveKind::Unreachable);
+    moved_off(m.backend);
+    let _ = NEW_CONNS.remove(&m.flow);
+    let _ = CONNS.remove(&m.flow);
+    // Last: `m` lives in this map.
+    let _ = NAT_REV.remove(rkey);
+    true
 }

@@ -189,6 +189,7 @@ impl super::Daemon {
                         veer_abi::PassiveKind::SynRetransmit,
                         veer_abi::PassiveKind::Refused,
                         veer_abi::PassiveKind::Bounced,
+                        veer_abi::PassiveKind::Unreachable,
                     ]
                     .into_iter()
                     .map(|k| (k, m.passive.get(&(b.id, k)).copied().unwrap_or(0)))

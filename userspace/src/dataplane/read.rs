@@ -111,6 +111,7 @@ pub trait MapReader {
             syn_retransmit: a.syn_retransmit + c.syn_retransmit,
             refused: a.refused + c.refused,
             bounced: a.bounced + c.bounced,
+            unreachable: a.unreachable + c.unreachable,
             redispatched: a.redispatched + c.redispatched,
         }))
     }

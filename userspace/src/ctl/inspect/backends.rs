@@ -91,24 +91,37 @@ pub struct PassiveRow {
     pub refused: u64,
     /// SYNs its agent bounced (DSR).
     pub bounced: u64,
+    /// UDP datagrams it answered with port unreachable (NAT).
+    pub unreachable: u64,
     /// Connections moved off it before they were established.
     pub redispatched: u64,
 }
 
 impl From<veer_abi::PassiveCounters> for PassiveRow {
     fn from(c: veer_abi::PassiveCounters) -> Self {
-        Self { syn_retransmit: c.syn_retransmit, refused: c.refused, bounced: c.bounced, redispatched: c.redispatched }
+        Self {
+            syn_retransmit: c.syn_retransmit,
+            refused: c.refused,
+            bounced: c.bounced,
+            unreachable: c.unreachable,
+            redispatched: c.redispatched,
+        }
     }
 }
 
 /// `-`, or the passive signals that were seen: `retx 2 rst 1 moved 3`.
 fn passive_cell(p: &PassiveRow) -> String {
-    let parts: Vec<String> =
-        [("retx", p.syn_retransmit), ("rst", p.refused), ("bounced", p.bounced), ("moved", p.redispatched)]
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
+    let parts: Vec<String> = [
+        ("retx", p.syn_retransmit),
+        ("rst", p.refused),
+        ("bounced", p.bounced),
+        ("unreach", p.unreachable),
+        ("moved", p.redispatched),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
     if parts.is_empty() {
         "-".into()
     } else {

@@ -56,6 +56,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::Redispatched => "connections moved to another backend before establishing",
         GlobalCounter::PassiveBounced => "SYNs a DSR backend's agent sent back (nothing listens)",
         GlobalCounter::DropBounced => "dropped: a SYN bounced a second time",
+        GlobalCounter::PassiveUnreachable => "UDP port unreachables from a NAT backend (withheld; flow moves)",
     }
 }
 
