@@ -190,3 +190,34 @@ fn a_killed_dsr_backend_with_the_agent_costs_no_connection() {
     assert!(agents.bounced(1) >= 1, "b2's agent bounced the SYNs");
     assert_eq!(agents.bounced(0), 0, "the live backends' agents bounce nothing");
 }
+
+#[test]
+fn a_vip_path_check_fails_a_dsr_backend_that_lost_the_vip() {
+    let s = Deployment::new("pvip", 3);
+    s.write(
+        &s.config(65537, &[1, 1, 1], |_| String::new()).replace("kind = \"tcp\"", "kind = \"tcp\"\nvip_path = true"),
+    );
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2", "b3"]);
+    let vip = format!("{}/32", veer_tests::topology::VIP);
+    // b2 still answers on its own address, but no longer holds the VIP:
+    // the clients' packets to it would be dropped.
+    s.tb.backends[1].ns.exec(&["ip", "addr", "del", &vip, "dev", "lo"]).unwrap();
+    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    assert!(down.contains("b2"), "{down}");
+    assert_eq!(d.backend_state("web", "b1").unwrap(), "up");
+    assert_eq!(d.backend_state("web", "b3").unwrap(), "up");
+    // The clients' traffic avoids it, and none fails.
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    let samples = load.stop();
+    assert!(
+        samples.iter().all(|x| x.result.as_deref().is_ok_and(|n| n != "b2")),
+        "{:?}",
+        samples.iter().find(|x| x.result.is_err())
+    );
+    // The VIP back: b2 passes its checks again.
+    s.tb.backends[1].ns.exec(&["ip", "addr", "add", &vip, "dev", "lo"]).unwrap();
+    let up = d.wait_log("backend UP", Duration::from_secs(5)).unwrap();
+    assert!(up.contains("b2"), "{up}");
+}

@@ -4,9 +4,14 @@
 
 use std::{io, net::IpAddr, os::fd::AsRawFd};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
 use netlink_packet_route::{
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    rule::{RuleAction, RuleAttribute, RuleMessage},
     AddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -169,6 +174,80 @@ fn usable(n: &NeighbourMessage) -> Option<(IpAddr, Neighbour)> {
         }
     }
     Some((dst?, Neighbour { mac: mac?, ifindex: n.header.ifindex }))
+}
+
+/// Sends one rtnetlink change and waits for the kernel's answer.
+fn change(payload: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(payload));
+    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    msg.header.sequence_number = 1;
+    msg.finalize();
+    let mut out = vec![0u8; msg.header.length as usize];
+    msg.serialize(&mut out);
+    socket.send(&out, 0)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+    let n = socket.recv(&mut buf, 0)?;
+    let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n])
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {e}")))?;
+    match m.payload {
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+        _ => Ok(()),
+    }
+}
+
+fn family(v4: bool) -> AddressFamily {
+    if v4 {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+/// Adds a policy-routing rule: packets marked `mark` under `mask` look up
+/// `table`. Already there is fine.
+pub fn add_fwmark_rule(v4: bool, mark: u32, mask: u32, table: u32) -> io::Result<()> {
+    let mut r = RuleMessage::default();
+    r.header.family = family(v4);
+    r.header.action = RuleAction::ToTable;
+    r.attributes = vec![RuleAttribute::FwMark(mark), RuleAttribute::FwMask(mask), RuleAttribute::Table(table)];
+    match change(RouteNetlinkMessage::NewRule(r), NLM_F_CREATE | NLM_F_EXCL) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        r => r,
+    }
+}
+
+/// Sets a host route to `dst` out of interface `ifindex` (on link) in `table`.
+pub fn replace_link_route(dst: IpAddr, ifindex: u32, table: u32) -> io::Result<()> {
+    let mut r = RouteMessage::default();
+    r.header.address_family = family(dst.is_ipv4());
+    r.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    r.header.protocol = RouteProtocol::Static;
+    r.header.scope = RouteScope::Link;
+    r.header.kind = RouteType::Unicast;
+    let d = match dst {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    };
+    r.attributes = vec![RouteAttribute::Destination(d), RouteAttribute::Oif(ifindex), RouteAttribute::Table(table)];
+    change(RouteNetlinkMessage::NewRoute(r), NLM_F_CREATE | NLM_F_REPLACE)
+}
+
+/// Sets a permanent neighbour entry: `ip` is at `mac` on interface `ifindex`.
+pub fn replace_permanent_neighbour(ip: IpAddr, ifindex: u32, mac: [u8; 6]) -> io::Result<()> {
+    let mut n = NeighbourMessage::default();
+    n.header.family = family(ip.is_ipv4());
+    n.header.ifindex = ifindex;
+    n.header.state = NeighbourState::Permanent;
+    n.header.kind = RouteType::Unicast;
+    let d = match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    };
+    n.attributes = vec![NeighbourAttribute::Destination(d), NeighbourAttribute::LinkLocalAddress(mac.to_vec())];
+    change(RouteNetlinkMessage::NewNeighbour(n), NLM_F_CREATE | NLM_F_REPLACE)
 }
 
 #[cfg(test)]

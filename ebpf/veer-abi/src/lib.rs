@@ -47,6 +47,14 @@ pub const NAT_PORT_TRIES: u32 = 16;
 pub const SUSPECT_HOLD_NS: u64 = 5_000_000_000;
 /// Size of the passive-events ring buffer, in bytes.
 pub const PASSIVE_EVENTS_BYTES: u32 = 64 * 1024;
+/// Socket marks of VIP-path health checks: `VIP_PATH_MARK | backend id`.
+/// The high half says "VIP path"; the low half which backend's MAC the
+/// probe's frames are sent to (see `VIP_PATH_PROGRAM`).
+pub const VIP_PATH_MARK: u32 = 0x7665_0000;
+/// The mask that selects [`VIP_PATH_MARK`] (a policy-routing rule's too).
+pub const VIP_PATH_MASK: u32 = 0xffff_0000;
+/// The routing table VIP-path probes are routed by.
+pub const VIP_PATH_TABLE: u32 = 0x7665;
 /// Most VIPs one backend's agent serves.
 pub const MAX_AGENT_VIPS: u32 = 256;
 /// Capacity of the devmap used to redirect to other interfaces.

@@ -51,6 +51,9 @@ pub mod names {
 
 /// Name of the XDP program in the object (the one attached).
 pub const PROGRAM_NAME: &str = "veer_xdp";
+/// The TC egress program that sends a VIP-path health check to its
+/// backend's MAC (veerd attaches it only when a service asks for one).
+pub const VIP_PATH_PROGRAM: &str = "veer_vip_path";
 /// The program for a NAT service's packets, at `JUMP_NAT` in `JUMPS`.
 pub const NAT_PROGRAM: &str = "veer_nat";
 /// The program for backends' answers to NAT flows, at `JUMP_NAT_RETURN`.

@@ -24,8 +24,13 @@ mod passive;
 mod stats;
 mod syn_stash;
 mod verdict;
+mod vip_path;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use veer_abi::{
     GlobalCounter, ServiceKey, JUMP_NAT, JUMP_NAT_RETURN, NO_BACKEND, SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT,
     SERVICE_F_PASSIVE,
@@ -83,6 +88,12 @@ pub fn veer_nat_icmp_backend4(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn veer_nat_icmp_backend6(ctx: XdpContext) -> u32 {
     verdict(nat_icmp::<true, false>(&ctx))
+}
+
+/// TC egress: a VIP-path health check to its backend's MAC (see [`vip_path`]).
+#[classifier]
+pub fn veer_vip_path(ctx: TcContext) -> i32 {
+    vip_path::readdress(&ctx)
 }
 
 #[inline(always)]

@@ -387,6 +387,10 @@ pub struct HealthConfig {
     pub command: Vec<String>,
     /// Passive detection from the traffic itself.
     pub passive: PassiveConfig,
+    /// DSR, `tcp` and `http` checks: probe `VIP:port` through the backend's
+    /// MAC, as clients' packets go, instead of the backend's own address. A
+    /// backend that lost the VIP from its loopback then fails its checks.
+    pub vip_path: bool,
 }
 
 /// `[service.health.passive]`: failures the dataplane sees in the traffic.
@@ -429,6 +433,7 @@ impl Default for HealthConfig {
             expect: None,
             command: Vec::new(),
             passive: PassiveConfig::default(),
+            vip_path: false,
         }
     }
 }

@@ -187,6 +187,14 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
     if s.forwarding != Forwarding::Nat && !s.snat.is_empty() {
         c.err(at, "snat", format!("{p}.snat"), "SNAT addresses are for forwarding = \"nat\"");
     }
+    if s.forwarding == Forwarding::Nat && s.health.vip_path {
+        c.err(
+            at,
+            "vip_path",
+            format!("{p}.health.vip_path"),
+            "VIP-path checks are for DSR (NAT checks the backend itself)",
+        );
+    }
     if s.min_healthy == 0 {
         c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
     }
@@ -229,6 +237,9 @@ fn health(c: &mut Checker, h: &HealthConfig, at: usize, p: &str) {
     }
     if h.fall == 0 {
         c.err(at, "fall", format!("{p}.health.fall"), "must be at least 1");
+    }
+    if h.vip_path && !matches!(h.kind, CheckKind::Tcp | CheckKind::Http) {
+        c.err(at, "vip_path", format!("{p}.health.vip_path"), "VIP-path checks are tcp or http checks");
     }
     if h.passive.confirm == 0 {
         c.err(at, "confirm", format!("{p}.health.passive.confirm"), "must be at least 1");

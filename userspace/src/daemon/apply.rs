@@ -291,6 +291,7 @@ impl Daemon {
             Ok(()) => {
                 self.metrics.reloads[0] += 1;
                 self.write_nat_config();
+                self.setup_vip_paths();
                 self.resolve_nexthops();
                 let n = self.services.len();
                 info!(services = n, "config reloaded");

@@ -26,6 +26,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod scale;
 mod status;
+mod vip_path;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -107,6 +108,8 @@ pub struct Daemon {
     dataplane_stale: bool,
     /// SNAT addresses written to the dataplane.
     snat: nat::SnatTable,
+    /// The VIP-path TC program is attached to the interfaces.
+    vip_path_attached: bool,
     /// Occupancy of the connection tables, refreshed in the background.
     table_usage: std::sync::Arc<std::sync::Mutex<Option<dataplane::TableUsage>>>,
     _lock: std::fs::File,
@@ -248,6 +251,7 @@ impl Daemon {
             dataplane_stale: false,
             table_usage: Default::default(),
             snat: Default::default(),
+            vip_path_attached: false,
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
                 [one] => net::iface_mac(one).unwrap_or([0; 6]),
                 _ => [0; 6],
@@ -265,6 +269,7 @@ impl Daemon {
         }
         d.write_nat_config();
         d.attach()?;
+        d.setup_vip_paths();
         d.resolve_nexthops();
         Ok((d, rx))
     }
@@ -309,10 +314,15 @@ impl Daemon {
         let generation = self.next_generation;
         self.next_generation += 1;
         b.generation = generation;
+        let port = svc.health.port.unwrap_or(svc.port);
+        // A VIP-path check asks the VIP, through this backend's MAC.
+        let (addr, mark) =
+            if svc.health.vip_path { (svc.vip, Some(veer_abi::VIP_PATH_MARK | b.id)) } else { (b.cfg.address, None) };
         let spec = CheckSpec {
             backend: b.id,
             generation,
-            target: SocketAddr::new(b.cfg.address, svc.health.port.unwrap_or(svc.port)),
+            target: SocketAddr::new(addr, port),
+            mark,
             probe: Probe::from_config(&svc.health),
             health: svc.health.clone(),
             initially_up: b.healthy,

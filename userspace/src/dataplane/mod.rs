@@ -302,6 +302,26 @@ impl Dataplane {
         p.try_into().map_err(DataplaneError::program("program veer_xdp is not XDP"))
     }
 
+    /// Attaches the VIP-path TC egress program to `iface` (TCX, Linux 6.6+;
+    /// it detaches when this dataplane is dropped: VIP-path checks run only
+    /// while veerd does).
+    pub fn attach_vip_path(&mut self, iface: &str) -> Result<()> {
+        use aya::programs::{tc::TcAttachType, SchedClassifier};
+        let name = veer_abi::VIP_PATH_PROGRAM;
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(DataplaneError::program("veer_vip_path is not a TC program"))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(DataplaneError::program("loading veer_vip_path into the kernel (verifier)"))?;
+        }
+        prog.attach(iface, TcAttachType::Egress)
+            .map_err(DataplaneError::program(format!("attaching veer_vip_path to {iface}'s egress")))?;
+        Ok(())
+    }
+
     /// Attaches to `iface` (in the calling thread's network namespace).
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<()> {
         let prog = Self::xdp(&mut self.ebpf)?;

@@ -92,6 +92,8 @@ pub struct CheckSpec {
     pub generation: u64,
     /// Where to probe.
     pub target: SocketAddr,
+    /// The probe's socket mark (VIP-path checks), if any.
+    pub mark: Option<u32>,
     /// What to ask.
     pub probe: Probe,
     /// Timing and hysteresis.
@@ -125,7 +127,7 @@ pub fn spawn_checker(
         }
         loop {
             let started = tokio::time::Instant::now();
-            let result = spec.probe.run(spec.target, h.timeout).await;
+            let result = spec.probe.run_marked(spec.target, h.timeout, spec.mark).await;
             let latency = started.elapsed();
             let local_error = result.as_ref().is_err_and(ProbeError::is_local);
             if let Some(tx) = &samples {

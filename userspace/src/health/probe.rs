@@ -91,17 +91,24 @@ impl Probe {
 
     /// Asks `target`, giving up after `limit`.
     pub async fn run(&self, target: SocketAddr, limit: Duration) -> Result<(), ProbeError> {
-        match timeout(limit, self.ask(target)).await {
+        self.run_marked(target, limit, None).await
+    }
+
+    /// [`Probe::run`] from a socket with `mark` (`SO_MARK`), which policy
+    /// routing and veer's TC program act on (VIP-path checks). TCP and
+    /// HTTP probes only; the others ignore it.
+    pub async fn run_marked(&self, target: SocketAddr, limit: Duration, mark: Option<u32>) -> Result<(), ProbeError> {
+        match timeout(limit, self.ask(target, mark)).await {
             Ok(r) => r,
             Err(_) => Err(ProbeError::Timeout(limit)),
         }
     }
 
-    async fn ask(&self, target: SocketAddr) -> Result<(), ProbeError> {
+    async fn ask(&self, target: SocketAddr, mark: Option<u32>) -> Result<(), ProbeError> {
         match self {
             Self::None => Ok(()),
-            Self::Tcp => TcpStream::connect(target).await.map(|_| ()).map_err(|e| io_error("connect", target, e)),
-            Self::Http { path, status } => http(target, path, *status).await,
+            Self::Tcp => connect(target, mark).await.map(|_| ()).map_err(|e| io_error("connect", target, e)),
+            Self::Http { path, status } => http(target, path, *status, mark).await,
             Self::Udp { payload, expect } => udp(target, payload, expect.as_deref()).await,
             Self::Exec { argv } => exec(target, argv).await,
         }
@@ -118,10 +125,18 @@ fn io_error(what: &str, target: SocketAddr, e: std::io::Error) -> ProbeError {
     }
 }
 
+/// A TCP connection to `target`, from a socket marked `mark` if given.
+async fn connect(target: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(mark) = mark else { return TcpStream::connect(target).await };
+    let sock = if target.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Mark, &mark)?;
+    sock.connect(target).await
+}
+
 /// `GET path`, passing when the status line says `status`.
-async fn http(target: SocketAddr, path: &str, status: u16) -> Result<(), ProbeError> {
+async fn http(target: SocketAddr, path: &str, status: u16, mark: Option<u32>) -> Result<(), ProbeError> {
     let io = |what: &str, e| io_error(what, target, e);
-    let mut s = TcpStream::connect(target).await.map_err(|e| io("connect", e))?;
+    let mut s = connect(target, mark).await.map_err(|e| io("connect", e))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: veerd\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.map_err(|e| io("send to", e))?;
     let mut buf = [0u8; 64];
