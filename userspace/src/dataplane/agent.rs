@@ -117,10 +117,12 @@ pub fn status(root: &Path, iface: &str) -> Result<AgentStatus> {
 }
 
 /// The agent loaded without pins or attachment, for `BPF_PROG_TEST_RUN`.
+#[cfg(feature = "testing")]
 pub struct AgentProgram {
     ebpf: aya::Ebpf,
 }
 
+#[cfg(feature = "testing")]
 impl AgentProgram {
     /// Loads the agent serving `vips`.
     pub fn load(vips: &[IpAddr]) -> Result<Self> {
