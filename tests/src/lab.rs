@@ -82,6 +82,8 @@ impl Lab {
             service: 1,
             port: 0,
             snat: 0,
+            snat_count: 0,
+            _pad: 0,
         };
         (b, RingMember { id, identity: identity_of(addr), weight: w })
     }
@@ -227,6 +229,8 @@ impl NatLab {
                 service: 1,
                 port: 8080,
                 snat: 0,
+                snat_count: 0,
+                _pad: 0,
             };
             dp.set_backend(i as u32, &b).unwrap();
             members.push(veer::ring::RingMember { id: i as u32, identity: veer::ring::identity_of(*addr), weight: 1 });

@@ -266,6 +266,8 @@ fn up_backend(b: &Host, weight: u32) -> veer_abi::Backend {
         service: 0,
         port: 0,
         snat: 0,
+        snat_count: 0,
+        _pad: 0,
     }
 }
 

@@ -258,3 +258,32 @@ fn a_large_download_crosses_a_lower_mtu_hop_through_nat() {
     drop(d);
     drop(routed);
 }
+
+#[test]
+fn a_nat_service_with_two_snat_addresses_uses_both() {
+    let s = Deployment::new("hnat2", 3);
+    s.strip_vips();
+    // A second address on the balancer's interface: the backends reach it as
+    // they reach the first.
+    s.tb.lb.ns.exec(&["ip", "addr", "add", "10.77.0.102/24", "dev", "eth0"]).unwrap();
+    let text = s.config(65537, &[1, 1, 1], |_| String::new()).replace(
+        "ring_size = 65537",
+        &format!("ring_size = 65537\nforwarding = \"nat\"\nsnat = [\"{LB_IP}\", \"10.77.0.102\"]"),
+    );
+    s.write(&text);
+    let d = s.start();
+    wait_all_up(&d, "web", &["b1", "b2", "b3"]);
+    let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
+    load.wait_more(1000, Duration::from_secs(60)).unwrap();
+    let samples = load.stop();
+    let failed: Vec<_> = samples.iter().filter(|x| x.result.is_err()).collect();
+    assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), samples.len(), failed[0].result);
+    let rows = veer_tests::daemon::veerctl_json(&s.cfg, &["flows", "--all", "--limit", "100000"]);
+    let snat: std::collections::BTreeSet<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["snat"].as_str().and_then(|a| a.rsplit_once(':')).map(|(ip, _)| ip.to_string()))
+        .collect();
+    assert_eq!(snat, [LB_IP.to_string(), "10.77.0.102".to_string()].into_iter().collect(), "mappings from both");
+}

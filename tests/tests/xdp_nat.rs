@@ -360,3 +360,32 @@ fn an_icmp_error_about_a_flow_whose_backend_is_down_stays_local() {
     lab.dp.set_backend_state(b, BackendState::Down).unwrap();
     assert_eq!(lab.run(&err), (XDP_PASS, err.clone()), "passed untouched once it is down");
 }
+
+#[test]
+fn a_backend_with_two_snat_addresses_takes_twice_the_flows_and_answers_reach_both() {
+    let mut lab = NatLab::new("snat2", false, Protocol::Tcp, 1);
+    let second: IpAddr = "10.1.0.2".parse().unwrap();
+    lab.dp.set_snat_addr(1, second).unwrap();
+    let b = veer_abi::Backend { snat_count: 2, ..lab.dp.backend(0).unwrap() };
+    lab.dp.set_backend(0, &b).unwrap();
+    let span = (PORTS.1 - PORTS.0 + 1) as usize;
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..2 * span {
+        let c = SocketAddr::new(lab.client, 41000 + i as u16);
+        let (action, out) = lab.run(&with_checksums(frame::tcp_syn(c, lab.vip)));
+        assert_eq!(action, XDP_REDIRECT, "flow {i} of {}", 2 * span);
+        let s = inspect(&out);
+        assert!(s.checksums_ok);
+        assert!(seen.insert(s.src), "SNAT endpoint {} reused", s.src);
+        // The backend's answer to either address goes back to its client.
+        let answer = with_checksums(frame::packet(s.dst, s.src, L4::Tcp(0x12), b""));
+        let (action, back) = lab.run(&answer);
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(inspect(&back).dst, c, "answer to {} back to its client", s.src);
+    }
+    let addrs: std::collections::BTreeSet<IpAddr> = seen.iter().map(|s| s.ip()).collect();
+    assert_eq!(addrs, [lab.snat, second].into_iter().collect(), "both SNAT addresses used");
+    // Both address' ports are used up now.
+    let late = SocketAddr::new(lab.client, 42000);
+    assert_eq!(lab.run(&with_checksums(frame::tcp_syn(late, lab.vip))).0, XDP_DROP);
+}

@@ -234,8 +234,13 @@ pub struct Backend {
     pub service: u32,
     /// NAT: the port the backend listens on, host byte order (0: the VIP's port).
     pub port: u16,
-    /// NAT: index in `SNAT_ADDRS` of the source address used toward it.
+    /// NAT: index in `SNAT_ADDRS` of the first source address used toward it.
     pub snat: u16,
+    /// NAT: how many source addresses, from `snat` on (0 reads as 1). Each
+    /// one multiplies the connections a backend can take per TIME_WAIT.
+    pub snat_count: u16,
+    /// Always zero.
+    pub _pad: u16,
 }
 
 /// Key of the connection table: a flow's 5-tuple as the client sent it.
@@ -632,7 +637,7 @@ mod pod {
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
-const _: () = assert!(core::mem::size_of::<Backend>() == 48);
+const _: () = assert!(core::mem::size_of::<Backend>() == 52);
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
 const _: () = assert!(core::mem::size_of::<NatMapping>() == 48);
 const _: () = assert!(core::mem::size_of::<NatConfig>() == 4);

@@ -67,10 +67,11 @@ pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
     }
 }
 
-/// A SNAT port toward backend `id` for a new flow: the first free one from
-/// the flow's hash on, at most `NAT_PORT_TRIES` tries. Its return entry is
-/// created here, so no live mapping is ever handed out twice. A call of
-/// its own: its keys would not fit on the NAT program's stack.
+/// A SNAT address and port toward backend `id` for a new flow: from a
+/// random start, at most `NAT_PORT_TRIES` tries, each port on every one of
+/// the backend's SNAT addresses before the next port. Its return entry is created here, so no
+/// live mapping is ever handed out twice. A call of its own: its keys would
+/// not fit on the NAT program's stack.
 #[inline(never)]
 pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Slot, Drop> {
     let cfg = NAT_CONFIG.get(0).ok_or(Drop::NatExhausted)?;
@@ -78,11 +79,12 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     if min == 0 || max < min {
         return Err(Drop::NatExhausted);
     }
-    let snat = snat_addr(b.snat).ok_or(Drop::NatExhausted)?;
     let span = max - min + 1;
+    let addrs = (b.snat_count as u32).max(1);
     // A random start: a client reusing its port must not land on the
     // mappings its earlier connections left behind.
-    let Some(start) = unsafe { bpf_get_prandom_u32() }.checked_rem(span) else {
+    let r = unsafe { bpf_get_prandom_u32() };
+    let (Some(port0), Some(addr0)) = (r.checked_rem(span), (r >> 16).checked_rem(addrs)) else {
         return Err(Drop::NatExhausted);
     };
     // The key and value are built in per-CPU scratch: on the stack they
@@ -91,20 +93,24 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id };
     scratch.key = NatKey {
         backend: b.addr,
-        snat,
+        snat: [0; 16],
         backend_port: backend_port(key, b),
         snat_port: 0,
         proto: key.proto,
         _pad: [0; 3],
     };
     for i in 0..NAT_PORT_TRIES {
-        // Wraps around the range (which may be smaller than the tries).
-        let Some(off) = (start + i).checked_rem(span) else { break };
+        // Wraps around the ranges (which may be smaller than the tries).
+        let step = i.checked_div(addrs).unwrap_or(i);
+        let (Some(off), Some(a)) = ((port0 + step).checked_rem(span), (addr0 + i).checked_rem(addrs)) else { break };
         let port = (min + opaque(off)) as u16;
+        let index = b.snat.wrapping_add(opaque(a) as u16);
+        let Some(snat) = snat_addr(index) else { break };
+        scratch.key.snat = snat;
         scratch.key.snat_port = port;
         if NAT_REV.insert(&scratch.key, &scratch.mapping, BPF_NOEXIST).is_ok() {
             stats::count(GlobalCounter::NatMapped);
-            return Ok(Slot { port, addr: b.snat });
+            return Ok(Slot { port, addr: index });
         }
     }
     Err(Drop::NatExhausted)

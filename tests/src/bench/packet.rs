@@ -131,6 +131,8 @@ pub fn run() -> Result<Section> {
                 service,
                 port: 0,
                 snat: 0,
+                snat_count: 0,
+                _pad: 0,
             };
             dp.set_backend(id, &b)?;
             members.push(RingMember { id, identity: identity_of(addr), weight: 1 });

@@ -58,6 +58,7 @@ fn new_backend(sid: u32, id: u32, cfg: BackendConfig, scfg: &ServiceConfig, adop
         nexthop,
         src_mac,
         snat: 0,
+        snat_count: 0,
         snat_set: false,
         checker: None,
         generation: 0,

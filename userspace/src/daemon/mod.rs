@@ -126,6 +126,8 @@ fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
         service: svc_id,
         port: 0,
         snat: b.snat,
+        snat_count: b.snat_count,
+        _pad: 0,
     }
 }
 

@@ -28,8 +28,10 @@ pub struct BackendRt {
     pub nexthop: Option<Neighbour>,
     /// Source MAC for frames redirected to `nexthop.ifindex`.
     pub src_mac: [u8; 6],
-    /// NAT: index of its SNAT address in the dataplane's table.
+    /// NAT: index of its first SNAT address in the dataplane's table.
     pub snat: u16,
+    /// NAT: how many SNAT addresses it is reached from (from `snat` on).
+    pub snat_count: u16,
     /// NAT: its SNAT address is known (it needs no next-hop MAC of its own).
     pub snat_set: bool,
     /// The running health checker.
@@ -176,6 +178,7 @@ mod tests {
                 nexthop: Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 }),
                 src_mac: [0; 6],
                 snat: 0,
+                snat_count: 0,
                 snat_set: false,
                 checker: None,
                 generation: 0,

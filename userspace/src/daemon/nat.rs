@@ -17,30 +17,53 @@ use crate::{
 /// How often idle NAT mappings are looked for.
 pub const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
 
-/// The SNAT addresses written to the dataplane, by index.
+/// The SNAT addresses written to the dataplane, by index. A backend uses a
+/// run of consecutive indexes (its service's addresses of its family).
 #[derive(Debug, Default)]
 pub struct SnatTable {
     addrs: Vec<IpAddr>,
 }
 
 impl SnatTable {
-    /// The index of `addr`, and whether it is new (to be written).
-    pub fn index(&mut self, addr: IpAddr) -> Option<(u16, bool)> {
-        if let Some(i) = self.addrs.iter().position(|a| *a == addr) {
-            return Some((i as u16, false));
-        }
-        if self.addrs.len() >= MAX_SNAT_ADDRS as usize {
+    /// The first index of the run `group`, and the (index, address) pairs
+    /// that are new (to be written). A run already in the table is reused.
+    pub fn run(&mut self, group: &[IpAddr]) -> Option<(u16, Vec<(u16, IpAddr)>)> {
+        if group.is_empty() {
             return None;
         }
-        self.addrs.push(addr);
-        Some(((self.addrs.len() - 1) as u16, true))
+        if let Some(i) = self.addrs.windows(group.len()).position(|w| w == group) {
+            return Some((i as u16, Vec::new()));
+        }
+        if self.addrs.len() + group.len() > MAX_SNAT_ADDRS as usize {
+            return None;
+        }
+        let first = self.addrs.len();
+        self.addrs.extend_from_slice(group);
+        Some((first as u16, group.iter().enumerate().map(|(k, a)| ((first + k) as u16, *a)).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnatTable;
+
+    #[test]
+    fn runs_are_consecutive_and_reused() {
+        let a = |s: &str| s.parse().unwrap();
+        let mut t = SnatTable::default();
+        assert_eq!(t.run(&[a("10.0.0.1")]), Some((0, vec![(0, a("10.0.0.1"))])));
+        let two = [a("10.0.0.2"), a("10.0.0.3")];
+        assert_eq!(t.run(&two), Some((1, vec![(1, two[0]), (2, two[1])])));
+        assert_eq!(t.run(&two), Some((1, vec![])), "the same run again");
+        assert_eq!(t.run(&[a("10.0.0.1")]), Some((0, vec![])));
+        assert_eq!(t.run(&[]), None);
     }
 }
 
 impl Daemon {
-    /// Gives service `i`'s NAT backends their SNAT address: the service's
-    /// `snat` address of the backend's family, else the address the kernel
-    /// picks toward the backend.
+    /// Gives service `i`'s NAT backends their SNAT addresses: the service's
+    /// `snat` addresses of the backend's family (a new flow takes any of
+    /// them), else the address the kernel picks toward the backend.
     pub(super) fn assign_snat(&mut self, i: usize) {
         if self.services[i].cfg.forwarding != Forwarding::Nat {
             return;
@@ -52,30 +75,37 @@ impl Daemon {
                 continue;
             }
             let target = b.cfg.address;
-            let chosen = match configured.iter().find(|a| a.is_ipv4() == target.is_ipv4()) {
-                Some(a) => Ok(*a),
-                None => net::source_toward(target),
-            };
-            let addr = match chosen {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(backend = %b.cfg.name, %target, error = %e, "no source address toward a NAT backend (no route?)");
-                    continue;
+            let mut group: Vec<IpAddr> =
+                configured.iter().filter(|a| a.is_ipv4() == target.is_ipv4()).copied().collect();
+            if group.is_empty() {
+                match net::source_toward(target) {
+                    Ok(a) => group.push(a),
+                    Err(e) => {
+                        warn!(backend = %b.cfg.name, %target, error = %e, "no source address toward a NAT backend (no route?)");
+                        continue;
+                    }
                 }
-            };
-            let Some((index, new)) = self.snat.index(addr) else {
-                error!(%addr, max = MAX_SNAT_ADDRS, "too many SNAT addresses");
+            }
+            let Some((first, new)) = self.snat.run(&group) else {
+                error!(addresses = group.len(), max = MAX_SNAT_ADDRS, "too many SNAT addresses");
                 continue;
             };
-            if new {
-                if let Err(e) = self.dp.set_snat_addr(index, addr) {
-                    error!(%addr, error = %e, "writing a SNAT address failed");
-                    continue;
+            let mut written = true;
+            for (index, addr) in new {
+                match self.dp.set_snat_addr(index, addr) {
+                    Ok(()) => info!(%addr, index, "SNAT address"),
+                    Err(e) => {
+                        error!(%addr, error = %e, "writing a SNAT address failed");
+                        written = false;
+                    }
                 }
-                info!(%addr, index, "SNAT address");
+            }
+            if !written {
+                continue;
             }
             let b = &mut self.services[i].backends[j];
-            b.snat = index;
+            b.snat = first;
+            b.snat_count = group.len() as u16;
             b.snat_set = true;
         }
     }

@@ -452,6 +452,8 @@ impl Dataplane {
             service: 0,
             port: 0,
             snat: 0,
+            snat_count: 0,
+            _pad: 0,
         };
         self.set_backend(id, &zero)
     }
