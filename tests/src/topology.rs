@@ -165,6 +165,18 @@ impl Testbed {
         weights: &[u32],
         pins: &std::path::Path,
     ) -> Result<veer::dataplane::Dataplane> {
+        self.balance_nat_from(port, weights, pins, &[])
+    }
+
+    /// [`Testbed::balance_nat`] from the LB's address and `more` SNAT
+    /// addresses (added to the LB's `eth0`).
+    pub fn balance_nat_from(
+        &self,
+        port: u16,
+        weights: &[u32],
+        pins: &std::path::Path,
+        more: &[Ipv4Addr],
+    ) -> Result<veer::dataplane::Dataplane> {
         use veer::dataplane::{service_key, Dataplane, DataplaneOptions, Protocol, ServiceSpec};
         use veer_abi::{NatConfig, Scheduler, NO_BACKEND, SERVICE_F_NAT};
         veer::dataplane::pin::ensure_bpffs(std::path::Path::new("/sys/fs/bpf"))?;
@@ -195,9 +207,14 @@ impl Testbed {
             b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
             neigh(b.ip, &b.mac)?;
             // NAT: the next hop comes from the routing table, not the entry.
-            dp.set_backend(i as u32, &up_backend(b, weights[i]))?;
+            let entry = veer_abi::Backend { snat_count: 1 + more.len() as u16, ..up_backend(b, weights[i]) };
+            dp.set_backend(i as u32, &entry)?;
         }
         dp.set_snat_addr(0, IpAddr::V4(LB_IP))?;
+        for (k, a) in more.iter().enumerate() {
+            let _ = self.lb.ns.exec(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+            dp.set_snat_addr(1 + k as u16, IpAddr::V4(*a))?;
+        }
         dp.set_nat_config(NatConfig { port_min: 10000, port_max: 29999 })?;
         let eth0 = self.lb.ns.run(|| veer::net::ifindex("eth0"))??;
         dp.add_tx_port(eth0)?;

@@ -131,6 +131,25 @@ pub fn haproxy_with(tb: &Testbed, dir: &std::path::Path, defaults: &str, check: 
     Ok(child)
 }
 
+/// Expires idle NAT mappings in `pins` as veerd does (every second here,
+/// with its timeouts) until `stop`.
+fn expire_in_background(
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pins: &std::path::Path,
+) -> std::thread::JoinHandle<()> {
+    let (stop, pins) = (stop.clone(), pins.to_path_buf());
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = veer::dataplane::nat::expire(
+                &pins,
+                veer::dataplane::monotonic_ns(),
+                &veer::dataplane::nat::NatTimeouts::default(),
+            );
+        }
+    })
+}
+
 /// Runs the section on `tb` (nothing else may be attached to its LB).
 pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let mut rows = Vec::new();
@@ -153,25 +172,23 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     // Last: NAT turns the backends' checksum offload off, which the others must not pay for.
     let pins = std::path::Path::new("/sys/fs/bpf/veer-bench-nat/v");
     let dp = tb.balance_nat(80, &[1; 3], pins)?;
-    // Expire idle mappings as veerd does (every 5 s, its timeouts).
+    // Expire idle mappings as veerd does (its timeouts).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let expiry = {
-        let (stop, pins) = (stop.clone(), pins.to_path_buf());
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                let _ = veer::dataplane::nat::expire(
-                    &pins,
-                    veer::dataplane::monotonic_ns(),
-                    &veer::dataplane::nat::NatTimeouts::default(),
-                );
-            }
-        })
-    };
+    let expiry = expire_in_background(&stop, pins);
     let nat = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = expiry.join();
+    drop(dp);
 
+    // The same with four SNAT addresses: four times the 4-tuples a backend
+    // can hold in TIME_WAIT.
+    let more: Vec<std::net::Ipv4Addr> = (0..3).map(|k| std::net::Ipv4Addr::new(10, 77, 0, 200 + k)).collect();
+    let dp = tb.balance_nat_from(80, &[1; 3], pins, &more)?;
+    stop.store(false, std::sync::atomic::Ordering::Relaxed);
+    let expiry = expire_in_background(&stop, pins);
+    let nat4 = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = expiry.join();
     drop(dp);
     let _ = veer::dataplane::pin::uninstall(pins);
     drop(stats);
@@ -180,6 +197,7 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let targets = [
         ("veer (XDP, DSR)", &veer),
         ("veer (XDP, NAT)", &nat),
+        ("veer (XDP, NAT, 4 SNAT addresses)", &nat4),
         ("HAProxy 2.6 (tcp mode)", &hap),
         ("direct to one backend", &direct),
     ];
