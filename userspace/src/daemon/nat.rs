@@ -43,23 +43,6 @@ impl SnatTable {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::SnatTable;
-
-    #[test]
-    fn runs_are_consecutive_and_reused() {
-        let a = |s: &str| s.parse().unwrap();
-        let mut t = SnatTable::default();
-        assert_eq!(t.run(&[a("10.0.0.1")]), Some((0, vec![(0, a("10.0.0.1"))])));
-        let two = [a("10.0.0.2"), a("10.0.0.3")];
-        assert_eq!(t.run(&two), Some((1, vec![(1, two[0]), (2, two[1])])));
-        assert_eq!(t.run(&two), Some((1, vec![])), "the same run again");
-        assert_eq!(t.run(&[a("10.0.0.1")]), Some((0, vec![])));
-        assert_eq!(t.run(&[]), None);
-    }
-}
-
 impl Daemon {
     /// Gives service `i`'s NAT backends their SNAT addresses: the service's
     /// `snat` addresses of the backend's family (a new flow takes any of
@@ -167,5 +150,22 @@ pub fn spawn_expiry(pins: PathBuf) {
     });
     if let Err(e) = spawned {
         error!(error = %e, "cannot start the NAT expiry thread: idle mappings will pile up");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SnatTable;
+
+    #[test]
+    fn runs_are_consecutive_and_reused() {
+        let a = |s: &str| s.parse().unwrap();
+        let mut t = SnatTable::default();
+        assert_eq!(t.run(&[a("10.0.0.1")]), Some((0, vec![(0, a("10.0.0.1"))])));
+        let two = [a("10.0.0.2"), a("10.0.0.3")];
+        assert_eq!(t.run(&two), Some((1, vec![(1, two[0]), (2, two[1])])));
+        assert_eq!(t.run(&two), Some((1, vec![])), "the same run again");
+        assert_eq!(t.run(&[a("10.0.0.1")]), Some((0, vec![])));
+        assert_eq!(t.run(&[]), None);
     }
 }
