@@ -389,3 +389,35 @@ fn a_backend_with_two_snat_addresses_takes_twice_the_flows_and_answers_reach_bot
     let late = SocketAddr::new(lab.client, 42000);
     assert_eq!(lab.run(&with_checksums(frame::tcp_syn(late, lab.vip))).0, XDP_DROP);
 }
+
+#[test]
+fn with_no_backend_up_a_nat_flow_goes_to_the_sorry_backend_and_comes_back() {
+    let mut lab = NatLab::new("sorry", false, Protocol::Tcp, 2);
+    // Backend 1 is the sorry backend: not in the ring, the fallback.
+    let key = veer::dataplane::service_key(lab.vip.ip(), 80, Protocol::Tcp);
+    let spec = veer::dataplane::ServiceSpec {
+        id: 1,
+        scheduler: veer_abi::Scheduler::Maglev,
+        flags: veer_abi::SERVICE_F_NAT,
+        fallback_backend: 1,
+    };
+    lab.dp.upsert_service(&key, spec).unwrap();
+    let only0 = [veer::ring::RingMember { id: 0, identity: veer::ring::identity_of(lab.backends[0]), weight: 1 }];
+    lab.dp.publish_pool(&key, 65537, &only0).unwrap();
+    lab.dp.set_backend_state(0, BackendState::Down).unwrap();
+    let c = SocketAddr::new(lab.client, 44000);
+    let (action, out) = lab.run(&with_checksums(frame::tcp_syn(c, lab.vip)));
+    assert_eq!(action, XDP_REDIRECT);
+    let s = inspect(&out);
+    assert!(s.checksums_ok);
+    assert_eq!(s.dst.ip(), lab.backends[1], "to the sorry backend, through NAT");
+    assert_eq!(s.src.ip(), lab.snat);
+    assert_eq!(lab.counter(GlobalCounter::FallbackBackend), 1);
+    let answer = with_checksums(frame::packet(s.dst, s.src, L4::Tcp(0x12), b""));
+    let (action, back) = lab.run(&answer);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!((inspect(&back).src, inspect(&back).dst), (lab.vip, c), "its answer back to the client");
+    // The flow stays there (pinned: a NAT flow cannot change backends).
+    let (_, again) = lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"x")));
+    assert_eq!(inspect(&again).dst, s.dst);
+}

@@ -216,7 +216,16 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
             }
         }
     };
-    match scheduler::pick(&svc, key, Purpose::NewFlow, avoid) {
+    let picked = match scheduler::pick(&svc, key, Purpose::NewFlow, avoid) {
+        // NAT pins its fallback flows like any other: their answers need a
+        // mapping, and a NAT flow cannot change backends mid-connection.
+        None if NAT && svc.fallback_backend != NO_BACKEND => {
+            stats::count(GlobalCounter::FallbackBackend);
+            owned_backend(&svc, svc.fallback_backend).map(|b| (svc.fallback_backend, b))
+        }
+        p => p,
+    };
+    match picked {
         Some((id, b)) => {
             let nat = if NAT { nat::allocate(&svc, key, id, b)? } else { Slot::NONE };
             if stale {
@@ -230,7 +239,7 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
             stats::forwarded(svc.id, id, bytes, true);
             deliver::<NAT>(ctx, &pkt, &Flow { id, backend: b, nat })
         }
-        None => no_backend(ctx, &svc, bytes),
+        None => no_backend::<NAT>(ctx, &svc, bytes),
     }
 }
 
@@ -244,11 +253,12 @@ fn deliver<const NAT: bool>(ctx: &XdpContext, pkt: &parse::VipPacket, f: &Flow) 
     }
 }
 
-/// No backend can take the flow: the service's fallback decides. Flows sent to
-/// the fallback backend are not pinned, so they return as soon as one is up.
+/// No backend can take the flow: the service's fallback decides. DSR flows
+/// sent to the fallback backend are not pinned, so they return as soon as
+/// one is up (NAT's were scheduled on it above).
 #[inline(always)]
-fn no_backend(ctx: &XdpContext, svc: &veer_abi::Service, bytes: u64) -> Result<u32, Drop> {
-    if svc.fallback_backend != NO_BACKEND {
+fn no_backend<const NAT: bool>(ctx: &XdpContext, svc: &veer_abi::Service, bytes: u64) -> Result<u32, Drop> {
+    if !NAT && svc.fallback_backend != NO_BACKEND {
         let b = owned_backend(svc, svc.fallback_backend).ok_or(Drop::BadBackend)?;
         stats::count(GlobalCounter::FallbackBackend);
         stats::forwarded(svc.id, svc.fallback_backend, bytes, false);

@@ -181,9 +181,6 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
     if !(s.fail_open > 0.0 && s.fail_open <= 1.0) {
         c.err(at, "fail_open", format!("{p}.fail_open"), "must be above 0 and at most 1 (1 turns the guard off)");
     }
-    if s.forwarding == Forwarding::Nat && s.fallback_backend.is_some() {
-        c.err(at, "fallback_backend", format!("{p}.fallback_backend"), "a NAT service falls back to drop or pass");
-    }
     if s.forwarding != Forwarding::Nat && !s.snat.is_empty() {
         c.err(at, "snat", format!("{p}.snat"), "SNAT addresses are for forwarding = \"nat\"");
     }

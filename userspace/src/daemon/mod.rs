@@ -347,8 +347,9 @@ impl Daemon {
             .fallback_backend
             .as_ref()
             .and_then(|n| s.backends.iter().find(|b| &b.cfg.name == n))
-            // Without a next-hop MAC it cannot be sent to: not used until resolved.
-            .filter(|b| b.nexthop.is_some())
+            // Without a next hop (a MAC, or for NAT a SNAT address) it cannot
+            // be sent to: not used until there is one.
+            .filter(|b| b.nexthop.is_some() || b.snat_set)
             .map_or(NO_BACKEND, |b| b.id);
         let mut flags = if s.cfg.fallback == Fallback::Pass { SERVICE_F_FALLBACK_PASS } else { 0 };
         if s.cfg.forwarding == Forwarding::Nat {
