@@ -228,7 +228,7 @@ fn a_large_upload_crosses_a_lower_mtu_hop_through_nat() {
     assert_eq!(echoed, 1 << 20, "the whole upload echoed");
     let learned = route(&s.tb.client.ns, &vip.ip().to_string());
     assert!(learned.contains("mtu 1400"), "the client learned the path MTU: {learned}");
-    assert!(s.pins().global_counter(GlobalCounter::IcmpToBackend).unwrap() > 0, "errors translated");
+    assert!(s.pins().global_counter(GlobalCounter::NatIcmpToClient).unwrap() > 0, "errors translated");
     drop(d);
     drop(routed);
 }

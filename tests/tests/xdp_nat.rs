@@ -262,6 +262,8 @@ fn icmp_errors_translated(tag: &str, v6: bool, proto: Protocol) {
     assert_eq!((seen.quoted.src, seen.quoted.dst), (client, lab.vip), "{tag}: quoting what the client sent");
     assert!(seen.icmp_ok && seen.quoted.checksums_ok, "{tag}: checksums of the error to the client");
     assert_eq!(fwd[..6], frame::CLIENT_MAC, "{tag}: next hop toward the client");
+    assert_eq!(lab.counter(GlobalCounter::NatIcmpToClient), 1, "{tag}: counted toward the client");
+    assert_eq!(lab.counter(GlobalCounter::IcmpToBackend), 0, "{tag}");
 
     // Toward the client: the error reaches the VIP.
     let answer = with_checksums(frame::packet(mapped.dst, mapped.src, l4(proto, 0x12), b"hello, client"));
@@ -275,6 +277,8 @@ fn icmp_errors_translated(tag: &str, v6: bool, proto: Protocol) {
     assert!(seen.icmp_ok && seen.quoted.checksums_ok, "{tag}: checksums of the error to the backend");
     let b = lab.backends.iter().position(|a| *a == mapped.dst.ip()).unwrap();
     assert_eq!(rev[..6], backend_mac(b), "{tag}: next hop toward the backend");
+    assert_eq!(lab.counter(GlobalCounter::IcmpToBackend), 1, "{tag}: counted toward the backend");
+    assert_eq!(lab.counter(GlobalCounter::NatIcmpToClient), 1, "{tag}");
 }
 
 #[test]

@@ -535,11 +535,14 @@ pub enum GlobalCounter {
     /// ICMP port unreachables from a NAT backend about a UDP flow (withheld;
     /// the flow's next datagram goes to another backend).
     PassiveUnreachable = 31,
+    /// ICMP errors about a NAT packet toward a backend, translated on to
+    /// the client (`icmp_to_backend` counts the other direction).
+    NatIcmpToClient = 32,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 32;
+    pub const COUNT: u32 = 33;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -575,6 +578,7 @@ impl GlobalCounter {
         Self::PassiveBounced,
         Self::DropBounced,
         Self::PassiveUnreachable,
+        Self::NatIcmpToClient,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -612,6 +616,7 @@ impl GlobalCounter {
             Self::PassiveBounced => "passive_bounced",
             Self::DropBounced => "drop_bounced",
             Self::PassiveUnreachable => "passive_unreachable",
+            Self::NatIcmpToClient => "nat_icmp_to_client",
         }
     }
 }

@@ -135,6 +135,7 @@ pub fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u3
         t.dst = (*m).flow.dst;
         t.dport = (*m).flow.dport;
     }
+    stats::count(GlobalCounter::NatIcmpToClient);
     translate::<V4>(ctx, pkt.l4 as usize, t)
 }
 
@@ -158,6 +159,7 @@ pub fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u
     t.sport = nat::backend_port(k, f.backend);
     t.dst = nat::snat_addr(f.nat.addr).ok_or(Drop::IcmpNoFlow)?;
     t.dport = f.nat.port;
+    stats::count(GlobalCounter::IcmpToBackend);
     translate::<V4>(ctx, pkt.l4 as usize, t)
 }
 
@@ -176,7 +178,6 @@ fn translate<const V4: bool>(ctx: &XdpContext, o: usize, t: &mut Target) -> Resu
         outer_v6(ctx, t)?
     };
     unsafe { (*mut_ptr_at::<IcmpHdr>(ctx, o)?).check = ic.to_be_bytes() };
-    stats::count(GlobalCounter::IcmpToBackend);
     fib::send(ctx, V4, &from, &t.to)
 }
 

@@ -57,6 +57,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::PassiveBounced => "SYNs a DSR backend's agent sent back (nothing listens)",
         GlobalCounter::DropBounced => "dropped: a SYN bounced a second time",
         GlobalCounter::PassiveUnreachable => "UDP port unreachables from a NAT backend (withheld; flow moves)",
+        GlobalCounter::NatIcmpToClient => "ICMP errors about NAT packets translated on to the client",
     }
 }
 
