@@ -347,53 +347,10 @@ impl ClientLoad {
         Ok(Self { stop, samples, thread: Some(thread) })
     }
 
-    /// Connections made so far.
-    pub fn count(&self) -> usize {
-        self.samples.lock().expect("samples").len()
-    }
-
-    /// Samples so far.
-    pub fn snapshot(&self) -> Vec<Sample> {
-        self.samples.lock().expect("samples").clone()
-    }
-
-    /// Waits until `n` more connections completed.
-    pub fn wait_more(&self, n: usize, limit: Duration) -> Result<()> {
-        let target = self.count() + n;
-        wait_until(limit, &format!("{n} more client connections"), || self.count() >= target).map(|_| ())
-    }
-
-    /// Stops and returns every sample.
-    pub fn stop(mut self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.snapshot()
-    }
-}
-
-impl Drop for ClientLoad {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// New connections at a steady rate (open loop), each on a thread of its
-/// own, so that a connection stuck on a dead backend delays no other: the
-/// load a failover is judged under.
-pub struct OpenLoad {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    thread: Option<thread::JoinHandle<Result<()>>>,
-}
-
-impl OpenLoad {
-    /// Starts `rate` connections per second to `vip` from `ns`, each given `timeout`.
-    pub fn start(ns: &Netns, vip: SocketAddr, rate: u32, timeout: Duration) -> Result<Self> {
+    /// New connections at `rate` per second (open loop), each on a thread of
+    /// its own, so that one stuck on a dead backend delays no other: the load
+    /// a failover is judged under. Each is given `timeout`.
+    pub fn open_loop(ns: &Netns, vip: SocketAddr, rate: u32, timeout: Duration) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (s2, v2) = (stop.clone(), samples.clone());
@@ -420,28 +377,33 @@ impl OpenLoad {
         Ok(Self { stop, samples, thread: Some(thread) })
     }
 
-    /// Connections finished so far.
+    /// Connections made so far.
     pub fn count(&self) -> usize {
         self.samples.lock().expect("samples").len()
     }
 
-    /// Waits until `n` more connections finished.
+    /// Samples so far.
+    pub fn snapshot(&self) -> Vec<Sample> {
+        self.samples.lock().expect("samples").clone()
+    }
+
+    /// Waits until `n` more connections completed.
     pub fn wait_more(&self, n: usize, limit: Duration) -> Result<()> {
         let target = self.count() + n;
         wait_until(limit, &format!("{n} more client connections"), || self.count() >= target).map(|_| ())
     }
 
-    /// Stops, waits for the connections in flight, and returns every sample.
+    /// Stops (waiting for the connections in flight) and returns every sample.
     pub fn stop(mut self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.samples.lock().expect("samples").clone()
+        self.snapshot()
     }
 }
 
-impl Drop for OpenLoad {
+impl Drop for ClientLoad {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

@@ -10,7 +10,7 @@ use std::{
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{wait_until, BackendProc, ClientLoad, OpenLoad, Sample, Veerd},
+    daemon::{wait_until, BackendProc, ClientLoad, Sample, Veerd},
     deployment::{Agents, Deployment, PORT},
 };
 
@@ -145,7 +145,7 @@ fn a_dsr_backend_cut_off_costs_no_connection_at_two_second_checks() {
     s.write(&text);
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
-    let load = OpenLoad::start(&s.tb.client.ns, s.vip(), 200, Duration::from_secs(3)).unwrap();
+    let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 200, Duration::from_secs(3)).unwrap();
     load.wait_more(100, Duration::from_secs(30)).unwrap();
 
     // No RST, no ICMP: the host is simply gone.
@@ -172,7 +172,7 @@ fn a_killed_dsr_backend_with_the_agent_costs_no_connection() {
     let agents = Agents::install(&mut s, "pagent");
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
-    let load = OpenLoad::start(&s.tb.client.ns, s.vip(), 500, Duration::from_secs(2)).unwrap();
+    let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 500, Duration::from_secs(2)).unwrap();
     load.wait_more(300, Duration::from_secs(30)).unwrap();
     s.backends[1].kill().unwrap();
     listener_gone(&s, 1);

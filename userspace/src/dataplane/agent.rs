@@ -59,12 +59,7 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> R
     loader.map_pin_path(names::VIPS, d.join(names::VIPS)).map_pin_path(names::STATS, d.join(names::STATS));
     let mut ebpf = loader.load(AGENT_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
     if fresh {
-        let prog: &mut Xdp = ebpf
-            .program_mut(names::PROGRAM)
-            .ok_or(DataplaneError::Missing { kind: "program", name: names::PROGRAM })?
-            .try_into()
-            .map_err(DataplaneError::program("veer_agent is not XDP"))?;
-        prog.load().map_err(DataplaneError::program("loading veer_agent into the kernel (verifier)"))?;
+        let prog = load_program(&mut ebpf)?;
         let id = prog
             .attach(iface, mode.into())
             .map_err(DataplaneError::program(format!("attaching veer_agent to {iface} in {mode:?} mode")))?;
@@ -75,6 +70,23 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> R
         })?;
         fd.pin(&link).map_err(|e| DataplaneError::PinLink { path: link.clone(), source: Box::new(e) })?;
     }
+    set_vips(&mut ebpf, vips)?;
+    Ok(fresh)
+}
+
+/// The agent program of a loaded object, loaded into the kernel.
+fn load_program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(names::PROGRAM)
+        .ok_or(DataplaneError::Missing { kind: "program", name: names::PROGRAM })?
+        .try_into()
+        .map_err(DataplaneError::program("veer_agent is not XDP"))?;
+    prog.load().map_err(DataplaneError::program("loading veer_agent into the kernel (verifier)"))?;
+    Ok(prog)
+}
+
+/// Makes the agent's VIPs exactly `vips`.
+fn set_vips(ebpf: &mut aya::Ebpf, vips: &[IpAddr]) -> Result<()> {
     let map = ebpf.map_mut(names::VIPS).ok_or(DataplaneError::Missing { kind: "map", name: names::VIPS })?;
     let mut m: HashMap<&mut MapData, [u8; 16], u32> =
         HashMap::try_from(map).map_err(DataplaneError::map(names::VIPS, "opening"))?;
@@ -86,7 +98,7 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> R
     for k in &stale {
         let _ = m.remove(k);
     }
-    Ok(fresh)
+    Ok(())
 }
 
 /// Detaches the agent from `iface` and removes its pins.
@@ -127,18 +139,8 @@ impl AgentProgram {
     /// Loads the agent serving `vips`.
     pub fn load(vips: &[IpAddr]) -> Result<Self> {
         let mut ebpf = aya::Ebpf::load(AGENT_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(names::PROGRAM)
-            .ok_or(DataplaneError::Missing { kind: "program", name: names::PROGRAM })?
-            .try_into()
-            .map_err(DataplaneError::program("veer_agent is not XDP"))?;
-        prog.load().map_err(DataplaneError::program("loading veer_agent into the kernel (verifier)"))?;
-        let map = ebpf.map_mut(names::VIPS).ok_or(DataplaneError::Missing { kind: "map", name: names::VIPS })?;
-        let mut m: HashMap<&mut MapData, [u8; 16], u32> =
-            HashMap::try_from(map).map_err(DataplaneError::map(names::VIPS, "opening"))?;
-        for v in vips {
-            m.insert(to_abi(*v), 1, 0).map_err(DataplaneError::map(names::VIPS, "writing a VIP"))?;
-        }
+        load_program(&mut ebpf)?;
+        set_vips(&mut ebpf, vips)?;
         Ok(Self { ebpf })
     }
 
