@@ -35,7 +35,7 @@ pub mod names {
     pub const NAT_CONFIG: &str = "NAT_CONFIG";
     /// `ProgramArray`: the programs the entry program continues in.
     pub const JUMPS: &str = "JUMPS";
-    /// `Array<u64>`: per backend, until when (`bpf_ktime_get_ns`) the
+    /// `Array<u64>`: per backend, until when (`bpf_ktime_get_coarse_ns`) the
     /// dataplane holds it suspect (0: not suspect).
     pub const SUSPECTS: &str = "SUSPECTS";
     /// `RingBuf` of [`PassiveEvent`](super::PassiveEvent): the dataplane's
@@ -281,8 +281,8 @@ pub struct ConnEntry {
     pub backend: u32,
     /// Service id the flow belongs to (a reused key of another service is rescheduled).
     pub service: u32,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the flow's last packet
-    /// (refreshed at most every 100 ms).
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC
+    /// to a tick) of the flow's last packet (refreshed at most every 100 ms).
     pub last_seen_ns: u64,
     /// `CONN_F_*` bits.
     pub flags: u32,

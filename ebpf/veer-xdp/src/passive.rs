@@ -6,7 +6,7 @@
 //! unless veerd, told through `PASSIVE_EVENTS`, clears it or sets the
 //! backend down first.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use veer_abi::{
     GlobalCounter, NatKey, NatMapping, PassiveEvent, PassiveKind, ServiceKey, SERVICE_F_PASSIVE, SUSPECT_HOLD_NS,
 };
@@ -37,7 +37,7 @@ pub fn suspect(backend: u32, kind: PassiveKind) {
         }
     }
     let Some(until) = SUSPECTS.get_ptr_mut(backend) else { return };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: an array value; racing writers all store a deadline near now.
     let was = unsafe { *until };
     unsafe { *until = now + SUSPECT_HOLD_NS };
@@ -51,7 +51,7 @@ pub fn suspect(backend: u32, kind: PassiveKind) {
 #[inline(always)]
 pub fn is_suspect(backend: u32) -> bool {
     match SUSPECTS.get(backend) {
-        Some(&until) if until != 0 => until > unsafe { bpf_ktime_get_ns() },
+        Some(&until) if until != 0 => until > unsafe { bpf_ktime_get_coarse_ns() },
         _ => false,
     }
 }
