@@ -340,3 +340,28 @@ fn ipv4_a_nat_backends_port_unreachable_moves_the_udp_flow() {
 fn ipv6_a_nat_backends_port_unreachable_moves_the_udp_flow() {
     udp_unreachable_moves_the_flow("pu6", true);
 }
+
+#[test]
+fn a_client_that_resets_its_own_attempt_retries_on_the_same_backend_and_port() {
+    let lab = NatLab::with_flags("creset", false, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let client = SocketAddr::new(lab.client, 40000);
+    let syn = frame::tcp_segment(client, lab.vip, TCP_SYN, 1000, 0, &SYN_OPTIONS);
+    let (_, first) = lab.run(&syn);
+    let (a_addr, _, a_port) = dst_of(&first);
+    let a = lab.backends.iter().position(|b| *b == a_addr).unwrap() as u32;
+    // The backend's answer was a challenge ACK from an old TIME_WAIT: the
+    // client resets, which clears that state at the backend.
+    let rst = frame::tcp_segment(client, lab.vip, 0x04, 5555, 0, &[]);
+    let (action, out) = lab.run(&rst);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(dst_of(&out), (a_addr, 8080, a_port), "the RST goes to the backend, on the attempt's mapping");
+    // Its next SYN is a fresh try there, not a failure of the backend.
+    let (_, again) = lab.run(&syn);
+    assert_eq!(dst_of(&again), (a_addr, 8080, a_port), "same backend, same SNAT port");
+    assert!(!lab.dp.is_suspect(a).unwrap());
+    assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 0);
+    // A retransmission after that is one again.
+    let (_, moved) = lab.run(&syn);
+    assert_ne!(dst_of(&moved).0, a_addr);
+    assert!(lab.dp.is_suspect(a).unwrap());
+}

@@ -267,6 +267,12 @@ pub const CONN_F_CLOSING: u32 = 1;
 /// SYN about to arrive is veer's own resend to another backend, not the
 /// client's retransmission.
 pub const CONN_F_REFUSED: u32 = 2;
+/// `ConnEntry::flags` (`NEW_CONNS`): the client reset its own attempt (a
+/// SYN-ACK it did not expect, e.g. a backend's challenge ACK from an old
+/// connection's TIME_WAIT). Its next SYN is a fresh try on the same backend
+/// and SNAT port (the RST has cleared the backend's old state), not a sign
+/// of failure.
+pub const CONN_F_CLIENT_RESET: u32 = 4;
 /// `ConnEntry::flags` (`NEW_CONNS`): how many times the flow's SYN has been
 /// resent after a refusal (bits 8..16).
 pub const CONN_F_RESENDS_SHIFT: u32 = 8;

@@ -7,8 +7,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use veer_abi::{
-    Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLOSING, CONN_F_REFUSED,
-    CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
+    Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET,
+    CONN_F_CLOSING, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
@@ -115,9 +115,19 @@ pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
     }
 }
 
-/// A flow's second packet: moves its `NEW_CONNS` entry into `CONNS`.
+/// A flow's second packet: moves its `NEW_CONNS` entry into `CONNS`. A
+/// RST is no second packet: the client gave up this attempt, which stays
+/// in `NEW_CONNS`, marked, for its next SYN (see [`reopen`]).
 #[inline(always)]
 pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
+    if tcp_flags & TCP_RST != 0 {
+        let e = NEW_CONNS.get_ptr_mut(key)?;
+        // SAFETY: a preallocated LRU value (see `established`).
+        let e = unsafe { &mut *e };
+        let hit = keeper(svc, e)?;
+        e.flags |= CONN_F_CLIENT_RESET;
+        return Some(hit);
+    }
     // SAFETY: copied out at once (see `established`).
     let mut entry = *unsafe { NEW_CONNS.get(key) }?;
     let hit = keeper(svc, &entry)?;
@@ -169,7 +179,13 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         passive::moved_off(entry.backend);
         return Reopened::Failed { avoid: entry.backend, resends: 1 << CONN_F_RESENDS_SHIFT };
     }
-    if svc.flags & SERVICE_F_PASSIVE == 0 {
+    if svc.flags & SERVICE_F_PASSIVE == 0 || entry.flags & CONN_F_CLIENT_RESET != 0 {
+        if entry.flags & CONN_F_CLIENT_RESET != 0 {
+            if let Some(e) = NEW_CONNS.get_ptr_mut(key) {
+                // SAFETY: as above; the mark is for one SYN.
+                unsafe { (*e).flags &= !CONN_F_CLIENT_RESET };
+            }
+        }
         return if takes { Reopened::Same(f) } else { Reopened::Fresh };
     }
     // A refused SYN was reported by the return path already.
