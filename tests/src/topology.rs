@@ -165,17 +165,17 @@ impl Testbed {
         weights: &[u32],
         pins: &std::path::Path,
     ) -> Result<veer::dataplane::Dataplane> {
-        self.balance_nat_from(port, weights, pins, &[])
+        self.balance_nat_from(port, weights, pins, &[LB_IP])
     }
 
-    /// [`Testbed::balance_nat`] from the LB's address and `more` SNAT
-    /// addresses (added to the LB's `eth0`).
+    /// [`Testbed::balance_nat`] from the SNAT addresses `snat` (those other
+    /// than the LB's own are added to its `eth0`).
     pub fn balance_nat_from(
         &self,
         port: u16,
         weights: &[u32],
         pins: &std::path::Path,
-        more: &[Ipv4Addr],
+        snat: &[Ipv4Addr],
     ) -> Result<veer::dataplane::Dataplane> {
         use veer::dataplane::{service_key, Dataplane, DataplaneOptions, Protocol, ServiceSpec};
         use veer_abi::{NatConfig, Scheduler, NO_BACKEND, SERVICE_F_NAT};
@@ -207,13 +207,15 @@ impl Testbed {
             b.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
             neigh(b.ip, &b.mac)?;
             // NAT: the next hop comes from the routing table, not the entry.
-            let entry = veer_abi::Backend { snat_count: 1 + more.len() as u16, ..up_backend(b, weights[i]) };
+            let entry = veer_abi::Backend { snat_count: snat.len() as u16, ..up_backend(b, weights[i]) };
             dp.set_backend(i as u32, &entry)?;
         }
-        dp.set_snat_addr(0, IpAddr::V4(LB_IP))?;
-        for (k, a) in more.iter().enumerate() {
-            let _ = self.lb.ns.exec(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
-            dp.set_snat_addr(1 + k as u16, IpAddr::V4(*a))?;
+        for (k, a) in snat.iter().enumerate() {
+            if *a != LB_IP {
+                // Already there from an earlier run is fine.
+                let _ = self.lb.ns.exec(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+            }
+            dp.set_snat_addr(k as u16, IpAddr::V4(*a))?;
         }
         dp.set_nat_config(NatConfig { port_min: 10000, port_max: 29999 })?;
         let eth0 = self.lb.ns.run(|| veer::net::ifindex("eth0"))??;

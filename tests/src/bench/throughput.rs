@@ -181,9 +181,10 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     drop(dp);
 
     // The same with four SNAT addresses: four times the 4-tuples a backend
-    // can hold in TIME_WAIT.
-    let more: Vec<std::net::Ipv4Addr> = (0..3).map(|k| std::net::Ipv4Addr::new(10, 77, 0, 200 + k)).collect();
-    let dp = tb.balance_nat_from(80, &[1; 3], pins, &more)?;
+    // can hold in TIME_WAIT. Four fresh ones: the backends still hold the
+    // TIME_WAIT sockets of the row above, toward the LB's own address.
+    let four: Vec<std::net::Ipv4Addr> = (0..4).map(|k| std::net::Ipv4Addr::new(10, 77, 0, 200 + k)).collect();
+    let dp = tb.balance_nat_from(80, &[1; 3], pins, &four)?;
     stop.store(false, std::sync::atomic::Ordering::Relaxed);
     let expiry = expire_in_background(&stop, pins);
     let nat4 = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;

@@ -40,15 +40,24 @@ pub enum FlowState {
     Gone,
 }
 
+/// Whether the flow's table `entry` holds mapping `m` (keyed by `k`);
+/// `addrs` is `SNAT_ADDRS`. The SNAT address counts, not only the port: with
+/// several addresses, one port is in use on each.
+pub fn holds(entry: &ConnEntry, k: &NatKey, m: &NatMapping, addrs: &[[u8; 16]]) -> bool {
+    entry.nat_port == k.snat_port
+        && entry.backend == m.backend
+        && addrs.get(entry.nat_addr as usize).is_some_and(|a| *a == k.snat)
+}
+
 /// Whether mapping `m` (keyed by `k`) has expired at `now_ns`.
-pub fn expired(k: &NatKey, m: &NatMapping, state: FlowState, now_ns: u64, t: &NatTimeouts) -> bool {
+pub fn expired(k: &NatKey, m: &NatMapping, state: FlowState, addrs: &[[u8; 16]], now_ns: u64, t: &NatTimeouts) -> bool {
     let (entry, promoted) = match state {
         FlowState::Gone => return true,
         FlowState::Established(e) => (e, true),
         FlowState::New(e) => (e, false),
     };
     // The table entry now belongs to another mapping (the flow moved).
-    if entry.nat_port != k.snat_port || entry.backend != m.backend {
+    if !holds(&entry, k, m, addrs) {
         return true;
     }
     let idle = Duration::from_nanos(now_ns.saturating_sub(entry.last_seen_ns));
@@ -76,6 +85,16 @@ fn open<K: aya::Pod, V: aya::Pod>(dir: &Path, name: &'static str) -> Result<Hash
     HashMap::try_from(map).map_err(DataplaneError::map(name, "typing"))
 }
 
+/// `SNAT_ADDRS` of the pinned dataplane in `dir`, by index.
+fn snat_addrs(dir: &Path) -> Result<Vec<[u8; 16]>> {
+    let data = MapData::from_pin(dir.join(names::SNAT_ADDRS))
+        .map_err(DataplaneError::map(names::SNAT_ADDRS, "opening the pin"))?;
+    let map = Map::from_map_data(data).map_err(DataplaneError::map(names::SNAT_ADDRS, "identifying"))?;
+    let a: aya::maps::Array<MapData, [u8; 16]> =
+        aya::maps::Array::try_from(map).map_err(DataplaneError::map(names::SNAT_ADDRS, "typing"))?;
+    (0..a.len()).map(|i| a.get(&i, 0).map_err(DataplaneError::map(names::SNAT_ADDRS, "reading"))).collect()
+}
+
 /// Removes the mappings of the pinned dataplane in `dir` whose flows ended
 /// or idled out, with their connection-table entries.
 pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
@@ -83,20 +102,21 @@ pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
     let mut conns: HashMap<MapData, FlowKey, ConnEntry> = open(dir, names::CONNS)?;
     let mut fresh: HashMap<MapData, FlowKey, ConnEntry> = open(dir, names::NEW_CONNS)?;
     let all: Vec<(NatKey, NatMapping)> = rev.iter().filter_map(|r| r.ok()).collect();
+    let addrs = snat_addrs(dir)?;
     let mut out = Expiry::default();
     for (k, m) in all {
         let state = match conns.get(&m.flow, 0) {
             Ok(e) => FlowState::Established(e),
             Err(_) => fresh.get(&m.flow, 0).map_or(FlowState::Gone, FlowState::New),
         };
-        if !expired(&k, &m, state, now_ns, t) {
+        if !expired(&k, &m, state, &addrs, now_ns, t) {
             out.kept += 1;
             continue;
         }
         let _ = rev.remove(&k);
         // The flow's entry too, unless it already holds another mapping.
         if let FlowState::Established(e) | FlowState::New(e) = state {
-            if e.nat_port == k.snat_port && e.backend == m.backend {
+            if holds(&e, &k, &m, &addrs) {
                 let _ = conns.remove(&m.flow);
                 let _ = fresh.remove(&m.flow);
             }
@@ -131,6 +151,25 @@ mod tests {
     }
 
     const S: u64 = 1_000_000_000;
+    /// `SNAT_ADDRS`: the keys' address at index 0.
+    const ADDRS: [[u8; 16]; 2] = [[2; 16], [9; 16]];
+
+    fn expired(k: &NatKey, m: &NatMapping, state: FlowState, now_ns: u64, t: &NatTimeouts) -> bool {
+        super::expired(k, m, state, &ADDRS, now_ns, t)
+    }
+
+    #[test]
+    fn the_same_port_on_another_snat_address_is_another_mapping() {
+        let t = NatTimeouts::default();
+        let (k, m) = (key(IPPROTO_TCP, 20000), mapping());
+        let other_address = ConnEntry { nat_addr: 1, ..entry(20000, 100, 0) };
+        assert!(
+            expired(&k, &m, FlowState::Established(other_address), 100 * S, &t),
+            "the flow holds port 20000 on address 1"
+        );
+        assert!(!super::holds(&other_address, &k, &m, &ADDRS));
+        assert!(super::holds(&entry(20000, 100, 0), &k, &m, &ADDRS));
+    }
 
     #[test]
     fn a_mapping_lives_as_long_as_its_flow() {
