@@ -6,6 +6,12 @@
 //! -> DSR rewrite and send ([`forward`]), or NAT rewrite and route ([`nat`],
 //! [`fib`]). An ICMP error about a VIP flow goes to that flow's backend
 //! ([`icmp`]); a backend's answer to a NAT flow goes back to its client.
+//!
+//! Failures seen in the traffic ([`passive`]): a SYN retransmitted or
+//! bounced (veer-agent) moves to another backend, a NAT backend's refusal
+//! becomes the client's SYN again ([`syn_stash`]); the backend is held
+//! suspect and veerd is told. A TC egress program ([`vip_path`]) sends
+//! VIP-path health checks to their backend's MAC.
 #![no_std]
 #![no_main]
 
