@@ -166,8 +166,9 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
     if CONNS.remove(key).is_ok() {
         stats::count(GlobalCounter::ConnReused);
     }
-    // SAFETY: copied out at once (see `established`).
-    let Some(entry) = (unsafe { NEW_CONNS.get(key) }).copied() else { return Reopened::Fresh };
+    let Some(p) = NEW_CONNS.get_ptr_mut(key) else { return Reopened::Fresh };
+    // SAFETY: a preallocated LRU value (see `established`), copied out at once.
+    let entry = unsafe { *p };
     let Some(f) = keeper(svc, &entry) else { return Reopened::Fresh };
     let takes = BackendState::from_u32(f.backend.state).takes_new_flows();
     let resends = entry.flags & (0xff << CONN_F_RESENDS_SHIFT);
@@ -179,13 +180,12 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         passive::moved_off(entry.backend);
         return Reopened::Failed { avoid: entry.backend, resends: 1 << CONN_F_RESENDS_SHIFT };
     }
-    if svc.flags & SERVICE_F_PASSIVE == 0 || entry.flags & CONN_F_CLIENT_RESET != 0 {
-        if entry.flags & CONN_F_CLIENT_RESET != 0 {
-            if let Some(e) = NEW_CONNS.get_ptr_mut(key) {
-                // SAFETY: as above; the mark is for one SYN.
-                unsafe { (*e).flags &= !CONN_F_CLIENT_RESET };
-            }
-        }
+    let client_reset = entry.flags & CONN_F_CLIENT_RESET != 0;
+    if client_reset {
+        // SAFETY: as above; the mark is for one SYN.
+        unsafe { (*p).flags &= !CONN_F_CLIENT_RESET };
+    }
+    if svc.flags & SERVICE_F_PASSIVE == 0 || client_reset {
         return if takes { Reopened::Same(f) } else { Reopened::Fresh };
     }
     // A refused SYN was reported by the return path already.
