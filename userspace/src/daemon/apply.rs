@@ -49,21 +49,7 @@ fn new_backend(sid: u32, id: u32, cfg: BackendConfig, scfg: &ServiceConfig, adop
         }
     };
     // Operator state comes from the runtime state file: `apply` sets it.
-    BackendRt {
-        cfg,
-        id,
-        healthy,
-        held: false,
-        admin: Admin::Enabled,
-        nexthop,
-        src_mac,
-        snat: 0,
-        snat_count: 0,
-        snat_set: false,
-        checker: None,
-        generation: 0,
-        recovery: None,
-    }
+    BackendRt::new(cfg, id, healthy, nexthop, src_mac)
 }
 
 impl Daemon {

@@ -42,7 +42,7 @@ impl Daemon {
         let mut touched: Vec<(usize, bool)> = Vec::new();
         let mut ups = Vec::new();
         for ev in events {
-            let Some(i) = self.services.iter().position(|s| s.backends.iter().any(|b| b.id == ev.backend)) else {
+            let Some(i) = self.service_of(ev.backend) else {
                 continue;
             };
             if !touched.iter().any(|(t, _)| *t == i) {

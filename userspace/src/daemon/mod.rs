@@ -125,8 +125,8 @@ fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
         state: b.effective() as u32,
         service: svc_id,
         port: 0,
-        snat: b.snat,
-        snat_count: b.snat_count,
+        snat: b.snat.map_or(0, |r| r.first),
+        snat_count: b.snat.map_or(0, |r| r.count),
         _pad: 0,
     }
 }
@@ -304,6 +304,11 @@ impl Daemon {
         Ok(())
     }
 
+    /// Index of the service that has backend `id`.
+    fn service_of(&self, id: u32) -> Option<usize> {
+        self.services.iter().position(|s| s.backend(id).is_some())
+    }
+
     /// The dataplane (read access for status and tests).
     pub fn dataplane(&self) -> &Dataplane {
         &self.dp
@@ -347,9 +352,8 @@ impl Daemon {
             .fallback_backend
             .as_ref()
             .and_then(|n| s.backends.iter().find(|b| &b.cfg.name == n))
-            // Without a next hop (a MAC, or for NAT a SNAT address) it cannot
-            // be sent to: not used until there is one.
-            .filter(|b| b.nexthop.is_some() || b.snat_set)
+            // Not used until it can be sent to.
+            .filter(|b| b.reachable())
             .map_or(NO_BACKEND, |b| b.id);
         let mut flags = if s.cfg.fallback == Fallback::Pass { SERVICE_F_FALLBACK_PASS } else { 0 };
         if s.cfg.forwarding == Forwarding::Nat {

@@ -28,12 +28,9 @@ pub struct BackendRt {
     pub nexthop: Option<Neighbour>,
     /// Source MAC for frames redirected to `nexthop.ifindex`.
     pub src_mac: [u8; 6],
-    /// NAT: index of its first SNAT address in the dataplane's table.
-    pub snat: u16,
-    /// NAT: how many SNAT addresses it is reached from (from `snat` on).
-    pub snat_count: u16,
-    /// NAT: its SNAT address is known (it needs no next-hop MAC of its own).
-    pub snat_set: bool,
+    /// NAT: the SNAT addresses it is reached from, once known (it then needs
+    /// no next-hop MAC of its own).
+    pub snat: Option<SnatRun>,
     /// The running health checker.
     pub checker: Option<crate::health::Checker>,
     /// Generation of that checker (older events are ignored).
@@ -42,12 +39,43 @@ pub struct BackendRt {
     pub recovery: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A run of consecutive indexes in the dataplane's SNAT address table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnatRun {
+    /// The first index.
+    pub first: u16,
+    /// How many addresses.
+    pub count: u16,
+}
+
 impl BackendRt {
+    /// A backend before its checker, restart loop and SNAT addresses exist.
+    pub fn new(cfg: BackendConfig, id: u32, healthy: bool, nexthop: Option<Neighbour>, src_mac: [u8; 6]) -> Self {
+        Self {
+            cfg,
+            id,
+            healthy,
+            held: false,
+            admin: Admin::Enabled,
+            nexthop,
+            src_mac,
+            snat: None,
+            checker: None,
+            generation: 0,
+            recovery: None,
+        }
+    }
+
+    /// Whether packets can be sent to it: it has a next-hop MAC, or (NAT)
+    /// SNAT addresses, its next hop then coming from the kernel's routing
+    /// table, per packet.
+    pub fn reachable(&self) -> bool {
+        self.nexthop.is_some() || self.snat.is_some()
+    }
+
     /// The state word the dataplane should hold.
     pub fn effective(&self) -> BackendState {
-        // A NAT backend's next hop comes from the kernel's routing table, per packet.
-        let reachable = self.nexthop.is_some() || self.snat_set;
-        match (self.admin, self.healthy || self.held, reachable) {
+        match (self.admin, self.healthy || self.held, self.reachable()) {
             (Admin::Disabled, ..) => BackendState::Disabled,
             (_, false, _) | (_, _, false) => BackendState::Down,
             (Admin::Draining, ..) => BackendState::Draining,
@@ -128,6 +156,11 @@ impl ServiceRt {
     }
 
     /// The backend with this id.
+    pub fn backend(&self, id: u32) -> Option<&BackendRt> {
+        self.backends.iter().find(|b| b.id == id)
+    }
+
+    /// The backend with this id, to change.
     pub fn backend_mut(&mut self, id: u32) -> Option<&mut BackendRt> {
         self.backends.iter_mut().find(|b| b.id == id)
     }
@@ -160,8 +193,8 @@ mod tests {
         let backends = backends
             .iter()
             .enumerate()
-            .map(|(i, (name, backup, healthy))| BackendRt {
-                cfg: BackendConfig {
+            .map(|(i, (name, backup, healthy))| {
+                let cfg = BackendConfig {
                     name: name.to_string(),
                     address: format!("10.0.0.{}", i + 10).parse().unwrap(),
                     weight: 1,
@@ -170,19 +203,9 @@ mod tests {
                     mac: None,
                     restart: None,
                     update: Vec::new(),
-                },
-                id: i as u32,
-                healthy: *healthy,
-                held: false,
-                admin: Admin::Enabled,
-                nexthop: Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 }),
-                src_mac: [0; 6],
-                snat: 0,
-                snat_count: 0,
-                snat_set: false,
-                checker: None,
-                generation: 0,
-                recovery: None,
+                };
+                let nexthop = Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 });
+                BackendRt::new(cfg, i as u32, *healthy, nexthop, [0; 6])
             })
             .collect();
         ServiceRt {

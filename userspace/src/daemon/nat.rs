@@ -54,7 +54,7 @@ impl Daemon {
         let configured = self.services[i].cfg.snat.clone();
         for j in 0..self.services[i].backends.len() {
             let b = &self.services[i].backends[j];
-            if b.snat_set {
+            if b.snat.is_some() {
                 continue;
             }
             let target = b.cfg.address;
@@ -87,9 +87,7 @@ impl Daemon {
                 continue;
             }
             let b = &mut self.services[i].backends[j];
-            b.snat = first;
-            b.snat_count = group.len() as u16;
-            b.snat_set = true;
+            b.snat = Some(super::model::SnatRun { first, count: group.len() as u16 });
         }
     }
 

@@ -50,10 +50,9 @@ impl Daemon {
     pub(super) fn on_passive(&mut self, signals: Vec<PassiveSignal>) {
         for s in signals {
             *self.metrics.passive.entry((s.backend, s.kind)).or_default() += 1;
-            let Some(svc) = self.services.iter().find(|sv| sv.backends.iter().any(|b| b.id == s.backend)) else {
-                continue;
-            };
-            let Some(b) = svc.backends.iter().find(|b| b.id == s.backend) else { continue };
+            let Some(i) = self.service_of(s.backend) else { continue };
+            let svc = &self.services[i];
+            let Some(b) = svc.backend(s.backend) else { continue };
             warn!(
                 service = %svc.cfg.name, backend = %b.cfg.name, signal = s.kind.name(),
                 "backend SUSPECT: the dataplane moved a connection off it and sends it no new flows; probing it now"
@@ -66,8 +65,9 @@ impl Daemon {
 
     /// A suspect passed its immediate probe: it takes new flows again.
     pub(super) fn on_suspect_cleared(&mut self, backend: u32, generation: u64, reason: &str) {
-        let Some(svc) = self.services.iter().find(|sv| sv.backends.iter().any(|b| b.id == backend)) else { return };
-        let Some(b) = svc.backends.iter().find(|b| b.id == backend && b.generation == generation) else { return };
+        let Some(i) = self.service_of(backend) else { return };
+        let svc = &self.services[i];
+        let Some(b) = svc.backend(backend).filter(|b| b.generation == generation) else { return };
         let (svc_name, name) = (svc.cfg.name.clone(), b.cfg.name.clone());
         *self.metrics.suspects_cleared.entry(backend).or_default() += 1;
         match self.dp.clear_suspect(backend) {
