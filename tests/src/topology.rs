@@ -129,6 +129,21 @@ impl Testbed {
 }
 
 impl Testbed {
+    /// Waits until backend `i`'s server on `port` is gone (its port refuses
+    /// the client's connections): a connection that reached the process
+    /// before it died breaks with it, through any balancer; the failure of
+    /// a killed server is counted from here.
+    pub fn wait_server_gone(&self, i: usize, port: u16) -> Result<()> {
+        let addr = std::net::SocketAddr::new(self.backends[i].addr(), port);
+        crate::daemon::wait_until(std::time::Duration::from_secs(5), "the killed server's port to refuse", || {
+            self.client
+                .ns
+                .run(|| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err())
+                .unwrap_or(false)
+        })
+        .map(|_| ())
+    }
+
     /// Lets the backend hosts send frames back out of their `eth0` with
     /// `XDP_TX` (veer-agent): their switch-side veths get `XDP_PASS` too.
     pub fn pass_backend_peers(&mut self) -> Result<()> {

@@ -28,17 +28,6 @@ fn failed_after(samples: &[Sample], t0: Instant) -> Vec<&Sample> {
     samples.iter().filter(|x| x.start >= t0 && x.result.is_err()).collect()
 }
 
-/// Waits until backend `i`'s server is gone (its port refuses connections):
-/// a connection that reached the process before it died breaks with it,
-/// as through any proxy; every one after must not.
-fn listener_gone(s: &Deployment, i: usize) {
-    let addr = SocketAddr::new(s.tb.backends[i].addr(), PORT);
-    wait_until(Duration::from_secs(5), "the killed server's port to refuse connections", || {
-        s.tb.client.ns.run(|| std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()).unwrap()
-    })
-    .unwrap();
-}
-
 fn nat(s: &Deployment, passive: &str) -> String {
     s.config(65537, &[1, 1, 1], |_| String::new())
         .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")
@@ -56,7 +45,7 @@ fn a_killed_nat_backend_costs_no_connection() {
     load.wait_more(500, Duration::from_secs(30)).unwrap();
 
     s.backends[1].kill().unwrap();
-    listener_gone(&s, 1);
+    s.tb.wait_server_gone(1, PORT).unwrap();
     let t0 = Instant::now();
     let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(5)).unwrap();
     let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
@@ -175,7 +164,7 @@ fn a_killed_dsr_backend_with_the_agent_costs_no_connection() {
     let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 500, Duration::from_secs(2)).unwrap();
     load.wait_more(300, Duration::from_secs(30)).unwrap();
     s.backends[1].kill().unwrap();
-    listener_gone(&s, 1);
+    s.tb.wait_server_gone(1, PORT).unwrap();
     let t0 = Instant::now();
     let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(5)).unwrap();
     let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();

@@ -353,6 +353,9 @@ pub enum PassiveKind {
 }
 
 impl PassiveKind {
+    /// Every kind, in `kind` order.
+    pub const ALL: [PassiveKind; 4] = [Self::SynRetransmit, Self::Refused, Self::Bounced, Self::Unreachable];
+
     /// Decodes a `kind` word.
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {

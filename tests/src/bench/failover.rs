@@ -118,15 +118,7 @@ fn observe(s: &Deployment, target: SocketAddr, failure: Failure, after: Duration
     match failure {
         Failure::Kill => {
             s.backends[1].kill()?;
-            // The failure starts once the process is gone: a connection it
-            // accepted before dying breaks with it through any balancer.
-            let b2 = SocketAddr::new(s.tb.backends[1].addr(), crate::deployment::PORT);
-            crate::daemon::wait_until(Duration::from_secs(5), "the killed server's port to refuse", || {
-                s.tb.client
-                    .ns
-                    .run(|| std::net::TcpStream::connect_timeout(&b2, Duration::from_secs(1)).is_err())
-                    .unwrap_or(false)
-            })?;
+            s.tb.wait_server_gone(1, crate::deployment::PORT)?;
         }
         Failure::Cut => {
             s.tb.backends[1].ns.exec(&["ip", "link", "set", "eth0", "down"])?;

@@ -182,12 +182,7 @@ fn main() -> Result<()> {
     step(4, "kill b2's server (SIGKILL) under traffic, then start it again");
     check_interrupt()?;
     backends[1].kill()?;
-    // From the moment the server is gone: a connection it had accepted
-    // before dying breaks with it, through any balancer.
-    let b2 = SocketAddr::new(tb.backends[1].addr(), svc.port);
-    veer_tests::daemon::wait_until(Duration::from_secs(5), "the killed server's port to refuse", || {
-        tb.client.ns.run(|| std::net::TcpStream::connect_timeout(&b2, Duration::from_secs(1)).is_err()).unwrap_or(false)
-    })?;
+    tb.wait_server_gone(1, svc.port)?;
     let killed = Instant::now();
     let mut d = d;
     let line = d.wait_log("backend DOWN", Duration::from_secs(10))?;

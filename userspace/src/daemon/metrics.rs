@@ -185,15 +185,10 @@ impl super::Daemon {
                     restarts: m.restarts.get(&b.id).map_or(0, |a| a.load(std::sync::atomic::Ordering::Relaxed)),
                     local_errors: m.local_errors.get(&b.id).copied().unwrap_or(0),
                     suspect: self.dp.is_suspect(b.id).unwrap_or(false),
-                    suspicions: [
-                        veer_abi::PassiveKind::SynRetransmit,
-                        veer_abi::PassiveKind::Refused,
-                        veer_abi::PassiveKind::Bounced,
-                        veer_abi::PassiveKind::Unreachable,
-                    ]
-                    .into_iter()
-                    .map(|k| (k, m.passive.get(&(b.id, k)).copied().unwrap_or(0)))
-                    .collect(),
+                    suspicions: veer_abi::PassiveKind::ALL
+                        .into_iter()
+                        .map(|k| (k, m.passive.get(&(b.id, k)).copied().unwrap_or(0)))
+                        .collect(),
                     passive: self.dp.passive_counters(b.id).unwrap_or_default(),
                     suspects_cleared: m.suspects_cleared.get(&b.id).copied().unwrap_or(0),
                 });

@@ -263,19 +263,16 @@ fn render_backends(o: &mut String, bs: &[BackendRow]) {
         "Times the dataplane began to suspect the backend, by the signal that began it.",
         bs.iter().flat_map(|b| b.suspicions.iter().map(move |(k, n)| (format!("{},kind=\"{}\"", be(b), k.name()), *n))),
     );
-    let kinds = [
-        veer_abi::PassiveKind::SynRetransmit,
-        veer_abi::PassiveKind::Refused,
-        veer_abi::PassiveKind::Bounced,
-        veer_abi::PassiveKind::Unreachable,
-    ];
     family(
         o,
         "veer_passive_failures_total",
         "counter",
         "Passive failure signals against the backend, by kind (retransmitted, refused or bounced SYNs).",
-        bs.iter()
-            .flat_map(|b| kinds.iter().map(move |k| (format!("{},kind=\"{}\"", be(b), k.name()), b.passive.of(*k)))),
+        bs.iter().flat_map(|b| {
+            veer_abi::PassiveKind::ALL
+                .iter()
+                .map(move |k| (format!("{},kind=\"{}\"", be(b), k.name()), b.passive.of(*k)))
+        }),
     );
     family(
         o,
