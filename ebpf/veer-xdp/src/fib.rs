@@ -7,7 +7,7 @@ use veer_abi::GlobalCounter;
 
 use crate::{
     access::mut_ptr_at,
-    headers::eth::EthHdr,
+    headers::eth::{copy_mac, EthHdr},
     maps::{FIB_SCRATCH, TX_PORTS},
     stats,
     verdict::Drop,
@@ -75,8 +75,8 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
         _ => return Err(Drop::NoRoute),
     }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
-    eth.src = p.smac;
-    eth.dst = p.dmac;
+    copy_mac(&mut eth.src, &p.smac);
+    copy_mac(&mut eth.dst, &p.dmac);
     if p.ifindex == ingress {
         stats::count(GlobalCounter::Transmitted);
         return Ok(xdp_action::XDP_TX);

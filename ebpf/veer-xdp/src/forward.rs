@@ -6,7 +6,7 @@
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use veer_abi::{Backend, GlobalCounter};
 
-use crate::{access::mut_ptr_at, headers::eth::EthHdr, maps::TX_PORTS, stats, verdict::Drop};
+use crate::{access::mut_ptr_at, headers::eth::{copy_mac, EthHdr}, maps::TX_PORTS, stats, verdict::Drop};
 
 /// Rewrites the frame towards `backend` and returns the XDP action that sends it.
 #[inline(always)]
@@ -17,16 +17,17 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Result<u32, Drop> {
         // Back out of the interface it came in on, from that interface's own
         // MAC (the frame may have been sent to a multicast or another MAC).
         if backend.src_mac != [0; 6] {
-            eth.src = backend.src_mac;
+            copy_mac(&mut eth.src, &backend.src_mac);
         } else {
-            eth.src = eth.dst;
+            let dst = eth.dst;
+            copy_mac(&mut eth.src, &dst);
         }
-        eth.dst = backend.mac;
+        copy_mac(&mut eth.dst, &backend.mac);
         stats::count(GlobalCounter::Transmitted);
         return Ok(xdp_action::XDP_TX);
     }
-    eth.src = backend.src_mac;
-    eth.dst = backend.mac;
+    copy_mac(&mut eth.src, &backend.src_mac);
+    copy_mac(&mut eth.dst, &backend.mac);
     let action = TX_PORTS.redirect(backend.ifindex, 0).map_err(|_| Drop::Redirect)?;
     stats::count(GlobalCounter::Redirected);
     Ok(action)

@@ -21,3 +21,14 @@ impl EthHdr {
         u16::from_be_bytes(self.ether_type)
     }
 }
+
+/// Copies a MAC address. As a plain assignment LLVM emits a `memmove`
+/// call, which the BPF backend leaves as a call to a byte loop; volatile
+/// byte stores stay six inline stores.
+#[inline(always)]
+pub fn copy_mac(to: &mut [u8; 6], from: &[u8; 6]) {
+    for i in 0..6 {
+        // SAFETY: `i` is within both arrays.
+        unsafe { core::ptr::write_volatile(to.as_mut_ptr().add(i), *from.as_ptr().add(i)) };
+    }
+}
