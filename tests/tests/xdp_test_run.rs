@@ -35,6 +35,62 @@ fn non_vip_frames_pass_unchanged() {
     assert_eq!(lab.counter(GlobalCounter::Passed) - before, frames.len() as u64);
 }
 
+#[test]
+fn the_vip_filter_follows_the_services() {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1]);
+    let other = "10.0.0.101:80".parse().unwrap();
+    let syn = frame::tcp_syn(lab.client(1000), other);
+    let passed = lab.counter(GlobalCounter::Passed);
+    assert_eq!(lab.send(&syn).0, XDP_PASS, "no service on 10.0.0.101 yet");
+    assert_eq!(lab.counter(GlobalCounter::Passed), passed + 1);
+
+    // A second VIP: its bit is set when its service is added.
+    let key = veer::dataplane::service_key("10.0.0.101".parse().unwrap(), 80, Protocol::Tcp);
+    let spec = ServiceSpec { id: 2, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND };
+    lab.dp.upsert_service(&key, spec).unwrap();
+    let (b, mut m) = Lab::backend(2, 1);
+    lab.dp.set_backend(2, &veer_abi::Backend { service: 2, ..b }).unwrap();
+    m.id = 2;
+    lab.dp.publish_pool(&key, 65537, &[m]).unwrap();
+    assert_eq!(lab.send(&syn).1, Some(2), "the new VIP is served at once");
+
+    // An address that folds to 10.0.0.100's bit (10^0^0^100 == 10^0^100^0)
+    // is still asked about, and passed.
+    let twin = frame::tcp_syn(lab.client(1000), "10.0.100.0:80".parse().unwrap());
+    let out = lab.dp.test_run(&twin, 1).unwrap();
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &twin));
+
+    lab.dp.remove_service(&key).unwrap();
+    assert_eq!(lab.send(&syn).0, XDP_PASS, "a removed VIP's packets are the kernel's again");
+    assert_eq!(lab.send(&lab.syn(1000)).0, XDP_TX, "the other VIP keeps its service");
+}
+
+#[test]
+fn an_established_flow_follows_its_service_not_a_reused_service_id() {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1]);
+    let a = lab.send(&lab.syn(7000)).1.unwrap();
+    let ack = lab.ack(7000);
+    assert_eq!(lab.send(&ack).1, Some(a));
+    assert_eq!(lab.send(&ack).1, Some(a), "the established flow's entry is hit");
+    // The service goes; another (port 81 of the same VIP) takes its id and
+    // its backends. The old flow's entry still names id 1.
+    lab.dp.remove_service(&lab.key).unwrap();
+    let key81 = veer::dataplane::service_key(lab.vip, 81, Protocol::Tcp);
+    let spec = ServiceSpec { id: 1, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND };
+    lab.dp.upsert_service(&key81, spec).unwrap();
+    let members: Vec<_> = (0..2).map(|i| Lab::backend(i, 1).1).collect();
+    lab.dp.publish_pool(&key81, 65537, &members).unwrap();
+    let passed = lab.counter(GlobalCounter::Passed);
+    let out = lab.dp.test_run(&ack, 1).unwrap();
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &ack), "port 80 has no service any more");
+    assert_eq!(lab.counter(GlobalCounter::Passed), passed + 1);
+    // And the new service works, established flows included.
+    let to81 = |flags| frame::packet(lab.client(7001), SocketAddr::new(lab.vip, 81), L4::Tcp(flags), b"x");
+    let b = lab.send(&to81(0x02)).1.unwrap();
+    assert_eq!(lab.send(&to81(0x10)).1, Some(b));
+    assert_eq!(lab.send(&to81(0x10)).1, Some(b));
+}
+
 fn check_rewrite(vip: &str, proto: Protocol) {
     let lab = Lab::new(vip, proto, Scheduler::Maglev, &[1, 2, 3]);
     let ring = lab.dp.ring(&lab.key).unwrap();

@@ -47,6 +47,14 @@ pub mod names {
     /// `PerCpuArray<PassiveCounters>`: per backend, the passive signals
     /// against it and the connections moved off it.
     pub const PASSIVE_STATS: &str = "PASSIVE_STATS";
+    /// `Array<ServiceSlot>`: each service by id, with its key. An
+    /// established flow's entry names its service: its packets find the
+    /// service here, by index, instead of hashing the service key.
+    pub const SERVICE_SLOTS: &str = "SERVICE_SLOTS";
+    /// `Array<VipFilter>`: one entry, a bit per fold of each VIP's address.
+    /// A packet whose destination's bit is clear is no VIP's, without a
+    /// hash lookup.
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Name of the XDP program in the object (the one attached).
@@ -126,6 +134,57 @@ pub struct ServiceKey {
     pub proto: u8,
     /// Always zero (keys are compared bytewise).
     pub _pad: u8,
+}
+
+/// Value of `SERVICE_SLOTS`: a service and the key it is published under.
+/// A slot whose key is not the packet's belongs to another (or no) service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceSlot {
+    /// The service's key; all zero for a free slot.
+    pub key: ServiceKey,
+    /// The service, as in `SERVICES`.
+    pub service: Service,
+}
+
+impl ServiceSlot {
+    /// Whether this slot's service is the one `flow` is addressed to.
+    #[inline(always)]
+    pub fn serves(&self, flow: &FlowKey) -> bool {
+        self.key.port == flow.dport && self.key.proto == flow.proto && self.key.addr == flow.dst
+    }
+}
+
+/// Value of `VIP_FILTER`: one bit per [`VipFilter::bit`] of every VIP.
+/// A clear bit proves an address is no VIP; a set bit asks the service table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipFilter {
+    /// 256 bits.
+    pub bits: [u64; 4],
+}
+
+impl VipFilter {
+    /// The bit of an address: its last four bytes folded into one (an IPv4
+    /// address's four; the interface identifier's end for IPv6).
+    #[inline(always)]
+    pub const fn bit(addr: &[u8; 16]) -> u32 {
+        (addr[12] ^ addr[13] ^ addr[14] ^ addr[15]) as u32
+    }
+
+    /// Adds a VIP.
+    pub fn insert(&mut self, addr: &[u8; 16]) {
+        let b = Self::bit(addr);
+        self.bits[(b / 64) as usize] |= 1 << (b % 64);
+    }
+
+    /// Whether `addr` may be a VIP (false: it is not).
+    #[inline(always)]
+    pub fn may_contain(&self, addr: &[u8; 16]) -> bool {
+        let b = Self::bit(addr);
+        // `b < 256`: the index is in range, and masked so the verifier sees it.
+        self.bits[((b / 64) & 3) as usize] & (1 << (b % 64)) != 0
+    }
 }
 
 /// `Service::flags`: with no healthy backend, pass packets to the local stack instead of dropping.
@@ -636,6 +695,8 @@ mod pod {
     // and have explicit padding fields, so every bit pattern is valid.
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::ServiceSlot {}
+    unsafe impl aya::Pod for super::VipFilter {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ConnEntry {}
@@ -650,6 +711,8 @@ mod pod {
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 36);
+const _: () = assert!(core::mem::size_of::<VipFilter>() == 32);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
 const _: () = assert!(core::mem::size_of::<Backend>() == 52);
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);

@@ -13,7 +13,7 @@ use veer_abi::{
 
 use crate::{
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    maps::{CONNS, NEW_CONNS},
+    maps::{CONNS, NEW_CONNS, SERVICE_SLOTS},
     nat::{self, Slot},
     passive,
     scheduler::owned_backend,
@@ -95,6 +95,43 @@ pub fn mark_closing(flow: &FlowKey) {
     // SAFETY: a preallocated LRU value; a racing eviction at worst marks
     // another live flow closing, which only shortens its mapping's idle wait.
     set_closing(unsafe { &mut *e });
+}
+
+/// What `CONNS` says about a packet before the service table is asked.
+pub enum Early {
+    /// Pinned to a backend that may keep it, in this service.
+    Hit(&'static Service, Flow),
+    /// Not in `CONNS`.
+    Missing,
+    /// In `CONNS`, but the flow must move, or its entry names a service
+    /// that no longer serves this VIP: the full path decides.
+    Unsure,
+}
+
+/// Looks a non-opening packet's flow up in `CONNS` before its service: an
+/// established flow's entry names its service, found by index in
+/// `SERVICE_SLOTS` (whose key must still be the packet's), which saves
+/// hashing the service key on every packet. Refreshes the entry on a hit.
+#[inline(always)]
+pub fn established_early(key: &FlowKey, tcp_flags: u8) -> Early {
+    let Some(entry) = CONNS.get_ptr_mut(key) else {
+        return Early::Missing;
+    };
+    // SAFETY: as in `established`.
+    let entry = unsafe { &mut *entry };
+    let Some(slot) = SERVICE_SLOTS.get(entry.service) else {
+        return Early::Unsure;
+    };
+    if !slot.serves(key) {
+        return Early::Unsure;
+    }
+    match keeper(&slot.service, entry) {
+        Some(f) => {
+            touch(entry, tcp_flags);
+            Early::Hit(&slot.service, f)
+        }
+        None => Early::Unsure,
+    }
 }
 
 /// Looks a non-opening packet's flow up in `CONNS`, refreshing its entry.

@@ -1,7 +1,9 @@
 //! veer's XDP dataplane.
 //!
 //! Per packet, top to bottom:
-//! parse ([`parse`]) -> service lookup -> connection tables ([`conntrack`]) ->
+//! parse ([`parse`]) -> no VIP's? pass ([`vip_filter`]) -> an established
+//! flow's entry, its service by index ([`conntrack::established_early`]) ->
+//! service lookup -> connection tables ([`conntrack`]) ->
 //! scheduler for new or orphaned flows ([`scheduler`]) -> counters ([`stats`])
 //! -> DSR rewrite and send ([`forward`]), or NAT rewrite and route ([`nat`],
 //! [`fib`]). An ICMP error about a VIP flow goes to that flow's backend
@@ -17,6 +19,7 @@
 
 mod access;
 mod conntrack;
+mod early;
 mod forward;
 mod fib;
 mod headers;
@@ -30,6 +33,7 @@ mod passive;
 mod stats;
 mod syn_stash;
 mod verdict;
+mod vip_filter;
 mod vip_path;
 
 use aya_ebpf::{
@@ -163,14 +167,24 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         return Ok(pass());
     };
     let key = &pkt.key;
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    // The NAT program's packets were looked at here already, by the entry program.
+    if !NAT && !vip_filter::may_be_vip(&key.dst) {
+        return not_for_a_vip(ctx, &pkt);
+    }
+    let mut missing = false;
+    if !NAT && !pkt.is_icmp_error() && !conntrack::opens_connection(pkt.tcp_flags()) {
+        match early::send(ctx, key, pkt.bits) {
+            early::MISSING => missing = true,
+            early::UNSURE => {}
+            early::NAT => return jump(ctx, JUMP_NAT),
+            action => return Ok(action),
+        }
+    }
     let skey = ServiceKey { addr: key.dst, port: key.dport, proto: key.proto, _pad: 0 };
     // SAFETY: userspace replaces service values whole; we copy it out at once.
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
-        // Not for a VIP: maybe a backend's answer to a NAT flow.
-        if !NAT && nat::is_return_port(&pkt) {
-            return jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt, false) } else { JUMP_NAT_RETURN });
-        }
-        return Ok(pass());
+        return if NAT { Ok(pass()) } else { not_for_a_vip(ctx, &pkt) };
     };
     if !NAT && svc.flags & SERVICE_F_NAT != 0 {
         return jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt, true) } else { JUMP_NAT });
@@ -182,7 +196,6 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         }
         return icmp::to_flow_backend(ctx, &svc, key);
     }
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
 
     let opening = conntrack::opens_connection(pkt.tcp_flags());
     // The backend that just failed this connection, and the resends it has had.
@@ -204,7 +217,9 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         }
         false
     } else {
-        match conntrack::established(&svc, key, pkt.tcp_flags()) {
+        // `missing`: the early lookup found no entry; do not look again.
+        let pinned = if missing { Pinned::Missing } else { conntrack::established(&svc, key, pkt.tcp_flags()) };
+        match pinned {
             Pinned::Hit(f) => {
                 stats::forwarded(svc.id, f.id, bytes, false);
                 return deliver::<NAT>(ctx, &pkt, &f);
@@ -247,6 +262,16 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         }
         None => no_backend::<NAT>(ctx, &svc, bytes),
     }
+}
+
+/// A packet to no VIP: maybe a backend's answer to a NAT flow (or an ICMP
+/// error about one), else the kernel's.
+#[inline(always)]
+fn not_for_a_vip(ctx: &XdpContext, pkt: &parse::VipPacket) -> Result<u32, Drop> {
+    if nat::is_return_port(pkt) {
+        return jump(ctx, if pkt.is_icmp_error() { icmp_slot(pkt, false) } else { JUMP_NAT_RETURN });
+    }
+    Ok(pass())
 }
 
 /// Sends a packet of `f`: DSR (the Ethernet header) or NAT (addresses and ports).

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use veer_abi::{
-    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey,
+    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey, ServiceSlot, VipFilter,
     PassiveCounters, SynStash, DEFAULT_CONN_TABLE_SIZE, PASSIVE_EVENTS_BYTES, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
     JUMP_SLOTS, MAX_SERVICES, MAX_SNAT_ADDRS, MAX_TX_PORTS,
 };
@@ -18,6 +18,14 @@ pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MA
 
 #[map]
 pub static VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Services by id, for an established flow's packets (see `conntrack::established_early`).
+#[map]
+pub static SERVICE_SLOTS: Array<ServiceSlot> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// Which destinations may be VIPs (see `vip_filter`).
+#[map]
+pub static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);

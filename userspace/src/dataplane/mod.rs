@@ -27,9 +27,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
-    names, Backend, BackendState, Scheduler, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NAT_TABLE_SIZE,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, JUMP_NAT, JUMP_NAT_RETURN, MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES, NAT_PROGRAM,
-    NAT_RETURN_PROGRAM, PROGRAM_NAME,
+    names, Backend, BackendState, Scheduler, Service, ServiceKey, ServiceSlot, VipFilter, DEFAULT_CONN_TABLE_SIZE,
+    DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, JUMP_NAT, JUMP_NAT_RETURN, MAX_BACKENDS, MAX_RING_SIZE,
+    MAX_SERVICES, NAT_PROGRAM, NAT_RETURN_PROGRAM, PROGRAM_NAME,
 };
 
 // The address and key conversions live below the dataplane; re-exported for
@@ -208,6 +208,8 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
     vec![
         m(names::SERVICES, sz::<ServiceKey>(), &[size_of::<Service>() as u32], svc),
         m(names::VIPS, 16, &[4], svc),
+        m(names::SERVICE_SLOTS, 4, &[size_of::<veer_abi::ServiceSlot>() as u32], svc),
+        m(names::VIP_FILTER, 4, &[size_of::<veer_abi::VipFilter>() as u32], 1),
         m(names::BACKENDS, 4, &[size_of::<Backend>() as u32], opts.max_backends),
         m(names::RINGS, 4, &[size_of::<Ring>() as u32], svc * 2),
         m(names::CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
@@ -393,9 +395,54 @@ impl Dataplane {
         if existing.is_none() {
             self.adjust_vip(&key.addr, 1)?;
         }
+        if let Some(old) = existing.filter(|s| s.id != spec.id) {
+            self.clear_slot(old.id, key)?;
+        }
+        self.write_service(key, value, "writing")
+    }
+
+    /// Writes a service's value: its slot first, then the service table,
+    /// so an established flow never finds a slot older than the service.
+    fn write_service(&mut self, key: &ServiceKey, value: Service, what: &str) -> Result<()> {
+        {
+            let mut slots: Array<&mut MapData, ServiceSlot> = map_mut!(self, Array, names::SERVICE_SLOTS);
+            slots.set(value.id, ServiceSlot { key: *key, service: value }, 0).map_err(DataplaneError::map(
+                names::SERVICE_SLOTS,
+                format!("{what} the slot of {}", display_service(key)),
+            ))?;
+        }
         let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
         m.insert(key, value, 0)
-            .map_err(DataplaneError::map(names::SERVICES, format!("writing {}", display_service(key))))
+            .map_err(DataplaneError::map(names::SERVICES, format!("{what} {}", display_service(key))))
+    }
+
+    /// Frees slot `id` if it still holds `key`'s service.
+    fn clear_slot(&mut self, id: u32, key: &ServiceKey) -> Result<()> {
+        let mut slots: Array<&mut MapData, ServiceSlot> = map_mut!(self, Array, names::SERVICE_SLOTS);
+        let what = || format!("freeing the slot of {}", display_service(key));
+        let slot = slots.get(&id, 0).map_err(DataplaneError::map(names::SERVICE_SLOTS, what()))?;
+        if slot.key != *key {
+            return Ok(());
+        }
+        let free = ServiceSlot {
+            key: ServiceKey { addr: [0; 16], port: 0, proto: 0, _pad: 0 },
+            service: Service { id: 0, ring_len: 0, fallback_backend: 0, scheduler: 0, flags: 0, ring_half: 0, _pad: 0 },
+        };
+        slots.set(id, free, 0).map_err(DataplaneError::map(names::SERVICE_SLOTS, what()))
+    }
+
+    /// Rewrites `VIP_FILTER` from the VIP table.
+    fn refresh_vip_filter(&mut self) -> Result<()> {
+        let mut filter = VipFilter::default();
+        {
+            let vips: HashMap<&MapData, [u8; 16], u32> =
+                HashMap::try_from(self.map(names::VIPS)?).map_err(DataplaneError::map(names::VIPS, "opening"))?;
+            for addr in vips.keys() {
+                filter.insert(&addr.map_err(DataplaneError::map(names::VIPS, "listing"))?);
+            }
+        }
+        let mut m: Array<&mut MapData, VipFilter> = map_mut!(self, Array, names::VIP_FILTER);
+        m.set(0, filter, 0).map_err(DataplaneError::map(names::VIP_FILTER, "writing"))
     }
 
     fn adjust_vip(&mut self, addr: &[u8; 16], delta: i32) -> Result<()> {
@@ -404,25 +451,29 @@ impl Dataplane {
         let what = format!("updating VIP {}", from_abi(addr));
         if n == 0 {
             match m.remove(addr) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(DataplaneError::map(names::VIPS, what)(e)),
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(DataplaneError::map(names::VIPS, what)(e)),
             }
         } else {
-            m.insert(addr, n, 0).map_err(DataplaneError::map(names::VIPS, what))
+            m.insert(addr, n, 0).map_err(DataplaneError::map(names::VIPS, what))?;
         }
+        // A new VIP's bit is set before its service is written; a removed
+        // one's cleared after (a stale set bit only costs a lookup).
+        self.refresh_vip_filter()
     }
 
     /// Removes a service. Its flows stop matching at once; their connection
     /// table entries age out of the LRU.
     pub fn remove_service(&mut self, key: &ServiceKey) -> Result<()> {
-        if self.service(key)?.is_none() {
+        let Some(old) = self.service(key)? else {
             return Err(DataplaneError::UnknownService(display_service(key)));
-        }
+        };
         {
             let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
             m.remove(key)
                 .map_err(DataplaneError::map(names::SERVICES, format!("removing {}", display_service(key))))?;
         }
+        self.clear_slot(old.id, key)?;
         self.adjust_vip(&key.addr, -1)
     }
 
@@ -493,9 +544,7 @@ impl Dataplane {
         }
         svc.ring_half = next_half;
         svc.ring_len = slots.len() as u32;
-        let mut m: HashMap<&mut MapData, ServiceKey, Service> = map_mut!(self, HashMap, names::SERVICES);
-        m.insert(key, svc, 0)
-            .map_err(DataplaneError::map(names::SERVICES, format!("switching ring of {}", display_service(key))))
+        self.write_service(key, svc, "switching the ring of")
     }
 
     /// Builds the ring the service's scheduler needs from `members` and

@@ -1,0 +1,48 @@
+//! An established flow's packet, sent before the service table is asked.
+//!
+//! Most packets belong to flows already in `CONNS`, whose entry names their
+//! service: found by index in `SERVICE_SLOTS`, it spares the hash of the
+//! service key. A call of its own: inline, its registers join the parse's
+//! in the entry program, and LLVM then spills registers the parse left
+//! undefined on its other paths, which the verifier refuses ("!read_ok").
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use veer_abi::{FlowKey, SERVICE_F_NAT};
+
+use crate::{
+    access::callee_ctx,
+    conntrack::{self, Early},
+    forward, stats,
+};
+
+/// [`send`] found no entry: schedule the flow (its promotion is next).
+pub const MISSING: u32 = 0x100;
+/// [`send`] found an entry the full path must judge (the flow moves, or
+/// its service changed).
+pub const UNSURE: u32 = 0x101;
+/// [`send`] found a NAT flow: the NAT program sends it.
+pub const NAT: u32 = 0x102;
+
+/// Sends a non-opening packet of an established DSR flow. Returns the XDP
+/// action taken, or [`MISSING`], [`UNSURE`] or [`NAT`] for the caller to go on.
+#[inline(never)]
+pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
+    let ctx = callee_ctx(ctx);
+    match conntrack::established_early(key, tcp_flags as u8) {
+        Early::Hit(svc, f) => {
+            if svc.flags & SERVICE_F_NAT != 0 {
+                return NAT;
+            }
+            stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);
+            match forward::to_backend(&ctx, f.backend) {
+                Ok(action) => action,
+                Err(reason) => {
+                    stats::count(reason.counter());
+                    xdp_action::XDP_DROP
+                }
+            }
+        }
+        Early::Missing => MISSING,
+        Early::Unsure => UNSURE,
+    }
+}
