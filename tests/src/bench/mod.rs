@@ -8,6 +8,7 @@ pub mod failover;
 pub mod maglev;
 pub mod packet;
 pub mod reroute;
+pub mod scale;
 pub mod throughput;
 
 use std::{fmt::Write as _, path::Path};

@@ -19,7 +19,7 @@ struct Args {
     /// Where report.md and report.json go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
     out: PathBuf,
-    /// Only these sections (packet, maglev, reroute, throughput, failover, correlated).
+    /// Only these sections (packet, scale, maglev, reroute, throughput, failover, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -32,6 +32,10 @@ fn main() -> Result<()> {
     if want("packet") {
         eprintln!("bench: per-packet cost");
         sections.push(bench::packet::run()?);
+    }
+    if want("scale") {
+        eprintln!("bench: per-packet cost at scale");
+        sections.push(bench::scale::run()?);
     }
     if want("maglev") {
         eprintln!("bench: maglev");
