@@ -349,6 +349,12 @@ impl Testbed {
         client.ns.exec(&["ip", "route", "add", &format!("{VIP}/32"), "via", &LB_IP.to_string()])?;
         // Native XDP on veth drops checksum-offload state: send full checksums.
         client.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).context("ethtool (Debian package ethtool)")?;
+        // A load generator's usual tuning: the whole port range, and ports in
+        // TIME_WAIT reused for new connections. Without it the client's own
+        // ports run out after a few runs of `Connection: close` load (each
+        // connect then scans a full range), whatever carries the traffic.
+        client.ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+        client.ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
         let lb = host("lb", 2, LB_IP)?;
         let mut backends = Vec::with_capacity(n);
         for i in 0..n {

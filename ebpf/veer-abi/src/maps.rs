@@ -136,6 +136,20 @@ pub struct ServiceKey {
     pub _pad: u8,
 }
 
+/// Value of the baseline object's `MINIMAL_DSR` map: the one VIP and the one
+/// backend of `veer_dsr`, the benchmarks' throughput ceiling (a DSR
+/// forwarder with no table, no hashing and no counters).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MinimalDsr {
+    /// The VIP (IPv4).
+    pub vip: [u8; 4],
+    /// The backend's MAC.
+    pub backend_mac: [u8; 6],
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+
 /// Value of `SERVICE_SLOTS`: a service and the key it is published under.
 /// A slot whose key is not the packet's belongs to another (or no) service.
 #[repr(C)]
@@ -697,6 +711,7 @@ mod pod {
     unsafe impl aya::Pod for super::Service {}
     unsafe impl aya::Pod for super::ServiceSlot {}
     unsafe impl aya::Pod for super::VipFilter {}
+    unsafe impl aya::Pod for super::MinimalDsr {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::ConnEntry {}

@@ -19,6 +19,8 @@ use crate::{
 
 const SECS: u32 = 5;
 const CONNS: u32 = 32;
+/// Alternating runs of the ceiling and of veer with its one backend.
+const CEILING_REPEATS: usize = 3;
 
 /// Busy CPU time of the whole machine (user, system, irq, softirq), seconds.
 fn machine_cpu() -> f64 {
@@ -96,6 +98,18 @@ fn measure(tb: &Testbed, url: &str, lb_cpu: &dyn Fn() -> f64) -> Result<Value> {
     }))
 }
 
+/// Each figure's median over several runs of [`measure`].
+fn medians(runs: &[Value]) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(Value::Object(first)) = runs.first() {
+        for k in first.keys() {
+            let v: Vec<f64> = runs.iter().filter_map(|r| r[k].as_f64()).collect();
+            out.insert(k.clone(), json!(super::median(v)));
+        }
+    }
+    Value::Object(out)
+}
+
 /// HAProxy in the LB namespace, tcp mode, round robin over the backends.
 pub fn haproxy(tb: &Testbed, dir: &std::path::Path, check: &str) -> Result<Child> {
     haproxy_with(tb, dir, "  timeout connect 2s\n", check)
@@ -162,6 +176,23 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     let veer = measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?;
     drop(dp);
 
+    // The ceiling: a minimal XDP DSR forwarder (one VIP, one backend, no
+    // table) against veer with that one backend, alternated, medians.
+    let (mut ceiling, mut single) = (Vec::new(), Vec::new());
+    for _ in 0..CEILING_REPEATS {
+        let mut b = veer::dataplane::Baseline::load()?;
+        tb.lb.ns.run(|| b.attach_dsr("eth0", VIP, tb.backends[0].mac))??;
+        let b = std::cell::RefCell::new(b);
+        ceiling.push(measure(tb, &format!("http://{VIP}/"), &|| {
+            b.borrow_mut().run_stats("veer_dsr").map_or(0.0, |(t, _)| t.as_secs_f64())
+        })?);
+        drop(b);
+        let dp = tb.balance(80, Protocol::Tcp, &[1, 0, 0], 262_144)?;
+        single.push(measure(tb, &format!("http://{VIP}/"), &|| dp.run_stats().map_or(0.0, |(t, _)| t.as_secs_f64()))?);
+        drop(dp);
+    }
+    let (ceiling, single) = (medians(&ceiling), medians(&single));
+
     let mut h = haproxy(tb, dir, "")?;
     // `ip netns exec` execs haproxy in place: the child's pid is haproxy's.
     let pid = h.id();
@@ -195,8 +226,15 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
     drop(stats);
 
     let base = direct.clone();
+    let ratio = |k: &str| single[k].as_f64().unwrap_or(f64::NAN) / ceiling[k].as_f64().unwrap_or(f64::NAN);
+    figs.insert(
+        "veer_vs_ceiling".into(),
+        json!({"requests_per_s": ratio("requests_per_s"), "connections_per_s": ratio("connections_per_s")}),
+    );
     let targets = [
         ("veer (XDP, DSR)", &veer),
+        ("minimal XDP DSR forwarder, 1 backend (ceiling)", &ceiling),
+        ("veer (XDP, DSR), 1 backend", &single),
         ("veer (XDP, NAT)", &nat),
         ("veer (XDP, NAT, 4 SNAT addresses)", &nat4),
         ("HAProxy 2.6 (tcp mode)", &hap),
@@ -223,13 +261,18 @@ pub fn run(tb: &Testbed, dir: &std::path::Path) -> Result<Section> {
         note: format!(
             "wrk -t1 -c{CONNS} -d{SECS}s from the client namespace; requests/s with keep-alive, connections/s with \
              `Connection: close` (one request per connection). veer: the XDP program in driver mode, Maglev, DSR, \
-             then full NAT from the LB's address (only the entry program's run time is in its LB CPU: the NAT \
+             over the 3 servers. Ceiling: a minimal XDP DSR forwarder (IPv4 to the VIP goes to one backend's MAC: \
+             no table, no hash, no counters), alternated {CEILING_REPEATS} times with veer on that one backend, \
+             medians: veer on one backend reached **{:.2}x the ceiling's req/s and {:.2}x its conn/s** (target 0.95). \
+             NAT: full NAT from the LB's address (only the entry program's run time is in its LB CPU: the NAT \
              programs it tail-calls count there too, as one run). \
              HAProxy: Debian's 2.6, tcp mode, round robin, in the LB namespace. Baseline: the client straight to one \
              backend. LB CPU: veer's is the XDP program's own run time (BPF stats, softirq included by nature); \
              HAProxy's is its process time (user + system; its share of softirq work is not separable here). \
              Machine CPU: every core's busy time (user, system, irq, softirq) per 100k requests, client and servers \
-             included. Everything shares 2 cores, so the servers and wrk bound all three."
+             included. Everything shares 2 cores, so the servers and wrk bound all three.",
+            ratio("requests_per_s"),
+            ratio("connections_per_s")
         ),
         head: vec![
             "target",

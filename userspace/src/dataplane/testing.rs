@@ -54,10 +54,10 @@ impl Baseline {
     /// Loads both baseline programs.
     pub fn load() -> Result<Self> {
         let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        for name in ["veer_pass", "veer_tx"] {
+        for name in ["veer_pass", "veer_tx", "veer_dsr"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
-                .ok_or(DataplaneError::Missing { kind: "program", name: "veer_pass/veer_tx" })?
+                .ok_or(DataplaneError::Missing { kind: "program", name: "veer_pass/veer_tx/veer_dsr" })?
                 .try_into()
                 .map_err(DataplaneError::program("baseline program is not XDP"))?;
             p.load().map_err(DataplaneError::program(format!("loading {name}")))?;
@@ -65,7 +65,29 @@ impl Baseline {
         Ok(Self { ebpf })
     }
 
-    /// A baseline program by name (`veer_pass` or `veer_tx`).
+    /// Attaches `veer_dsr`, the throughput ceiling, to `iface` (calling
+    /// thread's namespace) in driver mode: packets to `vip` go to
+    /// `backend_mac`. Detached when `self` is dropped.
+    pub fn attach_dsr(&mut self, iface: &str, vip: std::net::Ipv4Addr, backend_mac: [u8; 6]) -> Result<()> {
+        let map =
+            self.ebpf.map_mut("MINIMAL_DSR").ok_or(DataplaneError::Missing { kind: "map", name: "MINIMAL_DSR" })?;
+        let mut cfg: aya::maps::Array<&mut aya::maps::MapData, veer_abi::MinimalDsr> =
+            aya::maps::Array::try_from(map).map_err(DataplaneError::map("MINIMAL_DSR", "opening"))?;
+        cfg.set(0, veer_abi::MinimalDsr { vip: vip.octets(), backend_mac, _pad: [0; 2] }, 0)
+            .map_err(DataplaneError::map("MINIMAL_DSR", "writing"))?;
+        self.program("veer_dsr")?
+            .attach(iface, AttachMode::Driver.into())
+            .map_err(DataplaneError::program(format!("attaching veer_dsr to {iface}")))?;
+        Ok(())
+    }
+
+    /// Run time and count of a baseline program (with `BPF_ENABLE_STATS` on).
+    pub fn run_stats(&mut self, name: &'static str) -> Result<(std::time::Duration, u64)> {
+        let info = self.program(name)?.info().map_err(DataplaneError::program("reading program info"))?;
+        Ok((info.run_time(), info.run_count()))
+    }
+
+    /// A baseline program by name (`veer_pass`, `veer_tx` or `veer_dsr`).
     pub fn program(&mut self, name: &'static str) -> Result<&mut Xdp> {
         self.ebpf
             .program_mut(name)
