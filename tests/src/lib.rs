@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod control_scale;
 pub mod daemon;
 pub mod deployment;
 pub mod frame;

@@ -8,6 +8,31 @@ use tracing::{error, info, warn};
 use super::{guard, model::Admin, recovery, Daemon};
 use crate::health::{CheckReport, HealthEvent};
 
+/// A change a ring rebuild brings, logged once the ring is in: only then
+/// does it hold for new flows.
+pub(super) enum RingLog {
+    /// A backend came up.
+    Up { service: String, backend: String, reason: String },
+    /// Backups were promoted (fewer primaries up than `min_healthy`).
+    BackupsPromoted { service: String, min_healthy: u32 },
+    /// Backups went back on standby.
+    BackupsStandby { service: String },
+}
+
+impl RingLog {
+    pub(super) fn emit(&self) {
+        match self {
+            RingLog::Up { service, backend, reason } => info!(%service, %backend, %reason, "backend UP"),
+            RingLog::BackupsPromoted { service, min_healthy } => {
+                warn!(%service, min_healthy, "fewer primaries up than min_healthy: backups promoted")
+            }
+            RingLog::BackupsStandby { service } => {
+                info!(%service, "enough primaries up again: backups back on standby")
+            }
+        }
+    }
+}
+
 impl Daemon {
     /// Applies what the checkers reported together: flips (one ring
     /// rebuild per service), then cleared suspicions.
@@ -73,31 +98,54 @@ impl Daemon {
             }
             if ev.up {
                 // Logged once the ring holds it: UP means new flows reach it.
-                ups.push((svc_name, name, ev.reason));
+                ups.push((i, svc_name, name, ev.reason));
             } else if held {
                 error!(service = %svc_name, backend = %name, reason = %ev.reason, "backend failing, but HELD IN by the fail-open guard");
             } else {
                 warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
             }
         }
+        // The rings follow in the run loop, one service per turn while no
+        // event waits: flips that keep arriving (a start, a correlated
+        // failure) cost each service one rebuild per pass of the queue, not
+        // one per flip, and no state word waits behind a rebuild.
         for &(i, _) in &touched {
-            if let Err(e) = self.sync_service(i) {
-                error!(service = %self.services[i].cfg.name, error = %format!("{e:#}"), "writing the dataplane failed");
+            let key = self.services[i].key;
+            if !self.ring_queue.contains(&key) {
+                self.ring_queue.push_back(key);
             }
         }
-        for (svc, backend, reason) in ups {
-            info!(service = %svc, backend = %backend, reason = %reason, "backend UP");
+        for (i, service_name, backend, reason) in ups {
+            let service = self.services[i].key;
+            self.pending_logs.push((service, RingLog::Up { service: service_name, backend, reason }));
         }
         for (i, backups_before) in touched {
             let s = &self.services[i];
             let backups_after = s.backups_active();
             if backups_after != backups_before {
-                if backups_after {
-                    warn!(service = %s.cfg.name, min_healthy = s.cfg.min_healthy, "fewer primaries up than min_healthy: backups promoted");
+                let service = s.cfg.name.clone();
+                let log = if backups_after {
+                    RingLog::BackupsPromoted { service, min_healthy: s.cfg.min_healthy }
                 } else {
-                    info!(service = %s.cfg.name, "enough primaries up again: backups back on standby");
-                }
+                    RingLog::BackupsStandby { service }
+                };
+                self.pending_logs.push((s.key, log));
             }
+        }
+    }
+
+    /// Rebuilds the ring of the service longest in the queue (if it still
+    /// exists) and logs what that changed (backends up, backups promoted or
+    /// back on standby).
+    pub(super) fn sync_next_ring(&mut self) {
+        let Some(key) = self.ring_queue.pop_front() else { return };
+        if let Some(i) = self.services.iter().position(|s| s.key == key) {
+            if let Err(e) = self.sync_service(i) {
+                error!(service = %self.services[i].cfg.name, error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+        }
+        for (_, log) in self.pending_logs.extract_if(.., |(k, _)| *k == key) {
+            log.emit();
         }
     }
 

@@ -110,6 +110,11 @@ pub struct Daemon {
     snat: nat::SnatTable,
     /// The VIP-path TC program is attached to the interfaces.
     vip_path_attached: bool,
+    /// Services whose rings health flips changed, rebuilt one per loop turn
+    /// when no event waits (see [`Daemon::sync_next_ring`]).
+    ring_queue: std::collections::VecDeque<veer_abi::ServiceKey>,
+    /// What the queued rings will change, logged once they are in.
+    pending_logs: Vec<(veer_abi::ServiceKey, events::RingLog)>,
     /// Occupancy of the connection tables, refreshed in the background.
     table_usage: std::sync::Arc<std::sync::Mutex<Option<dataplane::TableUsage>>>,
     _lock: std::fs::File,
@@ -254,6 +259,8 @@ impl Daemon {
             table_usage: Default::default(),
             snat: Default::default(),
             vip_path_attached: false,
+            ring_queue: Default::default(),
+            pending_logs: Vec::new(),
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
                 [one] => net::iface_mac(one).unwrap_or([0; 6]),
                 _ => [0; 6],
@@ -453,6 +460,8 @@ impl Daemon {
         }
         loop {
             tokio::select! {
+                // Events first: a queued ring rebuild never delays a state word.
+                biased;
                 Some(report) = events.recv() => {
                     // Take every report already queued: one ring rebuild per service.
                     let mut batch = vec![report];
@@ -474,6 +483,7 @@ impl Daemon {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tick.tick() => { self.retry_stale_dataplane(); self.resolve_nexthops(); self.scale_tick(); }
+                () = std::future::ready(()), if !self.ring_queue.is_empty() => self.sync_next_ring(),
             }
         }
         api.abort();
