@@ -200,7 +200,9 @@ pub enum Reopened {
 /// of its own, off the NAT program's full stack.
 #[inline(never)]
 pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Reopened {
-    if CONNS.remove(key).is_ok() {
+    // Looked up first: a delete takes the bucket's lock even when it finds
+    // nothing, and most SYNs open a 5-tuple the table does not hold.
+    if CONNS.get_ptr(key).is_some() && CONNS.remove(key).is_ok() {
         stats::count(GlobalCounter::ConnReused);
     }
     let Some(p) = NEW_CONNS.get_ptr_mut(key) else { return Reopened::Fresh };
