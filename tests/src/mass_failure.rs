@@ -32,6 +32,8 @@ pub struct MassFailure {
     pub last_down: Duration,
     /// Backends not killed that were seen down (must be none).
     pub survivors_down: usize,
+    /// From the kills to the ring without any killed backend.
+    pub last_ring: Duration,
 }
 
 fn backend_ip(i: usize) -> Ipv4Addr {
@@ -108,9 +110,15 @@ pub fn run(tag: &str, n: usize, killed: usize, interval_ms: u64) -> Result<MassF
             survivors_down.max(ids[killed..].iter().filter(|id| st(**id) != Some(BackendState::Up)).count());
         std::thread::sleep(Duration::from_millis(1));
     }
-    drop(d);
     let times: Vec<Duration> = down_at.iter().flatten().copied().collect();
     ensure!(times.len() == killed, "only {} of {killed} killed backends went down within 10 s", times.len());
+    let key = veer::dataplane::service_key(IpAddr::V4(VIP), 80, veer::dataplane::Protocol::Tcp);
+    let dead: std::collections::HashSet<u32> = ids[..killed].iter().copied().collect();
+    wait_until(Duration::from_secs(10), "the ring without the killed backends", || {
+        pins.ring(&key).is_ok_and(|r| !r.iter().any(|id| dead.contains(id)))
+    })?;
+    let last_ring = t0.elapsed();
+    drop(d);
     Ok(MassFailure {
         backends: n,
         killed,
@@ -118,5 +126,6 @@ pub fn run(tag: &str, n: usize, killed: usize, interval_ms: u64) -> Result<MassF
         first_down: times.iter().min().copied().unwrap_or_default(),
         last_down: times.iter().max().copied().unwrap_or_default(),
         survivors_down,
+        last_ring,
     })
 }
