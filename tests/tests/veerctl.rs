@@ -458,3 +458,82 @@ fn only_root_or_the_api_group_may_use_the_socket() {
     assert!(ok, "group member refused: {err}");
     assert_eq!(d.backend_state("web", "b1").unwrap(), "draining");
 }
+
+/// The changes `veerctl events --json` lists for `backend`, as "from -> to".
+fn changes(c: &std::path::Path, backend: &str) -> Vec<(String, Value)> {
+    let log = veerctl_json(c, &["events", "--backend", backend]);
+    log["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events array: {log}"))
+        .iter()
+        .map(|e| (format!("{} -> {}", e["from"].as_str().unwrap(), e["to"].as_str().unwrap()), e.clone()))
+        .collect()
+}
+
+#[test]
+fn events_record_every_state_change_with_its_reason_and_follow_shows_new_ones() {
+    let s = Deployment::new("ev", 3);
+    s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
+    let mut d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let c = &s.cfg;
+    let seen: Vec<String> = changes(c, "b1").into_iter().map(|(ch, _)| ch).collect();
+    assert_eq!(seen, ["new -> down", "down -> up"], "start: added, then up by its checks");
+
+    // A real failure: the probe's error is kept apart from the streak.
+    s.backends[0].kill().unwrap();
+    d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    let b1 = changes(c, "b1");
+    let (ch, last) = b1.last().unwrap();
+    assert_eq!(ch, "up -> down");
+    assert!(last["reason"].as_str().unwrap().contains("consecutive failed checks"), "{last}");
+    assert!(last["error"].as_str().unwrap().contains("refused"), "the probe's error: {last}");
+
+    // --follow prints changes as they happen, one JSON object per line.
+    let mut follow = Command::new(bin("veerctl"))
+        .args(["--config"])
+        .arg(c)
+        .args(["--json", "events", "--follow", "--service", "web", "--backend", "b2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Its history first (b2 added, then up), then the drain.
+    let next = || -> Value {
+        let line = rx.recv_timeout(Duration::from_secs(5)).expect("a line from events --follow");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    assert_eq!(next()["to"], "down");
+    assert_eq!(next()["to"], "up");
+    let t = Instant::now();
+    let (ok, _, err) = veerctl(c, &["drain", "web", "b2"]);
+    assert!(ok, "{err}");
+    let drained = next();
+    assert_eq!((drained["from"].as_str(), drained["to"].as_str()), (Some("up"), Some("draining")), "{drained}");
+    assert_eq!(drained["reason"], "operator: draining");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // The recovered backend, and the text form.
+    s.backends[0].restart().unwrap();
+    wait_until(Duration::from_secs(10), "b1 back up in the history", || {
+        changes(c, "b1").last().is_some_and(|(ch, _)| ch == "down -> up")
+    })
+    .unwrap();
+    let (ok, text, err) = veerctl(c, &["events", "--service", "web"]);
+    assert!(ok, "{err}");
+    assert!(text.lines().next().unwrap().starts_with("TIME"), "{text}");
+    assert!(text.contains("up -> draining") && text.contains("operator: draining"), "{text}");
+    assert!(text.lines().any(|l| l.contains("b1") && l.contains("up -> down") && l.contains("refused")), "{text}");
+}

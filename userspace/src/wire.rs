@@ -81,6 +81,49 @@ pub enum Request {
     },
     /// Prometheus text exposition of the daemon's metrics.
     Metrics,
+    /// Backends' state changes, oldest first (an [`EventLog`]).
+    Events {
+        /// Only changes after this sequence number (to follow).
+        #[serde(default)]
+        since: Option<u64>,
+        /// Only this service's.
+        #[serde(default)]
+        service: Option<String>,
+        /// Only this backend's (of any service, or of `service`).
+        #[serde(default)]
+        backend: Option<String>,
+    },
+}
+
+/// One change of a backend's state word.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// Order among all changes since veerd started (1, 2, ...).
+    pub seq: u64,
+    /// When (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// Service name.
+    pub service: String,
+    /// Backend name.
+    pub backend: String,
+    /// State before: `up`, `down`, `draining`, `disabled`, or `new`.
+    pub from: String,
+    /// State after (as `from`), or `removed`.
+    pub to: String,
+    /// Why: the health checker's streak, an operator command, a reload.
+    pub reason: String,
+    /// The failing probe's error, when a health check took it down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The result of an `events` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLog {
+    /// The changes asked for, oldest first.
+    pub events: Vec<StateChange>,
+    /// The newest sequence number veerd has given (pass it as `since` to follow).
+    pub last_seq: u64,
 }
 
 /// The daemon's answer.

@@ -48,6 +48,19 @@ enum Cmd {
         /// Only this service.
         service: Option<String>,
     },
+    /// Backends' state changes (veerd keeps the last 32 of each): when,
+    /// from what to what, and why (the failing probe's error included).
+    Events {
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only this backend.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Keep printing new changes as they come (JSON: one per line).
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// The connection table.
     Flows {
         /// Only this service.
@@ -276,6 +289,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             inspect::flows(&ctx, service.as_deref(), backend.as_deref(), all, limit)
         }
         Cmd::Ring { service } => inspect::ring(&ctx, &service),
+        Cmd::Events { service, backend, follow } => {
+            veer::ctl::events::events(&ctx, service.as_deref(), backend.as_deref(), follow)
+        }
         Cmd::Which { proto, src, dst } => {
             inspect::which(&ctx, proto, inspect::parse_endpoint(&src)?, inspect::parse_endpoint(&dst)?)
         }

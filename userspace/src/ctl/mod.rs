@@ -6,6 +6,7 @@
 //! removed at runtime. Every command prints a table, or JSON with `--json`.
 
 pub mod control;
+pub mod events;
 pub mod inspect;
 pub mod table;
 

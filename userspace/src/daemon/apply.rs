@@ -184,6 +184,8 @@ impl Daemon {
         }
         for gone in &old_backends {
             info!(service = %scfg.name, backend = %gone.cfg.name, "backend removed by config");
+            let from = self.written.get(&gone.id).map_or("new", |w| super::history::state_name(w.state));
+            self.history.record(&scfg.name, &gone.cfg.name, from, "removed", "removed by config or operator");
         }
         let mut svc_cfg = scfg.clone();
         svc_cfg.backends.clear();

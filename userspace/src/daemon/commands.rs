@@ -75,6 +75,13 @@ impl Daemon {
                 self.add_backend(&service, BackendConfig::runtime(name, address, weight.unwrap_or(1), mac, backup))
             }
             R::RemoveBackend { service, backend } => self.remove_backend(&service, &backend),
+            R::Events { since, service, backend } => {
+                let log = self.history.query(since.unwrap_or(0), service.as_deref(), backend.as_deref());
+                return match serde_json::to_value(log) {
+                    Ok(v) => api::Response::ok(v),
+                    Err(e) => api::Response::err(format!("events: {e}")),
+                };
+            }
         };
         match r {
             Ok(msg) => {
@@ -121,6 +128,7 @@ impl Daemon {
         self.save_overrides();
         self.services[i].backends[j].admin = admin;
         let id = self.services[i].backends[j].id;
+        self.state_reasons.insert(id, format!("operator: {}", admin.name()));
         self.follow_recovery(i, id);
         self.sync_service(i).map_err(CommandError::Dataplane)?;
         Ok(format!("{service}/{backend}: {}", admin.name()))

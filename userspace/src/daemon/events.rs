@@ -91,6 +91,7 @@ impl Daemon {
             } else {
                 *self.metrics.failovers.entry(id).or_default() += 1;
             }
+            self.state_reasons.insert(id, ev.reason.clone());
             let held = self.guard_fail_open(i, id, ev.up);
             self.follow_recovery(i, id);
             if let Err(e) = self.write_entries(i) {

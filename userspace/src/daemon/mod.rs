@@ -15,6 +15,7 @@ mod apply;
 mod commands;
 mod events;
 pub mod guard;
+pub mod history;
 pub mod metrics;
 pub mod model;
 mod nat;
@@ -113,6 +114,12 @@ pub struct Daemon {
     /// Services whose rings health flips changed, rebuilt one per loop turn
     /// when no event waits (see [`Daemon::sync_next_ring`]).
     ring_queue: std::collections::VecDeque<veer_abi::ServiceKey>,
+    /// The last state changes of every backend (`veerctl events`).
+    history: history::History,
+    /// Why each backend's state is about to change, for the history (taken
+    /// when the state word is written; a change with none was a reload's or
+    /// a next hop's).
+    state_reasons: HashMap<u32, String>,
     /// What the queued rings will change, logged once they are in.
     pending_logs: Vec<(veer_abi::ServiceKey, events::RingLog)>,
     /// Occupancy of the connection tables, refreshed in the background.
@@ -260,6 +267,8 @@ impl Daemon {
             snat: Default::default(),
             vip_path_attached: false,
             ring_queue: Default::default(),
+            history: Default::default(),
+            state_reasons: HashMap::new(),
             pending_logs: Vec::new(),
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
                 [one] => net::iface_mac(one).unwrap_or([0; 6]),
@@ -381,15 +390,30 @@ impl Daemon {
         self.sync_service(i)
     }
 
-    /// Writes one service's backend entries that changed.
+    /// Writes one service's backend entries that changed, and records each
+    /// state-word change in the history.
     fn write_entries(&mut self, i: usize) -> Result<()> {
         let sid = self.services[i].id;
-        let entries: Vec<(u32, Backend)> =
-            self.services[i].backends.iter().map(|b| (b.id, backend_entry(sid, b))).collect();
-        for (id, e) in entries {
-            if self.written.get(&id) != Some(&e) {
-                self.dp.set_backend(id, &e)?;
-                self.written.insert(id, e);
+        let entries: Vec<(u32, Backend, String)> =
+            self.services[i].backends.iter().map(|b| (b.id, backend_entry(sid, b), b.cfg.name.clone())).collect();
+        for (id, e, name) in entries {
+            if self.written.get(&id) == Some(&e) {
+                continue;
+            }
+            let before = self.written.get(&id).map(|w| w.state);
+            self.dp.set_backend(id, &e)?;
+            self.written.insert(id, e);
+            if before != Some(e.state) {
+                let from = before.map_or("new", history::state_name);
+                let to = history::state_name(e.state);
+                let reason = self.state_reasons.remove(&id).unwrap_or_else(|| {
+                    if before.is_none() {
+                        "added".into()
+                    } else {
+                        "reload or next-hop change".into()
+                    }
+                });
+                self.history.record(&self.services[i].cfg.name, &name, from, to, &reason);
             }
         }
         Ok(())
