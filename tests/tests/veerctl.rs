@@ -537,3 +537,72 @@ fn events_record_every_state_change_with_its_reason_and_follow_shows_new_ones() 
     assert!(text.contains("up -> draining") && text.contains("operator: draining"), "{text}");
     assert!(text.lines().any(|l| l.contains("b1") && l.contains("up -> down") && l.contains("refused")), "{text}");
 }
+
+/// b1's ring share (percent) and slow-start step as `veerctl backends` shows them.
+fn b1_share(c: &std::path::Path) -> (f64, Option<u64>) {
+    let rows = veerctl_json(c, &["backends"]);
+    let r = row(&rows, "b1");
+    (r["ring_share"].as_f64().unwrap(), r["slow_start"].as_u64())
+}
+
+#[test]
+fn slow_start_ramps_a_returning_backends_share_of_the_ring_in_steps() {
+    let s = Deployment::new("ss", 3);
+    let text = s
+        .config(65537, &[100, 100, 100], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\nslow_start = \"3s\"");
+    s.write(&text);
+    let mut d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let c = &s.cfg;
+    // A service's first start ramps nobody.
+    let (share, ramp) = b1_share(c);
+    assert!((share - 100.0 / 3.0).abs() < 0.1 && ramp.is_none(), "{share} {ramp:?}");
+
+    s.backends[0].kill().unwrap();
+    d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
+    s.backends[0].restart().unwrap();
+    d.wait_log("slow start: weight ramps up", Duration::from_secs(5)).unwrap();
+    // At step k (of 10) b1 weighs 10k against the others' 200.
+    let expected: Vec<f64> = (1..=10).map(|k| 1000.0 * k as f64 / (10.0 * k as f64 + 200.0)).collect();
+    let mut seen: Vec<(f64, Option<u64>)> = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(6) {
+        let s = b1_share(c);
+        if seen.last() != Some(&s) {
+            seen.push(s);
+        }
+        if s.0 > 33.0 && s.1.is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let step_of = |share: f64| expected.iter().position(|e| (e - share).abs() < 0.05).map(|k| k + 1);
+    // `backends` reads the ring before asking veerd, so veerd's step may be
+    // one ahead of the ring's (and the ring may not hold b1 yet at first).
+    if seen[0].0 == 0.0 {
+        seen.remove(0);
+    }
+    for (share, ramp) in &seen {
+        let k = step_of(*share).unwrap_or_else(|| panic!("share {share}% is no step of the ramp: {seen:?}"));
+        let ok = match ramp {
+            Some(p) => *p == k as u64 * 10 || *p == (k as u64 + 1) * 10,
+            None => k >= 9,
+        };
+        assert!(ok, "veerd's step {ramp:?} against the ring's {k}: {seen:?}");
+    }
+    let steps: Vec<usize> = seen.iter().filter_map(|(s, _)| step_of(*s)).collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "the share only grows: {seen:?}");
+    assert!(steps.iter().filter(|&&k| (2..10).contains(&k)).count() >= 4, "intermediate steps seen: {seen:?}");
+    assert_eq!(steps.last(), Some(&10), "full weight in the end: {seen:?}");
+    assert_eq!(seen.last().unwrap().1, None, "the ramp is over: {seen:?}");
+    d.wait_log("slow start over", Duration::from_secs(2)).unwrap();
+
+    // A backend added to the running service ramps too.
+    let (ok, _, err) = veerctl(c, &["remove-backend", "web", "b3"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = veerctl(c, &["add-backend", "web", "b3", &s.tb.backends[2].ip.to_string(), "--weight", "100"]);
+    assert!(ok, "{err}");
+    let line = d.wait_log("slow start: weight ramps up", Duration::from_secs(5)).unwrap();
+    assert!(line.contains("backend=b3"), "{line}");
+}

@@ -234,6 +234,9 @@ pub struct BackendStatus {
     pub mac: Option<String>,
     /// How it runs differently from the file, if it does.
     pub runtime: Option<String>,
+    /// During slow start: the percent of its weight the ring gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<u32>,
 }
 
 /// Client side: sends one request and waits for its response.

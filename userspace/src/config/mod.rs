@@ -245,6 +245,11 @@ pub struct ServiceConfig {
     /// instead of taking them out. `1` turns the guard off.
     #[serde(default = "default_fail_open")]
     pub fail_open: f64,
+    /// Slow start: a backend that comes back up, or is added while the
+    /// service runs, gets its weight ramped over this long (in ten steps)
+    /// instead of its full share at once. `0s` (the default) turns it off.
+    #[serde(default, with = "duration")]
+    pub slow_start: std::time::Duration,
     /// Health checking.
     #[serde(default)]
     pub health: HealthConfig,

@@ -164,7 +164,14 @@ impl Daemon {
                     b.cfg = bcfg;
                     b
                 }
-                None => new_backend(sid, pb.id, bcfg, scfg, adoption),
+                None => {
+                    let mut b = new_backend(sid, pb.id, bcfg, scfg, adoption);
+                    // Slow start for a backend that joins a running service,
+                    // or was up under the previous veerd; not for a service's
+                    // first start, when every backend comes up together.
+                    b.ramp_next_up = prev_ring.is_some() || b.healthy;
+                    b
+                }
             };
             if let Some(mac) = b.cfg.mac.as_deref().and_then(config::parse_mac) {
                 b.nexthop = Some(Neighbour { mac, ifindex: 0 });

@@ -74,6 +74,7 @@ impl Daemon {
                 touched.push((i, self.services[i].backups_active()));
             }
             let svc_name = self.services[i].cfg.name.clone();
+            let slow_start = self.services[i].cfg.slow_start;
             let Some(b) = self.services[i].backend_mut(ev.backend) else { continue };
             if b.generation != ev.generation || b.healthy == ev.up {
                 continue;
@@ -81,6 +82,16 @@ impl Daemon {
             b.healthy = ev.up;
             let name = b.cfg.name.clone();
             let id = b.id;
+            // Slow start: back up after having been up (or added to the
+            // running service), its weight ramps; down, a ramp ends.
+            b.ramp = None;
+            if ev.up {
+                if b.ramp_next_up && !slow_start.is_zero() {
+                    b.ramp = Some(super::slow_start::Ramp::new(std::time::Instant::now(), slow_start));
+                    info!(service = %svc_name, backend = %name, over = ?slow_start, "slow start: weight ramps up");
+                }
+                b.ramp_next_up = true;
+            }
             if ev.up {
                 *self.metrics.recoveries.entry(id).or_default() += 1;
                 // Back from down: whatever the dataplane suspected is answered.
@@ -131,6 +142,32 @@ impl Daemon {
                     RingLog::BackupsStandby { service }
                 };
                 self.pending_logs.push((s.key, log));
+            }
+        }
+    }
+
+    /// Whether a slow-start ramp runs.
+    pub(super) fn ramping(&self) -> bool {
+        self.services.iter().any(|s| s.backends.iter().any(|b| b.ramp.is_some()))
+    }
+
+    /// Moves every slow-start ramp to its current step: a service whose
+    /// ring weights changed gets its ring rebuilt; a finished ramp ends.
+    pub(super) fn step_ramps(&mut self) {
+        let now = std::time::Instant::now();
+        for i in 0..self.services.len() {
+            if !self.services[i].backends.iter().any(|b| b.ramp.is_some()) {
+                continue;
+            }
+            if let Err(e) = self.sync_service(i) {
+                error!(service = %self.services[i].cfg.name, error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+            let s = &mut self.services[i];
+            for b in &mut s.backends {
+                if b.ramp.is_some_and(|r| r.done(now)) {
+                    b.ramp = None;
+                    info!(service = %s.cfg.name, backend = %b.cfg.name, weight = b.cfg.weight, "slow start over: full weight");
+                }
             }
         }
     }

@@ -26,6 +26,7 @@ pub mod prometheus;
 pub mod reconcile;
 pub mod recovery;
 pub mod scale;
+pub mod slow_start;
 mod status;
 mod vip_path;
 
@@ -478,6 +479,9 @@ impl Daemon {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Slow-start steps are a tenth of `slow_start`; this finds them.
+        let mut ramp_tick = tokio::time::interval(Duration::from_millis(100));
+        ramp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         info!(socket = %sock.display(), "veerd ready");
         if let Err(e) = notify::notify("READY=1") {
             warn!(error = %e, "telling the service manager we are ready failed");
@@ -507,6 +511,7 @@ impl Daemon {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = tick.tick() => { self.retry_stale_dataplane(); self.resolve_nexthops(); self.scale_tick(); }
+                _ = ramp_tick.tick(), if self.ramping() => self.step_ramps(),
                 () = std::future::ready(()), if !self.ring_queue.is_empty() => self.sync_next_ring(),
             }
         }

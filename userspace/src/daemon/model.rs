@@ -37,6 +37,11 @@ pub struct BackendRt {
     pub generation: u64,
     /// The running restart loop, while down.
     pub recovery: Option<tokio::task::JoinHandle<()>>,
+    /// Its weight ramp after coming up (slow start), while it runs.
+    pub ramp: Option<super::slow_start::Ramp>,
+    /// Its next coming up starts a ramp: it has been up before, or joined
+    /// a service that was already running (not at veerd's start).
+    pub ramp_next_up: bool,
 }
 
 /// A run of consecutive indexes in the dataplane's SNAT address table.
@@ -63,7 +68,15 @@ impl BackendRt {
             checker: None,
             generation: 0,
             recovery: None,
+            ramp: None,
+            ramp_next_up: false,
         }
+    }
+
+    /// The weight the ring uses at `now`: the configured one, or its share
+    /// of a running slow-start ramp.
+    pub fn ring_weight(&self, now: std::time::Instant) -> u32 {
+        self.ramp.map_or(self.cfg.weight, |r| r.weight(self.cfg.weight, now))
     }
 
     /// Whether packets can be sent to it: it has a next-hop MAC, or (NAT)
@@ -129,6 +142,7 @@ impl ServiceRt {
     /// Members of the ring: up, not sorry; backups only while fewer than
     /// `min_healthy` primaries are up.
     pub fn ring_members(&self) -> Vec<RingMember> {
+        let now = std::time::Instant::now();
         let up = |b: &&BackendRt| b.effective() == BackendState::Up && !b.cfg.sorry;
         let primaries = self.backends.iter().filter(up).filter(|b| !b.cfg.backup).count();
         let with_backups = primaries < self.cfg.min_healthy as usize;
@@ -136,7 +150,11 @@ impl ServiceRt {
             .iter()
             .filter(up)
             .filter(|b| !b.cfg.backup || with_backups)
-            .map(|b| RingMember { id: b.id, identity: crate::ring::identity_of(b.cfg.address), weight: b.cfg.weight })
+            .map(|b| RingMember {
+                id: b.id,
+                identity: crate::ring::identity_of(b.cfg.address),
+                weight: b.ring_weight(now),
+            })
             .collect()
     }
 
@@ -185,6 +203,7 @@ mod tests {
             fallback: Default::default(),
             fallback_backend: None,
             fail_open: 0.5,
+            slow_start: std::time::Duration::ZERO,
             health: HealthConfig::default(),
             update: Vec::new(),
             scale: None,

@@ -38,6 +38,7 @@ impl Daemon {
                             backup: b.cfg.backup,
                             mac: b.nexthop.map(|n| fmt_mac(&n.mac)),
                             runtime: self.overrides.note(&self.cfg, &s.cfg.name, &b.cfg.name),
+                            slow_start: b.ramp.map(|r| r.percent(std::time::Instant::now())),
                         })
                         .collect(),
                 }

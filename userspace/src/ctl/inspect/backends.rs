@@ -35,6 +35,10 @@ pub struct BackendRow {
     pub passive: PassiveRow,
     /// Its weight.
     pub weight: u32,
+    /// During slow start (veerd running): the percent of its weight the
+    /// ring gives it now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<u32>,
     /// Its share of the ring, in percent.
     pub ring_share: f64,
     /// Packets forwarded to it.
@@ -70,7 +74,10 @@ impl Row for BackendRow {
             self.backend.clone(),
             self.address.clone(),
             if self.suspect { format!("{} (suspect)", self.state) } else { self.state.into() },
-            self.weight.to_string(),
+            match self.slow_start {
+                Some(p) => format!("{} (slow start {p}%)", self.weight),
+                None => self.weight.to_string(),
+            },
             format!("{:.1}%", self.ring_share),
             self.packets.to_string(),
             bytes(self.bytes),
@@ -137,6 +144,9 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
     }
     let flows = pins.flows()?;
     let active = dataplane::active_per_backend(&flows, idle);
+    // Ramps are veerd's: shown while it answers.
+    let status = ctx.daemon_status();
+    let ramp = |svc: &str, name: &str| status.as_ref()?.backend(svc, name)?.slow_start;
     let mut rows = Vec::new();
     for v in views.iter().filter(|v| service.is_none_or(|s| v.name == s)) {
         for (id, b, name) in &v.backends {
@@ -151,6 +161,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
                 suspect: pins.is_suspect(*id)?,
                 passive: pins.passive_counters(*id)?.into(),
                 weight: b.weight,
+                slow_start: ramp(&v.name, name),
                 ring_share: (share * 100.0).round() / 100.0,
                 packets: c.packets,
                 bytes: c.bytes,
