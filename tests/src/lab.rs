@@ -58,7 +58,11 @@ impl Lab {
         let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load XDP object");
         let vip: IpAddr = vip.parse().unwrap();
         let key = service_key(vip, 80, proto);
-        dp.upsert_service(&key, ServiceSpec { id: 1, scheduler, flags: 0, fallback_backend: NO_BACKEND }).unwrap();
+        dp.upsert_service(
+            &key,
+            ServiceSpec { id: 1, scheduler, flags: 0, fallback_backend: NO_BACKEND, persistence_s: 0 },
+        )
+        .unwrap();
         let mut members = Vec::new();
         for (i, &w) in weights.iter().enumerate() {
             let (b, member) = Self::backend(i as u32, w);
@@ -131,7 +135,7 @@ impl Lab {
 
     /// Sets the service's `SERVICE_F_*` flags (its ring is kept).
     pub fn set_flags(&mut self, scheduler: Scheduler, flags: u8) {
-        let spec = ServiceSpec { id: 1, scheduler, flags, fallback_backend: NO_BACKEND };
+        let spec = ServiceSpec { id: 1, scheduler, flags, fallback_backend: NO_BACKEND, persistence_s: 0 };
         self.dp.upsert_service(&self.key, spec).unwrap();
     }
 }
@@ -215,6 +219,7 @@ impl NatLab {
             scheduler: Scheduler::Maglev,
             flags: veer_abi::SERVICE_F_NAT | flags,
             fallback_backend: NO_BACKEND,
+            persistence_s: 0,
         };
         dp.upsert_service(&key, spec).unwrap();
         let mut members = Vec::new();

@@ -117,7 +117,13 @@ impl Testbed {
         let key = service_key(IpAddr::V4(VIP), port, proto);
         dp.upsert_service(
             &key,
-            ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
+            ServiceSpec {
+                id: 0,
+                scheduler: Scheduler::Maglev,
+                flags: 0,
+                fallback_backend: NO_BACKEND,
+                persistence_s: 0,
+            },
         )?;
         for (i, b) in self.backends.iter().enumerate() {
             dp.set_backend(i as u32, &Backend { mac: b.mac, ..up_backend(b, weights[i]) })?;
@@ -198,8 +204,13 @@ impl Testbed {
         let _ = veer::dataplane::pin::uninstall(pins);
         let (mut dp, _) = Dataplane::load_pinned(pins, &DataplaneOptions { max_services: 4, ..Default::default() })?;
         let key = service_key(IpAddr::V4(VIP), port, Protocol::Tcp);
-        let spec =
-            ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: SERVICE_F_NAT, fallback_backend: NO_BACKEND };
+        let spec = ServiceSpec {
+            id: 0,
+            scheduler: Scheduler::Maglev,
+            flags: SERVICE_F_NAT,
+            fallback_backend: NO_BACKEND,
+            persistence_s: 0,
+        };
         dp.upsert_service(&key, spec)?;
         self.lb.ns.sysctl("net.ipv4.ip_forward", "1")?;
         let neigh = |ip: Ipv4Addr, mac: &[u8; 6]| {

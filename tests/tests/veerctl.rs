@@ -606,3 +606,44 @@ fn slow_start_ramps_a_returning_backends_share_of_the_ring_in_steps() {
     let line = d.wait_log("slow start: weight ramps up", Duration::from_secs(5)).unwrap();
     assert!(line.contains("backend=b3"), "{line}");
 }
+
+/// The backends that answer `n` new connections from the client.
+fn names_of_new_connections(s: &Deployment, n: usize) -> Vec<String> {
+    s.tb.client
+        .ns
+        .run(|| {
+            (0..n).map(|_| veer_tests::server::fetch_name(s.vip(), Duration::from_secs(2))).collect::<Result<_, _>>()
+        })
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn persistence_keeps_a_clients_new_connections_on_one_backend_across_a_membership_change() {
+    let s = Deployment::new("ps", 4);
+    let text = s
+        .config(65537, &[1, 1, 1, 0], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\npersistence = \"60s\"");
+    s.write(&text);
+    let d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let first = names_of_new_connections(&s, 20);
+    assert!(first.iter().all(|n| *n == first[0]), "{first:?}");
+
+    // b4 joins the ring.
+    assert!(veerctl(&s.cfg, &["add-backend", "web", "b4", "10.77.0.14"]).0);
+    up(&d, &["b4"]);
+    let pins = s.pins();
+    let key = veer::dataplane::service_key(s.vip().ip(), PORT, veer::dataplane::Protocol::Tcp);
+    wait_until(Duration::from_secs(5), "the ring with b4", || pins.ring(&key).is_ok_and(|r| r.contains(&3))).unwrap();
+    let after = names_of_new_connections(&s, 20);
+    assert!(after.iter().all(|n| *n == first[0]), "the client stays on {} after b4 joined: {after:?}", first[0]);
+
+    // Without persistence (a reload turns it off) the same client spreads.
+    s.write(&text.replace("persistence = \"60s\"", ""));
+    let (ok, _, err) = veerctl(&s.cfg, &["reload"]);
+    assert!(ok, "{err}");
+    let spread = names_of_new_connections(&s, 40);
+    let distinct: std::collections::HashSet<_> = spread.iter().collect();
+    assert!(distinct.len() >= 3, "{spread:?}");
+}

@@ -404,6 +404,7 @@ fn with_no_backend_up_a_nat_flow_goes_to_the_sorry_backend_and_comes_back() {
         scheduler: veer_abi::Scheduler::Maglev,
         flags: veer_abi::SERVICE_F_NAT,
         fallback_backend: 1,
+        persistence_s: 0,
     };
     lab.dp.upsert_service(&key, spec).unwrap();
     let only0 = [veer::ring::RingMember { id: 0, identity: veer::ring::identity_of(lab.backends[0]), weight: 1 }];

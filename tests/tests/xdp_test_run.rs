@@ -1,7 +1,11 @@
 //! Crafted frames through the real XDP program (BPF_PROG_TEST_RUN): actions,
 //! rewritten bytes, and the maps the program updates. Needs root.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use veer::{
     dataplane::MapReader,
@@ -46,7 +50,8 @@ fn the_vip_filter_follows_the_services() {
 
     // A second VIP: its bit is set when its service is added.
     let key = veer::dataplane::service_key("10.0.0.101".parse().unwrap(), 80, Protocol::Tcp);
-    let spec = ServiceSpec { id: 2, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND };
+    let spec =
+        ServiceSpec { id: 2, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND, persistence_s: 0 };
     lab.dp.upsert_service(&key, spec).unwrap();
     let (b, mut m) = Lab::backend(2, 1);
     lab.dp.set_backend(2, &veer_abi::Backend { service: 2, ..b }).unwrap();
@@ -76,7 +81,8 @@ fn an_established_flow_follows_its_service_not_a_reused_service_id() {
     // its backends. The old flow's entry still names id 1.
     lab.dp.remove_service(&lab.key).unwrap();
     let key81 = veer::dataplane::service_key(lab.vip, 81, Protocol::Tcp);
-    let spec = ServiceSpec { id: 1, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND };
+    let spec =
+        ServiceSpec { id: 1, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND, persistence_s: 0 };
     lab.dp.upsert_service(&key81, spec).unwrap();
     let members: Vec<_> = (0..2).map(|i| Lab::backend(i, 1).1).collect();
     lab.dp.publish_pool(&key81, 65537, &members).unwrap();
@@ -311,6 +317,7 @@ fn no_backend_up_drops_or_passes_as_configured() {
                 scheduler: Scheduler::Maglev,
                 flags: SERVICE_F_FALLBACK_PASS,
                 fallback_backend: NO_BACKEND,
+                persistence_s: 0,
             },
         )
         .unwrap();
@@ -318,7 +325,10 @@ fn no_backend_up_drops_or_passes_as_configured() {
     assert_eq!(lab.counter(GlobalCounter::FallbackPassed), 1);
     // A sorry backend takes precedence, and it need not be up.
     lab.dp
-        .upsert_service(&lab.key, ServiceSpec { id: 1, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: 1 })
+        .upsert_service(
+            &lab.key,
+            ServiceSpec { id: 1, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: 1, persistence_s: 0 },
+        )
         .unwrap();
     assert_eq!(lab.send(&lab.syn(1)).1, Some(1));
     assert_eq!(lab.counter(GlobalCounter::FallbackBackend), 1);
@@ -403,4 +413,66 @@ fn pin_to_one_cpu() {
     let mut set = nix::sched::CpuSet::new();
     set.set(cpu as usize).unwrap();
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("sched_setaffinity");
+}
+
+#[test]
+fn a_persistent_client_keeps_its_backend_across_a_membership_change_while_it_is_up() {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1]);
+    let spec = |persistence_s| ServiceSpec {
+        id: 1,
+        scheduler: Scheduler::Maglev,
+        flags: 0,
+        fallback_backend: NO_BACKEND,
+        persistence_s,
+    };
+    lab.dp.upsert_service(&lab.key, spec(60)).unwrap();
+    let first = lab.send(&lab.syn(1000)).1.unwrap();
+    // Membership change: two more backends.
+    let mut members: Vec<_> = (0..2).map(|i| Lab::backend(i, 1).1).collect();
+    for id in 2..4 {
+        let (b, m) = Lab::backend(id, 1);
+        lab.dp.set_backend(id, &b).unwrap();
+        members.push(m);
+    }
+    lab.dp.publish_pool(&lab.key, 65537, &members).unwrap();
+    let backends_of = |lab: &Lab, client: &str, ports: std::ops::Range<u16>| -> Vec<u32> {
+        ports
+            .map(|p| {
+                let src = SocketAddr::new(client.parse().unwrap(), p);
+                lab.send(&frame::tcp_syn(src, lab.vip_addr())).1.unwrap()
+            })
+            .collect()
+    };
+    let sticky = backends_of(&lab, "192.0.2.7", 1001..1041);
+    assert!(sticky.iter().all(|&b| b == first), "every new flow of the client on {first}: {sticky:?}");
+    // Without persistence the first client spreads as well.
+    lab.dp.upsert_service(&lab.key, spec(0)).unwrap();
+    let spread = backends_of(&lab, "192.0.2.7", 1101..1141);
+    assert!(spread.iter().collect::<HashSet<_>>().len() >= 3, "{spread:?}");
+    lab.dp.upsert_service(&lab.key, spec(60)).unwrap();
+    assert_eq!(backends_of(&lab, "192.0.2.7", 1200..1201), [first], "the client's entry outlived the switch");
+
+    // Its backend goes down: the client moves, and sticks to the new one,
+    // also once the first is back.
+    lab.dp.set_backend_state(first, BackendState::Down).unwrap();
+    let second = backends_of(&lab, "192.0.2.7", 2000..2001)[0];
+    assert_ne!(second, first);
+    lab.dp.set_backend_state(first, BackendState::Up).unwrap();
+    let after = backends_of(&lab, "192.0.2.7", 2001..2021);
+    assert!(after.iter().all(|&b| b == second), "{after:?}");
+
+    // Past the persistence time the client is scheduled afresh: by the
+    // ring, on a 5-tuple the ring gives to another backend.
+    let client: IpAddr = "192.0.2.7".parse().unwrap();
+    let ring = lab.dp.ring(&lab.key).unwrap();
+    let vip = lab.vip_addr();
+    let on_ring = |p: u16| {
+        let key = flow_key(SocketAddr::new(client, p), vip, Protocol::Tcp);
+        ring[(flow_hash(&key) % ring.len() as u32) as usize]
+    };
+    let port = (3000..3200u16).find(|&p| on_ring(p) != second).unwrap();
+    assert_eq!(backends_of(&lab, "192.0.2.7", port..port + 1), [second], "still within the persistence time");
+    assert!(lab.dp.age_affinity(1, client, Duration::from_secs(61)).unwrap());
+    let port = (3200..3400u16).find(|&p| on_ring(p) != second).unwrap();
+    assert_eq!(backends_of(&lab, "192.0.2.7", port..port + 1), [on_ring(port)], "expired: the ring decides");
 }

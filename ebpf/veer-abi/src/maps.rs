@@ -55,6 +55,12 @@ pub mod names {
     /// A packet whose destination's bit is clear is no VIP's, without a
     /// hash lookup.
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    /// `LruHashMap<AffinityKey, Affinity>`: each client's backend per
+    /// service with persistence, and when its last new flow went there.
+    pub const AFFINITY: &str = "AFFINITY";
+    /// `Array<u32>`: per service id, its persistence in seconds (read when
+    /// its `SERVICE_F_PERSIST` flag is set).
+    pub const PERSISTENCE: &str = "PERSISTENCE";
 }
 
 /// Name of the XDP program in the object (the one attached).
@@ -150,6 +156,31 @@ pub struct MinimalDsr {
     pub _pad: [u8; 2],
 }
 
+/// Key of `AFFINITY`: a client of a service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    /// The service's id.
+    pub service: u32,
+    /// The client's address (IPv4-mapped for IPv4).
+    pub client: [u8; 16],
+}
+
+/// Value of `AFFINITY`: the backend a client's flows of a service go to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    /// Backend id.
+    pub backend: u32,
+    /// Always zero.
+    pub _pad: u32,
+    /// When a new flow of the client last went there (`bpf_ktime_get_coarse_ns`).
+    pub last_seen_ns: u64,
+}
+
+/// Default capacity of `AFFINITY` (clients remembered, all services together).
+pub const DEFAULT_AFFINITY_TABLE_SIZE: u32 = 65536;
+
 /// Value of `SERVICE_SLOTS`: a service and the key it is published under.
 /// A slot whose key is not the packet's belongs to another (or no) service.
 #[repr(C)]
@@ -206,6 +237,11 @@ pub const SERVICE_F_FALLBACK_PASS: u8 = 1;
 /// `Service::flags`: full NAT. The client's packets go to the backend from a
 /// SNAT address and port; the backend's answers come back through veer.
 pub const SERVICE_F_NAT: u8 = 2;
+
+/// `Service::flags`: client persistence. A client's new flow goes to the
+/// backend its last flow got, if that was within the service's
+/// `PERSISTENCE` seconds and the backend takes new flows (see `AFFINITY`).
+pub const SERVICE_F_PERSIST: u8 = 8;
 
 /// `Service::flags`: passive failure detection. A retransmitted SYN, or
 /// (NAT) a backend's RST to a SYN, moves the connection to another backend
@@ -711,6 +747,8 @@ mod pod {
     unsafe impl aya::Pod for super::Service {}
     unsafe impl aya::Pod for super::ServiceSlot {}
     unsafe impl aya::Pod for super::VipFilter {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::Affinity {}
     unsafe impl aya::Pod for super::MinimalDsr {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::FlowKey {}
@@ -727,6 +765,8 @@ mod pod {
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 36);
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 20);
+const _: () = assert!(core::mem::size_of::<Affinity>() == 16);
 const _: () = assert!(core::mem::size_of::<VipFilter>() == 32);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
 const _: () = assert!(core::mem::size_of::<Backend>() == 52);

@@ -60,20 +60,24 @@ fn keeper(svc: &Service, entry: &ConnEntry) -> Option<Flow> {
     })
 }
 
+/// Refreshes an entry; returns whether its idle clock moved (at most about
+/// every 100 ms).
 #[inline(always)]
-fn touch(entry: &mut ConnEntry, tcp_flags: u8) {
+fn touch(entry: &mut ConnEntry, tcp_flags: u8) -> bool {
     // The coarse clock (CLOCK_MONOTONIC_COARSE, Linux 5.11+): a tick's
     // precision is plenty for idle timeouts, and reading it is a load where
     // the precise clock reads the clocksource (about 15 ns a packet here).
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // Writing the shared line on every packet bounces it between CPUs; a
     // coarse clock is all idle detection needs.
-    if now.wrapping_sub(entry.last_seen_ns) > 100_000_000 {
+    let moved = now.wrapping_sub(entry.last_seen_ns) > 100_000_000;
+    if moved {
         entry.last_seen_ns = now;
     }
     if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         set_closing(entry);
     }
+    moved
 }
 
 /// The flow is ending (a FIN or RST): its NAT mapping, if any, then expires
@@ -99,8 +103,9 @@ pub fn mark_closing(flow: &FlowKey) {
 
 /// What `CONNS` says about a packet before the service table is asked.
 pub enum Early {
-    /// Pinned to a backend that may keep it, in this service.
-    Hit(&'static Service, Flow),
+    /// Pinned to a backend that may keep it, in this service; and whether
+    /// the entry's idle clock moved (a persistence refresh is due).
+    Hit(&'static Service, Flow, bool),
     /// Not in `CONNS`.
     Missing,
     /// In `CONNS`, but the flow must move, or its entry names a service
@@ -127,8 +132,8 @@ pub fn established_early(key: &FlowKey, tcp_flags: u8) -> Early {
     }
     match keeper(&slot.service, entry) {
         Some(f) => {
-            touch(entry, tcp_flags);
-            Early::Hit(&slot.service, f)
+            let moved = touch(entry, tcp_flags);
+            Early::Hit(&slot.service, f, moved)
         }
         None => Early::Unsure,
     }
@@ -145,7 +150,7 @@ pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
     let entry = unsafe { &mut *entry };
     match keeper(svc, entry) {
         Some(f) => {
-            touch(entry, tcp_flags);
+            let _ = touch(entry, tcp_flags);
             Pinned::Hit(f)
         }
         None => Pinned::Stale,
@@ -168,7 +173,7 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     // SAFETY: copied out at once (see `established`).
     let mut entry = *unsafe { NEW_CONNS.get(key) }?;
     let hit = keeper(svc, &entry)?;
-    touch(&mut entry, tcp_flags);
+    let _ = touch(&mut entry, tcp_flags);
     insert_established(key, &entry);
     let _ = NEW_CONNS.remove(key);
     Some(hit)
@@ -215,7 +220,7 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         if resends != 0 {
             return Reopened::BouncedTwice;
         }
-        passive::suspect(entry.backend, PassiveKind::Bounced);
+        passive::suspect_inline(entry.backend, PassiveKind::Bounced);
         passive::moved_off(entry.backend);
         return Reopened::Failed { avoid: entry.backend, resends: 1 << CONN_F_RESENDS_SHIFT };
     }
@@ -229,7 +234,7 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
     }
     // A refused SYN was reported by the return path already.
     if takes && entry.flags & CONN_F_REFUSED == 0 {
-        passive::suspect(entry.backend, PassiveKind::SynRetransmit);
+        passive::suspect_inline(entry.backend, PassiveKind::SynRetransmit);
     }
     passive::moved_off(entry.backend);
     if NAT {

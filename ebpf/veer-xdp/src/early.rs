@@ -11,6 +11,7 @@ use veer_abi::{FlowKey, SERVICE_F_NAT};
 
 use crate::{
     access::callee_ctx,
+    affinity,
     conntrack::{self, Early},
     forward, stats,
 };
@@ -29,9 +30,13 @@ pub const NAT: u32 = 0x102;
 pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
     let ctx = callee_ctx(ctx);
     match conntrack::established_early(key, tcp_flags as u8) {
-        Early::Hit(svc, f) => {
+        Early::Hit(svc, f, moved) => {
             if svc.flags & SERVICE_F_NAT != 0 {
                 return NAT;
+            }
+            // A client's live flow keeps its persistence fresh.
+            if moved && affinity::persists(svc) {
+                affinity::remember_inline(svc, &key.src, f.id);
             }
             stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);
             match forward::to_backend(&ctx, f.backend) {

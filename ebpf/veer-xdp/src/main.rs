@@ -18,6 +18,7 @@
 #![no_main]
 
 mod access;
+mod affinity;
 mod conntrack;
 mod early;
 mod forward;
@@ -167,7 +168,6 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         return Ok(pass());
     };
     let key = &pkt.key;
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
     // The NAT program's packets were looked at here already, by the entry program.
     if !NAT && !vip_filter::may_be_vip(&key.dst) {
         return not_for_a_vip(ctx, &pkt);
@@ -208,7 +208,7 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         let src_mac = if NAT { [0; 6] } else { unsafe { (*access::ptr_at::<headers::eth::EthHdr>(ctx, 0)?).src } };
         match conntrack::reopen::<NAT>(&svc, key, &src_mac) {
             Reopened::Same(f) => {
-                stats::forwarded(svc.id, f.id, bytes, false);
+                stats::forwarded(svc.id, f.id, frame_bytes(ctx), false);
                 return deliver::<NAT>(ctx, &pkt, &f);
             }
             Reopened::Failed { avoid: failed, resends } => (avoid, carried) = (failed, resends),
@@ -221,13 +221,13 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         let pinned = if missing { Pinned::Missing } else { conntrack::established(&svc, key, pkt.tcp_flags()) };
         match pinned {
             Pinned::Hit(f) => {
-                stats::forwarded(svc.id, f.id, bytes, false);
+                stats::forwarded(svc.id, f.id, frame_bytes(ctx), false);
                 return deliver::<NAT>(ctx, &pkt, &f);
             }
             Pinned::Stale => true,
             Pinned::Missing => {
                 if let Some(f) = conntrack::promote(&svc, key, pkt.tcp_flags()) {
-                    stats::forwarded(svc.id, f.id, bytes, false);
+                    stats::forwarded(svc.id, f.id, frame_bytes(ctx), false);
                     return deliver::<NAT>(ctx, &pkt, &f);
                 }
                 if key.proto == veer_abi::IPPROTO_TCP {
@@ -248,6 +248,9 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     };
     match picked {
         Some((id, b)) => {
+            if affinity::persists(&svc) {
+                affinity::remember(&svc, &key.src, id);
+            }
             let nat = if NAT { nat::allocate(&svc, key, id, b)? } else { Slot::NONE };
             if stale {
                 conntrack::repin(&svc, key, id, nat);
@@ -257,10 +260,10 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
             if NAT && opening && svc.flags & SERVICE_F_PASSIVE != 0 {
                 syn_stash::keep(ctx, &pkt)?;
             }
-            stats::forwarded(svc.id, id, bytes, true);
+            stats::forwarded(svc.id, id, frame_bytes(ctx), true);
             deliver::<NAT>(ctx, &pkt, &Flow { id, backend: b, nat })
         }
-        None => no_backend::<NAT>(ctx, &svc, bytes),
+        None => no_backend::<NAT>(ctx, &svc),
     }
 }
 
@@ -272,6 +275,14 @@ fn not_for_a_vip(ctx: &XdpContext, pkt: &parse::VipPacket) -> Result<u32, Drop> 
         return jump(ctx, if pkt.is_icmp_error() { icmp_slot(pkt, false) } else { JUMP_NAT_RETURN });
     }
     Ok(pass())
+}
+
+/// The frame's length, for the byte counters: read where it is counted, not
+/// kept live across the whole path (a register the entry program's stack
+/// has no room to spill).
+#[inline(always)]
+fn frame_bytes(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()) as u64
 }
 
 /// Sends a packet of `f`: DSR (the Ethernet header) or NAT (addresses and ports).
@@ -288,11 +299,11 @@ fn deliver<const NAT: bool>(ctx: &XdpContext, pkt: &parse::VipPacket, f: &Flow) 
 /// sent to the fallback backend are not pinned, so they return as soon as
 /// one is up (NAT's were scheduled on it above).
 #[inline(always)]
-fn no_backend<const NAT: bool>(ctx: &XdpContext, svc: &veer_abi::Service, bytes: u64) -> Result<u32, Drop> {
+fn no_backend<const NAT: bool>(ctx: &XdpContext, svc: &veer_abi::Service) -> Result<u32, Drop> {
     if !NAT && svc.fallback_backend != NO_BACKEND {
         let b = owned_backend(svc, svc.fallback_backend).ok_or(Drop::BadBackend)?;
         stats::count(GlobalCounter::FallbackBackend);
-        stats::forwarded(svc.id, svc.fallback_backend, bytes, false);
+        stats::forwarded(svc.id, svc.fallback_backend, frame_bytes(ctx), false);
         return forward::to_backend(ctx, b);
     }
     if svc.flags & SERVICE_F_FALLBACK_PASS != 0 {

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use veer_abi::{
-    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey, ServiceSlot, VipFilter,
+    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey, ServiceSlot, VipFilter, Affinity, AffinityKey, DEFAULT_AFFINITY_TABLE_SIZE,
     PassiveCounters, SynStash, DEFAULT_CONN_TABLE_SIZE, PASSIVE_EVENTS_BYTES, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
     JUMP_SLOTS, MAX_SERVICES, MAX_SNAT_ADDRS, MAX_TX_PORTS,
 };
@@ -22,6 +22,15 @@ pub static VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_SERVICES
 /// Services by id, for an established flow's packets (see `conntrack::established_early`).
 #[map]
 pub static SERVICE_SLOTS: Array<ServiceSlot> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// Each client's backend per service with persistence (see `affinity`).
+/// One LRU for all CPUs: a client's flows arrive on any of them.
+#[map]
+pub static AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::with_max_entries(DEFAULT_AFFINITY_TABLE_SIZE, 0);
+
+/// Per service id: its persistence in seconds.
+#[map]
+pub static PERSISTENCE: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
 
 /// Which destinations may be VIPs (see `vip_filter`).
 #[map]
@@ -110,6 +119,11 @@ pub static STASH_SCRATCH: PerCpuArray<SynStash> = PerCpuArray::with_max_entries(
 /// Per-CPU room for a new NAT mapping's key and value, off the stack.
 #[map]
 pub static ALLOC_SCRATCH: PerCpuArray<crate::nat::AllocScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for an affinity's key and value, off the stack (its writer
+/// is called from `early::send`, two calls deep in the entry program).
+#[map]
+pub static AFFINITY_SCRATCH: PerCpuArray<crate::affinity::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per backend: passive signals against it, connections moved off it.
 #[map]

@@ -20,6 +20,13 @@ use crate::{
 /// not already suspect is reported, so a flood of signals is one event.
 #[inline(never)]
 pub fn suspect(backend: u32, kind: PassiveKind) {
+    suspect_inline(backend, kind);
+}
+
+/// [`suspect`], inline: for `conntrack::reopen`, itself a call, whose own
+/// calls would take the entry program's chain of frames past 512 bytes.
+#[inline(always)]
+pub fn suspect_inline(backend: u32, kind: PassiveKind) {
     stats::count(match kind {
         PassiveKind::SynRetransmit => GlobalCounter::PassiveSynRetransmit,
         PassiveKind::Refused => GlobalCounter::PassiveRefused,

@@ -11,6 +11,7 @@ use veer_abi::{
 
 use crate::{
     access::opaque,
+    affinity,
     maps::{BACKENDS, RINGS, RR_CURSORS},
     passive,
 };
@@ -43,12 +44,21 @@ pub enum Purpose {
 /// before its ring has been rebuilt without it. The walk is deterministic, so
 /// all packets of one flow (or one client, for source hash) agree.
 ///
+/// A new flow goes to its client's persistent backend first, if any.
 /// A new flow also walks past `avoid` (the backend that just failed this
 /// flow) and past suspect backends. When the walk finds nothing better, a
 /// suspect is taken, and failing that `avoid` itself: a service whose only
 /// backend failed once still tries it.
 #[inline(always)]
 pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Option<(u32, &'static Backend)> {
+    // A client with a recent flow on a backend that takes new flows stays
+    // there (see `affinity`, which checks the backend).
+    if purpose == Purpose::NewFlow && affinity::persists(svc) {
+        let sticky = affinity::remembered(svc, &key.src, avoid);
+        if let Some(b) = owned_backend(svc, sticky) {
+            return Some((sticky, b));
+        }
+    }
     let len = svc.ring_len;
     if len == 0 || len as usize > MAX_RING_SIZE {
         return None;

@@ -109,11 +109,17 @@ pub fn run() -> Result<Section> {
     let rr = service_key(vip, 81, Protocol::Tcp);
     dp.upsert_service(
         &maglev,
-        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
+        ServiceSpec { id: 0, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND, persistence_s: 0 },
     )?;
     dp.upsert_service(
         &rr,
-        ServiceSpec { id: 1, scheduler: Scheduler::RoundRobin, flags: 0, fallback_backend: NO_BACKEND },
+        ServiceSpec {
+            id: 1,
+            scheduler: Scheduler::RoundRobin,
+            flags: 0,
+            fallback_backend: NO_BACKEND,
+            persistence_s: 0,
+        },
     )?;
     // Ten backends per service (a backend belongs to one service).
     for (service, key) in [(0u32, &maglev), (1, &rr)] {

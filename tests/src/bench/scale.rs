@@ -90,7 +90,13 @@ fn dataplane(services: u32, per: u32, flows: u32) -> Result<Dataplane> {
         let key = service_key(vip(s), 80, Protocol::Tcp);
         dp.upsert_service(
             &key,
-            ServiceSpec { id: s, scheduler: Scheduler::Maglev, flags: 0, fallback_backend: NO_BACKEND },
+            ServiceSpec {
+                id: s,
+                scheduler: Scheduler::Maglev,
+                flags: 0,
+                fallback_backend: NO_BACKEND,
+                persistence_s: 0,
+            },
         )?;
         let mut members = Vec::new();
         for i in 0..per {

@@ -250,6 +250,12 @@ pub struct ServiceConfig {
     /// instead of its full share at once. `0s` (the default) turns it off.
     #[serde(default, with = "duration")]
     pub slow_start: std::time::Duration,
+    /// Client persistence (whole seconds; `0s`, the default, is off): a
+    /// client whose last flow went to a backend within this long gets its
+    /// new flows there too while that backend takes new flows, across
+    /// membership changes.
+    #[serde(default, with = "duration")]
+    pub persistence: std::time::Duration,
     /// Health checking.
     #[serde(default)]
     pub health: HealthConfig,

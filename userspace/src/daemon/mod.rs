@@ -379,10 +379,13 @@ impl Daemon {
         if s.cfg.health.passive.enabled {
             flags |= veer_abi::SERVICE_F_PASSIVE;
         }
-        let spec = ServiceSpec { id: s.id, scheduler: s.cfg.scheduler.into(), flags, fallback_backend };
+        let persistence_s = s.cfg.persistence.as_secs_f64().ceil() as u32;
+        let spec = ServiceSpec { id: s.id, scheduler: s.cfg.scheduler.into(), flags, fallback_backend, persistence_s };
         let key = s.key;
+        let persist = if spec.persistence_s != 0 { veer_abi::SERVICE_F_PERSIST } else { 0 };
         if self.dp.service(&key)?.map(|v| (v.id, v.scheduler, v.flags, v.fallback_backend))
-            != Some((spec.id, spec.scheduler as u8, spec.flags, spec.fallback_backend))
+            != Some((spec.id, spec.scheduler as u8, spec.flags | persist, spec.fallback_backend))
+            || self.dp.persistence(spec.id)? != spec.persistence_s
         {
             self.dp.upsert_service(&key, spec)?;
             // A new or re-keyed service has no ring yet.

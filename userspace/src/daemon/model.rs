@@ -204,6 +204,7 @@ mod tests {
             fallback_backend: None,
             fail_open: 0.5,
             slow_start: std::time::Duration::ZERO,
+            persistence: std::time::Duration::ZERO,
             health: HealthConfig::default(),
             update: Vec::new(),
             scale: None,

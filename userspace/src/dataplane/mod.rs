@@ -210,6 +210,13 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         m(names::VIPS, 16, &[4], svc),
         m(names::SERVICE_SLOTS, 4, &[size_of::<veer_abi::ServiceSlot>() as u32], svc),
         m(names::VIP_FILTER, 4, &[size_of::<veer_abi::VipFilter>() as u32], 1),
+        m(names::PERSISTENCE, 4, &[4], svc),
+        m(
+            names::AFFINITY,
+            sz::<veer_abi::AffinityKey>(),
+            &[size_of::<veer_abi::Affinity>() as u32],
+            veer_abi::DEFAULT_AFFINITY_TABLE_SIZE,
+        ),
         m(names::BACKENDS, 4, &[size_of::<Backend>() as u32], opts.max_backends),
         m(names::RINGS, 4, &[size_of::<Ring>() as u32], svc * 2),
         m(names::CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
@@ -243,6 +250,9 @@ pub struct ServiceSpec {
     pub flags: u8,
     /// Backend for when none is up, or `NO_BACKEND`.
     pub fallback_backend: u32,
+    /// Client persistence in seconds (0: off): a client's new flows go to
+    /// the backend of its last flow within this long, while it is up.
+    pub persistence_s: u32,
 }
 
 /// The loaded XDP dataplane.
@@ -383,12 +393,22 @@ impl Dataplane {
             Some(s) if s.id == spec.id => (s.ring_len, s.ring_half),
             _ => (0, 0),
         };
+        // The flag follows the persistence, written first (a flagged
+        // service must find its time).
+        let persist = if spec.persistence_s != 0 { veer_abi::SERVICE_F_PERSIST } else { 0 };
+        {
+            let mut m: Array<&mut MapData, u32> = map_mut!(self, Array, names::PERSISTENCE);
+            m.set(spec.id, spec.persistence_s, 0).map_err(DataplaneError::map(
+                names::PERSISTENCE,
+                format!("writing the persistence of {}", display_service(key)),
+            ))?;
+        }
         let value = Service {
             id: spec.id,
             ring_len,
             fallback_backend: spec.fallback_backend,
             scheduler: spec.scheduler as u8,
-            flags: spec.flags,
+            flags: (spec.flags & !veer_abi::SERVICE_F_PERSIST) | persist,
             ring_half,
             _pad: 0,
         };

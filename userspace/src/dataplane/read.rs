@@ -42,6 +42,12 @@ pub trait MapReader {
         m.get(&id, 0).map_err(DataplaneError::map(names::BACKENDS, format!("reading backend {id}")))
     }
 
+    /// Service `id`'s persistence in seconds (0: off).
+    fn persistence(&self, id: u32) -> Result<u32> {
+        let m: Array<&MapData, u32> = typed!(self, Array, names::PERSISTENCE);
+        m.get(&id, 0).map_err(DataplaneError::map(names::PERSISTENCE, format!("reading service {id}")))
+    }
+
     /// Every backend entry in use (address not all zero), by id.
     fn backend_table(&self) -> Result<Vec<(u32, Backend)>> {
         let m: Array<&MapData, Backend> = typed!(self, Array, names::BACKENDS);

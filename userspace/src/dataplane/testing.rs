@@ -31,6 +31,21 @@ impl Dataplane {
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
         run_frame(self.xdp_ref()?, frame, repeat)
     }
+
+    /// Moves `client`'s persistence entry for service `service` `by` into
+    /// the past (tests of its expiry); false if it has none.
+    pub fn age_affinity(&mut self, service: u32, client: std::net::IpAddr, by: Duration) -> Result<bool> {
+        use veer_abi::{names, Affinity, AffinityKey};
+        let name = names::AFFINITY;
+        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, AffinityKey, Affinity> =
+            aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+        let key = AffinityKey { service, client: super::to_abi(client) };
+        let Ok(mut a) = m.get(&key, 0) else { return Ok(false) };
+        a.last_seen_ns = a.last_seen_ns.saturating_sub(by.as_nanos() as u64);
+        m.insert(key, a, 0).map_err(DataplaneError::map(name, "writing"))?;
+        Ok(true)
+    }
 }
 
 /// Runs any loaded XDP program on a frame with `BPF_PROG_TEST_RUN`.

@@ -1,0 +1,72 @@
+//! Client persistence (IPVS `persistence_timeout`, Cilium's session
+//! affinity), for services flagged `SERVICE_F_PERSIST`: a client's new flow
+//! goes to the backend its last flow of the service went to, if that was
+//! within the service's `PERSISTENCE` seconds and
+//! the backend still takes new flows. Kept in `AFFINITY`, an LRU keyed by
+//! service and client address; refreshed by every new flow of the client
+//! and, about every 100 ms, by its established flows' packets.
+//!
+//! Calls of their own, with the key off the stack where it is written:
+//! the programs' stacks have no room for it.
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use veer_abi::{Affinity, AffinityKey, BackendState, Service, NO_BACKEND, SERVICE_F_PERSIST};
+
+use crate::{
+    maps::{AFFINITY, AFFINITY_SCRATCH, PERSISTENCE},
+    passive,
+    scheduler::owned_backend,
+};
+
+/// [`remember`]'s key and value, in per-CPU memory.
+pub struct Scratch {
+    key: AffinityKey,
+    value: Affinity,
+}
+
+/// The backend `client`'s flows of `svc` stick to, or [`NO_BACKEND`]: none
+/// within the persistence time, or it takes no new flows (down, draining,
+/// suspect), or it is `avoid` (it just failed this flow).
+#[inline(never)]
+pub fn remembered(svc: &Service, client: &[u8; 16], avoid: u32) -> u32 {
+    let Some(&secs) = PERSISTENCE.get(svc.id) else {
+        return NO_BACKEND;
+    };
+    let key = AffinityKey { service: svc.id, client: *client };
+    // SAFETY: copied out at once.
+    let Some(a) = (unsafe { AFFINITY.get(&key) }).copied() else {
+        return NO_BACKEND;
+    };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now.wrapping_sub(a.last_seen_ns) > secs as u64 * 1_000_000_000 || a.backend == avoid {
+        return NO_BACKEND;
+    }
+    match owned_backend(svc, a.backend) {
+        Some(b) if BackendState::from_u32(b.state).takes_new_flows() && !passive::is_suspect(a.backend) => a.backend,
+        _ => NO_BACKEND,
+    }
+}
+
+/// Remembers that a flow of `client` to `svc` went to `backend` now.
+#[inline(never)]
+pub fn remember(svc: &Service, client: &[u8; 16], backend: u32) {
+    remember_inline(svc, client, backend);
+}
+
+/// [`remember`], inline: for `early::send`, itself a call, whose own calls
+/// would take the entry program's chain of frames past 512 bytes.
+#[inline(always)]
+pub fn remember_inline(svc: &Service, client: &[u8; 16], backend: u32) {
+    let Some(s) = AFFINITY_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU memory no other program on this CPU uses meanwhile.
+    let s = unsafe { &mut *s };
+    s.key = AffinityKey { service: svc.id, client: *client };
+    s.value = Affinity { backend, _pad: 0, last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() } };
+    let _ = AFFINITY.insert(&s.key, &s.value, 0);
+}
+
+/// Whether `svc` keeps clients on their backends.
+#[inline(always)]
+pub fn persists(svc: &Service) -> bool {
+    svc.flags & SERVICE_F_PERSIST != 0
+}
