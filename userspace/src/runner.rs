@@ -61,6 +61,8 @@ pub struct Outcome {
     pub status: std::process::ExitStatus,
     /// Its last lines of stderr.
     pub stderr: Vec<String>,
+    /// Its stdout (with [`Output::Capture`]; its first lines).
+    pub stdout: Vec<String>,
 }
 
 /// Where a command's output lines go.
@@ -70,7 +72,12 @@ pub enum Output {
     Log,
     /// Only kept (the last stderr lines go to the caller).
     Quiet,
+    /// Stdout kept for the caller (its first [`KEEP_STDOUT`] lines), stderr logged.
+    Capture,
 }
+
+/// Lines of stdout an [`Output::Capture`] command may hand back.
+pub const KEEP_STDOUT: usize = 64;
 
 /// One command to run.
 #[derive(Debug)]
@@ -131,12 +138,17 @@ fn reader<R: AsyncBufRead + Unpin + Send + 'static>(
         let mut line = String::new();
         while r.read_line(&mut line).await.unwrap_or(0) > 0 {
             let l = line.trim_end().to_string();
-            if output == Output::Log {
-                if stream == "stderr" {
-                    warn!(command = %label, stream, "{l}");
-                } else {
-                    info!(command = %label, stream, "{l}");
+            match (output, stream) {
+                (Output::Capture, "stdout") => {
+                    if kept.len() < KEEP_STDOUT {
+                        kept.push(l);
+                    }
+                    line.clear();
+                    continue;
                 }
+                (Output::Log | Output::Capture, "stderr") => warn!(command = %label, stream, "{l}"),
+                (Output::Log, _) => info!(command = %label, stream, "{l}"),
+                _ => {}
             }
             if stream == "stderr" {
                 if kept.len() == KEEP_STDERR {
@@ -188,12 +200,12 @@ pub async fn run(spec: &CommandSpec<'_>) -> Result<Outcome, RunError> {
     drop(guard);
     // Whatever the command left running may hold the pipes open: read what
     // is there, briefly, and move on.
-    let (_, err) = tokio::join!(tokio::time::timeout(DRAIN, out), tokio::time::timeout(DRAIN, err));
-    let stderr = match err {
+    let (out, err) = tokio::join!(tokio::time::timeout(DRAIN, out), tokio::time::timeout(DRAIN, err));
+    let lines = |r: Result<Result<Vec<String>, _>, _>| match r {
         Ok(Ok(lines)) => lines,
         _ => Vec::new(),
     };
-    Ok(Outcome { status, stderr })
+    Ok(Outcome { status, stderr: lines(err), stdout: lines(out) })
 }
 
 /// A short description of an exit status (`exit 3`, `signal 9`).

@@ -237,6 +237,9 @@ pub struct BackendStatus {
     /// During slow start: the percent of its weight the ring gives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<u32>,
+    /// While the replace hook works on it: where that stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<String>,
 }
 
 /// Client side: sends one request and waits for its response.

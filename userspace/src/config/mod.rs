@@ -266,6 +266,10 @@ pub struct ServiceConfig {
     /// Load-driven scaling hooks.
     #[serde(default)]
     pub scale: Option<ScaleConfig>,
+    /// Replacing a backend whose node is gone: a hook that provisions a
+    /// substitute (see [`ReplaceConfig`]).
+    #[serde(default)]
+    pub replace: Option<ReplaceConfig>,
     /// The backends, `[[service.backend]]`.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<BackendConfig>>,
@@ -489,6 +493,49 @@ pub struct BackendConfig {
     /// Update command for this backend (overrides the service's `update`).
     #[serde(default)]
     pub update: Vec<String>,
+}
+
+/// `[service.replace]`: when a backend has been down `after`, or its restart
+/// command gave up, `command` provisions a substitute and prints it on
+/// stdout as JSON: `{"address": "10.0.0.9"}`, optionally with `"name"`,
+/// `"weight"` and `"mac"`. veerd adds it, and once it passes its checks
+/// retires the dead backend (both persisted as runtime changes).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceConfig {
+    /// Program and arguments (no shell); `{address}`, `{name}` and
+    /// `{service}` are replaced with the dead backend's.
+    pub command: Vec<String>,
+    /// Down this long (checks failing, not drained or disabled) before the
+    /// hook runs, unless the restart command gives up first.
+    #[serde(default = "default_replace_after", with = "duration")]
+    pub after: Duration,
+    /// Time limit for one run of the hook.
+    #[serde(default = "default_replace_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// The substitute must pass its checks within this long, or it is
+    /// removed and the hook runs again.
+    #[serde(default = "default_replace_up_within", with = "duration")]
+    pub up_within: Duration,
+    /// Wait after a failed attempt; doubles after each.
+    #[serde(default = "default_backoff", with = "duration")]
+    pub backoff: Duration,
+    /// Cap on the wait between attempts.
+    #[serde(default = "default_replace_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+}
+
+fn default_replace_after() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_replace_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_replace_up_within() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_replace_max_backoff() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// `restart = { command = [...], ... }`.

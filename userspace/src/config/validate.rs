@@ -195,6 +195,14 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
     if s.min_healthy == 0 {
         c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
     }
+    if let Some(r) = &s.replace {
+        if r.command.is_empty() {
+            c.err(at, "replace", format!("{p}.replace.command"), "needs a program to run");
+        }
+        if r.backoff.is_zero() || r.max_backoff < r.backoff {
+            c.err(at, "replace", format!("{p}.replace.backoff"), "must be above 0 and at most max_backoff");
+        }
+    }
     if let Some(fb) = &s.fallback_backend {
         match s.backends.iter().find(|b| &b.get_ref().name == fb) {
             None => c.err(at, "fallback_backend", format!("{p}.fallback_backend"), format!("no backend named {fb:?}")),

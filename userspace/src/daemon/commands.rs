@@ -155,7 +155,7 @@ impl Daemon {
         Ok(format!("{service}/{backend}: weight {weight}"))
     }
 
-    fn add_backend(&mut self, service: &str, b: BackendConfig) -> Result<String, CommandError> {
+    pub(super) fn add_backend(&mut self, service: &str, b: BackendConfig) -> Result<String, CommandError> {
         let i = self.find_service(service)?;
         rules::check_name(&b.name).map_err(invalid("backend name"))?;
         rules::check_weight(b.weight).map_err(invalid("weight"))?;
@@ -182,7 +182,7 @@ impl Daemon {
         Ok(format!("{service}/{name}: added ({addr})"))
     }
 
-    fn remove_backend(&mut self, service: &str, backend: &str) -> Result<String, CommandError> {
+    pub(super) fn remove_backend(&mut self, service: &str, backend: &str) -> Result<String, CommandError> {
         self.find(service, backend)?;
         self.apply_overrides(|o| {
             let was_added = o.added.get_mut(service).is_some_and(|v| {

@@ -65,6 +65,7 @@ impl Daemon {
     /// backends fail at once, no state word waits behind a ring rebuild.
     pub(super) fn on_health(&mut self, events: Vec<HealthEvent>) {
         let mut touched: Vec<(usize, bool)> = Vec::new();
+        let mut up_ids: Vec<(usize, u32)> = Vec::new();
         let mut ups = Vec::new();
         for ev in events {
             let Some(i) = self.service_of(ev.backend) else {
@@ -85,6 +86,7 @@ impl Daemon {
             // Slow start: back up after having been up (or added to the
             // running service), its weight ramps; down, a ramp ends.
             b.ramp = None;
+            b.down_since = if ev.up { None } else { b.down_since.or(Some(std::time::Instant::now())) };
             if ev.up {
                 if b.ramp_next_up && !slow_start.is_zero() {
                     b.ramp = Some(super::slow_start::Ramp::new(std::time::Instant::now(), slow_start));
@@ -109,6 +111,7 @@ impl Daemon {
                 error!(service = %svc_name, error = %format!("{e:#}"), "writing the dataplane failed");
             }
             if ev.up {
+                up_ids.push((i, id));
                 // Logged once the ring holds it: UP means new flows reach it.
                 ups.push((i, svc_name, name, ev.reason));
             } else if held {
@@ -116,6 +119,11 @@ impl Daemon {
             } else {
                 warn!(service = %svc_name, backend = %name, reason = %ev.reason, "backend DOWN: no more packets to it");
             }
+        }
+        // A substitute that came up retires the backend it replaces (after
+        // the state words: indexes of services do not change here).
+        for (i, id) in up_ids {
+            self.on_substitute_up(i, id);
         }
         // The rings follow in the run loop, one service per turn while no
         // event waits: flips that keep arriving (a start, a correlated

@@ -68,6 +68,8 @@ pub struct DaemonMetrics {
     pub fail_open_trips: u64,
     /// Reloads applied and refused.
     pub reloads: [u64; 2],
+    /// Backends replaced by a substitute, and replace attempts that failed.
+    pub replacements: [u64; 2],
 }
 
 /// How often the connection tables are walked for their occupancy.
@@ -199,6 +201,7 @@ impl super::Daemon {
         snap.scale_hooks = self.metrics.scale_hooks.iter().map(|((s, d), n)| (s.clone(), *d, *n)).collect();
         snap.reloads = self.metrics.reloads;
         snap.fail_open_trips = self.metrics.fail_open_trips;
+        snap.replacements = self.metrics.replacements;
         snap
     }
 

@@ -25,6 +25,7 @@ mod passive;
 pub mod prometheus;
 pub mod reconcile;
 pub mod recovery;
+pub mod replace;
 pub mod scale;
 pub mod slow_start;
 mod status;
@@ -101,6 +102,9 @@ pub struct Daemon {
     scale: HashMap<String, scale::ScaleState>,
     samples: mpsc::Sender<ProbeSample>,
     samples_rx: Option<mpsc::Receiver<ProbeSample>>,
+    /// Finished replace hooks, for the run loop.
+    replace_tx: mpsc::UnboundedSender<replace::HookDone>,
+    replace_rx: Option<mpsc::UnboundedReceiver<replace::HookDone>>,
     /// MAC of the one attached interface (zero with several): the source MAC
     /// of frames to backends with a configured MAC.
     single_iface_mac: [u8; 6],
@@ -248,6 +252,7 @@ impl Daemon {
         let (tx, rx) = mpsc::unbounded_channel();
         let overrides = load_overrides(&cfg.daemon.state_path(), reset_runtime)?;
         let (samples, samples_rx) = mpsc::channel(1024);
+        let (replace_tx, replace_rx) = mpsc::unbounded_channel();
         let mut d = Daemon {
             cfg_path: cfg_path.to_path_buf(),
             cfg: cfg.clone(),
@@ -262,6 +267,8 @@ impl Daemon {
             scale: HashMap::new(),
             samples,
             samples_rx: Some(samples_rx),
+            replace_tx,
+            replace_rx: Some(replace_rx),
             id_pool: reconcile::IdPool::default(),
             dataplane_stale: false,
             table_usage: Default::default(),
@@ -477,6 +484,7 @@ impl Daemon {
             None => None,
         };
         let mut samples = self.samples_rx.take().context("daemon already ran")?;
+        let mut hooks = self.replace_rx.take().context("daemon already ran")?;
         let mut passive = passive::watch(&self.cfg.daemon.pin_dir());
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
@@ -513,7 +521,13 @@ impl Daemon {
                 _ = hup.recv() => { info!("SIGHUP: reloading {}", self.cfg_path.display()); let _ = self.reload(); }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = tick.tick() => { self.retry_stale_dataplane(); self.resolve_nexthops(); self.scale_tick(); }
+                Some(done) = hooks.recv() => self.on_hook_done(done),
+                _ = tick.tick() => {
+                    self.retry_stale_dataplane();
+                    self.resolve_nexthops();
+                    self.scale_tick();
+                    self.replace_tick();
+                }
                 _ = ramp_tick.tick(), if self.ramping() => self.step_ramps(),
                 () = std::future::ready(()), if !self.ring_queue.is_empty() => self.sync_next_ring(),
             }

@@ -42,6 +42,10 @@ pub struct BackendRt {
     /// Its next coming up starts a ramp: it has been up before, or joined
     /// a service that was already running (not at veerd's start).
     pub ramp_next_up: bool,
+    /// Since when its checks have failed (none while healthy).
+    pub down_since: Option<std::time::Instant>,
+    /// Its replacement by the service's `replace` hook, while one runs.
+    pub replace: Option<super::replace::ReplaceState>,
 }
 
 /// A run of consecutive indexes in the dataplane's SNAT address table.
@@ -70,6 +74,8 @@ impl BackendRt {
             recovery: None,
             ramp: None,
             ramp_next_up: false,
+            down_since: (!healthy).then(std::time::Instant::now),
+            replace: None,
         }
     }
 
@@ -208,6 +214,7 @@ mod tests {
             health: HealthConfig::default(),
             update: Vec::new(),
             scale: None,
+            replace: None,
             backends: vec![],
         };
         let backends = backends

@@ -110,6 +110,8 @@ pub struct Snapshot {
     pub reloads: [u64; 2],
     /// Times a fail-open guard tripped.
     pub fail_open_trips: u64,
+    /// Backends replaced, and replace attempts that failed.
+    pub replacements: [u64; 2],
 }
 
 /// Writes one metric family: its HELP and TYPE lines, then one line per
@@ -321,6 +323,16 @@ fn render_daemon(o: &mut String, snap: &Snapshot) {
         "counter",
         "Config reloads.",
         [("result=\"applied\"".to_string(), snap.reloads[0]), ("result=\"refused\"".to_string(), snap.reloads[1])],
+    );
+    family(
+        o,
+        "veer_replacements_total",
+        "counter",
+        "Backends retired for a substitute from the replace hook, and replace attempts that failed.",
+        [
+            ("result=\"replaced\"".to_string(), snap.replacements[0]),
+            ("result=\"failed\"".to_string(), snap.replacements[1]),
+        ],
     );
 }
 

@@ -39,6 +39,7 @@ impl Daemon {
                             mac: b.nexthop.map(|n| fmt_mac(&n.mac)),
                             runtime: self.overrides.note(&self.cfg, &s.cfg.name, &b.cfg.name),
                             slow_start: b.ramp.map(|r| r.percent(std::time::Instant::now())),
+                            replace: b.replace.as_ref().map(|r| r.describe(std::time::Instant::now())),
                         })
                         .collect(),
                 }

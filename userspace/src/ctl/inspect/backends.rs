@@ -51,6 +51,9 @@ pub struct BackendRow {
     pub active_flows: usize,
     /// How it runs differently from the config file.
     pub runtime: String,
+    /// While veerd's replace hook works on it: where that stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace: Option<String>,
 }
 
 impl Row for BackendRow {
@@ -84,7 +87,11 @@ impl Row for BackendRow {
             self.new_flows.to_string(),
             self.active_flows.to_string(),
             passive_cell(&self.passive),
-            self.runtime.clone(),
+            match &self.replace {
+                Some(r) if self.runtime.is_empty() => r.clone(),
+                Some(r) => format!("{}; {r}", self.runtime),
+                None => self.runtime.clone(),
+            },
         ]
     }
 }
@@ -147,6 +154,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
     // Ramps are veerd's: shown while it answers.
     let status = ctx.daemon_status();
     let ramp = |svc: &str, name: &str| status.as_ref()?.backend(svc, name)?.slow_start;
+    let replace = |svc: &str, name: &str| status.as_ref()?.backend(svc, name)?.replace.clone();
     let mut rows = Vec::new();
     for v in views.iter().filter(|v| service.is_none_or(|s| v.name == s)) {
         for (id, b, name) in &v.backends {
@@ -168,6 +176,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
                 new_flows: c.new_flows,
                 active_flows: active.get(id).copied().unwrap_or(0),
                 runtime: ctx.runtime_note(&v.name, name),
+                replace: replace(&v.name, name),
             });
         }
     }
