@@ -208,12 +208,18 @@ fn fin_or_rst_marks_the_flow_closing() {
         lab.send(&lab.syn(port));
         assert_eq!(lab.dp.flow(&key(port)).unwrap(), None, "a SYN alone stays out of the connection table");
         assert_eq!(lab.dp.new_flow(&key(port)).unwrap().unwrap().flags, 0);
-        lab.send(&lab.ack(port));
+        let b = lab.send(&lab.ack(port)).1.unwrap();
         assert_eq!(lab.dp.new_flow(&key(port)).unwrap(), None, "the ACK moves the flow on");
-        assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, 0, "data does not close");
+        let active = lab.dp.active_flows(b).unwrap();
+        assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, veer_abi::CONN_F_COUNTED, "data does not close");
+        assert_eq!(active, 1, "established: counted active on its backend");
         let (action, ..) = lab.send(&frame::packet(lab.client(port), lab.vip_addr(), L4::Tcp(flags), &[]));
         assert_eq!(action, XDP_TX, "the closing packet still reaches the backend");
         assert_eq!(lab.dp.flow(&key(port)).unwrap().unwrap().flags, veer_abi::CONN_F_CLOSING, "flags {flags:#x}");
+        assert_eq!(lab.dp.active_flows(b).unwrap(), 0, "closed: no longer active");
+        // A second FIN changes nothing.
+        lab.send(&frame::packet(lab.client(port), lab.vip_addr(), L4::Tcp(flags), &[]));
+        assert_eq!(lab.dp.active_flows(b).unwrap(), 0);
     }
 }
 
@@ -475,4 +481,49 @@ fn a_persistent_client_keeps_its_backend_across_a_membership_change_while_it_is_
     assert!(lab.dp.age_affinity(1, client, Duration::from_secs(61)).unwrap());
     let port = (3200..3400u16).find(|&p| on_ring(p) != second).unwrap();
     assert_eq!(backends_of(&lab, "192.0.2.7", port..port + 1), [on_ring(port)], "expired: the ring decides");
+}
+
+#[test]
+fn least_flows_sends_new_flows_away_from_the_backend_with_more_active_flows() {
+    let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::LeastFlows, &[1, 1]);
+    // 300 established flows on backend 0 (backend 1 down meanwhile), then
+    // 40 of them end with a FIN.
+    lab.dp.set_backend_state(1, BackendState::Down).unwrap();
+    for p in 1000..1300u16 {
+        assert_eq!(lab.send(&lab.syn(p)).1, Some(0));
+        assert_eq!(lab.send(&lab.ack(p)).1, Some(0));
+    }
+    for p in 1000..1040u16 {
+        lab.send(&frame::packet(lab.client(p), lab.vip_addr(), L4::Tcp(0x11), &[]));
+    }
+    assert_eq!(lab.dp.active_flows(0).unwrap(), 260, "established flows, less the ended ones");
+    assert_eq!(lab.dp.active_flows(1).unwrap(), 0);
+    lab.dp.set_backend_state(1, BackendState::Up).unwrap();
+
+    // New flows: a flow whose own slot is backend 1 stays there (backend 0
+    // has more); one whose slot is backend 0 moves to 1 whenever the random
+    // second choice is 1 (half the time).
+    let ring = lab.dp.ring(&lab.key).unwrap();
+    let (mut own0, mut moved) = (0, 0);
+    for p in 2000..2200u16 {
+        let slot =
+            ring[(flow_hash(&flow_key(lab.client(p), lab.vip_addr(), Protocol::Tcp)) % ring.len() as u32) as usize];
+        let got = lab.send(&lab.syn(p)).1.unwrap();
+        if slot == 1 {
+            assert_eq!(got, 1, "port {p}: its own slot's backend has fewer flows");
+        } else {
+            own0 += 1;
+            moved += usize::from(got == 1);
+        }
+    }
+    assert!(own0 > 50, "the ring gives backend 0 about half the ports: {own0}");
+    assert!(moved > 0 && moved < own0, "about half of backend 0's {own0} flows moved to 1: {moved}");
+    // Under Maglev the same flows would all have stayed: the scheduler,
+    // not the ring, moved them.
+    lab.set_flags(Scheduler::Maglev, 0);
+    for p in 3000..3050u16 {
+        let slot =
+            ring[(flow_hash(&flow_key(lab.client(p), lab.vip_addr(), Protocol::Tcp)) % ring.len() as u32) as usize];
+        assert_eq!(lab.send(&lab.syn(p)).1, Some(slot));
+    }
 }

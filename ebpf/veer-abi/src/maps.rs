@@ -61,6 +61,8 @@ pub mod names {
     /// `Array<u32>`: per service id, its persistence in seconds (read when
     /// its `SERVICE_F_PERSIST` flag is set).
     pub const PERSISTENCE: &str = "PERSISTENCE";
+    /// `Array<ActiveFlows>`: per backend, its established flows.
+    pub const ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";
 }
 
 /// Name of the XDP program in the object (the one attached).
@@ -104,6 +106,10 @@ pub enum Scheduler {
     RoundRobin = 1,
     /// Session affinity: Maglev over a hash of the client address only.
     SourceHash = 2,
+    /// Weighted least flows: of two candidates (the flow's Maglev slot and a
+    /// random slot of the same weighted table), the one with fewer active
+    /// flows per unit of weight (see [`ActiveFlows`]).
+    LeastFlows = 3,
 }
 
 impl Scheduler {
@@ -114,16 +120,18 @@ impl Scheduler {
             0 => Some(Self::Maglev),
             1 => Some(Self::RoundRobin),
             2 => Some(Self::SourceHash),
+            3 => Some(Self::LeastFlows),
             _ => None,
         }
     }
 
-    /// The name used in configs and output (`maglev`, `round-robin`, `source-hash`).
+    /// The name used in configs and output (`maglev`, `round-robin`, `source-hash`, `least-flows`).
     pub const fn name(self) -> &'static str {
         match self {
             Self::Maglev => "maglev",
             Self::RoundRobin => "round-robin",
             Self::SourceHash => "source-hash",
+            Self::LeastFlows => "least-flows",
         }
     }
 }
@@ -180,6 +188,42 @@ pub struct Affinity {
 
 /// Default capacity of `AFFINITY` (clients remembered, all services together).
 pub const DEFAULT_AFFINITY_TABLE_SIZE: u32 = 65536;
+
+/// Length of an [`ActiveFlows`] epoch: a flow with no packet for one to two
+/// epochs is no longer counted active.
+pub const ACTIVE_EPOCH_NS: u64 = 30_000_000_000;
+
+/// Value of `ACTIVE_FLOWS`: a backend's established flows, kept by the
+/// dataplane without walking the table. A flow counts from its second packet
+/// (a SYN flood adds nothing) until its first FIN or RST, in the epoch
+/// ([`ACTIVE_EPOCH_NS`]) of its last packet; its first packet in a new epoch
+/// moves it there. A slot whose `epoch` is neither the current one nor the
+/// one before is stale: its flows went idle, and it reads as zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActiveFlows {
+    /// The epoch each slot counts (slot `epoch % 2`).
+    pub epoch: [u64; 2],
+    /// Flows counted in each slot (may dip below zero under races).
+    pub count: [i64; 2],
+}
+
+impl ActiveFlows {
+    /// Flows active at epoch `now_epoch`: the live slots' counts.
+    #[inline(always)]
+    pub fn active(&self, now_epoch: u64) -> u64 {
+        let mut n = 0i64;
+        let mut i = 0;
+        while i < 2 {
+            let e = self.epoch[i];
+            if e == now_epoch || e.wrapping_add(1) == now_epoch {
+                n += self.count[i];
+            }
+            i += 1;
+        }
+        n.max(0) as u64
+    }
+}
 
 /// Value of `SERVICE_SLOTS`: a service and the key it is published under.
 /// A slot whose key is not the packet's belongs to another (or no) service.
@@ -385,6 +429,9 @@ pub const CONN_F_CLIENT_RESET: u32 = 4;
 /// `ConnEntry::flags` (`NEW_CONNS`): how many times the flow's SYN has been
 /// resent after a refusal (bits 8..16).
 pub const CONN_F_RESENDS_SHIFT: u32 = 8;
+/// `ConnEntry::flags` (`CONNS`): the flow is counted in its backend's
+/// [`ActiveFlows`], in the epoch of its `last_seen_ns`.
+pub const CONN_F_COUNTED: u32 = 1 << 16;
 /// Most resends of one SYN after refusals, as HAProxy's `retries`.
 pub const MAX_SYN_RESENDS: u32 = 2;
 
@@ -747,6 +794,7 @@ mod pod {
     unsafe impl aya::Pod for super::Service {}
     unsafe impl aya::Pod for super::ServiceSlot {}
     unsafe impl aya::Pod for super::VipFilter {}
+    unsafe impl aya::Pod for super::ActiveFlows {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::Affinity {}
     unsafe impl aya::Pod for super::MinimalDsr {}

@@ -7,11 +7,12 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use veer_abi::{
-    Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET,
-    CONN_F_CLOSING, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
+    Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET, NO_BACKEND,
+    CONN_F_CLOSING, CONN_F_COUNTED, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
+    active,
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     maps::{CONNS, NEW_CONNS, SERVICE_SLOTS},
     nat::{self, Slot},
@@ -60,34 +61,45 @@ fn keeper(svc: &Service, entry: &ConnEntry) -> Option<Flow> {
     })
 }
 
-/// Refreshes an entry; returns whether its idle clock moved (at most about
-/// every 100 ms).
+/// Refreshes an entry: whether its idle clock moved (at most about every
+/// 100 ms), and what that changes in its backend's active-flow count.
 #[inline(always)]
-fn touch(entry: &mut ConnEntry, tcp_flags: u8) -> bool {
+fn touch(entry: &mut ConnEntry, tcp_flags: u8) -> (bool, active::Change) {
     // The coarse clock (CLOCK_MONOTONIC_COARSE, Linux 5.11+): a tick's
     // precision is plenty for idle timeouts, and reading it is a load where
     // the precise clock reads the clocksource (about 15 ns a packet here).
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let mut change = active::Change::NONE;
+    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        change = set_closing(entry);
+    }
     // Writing the shared line on every packet bounces it between CPUs; a
     // coarse clock is all idle detection needs.
     let moved = now.wrapping_sub(entry.last_seen_ns) > 100_000_000;
     if moved {
+        if entry.flags & CONN_F_COUNTED != 0 {
+            change = active::Change { backend: entry.backend, from_ns: entry.last_seen_ns, to_ns: now };
+        }
         entry.last_seen_ns = now;
     }
-    if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-        set_closing(entry);
-    }
-    moved
+    (moved, change)
 }
 
 /// The flow is ending (a FIN or RST): its NAT mapping, if any, then expires
-/// after TIME_WAIT, not after the idle timeout.
+/// after TIME_WAIT, not after the idle timeout; it no longer counts active.
 #[inline(always)]
-fn set_closing(entry: &mut ConnEntry) {
+fn set_closing(entry: &mut ConnEntry) -> active::Change {
     // Written once: the shared line is not dirtied again by every FIN.
-    if entry.flags & CONN_F_CLOSING == 0 {
-        entry.flags |= CONN_F_CLOSING;
+    if entry.flags & CONN_F_CLOSING != 0 {
+        return active::Change::NONE;
     }
+    let change = if entry.flags & CONN_F_COUNTED != 0 {
+        active::Change { backend: entry.backend, from_ns: entry.last_seen_ns, to_ns: 0 }
+    } else {
+        active::Change::NONE
+    };
+    entry.flags = (entry.flags | CONN_F_CLOSING) & !CONN_F_COUNTED;
+    change
 }
 
 /// A NAT backend's FIN or RST ends `flow` as the client's does. A call of
@@ -98,14 +110,16 @@ pub fn mark_closing(flow: &FlowKey) {
     let Some(e) = CONNS.get_ptr_mut(flow) else { return };
     // SAFETY: a preallocated LRU value; a racing eviction at worst marks
     // another live flow closing, which only shortens its mapping's idle wait.
-    set_closing(unsafe { &mut *e });
+    let change = set_closing(unsafe { &mut *e });
+    active::apply(&change);
 }
 
 /// What `CONNS` says about a packet before the service table is asked.
 pub enum Early {
-    /// Pinned to a backend that may keep it, in this service; and whether
-    /// the entry's idle clock moved (a persistence refresh is due).
-    Hit(&'static Service, Flow, bool),
+    /// Pinned to a backend that may keep it, in this service; whether the
+    /// entry's idle clock moved (a persistence refresh is due); and whether
+    /// an active-flow change was deferred (`active::apply_pending`).
+    Hit(&'static Service, Flow, bool, bool),
     /// Not in `CONNS`.
     Missing,
     /// In `CONNS`, but the flow must move, or its entry names a service
@@ -132,8 +146,12 @@ pub fn established_early(key: &FlowKey, tcp_flags: u8) -> Early {
     }
     match keeper(&slot.service, entry) {
         Some(f) => {
-            let moved = touch(entry, tcp_flags);
-            Early::Hit(&slot.service, f, moved)
+            let (moved, change) = touch(entry, tcp_flags);
+            let pending = change.backend != NO_BACKEND;
+            if pending {
+                active::defer(&change);
+            }
+            Early::Hit(&slot.service, f, moved, pending)
         }
         None => Early::Unsure,
     }
@@ -150,10 +168,19 @@ pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
     let entry = unsafe { &mut *entry };
     match keeper(svc, entry) {
         Some(f) => {
-            let _ = touch(entry, tcp_flags);
+            let (_, change) = touch(entry, tcp_flags);
+            active::apply(&change);
             Pinned::Hit(f)
         }
-        None => Pinned::Stale,
+        None => {
+            // It leaves its backend: no longer counted there (`repin`
+            // counts it on the next).
+            if entry.flags & CONN_F_COUNTED != 0 {
+                active::apply(&active::Change { backend: entry.backend, from_ns: entry.last_seen_ns, to_ns: 0 });
+                entry.flags &= !CONN_F_COUNTED;
+            }
+            Pinned::Stale
+        }
     }
 }
 
@@ -173,8 +200,16 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     // SAFETY: copied out at once (see `established`).
     let mut entry = *unsafe { NEW_CONNS.get(key) }?;
     let hit = keeper(svc, &entry)?;
+    // Not counted yet: nothing to change.
     let _ = touch(&mut entry, tcp_flags);
-    insert_established(key, &entry);
+    // Counted from here (not from its SYN: a flood of them adds nothing).
+    let counts = entry.flags & CONN_F_CLOSING == 0;
+    if counts {
+        entry.flags |= CONN_F_COUNTED;
+    }
+    if insert_established(key, &entry) && counts {
+        active::opened(entry.backend, entry.last_seen_ns);
+    }
     let _ = NEW_CONNS.remove(key);
     Some(hit)
 }
@@ -255,11 +290,18 @@ fn entry_for(svc: &Service, backend: u32, nat: Slot, flags: u32) -> ConnEntry {
     }
 }
 
+/// Inserts into `CONNS`; whether that worked.
 #[inline(always)]
-fn insert_established(key: &FlowKey, entry: &ConnEntry) {
+fn insert_established(key: &FlowKey, entry: &ConnEntry) -> bool {
     match CONNS.insert(key, entry, 0) {
-        Ok(()) => stats::count(GlobalCounter::ConnInserted),
-        Err(_) => stats::count(GlobalCounter::ConnInsertFailed),
+        Ok(()) => {
+            stats::count(GlobalCounter::ConnInserted);
+            true
+        }
+        Err(_) => {
+            stats::count(GlobalCounter::ConnInsertFailed);
+            false
+        }
     }
 }
 
@@ -277,8 +319,11 @@ pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32, nat: Slot, flags: u32
 /// `CONNS` entry is overwritten in place).
 #[inline(always)]
 pub fn repin(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
-    if CONNS.insert(key, &entry_for(svc, backend, nat, 0), 0).is_err() {
+    let entry = entry_for(svc, backend, nat, CONN_F_COUNTED);
+    if CONNS.insert(key, &entry, 0).is_err() {
         stats::count(GlobalCounter::ConnInsertFailed);
+    } else {
+        active::opened(backend, entry.last_seen_ns);
     }
 }
 

@@ -23,6 +23,9 @@ pub const MISSING: u32 = 0x100;
 pub const UNSURE: u32 = 0x101;
 /// [`send`] found a NAT flow: the NAT program sends it.
 pub const NAT: u32 = 0x102;
+/// Or-ed into [`send`]'s action: an active-flow change waits for
+/// `active::apply_pending`.
+pub const ACCOUNT: u32 = 0x1000;
 
 /// Sends a non-opening packet of an established DSR flow. Returns the XDP
 /// action taken, or [`MISSING`], [`UNSURE`] or [`NAT`] for the caller to go on.
@@ -30,7 +33,7 @@ pub const NAT: u32 = 0x102;
 pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
     let ctx = callee_ctx(ctx);
     match conntrack::established_early(key, tcp_flags as u8) {
-        Early::Hit(svc, f, moved) => {
+        Early::Hit(svc, f, moved, pending) => {
             if svc.flags & SERVICE_F_NAT != 0 {
                 return NAT;
             }
@@ -39,13 +42,14 @@ pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
                 affinity::remember_inline(svc, &key.src, f.id);
             }
             stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);
-            match forward::to_backend(&ctx, f.backend) {
+            let action = match forward::to_backend(&ctx, f.backend) {
                 Ok(action) => action,
                 Err(reason) => {
                     stats::count(reason.counter());
                     xdp_action::XDP_DROP
                 }
-            }
+            };
+            if pending { action | ACCOUNT } else { action }
         }
         Early::Missing => MISSING,
         Early::Unsure => UNSURE,

@@ -16,8 +16,11 @@
 //! VIP-path health checks to their backend's MAC.
 #![no_std]
 #![no_main]
+// `active`'s atomic add is BPF assembly.
+#![feature(asm_experimental_arch)]
 
 mod access;
+mod active;
 mod affinity;
 mod conntrack;
 mod early;
@@ -178,7 +181,12 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
             early::MISSING => missing = true,
             early::UNSURE => {}
             early::NAT => return jump(ctx, JUMP_NAT),
-            action => return Ok(action),
+            action => {
+                if action & early::ACCOUNT != 0 {
+                    active::apply_pending();
+                }
+                return Ok(action & !early::ACCOUNT);
+            }
         }
     }
     let skey = ServiceKey { addr: key.dst, port: key.dport, proto: key.proto, _pad: 0 };

@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use veer_abi::{
-    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey, ServiceSlot, VipFilter, Affinity, AffinityKey, DEFAULT_AFFINITY_TABLE_SIZE,
+    Backend, ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, ServiceKey, ServiceSlot, VipFilter, ActiveFlows, Affinity, AffinityKey, DEFAULT_AFFINITY_TABLE_SIZE,
     PassiveCounters, SynStash, DEFAULT_CONN_TABLE_SIZE, PASSIVE_EVENTS_BYTES, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_BACKENDS, MAX_RING_SIZE,
     JUMP_SLOTS, MAX_SERVICES, MAX_SNAT_ADDRS, MAX_TX_PORTS,
 };
@@ -27,6 +27,14 @@ pub static SERVICE_SLOTS: Array<ServiceSlot> = Array::with_max_entries(MAX_SERVI
 /// One LRU for all CPUs: a client's flows arrive on any of them.
 #[map]
 pub static AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::with_max_entries(DEFAULT_AFFINITY_TABLE_SIZE, 0);
+
+/// Per backend: its established flows (see `active`).
+#[map]
+pub static ACTIVE_FLOWS: Array<ActiveFlows> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU room for an active-flow change `early::send` leaves to the entry program.
+#[map]
+pub static ACTIVE_PENDING: PerCpuArray<crate::active::Change> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per service id: its persistence in seconds.
 #[map]

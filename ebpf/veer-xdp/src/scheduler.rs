@@ -11,7 +11,7 @@ use veer_abi::{
 
 use crate::{
     access::opaque,
-    affinity,
+    active, affinity,
     maps::{BACKENDS, RINGS, RR_CURSORS},
     passive,
 };
@@ -66,6 +66,9 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
     let ring = RINGS.get(svc.id.wrapping_mul(2).wrapping_add((svc.ring_half & 1) as u32))?;
     let start = match Scheduler::from_u8(svc.scheduler)? {
         Scheduler::Maglev => flow_hash(key),
+        // The second choice is random: only a new flow can be placed.
+        Scheduler::LeastFlows if purpose == Purpose::Recompute => return None,
+        Scheduler::LeastFlows => flow_hash(key),
         Scheduler::SourceHash => source_hash(&key.src),
         Scheduler::RoundRobin if purpose == Purpose::Recompute => return None,
         Scheduler::RoundRobin => {
@@ -102,6 +105,9 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
                         fallback = id;
                     }
                     continue;
+                }
+                if svc.scheduler == Scheduler::LeastFlows as u8 {
+                    return Some(active::choose(svc, ring, len, avoid, (id, b)));
                 }
                 return Some((id, b));
             }

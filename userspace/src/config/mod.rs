@@ -168,6 +168,8 @@ pub enum SchedulerConfig {
     RoundRobin,
     /// Client-address affinity.
     SourceHash,
+    /// Weighted least flows (two choices over the Maglev table).
+    LeastFlows,
 }
 
 impl From<SchedulerConfig> for veer_abi::Scheduler {
@@ -176,6 +178,7 @@ impl From<SchedulerConfig> for veer_abi::Scheduler {
             SchedulerConfig::Maglev => Self::Maglev,
             SchedulerConfig::RoundRobin => Self::RoundRobin,
             SchedulerConfig::SourceHash => Self::SourceHash,
+            SchedulerConfig::LeastFlows => Self::LeastFlows,
         }
     }
 }

@@ -211,6 +211,7 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         m(names::SERVICE_SLOTS, 4, &[size_of::<veer_abi::ServiceSlot>() as u32], svc),
         m(names::VIP_FILTER, 4, &[size_of::<veer_abi::VipFilter>() as u32], 1),
         m(names::PERSISTENCE, 4, &[4], svc),
+        m(names::ACTIVE_FLOWS, 4, &[size_of::<veer_abi::ActiveFlows>() as u32], opts.max_backends),
         m(
             names::AFFINITY,
             sz::<veer_abi::AffinityKey>(),

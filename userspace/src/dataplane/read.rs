@@ -48,6 +48,14 @@ pub trait MapReader {
         m.get(&id, 0).map_err(DataplaneError::map(names::PERSISTENCE, format!("reading service {id}")))
     }
 
+    /// Backend `id`'s established flows as the dataplane counts them (see
+    /// [`veer_abi::ActiveFlows`]).
+    fn active_flows(&self, id: u32) -> Result<u64> {
+        let m: Array<&MapData, veer_abi::ActiveFlows> = typed!(self, Array, names::ACTIVE_FLOWS);
+        let a = m.get(&id, 0).map_err(DataplaneError::map(names::ACTIVE_FLOWS, format!("reading backend {id}")))?;
+        Ok(a.active(monotonic_ns() / veer_abi::ACTIVE_EPOCH_NS))
+    }
+
     /// Every backend entry in use (address not all zero), by id.
     fn backend_table(&self) -> Result<Vec<(u32, Backend)>> {
         let m: Array<&MapData, Backend> = typed!(self, Array, names::BACKENDS);

@@ -103,6 +103,14 @@ fn scheduled(v: &SvcView, fk: &veer_abi::FlowKey) -> (Option<u32>, String) {
         _ => None,
     };
     let Some((h, how)) = start else {
+        if Scheduler::from_u8(v.svc.scheduler) == Some(Scheduler::LeastFlows) {
+            return (
+                None,
+                "least-flows: of the 5-tuple's Maglev slot and a random slot, the backend with fewer active flows \
+                 per unit of weight, so the backend is not fixed per 5-tuple"
+                    .into(),
+            );
+        }
         return (
             None,
             "round-robin: new flows take the next slot of a per-CPU cursor, so the backend is not fixed per 5-tuple"
