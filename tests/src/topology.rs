@@ -108,8 +108,20 @@ impl Testbed {
         weights: &[u32],
         conn_table_size: u32,
     ) -> Result<veer::dataplane::Dataplane> {
+        self.balance_with(port, proto, weights, conn_table_size, veer_abi::Scheduler::Maglev)
+    }
+
+    /// [`Testbed::balance`] with another scheduler.
+    pub fn balance_with(
+        &self,
+        port: u16,
+        proto: veer::dataplane::Protocol,
+        weights: &[u32],
+        conn_table_size: u32,
+        scheduler: veer_abi::Scheduler,
+    ) -> Result<veer::dataplane::Dataplane> {
         use veer::dataplane::{service_key, Dataplane, DataplaneOptions, ServiceSpec, XDP_OBJECT};
-        use veer_abi::{Backend, Scheduler, NO_BACKEND};
+        use veer_abi::{Backend, NO_BACKEND};
         let mut dp = Dataplane::load_with(
             XDP_OBJECT,
             &DataplaneOptions { conn_table_size, max_services: 4, ..Default::default() },
@@ -117,13 +129,7 @@ impl Testbed {
         let key = service_key(IpAddr::V4(VIP), port, proto);
         dp.upsert_service(
             &key,
-            ServiceSpec {
-                id: 0,
-                scheduler: Scheduler::Maglev,
-                flags: 0,
-                fallback_backend: NO_BACKEND,
-                persistence_s: 0,
-            },
+            ServiceSpec { id: 0, scheduler, flags: 0, fallback_backend: NO_BACKEND, persistence_s: 0 },
         )?;
         for (i, b) in self.backends.iter().enumerate() {
             dp.set_backend(i as u32, &Backend { mac: b.mac, ..up_backend(b, weights[i]) })?;

@@ -3,6 +3,7 @@
 //! ratios travel better). The report goes to stdout, `target/bench/report.md`
 //! and `target/bench/report.json`.
 
+pub mod balance;
 pub mod control;
 pub mod correlated;
 pub mod failover;

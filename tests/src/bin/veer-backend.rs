@@ -33,6 +33,10 @@ struct Args {
     /// First stop the server whose pid is in `--pidfile` (an in-place update).
     #[arg(long)]
     replace: bool,
+    /// Wait this long before answering each connection: a slow (loaded)
+    /// backend that still passes its checks (e.g. `20ms`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    delay: Option<std::time::Duration>,
 }
 
 fn stop_previous(pidfile: &std::path::Path) -> Result<()> {
@@ -106,7 +110,13 @@ fn main() -> Result<()> {
     // Accept errors (e.g. the client already reset) are the client's problem.
     for s in tcp.incoming().flatten() {
         let name = args.name.clone();
-        std::thread::spawn(move || veer_tests::server::answer(s, &name));
+        let delay = args.delay;
+        std::thread::spawn(move || {
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
+            veer_tests::server::answer(s, &name)
+        });
     }
     Ok(())
 }
