@@ -53,3 +53,106 @@ fn least_flows_sends_new_connections_to_the_backend_holding_fewer() {
     assert!(to_b2 > 0.62, "b2 took {:.0}% of {} new connections (expected about 75%)", to_b2 * 100.0, ok.len());
     drop(held);
 }
+
+/// A backend's agent: answers every connection on port 9999 with the
+/// current `answer`, until dropped.
+struct Agent {
+    answer: std::sync::Arc<std::sync::Mutex<String>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Agent {
+    fn start(ns: &veer_tests::netns::Netns, answer: &str) -> Self {
+        use std::{io::Write, sync::atomic::Ordering};
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(answer.to_string()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, s, (tx, rx)) = (answer.clone(), stop.clone(), std::sync::mpsc::channel());
+        ns.spawn(move || {
+            let l = std::net::TcpListener::bind("0.0.0.0:9999").expect("agent port");
+            l.set_nonblocking(true).unwrap();
+            tx.send(()).unwrap();
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let line = format!("{}\n", a.lock().unwrap());
+                        let _ = c.write_all(line.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).expect("the agent listens");
+        Self { answer, stop }
+    }
+
+    fn say(&self, answer: &str) {
+        *self.answer.lock().unwrap() = answer.to_string();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// b1's row in `veerctl backends --json`.
+fn b1(s: &Deployment) -> serde_json::Value {
+    let rows = veer_tests::daemon::veerctl_json(&s.cfg, &["backends"]);
+    rows.as_array().unwrap().iter().find(|r| r["backend"] == "b1").unwrap().clone()
+}
+
+#[test]
+fn the_agent_check_sets_a_backends_weight_and_state_and_the_operator_wins() {
+    let s = Deployment::new("ag", 2);
+    let text = s.config_with(
+        65537,
+        &[100, 100],
+        "",
+        "[service.agent]\nport = 9999\ninterval = \"50ms\"\ntimeout = \"200ms\"\n",
+        |_| String::new(),
+    );
+    s.write(&text);
+    let a1 = Agent::start(&s.tb.backends[0].ns, "up");
+    let _a2 = Agent::start(&s.tb.backends[1].ns, "up 100%");
+    let d = s.start();
+    wait_until(Duration::from_secs(15), "both up", || {
+        ["b1", "b2"].iter().all(|n| d.backend_state("web", n).is_ok_and(|x| x == "up"))
+    })
+    .unwrap();
+    let until = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
+        wait_until(Duration::from_secs(5), what, || f(&b1(&s))).unwrap_or_else(|e| panic!("{e}: {}", b1(&s)));
+    };
+    until("a full share", &|r| (r["ring_share"].as_f64().unwrap() - 50.0).abs() < 0.1);
+
+    a1.say("50%");
+    until("half b1's weight: 50 of 150", &|r| {
+        (r["ring_share"].as_f64().unwrap() - 100.0 / 3.0).abs() < 0.1 && r["agent"] == "50%"
+    });
+    let held = s.tb.client.ns.run(|| Session::open(s.vip(), Duration::from_secs(2))).unwrap();
+    a1.say("drain");
+    until("draining", &|r| r["state"] == "draining");
+    let mut held = held.unwrap();
+    held.ping("still there").expect("a drained backend keeps its connections");
+    let ev = veer_tests::daemon::veerctl_json(&s.cfg, &["events", "--backend", "b1"]);
+    assert_eq!(ev["events"].as_array().unwrap().last().unwrap()["reason"], "agent: drain", "{ev}");
+    a1.say("down");
+    until("down", &|r| r["state"] == "down");
+    a1.say("up 100%");
+    until("up, full share", &|r| r["state"] == "up" && (r["ring_share"].as_f64().unwrap() - 50.0).abs() < 0.1);
+
+    // The operator wins over the agent's "up".
+    assert!(veerctl(&s.cfg, &["drain", "web", "b1"]).0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b1(&s)["state"], "draining", "six agent answers later, the operator's drain holds");
+    assert!(veerctl(&s.cfg, &["enable", "web", "b1"]).0);
+    until("up again", &|r| r["state"] == "up");
+
+    // An agent that stops answering changes nothing.
+    a1.say("25%");
+    until("a quarter", &|r| r["agent"] == "25%");
+    drop(a1);
+    until("no answer", &|r| r["agent"].as_str().is_some_and(|a| a.contains("last answer")));
+    assert_eq!(b1(&s)["state"], "up");
+}

@@ -240,6 +240,9 @@ pub struct BackendStatus {
     /// While the replace hook works on it: where that stands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replace: Option<String>,
+    /// Its agent's last answer (`50%`, `drain`), with a failure to ask it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// Client side: sends one request and waits for its response.

@@ -269,6 +269,10 @@ pub struct ServiceConfig {
     /// Load-driven scaling hooks.
     #[serde(default)]
     pub scale: Option<ScaleConfig>,
+    /// The agent check: each backend's agent says its weight and state
+    /// (see [`AgentConfig`]).
+    #[serde(default)]
+    pub agent: Option<AgentConfig>,
     /// Replacing a backend whose node is gone: a hook that provisions a
     /// substitute (see [`ReplaceConfig`]).
     #[serde(default)]
@@ -496,6 +500,29 @@ pub struct BackendConfig {
     /// Update command for this backend (overrides the service's `update`).
     #[serde(default)]
     pub update: Vec<String>,
+}
+
+/// `[service.agent]`: HAProxy's `agent-check`. Every backend runs a small
+/// TCP service on `port` that answers one line: a weight percentage
+/// (`75%`), `drain`, `down`, `up`, or several (`up 50%`).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The agent's TCP port on each backend's address.
+    pub port: u16,
+    /// How often it is asked.
+    #[serde(default = "default_agent_interval", with = "duration")]
+    pub interval: Duration,
+    /// How long an answer may take.
+    #[serde(default = "default_agent_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_agent_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_agent_timeout() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// `[service.replace]`: when a backend has been down `after`, or its restart

@@ -195,6 +195,14 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
     if s.min_healthy == 0 {
         c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
     }
+    if let Some(a) = &s.agent {
+        if a.port == 0 {
+            c.err(at, "agent", format!("{p}.agent.port"), "must be a TCP port (1 to 65535)");
+        }
+        if a.interval.is_zero() || a.timeout.is_zero() {
+            c.err(at, "agent", format!("{p}.agent.interval"), "interval and timeout must be above 0");
+        }
+    }
     if let Some(r) = &s.replace {
         if r.command.is_empty() {
             c.err(at, "replace", format!("{p}.replace.command"), "needs a program to run");

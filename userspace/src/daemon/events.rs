@@ -154,6 +154,43 @@ impl Daemon {
         }
     }
 
+    /// An agent answered (or stopped answering): its verdict applies at
+    /// once (state word), the ring follows.
+    pub(super) fn on_agent(&mut self, r: crate::health::agent::AgentReport) {
+        let Some(i) = self.service_of(r.backend) else { return };
+        let service = self.services[i].cfg.name.clone();
+        let Some(b) = self.services[i].backend_mut(r.backend) else { return };
+        if b.generation != r.generation {
+            return;
+        }
+        match r.verdict {
+            Ok(v) => {
+                if v == b.agent_verdict && b.agent_error.is_none() {
+                    return;
+                }
+                info!(%service, backend = %b.cfg.name, agent = %v.describe(), "agent check");
+                b.agent_verdict = v;
+                b.agent_error = None;
+                let reason = format!("agent: {}", v.describe());
+                self.state_reasons.insert(r.backend, reason);
+            }
+            Err(e) => {
+                // Its last verdict stays: an agent that cannot be asked
+                // changes nothing (the health check judges the backend).
+                warn!(%service, backend = %b.cfg.name, error = %e, "agent check failed; keeping its last answer");
+                b.agent_error = Some(e);
+                return;
+            }
+        }
+        if let Err(e) = self.write_entries(i) {
+            error!(%service, error = %format!("{e:#}"), "writing the dataplane failed");
+        }
+        let key = self.services[i].key;
+        if !self.ring_queue.contains(&key) {
+            self.ring_queue.push_back(key);
+        }
+    }
+
     /// Whether a slow-start ramp runs.
     pub(super) fn ramping(&self) -> bool {
         self.services.iter().any(|s| s.backends.iter().any(|b| b.ramp.is_some()))

@@ -50,7 +50,7 @@ use model::{BackendRt, ServiceRt};
 use crate::{
     config::{AttachModeConfig, Config, Fallback, Forwarding, ServiceConfig},
     dataplane::{self, pin, to_abi, AttachMode, Dataplane, DataplaneOptions, MapReader, ServiceSpec},
-    health::{spawn_checker, CheckReport, CheckSpec, Probe, ProbeSample},
+    health::{agent, spawn_checker, CheckReport, CheckSpec, Probe, ProbeSample},
     net,
     overrides::Overrides,
 };
@@ -102,6 +102,9 @@ pub struct Daemon {
     scale: HashMap<String, scale::ScaleState>,
     samples: mpsc::Sender<ProbeSample>,
     samples_rx: Option<mpsc::Receiver<ProbeSample>>,
+    /// Agent-check answers, for the run loop.
+    agent_tx: mpsc::UnboundedSender<agent::AgentReport>,
+    agent_rx: Option<mpsc::UnboundedReceiver<agent::AgentReport>>,
     /// Finished replace hooks, for the run loop.
     replace_tx: mpsc::UnboundedSender<replace::HookDone>,
     replace_rx: Option<mpsc::UnboundedReceiver<replace::HookDone>>,
@@ -253,6 +256,7 @@ impl Daemon {
         let overrides = load_overrides(&cfg.daemon.state_path(), reset_runtime)?;
         let (samples, samples_rx) = mpsc::channel(1024);
         let (replace_tx, replace_rx) = mpsc::unbounded_channel();
+        let (agent_tx, agent_rx) = mpsc::unbounded_channel();
         let mut d = Daemon {
             cfg_path: cfg_path.to_path_buf(),
             cfg: cfg.clone(),
@@ -269,6 +273,8 @@ impl Daemon {
             samples_rx: Some(samples_rx),
             replace_tx,
             replace_rx: Some(replace_rx),
+            agent_tx,
+            agent_rx: Some(agent_rx),
             id_pool: reconcile::IdPool::default(),
             dataplane_stale: false,
             table_usage: Default::default(),
@@ -359,6 +365,16 @@ impl Daemon {
             initially_up: b.healthy,
         };
         b.checker = Some(spawn_checker(spec, self.events.clone(), Some(self.samples.clone())));
+        if let Some(a) = b.agent.take() {
+            a.abort();
+        }
+        if let Some(a) = &svc.agent {
+            let target = SocketAddr::new(b.cfg.address, a.port);
+            b.agent = Some(agent::spawn_agent(b.id, generation, target, a.interval, a.timeout, self.agent_tx.clone()));
+        } else {
+            b.agent_verdict = Default::default();
+            b.agent_error = None;
+        }
     }
 
     fn clear_backend(&mut self, id: u32) -> Result<()> {
@@ -485,6 +501,7 @@ impl Daemon {
         };
         let mut samples = self.samples_rx.take().context("daemon already ran")?;
         let mut hooks = self.replace_rx.take().context("daemon already ran")?;
+        let mut agents = self.agent_rx.take().context("daemon already ran")?;
         let mut passive = passive::watch(&self.cfg.daemon.pin_dir());
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
@@ -522,6 +539,7 @@ impl Daemon {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 Some(done) = hooks.recv() => self.on_hook_done(done),
+                Some(report) = agents.recv() => self.on_agent(report),
                 _ = tick.tick() => {
                     self.retry_stale_dataplane();
                     self.resolve_nexthops();

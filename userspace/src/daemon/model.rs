@@ -3,6 +3,8 @@
 
 use veer_abi::{BackendState, ServiceKey};
 
+use crate::health::agent::AgentState;
+
 use crate::{
     config::{BackendConfig, ServiceConfig},
     net::Neighbour,
@@ -46,6 +48,12 @@ pub struct BackendRt {
     pub down_since: Option<std::time::Instant>,
     /// Its replacement by the service's `replace` hook, while one runs.
     pub replace: Option<super::replace::ReplaceState>,
+    /// Its agent check's task, if the service has one.
+    pub agent: Option<tokio::task::JoinHandle<()>>,
+    /// Its agent's last verdict (empty without one, or before it answers).
+    pub agent_verdict: crate::health::agent::AgentVerdict,
+    /// Why the agent has no verdict now (unreachable, unparsable), if so.
+    pub agent_error: Option<String>,
 }
 
 /// A run of consecutive indexes in the dataplane's SNAT address table.
@@ -76,13 +84,20 @@ impl BackendRt {
             ramp_next_up: false,
             down_since: (!healthy).then(std::time::Instant::now),
             replace: None,
+            agent: None,
+            agent_verdict: Default::default(),
+            agent_error: None,
         }
     }
 
     /// The weight the ring uses at `now`: the configured one, or its share
     /// of a running slow-start ramp.
     pub fn ring_weight(&self, now: std::time::Instant) -> u32 {
-        self.ramp.map_or(self.cfg.weight, |r| r.weight(self.cfg.weight, now))
+        let w = self.agent_verdict.scale(self.cfg.weight);
+        match self.ramp {
+            Some(r) if w > 0 => r.weight(w, now),
+            _ => w,
+        }
     }
 
     /// Whether packets can be sent to it: it has a next-hop MAC, or (NAT)
@@ -98,7 +113,12 @@ impl BackendRt {
             (Admin::Disabled, ..) => BackendState::Disabled,
             (_, false, _) | (_, _, false) => BackendState::Down,
             (Admin::Draining, ..) => BackendState::Draining,
-            (Admin::Enabled, true, true) => BackendState::Up,
+            // The agent speaks only where the operator has not.
+            (Admin::Enabled, true, true) => match self.agent_verdict.state {
+                Some(AgentState::Down) => BackendState::Down,
+                Some(AgentState::Drain) => BackendState::Draining,
+                Some(AgentState::Up) | None => BackendState::Up,
+            },
         }
     }
 
@@ -107,8 +127,10 @@ impl BackendRt {
         match self.effective() {
             BackendState::Up => None,
             BackendState::Disabled => Some("disabled"),
+            BackendState::Draining if self.admin != Admin::Draining => Some("its agent says drain"),
             BackendState::Draining => Some("draining"),
             BackendState::Down if !self.healthy && !self.held => Some("failing health checks"),
+            BackendState::Down if self.agent_verdict.state == Some(AgentState::Down) => Some("its agent says down"),
             BackendState::Down => Some("next-hop MAC not resolved yet"),
         }
     }
@@ -121,6 +143,9 @@ impl Drop for BackendRt {
         }
         if let Some(r) = self.recovery.take() {
             r.abort();
+        }
+        if let Some(a) = self.agent.take() {
+            a.abort();
         }
     }
 }
@@ -215,6 +240,7 @@ mod tests {
             update: Vec::new(),
             scale: None,
             replace: None,
+            agent: None,
             backends: vec![],
         };
         let backends = backends

@@ -40,6 +40,15 @@ impl Daemon {
                             runtime: self.overrides.note(&self.cfg, &s.cfg.name, &b.cfg.name),
                             slow_start: b.ramp.map(|r| r.percent(std::time::Instant::now())),
                             replace: b.replace.as_ref().map(|r| r.describe(std::time::Instant::now())),
+                            agent: s.cfg.agent.as_ref().map(|_| {
+                                let v = b.agent_verdict.describe();
+                                match (&b.agent_error, v.is_empty()) {
+                                    (Some(e), true) => format!("no answer: {e}"),
+                                    (Some(e), false) => format!("{v} (last answer; now: {e})"),
+                                    (None, true) => "no answer yet".into(),
+                                    (None, false) => v,
+                                }
+                            }),
                         })
                         .collect(),
                 }

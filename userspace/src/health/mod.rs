@@ -7,6 +7,7 @@
 //! that the dataplane suspects its backend probes at once, out of its
 //! interval, and either confirms the backend down or clears the suspicion.
 
+pub mod agent;
 mod hysteresis;
 mod probe;
 

@@ -54,6 +54,9 @@ pub struct BackendRow {
     /// While veerd's replace hook works on it: where that stands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replace: Option<String>,
+    /// Its agent's last answer (veerd running, the service has an agent check).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl Row for BackendRow {
@@ -87,11 +90,15 @@ impl Row for BackendRow {
             self.new_flows.to_string(),
             self.active_flows.to_string(),
             passive_cell(&self.passive),
-            match &self.replace {
-                Some(r) if self.runtime.is_empty() => r.clone(),
-                Some(r) => format!("{}; {r}", self.runtime),
-                None => self.runtime.clone(),
-            },
+            [
+                Some(self.runtime.clone()).filter(|r| !r.is_empty()),
+                self.agent.as_ref().map(|a| format!("agent: {a}")),
+                self.replace.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; "),
         ]
     }
 }
@@ -155,6 +162,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
     let status = ctx.daemon_status();
     let ramp = |svc: &str, name: &str| status.as_ref()?.backend(svc, name)?.slow_start;
     let replace = |svc: &str, name: &str| status.as_ref()?.backend(svc, name)?.replace.clone();
+    let agent = |svc: &str, name: &str| status.as_ref()?.backend(svc, name)?.agent.clone();
     let mut rows = Vec::new();
     for v in views.iter().filter(|v| service.is_none_or(|s| v.name == s)) {
         for (id, b, name) in &v.backends {
@@ -177,6 +185,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
                 active_flows: active.get(id).copied().unwrap_or(0),
                 runtime: ctx.runtime_note(&v.name, name),
                 replace: replace(&v.name, name),
+                agent: agent(&v.name, name),
             });
         }
     }
