@@ -102,6 +102,9 @@ fn a_dead_backend_is_replaced_by_the_hooks_substitute_while_traffic_runs() {
     d.wait_log("replace hook provisioned a substitute", Duration::from_secs(10)).unwrap();
     let retired = d.wait_log("backend replaced", Duration::from_secs(15)).unwrap();
     assert!(retired.contains("backend=b1") && retired.contains("substitute=sub1"), "{retired}");
+    // Logged once the ring holds it.
+    let up = d.wait_log("backend UP", Duration::from_secs(5)).unwrap();
+    assert!(up.contains("backend=sub1"), "{up}");
 
     // The substitute takes new connections; b1 is gone.
     let at = load.count();
