@@ -174,6 +174,18 @@ impl Veerd {
         Ok(b.state.clone())
     }
 
+    /// Waits until every backend in `names` of service `svc` is up and in
+    /// the live ring (veerd switches a ring in after the state words; a
+    /// test that sends traffic right after "up" would otherwise race it).
+    pub fn wait_up_in_ring(&self, svc: &str, names: &[&str]) -> Result<()> {
+        wait_until(Duration::from_secs(15), "every backend up and in the ring", || {
+            self.status()
+                .is_ok_and(|s| names.iter().all(|n| s.backend(svc, n).is_some_and(|b| b.state == "up" && b.in_ring)))
+        })
+        .map(|_| ())
+        .with_context(|| format!("{:?}", self.status().ok()))
+    }
+
     /// Kills it with SIGKILL and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

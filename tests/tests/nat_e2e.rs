@@ -14,17 +14,14 @@ use anyhow::Context;
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{wait_until, BackendProc, ClientLoad, Veerd},
+    daemon::{BackendProc, ClientLoad, Veerd},
     deployment::{Deployment, INTERVAL_MS, PORT},
     netns::Netns,
     topology::{RoutedHost, LB_IP, ROUTED_NET, VIP},
 };
 
 fn wait_all_up(d: &Veerd, svc: &str, names: &[&str]) {
-    wait_until(Duration::from_secs(15), "every backend up", || {
-        names.iter().all(|n| d.backend_state(svc, n).is_ok_and(|s| s == "up"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:?}", d.status()));
+    d.wait_up_in_ring(svc, names).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// A deployment whose backends know nothing of the VIP.

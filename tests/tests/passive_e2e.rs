@@ -10,15 +10,12 @@ use std::{
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{wait_until, BackendProc, ClientLoad, Sample, Veerd},
+    daemon::{BackendProc, ClientLoad, Sample, Veerd},
     deployment::{Agents, Deployment, PORT},
 };
 
 fn wait_all_up(d: &Veerd, names: &[&str]) {
-    wait_until(Duration::from_secs(15), "every backend up", || {
-        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {:?}", d.status()));
+    d.wait_up_in_ring("web", names).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// The connections that failed among those started at or after `t0` (one

@@ -21,10 +21,7 @@ use veer_tests::{
 };
 
 fn up(d: &Veerd, names: &[&str]) {
-    wait_until(Duration::from_secs(15), "backends up", || {
-        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
-    })
-    .unwrap();
+    d.wait_up_in_ring("web", names).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn sessions(s: &Deployment, n: usize) -> Vec<Session> {

@@ -21,10 +21,7 @@ use veer_tests::{
 };
 
 fn wait_all_up(d: &Veerd, names: &[&str]) {
-    wait_until(Duration::from_secs(15), "every backend up", || {
-        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| format!("{s:?}")).unwrap_or_default()));
+    d.wait_up_in_ring("web", names).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 fn backend_id(d: &Veerd, name: &str) -> u32 {
@@ -272,7 +269,12 @@ fn a_backup_takes_traffic_only_while_fewer_than_min_healthy_primaries_are_up() {
         .replace("ring_size = 65537", "ring_size = 65537\nmin_healthy = 2");
     s.write(&text);
     let mut d = s.start();
-    wait_all_up(&d, &["b1", "b2", "b3"]);
+    wait_all_up(&d, &["b1", "b2"]);
+    // The backup, promoted while the primaries rose, leaves the ring.
+    wait_until(Duration::from_secs(5), "b3 up and out of the ring", || {
+        d.status().is_ok_and(|st| st.backend("web", "b3").is_some_and(|b| b.state == "up" && !b.in_ring))
+    })
+    .unwrap();
     let names = |n: usize| -> Vec<String> {
         let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
         load.wait_more(n, Duration::from_secs(20)).unwrap();

@@ -20,10 +20,7 @@ use veer_tests::{
 };
 
 fn wait_all_up(d: &Veerd, names: &[&str]) {
-    wait_until(Duration::from_secs(15), "every backend up", || {
-        names.iter().all(|n| d.backend_state("web", n).is_ok_and(|s| s == "up"))
-    })
-    .unwrap_or_else(|e| panic!("{e}: {}", d.status().map(|s| format!("{s:?}")).unwrap_or_default()));
+    d.wait_up_in_ring("web", names).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// A connection-table size that the number of possible CPUs does not divide.
