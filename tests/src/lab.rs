@@ -28,6 +28,34 @@ pub fn backend_mac(id: u32) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, 0, id as u8]
 }
 
+/// An up backend `id` of `service` at `addr` (weight 1, DSR to `mac`) is
+/// written and joins `members` (benchmarks' tables).
+pub fn add_up_backend(
+    dp: &mut veer::dataplane::Dataplane,
+    members: &mut Vec<RingMember>,
+    id: u32,
+    service: u32,
+    addr: IpAddr,
+    mac: [u8; 6],
+) -> veer::dataplane::Result<()> {
+    let b = Backend {
+        addr: veer::dataplane::to_abi(addr),
+        mac,
+        src_mac: [0; 6],
+        ifindex: 0,
+        weight: 1,
+        state: BackendState::Up as u32,
+        service,
+        port: 0,
+        snat: 0,
+        snat_count: 0,
+        _pad: 0,
+    };
+    dp.set_backend(id, &b)?;
+    members.push(RingMember { id, identity: veer::dataplane::identity_of(addr), weight: 1 });
+    Ok(())
+}
+
 /// A loaded dataplane with one service and `weights.len()` backends (ids 0..).
 pub struct Lab {
     /// The dataplane.

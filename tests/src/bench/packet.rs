@@ -5,14 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Result;
 use serde_json::json;
-use veer::{
-    dataplane::{
-        identity_of, run_frame, service_key, to_abi, Baseline, Dataplane, DataplaneOptions, Protocol, ServiceSpec,
-        XDP_OBJECT,
-    },
-    ring::RingMember,
+use veer::dataplane::{
+    run_frame, service_key, Baseline, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT,
 };
-use veer_abi::{Backend, BackendState, Scheduler, NO_BACKEND};
+use veer_abi::{Scheduler, NO_BACKEND};
 
 use super::{median, Section};
 use crate::frame::{self, L4};
@@ -127,21 +123,7 @@ pub fn run() -> Result<Section> {
         for i in 0..10u32 {
             let id = service * 10 + i;
             let addr: IpAddr = format!("10.1.{service}.{}", i + 10).parse()?;
-            let b = Backend {
-                addr: to_abi(addr),
-                mac: [2, 0, 0, 0, service as u8, i as u8],
-                src_mac: [0; 6],
-                ifindex: 0,
-                weight: 1,
-                state: BackendState::Up as u32,
-                service,
-                port: 0,
-                snat: 0,
-                snat_count: 0,
-                _pad: 0,
-            };
-            dp.set_backend(id, &b)?;
-            members.push(RingMember { id, identity: identity_of(addr), weight: 1 });
+            crate::lab::add_up_backend(&mut dp, &mut members, id, service, addr, [2, 0, 0, 0, service as u8, i as u8])?;
         }
         dp.publish_pool(key, 65537, &members)?;
     }

@@ -7,14 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
-use veer::{
-    dataplane::{
-        identity_of, possible_cpus, run_frame, service_key, to_abi, Baseline, Dataplane, DataplaneOptions, MapReader,
-        Protocol, ServiceSpec, XDP_OBJECT,
-    },
-    ring::RingMember,
+use veer::dataplane::{
+    possible_cpus, run_frame, service_key, Baseline, Dataplane, DataplaneOptions, MapReader, Protocol, ServiceSpec,
+    XDP_OBJECT,
 };
-use veer_abi::{Backend, BackendState, GlobalCounter, Scheduler, NO_BACKEND};
+use veer_abi::{GlobalCounter, Scheduler, NO_BACKEND};
 
 use super::{median, Section};
 use crate::frame::{self, L4};
@@ -102,21 +99,8 @@ fn dataplane(services: u32, per: u32, flows: u32) -> Result<Dataplane> {
         for i in 0..per {
             let id = s * per + i;
             let addr = IpAddr::from([10, 64 + (id >> 16) as u8, (id >> 8) as u8, id as u8]);
-            let b = Backend {
-                addr: to_abi(addr),
-                mac: [2, 0, 0, (id >> 16) as u8, (id >> 8) as u8, id as u8],
-                src_mac: [0; 6],
-                ifindex: 0,
-                weight: 1,
-                state: BackendState::Up as u32,
-                service: s,
-                port: 0,
-                snat: 0,
-                snat_count: 0,
-                _pad: 0,
-            };
-            dp.set_backend(id, &b)?;
-            members.push(RingMember { id, identity: identity_of(addr), weight: 1 });
+            let mac = [2, 0, 0, (id >> 16) as u8, (id >> 8) as u8, id as u8];
+            crate::lab::add_up_backend(&mut dp, &mut members, id, s, addr, mac)?;
         }
         dp.publish_pool(&key, 65537, &members)?;
     }
