@@ -203,6 +203,10 @@ pub struct ServiceStatus {
     pub starved: bool,
     /// The fail-open guard holds failed backends in.
     pub fail_open: bool,
+    /// A digest of its live table by backend identity (16 hex digits):
+    /// fleet nodes that agree on every flow show the same one.
+    #[serde(default)]
+    pub table_digest: String,
     /// Its backends, in config order.
     pub backends: Vec<BackendStatus>,
 }

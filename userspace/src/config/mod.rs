@@ -31,7 +31,22 @@ pub struct Config {
     /// The virtual services, `[[service]]` tables.
     #[serde(default, rename = "service")]
     pub services: Vec<Spanned<ServiceConfig>>,
+    /// `[fleet]`: this veerd is one of several balancers serving the same
+    /// VIPs (behind ECMP), so every node must send a flow to the same backend.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
 }
+
+/// `[fleet]`. In fleet mode every Maglev table is built fresh from its
+/// members sorted by identity, never rebuilt from the live one (whose
+/// history differs between nodes): nodes with the same members build the
+/// same table, and a flow that moves to another node (an ECMP change, a
+/// node's death) reaches the same backend with no shared connection table.
+/// Schedulers that cannot agree across nodes (round robin, least flows) and
+/// client persistence (node-local state) are refused.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {}
 
 impl Config {
     /// Backend `backend` of service `service`, as configured.

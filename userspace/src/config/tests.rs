@@ -113,3 +113,28 @@ fn a_backend_name_that_would_break_the_runtime_keys_is_refused() {
     let e = err(&BASE.replace("name = \"web\"", "name = \"w eb\""));
     assert!(e.to_string().contains("service[w eb].name"), "{e}");
 }
+
+#[test]
+fn fleet_mode_refuses_what_nodes_cannot_agree_on() {
+    let fleet = format!("[fleet]\n{BASE}");
+    parse(&fleet, Path::new("t.toml")).expect("maglev in fleet mode");
+    for (line, field) in [
+        ("scheduler = \"round-robin\"", "service[web].scheduler"),
+        ("scheduler = \"least-flows\"", "service[web].scheduler"),
+        ("persistence = \"1m\"", "service[web].persistence"),
+    ] {
+        let e = err(&fleet.replace("port = 80", &format!("port = 80\n{line}")));
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains("fleet mode") || e.message.contains("node"), "{e}");
+        // Outside fleet mode the same service is fine.
+        parse(&BASE.replace("port = 80", &format!("port = 80\n{line}")), Path::new("t.toml")).expect(line);
+    }
+}
+
+#[test]
+fn agent_and_replace_settings_are_checked() {
+    let e = err(&BASE.replace("[service.health]", "[service.agent]\nport = 0\n\n[service.health]"));
+    assert_eq!(e.field, "service[web].agent.port", "{e}");
+    let e = err(&BASE.replace("[service.health]", "[service.replace]\ncommand = []\n\n[service.health]"));
+    assert_eq!(e.field, "service[web].replace.command", "{e}");
+}

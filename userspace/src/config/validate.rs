@@ -4,7 +4,10 @@ use std::{collections::HashSet, fmt, path::Path};
 
 use crate::ring::check_ring_size;
 
-use super::{parse_mac, rules, CheckKind, Config, Forwarding, HealthConfig, RestartConfig, ScaleConfig, ServiceConfig};
+use super::{
+    parse_mac, rules, CheckKind, Config, Forwarding, HealthConfig, RestartConfig, ScaleConfig, SchedulerConfig,
+    ServiceConfig,
+};
 
 /// A config problem, located.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,9 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
             c.err(at, "vip", format!("{p}.vip"), format!("{}:{}/{} is defined twice", s.vip, s.port, s.protocol));
         }
         service(&mut c, s, at, &p);
+        if cfg.fleet.is_some() {
+            fleet_service(&mut c, s, at, &p);
+        }
         health(&mut c, &s.health, at, &p);
         backends(&mut c, s, at, &p);
         if let Some(sc) = &s.scale {
@@ -169,6 +175,28 @@ fn daemon(c: &mut Checker, cfg: &Config, at: usize) {
             "max_services",
             "daemon.max_services".into(),
             format!("{} services configured, capacity is {}", cfg.services.len(), d.max_services),
+        );
+    }
+}
+
+/// What a service may not use in fleet mode: whatever another node could
+/// decide differently for the same flow.
+fn fleet_service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
+    if matches!(s.scheduler, SchedulerConfig::RoundRobin | SchedulerConfig::LeastFlows) {
+        c.err(
+            at,
+            "scheduler",
+            format!("{p}.scheduler"),
+            "fleet mode needs a scheduler every node agrees on (maglev or source-hash): a flow that moves to \
+             another node must reach the same backend",
+        );
+    }
+    if !s.persistence.is_zero() {
+        c.err(
+            at,
+            "persistence",
+            format!("{p}.persistence"),
+            "client persistence is node-local state: in fleet mode another node would send the client elsewhere",
         );
     }
 }

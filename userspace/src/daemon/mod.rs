@@ -454,6 +454,7 @@ impl Daemon {
         let s = &self.services[i];
         let members = s.ring_members();
         if s.published.as_ref() != Some(&members) {
+            self.dp.set_fresh_rings(self.cfg.fleet.is_some());
             let slots = self.dp.publish_pool(&s.key, s.cfg.ring_size, &members)?;
             let s = &mut self.services[i];
             s.published = Some(members.clone());

@@ -264,6 +264,9 @@ pub struct Dataplane {
     attached: StdHashMap<String, aya::programs::xdp::XdpLinkId>,
     /// Pinned links this process attached or adopted, held open while it runs.
     held_links: Vec<aya::programs::links::FdLink>,
+    /// Maglev tables built fresh from members sorted by identity, never from
+    /// the live table (fleet mode: every node builds the same table).
+    fresh_rings: bool,
 }
 
 macro_rules! map_mut {
@@ -306,6 +309,7 @@ impl Dataplane {
             max_backends: opts.max_backends,
             attached: StdHashMap::new(),
             held_links: Vec::new(),
+            fresh_rings: false,
         })
     }
 
@@ -568,12 +572,29 @@ impl Dataplane {
         self.write_service(key, svc, "switching the ring of")
     }
 
+    /// Fleet mode: Maglev tables are built fresh from their members sorted
+    /// by identity (deterministic across nodes), not rebuilt from the live
+    /// table (minimal disruption, but history-dependent).
+    pub fn set_fresh_rings(&mut self, fresh: bool) {
+        self.fresh_rings = fresh;
+    }
+
     /// Builds the ring the service's scheduler needs from `members` and
     /// publishes it; returns the slots. `ring_size` (a prime) applies to Maglev.
     pub fn publish_pool(&mut self, key: &ServiceKey, ring_size: u32, members: &[RingMember]) -> Result<Vec<u32>> {
         let svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
         let slots = match Scheduler::from_u8(svc.scheduler) {
             Some(Scheduler::RoundRobin) => round_robin::sequence(members),
+            _ if self.fresh_rings => {
+                let mut sorted = members.to_vec();
+                sorted.sort_by_key(|m| m.identity);
+                let ring = MaglevRing::build(&sorted, ring_size)?;
+                if ring.is_empty() {
+                    Vec::new()
+                } else {
+                    ring.slots().to_vec()
+                }
+            }
             _ => {
                 // Rebuild from the live table so only the slots that must move do.
                 let live = if svc.ring_len == ring_size { Some(self.ring(key)?) } else { None };

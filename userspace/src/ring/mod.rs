@@ -22,6 +22,15 @@ pub struct RingMember {
     pub weight: u32,
 }
 
+/// A digest of a table by its backends' identities, not their ids (which
+/// differ between nodes): nodes whose tables send every slot to the same
+/// backend have the same digest. `identity` maps an id to its identity (0
+/// for an id it does not know).
+pub fn table_digest(slots: &[u32], identity: impl Fn(u32) -> u64) -> u64 {
+    let bytes: Vec<u8> = slots.iter().flat_map(|&id| identity(id).to_le_bytes()).collect();
+    veer_abi::hash::bytes_hash64(&bytes, 0x7461_626c)
+}
+
 /// Why a ring could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RingError {

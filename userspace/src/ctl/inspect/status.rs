@@ -20,10 +20,12 @@ pub struct StatusRow {
     healthy: usize,
     backends: usize,
     ring_slots: usize,
+    /// The table by backend identity: fleet nodes that agree show the same.
+    table_digest: String,
 }
 
 impl Row for StatusRow {
-    const HEAD: &'static [&'static str] = &["SERVICE", "VIP", "SCHEDULER", "HEALTHY", "RING"];
+    const HEAD: &'static [&'static str] = &["SERVICE", "VIP", "SCHEDULER", "HEALTHY", "RING", "TABLE DIGEST"];
     fn cells(&self) -> Vec<String> {
         vec![
             self.service.clone(),
@@ -31,6 +33,7 @@ impl Row for StatusRow {
             self.scheduler.into(),
             format!("{}/{}", self.healthy, self.backends),
             self.ring_slots.to_string(),
+            self.table_digest.clone(),
         ]
     }
 }
@@ -43,6 +46,15 @@ fn status_row(v: &SvcView) -> StatusRow {
         healthy: v.backends.iter().filter(|(_, b, _)| BackendState::from_u32(b.state) == BackendState::Up).count(),
         backends: v.backends.len(),
         ring_slots: v.ring.len(),
+        table_digest: format!(
+            "{:016x}",
+            crate::ring::table_digest(&v.ring, |id| {
+                v.backends
+                    .iter()
+                    .find(|(i, ..)| *i == id)
+                    .map_or(0, |(_, b, _)| crate::ring::identity_of(crate::dataplane::from_abi(&b.addr)))
+            })
+        ),
     }
 }
 
