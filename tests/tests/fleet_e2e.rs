@@ -8,7 +8,7 @@ use std::{net::IpAddr, time::Duration};
 use veer::dataplane::{from_abi, service_key, MapReader, Protocol};
 use veer_abi::hash::flow_hash;
 use veer_tests::{
-    daemon::{veerctl, veerctl_json},
+    daemon::{veerctl, veerctl_json, wait_until},
     deployment::{Deployment, PORT},
 };
 
@@ -80,4 +80,59 @@ fn fleet_nodes_build_the_same_tables_whatever_their_ids_and_histories() {
     a.write(&rr);
     let (ok, _, err) = veerctl(&a.cfg, &["reload"]);
     assert!(!ok && err.contains("fleet mode"), "{err}");
+}
+
+/// The VIP routes veerd keeps in table 200 of the node's namespace.
+fn table_200(s: &Deployment) -> String {
+    s.tb.lb.ns.exec(&["ip", "route", "show", "table", "200"]).unwrap()
+}
+
+#[test]
+fn a_node_announces_a_vip_while_it_has_a_backend_and_is_not_drained() {
+    let s = Deployment::new("fan", 2);
+    // The fail-open guard off: both servers are killed at once below.
+    let text = s
+        .config(65537, &[1, 1], |_| String::new())
+        .replace("[daemon]", "[fleet]\nannounce_table = 200\n\n[daemon]")
+        .replace("ring_size = 65537", "ring_size = 65537\nfail_open = 1");
+    s.write(&text);
+    // Another's route in the same table: veerd leaves it alone.
+    s.tb.lb.ns.exec(&["ip", "route", "add", "192.0.2.0/24", "dev", "lo", "table", "200"]).unwrap();
+    let vip = s.vip().ip().to_string();
+    let announced = |s: &Deployment| table_200(s).lines().any(|l| l.starts_with(&vip) && l.contains("proto 118"));
+    let wait = |what: &str, want: bool| {
+        wait_until(Duration::from_secs(10), what, || announced(&s) == want)
+            .unwrap_or_else(|e| panic!("{e}: {}", table_200(&s)));
+    };
+    let mut d = s.start();
+    d.wait_up_in_ring("web", &["b1", "b2"]).unwrap();
+    wait("the VIP announced", true);
+    let st = veer_tests::daemon::veerctl(&s.cfg, &["status"]).1;
+    assert!(st.contains(&format!("fleet node: announcing {vip}")), "{st}");
+
+    // No backend left: withdrawn; one back: announced.
+    for b in &s.backends {
+        b.kill().unwrap();
+    }
+    wait("the VIP withdrawn with no backend", false);
+    s.backends[0].restart().unwrap();
+    wait("the VIP announced again", true);
+
+    // An operator drains the node: withdrawn at once, and across a restart.
+    let (ok, _, err) = veerctl(&s.cfg, &["node", "drain"]);
+    assert!(ok, "{err}");
+    assert!(!announced(&s), "withdrawn when the command returns: {}", table_200(&s));
+    d.kill();
+    let d = s.start();
+    d.wait_up_in_ring("web", &["b1"]).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!announced(&s), "still drained after a restart: {}", table_200(&s));
+    assert!(veerctl(&s.cfg, &["status"]).1.contains("DRAINED"));
+    assert!(veerctl(&s.cfg, &["node", "undrain"]).0);
+    assert!(announced(&s), "announced when the command returns");
+
+    // veerd stopping withdraws nothing: the dataplane keeps forwarding.
+    drop(d);
+    assert!(announced(&s), "{}", table_200(&s));
+    assert!(table_200(&s).contains("192.0.2.0/24"), "the other route stays: {}", table_200(&s));
 }

@@ -267,3 +267,94 @@ mod tests {
         assert_eq!(neighbour("127.0.0.1".parse().unwrap()).unwrap(), None);
     }
 }
+
+/// The routing protocol number veerd's VIP routes carry (`ip route show
+/// proto 118`): how it tells its own routes in a table from others'.
+pub const VIP_ROUTE_PROTOCOL: u8 = 118;
+
+fn vip_route(dst: IpAddr, table: u32) -> RouteMessage {
+    let mut r = RouteMessage::default();
+    r.header.address_family = family(dst.is_ipv4());
+    r.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    r.header.protocol = RouteProtocol::Other(VIP_ROUTE_PROTOCOL);
+    r.header.scope = RouteScope::Link;
+    r.header.kind = RouteType::Unicast;
+    // Tables above 255 only fit the attribute.
+    r.header.table = if table < 256 { table as u8 } else { 252 };
+    let d = match dst {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    };
+    r.attributes = vec![RouteAttribute::Destination(d), RouteAttribute::Oif(1), RouteAttribute::Table(table)];
+    r
+}
+
+/// Announces `dst` (a VIP): a host route to it on `lo` in `table`, for the
+/// routing daemon (BIRD) to export. Already there is fine.
+pub fn announce_vip(dst: IpAddr, table: u32) -> io::Result<()> {
+    change(RouteNetlinkMessage::NewRoute(vip_route(dst, table)), NLM_F_CREATE | NLM_F_REPLACE)
+}
+
+/// Withdraws what [`announce_vip`] added. Already gone is fine.
+pub fn withdraw_vip(dst: IpAddr, table: u32) -> io::Result<()> {
+    match change(RouteNetlinkMessage::DelRoute(vip_route(dst, table)), 0) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENOENT)) => Ok(()),
+        r => r,
+    }
+}
+
+/// The VIPs announced in `table` (routes of [`VIP_ROUTE_PROTOCOL`]).
+pub fn announced_vips(table: u32) -> io::Result<Vec<IpAddr>> {
+    let mut found = Vec::new();
+    for v4 in [true, false] {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        let mut req = RouteMessage::default();
+        req.header.address_family = family(v4);
+        let mut msg =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(RouteNetlinkMessage::GetRoute(req)));
+        msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        msg.header.sequence_number = 1;
+        msg.finalize();
+        let mut out = vec![0u8; msg.header.length as usize];
+        msg.serialize(&mut out);
+        socket.send(&out, 0)?;
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        'dump: loop {
+            buf.clear();
+            let n = socket.recv(&mut buf, 0)?;
+            let mut off = 0;
+            while off < n {
+                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {e}")))?;
+                let len = m.header.length as usize;
+                match m.payload {
+                    NetlinkPayload::Done(_) => break 'dump,
+                    NetlinkPayload::Error(e) => return Err(io::Error::other(format!("netlink route dump: {e:?}"))),
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                        if r.header.protocol == RouteProtocol::Other(VIP_ROUTE_PROTOCOL) {
+                            let in_table =
+                                r.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(t) if *t == table))
+                                    || (table < 256 && r.header.table as u32 == table);
+                            let dst = r.attributes.iter().find_map(|a| match a {
+                                RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+                                RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+                                _ => None,
+                            });
+                            if let (true, Some(d)) = (in_table, dst) {
+                                found.push(d);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+    Ok(found)
+}

@@ -52,6 +52,8 @@ pub struct Overrides {
     pub added: BTreeMap<String, Vec<BackendConfig>>,
     /// Backends of the file removed at runtime, `service/backend`.
     pub removed: BTreeSet<String>,
+    /// Fleet: the node is drained (`veerctl node drain`): it announces no VIP.
+    pub node_drained: bool,
 }
 
 impl Overrides {

@@ -81,6 +81,10 @@ pub enum Request {
     },
     /// Prometheus text exposition of the daemon's metrics.
     Metrics,
+    /// Fleet: stop announcing this node's VIPs (flows move to other nodes).
+    NodeDrain,
+    /// Fleet: announce this node's VIPs again.
+    NodeUndrain,
     /// Backends' state changes, oldest first (an [`EventLog`]).
     Events {
         /// Only changes after this sequence number (to follow).
@@ -172,6 +176,12 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     /// Backends of the file removed at runtime (`service/backend`).
     pub removed: std::collections::BTreeSet<String>,
+    /// Fleet: the VIPs this node announces now.
+    #[serde(default)]
+    pub announced: Vec<String>,
+    /// Fleet: the node is drained by an operator.
+    #[serde(default)]
+    pub node_drained: bool,
 }
 
 impl Status {

@@ -48,6 +48,11 @@ enum Cmd {
         /// Only this service.
         service: Option<String>,
     },
+    /// Fleet: this node's announcement of its VIPs.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// Backends' state changes (veerd keeps the last 32 of each): when,
     /// from what to what, and why (the failing probe's error included).
     Events {
@@ -194,6 +199,16 @@ enum Cmd {
     },
 }
 
+/// `veerctl node ...`.
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Withdraw this node's VIPs: the router sends their flows to the other
+    /// nodes (which reach the same backends). Kept across restarts.
+    Drain,
+    /// Announce this node's VIPs again.
+    Undrain,
+}
+
 /// `veerctl agent ...`: needs no config file.
 #[derive(Subcommand)]
 enum AgentCmd {
@@ -289,6 +304,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             inspect::flows(&ctx, service.as_deref(), backend.as_deref(), all, limit)
         }
         Cmd::Ring { service } => inspect::ring(&ctx, &service),
+        Cmd::Node { cmd: NodeCmd::Drain } => control::simple(&ctx, Request::NodeDrain),
+        Cmd::Node { cmd: NodeCmd::Undrain } => control::simple(&ctx, Request::NodeUndrain),
         Cmd::Events { service, backend, follow } => {
             veer::ctl::events::events(&ctx, service.as_deref(), backend.as_deref(), follow)
         }

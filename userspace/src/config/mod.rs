@@ -46,7 +46,16 @@ pub struct Config {
 /// client persistence (node-local state) are refused.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct FleetConfig {}
+pub struct FleetConfig {
+    /// The kernel routing table veerd announces VIPs in (a host route on
+    /// `lo`, protocol 118), for the routing daemon to export (BIRD:
+    /// `protocol kernel { kernel table N; learn; ... }`). A VIP is
+    /// announced while a service on it has a backend to send to and the
+    /// node is not drained (`veerctl node drain`); veerd stopping withdraws
+    /// nothing. Unset: veerd announces nothing.
+    #[serde(default)]
+    pub announce_table: Option<u32>,
+}
 
 impl Config {
     /// Backend `backend` of service `service`, as configured.

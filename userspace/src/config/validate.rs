@@ -110,6 +110,16 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
     let mut c = Checker { src, file: path.display().to_string(), errors: Vec::new() };
     let daemon_at = src.find("[daemon]").unwrap_or(0);
     daemon(&mut c, cfg, daemon_at);
+    if let Some(t) = cfg.fleet.as_ref().and_then(|f| f.announce_table) {
+        if t == 0 || (253..=255).contains(&t) {
+            c.err(
+                src.find("announce_table").unwrap_or(0),
+                "announce_table",
+                "fleet.announce_table".into(),
+                "a table of its own (not 0, default 253, main 254 or local 255)",
+            );
+        }
+    }
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
     for (i, s) in cfg.services.iter().enumerate() {

@@ -75,6 +75,8 @@ impl Daemon {
                 self.add_backend(&service, BackendConfig::runtime(name, address, weight.unwrap_or(1), mac, backup))
             }
             R::RemoveBackend { service, backend } => self.remove_backend(&service, &backend),
+            R::NodeDrain => Ok(self.set_node_drained(true)),
+            R::NodeUndrain => Ok(self.set_node_drained(false)),
             R::Events { since, service, backend } => {
                 let log = self.history.query(since.unwrap_or(0), service.as_deref(), backend.as_deref());
                 return match serde_json::to_value(log) {

@@ -10,6 +10,7 @@
 //! dataplane keeps forwarding with the last state; a new veerd adopts the
 //! pins, ids and backend states, and reconciles instead of starting over.
 
+mod announce;
 pub mod api;
 mod apply;
 mod commands;
@@ -122,6 +123,8 @@ pub struct Daemon {
     /// Services whose rings health flips changed, rebuilt one per loop turn
     /// when no event waits (see [`Daemon::sync_next_ring`]).
     ring_queue: std::collections::VecDeque<veer_abi::ServiceKey>,
+    /// Fleet: the VIPs announced at the last sync.
+    announced: std::collections::BTreeSet<std::net::IpAddr>,
     /// The last state changes of every backend (`veerctl events`).
     history: history::History,
     /// Why each backend's state is about to change, for the history (taken
@@ -282,6 +285,7 @@ impl Daemon {
             vip_path_attached: false,
             ring_queue: Default::default(),
             history: Default::default(),
+            announced: Default::default(),
             state_reasons: HashMap::new(),
             pending_logs: Vec::new(),
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
@@ -303,6 +307,8 @@ impl Daemon {
         d.attach()?;
         d.setup_vip_paths();
         d.resolve_nexthops();
+        // Attached: the VIPs with a backend may be announced.
+        d.sync_announcements();
         Ok((d, rx))
     }
 
@@ -462,7 +468,8 @@ impl Daemon {
         }
         let s = &mut self.services[i];
         let starved = members.is_empty();
-        if starved != s.starved {
+        let starved_changed = starved != s.starved;
+        if starved_changed {
             s.starved = starved;
             if starved {
                 let fallback = match (&s.cfg.fallback_backend, s.cfg.fallback) {
@@ -474,6 +481,8 @@ impl Daemon {
             } else {
                 info!(service = %s.cfg.name, "service has healthy backends again");
             }
+            // A VIP's announcement follows whether it has a backend.
+            self.sync_announcements();
         }
         Ok(())
     }
@@ -546,6 +555,7 @@ impl Daemon {
                     self.resolve_nexthops();
                     self.scale_tick();
                     self.replace_tick();
+                    self.sync_announcements();
                 }
                 _ = ramp_tick.tick(), if self.ramping() => self.step_ramps(),
                 () = std::future::ready(()), if !self.ring_queue.is_empty() => self.sync_next_ring(),

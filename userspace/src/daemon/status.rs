@@ -67,6 +67,8 @@ impl Daemon {
             pins: self.cfg.daemon.pin_dir().display().to_string(),
             services,
             removed: self.overrides.removed.clone(),
+            announced: self.announced.iter().map(|v| v.to_string()).collect(),
+            node_drained: self.overrides.node_drained,
         }
     }
 }

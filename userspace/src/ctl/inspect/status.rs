@@ -82,6 +82,9 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         "instance": ctx.file.daemon.name, "dataplane": dataplane, "pins": dir.display().to_string(),
         "attached": links, "veerd": if daemon.is_some() { "running" } else { "not running" },
         "services": rows, "runtime_changes": !ctx.overrides.is_empty(), "fail_open": failing_open,
+        "fleet": ctx.file.fleet.is_some(),
+        "announced": daemon.as_ref().map(|d| d.announced.clone()).unwrap_or_default(),
+        "node_drained": ctx.overrides.node_drained,
     });
     ctx.emit(&v, || {
         let mut s = format!(
@@ -97,6 +100,14 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         );
         if !ctx.overrides.is_empty() {
             s += "runtime changes differ from the config file: see `veerctl diff`\n";
+        }
+        if ctx.file.fleet.is_some() {
+            let announced = daemon.as_ref().map(|d| d.announced.join(", ")).unwrap_or_default();
+            s += &match (ctx.overrides.node_drained, announced.is_empty()) {
+                (true, _) => "fleet node: DRAINED by an operator, no VIP announced (`veerctl node undrain`)\n".into(),
+                (false, true) => "fleet node: no VIP announced\n".to_string(),
+                (false, false) => format!("fleet node: announcing {announced}\n"),
+            };
         }
         for name in &failing_open {
             s += &format!(
