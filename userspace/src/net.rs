@@ -250,24 +250,6 @@ pub fn replace_permanent_neighbour(ip: IpAddr, ifindex: u32, mac: [u8; 6]) -> io
     change(RouteNetlinkMessage::NewNeighbour(n), NLM_F_CREATE | NLM_F_REPLACE)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_has_an_index_and_a_zero_mac() {
-        assert_eq!(ifindex("lo").unwrap(), 1);
-        assert_eq!(iface_mac("lo").unwrap(), [0; 6]);
-        assert!(ifindex("veer-no-such-if").is_err());
-    }
-
-    #[test]
-    fn neighbour_dump_runs() {
-        // Loopback addresses never have neighbour entries; the dump itself must work.
-        assert_eq!(neighbour("127.0.0.1".parse().unwrap()).unwrap(), None);
-    }
-}
-
 /// The routing protocol number veerd's VIP routes carry (`ip route show
 /// proto 118`): how it tells its own routes in a table from others'.
 pub const VIP_ROUTE_PROTOCOL: u8 = 118;
@@ -332,19 +314,19 @@ pub fn announced_vips(table: u32) -> io::Result<Vec<IpAddr>> {
                 match m.payload {
                     NetlinkPayload::Done(_) => break 'dump,
                     NetlinkPayload::Error(e) => return Err(io::Error::other(format!("netlink route dump: {e:?}"))),
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
-                        if r.header.protocol == RouteProtocol::Other(VIP_ROUTE_PROTOCOL) {
-                            let in_table =
-                                r.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(t) if *t == table))
-                                    || (table < 256 && r.header.table as u32 == table);
-                            let dst = r.attributes.iter().find_map(|a| match a {
-                                RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
-                                RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
-                                _ => None,
-                            });
-                            if let (true, Some(d)) = (in_table, dst) {
-                                found.push(d);
-                            }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r))
+                        if r.header.protocol == RouteProtocol::Other(VIP_ROUTE_PROTOCOL) =>
+                    {
+                        let in_table =
+                            r.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(t) if *t == table))
+                                || (table < 256 && r.header.table as u32 == table);
+                        let dst = r.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+                            RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+                            _ => None,
+                        });
+                        if let (true, Some(d)) = (in_table, dst) {
+                            found.push(d);
                         }
                     }
                     _ => {}
@@ -357,4 +339,22 @@ pub fn announced_vips(table: u32) -> io::Result<Vec<IpAddr>> {
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_has_an_index_and_a_zero_mac() {
+        assert_eq!(ifindex("lo").unwrap(), 1);
+        assert_eq!(iface_mac("lo").unwrap(), [0; 6]);
+        assert!(ifindex("veer-no-such-if").is_err());
+    }
+
+    #[test]
+    fn neighbour_dump_runs() {
+        // Loopback addresses never have neighbour entries; the dump itself must work.
+        assert_eq!(neighbour("127.0.0.1".parse().unwrap()).unwrap(), None);
+    }
 }
