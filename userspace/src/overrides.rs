@@ -53,6 +53,7 @@ pub struct Overrides {
     /// Backends of the file removed at runtime, `service/backend`.
     pub removed: BTreeSet<String>,
     /// Fleet: the node is drained (`veerctl node drain`): it announces no VIP.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub node_drained: bool,
 }
 
