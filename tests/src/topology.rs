@@ -322,7 +322,7 @@ fn up_backend(b: &Host, weight: u32) -> veer_abi::Backend {
     }
 }
 
-fn mac(i: u8, side: u8) -> [u8; 6] {
+pub(crate) fn mac(i: u8, side: u8) -> [u8; 6] {
     [0x02, 0x77, 0, 0, side, i]
 }
 

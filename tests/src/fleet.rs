@@ -1,0 +1,243 @@
+//! A fleet testbed: a client behind a router that runs BIRD with ECMP,
+//! two or more veer nodes (each with BIRD, announcing what veerd puts in
+//! its announcement table), and backends, all in namespaces.
+//!
+//! ```text
+//!   client 10.88.0.2 -- 10.88.0.1 router 10.77.0.1 --+-- br0 (switch ns)
+//!   lb1    10.77.0.2 --------------------------------+   BGP + BFD to the router
+//!   lb2    10.77.0.3 --------------------------------+
+//!   b1..   10.77.0.11.. (VIP on lo, DSR; default route via the router)
+//! ```
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use veer::dataplane::{AttachMode, Baseline};
+
+use crate::{
+    netns::Netns,
+    topology::{mac, Host, VIP},
+};
+
+/// The announcement table veerd writes and BIRD learns.
+pub const ANNOUNCE_TABLE: u32 = 200;
+/// The router's address on the bridge.
+pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The client's address (behind the router).
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
+
+/// A BIRD daemon in a namespace, stopped when dropped.
+pub struct Bird {
+    pidfile: PathBuf,
+    /// Its control socket (`birdc -s`).
+    pub ctl: PathBuf,
+}
+
+impl Bird {
+    /// Starts `bird -c conf` in `ns`.
+    pub fn start(ns: &Netns, dir: &Path, name: &str, conf: &str) -> Result<Self> {
+        let cfg = dir.join(format!("bird-{name}.conf"));
+        std::fs::write(&cfg, conf)?;
+        let (ctl, pidfile) = (dir.join(format!("bird-{name}.ctl")), dir.join(format!("bird-{name}.pid")));
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "bird", "-c"])
+            .arg(&cfg)
+            .arg("-s")
+            .arg(&ctl)
+            .arg("-P")
+            .arg(&pidfile)
+            .output()
+            .context("starting bird (Debian package bird2)")?;
+        if !out.status.success() {
+            bail!("bird {name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(Self { pidfile, ctl })
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pidfile).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// The fleet testbed. Dropped in field order: BIRDs, then namespaces.
+pub struct FleetBed {
+    birds: Vec<Bird>,
+    _peer_pass: Baseline,
+    /// The client.
+    pub client: Host,
+    /// The router (BIRD with ECMP).
+    pub router: Host,
+    /// The veer nodes (`lb1`, `lb2`, ...).
+    pub lbs: Vec<Host>,
+    /// The backends.
+    pub backends: Vec<Host>,
+    /// The switch namespace; declared last so it is removed last.
+    pub switch: Netns,
+}
+
+fn bridge_host(sw: &Netns, prefix: &str, name: &str, idx: u8, ip: Ipv4Addr) -> Result<Host> {
+    let ns = Netns::create(&format!("{prefix}-{name}"))?;
+    let port = format!("p-{name}");
+    let m = mac(idx, 0);
+    let (pm, hm) = (veer::config::fmt_mac(&mac(idx, 1)), veer::config::fmt_mac(&m));
+    crate::netns::ip(&[
+        "-n",
+        sw.name(),
+        "link",
+        "add",
+        &port,
+        "address",
+        &pm,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "address",
+        &hm,
+        "netns",
+        ns.name(),
+    ])?;
+    crate::netns::ip(&["-n", sw.name(), "link", "set", &port, "master", "br0", "up"])?;
+    ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+    ns.exec(&["ip", "link", "set", "lo", "up"])?;
+    Ok(Host { ns, name: name.to_string(), ip, mac: m })
+}
+
+impl FleetBed {
+    /// `nodes` veer nodes and `n` backends; namespace names start with `prefix`.
+    pub fn create(prefix: &str, nodes: usize, n: usize, dir: &Path) -> Result<Self> {
+        let switch = Netns::create(&format!("{prefix}-sw"))?;
+        switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
+        switch.exec(&["ip", "link", "set", "br0", "up"])?;
+        let router = bridge_host(&switch, prefix, "router", 1, ROUTER_IP)?;
+        router.ns.sysctl("net.ipv4.ip_forward", "1")?;
+        // ECMP by the L4 hash: a node's flows spread by port.
+        router.ns.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
+        // Native XDP on veth drops checksum-offload state: full checksums.
+        router.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        let client_ns = Netns::create(&format!("{prefix}-client"))?;
+        crate::netns::ip(&[
+            "-n",
+            router.ns.name(),
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            client_ns.name(),
+        ])?;
+        router.ns.exec(&["ip", "addr", "add", "10.88.0.1/24", "dev", "eth1"])?;
+        router.ns.exec(&["ip", "link", "set", "eth1", "up"])?;
+        router.ns.exec(&["ethtool", "-K", "eth1", "tx", "off"])?;
+        client_ns.exec(&["ip", "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"])?;
+        client_ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        client_ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        client_ns.exec(&["ip", "route", "add", "default", "via", "10.88.0.1"])?;
+        client_ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+        client_ns.sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+        let client = Host { ns: client_ns, name: "client".into(), ip: CLIENT_IP, mac: [0; 6] };
+
+        let mut lbs = Vec::new();
+        for i in 0..nodes {
+            let lb = bridge_host(
+                &switch,
+                prefix,
+                &format!("lb{}", i + 1),
+                2 + i as u8,
+                Ipv4Addr::new(10, 77, 0, 2 + i as u8),
+            )?;
+            lb.ns.exec(&["ip", "route", "add", "default", "via", &ROUTER_IP.to_string()])?;
+            lbs.push(lb);
+        }
+        let mut backends = Vec::new();
+        for i in 0..n {
+            let b = bridge_host(
+                &switch,
+                prefix,
+                &format!("b{}", i + 1),
+                11 + i as u8,
+                Ipv4Addr::new(10, 77, 0, 11 + i as u8),
+            )?;
+            b.ns.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            b.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            b.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+            // Answers go straight to the client, through the router (DSR).
+            b.ns.exec(&["ip", "route", "add", "default", "via", &ROUTER_IP.to_string()])?;
+            backends.push(b);
+        }
+        // A real switch does not flood a dead node's unicast frames to the
+        // other nodes (whose XDP would then quietly carry them): no
+        // unknown-unicast flooding to the nodes' ports.
+        for lb in &lbs {
+            switch.exec(&["bridge", "link", "set", "dev", &format!("p-{}", lb.name), "flood", "off"])?;
+        }
+        // Frames a node sends back out with XDP_TX reach the bridge only if
+        // its veth peer runs an XDP program too.
+        let mut peer_pass = Baseline::load()?;
+        for lb in &lbs {
+            let port = format!("p-{}", lb.name);
+            switch.run(|| peer_pass.attach_pass(&port, AttachMode::Driver, None))??;
+        }
+
+        let mut birds = Vec::new();
+        let mut conf = format!(
+            "router id {ROUTER_IP};\nprotocol device {{ scan time 1; }}\n\
+             protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
+             protocol bfd {{ interface \"eth0\" {{ interval 100 ms; multiplier 3; }}; }}\n\
+             template bgp lbs {{ local {ROUTER_IP} as 65000; ipv4 {{ import all; export none; }}; bfd on; \
+             hold time 3; keepalive time 1; connect retry time 1; }}\n"
+        );
+        for lb in &lbs {
+            conf += &format!("protocol bgp {} from lbs {{ neighbor {} as 65001; }}\n", lb.name, lb.ip);
+        }
+        birds.push(Bird::start(&router.ns, dir, "router", &conf)?);
+        for lb in &lbs {
+            let conf = format!(
+                "router id {ip};\nprotocol device {{ scan time 1; }}\n\
+                 protocol kernel vips {{ kernel table {ANNOUNCE_TABLE}; learn; scan time 1; ipv4 {{ import all; export none; }}; }}\n\
+                 protocol bfd {{ interface \"eth0\" {{ interval 100 ms; multiplier 3; }}; }}\n\
+                 protocol bgp uplink {{ local {ip} as 65001; neighbor {ROUTER_IP} as 65000; \
+                 ipv4 {{ import none; export where proto = \"vips\"; next hop self; }}; bfd on; \
+                 hold time 3; keepalive time 1; connect retry time 1; }}\n",
+                ip = lb.ip
+            );
+            birds.push(Bird::start(&lb.ns, dir, &lb.name, &conf)?);
+        }
+        Ok(Self { birds, _peer_pass: peer_pass, client, router, lbs, backends, switch })
+    }
+
+    /// The router's route to the VIP (`ip route show`), its next hops.
+    pub fn next_hops(&self) -> Vec<Ipv4Addr> {
+        let out = self.router.ns.exec(&["ip", "route", "show", &VIP.to_string()]).unwrap_or_default();
+        out.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "via")
+            .filter_map(|w| w[1].parse().ok())
+            .collect()
+    }
+
+    /// Cuts node `i`'s link (as if it died).
+    pub fn cut(&self, i: usize) -> Result<()> {
+        self.switch.exec(&["ip", "link", "set", &format!("p-{}", self.lbs[i].name), "down"]).map(|_| ())
+    }
+
+    /// The BIRDs (router first).
+    pub fn birds(&self) -> &[Bird] {
+        &self.birds
+    }
+}

@@ -1,0 +1,113 @@
+//! A fleet behind a router, with BIRD (BGP, BFD) and ECMP: two veer nodes
+//! announce the VIP, the router spreads connections over both, and when one
+//! node's link is cut its connections carry on through the other, reaching
+//! the same backends with no shared connection table. Needs root and bird2.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use veer::dataplane::{MapReader, PinnedMaps};
+use veer_abi::GlobalCounter;
+use veer_tests::{
+    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd},
+    fleet::{FleetBed, ANNOUNCE_TABLE},
+    server::Session,
+    topology::VIP,
+};
+
+/// Node `lb`'s config: fleet mode, announcing in the table BIRD learns.
+fn node_config(dir: &std::path::Path, instance: &str, bed: &FleetBed) -> String {
+    let mut s = format!(
+        "[fleet]\nannounce_table = {ANNOUNCE_TABLE}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
+         api_socket = \"{}\"\nstate_file = \"{}\"\nconn_table_size = 65536\nmax_services = 4\n\n\
+         [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n\n[service.health]\nkind = \"tcp\"\n\
+         interval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 3\n",
+        dir.join(format!("{instance}.sock")).display(),
+        dir.join(format!("{instance}.runtime.json")).display(),
+    );
+    for b in &bed.backends {
+        s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
+    }
+    s
+}
+
+#[test]
+fn a_node_cut_off_under_load_costs_no_connection() {
+    veer_tests::require_root();
+    let dir = scratch("fleet-bgp");
+    let bed = FleetBed::create("veer-fl", 2, 3, &dir).expect("fleet testbed");
+    let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), 80);
+    let _servers: Vec<BackendProc> =
+        bed.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir).unwrap()).collect();
+    let mut nodes = Vec::new();
+    let mut guards = Vec::new();
+    for (i, lb) in bed.lbs.iter().enumerate() {
+        let instance = format!("t-fl{}", i + 1);
+        guards.push(Uninstall::instance(&instance));
+        let cfg = dir.join(format!("{instance}.toml"));
+        std::fs::write(&cfg, node_config(&dir, &instance, &bed)).unwrap();
+        let d = Veerd::start(
+            &cfg,
+            lb.ns.name(),
+            &dir.join(format!("{instance}.sock")),
+            &dir.join(format!("{instance}.log")),
+        )
+        .unwrap();
+        d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap();
+        nodes.push((d, cfg));
+    }
+    // BGP up on both: the router's route to the VIP has both nodes.
+    let t = Instant::now();
+    wait_until(Duration::from_secs(30), "an ECMP route over both nodes", || bed.next_hops().len() == 2)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", bed.router.ns.exec(&["ip", "route"])));
+    println!("ECMP route over both nodes {:.1} s after veerd was ready", t.elapsed().as_secs_f64());
+
+    // 300 long-lived connections, spread over both nodes.
+    let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
+    let mut sessions: Vec<Session> = bed
+        .client
+        .ns
+        .run(|| (0..300).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<anyhow::Result<Vec<_>>>())
+        .unwrap()
+        .unwrap();
+    let counter = |i: usize, c: GlobalCounter| {
+        let cfg = veer::config::load(&nodes[i].1).unwrap();
+        PinnedMaps::open(&cfg.daemon.pin_dir()).unwrap().global_counter(c).unwrap()
+    };
+    let (f1, f2) = (counter(0, GlobalCounter::Transmitted), counter(1, GlobalCounter::Transmitted));
+    let lost_before = counter(1, GlobalCounter::ConnLost);
+    assert!(f1 > 100 && f2 > 100, "both nodes carry connections: {f1} and {f2} packets");
+
+    // lb1 dies (its link cut): BFD takes it out of the route, and every
+    // connection carries on through lb2, to the same backend.
+    let t = Instant::now();
+    bed.cut(0).unwrap();
+    let mut worst = Duration::ZERO;
+    let mut failed = Vec::new();
+    for (k, s) in sessions.iter_mut().enumerate() {
+        let t0 = Instant::now();
+        if let Err(e) = s.ping(&format!("after the cut {k}")) {
+            failed.push(format!("{k} on {}: {e:#}", s.name));
+        }
+        worst = worst.max(t0.elapsed());
+    }
+    println!(
+        "lb1 cut: {} of 300 connections failed, longest stall {:.0} ms; route now via {:?} ({:.1} s after the cut)",
+        failed.len(),
+        worst.as_secs_f64() * 1e3,
+        bed.next_hops(),
+        t.elapsed().as_secs_f64()
+    );
+    assert!(failed.is_empty(), "connections broke: {failed:?}");
+    // lb2 carried on flows it had never seen (no shared connection table):
+    // their packets found no entry and were scheduled to the same backend.
+    let adopted = counter(1, GlobalCounter::ConnLost) - lost_before;
+    assert!(adopted > 0, "lb2 took over none of lb1's connections");
+    println!("lb2 took over {adopted} packets of connections it had no entry for");
+    assert!(worst <= Duration::from_secs(3), "stalled {worst:?}");
+    wait_until(Duration::from_secs(5), "the router to drop the dead node", || bed.next_hops().len() == 1).unwrap();
+    drop(nodes);
+    drop(guards);
+}
