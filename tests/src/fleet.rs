@@ -199,7 +199,7 @@ impl FleetBed {
              protocol kernel {{ ipv4 {{ export all; }}; merge paths on; }}\n\
              protocol bfd {{ interface \"eth0\" {{ interval 100 ms; multiplier 3; }}; }}\n\
              template bgp lbs {{ local {ROUTER_IP} as 65000; ipv4 {{ import all; export none; }}; bfd on; \
-             hold time 3; keepalive time 1; connect retry time 1; }}\n"
+             hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 5; }}\n"
         );
         for lb in &lbs {
             conf += &format!("protocol bgp {} from lbs {{ neighbor {} as 65001; }}\n", lb.name, lb.ip);
@@ -212,7 +212,7 @@ impl FleetBed {
                  protocol bfd {{ interface \"eth0\" {{ interval 100 ms; multiplier 3; }}; }}\n\
                  protocol bgp uplink {{ local {ip} as 65001; neighbor {ROUTER_IP} as 65000; \
                  ipv4 {{ import none; export where proto = \"vips\"; next hop self; }}; bfd on; \
-                 hold time 3; keepalive time 1; connect retry time 1; }}\n",
+                 hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 5; }}\n",
                 ip = lb.ip
             );
             birds.push(Bird::start(&lb.ns, dir, &lb.name, &conf)?);
@@ -234,6 +234,11 @@ impl FleetBed {
     /// Cuts node `i`'s link (as if it died).
     pub fn cut(&self, i: usize) -> Result<()> {
         self.switch.exec(&["ip", "link", "set", &format!("p-{}", self.lbs[i].name), "down"]).map(|_| ())
+    }
+
+    /// Restores node `i`'s link.
+    pub fn heal(&self, i: usize) -> Result<()> {
+        self.switch.exec(&["ip", "link", "set", &format!("p-{}", self.lbs[i].name), "up"]).map(|_| ())
     }
 
     /// The BIRDs (router first).

@@ -108,6 +108,30 @@ fn a_node_cut_off_under_load_costs_no_connection() {
     println!("lb2 took over {adopted} packets of connections it had no entry for");
     assert!(worst <= Duration::from_secs(3), "stalled {worst:?}");
     wait_until(Duration::from_secs(5), "the router to drop the dead node", || bed.next_hops().len() == 1).unwrap();
+
+    // lb1 returns: BGP and BFD come back up, the router hashes flows over
+    // both nodes again, and the connections that move back carry on too.
+    let t = Instant::now();
+    bed.heal(0).unwrap();
+    wait_until(Duration::from_secs(30), "the router to take lb1 back", || bed.next_hops().len() == 2).unwrap();
+    let back = t.elapsed();
+    let mut failed = Vec::new();
+    let mut worst = Duration::ZERO;
+    for (k, s) in sessions.iter_mut().enumerate() {
+        let t0 = Instant::now();
+        if let Err(e) = s.ping(&format!("after the return {k}")) {
+            failed.push(format!("{k} on {}: {e:#}", s.name));
+        }
+        worst = worst.max(t0.elapsed());
+    }
+    println!(
+        "lb1 back in the route {:.1} s after its link: {} of 300 connections failed, longest stall {:.0} ms",
+        back.as_secs_f64(),
+        failed.len(),
+        worst.as_secs_f64() * 1e3
+    );
+    assert!(failed.is_empty(), "connections broke when lb1 returned: {failed:?}");
+    assert!(counter(0, GlobalCounter::Transmitted) > f1, "lb1 carries traffic again");
     drop(nodes);
     drop(guards);
 }
