@@ -34,6 +34,10 @@ struct Args {
     /// Full NAT: the backends get no VIP and no sysctls.
     #[arg(long)]
     nat: bool,
+    /// A fleet: two veer nodes behind a router running BIRD (BGP, BFD,
+    /// ECMP); one node's link is cut under traffic.
+    #[arg(long, conflicts_with_all = ["nat", "keep", "config"])]
+    fleet: bool,
     /// Leave the sandbox running at the end.
     #[arg(long)]
     keep: bool,
@@ -131,6 +135,9 @@ fn main() -> Result<()> {
     let cfg = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.clean {
         return clean(&cfg);
+    }
+    if args.fleet {
+        return fleet();
     }
     let svc = cfg.services.first().context("the config has no service")?.get_ref().clone();
     let c = config_path.as_path();
@@ -245,5 +252,88 @@ fn main() -> Result<()> {
     } else {
         println!("\ncleaning up: veerd, its pins, the servers and the namespaces (`--keep` leaves them)");
     }
+    Ok(())
+}
+
+/// `--fleet`: two veer nodes behind a router; one node dies under traffic.
+fn fleet() -> Result<()> {
+    use veer_tests::{fleet::FleetBed, server::Session};
+    println!(
+        "\n\x1b[1m[1/4] sandbox: a client behind a router (BIRD: BGP, BFD, ECMP), two veer nodes, 3 web servers\x1b[0m"
+    );
+    let dir = scratch("demo-fleet");
+    let bed = FleetBed::create("veer-demo-fl", 2, 3, &dir).context("building the fleet network")?;
+    let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), 80);
+    let _servers =
+        bed.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
+    let mut nodes = Vec::new();
+    let mut guards = Vec::new();
+    println!(
+        "\n\x1b[1m[2/4] veerd on each node, [fleet] mode: the same table on both, VIP announced through BIRD\x1b[0m"
+    );
+    for (i, lb) in bed.lbs.iter().enumerate() {
+        let instance = format!("demo-fl{}", i + 1);
+        guards.push(Uninstall::instance(&instance));
+        let cfg = dir.join(format!("{instance}.toml"));
+        let mut text = format!(
+            "[fleet]\nannounce_table = {t}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
+             api_socket = \"{sock}\"\nstate_file = \"{state}\"\n\n[[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n\n\
+             [service.health]\nkind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\n",
+            t = veer_tests::fleet::ANNOUNCE_TABLE,
+            sock = dir.join(format!("{instance}.sock")).display(),
+            state = dir.join(format!("{instance}.runtime.json")).display(),
+        );
+        for b in &bed.backends {
+            text += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
+        }
+        std::fs::write(&cfg, text)?;
+        let d = Veerd::start(
+            &cfg,
+            lb.ns.name(),
+            &dir.join(format!("{instance}.sock")),
+            &dir.join(format!("{instance}.log")),
+        )?;
+        d.wait_up_in_ring("web", &["b1", "b2", "b3"])?;
+        println!("  {} ({}): veerd up, table digest {}", lb.name, lb.ip, d.status()?.services[0].table_digest);
+        nodes.push(d);
+    }
+    let t = wait_until(Duration::from_secs(30), "the router's route over both nodes", || bed.next_hops().len() == 2)?;
+    println!("  router: {VIP} via {:?} ({t:.1?} for BGP to come up)", bed.next_hops());
+
+    println!("\n\x1b[1m[3/4] live traffic: new connections and 100 long-lived ones; then lb1's link is cut\x1b[0m");
+    let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
+    let mut held: Vec<Session> = bed
+        .client
+        .ns
+        .run(|| (0..100).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<Result<Vec<_>>>())??;
+    let load = ClientLoad::open_loop(&bed.client.ns, vip, 200, Duration::from_secs(3))?;
+    live(&load, 2)?;
+    check_interrupt()?;
+    let cut = Instant::now();
+    bed.cut(0)?;
+    println!("  lb1's link cut");
+    let mut broken = 0;
+    for (k, s) in held.iter_mut().enumerate() {
+        broken += usize::from(s.ping(&format!("still here {k}")).is_err());
+    }
+    wait_until(Duration::from_secs(5), "the router to drop lb1", || bed.next_hops().len() == 1)?;
+    println!("  router: {VIP} via {:?} {:.1?} after the cut (BFD)", bed.next_hops(), cut.elapsed());
+    live(&load, 3)?;
+
+    println!("\n\x1b[1m[4/4] what the client saw\x1b[0m");
+    // Connections started in the last second may still be under way.
+    std::thread::sleep(Duration::from_secs(1));
+    let samples = load.stop();
+    let failed = samples.iter().filter(|s| s.result.is_err()).count();
+    let slowest = samples.iter().filter(|s| s.start >= cut).map(|s| s.end - s.start).max().unwrap_or_default();
+    println!(
+        "  {} new connections, {failed} failed (the slowest after the cut took {slowest:.0?}: a SYN sent to lb1 \
+         before BFD took it out waits for its retransmission)",
+        samples.len()
+    );
+    println!("  100 long-lived connections: {broken} broken; lb2 carried lb1's on to the same backends");
+    println!("\ncleaning up: veerd, BIRD, the servers and the namespaces");
+    drop(nodes);
+    drop(guards);
     Ok(())
 }
