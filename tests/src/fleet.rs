@@ -20,7 +20,7 @@ use veer::dataplane::{AttachMode, Baseline};
 
 use crate::{
     netns::Netns,
-    topology::{mac, Host, VIP},
+    topology::{bridge_host, Host, VIP},
 };
 
 /// The announcement table veerd writes and BIRD learns.
@@ -81,36 +81,6 @@ pub struct FleetBed {
     pub backends: Vec<Host>,
     /// The switch namespace; declared last so it is removed last.
     pub switch: Netns,
-}
-
-fn bridge_host(sw: &Netns, prefix: &str, name: &str, idx: u8, ip: Ipv4Addr) -> Result<Host> {
-    let ns = Netns::create(&format!("{prefix}-{name}"))?;
-    let port = format!("p-{name}");
-    let m = mac(idx, 0);
-    let (pm, hm) = (veer::config::fmt_mac(&mac(idx, 1)), veer::config::fmt_mac(&m));
-    crate::netns::ip(&[
-        "-n",
-        sw.name(),
-        "link",
-        "add",
-        &port,
-        "address",
-        &pm,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "address",
-        &hm,
-        "netns",
-        ns.name(),
-    ])?;
-    crate::netns::ip(&["-n", sw.name(), "link", "set", &port, "master", "br0", "up"])?;
-    ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-    ns.exec(&["ip", "link", "set", "eth0", "up"])?;
-    ns.exec(&["ip", "link", "set", "lo", "up"])?;
-    Ok(Host { ns, name: name.to_string(), ip, mac: m })
 }
 
 impl FleetBed {
@@ -234,6 +204,24 @@ impl FleetBed {
     /// Cuts node `i`'s link (as if it died).
     pub fn cut(&self, i: usize) -> Result<()> {
         self.switch.exec(&["ip", "link", "set", &format!("p-{}", self.lbs[i].name), "down"]).map(|_| ())
+    }
+
+    /// veerd's config for a node: fleet mode announcing in
+    /// [`ANNOUNCE_TABLE`], one service (the VIP, port 80, 100 ms TCP checks)
+    /// over every backend; its socket and state file under `dir`.
+    pub fn node_config(&self, instance: &str, dir: &Path) -> String {
+        let mut s = format!(
+            "[fleet]\nannounce_table = {ANNOUNCE_TABLE}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
+             api_socket = \"{}\"\nstate_file = \"{}\"\nconn_table_size = 65536\nmax_services = 4\n\n\
+             [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n\n[service.health]\nkind = \"tcp\"\n\
+             interval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 3\n",
+            dir.join(format!("{instance}.sock")).display(),
+            dir.join(format!("{instance}.runtime.json")).display(),
+        );
+        for b in &self.backends {
+            s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
+        }
+        s
     }
 
     /// Restores node `i`'s link.

@@ -322,45 +322,50 @@ fn up_backend(b: &Host, weight: u32) -> veer_abi::Backend {
     }
 }
 
-pub(crate) fn mac(i: u8, side: u8) -> [u8; 6] {
+fn mac(i: u8, side: u8) -> [u8; 6] {
     [0x02, 0x77, 0, 0, side, i]
+}
+
+/// A host `name` (namespace `<prefix>-<name>`) with `eth0` at `ip` on the
+/// switch's bridge, its MACs derived from `idx`.
+pub(crate) fn bridge_host(sw: &Netns, prefix: &str, name: &str, idx: u8, ip: Ipv4Addr) -> Result<Host> {
+    let ns = Netns::create(&format!("{prefix}-{name}"))?;
+    let port = format!("p-{name}");
+    let m = mac(idx, 0);
+    let (pm, hm) = (veer::config::fmt_mac(&mac(idx, 1)), veer::config::fmt_mac(&m));
+    crate::netns::ip(&[
+        "-n",
+        sw.name(),
+        "link",
+        "add",
+        &port,
+        "address",
+        &pm,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "address",
+        &hm,
+        "netns",
+        ns.name(),
+    ])?;
+    crate::netns::ip(&["-n", sw.name(), "link", "set", &port, "master", "br0", "up"])?;
+    ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+    ns.exec(&["ip", "link", "set", "lo", "up"])?;
+    Ok(Host { ns, name: name.to_string(), ip, mac: m })
 }
 
 impl Testbed {
     /// Builds the topology with `n` backends; namespace names start with `prefix`.
     pub fn create(prefix: &str, n: usize) -> Result<Self> {
         let switch = Netns::create(&format!("{prefix}-sw"))?;
-        let sw = switch.name().to_string();
         switch.exec(&["ip", "link", "add", "br0", "type", "bridge"])?;
         switch.exec(&["ip", "link", "set", "br0", "up"])?;
 
-        let host = |name: &str, idx: u8, ip: Ipv4Addr| -> Result<Host> {
-            let ns = Netns::create(&format!("{prefix}-{name}"))?;
-            let port = format!("p-{name}");
-            let m = mac(idx, 0);
-            crate::netns::ip(&[
-                "-n",
-                &sw,
-                "link",
-                "add",
-                &port,
-                "address",
-                &veer::config::fmt_mac(&mac(idx, 1)),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "address",
-                &veer::config::fmt_mac(&m),
-                "netns",
-                ns.name(),
-            ])?;
-            crate::netns::ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-            ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
-            ns.exec(&["ip", "link", "set", "eth0", "up"])?;
-            Ok(Host { ns, name: name.to_string(), ip, mac: m })
-        };
+        let host = |name: &str, idx: u8, ip: Ipv4Addr| bridge_host(&switch, prefix, name, idx, ip);
 
         let client = host("client", 1, CLIENT_IP)?;
         client.ns.exec(&["ip", "route", "add", &format!("{VIP}/32"), "via", &LB_IP.to_string()])?;

@@ -12,26 +12,10 @@ use veer::dataplane::{MapReader, PinnedMaps};
 use veer_abi::GlobalCounter;
 use veer_tests::{
     daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd},
-    fleet::{FleetBed, ANNOUNCE_TABLE},
+    fleet::FleetBed,
     server::Session,
     topology::VIP,
 };
-
-/// Node `lb`'s config: fleet mode, announcing in the table BIRD learns.
-fn node_config(dir: &std::path::Path, instance: &str, bed: &FleetBed) -> String {
-    let mut s = format!(
-        "[fleet]\nannounce_table = {ANNOUNCE_TABLE}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
-         api_socket = \"{}\"\nstate_file = \"{}\"\nconn_table_size = 65536\nmax_services = 4\n\n\
-         [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n\n[service.health]\nkind = \"tcp\"\n\
-         interval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 3\n",
-        dir.join(format!("{instance}.sock")).display(),
-        dir.join(format!("{instance}.runtime.json")).display(),
-    );
-    for b in &bed.backends {
-        s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
-    }
-    s
-}
 
 #[test]
 fn a_node_cut_off_under_load_costs_no_connection() {
@@ -47,7 +31,7 @@ fn a_node_cut_off_under_load_costs_no_connection() {
         let instance = format!("t-fl{}", i + 1);
         guards.push(Uninstall::instance(&instance));
         let cfg = dir.join(format!("{instance}.toml"));
-        std::fs::write(&cfg, node_config(&dir, &instance, &bed)).unwrap();
+        std::fs::write(&cfg, bed.node_config(&instance, &dir)).unwrap();
         let d = Veerd::start(
             &cfg,
             lb.ns.name(),

@@ -103,21 +103,30 @@ pub fn neighbour(addr: IpAddr) -> io::Result<Option<Neighbour>> {
 
 /// Every usable entry of the IPv4 (or IPv6) neighbour table.
 pub fn neighbour_table(ipv4: bool) -> io::Result<std::collections::HashMap<IpAddr, Neighbour>> {
+    let mut req = NeighbourMessage::default();
+    req.header.family = if ipv4 { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    Ok(dump(RouteNetlinkMessage::GetNeighbour(req))?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewNeighbour(n) => usable(&n),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Sends a dump request and collects every answer until the kernel's Done.
+fn dump(request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
-    let mut req = NeighbourMessage::default();
-    req.header.family = if ipv4 { AddressFamily::Inet } else { AddressFamily::Inet6 };
-    let mut msg =
-        NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(RouteNetlinkMessage::GetNeighbour(req)));
+    let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(request));
     msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     msg.header.sequence_number = 1;
     msg.finalize();
     let mut out = vec![0u8; msg.header.length as usize];
     msg.serialize(&mut out);
     socket.send(&out, 0)?;
-
-    let mut found = std::collections::HashMap::new();
+    let mut found = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     loop {
         buf.clear();
@@ -129,14 +138,8 @@ pub fn neighbour_table(ipv4: bool) -> io::Result<std::collections::HashMap<IpAdd
             let len = m.header.length as usize;
             match m.payload {
                 NetlinkPayload::Done(_) => return Ok(found),
-                NetlinkPayload::Error(e) => {
-                    return Err(io::Error::other(format!("netlink neighbour dump: {e:?}")));
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                    if let Some((a, nb)) = usable(&n) {
-                        found.insert(a, nb);
-                    }
-                }
+                NetlinkPayload::Error(e) => return Err(io::Error::other(format!("netlink dump: {e:?}"))),
+                NetlinkPayload::InnerMessage(inner) => found.push(inner),
                 _ => {}
             }
             if len == 0 {
@@ -289,52 +292,22 @@ pub fn withdraw_vip(dst: IpAddr, table: u32) -> io::Result<()> {
 pub fn announced_vips(table: u32) -> io::Result<Vec<IpAddr>> {
     let mut found = Vec::new();
     for v4 in [true, false] {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
         let mut req = RouteMessage::default();
         req.header.address_family = family(v4);
-        let mut msg =
-            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(RouteNetlinkMessage::GetRoute(req)));
-        msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        msg.header.sequence_number = 1;
-        msg.finalize();
-        let mut out = vec![0u8; msg.header.length as usize];
-        msg.serialize(&mut out);
-        socket.send(&out, 0)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-        'dump: loop {
-            buf.clear();
-            let n = socket.recv(&mut buf, 0)?;
-            let mut off = 0;
-            while off < n {
-                let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("netlink: {e}")))?;
-                let len = m.header.length as usize;
-                match m.payload {
-                    NetlinkPayload::Done(_) => break 'dump,
-                    NetlinkPayload::Error(e) => return Err(io::Error::other(format!("netlink route dump: {e:?}"))),
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r))
-                        if r.header.protocol == RouteProtocol::Other(VIP_ROUTE_PROTOCOL) =>
-                    {
-                        let in_table =
-                            r.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(t) if *t == table))
-                                || (table < 256 && r.header.table as u32 == table);
-                        let dst = r.attributes.iter().find_map(|a| match a {
-                            RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
-                            RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
-                            _ => None,
-                        });
-                        if let (true, Some(d)) = (in_table, dst) {
-                            found.push(d);
-                        }
-                    }
-                    _ => {}
-                }
-                if len == 0 {
-                    break;
-                }
-                off += len;
+        for m in dump(RouteNetlinkMessage::GetRoute(req))? {
+            let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+            if r.header.protocol != RouteProtocol::Other(VIP_ROUTE_PROTOCOL) {
+                continue;
+            }
+            let in_table = r.attributes.iter().any(|a| matches!(a, RouteAttribute::Table(t) if *t == table))
+                || (table < 256 && r.header.table as u32 == table);
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+                RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+                _ => None,
+            });
+            if let (true, Some(d)) = (in_table, dst) {
+                found.push(d);
             }
         }
     }

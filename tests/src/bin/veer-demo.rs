@@ -275,18 +275,7 @@ fn fleet() -> Result<()> {
         let instance = format!("demo-fl{}", i + 1);
         guards.push(Uninstall::instance(&instance));
         let cfg = dir.join(format!("{instance}.toml"));
-        let mut text = format!(
-            "[fleet]\nannounce_table = {t}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
-             api_socket = \"{sock}\"\nstate_file = \"{state}\"\n\n[[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n\n\
-             [service.health]\nkind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\n",
-            t = veer_tests::fleet::ANNOUNCE_TABLE,
-            sock = dir.join(format!("{instance}.sock")).display(),
-            state = dir.join(format!("{instance}.runtime.json")).display(),
-        );
-        for b in &bed.backends {
-            text += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
-        }
-        std::fs::write(&cfg, text)?;
+        std::fs::write(&cfg, bed.node_config(&instance, &dir))?;
         let d = Veerd::start(
             &cfg,
             lb.ns.name(),
