@@ -7,6 +7,7 @@ pub mod balance;
 pub mod control;
 pub mod correlated;
 pub mod failover;
+pub mod fleet;
 pub mod maglev;
 pub mod packet;
 pub mod reroute;
