@@ -143,7 +143,10 @@ impl Daemon {
         adoption: &Adoption,
     ) -> ServiceRt {
         let sid = planned.id;
-        let health_changed = prev.as_ref().is_some_and(|p| p.cfg.health != scfg.health || p.cfg.port != scfg.port);
+        // The checkers (health and agent) start again when their settings change.
+        let health_changed = prev
+            .as_ref()
+            .is_some_and(|p| p.cfg.health != scfg.health || p.cfg.port != scfg.port || p.cfg.agent != scfg.agent);
         let (mut old_backends, published, prev_ring, fail_open) = match prev {
             Some(mut p) => (
                 std::mem::take(&mut p.backends),
