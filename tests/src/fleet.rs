@@ -10,15 +10,16 @@
 //! ```
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
 };
 
 use anyhow::{bail, Context, Result};
-use veer::dataplane::{AttachMode, Baseline};
+use veer::dataplane::{AttachMode, Baseline, PinnedMaps};
 
 use crate::{
+    daemon::{BackendProc, Uninstall, Veerd},
     netns::Netns,
     topology::{bridge_host, Host, VIP},
 };
@@ -65,6 +66,44 @@ impl Drop for Bird {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// The backend (by address) a node's table gives each of `n` sampled TCP
+/// 5-tuples to `vip`, as the dataplane schedules a new flow with every
+/// backend up: how the fleet tests and bench compare nodes.
+pub fn table_choices(pins: &PinnedMaps, vip: SocketAddr, n: u32) -> Result<Vec<IpAddr>> {
+    use veer::dataplane::{flow_key, from_abi, service_key, MapReader, Protocol};
+    let ring = pins.ring(&service_key(vip.ip(), vip.port(), Protocol::Tcp))?;
+    anyhow::ensure!(!ring.is_empty(), "the service has an empty table");
+    let table = pins.backend_table()?;
+    (0..n)
+        .map(|i| {
+            let src = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 1024 + (i % 50_000) as u16);
+            let id = ring[(veer_abi::hash::flow_hash(&flow_key(src, vip, Protocol::Tcp)) % ring.len() as u32) as usize];
+            let (_, b) =
+                table.iter().find(|(x, _)| *x == id).with_context(|| format!("backend {id} is not in the table"))?;
+            Ok(from_abi(&b.addr))
+        })
+        .collect()
+}
+
+/// One veer node of a running fleet. Dropped in field order: veerd, then its pins.
+pub struct FleetNode {
+    /// Its veerd.
+    pub veerd: Veerd,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its pinned maps.
+    pub pins: PinnedMaps,
+    _uninstall: Uninstall,
+}
+
+/// A fleet running on a [`FleetBed`]: a web server on every backend and
+/// veerd on every node. Dropped in field order: nodes, then servers.
+pub struct Fleet {
+    /// The nodes, in the bed's order.
+    pub nodes: Vec<FleetNode>,
+    _servers: Vec<BackendProc>,
 }
 
 /// The fleet testbed. Dropped in field order: BIRDs, then namespaces.
@@ -222,6 +261,32 @@ impl FleetBed {
             s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
         }
         s
+    }
+
+    /// Starts a web server on every backend and veerd (instances
+    /// `<tag>1`, `<tag>2`, ... with [`FleetBed::node_config`]) on every
+    /// node; returns once every node has every backend up and in its ring.
+    pub fn start_fleet(&self, tag: &str, dir: &Path) -> Result<Fleet> {
+        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
+        let servers = self
+            .backends
+            .iter()
+            .map(|b| BackendProc::start(&b.ns, &b.name, listen, dir))
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        let mut nodes = Vec::new();
+        for (i, lb) in self.lbs.iter().enumerate() {
+            let instance = format!("{tag}{}", i + 1);
+            let uninstall = Uninstall::instance(&instance);
+            let config = dir.join(format!("{instance}.toml"));
+            std::fs::write(&config, self.node_config(&instance, dir))?;
+            let sock = dir.join(format!("{instance}.sock"));
+            let veerd = Veerd::start(&config, lb.ns.name(), &sock, &dir.join(format!("{instance}.log")))?;
+            veerd.wait_up_in_ring("web", &names)?;
+            let pins = PinnedMaps::open(&veer::config::load(&config)?.daemon.pin_dir())?;
+            nodes.push(FleetNode { veerd, config, pins, _uninstall: uninstall });
+        }
+        Ok(Fleet { nodes, _servers: servers })
     }
 
     /// Restores node `i`'s link.

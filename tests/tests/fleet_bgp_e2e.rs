@@ -8,10 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use veer::dataplane::{MapReader, PinnedMaps};
+use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd},
+    daemon::{scratch, wait_until},
     fleet::FleetBed,
     server::Session,
     topology::VIP,
@@ -22,26 +22,7 @@ fn a_node_cut_off_under_load_costs_no_connection() {
     veer_tests::require_root();
     let dir = scratch("fleet-bgp");
     let bed = FleetBed::create("veer-fl", 2, 3, &dir).expect("fleet testbed");
-    let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), 80);
-    let _servers: Vec<BackendProc> =
-        bed.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir).unwrap()).collect();
-    let mut nodes = Vec::new();
-    let mut guards = Vec::new();
-    for (i, lb) in bed.lbs.iter().enumerate() {
-        let instance = format!("t-fl{}", i + 1);
-        guards.push(Uninstall::instance(&instance));
-        let cfg = dir.join(format!("{instance}.toml"));
-        std::fs::write(&cfg, bed.node_config(&instance, &dir)).unwrap();
-        let d = Veerd::start(
-            &cfg,
-            lb.ns.name(),
-            &dir.join(format!("{instance}.sock")),
-            &dir.join(format!("{instance}.log")),
-        )
-        .unwrap();
-        d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap();
-        nodes.push((d, cfg));
-    }
+    let fleet = bed.start_fleet("t-fl", &dir).unwrap();
     // BGP up on both: the router's route to the VIP has both nodes.
     let t = Instant::now();
     wait_until(Duration::from_secs(30), "an ECMP route over both nodes", || bed.next_hops().len() == 2)
@@ -56,10 +37,7 @@ fn a_node_cut_off_under_load_costs_no_connection() {
         .run(|| (0..300).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<anyhow::Result<Vec<_>>>())
         .unwrap()
         .unwrap();
-    let counter = |i: usize, c: GlobalCounter| {
-        let cfg = veer::config::load(&nodes[i].1).unwrap();
-        PinnedMaps::open(&cfg.daemon.pin_dir()).unwrap().global_counter(c).unwrap()
-    };
+    let counter = |i: usize, c: GlobalCounter| fleet.nodes[i].pins.global_counter(c).unwrap();
     let (f1, f2) = (counter(0, GlobalCounter::Transmitted), counter(1, GlobalCounter::Transmitted));
     let lost_before = counter(1, GlobalCounter::ConnLost);
     assert!(f1 > 100 && f2 > 100, "both nodes carry connections: {f1} and {f2} packets");
@@ -116,6 +94,5 @@ fn a_node_cut_off_under_load_costs_no_connection() {
     );
     assert!(failed.is_empty(), "connections broke when lb1 returned: {failed:?}");
     assert!(counter(0, GlobalCounter::Transmitted) > f1, "lb1 carries traffic again");
-    drop(nodes);
-    drop(guards);
+    drop(fleet);
 }

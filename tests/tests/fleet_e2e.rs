@@ -5,11 +5,9 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use veer::dataplane::{from_abi, service_key, MapReader, Protocol};
-use veer_abi::hash::flow_hash;
 use veer_tests::{
     daemon::{veerctl, veerctl_json, wait_until},
-    deployment::{Deployment, PORT},
+    deployment::Deployment,
 };
 
 /// A node's config: `[fleet]`, its backends listed in `order`.
@@ -31,19 +29,7 @@ fn digest(s: &Deployment) -> String {
 
 /// The backend (by address) node `s` sends each of `n` sampled 5-tuples to.
 fn choices(s: &Deployment, n: u32) -> Vec<IpAddr> {
-    let pins = s.pins();
-    let key = service_key(s.vip().ip(), PORT, Protocol::Tcp);
-    let ring = pins.ring(&key).unwrap();
-    let table = pins.backend_table().unwrap();
-    (0..n)
-        .map(|i| {
-            let src =
-                std::net::SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 1024 + (i % 50_000) as u16);
-            let id =
-                ring[(flow_hash(&veer::dataplane::flow_key(src, s.vip(), Protocol::Tcp)) % ring.len() as u32) as usize];
-            from_abi(&table.iter().find(|(x, _)| *x == id).unwrap().1.addr)
-        })
-        .collect()
+    veer_tests::fleet::table_choices(&s.pins(), s.vip(), n).unwrap()
 }
 
 #[test]

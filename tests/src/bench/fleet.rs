@@ -9,13 +9,11 @@ use std::{
 
 use anyhow::Result;
 use serde_json::json;
-use veer::dataplane::{flow_key, from_abi, service_key, MapReader, PinnedMaps, Protocol};
-use veer_abi::hash::flow_hash;
 
 use super::Section;
 use crate::{
-    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd},
-    fleet::FleetBed,
+    daemon::{scratch, wait_until},
+    fleet::{table_choices, FleetBed},
     server::Session,
     topology::VIP,
 };
@@ -36,41 +34,13 @@ fn ping_all(sessions: &mut [Session], tag: &str) -> (usize, Duration) {
 pub fn run() -> Result<Section> {
     let dir = scratch("bench-fleet");
     let bed = FleetBed::create("veer-bfl", 2, 3, &dir)?;
-    let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), 80);
-    let _servers =
-        bed.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
-    let (mut nodes, mut guards, mut pins) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, lb) in bed.lbs.iter().enumerate() {
-        let instance = format!("bench-fl{}", i + 1);
-        guards.push(Uninstall::instance(&instance));
-        let cfg = dir.join(format!("{instance}.toml"));
-        std::fs::write(&cfg, bed.node_config(&instance, &dir))?;
-        let d = Veerd::start(
-            &cfg,
-            lb.ns.name(),
-            &dir.join(format!("{instance}.sock")),
-            &dir.join(format!("{instance}.log")),
-        )?;
-        d.wait_up_in_ring("web", &["b1", "b2", "b3"])?;
-        pins.push(PinnedMaps::open(&veer::config::load(&cfg)?.daemon.pin_dir())?);
-        nodes.push(d);
-    }
+    let fleet = bed.start_fleet("bench-fl", &dir)?;
     let bgp = wait_until(Duration::from_secs(30), "the router's route over both nodes", || bed.next_hops().len() == 2)?;
 
     // Agreement: 100,000 sampled 5-tuples through each node's table.
     let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-    let key = service_key(vip.ip(), 80, Protocol::Tcp);
-    let pick = |p: &PinnedMaps| -> Result<Vec<IpAddr>> {
-        let (ring, table) = (p.ring(&key)?, p.backend_table()?);
-        Ok((0..100_000u32)
-            .map(|i| {
-                let src = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 1024 + (i % 50_000) as u16);
-                let id = ring[(flow_hash(&flow_key(src, vip, Protocol::Tcp)) % ring.len() as u32) as usize];
-                table.iter().find(|(x, _)| *x == id).map_or(IpAddr::from([0, 0, 0, 0]), |(_, b)| from_abi(&b.addr))
-            })
-            .collect())
-    };
-    let (a, b) = (pick(&pins[0])?, pick(&pins[1])?);
+    let (a, b) =
+        (table_choices(&fleet.nodes[0].pins, vip, 100_000)?, table_choices(&fleet.nodes[1].pins, vip, 100_000)?);
     let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64 * 100.0;
 
     let mut sessions: Vec<Session> = bed
@@ -88,8 +58,7 @@ pub fn run() -> Result<Section> {
     wait_until(Duration::from_secs(30), "the router to take lb1 back", || bed.next_hops().len() == 2)?;
     let back = t.elapsed();
     let (ret_failed, ret_worst) = ping_all(&mut sessions, "back");
-    drop(nodes);
-    drop(guards);
+    drop(fleet);
 
     let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e3);
     let rows = vec![

@@ -263,28 +263,12 @@ fn fleet() -> Result<()> {
     );
     let dir = scratch("demo-fleet");
     let bed = FleetBed::create("veer-demo-fl", 2, 3, &dir).context("building the fleet network")?;
-    let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), 80);
-    let _servers =
-        bed.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
-    let mut nodes = Vec::new();
-    let mut guards = Vec::new();
     println!(
         "\n\x1b[1m[2/4] veerd on each node, [fleet] mode: the same table on both, VIP announced through BIRD\x1b[0m"
     );
-    for (i, lb) in bed.lbs.iter().enumerate() {
-        let instance = format!("demo-fl{}", i + 1);
-        guards.push(Uninstall::instance(&instance));
-        let cfg = dir.join(format!("{instance}.toml"));
-        std::fs::write(&cfg, bed.node_config(&instance, &dir))?;
-        let d = Veerd::start(
-            &cfg,
-            lb.ns.name(),
-            &dir.join(format!("{instance}.sock")),
-            &dir.join(format!("{instance}.log")),
-        )?;
-        d.wait_up_in_ring("web", &["b1", "b2", "b3"])?;
-        println!("  {} ({}): veerd up, table digest {}", lb.name, lb.ip, d.status()?.services[0].table_digest);
-        nodes.push(d);
+    let fleet = bed.start_fleet("demo-fl", &dir)?;
+    for (lb, node) in bed.lbs.iter().zip(&fleet.nodes) {
+        println!("  {} ({}): veerd up, table digest {}", lb.name, lb.ip, node.veerd.status()?.services[0].table_digest);
     }
     let t = wait_until(Duration::from_secs(30), "the router's route over both nodes", || bed.next_hops().len() == 2)?;
     println!("  router: {VIP} via {:?} ({t:.1?} for BGP to come up)", bed.next_hops());
@@ -322,7 +306,6 @@ fn fleet() -> Result<()> {
     );
     println!("  100 long-lived connections: {broken} broken; lb2 carried lb1's on to the same backends");
     println!("\ncleaning up: veerd, BIRD, the servers and the namespaces");
-    drop(nodes);
-    drop(guards);
+    drop(fleet);
     Ok(())
 }
