@@ -147,14 +147,15 @@ impl Daemon {
         let health_changed = prev
             .as_ref()
             .is_some_and(|p| p.cfg.health != scfg.health || p.cfg.port != scfg.port || p.cfg.agent != scfg.agent);
-        let (mut old_backends, published, prev_ring, fail_open) = match prev {
+        let (mut old_backends, published, table_digest, prev_ring, fail_open) = match prev {
             Some(mut p) => (
                 std::mem::take(&mut p.backends),
                 p.published.take(),
+                p.table_digest,
                 Some(p.cfg.ring_size),
                 std::mem::take(&mut p.fail_open),
             ),
-            None => (Vec::new(), None, None, Default::default()),
+            None => (Vec::new(), None, 0, None, Default::default()),
         };
         let mut backends = Vec::with_capacity(scfg.backends.len());
         for (bcfg, pb) in scfg.backends.iter().map(|b| b.get_ref().clone()).zip(&planned.backends) {
@@ -205,7 +206,7 @@ impl Daemon {
         // A new ring size needs a new ring now, not at the next membership
         // change (often a failover, when a fresh build would remap most flows).
         let published = published.filter(|_| prev_ring == Some(scfg.ring_size));
-        ServiceRt { cfg: svc_cfg, key, id: sid, backends, published, starved: false, fail_open }
+        ServiceRt { cfg: svc_cfg, key, id: sid, backends, published, table_digest, starved: false, fail_open }
     }
 
     /// Writes what a plan changed: removed services and freed backends out,

@@ -130,10 +130,7 @@ impl Daemon {
         // failure) cost each service one rebuild per pass of the queue, not
         // one per flip, and no state word waits behind a rebuild.
         for &(i, _) in &touched {
-            let key = self.services[i].key;
-            if !self.ring_queue.contains(&key) {
-                self.ring_queue.push_back(key);
-            }
+            self.queue_ring(i);
         }
         for (i, service_name, backend, reason) in ups {
             let service = self.services[i].key;
@@ -185,6 +182,11 @@ impl Daemon {
         if let Err(e) = self.write_entries(i) {
             error!(%service, error = %format!("{e:#}"), "writing the dataplane failed");
         }
+        self.queue_ring(i);
+    }
+
+    /// Queues service `i`'s ring for [`Daemon::sync_next_ring`] (once).
+    fn queue_ring(&mut self, i: usize) {
         let key = self.services[i].key;
         if !self.ring_queue.contains(&key) {
             self.ring_queue.push_back(key);

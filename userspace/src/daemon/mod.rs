@@ -411,9 +411,8 @@ impl Daemon {
         let persistence_s = s.cfg.persistence.as_secs_f64().ceil() as u32;
         let spec = ServiceSpec { id: s.id, scheduler: s.cfg.scheduler.into(), flags, fallback_backend, persistence_s };
         let key = s.key;
-        let persist = if spec.persistence_s != 0 { veer_abi::SERVICE_F_PERSIST } else { 0 };
         if self.dp.service(&key)?.map(|v| (v.id, v.scheduler, v.flags, v.fallback_backend))
-            != Some((spec.id, spec.scheduler as u8, spec.flags | persist, spec.fallback_backend))
+            != Some((spec.id, spec.scheduler as u8, spec.service_flags(), spec.fallback_backend))
             || self.dp.persistence(spec.id)? != spec.persistence_s
         {
             self.dp.upsert_service(&key, spec)?;
@@ -427,9 +426,9 @@ impl Daemon {
     /// state-word change in the history.
     fn write_entries(&mut self, i: usize) -> Result<()> {
         let sid = self.services[i].id;
-        let entries: Vec<(u32, Backend, String)> =
-            self.services[i].backends.iter().map(|b| (b.id, backend_entry(sid, b), b.cfg.name.clone())).collect();
-        for (id, e, name) in entries {
+        let entries: Vec<(u32, Backend)> =
+            self.services[i].backends.iter().map(|b| (b.id, backend_entry(sid, b))).collect();
+        for (id, e) in entries {
             if self.written.get(&id) == Some(&e) {
                 continue;
             }
@@ -446,7 +445,9 @@ impl Daemon {
                         "reload or next-hop change".into()
                     }
                 });
-                self.history.record(&self.services[i].cfg.name, &name, from, to, &reason);
+                let s = &self.services[i];
+                let name = s.backend(id).map_or("?", |b| b.cfg.name.as_str());
+                self.history.record(&s.cfg.name, name, from, to, &reason);
             }
         }
         Ok(())
@@ -462,7 +463,9 @@ impl Daemon {
         if s.published.as_ref() != Some(&members) {
             self.dp.set_fresh_rings(self.cfg.fleet.is_some());
             let slots = self.dp.publish_pool(&s.key, s.cfg.ring_size, &members)?;
+            let identities: HashMap<u32, u64> = members.iter().map(|m| (m.id, m.identity)).collect();
             let s = &mut self.services[i];
+            s.table_digest = crate::ring::table_digest(&slots, |id| identities.get(&id).copied().unwrap_or(0));
             s.published = Some(members.clone());
             info!(service = %s.cfg.name, members = members.len(), slots = slots.len(), "ring switched in");
         }

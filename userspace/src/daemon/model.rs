@@ -163,6 +163,9 @@ pub struct ServiceRt {
     pub backends: Vec<BackendRt>,
     /// Ring members last published, to skip rebuilding an unchanged ring.
     pub published: Option<Vec<RingMember>>,
+    /// The digest of the table last published, by backend identity
+    /// ([`crate::ring::table_digest`]): fleet nodes compare it.
+    pub table_digest: u64,
     /// Whether the service currently has no backend to send new flows to.
     pub starved: bool,
     /// Its fail-open guard.
@@ -267,6 +270,7 @@ mod tests {
             id: 0,
             backends,
             published: None,
+            table_digest: 0,
             starved: false,
             fail_open: Default::default(),
         }

@@ -22,14 +22,7 @@ impl Daemon {
                     id: s.id,
                     starved: s.starved,
                     fail_open: s.fail_open.tripped(),
-                    table_digest: crate::dataplane::MapReader::ring(&self.dp, &s.key).map_or_else(
-                        |_| String::new(),
-                        |slots| {
-                            let identity =
-                                |id: u32| s.backend(id).map_or(0, |b| crate::ring::identity_of(b.cfg.address));
-                            format!("{:016x}", crate::ring::table_digest(&slots, identity))
-                        },
-                    ),
+                    table_digest: format!("{:016x}", s.table_digest),
                     backends: s
                         .backends
                         .iter()

@@ -256,6 +256,15 @@ pub struct ServiceSpec {
     pub persistence_s: u32,
 }
 
+impl ServiceSpec {
+    /// The `flags` the service table holds: the spec's, with
+    /// `SERVICE_F_PERSIST` following `persistence_s`.
+    pub fn service_flags(&self) -> u8 {
+        let persist = if self.persistence_s != 0 { veer_abi::SERVICE_F_PERSIST } else { 0 };
+        (self.flags & !veer_abi::SERVICE_F_PERSIST) | persist
+    }
+}
+
 /// The loaded XDP dataplane.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -398,9 +407,8 @@ impl Dataplane {
             Some(s) if s.id == spec.id => (s.ring_len, s.ring_half),
             _ => (0, 0),
         };
-        // The flag follows the persistence, written first (a flagged
-        // service must find its time).
-        let persist = if spec.persistence_s != 0 { veer_abi::SERVICE_F_PERSIST } else { 0 };
+        // The persistence is written before the flag (a flagged service
+        // must find its time).
         {
             let mut m: Array<&mut MapData, u32> = map_mut!(self, Array, names::PERSISTENCE);
             m.set(spec.id, spec.persistence_s, 0).map_err(DataplaneError::map(
@@ -413,7 +421,7 @@ impl Dataplane {
             ring_len,
             fallback_backend: spec.fallback_backend,
             scheduler: spec.scheduler as u8,
-            flags: (spec.flags & !veer_abi::SERVICE_F_PERSIST) | persist,
+            flags: spec.service_flags(),
             ring_half,
             _pad: 0,
         };
