@@ -18,10 +18,7 @@ fn least_flows_sends_new_connections_to_the_backend_holding_fewer() {
         .replace("ring_size = 65537", "ring_size = 65537\nscheduler = \"least-flows\"");
     s.write(&text);
     let d = s.start();
-    wait_until(Duration::from_secs(15), "both up", || {
-        ["b1", "b2"].iter().all(|n| d.backend_state("web", n).is_ok_and(|x| x == "up"))
-    })
-    .unwrap();
+    d.wait_up_in_ring("web", &["b1", "b2"]).unwrap();
     // 40 long-lived connections on b1 (b2 drained meanwhile).
     assert!(veerctl(&s.cfg, &["drain", "web", "b2"]).0);
     let held: Vec<Session> =
@@ -117,10 +114,7 @@ fn the_agent_check_sets_a_backends_weight_and_state_and_the_operator_wins() {
     let a1 = Agent::start(&s.tb.backends[0].ns, "up");
     let _a2 = Agent::start(&s.tb.backends[1].ns, "up 100%");
     let d = s.start();
-    wait_until(Duration::from_secs(15), "both up", || {
-        ["b1", "b2"].iter().all(|n| d.backend_state("web", n).is_ok_and(|x| x == "up"))
-    })
-    .unwrap();
+    d.wait_up_in_ring("web", &["b1", "b2"]).unwrap();
     let until = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
         wait_until(Duration::from_secs(5), what, || f(&b1(&s))).unwrap_or_else(|e| panic!("{e}: {}", b1(&s)));
     };

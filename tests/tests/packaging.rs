@@ -6,7 +6,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Dura
 
 use veer::wire::Request;
 use veer_tests::{
-    daemon::{bin, wait_until, Veerd},
+    daemon::{bin, Veerd},
     deployment::Deployment,
 };
 
@@ -105,10 +105,7 @@ fn veerd_with_only_the_units_capabilities_attaches_serves_and_adopts() {
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid().unwrap())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
     assert!(uid_line.split_whitespace().nth(1) == Some("65534"), "not unprivileged: {uid_line}");
-    wait_until(Duration::from_secs(15), "every backend up", || {
-        ["b1", "b2"].iter().all(|n| d.backend_state("web", n).is_ok_and(|st| st == "up"))
-    })
-    .unwrap();
+    d.wait_up_in_ring("web", &["b1", "b2"]).unwrap();
     let served = s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), Duration::from_secs(2))).unwrap();
     assert!(served.is_ok(), "the VIP is not served: {served:?}");
     let r = d.api(Request::Drain { service: "web".into(), backend: "b1".into() }).unwrap();

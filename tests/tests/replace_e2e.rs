@@ -87,10 +87,7 @@ fn a_dead_backend_is_replaced_by_the_hooks_substitute_while_traffic_runs() {
     );
     s.write(&s.config_with(65537, &[1, 1, 1], "", &extra, |_| String::new()));
     let mut d = s.start();
-    wait_until(Duration::from_secs(15), "every backend up", || {
-        ["b1", "b2", "b3"].iter().all(|n| d.backend_state("web", n).is_ok_and(|x| x == "up"))
-    })
-    .unwrap();
+    d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap();
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
     load.wait_more(50, Duration::from_secs(20)).unwrap();
 
