@@ -171,10 +171,11 @@ fn main() -> Result<()> {
     let log = dir.join("veerd.log");
     let d = Veerd::start(c, tb.lb.ns.name(), &cfg.daemon.socket_path(), &log)?;
     std::fs::write(dir.join("veerd.pid"), d.pid().unwrap_or(0).to_string())?;
-    let names: Vec<String> = svc.backends.iter().map(|b| b.get_ref().name.clone()).collect();
-    let t = wait_until(Duration::from_secs(15), "every backend up", || {
-        names.iter().all(|n| d.backend_state(&svc.name, n).is_ok_and(|s| s == "up"))
-    })?;
+    let names: Vec<&str> = svc.backends.iter().map(|b| b.get_ref().name.as_str()).collect();
+    // Up and in the live ring: traffic starts next.
+    let started = Instant::now();
+    d.wait_up_in_ring(&svc.name, &names)?;
+    let t = started.elapsed();
     println!("  every backend passed {} health checks in {t:.0?}", svc.health.rise);
     let vip = SocketAddr::new(IpAddr::V4(VIP), svc.port);
     let load = ClientLoad::start(&tb.client.ns, vip, Duration::from_secs(2))?;
