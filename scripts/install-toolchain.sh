@@ -10,7 +10,8 @@ BPF_LINKER_VERSION=0.13.0
 LLVM_PREFIX=/usr/lib/llvm-22
 # Debian packages: toolchain for the eBPF object, and tools the tests drive.
 PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev
-      iproute2 ethtool bpftool util-linux curl systemd bird2)
+      iproute2 ethtool bpftool util-linux curl systemd bird2 \
+      etcd-server etcd-client protobuf-compiler libprotobuf-dev)
 # With --bench: the load generator and the load balancer veer is compared to.
 if [[ ${1:-} == --bench ]]; then
     PKGS+=(wrk haproxy)

@@ -12,6 +12,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod dataplane;
 pub mod failpoint;
+pub mod fleet;
 pub mod health;
 pub mod net;
 pub mod overrides;

@@ -55,6 +55,60 @@ pub struct FleetConfig {
     /// nothing. Unset: veerd announces nothing.
     #[serde(default)]
     pub announce_table: Option<u32>,
+    /// Shared state through etcd (unset: every node decides alone from its
+    /// own probes, and operator changes stay on the node they were made on).
+    #[serde(default)]
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `[fleet.etcd]`: the nodes share operator changes, probe verdicts and a
+/// leader through etcd (v3 API; checked against 3.4).
+///
+/// Each node writes its probe verdicts under its own lease; the fleet
+/// verdict on a backend is the majority of live nodes, and ring membership
+/// follows it (a node's own probes still flip its state word at once).
+/// `veerctl` changes are applied with compare-and-swap and reach every node.
+/// The elected leader alone runs restart commands, replace and scale hooks,
+/// each restart attempt fenced by its leadership's revision. With etcd
+/// unreachable the fleet view freezes and nothing is withdrawn (fail static).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the etcd members (`http://10.0.0.1:2379`); the node's
+    /// own member first is best.
+    pub endpoints: Vec<String>,
+    /// This node's name in the fleet (unique; letters, digits, '-', '_').
+    pub node: String,
+    /// The fleet's key prefix: fleets sharing an etcd cluster differ here.
+    #[serde(default = "default_etcd_prefix")]
+    pub prefix: String,
+    /// The node's lease: its verdicts and leadership lapse this long after
+    /// it stops renewing (etcd's minimum is about 2 s).
+    #[serde(default = "default_lease_ttl", with = "duration")]
+    pub lease_ttl: Duration,
+    /// How long a node must see most backends down that the fleet sees up
+    /// before it withdraws its VIPs (its own path to them is broken).
+    #[serde(default = "default_fence_after", with = "duration")]
+    pub fence_after: Duration,
+    /// Deadline of each etcd request; past it etcd counts as unreachable.
+    #[serde(default = "default_etcd_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_etcd_prefix() -> String {
+    "/veer".into()
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_fence_after() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_etcd_timeout() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Config {

@@ -120,6 +120,9 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
             );
         }
     }
+    if let Some(e) = cfg.fleet.as_ref().and_then(|f| f.etcd.as_ref()) {
+        etcd(&mut c, e, src.find("[fleet.etcd]").unwrap_or(0));
+    }
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
     for (i, s) in cfg.services.iter().enumerate() {
@@ -186,6 +189,29 @@ fn daemon(c: &mut Checker, cfg: &Config, at: usize) {
             "daemon.max_services".into(),
             format!("{} services configured, capacity is {}", cfg.services.len(), d.max_services),
         );
+    }
+}
+
+fn etcd(c: &mut Checker, e: &crate::config::EtcdConfig, at: usize) {
+    if e.endpoints.is_empty() {
+        c.err(at, "endpoints", "fleet.etcd.endpoints".into(), "list at least one etcd client URL");
+    }
+    for u in &e.endpoints {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            c.err(at, "endpoints", "fleet.etcd.endpoints".into(), format!("{u:?} is not an http:// or https:// URL"));
+        }
+    }
+    if let Err(err) = rules::check_name(&e.node) {
+        c.err(at, "node", "fleet.etcd.node".into(), err.to_string());
+    }
+    if !e.prefix.starts_with('/') || e.prefix.ends_with('/') || e.prefix.len() < 2 {
+        c.err(at, "prefix", "fleet.etcd.prefix".into(), "a key prefix like \"/veer\" (leading '/', none trailing)");
+    }
+    if e.lease_ttl < std::time::Duration::from_secs(2) {
+        c.err(at, "lease_ttl", "fleet.etcd.lease_ttl".into(), "at least 2s (etcd grants no shorter lease)");
+    }
+    if e.timeout.is_zero() || e.timeout >= e.lease_ttl {
+        c.err(at, "timeout", "fleet.etcd.timeout".into(), "more than zero and less than lease_ttl");
     }
 }
 

@@ -1,0 +1,45 @@
+//! Fleet state shared through etcd: what every node of a fleet agrees on.
+//!
+//! - [`keys`]: where each piece lives under the fleet's prefix.
+//! - [`view`]: the fleet's state as this node last saw it, and the pure
+//!   rules on it: the fleet verdict on a backend (majority of live nodes,
+//!   with a dead band as hysteresis).
+//! - [`ops`]: operator changes ([`crate::overrides::Overrides`]) as one key
+//!   per change, so changes to different backends never conflict and each
+//!   is applied with compare-and-swap on its revision.
+//! - [`session`]: the task that talks to etcd (lease, verdicts, watch,
+//!   election), and reconnects; veerd hears from it through [`FleetEvent`]s.
+//! - [`restart`]: the leader's restart attempts, each fenced by its
+//!   leadership's revision so it runs once per fleet across leader changes.
+//!
+//! etcd 3.4 grants no lease under about 2 s: liveness through etcd is
+//! seconds-scale, so fast failover stays local (each node's own probes
+//! flip its state word at once); the fleet verdict only decides ring
+//! membership, where nodes must agree.
+
+pub mod keys;
+pub mod ops;
+pub mod restart;
+pub mod session;
+pub mod view;
+
+pub use session::{spawn, FleetCmd, FleetEvent, FleetHandle, OpWrite};
+pub use view::{Change, FleetView, Tally};
+
+/// A leadership, as etcd's election API granted it: the leader's key and
+/// the revision that created it. A write fenced by it commits only while
+/// that exact key still exists (the leadership was not lost and retaken).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The election key this node holds.
+    pub key: Vec<u8>,
+    /// Its create revision.
+    pub rev: i64,
+}
+
+impl Fence {
+    /// The compare that holds only while this leadership lasts.
+    pub fn compare(&self) -> etcd_client::Compare {
+        etcd_client::Compare::create_revision(self.key.clone(), etcd_client::CompareOp::Equal, self.rev)
+    }
+}

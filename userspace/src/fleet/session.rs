@@ -1,0 +1,329 @@
+//! The task that talks to etcd. One session at a time, each on one
+//! endpoint: grant a lease, write the node's liveness key and its verdicts
+//! under it, read the fleet's state, watch it from that revision, campaign
+//! for leadership, renew the lease. Any failure or deadline ends the
+//! session: veerd hears [`FleetEvent::Lost`] and keeps its last view (fail
+//! static); the next session tries the next endpoint.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
+
+use super::{keys::Keys, view::Change, Fence};
+use crate::config::EtcdConfig;
+
+/// etcd refuses transactions of more than 128 operations (its default).
+const TXN_OPS: usize = 100;
+
+/// What veerd asks of the session.
+#[derive(Debug)]
+pub enum FleetCmd {
+    /// This node's verdict on a backend (kept, and written again by every
+    /// new session).
+    Verdict {
+        /// The service.
+        service: String,
+        /// The backend.
+        backend: String,
+        /// Whether this node's probes see it up.
+        up: bool,
+    },
+    /// The backend is gone from this node's config: its verdict goes.
+    Forget {
+        /// The service.
+        service: String,
+        /// The backend.
+        backend: String,
+    },
+    /// Operator changes, all or none, each only if its key is still at the
+    /// revision the change was based on.
+    Publish(Vec<OpWrite>),
+}
+
+/// One operator change to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpWrite {
+    /// Key relative to `P/ops/` ([`super::ops`]).
+    pub key: String,
+    /// The new value; `None` deletes.
+    pub value: Option<String>,
+    /// The key's mod revision the change was made on (0: it did not exist).
+    pub base_rev: i64,
+}
+
+/// What the session tells veerd.
+pub enum FleetEvent {
+    /// A session began: the fleet's whole state at `revision`.
+    Synced {
+        /// Every key under the prefix, as puts.
+        changes: Vec<Change>,
+        /// The snapshot's revision.
+        revision: i64,
+        /// The session's client (for the leader's fenced writes).
+        client: Client,
+        /// The endpoint it uses.
+        endpoint: String,
+    },
+    /// Changes after the last revision seen, in order.
+    Changed {
+        /// The changes.
+        changes: Vec<Change>,
+        /// The revision they bring the view to.
+        revision: i64,
+    },
+    /// The session ended: the view is frozen until the next [`FleetEvent::Synced`].
+    Lost(String),
+    /// This node became leader (`Some`), or no longer is.
+    Leader(Option<Fence>),
+    /// What became of a [`FleetCmd::Publish`].
+    Published {
+        /// Its keys.
+        keys: Vec<String>,
+        /// Whether it committed.
+        committed: bool,
+        /// Why not (a conflict: another node changed a key first).
+        error: Option<String>,
+    },
+}
+
+/// The running session task; dropping it stops the task (the lease then
+/// lapses on its own).
+pub struct FleetHandle {
+    cmds: mpsc::UnboundedSender<FleetCmd>,
+    task: JoinHandle<()>,
+}
+
+impl FleetHandle {
+    /// Queues a command (dropped only if the task is gone).
+    pub fn send(&self, cmd: FleetCmd) {
+        let _ = self.cmds.send(cmd);
+    }
+}
+
+impl Drop for FleetHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the session task for `cfg`.
+pub fn spawn(cfg: EtcdConfig) -> (FleetHandle, mpsc::UnboundedReceiver<FleetEvent>) {
+    let (cmds, cmd_rx) = mpsc::unbounded_channel();
+    let (events, event_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(cfg, cmd_rx, events));
+    (FleetHandle { cmds, task }, event_rx)
+}
+
+/// This node's verdicts, written again by every session.
+type Verdicts = BTreeMap<(String, String), bool>;
+
+async fn run(cfg: EtcdConfig, mut cmds: mpsc::UnboundedReceiver<FleetCmd>, events: mpsc::UnboundedSender<FleetEvent>) {
+    let mut verdicts = Verdicts::new();
+    let mut attempt = 0usize;
+    loop {
+        let endpoint = cfg.endpoints[attempt % cfg.endpoints.len()].clone();
+        let e = session(&cfg, &endpoint, &mut cmds, &events, &mut verdicts).await;
+        let _ = events.send(FleetEvent::Leader(None));
+        let _ = events.send(FleetEvent::Lost(format!("{endpoint}: {:#}", e.err().unwrap_or_else(|| anyhow::anyhow!("ended")))));
+        attempt += 1;
+        // Between sessions: verdicts are kept for the next, publishes refused.
+        let pause = tokio::time::sleep(Duration::from_millis(300));
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => break,
+                c = cmds.recv() => match c {
+                    None => return,
+                    Some(c) => offline(c, &mut verdicts, &events),
+                },
+            }
+        }
+    }
+}
+
+/// A command while no session runs.
+fn offline(c: FleetCmd, verdicts: &mut Verdicts, events: &mpsc::UnboundedSender<FleetEvent>) {
+    match c {
+        FleetCmd::Verdict { service, backend, up } => drop(verdicts.insert((service, backend), up)),
+        FleetCmd::Forget { service, backend } => drop(verdicts.remove(&(service, backend))),
+        FleetCmd::Publish(w) => {
+            let _ = events.send(FleetEvent::Published {
+                keys: w.into_iter().map(|w| w.key).collect(),
+                committed: false,
+                error: Some("etcd unreachable".into()),
+            });
+        }
+    }
+}
+
+/// Runs `f` under the configured deadline.
+async fn within<T, E: Into<anyhow::Error>>(
+    t: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T> {
+    match timeout(t, f).await {
+        Ok(r) => r.map_err(Into::into).with_context(|| what.to_string()),
+        Err(_) => bail!("{what}: no answer within {t:?}"),
+    }
+}
+
+async fn session(
+    cfg: &EtcdConfig,
+    endpoint: &str,
+    cmds: &mut mpsc::UnboundedReceiver<FleetCmd>,
+    events: &mpsc::UnboundedSender<FleetEvent>,
+    verdicts: &mut Verdicts,
+) -> Result<()> {
+    let t = cfg.timeout;
+    let keys = Keys::new(&cfg.prefix);
+    // A member without a leader fails watches and requests rather than
+    // serving a stale view.
+    let opts = ConnectOptions::new().with_connect_timeout(t).with_timeout(t).with_require_leader(true);
+    let mut client = within(t, "connecting", Client::connect([endpoint], Some(opts))).await?;
+    let ttl = cfg.lease_ttl.as_secs().max(2) as i64;
+    let lease = within(t, "granting the node's lease", client.lease_grant(ttl, None)).await?.id();
+    let (mut keeper, mut renewals) = within(t, "renewing the lease", client.lease_keep_alive(lease)).await?;
+    let with_lease = || Some(PutOptions::new().with_lease(lease));
+    let mut writes = vec![TxnOp::put(keys.node(&cfg.node), cfg.node.as_str(), with_lease())];
+    writes.extend(verdicts.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
+    for chunk in writes.chunks(TXN_OPS) {
+        within(t, "writing the node's verdicts", client.txn(Txn::new().and_then(chunk.to_vec()))).await?;
+    }
+    let snap = within(t, "reading the fleet's state", client.get(keys.root(), Some(GetOptions::new().with_prefix())))
+        .await?;
+    let revision = snap.header().map_or(0, |h| h.revision());
+    let changes = snap
+        .kvs()
+        .iter()
+        .map(|kv| Change::Put {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: String::from_utf8_lossy(kv.value()).into_owned(),
+            mod_rev: kv.mod_revision(),
+        })
+        .collect();
+    let watch_opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1).with_progress_notify();
+    let mut watch = within(t, "watching the fleet's state", client.watch(keys.root(), Some(watch_opts))).await?;
+    let _ = events.send(FleetEvent::Synced { changes, revision, client: client.clone(), endpoint: endpoint.into() });
+
+    let mut campaign = tokio::spawn({
+        let (mut c, name, node) = (client.clone(), keys.election(), cfg.node.clone());
+        async move { c.campaign(name, node, lease).await }
+    });
+    let mut campaigning = true;
+    let mut renew = tokio::time::interval(Duration::from_secs(ttl as u64) / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            _ = renew.tick() => {
+                let r = async {
+                    within(t, "renewing the lease", keeper.keep_alive()).await?;
+                    let m = within(t, "renewing the lease", renewals.message()).await?.context("the renewal stream ended")?;
+                    if m.ttl() <= 0 {
+                        bail!("the node's lease expired");
+                    }
+                    Ok(())
+                }.await;
+                if let Err(e) = r { break Err(e) }
+            }
+            m = watch.message() => {
+                let m = match m { Ok(Some(m)) => m, Ok(None) => break Err(anyhow::anyhow!("the watch ended")), Err(e) => break Err(anyhow::Error::from(e).context("watching")) };
+                if m.canceled() {
+                    break Err(anyhow::anyhow!("the watch was cancelled: {}", m.cancel_reason()));
+                }
+                let revision = m.header().map_or(0, |h| h.revision());
+                let changes: Vec<Change> = m.events().iter().filter_map(|e| {
+                    let kv = e.kv()?;
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    Some(match e.event_type() {
+                        EventType::Put => Change::Put { key, value: String::from_utf8_lossy(kv.value()).into_owned(), mod_rev: kv.mod_revision() },
+                        EventType::Delete => Change::Delete { key },
+                    })
+                }).collect();
+                if !changes.is_empty() {
+                    let _ = events.send(FleetEvent::Changed { changes, revision });
+                }
+            }
+            r = &mut campaign, if campaigning => {
+                campaigning = false;
+                match r {
+                    Ok(Ok(resp)) => match resp.leader() {
+                        Some(l) => { let _ = events.send(FleetEvent::Leader(Some(Fence { key: l.key().to_vec(), rev: l.rev() }))); }
+                        None => break Err(anyhow::anyhow!("the election answered without a leader key")),
+                    },
+                    Ok(Err(e)) => break Err(anyhow::Error::from(e).context("campaigning for leadership")),
+                    Err(e) => break Err(anyhow::anyhow!("the campaign task failed: {e}")),
+                }
+            }
+            c = cmds.recv() => {
+                let Some(c) = c else { break Ok(()) };
+                if let Err(e) = command(&mut client, &keys, cfg, lease, c, verdicts, events).await {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    campaign.abort();
+    // Best effort: let the other nodes see this one go now, not at the TTL.
+    let _ = timeout(Duration::from_millis(200), client.lease_revoke(lease)).await;
+    result
+}
+
+fn word(up: bool) -> &'static str {
+    if up {
+        "up"
+    } else {
+        "down"
+    }
+}
+
+async fn command(
+    client: &mut Client,
+    keys: &Keys,
+    cfg: &EtcdConfig,
+    lease: i64,
+    c: FleetCmd,
+    verdicts: &mut Verdicts,
+    events: &mpsc::UnboundedSender<FleetEvent>,
+) -> Result<()> {
+    let t = cfg.timeout;
+    match c {
+        FleetCmd::Verdict { service, backend, up } => {
+            let key = keys.verdict(&service, &backend, &cfg.node);
+            verdicts.insert((service, backend), up);
+            within(t, "writing a verdict", client.put(key, word(up), Some(PutOptions::new().with_lease(lease)))).await?;
+        }
+        FleetCmd::Forget { service, backend } => {
+            verdicts.remove(&(service.clone(), backend.clone()));
+            within(t, "deleting a verdict", client.delete(keys.verdict(&service, &backend, &cfg.node), None)).await?;
+        }
+        FleetCmd::Publish(writes) => {
+            let compares: Vec<Compare> =
+                writes.iter().map(|w| Compare::mod_revision(keys.op(&w.key), CompareOp::Equal, w.base_rev)).collect();
+            let ops: Vec<TxnOp> = writes
+                .iter()
+                .map(|w| match &w.value {
+                    Some(v) => TxnOp::put(keys.op(&w.key), v.as_str(), None),
+                    None => TxnOp::delete(keys.op(&w.key), None),
+                })
+                .collect();
+            let names = writes.into_iter().map(|w| w.key).collect();
+            match within(t, "publishing an operator change", client.txn(Txn::new().when(compares).and_then(ops))).await {
+                Ok(r) => {
+                    let committed = r.succeeded();
+                    let error = (!committed).then(|| "another node changed it first".to_string());
+                    let _ = events.send(FleetEvent::Published { keys: names, committed, error });
+                }
+                Err(e) => {
+                    let _ = events.send(FleetEvent::Published { keys: names, committed: false, error: Some(format!("{e:#}")) });
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
