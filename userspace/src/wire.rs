@@ -182,6 +182,33 @@ pub struct Status {
     /// Fleet: the node is drained by an operator.
     #[serde(default)]
     pub node_drained: bool,
+    /// Fleet: the etcd session and what it shares (`[fleet.etcd]` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A node's view of its fleet through etcd.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// This node's name.
+    pub node: String,
+    /// `connected to <endpoint>` or `unreachable`.
+    pub etcd: String,
+    /// Why etcd is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The etcd revision the view is at.
+    pub revision: i64,
+    /// The live nodes.
+    pub nodes: Vec<String>,
+    /// This node is the leader.
+    pub leader: bool,
+    /// This node withdrew its VIPs (its path to the backends is broken).
+    pub fenced: bool,
+    /// Operator changes made here and not yet in etcd.
+    pub unpublished: usize,
+    /// Fleet verdict changes since veerd started.
+    pub verdict_flips: u64,
 }
 
 impl Status {
@@ -242,6 +269,10 @@ pub struct BackendStatus {
     pub state: String,
     /// In the live ring.
     pub in_ring: bool,
+    /// Fleet: the fleet's verdict (`up`, `down`), which ring membership
+    /// follows; none without etcd or before a majority has spoken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
     /// A backup.
     pub backup: bool,
     /// Its next-hop MAC, once known.

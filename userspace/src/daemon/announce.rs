@@ -15,7 +15,7 @@ use crate::net;
 impl Daemon {
     /// The VIPs this node should announce now.
     fn wanted_vips(&self) -> BTreeSet<IpAddr> {
-        if self.overrides.node_drained {
+        if self.overrides.node_drained || self.fleet.as_ref().is_some_and(|f| f.fenced()) {
             return BTreeSet::new();
         }
         self.services.iter().filter(|s| !s.starved && s.published.is_some()).map(|s| s.cfg.vip).collect()
@@ -41,7 +41,13 @@ impl Daemon {
             }
         }
         for vip in present.difference(&wanted) {
-            let why = if self.overrides.node_drained { "node drained" } else { "no backend to send to" };
+            let why = if self.overrides.node_drained {
+                "node drained"
+            } else if self.fleet.as_ref().is_some_and(|f| f.fenced()) {
+                "fenced: this node's path to the backends is broken"
+            } else {
+                "no backend to send to"
+            };
             match net::withdraw_vip(*vip, table) {
                 Ok(()) => warn!(%vip, table, reason = why, "withdrawing VIP"),
                 Err(e) => warn!(%vip, table, error = %e, "withdrawing a VIP failed; retrying"),

@@ -107,7 +107,11 @@ impl Daemon {
         self.id_pool.taken(plan.services.iter().flat_map(|s| s.backends.iter().map(|b| b.id)));
         self.services = next;
         self.cfg = file;
-        self.write_plan(&plan).map_err(ApplyError::Write)
+        let written = self.write_plan(&plan).map_err(ApplyError::Write);
+        // New backends get the fleet's verdict, gone ones leave it.
+        self.fleet_report_verdicts();
+        self.fleet_apply_verdicts();
+        written
     }
 
     /// Applies a change to the runtime overrides: `change` edits a copy, which

@@ -88,6 +88,8 @@ impl Daemon {
         match r {
             Ok(msg) => {
                 info!("{msg}");
+                // The change reaches the other nodes through etcd.
+                self.fleet_publish();
                 api::Response::ok(json!(msg))
             }
             Err(e) => api::Response::err(e),

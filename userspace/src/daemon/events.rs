@@ -136,6 +136,8 @@ impl Daemon {
             let service = self.services[i].key;
             self.pending_logs.push((service, RingLog::Up { service: service_name, backend, reason }));
         }
+        self.fleet_report_verdicts();
+        self.check_fence();
         for (i, backups_before) in touched {
             let s = &self.services[i];
             let backups_after = s.backups_active();
@@ -186,7 +188,7 @@ impl Daemon {
     }
 
     /// Queues service `i`'s ring for [`Daemon::sync_next_ring`] (once).
-    fn queue_ring(&mut self, i: usize) {
+    pub(super) fn queue_ring(&mut self, i: usize) {
         let key = self.services[i].key;
         if !self.ring_queue.contains(&key) {
             self.ring_queue.push_back(key);
@@ -282,6 +284,21 @@ impl Daemon {
     pub(super) fn follow_recovery(&mut self, i: usize, id: u32) {
         let svc_name = self.services[i].cfg.name.clone();
         let attempts = self.metrics.restarts.entry(id).or_default().clone();
+        // In a fleet with etcd, the leader restarts on the fleet's verdict.
+        if self.fleet.is_some() {
+            let job = self.fleet_restart_job(i, id);
+            let Some(b) = self.services[i].backend_mut(id) else { return };
+            match (job, b.recovery.as_ref().is_some_and(|r| !r.is_finished())) {
+                (Some(job), false) => b.recovery = Some(tokio::spawn(job.run())),
+                (None, true) => {
+                    if let Some(r) = b.recovery.take() {
+                        r.abort();
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
         let Some(b) = self.services[i].backend_mut(id) else { return };
         let wanted = !b.healthy && b.admin == Admin::Enabled && b.cfg.restart.is_some();
         match (&b.recovery, wanted, b.cfg.restart.clone()) {

@@ -15,6 +15,7 @@ pub mod api;
 mod apply;
 mod commands;
 mod events;
+mod fleet;
 pub mod guard;
 pub mod history;
 pub mod metrics;
@@ -133,6 +134,9 @@ pub struct Daemon {
     state_reasons: HashMap<u32, String>,
     /// What the queued rings will change, logged once they are in.
     pending_logs: Vec<(veer_abi::ServiceKey, events::RingLog)>,
+    /// Fleet state through etcd (`[fleet.etcd]`).
+    fleet: Option<fleet::FleetRt>,
+    fleet_rx: Option<mpsc::UnboundedReceiver<crate::fleet::FleetEvent>>,
     /// Occupancy of the connection tables, refreshed in the background.
     table_usage: std::sync::Arc<std::sync::Mutex<Option<dataplane::TableUsage>>>,
     _lock: std::fs::File,
@@ -260,6 +264,14 @@ impl Daemon {
         let (samples, samples_rx) = mpsc::channel(1024);
         let (replace_tx, replace_rx) = mpsc::unbounded_channel();
         let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+        let (fleet, fleet_rx) = match cfg.fleet.as_ref().and_then(|f| f.etcd.clone()) {
+            Some(e) => {
+                info!(node = %e.node, endpoints = ?e.endpoints, "fleet: sharing state through etcd");
+                let (f, rx) = fleet::FleetRt::start(e);
+                (Some(f), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut d = Daemon {
             cfg_path: cfg_path.to_path_buf(),
             cfg: cfg.clone(),
@@ -281,6 +293,8 @@ impl Daemon {
             id_pool: reconcile::IdPool::default(),
             dataplane_stale: false,
             table_usage: Default::default(),
+            fleet,
+            fleet_rx,
             snat: Default::default(),
             vip_path_attached: false,
             ring_queue: Default::default(),
@@ -516,6 +530,12 @@ impl Daemon {
         let mut hooks = self.replace_rx.take().context("daemon already ran")?;
         let mut agents = self.agent_rx.take().context("daemon already ran")?;
         let mut passive = passive::watch(&self.cfg.daemon.pin_dir());
+        // Without etcd, a channel that never speaks.
+        let (_no_fleet, idle) = mpsc::unbounded_channel();
+        let mut fleet_events = self.fleet_rx.take().unwrap_or(idle);
+        let in_fleet = self.fleet.is_some();
+        let mut fence_tick = tokio::time::interval(Self::fence_period());
+        fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -553,6 +573,8 @@ impl Daemon {
                 _ = int.recv() => break,
                 Some(done) = hooks.recv() => self.on_hook_done(done),
                 Some(report) = agents.recv() => self.on_agent(report),
+                Some(ev) = fleet_events.recv() => self.on_fleet(ev),
+                _ = fence_tick.tick(), if in_fleet => self.check_fence(),
                 _ = tick.tick() => {
                     self.retry_stale_dataplane();
                     self.resolve_nexthops();

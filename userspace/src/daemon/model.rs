@@ -54,6 +54,10 @@ pub struct BackendRt {
     pub agent_verdict: crate::health::agent::AgentVerdict,
     /// Why the agent has no verdict now (unreachable, unparsable), if so.
     pub agent_error: Option<String>,
+    /// Fleet: the fleet's verdict on it (`None` without etcd, or before a
+    /// majority of nodes has spoken). Ring membership follows it; the state
+    /// word follows this node's own probes.
+    pub fleet_up: Option<bool>,
 }
 
 /// A run of consecutive indexes in the dataplane's SNAT address table.
@@ -87,6 +91,7 @@ impl BackendRt {
             agent: None,
             agent_verdict: Default::default(),
             agent_error: None,
+            fleet_up: None,
         }
     }
 
@@ -109,7 +114,18 @@ impl BackendRt {
 
     /// The state word the dataplane should hold.
     pub fn effective(&self) -> BackendState {
-        match (self.admin, self.healthy || self.held, self.reachable()) {
+        self.state_if(self.healthy || self.held)
+    }
+
+    /// Its state for ring membership: as [`BackendRt::effective`], but with
+    /// the fleet's verdict for its health where there is one, so that every
+    /// node of a fleet builds the same ring.
+    pub fn ring_state(&self) -> BackendState {
+        self.state_if(self.fleet_up.unwrap_or(self.healthy || self.held))
+    }
+
+    fn state_if(&self, healthy: bool) -> BackendState {
+        match (self.admin, healthy, self.reachable()) {
             (Admin::Disabled, ..) => BackendState::Disabled,
             (_, false, _) | (_, _, false) => BackendState::Down,
             (Admin::Draining, ..) => BackendState::Draining,
@@ -177,7 +193,7 @@ impl ServiceRt {
     /// `min_healthy` primaries are up.
     pub fn ring_members(&self) -> Vec<RingMember> {
         let now = std::time::Instant::now();
-        let up = |b: &&BackendRt| b.effective() == BackendState::Up && !b.cfg.sorry;
+        let up = |b: &&BackendRt| b.ring_state() == BackendState::Up && !b.cfg.sorry;
         let primaries = self.backends.iter().filter(up).filter(|b| !b.cfg.backup).count();
         let with_backups = primaries < self.cfg.min_healthy as usize;
         self.backends

@@ -197,6 +197,10 @@ impl Daemon {
     /// Every second: starts the hooks that are due, retries after backoff,
     /// and gives up substitutes that did not come up in time.
     pub(super) fn replace_tick(&mut self) {
+        // In a fleet with etcd, only the leader replaces.
+        if self.fleet.as_ref().is_some_and(|f| !f.is_leader()) {
+            return;
+        }
         let now = Instant::now();
         for i in 0..self.services.len() {
             let Some(cfg) = self.services[i].cfg.replace.clone() else { continue };

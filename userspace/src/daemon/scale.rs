@@ -120,6 +120,10 @@ pub fn fire(service: &str, cfg: &ScaleConfig, dir: Direction, load: f64, healthy
 impl super::Daemon {
     /// Feeds each service's load to its scaling hooks.
     pub(super) fn scale_tick(&mut self) {
+        // In a fleet with etcd, only the leader scales.
+        if self.fleet.as_ref().is_some_and(|f| !f.is_leader()) {
+            return;
+        }
         let now = std::time::Instant::now();
         let flows =
             if self.services.iter().any(|s| s.cfg.scale.as_ref().is_some_and(|c| c.metric == ScaleMetric::Flows)) {

@@ -36,6 +36,7 @@ impl Daemon {
                             admin: b.admin,
                             state: b.effective().name().to_string(),
                             in_ring: ring.contains(&b.id),
+                            fleet: b.fleet_up.map(|up| if up { "up" } else { "down" }.to_string()),
                             backup: b.cfg.backup,
                             mac: b.nexthop.map(|n| fmt_mac(&n.mac)),
                             runtime: self.overrides.note(&self.cfg, &s.cfg.name, &b.cfg.name),
@@ -62,6 +63,7 @@ impl Daemon {
             removed: self.overrides.removed.clone(),
             announced: self.announced.iter().map(|v| v.to_string()).collect(),
             node_drained: self.overrides.node_drained,
+            fleet: self.fleet.as_ref().map(|f| f.status()),
         }
     }
 }

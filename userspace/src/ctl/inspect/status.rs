@@ -85,6 +85,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         "fleet": ctx.file.fleet.is_some(),
         "announced": daemon.as_ref().map(|d| d.announced.clone()).unwrap_or_default(),
         "node_drained": ctx.overrides.node_drained,
+        "fleet_state": daemon.as_ref().and_then(|d| d.fleet.clone()),
     });
     ctx.emit(&v, || {
         let mut s = format!(
@@ -108,6 +109,21 @@ pub fn status(ctx: &Ctx) -> Result<()> {
                 (false, true) => "fleet node: no VIP announced\n".to_string(),
                 (false, false) => format!("fleet node: announcing {announced}\n"),
             };
+        }
+        if let Some(f) = daemon.as_ref().and_then(|d| d.fleet.as_ref()) {
+            s += &format!(
+                "fleet {}: etcd {}{} at revision {}; live nodes: {}; {}{}\n",
+                f.node,
+                f.etcd,
+                f.error.as_ref().map(|e| format!(" ({e}), view frozen")).unwrap_or_default(),
+                f.revision,
+                f.nodes.join(", "),
+                if f.leader { "LEADER" } else { "follower" },
+                if f.fenced { "; FENCED: VIPs withdrawn, this node's path to the backends is broken" } else { "" },
+            );
+            if f.unpublished > 0 {
+                s += &format!("fleet: {} operator change(s) not yet in etcd\n", f.unpublished);
+            }
         }
         for name in &failing_open {
             s += &format!(
