@@ -15,6 +15,8 @@ use std::{
     process::Command,
 };
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use veer::dataplane::{AttachMode, Baseline, PinnedMaps};
 
@@ -103,12 +105,55 @@ pub struct FleetNode {
 pub struct Fleet {
     /// The nodes, in the bed's order.
     pub nodes: Vec<FleetNode>,
-    _servers: Vec<BackendProc>,
+    /// The backends' servers, in the bed's order.
+    pub servers: Vec<BackendProc>,
 }
 
-/// The fleet testbed. Dropped in field order: BIRDs, then namespaces.
+/// What [`FleetBed::node_config`] adds.
+#[derive(Default)]
+pub struct NodeOpts<'a> {
+    /// `[fleet.etcd]` with this key prefix (needs [`FleetBed::with_etcd`]).
+    pub etcd_prefix: Option<&'a str>,
+    /// Extra lines for backend `k`'s table.
+    pub backend_extra: Option<&'a dyn Fn(usize) -> String>,
+}
+
+/// An etcd member in a node's namespace, its data on tmpfs; killed by PID
+/// and its data removed when dropped.
+pub struct EtcdMember {
+    child: Option<std::process::Child>,
+    data: PathBuf,
+    /// Its client URL.
+    pub client_url: String,
+}
+
+impl EtcdMember {
+    /// Kills it (SIGKILL) now.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for EtcdMember {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A node's address on the control network (etcd's peers and clients).
+pub fn ctl_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 99, 0, 2 + i as u8)
+}
+
+/// The fleet testbed. Dropped in field order: BIRDs, etcd, then namespaces.
 pub struct FleetBed {
     birds: Vec<Bird>,
+    /// The etcd members, one per node (after [`FleetBed::with_etcd`]).
+    pub etcd: Vec<EtcdMember>,
     _peer_pass: Baseline,
     /// The client.
     pub client: Host,
@@ -226,7 +271,7 @@ impl FleetBed {
             );
             birds.push(Bird::start(&lb.ns, dir, &lb.name, &conf)?);
         }
-        Ok(Self { birds, _peer_pass: peer_pass, client, router, lbs, backends, switch })
+        Ok(Self { birds, etcd: Vec::new(), _peer_pass: peer_pass, client, router, lbs, backends, switch })
     }
 
     /// The router's route to the VIP (`ip route show`), its next hops.
@@ -245,10 +290,106 @@ impl FleetBed {
         self.switch.exec(&["ip", "link", "set", &format!("p-{}", self.lbs[i].name), "down"]).map(|_| ())
     }
 
+    /// Adds a control network (`br1` in the switch, `ctl0` at 10.99.0.x on
+    /// each node) and an etcd cluster on it, one member per node (data on
+    /// tmpfs); returns once every member answers.
+    pub fn with_etcd(mut self, prefix: &str) -> Result<Self> {
+        self.switch.exec(&["ip", "link", "add", "br1", "type", "bridge"])?;
+        self.switch.exec(&["ip", "link", "set", "br1", "up"])?;
+        for (i, lb) in self.lbs.iter().enumerate() {
+            let port = format!("c-{}", lb.name);
+            crate::netns::ip(&[
+                "-n",
+                self.switch.name(),
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ctl0",
+                "netns",
+                lb.ns.name(),
+            ])?;
+            crate::netns::ip(&["-n", self.switch.name(), "link", "set", &port, "master", "br1", "up"])?;
+            lb.ns.exec(&["ip", "addr", "add", &format!("{}/24", ctl_ip(i)), "dev", "ctl0"])?;
+            lb.ns.exec(&["ip", "link", "set", "ctl0", "up"])?;
+        }
+        let cluster = (0..self.lbs.len())
+            .map(|i| format!("{}=http://{}:2380", self.lbs[i].name, ctl_ip(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (i, lb) in self.lbs.iter().enumerate() {
+            let data = PathBuf::from(format!("/dev/shm/{prefix}-etcd-{}", lb.name));
+            let _ = std::fs::remove_dir_all(&data);
+            let (peer, client) = (format!("http://{}:2380", ctl_ip(i)), format!("http://{}:2379", ctl_ip(i)));
+            let log = std::fs::File::create(std::env::temp_dir().join(format!("{prefix}-etcd-{}.log", lb.name)))?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", lb.ns.name(), "etcd", "--name", &lb.name])
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", prefix])
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting etcd (Debian package etcd-server)")?;
+            self.etcd.push(EtcdMember { child: Some(child), data, client_url: client });
+        }
+        for (i, lb) in self.lbs.iter().enumerate() {
+            let url = self.etcd[i].client_url.clone();
+            crate::daemon::wait_until(Duration::from_secs(30), &format!("etcd member {} to answer", lb.name), || {
+                lb.ns.exec(&["etcdctl", "--endpoints", &url, "--command-timeout=1s", "put", "/ready", "1"]).is_ok()
+            })?;
+        }
+        Ok(self)
+    }
+
+    /// The `[fleet.etcd]` section of node `i`: every member, its own first.
+    pub fn etcd_section(&self, i: usize, prefix: &str) -> String {
+        let n = self.etcd.len();
+        let endpoints = (0..n).map(|k| format!("{:?}", self.etcd[(i + k) % n].client_url)).collect::<Vec<_>>();
+        format!(
+            "\n[fleet.etcd]\nendpoints = [{}]\nnode = \"{}\"\nprefix = \"{prefix}\"\n",
+            endpoints.join(", "),
+            self.lbs[i].name
+        )
+    }
+
+    /// Cuts node `i` off the control network: it and its etcd member are
+    /// isolated from the others (its data path stays).
+    pub fn isolate_ctl(&self, i: usize, cut: bool) -> Result<()> {
+        let state = if cut { "down" } else { "up" };
+        self.switch.exec(&["ip", "link", "set", &format!("c-{}", self.lbs[i].name), state]).map(|_| ())
+    }
+
+    /// Cuts node `i` off the backends only (its frames to their MACs are
+    /// dropped at the switch; the router, other nodes and etcd stay reachable).
+    pub fn cut_backends(&self, i: usize, cut: bool) -> Result<()> {
+        let port = format!("p-{}", self.lbs[i].name);
+        if cut {
+            self.switch.exec(&["tc", "qdisc", "add", "dev", &port, "clsact"])?;
+            for b in &self.backends {
+                let mac = veer::config::fmt_mac(&b.mac);
+                self.switch.exec(&[
+                    "tc", "filter", "add", "dev", &port, "ingress", "protocol", "all", "flower", "dst_mac", &mac,
+                    "action", "drop",
+                ])?;
+            }
+        } else {
+            self.switch.exec(&["tc", "qdisc", "del", "dev", &port, "clsact"])?;
+        }
+        Ok(())
+    }
+
     /// veerd's config for a node: fleet mode announcing in
     /// [`ANNOUNCE_TABLE`], one service (the VIP, port 80, 100 ms TCP checks)
-    /// over every backend; its socket and state file under `dir`.
-    pub fn node_config(&self, instance: &str, dir: &Path) -> String {
+    /// over every backend (with `opts`' extra lines); its socket and state
+    /// file under `dir`; `[fleet.etcd]` if `opts` asks.
+    pub fn node_config(&self, i: usize, instance: &str, dir: &Path, opts: &NodeOpts) -> String {
         let mut s = format!(
             "[fleet]\nannounce_table = {ANNOUNCE_TABLE}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
              api_socket = \"{}\"\nstate_file = \"{}\"\nconn_table_size = 65536\nmax_services = 4\n\n\
@@ -257,8 +398,14 @@ impl FleetBed {
             dir.join(format!("{instance}.sock")).display(),
             dir.join(format!("{instance}.runtime.json")).display(),
         );
-        for b in &self.backends {
+        for (k, b) in self.backends.iter().enumerate() {
             s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
+            if let Some(extra) = opts.backend_extra {
+                s += &extra(k);
+            }
+        }
+        if let Some(prefix) = opts.etcd_prefix {
+            s += &self.etcd_section(i, prefix);
         }
         s
     }
@@ -267,6 +414,11 @@ impl FleetBed {
     /// `<tag>1`, `<tag>2`, ... with [`FleetBed::node_config`]) on every
     /// node; returns once every node has every backend up and in its ring.
     pub fn start_fleet(&self, tag: &str, dir: &Path) -> Result<Fleet> {
+        self.start_fleet_with(tag, dir, &NodeOpts::default())
+    }
+
+    /// [`FleetBed::start_fleet`] with `opts`.
+    pub fn start_fleet_with(&self, tag: &str, dir: &Path, opts: &NodeOpts) -> Result<Fleet> {
         let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 80);
         let servers = self
             .backends
@@ -279,14 +431,14 @@ impl FleetBed {
             let instance = format!("{tag}{}", i + 1);
             let uninstall = Uninstall::instance(&instance);
             let config = dir.join(format!("{instance}.toml"));
-            std::fs::write(&config, self.node_config(&instance, dir))?;
+            std::fs::write(&config, self.node_config(i, &instance, dir, opts))?;
             let sock = dir.join(format!("{instance}.sock"));
             let veerd = Veerd::start(&config, lb.ns.name(), &sock, &dir.join(format!("{instance}.log")))?;
             veerd.wait_up_in_ring("web", &names)?;
             let pins = PinnedMaps::open(&veer::config::load(&config)?.daemon.pin_dir())?;
             nodes.push(FleetNode { veerd, config, pins, _uninstall: uninstall });
         }
-        Ok(Fleet { nodes, _servers: servers })
+        Ok(Fleet { nodes, servers })
     }
 
     /// Restores node `i`'s link.

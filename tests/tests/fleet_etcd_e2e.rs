@@ -1,0 +1,192 @@
+//! A fleet sharing state through etcd: three veer nodes, each with BIRD and
+//! an etcd member (on a control network of their own), behind a router with
+//! ECMP, in front of three backends with real servers. Needs root, bird2 and
+//! etcd-server.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use veer::wire::{FleetStatus, Request, Status};
+use veer_tests::{
+    daemon::{scratch, wait_until, BackendProc},
+    fleet::{Fleet, FleetBed, NodeOpts},
+    server::Session,
+    topology::VIP,
+};
+
+fn status(f: &Fleet, i: usize) -> Status {
+    f.nodes[i].veerd.status().unwrap_or_else(|e| panic!("status of node {}: {e:#}", i + 1))
+}
+
+fn fleet_of(s: &Status) -> FleetStatus {
+    s.fleet.clone().expect("veerd reports no fleet state: is [fleet.etcd] configured?")
+}
+
+/// Waits until every node in `live` sees `live.len()` live nodes, every
+/// backend up by the fleet's verdict and in its ring, and one leader.
+fn wait_fleet_ready(f: &Fleet, live: &[usize]) {
+    wait_until(Duration::from_secs(30), "every node in session, every backend up by the fleet's verdict", || {
+        live.iter().all(|&i| {
+            let s = status(f, i);
+            let fl = fleet_of(&s);
+            fl.etcd.starts_with("connected")
+                && fl.nodes.len() == live.len()
+                && s.services[0].backends.iter().all(|b| b.fleet.as_deref() == Some("up") && b.in_ring)
+        }) && live.iter().filter(|&&i| fleet_of(&status(f, i)).leader).count() == 1
+    })
+    .unwrap_or_else(|e| {
+        let views: Vec<_> = live.iter().map(|&i| fleet_of(&status(f, i))).collect();
+        panic!("{e}: {views:#?}")
+    });
+}
+
+fn backend<'a>(s: &'a Status, name: &str) -> &'a veer::wire::BackendStatus {
+    s.backend("web", name).unwrap_or_else(|| panic!("no backend {name}"))
+}
+
+fn digests(f: &Fleet, live: &[usize]) -> Vec<String> {
+    live.iter().map(|&i| status(f, i).services[0].table_digest.clone()).collect()
+}
+
+/// Milliseconds, sorted; the p-th percentile (nearest rank).
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// The restart command's log: (what, attempt, node, ms) per line.
+fn restart_log(path: &Path) -> Vec<(String, u32, String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(2)?.to_string(), f.get(3)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_across_a_leader_change() {
+    veer_tests::require_root();
+    let dir = scratch("fleet-etcd");
+    let bed = FleetBed::create("veer-fe", 3, 3, &dir).expect("fleet testbed").with_etcd("veer-fe").expect("etcd");
+    // b1's restart command: logs each attempt, takes 1.5 s, and revives the
+    // server from the second attempt on.
+    let log = dir.join("restarts.log");
+    let pidfile = dir.join("b1.pid");
+    let server = BackendProc::command(&bed.backends[0].ns, "b1", SocketAddr::new([0, 0, 0, 0].into(), 80), &pidfile);
+    let script = dir.join("restart-b1.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nlog={log}\necho \"start $VEER_ATTEMPT $VEER_NODE $(date +%s%3N)\" >> $log\nsleep 1.5\n\
+             echo \"end $VEER_ATTEMPT $VEER_NODE $(date +%s%3N)\" >> $log\n[ \"$VEER_ATTEMPT\" -ge 2 ] || exit 1\n\
+             exec {} >/dev/null 2>&1\n",
+            server.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" "),
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    let restart = format!(
+        "restart = {{ command = [\"/bin/sh\", \"{}\"], backoff = \"300ms\", max_attempts = 4, timeout = \"4s\" }}\n",
+        script.display()
+    );
+    let extra = |k: usize| if k == 0 { restart.clone() } else { String::new() };
+    let opts = NodeOpts { etcd_prefix: Some("/veer-fe"), backend_extra: Some(&extra) };
+    let mut fleet = bed.start_fleet_with("t-fe", &dir, &opts).expect("fleet");
+    wait_fleet_ready(&fleet, &[0, 1, 2]);
+    let d = digests(&fleet, &[0, 1, 2]);
+    assert!(d.iter().all(|x| *x == d[0]), "the nodes' tables differ: {d:?}");
+
+    // A drain (and its undo) made on any node reaches every other node.
+    let mut lags = Vec::new();
+    for round in 0..10 {
+        let origin = round % 3;
+        for (req, want) in [
+            (Request::Drain { service: "web".into(), backend: "b2".into() }, "draining"),
+            (Request::Enable { service: "web".into(), backend: "b2".into() }, "up"),
+        ] {
+            let t = Instant::now();
+            let r = fleet.nodes[origin].veerd.api(req).unwrap();
+            assert!(r.ok, "{r:?}");
+            let mut seen: Vec<Option<f64>> = vec![None; 3];
+            seen[origin] = Some(0.0);
+            wait_until(Duration::from_secs(5), &format!("b2 {want} on every node (round {round})"), || {
+                for (k, s) in seen.iter_mut().enumerate() {
+                    if s.is_none() && backend(&status(&fleet, k), "b2").state == want {
+                        *s = Some(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                seen.iter().all(Option::is_some)
+            })
+            .unwrap();
+            lags.extend(seen.iter().enumerate().filter(|(k, _)| *k != origin).filter_map(|(_, s)| *s));
+        }
+    }
+    lags.sort_by(f64::total_cmp);
+    println!(
+        "drain/enable reaching the other nodes ({} samples): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (target p99 < 500 ms)",
+        lags.len(),
+        percentile(&lags, 50.0),
+        percentile(&lags, 99.0),
+        lags[lags.len() - 1]
+    );
+
+    // b1 dies: every node fails it over, the fleet verdict flips once, and
+    // only the leader runs the restart command.
+    let flips_before: Vec<u64> = (0..3).map(|i| fleet_of(&status(&fleet, i)).verdict_flips).collect();
+    fleet.servers[0].kill().unwrap();
+    wait_until(Duration::from_secs(10), "b1 down on every node and by the fleet's verdict", || {
+        (0..3).all(|i| {
+            let s = status(&fleet, i);
+            let b = backend(&s, "b1");
+            b.state == "down" && b.fleet.as_deref() == Some("down") && !b.in_ring
+        })
+    })
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the first restart attempt", || {
+        restart_log(&log).iter().any(|l| l.0 == "start")
+    })
+    .unwrap();
+    let leader = (0..3).find(|&i| fleet_of(&status(&fleet, i)).leader).expect("a leader");
+    let first = restart_log(&log);
+    assert_eq!(first[0].2, fleet_of(&status(&fleet, leader)).node, "the restart ran on a node that is not the leader");
+
+    // The leader dies while its attempt runs: another node takes over
+    // within the lease's TTL and a second, and continues with attempt 2 only
+    // once attempt 1 is over.
+    let t = Instant::now();
+    fleet.nodes[leader].veerd.kill();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    wait_until(Duration::from_secs(10), "a new leader", || rest.iter().any(|&i| fleet_of(&status(&fleet, i)).leader))
+        .unwrap();
+    let handover = t.elapsed();
+    println!("leader {} killed: a new leader in {:.2} s (lease TTL 2 s)", leader + 1, handover.as_secs_f64());
+    assert!(handover < Duration::from_secs(3), "no new leader within TTL + 1 s: {handover:?}");
+    wait_until(Duration::from_secs(20), "b1 back up by the fleet's verdict", || {
+        rest.iter().all(|&i| {
+            let s = status(&fleet, i);
+            let b = backend(&s, "b1");
+            b.state == "up" && b.fleet.as_deref() == Some("up") && b.in_ring
+        })
+    })
+    .unwrap();
+    let lines = restart_log(&log);
+    let starts: Vec<_> = lines.iter().filter(|l| l.0 == "start").collect();
+    println!("restart log: {lines:?}");
+    assert_eq!(starts.iter().map(|l| l.1).collect::<Vec<_>>(), [1, 2], "each attempt runs once across the fleet");
+    let end1 = lines.iter().find(|l| l.0 == "end" && l.1 == 1).expect("attempt 1 ended");
+    assert!(starts[1].3 >= end1.3, "attempt 2 started before attempt 1 ended: {lines:?}");
+    for &i in &rest {
+        let flips = fleet_of(&status(&fleet, i)).verdict_flips - flips_before[i];
+        assert_eq!(flips, 2, "node {}: the fleet verdict on b1 flipped {flips} times (down once, up once)", i + 1);
+    }
+    let d = digests(&fleet, &rest);
+    assert!(d.iter().all(|x| *x == d[0]), "the surviving nodes' tables differ: {d:?}");
+    let _ = (VIP, IpAddr::from([0, 0, 0, 0]), Session::open);
+    drop(fleet);
+}
