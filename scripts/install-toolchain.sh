@@ -11,7 +11,7 @@ LLVM_PREFIX=/usr/lib/llvm-22
 # Debian packages: toolchain for the eBPF object, and tools the tests drive.
 PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev
       iproute2 ethtool bpftool util-linux curl systemd bird2 \
-      etcd-server etcd-client protobuf-compiler libprotobuf-dev)
+      etcd-server etcd-client protobuf-compiler libprotobuf-dev nftables)
 # With --bench: the load generator and the load balancer veer is compared to.
 if [[ ${1:-} == --bench ]]; then
     PKGS+=(wrk haproxy)

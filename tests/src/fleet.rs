@@ -366,23 +366,24 @@ impl FleetBed {
         self.switch.exec(&["ip", "link", "set", &format!("c-{}", self.lbs[i].name), state]).map(|_| ())
     }
 
-    /// Cuts node `i` off the backends only (its frames to their MACs are
-    /// dropped at the switch; the router, other nodes and etcd stay reachable).
+    /// Cuts node `i` off the backends only: the switch drops its frames to
+    /// their MACs (nftables, bridge family); the router, the other nodes and
+    /// etcd stay reachable.
     pub fn cut_backends(&self, i: usize, cut: bool) -> Result<()> {
-        let port = format!("p-{}", self.lbs[i].name);
-        if cut {
-            self.switch.exec(&["tc", "qdisc", "add", "dev", &port, "clsact"])?;
-            for b in &self.backends {
-                let mac = veer::config::fmt_mac(&b.mac);
-                self.switch.exec(&[
-                    "tc", "filter", "add", "dev", &port, "ingress", "protocol", "all", "flower", "dst_mac", &mac,
-                    "action", "drop",
-                ])?;
-            }
-        } else {
-            self.switch.exec(&["tc", "qdisc", "del", "dev", &port, "clsact"])?;
+        let table = format!("cut-{}", self.lbs[i].name);
+        if !cut {
+            return self.switch.exec(&["nft", "delete", "table", "bridge", &table]).map(|_| ());
         }
-        Ok(())
+        let macs = self.backends.iter().map(|b| veer::config::fmt_mac(&b.mac)).collect::<Vec<_>>().join(", ");
+        let rules = format!(
+            "table bridge {table} {{\n chain cut {{\n  type filter hook forward priority 0;\n  \
+             iifname \"p-{}\" ether daddr {{ {macs} }} drop\n }}\n}}\n",
+            self.lbs[i].name
+        );
+        let file = std::env::temp_dir().join(format!("{}-{table}.nft", self.switch.name()));
+        std::fs::write(&file, rules)?;
+        let file = file.display().to_string();
+        self.switch.exec(&["nft", "-f", &file]).map(|_| ())
     }
 
     /// veerd's config for a node: fleet mode announcing in

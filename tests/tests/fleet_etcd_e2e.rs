@@ -187,6 +187,106 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
     }
     let d = digests(&fleet, &rest);
     assert!(d.iter().all(|x| *x == d[0]), "the surviving nodes' tables differ: {d:?}");
-    let _ = (VIP, IpAddr::from([0, 0, 0, 0]), Session::open);
+    drop(fleet);
+}
+
+/// Pings every session; returns the failures.
+fn ping_all(sessions: &mut [Session], what: &str) -> Vec<String> {
+    let mut failed = Vec::new();
+    for (k, s) in sessions.iter_mut().enumerate() {
+        if let Err(e) = s.ping(&format!("{what} {k}")) {
+            failed.push(format!("{k} on {}: {e:#}", s.name));
+        }
+    }
+    failed
+}
+
+#[test]
+fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_a_dead_etcd_member_changes_nothing() {
+    veer_tests::require_root();
+    let dir = scratch("fleet-part");
+    let mut bed = FleetBed::create("veer-fp", 3, 3, &dir).expect("fleet testbed").with_etcd("veer-fp").expect("etcd");
+    let opts = NodeOpts { etcd_prefix: Some("/veer-fp"), backend_extra: None };
+    let fleet = bed.start_fleet_with("t-fp", &dir, &opts).expect("fleet");
+    let all = [0, 1, 2];
+    wait_fleet_ready(&fleet, &all);
+    wait_until(Duration::from_secs(30), "an ECMP route over the three nodes", || bed.next_hops().len() == 3)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", bed.router.ns.exec(&["ip", "route"])));
+    let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
+    let mut sessions: Vec<Session> = bed
+        .client
+        .ns
+        .run(|| (0..60).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<anyhow::Result<Vec<_>>>())
+        .unwrap()
+        .unwrap();
+    let flips = |f: &Fleet| -> Vec<u64> { all.iter().map(|&i| fleet_of(&status(f, i)).verdict_flips).collect() };
+    let flips_before = flips(&fleet);
+
+    // lb3 loses its path to the backends, nothing else: the fleet verdict
+    // stays (two of three nodes see them up), and lb3 withdraws its VIP.
+    let t = Instant::now();
+    bed.cut_backends(2, true).unwrap();
+    wait_until(Duration::from_secs(10), "lb3 to withdraw", || bed.next_hops().len() == 2).unwrap();
+    let withdrawn = t.elapsed();
+    assert!(fleet_of(&status(&fleet, 2)).fenced, "lb3 withdrew without saying it is fenced");
+    let failed = ping_all(&mut sessions, "lb3 cut from the backends");
+    println!(
+        "lb3 cut from the backends: withdrawn {:.2} s after the cut (target about 2 s); {} of 60 connections failed",
+        withdrawn.as_secs_f64(),
+        failed.len()
+    );
+    assert_eq!(flips(&fleet), flips_before, "one node's broken path changed the fleet verdict");
+    for &i in &[0, 1] {
+        let s = status(&fleet, i);
+        assert!(s.services[0].backends.iter().all(|b| b.fleet.as_deref() == Some("up") && b.in_ring), "{s:#?}");
+    }
+    let t = Instant::now();
+    bed.cut_backends(2, false).unwrap();
+    wait_until(Duration::from_secs(30), "lb3 to announce again", || bed.next_hops().len() == 3).unwrap();
+    println!("lb3 healed: announced again {:.1} s later", t.elapsed().as_secs_f64());
+    assert!(!fleet_of(&status(&fleet, 2)).fenced);
+    wait_fleet_ready(&fleet, &all);
+
+    // lb3 and its etcd member are cut off the control network: lb3 keeps
+    // forwarding on its last state (fail static) while the others drain b2.
+    bed.isolate_ctl(2, true).unwrap();
+    wait_until(Duration::from_secs(10), "lb3 to lose etcd", || fleet_of(&status(&fleet, 2)).etcd == "unreachable")
+        .unwrap();
+    let r = fleet.nodes[0].veerd.api(Request::Drain { service: "web".into(), backend: "b2".into() }).unwrap();
+    assert!(r.ok, "{r:?}");
+    wait_until(Duration::from_secs(5), "the drain on lb1 and lb2", || {
+        [0, 1].iter().all(|&i| backend(&status(&fleet, i), "b2").state == "draining")
+    })
+    .unwrap();
+    let failed = ping_all(&mut sessions, "lb3 isolated");
+    assert!(failed.is_empty(), "connections failed while lb3 was cut off etcd: {failed:?}");
+    assert_eq!(bed.next_hops().len(), 3, "lb3 withdrew because etcd was unreachable");
+    assert_eq!(backend(&status(&fleet, 2), "b2").state, "up", "lb3 cannot have heard of the drain");
+    let t = Instant::now();
+    bed.isolate_ctl(2, false).unwrap();
+    wait_until(Duration::from_secs(15), "lb3's table to match the others'", || {
+        let d = digests(&fleet, &all);
+        d.iter().all(|x| *x == d[0]) && backend(&status(&fleet, 2), "b2").state == "draining"
+    })
+    .unwrap();
+    println!("lb3 back on the control network: its digest matches {:.2} s later (target 1 s)", t.elapsed().as_secs_f64());
+    assert!(fleet.nodes[2].veerd.api(Request::Enable { service: "web".into(), backend: "b2".into() }).unwrap().ok);
+    wait_fleet_ready(&fleet, &all);
+
+    // One of the three etcd members dies: traffic carries on, and a change
+    // made on that member's node still commits and reaches every node.
+    bed.etcd[1].kill();
+    let failed = ping_all(&mut sessions, "an etcd member dead");
+    assert!(failed.is_empty(), "connections failed after an etcd member died: {failed:?}");
+    let t = Instant::now();
+    let r = fleet.nodes[1].veerd.api(Request::Drain { service: "web".into(), backend: "b3".into() }).unwrap();
+    assert!(r.ok, "{r:?}");
+    wait_until(Duration::from_secs(10), "a drain made on lb2 to reach every node", || {
+        all.iter().all(|&i| backend(&status(&fleet, i), "b3").state == "draining")
+    })
+    .unwrap();
+    println!("lb2's etcd member killed: lb2's drain reached every node in {:.2} s", t.elapsed().as_secs_f64());
+    let failed = ping_all(&mut sessions, "after the drain");
+    assert!(failed.is_empty(), "connections failed: {failed:?}");
     drop(fleet);
 }

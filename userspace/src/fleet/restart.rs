@@ -19,6 +19,9 @@ use crate::{
     runner::{self, CommandSpec, Output},
 };
 
+/// Deadline of each etcd request here.
+const ETCD_DEADLINE: Duration = Duration::from_secs(2);
+
 /// The last attempt of the current outage, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartRecord {
@@ -95,7 +98,10 @@ impl RestartJob {
     }
 
     async fn read(&mut self) -> Result<Option<(RestartRecord, i64)>> {
-        let r = self.client.get(self.key.as_str(), None).await.context("reading the restart record")?;
+        let r = tokio::time::timeout(ETCD_DEADLINE, self.client.get(self.key.as_str(), None))
+            .await
+            .context("reading the restart record: no answer")?
+            .context("reading the restart record")?;
         match r.kvs().first() {
             None => Ok(None),
             Some(kv) => {
@@ -110,7 +116,10 @@ impl RestartJob {
         let txn = Txn::new()
             .when([self.fence.compare(), Compare::mod_revision(self.key.as_str(), CompareOp::Equal, rev)])
             .and_then([TxnOp::put(self.key.as_str(), serde_json::to_vec(rec)?, None)]);
-        let r = self.client.txn(txn).await.context("recording a restart attempt")?;
+        let r = tokio::time::timeout(ETCD_DEADLINE, self.client.txn(txn))
+            .await
+            .context("recording a restart attempt: no answer")?
+            .context("recording a restart attempt")?;
         Ok(r.succeeded().then(|| r.header().map_or(0, |h| h.revision())))
     }
 
@@ -181,7 +190,10 @@ enum Step {
 /// attempts so a deposed leader cannot erase its successor's.
 pub async fn clear(mut client: Client, fence: Fence, key: String) -> Result<()> {
     let txn = Txn::new().when([fence.compare()]).and_then([TxnOp::delete(key.as_str(), None)]);
-    client.txn(txn).await.context("clearing a restart record")?;
+    tokio::time::timeout(ETCD_DEADLINE, client.txn(txn))
+        .await
+        .context("clearing a restart record: no answer")?
+        .context("clearing a restart record")?;
     Ok(())
 }
 

@@ -182,8 +182,9 @@ async fn session(
     let t = cfg.timeout;
     let keys = Keys::new(&cfg.prefix);
     // A member without a leader fails watches and requests rather than
-    // serving a stale view.
-    let opts = ConnectOptions::new().with_connect_timeout(t).with_timeout(t).with_require_leader(true);
+    // serving a stale view. No client-wide deadline: the campaign blocks
+    // until elected; every other call is bounded by `within`.
+    let opts = ConnectOptions::new().with_connect_timeout(t).with_require_leader(true);
     let mut client = within(t, "connecting", Client::connect([endpoint], Some(opts))).await?;
     let ttl = cfg.lease_ttl.as_secs().max(2) as i64;
     let lease = within(t, "granting the node's lease", client.lease_grant(ttl, None)).await?.id();
