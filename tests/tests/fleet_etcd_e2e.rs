@@ -269,7 +269,10 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
         d.iter().all(|x| *x == d[0]) && backend(&status(&fleet, 2), "b2").state == "draining"
     })
     .unwrap();
-    println!("lb3 back on the control network: its digest matches {:.2} s later (target 1 s)", t.elapsed().as_secs_f64());
+    println!(
+        "lb3 back on the control network: its digest matches {:.2} s later (target 1 s)",
+        t.elapsed().as_secs_f64()
+    );
     assert!(fleet.nodes[2].veerd.api(Request::Enable { service: "web".into(), backend: "b2".into() }).unwrap().ok);
     wait_fleet_ready(&fleet, &all);
 

@@ -138,3 +138,29 @@ fn agent_and_replace_settings_are_checked() {
     let e = err(&BASE.replace("[service.health]", "[service.replace]\ncommand = []\n\n[service.health]"));
     assert_eq!(e.field, "service[web].replace.command", "{e}");
 }
+
+#[test]
+fn fleet_etcd_settings_are_checked() {
+    let ok = "[fleet.etcd]\nendpoints = [\"http://10.0.0.1:2379\"]\nnode = \"lb1\"\n";
+    let cfg = parse(&format!("{BASE}\n{ok}"), Path::new("t.toml")).expect("a minimal [fleet.etcd]");
+    let e = cfg.fleet.and_then(|f| f.etcd).expect("etcd section");
+    assert_eq!((e.prefix.as_str(), e.lease_ttl.as_secs()), ("/veer", 2), "defaults");
+    for (change, field) in [
+        ("endpoints = []", "fleet.etcd.endpoints"),
+        ("endpoints = [\"10.0.0.1:2379\"]", "fleet.etcd.endpoints"),
+        ("node = \"lb/1\"", "fleet.etcd.node"),
+        ("prefix = \"veer\"", "fleet.etcd.prefix"),
+        ("lease_ttl = \"1s\"", "fleet.etcd.lease_ttl"),
+        ("timeout = \"5s\"", "fleet.etcd.timeout"),
+    ] {
+        let key = change.split(' ').next().unwrap_or_default();
+        let section: String = ok
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} ")))
+            .chain(std::iter::once(change))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let e = err(&format!("{BASE}\n{section}\n"));
+        assert_eq!(e.field, field, "{change}: {e}");
+    }
+}

@@ -166,7 +166,7 @@ impl Daemon {
                 f.connected = true;
                 f.last_error = None;
                 f.endpoint = endpoint;
-                f.client = Some(client);
+                f.client = Some(*client);
                 for p in f.pending.values_mut() {
                     p.sent = None;
                 }
@@ -202,7 +202,9 @@ impl Daemon {
                 let was = f.leader.is_some();
                 f.leader = l;
                 match (was, f.leader.is_some()) {
-                    (false, true) => info!(node = %f.cfg.node, "fleet: this node is the leader: it runs the fleet's restarts and hooks"),
+                    (false, true) => {
+                        info!(node = %f.cfg.node, "fleet: this node is the leader: it runs the fleet's restarts and hooks")
+                    }
                     (true, false) => warn!(node = %f.cfg.node, "fleet: no longer the leader"),
                     _ => {}
                 }
@@ -330,13 +332,23 @@ impl Daemon {
                 if let (Some(p), Some(n)) = (prev, next) {
                     f.flips += 1;
                     let (from, to) = if p { ("up", "down") } else { ("down", "up") };
-                    let reason = format!("fleet verdict: {} of {} live nodes see it {to}", if n { t.up } else { t.down }, t.live);
+                    let reason = format!(
+                        "fleet verdict: {} of {} live nodes see it {to}",
+                        if n { t.up } else { t.down },
+                        t.live
+                    );
                     if n {
                         info!(service = %s.cfg.name, backend = %b.cfg.name, %reason, "fleet verdict: UP");
                     } else {
                         warn!(service = %s.cfg.name, backend = %b.cfg.name, %reason, "fleet verdict: DOWN");
                     }
-                    self.history.record(&s.cfg.name, &b.cfg.name, &format!("fleet {from}"), &format!("fleet {to}"), &reason);
+                    self.history.record(
+                        &s.cfg.name,
+                        &b.cfg.name,
+                        &format!("fleet {from}"),
+                        &format!("fleet {to}"),
+                        &reason,
+                    );
                 }
             }
         }

@@ -84,7 +84,10 @@ mod tests {
         o.admin.insert(key("web", "b1"), Admin::Draining);
         o.admin.insert(key("web", "b2"), Admin::Disabled);
         o.weight.insert(key("web", "b3"), 7);
-        o.added.insert("web".into(), vec![BackendConfig::runtime("b9".into(), "10.0.0.9".parse().unwrap(), 3, None, false)]);
+        o.added.insert(
+            "web".into(),
+            vec![BackendConfig::runtime("b9".into(), "10.0.0.9".parse().unwrap(), 3, None, false)],
+        );
         o.removed.insert(key("web", "b4"));
         let kvs = to_kvs(&o);
         assert_eq!(kvs.get("admin/web/b1").map(String::as_str), Some("draining"));
@@ -97,7 +100,12 @@ mod tests {
 
     #[test]
     fn unreadable_entries_are_kept_out_with_their_reason() {
-        let (o, bad) = from_kvs([("admin/web/b1", "sideways"), ("weight/web/b1", "0"), ("nope", ""), ("admin/web/b2", "draining")]);
+        let (o, bad) = from_kvs([
+            ("admin/web/b1", "sideways"),
+            ("weight/web/b1", "0"),
+            ("nope", ""),
+            ("admin/web/b2", "draining"),
+        ]);
         assert_eq!(bad.len(), 3, "{bad:?}");
         assert_eq!(o.admin.len(), 1);
     }

@@ -169,7 +169,9 @@ impl RestartJob {
         };
         match runner::run(&spec).await {
             Ok(o) if o.status.success() => info!(%service, %backend, attempt = n, "restart command succeeded"),
-            Ok(o) => warn!(%service, %backend, attempt = n, status = %runner::describe(&o.status), "restart command failed"),
+            Ok(o) => {
+                warn!(%service, %backend, attempt = n, status = %runner::describe(&o.status), "restart command failed")
+            }
             Err(e) => warn!(%service, %backend, attempt = n, error = %e, "restart command could not run"),
         }
         rec.finished_ms = Some(now_ms());

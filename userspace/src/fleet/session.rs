@@ -64,7 +64,7 @@ pub enum FleetEvent {
         /// The snapshot's revision.
         revision: i64,
         /// The session's client (for the leader's fenced writes).
-        client: Client,
+        client: Box<Client>,
         /// The endpoint it uses.
         endpoint: String,
     },
@@ -128,7 +128,8 @@ async fn run(cfg: EtcdConfig, mut cmds: mpsc::UnboundedReceiver<FleetCmd>, event
         let endpoint = cfg.endpoints[attempt % cfg.endpoints.len()].clone();
         let e = session(&cfg, &endpoint, &mut cmds, &events, &mut verdicts).await;
         let _ = events.send(FleetEvent::Leader(None));
-        let _ = events.send(FleetEvent::Lost(format!("{endpoint}: {:#}", e.err().unwrap_or_else(|| anyhow::anyhow!("ended")))));
+        let _ = events
+            .send(FleetEvent::Lost(format!("{endpoint}: {:#}", e.err().unwrap_or_else(|| anyhow::anyhow!("ended")))));
         attempt += 1;
         // Between sessions: verdicts are kept for the next, publishes refused.
         let pause = tokio::time::sleep(Duration::from_millis(300));
@@ -191,12 +192,13 @@ async fn session(
     let (mut keeper, mut renewals) = within(t, "renewing the lease", client.lease_keep_alive(lease)).await?;
     let with_lease = || Some(PutOptions::new().with_lease(lease));
     let mut writes = vec![TxnOp::put(keys.node(&cfg.node), cfg.node.as_str(), with_lease())];
-    writes.extend(verdicts.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
+    writes
+        .extend(verdicts.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
     for chunk in writes.chunks(TXN_OPS) {
         within(t, "writing the node's verdicts", client.txn(Txn::new().and_then(chunk.to_vec()))).await?;
     }
-    let snap = within(t, "reading the fleet's state", client.get(keys.root(), Some(GetOptions::new().with_prefix())))
-        .await?;
+    let snap =
+        within(t, "reading the fleet's state", client.get(keys.root(), Some(GetOptions::new().with_prefix()))).await?;
     let revision = snap.header().map_or(0, |h| h.revision());
     let changes = snap
         .kvs()
@@ -209,7 +211,12 @@ async fn session(
         .collect();
     let watch_opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1).with_progress_notify();
     let mut watch = within(t, "watching the fleet's state", client.watch(keys.root(), Some(watch_opts))).await?;
-    let _ = events.send(FleetEvent::Synced { changes, revision, client: client.clone(), endpoint: endpoint.into() });
+    let _ = events.send(FleetEvent::Synced {
+        changes,
+        revision,
+        client: Box::new(client.clone()),
+        endpoint: endpoint.into(),
+    });
 
     let mut campaign = tokio::spawn({
         let (mut c, name, node) = (client.clone(), keys.election(), cfg.node.clone());
@@ -296,7 +303,8 @@ async fn command(
         FleetCmd::Verdict { service, backend, up } => {
             let key = keys.verdict(&service, &backend, &cfg.node);
             verdicts.insert((service, backend), up);
-            within(t, "writing a verdict", client.put(key, word(up), Some(PutOptions::new().with_lease(lease)))).await?;
+            within(t, "writing a verdict", client.put(key, word(up), Some(PutOptions::new().with_lease(lease))))
+                .await?;
         }
         FleetCmd::Forget { service, backend } => {
             verdicts.remove(&(service.clone(), backend.clone()));
@@ -313,14 +321,19 @@ async fn command(
                 })
                 .collect();
             let names = writes.into_iter().map(|w| w.key).collect();
-            match within(t, "publishing an operator change", client.txn(Txn::new().when(compares).and_then(ops))).await {
+            match within(t, "publishing an operator change", client.txn(Txn::new().when(compares).and_then(ops))).await
+            {
                 Ok(r) => {
                     let committed = r.succeeded();
                     let error = (!committed).then(|| "another node changed it first".to_string());
                     let _ = events.send(FleetEvent::Published { keys: names, committed, error });
                 }
                 Err(e) => {
-                    let _ = events.send(FleetEvent::Published { keys: names, committed: false, error: Some(format!("{e:#}")) });
+                    let _ = events.send(FleetEvent::Published {
+                        keys: names,
+                        committed: false,
+                        error: Some(format!("{e:#}")),
+                    });
                     return Err(e);
                 }
             }
