@@ -17,35 +17,50 @@ pub async fn restart_loop(
     cfg: RestartConfig,
     attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let vars = [("address", address), ("name", backend.clone())];
-    let argv = runner::expand(&cfg.command, &vars);
-    let label = format!("{service}/{backend} restart");
-    let env = [("VEER_SERVICE", service.clone()), ("VEER_BACKEND", backend.clone())];
     let mut wait = cfg.backoff;
     for attempt in 1..=cfg.max_attempts {
         tokio::time::sleep(wait).await;
-        info!(%service, %backend, attempt, max = cfg.max_attempts, command = ?argv, "running restart command");
         attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let spec = CommandSpec {
-            argv: &cfg.command,
-            vars: &vars,
-            env: &env,
-            timeout: cfg.timeout,
-            label: &label,
-            output: Output::Log,
-            // A restart command may leave the server it started running.
-            reap_group: false,
-        };
-        match runner::run(&spec).await {
-            Ok(o) if o.status.success() => info!(%service, %backend, attempt, "restart command succeeded"),
-            Ok(o) => {
-                warn!(%service, %backend, attempt, status = %runner::describe(&o.status), "restart command failed")
-            }
-            Err(e) => warn!(%service, %backend, attempt, error = %e, "restart command could not run"),
-        }
+        run_attempt(&service, &backend, &address, &cfg, attempt, &[]).await;
         wait = (wait * 2).min(cfg.max_backoff);
     }
     // Wait out the last backoff so the last attempt had its chance too.
     tokio::time::sleep(wait).await;
     error!(%service, %backend, attempts = cfg.max_attempts, "backend still down after every restart attempt; giving up until it recovers");
+}
+
+/// Runs the restart command once, attempt `attempt` (`VEER_ATTEMPT`), with
+/// `env` added to its environment; logs how it went.
+pub async fn run_attempt(
+    service: &str,
+    backend: &str,
+    address: &str,
+    cfg: &RestartConfig,
+    attempt: u32,
+    env: &[(&str, String)],
+) {
+    let vars = [("address", address.to_string()), ("name", backend.to_string())];
+    let label = format!("{service}/{backend} restart");
+    let mut all_env = vec![
+        ("VEER_SERVICE", service.to_string()),
+        ("VEER_BACKEND", backend.to_string()),
+        ("VEER_ATTEMPT", attempt.to_string()),
+    ];
+    all_env.extend(env.iter().cloned());
+    info!(%service, %backend, attempt, max = cfg.max_attempts, command = ?runner::expand(&cfg.command, &vars), "running restart command");
+    let spec = CommandSpec {
+        argv: &cfg.command,
+        vars: &vars,
+        env: &all_env,
+        timeout: cfg.timeout,
+        label: &label,
+        output: Output::Log,
+        // A restart command may leave the server it started running.
+        reap_group: false,
+    };
+    match runner::run(&spec).await {
+        Ok(o) if o.status.success() => info!(%service, %backend, attempt, "restart command succeeded"),
+        Ok(o) => warn!(%service, %backend, attempt, status = %runner::describe(&o.status), "restart command failed"),
+        Err(e) => warn!(%service, %backend, attempt, error = %e, "restart command could not run"),
+    }
 }

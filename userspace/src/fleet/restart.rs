@@ -14,10 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::Fence;
-use crate::{
-    config::RestartConfig,
-    runner::{self, CommandSpec, Output},
-};
+use crate::config::RestartConfig;
 
 /// Deadline of each etcd request here.
 const ETCD_DEADLINE: Duration = Duration::from_secs(2);
@@ -147,33 +144,10 @@ impl RestartJob {
             return Ok(Step::Raced);
         };
         let (service, backend) = (self.service.clone(), self.backend.clone());
-        info!(%service, %backend, attempt = n, max = self.cfg.max_attempts, "fleet leader: running restart command");
+        info!(%service, %backend, attempt = n, "fleet leader: attempt recorded; running it");
         self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let vars = [("address", self.address.clone()), ("name", backend.clone())];
-        let env = [
-            ("VEER_SERVICE", service.clone()),
-            ("VEER_BACKEND", backend.clone()),
-            ("VEER_NODE", self.node.clone()),
-            ("VEER_ATTEMPT", n.to_string()),
-        ];
-        let label = format!("{service}/{backend} restart");
-        let command = self.cfg.command.clone();
-        let spec = CommandSpec {
-            argv: &command,
-            vars: &vars,
-            env: &env,
-            timeout: self.cfg.timeout,
-            label: &label,
-            output: Output::Log,
-            reap_group: false,
-        };
-        match runner::run(&spec).await {
-            Ok(o) if o.status.success() => info!(%service, %backend, attempt = n, "restart command succeeded"),
-            Ok(o) => {
-                warn!(%service, %backend, attempt = n, status = %runner::describe(&o.status), "restart command failed")
-            }
-            Err(e) => warn!(%service, %backend, attempt = n, error = %e, "restart command could not run"),
-        }
+        let env = [("VEER_NODE", self.node.clone())];
+        crate::daemon::recovery::run_attempt(&service, &backend, &self.address, &self.cfg, n, &env).await;
         rec.finished_ms = Some(now_ms());
         if self.write(&rec, rev).await?.is_none() {
             warn!(%service, %backend, attempt = n, "the restart record changed under the attempt (leadership lost?)");
