@@ -127,6 +127,17 @@ impl FleetRt {
         }
     }
 
+    /// The gate for a one-per-fleet action (`what` under `P/actions/`):
+    /// `None` while this node is not the leader in session.
+    pub(super) fn action_gate(&self, what: &str) -> Option<fleet::claim::ActionGate> {
+        Some(fleet::claim::ActionGate {
+            client: self.client.clone()?,
+            fence: self.leader.clone()?,
+            key: self.keys.action(what),
+            node: self.cfg.node.clone(),
+        })
+    }
+
     /// The fleet part of `veerctl status`.
     pub(super) fn status(&self) -> crate::wire::FleetStatus {
         crate::wire::FleetStatus {
@@ -376,13 +387,20 @@ impl Daemon {
         let (Some(fence), Some(client)) = (f.leader.clone(), f.client.clone()) else { return };
         let s = &self.services[i];
         let Some(b) = s.backend(id) else { return };
-        if b.fleet_up != Some(true) || b.cfg.restart.is_none() {
+        if b.fleet_up != Some(true) || (b.cfg.restart.is_none() && s.cfg.replace.is_none()) {
             return;
         }
-        let key = f.keys.restart(&s.cfg.name, &b.cfg.name);
+        // The outage is over: its restart and replace records go.
+        let keys = [
+            f.keys.restart(&s.cfg.name, &b.cfg.name),
+            f.keys.action(&format!("replace/{}/{}", s.cfg.name, b.cfg.name)),
+        ];
         tokio::spawn(async move {
-            if let Err(e) = fleet::restart::clear(client, fence, key).await {
-                debug!(error = %format!("{e:#}"), "fleet: clearing a restart record failed; the next leader clears it");
+            let mut client = client;
+            for key in keys {
+                if let Err(e) = fleet::claim::release(&mut client, &fence, &key).await {
+                    debug!(error = %format!("{e:#}"), "fleet: clearing an outage's record failed; the next leader clears it");
+                }
             }
         });
     }

@@ -237,11 +237,32 @@ impl Daemon {
                     _ => None,
                 };
                 if let Some(attempt) = next {
+                    let gate = match self
+                        .fleet
+                        .as_ref()
+                        .map(|f| f.action_gate(&format!("replace/{service}/{}", b.cfg.name)))
+                    {
+                        None => None,
+                        Some(Some(g)) => Some(g),
+                        // In a fleet but out of session: fail static, no hook.
+                        Some(None) => continue,
+                    };
                     let (tx, cfg) = (self.replace_tx.clone(), cfg.clone());
                     let (svc, name, address) = (service.clone(), b.cfg.name.clone(), b.cfg.address.to_string());
                     warn!(service = %svc, backend = %name, attempt, command = ?cfg.command, "backend down too long: running the replace hook");
                     let task = tokio::spawn(async move {
-                        let result = run_hook(&svc, &name, &address, &cfg).await.map_err(|e| e.to_string());
+                        // In a fleet: attempt N runs once, by a leader whose claim commits.
+                        let claimed = match gate {
+                            None => Ok(()),
+                            Some(mut g) => match g.claim(Some(u64::from(attempt)), std::time::Duration::ZERO).await {
+                                Ok(r) => r.map(drop).map_err(|why| format!("not run here: {why}")),
+                                Err(e) => Err(format!("not run: etcd failed: {e:#}")),
+                            },
+                        };
+                        let result = match claimed {
+                            Ok(()) => run_hook(&svc, &name, &address, &cfg).await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e),
+                        };
                         let _ = tx.send(HookDone { service: svc, backend: name, attempt, result });
                     });
                     b.replace = Some(ReplaceState::Running { task, attempt });

@@ -79,8 +79,17 @@ impl ScaleState {
     }
 }
 
-/// Runs a hook in the background, logging its output.
-pub fn fire(service: &str, cfg: &ScaleConfig, dir: Direction, load: f64, healthy: usize) {
+/// Runs a hook in the background, logging its output. In a fleet with
+/// etcd (`gate`), only if the leader's claim on it commits, and no sooner
+/// than the cooldown after the fleet's last scaling of the service.
+pub fn fire(
+    service: &str,
+    cfg: &ScaleConfig,
+    dir: Direction,
+    load: f64,
+    healthy: usize,
+    gate: Option<crate::fleet::claim::ActionGate>,
+) {
     let argv = match dir {
         Direction::Out => cfg.out.clone(),
         Direction::In => cfg.in_.clone(),
@@ -98,7 +107,15 @@ pub fn fire(service: &str, cfg: &ScaleConfig, dir: Direction, load: f64, healthy
         ("VEER_HEALTHY", healthy.to_string()),
         ("VEER_METRIC", metric.to_string()),
     ];
+    let cooldown = cfg.cooldown;
     tokio::spawn(async move {
+        if let Some(mut gate) = gate {
+            match gate.claim(None, cooldown).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(why)) => return info!(%service, %why, "scaling hook not run: the fleet's last scaling stands"),
+                Err(e) => return warn!(%service, error = %format!("{e:#}"), "scaling hook not run: etcd failed"),
+            }
+        }
         let label = format!("{service} scale-{}", dir.as_str());
         let spec = CommandSpec {
             argv: &argv,
@@ -148,8 +165,14 @@ impl super::Daemon {
             };
             let load = total / healthy.max(1) as f64;
             if let Some(dir) = st.observe(cfg, now, load) {
+                let gate = match self.fleet.as_ref().map(|f| f.action_gate(&format!("scale/{}", s.cfg.name))) {
+                    None => None,
+                    Some(Some(g)) => Some(g),
+                    // In a fleet but out of session: fail static, no hook.
+                    Some(None) => continue,
+                };
                 *self.metrics.scale_hooks.entry((s.cfg.name.clone(), dir.as_str())).or_default() += 1;
-                fire(&s.cfg.name, cfg, dir, load, healthy);
+                fire(&s.cfg.name, cfg, dir, load, healthy, gate);
             }
         }
     }

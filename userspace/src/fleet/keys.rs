@@ -7,6 +7,7 @@
 //! | `P/ops/<kind>/<service>/<backend>` | an operator change ([`super::ops`]) | none |
 //! | `P/leader/...` | etcd's election keys | the candidates' |
 //! | `P/restarts/<service>/<backend>` | the current restart attempt ([`super::restart`]) | none |
+//! | `P/actions/scale/<service>`, `P/actions/replace/<service>/<backend>` | the last hook run ([`super::claim`]) | none |
 //!
 //! Names are checked by [`crate::config::rules::check_name`]: no `/`.
 
@@ -70,6 +71,12 @@ impl Keys {
     /// The restart record of `service/backend`.
     pub fn restart(&self, service: &str, backend: &str) -> String {
         format!("{}/restarts/{service}/{backend}", self.prefix)
+    }
+
+    /// The record of a one-per-fleet action (`scale/<service>`,
+    /// `replace/<service>/<backend>`).
+    pub fn action(&self, what: &str) -> String {
+        format!("{}/actions/{what}", self.prefix)
     }
 
     /// What `key` is.

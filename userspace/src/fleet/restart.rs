@@ -9,15 +9,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::Fence;
 use crate::config::RestartConfig;
-
-/// Deadline of each etcd request here.
-const ETCD_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The last attempt of the current outage, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,29 +92,15 @@ impl RestartJob {
     }
 
     async fn read(&mut self) -> Result<Option<(RestartRecord, i64)>> {
-        let r = tokio::time::timeout(ETCD_DEADLINE, self.client.get(self.key.as_str(), None))
-            .await
-            .context("reading the restart record: no answer")?
-            .context("reading the restart record")?;
-        match r.kvs().first() {
+        match super::claim::read(&mut self.client, &self.key).await? {
             None => Ok(None),
-            Some(kv) => {
-                let rec = serde_json::from_slice(kv.value()).context("an unreadable restart record")?;
-                Ok(Some((rec, kv.mod_revision())))
-            }
+            Some((v, rev)) => Ok(Some((serde_json::from_slice(&v).context("an unreadable restart record")?, rev))),
         }
     }
 
     /// Writes `rec` if the record is still at `rev` and the leadership holds.
     async fn write(&mut self, rec: &RestartRecord, rev: i64) -> Result<Option<i64>> {
-        let txn = Txn::new()
-            .when([self.fence.compare(), Compare::mod_revision(self.key.as_str(), CompareOp::Equal, rev)])
-            .and_then([TxnOp::put(self.key.as_str(), serde_json::to_vec(rec)?, None)]);
-        let r = tokio::time::timeout(ETCD_DEADLINE, self.client.txn(txn))
-            .await
-            .context("recording a restart attempt: no answer")?
-            .context("recording a restart attempt")?;
-        Ok(r.succeeded().then(|| r.header().map_or(0, |h| h.revision())))
+        super::claim::claim(&mut self.client, &self.fence, &self.key, rev, serde_json::to_vec(rec)?).await
     }
 
     async fn step(&mut self) -> Result<Step> {
@@ -160,17 +143,6 @@ enum Step {
     Ran,
     Raced,
     GaveUp(u32),
-}
-
-/// Ends an outage's record (the backend is up again), fenced like the
-/// attempts so a deposed leader cannot erase its successor's.
-pub async fn clear(mut client: Client, fence: Fence, key: String) -> Result<()> {
-    let txn = Txn::new().when([fence.compare()]).and_then([TxnOp::delete(key.as_str(), None)]);
-    tokio::time::timeout(ETCD_DEADLINE, client.txn(txn))
-        .await
-        .context("clearing a restart record: no answer")?
-        .context("clearing a restart record")?;
-    Ok(())
 }
 
 #[cfg(test)]
