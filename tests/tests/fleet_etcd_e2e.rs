@@ -127,6 +127,14 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
             lags.extend(seen.iter().enumerate().filter(|(k, _)| *k != origin).filter_map(|(_, s)| *s));
         }
     }
+    // A node that applied a drain from the fleet says so in its history.
+    let r = fleet.nodes[1]
+        .veerd
+        .api(Request::Events { since: None, service: Some("web".into()), backend: Some("b2".into()) })
+        .unwrap();
+    let events: veer::wire::EventLog = serde_json::from_value(r.result.clone().expect("events")).expect("an event log");
+    let drained = events.events.iter().find(|e| e.to == "draining").expect("b2's drain in lb2's history");
+    assert_eq!(drained.reason, "operator (fleet): draining", "{:?}", events.events);
     lags.sort_by(f64::total_cmp);
     println!(
         "drain/enable reaching the other nodes ({} samples): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (target p99 < 500 ms)",

@@ -282,8 +282,6 @@ impl Daemon {
     /// operator (not drained, disabled or under a rollout) and has a restart
     /// command.
     pub(super) fn follow_recovery(&mut self, i: usize, id: u32) {
-        let svc_name = self.services[i].cfg.name.clone();
-        let attempts = self.metrics.restarts.entry(id).or_default().clone();
         // In a fleet with etcd, the leader restarts on the fleet's verdict.
         if self.fleet.is_some() {
             let job = self.fleet_restart_job(i, id);
@@ -299,6 +297,8 @@ impl Daemon {
             }
             return;
         }
+        let svc_name = self.services[i].cfg.name.clone();
+        let attempts = self.metrics.restarts.entry(id).or_default().clone();
         let Some(b) = self.services[i].backend_mut(id) else { return };
         let wanted = !b.healthy && b.admin == Admin::Enabled && b.cfg.restart.is_some();
         match (&b.recovery, wanted, b.cfg.restart.clone()) {

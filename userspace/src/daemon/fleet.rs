@@ -23,11 +23,11 @@ use std::{
 
 use tracing::{debug, error, info, warn};
 
-use super::Daemon;
+use super::{model::Admin, ApplyError, Daemon};
 use crate::{
     config::EtcdConfig,
-    fleet::{self, keys::Keys, ops, FleetCmd, FleetEvent, FleetHandle, FleetView, OpWrite},
-    overrides::Overrides,
+    fleet::{self, keys::Keys, ops, FleetCmd, FleetEvent, FleetHandle, FleetView, OpWrite, PublishOutcome},
+    overrides::{key, Overrides},
 };
 
 /// An operator change made here, not yet committed to etcd.
@@ -221,24 +221,24 @@ impl Daemon {
                 }
                 self.fleet_follow_leadership();
             }
-            FleetEvent::Published { keys, committed, error } => {
+            FleetEvent::Published { keys, outcome } => {
                 let revision = f.view.revision;
                 for k in keys {
                     let Some(p) = f.pending.get_mut(&k) else { continue };
                     let sent = p.sent.take();
-                    if committed {
-                        if sent.as_ref() == Some(&p.value) {
+                    match &outcome {
+                        PublishOutcome::Committed if sent.as_ref() == Some(&p.value) => drop(f.pending.remove(&k)),
+                        // Changed again while in flight: on top of ours.
+                        PublishOutcome::Committed => p.base_rev = revision.max(p.base_rev),
+                        PublishOutcome::Conflict => {
+                            warn!(key = %k, "fleet: an operator change lost a race (another node changed it first); the fleet's value applies");
                             f.pending.remove(&k);
-                        } else {
-                            // Changed again while in flight: on top of ours.
-                            p.base_rev = revision.max(p.base_rev);
                         }
-                    } else if error.as_deref() == Some("another node changed it first") {
-                        warn!(key = %k, "fleet: an operator change lost a race (another node changed it first); the fleet's value applies");
-                        f.pending.remove(&k);
+                        // Kept, sent again by the next session.
+                        PublishOutcome::Failed(_) => {}
                     }
                 }
-                if !committed {
+                if outcome != PublishOutcome::Committed {
                     self.fleet_apply_ops();
                 }
                 if let Some(f) = self.fleet.as_mut() {
@@ -266,7 +266,9 @@ impl Daemon {
         f.send_pending();
     }
 
-    /// Brings the runtime overrides in line with the fleet's.
+    /// Brings the runtime overrides in line with the fleet's. Each backend
+    /// whose operator state the fleet changes gets its reason for the
+    /// history before the state word is written, and its restart follows.
     fn fleet_apply_ops(&mut self) {
         let Some(f) = self.fleet.as_ref() else { return };
         let kvs = f.desired_kvs();
@@ -278,31 +280,33 @@ impl Daemon {
         if ops::to_kvs(&wanted) == ops::to_kvs(&self.overrides) {
             return;
         }
-        let admin_before = self.admin_by_id();
-        let _ = self.apply_overrides(|o: &mut Overrides| *o = wanted);
-        info!("fleet: operator changes from the fleet applied");
-        let after = self.admin_by_id();
-        for (id, (i, admin)) in after {
-            if admin_before.get(&id).map(|(_, a)| *a) != Some(admin) {
-                self.state_reasons.insert(id, format!("operator (fleet): {}", admin.name()));
-                self.follow_recovery(i, id);
-                if let Err(e) = self.sync_service(i) {
-                    error!(error = %format!("{e:#}"), "writing the dataplane failed");
+        let mut admin_changed = Vec::new();
+        for s in &self.services {
+            for b in &s.backends {
+                let admin = wanted.admin.get(&key(&s.cfg.name, &b.cfg.name)).copied().unwrap_or(Admin::Enabled);
+                if admin != b.admin {
+                    self.state_reasons.insert(b.id, format!("operator (fleet): {}", admin.name()));
+                    admin_changed.push(b.id);
                 }
             }
         }
-        self.fleet_report_verdicts();
-        self.fleet_apply_verdicts();
-    }
-
-    fn admin_by_id(&self) -> BTreeMap<u32, (usize, super::model::Admin)> {
-        let mut m = BTreeMap::new();
-        for (i, s) in self.services.iter().enumerate() {
-            for b in &s.backends {
-                m.insert(b.id, (i, b.admin));
+        match self.apply_overrides(|o: &mut Overrides| *o = wanted) {
+            Ok(()) => info!("fleet: operator changes from the fleet applied"),
+            Err(e @ ApplyError::Refused(_)) => {
+                for id in &admin_changed {
+                    self.state_reasons.remove(id);
+                }
+                return error!(error = %e, "fleet: the fleet's operator changes do not fit this node; it keeps its own");
+            }
+            Err(e @ ApplyError::Write(_)) => {
+                warn!(error = %e, "fleet: operator changes from the fleet applied; writing the dataplane failed (retried)")
             }
         }
-        m
+        for id in admin_changed {
+            if let Some(i) = self.service_of(id) {
+                self.follow_recovery(i, id);
+            }
+        }
     }
 
     /// Hands the session this node's verdicts that changed, and forgets
@@ -412,7 +416,7 @@ impl Daemon {
         let f = self.fleet.as_ref()?;
         let s = &self.services[i];
         let b = s.backend(id)?;
-        let wanted = b.fleet_up == Some(false) && b.admin == super::model::Admin::Enabled;
+        let wanted = b.fleet_up == Some(false) && b.admin == Admin::Enabled;
         let (fence, client, cfg) = (f.leader.clone()?, f.client.clone()?, b.cfg.restart.clone()?);
         wanted.then(|| fleet::restart::RestartJob {
             client,

@@ -25,7 +25,7 @@ pub mod restart;
 pub mod session;
 pub mod view;
 
-pub use session::{spawn, FleetCmd, FleetEvent, FleetHandle, OpWrite};
+pub use session::{spawn, FleetCmd, FleetEvent, FleetHandle, OpWrite, PublishOutcome};
 pub use view::{Change, FleetView, Tally};
 
 /// A leadership, as etcd's election API granted it: the leader's key and

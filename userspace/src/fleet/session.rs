@@ -83,11 +83,21 @@ pub enum FleetEvent {
     Published {
         /// Its keys.
         keys: Vec<String>,
-        /// Whether it committed.
-        committed: bool,
-        /// Why not (a conflict: another node changed a key first).
-        error: Option<String>,
+        /// Committed, lost a race, or not written.
+        outcome: PublishOutcome,
     },
+}
+
+/// What became of a [`FleetCmd::Publish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Every write committed.
+    Committed,
+    /// Another node changed one of the keys first: nothing was written.
+    Conflict,
+    /// Nothing was written: no session, or etcd did not answer (the next
+    /// session sends it again).
+    Failed(String),
 }
 
 /// The running session task; dropping it stops the task (the lease then
@@ -154,8 +164,7 @@ fn offline(c: FleetCmd, verdicts: &mut Verdicts, events: &mpsc::UnboundedSender<
         FleetCmd::Publish(w) => {
             let _ = events.send(FleetEvent::Published {
                 keys: w.into_iter().map(|w| w.key).collect(),
-                committed: false,
-                error: Some("etcd unreachable".into()),
+                outcome: PublishOutcome::Failed("etcd unreachable".into()),
             });
         }
     }
@@ -324,16 +333,12 @@ async fn command(
             match within(t, "publishing an operator change", client.txn(Txn::new().when(compares).and_then(ops))).await
             {
                 Ok(r) => {
-                    let committed = r.succeeded();
-                    let error = (!committed).then(|| "another node changed it first".to_string());
-                    let _ = events.send(FleetEvent::Published { keys: names, committed, error });
+                    let outcome = if r.succeeded() { PublishOutcome::Committed } else { PublishOutcome::Conflict };
+                    let _ = events.send(FleetEvent::Published { keys: names, outcome });
                 }
                 Err(e) => {
-                    let _ = events.send(FleetEvent::Published {
-                        keys: names,
-                        committed: false,
-                        error: Some(format!("{e:#}")),
-                    });
+                    let outcome = PublishOutcome::Failed(format!("{e:#}"));
+                    let _ = events.send(FleetEvent::Published { keys: names, outcome });
                     return Err(e);
                 }
             }

@@ -117,13 +117,11 @@ impl FleetView {
                 Touched { verdicts: true, ops: false }
             }
             Key::Op(rel) => {
-                match (value, change) {
-                    (Some(v), Change::Put { mod_rev, .. }) => {
-                        self.ops.insert(rel.to_string(), (v.to_string(), *mod_rev));
+                match change {
+                    Change::Put { value, mod_rev, .. } => {
+                        drop(self.ops.insert(rel.to_string(), (value.clone(), *mod_rev)))
                     }
-                    _ => {
-                        self.ops.remove(rel);
-                    }
+                    Change::Delete { .. } => drop(self.ops.remove(rel)),
                 }
                 Touched { verdicts: false, ops: true }
             }
