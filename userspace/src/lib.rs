@@ -14,6 +14,7 @@ pub mod dataplane;
 pub mod failpoint;
 pub mod fleet;
 pub mod health;
+pub mod hooks;
 pub mod net;
 pub mod overrides;
 pub mod ring;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::Fence;
-use crate::config::RestartConfig;
+use crate::{config::RestartConfig, hooks::restart};
 
 /// The last attempt of the current outage, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +37,6 @@ impl RestartRecord {
     pub fn next_at(&self, backoff: Duration) -> u64 {
         self.finished_ms.unwrap_or(self.deadline_ms) + backoff.as_millis() as u64
     }
-}
-
-/// The wait before attempt `n` (1-based): `backoff` doubled per attempt, up to `max_backoff`.
-pub fn backoff(cfg: &RestartConfig, n: u32) -> Duration {
-    let doublings = n.saturating_sub(1).min(20);
-    (cfg.backoff * 2u32.pow(doublings)).min(cfg.max_backoff)
 }
 
 fn now_ms() -> u64 {
@@ -109,7 +103,7 @@ impl RestartJob {
         if n > self.cfg.max_attempts {
             return Ok(Step::GaveUp(n - 1));
         }
-        let wait = backoff(&self.cfg, n);
+        let wait = restart::wait_before(&self.cfg, n);
         let at = current.as_ref().map_or(now_ms() + wait.as_millis() as u64, |(r, _)| r.next_at(wait));
         tokio::time::sleep(Duration::from_millis(at.saturating_sub(now_ms()))).await;
         let started = now_ms();
@@ -130,7 +124,7 @@ impl RestartJob {
         info!(%service, %backend, attempt = n, "fleet leader: attempt recorded; running it");
         self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let env = [("VEER_NODE", self.node.clone())];
-        crate::daemon::recovery::run_attempt(&service, &backend, &self.address, &self.cfg, n, &env).await;
+        restart::run_attempt(&service, &backend, &self.address, &self.cfg, n, &env).await;
         rec.finished_ms = Some(now_ms());
         if self.write(&rec, rev).await?.is_none() {
             warn!(%service, %backend, attempt = n, "the restart record changed under the attempt (leadership lost?)");
@@ -156,18 +150,5 @@ mod tests {
         assert_eq!(r.next_at(Duration::from_millis(500)), 6500, "its leader died mid-run: wait out its deadline");
         r.finished_ms = Some(2000);
         assert_eq!(r.next_at(Duration::from_millis(500)), 2500);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let cfg = RestartConfig {
-            command: vec!["true".into()],
-            backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(5),
-            max_attempts: 9,
-            timeout: Duration::from_secs(1),
-        };
-        let b: Vec<u64> = (1..=5).map(|n| backoff(&cfg, n).as_secs()).collect();
-        assert_eq!(b, [1, 2, 4, 5, 5]);
     }
 }

@@ -14,28 +14,27 @@ use std::net::IpAddr;
 use tracing::{error, info};
 use veer_abi::{VIP_PATH_MARK, VIP_PATH_MASK, VIP_PATH_TABLE};
 
-use super::Daemon;
-use crate::{config::Forwarding, net};
+use super::Publisher;
+use crate::{config::Forwarding, daemon::model::ServiceRt, net};
 
-impl Daemon {
+impl Publisher {
     /// Sets up what the services' VIP-path checks need (again after a
     /// reload: routes and entries are replaced, never duplicated).
-    pub(super) fn setup_vip_paths(&mut self) {
-        let mut vips: Vec<IpAddr> = self
-            .services
+    pub fn setup_vip_paths(&mut self, services: &[ServiceRt], interfaces: &[String]) {
+        let mut vips: Vec<IpAddr> = services
             .iter()
             .filter(|s| s.cfg.health.vip_path && s.cfg.forwarding == Forwarding::Dsr)
             .map(|s| s.cfg.vip)
             .collect();
         vips.sort();
         vips.dedup();
-        let Some(iface) = self.cfg.daemon.interfaces.first().cloned() else { return };
+        let Some(iface) = interfaces.first().cloned() else { return };
         if vips.is_empty() {
             return;
         }
         if !self.vip_path_attached {
-            for i in self.cfg.daemon.interfaces.clone() {
-                if let Err(e) = self.dp.attach_vip_path(&i) {
+            for i in interfaces {
+                if let Err(e) = self.dp.attach_vip_path(i) {
                     return error!(iface = %i, error = %format!("{e:#}"), "VIP-path checks cannot run: they will fail");
                 }
             }

@@ -11,12 +11,16 @@ use tracing::{info, warn};
 
 use veer_abi::BackendState;
 
-use super::FLOW_IDLE;
+use super::{Coordination, Gate, Recovery};
 use crate::{
     config::{ScaleConfig, ScaleMetric},
-    dataplane::{self, MapReader},
+    daemon::model::Services,
+    dataplane::{self, Dataplane, MapReader},
     runner::{self, CommandSpec, Output},
 };
+
+/// A flow idle this long no longer counts as active (scaling by flows).
+const FLOW_IDLE: Duration = Duration::from_secs(30);
 
 /// Which way to scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +86,7 @@ impl ScaleState {
 /// Runs a hook in the background, logging its output. In a fleet with
 /// etcd (`gate`), only if the leader's claim on it commits, and no sooner
 /// than the cooldown after the fleet's last scaling of the service.
-pub fn fire(
+fn fire(
     service: &str,
     cfg: &ScaleConfig,
     dir: Direction,
@@ -134,28 +138,24 @@ pub fn fire(
     });
 }
 
-impl super::Daemon {
+impl Recovery {
     /// Feeds each service's load to its scaling hooks.
-    pub(super) fn scale_tick(&mut self) {
+    pub fn scale_tick(&mut self, services: &Services, dp: &Dataplane, co: &dyn Coordination) {
         // In a fleet with etcd, only the leader scales.
-        if self.fleet.as_ref().is_some_and(|f| !f.is_leader()) {
+        if !co.leads() {
             return;
         }
-        let now = std::time::Instant::now();
-        let flows =
-            if self.services.iter().any(|s| s.cfg.scale.as_ref().is_some_and(|c| c.metric == ScaleMetric::Flows)) {
-                self.dp.flows().ok()
-            } else {
-                None
-            };
+        let now = Instant::now();
+        let by_flows = services.iter().any(|s| s.cfg.scale.as_ref().is_some_and(|c| c.metric == ScaleMetric::Flows));
+        let flows = if by_flows { dp.flows().ok() } else { None };
         let active: HashMap<u32, usize> =
             flows.as_deref().map(|f| dataplane::active_per_backend(f, FLOW_IDLE)).unwrap_or_default();
-        for s in &self.services {
+        for s in services.iter() {
             let Some(cfg) = &s.cfg.scale else { continue };
             let healthy = s.backends.iter().filter(|b| b.effective() == BackendState::Up).count();
             let st = self.scale.entry(s.cfg.name.clone()).or_default();
             let total = match cfg.metric {
-                ScaleMetric::Pps => match st.pps(now, self.dp.service_counters(s.id).map_or(0, |c| c.packets)) {
+                ScaleMetric::Pps => match st.pps(now, dp.service_counters(s.id).map_or(0, |c| c.packets)) {
                     Some(p) => p,
                     None => continue,
                 },
@@ -164,16 +164,15 @@ impl super::Daemon {
                 }
             };
             let load = total / healthy.max(1) as f64;
-            if let Some(dir) = st.observe(cfg, now, load) {
-                let gate = match self.fleet.as_ref().map(|f| f.action_gate(&format!("scale/{}", s.cfg.name))) {
-                    None => None,
-                    Some(Some(g)) => Some(g),
-                    // In a fleet but out of session: fail static, no hook.
-                    Some(None) => continue,
-                };
-                *self.metrics.scale_hooks.entry((s.cfg.name.clone(), dir.as_str())).or_default() += 1;
-                fire(&s.cfg.name, cfg, dir, load, healthy, gate);
-            }
+            let Some(dir) = st.observe(cfg, now, load) else { continue };
+            let gate = match co.gate(&format!("scale/{}", s.cfg.name)) {
+                Gate::Open => None,
+                Gate::Claim(g) => Some(*g),
+                // In a fleet but out of session: fail static, no hook.
+                Gate::Shut => continue,
+            };
+            *self.counters.scale_hooks.entry((s.cfg.name.clone(), dir.as_str())).or_default() += 1;
+            fire(&s.cfg.name, cfg, dir, load, healthy, gate);
         }
     }
 }

@@ -17,16 +17,19 @@ pub async fn restart_loop(
     cfg: RestartConfig,
     attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let mut wait = cfg.backoff;
     for attempt in 1..=cfg.max_attempts {
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(wait_before(&cfg, attempt)).await;
         attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         run_attempt(&service, &backend, &address, &cfg, attempt, &[]).await;
-        wait = (wait * 2).min(cfg.max_backoff);
     }
     // Wait out the last backoff so the last attempt had its chance too.
-    tokio::time::sleep(wait).await;
+    tokio::time::sleep(wait_before(&cfg, cfg.max_attempts.saturating_add(1))).await;
     error!(%service, %backend, attempts = cfg.max_attempts, "backend still down after every restart attempt; giving up until it recovers");
+}
+
+/// The wait before attempt `attempt` (1, 2, ...) of an outage.
+pub fn wait_before(cfg: &RestartConfig, attempt: u32) -> std::time::Duration {
+    super::backoff(cfg.backoff, cfg.max_backoff, attempt)
 }
 
 /// Runs the restart command once, attempt `attempt` (`VEER_ATTEMPT`), with

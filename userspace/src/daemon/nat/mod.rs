@@ -1,21 +1,24 @@
-//! NAT on the daemon's side: which SNAT address each NAT backend is reached
-//! from, the SNAT port range, IP forwarding (the kernel's routing lookup in
-//! the dataplane wants it on), and the thread that expires idle mappings.
+//! NAT on the daemon's side: which SNAT addresses each NAT backend is
+//! reached from, the SNAT port range, IP forwarding (the kernel's routing
+//! lookup in the dataplane wants it on), and the thread that expires idle
+//! mappings. [`Nat::sync`] starts and stops all of it, at start and at
+//! every reload alike.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+mod expiry;
+
+use std::net::IpAddr;
 
 use tracing::{error, info, warn};
 use veer_abi::{NatConfig, MAX_SNAT_ADDRS};
 
-use super::Daemon;
+use super::model::{ServiceRt, SnatRun};
 use crate::{
-    config::Forwarding,
-    dataplane::{self, nat::NatTimeouts},
+    config::{DaemonConfig, Forwarding},
+    dataplane::Dataplane,
     net,
 };
 
-/// How often idle NAT mappings are looked for.
-pub const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
+pub use expiry::EXPIRY_PERIOD;
 
 /// The SNAT addresses written to the dataplane, by index. A backend uses a
 /// run of consecutive indexes (its service's addresses of its family).
@@ -43,20 +46,23 @@ impl SnatTable {
     }
 }
 
-impl Daemon {
-    /// Gives service `i`'s NAT backends their SNAT addresses: the service's
+/// NAT's state: the SNAT address table and the expiry thread.
+#[derive(Debug, Default)]
+pub struct Nat {
+    snat: SnatTable,
+    expiry: Option<expiry::Expiry>,
+}
+
+impl Nat {
+    /// Gives service `s`'s NAT backends their SNAT addresses: the service's
     /// `snat` addresses of the backend's family (a new flow takes any of
     /// them), else the address the kernel picks toward the backend.
-    pub(super) fn assign_snat(&mut self, i: usize) {
-        if self.services[i].cfg.forwarding != Forwarding::Nat {
+    pub fn assign(&mut self, dp: &mut Dataplane, s: &mut ServiceRt) {
+        if s.cfg.forwarding != Forwarding::Nat {
             return;
         }
-        let configured = self.services[i].cfg.snat.clone();
-        for j in 0..self.services[i].backends.len() {
-            let b = &self.services[i].backends[j];
-            if b.snat.is_some() {
-                continue;
-            }
+        let configured = s.cfg.snat.clone();
+        for b in s.backends.iter_mut().filter(|b| b.snat.is_none()) {
             let target = b.cfg.address;
             let mut group: Vec<IpAddr> =
                 configured.iter().filter(|a| a.is_ipv4() == target.is_ipv4()).copied().collect();
@@ -69,41 +75,54 @@ impl Daemon {
                     }
                 }
             }
-            let Some((first, new)) = self.snat.run(&group) else {
-                error!(addresses = group.len(), max = MAX_SNAT_ADDRS, "too many SNAT addresses");
-                continue;
-            };
-            let mut written = true;
-            for (index, addr) in new {
-                match self.dp.set_snat_addr(index, addr) {
-                    Ok(()) => info!(%addr, index, "SNAT address"),
-                    Err(e) => {
-                        error!(%addr, error = %e, "writing a SNAT address failed");
-                        written = false;
-                    }
-                }
-            }
-            if !written {
-                continue;
-            }
-            let b = &mut self.services[i].backends[j];
-            b.snat = Some(super::model::SnatRun { first, count: group.len() as u16 });
+            b.snat = self.write_run(dp, &group);
         }
     }
 
-    /// Writes the SNAT port range (off while no service uses NAT, so that
-    /// DSR traffic never looks for NAT mappings) and turns IP forwarding on.
-    pub(super) fn write_nat_config(&mut self) {
-        let nat = self.services.iter().any(|s| s.cfg.forwarding == Forwarding::Nat);
-        let ports = self.cfg.daemon.snat_ports;
+    /// The run of SNAT addresses `group`, written to the dataplane if new.
+    fn write_run(&mut self, dp: &mut Dataplane, group: &[IpAddr]) -> Option<SnatRun> {
+        let Some((first, new)) = self.snat.run(group) else {
+            error!(addresses = group.len(), max = MAX_SNAT_ADDRS, "too many SNAT addresses");
+            return None;
+        };
+        let mut written = true;
+        for (index, addr) in new {
+            match dp.set_snat_addr(index, addr) {
+                Ok(()) => info!(%addr, index, "SNAT address"),
+                Err(e) => {
+                    error!(%addr, error = %e, "writing a SNAT address failed");
+                    written = false;
+                }
+            }
+        }
+        written.then_some(SnatRun { first, count: group.len() as u16 })
+    }
+
+    /// Brings NAT in line with the services: the SNAT port range (off while
+    /// no service uses NAT, so that DSR traffic never looks for NAT
+    /// mappings), IP forwarding, and the expiry of idle mappings, which
+    /// runs exactly while a service uses NAT.
+    pub fn sync(&mut self, dp: &mut Dataplane, services: &[ServiceRt], daemon: &DaemonConfig) {
+        let nat = services.iter().any(|s| s.cfg.forwarding == Forwarding::Nat);
+        let ports = daemon.snat_ports;
         let cfg = if nat { NatConfig { port_min: ports.low, port_max: ports.high } } else { NatConfig::default() };
-        if let Err(e) = self.dp.set_nat_config(cfg) {
+        if let Err(e) = dp.set_nat_config(cfg) {
             error!(error = %e, "writing the SNAT port range failed");
         }
         if nat {
             ensure_forwarding();
             warn_local_ports(ports.low, ports.high);
         }
+        match (nat, self.expiry.is_some()) {
+            (true, false) => self.expiry = expiry::Expiry::start(daemon.pin_dir()),
+            (false, true) => self.expiry = None,
+            _ => {}
+        }
+    }
+
+    /// Whether idle mappings are being expired.
+    pub fn expiring(&self) -> bool {
+        self.expiry.is_some()
     }
 }
 
@@ -132,22 +151,6 @@ fn warn_local_ports(low: u16, high: u16) {
         if low <= b && a <= high {
             warn!(snat = %format!("{low}-{high}"), local = %format!("{a}-{b}"), "daemon.snat_ports overlaps ip_local_port_range");
         }
-    }
-}
-
-/// Expires idle NAT mappings of the pinned dataplane in `pins` every
-/// [`EXPIRY_PERIOD`], on a thread of its own.
-pub fn spawn_expiry(pins: PathBuf) {
-    let spawned = std::thread::Builder::new().name("veer-nat-expiry".into()).spawn(move || loop {
-        std::thread::sleep(EXPIRY_PERIOD);
-        match dataplane::nat::expire(&pins, dataplane::monotonic_ns(), &NatTimeouts::default()) {
-            Ok(e) if e.removed > 0 => info!(removed = e.removed, kept = e.kept, "idle NAT mappings expired"),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "expiring NAT mappings failed"),
-        }
-    });
-    if let Err(e) = spawned {
-        error!(error = %e, "cannot start the NAT expiry thread: idle mappings will pile up");
     }
 }
 

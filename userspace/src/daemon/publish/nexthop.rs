@@ -4,14 +4,14 @@ use std::collections::HashMap;
 
 use tracing::{error, info, warn};
 
-use super::Daemon;
-use crate::{config::fmt_mac, net};
+use super::Publisher;
+use crate::{config::fmt_mac, daemon::model::Services, net};
 
-impl Daemon {
+impl Publisher {
     /// Resolves next-hop MACs that are not configured, and follows changes.
-    pub(super) fn resolve_nexthops(&mut self) {
+    pub fn resolve_nexthops(&mut self, services: &mut Services) {
         let needs = |v4: bool| {
-            self.services.iter().flat_map(|s| &s.backends).any(|b| b.cfg.mac.is_none() && b.cfg.address.is_ipv4() == v4)
+            services.iter().flat_map(|s| &s.backends).any(|b| b.cfg.mac.is_none() && b.cfg.address.is_ipv4() == v4)
         };
         let mut tables = HashMap::new();
         for v4 in [true, false] {
@@ -26,7 +26,7 @@ impl Daemon {
         }
         let mut changed = Vec::new();
         let mut new_ports = Vec::new();
-        for (i, s) in self.services.iter_mut().enumerate() {
+        for (i, s) in services.iter_mut().enumerate() {
             for b in s.backends.iter_mut().filter(|b| b.cfg.mac.is_none()) {
                 let found = tables.get(&b.cfg.address.is_ipv4()).and_then(|t| t.get(&b.cfg.address)).copied();
                 match found {
@@ -53,7 +53,7 @@ impl Daemon {
         changed.dedup();
         for i in changed {
             // publish, not only sync: a sorry backend becomes usable once resolved.
-            if let Err(e) = self.publish_service(i) {
+            if let Err(e) = self.publish(&mut services[i]) {
                 error!(error = %format!("{e:#}"), "writing the dataplane failed");
             }
         }

@@ -9,24 +9,45 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use tracing::{info, warn};
 
-use super::Daemon;
-use crate::net;
+use crate::{daemon::model::ServiceRt, net};
 
-impl Daemon {
-    /// The VIPs this node should announce now.
-    fn wanted_vips(&self) -> BTreeSet<IpAddr> {
-        if self.overrides.node_drained || self.fleet.as_ref().is_some_and(|f| f.fenced()) {
-            return BTreeSet::new();
-        }
-        self.services.iter().filter(|s| !s.starved && s.published.is_some()).map(|s| s.cfg.vip).collect()
+/// Why this node announces nothing, if it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// It announces the VIPs with a backend.
+    None,
+    /// An operator drained it.
+    Drained,
+    /// Its path to the backends is broken.
+    Fenced,
+}
+
+/// The VIPs this node announces, as last brought in line.
+#[derive(Debug, Default)]
+pub struct Announcer {
+    announced: BTreeSet<IpAddr>,
+}
+
+/// The VIPs this node should announce now.
+fn wanted_vips(services: &[ServiceRt], silence: Silence) -> BTreeSet<IpAddr> {
+    if silence != Silence::None {
+        return BTreeSet::new();
+    }
+    services.iter().filter(|s| !s.starved && s.published.is_some()).map(|s| s.cfg.vip).collect()
+}
+
+impl Announcer {
+    /// The VIPs announced.
+    pub fn announced(&self) -> Vec<String> {
+        self.announced.iter().map(|v| v.to_string()).collect()
     }
 
     /// Brings the announcement table in line: announces what is wanted,
     /// withdraws the rest of veerd's routes there (including those a
     /// previous veerd left). A failure is logged and retried next second.
-    pub(super) fn sync_announcements(&mut self) {
-        let Some(table) = self.cfg.fleet.as_ref().and_then(|f| f.announce_table) else { return };
-        let wanted = self.wanted_vips();
+    pub fn sync(&mut self, table: Option<u32>, services: &[ServiceRt], silence: Silence) {
+        let Some(table) = table else { return };
+        let wanted = wanted_vips(services, silence);
         let present: BTreeSet<IpAddr> = match net::announced_vips(table) {
             Ok(v) => v.into_iter().collect(),
             Err(e) => {
@@ -41,12 +62,10 @@ impl Daemon {
             }
         }
         for vip in present.difference(&wanted) {
-            let why = if self.overrides.node_drained {
-                "node drained"
-            } else if self.fleet.as_ref().is_some_and(|f| f.fenced()) {
-                "fenced: this node's path to the backends is broken"
-            } else {
-                "no backend to send to"
+            let why = match silence {
+                Silence::Drained => "node drained",
+                Silence::Fenced => "fenced: this node's path to the backends is broken",
+                Silence::None => "no backend to send to",
             };
             match net::withdraw_vip(*vip, table) {
                 Ok(()) => warn!(%vip, table, reason = why, "withdrawing VIP"),
@@ -54,17 +73,5 @@ impl Daemon {
             }
         }
         self.announced = wanted;
-    }
-
-    /// `veerctl node drain|undrain`: kept in the runtime state.
-    pub(super) fn set_node_drained(&mut self, drained: bool) -> String {
-        self.overrides.node_drained = drained;
-        self.save_overrides();
-        self.sync_announcements();
-        if drained {
-            "node drained: its VIPs are withdrawn (flows move to the other nodes)".into()
-        } else {
-            "node undrained: its VIPs are announced again".into()
-        }
     }
 }

@@ -1,0 +1,128 @@
+//! Operator commands from the API (drain, enable, disable, weight, add and
+//! remove backends): their checks, and what each does to the runtime
+//! overrides. Each either applies whole or changes nothing; the daemon
+//! applies the overrides.
+
+use crate::{
+    config::{rules, BackendConfig, Config},
+    daemon::model::{plan, LookupError, Services},
+    overrides::{self, Admin, Overrides},
+};
+
+/// Why a change was not (wholly) applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Refused before anything was touched: the running state is unchanged.
+    #[error("refused, nothing changed: {0}")]
+    Refused(#[from] plan::PlanError),
+    /// Applied, but writing the dataplane failed; it is retried every second.
+    #[error("{0:#}")]
+    Write(anyhow::Error),
+}
+
+/// Why an operator command was refused (or applied only in part).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No such service or backend.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// A value breaks a rule (name, weight, MAC).
+    #[error("{what}: {source}")]
+    Invalid {
+        /// Which value.
+        what: &'static str,
+        /// The rule.
+        source: rules::RuleError,
+    },
+    /// The name or address is taken in the service.
+    #[error("{0}")]
+    Conflict(String),
+    /// The change does not fit, or failed to write (see [`ApplyError`]).
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// Writing the dataplane failed.
+    #[error("writing the dataplane: {0:#}")]
+    Dataplane(anyhow::Error),
+}
+
+fn invalid(what: &'static str) -> impl FnOnce(rules::RuleError) -> CommandError {
+    move |source| CommandError::Invalid { what, source }
+}
+
+/// Records `admin` for `service`/`backend` (enabled is the file's default:
+/// no entry).
+pub fn set_admin(o: &mut Overrides, service: &str, backend: &str, admin: Admin) {
+    let k = overrides::key(service, backend);
+    if admin == Admin::Enabled {
+        o.admin.remove(&k);
+    } else {
+        o.admin.insert(k, admin);
+    }
+}
+
+/// Records `weight` for `service`/`backend`: an added backend's in its
+/// added entry, a file backend's only where it differs from the file.
+pub fn set_weight(
+    o: &mut Overrides,
+    file: &Config,
+    service: &str,
+    backend: &str,
+    weight: u32,
+) -> Result<(), CommandError> {
+    rules::check_weight(weight).map_err(invalid("weight"))?;
+    let k = overrides::key(service, backend);
+    if file.backend(service, backend).map(|b| b.weight) == Some(weight) {
+        o.weight.remove(&k);
+    } else {
+        o.weight.insert(k.clone(), weight);
+    }
+    if let Some(b) = o.added.get_mut(service).and_then(|v| v.iter_mut().find(|b| b.name == backend)) {
+        b.weight = weight;
+        o.weight.remove(&k);
+    }
+    Ok(())
+}
+
+/// Checks backend `b` before it is added to `service`: its name, weight
+/// and MAC, and that neither its name nor its address is taken there.
+pub fn check_new_backend(services: &Services, service: &str, b: &BackendConfig) -> Result<(), CommandError> {
+    let i = services.named(service)?;
+    rules::check_name(&b.name).map_err(invalid("backend name"))?;
+    rules::check_weight(b.weight).map_err(invalid("weight"))?;
+    if let Some(m) = &b.mac {
+        m.parse::<rules::Mac>().map_err(invalid("mac"))?;
+    }
+    let s = &services[i];
+    if s.backends.iter().any(|x| x.cfg.name == b.name) {
+        return Err(CommandError::Conflict(format!("service {service} already has a backend named {:?}", b.name)));
+    }
+    if let Some(x) = s.backends.iter().find(|x| x.cfg.address == b.address) {
+        return Err(CommandError::Conflict(format!(
+            "address {} is already backend {} of service {service}",
+            b.address, x.cfg.name
+        )));
+    }
+    Ok(())
+}
+
+/// Adds backend `b` to `service` (undoing a removal of the same name).
+pub fn add_backend(o: &mut Overrides, service: &str, b: BackendConfig) {
+    o.removed.remove(&overrides::key(service, &b.name));
+    o.added.entry(service.to_string()).or_default().push(b);
+}
+
+/// Removes `backend` from `service`: an added one is forgotten, a file
+/// one recorded as removed; its operator state and weight go.
+pub fn remove_backend(o: &mut Overrides, service: &str, backend: &str) {
+    let was_added = o.added.get_mut(service).is_some_and(|v| {
+        let n = v.len();
+        v.retain(|b| b.name != backend);
+        v.len() != n
+    });
+    o.added.retain(|_, v| !v.is_empty());
+    if !was_added {
+        o.removed.insert(overrides::key(service, backend));
+    }
+    o.admin.remove(&overrides::key(service, backend));
+    o.weight.remove(&overrides::key(service, backend));
+}

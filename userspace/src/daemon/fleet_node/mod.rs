@@ -1,0 +1,345 @@
+//! Fleet state through etcd, on the daemon's side: this node's verdicts
+//! out, the fleet's verdicts and operator changes in, leadership, and
+//! self-fencing. The etcd session itself is [`crate::fleet::session`].
+//!
+//! - Ring membership follows the fleet verdict ([`BackendRt::ring_state`]);
+//!   the state word follows this node's probes, at once.
+//! - A `veerctl` change applies here at once and is published key by key
+//!   with compare-and-swap; every node applies what the watch brings. A
+//!   change that loses a race is dropped here: the fleet's value applies.
+//! - With etcd unreachable the view freezes: rings, announcements and the
+//!   fence stay as they are (fail static); changes made meanwhile are
+//!   published when it returns.
+//! - A node that sees most of the backends the fleet sees up as down (its
+//!   own path is broken) for `fence_after` withdraws its VIPs, and
+//!   announces them again once it agrees.
+//!
+//! [`BackendRt::ring_state`]: super::model::BackendRt::ring_state
+
+mod announce;
+mod fence;
+mod verdicts;
+
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::AtomicU64, Arc},
+    time::Instant,
+};
+
+use tracing::{debug, info, warn};
+
+pub use announce::{Announcer, Silence};
+pub use fence::FENCE_PERIOD;
+
+use super::{
+    model::{BackendRt, ServiceRt},
+    recovery::{Coordination, Gate, Restarts},
+};
+use crate::{
+    config::EtcdConfig,
+    fleet::{self, keys::Keys, ops, FleetCmd, FleetEvent, FleetHandle, FleetView, OpWrite, PublishOutcome},
+    overrides::{Admin, Overrides},
+};
+
+/// An operator change made here, not yet committed to etcd.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// The value wanted (`None`: the key goes).
+    value: Option<String>,
+    /// The key's revision the change was made on.
+    base_rev: i64,
+    /// The value in flight, if a publish is.
+    sent: Option<Option<String>>,
+}
+
+/// This node's part in the fleet: its session with etcd, the fleet's view,
+/// its operator changes on their way to etcd, leadership and the fence.
+pub struct FleetNode {
+    cfg: EtcdConfig,
+    keys: Keys,
+    handle: FleetHandle,
+    view: FleetView,
+    /// A session is up: the view is current.
+    connected: bool,
+    /// A session has been up since veerd started.
+    synced_once: bool,
+    endpoint: String,
+    last_error: Option<String>,
+    client: Option<etcd_client::Client>,
+    leader: Option<fleet::Fence>,
+    /// The verdicts last handed to the session.
+    reported: BTreeMap<(String, String), bool>,
+    pending: BTreeMap<String, Pending>,
+    disagree_since: Option<Instant>,
+    fenced: bool,
+    /// Fleet verdict changes since start.
+    flips: u64,
+}
+
+impl FleetNode {
+    /// Starts the etcd session.
+    pub fn start(cfg: EtcdConfig) -> (Self, tokio::sync::mpsc::UnboundedReceiver<FleetEvent>) {
+        let (handle, events) = fleet::spawn(cfg.clone());
+        let rt = Self {
+            keys: Keys::new(&cfg.prefix),
+            cfg,
+            handle,
+            view: FleetView::default(),
+            connected: false,
+            synced_once: false,
+            endpoint: String::new(),
+            last_error: None,
+            client: None,
+            leader: None,
+            reported: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            disagree_since: None,
+            fenced: false,
+            flips: 0,
+        };
+        (rt, events)
+    }
+
+    /// This node runs the fleet's restarts and hooks.
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_some()
+    }
+
+    /// This node withdrew its VIPs: its path to the backends is broken.
+    pub fn fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// The operator changes as the fleet holds them, with this node's
+    /// unpublished ones on top.
+    fn desired_kvs(&self) -> BTreeMap<String, String> {
+        let mut kvs: BTreeMap<String, String> =
+            self.view.ops().iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+        for (k, p) in &self.pending {
+            match &p.value {
+                Some(v) => kvs.insert(k.clone(), v.clone()),
+                None => kvs.remove(k),
+            };
+        }
+        kvs
+    }
+
+    /// Sends every pending change not in flight.
+    fn send_pending(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let mut writes = Vec::new();
+        for (k, p) in self.pending.iter_mut().filter(|(_, p)| p.sent.is_none()) {
+            p.sent = Some(p.value.clone());
+            writes.push(OpWrite { key: k.clone(), value: p.value.clone(), base_rev: p.base_rev });
+        }
+        if !writes.is_empty() {
+            self.handle.send(FleetCmd::Publish(writes));
+        }
+    }
+
+    /// The gate for a one-per-fleet action (`what` under `P/actions/`):
+    /// `None` while this node is not the leader in session.
+    pub fn action_gate(&self, what: &str) -> Option<fleet::claim::ActionGate> {
+        Some(fleet::claim::ActionGate {
+            client: self.client.clone()?,
+            fence: self.leader.clone()?,
+            key: self.keys.action(what),
+            node: self.cfg.node.clone(),
+        })
+    }
+
+    /// The fleet part of `veerctl status`.
+    pub fn status(&self) -> crate::wire::FleetStatus {
+        crate::wire::FleetStatus {
+            node: self.cfg.node.clone(),
+            etcd: if self.connected { format!("connected to {}", self.endpoint) } else { "unreachable".into() },
+            error: (!self.connected).then(|| self.last_error.clone()).flatten(),
+            revision: self.view.revision,
+            nodes: self.view.nodes().iter().cloned().collect(),
+            leader: self.leader.is_some(),
+            fenced: self.fenced,
+            unpublished: self.pending.len(),
+            verdict_flips: self.flips,
+        }
+    }
+}
+
+/// What the daemon must do after a fleet event.
+#[derive(Debug, Default)]
+pub struct FollowUp {
+    /// Apply the fleet's operator changes ([`FleetNode::wanted_overrides`]).
+    pub ops: bool,
+    /// Move the fleet verdicts on ([`FleetNode::apply_verdicts`]).
+    pub verdicts: bool,
+    /// Leadership changed: every backend's restarts follow.
+    pub leadership: bool,
+}
+
+impl FleetNode {
+    /// Takes what the etcd session reports; `overrides` are this node's
+    /// runtime changes (a fleet's first node seeds it with them).
+    pub fn on_event(&mut self, ev: FleetEvent, overrides: &Overrides) -> FollowUp {
+        match ev {
+            FleetEvent::Synced { changes, revision, client, endpoint } => {
+                let mut view = FleetView::default();
+                for c in &changes {
+                    view.apply(&self.keys, c);
+                }
+                view.revision = revision;
+                self.view = view;
+                info!(%endpoint, revision, nodes = ?self.view.nodes(), "fleet: in session with etcd; fleet view current");
+                // The first node of a fleet seeds it with its own changes.
+                if !self.synced_once && self.view.ops().is_empty() {
+                    for (k, v) in ops::to_kvs(overrides) {
+                        self.pending.entry(k).or_insert(Pending { value: Some(v), base_rev: 0, sent: None });
+                    }
+                }
+                self.synced_once = true;
+                self.connected = true;
+                self.last_error = None;
+                self.endpoint = endpoint;
+                self.client = Some(*client);
+                for p in self.pending.values_mut() {
+                    p.sent = None;
+                }
+                self.send_pending();
+                FollowUp { ops: true, verdicts: true, leadership: false }
+            }
+            FleetEvent::Changed { changes, revision } => {
+                let mut touched = fleet::view::Touched::default();
+                for c in &changes {
+                    touched |= self.view.apply(&self.keys, c);
+                }
+                self.view.revision = revision;
+                FollowUp { ops: touched.ops, verdicts: touched.verdicts, leadership: false }
+            }
+            FleetEvent::Lost(e) => {
+                self.lost(e);
+                FollowUp::default()
+            }
+            FleetEvent::Leader(l) => {
+                self.leadership(l);
+                FollowUp { leadership: true, ..Default::default() }
+            }
+            FleetEvent::Published { keys, outcome } => {
+                self.published(keys, &outcome);
+                self.send_pending();
+                FollowUp { ops: outcome != PublishOutcome::Committed, ..Default::default() }
+            }
+        }
+    }
+
+    fn lost(&mut self, e: String) {
+        if self.connected {
+            warn!(error = %e, "fleet: etcd unreachable: the fleet view is frozen and nothing is withdrawn (fail static)");
+        } else {
+            debug!(error = %e, "fleet: etcd still unreachable");
+        }
+        self.connected = false;
+        self.last_error = Some(e);
+        self.client = None;
+        self.disagree_since = None;
+    }
+
+    fn leadership(&mut self, l: Option<fleet::Fence>) {
+        let was = self.leader.is_some();
+        self.leader = l;
+        match (was, self.leader.is_some()) {
+            (false, true) => {
+                info!(node = %self.cfg.node, "fleet: this node is the leader: it runs the fleet's restarts and hooks")
+            }
+            (true, false) => warn!(node = %self.cfg.node, "fleet: no longer the leader"),
+            _ => {}
+        }
+    }
+
+    /// A publish ended: committed changes leave the pending set, lost races
+    /// give way to the fleet's value, failed ones wait for the next session.
+    fn published(&mut self, keys: Vec<String>, outcome: &PublishOutcome) {
+        let revision = self.view.revision;
+        for k in keys {
+            let Some(p) = self.pending.get_mut(&k) else { continue };
+            let sent = p.sent.take();
+            match outcome {
+                PublishOutcome::Committed if sent.as_ref() == Some(&p.value) => drop(self.pending.remove(&k)),
+                // Changed again while in flight: on top of ours.
+                PublishOutcome::Committed => p.base_rev = revision.max(p.base_rev),
+                PublishOutcome::Conflict => {
+                    warn!(key = %k, "fleet: an operator change lost a race (another node changed it first); the fleet's value applies");
+                    self.pending.remove(&k);
+                }
+                // Kept, sent again by the next session.
+                PublishOutcome::Failed(_) => {}
+            }
+        }
+    }
+
+    /// After a local operator change: publishes what differs from the fleet.
+    pub fn publish(&mut self, overrides: &Overrides) {
+        let local = ops::to_kvs(overrides);
+        let desired = self.desired_kvs();
+        let keys: Vec<String> = local.keys().chain(desired.keys()).cloned().collect();
+        for k in keys {
+            let want = local.get(&k);
+            if want == desired.get(&k) {
+                continue;
+            }
+            let base = self.view.ops().get(&k).map_or(0, |(_, rev)| *rev);
+            let p = self.pending.entry(k).or_insert(Pending { value: None, base_rev: base, sent: None });
+            p.value = want.cloned();
+        }
+        self.send_pending();
+    }
+
+    /// The runtime overrides as the fleet holds them (this node's own drain
+    /// kept), if they differ from `current`.
+    pub fn wanted_overrides(&self, current: &Overrides) -> Option<Overrides> {
+        let kvs = self.desired_kvs();
+        let (mut wanted, bad) = ops::from_kvs(kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for b in bad {
+            warn!(entry = %b, "fleet: an operator change in etcd is unreadable; ignored");
+        }
+        wanted.node_drained = current.node_drained;
+        (ops::to_kvs(&wanted) != ops::to_kvs(current)).then_some(wanted)
+    }
+
+    /// The restart job for backend `b` of `s`, if this node should run one
+    /// now: leader, in session, the fleet sees it down, the operator has it
+    /// enabled, it has a restart command.
+    fn restart_job(
+        &self,
+        s: &ServiceRt,
+        b: &BackendRt,
+        attempts: Arc<AtomicU64>,
+    ) -> Option<fleet::restart::RestartJob> {
+        let wanted = b.fleet_up == Some(false) && b.admin == Admin::Enabled;
+        let (fence, client, cfg) = (self.leader.clone()?, self.client.clone()?, b.cfg.restart.clone()?);
+        wanted.then(|| fleet::restart::RestartJob {
+            client,
+            fence,
+            key: self.keys.restart(&s.cfg.name, &b.cfg.name),
+            node: self.cfg.node.clone(),
+            service: s.cfg.name.clone(),
+            backend: b.cfg.name.clone(),
+            address: b.cfg.address.to_string(),
+            cfg,
+            attempts,
+        })
+    }
+}
+
+impl Coordination for FleetNode {
+    fn leads(&self) -> bool {
+        self.is_leader()
+    }
+
+    fn gate(&self, what: &str) -> Gate {
+        self.action_gate(what).map_or(Gate::Shut, |g| Gate::Claim(Box::new(g)))
+    }
+
+    fn restarts(&self, s: &ServiceRt, b: &BackendRt, attempts: Arc<AtomicU64>) -> Restarts {
+        Restarts::Fleet(self.restart_job(s, b, attempts).map(Box::new))
+    }
+}
