@@ -11,8 +11,8 @@ use veer_abi::{BackendState, ServiceKey};
 use super::{
     boot::Adoption,
     control::{commands, ApplyError, CommandError},
+    event_loop::Daemon,
     model::{plan, BackendRt, ServiceRt},
-    Daemon,
 };
 use crate::{
     config::{self, BackendConfig, Config, InitialState, ServiceConfig},
@@ -20,21 +20,6 @@ use crate::{
     net::Neighbour,
     overrides::{self, Admin, Overrides},
 };
-
-/// What veerd is asked to run: the config file and the runtime changes on
-/// top of it.
-pub(super) struct Desired {
-    /// The config file's path (reloads read it again).
-    pub path: std::path::PathBuf,
-    /// The file as last applied.
-    pub file: Config,
-    /// Runtime changes on top of the file, persisted in the state file.
-    pub overrides: Overrides,
-    /// Backend ids recently freed (held back before reuse).
-    pub ids: plan::IdPool,
-    /// Reloads applied and refused.
-    pub reloads: [u64; 2],
-}
 
 /// A backend that was not running: adopted from the pins (health, next hop
 /// and all) if it is there, or fresh.

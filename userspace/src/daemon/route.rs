@@ -7,10 +7,10 @@ use tracing::{error, info};
 
 use super::{
     control::api::{Request, Response},
+    event_loop::Daemon,
     observe::{metrics::MetricsView, status::StatusView},
     publish::RingLog,
     recovery::{self, Coordination, HookDone, Standalone},
-    Daemon,
 };
 use crate::{
     dataplane::passive::PassiveSignal,

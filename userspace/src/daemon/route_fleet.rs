@@ -3,7 +3,7 @@
 
 use tracing::{error, info, warn};
 
-use super::{control::ApplyError, fleet_node::Silence, Daemon};
+use super::{control::ApplyError, event_loop::Daemon, fleet_node::Silence};
 use crate::{
     fleet::FleetEvent,
     overrides::{key, Admin},

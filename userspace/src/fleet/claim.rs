@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 
-use super::Fence;
+use super::fence::Fence;
 
 /// Deadline of each etcd request here.
 const DEADLINE: Duration = Duration::from_secs(2);

@@ -13,7 +13,7 @@ use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::Fence;
+use super::fence::Fence;
 use crate::{config::RestartConfig, hooks::restart};
 
 /// The last attempt of the current outage, as stored.

@@ -13,7 +13,7 @@ use etcd_client::{
 };
 use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
 
-use super::{keys::Keys, view::Change, Fence};
+use super::{fence::Fence, keys::Keys, view::Change};
 use crate::config::EtcdConfig;
 
 /// etcd refuses transactions of more than 128 operations (its default).

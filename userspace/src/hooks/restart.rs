@@ -29,7 +29,7 @@ pub async fn restart_loop(
 
 /// The wait before attempt `attempt` (1, 2, ...) of an outage.
 pub fn wait_before(cfg: &RestartConfig, attempt: u32) -> std::time::Duration {
-    super::backoff(cfg.backoff, cfg.max_backoff, attempt)
+    super::backoff::backoff(cfg.backoff, cfg.max_backoff, attempt)
 }
 
 /// Runs the restart command once, attempt `attempt` (`VEER_ATTEMPT`), with

@@ -20,7 +20,10 @@ use std::collections::HashMap;
 
 use veer_abi::hash::bytes_hash64;
 
-use super::{check_ring_size, RingError, RingMember};
+use super::{
+    member::RingMember,
+    size::{check_ring_size, RingError},
+};
 
 /// Slot value of an empty table (only returned when no member has weight).
 pub const EMPTY: u32 = u32::MAX;

@@ -6,7 +6,7 @@
 
 use veer_abi::MAX_RING_SIZE;
 
-use super::RingMember;
+use super::member::RingMember;
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {

@@ -23,7 +23,6 @@ mod verdicts;
 use std::{
     collections::BTreeMap,
     sync::{atomic::AtomicU64, Arc},
-    time::Instant,
 };
 
 use tracing::{debug, info, warn};
@@ -31,8 +30,12 @@ use tracing::{debug, info, warn};
 pub use announce::{Announcer, Silence};
 pub use fence::FENCE_PERIOD;
 
+use fence::Fence;
+use verdicts::Verdicts;
+
 use super::{
-    model::{BackendRt, ServiceRt},
+    model::{BackendRt, ServiceRt, Services},
+    observe::History,
     recovery::{Coordination, Gate, Restarts},
 };
 use crate::{
@@ -68,12 +71,9 @@ pub struct FleetNode {
     client: Option<etcd_client::Client>,
     leader: Option<fleet::Fence>,
     /// The verdicts last handed to the session.
-    reported: BTreeMap<(String, String), bool>,
+    verdicts: Verdicts,
     pending: BTreeMap<String, Pending>,
-    disagree_since: Option<Instant>,
-    fenced: bool,
-    /// Fleet verdict changes since start.
-    flips: u64,
+    fence: Fence,
 }
 
 impl FleetNode {
@@ -82,6 +82,7 @@ impl FleetNode {
         let (handle, events) = fleet::spawn(cfg.clone());
         let rt = Self {
             keys: Keys::new(&cfg.prefix),
+            fence: Fence::new(cfg.fence_after),
             cfg,
             handle,
             view: FleetView::default(),
@@ -91,11 +92,8 @@ impl FleetNode {
             last_error: None,
             client: None,
             leader: None,
-            reported: BTreeMap::new(),
+            verdicts: Verdicts::default(),
             pending: BTreeMap::new(),
-            disagree_since: None,
-            fenced: false,
-            flips: 0,
         };
         (rt, events)
     }
@@ -107,7 +105,7 @@ impl FleetNode {
 
     /// This node withdrew its VIPs: its path to the backends is broken.
     pub fn fenced(&self) -> bool {
-        self.fenced
+        self.fence.fenced()
     }
 
     /// The operator changes as the fleet holds them, with this node's
@@ -159,9 +157,9 @@ impl FleetNode {
             revision: self.view.revision,
             nodes: self.view.nodes().iter().cloned().collect(),
             leader: self.leader.is_some(),
-            fenced: self.fenced,
+            fenced: self.fence.fenced(),
             unpublished: self.pending.len(),
-            verdict_flips: self.flips,
+            verdict_flips: self.verdicts.flips(),
         }
     }
 }
@@ -240,7 +238,7 @@ impl FleetNode {
         self.connected = false;
         self.last_error = Some(e);
         self.client = None;
-        self.disagree_since = None;
+        self.fence.forget();
     }
 
     fn leadership(&mut self, l: Option<fleet::Fence>) {
@@ -327,6 +325,47 @@ impl FleetNode {
             cfg,
             attempts,
         })
+    }
+}
+
+impl FleetNode {
+    /// Hands the session this node's verdicts that changed.
+    pub fn report_verdicts(&mut self, services: &Services) {
+        self.verdicts.report(&self.handle, services);
+    }
+
+    /// Moves every backend's fleet verdict on from the view (see [`Verdicts::apply`]).
+    pub fn apply_verdicts(&mut self, services: &mut Services, history: &mut History) -> Vec<(usize, u32)> {
+        self.verdicts.apply(&self.view, services, history)
+    }
+
+    /// Fences or unfences this node; true if that changed.
+    pub fn check_fence(&mut self, services: &Services) -> bool {
+        self.fence.check(self.connected, services)
+    }
+
+    /// The leader ends the restart and replace records of backend `id` of
+    /// service `i` once the fleet sees it up.
+    pub fn clear_restart(&self, services: &Services, i: usize, id: u32) {
+        let (Some(fence), Some(client)) = (self.leader.clone(), self.client.clone()) else { return };
+        let s = &services[i];
+        let Some(b) = s.backend(id) else { return };
+        if b.fleet_up != Some(true) || (b.cfg.restart.is_none() && s.cfg.replace.is_none()) {
+            return;
+        }
+        // The outage is over: its restart and replace records go.
+        let keys = [
+            self.keys.restart(&s.cfg.name, &b.cfg.name),
+            self.keys.action(&format!("replace/{}/{}", s.cfg.name, b.cfg.name)),
+        ];
+        tokio::spawn(async move {
+            let mut client = client;
+            for key in keys {
+                if let Err(e) = fleet::claim::release(&mut client, &fence, &key).await {
+                    debug!(error = %format!("{e:#}"), "fleet: clearing an outage's record failed; the next leader clears it");
+                }
+            }
+        });
     }
 }
 

@@ -36,14 +36,14 @@ pub struct BackendRt {
     /// The running restart loop, while down.
     pub recovery: Option<tokio::task::JoinHandle<()>>,
     /// Its weight ramp after coming up (slow start), while it runs.
-    pub ramp: Option<super::Ramp>,
+    pub ramp: Option<super::ramp::Ramp>,
     /// Its next coming up starts a ramp: it has been up before, or joined
     /// a service that was already running (not at veerd's start).
     pub ramp_next_up: bool,
     /// Since when its checks have failed (none while healthy).
     pub down_since: Option<std::time::Instant>,
     /// Its replacement by the service's `replace` hook, while one runs.
-    pub replace: Option<super::ReplaceState>,
+    pub replace: Option<super::replace_state::ReplaceState>,
     /// Its agent check's task, if the service has one.
     pub agent: Option<tokio::task::JoinHandle<()>>,
     /// Its agent's last verdict (empty without one, or before it answers).

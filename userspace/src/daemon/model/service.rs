@@ -2,8 +2,7 @@
 
 use veer_abi::{BackendState, ServiceKey};
 
-use super::FailOpen;
-use super::{plan, BackendRt};
+use super::{backend::BackendRt, fail_open::FailOpen, plan};
 use crate::{config::ServiceConfig, ring::RingMember};
 
 /// A service at runtime.

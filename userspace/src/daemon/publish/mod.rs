@@ -14,9 +14,11 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Result;
 use tracing::{error, info};
-use veer_abi::{Backend, NO_BACKEND, SERVICE_F_FALLBACK_PASS};
+use veer_abi::{Backend, ServiceKey, NO_BACKEND, SERVICE_F_FALLBACK_PASS};
 
 pub use rings::RingLog;
+
+use rings::RingQueue;
 
 use super::{
     model::{plan, BackendRt, ServiceRt, Services},
@@ -40,7 +42,7 @@ pub struct Publisher {
     /// Why each backend's state word is about to change, for the history.
     reasons: HashMap<u32, String>,
     history: History,
-    rings: rings::RingQueue,
+    rings: RingQueue,
     /// Fleet: every ring is built fresh (the same table on every node).
     fresh_rings: bool,
     nat: Nat,
@@ -125,6 +127,72 @@ impl Publisher {
     /// last call (the VIP's announcement follows).
     pub fn take_starved_change(&mut self) -> bool {
         std::mem::take(&mut self.starved_changed)
+    }
+
+    /// Attaches to every configured interface.
+    pub fn attach(&mut self, daemon: &DaemonConfig) -> Result<()> {
+        attach::attach(&mut self.dp, &mut self.tx_ports, daemon)
+    }
+
+    /// Clears every suspicion a previous daemon left: a suspicion is a
+    /// question for this daemon's probes, and one left behind would hold a
+    /// backend out with nobody to clear it.
+    pub fn clear_suspicions(&mut self, services: &Services) {
+        for (_, id) in services.backend_ids() {
+            if let Err(e) = self.dp.clear_suspect(id) {
+                tracing::warn!(id, error = %e, "clearing a stale suspicion failed; it lapses on its own");
+            }
+        }
+    }
+
+    /// Sets up what the services' VIP-path checks need.
+    pub fn setup_vip_paths(&mut self, services: &[ServiceRt], interfaces: &[String]) {
+        vip_path::setup(&mut self.dp, &mut self.vip_path_attached, services, interfaces);
+    }
+
+    /// Resolves next-hop MACs, and publishes the services whose next hops
+    /// changed (a sorry backend becomes usable once resolved).
+    pub fn resolve_nexthops(&mut self, services: &mut Services) {
+        let resolved = nexthop::resolve(services);
+        for p in resolved.ifindexes {
+            if self.tx_ports.insert(p) {
+                if let Err(e) = self.dp.add_tx_port(p) {
+                    tracing::warn!(ifindex = p, error = %e, "cannot add egress interface to the devmap");
+                }
+            }
+        }
+        for i in resolved.services {
+            if let Err(e) = self.publish(&mut services[i]) {
+                error!(error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+        }
+    }
+
+    /// Queues the ring of the service keyed `key` (once).
+    pub fn queue_ring(&mut self, key: ServiceKey) {
+        self.rings.push(key);
+    }
+
+    /// Logs `log` once the ring of the service keyed `key` is in.
+    pub fn log_when_in(&mut self, key: ServiceKey, log: RingLog) {
+        self.rings.log_when_in(key, log);
+    }
+
+    /// Whether a ring waits.
+    pub fn rings_queued(&self) -> bool {
+        !self.rings.is_empty()
+    }
+
+    /// Rebuilds the ring of the service longest in the queue (if it still
+    /// exists) and logs what that changed.
+    pub fn sync_next_ring(&mut self, services: &mut Services) {
+        let Some(key) = self.rings.pop() else { return };
+        if let Some(s) = services.iter_mut().find(|s| s.key == key) {
+            if let Err(e) = self.sync(s) {
+                error!(service = %s.cfg.name, error = %format!("{e:#}"), "writing the dataplane failed");
+            }
+        }
+        self.rings.emit(key);
     }
 
     /// Brings NAT in line with the services (at start and at reloads).

@@ -2,60 +2,57 @@
 
 use std::collections::HashMap;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use super::Publisher;
 use crate::{config::fmt_mac, daemon::model::Services, net};
 
-impl Publisher {
-    /// Resolves next-hop MACs that are not configured, and follows changes.
-    pub fn resolve_nexthops(&mut self, services: &mut Services) {
-        let needs = |v4: bool| {
-            services.iter().flat_map(|s| &s.backends).any(|b| b.cfg.mac.is_none() && b.cfg.address.is_ipv4() == v4)
-        };
-        let mut tables = HashMap::new();
-        for v4 in [true, false] {
-            if needs(v4) {
-                match net::neighbour_table(v4) {
-                    Ok(t) => {
-                        tables.insert(v4, t);
-                    }
-                    Err(e) => warn!(error = %e, "reading the neighbour table failed"),
+/// What resolving changed.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    /// Services with a backend whose next hop changed (to publish again).
+    pub services: Vec<usize>,
+    /// The interfaces those next hops are on (for the devmap).
+    pub ifindexes: Vec<u32>,
+}
+
+/// Resolves next-hop MACs that are not configured, and follows changes;
+/// a backend not in the neighbour table yet is poked (to be resolved).
+pub fn resolve(services: &mut Services) -> Resolved {
+    let tables = neighbour_tables(services);
+    let mut out = Resolved::default();
+    for (i, s) in services.iter_mut().enumerate() {
+        for b in s.backends.iter_mut().filter(|b| b.cfg.mac.is_none()) {
+            let found = tables.get(&b.cfg.address.is_ipv4()).and_then(|t| t.get(&b.cfg.address)).copied();
+            match found {
+                Some(n) if b.nexthop != Some(n) => {
+                    let ifname = net::ifname(n.ifindex).unwrap_or_default();
+                    b.src_mac = net::iface_mac(&ifname).unwrap_or([0; 6]);
+                    info!(service = %s.cfg.name, backend = %b.cfg.name, mac = %fmt_mac(&n.mac), iface = %ifname, "next hop resolved");
+                    b.nexthop = Some(n);
+                    out.ifindexes.push(n.ifindex);
+                    out.services.push(i);
                 }
-            }
-        }
-        let mut changed = Vec::new();
-        let mut new_ports = Vec::new();
-        for (i, s) in services.iter_mut().enumerate() {
-            for b in s.backends.iter_mut().filter(|b| b.cfg.mac.is_none()) {
-                let found = tables.get(&b.cfg.address.is_ipv4()).and_then(|t| t.get(&b.cfg.address)).copied();
-                match found {
-                    Some(n) if b.nexthop != Some(n) => {
-                        let ifname = net::ifname(n.ifindex).unwrap_or_default();
-                        b.src_mac = net::iface_mac(&ifname).unwrap_or([0; 6]);
-                        info!(service = %s.cfg.name, backend = %b.cfg.name, mac = %fmt_mac(&n.mac), iface = %ifname, "next hop resolved");
-                        b.nexthop = Some(n);
-                        new_ports.push(n.ifindex);
-                        changed.push(i);
-                    }
-                    Some(_) => {}
-                    None => net::poke(b.cfg.address),
-                }
-            }
-        }
-        for p in new_ports {
-            if self.tx_ports.insert(p) {
-                if let Err(e) = self.dp.add_tx_port(p) {
-                    warn!(ifindex = p, error = %e, "cannot add egress interface to the devmap");
-                }
-            }
-        }
-        changed.dedup();
-        for i in changed {
-            // publish, not only sync: a sorry backend becomes usable once resolved.
-            if let Err(e) = self.publish(&mut services[i]) {
-                error!(error = %format!("{e:#}"), "writing the dataplane failed");
+                Some(_) => {}
+                None => net::poke(b.cfg.address),
             }
         }
     }
+    out.services.dedup();
+    out
+}
+
+/// The neighbour tables (IPv4, IPv6) of the families that backends without
+/// a configured MAC need.
+fn neighbour_tables(services: &Services) -> HashMap<bool, HashMap<std::net::IpAddr, net::Neighbour>> {
+    let needs = |v4: bool| {
+        services.iter().flat_map(|s| &s.backends).any(|b| b.cfg.mac.is_none() && b.cfg.address.is_ipv4() == v4)
+    };
+    let mut tables = HashMap::new();
+    for v4 in [true, false].into_iter().filter(|v4| needs(*v4)) {
+        match net::neighbour_table(v4) {
+            Ok(t) => drop(tables.insert(v4, t)),
+            Err(e) => warn!(error = %e, "reading the neighbour table failed"),
+        }
+    }
+    tables
 }

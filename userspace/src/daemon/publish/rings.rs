@@ -6,11 +6,8 @@
 
 use std::collections::VecDeque;
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use veer_abi::ServiceKey;
-
-use super::Publisher;
-use crate::daemon::model::Services;
 
 /// A change a ring rebuild brings, logged once the ring is in.
 #[derive(Debug)]
@@ -54,39 +51,37 @@ impl RingLog {
 
 /// Rings waiting for a rebuild, and what they will change.
 #[derive(Debug, Default)]
-pub(super) struct RingQueue {
+pub struct RingQueue {
     queue: VecDeque<ServiceKey>,
     logs: Vec<(ServiceKey, RingLog)>,
 }
 
-impl Publisher {
+impl RingQueue {
     /// Queues the ring of the service keyed `key` (once).
-    pub fn queue_ring(&mut self, key: ServiceKey) {
-        if !self.rings.queue.contains(&key) {
-            self.rings.queue.push_back(key);
+    pub fn push(&mut self, key: ServiceKey) {
+        if !self.queue.contains(&key) {
+            self.queue.push_back(key);
         }
     }
 
     /// Logs `log` once the ring of the service keyed `key` is in.
     pub fn log_when_in(&mut self, key: ServiceKey, log: RingLog) {
-        self.rings.logs.push((key, log));
+        self.logs.push((key, log));
     }
 
     /// Whether a ring waits.
-    pub fn rings_queued(&self) -> bool {
-        !self.rings.queue.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 
-    /// Rebuilds the ring of the service longest in the queue (if it still
-    /// exists) and logs what that changed.
-    pub fn sync_next_ring(&mut self, services: &mut Services) {
-        let Some(key) = self.rings.queue.pop_front() else { return };
-        if let Some(s) = services.iter_mut().find(|s| s.key == key) {
-            if let Err(e) = self.sync(s) {
-                error!(service = %s.cfg.name, error = %format!("{e:#}"), "writing the dataplane failed");
-            }
-        }
-        for (_, log) in self.rings.logs.extract_if(.., |(k, _)| *k == key) {
+    /// The service longest in the queue.
+    pub fn pop(&mut self) -> Option<ServiceKey> {
+        self.queue.pop_front()
+    }
+
+    /// Logs what the ring of the service keyed `key` changed: it is in.
+    pub fn emit(&mut self, key: ServiceKey) {
+        for (_, log) in self.logs.extract_if(.., |(k, _)| *k == key) {
             log.emit();
         }
     }

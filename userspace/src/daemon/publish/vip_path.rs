@@ -14,50 +14,48 @@ use std::net::IpAddr;
 use tracing::{error, info};
 use veer_abi::{VIP_PATH_MARK, VIP_PATH_MASK, VIP_PATH_TABLE};
 
-use super::Publisher;
-use crate::{config::Forwarding, daemon::model::ServiceRt, net};
+use crate::{config::Forwarding, daemon::model::ServiceRt, dataplane::Dataplane, net};
 
-impl Publisher {
-    /// Sets up what the services' VIP-path checks need (again after a
-    /// reload: routes and entries are replaced, never duplicated).
-    pub fn setup_vip_paths(&mut self, services: &[ServiceRt], interfaces: &[String]) {
-        let mut vips: Vec<IpAddr> = services
-            .iter()
-            .filter(|s| s.cfg.health.vip_path && s.cfg.forwarding == Forwarding::Dsr)
-            .map(|s| s.cfg.vip)
-            .collect();
-        vips.sort();
-        vips.dedup();
-        let Some(iface) = interfaces.first().cloned() else { return };
-        if vips.is_empty() {
-            return;
-        }
-        if !self.vip_path_attached {
-            for i in interfaces {
-                if let Err(e) = self.dp.attach_vip_path(i) {
-                    return error!(iface = %i, error = %format!("{e:#}"), "VIP-path checks cannot run: they will fail");
-                }
-            }
-            self.vip_path_attached = true;
-        }
-        let (ifindex, mac) = match (net::ifindex(&iface), net::iface_mac(&iface)) {
-            (Ok(i), Ok(m)) => (i, m),
-            (Err(e), _) | (_, Err(e)) => return error!(%iface, error = %e, "VIP-path checks cannot run"),
-        };
-        for v4 in [true, false] {
-            if vips.iter().any(|v| v.is_ipv4() == v4) {
-                if let Err(e) = net::add_fwmark_rule(v4, VIP_PATH_MARK, VIP_PATH_MASK, VIP_PATH_TABLE) {
-                    error!(error = %e, "adding the VIP-path routing rule failed: VIP-path checks will fail");
-                }
+/// Sets up what the services' VIP-path checks need (again after a
+/// reload: routes and entries are replaced, never duplicated); the TC
+/// program is attached once (`attached`).
+pub fn setup(dp: &mut Dataplane, attached: &mut bool, services: &[ServiceRt], interfaces: &[String]) {
+    let mut vips: Vec<IpAddr> = services
+        .iter()
+        .filter(|s| s.cfg.health.vip_path && s.cfg.forwarding == Forwarding::Dsr)
+        .map(|s| s.cfg.vip)
+        .collect();
+    vips.sort();
+    vips.dedup();
+    let Some(iface) = interfaces.first().cloned() else { return };
+    if vips.is_empty() {
+        return;
+    }
+    if !*attached {
+        for i in interfaces {
+            if let Err(e) = dp.attach_vip_path(i) {
+                return error!(iface = %i, error = %format!("{e:#}"), "VIP-path checks cannot run: they will fail");
             }
         }
-        for vip in vips {
-            let r = net::replace_link_route(vip, ifindex, VIP_PATH_TABLE)
-                .and_then(|()| net::replace_permanent_neighbour(vip, ifindex, mac));
-            match r {
-                Ok(()) => info!(%vip, %iface, table = VIP_PATH_TABLE, "VIP-path checks routed"),
-                Err(e) => error!(%vip, %iface, error = %e, "routing VIP-path checks failed: they will fail"),
+        *attached = true;
+    }
+    let (ifindex, mac) = match (net::ifindex(&iface), net::iface_mac(&iface)) {
+        (Ok(i), Ok(m)) => (i, m),
+        (Err(e), _) | (_, Err(e)) => return error!(%iface, error = %e, "VIP-path checks cannot run"),
+    };
+    for v4 in [true, false] {
+        if vips.iter().any(|v| v.is_ipv4() == v4) {
+            if let Err(e) = net::add_fwmark_rule(v4, VIP_PATH_MARK, VIP_PATH_MASK, VIP_PATH_TABLE) {
+                error!(error = %e, "adding the VIP-path routing rule failed: VIP-path checks will fail");
             }
+        }
+    }
+    for vip in vips {
+        let r = net::replace_link_route(vip, ifindex, VIP_PATH_TABLE)
+            .and_then(|()| net::replace_permanent_neighbour(vip, ifindex, mac));
+        match r {
+            Ok(()) => info!(%vip, %iface, table = VIP_PATH_TABLE, "VIP-path checks routed"),
+            Err(e) => error!(%vip, %iface, error = %e, "routing VIP-path checks failed: they will fail"),
         }
     }
 }

@@ -6,80 +6,31 @@
 //! leader once per fleet) is asked through [`Coordination`], so recovery
 //! knows nothing of the fleet's machinery.
 
+mod coordination;
 mod replace;
 mod scale;
 
-use std::{
-    collections::HashMap,
-    sync::{atomic::AtomicU64, Arc},
-};
+use std::sync::{atomic::AtomicU64, Arc};
 
 use tokio::sync::mpsc;
 
+pub use coordination::{Coordination, Gate, Restarts, Standalone};
 pub use replace::{Expired, HookDone, Provisioned};
 pub use scale::ScaleState;
 
+use replace::Replacer;
+use scale::Scaler;
+
 use super::{
-    model::{BackendRt, ServiceRt, Services},
+    model::{BackendRt, Services},
     observe::RecoveryCounters,
 };
-use crate::{
-    fleet::{claim::ActionGate, restart::RestartJob},
-    hooks,
-    overrides::Admin,
-};
-
-/// May a once-per-fleet action run here?
-pub enum Gate {
-    /// Yes: there is no fleet.
-    Open,
-    /// If this claim commits (the fleet's leader, in session).
-    Claim(Box<ActionGate>),
-    /// No: in a fleet but not its leader in session (fail static).
-    Shut,
-}
-
-/// Who restarts a backend.
-pub enum Restarts {
-    /// This node's own loop, on its own probes.
-    Local,
-    /// The fleet's leader, on the fleet's verdict: the job, if this node
-    /// should run it now.
-    Fleet(Option<Box<RestartJob>>),
-}
-
-/// How recovery actions are coordinated: by this node alone
-/// ([`Standalone`]), or once per fleet (the daemon's fleet node).
-pub trait Coordination {
-    /// Whether this node runs the hooks: always alone; the leader in a fleet.
-    fn leads(&self) -> bool;
-    /// The gate action `what` passes before it runs.
-    fn gate(&self, what: &str) -> Gate;
-    /// Who restarts backend `b` of service `s` (`attempts` counts runs here).
-    fn restarts(&self, s: &ServiceRt, b: &BackendRt, attempts: Arc<AtomicU64>) -> Restarts;
-}
-
-/// A node on its own: it runs every action itself.
-pub struct Standalone;
-
-impl Coordination for Standalone {
-    fn leads(&self) -> bool {
-        true
-    }
-
-    fn gate(&self, _: &str) -> Gate {
-        Gate::Open
-    }
-
-    fn restarts(&self, _: &ServiceRt, _: &BackendRt, _: Arc<AtomicU64>) -> Restarts {
-        Restarts::Local
-    }
-}
+use crate::{dataplane::Dataplane, hooks, overrides::Admin};
 
 /// Recovery's state: the replace hooks' channel and the scaling windows.
 pub struct Recovery {
-    hooks: mpsc::UnboundedSender<HookDone>,
-    scale: HashMap<String, ScaleState>,
+    replacer: Replacer,
+    scaler: Scaler,
     /// What it counts.
     pub counters: RecoveryCounters,
 }
@@ -87,8 +38,8 @@ pub struct Recovery {
 impl Recovery {
     /// Recovery with nothing running, and the channel finished hooks come back on.
     pub fn new() -> (Self, mpsc::UnboundedReceiver<HookDone>) {
-        let (hooks, rx) = mpsc::unbounded_channel();
-        (Self { hooks, scale: HashMap::new(), counters: RecoveryCounters::default() }, rx)
+        let (replacer, rx) = Replacer::new();
+        (Self { replacer, scaler: Scaler::default(), counters: RecoveryCounters::default() }, rx)
     }
 
     /// Runs backend `id`'s restarts exactly while they are wanted: alone,
@@ -109,6 +60,39 @@ impl Recovery {
             Restarts::Fleet(_) => {}
             Restarts::Local => follow_locally(service, b, attempts),
         }
+    }
+}
+
+impl Recovery {
+    /// Every second: starts the replace hooks that are due. Returns the
+    /// substitutes that did not come up in time, for the daemon to remove.
+    pub fn replace_tick(&mut self, services: &mut Services, co: &dyn Coordination) -> Vec<Expired> {
+        self.replacer.tick(services, co)
+    }
+
+    /// A hook finished: its substitute, for the daemon to add.
+    pub fn hook_done(&mut self, services: &mut Services, done: HookDone) -> Option<Provisioned> {
+        replace::hook_done(services, done)
+    }
+
+    /// The daemon added the substitute (or could not).
+    pub fn provisioned(&mut self, services: &mut Services, p: Provisioned, added: Result<(), String>) {
+        replace::provisioned(&mut self.counters, services, p, added);
+    }
+
+    /// The daemon removed a substitute that did not come up in time.
+    pub fn expired(&mut self, services: &mut Services, e: Expired) {
+        replace::expired(&mut self.counters, services, e);
+    }
+
+    /// Backend `id` of service `i` came up: the backend it replaces, if any.
+    pub fn retires(&mut self, services: &Services, i: usize, id: u32) -> Option<String> {
+        replace::retires(&mut self.counters, services, i, id)
+    }
+
+    /// Feeds each service's load to its scaling hooks.
+    pub fn scale_tick(&mut self, services: &Services, dp: &Dataplane, co: &dyn Coordination) {
+        self.scaler.tick(&mut self.counters, services, dp, co);
     }
 }
 

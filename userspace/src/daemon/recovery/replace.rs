@@ -8,10 +8,15 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::{Coordination, Gate, Recovery};
+use tokio::sync::mpsc;
+
+use super::coordination::{Coordination, Gate};
 use crate::{
     config::{BackendConfig, ReplaceConfig},
-    daemon::model::{BackendRt, ReplaceState, Services},
+    daemon::{
+        model::{BackendRt, ReplaceState, Services},
+        observe::RecoveryCounters,
+    },
     hooks::{
         self,
         replace::{run_hook, ReplaceError, Substitute},
@@ -58,10 +63,21 @@ pub struct Expired {
     pub attempt: u32,
 }
 
-impl Recovery {
+/// Runs the replace hooks; they report back on its channel.
+pub struct Replacer {
+    hooks: mpsc::UnboundedSender<HookDone>,
+}
+
+impl Replacer {
+    /// A replacer, and the channel finished hooks come back on.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<HookDone>) {
+        let (hooks, rx) = mpsc::unbounded_channel();
+        (Self { hooks }, rx)
+    }
+
     /// Every second: starts the hooks that are due and retries after
     /// backoff. Returns the substitutes that did not come up in time.
-    pub fn replace_tick(&mut self, services: &mut Services, co: &dyn Coordination) -> Vec<Expired> {
+    pub fn tick(&mut self, services: &mut Services, co: &dyn Coordination) -> Vec<Expired> {
         // In a fleet with etcd, only the leader replaces.
         if !co.leads() {
             return Vec::new();
@@ -117,87 +133,93 @@ impl Recovery {
         });
         b.replace = Some(ReplaceState::Running { task, attempt });
     }
+}
 
-    /// A hook finished: its substitute, as a backend to add, or why the
-    /// attempt failed. `None` if the hook's backend or attempt is gone.
-    pub fn hook_done(&mut self, services: &mut Services, done: HookDone) -> Option<Provisioned> {
-        let HookDone { service, backend, attempt, result } = done;
-        let i = services.named(&service).ok()?;
-        let s = &services[i];
-        let port = s.cfg.port;
-        s.cfg.replace.as_ref()?;
-        let b = s.backends.iter().find(|b| b.cfg.name == backend)?;
-        if !matches!(&b.replace, Some(ReplaceState::Running { attempt: a, .. }) if *a == attempt) {
-            return None;
+/// A hook finished: its substitute, as a backend to add, or why the
+/// attempt failed. `None` if the hook's backend or attempt is gone.
+pub fn hook_done(services: &mut Services, done: HookDone) -> Option<Provisioned> {
+    let HookDone { service, backend, attempt, result } = done;
+    let i = services.named(&service).ok()?;
+    let s = &services[i];
+    let port = s.cfg.port;
+    s.cfg.replace.as_ref()?;
+    let b = s.backends.iter().find(|b| b.cfg.name == backend)?;
+    if !matches!(&b.replace, Some(ReplaceState::Running { attempt: a, .. }) if *a == attempt) {
+        return None;
+    }
+    let (weight, backup) = (b.cfg.weight, b.cfg.backup);
+    let result = result.and_then(|sub| {
+        if let Some(p) = sub.port.filter(|p| *p != port) {
+            return Err(ReplaceError::Refused(format!("port {p} is not the service's {port}")).to_string());
         }
-        let (weight, backup) = (b.cfg.weight, b.cfg.backup);
-        let result = result.and_then(|sub| {
-            if let Some(p) = sub.port.filter(|p| *p != port) {
-                return Err(ReplaceError::Refused(format!("port {p} is not the service's {port}")).to_string());
+        let name = sub.name.clone().unwrap_or_else(|| format!("{backend}-r{attempt}"));
+        Ok(BackendConfig::runtime(name, sub.address, sub.weight.unwrap_or(weight), sub.mac, backup))
+    });
+    Some(Provisioned { service, backend, attempt, result })
+}
+
+/// The daemon added the substitute (or could not): wait for it to pass
+/// its checks, or retry after backoff.
+pub fn provisioned(
+    counters: &mut RecoveryCounters,
+    services: &mut Services,
+    p: Provisioned,
+    added: Result<(), String>,
+) {
+    let Some(cfg) = services.named(&p.service).ok().and_then(|i| services[i].cfg.replace.clone()) else { return };
+    let sub = p.result.and_then(|b| added.map(|()| b));
+    match sub {
+        Ok(b) => {
+            info!(service = %p.service, backend = %p.backend, substitute = %b.name, address = %b.address, attempt = p.attempt, "replace hook provisioned a substitute; waiting for it to pass its checks");
+            if let Ok((i, j)) = services.find(&p.service, &p.backend) {
+                services[i].backends[j].replace = Some(ReplaceState::Waiting {
+                    substitute: b.name,
+                    deadline: Instant::now() + cfg.up_within,
+                    attempt: p.attempt,
+                });
             }
-            let name = sub.name.clone().unwrap_or_else(|| format!("{backend}-r{attempt}"));
-            Ok(BackendConfig::runtime(name, sub.address, sub.weight.unwrap_or(weight), sub.mac, backup))
-        });
-        Some(Provisioned { service, backend, attempt, result })
-    }
-
-    /// The daemon added the substitute (or could not): wait for it to pass
-    /// its checks, or retry after backoff.
-    pub fn provisioned(&mut self, services: &mut Services, p: Provisioned, added: Result<(), String>) {
-        let Some(cfg) = services.named(&p.service).ok().and_then(|i| services[i].cfg.replace.clone()) else { return };
-        let sub = p.result.and_then(|b| added.map(|()| b));
-        match sub {
-            Ok(b) => {
-                info!(service = %p.service, backend = %p.backend, substitute = %b.name, address = %b.address, attempt = p.attempt, "replace hook provisioned a substitute; waiting for it to pass its checks");
-                if let Ok((i, j)) = services.find(&p.service, &p.backend) {
-                    services[i].backends[j].replace = Some(ReplaceState::Waiting {
-                        substitute: b.name,
-                        deadline: Instant::now() + cfg.up_within,
-                        attempt: p.attempt,
-                    });
-                }
-            }
-            Err(e) => self.failed(services, &p.service, &p.backend, p.attempt, e, &cfg),
         }
+        Err(e) => failed(counters, services, &p.service, &p.backend, p.attempt, e, &cfg),
     }
+}
 
-    /// The daemon removed (or failed to remove) a substitute that did not
-    /// come up in time: the attempt failed.
-    pub fn expired(&mut self, services: &mut Services, e: Expired) {
-        let Some(cfg) = services.named(&e.service).ok().and_then(|i| services[i].cfg.replace.clone()) else { return };
-        let err = ReplaceError::NotUp { name: e.substitute, within: cfg.up_within };
-        self.failed(services, &e.service, &e.dead, e.attempt, err.to_string(), &cfg);
-    }
+/// The daemon removed (or failed to remove) a substitute that did not
+/// come up in time: the attempt failed.
+pub fn expired(counters: &mut RecoveryCounters, services: &mut Services, e: Expired) {
+    let Some(cfg) = services.named(&e.service).ok().and_then(|i| services[i].cfg.replace.clone()) else { return };
+    let err = ReplaceError::NotUp { name: e.substitute, within: cfg.up_within };
+    failed(counters, services, &e.service, &e.dead, e.attempt, err.to_string(), &cfg);
+}
 
-    fn failed(
-        &mut self,
-        services: &mut Services,
-        service: &str,
-        backend: &str,
-        attempt: u32,
-        error: String,
-        cfg: &ReplaceConfig,
-    ) {
-        self.counters.replacements[1] += 1;
-        let wait = hooks::backoff(cfg.backoff, cfg.max_backoff, attempt);
-        warn!(%service, %backend, attempt, %error, retry_in = ?wait, "replace attempt failed");
-        if let Ok((i, j)) = services.find(service, backend) {
-            services[i].backends[j].replace =
-                Some(ReplaceState::Backoff { until: Instant::now() + wait, attempt, error });
-        }
+/// Attempt `attempt` of `service`/`backend`'s replacement failed: the next
+/// runs after backoff.
+fn failed(
+    counters: &mut RecoveryCounters,
+    services: &mut Services,
+    service: &str,
+    backend: &str,
+    attempt: u32,
+    error: String,
+    cfg: &ReplaceConfig,
+) {
+    counters.replacements[1] += 1;
+    let wait = hooks::backoff(cfg.backoff, cfg.max_backoff, attempt);
+    warn!(%service, %backend, attempt, %error, retry_in = ?wait, "replace attempt failed");
+    if let Ok((i, j)) = services.find(service, backend) {
+        services[i].backends[j].replace = Some(ReplaceState::Backoff { until: Instant::now() + wait, attempt, error });
     }
+}
 
-    /// Backend `id` of service `i` came up: if it is a substitute, the name
-    /// of the backend it replaces, which the daemon retires.
-    pub fn retires(&mut self, services: &Services, i: usize, id: u32) -> Option<String> {
-        let name = &services[i].backend(id)?.cfg.name;
-        let dead = services[i].backends.iter().find_map(|b| match &b.replace {
-            Some(ReplaceState::Waiting { substitute, .. }) if substitute == name => Some(b.cfg.name.clone()),
-            _ => None,
-        })?;
-        self.counters.replacements[0] += 1;
-        Some(dead)
-    }
+/// Backend `id` of service `i` came up: if it is a substitute, the name
+/// of the backend it replaces, which the daemon retires.
+pub fn retires(counters: &mut RecoveryCounters, services: &Services, i: usize, id: u32) -> Option<String> {
+    let name = &services[i].backend(id)?.cfg.name;
+    let dead = services[i].backends.iter().find_map(|b| match &b.replace {
+        Some(ReplaceState::Waiting { substitute, .. }) if substitute == name => Some(b.cfg.name.clone()),
+        _ => None,
+    })?;
+    counters.replacements[0] += 1;
+    Some(dead)
 }
 
 /// The attempt of `b`'s replacement due now, if one is; a substitute that

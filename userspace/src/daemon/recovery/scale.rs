@@ -11,10 +11,10 @@ use tracing::{info, warn};
 
 use veer_abi::BackendState;
 
-use super::{Coordination, Gate, Recovery};
+use super::coordination::{Coordination, Gate};
 use crate::{
     config::{ScaleConfig, ScaleMetric},
-    daemon::model::Services,
+    daemon::{model::Services, observe::RecoveryCounters},
     dataplane::{self, Dataplane, MapReader},
     runner::{self, CommandSpec, Output},
 };
@@ -138,9 +138,22 @@ fn fire(
     });
 }
 
-impl Recovery {
-    /// Feeds each service's load to its scaling hooks.
-    pub fn scale_tick(&mut self, services: &Services, dp: &Dataplane, co: &dyn Coordination) {
+/// Every service's scaling window.
+#[derive(Debug, Default)]
+pub struct Scaler {
+    states: HashMap<String, ScaleState>,
+}
+
+impl Scaler {
+    /// Feeds each service's load to its scaling hooks, counting the hooks
+    /// fired in `counters`.
+    pub fn tick(
+        &mut self,
+        counters: &mut RecoveryCounters,
+        services: &Services,
+        dp: &Dataplane,
+        co: &dyn Coordination,
+    ) {
         // In a fleet with etcd, only the leader scales.
         if !co.leads() {
             return;
@@ -153,7 +166,7 @@ impl Recovery {
         for s in services.iter() {
             let Some(cfg) = &s.cfg.scale else { continue };
             let healthy = s.backends.iter().filter(|b| b.effective() == BackendState::Up).count();
-            let st = self.scale.entry(s.cfg.name.clone()).or_default();
+            let st = self.states.entry(s.cfg.name.clone()).or_default();
             let total = match cfg.metric {
                 ScaleMetric::Pps => match st.pps(now, dp.service_counters(s.id).map_or(0, |c| c.packets)) {
                     Some(p) => p,
@@ -171,7 +184,7 @@ impl Recovery {
                 // In a fleet but out of session: fail static, no hook.
                 Gate::Shut => continue,
             };
-            *self.counters.scale_hooks.entry((s.cfg.name.clone(), dir.as_str())).or_default() += 1;
+            *counters.scale_hooks.entry((s.cfg.name.clone(), dir.as_str())).or_default() += 1;
             fire(&s.cfg.name, cfg, dir, load, healthy, gate);
         }
     }

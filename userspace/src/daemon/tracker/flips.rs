@@ -6,9 +6,11 @@ use std::{collections::HashSet, time::Instant};
 
 use tracing::{error, info, warn};
 
-use super::HealthTracker;
 use crate::{
-    daemon::model::{Guard, Ramp, ServiceRt, Services},
+    daemon::{
+        model::{Guard, Ramp, ServiceRt, Services},
+        observe::HealthCounters,
+    },
     health::HealthEvent,
 };
 
@@ -37,70 +39,68 @@ pub struct Flips {
     pub touched: Vec<(usize, bool)>,
 }
 
-impl HealthTracker {
-    /// Takes flips that arrived together into the model. Flips of replaced
-    /// checkers, or that change nothing, are dropped.
-    pub fn apply_flips(&mut self, services: &mut Services, events: Vec<HealthEvent>) -> Flips {
-        let mut out = Flips::default();
-        for ev in events {
-            let Some(i) = services.of(ev.backend) else { continue };
-            if !out.touched.iter().any(|(t, _)| *t == i) {
-                out.touched.push((i, services[i].backups_active()));
-            }
-            if !take_flip(&mut services[i], &ev) {
-                continue;
-            }
-            if ev.up {
-                *self.counters.recoveries.entry(ev.backend).or_default() += 1;
-            } else {
-                *self.counters.failovers.entry(ev.backend).or_default() += 1;
-            }
-            let held = self.guard(&mut services[i], ev.backend, ev.up);
-            out.flipped.push(Flipped { service: i, id: ev.backend, up: ev.up, held, reason: ev.reason });
+/// Takes flips that arrived together into the model, counting them in
+/// `counters`. Flips of replaced checkers, or that change nothing, are dropped.
+pub fn apply(counters: &mut HealthCounters, services: &mut Services, events: Vec<HealthEvent>) -> Flips {
+    let mut out = Flips::default();
+    for ev in events {
+        let Some(i) = services.of(ev.backend) else { continue };
+        if !out.touched.iter().any(|(t, _)| *t == i) {
+            out.touched.push((i, services[i].backups_active()));
         }
-        out
-    }
-
-    /// Feeds a flip of backend `id` to its service's fail-open guard and
-    /// holds or releases backends as it says. Returns whether `id` is held.
-    fn guard(&mut self, s: &mut ServiceRt, id: u32, up: bool) -> bool {
-        let (share, window, total) = (s.cfg.fail_open, s.cfg.health.detection_window(), s.backends.len());
-        let failing = s.backends.iter().filter(|b| !b.healthy).count();
-        let verdict = if up {
-            s.fail_open.recovered(id, failing, share, total)
+        if !take_flip(&mut services[i], &ev) {
+            continue;
+        }
+        if ev.up {
+            *counters.recoveries.entry(ev.backend).or_default() += 1;
         } else {
-            s.fail_open.failed(id, Instant::now(), window, share, total)
-        };
-        match verdict {
-            Guard::Tripped => {
-                let recent: HashSet<u32> = s.fail_open.recent().collect();
-                for b in s.backends.iter_mut().filter(|b| recent.contains(&b.id)) {
-                    b.held = true;
-                }
-                self.counters.fail_open_trips += 1;
-                error!(
-                    service = %s.cfg.name, failing, total, share, window = ?window,
-                    "FAIL-OPEN: more than the fail_open share of backends failed within one detection window; \
-                     keeping the last healthy set (is the balancer's own path broken?)"
-                );
-            }
-            Guard::Released => {
-                for b in &mut s.backends {
-                    b.held = false;
-                }
-                info!(service = %s.cfg.name, failing, total, "fail-open guard released: failed backends now go down");
-            }
-            Guard::Same => {}
+            *counters.failovers.entry(ev.backend).or_default() += 1;
         }
-        let tripped = s.fail_open.tripped();
-        let Some(b) = s.backend_mut(id) else { return false };
-        if up {
-            b.held = false;
-        } else if tripped {
-            b.held = true;
-        }
-        b.held
+        let held = guard(counters, &mut services[i], ev.backend, ev.up);
+        out.flipped.push(Flipped { service: i, id: ev.backend, up: ev.up, held, reason: ev.reason });
     }
+    out
+}
+
+/// Feeds a flip of backend `id` to its service's fail-open guard and
+/// holds or releases backends as it says. Returns whether `id` is held.
+fn guard(counters: &mut HealthCounters, s: &mut ServiceRt, id: u32, up: bool) -> bool {
+    let (share, window, total) = (s.cfg.fail_open, s.cfg.health.detection_window(), s.backends.len());
+    let failing = s.backends.iter().filter(|b| !b.healthy).count();
+    let verdict = if up {
+        s.fail_open.recovered(id, failing, share, total)
+    } else {
+        s.fail_open.failed(id, Instant::now(), window, share, total)
+    };
+    match verdict {
+        Guard::Tripped => {
+            let recent: HashSet<u32> = s.fail_open.recent().collect();
+            for b in s.backends.iter_mut().filter(|b| recent.contains(&b.id)) {
+                b.held = true;
+            }
+            counters.fail_open_trips += 1;
+            error!(
+                service = %s.cfg.name, failing, total, share, window = ?window,
+                "FAIL-OPEN: more than the fail_open share of backends failed within one detection window; \
+                 keeping the last healthy set (is the balancer's own path broken?)"
+            );
+        }
+        Guard::Released => {
+            for b in &mut s.backends {
+                b.held = false;
+            }
+            info!(service = %s.cfg.name, failing, total, "fail-open guard released: failed backends now go down");
+        }
+        Guard::Same => {}
+    }
+    let tripped = s.fail_open.tripped();
+    let Some(b) = s.backend_mut(id) else { return false };
+    if up {
+        b.held = false;
+    } else if tripped {
+        b.held = true;
+    }
+    b.held
 }
 
 /// Takes one flip into its backend: health, down-since and slow start.

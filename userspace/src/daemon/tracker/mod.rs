@@ -15,6 +15,8 @@ use tracing::{info, warn};
 
 pub use flips::{Flipped, Flips};
 
+use crate::health::HealthEvent;
+
 use super::{
     model::{BackendRt, ServiceRt, Services},
     observe::HealthCounters,
@@ -91,6 +93,11 @@ impl HealthTracker {
             b.agent_verdict = Default::default();
             b.agent_error = None;
         }
+    }
+
+    /// Takes flips that arrived together into the model (see [`flips::apply`]).
+    pub fn apply_flips(&mut self, services: &mut Services, events: Vec<HealthEvent>) -> Flips {
+        flips::apply(&mut self.counters, services, events)
     }
 
     /// Counts one probe's latency, or its local error.

@@ -1,0 +1,203 @@
+//! The daemon's event loop: [`Daemon`] owns every subsystem, starts them,
+//! and routes each event to the one it concerns (see `route.rs`,
+//! `route_fleet.rs` and `change.rs` for what each event sets off).
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{
+    boot, control,
+    desired::Desired,
+    fleet_node::{self, Announcer, FleetNode},
+    model::Services,
+    observe::{self, tables::SharedUsage},
+    publish::Publisher,
+    recovery::{HookDone, Recovery},
+    tracker::{self, HealthTracker},
+};
+use crate::{config::Config, fleet::FleetEvent, health::CheckReport, net};
+
+/// The running daemon: its subsystems, and the loop that routes events to them.
+pub struct Daemon {
+    /// The config file and the runtime changes on top of it.
+    pub(super) desired: Desired,
+    /// Every service and backend as it runs.
+    pub(super) services: Services,
+    /// Writes the model to the dataplane.
+    pub(super) publisher: Publisher,
+    /// Health checks and what they say.
+    pub(super) tracker: HealthTracker,
+    /// Restarts, replacements, scaling.
+    pub(super) recovery: Recovery,
+    /// This node's part in the fleet, with `[fleet.etcd]`.
+    pub(super) fleet: Option<FleetNode>,
+    /// The VIPs announced to the routers, with `[fleet]`.
+    pub(super) announcer: Announcer,
+    /// MAC of the one attached interface (zero with several): the source MAC
+    /// of frames to backends with a configured MAC.
+    pub(super) single_iface_mac: [u8; 6],
+    /// Occupancy of the connection tables, refreshed in the background.
+    pub(super) table_usage: SharedUsage,
+    /// The channels the loop reads, until it runs.
+    inbox: Option<Inbox>,
+    _lock: std::fs::File,
+}
+
+/// The receiving ends the loop reads (besides the checkers' reports).
+struct Inbox {
+    samples: mpsc::Receiver<crate::health::ProbeSample>,
+    agents: mpsc::UnboundedReceiver<crate::health::agent::AgentReport>,
+    hooks: mpsc::UnboundedReceiver<HookDone>,
+    fleet: Option<mpsc::UnboundedReceiver<FleetEvent>>,
+}
+
+impl Daemon {
+    /// Loads (or adopts) the dataplane, applies `cfg` and attaches. Health
+    /// events arrive on the returned receiver, to be handed to [`Daemon::run`].
+    ///
+    /// A runtime-state file that cannot be read stops the start (its drains
+    /// and disables would otherwise be silently undone), unless
+    /// `reset_runtime`, which discards it.
+    pub fn start(
+        cfg_path: &Path,
+        cfg: Config,
+        reset_runtime: bool,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<CheckReport>)> {
+        let lock = boot::lock(&cfg.daemon)?;
+        let (dp, adoption) = boot::load_dataplane(&cfg)?;
+        let written =
+            adoption.as_ref().map(|a| a.backends.values().map(|(id, b)| (*id, *b)).collect()).unwrap_or_default();
+        let overrides = boot::load_overrides(&cfg.daemon.state_path(), reset_runtime)?;
+        let (tracker, health) = HealthTracker::new();
+        let (recovery, hooks) = Recovery::new();
+        let (fleet, fleet_rx) = match cfg.fleet.as_ref().and_then(|f| f.etcd.clone()) {
+            Some(e) => {
+                info!(node = %e.node, endpoints = ?e.endpoints, "fleet: sharing state through etcd");
+                let (f, rx) = FleetNode::start(e);
+                (Some(f), Some(rx))
+            }
+            None => (None, None),
+        };
+        let mut d = Daemon {
+            desired: Desired {
+                path: cfg_path.to_path_buf(),
+                file: cfg.clone(),
+                overrides,
+                ids: Default::default(),
+                reloads: [0; 2],
+            },
+            services: Services::default(),
+            publisher: Publisher::new(dp, written, cfg.fleet.is_some()),
+            tracker,
+            recovery,
+            fleet,
+            announcer: Announcer::default(),
+            single_iface_mac: match cfg.daemon.interfaces.as_slice() {
+                [one] => net::iface_mac(one).unwrap_or([0; 6]),
+                _ => [0; 6],
+            },
+            table_usage: Default::default(),
+            inbox: Some(Inbox { samples: health.samples, agents: health.agents, hooks, fleet: fleet_rx }),
+            _lock: lock,
+        };
+        d.apply(cfg.clone(), adoption)?;
+        d.publisher.clear_suspicions(&d.services);
+        d.publisher.attach(&cfg.daemon)?;
+        d.after_config_change();
+        // Attached: the VIPs with a backend may be announced.
+        d.sync_announcements();
+        Ok((d, health.reports))
+    }
+
+    /// The dataplane (read access for status and tests).
+    pub fn dataplane(&self) -> &crate::dataplane::Dataplane {
+        self.publisher.dp()
+    }
+
+    /// Runs until SIGTERM or SIGINT. The dataplane stays pinned and keeps
+    /// forwarding after it returns.
+    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<CheckReport>) -> Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let daemon = self.desired.file.daemon.clone();
+        let sock = daemon.socket_path();
+        let (call_tx, mut calls) = mpsc::channel(16);
+        let api = control::api::listen(&sock, daemon.api_group.as_deref(), call_tx.clone())
+            .with_context(|| format!("listening on {}", sock.display()))?;
+        if daemon.metrics.is_some() {
+            observe::tables::watch_table_usage(daemon.pin_dir(), self.table_usage.clone());
+        }
+        let metrics_srv = match daemon.metrics {
+            Some(addr) => {
+                let h = observe::metrics::serve(addr, call_tx)
+                    .await
+                    .with_context(|| format!("metrics endpoint on {addr}"))?;
+                info!(%addr, "metrics at http://{addr}/metrics");
+                Some(h)
+            }
+            None => None,
+        };
+        let Inbox { mut samples, mut agents, mut hooks, fleet } = self.inbox.take().context("daemon already ran")?;
+        let mut passive = tracker::passive::watch(&daemon.pin_dir());
+        // Without etcd, a channel that never speaks.
+        let (_no_fleet, idle) = mpsc::unbounded_channel();
+        let mut fleet_events = fleet.unwrap_or(idle);
+        let in_fleet = self.fleet.is_some();
+        let mut fence_tick = tokio::time::interval(fleet_node::FENCE_PERIOD);
+        fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Slow-start steps are a tenth of `slow_start`; this finds them.
+        let mut ramp_tick = tokio::time::interval(Duration::from_millis(100));
+        ramp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        info!(socket = %sock.display(), "veerd ready");
+        if let Err(e) = control::notify::notify("READY=1") {
+            warn!(error = %e, "telling the service manager we are ready failed");
+        }
+        loop {
+            tokio::select! {
+                // Events first: a queued ring rebuild never delays a state word.
+                biased;
+                Some(report) = events.recv() => {
+                    // Take every report already queued: one ring rebuild per service.
+                    let mut batch = vec![report];
+                    while let Ok(r) = events.try_recv() {
+                        batch.push(r);
+                    }
+                    self.on_reports(batch);
+                }
+                Some(signals) = passive.recv() => self.on_passive(signals),
+                Some((req, reply)) = calls.recv() => { let _ = reply.send(self.handle(req)); }
+                Some(p) = samples.recv() => self.tracker.sample(p),
+                _ = hup.recv() => { info!("SIGHUP: reloading {}", self.desired.path.display()); let _ = self.reload(); }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                Some(done) = hooks.recv() => self.on_hook_done(done),
+                Some(report) = agents.recv() => self.on_agent(report),
+                Some(ev) = fleet_events.recv() => self.on_fleet(ev),
+                _ = fence_tick.tick(), if in_fleet => self.check_fence(),
+                _ = tick.tick() => self.tick(),
+                _ = ramp_tick.tick(), if self.services.ramping() => self.step_ramps(),
+                () = std::future::ready(()), if self.publisher.rings_queued() => self.publisher.sync_next_ring(&mut self.services),
+            }
+            // A service that ran out of backends (or has some again) changes what is announced.
+            if self.publisher.take_starved_change() {
+                self.sync_announcements();
+            }
+        }
+        api.abort();
+        if let Some(m) = metrics_srv {
+            m.abort();
+        }
+        let _ = std::fs::remove_file(&sock);
+        info!(
+            pins = %daemon.pin_dir().display(),
+            "veerd stopping; the dataplane keeps forwarding with the last state (`veerd uninstall` removes it)"
+        );
+        Ok(())
+    }
+}
