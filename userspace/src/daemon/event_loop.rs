@@ -2,14 +2,21 @@
 //! and routes each event to the one it concerns (see `route.rs`,
 //! `route_fleet.rs` and `change.rs` for what each event sets off).
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
-use tokio::sync::mpsc;
+use tokio::{
+    signal::unix::{signal, Signal, SignalKind},
+    sync::mpsc,
+};
 use tracing::{info, warn};
 
 use super::{
-    boot, control,
+    boot,
+    control::{self, api::Call},
     desired::Desired,
     fleet_node::{self, Announcer, FleetNode},
     model::Services,
@@ -18,7 +25,12 @@ use super::{
     recovery::{HookDone, Recovery},
     tracker::{self, HealthTracker},
 };
-use crate::{config::Config, fleet::FleetEvent, health::CheckReport, net};
+use crate::{
+    config::{Config, DaemonConfig},
+    fleet::FleetEvent,
+    health::CheckReport,
+    net,
+};
 
 /// The running daemon: its subsystems, and the loop that routes events to them.
 pub struct Daemon {
@@ -119,45 +131,38 @@ impl Daemon {
 
     /// Runs until SIGTERM or SIGINT. The dataplane stays pinned and keeps
     /// forwarding after it returns.
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<CheckReport>) -> Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
+    pub async fn run(mut self, events: mpsc::UnboundedReceiver<CheckReport>) -> Result<()> {
         let daemon = self.desired.file.daemon.clone();
-        let sock = daemon.socket_path();
-        let (call_tx, mut calls) = mpsc::channel(16);
-        let api = control::api::listen(&sock, daemon.api_group.as_deref(), call_tx.clone())
-            .with_context(|| format!("listening on {}", sock.display()))?;
-        if daemon.metrics.is_some() {
-            observe::tables::watch_table_usage(daemon.pin_dir(), self.table_usage.clone());
+        let (call_tx, calls) = mpsc::channel(16);
+        let servers = Servers::start(&daemon, call_tx, &self.table_usage).await?;
+        let inbox = self.inbox.take().context("daemon already ran")?;
+        let timers = Timers::new(&daemon.pin_dir())?;
+        info!(socket = %servers.socket.display(), "veerd ready");
+        if let Err(e) = control::notify::notify("READY=1") {
+            warn!(error = %e, "telling the service manager we are ready failed");
         }
-        let metrics_srv = match daemon.metrics {
-            Some(addr) => {
-                let h = observe::metrics::serve(addr, call_tx)
-                    .await
-                    .with_context(|| format!("metrics endpoint on {addr}"))?;
-                info!(%addr, "metrics at http://{addr}/metrics");
-                Some(h)
-            }
-            None => None,
-        };
-        let Inbox { mut samples, mut agents, mut hooks, fleet } = self.inbox.take().context("daemon already ran")?;
-        let mut passive = tracker::passive::watch(&daemon.pin_dir());
+        self.event_loop(events, calls, inbox, timers).await;
+        servers.stop();
+        info!(
+            pins = %daemon.pin_dir().display(),
+            "veerd stopping; the dataplane keeps forwarding with the last state (`veerd uninstall` removes it)"
+        );
+        Ok(())
+    }
+
+    /// Routes every event to its subsystem until a signal stops it.
+    async fn event_loop(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<CheckReport>,
+        mut calls: mpsc::Receiver<Call>,
+        inbox: Inbox,
+        mut t: Timers,
+    ) {
+        let Inbox { mut samples, mut agents, mut hooks, fleet } = inbox;
         // Without etcd, a channel that never speaks.
         let (_no_fleet, idle) = mpsc::unbounded_channel();
         let mut fleet_events = fleet.unwrap_or(idle);
         let in_fleet = self.fleet.is_some();
-        let mut fence_tick = tokio::time::interval(fleet_node::FENCE_PERIOD);
-        fence_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        // Slow-start steps are a tenth of `slow_start`; this finds them.
-        let mut ramp_tick = tokio::time::interval(Duration::from_millis(100));
-        ramp_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        info!(socket = %sock.display(), "veerd ready");
-        if let Err(e) = control::notify::notify("READY=1") {
-            warn!(error = %e, "telling the service manager we are ready failed");
-        }
         loop {
             tokio::select! {
                 // Events first: a queued ring rebuild never delays a state word.
@@ -170,18 +175,18 @@ impl Daemon {
                     }
                     self.on_reports(batch);
                 }
-                Some(signals) = passive.recv() => self.on_passive(signals),
+                Some(signals) = t.passive.recv() => self.on_passive(signals),
                 Some((req, reply)) = calls.recv() => { let _ = reply.send(self.handle(req)); }
                 Some(p) = samples.recv() => self.tracker.sample(p),
-                _ = hup.recv() => { info!("SIGHUP: reloading {}", self.desired.path.display()); let _ = self.reload(); }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                _ = t.hup.recv() => { info!("SIGHUP: reloading {}", self.desired.path.display()); let _ = self.reload(); }
+                _ = t.term.recv() => break,
+                _ = t.int.recv() => break,
                 Some(done) = hooks.recv() => self.on_hook_done(done),
                 Some(report) = agents.recv() => self.on_agent(report),
                 Some(ev) = fleet_events.recv() => self.on_fleet(ev),
-                _ = fence_tick.tick(), if in_fleet => self.check_fence(),
-                _ = tick.tick() => self.tick(),
-                _ = ramp_tick.tick(), if self.services.ramping() => self.step_ramps(),
+                _ = t.fence.tick(), if in_fleet => self.check_fence(),
+                _ = t.second.tick() => self.tick(),
+                _ = t.ramp.tick(), if self.services.ramping() => self.step_ramps(),
                 () = std::future::ready(()), if self.publisher.rings_queued() => self.publisher.sync_next_ring(&mut self.services),
             }
             // A service that ran out of backends (or has some again) changes what is announced.
@@ -189,15 +194,75 @@ impl Daemon {
                 self.sync_announcements();
             }
         }
-        api.abort();
-        if let Some(m) = metrics_srv {
+    }
+}
+
+/// The API socket and the metrics endpoint.
+struct Servers {
+    socket: PathBuf,
+    api: tokio::task::JoinHandle<()>,
+    metrics: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Servers {
+    /// Listens on the API socket and, if configured, the metrics address
+    /// (whose table occupancy is then walked into `usage`).
+    async fn start(daemon: &DaemonConfig, calls: mpsc::Sender<Call>, usage: &SharedUsage) -> Result<Self> {
+        let socket = daemon.socket_path();
+        let api = control::api::listen(&socket, daemon.api_group.as_deref(), calls.clone())
+            .with_context(|| format!("listening on {}", socket.display()))?;
+        let metrics = match daemon.metrics {
+            Some(addr) => {
+                observe::tables::watch_table_usage(daemon.pin_dir(), usage.clone());
+                let h = observe::metrics::serve(addr, calls)
+                    .await
+                    .with_context(|| format!("metrics endpoint on {addr}"))?;
+                info!(%addr, "metrics at http://{addr}/metrics");
+                Some(h)
+            }
+            None => None,
+        };
+        Ok(Self { socket, api, metrics })
+    }
+
+    fn stop(self) {
+        self.api.abort();
+        if let Some(m) = self.metrics {
             m.abort();
         }
-        let _ = std::fs::remove_file(&sock);
-        info!(
-            pins = %daemon.pin_dir().display(),
-            "veerd stopping; the dataplane keeps forwarding with the last state (`veerd uninstall` removes it)"
-        );
-        Ok(())
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Signals, timers and the dataplane's passive signals, for the loop.
+struct Timers {
+    passive: mpsc::Receiver<Vec<crate::dataplane::passive::PassiveSignal>>,
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+    /// Every second: retries, next hops, hooks, announcements.
+    second: tokio::time::Interval,
+    /// Slow-start steps are a tenth of `slow_start`; this finds them.
+    ramp: tokio::time::Interval,
+    /// The fleet's fence check.
+    fence: tokio::time::Interval,
+}
+
+impl Timers {
+    fn new(pins: &Path) -> Result<Self> {
+        let skipping = |period| {
+            let mut i = tokio::time::interval(period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            i
+        };
+        Ok(Self {
+            passive: tracker::passive::watch(pins),
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            second: tokio::time::interval(Duration::from_secs(1)),
+            ramp: skipping(Duration::from_millis(100)),
+            fence: skipping(fleet_node::FENCE_PERIOD),
+        })
     }
 }
