@@ -4,36 +4,33 @@
 //! table for `maglev` and `source-hash`, the weighted sequence for
 //! `round-robin`. They differ only in where they start in it.
 
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
 use veer_abi::{
     hash::{flow_hash, source_hash},
-    Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, NO_BACKEND, RING_PROBES,
+    Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, MAX_SERVICES, NO_BACKEND, RING_PROBES,
 };
 
-use crate::{
-    access::opaque,
-    active, affinity,
-    maps::{BACKENDS, RINGS, RR_CURSORS},
-    passive,
-};
+use crate::{access::opaque, active, affinity, backends::owned_backend, passive};
 
-/// The backend with this id, if the id is in the table.
-#[inline(always)]
-pub fn backend(id: u32) -> Option<&'static Backend> {
-    BACKENDS.get(id)
-}
+/// Two halves per service: the live one and the one being rebuilt. One ring
+/// is one map value, so userspace writes a whole half with a single syscall.
+#[map]
+static RINGS: Array<[u32; MAX_RING_SIZE]> = Array::with_max_entries(MAX_SERVICES * 2, 0);
 
-/// The backend with this id, if it belongs to `svc`. A freed id handed to
-/// another service must not pull this service's flows along with it.
-#[inline(always)]
-pub fn owned_backend(svc: &Service, id: u32) -> Option<&'static Backend> {
-    backend(id).filter(|b| b.service == svc.id)
-}
+/// Per service and CPU: round robin's next slot.
+#[map]
+static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
 /// Whether a new flow is being scheduled (round robin advances its cursor),
 /// or an existing flow's backend is being recomputed (only hashes can).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
+    /// A flow's first packet: any scheduler, persistence, suspects skipped.
     NewFlow,
+    /// An existing flow's backend, recomputed (ICMP errors): hashes only.
     Recompute,
 }
 
