@@ -66,12 +66,7 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
     }
     // SAFETY: p is a bpf_fib_lookup as the helper expects, on our stack.
     let r = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            p as *mut FibParams as *mut _,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
+        bpf_fib_lookup(ctx.ctx as *mut _, p as *mut FibParams as *mut _, core::mem::size_of::<FibParams>() as i32, 0)
     };
     match r {
         FIB_SUCCESS => {}

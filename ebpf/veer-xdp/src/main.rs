@@ -17,39 +17,42 @@
 //! suspect and veerd is told. A TC egress program ([`vip_path`]) sends
 //! VIP-path health checks to their backend's MAC.
 //!
-//! Each module declares the maps and per-CPU scratch it uses. Modules only
-//! import modules listed before them below (headers and `verdict` first).
+//! Each module declares the maps and per-CPU scratch it uses.
 #![no_std]
 #![no_main]
 // `active`'s atomic add is BPF assembly.
 #![feature(asm_experimental_arch)]
 
-// Packets and verdicts.
-mod headers;
-mod stats;
-mod verdict;
-mod access;
-mod vip_filter;
-mod parse;
-// Tables userspace writes.
+// Layers, bottom up: a module imports only from the groups above its own
+// (checked by scripts/ebpf-module-graph.py). Wire formats, counters, and
+// the tables userspace writes:
 mod backends;
+mod headers;
 mod services;
-mod jumps;
-// Choosing a backend.
+mod stats;
+mod vip_filter;
+// Verdicts; suspect backends.
 mod passive;
-mod active;
+mod verdict;
+// Bounds-checked packet access; the tail-call table; client persistence.
+mod access;
 mod affinity;
-mod scheduler;
-// Keeping flows on it.
-mod snat;
-mod conntrack;
-// Sending.
+mod jumps;
+// Parsing; active flows; SNAT endpoints; DSR sending.
+mod active;
 mod forward;
+mod parse;
+mod snat;
+// The connection tables; routing for NAT; the schedulers.
+mod conntrack;
 mod fib;
+mod scheduler;
+// An established flow's shortcut; ICMP errors to DSR backends; health checks.
 mod early;
 mod icmp;
-mod nat;
 mod vip_path;
+// NAT's data path.
+mod nat;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -57,8 +60,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use veer_abi::{
-    GlobalCounter, Service, JUMP_NAT, NO_BACKEND, SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT,
-    SERVICE_F_PASSIVE,
+    GlobalCounter, Service, JUMP_NAT, NO_BACKEND, SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT, SERVICE_F_PASSIVE,
 };
 
 use crate::{

@@ -22,8 +22,8 @@ use crate::{
         ipv6::{Ipv6Hdr, NEXTHDR_AUTH, NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
         l4::{TcpHdr, UdpHdr},
     },
-    vip_filter::is_vip,
     verdict::Drop,
+    vip_filter::is_vip,
 };
 
 /// A packet for a VIP: its 5-tuple and, for TCP, its flags (0 for UDP).
@@ -257,6 +257,7 @@ pub fn quoted_v6(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 16]) -> 
     let Some((vport, cport)) = quoted_ports(ctx, inner.next_header, at + Ipv6Hdr::LEN, ip_end)? else {
         return Ok(None);
     };
-    let key = FlowKey { src: inner.dst, dst: inner.src, sport: cport, dport: vport, proto: inner.next_header, _pad: [0; 3] };
+    let key =
+        FlowKey { src: inner.dst, dst: inner.src, sport: cport, dport: vport, proto: inner.next_header, _pad: [0; 3] };
     Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: l4 as u32 }))
 }

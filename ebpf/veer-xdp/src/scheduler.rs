@@ -34,6 +34,29 @@ pub enum Purpose {
     Recompute,
 }
 
+/// Where the service's scheduler starts in its ring for `key` (before the
+/// modulo), or `None` when it cannot place the flow.
+#[inline(always)]
+fn start(svc: &Service, key: &FlowKey, purpose: Purpose) -> Option<u32> {
+    Some(match Scheduler::from_u8(svc.scheduler)? {
+        Scheduler::Maglev => flow_hash(key),
+        // The second choice is random: only a new flow can be placed.
+        Scheduler::LeastFlows if purpose == Purpose::Recompute => return None,
+        Scheduler::LeastFlows => flow_hash(key),
+        Scheduler::SourceHash => source_hash(&key.src),
+        Scheduler::RoundRobin if purpose == Purpose::Recompute => return None,
+        Scheduler::RoundRobin => {
+            let cursor = RR_CURSORS.get_ptr_mut(svc.id)?;
+            // SAFETY: per-CPU value, no other writer on this CPU while we run.
+            unsafe {
+                let c = *cursor;
+                *cursor = c.wrapping_add(1);
+                c
+            }
+        }
+    })
+}
+
 /// A backend that may take a new flow, with its id.
 ///
 /// Starts at the scheduler's slot and walks on for up to `RING_PROBES` slots,
@@ -61,23 +84,7 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
         return None;
     }
     let ring = RINGS.get(svc.id.wrapping_mul(2).wrapping_add((svc.ring_half & 1) as u32))?;
-    let start = match Scheduler::from_u8(svc.scheduler)? {
-        Scheduler::Maglev => flow_hash(key),
-        // The second choice is random: only a new flow can be placed.
-        Scheduler::LeastFlows if purpose == Purpose::Recompute => return None,
-        Scheduler::LeastFlows => flow_hash(key),
-        Scheduler::SourceHash => source_hash(&key.src),
-        Scheduler::RoundRobin if purpose == Purpose::Recompute => return None,
-        Scheduler::RoundRobin => {
-            let cursor = RR_CURSORS.get_ptr_mut(svc.id)?;
-            // SAFETY: per-CPU value, no other writer on this CPU while we run.
-            unsafe {
-                let c = *cursor;
-                *cursor = c.wrapping_add(1);
-                c
-            }
-        }
-    } % len;
+    let start = start(svc, key, purpose)? % len;
     // Ids, not `Option`s of references: the verifier rejects the undefined
     // register LLVM reads for a `None` (R2 !read_ok).
     let (mut fallback, mut last) = (NO_BACKEND, NO_BACKEND);

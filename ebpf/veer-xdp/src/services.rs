@@ -1,6 +1,9 @@
 //! The service table: what listens on each VIP, port and protocol.
 
-use aya_ebpf::{macros::map, maps::{Array, HashMap}};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap},
+};
 use veer_abi::{FlowKey, Service, ServiceKey, ServiceSlot, MAX_SERVICES};
 
 /// Services by VIP, port and protocol.

@@ -9,7 +9,10 @@
 //! `VIPS` holds the VIP addresses themselves, for the rare packet the
 //! service table cannot judge (one cut short past its IP header).
 
-use aya_ebpf::{macros::map, maps::{Array, HashMap}};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap},
+};
 use veer_abi::{VipFilter, MAX_SERVICES};
 
 /// Which destinations may be VIPs.

@@ -16,20 +16,22 @@ pub mod icmp;
 pub mod syn_stash;
 
 use aya_ebpf::programs::XdpContext;
-use veer_abi::{csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, IPPROTO_TCP, IPPROTO_UDP, JUMP_NAT, JUMP_NAT_RETURN};
+use veer_abi::{
+    csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, IPPROTO_TCP, IPPROTO_UDP, JUMP_NAT, JUMP_NAT_RETURN,
+};
 
 use crate::{
     access::mut_ptr_at,
     conntrack::{self, CONNS},
     fib,
-    jumps::{icmp_slot, jump},
-    parse,
     headers::{
         eth::EthHdr,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, UdpHdr, TCP_FIN, TCP_RST},
     },
+    jumps::{icmp_slot, jump},
+    parse,
     parse::VipPacket,
     snat::{self, backend_port, return_key, snat_addr, Slot, NAT_REV},
     stats,

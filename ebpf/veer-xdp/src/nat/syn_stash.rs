@@ -21,13 +21,13 @@ use veer_abi::{
 
 use crate::{
     access::{mut_ptr_at, ptr_at},
+    conntrack::{BPF_F_NO_COMMON_LRU, NEW_CONNS},
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, TCP_ACK, TCP_RST},
     },
-    conntrack::{BPF_F_NO_COMMON_LRU, NEW_CONNS},
     parse::VipPacket,
     passive,
     verdict::Drop,
@@ -67,9 +67,7 @@ pub fn keep(ctx: &XdpContext, pkt: &VipPacket) -> Result<(), Drop> {
     let Some(s) = STASH_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
     // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
     let s = unsafe { &mut *s };
-    let r = unsafe {
-        bpf_xdp_load_bytes(ctx.ctx, EthHdr::LEN as u32, s.bytes.as_mut_ptr() as *mut _, ip_len as u32)
-    };
+    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, EthHdr::LEN as u32, s.bytes.as_mut_ptr() as *mut _, ip_len as u32) };
     if r != 0 {
         return Ok(());
     }
