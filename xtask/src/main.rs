@@ -133,7 +133,10 @@ fn task(task: Task) -> Result<()> {
             setup()?;
             if !no_lint {
                 run(&mut cargo(&["fmt", "--all", "--check"]))?;
+                // The XDP crate is outside the workspace (it builds for BPF only).
+                run(&mut cargo(&["fmt", "--manifest-path", "ebpf/veer-xdp/Cargo.toml", "--check"]))?;
                 run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+                veer_ebpf_build::clippy(&root()).map_err(|e| anyhow::anyhow!("{e}"))?;
             }
             // Integration tests run veerd and test backends as real processes.
             run(&mut cargo(&["build", "--workspace", "--bins"]))?;

@@ -14,6 +14,8 @@ use std::{
 
 /// The rustc with a BPF sysroot (Debian package `rustc-web`).
 pub const BPF_RUSTC: &str = "/usr/bin/rustc";
+/// The clippy of that rustc (Debian package `rust-web-clippy`).
+pub const BPF_CLIPPY: &str = "/usr/bin/cargo-clippy";
 /// The one command that installs what is missing.
 pub const INSTALL_HINT: &str = "run ./scripts/install-toolchain.sh (or: cargo xtask setup)";
 
@@ -91,14 +93,42 @@ pub fn check_toolchain() -> Result<PathBuf, BuildError> {
     find_on_path("bpf-linker").ok_or_else(|| BuildError::Toolchain("bpf-linker not found".into()))
 }
 
-/// Builds both objects in release mode into `<root>/target/ebpf`.
+/// Builds the objects in release mode into `<root>/target/ebpf`.
 pub fn build(root: &Path) -> Result<Objects, BuildError> {
     let linker = check_toolchain()?;
-    let target_dir = root.join("target/ebpf");
-    // Prefer Debian's cargo (same release as its rustc); rustup's works too.
-    let cargo =
-        if Path::new("/usr/bin/cargo").is_file() { PathBuf::from("/usr/bin/cargo") } else { PathBuf::from("cargo") };
-    let mut cmd = Command::new(cargo);
+    run(bpf_cargo(root, &linker, Command::new(cargo()), &["build"]))?;
+    let out = root.join("target/ebpf/bpfel-unknown-none/release");
+    Ok(Objects { xdp: out.join("veer-xdp"), baseline: out.join("veer-baseline"), agent: out.join("veer-agent") })
+}
+
+/// Runs clippy (`-D warnings`) over the eBPF crate, compiled as [`build`]
+/// compiles it: for the BPF target, with Debian's rustc and its clippy
+/// (package `rust-web-clippy`; rustup's clippy has no BPF `core`).
+pub fn clippy(root: &Path) -> Result<(), BuildError> {
+    let linker = check_toolchain()?;
+    if !Path::new(BPF_CLIPPY).is_file() {
+        return Err(BuildError::Toolchain(format!("{BPF_CLIPPY} not found (Debian package rust-web-clippy)")));
+    }
+    // Run directly, not as `cargo clippy`, which would find rustup's
+    // `cargo-clippy` first on PATH; it runs the cargo named by `CARGO`.
+    let mut cmd = bpf_cargo(root, &linker, Command::new(BPF_CLIPPY), &["clippy", "--bins"]);
+    cmd.env("CARGO", cargo()).args(["--", "-D", "warnings"]);
+    run(cmd)
+}
+
+/// Debian's cargo if installed (same release as its rustc); rustup's works too.
+fn cargo() -> PathBuf {
+    if Path::new("/usr/bin/cargo").is_file() {
+        PathBuf::from("/usr/bin/cargo")
+    } else {
+        PathBuf::from("cargo")
+    }
+}
+
+/// `cmd` (cargo, or cargo-clippy) running `subcommand` on the eBPF crate:
+/// release, for `bpfel-unknown-none`, with Debian's rustc, aya's flags and
+/// `linker` on PATH, into `<root>/target/ebpf`.
+fn bpf_cargo(root: &Path, linker: &Path, mut cmd: Command, subcommand: &[&str]) -> Command {
     // Inside build.rs, cargo exports its own settings (RUSTC, wrappers for
     // clippy, flags for the host target); none of them apply to this build.
     for (k, _) in env::vars_os() {
@@ -123,12 +153,17 @@ pub fn build(root: &Path) -> Result<Objects, BuildError> {
         // aya-ebpf needs asm_experimental_arch on the BPF target.
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_ENCODED_RUSTFLAGS", flags)
-        .args(["build", "--release", "--locked", "--target", "bpfel-unknown-none", "--target-dir"])
-        .arg(&target_dir);
+        .args(subcommand)
+        .args(["--release", "--locked", "--target", "bpfel-unknown-none", "--target-dir"])
+        .arg(root.join("target/ebpf"));
+    cmd
+}
+
+/// Runs a build command; its output goes to the terminal.
+fn run(mut cmd: Command) -> Result<(), BuildError> {
     let status = cmd.status().map_err(BuildError::Spawn)?;
     if !status.success() {
         return Err(BuildError::Failed(status));
     }
-    let out = target_dir.join("bpfel-unknown-none/release");
-    Ok(Objects { xdp: out.join("veer-xdp"), baseline: out.join("veer-baseline"), agent: out.join("veer-agent") })
+    Ok(())
 }

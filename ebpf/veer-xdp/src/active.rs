@@ -6,15 +6,22 @@
 //! in the epoch of its last packet. No table walk: a flow that goes quiet
 //! falls out with its epoch.
 
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns};
-use veer_abi::{ActiveFlows, Backend, BackendState, Service, ACTIVE_EPOCH_NS, MAX_RING_SIZE, NO_BACKEND};
-
-use crate::{
-    access::opaque,
-    maps::{ACTIVE_FLOWS, ACTIVE_PENDING},
-    passive,
-    scheduler::owned_backend,
+use aya_ebpf::{
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    macros::map,
+    maps::{Array, PerCpuArray},
 };
+use veer_abi::{ActiveFlows, Backend, BackendState, Service, ACTIVE_EPOCH_NS, MAX_BACKENDS, MAX_RING_SIZE, NO_BACKEND};
+
+use crate::{access::opaque, backends::owned_backend, passive};
+
+/// Per backend: its established flows, in the last two epochs.
+#[map]
+static ACTIVE_FLOWS: Array<ActiveFlows> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU room for an active-flow change `early::send` leaves to the entry program.
+#[map]
+static ACTIVE_PENDING: PerCpuArray<Change> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn epoch(ns: u64) -> u64 {
@@ -63,8 +70,11 @@ pub fn opened(id: u32, now_ns: u64) {
 /// [`NO_BACKEND`] for nothing.
 #[derive(Clone, Copy)]
 pub struct Change {
+    /// The flow's backend.
     pub backend: u32,
+    /// The time of the flow's last counted packet.
     pub from_ns: u64,
+    /// The time of this packet; 0 when the flow ended.
     pub to_ns: u64,
 }
 

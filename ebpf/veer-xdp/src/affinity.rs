@@ -9,17 +9,34 @@
 //! Calls of their own, with the key off the stack where it is written:
 //! the programs' stacks have no room for it.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use veer_abi::{Affinity, AffinityKey, BackendState, Service, NO_BACKEND, SERVICE_F_PERSIST};
-
-use crate::{
-    maps::{AFFINITY, AFFINITY_SCRATCH, PERSISTENCE},
-    passive,
-    scheduler::owned_backend,
+use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray},
+};
+use veer_abi::{
+    Affinity, AffinityKey, BackendState, Service, DEFAULT_AFFINITY_TABLE_SIZE, MAX_SERVICES, NO_BACKEND,
+    SERVICE_F_PERSIST,
 };
 
+use crate::{backends::owned_backend, passive};
+
+/// Each client's backend per service with persistence. One LRU for all
+/// CPUs: a client's flows arrive on any of them.
+#[map]
+static AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::with_max_entries(DEFAULT_AFFINITY_TABLE_SIZE, 0);
+
+/// Per-CPU room for an affinity's key and value, off the stack (its writer
+/// is called from `early::send`, two calls deep in the entry program).
+#[map]
+static AFFINITY_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per service id: its persistence in seconds.
+#[map]
+static PERSISTENCE: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
+
 /// [`remember`]'s key and value, in per-CPU memory.
-pub struct Scratch {
+struct Scratch {
     key: AffinityKey,
     value: Affinity,
 }

@@ -5,26 +5,48 @@
 //! first packets (spoofed SYNs) therefore churns only `NEW_CONNS`, and an
 //! established flow's entry is never evicted to make room for one.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap};
 use veer_abi::{
-    Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET, NO_BACKEND,
-    CONN_F_CLOSING, CONN_F_COUNTED, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
+    Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET,
+    CONN_F_CLOSING, CONN_F_COUNTED, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, DEFAULT_CONN_TABLE_SIZE,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, NO_BACKEND, SERVICE_F_PASSIVE,
 };
 
 use crate::{
     active,
+    backends::owned_backend,
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    maps::{CONNS, NEW_CONNS, SERVICE_SLOTS},
-    nat::{self, Slot},
     passive,
-    scheduler::owned_backend,
+    services::SERVICE_SLOTS,
+    snat::{self, Slot},
     stats,
 };
 
+/// Map flag: per-CPU LRU lists over one shared hash table (`BPF_F_NO_COMMON_LRU`).
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+
+/// The connection table. A global table, not per-CPU: a flow whose packets
+/// arrive on several CPUs (RSS changes, veth, round robin) must find its entry
+/// on each, or round-robin flows would be split across backends. Per-CPU LRU
+/// lists keep eviction free of a global lock, which is what per-CPU tables buy.
+#[map]
+pub static CONNS: LruHashMap<FlowKey, ConnEntry> =
+    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Flows seen once, apart from `CONNS`: a flood of SYNs (or of first
+/// datagrams) evicts only other unanswered first packets, never an established
+/// flow. A flow's second packet moves its entry into `CONNS`.
+#[map]
+pub static NEW_CONNS: LruHashMap<FlowKey, ConnEntry> =
+    LruHashMap::with_max_entries(DEFAULT_NEW_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
 /// A flow's place: its backend, and for NAT its SNAT endpoint.
 pub struct Flow {
+    /// The backend's id.
     pub id: u32,
+    /// The backend.
     pub backend: &'static Backend,
+    /// The SNAT endpoint; [`Slot::NONE`] for DSR.
     pub nat: Slot,
 }
 
@@ -273,7 +295,7 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
     }
     passive::moved_off(entry.backend);
     if NAT {
-        nat::release(key, &entry);
+        snat::release(key, &entry);
     }
     Reopened::Failed { avoid: entry.backend, resends }
 }

@@ -49,7 +49,11 @@ pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
                     xdp_action::XDP_DROP
                 }
             };
-            if pending { action | ACCOUNT } else { action }
+            if pending {
+                action | ACCOUNT
+            } else {
+                action
+            }
         }
         Early::Missing => MISSING,
         Early::Unsure => UNSURE,

@@ -2,13 +2,13 @@
 //! MAC a rewritten packet leaves by (`bpf_fib_lookup`), so that a backend or
 //! a client may sit behind a router.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_fib_lookup, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_fib_lookup, macros::map, maps::PerCpuArray, programs::XdpContext};
 use veer_abi::GlobalCounter;
 
 use crate::{
     access::mut_ptr_at,
+    forward::TX_PORTS,
     headers::eth::{copy_mac, EthHdr},
-    maps::{FIB_SCRATCH, TX_PORTS},
     stats,
     verdict::Drop,
 };
@@ -20,7 +20,7 @@ const FIB_NO_NEIGH: i64 = 7;
 
 /// `struct bpf_fib_lookup` with its unions flattened to bytes (64 bytes).
 #[repr(C)]
-pub struct FibParams {
+struct FibParams {
     family: u8,
     l4_protocol: u8,
     sport: u16,
@@ -34,6 +34,10 @@ pub struct FibParams {
     smac: [u8; 6],
     dmac: [u8; 6],
 }
+
+/// Per-CPU room for a `bpf_fib_lookup`'s parameters, off the stack.
+#[map]
+static FIB_SCRATCH: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
 
 /// Routes the (already rewritten) packet from `src` to `dst` (16-byte forms;
 /// IPv4-mapped for IPv4) and sends it: `XDP_TX` out of the ingress interface,
@@ -62,12 +66,7 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
     }
     // SAFETY: p is a bpf_fib_lookup as the helper expects, on our stack.
     let r = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            p as *mut FibParams as *mut _,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
+        bpf_fib_lookup(ctx.ctx as *mut _, p as *mut FibParams as *mut _, core::mem::size_of::<FibParams>() as i32, 0)
     };
     match r {
         FIB_SUCCESS => {}

@@ -3,10 +3,20 @@
 //! The backend holds the VIP on its loopback and answers the client directly,
 //! so the IP packet goes out as it came in, addressed to the backend's MAC.
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use veer_abi::{Backend, GlobalCounter};
+use aya_ebpf::{bindings::xdp_action, macros::map, maps::DevMapHash, programs::XdpContext};
+use veer_abi::{Backend, GlobalCounter, MAX_TX_PORTS};
 
-use crate::{access::mut_ptr_at, headers::eth::{copy_mac, EthHdr}, maps::TX_PORTS, stats, verdict::Drop};
+use crate::{
+    access::mut_ptr_at,
+    headers::eth::{copy_mac, EthHdr},
+    stats,
+    verdict::Drop,
+};
+
+/// The interfaces a frame may leave by other than the one it came in on
+/// (`XDP_REDIRECT`), by ifindex; veerd adds the backends' and routes'.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
 
 /// Rewrites the frame towards `backend` and returns the XDP action that sends it.
 #[inline(always)]

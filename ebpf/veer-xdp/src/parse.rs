@@ -8,7 +8,7 @@
 //! A frame too short to hold an IP header cannot be told apart: it is passed.
 //!
 //! An ICMP error (frag needed, packet too big, unreachable) yields the flow
-//! it quotes, turned around to the client's direction (see [`crate::icmp`]).
+//! it quotes, turned around to the client's direction (see `icmp` and `nat::icmp`).
 
 use aya_ebpf::programs::XdpContext;
 use veer_abi::{ipv4_mapped, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
@@ -17,13 +17,13 @@ use crate::{
     access::ptr_at,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
+        icmp::IcmpHdr,
         ipv4::Ipv4Hdr,
         ipv6::{Ipv6Hdr, NEXTHDR_AUTH, NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
         l4::{TcpHdr, UdpHdr},
     },
-    icmp,
-    maps::VIPS,
     verdict::Drop,
+    vip_filter::is_vip,
 };
 
 /// A packet for a VIP: its 5-tuple and, for TCP, its flags (0 for UDP).
@@ -33,6 +33,7 @@ use crate::{
 /// payload makes LLVM move undefined registers, which the verifier rejects
 /// ("!read_ok"; see `verdict::Drop`).
 pub struct VipPacket {
+    /// The 5-tuple, in the client's direction.
     pub key: FlowKey,
     /// TCP flags in the low byte; [`VipPacket::ICMP_ERROR`] for an ICMP error.
     pub bits: u32,
@@ -45,11 +46,13 @@ impl VipPacket {
     /// `bits`: this is an ICMP error about the flow in `key`.
     pub const ICMP_ERROR: u32 = 1 << 8;
 
+    /// The TCP flags (0 for UDP and ICMP errors).
     #[inline(always)]
     pub fn tcp_flags(&self) -> u8 {
         self.bits as u8
     }
 
+    /// Whether this is an ICMP error about the flow in `key`.
     #[inline(always)]
     pub fn is_icmp_error(&self) -> bool {
         self.bits & Self::ICMP_ERROR != 0
@@ -75,11 +78,6 @@ pub fn flow_of(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
 #[inline(never)]
 pub fn flow_of_outlined(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     flow_of(&crate::access::callee_ctx(ctx))
-}
-
-#[inline(always)]
-fn is_vip(addr: &[u8; 16]) -> bool {
-    VIPS.get_ptr(addr).is_some()
 }
 
 #[inline(always)]
@@ -124,7 +122,7 @@ fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr, dst: [u8; 16]) -> Result<Option<VipPa
     }
     let l4 = EthHdr::LEN + ip.header_len();
     if ip.proto == IPPROTO_ICMP {
-        return icmp::quoted_v4(ctx, l4, EthHdr::LEN + total, &ip.dst);
+        return quoted_v4(ctx, l4, EthHdr::LEN + total, &ip.dst);
     }
     let Some((sport, dport, tcp_flags)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
         return Ok(None);
@@ -156,7 +154,7 @@ fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr, dst: [u8; 16]) -> Result<Option<VipPa
     match proto {
         NEXTHDR_FRAGMENT => return Err(Drop::Fragment),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST => return Err(Drop::Ipv6ExtHeader),
-        IPPROTO_ICMPV6 => return icmp::quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, end, &dst),
+        IPPROTO_ICMPV6 => return quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, end, &dst),
         _ => {}
     }
     let Some((sport, dport, tcp_flags)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
@@ -194,4 +192,72 @@ pub fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Op
         }
         _ => Ok(None),
     }
+}
+
+/// The ports of a quoted TCP or UDP header at `at` (the first 8 bytes, which
+/// every ICMP error quotes), or `None` for other protocols.
+#[inline(always)]
+fn quoted_ports(ctx: &XdpContext, proto: u8, at: usize, ip_end: usize) -> Result<Option<(u16, u16)>, Drop> {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return Ok(None);
+    }
+    let l4 = unsafe { &*ptr_at::<UdpHdr>(ctx, at)? };
+    if at + UdpHdr::LEN > ip_end {
+        return Err(Drop::Truncated);
+    }
+    Ok(Some((u16::from_be_bytes(l4.sport), u16::from_be_bytes(l4.dport))))
+}
+
+/// An IPv4 ICMP message at `l4`, addressed to `vip`: the flow it quotes, if
+/// it is an error about a packet `vip` sent.
+#[inline(always)]
+pub fn quoted_v4(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 4]) -> Result<Option<VipPacket>, Drop> {
+    let icmp = unsafe { &*ptr_at::<IcmpHdr>(ctx, l4)? };
+    if !icmp.is_v4_error() {
+        return Ok(None);
+    }
+    let at = l4 + IcmpHdr::LEN;
+    let inner = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, at)? };
+    if inner.version() != 4 || inner.header_len() < 20 {
+        return Err(Drop::Malformed);
+    }
+    if inner.src != *vip {
+        return Ok(None);
+    }
+    let Some((vport, cport)) = quoted_ports(ctx, inner.proto, at + inner.header_len(), ip_end)? else {
+        return Ok(None);
+    };
+    let key = FlowKey {
+        src: ipv4_mapped(inner.dst),
+        dst: ipv4_mapped(inner.src),
+        sport: cport,
+        dport: vport,
+        proto: inner.proto,
+        _pad: [0; 3],
+    };
+    Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: l4 as u32 }))
+}
+
+/// An ICMPv6 message at `l4`, addressed to `vip`: the flow it quotes, if it
+/// is an error about a packet `vip` sent (with no extension headers).
+#[inline(always)]
+pub fn quoted_v6(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 16]) -> Result<Option<VipPacket>, Drop> {
+    let icmp = unsafe { &*ptr_at::<IcmpHdr>(ctx, l4)? };
+    if !icmp.is_v6_error() {
+        return Ok(None);
+    }
+    let at = l4 + IcmpHdr::LEN;
+    let inner = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, at)? };
+    if inner.version() != 6 {
+        return Err(Drop::Malformed);
+    }
+    if inner.src != *vip {
+        return Ok(None);
+    }
+    let Some((vport, cport)) = quoted_ports(ctx, inner.next_header, at + Ipv6Hdr::LEN, ip_end)? else {
+        return Ok(None);
+    };
+    let key =
+        FlowKey { src: inner.dst, dst: inner.src, sport: cport, dport: vport, proto: inner.next_header, _pad: [0; 3] };
+    Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: l4 as u32 }))
 }

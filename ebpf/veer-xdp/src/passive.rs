@@ -6,15 +6,28 @@
 //! unless veerd, told through `PASSIVE_EVENTS`, clears it or sets the
 //! backend down first.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
 use veer_abi::{
-    GlobalCounter, NatKey, NatMapping, PassiveEvent, PassiveKind, ServiceKey, SERVICE_F_PASSIVE, SUSPECT_HOLD_NS,
+    GlobalCounter, PassiveCounters, PassiveEvent, PassiveKind, MAX_BACKENDS, PASSIVE_EVENTS_BYTES, SUSPECT_HOLD_NS,
 };
 
-use crate::{
-    maps::{CONNS, NAT_REV, NEW_CONNS, PASSIVE_EVENTS, PASSIVE_STATS, SERVICES, SUSPECTS},
-    stats,
-};
+use crate::stats;
+
+/// Per backend: until when the dataplane holds it suspect.
+#[map]
+static SUSPECTS: Array<u64> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Backends that just became suspect, for veerd.
+#[map]
+static PASSIVE_EVENTS: RingBuf = RingBuf::with_byte_size(PASSIVE_EVENTS_BYTES, 0);
+
+/// Per backend: passive signals against it, connections moved off it.
+#[map]
+static PASSIVE_STATS: PerCpuArray<PassiveCounters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 /// Counts the signal and holds `backend` suspect. Only a backend that was
 /// not already suspect is reported, so a flood of signals is one event.
@@ -71,27 +84,4 @@ pub fn moved_off(backend: u32) {
         // SAFETY: as in `suspect`.
         unsafe { (*c).redispatched += 1 };
     }
-}
-
-/// A NAT backend answered a UDP flow's datagram with ICMP port unreachable
-/// (`m`, found by `rkey`): with passive detection on, the backend becomes
-/// suspect and the flow forgets it (table entries and mapping), so that the
-/// client's next datagram goes to another backend. Returns whether the ICMP
-/// message is to be withheld. A call of its own, off the ICMP program's
-/// stack.
-#[inline(never)]
-pub fn udp_unreachable(m: &NatMapping, rkey: &NatKey) -> bool {
-    let skey = ServiceKey { addr: m.flow.dst, port: m.flow.dport, proto: m.flow.proto, _pad: 0 };
-    // SAFETY: copied out at once.
-    let Some(flags) = (unsafe { SERVICES.get(&skey) }).map(|s| s.flags) else { return false };
-    if flags & SERVICE_F_PASSIVE == 0 {
-        return false;
-    }
-    suspect(m.backend, PassiveKind::Unreachable);
-    moved_off(m.backend);
-    let _ = NEW_CONNS.remove(&m.flow);
-    let _ = CONNS.remove(&m.flow);
-    // Last: `m` lives in this map.
-    let _ = NAT_REV.remove(rkey);
-    true
 }

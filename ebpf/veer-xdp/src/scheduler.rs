@@ -4,37 +4,57 @@
 //! table for `maglev` and `source-hash`, the weighted sequence for
 //! `round-robin`. They differ only in where they start in it.
 
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
 use veer_abi::{
     hash::{flow_hash, source_hash},
-    Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, NO_BACKEND, RING_PROBES,
+    Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, MAX_SERVICES, NO_BACKEND, RING_PROBES,
 };
 
-use crate::{
-    access::opaque,
-    active, affinity,
-    maps::{BACKENDS, RINGS, RR_CURSORS},
-    passive,
-};
+use crate::{access::opaque, active, affinity, backends::owned_backend, passive};
 
-/// The backend with this id, if the id is in the table.
-#[inline(always)]
-pub fn backend(id: u32) -> Option<&'static Backend> {
-    BACKENDS.get(id)
-}
+/// Two halves per service: the live one and the one being rebuilt. One ring
+/// is one map value, so userspace writes a whole half with a single syscall.
+#[map]
+static RINGS: Array<[u32; MAX_RING_SIZE]> = Array::with_max_entries(MAX_SERVICES * 2, 0);
 
-/// The backend with this id, if it belongs to `svc`. A freed id handed to
-/// another service must not pull this service's flows along with it.
-#[inline(always)]
-pub fn owned_backend(svc: &Service, id: u32) -> Option<&'static Backend> {
-    backend(id).filter(|b| b.service == svc.id)
-}
+/// Per service and CPU: round robin's next slot.
+#[map]
+static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
 /// Whether a new flow is being scheduled (round robin advances its cursor),
 /// or an existing flow's backend is being recomputed (only hashes can).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
+    /// A flow's first packet: any scheduler, persistence, suspects skipped.
     NewFlow,
+    /// An existing flow's backend, recomputed (ICMP errors): hashes only.
     Recompute,
+}
+
+/// Where the service's scheduler starts in its ring for `key` (before the
+/// modulo), or `None` when it cannot place the flow.
+#[inline(always)]
+fn start(svc: &Service, key: &FlowKey, purpose: Purpose) -> Option<u32> {
+    Some(match Scheduler::from_u8(svc.scheduler)? {
+        Scheduler::Maglev => flow_hash(key),
+        // The second choice is random: only a new flow can be placed.
+        Scheduler::LeastFlows if purpose == Purpose::Recompute => return None,
+        Scheduler::LeastFlows => flow_hash(key),
+        Scheduler::SourceHash => source_hash(&key.src),
+        Scheduler::RoundRobin if purpose == Purpose::Recompute => return None,
+        Scheduler::RoundRobin => {
+            let cursor = RR_CURSORS.get_ptr_mut(svc.id)?;
+            // SAFETY: per-CPU value, no other writer on this CPU while we run.
+            unsafe {
+                let c = *cursor;
+                *cursor = c.wrapping_add(1);
+                c
+            }
+        }
+    })
 }
 
 /// A backend that may take a new flow, with its id.
@@ -64,23 +84,7 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
         return None;
     }
     let ring = RINGS.get(svc.id.wrapping_mul(2).wrapping_add((svc.ring_half & 1) as u32))?;
-    let start = match Scheduler::from_u8(svc.scheduler)? {
-        Scheduler::Maglev => flow_hash(key),
-        // The second choice is random: only a new flow can be placed.
-        Scheduler::LeastFlows if purpose == Purpose::Recompute => return None,
-        Scheduler::LeastFlows => flow_hash(key),
-        Scheduler::SourceHash => source_hash(&key.src),
-        Scheduler::RoundRobin if purpose == Purpose::Recompute => return None,
-        Scheduler::RoundRobin => {
-            let cursor = RR_CURSORS.get_ptr_mut(svc.id)?;
-            // SAFETY: per-CPU value, no other writer on this CPU while we run.
-            unsafe {
-                let c = *cursor;
-                *cursor = c.wrapping_add(1);
-                c
-            }
-        }
-    } % len;
+    let start = start(svc, key, purpose)? % len;
     // Ids, not `Option`s of references: the verifier rejects the undefined
     // register LLVM reads for a `None` (R2 !read_ok).
     let (mut fallback, mut last) = (NO_BACKEND, NO_BACKEND);

@@ -1,9 +1,21 @@
 //! Per-CPU counters: no atomics needed, userspace sums the CPUs.
 
-use veer_abi::{Counters, GlobalCounter};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use veer_abi::{Counters, GlobalCounter, MAX_BACKENDS, MAX_SERVICES};
 
-use crate::maps::{BACKEND_STATS, GLOBAL_STATS, SERVICE_STATS};
+/// Packets, bytes and new flows per service id.
+#[map]
+static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
+/// Packets, bytes and new flows per backend id.
+#[map]
+static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// One counter per [`GlobalCounter`]: drops by reason, table events, paths taken.
+#[map]
+static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(GlobalCounter::COUNT, 0);
+
+/// Adds one to a global counter.
 #[inline(always)]
 pub fn count(counter: GlobalCounter) {
     if let Some(p) = GLOBAL_STATS.get_ptr_mut(counter as u32) {

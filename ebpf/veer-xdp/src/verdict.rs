@@ -21,22 +21,36 @@ pub fn pass() -> u32 {
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum Drop {
+    /// A header runs past the frame or its IP length.
     Truncated,
+    /// A header field is invalid (version, length, offsets).
     Malformed,
+    /// An IP fragment: no ports to balance by.
     Fragment,
+    /// An IPv6 extension header, not walked.
     Ipv6ExtHeader,
+    /// No backend can take the flow, and the service has no fallback.
     NoBackend,
+    /// A backend (or its SNAT address) missing from the tables.
     BadBackend,
+    /// `XDP_REDIRECT` to the backend's interface failed.
     Redirect,
+    /// An ICMP error about a flow no backend has.
     IcmpNoFlow,
+    /// No SNAT endpoint free for a new NAT flow.
     NatExhausted,
+    /// NAT: the next hop's MAC is not resolved yet.
     NoNeighbour,
+    /// NAT: no route to the packet's new destination.
     NoRoute,
+    /// A tail call's slot is empty (veerd has not filled the jump table).
     TailCall,
+    /// A SYN the backend's agent bounced twice.
     Bounced,
 }
 
 impl Drop {
+    /// The global counter of this reason.
     #[inline(always)]
     pub fn counter(self) -> GlobalCounter {
         match self {

@@ -1,14 +1,27 @@
-//! Telling a packet that is no VIP's apart without a hash lookup.
+//! Which destinations are VIPs.
 //!
 //! One array slot holds a bit per fold of every VIP's address
 //! ([`VipFilter::bit`]). A clear bit means no service listens on the
 //! destination; a set bit (a VIP, or an address that folds like one) asks
 //! the service table. The array lookup is inlined by the verifier, so the
 //! host's own traffic costs a load and a bit test here, not a hash.
+//!
+//! `VIPS` holds the VIP addresses themselves, for the rare packet the
+//! service table cannot judge (one cut short past its IP header).
 
-use veer_abi::VipFilter;
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap},
+};
+use veer_abi::{VipFilter, MAX_SERVICES};
 
-use crate::maps::VIP_FILTER;
+/// Which destinations may be VIPs.
+#[map]
+static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
+
+/// Every VIP address (16-byte form; IPv4-mapped).
+#[map]
+static VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
 /// Whether `dst` may be a VIP (false: it is not one).
 #[inline(always)]
@@ -16,4 +29,10 @@ pub fn may_be_vip(dst: &[u8; 16]) -> bool {
     // An absent entry cannot happen (an array's slots always exist); if it
     // did, asking the service table is the safe answer.
     VIP_FILTER.get(0).is_none_or(|f: &VipFilter| f.may_contain(dst))
+}
+
+/// Whether `addr` is a VIP: a hash lookup, for packets off the hot path.
+#[inline(always)]
+pub fn is_vip(addr: &[u8; 16]) -> bool {
+    VIPS.get_ptr(addr).is_some()
 }

@@ -12,7 +12,7 @@
 use aya_ebpf::programs::TcContext;
 use veer_abi::{VIP_PATH_MARK, VIP_PATH_MASK};
 
-use crate::scheduler::backend;
+use crate::backends::backend;
 
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;

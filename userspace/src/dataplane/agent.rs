@@ -1,6 +1,6 @@
 //! `veer-agent` on a DSR backend: a tiny XDP program that sends a SYN for
 //! one of the backend's VIPs back to the balancer when no socket would take
-//! it (see `ebpf/veer-xdp/src/agent.rs`). Installed per interface, pinned
+//! it (see `ebpf/veer-xdp/src/bin/agent.rs`). Installed per interface, pinned
 //! under [`AGENT_PINS`]`/<interface>/`, so that it outlives `veerctl`.
 
 use std::{

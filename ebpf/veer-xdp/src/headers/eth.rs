@@ -8,14 +8,19 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 /// An Ethernet II header.
 #[repr(C)]
 pub struct EthHdr {
+    /// Destination MAC.
     pub dst: [u8; 6],
+    /// Source MAC.
     pub src: [u8; 6],
+    /// EtherType, big-endian.
     pub ether_type: [u8; 2],
 }
 
 impl EthHdr {
+    /// Header length in bytes.
     pub const LEN: usize = 14;
 
+    /// The EtherType ([`ETH_P_IP`], [`ETH_P_IPV6`], ...).
     #[inline(always)]
     pub fn ether_type(&self) -> u16 {
         u16::from_be_bytes(self.ether_type)

@@ -15,29 +15,37 @@
 //! direction and family runs in a program of its own, with a lean parser and
 //! its working state in a per-CPU map: the BPF stack is 512 bytes.
 
-use aya_ebpf::programs::XdpContext;
-use veer_abi::{csum, ipv4_mapped, GlobalCounter, ServiceKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
+use veer_abi::{
+    csum, ipv4_mapped, GlobalCounter, NatKey, NatMapping, PassiveKind, ServiceKey, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_TCP, IPPROTO_UDP, SERVICE_F_PASSIVE,
+};
 
 use crate::{
     access::{mut_ptr_at, opaque, ptr_at},
-    conntrack, fib,
+    conntrack::{self, CONNS, NEW_CONNS},
+    fib,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
         icmp::IcmpHdr,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
     },
-    icmp,
-    maps::{ICMP_SCRATCH, NAT_REV, SERVICES},
-    nat,
-    parse::VipPacket,
-    passive, stats,
+    parse::{self, VipPacket},
+    passive,
+    services::SERVICES,
+    snat::{backend_port, return_key, snat_addr, NAT_REV},
+    stats,
     verdict::{pass, Drop},
 };
 
+/// Per-CPU room for an ICMP translation's target, off the stack.
+#[map]
+static ICMP_SCRATCH: PerCpuArray<Target> = PerCpuArray::with_max_entries(1, 0);
+
 /// Where the translated error goes, and what its quote becomes.
 #[repr(C)]
-pub struct Target {
+struct Target {
     /// The error's new destination.
     to: [u8; 16],
     /// The quote's new source and destination addresses.
@@ -58,9 +66,23 @@ pub struct Target {
     dport: u16,
 }
 
+/// The programs `veer_nat_icmp_*`: an ICMP error of family `V4` about a NAT
+/// flow, on to its backend (`TO_BACKEND`) or its client.
+#[inline(always)]
+pub fn translate_error<const TO_BACKEND: bool, const V4: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
+    let Some(pkt) = parse::<V4>(ctx)? else {
+        return Ok(pass());
+    };
+    if TO_BACKEND {
+        to_backend::<V4>(ctx, &pkt)
+    } else {
+        to_client::<V4>(ctx, &pkt)
+    }
+}
+
 /// Only ICMP errors of one family, and only as far as their quote.
 #[inline(always)]
-pub fn parse<const V4: bool>(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
+fn parse<const V4: bool>(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     let eth = unsafe { &*ptr_at::<EthHdr>(ctx, 0)? };
     if V4 {
         if eth.ether_type() != ETH_P_IP {
@@ -70,7 +92,7 @@ pub fn parse<const V4: bool>(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop
         if ip.version() != 4 || ip.header_len() < 20 || ip.proto != IPPROTO_ICMP || ip.is_fragment() {
             return Ok(None);
         }
-        icmp::quoted_v4(ctx, EthHdr::LEN + ip.header_len(), EthHdr::LEN + ip.total_len(), &ip.dst)
+        parse::quoted_v4(ctx, EthHdr::LEN + ip.header_len(), EthHdr::LEN + ip.total_len(), &ip.dst)
     } else {
         if eth.ether_type() != ETH_P_IPV6 {
             return Ok(None);
@@ -79,7 +101,7 @@ pub fn parse<const V4: bool>(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop
         if ip.next_header != IPPROTO_ICMPV6 {
             return Ok(None);
         }
-        icmp::quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, EthHdr::LEN + Ipv6Hdr::LEN + ip.payload_len(), &ip.dst)
+        parse::quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, EthHdr::LEN + Ipv6Hdr::LEN + ip.payload_len(), &ip.dst)
     }
 }
 
@@ -106,6 +128,29 @@ fn port_unreachable_from<const V4: bool>(ctx: &XdpContext, o: usize, host: &[u8;
     }
 }
 
+/// A NAT backend answered a UDP flow's datagram with ICMP port unreachable
+/// (`m`, found by `rkey`): with passive detection on, the backend becomes
+/// suspect and the flow forgets it (table entries and mapping), so that the
+/// client's next datagram goes to another backend. Returns whether the ICMP
+/// message is to be withheld. A call of its own, off the ICMP program's
+/// stack.
+#[inline(never)]
+fn udp_unreachable(m: &NatMapping, rkey: &NatKey) -> bool {
+    let skey = ServiceKey { addr: m.flow.dst, port: m.flow.dport, proto: m.flow.proto, _pad: 0 };
+    // SAFETY: copied out at once.
+    let Some(flags) = (unsafe { SERVICES.get(&skey) }).map(|s| s.flags) else { return false };
+    if flags & SERVICE_F_PASSIVE == 0 {
+        return false;
+    }
+    passive::suspect(m.backend, PassiveKind::Unreachable);
+    passive::moved_off(m.backend);
+    let _ = NEW_CONNS.remove(&m.flow);
+    let _ = CONNS.remove(&m.flow);
+    // Last: `m` lives in this map.
+    let _ = NAT_REV.remove(rkey);
+    true
+}
+
 #[inline(always)]
 fn scratch() -> Result<&'static mut Target, Drop> {
     // SAFETY: this CPU's slot; nothing else runs on it meanwhile.
@@ -114,15 +159,15 @@ fn scratch() -> Result<&'static mut Target, Drop> {
 
 /// An error that reached a SNAT address: on to the client.
 #[inline(always)]
-pub fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     let k = &pkt.key;
     // The quote, turned around, is the mapping's return tuple.
-    let Some(m) = NAT_REV.get_ptr(&nat::return_key(k)) else { return Ok(pass()) };
+    let Some(m) = NAT_REV.get_ptr(&return_key(k)) else { return Ok(pass()) };
     if k.proto == IPPROTO_UDP && port_unreachable_from::<V4>(ctx, pkt.l4 as usize, &k.src)? {
         let t = scratch()?;
-        t.rkey = nat::return_key(k);
+        t.rkey = return_key(k);
         // SAFETY: a live map value.
-        if passive::udp_unreachable(unsafe { &*m }, &t.rkey) {
+        if udp_unreachable(unsafe { &*m }, &t.rkey) {
             return Ok(aya_ebpf::bindings::xdp_action::XDP_DROP);
         }
     }
@@ -141,7 +186,7 @@ pub fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u3
 
 /// An error that reached the VIP of a NAT service: on to the flow's backend.
 #[inline(always)]
-pub fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     let k = &pkt.key;
     let skey = ServiceKey { addr: k.dst, port: k.dport, proto: k.proto, _pad: 0 };
     let Some(svc) = SERVICES.get_ptr(&skey) else { return Ok(pass()) };
@@ -156,8 +201,8 @@ pub fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u
     }
     t.to = f.backend.addr;
     t.src = f.backend.addr;
-    t.sport = nat::backend_port(k, f.backend);
-    t.dst = nat::snat_addr(f.nat.addr).ok_or(Drop::IcmpNoFlow)?;
+    t.sport = backend_port(k, f.backend);
+    t.dst = snat_addr(f.nat.addr).ok_or(Drop::IcmpNoFlow)?;
     t.dport = f.nat.port;
     stats::count(GlobalCounter::IcmpToBackend);
     translate::<V4>(ctx, pkt.l4 as usize, t)

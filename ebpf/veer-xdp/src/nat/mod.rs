@@ -7,113 +7,65 @@
 //! ports change in place; the IPv4 header checksum and the TCP or UDP
 //! checksum (its pseudo-header covers the addresses) are updated
 //! incrementally. The next hop comes from the kernel's routing table.
+//!
+//! The SNAT endpoints and return mappings are `snat`'s; ICMP errors about
+//! NAT flows are translated in [`icmp`]; a backend's refusal of a SYN is
+//! undone by [`syn_stash`].
 
-use aya_ebpf::{helpers::bpf_get_prandom_u32, programs::XdpContext};
+pub mod icmp;
+pub mod syn_stash;
+
+use aya_ebpf::programs::XdpContext;
 use veer_abi::{
-    csum, is_ipv4_mapped, Backend, ConnEntry, FlowKey, GlobalCounter, NatKey, NatMapping, Service, IPPROTO_TCP,
-    IPPROTO_UDP, NAT_PORT_TRIES,
+    csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, IPPROTO_TCP, IPPROTO_UDP, JUMP_NAT, JUMP_NAT_RETURN,
 };
 
 use crate::{
-    access::{mut_ptr_at, opaque},
-    conntrack, fib,
+    access::mut_ptr_at,
+    conntrack::{self, CONNS},
+    fib,
     headers::{
         eth::EthHdr,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, UdpHdr, TCP_FIN, TCP_RST},
     },
-    maps::{ALLOC_SCRATCH, CONNS, NAT_CONFIG, NAT_REV, SNAT_ADDRS},
-    scheduler::backend,
+    jumps::{icmp_slot, jump},
+    parse,
     parse::VipPacket,
-    stats, syn_stash,
+    snat::{self, backend_port, return_key, snat_addr, Slot, NAT_REV},
+    stats,
     verdict::{pass, Drop},
 };
 
-/// `bpf_map_update_elem` flag: only create.
-const BPF_NOEXIST: u64 = 1;
-
-/// Room for a new mapping's key and value (`ALLOC_SCRATCH`).
-pub struct AllocScratch {
-    key: NatKey,
-    mapping: NatMapping,
-}
-
-/// A NAT flow's SNAT endpoint: port, and index of the address in `SNAT_ADDRS`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Slot {
-    pub port: u16,
-    pub addr: u16,
-}
-
-impl Slot {
-    /// No SNAT endpoint (DSR).
-    pub const NONE: Slot = Slot { port: 0, addr: 0 };
-}
-
-/// The SNAT address at `index` in `SNAT_ADDRS`.
+/// A packet to no VIP: maybe a backend's answer to a NAT flow (or an ICMP
+/// error about one), on to the program that sends it back; else the kernel's.
 #[inline(always)]
-pub fn snat_addr(index: u16) -> Option<[u8; 16]> {
-    SNAT_ADDRS.get(index as u32).copied()
+pub fn not_for_a_vip(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+    if snat::is_return_port(&pkt.key) {
+        return jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt.key, false) } else { JUMP_NAT_RETURN });
+    }
+    Ok(pass())
 }
 
+/// A NAT service's packet, seen by the entry program: on to the NAT
+/// program, or for an ICMP error to the one that translates it.
 #[inline(always)]
-pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
-    if b.port != 0 {
-        b.port
-    } else {
-        key.dport
-    }
+pub fn hand_over(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
+    jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt.key, true) } else { JUMP_NAT })
 }
 
-/// A SNAT address and port toward backend `id` for a new flow: from a
-/// random start, at most `NAT_PORT_TRIES` tries, each port on every one of
-/// the backend's SNAT addresses before the next port. Its return entry is created here, so no
-/// live mapping is ever handed out twice. A call of its own: its keys would
-/// not fit on the NAT program's stack.
-#[inline(never)]
-pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Slot, Drop> {
-    let cfg = NAT_CONFIG.get(0).ok_or(Drop::NatExhausted)?;
-    let (min, max) = (cfg.port_min as u32, cfg.port_max as u32);
-    if min == 0 || max < min {
-        return Err(Drop::NatExhausted);
+/// `veer_nat_return`: a backend's answer to a NAT flow, back to its client;
+/// a refused SYN, resent, goes to the NAT program again.
+#[inline(always)]
+pub fn answer(ctx: &XdpContext) -> Result<u32, Drop> {
+    match parse::flow_of(ctx)? {
+        Some(pkt) if !pkt.is_icmp_error() => match reverse(ctx, &pkt)? {
+            Returned::Done(action) => Ok(action),
+            Returned::Resend => jump(ctx, JUMP_NAT),
+        },
+        _ => Ok(pass()),
     }
-    let span = max - min + 1;
-    let addrs = (b.snat_count as u32).max(1);
-    // A random start: a client reusing its port must not land on the
-    // mappings its earlier connections left behind.
-    let r = unsafe { bpf_get_prandom_u32() };
-    let (Some(port0), Some(addr0)) = (r.checked_rem(span), (r >> 16).checked_rem(addrs)) else {
-        return Err(Drop::NatExhausted);
-    };
-    // The key and value are built in per-CPU scratch: on the stack they
-    // would not fit beside the NAT program's own frame.
-    let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
-    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id };
-    scratch.key = NatKey {
-        backend: b.addr,
-        snat: [0; 16],
-        backend_port: backend_port(key, b),
-        snat_port: 0,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
-    for i in 0..NAT_PORT_TRIES {
-        // Wraps around the ranges (which may be smaller than the tries).
-        let step = i.checked_div(addrs).unwrap_or(i);
-        let (Some(off), Some(a)) = ((port0 + step).checked_rem(span), (addr0 + i).checked_rem(addrs)) else { break };
-        let port = (min + opaque(off)) as u16;
-        let index = b.snat.wrapping_add(opaque(a) as u16);
-        let Some(snat) = snat_addr(index) else { break };
-        scratch.key.snat = snat;
-        scratch.key.snat_port = port;
-        if NAT_REV.insert(&scratch.key, &scratch.mapping, BPF_NOEXIST).is_ok() {
-            stats::count(GlobalCounter::NatMapped);
-            return Ok(Slot { port, addr: index });
-        }
-    }
-    Err(Drop::NatExhausted)
 }
 
 /// The client's packet, rewritten toward its backend and sent.
@@ -131,42 +83,12 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> R
 pub fn release_stale(key: &FlowKey) {
     // SAFETY: copied out at once.
     if let Some(e) = (unsafe { CONNS.get(key) }).copied() {
-        release(key, &e);
+        snat::release(key, &e);
     }
-}
-
-/// Removes the return mapping of `key`'s entry `e` (a connection that
-/// ended, or moved to another backend before it was established: a late
-/// answer of the old backend then finds no mapping and is not passed on).
-/// A call of its own, off the NAT program's full stack.
-#[inline(never)]
-pub fn release(key: &FlowKey, e: &ConnEntry) {
-    if e.nat_port == 0 {
-        return;
-    }
-    let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return };
-    let rkey = NatKey {
-        backend: b.addr,
-        snat,
-        backend_port: backend_port(key, b),
-        snat_port: e.nat_port,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
-    let _ = NAT_REV.remove(&rkey);
-}
-
-/// Whether a packet that is not for a VIP goes to a SNAT port (and so may
-/// be a backend's answer to a NAT flow).
-#[inline(always)]
-pub fn is_return_port(pkt: &VipPacket) -> bool {
-    NAT_CONFIG
-        .get(0)
-        .is_some_and(|c| c.port_min != 0 && pkt.key.dport >= c.port_min && pkt.key.dport <= c.port_max)
 }
 
 /// What became of a packet to a SNAT port.
-pub enum Returned {
+enum Returned {
     /// Sent on, or passed to the kernel: this XDP action.
     Done(u32),
     /// It was a backend's refusal of a SYN; the frame is that SYN again,
@@ -177,7 +99,7 @@ pub enum Returned {
 /// A packet to a SNAT port: if it answers a NAT flow, rewritten back (from
 /// the VIP, to the client) and sent; otherwise passed to the kernel untouched.
 #[inline(always)]
-pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<Returned, Drop> {
+fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<Returned, Drop> {
     let k = &pkt.key;
     let Some(m) = NAT_REV.get_ptr(&return_key(k)) else {
         stats::count(GlobalCounter::NatReturnMiss);
@@ -197,13 +119,6 @@ pub fn reverse(ctx: &XdpContext, pkt: &VipPacket) -> Result<Returned, Drop> {
     rewrite(ctx, pkt, v4, &f.dst, &f.src, f.dport, f.sport)?;
     stats::count(GlobalCounter::NatReturned);
     Ok(Returned::Done(fib::send(ctx, v4, &f.dst, &f.src)?))
-}
-
-/// The `NAT_REV` key of a packet from a backend to a SNAT address (`key` as
-/// parsed: backend -> SNAT port), or of the flow an ICMP error quotes.
-#[inline(always)]
-pub fn return_key(k: &FlowKey) -> NatKey {
-    NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] }
 }
 
 /// Sets the packet's addresses and ports to `src`:`sport` -> `dst`:`dport`,

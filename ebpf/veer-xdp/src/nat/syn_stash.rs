@@ -10,26 +10,38 @@
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use veer_abi::{
-    is_ipv4_mapped, NatMapping, PassiveKind, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, MAX_SYN_RESENDS,
-    SYN_STASH_BYTES,
+    is_ipv4_mapped, FlowKey, NatMapping, PassiveKind, SynStash, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, SYN_STASH_BYTES,
 };
 
 use crate::{
     access::{mut_ptr_at, ptr_at},
+    conntrack::{BPF_F_NO_COMMON_LRU, NEW_CONNS},
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, TCP_ACK, TCP_RST},
     },
-    maps::{NEW_CONNS, STASH_SCRATCH, SYN_STASH},
     parse::VipPacket,
     passive,
     verdict::Drop,
 };
+
+/// NAT flows' SYNs, kept until the handshake completes (or the LRU evicts
+/// them), to resend one to another backend. Sized like `NEW_CONNS`.
+#[map]
+static SYN_STASH: LruHashMap<FlowKey, SynStash> =
+    LruHashMap::with_max_entries(DEFAULT_NEW_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Per-CPU room for a SYN being kept, off the stack.
+#[map]
+static STASH_SCRATCH: PerCpuArray<SynStash> = PerCpuArray::with_max_entries(1, 0);
 
 /// Keeps a NAT flow's SYN (`pkt`, not yet rewritten). A SYN carrying data
 /// (TCP Fast Open) or too long to keep is not kept; its flow falls back on
@@ -55,9 +67,7 @@ pub fn keep(ctx: &XdpContext, pkt: &VipPacket) -> Result<(), Drop> {
     let Some(s) = STASH_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
     // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
     let s = unsafe { &mut *s };
-    let r = unsafe {
-        bpf_xdp_load_bytes(ctx.ctx, EthHdr::LEN as u32, s.bytes.as_mut_ptr() as *mut _, ip_len as u32)
-    };
+    let r = unsafe { bpf_xdp_load_bytes(ctx.ctx, EthHdr::LEN as u32, s.bytes.as_mut_ptr() as *mut _, ip_len as u32) };
     if r != 0 {
         return Ok(());
     }

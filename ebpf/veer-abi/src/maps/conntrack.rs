@@ -1,0 +1,61 @@
+//! The connection tables (`CONNS`, `NEW_CONNS`): flows and their entries.
+
+/// Key of the connection table: a flow's 5-tuple as the client sent it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Client address.
+    pub src: [u8; 16],
+    /// VIP.
+    pub dst: [u8; 16],
+    /// Client port, host byte order.
+    pub sport: u16,
+    /// VIP port, host byte order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+
+/// `ConnEntry::flags`: the client (or, with NAT, the backend) sent FIN or RST; the flow is ending.
+pub const CONN_F_CLOSING: u32 = 1;
+/// `ConnEntry::flags` (`NEW_CONNS`): the backend refused the flow's SYN; the
+/// SYN about to arrive is veer's own resend to another backend, not the
+/// client's retransmission.
+pub const CONN_F_REFUSED: u32 = 2;
+/// `ConnEntry::flags` (`NEW_CONNS`): the client reset its own attempt (a
+/// SYN-ACK it did not expect, e.g. a backend's challenge ACK from an old
+/// connection's TIME_WAIT). Its next SYN is a fresh try on the same backend
+/// and SNAT port (the RST has cleared the backend's old state), not a sign
+/// of failure.
+pub const CONN_F_CLIENT_RESET: u32 = 4;
+/// `ConnEntry::flags` (`NEW_CONNS`): how many times the flow's SYN has been
+/// resent after a refusal (bits 8..16).
+pub const CONN_F_RESENDS_SHIFT: u32 = 8;
+/// `ConnEntry::flags` (`CONNS`): the flow is counted in its backend's
+/// [`ActiveFlows`](super::ActiveFlows), in the epoch of its `last_seen_ns`.
+pub const CONN_F_COUNTED: u32 = 1 << 16;
+
+/// Value of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEntry {
+    /// Backend id the flow is pinned to.
+    pub backend: u32,
+    /// Service id the flow belongs to (a reused key of another service is rescheduled).
+    pub service: u32,
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC
+    /// to a tick) of the flow's last packet (refreshed at most every 100 ms).
+    pub last_seen_ns: u64,
+    /// `CONN_F_*` bits.
+    pub flags: u32,
+    /// NAT: the SNAT port of the flow, host byte order (0 for DSR).
+    pub nat_port: u16,
+    /// NAT: index in `SNAT_ADDRS` of the flow's SNAT address.
+    pub nat_addr: u16,
+}
+
+// Layout guards: the XDP object and userspace must agree on these sizes.
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<ConnEntry>() == 24);

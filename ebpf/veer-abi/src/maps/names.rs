@@ -1,0 +1,63 @@
+//! Names of the maps in the XDP object (at most 15 bytes: the kernel's limit).
+
+/// `HashMap<ServiceKey, Service>`: the virtual services.
+pub const SERVICES: &str = "SERVICES";
+/// `HashMap<[u8; 16], u32>`: every address that carries a service, with its service count.
+pub const VIPS: &str = "VIPS";
+/// `Array<Backend>`: backends by id.
+pub const BACKENDS: &str = "BACKENDS";
+/// `Array<Ring>`: two halves per service, index `service * 2 + half`.
+pub const RINGS: &str = "RINGS";
+/// `LruHashMap<FlowKey, ConnEntry>`: the connection table (flows that
+/// have shown more than one packet).
+pub const CONNS: &str = "CONNS";
+/// `LruHashMap<FlowKey, ConnEntry>`: flows seen once (a TCP SYN, a first
+/// datagram), until their next packet promotes them into `CONNS`. A flood
+/// of first packets churns this table and never evicts an established flow.
+pub const NEW_CONNS: &str = "NEW_CONNS";
+/// `PerCpuArray<u32>`: round-robin cursor per service.
+pub const RR_CURSORS: &str = "RR_CURSORS";
+/// `PerCpuArray<Counters>`: per service.
+pub const SERVICE_STATS: &str = "SERVICE_STATS";
+/// `PerCpuArray<Counters>`: per backend.
+pub const BACKEND_STATS: &str = "BACKEND_STATS";
+/// `PerCpuArray<u64>`: indexed by [`GlobalCounter`](super::GlobalCounter).
+pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+/// `DevMapHash`: egress interfaces for `XDP_REDIRECT`, keyed by ifindex.
+pub const TX_PORTS: &str = "TX_PORTS";
+/// `HashMap<NatKey, NatMapping>`: NAT flows by their return tuple.
+pub const NAT_REV: &str = "NAT_REV";
+/// `Array<[u8; 16]>`: the source addresses NAT uses toward backends.
+pub const SNAT_ADDRS: &str = "SNAT_ADDRS";
+/// `Array<NatConfig>`: one entry, the SNAT port range.
+pub const NAT_CONFIG: &str = "NAT_CONFIG";
+/// `ProgramArray`: the programs the entry program continues in.
+pub const JUMPS: &str = "JUMPS";
+/// `Array<u64>`: per backend, until when (`bpf_ktime_get_coarse_ns`) the
+/// dataplane holds it suspect (0: not suspect).
+pub const SUSPECTS: &str = "SUSPECTS";
+/// `RingBuf` of [`PassiveEvent`](super::PassiveEvent): the dataplane's
+/// passive failure signals, for veerd.
+pub const PASSIVE_EVENTS: &str = "PASSIVE_EVENTS";
+/// `LruHashMap<FlowKey, SynStash>`: a NAT flow's SYN as the client sent
+/// it, to resend it to another backend when the first refuses it.
+pub const SYN_STASH: &str = "SYN_STASH";
+/// `PerCpuArray<PassiveCounters>`: per backend, the passive signals
+/// against it and the connections moved off it.
+pub const PASSIVE_STATS: &str = "PASSIVE_STATS";
+/// `Array<ServiceSlot>`: each service by id, with its key. An
+/// established flow's entry names its service: its packets find the
+/// service here, by index, instead of hashing the service key.
+pub const SERVICE_SLOTS: &str = "SERVICE_SLOTS";
+/// `Array<VipFilter>`: one entry, a bit per fold of each VIP's address.
+/// A packet whose destination's bit is clear is no VIP's, without a
+/// hash lookup.
+pub const VIP_FILTER: &str = "VIP_FILTER";
+/// `LruHashMap<AffinityKey, Affinity>`: each client's backend per
+/// service with persistence, and when its last new flow went there.
+pub const AFFINITY: &str = "AFFINITY";
+/// `Array<u32>`: per service id, its persistence in seconds (read when
+/// its `SERVICE_F_PERSIST` flag is set).
+pub const PERSISTENCE: &str = "PERSISTENCE";
+/// `Array<ActiveFlows>`: per backend, its established flows.
+pub const ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";

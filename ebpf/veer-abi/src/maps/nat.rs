@@ -1,0 +1,69 @@
+//! Full NAT: return mappings, the SNAT port range, and the SYNs kept to
+//! resend after a backend's refusal.
+
+use super::conntrack::FlowKey;
+
+/// Key of `NAT_REV`: a NAT flow as the backend's answers carry it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NatKey {
+    /// The backend's address (the answer's source).
+    pub backend: [u8; 16],
+    /// The SNAT address (the answer's destination).
+    pub snat: [u8; 16],
+    /// The backend's port, host byte order.
+    pub backend_port: u16,
+    /// The SNAT port, host byte order.
+    pub snat_port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Always zero.
+    pub _pad: [u8; 3],
+}
+
+/// Value of `NAT_REV`: who the answer goes back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatMapping {
+    /// The flow as the client sent it (client -> VIP).
+    pub flow: FlowKey,
+    /// The backend id.
+    pub backend: u32,
+    /// The service id.
+    pub service: u32,
+}
+
+/// The SNAT port range (the one entry of `NAT_CONFIG`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatConfig {
+    /// Lowest SNAT port, host byte order (0: NAT off).
+    pub port_min: u16,
+    /// Highest SNAT port.
+    pub port_max: u16,
+}
+
+/// Most resends of one SYN after refusals, as HAProxy's `retries`.
+pub const MAX_SYN_RESENDS: u32 = 2;
+
+/// Largest SYN (IP and TCP headers, no payload) kept in `SYN_STASH`.
+pub const SYN_STASH_BYTES: usize = 120;
+
+/// Value of `SYN_STASH`: a NAT flow's SYN from its IP header on, as the
+/// client sent it, checksums included.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynStash {
+    /// Bytes used in `bytes`.
+    pub len: u32,
+    /// The SYN's sequence number (a refusing RST acknowledges it plus one).
+    pub seq: u32,
+    /// The packet.
+    pub bytes: [u8; SYN_STASH_BYTES],
+}
+
+// Layout guards: the XDP object and userspace must agree on these sizes.
+const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
+const _: () = assert!(core::mem::size_of::<NatMapping>() == 48);
+const _: () = assert!(core::mem::size_of::<NatConfig>() == 4);
+const _: () = assert!(core::mem::size_of::<SynStash>() == 128);

@@ -1,0 +1,154 @@
+//! Services: their keys, values and flags, the schedulers, and the filter
+//! that tells VIPs from other addresses.
+
+use super::conntrack::FlowKey;
+
+/// How a service picks the backend of a new flow.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheduler {
+    /// Weighted Maglev consistent hashing of the 5-tuple.
+    Maglev = 0,
+    /// Weighted round robin over new flows (the ring holds the weighted sequence).
+    RoundRobin = 1,
+    /// Session affinity: Maglev over a hash of the client address only.
+    SourceHash = 2,
+    /// Weighted least flows: of two candidates (the flow's Maglev slot and a
+    /// random slot of the same weighted table), the one with fewer active
+    /// flows per unit of weight (see [`ActiveFlows`](super::ActiveFlows)).
+    LeastFlows = 3,
+}
+
+impl Scheduler {
+    /// Decodes the scheduler byte of a [`Service`].
+    #[inline(always)]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Maglev),
+            1 => Some(Self::RoundRobin),
+            2 => Some(Self::SourceHash),
+            3 => Some(Self::LeastFlows),
+            _ => None,
+        }
+    }
+
+    /// The name used in configs and output (`maglev`, `round-robin`, `source-hash`, `least-flows`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Maglev => "maglev",
+            Self::RoundRobin => "round-robin",
+            Self::SourceHash => "source-hash",
+            Self::LeastFlows => "least-flows",
+        }
+    }
+}
+
+/// Key of the service table: a VIP, port and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP (IPv4-mapped for IPv4).
+    pub addr: [u8; 16],
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// [`IPPROTO_TCP`](crate::IPPROTO_TCP) or [`IPPROTO_UDP`](crate::IPPROTO_UDP).
+    pub proto: u8,
+    /// Always zero (keys are compared bytewise).
+    pub _pad: u8,
+}
+
+/// Value of `SERVICE_SLOTS`: a service and the key it is published under.
+/// A slot whose key is not the packet's belongs to another (or no) service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceSlot {
+    /// The service's key; all zero for a free slot.
+    pub key: ServiceKey,
+    /// The service, as in `SERVICES`.
+    pub service: Service,
+}
+
+impl ServiceSlot {
+    /// Whether this slot's service is the one `flow` is addressed to.
+    #[inline(always)]
+    pub fn serves(&self, flow: &FlowKey) -> bool {
+        self.key.port == flow.dport && self.key.proto == flow.proto && self.key.addr == flow.dst
+    }
+}
+
+/// Value of `VIP_FILTER`: one bit per [`VipFilter::bit`] of every VIP.
+/// A clear bit proves an address is no VIP; a set bit asks the service table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipFilter {
+    /// 256 bits.
+    pub bits: [u64; 4],
+}
+
+impl VipFilter {
+    /// The bit of an address: its last four bytes folded into one (an IPv4
+    /// address's four; the interface identifier's end for IPv6).
+    #[inline(always)]
+    pub const fn bit(addr: &[u8; 16]) -> u32 {
+        (addr[12] ^ addr[13] ^ addr[14] ^ addr[15]) as u32
+    }
+
+    /// Adds a VIP.
+    pub fn insert(&mut self, addr: &[u8; 16]) {
+        let b = Self::bit(addr);
+        self.bits[(b / 64) as usize] |= 1 << (b % 64);
+    }
+
+    /// Whether `addr` may be a VIP (false: it is not).
+    #[inline(always)]
+    pub fn may_contain(&self, addr: &[u8; 16]) -> bool {
+        let b = Self::bit(addr);
+        // `b < 256`: the index is in range, and masked so the verifier sees it.
+        self.bits[((b / 64) & 3) as usize] & (1 << (b % 64)) != 0
+    }
+}
+
+/// `Service::flags`: with no healthy backend, pass packets to the local stack instead of dropping.
+pub const SERVICE_F_FALLBACK_PASS: u8 = 1;
+/// `Service::flags`: full NAT. The client's packets go to the backend from a
+/// SNAT address and port; the backend's answers come back through veer.
+pub const SERVICE_F_NAT: u8 = 2;
+
+/// `Service::flags`: client persistence. A client's new flow goes to the
+/// backend its last flow got, if that was within the service's
+/// `PERSISTENCE` seconds and the backend takes new flows (see `AFFINITY`).
+pub const SERVICE_F_PERSIST: u8 = 8;
+
+/// `Service::flags`: passive failure detection. A retransmitted SYN, or
+/// (NAT) a backend's RST to a SYN, moves the connection to another backend
+/// and marks the first one suspect.
+pub const SERVICE_F_PASSIVE: u8 = 4;
+
+/// Value of the service table.
+///
+/// Written whole by userspace; a hash-map update swaps the value atomically as
+/// the XDP program sees it, which is what makes switching `ring_half` one write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Service id: index into the stats, ring and cursor maps (`< MAX_SERVICES`).
+    pub id: u32,
+    /// Number of valid slots in the active ring half (`1..=MAX_RING_SIZE`; 0 = no backends).
+    pub ring_len: u32,
+    /// Backend used when no backend is up, or [`NO_BACKEND`](crate::NO_BACKEND).
+    pub fallback_backend: u32,
+    /// A [`Scheduler`] as `u8`.
+    pub scheduler: u8,
+    /// `SERVICE_F_*` bits.
+    pub flags: u8,
+    /// Which half of this service's ring is live (0 or 1).
+    pub ring_half: u8,
+    /// Always zero.
+    pub _pad: u8,
+}
+
+// Layout guards: the XDP object and userspace must agree on these sizes.
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 36);
+const _: () = assert!(core::mem::size_of::<VipFilter>() == 32);
+const _: () = assert!(core::mem::size_of::<Service>() == 16);

@@ -1,0 +1,162 @@
+//! SNAT endpoints and the return mappings of NAT flows.
+//!
+//! A NAT flow leaves veer from one of its backend's SNAT addresses and a
+//! port of the configured range. `NAT_REV` maps the tuple of the backend's
+//! answers back to the flow; it is created when the endpoint is allocated,
+//! so no live endpoint is ever handed out twice, and removed when the flow
+//! ends or moves. The connection table keeps each flow's endpoint
+//! ([`Slot`]); the NAT rewrite itself is in `nat`.
+
+use aya_ebpf::{
+    helpers::bpf_get_prandom_u32,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use veer_abi::{
+    Backend, ConnEntry, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, DEFAULT_NAT_TABLE_SIZE,
+    MAX_SNAT_ADDRS, NAT_PORT_TRIES,
+};
+
+use crate::{access::opaque, backends::backend, stats, verdict::Drop};
+
+/// NAT flows by the tuple of the backend's answers. Not LRU: a live mapping
+/// is never evicted to make room; veerd removes the idle ones, and a full
+/// table refuses new NAT flows (counted as exhaustion).
+#[map]
+pub static NAT_REV: HashMap<NatKey, NatMapping> = HashMap::with_max_entries(DEFAULT_NAT_TABLE_SIZE, 0);
+
+/// The SNAT addresses (16-byte form); each backend uses a run of them.
+#[map]
+static SNAT_ADDRS: Array<[u8; 16]> = Array::with_max_entries(MAX_SNAT_ADDRS, 0);
+
+/// The SNAT port range.
+#[map]
+static NAT_CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
+
+/// Per-CPU room for a new mapping's key and value, off the stack.
+#[map]
+static ALLOC_SCRATCH: PerCpuArray<AllocScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// `bpf_map_update_elem` flag: only create.
+const BPF_NOEXIST: u64 = 1;
+
+/// Room for a new mapping's key and value (`ALLOC_SCRATCH`).
+struct AllocScratch {
+    key: NatKey,
+    mapping: NatMapping,
+}
+
+/// A NAT flow's SNAT endpoint: port, and index of the address in `SNAT_ADDRS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Slot {
+    /// The SNAT port; 0 for none.
+    pub port: u16,
+    /// The SNAT address's index in `SNAT_ADDRS`.
+    pub addr: u16,
+}
+
+impl Slot {
+    /// No SNAT endpoint (DSR).
+    pub const NONE: Slot = Slot { port: 0, addr: 0 };
+}
+
+/// The SNAT address at `index` in `SNAT_ADDRS`.
+#[inline(always)]
+pub fn snat_addr(index: u16) -> Option<[u8; 16]> {
+    SNAT_ADDRS.get(index as u32).copied()
+}
+
+/// The port a NAT flow reaches backend `b` on: its own, or the VIP's.
+#[inline(always)]
+pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
+    if b.port != 0 {
+        b.port
+    } else {
+        key.dport
+    }
+}
+
+/// A SNAT address and port toward backend `id` for a new flow: from a
+/// random start, at most `NAT_PORT_TRIES` tries, each port on every one of
+/// the backend's SNAT addresses before the next port. Its return entry is created here, so no
+/// live mapping is ever handed out twice. A call of its own: its keys would
+/// not fit on the NAT program's stack.
+#[inline(never)]
+pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Slot, Drop> {
+    let cfg = NAT_CONFIG.get(0).ok_or(Drop::NatExhausted)?;
+    let (min, max) = (cfg.port_min as u32, cfg.port_max as u32);
+    if min == 0 || max < min {
+        return Err(Drop::NatExhausted);
+    }
+    let span = max - min + 1;
+    let addrs = (b.snat_count as u32).max(1);
+    // A random start: a client reusing its port must not land on the
+    // mappings its earlier connections left behind.
+    let r = unsafe { bpf_get_prandom_u32() };
+    let (Some(port0), Some(addr0)) = (r.checked_rem(span), (r >> 16).checked_rem(addrs)) else {
+        return Err(Drop::NatExhausted);
+    };
+    // The key and value are built in per-CPU scratch: on the stack they
+    // would not fit beside the NAT program's own frame.
+    let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
+    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id };
+    scratch.key = NatKey {
+        backend: b.addr,
+        snat: [0; 16],
+        backend_port: backend_port(key, b),
+        snat_port: 0,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    for i in 0..NAT_PORT_TRIES {
+        // Wraps around the ranges (which may be smaller than the tries).
+        let step = i.checked_div(addrs).unwrap_or(i);
+        let (Some(off), Some(a)) = ((port0 + step).checked_rem(span), (addr0 + i).checked_rem(addrs)) else { break };
+        let port = (min + opaque(off)) as u16;
+        let index = b.snat.wrapping_add(opaque(a) as u16);
+        let Some(snat) = snat_addr(index) else { break };
+        scratch.key.snat = snat;
+        scratch.key.snat_port = port;
+        if NAT_REV.insert(&scratch.key, &scratch.mapping, BPF_NOEXIST).is_ok() {
+            stats::count(GlobalCounter::NatMapped);
+            return Ok(Slot { port, addr: index });
+        }
+    }
+    Err(Drop::NatExhausted)
+}
+
+/// Removes the return mapping of `key`'s entry `e` (a connection that
+/// ended, or moved to another backend before it was established: a late
+/// answer of the old backend then finds no mapping and is not passed on).
+/// A call of its own, off the NAT program's full stack.
+#[inline(never)]
+pub fn release(key: &FlowKey, e: &ConnEntry) {
+    if e.nat_port == 0 {
+        return;
+    }
+    let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return };
+    let rkey = NatKey {
+        backend: b.addr,
+        snat,
+        backend_port: backend_port(key, b),
+        snat_port: e.nat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+    let _ = NAT_REV.remove(&rkey);
+}
+
+/// Whether a packet that is not for a VIP goes to a SNAT port (and so may
+/// be a backend's answer to a NAT flow).
+#[inline(always)]
+pub fn is_return_port(key: &FlowKey) -> bool {
+    NAT_CONFIG.get(0).is_some_and(|c| c.port_min != 0 && key.dport >= c.port_min && key.dport <= c.port_max)
+}
+
+/// The `NAT_REV` key of a packet from a backend to a SNAT address (`key` as
+/// parsed: backend -> SNAT port), or of the flow an ICMP error quotes.
+#[inline(always)]
+pub fn return_key(k: &FlowKey) -> NatKey {
+    NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] }
+}
