@@ -3,7 +3,7 @@
 //! Murmur3's 32-bit mixing over whole words: cheap in BPF (no loops over bytes,
 //! no tables), good avalanche, and identical on both sides of the ABI.
 
-use crate::FlowKey;
+use crate::maps::FlowKey;
 
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;

@@ -24,7 +24,7 @@
 #![feature(asm_experimental_arch)]
 
 // Layers, bottom up: a module imports only from the groups above its own
-// (checked by scripts/ebpf-module-graph.py). Wire formats, counters, and
+// (no circles: scripts/module-graph.py). Wire formats, counters, and
 // the tables userspace writes:
 mod backends;
 mod headers;

@@ -29,22 +29,22 @@ pub use stats::*;
 mod pod {
     // SAFETY: all of these are #[repr(C)], hold only integers and byte arrays,
     // and have explicit padding fields, so every bit pattern is valid.
-    unsafe impl aya::Pod for super::ServiceKey {}
-    unsafe impl aya::Pod for super::Service {}
-    unsafe impl aya::Pod for super::ServiceSlot {}
-    unsafe impl aya::Pod for super::VipFilter {}
-    unsafe impl aya::Pod for super::ActiveFlows {}
-    unsafe impl aya::Pod for super::AffinityKey {}
-    unsafe impl aya::Pod for super::Affinity {}
-    unsafe impl aya::Pod for super::MinimalDsr {}
-    unsafe impl aya::Pod for super::Backend {}
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::ConnEntry {}
-    unsafe impl aya::Pod for super::Counters {}
-    unsafe impl aya::Pod for super::NatKey {}
-    unsafe impl aya::Pod for super::NatMapping {}
-    unsafe impl aya::Pod for super::NatConfig {}
-    unsafe impl aya::Pod for super::PassiveEvent {}
-    unsafe impl aya::Pod for super::SynStash {}
-    unsafe impl aya::Pod for super::PassiveCounters {}
+    unsafe impl aya::Pod for crate::maps::ServiceKey {}
+    unsafe impl aya::Pod for crate::maps::Service {}
+    unsafe impl aya::Pod for crate::maps::ServiceSlot {}
+    unsafe impl aya::Pod for crate::maps::VipFilter {}
+    unsafe impl aya::Pod for crate::maps::ActiveFlows {}
+    unsafe impl aya::Pod for crate::maps::AffinityKey {}
+    unsafe impl aya::Pod for crate::maps::Affinity {}
+    unsafe impl aya::Pod for crate::maps::MinimalDsr {}
+    unsafe impl aya::Pod for crate::maps::Backend {}
+    unsafe impl aya::Pod for crate::maps::FlowKey {}
+    unsafe impl aya::Pod for crate::maps::ConnEntry {}
+    unsafe impl aya::Pod for crate::maps::Counters {}
+    unsafe impl aya::Pod for crate::maps::NatKey {}
+    unsafe impl aya::Pod for crate::maps::NatMapping {}
+    unsafe impl aya::Pod for crate::maps::NatConfig {}
+    unsafe impl aya::Pod for crate::maps::PassiveEvent {}
+    unsafe impl aya::Pod for crate::maps::SynStash {}
+    unsafe impl aya::Pod for crate::maps::PassiveCounters {}
 }
