@@ -17,14 +17,21 @@ use tokio::{
 use crate::overrides::Admin;
 
 /// A request to the daemon.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+///
+/// Also the `veerctl` subcommands that are one request and nothing more
+/// (`reload`, `enable`, `disable`, `weight`, `add-backend`,
+/// `remove-backend`): their arguments are these fields, their help these
+/// docs. Variants `veerctl` builds itself, because its command does more
+/// than send one request (`status`, `drain`, `events`, `node`), or does not
+/// offer (`metrics`) are skipped there.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, clap::Subcommand)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum Request {
     /// The running state.
+    #[command(skip)]
     Status,
-    /// Re-read and apply the config file.
-    Reload,
     /// Stop new flows to a backend; its existing flows stay.
+    #[command(skip)]
     Drain {
         /// Service name.
         service: String,
@@ -38,20 +45,20 @@ pub enum Request {
         /// Backend name.
         backend: String,
     },
-    /// Take a backend out entirely: its flows move at once.
+    /// Take a backend out: its flows move at once.
     Disable {
         /// Service name.
         service: String,
         /// Backend name.
         backend: String,
     },
-    /// Set a backend's weight (1 to 65535).
+    /// Set a backend's weight.
     Weight {
         /// Service name.
         service: String,
         /// Backend name.
         backend: String,
-        /// New weight.
+        /// 1 to 65535.
         weight: u32,
     },
     /// Add a backend to a service.
@@ -61,15 +68,19 @@ pub enum Request {
         /// New backend's name.
         name: String,
         /// Its address.
+        #[arg(value_parser = parse_address)]
         address: std::net::IpAddr,
-        /// Its weight (default 1).
+        /// Its weight.
         #[serde(default)]
+        #[arg(long)]
         weight: Option<u32>,
         /// Its next-hop MAC (default: neighbour table).
         #[serde(default)]
+        #[arg(long)]
         mac: Option<String>,
-        /// Whether it is a backup.
+        /// Make it a backup.
         #[serde(default)]
+        #[arg(long)]
         backup: bool,
     },
     /// Remove a backend from a service.
@@ -79,13 +90,20 @@ pub enum Request {
         /// Backend name.
         backend: String,
     },
+    /// Re-read the config file (a bad one changes nothing).
+    // After the backend commands: the order `veerctl --help` lists them in.
+    Reload,
     /// Prometheus text exposition of the daemon's metrics.
+    #[command(skip)]
     Metrics,
     /// Fleet: stop announcing this node's VIPs (flows move to other nodes).
+    #[command(skip)]
     NodeDrain,
     /// Fleet: announce this node's VIPs again.
+    #[command(skip)]
     NodeUndrain,
     /// Backends' state changes, oldest first (an [`EventLog`]).
+    #[command(skip)]
     Events {
         /// Only changes after this sequence number (to follow).
         #[serde(default)]
@@ -97,6 +115,22 @@ pub enum Request {
         #[serde(default)]
         backend: Option<String>,
     },
+}
+
+/// An address argument that is not an IP address.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{text:?} is not an IP address")]
+pub struct BadAddress {
+    /// What was given.
+    pub text: String,
+    /// Why it does not parse.
+    #[source]
+    pub source: std::net::AddrParseError,
+}
+
+/// Parses an IP address argument (`veerctl add-backend`'s).
+pub fn parse_address(text: &str) -> Result<std::net::IpAddr, BadAddress> {
+    text.parse().map_err(|source| BadAddress { text: text.into(), source })
 }
 
 /// One change of a backend's state word.

@@ -1,17 +1,18 @@
 //! `veerctl`: inspect veer's dataplane (from its pins, even with veerd
 //! stopped) and drive veerd.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{error::Error as _, ffi::OsString, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use veer::{
     ctl::{control, inspect, Ctx},
     dataplane::Protocol,
-    wire::Request,
+    wire::{BadAddress, Request},
 };
 
 #[derive(Parser)]
-#[command(name = "veerctl", version, about = "Inspect and operate veer")]
+// No long help of its own would let `wire::Request`'s doc (flattened in) be it.
+#[command(name = "veerctl", version, about = "Inspect and operate veer", long_about = None)]
 struct Cli {
     /// The instance's config file.
     #[arg(short, long, global = true, default_value = "/etc/veer/veer.toml")]
@@ -124,56 +125,11 @@ enum Cmd {
         #[arg(long, default_value = "30s", value_parser = dur)]
         idle: Duration,
     },
-    /// Undo drain or disable.
-    Enable {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// Take a backend out: its flows move at once.
-    Disable {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// Set a backend's weight.
-    Weight {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-        /// 1 to 65535.
-        weight: u32,
-    },
-    /// Add a backend to a service.
-    AddBackend {
-        /// Service name.
-        service: String,
-        /// New backend's name.
-        name: String,
-        /// Its address.
-        address: String,
-        /// Its weight.
-        #[arg(long)]
-        weight: Option<u32>,
-        /// Its next-hop MAC (default: neighbour table).
-        #[arg(long)]
-        mac: Option<String>,
-        /// Make it a backup.
-        #[arg(long)]
-        backup: bool,
-    },
-    /// Remove a backend from a service.
-    RemoveBackend {
-        /// Service name.
-        service: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// Re-read the config file (a bad one changes nothing).
-    Reload,
+    // The commands that are one request to veerd and nothing more (`enable`,
+    // `disable`, `weight`, `add-backend`, `remove-backend`, `reload`): the
+    // wire type is the command line.
+    #[command(flatten)]
+    Request(Request),
     /// Rolling update: drain, update, wait healthy, ramp the weight back; one group at a time.
     Rollout {
         /// Service name.
@@ -318,15 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Drain { service, backend, wait, timeout, idle } => {
             control::drain(&ctx, &service, &backend, wait, timeout, idle)
         }
-        Cmd::Enable { service, backend } => control::simple(&ctx, Request::Enable { service, backend }),
-        Cmd::Disable { service, backend } => control::simple(&ctx, Request::Disable { service, backend }),
-        Cmd::Weight { service, backend, weight } => control::simple(&ctx, Request::Weight { service, backend, weight }),
-        Cmd::AddBackend { service, name, address, weight, mac, backup } => {
-            let address = inspect::parse_ip(&address)?;
-            control::simple(&ctx, Request::AddBackend { service, name, address, weight, mac, backup })
-        }
-        Cmd::RemoveBackend { service, backend } => control::simple(&ctx, Request::RemoveBackend { service, backend }),
-        Cmd::Reload => control::simple(&ctx, Request::Reload),
+        Cmd::Request(req) => control::simple(&ctx, req),
         Cmd::Rollout { service, exec, max_unavailable, slow_start, drain_timeout, health_timeout, idle } => {
             let exec = exec.map(|e| e.split_whitespace().map(String::from).collect());
             control::rollout(
@@ -337,17 +285,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Reports a failure as every command does: on stderr, and with `--json`
+/// also as a JSON document on stdout.
+fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
+    if json {
+        println!("{}", serde_json::json!({"ok": false, "error": format!("{e:#}")}));
+    }
+    eprintln!("veerctl: {e:#}");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        // A request's bad address fails as the daemon's refusals do (it was
+        // checked after parsing before the wire type became the command line).
+        Err(e) => match e.source().and_then(|s| s.downcast_ref::<BadAddress>()) {
+            Some(bad) => {
+                let json = args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json");
+                return fail(json, &anyhow::Error::new(bad.clone()));
+            }
+            None => e.exit(),
+        },
+    };
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({"ok": false, "error": format!("{e:#}")}));
-            }
-            eprintln!("veerctl: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(json, &e),
     }
 }

@@ -145,13 +145,7 @@ pub fn spawn_checker(
                 judge_suspicion(&spec, &mut state, &mut suspicion, failed, &result)
             } else {
                 suspicion = None;
-                state.record(result.is_ok()).map(|up| {
-                    let reason = match &result {
-                        Ok(()) => format!("{} consecutive successful checks", h.rise),
-                        Err(e) => format!("{} consecutive failed checks, last: {e}", h.fall),
-                    };
-                    CheckReport::Flip(HealthEvent { backend: spec.backend, generation: spec.generation, up, reason })
-                })
+                record_streak(&spec, &mut state, &result)
             };
             if let Some(r) = report {
                 if reports.send(r).is_err() {
@@ -170,6 +164,19 @@ pub fn spawn_checker(
         }
     });
     Checker { task, suspect }
+}
+
+/// An ordinary probe counted in the `rise`/`fall` streak: a flip when it
+/// completes one.
+fn record_streak(spec: &CheckSpec, state: &mut Hysteresis, result: &Result<(), ProbeError>) -> Option<CheckReport> {
+    let h = &spec.health;
+    state.record(result.is_ok()).map(|up| {
+        let reason = match result {
+            Ok(()) => format!("{} consecutive successful checks", h.rise),
+            Err(e) => format!("{} consecutive failed checks, last: {e}", h.fall),
+        };
+        CheckReport::Flip(HealthEvent { backend: spec.backend, generation: spec.generation, up, reason })
+    })
 }
 
 /// One probe of a suspect (up) backend: `confirm` failures in a row take it

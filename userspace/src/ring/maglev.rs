@@ -91,6 +91,46 @@ fn quotas(weights: &[u64], m: u64) -> Vec<usize> {
     q
 }
 
+/// Each live member's position in `live`, by backend id; two members with
+/// one identity are an error (they would take the same slots).
+fn index_by_id(live: &[&RingMember]) -> Result<HashMap<u32, usize>, RingError> {
+    let mut by_identity = HashMap::with_capacity(live.len());
+    let mut by_id = HashMap::with_capacity(live.len());
+    for (i, b) in live.iter().enumerate() {
+        if let Some(other) = by_identity.insert(b.identity, b.id) {
+            return Err(RingError::DuplicateIdentity(other, b.id));
+        }
+        by_id.insert(b.id, i);
+    }
+    Ok(by_id)
+}
+
+/// Fills the empty slots: members take turns, each the next free slot of its
+/// permutation, until each has its quota (`count` holds what they have).
+fn fill(slots: &mut [u32], live: &[&RingMember], perms: &[Permutation], quota: &[usize], count: &mut [usize], m: u64) {
+    let mut filled: usize = count.iter().sum();
+    let mut next = vec![0u64; live.len()];
+    while filled < slots.len() {
+        for i in 0..live.len() {
+            if count[i] >= quota[i] {
+                continue;
+            }
+            // Skip is in 1..m and m is prime, so the walk visits every slot;
+            // quotas sum to m, so a free slot exists while count < quota.
+            loop {
+                let c = perms[i].slot(next[i], m);
+                next[i] += 1;
+                if slots[c] == EMPTY {
+                    slots[c] = live[i].id;
+                    count[i] += 1;
+                    filled += 1;
+                    break;
+                }
+            }
+        }
+    }
+}
+
 impl MaglevRing {
     /// Builds a table of `size` slots (a prime) over `members`, from scratch.
     ///
@@ -114,14 +154,7 @@ impl MaglevRing {
         if live.is_empty() {
             return Ok(Self { slots });
         }
-        let mut by_identity = HashMap::with_capacity(live.len());
-        let mut by_id = HashMap::with_capacity(live.len());
-        for (i, b) in live.iter().enumerate() {
-            if let Some(other) = by_identity.insert(b.identity, b.id) {
-                return Err(RingError::DuplicateIdentity(other, b.id));
-            }
-            by_id.insert(b.id, i);
-        }
+        let by_id = index_by_id(&live)?;
         let perms: Vec<Permutation> = live.iter().map(|b| Permutation::new(b.identity, m)).collect();
         let quota = quotas(&live.iter().map(|b| b.weight as u64).collect::<Vec<_>>(), m);
         let mut count = vec![0usize; live.len()];
@@ -145,27 +178,7 @@ impl MaglevRing {
             }
         }
 
-        let mut filled: usize = count.iter().sum();
-        let mut next = vec![0u64; live.len()];
-        while filled < slots.len() {
-            for i in 0..live.len() {
-                if count[i] >= quota[i] {
-                    continue;
-                }
-                // Skip is in 1..m and m is prime, so the walk visits every slot;
-                // quotas sum to m, so a free slot exists while count < quota.
-                loop {
-                    let c = perms[i].slot(next[i], m);
-                    next[i] += 1;
-                    if slots[c] == EMPTY {
-                        slots[c] = live[i].id;
-                        count[i] += 1;
-                        filled += 1;
-                        break;
-                    }
-                }
-            }
-        }
+        fill(&mut slots, &live, &perms, &quota, &mut count, m);
         Ok(Self { slots })
     }
 

@@ -8,10 +8,7 @@ mod ring;
 mod stats;
 mod status;
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -131,9 +128,4 @@ impl Ctx {
 /// Parses `ADDR:PORT` (IPv6 in brackets).
 pub fn parse_endpoint(s: &str) -> Result<SocketAddr> {
     s.parse().or_else(|_| bail!("{s:?} is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)"))
-}
-
-/// An address, for `add-backend`.
-pub fn parse_ip(s: &str) -> Result<IpAddr> {
-    s.parse().with_context(|| format!("{s:?} is not an IP address"))
 }

@@ -1,5 +1,7 @@
 //! `veerctl status` and `veerctl services`.
 
+use std::path::Path;
+
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
@@ -9,6 +11,7 @@ use super::{sched_name, table, Row, SvcView};
 use crate::{
     ctl::{table::bytes, Ctx},
     dataplane::{display_service, MapReader},
+    wire::Status,
 };
 
 /// One service in `veerctl status`.
@@ -61,13 +64,7 @@ fn status_row(v: &SvcView) -> StatusRow {
 /// `veerctl status`.
 pub fn status(ctx: &Ctx) -> Result<()> {
     let dir = ctx.file.daemon.pin_dir();
-    let links: Vec<String> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("link_").map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+    let links = attached_links(&dir);
     let daemon = ctx.daemon_status();
     let pins = ctx.pins().ok();
     let views = match &pins {
@@ -102,29 +99,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         if !ctx.overrides.is_empty() {
             s += "runtime changes differ from the config file: see `veerctl diff`\n";
         }
-        if ctx.file.fleet.is_some() {
-            let announced = daemon.as_ref().map(|d| d.announced.join(", ")).unwrap_or_default();
-            s += &match (ctx.overrides.node_drained, announced.is_empty()) {
-                (true, _) => "fleet node: DRAINED by an operator, no VIP announced (`veerctl node undrain`)\n".into(),
-                (false, true) => "fleet node: no VIP announced\n".to_string(),
-                (false, false) => format!("fleet node: announcing {announced}\n"),
-            };
-        }
-        if let Some(f) = daemon.as_ref().and_then(|d| d.fleet.as_ref()) {
-            s += &format!(
-                "fleet {}: etcd {}{} at revision {}; live nodes: {}; {}{}\n",
-                f.node,
-                f.etcd,
-                f.error.as_ref().map(|e| format!(" ({e}), view frozen")).unwrap_or_default(),
-                f.revision,
-                f.nodes.join(", "),
-                if f.leader { "LEADER" } else { "follower" },
-                if f.fenced { "; FENCED: VIPs withdrawn, this node's path to the backends is broken" } else { "" },
-            );
-            if f.unpublished > 0 {
-                s += &format!("fleet: {} operator change(s) not yet in etcd\n", f.unpublished);
-            }
-        }
+        s += &fleet_text(ctx, daemon.as_ref());
         for name in &failing_open {
             s += &format!(
                 "FAIL-OPEN: service {name}: too many backends failed at once; the last healthy set is kept \
@@ -134,6 +109,47 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         s + "\n" + &table(&rows)
     });
     Ok(())
+}
+
+/// The pinned links' interfaces: where the program is attached.
+fn attached_links(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_string_lossy().strip_prefix("link_").map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `veerctl status`'s fleet lines: the node's announcement, then its view
+/// through etcd (empty outside a fleet).
+fn fleet_text(ctx: &Ctx, daemon: Option<&Status>) -> String {
+    let mut s = String::new();
+    if ctx.file.fleet.is_some() {
+        let announced = daemon.map(|d| d.announced.join(", ")).unwrap_or_default();
+        s += &match (ctx.overrides.node_drained, announced.is_empty()) {
+            (true, _) => "fleet node: DRAINED by an operator, no VIP announced (`veerctl node undrain`)\n".into(),
+            (false, true) => "fleet node: no VIP announced\n".to_string(),
+            (false, false) => format!("fleet node: announcing {announced}\n"),
+        };
+    }
+    if let Some(f) = daemon.and_then(|d| d.fleet.as_ref()) {
+        s += &format!(
+            "fleet {}: etcd {}{} at revision {}; live nodes: {}; {}{}\n",
+            f.node,
+            f.etcd,
+            f.error.as_ref().map(|e| format!(" ({e}), view frozen")).unwrap_or_default(),
+            f.revision,
+            f.nodes.join(", "),
+            if f.leader { "LEADER" } else { "follower" },
+            if f.fenced { "; FENCED: VIPs withdrawn, this node's path to the backends is broken" } else { "" },
+        );
+        if f.unpublished > 0 {
+            s += &format!("fleet: {} operator change(s) not yet in etcd\n", f.unpublished);
+        }
+    }
+    s
 }
 
 /// One service in `veerctl services`.

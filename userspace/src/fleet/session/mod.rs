@@ -8,10 +8,16 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{bail, Context, Result};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+use etcd_client::{CampaignResponse, Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchResponse};
+use tokio::{
+    sync::mpsc,
+    task::{JoinError, JoinHandle},
+    time::timeout,
 };
-use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
+
+mod open;
+
+use open::{open, put_of, sync};
 
 use super::{fence::Fence, keys::Keys, view::Change};
 use crate::config::EtcdConfig;
@@ -182,6 +188,52 @@ async fn within<T, E: Into<anyhow::Error>>(
     }
 }
 
+/// One watch message: its changes go to veerd; an ended or cancelled watch
+/// ends the session.
+fn watched(
+    m: std::result::Result<Option<WatchResponse>, etcd_client::Error>,
+    events: &mpsc::UnboundedSender<FleetEvent>,
+) -> Result<()> {
+    let m = match m {
+        Ok(Some(m)) => m,
+        Ok(None) => bail!("the watch ended"),
+        Err(e) => return Err(anyhow::Error::from(e).context("watching")),
+    };
+    if m.canceled() {
+        bail!("the watch was cancelled: {}", m.cancel_reason());
+    }
+    let revision = m.header().map_or(0, |h| h.revision());
+    let changes: Vec<Change> = m
+        .events()
+        .iter()
+        .filter_map(|e| {
+            let kv = e.kv()?;
+            Some(match e.event_type() {
+                EventType::Put => put_of(kv),
+                EventType::Delete => Change::Delete { key: String::from_utf8_lossy(kv.key()).into_owned() },
+            })
+        })
+        .collect();
+    if !changes.is_empty() {
+        let _ = events.send(FleetEvent::Changed { changes, revision });
+    }
+    Ok(())
+}
+
+/// The campaign's end: this node leads, fenced by its leader key.
+fn elected(
+    r: std::result::Result<std::result::Result<CampaignResponse, etcd_client::Error>, JoinError>,
+) -> Result<Fence> {
+    match r {
+        Ok(Ok(resp)) => match resp.leader() {
+            Some(l) => Ok(Fence { key: l.key().to_vec(), rev: l.rev() }),
+            None => bail!("the election answered without a leader key"),
+        },
+        Ok(Err(e)) => Err(anyhow::Error::from(e).context("campaigning for leadership")),
+        Err(e) => bail!("the campaign task failed: {e}"),
+    }
+}
+
 async fn session(
     cfg: &EtcdConfig,
     endpoint: &str,
@@ -191,94 +243,33 @@ async fn session(
 ) -> Result<()> {
     let t = cfg.timeout;
     let keys = Keys::new(&cfg.prefix);
-    // A member without a leader fails watches and requests rather than
-    // serving a stale view. No client-wide deadline: the campaign blocks
-    // until elected; every other call is bounded by `within`.
-    let opts = ConnectOptions::new().with_connect_timeout(t).with_require_leader(true);
-    let mut client = within(t, "connecting", Client::connect([endpoint], Some(opts))).await?;
-    let ttl = cfg.lease_ttl.as_secs().max(2) as i64;
-    let lease = within(t, "granting the node's lease", client.lease_grant(ttl, None)).await?.id();
-    let (mut keeper, mut renewals) = within(t, "renewing the lease", client.lease_keep_alive(lease)).await?;
-    let with_lease = || Some(PutOptions::new().with_lease(lease));
-    let mut writes = vec![TxnOp::put(keys.node(&cfg.node), cfg.node.as_str(), with_lease())];
-    writes
-        .extend(verdicts.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
-    for chunk in writes.chunks(TXN_OPS) {
-        within(t, "writing the node's verdicts", client.txn(Txn::new().and_then(chunk.to_vec()))).await?;
-    }
-    let snap =
-        within(t, "reading the fleet's state", client.get(keys.root(), Some(GetOptions::new().with_prefix()))).await?;
-    let revision = snap.header().map_or(0, |h| h.revision());
-    let changes = snap
-        .kvs()
-        .iter()
-        .map(|kv| Change::Put {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            value: String::from_utf8_lossy(kv.value()).into_owned(),
-            mod_rev: kv.mod_revision(),
-        })
-        .collect();
-    let watch_opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1).with_progress_notify();
-    let mut watch = within(t, "watching the fleet's state", client.watch(keys.root(), Some(watch_opts))).await?;
-    let _ = events.send(FleetEvent::Synced {
-        changes,
-        revision,
-        client: Box::new(client.clone()),
-        endpoint: endpoint.into(),
-    });
-
+    let (mut client, mut lease) = open(cfg, endpoint, &keys, verdicts).await?;
+    let mut watch = sync(t, &mut client, &keys, endpoint, events).await?;
     let mut campaign = tokio::spawn({
-        let (mut c, name, node) = (client.clone(), keys.election(), cfg.node.clone());
-        async move { c.campaign(name, node, lease).await }
+        let (mut c, name, node, id) = (client.clone(), keys.election(), cfg.node.clone(), lease.id);
+        async move { c.campaign(name, node, id).await }
     });
     let mut campaigning = true;
-    let mut renew = tokio::time::interval(Duration::from_secs(ttl as u64) / 3);
+    let mut renew = tokio::time::interval(Duration::from_secs(lease.ttl as u64) / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             _ = renew.tick() => {
-                let r = async {
-                    within(t, "renewing the lease", keeper.keep_alive()).await?;
-                    let m = within(t, "renewing the lease", renewals.message()).await?.context("the renewal stream ended")?;
-                    if m.ttl() <= 0 {
-                        bail!("the node's lease expired");
-                    }
-                    Ok(())
-                }.await;
-                if let Err(e) = r { break Err(e) }
+                if let Err(e) = lease.renew(t).await { break Err(e) }
             }
             m = watch.message() => {
-                let m = match m { Ok(Some(m)) => m, Ok(None) => break Err(anyhow::anyhow!("the watch ended")), Err(e) => break Err(anyhow::Error::from(e).context("watching")) };
-                if m.canceled() {
-                    break Err(anyhow::anyhow!("the watch was cancelled: {}", m.cancel_reason()));
-                }
-                let revision = m.header().map_or(0, |h| h.revision());
-                let changes: Vec<Change> = m.events().iter().filter_map(|e| {
-                    let kv = e.kv()?;
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    Some(match e.event_type() {
-                        EventType::Put => Change::Put { key, value: String::from_utf8_lossy(kv.value()).into_owned(), mod_rev: kv.mod_revision() },
-                        EventType::Delete => Change::Delete { key },
-                    })
-                }).collect();
-                if !changes.is_empty() {
-                    let _ = events.send(FleetEvent::Changed { changes, revision });
-                }
+                if let Err(e) = watched(m, events) { break Err(e) }
             }
             r = &mut campaign, if campaigning => {
                 campaigning = false;
-                match r {
-                    Ok(Ok(resp)) => match resp.leader() {
-                        Some(l) => { let _ = events.send(FleetEvent::Leader(Some(Fence { key: l.key().to_vec(), rev: l.rev() }))); }
-                        None => break Err(anyhow::anyhow!("the election answered without a leader key")),
-                    },
-                    Ok(Err(e)) => break Err(anyhow::Error::from(e).context("campaigning for leadership")),
-                    Err(e) => break Err(anyhow::anyhow!("the campaign task failed: {e}")),
+                match elected(r) {
+                    Ok(fence) => { let _ = events.send(FleetEvent::Leader(Some(fence))); }
+                    Err(e) => break Err(e),
                 }
             }
             c = cmds.recv() => {
                 let Some(c) = c else { break Ok(()) };
-                if let Err(e) = command(&mut client, &keys, cfg, lease, c, verdicts, events).await {
+                if let Err(e) = command(&mut client, &keys, cfg, lease.id, c, verdicts, events).await {
                     break Err(e);
                 }
             }
@@ -286,7 +277,7 @@ async fn session(
     };
     campaign.abort();
     // Best effort: let the other nodes see this one go now, not at the TTL.
-    let _ = timeout(Duration::from_millis(200), client.lease_revoke(lease)).await;
+    let _ = timeout(Duration::from_millis(200), client.lease_revoke(lease.id)).await;
     result
 }
 

@@ -1,0 +1,80 @@
+//! `[[service.backend]]`: one real server, and the command that restarts it.
+
+use std::{net::IpAddr, time::Duration};
+
+use serde::Deserialize;
+
+use super::duration;
+
+/// A `[[service.backend]]`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique within its service.
+    pub name: String,
+    /// Address (health checks go here; the next hop is its MAC).
+    pub address: IpAddr,
+    /// Relative weight, 1 to 65535.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Takes traffic only while fewer than `min_healthy` primaries are up.
+    #[serde(default)]
+    pub backup: bool,
+    /// Only ever used as the service's `fallback_backend`.
+    #[serde(default)]
+    pub sorry: bool,
+    /// Next-hop MAC; looked up in the neighbour table when unset.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Recovery: a command to run when the backend goes down.
+    #[serde(default)]
+    pub restart: Option<RestartConfig>,
+    /// Update command for this backend (overrides the service's `update`).
+    #[serde(default)]
+    pub update: Vec<String>,
+}
+
+/// `restart = { command = [...], ... }`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// Program and arguments (no shell); `{address}` and `{name}` are replaced.
+    pub command: Vec<String>,
+    /// Wait before the first attempt; doubles after each.
+    #[serde(default = "default_backoff", with = "duration")]
+    pub backoff: Duration,
+    /// Cap on the wait between attempts.
+    #[serde(default = "default_max_backoff", with = "duration")]
+    pub max_backoff: Duration,
+    /// Attempts before giving up (until the backend is up again).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Time limit for one run of the command.
+    #[serde(default = "default_restart_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+impl BackendConfig {
+    /// A backend added at runtime: only what `add-backend` takes.
+    pub fn runtime(name: String, address: IpAddr, weight: u32, mac: Option<String>, backup: bool) -> Self {
+        Self { name, address, weight, backup, sorry: false, mac, restart: None, update: Vec::new() }
+    }
+}
+
+/// Also `[service.replace]`'s first wait: both back off the same way.
+pub(super) fn default_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_restart_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+/// A backend's weight, and also a service's `min_healthy`.
+pub(super) fn one() -> u32 {
+    1
+}

@@ -1,0 +1,122 @@
+//! `[daemon]`: instance-wide settings (pins, interfaces, map capacities, API).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Instance name: pins live in `<bpffs>/veer/<name>/`, the API socket is
+    /// `/run/veer/<name>.sock` unless set.
+    pub name: String,
+    /// Where bpffs is (or gets) mounted.
+    pub bpffs: PathBuf,
+    /// Interfaces the XDP program is attached to.
+    pub interfaces: Vec<String>,
+    /// `driver` (native XDP) or `skb` (generic).
+    pub attach_mode: AttachModeConfig,
+    /// The API's Unix socket.
+    pub api_socket: Option<PathBuf>,
+    /// Connection-table entries (the kernel rounds this up to a multiple of
+    /// the possible CPUs: each CPU's LRU list gets an equal share).
+    pub conn_table_size: u32,
+    /// New-flow table entries: flows seen once (a SYN) wait here until their
+    /// next packet, so a SYN flood cannot evict established flows.
+    pub new_flow_table_size: u32,
+    /// Service capacity of the maps.
+    pub max_services: u32,
+    /// Backend capacity of the maps (all services together). Freed ids are
+    /// held back a while before reuse, so leave some room for churn.
+    pub max_backends: u32,
+    /// NAT flows the return table holds (NAT services only); a full table
+    /// refuses new NAT flows.
+    pub nat_table_size: u32,
+    /// SNAT ports, `"LOW-HIGH"`: keep it clear of the kernel's
+    /// `ip_local_port_range`, whose ports veerd's own health checks use.
+    pub snat_ports: PortRange,
+    /// Group (name or gid) whose members may use the API socket besides root.
+    pub api_group: Option<String>,
+    /// Address of the Prometheus endpoint (`GET /metrics`); off when unset.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Where runtime changes (drain, weight, added backends...) are kept so
+    /// they survive a daemon restart. Default `/run/veer/<name>.runtime.json`.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            bpffs: "/sys/fs/bpf".into(),
+            interfaces: Vec::new(),
+            attach_mode: AttachModeConfig::Driver,
+            api_socket: None,
+            conn_table_size: veer_abi::DEFAULT_CONN_TABLE_SIZE,
+            new_flow_table_size: veer_abi::DEFAULT_NEW_FLOW_TABLE_SIZE,
+            max_services: veer_abi::MAX_SERVICES,
+            max_backends: veer_abi::MAX_BACKENDS,
+            nat_table_size: veer_abi::DEFAULT_NAT_TABLE_SIZE,
+            snat_ports: PortRange { low: 10_000, high: 29_999 },
+            api_group: None,
+            metrics: None,
+            state_file: None,
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Directory of this instance's pins (versioned by the map layout).
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("veer").join(&self.name).join(format!("v{}", veer_abi::ABI_VERSION))
+    }
+
+    /// The API socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.api_socket.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.sock", self.name)))
+    }
+
+    /// The instance lock (beside the API socket): one veerd per instance.
+    pub fn lock_path(&self) -> PathBuf {
+        self.socket_path().with_extension("lock")
+    }
+
+    /// The runtime-state file.
+    pub fn state_path(&self) -> PathBuf {
+        self.state_file.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.runtime.json", self.name)))
+    }
+}
+
+/// A port range, written `"LOW-HIGH"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// Lowest port.
+    pub low: u16,
+    /// Highest port.
+    pub high: u16,
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("{s:?}: expected \"LOW-HIGH\" ports, e.g. \"10000-29999\""));
+        let (l, h) = s.split_once('-').ok_or_else(bad)?;
+        let low: u16 = l.trim().parse().map_err(|_| bad())?;
+        let high: u16 = h.trim().parse().map_err(|_| bad())?;
+        if low == 0 || high < low {
+            return Err(bad());
+        }
+        Ok(Self { low, high })
+    }
+}
+
+/// XDP attach mode as configured.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachModeConfig {
+    /// Native XDP.
+    Driver,
+    /// Generic XDP.
+    Skb,
+}

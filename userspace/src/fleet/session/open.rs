@@ -1,0 +1,99 @@
+//! Opening a session: the node's lease, its keys under it, the first read
+//! of the fleet's state and the watch that follows it.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use etcd_client::{
+    Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
+};
+use tokio::sync::mpsc;
+
+use super::{within, word, FleetEvent, Verdicts, TXN_OPS};
+use crate::{
+    config::EtcdConfig,
+    fleet::{keys::Keys, view::Change},
+};
+
+/// A session's hold on etcd: the node's lease and its renewal streams.
+pub(super) struct NodeLease {
+    /// The lease id the node's keys are put under.
+    pub(super) id: i64,
+    /// Its time to live, in seconds.
+    pub(super) ttl: i64,
+    keeper: LeaseKeeper,
+    renewals: LeaseKeepAliveStream,
+}
+
+impl NodeLease {
+    /// One renewal; an expired lease ends the session (its keys are gone).
+    pub(super) async fn renew(&mut self, t: Duration) -> Result<()> {
+        within(t, "renewing the lease", self.keeper.keep_alive()).await?;
+        let m = within(t, "renewing the lease", self.renewals.message()).await?.context("the renewal stream ended")?;
+        if m.ttl() <= 0 {
+            bail!("the node's lease expired");
+        }
+        Ok(())
+    }
+}
+
+/// Connects to `endpoint`, grants the node's lease, and writes the node's
+/// liveness key and its verdicts under it.
+pub(super) async fn open(
+    cfg: &EtcdConfig,
+    endpoint: &str,
+    keys: &Keys,
+    verdicts: &Verdicts,
+) -> Result<(Client, NodeLease)> {
+    let t = cfg.timeout;
+    // A member without a leader fails watches and requests rather than
+    // serving a stale view. No client-wide deadline: the campaign blocks
+    // until elected; every other call is bounded by `within`.
+    let opts = ConnectOptions::new().with_connect_timeout(t).with_require_leader(true);
+    let mut client = within(t, "connecting", Client::connect([endpoint], Some(opts))).await?;
+    let ttl = cfg.lease_ttl.as_secs().max(2) as i64;
+    let lease = within(t, "granting the node's lease", client.lease_grant(ttl, None)).await?.id();
+    let (keeper, renewals) = within(t, "renewing the lease", client.lease_keep_alive(lease)).await?;
+    let with_lease = || Some(PutOptions::new().with_lease(lease));
+    let mut writes = vec![TxnOp::put(keys.node(&cfg.node), cfg.node.as_str(), with_lease())];
+    writes
+        .extend(verdicts.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
+    for chunk in writes.chunks(TXN_OPS) {
+        within(t, "writing the node's verdicts", client.txn(Txn::new().and_then(chunk.to_vec()))).await?;
+    }
+    Ok((client, NodeLease { id: lease, ttl, keeper, renewals }))
+}
+
+/// Reads the fleet's state, hands it to veerd ([`FleetEvent::Synced`]) and
+/// watches it from the next revision on.
+pub(super) async fn sync(
+    t: Duration,
+    client: &mut Client,
+    keys: &Keys,
+    endpoint: &str,
+    events: &mpsc::UnboundedSender<FleetEvent>,
+) -> Result<WatchStream> {
+    let snap =
+        within(t, "reading the fleet's state", client.get(keys.root(), Some(GetOptions::new().with_prefix()))).await?;
+    let revision = snap.header().map_or(0, |h| h.revision());
+    let changes = snap.kvs().iter().map(put_of).collect();
+    let watch_opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1).with_progress_notify();
+    let watch = within(t, "watching the fleet's state", client.watch(keys.root(), Some(watch_opts))).await?;
+    let _ = events.send(FleetEvent::Synced {
+        changes,
+        revision,
+        client: Box::new(client.clone()),
+        endpoint: endpoint.into(),
+    });
+    Ok(watch)
+}
+
+/// A key's value as a change.
+pub(super) fn put_of(kv: &KeyValue) -> Change {
+    Change::Put {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: String::from_utf8_lossy(kv.value()).into_owned(),
+        mod_rev: kv.mod_revision(),
+    }
+}
