@@ -119,7 +119,7 @@ pub fn run() -> Result<Section> {
              nodes' tables agree on {agree:.1}%. 300 long-lived connections each send a line and wait for its echo, \
              one after another: before any failure, right after lb1's link is cut (each connection of lb1's waits \
              until BFD takes lb1 out and TCP retransmits), and after the link comes back (BGP reconnects, flows \
-             move back). Baseline: the same pings before any failure. Last row: three other nodes in [fleet.etcd] mode \
+             move back). Baseline: the same pings before any failure. Last row: another fleet, three nodes in [fleet.etcd] mode \
              (lease TTL 2 s), the leader SIGKILLed, until another node reports that it leads.",
             bgp.as_secs_f64()
         ),
