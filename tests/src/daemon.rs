@@ -31,6 +31,12 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// How long a test waits for something that should happen: generous, as a
+/// wait returns as soon as the event happens, and a loaded machine (other
+/// builds on two cores) can delay a daemon by seconds. How fast veer is
+/// belongs in the bench (`cargo xtask bench`), not in a test's limits.
+pub const EVENT_WAIT: Duration = Duration::from_secs(30);
+
 /// Polls `cond` until it holds, for at most `limit`; fails naming `what`.
 pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<Duration> {
     let start = Instant::now();
@@ -57,6 +63,8 @@ pub struct Veerd {
     child: Option<Child>,
     lines: mpsc::Receiver<String>,
     log: PathBuf,
+    /// Where this run's lines start in `log` (the file is appended to).
+    log_start: u64,
     /// The config file.
     pub config: PathBuf,
     socket: PathBuf,
@@ -116,10 +124,11 @@ impl Veerd {
             child: Some(child),
             lines: rx,
             log: log.to_path_buf(),
+            log_start: offset,
             config: config.to_path_buf(),
             socket: socket.to_path_buf(),
         };
-        d.wait_log("veerd ready", Duration::from_secs(30))?;
+        d.wait_log("veerd ready", EVENT_WAIT)?;
         Ok(d)
     }
 
@@ -133,27 +142,47 @@ impl Veerd {
         self.child = None;
     }
 
-    /// Waits for a log line containing `needle`; returns it.
+    /// Waits for a log line containing `needle`; returns it. Lines are
+    /// consumed: the next wait starts after the line returned. Match on a
+    /// log message's text and its fields (`backend=b2`), never on the
+    /// module path that logged it.
     pub fn wait_log(&mut self, needle: &str, limit: Duration) -> Result<String> {
+        self.wait_log_all(&[needle], limit)
+    }
+
+    /// Waits for a log line containing every one of `needles` (a message and
+    /// its fields, e.g. `["backend DOWN", "backend=b2"]`), skipping others;
+    /// returns it.
+    pub fn wait_log_all(&mut self, needles: &[&str], limit: Duration) -> Result<String> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return Ok(l),
+                Ok(l) if needles.iter().all(|n| l.contains(n)) => return Ok(l),
                 Ok(_) => {}
                 Err(e) => {
                     let why = match e {
                         mpsc::RecvTimeoutError::Timeout => format!("not within {limit:?}"),
                         mpsc::RecvTimeoutError::Disconnected => "veerd exited first".to_string(),
                     };
-                    bail!(
-                        "no log line with {needle:?}: {why}; log {}:\n{}",
-                        self.log.display(),
-                        std::fs::read_to_string(&self.log).unwrap_or_default()
-                    );
+                    bail!("no log line with {needles:?}: {why}; log {}:\n{}", self.log.display(), self.log_text());
                 }
             }
         }
+    }
+
+    /// [`Veerd::wait_log_all`] with [`EVENT_WAIT`]: for something that must happen.
+    pub fn wait_event(&mut self, needles: &[&str]) -> Result<String> {
+        self.wait_log_all(needles, EVENT_WAIT)
+    }
+
+    /// Everything this run of veerd logged so far (lines already consumed
+    /// by a wait included): for checks that something was never logged,
+    /// which no time window can decide.
+    pub fn log_text(&self) -> String {
+        let all = std::fs::read(&self.log).unwrap_or_default();
+        let from = usize::try_from(self.log_start).unwrap_or(usize::MAX).min(all.len());
+        String::from_utf8_lossy(&all[from..]).into_owned()
     }
 
     /// Sends one API request.
@@ -167,6 +196,27 @@ impl Veerd {
         self.api(Request::Status)?.status().map_err(anyhow::Error::msg)
     }
 
+    /// Health checks veerd has run so far (the count of its check-duration
+    /// histogram): a clock of veerd's own progress. A check that something
+    /// did not happen waits for so many of veerd's check intervals rather
+    /// than for a time, which a busy machine can make too short.
+    pub fn checks_run(&self) -> Result<u64> {
+        let r = self.api(Request::Metrics)?;
+        let text = r.result.and_then(|v| v.as_str().map(String::from)).context("metrics text")?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("veer_health_check_duration_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum())
+    }
+
+    /// Waits until veerd has run `n` more health checks (see [`Veerd::checks_run`]).
+    pub fn wait_checks(&self, n: u64) -> Result<()> {
+        let target = self.checks_run()? + n;
+        wait_until(EVENT_WAIT, &format!("{n} more health checks"), || self.checks_run().is_ok_and(|c| c >= target))
+            .map(|_| ())
+    }
+
     /// Backend `name` of service `svc`'s state word, as veerd reports it.
     pub fn backend_state(&self, svc: &str, name: &str) -> Result<String> {
         let s = self.status()?;
@@ -178,7 +228,7 @@ impl Veerd {
     /// the live ring (veerd switches a ring in after the state words; a
     /// test that sends traffic right after "up" would otherwise race it).
     pub fn wait_up_in_ring(&self, svc: &str, names: &[&str]) -> Result<()> {
-        wait_until(Duration::from_secs(15), "every backend up and in the ring", || {
+        wait_until(EVENT_WAIT, "every backend up and in the ring", || {
             self.status()
                 .is_ok_and(|s| names.iter().all(|n| s.backend(svc, n).is_some_and(|b| b.state == "up" && b.in_ring)))
         })

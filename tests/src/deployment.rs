@@ -5,12 +5,17 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    time::Instant,
 };
 
-use veer::{config, dataplane::PinnedMaps};
+use veer::{
+    config,
+    dataplane::{MapReader, PinnedMaps},
+};
+use veer_abi::BackendState;
 
 use crate::{
-    daemon::{scratch, BackendProc, Uninstall, Veerd},
+    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd, EVENT_WAIT},
     require_root,
     topology::{Testbed, VIP},
 };
@@ -146,6 +151,26 @@ fall = 3
     pub fn pins(&self) -> PinnedMaps {
         let c = config::load(&self.cfg).expect("config");
         PinnedMaps::open(&c.daemon.pin_dir()).expect("pinned maps")
+    }
+
+    /// Waits (up to [`EVENT_WAIT`]) until backend host `i`'s state word in
+    /// the pinned table is no longer up, and returns when that was seen: the
+    /// dataplane schedules no new flow on it from then on. A connection that
+    /// started after this instant started after the flip, whatever the load
+    /// on the machine did to the timing of either.
+    pub fn wait_out(&self, i: usize) -> Instant {
+        let pins = self.pins();
+        let addr = veer::dataplane::to_abi(self.tb.backends[i].addr());
+        let state = || {
+            pins.backend_table()
+                .ok()
+                .and_then(|t| t.into_iter().find(|(_, b)| b.addr == addr))
+                .map(|(_, b)| BackendState::from_u32(b.state))
+        };
+        let what = format!("{}'s state word to leave up", self.tb.backends[i].name);
+        wait_until(EVENT_WAIT, &what, || state().is_some_and(|s| s != BackendState::Up))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        Instant::now()
     }
 }
 

@@ -12,7 +12,7 @@ use veer::dataplane::{to_abi, MapReader, PinnedMaps};
 use veer_abi::BackendState;
 
 use crate::{
-    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd},
+    daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd, EVENT_WAIT},
     require_root,
     topology::{Testbed, VIP},
 };
@@ -89,7 +89,7 @@ pub fn run(tag: &str, n: usize, killed: usize, interval_ms: u64) -> Result<MassF
             .collect::<Result<_>>()?
     };
     let state = |id: u32| pins.backend(id).map(|b| BackendState::from_u32(b.state)).unwrap_or(BackendState::Down);
-    wait_until(Duration::from_secs(30), "every backend up", || ids.iter().all(|id| state(*id) == BackendState::Up))?;
+    wait_until(EVENT_WAIT, "every backend up", || ids.iter().all(|id| state(*id) == BackendState::Up))?;
 
     let t0 = Instant::now();
     for p in &procs[..killed] {
@@ -97,7 +97,7 @@ pub fn run(tag: &str, n: usize, killed: usize, interval_ms: u64) -> Result<MassF
     }
     let mut down_at: Vec<Option<Duration>> = vec![None; killed];
     let mut survivors_down = 0;
-    let deadline = t0 + Duration::from_secs(10);
+    let deadline = t0 + EVENT_WAIT;
     while down_at.iter().any(Option::is_none) && Instant::now() < deadline {
         let table = pins.backend_table()?;
         let st = |id: u32| table.iter().find(|(x, _)| *x == id).map(|(_, b)| BackendState::from_u32(b.state));
@@ -111,10 +111,10 @@ pub fn run(tag: &str, n: usize, killed: usize, interval_ms: u64) -> Result<MassF
         std::thread::sleep(Duration::from_millis(1));
     }
     let times: Vec<Duration> = down_at.iter().flatten().copied().collect();
-    ensure!(times.len() == killed, "only {} of {killed} killed backends went down within 10 s", times.len());
+    ensure!(times.len() == killed, "only {} of {killed} killed backends went down within {EVENT_WAIT:?}", times.len());
     let key = veer::dataplane::service_key(IpAddr::V4(VIP), 80, veer::dataplane::Protocol::Tcp);
     let dead: std::collections::HashSet<u32> = ids[..killed].iter().copied().collect();
-    wait_until(Duration::from_secs(10), "the ring without the killed backends", || {
+    wait_until(EVENT_WAIT, "the ring without the killed backends", || {
         pins.ring(&key).is_ok_and(|r| !r.iter().any(|id| dead.contains(id)))
     })?;
     let last_ring = t0.elapsed();

@@ -147,7 +147,7 @@ impl Testbed {
     /// a killed server is counted from here.
     pub fn wait_server_gone(&self, i: usize, port: u16) -> Result<()> {
         let addr = std::net::SocketAddr::new(self.backends[i].addr(), port);
-        crate::daemon::wait_until(std::time::Duration::from_secs(5), "the killed server's port to refuse", || {
+        crate::daemon::wait_until(crate::daemon::EVENT_WAIT, "the killed server's port to refuse", || {
             self.client
                 .ns
                 .run(|| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err())

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use veer_tests::{
-    daemon::{veerctl, wait_until, ClientLoad},
+    daemon::{veerctl, wait_until, ClientLoad, EVENT_WAIT},
     deployment::Deployment,
     server::Session,
 };
@@ -41,7 +41,7 @@ fn least_flows_sends_new_connections_to_the_backend_holding_fewer() {
     // Short connections: b2 holds fewer, so it gets a flow whenever it is
     // one of the two choices: about 3 in 4 (Maglev alone: 1 in 2).
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
     let samples = load.stop();
     let ok: Vec<&str> = samples.iter().filter_map(|x| x.result.as_deref().ok()).collect();
     assert_eq!(ok.len(), samples.len(), "connections failed");
@@ -56,6 +56,8 @@ fn least_flows_sends_new_connections_to_the_backend_holding_fewer() {
 struct Agent {
     answer: std::sync::Arc<std::sync::Mutex<String>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Answers given so far.
+    answers: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Agent {
@@ -63,7 +65,8 @@ impl Agent {
         use std::{io::Write, sync::atomic::Ordering};
         let answer = std::sync::Arc::new(std::sync::Mutex::new(answer.to_string()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (a, s, (tx, rx)) = (answer.clone(), stop.clone(), std::sync::mpsc::channel());
+        let answers = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (a, s, n, (tx, rx)) = (answer.clone(), stop.clone(), answers.clone(), std::sync::mpsc::channel());
         ns.spawn(move || {
             let l = std::net::TcpListener::bind("0.0.0.0:9999").expect("agent port");
             l.set_nonblocking(true).unwrap();
@@ -73,18 +76,28 @@ impl Agent {
                     Ok((mut c, _)) => {
                         let line = format!("{}\n", a.lock().unwrap());
                         let _ = c.write_all(line.as_bytes());
+                        n.fetch_add(1, Ordering::SeqCst);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         })
         .unwrap();
-        rx.recv_timeout(Duration::from_secs(5)).expect("the agent listens");
-        Self { answer, stop }
+        rx.recv_timeout(EVENT_WAIT).expect("the agent listens");
+        Self { answer, stop, answers }
     }
 
     fn say(&self, answer: &str) {
         *self.answer.lock().unwrap() = answer.to_string();
+    }
+
+    /// Waits until veerd has asked it `n` more times.
+    fn wait_answers(&self, n: u64) {
+        let target = self.answers.load(std::sync::atomic::Ordering::SeqCst) + n;
+        wait_until(EVENT_WAIT, &format!("{n} more agent answers"), || {
+            self.answers.load(std::sync::atomic::Ordering::SeqCst) >= target
+        })
+        .unwrap();
     }
 }
 
@@ -116,7 +129,7 @@ fn the_agent_check_sets_a_backends_weight_and_state_and_the_operator_wins() {
     let d = s.start();
     d.wait_up_in_ring("web", &["b1", "b2"]).unwrap();
     let until = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| {
-        wait_until(Duration::from_secs(5), what, || f(&b1(&s))).unwrap_or_else(|e| panic!("{e}: {}", b1(&s)));
+        wait_until(EVENT_WAIT, what, || f(&b1(&s))).unwrap_or_else(|e| panic!("{e}: {}", b1(&s)));
     };
     until("a full share", &|r| (r["ring_share"].as_f64().unwrap() - 50.0).abs() < 0.1);
 
@@ -138,7 +151,8 @@ fn the_agent_check_sets_a_backends_weight_and_state_and_the_operator_wins() {
 
     // The operator wins over the agent's "up".
     assert!(veerctl(&s.cfg, &["drain", "web", "b1"]).0);
-    std::thread::sleep(Duration::from_millis(300));
+    // Counted, not timed: a busy machine may give veerd no time to ask.
+    a1.wait_answers(6);
     assert_eq!(b1(&s)["state"], "draining", "six agent answers later, the operator's drain holds");
     assert!(veerctl(&s.cfg, &["enable", "web", "b1"]).0);
     until("up again", &|r| r["state"] == "up");

@@ -46,7 +46,8 @@ fn start_etcd() -> Member {
 }
 
 async fn connect() -> Client {
-    for _ in 0..100 {
+    // Up to 30 s: etcd starts slowly on a busy machine.
+    for _ in 0..300 {
         if let Ok(mut c) = Client::connect([URL], None).await {
             if c.status().await.is_ok() {
                 return c;
@@ -54,7 +55,7 @@ async fn connect() -> Client {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("etcd on {URL} did not answer within 10 s");
+    panic!("etcd on {URL} did not answer within 30 s");
 }
 
 async fn elect(c: &mut Client, lease: i64, node: &str) -> Fence {
@@ -70,8 +71,10 @@ fn a_leaders_claim_commits_once_per_action_and_a_deposed_leaders_never() {
     rt.block_on(async {
         let mut a = connect().await;
         let mut b = connect().await;
-        let lease_a = a.lease_grant(2, None).await.unwrap().id();
-        let lease_b = b.lease_grant(30, None).await.unwrap().id();
+        // Nothing keeps the leases alive, and a's must outlast its claims
+        // however slowly they run: its leadership ends by revoking it.
+        let lease_a = a.lease_grant(60, None).await.unwrap().id();
+        let lease_b = b.lease_grant(60, None).await.unwrap().id();
         let fence_a = elect(&mut a, lease_a, "a").await;
         // b campaigns too; it waits behind a.
         let mut b2 = b.clone();
@@ -88,7 +91,7 @@ fn a_leaders_claim_commits_once_per_action_and_a_deposed_leaders_never() {
 
         // a's leadership ends (its lease goes); b is elected.
         a.lease_revoke(lease_a).await.unwrap();
-        let fence_b = tokio::time::timeout(Duration::from_secs(10), b_elected).await.expect("b elected").unwrap();
+        let fence_b = tokio::time::timeout(Duration::from_secs(30), b_elected).await.expect("b elected").unwrap();
         assert_ne!(fence_b, fence_a);
         let deposed = gate_a.claim(Some(3), Duration::ZERO).await.unwrap();
         assert!(deposed.is_err(), "a deposed leader's claim committed: {deposed:?}");

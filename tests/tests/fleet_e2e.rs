@@ -3,10 +3,10 @@
 //! backend ids and histories, so a flow reaches the same backend on either
 //! node. Needs root.
 
-use std::{net::IpAddr, time::Duration};
+use std::net::IpAddr;
 
 use veer_tests::{
-    daemon::{veerctl, veerctl_json, wait_until},
+    daemon::{veerctl, veerctl_json, wait_until, EVENT_WAIT},
     deployment::Deployment,
 };
 
@@ -53,9 +53,8 @@ fn fleet_nodes_build_the_same_tables_whatever_their_ids_and_histories() {
     // Node A alone sees b2 fail and come back: a history-dependent rebuild
     // would leave its table different from B's; fleet mode builds it fresh.
     a.backends[1].kill().unwrap();
-    da.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    veer_tests::daemon::wait_until(Duration::from_secs(5), "A's table without b2", || digest(&a) != digest(&b))
-        .unwrap();
+    da.wait_event(&["backend DOWN", "backend=b2"]).unwrap();
+    veer_tests::daemon::wait_until(EVENT_WAIT, "A's table without b2", || digest(&a) != digest(&b)).unwrap();
     a.backends[1].restart().unwrap();
     da.wait_up_in_ring("web", &["b2"]).unwrap();
     assert_eq!(digest(&a), digest(&b), "back to the same table");
@@ -87,8 +86,7 @@ fn a_node_announces_a_vip_while_it_has_a_backend_and_is_not_drained() {
     let vip = s.vip().ip().to_string();
     let announced = |s: &Deployment| table_200(s).lines().any(|l| l.starts_with(&vip) && l.contains("proto 118"));
     let wait = |what: &str, want: bool| {
-        wait_until(Duration::from_secs(10), what, || announced(&s) == want)
-            .unwrap_or_else(|e| panic!("{e}: {}", table_200(&s)));
+        wait_until(EVENT_WAIT, what, || announced(&s) == want).unwrap_or_else(|e| panic!("{e}: {}", table_200(&s)));
     };
     let mut d = s.start();
     d.wait_up_in_ring("web", &["b1", "b2"]).unwrap();
@@ -111,7 +109,10 @@ fn a_node_announces_a_vip_while_it_has_a_backend_and_is_not_drained() {
     d.kill();
     let d = s.start();
     d.wait_up_in_ring("web", &["b1"]).unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    // veerd syncs its announcements every second: let it run 100 checks of
+    // its two backends (over 2 s of its own time, however slowly they came)
+    // rather than a time a busy machine can leave it no share of.
+    d.wait_checks(100).unwrap();
     assert!(!announced(&s), "still drained after a restart: {}", table_200(&s));
     assert!(veerctl(&s.cfg, &["status"]).1.contains("DRAINED"));
     assert!(veerctl(&s.cfg, &["node", "undrain"]).0);

@@ -11,7 +11,7 @@ use std::{
 
 use veer::wire::{FleetStatus, Request, Status};
 use veer_tests::{
-    daemon::{scratch, wait_until, BackendProc},
+    daemon::{scratch, wait_until, BackendProc, EVENT_WAIT},
     fleet::{Fleet, FleetBed, NodeOpts},
     server::Session,
     topology::VIP,
@@ -74,8 +74,9 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
     veer_tests::require_root();
     let dir = scratch("fleet-etcd");
     let bed = FleetBed::create("veer-fe", 3, 3, &dir).expect("fleet testbed").with_etcd("veer-fe").expect("etcd");
-    // b1's restart command: logs each attempt, takes 1.5 s, and revives the
-    // server from the second attempt on.
+    // b1's restart command: logs each attempt, takes 3 s (the test has that
+    // long to see attempt 1 start and kill the leader while it runs, on a
+    // busy machine too), and revives the server from the second attempt on.
     let log = dir.join("restarts.log");
     let pidfile = dir.join("b1.pid");
     let server = BackendProc::command(&bed.backends[0].ns, "b1", SocketAddr::new([0, 0, 0, 0].into(), 80), &pidfile);
@@ -83,7 +84,7 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nlog={log}\necho \"start $VEER_ATTEMPT $VEER_NODE $(date +%s%3N)\" >> $log\nsleep 1.5\n\
+            "#!/bin/sh\nlog={log}\necho \"start $VEER_ATTEMPT $VEER_NODE $(date +%s%3N)\" >> $log\nsleep 3\n\
              echo \"end $VEER_ATTEMPT $VEER_NODE $(date +%s%3N)\" >> $log\n[ \"$VEER_ATTEMPT\" -ge 2 ] || exit 1\n\
              exec {} >/dev/null 2>&1\n",
             server.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" "),
@@ -92,7 +93,7 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
     )
     .unwrap();
     let restart = format!(
-        "restart = {{ command = [\"/bin/sh\", \"{}\"], backoff = \"300ms\", max_attempts = 4, timeout = \"4s\" }}\n",
+        "restart = {{ command = [\"/bin/sh\", \"{}\"], backoff = \"300ms\", max_attempts = 4, timeout = \"8s\" }}\n",
         script.display()
     );
     let extra = |k: usize| if k == 0 { restart.clone() } else { String::new() };
@@ -115,7 +116,7 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
             assert!(r.ok, "{r:?}");
             let mut seen: Vec<Option<f64>> = vec![None; 3];
             seen[origin] = Some(0.0);
-            wait_until(Duration::from_secs(5), &format!("b2 {want} on every node (round {round})"), || {
+            wait_until(EVENT_WAIT, &format!("b2 {want} on every node (round {round})"), || {
                 for (k, s) in seen.iter_mut().enumerate() {
                     if s.is_none() && backend(&status(&fleet, k), "b2").state == want {
                         *s = Some(t.elapsed().as_secs_f64() * 1e3);
@@ -148,7 +149,7 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
     // only the leader runs the restart command.
     let flips_before: Vec<u64> = (0..3).map(|i| fleet_of(&status(&fleet, i)).verdict_flips).collect();
     fleet.servers[0].kill().unwrap();
-    wait_until(Duration::from_secs(10), "b1 down on every node and by the fleet's verdict", || {
+    wait_until(EVENT_WAIT, "b1 down on every node and by the fleet's verdict", || {
         (0..3).all(|i| {
             let s = status(&fleet, i);
             let b = backend(&s, "b1");
@@ -156,10 +157,7 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
         })
     })
     .unwrap();
-    wait_until(Duration::from_secs(10), "the first restart attempt", || {
-        restart_log(&log).iter().any(|l| l.0 == "start")
-    })
-    .unwrap();
+    wait_until(EVENT_WAIT, "the first restart attempt", || restart_log(&log).iter().any(|l| l.0 == "start")).unwrap();
     let leader = (0..3).find(|&i| fleet_of(&status(&fleet, i)).leader).expect("a leader");
     let first = restart_log(&log);
     assert_eq!(first[0].2, fleet_of(&status(&fleet, leader)).node, "the restart ran on a node that is not the leader");
@@ -168,14 +166,26 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
     // within the lease's TTL and a second, and continues with attempt 2 only
     // once attempt 1 is over.
     let t = Instant::now();
+    assert!(
+        !restart_log(&log).iter().any(|l| l.0 == "end"),
+        "attempt 1 was over before the leader could be killed: {:?}",
+        restart_log(&log)
+    );
     fleet.nodes[leader].veerd.kill();
     let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
-    wait_until(Duration::from_secs(10), "a new leader", || rest.iter().any(|&i| fleet_of(&status(&fleet, i)).leader))
-        .unwrap();
+    wait_until(EVENT_WAIT, "a new leader", || rest.iter().any(|&i| fleet_of(&status(&fleet, i)).leader)).unwrap();
     let handover = t.elapsed();
-    println!("leader {} killed: a new leader in {:.2} s (lease TTL 2 s)", leader + 1, handover.as_secs_f64());
-    assert!(handover < Duration::from_secs(3), "no new leader within TTL + 1 s: {handover:?}");
-    wait_until(Duration::from_secs(20), "b1 back up by the fleet's verdict", || {
+    println!(
+        "leader {} killed: a new leader in {:.2} s (lease TTL 2 s; target TTL + 1 s, measured by \
+         `cargo xtask bench -- --only fleet`)",
+        leader + 1,
+        handover.as_secs_f64()
+    );
+    // Taken over when the dead leader's lease expires, not at some much
+    // later timeout (etcd's own, a session's): far below 5 x the TTL even on
+    // a busy machine.
+    assert!(handover < Duration::from_secs(10), "no new leader within 5 x the lease TTL: {handover:?}");
+    wait_until(EVENT_WAIT, "b1 back up by the fleet's verdict", || {
         rest.iter().all(|&i| {
             let s = status(&fleet, i);
             let b = backend(&s, "b1");
@@ -234,7 +244,7 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     // stays (two of three nodes see them up), and lb3 withdraws its VIP.
     let t = Instant::now();
     bed.cut_backends(2, true).unwrap();
-    wait_until(Duration::from_secs(10), "lb3 to withdraw", || bed.next_hops().len() == 2).unwrap();
+    wait_until(EVENT_WAIT, "lb3 to withdraw", || bed.next_hops().len() == 2).unwrap();
     let withdrawn = t.elapsed();
     assert!(fleet_of(&status(&fleet, 2)).fenced, "lb3 withdrew without saying it is fenced");
     let failed = ping_all(&mut sessions, "lb3 cut from the backends");
@@ -258,11 +268,10 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     // lb3 and its etcd member are cut off the control network: lb3 keeps
     // forwarding on its last state (fail static) while the others drain b2.
     bed.isolate_ctl(2, true).unwrap();
-    wait_until(Duration::from_secs(10), "lb3 to lose etcd", || fleet_of(&status(&fleet, 2)).etcd == "unreachable")
-        .unwrap();
+    wait_until(EVENT_WAIT, "lb3 to lose etcd", || fleet_of(&status(&fleet, 2)).etcd == "unreachable").unwrap();
     let r = fleet.nodes[0].veerd.api(Request::Drain { service: "web".into(), backend: "b2".into() }).unwrap();
     assert!(r.ok, "{r:?}");
-    wait_until(Duration::from_secs(5), "the drain on lb1 and lb2", || {
+    wait_until(EVENT_WAIT, "the drain on lb1 and lb2", || {
         [0, 1].iter().all(|&i| backend(&status(&fleet, i), "b2").state == "draining")
     })
     .unwrap();
@@ -272,7 +281,7 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     assert_eq!(backend(&status(&fleet, 2), "b2").state, "up", "lb3 cannot have heard of the drain");
     let t = Instant::now();
     bed.isolate_ctl(2, false).unwrap();
-    wait_until(Duration::from_secs(15), "lb3's table to match the others'", || {
+    wait_until(EVENT_WAIT, "lb3's table to match the others'", || {
         let d = digests(&fleet, &all);
         d.iter().all(|x| *x == d[0]) && backend(&status(&fleet, 2), "b2").state == "draining"
     })
@@ -292,7 +301,7 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     let t = Instant::now();
     let r = fleet.nodes[1].veerd.api(Request::Drain { service: "web".into(), backend: "b3".into() }).unwrap();
     assert!(r.ok, "{r:?}");
-    wait_until(Duration::from_secs(10), "a drain made on lb2 to reach every node", || {
+    wait_until(EVENT_WAIT, "a drain made on lb2 to reach every node", || {
         all.iter().all(|&i| backend(&status(&fleet, i), "b3").state == "draining")
     })
     .unwrap();

@@ -14,7 +14,7 @@ use anyhow::Context;
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{BackendProc, ClientLoad, Veerd},
+    daemon::{BackendProc, ClientLoad, Veerd, EVENT_WAIT},
     deployment::{Deployment, INTERVAL_MS, PORT},
     netns::Netns,
     topology::{RoutedHost, LB_IP, ROUTED_NET, VIP},
@@ -67,7 +67,7 @@ fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
     wait_all_up(&d, "echo", &["b1", "b2", "b3"]);
 
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(3000, Duration::from_secs(60)).unwrap();
+    load.wait_more(3000, 4 * EVENT_WAIT).unwrap();
     let before = load.snapshot();
     let failed: Vec<_> = before.iter().filter(|x| x.result.is_err()).collect();
     assert!(failed.is_empty(), "{} of {} connections failed: {:?}", failed.len(), before.len(), failed[0].result);
@@ -106,16 +106,17 @@ fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
             .unwrap();
     assert_eq!(replies, 100, "UDP answers through NAT, from the VIP");
 
-    // A backend killed under traffic: failures only while it is being detected.
-    let t0 = std::time::Instant::now();
+    // A backend killed under traffic: failures only while it is being
+    // detected, i.e. none among the connections started once its state word
+    // was seen to leave up (how long detection takes is the bench's figure).
     s.backends[1].kill().unwrap();
-    d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    load.wait_more(1000, Duration::from_secs(60)).unwrap();
+    let out = s.wait_out(1);
+    d.wait_event(&["backend DOWN", "backend=b2"]).unwrap();
+    load.wait_more(1000, 2 * EVENT_WAIT).unwrap();
     let samples = load.stop();
-    let bound = Duration::from_millis(3 * INTERVAL_MS + 150);
-    let late: Vec<_> = samples.iter().filter(|x| x.result.is_err() && x.start > t0 + bound).collect();
-    assert!(late.is_empty(), "{} connections failed after the detection window", late.len());
-    assert!(!samples.iter().any(|x| x.start > t0 + bound && x.result.as_deref() == Ok("b2")));
+    let late: Vec<_> = samples.iter().filter(|x| x.result.is_err() && x.start > out).collect();
+    assert!(late.is_empty(), "{} connections failed after b2 was down: {:?}", late.len(), late.first());
+    assert!(!samples.iter().any(|x| x.start > out && x.result.as_deref() == Ok("b2")), "b2 served after it was down");
 
     let pins = s.pins();
     assert!(pins.global_counter(GlobalCounter::NatMapped).unwrap() >= 4000);
@@ -154,7 +155,7 @@ fn routed_deployment(tag: &str) -> (Deployment, veer_tests::topology::RoutedHost
 fn a_nat_backend_one_routed_hop_away_is_served() {
     let (s, routed, _server, d) = routed_deployment("hnatrt");
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(500, Duration::from_secs(30)).unwrap();
+    load.wait_more(500, EVENT_WAIT).unwrap();
     let samples = load.stop();
     let failed = samples.iter().filter(|x| x.result.is_err()).count();
     let routed_served = samples.iter().filter(|x| x.result.as_deref() == Ok("rb1")).count();
@@ -170,7 +171,7 @@ fn a_nat_backend_one_routed_hop_away_is_served() {
 fn echo_a_mebibyte(ns: &Netns, vip: SocketAddr, backend: Option<&str>) -> anyhow::Result<(String, usize)> {
     ns.run(|| -> anyhow::Result<(String, usize)> {
         for _ in 0..64 {
-            let c = TcpStream::connect_timeout(&vip, Duration::from_secs(2))?;
+            let c = TcpStream::connect_timeout(&vip, EVENT_WAIT)?;
             c.set_read_timeout(Some(Duration::from_secs(10)))?;
             let mut r = BufReader::new(c.try_clone()?);
             (&c).write_all(b"upload\n")?;
@@ -271,7 +272,7 @@ fn a_nat_service_with_two_snat_addresses_uses_both() {
     let d = s.start();
     wait_all_up(&d, "web", &["b1", "b2", "b3"]);
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(1000, Duration::from_secs(60)).unwrap();
+    load.wait_more(1000, 2 * EVENT_WAIT).unwrap();
     let samples = load.stop();
     let failed: Vec<_> = samples.iter().filter(|x| x.result.is_err()).collect();
     assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), samples.len(), failed[0].result);

@@ -73,7 +73,7 @@ fn connections_follow_weights_and_a_backend_set_down_gets_no_new_ones() {
         })
         .unwrap();
     let recv = |n: usize| -> Vec<(u64, Result<String, String>)> {
-        (0..n).map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("client loop stalled")).collect()
+        (0..n).map(|_| rx.recv_timeout(veer_tests::daemon::EVENT_WAIT).expect("client loop stalled")).collect()
     };
     let mut results = recv(100);
     dp.set_backend_state(1, BackendState::Down).unwrap();

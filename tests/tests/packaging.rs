@@ -2,7 +2,7 @@
 //! works with only the capabilities the unit grants (as an unprivileged
 //! user), and completions and man pages generate. Needs root (to drop it).
 
-use std::{os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration};
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
 
 use veer::wire::Request;
 use veer_tests::{
@@ -106,7 +106,8 @@ fn veerd_with_only_the_units_capabilities_attaches_serves_and_adopts() {
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_string();
     assert!(uid_line.split_whitespace().nth(1) == Some("65534"), "not unprivileged: {uid_line}");
     d.wait_up_in_ring("web", &["b1", "b2"]).unwrap();
-    let served = s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), Duration::from_secs(2))).unwrap();
+    let served =
+        s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), veer_tests::daemon::EVENT_WAIT)).unwrap();
     assert!(served.is_ok(), "the VIP is not served: {served:?}");
     let r = d.api(Request::Drain { service: "web".into(), backend: "b1".into() }).unwrap();
     assert!(r.ok, "{r:?}");
@@ -118,6 +119,7 @@ fn veerd_with_only_the_units_capabilities_attaches_serves_and_adopts() {
     assert!(log.contains("adopting the pinned dataplane"), "{log}");
     assert!(log.contains("adopted the pinned XDP link"), "{log}");
     assert_eq!(d.backend_state("web", "b1").unwrap(), "draining", "the drain survives the restart");
-    let served = s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), Duration::from_secs(2))).unwrap();
+    let served =
+        s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), veer_tests::daemon::EVENT_WAIT)).unwrap();
     assert_eq!(served.ok().as_deref(), Some("b2"), "served by the backend that is not drained");
 }

@@ -10,9 +10,20 @@ use std::{
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{BackendProc, ClientLoad, Sample, Veerd},
+    daemon::{BackendProc, ClientLoad, Sample, Veerd, EVENT_WAIT},
     deployment::{Agents, Deployment, PORT},
 };
+
+/// SYNs the TCP stack of the calling thread's namespace has retransmitted
+/// (`TcpExt: TCPSynRetrans`): whether a client had to resend, counted by
+/// the kernel rather than guessed from how long a connection took.
+fn syn_retransmits() -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
+    let mut ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(head), Some(vals)) = (ext.next(), ext.next()) else { return 0 };
+    let i = head.split_whitespace().position(|h| h == "TCPSynRetrans").expect("TCPSynRetrans in netstat");
+    vals.split_whitespace().nth(i).and_then(|v| v.parse().ok()).expect("a TCPSynRetrans count")
+}
 
 fn wait_all_up(d: &Veerd, names: &[&str]) {
     d.wait_up_in_ring("web", names).unwrap_or_else(|e| panic!("{e:#}"));
@@ -39,14 +50,15 @@ fn a_killed_nat_backend_costs_no_connection() {
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(500, Duration::from_secs(30)).unwrap();
+    load.wait_more(500, EVENT_WAIT).unwrap();
 
     s.backends[1].kill().unwrap();
     s.tb.wait_server_gone(1, PORT).unwrap();
     let t0 = Instant::now();
-    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(5)).unwrap();
-    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    load.wait_more(1000, Duration::from_secs(30)).unwrap();
+    let suspect = d.wait_event(&["backend SUSPECT"]).unwrap();
+    let down = d.wait_event(&["backend DOWN"]).unwrap();
+    let out = s.wait_out(1);
+    load.wait_more(1000, EVENT_WAIT).unwrap();
     let samples = load.stop();
     let failed = failed_after(&samples, t0);
     assert!(failed.is_empty(), "{} connections failed after the kill: {:?}", failed.len(), failed[0].result);
@@ -55,7 +67,10 @@ fn a_killed_nat_backend_costs_no_connection() {
         down.contains("b2") && down.contains("the dataplane suspected it"),
         "confirmed by the immediate probe: {down}"
     );
-    assert!(!samples.iter().any(|x| x.start > t0 + Duration::from_millis(500) && x.result.as_deref() == Ok("b2")));
+    assert!(
+        !samples.iter().any(|x| x.start > out && x.result.as_deref() == Ok("b2")),
+        "b2 served a connection started after its state word was seen down"
+    );
     let pins = s.pins();
     assert!(pins.global_counter(GlobalCounter::PassiveRefused).unwrap() >= 1);
     assert!(pins.global_counter(GlobalCounter::Redispatched).unwrap() >= 1);
@@ -85,9 +100,9 @@ fn a_suspect_that_passes_its_immediate_probe_is_cleared() {
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let t0 = Instant::now();
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(10)).unwrap();
-    let cleared = d.wait_log("suspicion cleared", Duration::from_secs(10)).unwrap();
-    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let suspect = d.wait_event(&["backend SUSPECT"]).unwrap();
+    let cleared = d.wait_event(&["suspicion cleared"]).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
     let samples = load.stop();
     assert!(suspect.contains("b3") && cleared.contains("b3"), "{suspect}\n{cleared}");
     let failed = failed_after(&samples, t0);
@@ -104,12 +119,13 @@ fn with_passive_detection_off_a_kill_is_left_to_the_checks() {
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    load.wait_more(200, EVENT_WAIT).unwrap();
     s.backends[1].kill().unwrap();
-    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    let down = d.wait_event(&["backend DOWN"]).unwrap();
+    load.wait_more(200, EVENT_WAIT).unwrap();
     drop(load);
-    let log = std::fs::read_to_string(s.dir.join("veerd.log")).unwrap();
+    // The dataplane's counters below say it at packet time; the log agrees.
+    let log = d.log_text();
     assert!(!log.contains("SUSPECT"), "{log}");
     assert!(down.contains("consecutive failed checks"), "{down}");
     let pins = s.pins();
@@ -132,19 +148,24 @@ fn a_dsr_backend_cut_off_costs_no_connection_at_two_second_checks() {
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 200, Duration::from_secs(3)).unwrap();
-    load.wait_more(100, Duration::from_secs(30)).unwrap();
+    load.wait_more(100, EVENT_WAIT).unwrap();
 
     // No RST, no ICMP: the host is simply gone.
     s.tb.backends[1].ns.exec(&["ip", "link", "set", "eth0", "down"]).unwrap();
     let t0 = Instant::now();
-    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(10)).unwrap();
-    let down = d.wait_log("backend DOWN", Duration::from_secs(10)).unwrap();
-    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let suspect = d.wait_event(&["backend SUSPECT"]).unwrap();
+    let down = d.wait_event(&["backend DOWN"]).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
     let samples = load.stop();
     let failed = failed_after(&samples, t0);
     assert!(failed.is_empty(), "{} connections failed after the cut: {:?}", failed.len(), failed[0].result);
+    // One SYN retransmission at most: its first comes after 1 s, a second
+    // 2 s later (3 s in; the clients give up at 3 s, so that one would
+    // have failed above). 2.5 s leaves the one retransmission 1.5 s of slack
+    // for a busy machine.
     let slowest = samples.iter().filter(|x| x.start >= t0).map(|x| x.end - x.start).max().unwrap();
-    assert!(slowest < Duration::from_millis(1500), "one SYN retransmission at most: the slowest took {slowest:?}");
+    println!("slowest connection after the cut: {slowest:?}");
+    assert!(slowest < Duration::from_millis(2500), "one SYN retransmission at most: the slowest took {slowest:?}");
     assert!(suspect.contains("b2") && suspect.contains("syn_retransmit"), "{suspect}");
     assert!(down.contains("b2") && down.contains("the dataplane suspected it"), "{down}");
     let pins = s.pins();
@@ -159,18 +180,23 @@ fn a_killed_dsr_backend_with_the_agent_costs_no_connection() {
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 500, Duration::from_secs(2)).unwrap();
-    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
     s.backends[1].kill().unwrap();
     s.tb.wait_server_gone(1, PORT).unwrap();
     let t0 = Instant::now();
-    let suspect = d.wait_log("backend SUSPECT", Duration::from_secs(5)).unwrap();
-    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    let resent_before = s.tb.client.ns.run(syn_retransmits).unwrap();
+    let suspect = d.wait_event(&["backend SUSPECT"]).unwrap();
+    let down = d.wait_event(&["backend DOWN"]).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
     let samples = load.stop();
+    let resent = s.tb.client.ns.run(syn_retransmits).unwrap() - resent_before;
     let failed = failed_after(&samples, t0);
     assert!(failed.is_empty(), "{} connections failed after the kill: {:?}", failed.len(), failed[0].result);
+    // No client retransmission needed: counted by the client's kernel, not
+    // inferred from latency (the bench's failover section times it).
     let slowest = samples.iter().filter(|x| x.start >= t0).map(|x| x.end - x.start).max().unwrap();
-    assert!(slowest < Duration::from_millis(100), "no client retransmission needed: the slowest took {slowest:?}");
+    println!("after the kill: {} connections, slowest {slowest:?}, {resent} SYNs resent", samples.len());
+    assert_eq!(resent, 0, "clients had to resend SYNs (the slowest connection took {slowest:?})");
     assert!(suspect.contains("b2") && suspect.contains("bounced"), "{suspect}");
     assert!(down.contains("b2") && down.contains("the dataplane suspected it"), "{down}");
     assert!(agents.bounced(1) >= 1, "b2's agent bounced the SYNs");
@@ -189,13 +215,12 @@ fn a_vip_path_check_fails_a_dsr_backend_that_lost_the_vip() {
     // b2 still answers on its own address, but no longer holds the VIP:
     // the clients' packets to it would be dropped.
     s.tb.backends[1].ns.exec(&["ip", "addr", "del", &vip, "dev", "lo"]).unwrap();
-    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    assert!(down.contains("b2"), "{down}");
+    d.wait_event(&["backend DOWN", "backend=b2"]).unwrap();
     assert_eq!(d.backend_state("web", "b1").unwrap(), "up");
     assert_eq!(d.backend_state("web", "b3").unwrap(), "up");
     // The clients' traffic avoids it, and none fails.
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    load.wait_more(200, EVENT_WAIT).unwrap();
     let samples = load.stop();
     assert!(
         samples.iter().all(|x| x.result.as_deref().is_ok_and(|n| n != "b2")),
@@ -204,6 +229,5 @@ fn a_vip_path_check_fails_a_dsr_backend_that_lost_the_vip() {
     );
     // The VIP back: b2 passes its checks again.
     s.tb.backends[1].ns.exec(&["ip", "addr", "add", &vip, "dev", "lo"]).unwrap();
-    let up = d.wait_log("backend UP", Duration::from_secs(5)).unwrap();
-    assert!(up.contains("b2"), "{up}");
+    d.wait_event(&["backend UP", "backend=b2"]).unwrap();
 }

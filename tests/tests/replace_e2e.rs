@@ -6,7 +6,7 @@
 use std::{path::Path, time::Duration};
 
 use veer_tests::{
-    daemon::{bin, veerctl_json, wait_until, ClientLoad},
+    daemon::{bin, veerctl_json, wait_until, ClientLoad, EVENT_WAIT},
     deployment::{Deployment, PORT},
     topology::VIP,
 };
@@ -82,30 +82,29 @@ fn a_dead_backend_is_replaced_by_the_hooks_substitute_while_traffic_runs() {
     let _ = std::process::Command::new("ip").args(["netns", "del", &made.ns]).status();
     let hook = write_hook(&s, &made);
     let extra = format!(
-        "[service.replace]\ncommand = [\"{}\", \"{{name}}\"]\nafter = \"500ms\"\nup_within = \"10s\"\nbackoff = \"300ms\"\n",
+        "[service.replace]\ncommand = [\"{}\", \"{{name}}\"]\nafter = \"500ms\"\nup_within = \"60s\"\nbackoff = \"300ms\"\n",
         hook.display()
     );
     s.write(&s.config_with(65537, &[1, 1, 1], "", &extra, |_| String::new()));
     let mut d = s.start();
     d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap();
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(50, Duration::from_secs(20)).unwrap();
+    load.wait_more(50, EVENT_WAIT).unwrap();
 
     // b1's server dies for good.
     s.backends[0].kill().unwrap();
-    d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    let failed = d.wait_log("replace attempt failed", Duration::from_secs(5)).unwrap();
+    d.wait_event(&["backend DOWN", "backend=b1"]).unwrap();
+    let failed = d.wait_event(&["replace attempt failed"]).unwrap();
     assert!(failed.contains("no capacity"), "the hook's stderr reaches the log: {failed}");
-    d.wait_log("replace hook provisioned a substitute", Duration::from_secs(10)).unwrap();
-    let retired = d.wait_log("backend replaced", Duration::from_secs(15)).unwrap();
+    d.wait_event(&["replace hook provisioned a substitute"]).unwrap();
+    let retired = d.wait_event(&["backend replaced"]).unwrap();
     assert!(retired.contains("backend=b1") && retired.contains("substitute=sub1"), "{retired}");
     // Logged once the ring holds it.
-    let up = d.wait_log("backend UP", Duration::from_secs(5)).unwrap();
-    assert!(up.contains("backend=sub1"), "{up}");
+    d.wait_event(&["backend UP", "backend=sub1"]).unwrap();
 
     // The substitute takes new connections; b1 is gone.
     let at = load.count();
-    load.wait_more(200, Duration::from_secs(20)).unwrap();
+    load.wait_more(200, EVENT_WAIT).unwrap();
     let samples = load.stop();
     let after = &samples[at..];
     assert!(after.iter().all(|x| x.result.is_ok()), "connections failed after the replacement");
@@ -124,9 +123,7 @@ fn a_dead_backend_is_replaced_by_the_hooks_substitute_while_traffic_runs() {
     // Persisted like add-backend and remove-backend: a restart keeps it.
     d.kill();
     let d = s.start();
-    wait_until(Duration::from_secs(15), "sub1 up after a restart", || {
-        d.backend_state("web", "sub1").is_ok_and(|x| x == "up")
-    })
-    .unwrap();
+    wait_until(EVENT_WAIT, "sub1 up after a restart", || d.backend_state("web", "sub1").is_ok_and(|x| x == "up"))
+        .unwrap();
     assert!(d.backend_state("web", "b1").is_err(), "b1 came back after a restart");
 }

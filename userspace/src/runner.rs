@@ -260,11 +260,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pidfile = dir.join("bg.pid");
         // No setsid: the server inherits the pipes and the process group.
-        let argv = sh(&format!("sleep 30 & echo $! > {}; echo started", pidfile.display()));
+        // Held by them, the command would last as long as the server (60 s):
+        // a bound of half that holds on any machine, however busy.
+        let argv = sh(&format!("sleep 60 & echo $! > {}; echo started", pidfile.display()));
         let t = std::time::Instant::now();
-        let o = run(&spec(&argv, Duration::from_secs(10), false)).await.unwrap();
+        let o = run(&spec(&argv, Duration::from_secs(120), false)).await.unwrap();
         assert!(o.status.success());
-        assert!(t.elapsed() < Duration::from_secs(2), "waited {:?} for the background server", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(30), "waited {:?} for the background server", t.elapsed());
         let pid = read_pid(&pidfile);
         assert!(alive(pid), "the started server must keep running");
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -280,7 +282,8 @@ mod tests {
         let r = run(&spec(&argv, Duration::from_millis(300), false)).await;
         assert!(matches!(r, Err(RunError::Timeout(_))), "{r:?}");
         let pid = read_pid(&pidfile);
-        let gone = (0..50).any(|_| {
+        // Polled for up to 30 s: reaping can lag on a busy machine.
+        let gone = (0..1500).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
             !alive(pid)
         });
@@ -296,7 +299,8 @@ mod tests {
         let argv = sh(&format!("sleep 30 & echo $! > {}; exit 0", pidfile.display()));
         assert!(run(&spec(&argv, Duration::from_secs(5), true)).await.unwrap().status.success());
         let pid = read_pid(&pidfile);
-        let gone = (0..50).any(|_| {
+        // Polled for up to 30 s: reaping can lag on a busy machine.
+        let gone = (0..1500).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
             !alive(pid)
         });

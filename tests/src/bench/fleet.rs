@@ -1,19 +1,21 @@
 //! The fleet behind a router (BIRD: BGP, BFD, ECMP): agreement between the
 //! nodes, and what a node's death and return cost 300 long-lived
-//! connections. Baseline: the same connections before any failure.
+//! connections. Baseline: the same connections before any failure. And the
+//! fleet through etcd: how soon another node leads once the leader dies
+//! (the e2e tests check that it happens; the time is held to here).
 
 use std::{
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::Section;
 use crate::{
-    daemon::{scratch, wait_until},
-    fleet::{table_choices, FleetBed},
+    daemon::{scratch, wait_until, EVENT_WAIT},
+    fleet::{table_choices, Fleet, FleetBed, NodeOpts},
     server::Session,
     topology::VIP,
 };
@@ -28,6 +30,26 @@ fn ping_all(sessions: &mut [Session], tag: &str) -> (usize, Duration) {
         worst = worst.max(t0.elapsed());
     }
     (failed, worst)
+}
+
+/// Lease TTL of the fleet's leader election (the nodes' default).
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// Three nodes through etcd; the leader SIGKILLed: the time until another
+/// node says it leads (target: the lease's TTL and a second).
+fn leader_handover() -> Result<Duration> {
+    let dir = scratch("bench-fleet-etcd");
+    let bed = FleetBed::create("veer-bfe", 3, 3, &dir)?.with_etcd("veer-bfe")?;
+    let opts = NodeOpts { etcd_prefix: Some("/veer-bfe"), backend_extra: None };
+    let mut fleet = bed.start_fleet_with("bench-fe", &dir, &opts)?;
+    let leads = |f: &Fleet, i: usize| f.nodes[i].veerd.status().ok().and_then(|s| s.fleet).is_some_and(|fl| fl.leader);
+    wait_until(EVENT_WAIT, "one leader", || (0..3).filter(|&i| leads(&fleet, i)).count() == 1)?;
+    let leader = (0..3).find(|&i| leads(&fleet, i)).context("a leader")?;
+    let t = Instant::now();
+    fleet.nodes[leader].veerd.kill();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    wait_until(EVENT_WAIT, "a new leader", || rest.iter().any(|&i| leads(&fleet, i)))?;
+    Ok(t.elapsed())
 }
 
 /// Runs the section.
@@ -59,6 +81,8 @@ pub fn run() -> Result<Section> {
     let back = t.elapsed();
     let (ret_failed, ret_worst) = ping_all(&mut sessions, "back");
     drop(fleet);
+    drop(bed);
+    let handover = leader_handover()?;
 
     let ms = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e3);
     let rows = vec![
@@ -75,6 +99,16 @@ pub fn run() -> Result<Section> {
             ms(ret_worst),
             format!("{:.1} s to return", back.as_secs_f64()),
         ],
+        vec![
+            "the leader SIGKILLed (3 nodes through etcd)".into(),
+            "-".into(),
+            "-".into(),
+            format!(
+                "a new leader in {:.2} s (target: lease TTL + 1 s = {:.0} s)",
+                handover.as_secs_f64(),
+                (LEASE_TTL + Duration::from_secs(1)).as_secs_f64()
+            ),
+        ],
     ];
     Ok(Section {
         title: "Fleet: two nodes behind a router".into(),
@@ -85,13 +119,15 @@ pub fn run() -> Result<Section> {
              nodes' tables agree on {agree:.1}%. 300 long-lived connections each send a line and wait for its echo, \
              one after another: before any failure, right after lb1's link is cut (each connection of lb1's waits \
              until BFD takes lb1 out and TCP retransmits), and after the link comes back (BGP reconnects, flows \
-             move back). Baseline: the same pings before any failure.",
+             move back). Baseline: the same pings before any failure. Last row: another fleet, three nodes in [fleet.etcd] mode \
+             (lease TTL 2 s), the leader SIGKILLed, until another node reports that it leads.",
             bgp.as_secs_f64()
         ),
         head: vec!["moment", "connections failed (of 300)", "longest ping (ms)", "router"],
         rows,
         json: json!({"bgp_up_s": bgp.as_secs_f64(), "agreement_pct": agree,
             "cut": {"failed": cut_failed, "longest_ms": cut_worst.as_secs_f64() * 1e3, "withdrawn_ms": withdrawn.as_secs_f64() * 1e3},
+            "leader_handover_s": handover.as_secs_f64(), "leader_target_s": (LEASE_TTL + Duration::from_secs(1)).as_secs_f64(),
             "return": {"failed": ret_failed, "longest_ms": ret_worst.as_secs_f64() * 1e3, "back_s": back.as_secs_f64()},
             "baseline": {"failed": base_failed, "longest_ms": base_worst.as_secs_f64() * 1e3}}),
     })

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use veer::config;
 use veer_tests::{
-    daemon::{bin, scratch, wait_until, BackendProc, ClientLoad, Sample, Uninstall, Veerd},
+    daemon::{bin, scratch, wait_until, BackendProc, ClientLoad, Sample, Uninstall, Veerd, EVENT_WAIT},
     netns,
     topology::{Testbed, VIP},
 };
@@ -193,28 +193,21 @@ fn main() -> Result<()> {
     tb.wait_server_gone(1, svc.port)?;
     let killed = Instant::now();
     let mut d = d;
-    let line = d.wait_log("backend DOWN", Duration::from_secs(10))?;
-    if let Some(suspect) = std::fs::read_to_string(&log)?.lines().find(|l| l.contains("backend SUSPECT")) {
-        println!(
-            "  dataplane, before any check: {}",
-            suspect.split_once("veer::daemon::passive: ").map_or(suspect, |x| x.1)
-        );
+    // What happened comes from veerd's history (its API), not from its log
+    // lines' layout; the log is only searched for a message's text.
+    let b2 = names[1];
+    d.wait_log_all(&["backend DOWN", &format!("backend={b2}")], EVENT_WAIT)?;
+    let after = killed.elapsed();
+    if let Some(suspect) = d.log_text().lines().find_map(|l| l.find("backend SUSPECT").map(|at| l[at..].to_string())) {
+        println!("  dataplane, before any check: {suspect}");
     }
-    println!(
-        "  veerd, {:.0?} after the kill: {}",
-        killed.elapsed(),
-        line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
-    );
+    println!("  veerd, {after:.0?} after the kill: {}", last_change(&d, &svc.name, b2)?);
     live(&load, 2)?;
     veerctl(c, &["backends"]);
     let revived = Instant::now();
     backends[1].restart()?;
-    let line = d.wait_log("backend UP", Duration::from_secs(10))?;
-    println!(
-        "  veerd, {:.0?} after the restart: {}",
-        revived.elapsed(),
-        line.split_once("veer::daemon: ").map_or(&line[..], |x| x.1)
-    );
+    d.wait_log_all(&["backend UP", &format!("backend={b2}")], EVENT_WAIT)?;
+    println!("  veerd, {:.0?} after the restart: {}", revived.elapsed(), last_change(&d, &svc.name, b2)?);
     live(&load, 2)?;
     veerctl(c, &["top", "--count", "2", "--every", "1s"]);
 
@@ -256,6 +249,16 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// Backend `name`'s latest state change, from veerd's history (`veerctl events`).
+fn last_change(d: &Veerd, service: &str, name: &str) -> Result<String> {
+    let req = veer::wire::Request::Events { since: None, service: Some(service.into()), backend: Some(name.into()) };
+    let r = d.api(req)?;
+    let log: veer::wire::EventLog = serde_json::from_value(r.result.context("veerd sent no event log")?)?;
+    let e = log.events.last().with_context(|| format!("no state change of {service}/{name} in veerd's history"))?;
+    let error = e.error.as_deref().map_or(String::new(), |x| format!("; {x}"));
+    Ok(format!("{}/{} {} -> {}: {}{error}", e.service, e.backend, e.from, e.to, e.reason))
+}
+
 /// `--fleet`: two veer nodes behind a router; one node dies under traffic.
 fn fleet() -> Result<()> {
     use veer_tests::{fleet::FleetBed, server::Session};
@@ -290,7 +293,7 @@ fn fleet() -> Result<()> {
     for (k, s) in held.iter_mut().enumerate() {
         broken += usize::from(s.ping(&format!("still here {k}")).is_err());
     }
-    wait_until(Duration::from_secs(5), "the router to drop lb1", || bed.next_hops().len() == 1)?;
+    wait_until(EVENT_WAIT, "the router to drop lb1", || bed.next_hops().len() == 1)?;
     println!("  router: {VIP} via {:?} {:.1?} after the cut (BFD)", bed.next_hops(), cut.elapsed());
     live(&load, 3)?;
 
