@@ -90,16 +90,38 @@ def expand(tree):
     return out
 
 
+PUB_USE = r"\bpub(?:\([^)]*\))?\s+use\s+([^;]+);"
+
+
+def reexports(text):
+    """`pub use a::b::C as D;` -> {"D": "a::b::C"}: names a module passes on."""
+    out = {}
+    for stmt in re.findall(PUB_USE, text):
+        for p in expand(stmt):
+            p = p.replace(" ", "").replace("\n", "")
+            alias = re.search(r"as(" + IDENT + ")$", stmt.replace(" ", "")) if "{" not in stmt else None
+            name = alias.group(1) if alias else p.split("::")[-1]
+            if name != "*":
+                out[name] = re.sub(r"as" + IDENT + "$", "", p) if alias else p
+    return out
+
+
 def paths(text):
+    """The paths a file depends on. A `pub use` of its own child is the
+    parent showing the child's item, not a dependency on it."""
     found = []
-    for stmt in re.findall(r"\buse\s+([^;]+);", text):
+    for stmt in re.findall(r"\buse\s+([^;]+);", re.sub(PUB_USE, "", text)):
         found += [p.replace(" ", "").replace("\n", "") for p in expand(stmt)]
+    for stmt in re.findall(PUB_USE, text):
+        found += ["reexport:" + p.replace(" ", "").replace("\n", "") for p in expand(stmt)]
     rest = re.sub(r"\buse\s+[^;]+;", "", text)
     found += re.findall(r"(?<![:\w])(?:crate|super|self)(?:::" + IDENT + ")+", rest)
     return found
 
 
-def resolve(path, here, mods):
+def resolve(path, here, mods, exports=None, depth=0):
+    """The module a path lands in. A name that module only re-exports
+    resolves to the module that defines it."""
     segs = [s for s in path.split("::") if s and s != "*"]
     if not segs:
         return None
@@ -115,13 +137,17 @@ def resolve(path, here, mods):
     else:
         return None  # another crate, or a name in scope
     best = base if base in mods else None
-    cur = base
+    cur, rest = base, list(segs)
     for s in segs:
         cur = cur + (s,)
         if cur in mods:
-            best = cur
+            best, rest = cur, rest[1:]
         else:
             break
+    if exports and best is not None and rest and rest[0] in exports.get(best, {}) and depth < 8:
+        via = resolve(exports[best][rest[0]], best, mods, exports, depth + 1)
+        if via is not None:
+            return via
     return best
 
 
@@ -159,10 +185,14 @@ def sccs(nodes, edges):
 
 def check(src):
     mods = modules(src)
+    exports = {mod: reexports(strip(open(full).read())) for mod, full in mods.items()}
     edges = defaultdict(set)
     for mod, full in mods.items():
         for p in paths(strip(open(full).read())):
-            t = resolve(p, mod, mods)
+            shown = p.startswith("reexport:")
+            t = resolve(p.removeprefix("reexport:"), mod, mods, exports)
+            if shown and t is not None and t[: len(mod)] == mod:
+                continue
             if t is not None and t != mod:
                 edges[mod].add(t)
     name = lambda m: "::".join(m) or "(crate root)"
