@@ -1,6 +1,13 @@
-//! Errors of the dataplane library.
+//! Errors of the dataplane library: [`DataplaneError`], the [`Result`] of
+//! its operations, and [`PinError`] for pinned state.
+
+use std::path::PathBuf;
 
 use aya::{maps::MapError, programs::ProgramError, EbpfError};
+use veer_abi::ABI_VERSION;
+
+/// Result of dataplane operations.
+pub type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 
 /// Anything that can go wrong driving the XDP dataplane.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +61,7 @@ pub enum DataplaneError {
     Ring(#[from] crate::ring::RingError),
     /// Pinned state could not be used.
     #[error(transparent)]
-    Pin(#[from] super::pin::PinError),
+    Pin(#[from] PinError),
     /// A link operation failed.
     #[error("{what}")]
     Link {
@@ -91,4 +98,61 @@ impl DataplaneError {
         let what = what.into();
         move |source| Self::Program { what, source: Box::new(source) }
     }
+}
+
+/// Why pinned state cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// bpffs could not be mounted.
+    #[error("mounting bpffs at {path}: {source}")]
+    Mount {
+        /// Mount point.
+        path: PathBuf,
+        /// Cause.
+        source: nix::Error,
+    },
+    /// A file operation in bpffs failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Pins of another layout version exist for this instance.
+    #[error(
+        "pinned dataplane of layout {found} at {path}, but this veerd uses layout v{ABI_VERSION}: \
+         remove it with the veerd that installed it (`veerd uninstall`), or delete {path} (this drops all flows)"
+    )]
+    OtherVersion {
+        /// The other version's directory name.
+        found: String,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A pinned map's layout differs from this build's.
+    #[error(
+        "pinned map {path} has {what} {found}, this build needs {expected}: \
+         run `veerd uninstall` first (this drops all flows)"
+    )]
+    Layout {
+        /// Pin path.
+        path: PathBuf,
+        /// Which property.
+        what: &'static str,
+        /// Found value.
+        found: u32,
+        /// Expected value.
+        expected: u32,
+    },
+    /// A pinned map could not be inspected.
+    #[error("inspecting pinned map {path}: {source}")]
+    Inspect {
+        /// Pin path.
+        path: PathBuf,
+        /// Cause.
+        source: Box<aya::maps::MapError>,
+    },
 }

@@ -3,10 +3,11 @@
 
 use veer_abi::{
     names, Backend, Service, ServiceKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NAT_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE,
-    MAX_BACKENDS, MAX_SERVICES,
+    MAX_BACKENDS, MAX_RING_SIZE, MAX_SERVICES,
 };
 
-use super::Ring;
+/// One ring, as the `RINGS` map holds it (two per service: live and standby).
+pub(super) type Ring = [u32; MAX_RING_SIZE];
 
 /// Sizes fixed at load time.
 #[derive(Clone, Copy, Debug)]

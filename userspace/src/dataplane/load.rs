@@ -8,7 +8,10 @@ use aya::{
 };
 use veer_abi::{names, JUMP_NAT, JUMP_NAT_RETURN, NAT_PROGRAM, NAT_RETURN_PROGRAM, PROGRAM_NAME};
 
-use super::{map_layout, Dataplane, DataplaneError, DataplaneOptions, Result, XDP_OBJECT};
+use super::{map_layout, Dataplane, DataplaneError, DataplaneOptions, Result};
+
+/// The XDP object veer was built with.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_XDP_OBJ"));
 
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

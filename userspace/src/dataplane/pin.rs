@@ -17,69 +17,14 @@ use aya::{
     programs::links::{FdLink, PinnedLink},
     EbpfLoader,
 };
-use veer_abi::ABI_VERSION;
 
 use super::{map_layout, AttachMode, Dataplane, DataplaneError, DataplaneOptions, MapLayout, Result};
 
+// Defined with the other dataplane errors; `pin::PinError` is its public path.
+pub use super::error::PinError;
+
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Why pinned state cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum PinError {
-    /// bpffs could not be mounted.
-    #[error("mounting bpffs at {path}: {source}")]
-    Mount {
-        /// Mount point.
-        path: PathBuf,
-        /// Cause.
-        source: nix::Error,
-    },
-    /// A file operation in bpffs failed.
-    #[error("{what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// Path.
-        path: PathBuf,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// Pins of another layout version exist for this instance.
-    #[error(
-        "pinned dataplane of layout {found} at {path}, but this veerd uses layout v{ABI_VERSION}: \
-         remove it with the veerd that installed it (`veerd uninstall`), or delete {path} (this drops all flows)"
-    )]
-    OtherVersion {
-        /// The other version's directory name.
-        found: String,
-        /// Its path.
-        path: PathBuf,
-    },
-    /// A pinned map's layout differs from this build's.
-    #[error(
-        "pinned map {path} has {what} {found}, this build needs {expected}: \
-         run `veerd uninstall` first (this drops all flows)"
-    )]
-    Layout {
-        /// Pin path.
-        path: PathBuf,
-        /// Which property.
-        what: &'static str,
-        /// Found value.
-        found: u32,
-        /// Expected value.
-        expected: u32,
-    },
-    /// A pinned map could not be inspected.
-    #[error("inspecting pinned map {path}: {source}")]
-    Inspect {
-        /// Pin path.
-        path: PathBuf,
-        /// Cause.
-        source: Box<aya::maps::MapError>,
-    },
-}
 
 /// Mounts bpffs at `root` unless it already is one.
 pub fn ensure_bpffs(root: &Path) -> std::result::Result<(), PinError> {

@@ -4,7 +4,7 @@
 use aya::maps::{Array, MapData};
 use veer_abi::{names, Scheduler, ServiceKey, MAX_RING_SIZE};
 
-use super::{display_service, Dataplane, DataplaneError, MapReader, Result, Ring};
+use super::{display_service, layout::Ring, Dataplane, DataplaneError, MapReader, Result};
 use crate::ring::{maglev::MaglevRing, round_robin, RingMember};
 
 impl Dataplane {
