@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::Checker;
+use super::checker::Checker;
 use crate::{
     config::{
         parse_mac, rules, CheckKind, Forwarding, HealthConfig, RestartConfig, ScaleConfig, SchedulerConfig,
