@@ -10,10 +10,12 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
 }
 
 pub mod option {
-    use super::*;
+    use std::time::Duration;
+
+    use serde::Deserializer;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        super::deserialize(d).map(Some)
+        crate::config::duration::deserialize(d).map(Some)
     }
 }
 

@@ -85,6 +85,16 @@ impl fmt::Display for Mac {
     }
 }
 
+/// A parsed MAC address.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    s.parse::<Mac>().ok().map(|m| m.0)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(m: &[u8; 6]) -> String {
+    Mac(*m).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
