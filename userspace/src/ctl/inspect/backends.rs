@@ -8,7 +8,10 @@ use std::{
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{state_name, table, Row, DEFAULT_IDLE};
+use super::{
+    row::{table, Row},
+    view::{state_name, DEFAULT_IDLE},
+};
 use crate::{
     ctl::{table::bytes, Ctx},
     dataplane::{self, from_abi, MapReader, PinnedMaps},

@@ -2,12 +2,15 @@
 
 use std::net::SocketAddr;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 use serde_json::json;
 use veer_abi::{hash, BackendState, Scheduler, MAX_RING_SIZE, RING_PROBES};
 
-use super::{Row, SvcView, DEFAULT_IDLE};
+use super::{
+    row::Row,
+    view::{SvcView, DEFAULT_IDLE},
+};
 use crate::{
     ctl::Ctx,
     dataplane::{self, flow_key, from_abi, MapReader, Protocol},
@@ -176,4 +179,9 @@ pub fn which(ctx: &Ctx, proto: Protocol, src: SocketAddr, dst: SocketAddr) -> Re
     let doc = json!({"service": v.name, "backend": name, "id": backend, "why": why});
     ctx.emit(&doc, || format!("{} -> {}\n  {why}\n", v.name, name.clone().unwrap_or_else(|| "(none)".into())));
     Ok(())
+}
+
+/// Parses `ADDR:PORT` (IPv6 in brackets).
+pub fn parse_endpoint(s: &str) -> Result<SocketAddr> {
+    s.parse().or_else(|_| bail!("{s:?} is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)"))
 }

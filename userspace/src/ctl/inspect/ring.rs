@@ -6,7 +6,10 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{sched_name, table, Row};
+use super::{
+    row::{table, Row},
+    view::sched_name,
+};
 use crate::ctl::Ctx;
 
 /// One backend's part of a ring.

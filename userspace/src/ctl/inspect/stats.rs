@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use veer_abi::GlobalCounter;
 
-use super::{table, Row};
+use super::row::{table, Row};
 use crate::{ctl::Ctx, dataplane::MapReader};
 
 /// One global counter.

@@ -7,7 +7,10 @@ use serde::Serialize;
 use serde_json::json;
 use veer_abi::BackendState;
 
-use super::{sched_name, table, Row, SvcView};
+use super::{
+    row::{table, Row},
+    view::{sched_name, SvcView},
+};
 use crate::{
     ctl::{table::bytes, Ctx},
     dataplane::{display_service, MapReader},
