@@ -10,7 +10,11 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use super::{within, word, FleetEvent, Verdicts, TXN_OPS};
+use super::{
+    etcd::{within, TXN_OPS},
+    messages::FleetEvent,
+    verdicts::{word, Verdicts},
+};
 use crate::{
     config::EtcdConfig,
     fleet::{keys::Keys, view::Change},
