@@ -137,6 +137,11 @@ fn task(task: Task) -> Result<()> {
                 run(&mut cargo(&["fmt", "--manifest-path", "ebpf/veer-xdp/Cargo.toml", "--check"]))?;
                 run(&mut cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
                 veer_ebpf_build::clippy(&root()).map_err(|e| anyhow::anyhow!("{e}"))?;
+                // The layout rules of ARCHITECTURE.md: no circles or upward
+                // arrows between modules, no file or function past its size.
+                let srcs = ["userspace/src", "ebpf/veer-xdp/src", "ebpf/veer-abi/src"];
+                run(Command::new("python3").arg(root().join("scripts/module-graph.py")).args(srcs).current_dir(root()))?;
+                run(Command::new("python3").arg(root().join("scripts/layout-check.py")).args(srcs).current_dir(root()))?;
             }
             // Integration tests run veerd and test backends as real processes.
             run(&mut cargo(&["build", "--workspace", "--bins"]))?;
