@@ -140,8 +140,9 @@ fn task(task: Task) -> Result<()> {
                 // The layout rules of ARCHITECTURE.md: no circles or upward
                 // arrows between modules, no file or function past its size.
                 let srcs = ["userspace/src", "ebpf/veer-xdp/src", "ebpf/veer-abi/src"];
-                run(Command::new("python3").arg(root().join("scripts/module-graph.py")).args(srcs).current_dir(root()))?;
-                run(Command::new("python3").arg(root().join("scripts/layout-check.py")).args(srcs).current_dir(root()))?;
+                for script in ["scripts/module-graph.py", "scripts/layout-check.py"] {
+                    run(Command::new("python3").arg(root().join(script)).args(srcs).current_dir(root()))?;
+                }
             }
             // Integration tests run veerd and test backends as real processes.
             run(&mut cargo(&["build", "--workspace", "--bins"]))?;
