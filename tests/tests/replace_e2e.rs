@@ -1,6 +1,6 @@
 //! The replace hook end to end: a backend's server dies for good, veerd runs
-//! the service's `replace` hook, which starts a real server in a fresh
-//! namespace at a new address; veerd adds it, waits for its checks, retires
+//! the service's `replace` hook, which starts a real server on a spare
+//! host at a new address; veerd adds it, waits for its checks, retires
 //! the dead backend, and the change survives a veerd restart. Needs root.
 
 use std::{path::Path, time::Duration};
@@ -29,11 +29,39 @@ impl Drop for HookMade {
     }
 }
 
-/// A hook that fails once ("no capacity"), then provisions `sub1` at
-/// 10.77.0.21: a namespace on the testbed's bridge, the VIP on its loopback
-/// (DSR), a veer-backend server; and prints the substitute.
+/// A spare host at 10.77.0.21, as a cloud would hold one ready: a namespace
+/// on the testbed's bridge with the VIP on its loopback (DSR). The test sets
+/// it up, not the hook: hooks run without CAP_NET_ADMIN, as any provisioning
+/// script should (it asks an orchestrator; it does not wire networks).
+fn spare_host(s: &Deployment, made: &HookMade) {
+    let (sw, ns) = (s.tb.switch.name(), made.ns.as_str());
+    for args in [
+        vec!["netns", "add", ns],
+        vec!["-n", sw, "link", "add", "p-sub1", "type", "veth", "peer", "name", "eth0", "netns", ns],
+        vec!["-n", sw, "link", "set", "p-sub1", "master", "br0", "up"],
+        vec!["-n", ns, "link", "set", "lo", "up"],
+        vec!["-n", ns, "addr", "add", "10.77.0.21/24", "dev", "eth0"],
+        vec!["-n", ns, "link", "set", "eth0", "up"],
+        vec!["-n", ns, "addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+        vec![
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+        ],
+    ] {
+        let st = std::process::Command::new("ip").args(&args).status().expect("run ip");
+        assert!(st.success(), "ip {args:?}: {st}");
+    }
+}
+
+/// A hook that fails once ("no capacity"), then provisions `sub1` on the
+/// spare host: starts a veer-backend server there, and prints the substitute.
 fn write_hook(s: &Deployment, made: &HookMade) -> std::path::PathBuf {
-    let sw = s.tb.switch.name();
     let script = format!(
         r#"#!/bin/sh
 set -e
@@ -43,14 +71,6 @@ if [ ! -e {dir}/attempted ]; then
     exit 1
 fi
 echo "$1" > {dir}/hook-arg
-ip netns add {ns}
-ip -n {sw} link add p-sub1 type veth peer name eth0 netns {ns}
-ip -n {sw} link set p-sub1 master br0 up
-ip -n {ns} link set lo up
-ip -n {ns} addr add 10.77.0.21/24 dev eth0
-ip -n {ns} link set eth0 up
-ip -n {ns} addr add {VIP}/32 dev lo
-ip netns exec {ns} sysctl -q -w net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
 {backend} --netns {ns} --name sub1 --listen 0.0.0.0:{PORT} --background --pidfile {pidfile} >&2
 echo "provisioned"
 echo '{{"address": "10.77.0.21", "name": "sub1"}}'
@@ -80,6 +100,7 @@ fn a_dead_backend_is_replaced_by_the_hooks_substitute_while_traffic_runs() {
     let s = Deployment::new("rp", 3);
     let made = HookMade { ns: "veer-rp-sub".into(), pidfile: s.dir.join("sub1.pid") };
     let _ = std::process::Command::new("ip").args(["netns", "del", &made.ns]).status();
+    spare_host(&s, &made);
     let hook = write_hook(&s, &made);
     let extra = format!(
         "[service.replace]\ncommand = [\"{}\", \"{{name}}\"]\nafter = \"500ms\"\nup_within = \"60s\"\nbackoff = \"300ms\"\n",

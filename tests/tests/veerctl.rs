@@ -444,7 +444,7 @@ fn adding_a_backend_keeps_flows_and_moves_about_one_in_n_plus_one_new_flows() {
 }
 
 #[test]
-fn only_root_or_the_api_group_may_use_the_socket() {
+fn only_root_or_the_api_groups_may_use_the_socket_and_only_admins_change_things() {
     let s = Deployment::new("pm", 3);
     s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
     let mut d = s.start();
@@ -466,13 +466,30 @@ fn only_root_or_the_api_group_may_use_the_socket() {
     assert!(!ok && err.contains("permission denied") && err.contains("only root"), "{err}");
     assert_eq!(d.backend_state("web", "b1").unwrap(), "up", "a refused command changed state");
 
+    // api_group: members read, and may not change anything.
     d.kill();
     s.write(&s.config_with(65537, &[1, 1, 1], "api_group = \"nogroup\"", "", |_| String::new()));
-    let d = s.start();
+    let mut d = s.start();
+    up(&d, &["b1", "b2", "b3"]);
+    let (ok, err) = as_nobody("nogroup", &["status"]);
+    assert!(ok, "a member of api_group may read: {err}");
+    for change in [&["drain", "web", "b1"][..], &["add-backend", "web", "b9", "10.77.0.99"], &["reload"]] {
+        let (ok, err) = as_nobody("nogroup", change);
+        assert!(!ok && err.contains("permission denied") && err.contains("may only read"), "{change:?}: {err}");
+    }
+    assert_eq!(d.backend_state("web", "b1").unwrap(), "up", "a refused command changed state");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+    d.wait_event(&["change refused to a read-only caller", &format!("caller=uid {nobody}")]).unwrap();
+
+    // api_admin_group: members change things, and the log names who did.
+    d.kill();
+    s.write(&s.config_with(65537, &[1, 1, 1], "api_admin_group = \"nogroup\"", "", |_| String::new()));
+    let mut d = s.start();
     up(&d, &["b1", "b2", "b3"]);
     let (ok, err) = as_nobody("nogroup", &["drain", "web", "b1"]);
-    assert!(ok, "group member refused: {err}");
+    assert!(ok, "admin group member refused: {err}");
     assert_eq!(d.backend_state("web", "b1").unwrap(), "draining");
+    d.wait_event(&["web/b1: draining", &format!("caller=uid {nobody}")]).unwrap();
 }
 
 /// The changes `veerctl events --json` lists for `backend`, as "from -> to".

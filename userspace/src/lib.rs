@@ -5,6 +5,7 @@
 //! [`ring`] builds the tables its schedulers index.
 #![deny(missing_docs)]
 
+pub mod account;
 pub mod addr;
 pub mod cli;
 pub mod config;

@@ -117,6 +117,32 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the request only reads (status, metrics, events): what an API
+    /// caller without admin rights may send.
+    pub fn reads_only(&self) -> bool {
+        matches!(self, Self::Status | Self::Metrics | Self::Events { .. })
+    }
+
+    /// The command's name on the wire (`add-backend`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Drain { .. } => "drain",
+            Self::Enable { .. } => "enable",
+            Self::Disable { .. } => "disable",
+            Self::Weight { .. } => "weight",
+            Self::AddBackend { .. } => "add-backend",
+            Self::RemoveBackend { .. } => "remove-backend",
+            Self::Reload => "reload",
+            Self::Metrics => "metrics",
+            Self::NodeDrain => "node-drain",
+            Self::NodeUndrain => "node-undrain",
+            Self::Events { .. } => "events",
+        }
+    }
+}
+
 /// An address argument that is not an IP address.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{text:?} is not an IP address")]
@@ -334,4 +360,41 @@ pub async fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
     let mut lines = BufReader::new(r).lines();
     let resp = lines.next_line().await?.ok_or_else(|| std::io::Error::other("daemon closed the connection"))?;
     serde_json::from_str(&resp).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_wire_tags_and_only_reads_are_read_only() {
+        let (s, b) = (String::from("web"), String::from("b1"));
+        let all = [
+            Request::Status,
+            Request::Drain { service: s.clone(), backend: b.clone() },
+            Request::Enable { service: s.clone(), backend: b.clone() },
+            Request::Disable { service: s.clone(), backend: b.clone() },
+            Request::Weight { service: s.clone(), backend: b.clone(), weight: 2 },
+            Request::AddBackend {
+                service: s.clone(),
+                name: b.clone(),
+                address: "10.0.0.9".parse().unwrap(),
+                weight: None,
+                mac: None,
+                backup: false,
+            },
+            Request::RemoveBackend { service: s.clone(), backend: b.clone() },
+            Request::Reload,
+            Request::Metrics,
+            Request::NodeDrain,
+            Request::NodeUndrain,
+            Request::Events { since: None, service: None, backend: None },
+        ];
+        for r in &all {
+            let v = serde_json::to_value(r).unwrap();
+            assert_eq!(v["cmd"], r.name(), "{r:?}");
+        }
+        let reads: Vec<&str> = all.iter().filter(|r| r.reads_only()).map(Request::name).collect();
+        assert_eq!(reads, ["status", "metrics", "events"]);
+    }
 }

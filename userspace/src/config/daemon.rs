@@ -36,8 +36,22 @@ pub struct DaemonConfig {
     /// SNAT ports, `"LOW-HIGH"`: keep it clear of the kernel's
     /// `ip_local_port_range`, whose ports veerd's own health checks use.
     pub snat_ports: PortRange,
-    /// Group (name or gid) whose members may use the API socket besides root.
+    /// Group (name or gid) whose members may connect to the API socket and
+    /// read (status, events, metrics). Root and veerd's own user may always
+    /// connect, and change things.
     pub api_group: Option<String>,
+    /// Group (name or gid) whose members may also change things through the
+    /// API (drain, weight, add or remove backends, reload). To connect they
+    /// need the socket: the socket belongs to `api_group` when that is set
+    /// (make them members of both), else to this group.
+    pub api_admin_group: Option<String>,
+    /// User (name or uid) that the commands veerd runs (exec checks,
+    /// restart, replace and scale hooks) run as. veerd needs CAP_SETUID and
+    /// CAP_SETGID for it. Unset: veerd's own user. Either way a command
+    /// never holds CAP_BPF, CAP_NET_ADMIN or CAP_PERFMON.
+    pub hook_user: Option<String>,
+    /// Group (name or gid) of those commands; default: `hook_user`'s own.
+    pub hook_group: Option<String>,
     /// Address of the Prometheus endpoint (`GET /metrics`); off when unset.
     pub metrics: Option<std::net::SocketAddr>,
     /// Where runtime changes (drain, weight, added backends...) are kept so
@@ -60,6 +74,9 @@ impl Default for DaemonConfig {
             nat_table_size: veer_abi::DEFAULT_NAT_TABLE_SIZE,
             snat_ports: PortRange { low: 10_000, high: 29_999 },
             api_group: None,
+            api_admin_group: None,
+            hook_user: None,
+            hook_group: None,
             metrics: None,
             state_file: None,
         }
@@ -67,6 +84,16 @@ impl Default for DaemonConfig {
 }
 
 impl DaemonConfig {
+    /// Who commands run as: `hook_user` and `hook_group` resolved on this host.
+    pub fn hook_identity(&self) -> std::io::Result<crate::runner::Identity> {
+        let user = self.hook_user.as_deref().map(crate::account::user_ids).transpose()?;
+        let gid = match self.hook_group.as_deref() {
+            Some(g) => Some(crate::account::group_id(g)?),
+            None => user.map(|(_, gid)| gid),
+        };
+        Ok(crate::runner::Identity { uid: user.map(|(uid, _)| uid), gid })
+    }
+
     /// Directory of this instance's pins (versioned by the map layout).
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("veer").join(&self.name).join(format!("v{}", veer_abi::ABI_VERSION))

@@ -2,7 +2,7 @@
 //! One home, so that what `veerd check` accepts is what `add-backend`
 //! accepts, and what the runtime file's `service/backend` keys can hold.
 
-use std::{fmt, ops::RangeInclusive, str::FromStr};
+use std::{fmt, net::IpAddr, ops::RangeInclusive, str::FromStr};
 
 /// Weights a backend may have (drain a backend to stop its new flows).
 pub const WEIGHTS: RangeInclusive<u32> = 1..=65535;
@@ -25,16 +25,37 @@ pub enum RuleError {
     /// A weight outside [`WEIGHTS`].
     #[error("weight {0} out of range: 1 to 65535 (drain a backend to stop new flows)")]
     Weight(u32),
+    /// A name that does not start with a letter or digit (it would read
+    /// as an option on a command line).
+    #[error("{0:?}: must start with a letter or digit")]
+    NameStart(String),
     /// Not a MAC address.
     #[error("{0:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")]
     Mac(String),
+    /// An address no backend can have.
+    #[error("{0} cannot be a backend: {1}")]
+    Address(IpAddr, &'static str),
+    /// A backend of the other address family than its service's VIP.
+    #[error("{backend} is not an {family} address like the VIP {vip}")]
+    Family {
+        /// The backend's address.
+        backend: IpAddr,
+        /// The VIP.
+        vip: IpAddr,
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+    },
 }
 
-/// A service or backend name: letters, digits, `.`, `-`, `_`, at most
-/// [`NAME_MAX`] characters (so `service/backend` keys stay unambiguous).
+/// A service or backend name: letters, digits, `.`, `-`, `_`, starting with
+/// a letter or digit, at most [`NAME_MAX`] characters (so `service/backend`
+/// keys stay unambiguous and no name reads as a command-line option).
 pub fn check_name(name: &str) -> Result<(), RuleError> {
     if name.is_empty() {
         return Err(RuleError::EmptyName);
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(RuleError::NameStart(name.into()));
     }
     if name.len() > NAME_MAX {
         return Err(RuleError::NameLength(name.into()));
@@ -52,6 +73,30 @@ pub fn check_weight(w: u32) -> Result<(), RuleError> {
     } else {
         Err(RuleError::Weight(w))
     }
+}
+
+/// An address a backend of a service on `vip` may have: a unicast host
+/// address of the VIP's family. Unspecified, loopback, multicast and the
+/// IPv4 broadcast address would send traffic nowhere or everywhere.
+pub fn check_backend_address(address: IpAddr, vip: IpAddr) -> Result<(), RuleError> {
+    let bad = |why| Err(RuleError::Address(address, why));
+    if address.is_unspecified() {
+        return bad("unspecified address");
+    }
+    if address.is_loopback() {
+        return bad("loopback address");
+    }
+    if address.is_multicast() {
+        return bad("multicast address");
+    }
+    if matches!(address, IpAddr::V4(a) if a.is_broadcast()) {
+        return bad("broadcast address");
+    }
+    if address.is_ipv4() != vip.is_ipv4() {
+        let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
+        return Err(RuleError::Family { backend: address, vip, family });
+    }
+    Ok(())
 }
 
 /// A MAC address, written `aa:bb:cc:dd:ee:ff` (or with `-`).
@@ -106,6 +151,24 @@ mod tests {
         assert_eq!(check_name("a/b"), Err(RuleError::NameCharset("a/b".into())));
         assert_eq!(check_name("sp ace"), Err(RuleError::NameCharset("sp ace".into())));
         assert!(matches!(check_name(&"x".repeat(64)), Err(RuleError::NameLength(_))));
+        assert_eq!(check_name("-rf"), Err(RuleError::NameStart("-rf".into())));
+        assert_eq!(check_name(".b"), Err(RuleError::NameStart(".b".into())));
+    }
+
+    #[test]
+    fn backend_addresses() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(check_backend_address("10.1.0.2".parse().unwrap(), v4), Ok(()));
+        assert_eq!(check_backend_address("fd00::2".parse().unwrap(), v6), Ok(()));
+        for bad in ["0.0.0.0", "127.0.0.1", "224.0.0.5", "255.255.255.255"] {
+            assert!(matches!(check_backend_address(bad.parse().unwrap(), v4), Err(RuleError::Address(..))), "{bad}");
+        }
+        for bad in ["::", "::1", "ff02::1"] {
+            assert!(matches!(check_backend_address(bad.parse().unwrap(), v6), Err(RuleError::Address(..))), "{bad}");
+        }
+        let e = check_backend_address("fd00::2".parse().unwrap(), v4).unwrap_err();
+        assert_eq!(e.to_string(), "fd00::2 is not an IPv4 address like the VIP 10.0.0.1");
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl Ctx {
     /// Loads the config and veerd's runtime-state file.
     pub fn load(config_path: PathBuf, json: bool) -> Result<Self> {
         let file = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut overrides = Overrides::load(&file.daemon.state_path()).unwrap_or_default();
+        let mut overrides = Overrides::load(&file.daemon.state_path(), &file).unwrap_or_default();
         let effective = overrides.apply(&file);
         Ok(Self { config_path, file, effective, overrides, json })
     }
@@ -59,7 +59,11 @@ impl Ctx {
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(
                 "permission denied on {}: only root{} may control veerd",
                 sock.display(),
-                self.file.daemon.api_group.as_ref().map_or(String::new(), |g| format!(" and members of group {g}"))
+                match (&self.file.daemon.api_group, &self.file.daemon.api_admin_group) {
+                    (Some(g), _) => format!(" and members of group {g} (to read)"),
+                    (None, Some(g)) => format!(" and members of group {g}"),
+                    (None, None) => String::new(),
+                }
             ),
             Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
                 anyhow::bail!("veerd is not running (no socket at {}): {e}", sock.display())

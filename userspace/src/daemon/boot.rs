@@ -12,9 +12,11 @@ use veer_abi::{Backend, ServiceKey};
 
 use super::model::plan;
 use crate::{
-    config::Config,
+    account,
+    config::{Config, DaemonConfig},
     dataplane::{self, pin, Dataplane, DataplaneOptions, MapReader},
     overrides::Overrides,
+    runner,
 };
 
 /// What a restarted daemon finds in the pinned maps.
@@ -92,7 +94,26 @@ pub(super) fn load_dataplane(cfg: &Config) -> Result<(Dataplane, Option<Adoption
 
 /// The runtime overrides: from the state file, or none with `reset`. An
 /// unreadable file stops the start rather than silently undoing drains.
-pub(super) fn load_overrides(state: &Path, reset: bool) -> Result<Overrides> {
+/// Makes every command veerd runs run as `[daemon] hook_user`/`hook_group`
+/// (see [`runner`](crate::runner)); refuses to start when veerd could not
+/// switch to them, rather than fail each command later.
+pub(super) fn hook_identity(d: &DaemonConfig) -> Result<()> {
+    let id = d.hook_identity().context("daemon.hook_user / hook_group")?;
+    let root = nix::unistd::geteuid().is_root();
+    if id.uid.is_some() && !root && !account::has_capability(account::CAP_SETUID) {
+        bail!("daemon.hook_user needs CAP_SETUID (and CAP_SETGID): add them to the unit's AmbientCapabilities");
+    }
+    if id.gid.is_some() && !root && !account::has_capability(account::CAP_SETGID) {
+        bail!("daemon.hook_group needs CAP_SETGID: add it to the unit's AmbientCapabilities");
+    }
+    if let Some(uid) = id.uid {
+        info!(uid, gid = ?id.gid, "commands (checks, restart, replace and scale hooks) run as the hook user");
+    }
+    runner::set_identity(id);
+    Ok(())
+}
+
+pub(super) fn load_overrides(state: &Path, file: &Config, reset: bool) -> Result<Overrides> {
     if reset {
         match std::fs::remove_file(state) {
             Ok(()) => warn!(file = %state.display(), "--reset-runtime: runtime changes discarded"),
@@ -101,9 +122,9 @@ pub(super) fn load_overrides(state: &Path, reset: bool) -> Result<Overrides> {
         }
         return Ok(Overrides::default());
     }
-    let overrides = Overrides::load(state).with_context(|| {
+    let overrides = Overrides::load(state, file).with_context(|| {
         format!(
-            "the runtime-state file {} is unreadable, so the drains, disables, weights and added \
+            "the runtime-state file {} is unreadable or breaks the config's rules, so the drains, disables, weights and added \
              backends it records cannot be restored: repair it, or start with `veerd run --reset-runtime` \
              to discard them",
             state.display()

@@ -10,7 +10,7 @@ use veer_abi::{BackendState, ServiceKey};
 
 use super::{
     boot::Adoption,
-    control::{commands, ApplyError, CommandError},
+    control::{commands, commands::Refusal, ApplyError, CommandError},
     event_loop::Daemon,
     model::{plan, BackendRt, ServiceRt},
 };
@@ -18,7 +18,7 @@ use crate::{
     config::{self, BackendConfig, Config, InitialState, ServiceConfig},
     dataplane::{self, service_key, to_abi},
     net::Neighbour,
-    overrides::{self, Admin, Overrides},
+    overrides::{self, AddedBackend, Admin, Overrides},
 };
 
 /// A backend that was not running: adopted from the pins (health, next hop
@@ -56,6 +56,7 @@ impl Daemon {
     /// the dataplane retried every second until it matches.
     pub(super) fn apply(&mut self, file: Config, adoption: Option<Adoption>) -> Result<(), ApplyError> {
         let adoption = adoption.unwrap_or_default();
+        self.desired.overrides.check_added(&file).map_err(|e| ApplyError::Refused(Refusal::Added(e)))?;
         let mut overrides = self.desired.overrides.clone();
         let cfg = overrides.apply(&file);
         let wanted: Vec<(ServiceKey, &ServiceConfig)> = cfg
@@ -279,7 +280,7 @@ impl Daemon {
     }
 
     /// `add-backend` (and a replace hook's substitute).
-    pub(super) fn add_backend(&mut self, service: &str, b: BackendConfig) -> Result<String, CommandError> {
+    pub(super) fn add_backend(&mut self, service: &str, b: AddedBackend) -> Result<String, CommandError> {
         commands::check_new_backend(&self.services, service, &b)?;
         let (name, addr) = (b.name.clone(), b.address);
         self.apply_overrides(|o| commands::add_backend(o, service, b))?;

@@ -79,10 +79,11 @@ impl Daemon {
         reset_runtime: bool,
     ) -> Result<(Self, mpsc::UnboundedReceiver<CheckReport>)> {
         let lock = boot::lock(&cfg.daemon)?;
+        boot::hook_identity(&cfg.daemon)?;
         let (dp, adoption) = boot::load_dataplane(&cfg)?;
         let written =
             adoption.as_ref().map(|a| a.backends.values().map(|(id, b)| (*id, *b)).collect()).unwrap_or_default();
-        let overrides = boot::load_overrides(&cfg.daemon.state_path(), reset_runtime)?;
+        let overrides = boot::load_overrides(&cfg.daemon.state_path(), &cfg, reset_runtime)?;
         let (tracker, health) = HealthTracker::new();
         let (recovery, hooks) = Recovery::new();
         let (fleet, fleet_rx) = match cfg.fleet.as_ref().and_then(|f| f.etcd.clone()) {
@@ -176,7 +177,7 @@ impl Daemon {
                     self.on_reports(batch);
                 }
                 Some(signals) = t.passive.recv() => self.on_passive(signals),
-                Some((req, reply)) = calls.recv() => { let _ = reply.send(self.handle(req)); }
+                Some((req, caller, reply)) = calls.recv() => { let _ = reply.send(self.handle(req, caller)); }
                 Some(p) = samples.recv() => self.tracker.sample(p),
                 _ = t.hup.recv() => { info!("SIGHUP: reloading {}", self.desired.path.display()); let _ = self.reload(); }
                 _ = t.term.recv() => break,
@@ -209,7 +210,9 @@ impl Servers {
     /// (whose table occupancy is then walked into `usage`).
     async fn start(daemon: &DaemonConfig, calls: mpsc::Sender<Call>, usage: &SharedUsage) -> Result<Self> {
         let socket = daemon.socket_path();
-        let api = control::api::listen(&socket, daemon.api_group.as_deref(), calls.clone())
+        let access =
+            control::api::ApiAccess { group: daemon.api_group.clone(), admin_group: daemon.api_admin_group.clone() };
+        let api = control::api::listen(&socket, &access, calls.clone())
             .with_context(|| format!("listening on {}", socket.display()))?;
         let metrics = match daemon.metrics {
             Some(addr) => {

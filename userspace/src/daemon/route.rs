@@ -6,7 +6,10 @@ use serde_json::json;
 use tracing::{error, info};
 
 use super::{
-    control::api::{Request, Response},
+    control::{
+        access::Caller,
+        api::{Request, Response},
+    },
     event_loop::Daemon,
     observe::{metrics::MetricsView, status::StatusView},
     publish::RingLog,
@@ -178,11 +181,14 @@ impl Daemon {
     }
 
     /// Answers one API request.
-    pub(super) fn handle(&mut self, req: Request) -> Response {
+    pub(super) fn handle(&mut self, req: Request, caller: Caller) -> Response {
         let r = match req {
             Request::Status => return to_response("status", self.status()),
             Request::Metrics => return Response::ok(json!(self.render_metrics())),
-            Request::Reload => return self.reload().map_or_else(Response::err, |m| Response::ok(json!(m))),
+            Request::Reload => {
+                info!(caller = %caller, "reload requested through the API");
+                return self.reload().map_or_else(Response::err, |m| Response::ok(json!(m)));
+            }
             Request::Events { since, service, backend } => {
                 let log = self.publisher.history().query(since.unwrap_or(0), service.as_deref(), backend.as_deref());
                 return to_response("events", log);
@@ -192,7 +198,7 @@ impl Daemon {
             Request::Disable { service, backend } => self.set_admin(&service, &backend, Admin::Disabled),
             Request::Weight { service, backend, weight } => self.set_weight(&service, &backend, weight),
             Request::AddBackend { service, name, address, weight, mac, backup } => {
-                let b = crate::config::BackendConfig::runtime(name, address, weight.unwrap_or(1), mac, backup);
+                let b = crate::overrides::AddedBackend { name, address, weight: weight.unwrap_or(1), backup, mac };
                 self.add_backend(&service, b)
             }
             Request::RemoveBackend { service, backend } => self.remove_backend(&service, &backend),
@@ -201,7 +207,7 @@ impl Daemon {
         };
         match r {
             Ok(msg) => {
-                info!("{msg}");
+                info!(caller = %caller, "{msg}");
                 // The change reaches the other nodes through etcd.
                 self.fleet_publish();
                 Response::ok(json!(msg))

@@ -42,9 +42,12 @@ impl Daemon {
     /// whose operator state the fleet changes gets its reason for the
     /// history before the state word is written, and its restart follows.
     fn fleet_apply_ops(&mut self) {
-        let Some(wanted) = self.fleet.as_ref().and_then(|f| f.wanted_overrides(&self.desired.overrides)) else {
+        let Some(mut wanted) = self.fleet.as_ref().and_then(|f| f.wanted_overrides(&self.desired.overrides)) else {
             return;
         };
+        for why in wanted.drop_invalid_added(&self.desired.file) {
+            warn!(entry = %why, "fleet: an operator change in etcd breaks the config's rules; ignored");
+        }
         let mut admin_changed = Vec::new();
         for s in self.services.iter() {
             for b in &s.backends {

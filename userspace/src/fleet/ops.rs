@@ -4,14 +4,14 @@
 //! | --- | --- |
 //! | `admin/<service>/<backend>` | `draining` or `disabled` |
 //! | `weight/<service>/<backend>` | the weight |
-//! | `added/<service>/<backend>` | the backend's config, JSON |
+//! | `added/<service>/<backend>` | an [`AddedBackend`], JSON (data only: an entry with a command is refused) |
 //! | `removed/<service>/<backend>` | empty |
 //!
 //! A node's drain (`veerctl node drain`) is the node's own and stays out.
 
 use std::collections::BTreeMap;
 
-use crate::overrides::{key, Admin, Overrides};
+use crate::overrides::{key, AddedBackend, Admin, Overrides};
 
 /// The keys and values that hold `o`.
 pub fn to_kvs(o: &Overrides) -> BTreeMap<String, String> {
@@ -24,7 +24,7 @@ pub fn to_kvs(o: &Overrides) -> BTreeMap<String, String> {
     }
     for (svc, backends) in &o.added {
         for b in backends {
-            // A BackendConfig always serializes.
+            // An AddedBackend always serializes.
             let json = serde_json::to_string(b).unwrap_or_default();
             kvs.insert(format!("added/{}", key(svc, &b.name)), json);
         }
@@ -59,7 +59,10 @@ pub fn from_kvs<'a>(kvs: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Overr
                 Ok(w) if crate::config::rules::check_weight(w).is_ok() => drop(o.weight.insert(sb.to_string(), w)),
                 _ => bad.push(format!("{k}: {v:?} is not a weight")),
             },
-            "added" => match serde_json::from_str::<crate::config::BackendConfig>(v) {
+            "added" => match serde_json::from_str::<AddedBackend>(v) {
+                Ok(b) if sb.split('/').nth(1) != Some(b.name.as_str()) => {
+                    bad.push(format!("{k}: names backend {:?}", b.name));
+                }
                 Ok(b) => {
                     let svc = sb.split('/').next().unwrap_or_default();
                     o.added.entry(svc.to_string()).or_default().push(b);
@@ -76,7 +79,6 @@ pub fn from_kvs<'a>(kvs: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Overr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackendConfig;
 
     #[test]
     fn overrides_survive_the_trip_through_keys_except_the_nodes_own_drain() {
@@ -86,7 +88,13 @@ mod tests {
         o.weight.insert(key("web", "b3"), 7);
         o.added.insert(
             "web".into(),
-            vec![BackendConfig::runtime("b9".into(), "10.0.0.9".parse().unwrap(), 3, None, false)],
+            vec![AddedBackend {
+                name: "b9".into(),
+                address: "10.0.0.9".parse().unwrap(),
+                weight: 3,
+                backup: false,
+                mac: None,
+            }],
         );
         o.removed.insert(key("web", "b4"));
         let kvs = to_kvs(&o);
@@ -108,5 +116,19 @@ mod tests {
         ]);
         assert_eq!(bad.len(), 3, "{bad:?}");
         assert_eq!(o.admin.len(), 1);
+    }
+
+    #[test]
+    fn an_added_backend_carrying_a_command_is_kept_out() {
+        let planted = r#"{"name":"b9","address":"10.0.0.9","restart":{"command":["/bin/sh","-c","id"]}}"#;
+        let (o, bad) = from_kvs([
+            ("added/web/b9", planted),
+            ("added/web/b8", r#"{"name":"b7","address":"10.0.0.8"}"#),
+            ("added/web/b6", r#"{"name":"b6","address":"10.0.0.6"}"#),
+        ]);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("unknown field `restart`"), "{bad:?}");
+        assert!(bad[1].contains("names backend \"b7\""), "{bad:?}");
+        assert_eq!(o.added["web"].iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["b6"]);
     }
 }

@@ -27,6 +27,15 @@ pub(super) fn daemon(c: &mut Checker, cfg: &Config, at: usize) {
     if d.max_services == 0 || d.max_services > 4096 {
         c.err(at, "max_services", "daemon.max_services".into(), "must be 1 to 4096");
     }
+    if let Err(e) = d.hook_identity() {
+        let key =
+            if d.hook_group.is_some() && d.hook_user.as_deref().is_none_or(|u| crate::account::user_ids(u).is_ok()) {
+                "hook_group"
+            } else {
+                "hook_user"
+            };
+        c.err(at, key, format!("daemon.{key}"), e.to_string());
+    }
     if cfg.services.len() > d.max_services as usize {
         c.err(
             at,

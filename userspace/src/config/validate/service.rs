@@ -171,6 +171,9 @@ fn backends(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
         } else if !bnames.insert(b.name.clone()) {
             c.err(bat, "name", format!("{bp}.name"), format!("duplicate backend name {:?}", b.name));
         }
+        if let Err(e) = rules::check_backend_address(b.address, s.vip) {
+            c.err(bat, "address", format!("{bp}.address"), e.to_string());
+        }
         if !baddrs.insert(b.address) {
             c.err(
                 bat,

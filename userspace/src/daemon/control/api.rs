@@ -3,7 +3,9 @@
 //! One request per line, one response per line:
 //! `{"cmd":"status"}` -> `{"ok":true,"result":{...}}`,
 //! `{"cmd":"reload"}` -> `{"ok":false,"error":"t.toml:9: ..."}`.
-//! Requests are handed to the daemon's main loop, which owns all state.
+//! Requests are handed to the daemon's main loop, which owns all state,
+//! with who sent them ([`Caller`]); a change from a read-only caller is
+//! refused here.
 
 use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
@@ -24,28 +26,33 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// A connection that sends no complete line for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A request with the channel its response goes back on.
-pub type Call = (Request, oneshot::Sender<Response>);
+use super::access::{Access, Caller, Level};
 
-/// Resolves a group given by name or number.
-pub fn group_id(group: &str) -> std::io::Result<u32> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Ok(gid);
-    }
-    match nix::unistd::Group::from_name(group) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("no group named {group:?}"))),
-        Err(e) => Err(e.into()),
-    }
+/// A request, who sent it, and the channel its response goes back on.
+pub type Call = (Request, Caller, oneshot::Sender<Response>);
+
+/// Who may connect to the API socket and what they may do.
+#[derive(Clone, Debug, Default)]
+pub struct ApiAccess {
+    /// `[daemon] api_group`: may connect and read.
+    pub group: Option<String>,
+    /// `[daemon] api_admin_group`: may also change.
+    pub admin_group: Option<String>,
 }
 
 /// Listens on `path` (replacing a stale socket) and forwards calls. Only root
-/// may connect, and members of `group` when given (mode 0660, group-owned).
+/// (and veerd's own user) may connect, and members of `access.group` (else
+/// `access.admin_group`) when given (mode 0660, group-owned).
 pub fn listen(
     path: &Path,
-    group: Option<&str>,
+    access: &ApiAccess,
     calls: mpsc::Sender<Call>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let levels = Access {
+        own_uid: nix::unistd::geteuid().as_raw(),
+        admin_gid: access.admin_group.as_deref().map(crate::account::group_id).transpose()?,
+    };
+    let group = access.group.as_deref().or(access.admin_group.as_deref());
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -53,7 +60,7 @@ pub fn listen(
     let listener = UnixListener::bind(path)?;
     match group {
         Some(g) => {
-            let gid = group_id(g)?;
+            let gid = crate::account::group_id(g)?;
             // Group only: the owner stays veerd's own user (root, or the service user).
             nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
@@ -67,8 +74,9 @@ pub fn listen(
                 Ok((mut stream, _)) => match slots.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let calls = calls.clone();
+                        let caller = levels.caller(&stream);
                         tokio::spawn(async move {
-                            serve(stream, calls).await;
+                            serve(stream, caller, calls).await;
                             drop(permit);
                         });
                     }
@@ -113,7 +121,7 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Opti
     }
 }
 
-async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
+async fn serve(stream: UnixStream, caller: Caller, calls: mpsc::Sender<Call>) {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     loop {
@@ -128,10 +136,18 @@ async fn serve(stream: UnixStream, calls: mpsc::Sender<Call>) {
         };
         let resp = match serde_json::from_str::<Request>(line.trim_end()) {
             Err(e) => Response::err(format!("bad request: {e}")),
+            Ok(req) if caller.level == Level::Read && !req.reads_only() => {
+                warn!(caller = %caller, cmd = req.name(), "api: change refused to a read-only caller");
+                Response::err(format!(
+                    "permission denied: {} changes veerd, and {caller} may only read \
+                     (root, veerd's user and members of daemon.api_admin_group may change)",
+                    req.name(),
+                ))
+            }
             Ok(req) => {
-                debug!(?req, "api request");
+                debug!(?req, caller = %caller, "api request");
                 let (tx, rx) = oneshot::channel();
-                if calls.send((req, tx)).await.is_err() {
+                if calls.send((req, caller, tx)).await.is_err() {
                     Response::err("daemon is shutting down")
                 } else {
                     rx.await.unwrap_or_else(|_| Response::err("daemon dropped the request"))

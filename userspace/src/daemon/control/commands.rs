@@ -4,9 +4,9 @@
 //! applies the overrides.
 
 use crate::{
-    config::{rules, BackendConfig, Config},
+    config::{rules, Config},
     daemon::model::{plan, LookupError, Services},
-    overrides::{self, Admin, Overrides},
+    overrides::{self, AddedBackend, Admin, Overrides},
 };
 
 /// Why a change was not (wholly) applied.
@@ -14,10 +14,28 @@ use crate::{
 pub enum ApplyError {
     /// Refused before anything was touched: the running state is unchanged.
     #[error("refused, nothing changed: {0}")]
-    Refused(#[from] plan::PlanError),
+    Refused(#[from] Refusal),
     /// Applied, but writing the dataplane failed; it is retried every second.
     #[error("{0:#}")]
     Write(anyhow::Error),
+}
+
+/// Why a change was refused before anything was touched.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The tables cannot hold it.
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    /// A backend added at runtime breaks a rule of the config (for example
+    /// after a reload moved its service's VIP to the other address family).
+    #[error("{0}")]
+    Added(String),
+}
+
+impl From<plan::PlanError> for ApplyError {
+    fn from(e: plan::PlanError) -> Self {
+        Self::Refused(e.into())
+    }
 }
 
 /// Why an operator command was refused (or applied only in part).
@@ -83,16 +101,17 @@ pub fn set_weight(
     Ok(())
 }
 
-/// Checks backend `b` before it is added to `service`: its name, weight
-/// and MAC, and that neither its name nor its address is taken there.
-pub fn check_new_backend(services: &Services, service: &str, b: &BackendConfig) -> Result<(), CommandError> {
+/// Checks backend `b` before it is added to `service`: its name, address,
+/// weight and MAC, and that neither its name nor its address is taken there.
+pub fn check_new_backend(services: &Services, service: &str, b: &AddedBackend) -> Result<(), CommandError> {
     let i = services.named(service)?;
+    let s = &services[i];
     rules::check_name(&b.name).map_err(invalid("backend name"))?;
+    rules::check_backend_address(b.address, s.cfg.vip).map_err(invalid("address"))?;
     rules::check_weight(b.weight).map_err(invalid("weight"))?;
     if let Some(m) = &b.mac {
         m.parse::<rules::Mac>().map_err(invalid("mac"))?;
     }
-    let s = &services[i];
     if s.backends.iter().any(|x| x.cfg.name == b.name) {
         return Err(CommandError::Conflict(format!("service {service} already has a backend named {:?}", b.name)));
     }
@@ -106,7 +125,7 @@ pub fn check_new_backend(services: &Services, service: &str, b: &BackendConfig) 
 }
 
 /// Adds backend `b` to `service` (undoing a removal of the same name).
-pub fn add_backend(o: &mut Overrides, service: &str, b: BackendConfig) {
+pub fn add_backend(o: &mut Overrides, service: &str, b: AddedBackend) {
     o.removed.remove(&overrides::key(service, &b.name));
     o.added.entry(service.to_string()).or_default().push(b);
 }

@@ -12,7 +12,7 @@ use tracing::warn;
 use veer_abi::BackendState;
 
 use super::{
-    super::control::api::Call,
+    super::control::{access::Caller, api::Call},
     counters::{HealthCounters, RecoveryCounters},
     prometheus::{render, BackendRow, ServiceRow, Snapshot},
 };
@@ -84,7 +84,7 @@ async fn answer(mut s: tokio::net::TcpStream, calls: mpsc::Sender<Call>) {
     let req = String::from_utf8_lossy(&buf[..n]);
     let (status, body) = if req.starts_with("GET /metrics ") || req.starts_with("GET / ") {
         let (tx, rx) = oneshot::channel();
-        let text = match calls.send((Request::Metrics, tx)).await {
+        let text = match calls.send((Request::Metrics, Caller::INTERNAL, tx)).await {
             Ok(()) => rx.await.ok().and_then(|r| r.result).and_then(|v| v.as_str().map(String::from)),
             Err(_) => None,
         };

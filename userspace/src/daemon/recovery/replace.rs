@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::coordination::{Coordination, Gate};
 use crate::{
-    config::{BackendConfig, ReplaceConfig},
+    config::ReplaceConfig,
     daemon::{
         model::{BackendRt, ReplaceState, Services},
         observe::RecoveryCounters,
@@ -21,6 +21,7 @@ use crate::{
         self,
         replace::{run_hook, ReplaceError, Substitute},
     },
+    overrides::AddedBackend,
     overrides::Admin,
 };
 
@@ -47,7 +48,7 @@ pub struct Provisioned {
     /// The attempt.
     pub attempt: u32,
     /// The substitute as a backend, or why there is none.
-    pub result: Result<BackendConfig, String>,
+    pub result: Result<AddedBackend, String>,
 }
 
 /// A substitute that did not pass its checks in time, for the daemon to remove.
@@ -153,7 +154,7 @@ pub fn hook_done(services: &mut Services, done: HookDone) -> Option<Provisioned>
             return Err(ReplaceError::Refused(format!("port {p} is not the service's {port}")).to_string());
         }
         let name = sub.name.clone().unwrap_or_else(|| format!("{backend}-r{attempt}"));
-        Ok(BackendConfig::runtime(name, sub.address, sub.weight.unwrap_or(weight), sub.mac, backup))
+        Ok(AddedBackend { name, address: sub.address, weight: sub.weight.unwrap_or(weight), backup, mac: sub.mac })
     });
     Some(Provisioned { service, backend, attempt, result })
 }

@@ -2,6 +2,14 @@
 //! removed backends), kept apart from the config file and persisted, so that
 //! they survive a daemon restart and `veerctl` can show where the running
 //! state differs from the file.
+//!
+//! The state file is data, never code: an added backend is an
+//! [`AddedBackend`], which has no field for a command, and a file whose
+//! entries break the config's rules is refused as a whole.
+
+mod added;
+
+pub use added::AddedBackend;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,7 +18,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackendConfig, Config};
+use crate::config::Config;
 
 /// Operator intent for a backend (set through the API; the config starts it enabled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,14 +50,14 @@ pub fn key(service: &str, backend: &str) -> String {
 
 /// Everything the API changed relative to the config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Overrides {
     /// Operator state other than `enabled`, by `service/backend`.
     pub admin: BTreeMap<String, Admin>,
     /// Weights that differ from the file, by `service/backend`.
     pub weight: BTreeMap<String, u32>,
     /// Backends added at runtime, by service.
-    pub added: BTreeMap<String, Vec<BackendConfig>>,
+    pub added: BTreeMap<String, Vec<AddedBackend>>,
     /// Backends of the file removed at runtime, `service/backend`.
     pub removed: BTreeSet<String>,
     /// Fleet: the node is drained (`veerctl node drain`): it announces no VIP.
@@ -58,13 +66,47 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    /// Reads the state file; a missing file means no overrides.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(s) => serde_json::from_str(&s).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    /// Reads the state file; a missing file means no overrides. Unknown
+    /// fields are refused, and so is an added backend that breaks a rule of
+    /// the config (checked against its service's VIP in `file`).
+    pub fn load(path: &Path, file: &Config) -> anyhow::Result<Self> {
+        let o: Self = match std::fs::read_to_string(path) {
+            Ok(s) => serde_json::from_str(&s).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+        };
+        o.check_added(file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(o)
+    }
+
+    /// Every added backend of a service in `file` against the config's
+    /// rules. Entries of services `file` does not have are dropped later by
+    /// [`apply`](Self::apply), so they pass here.
+    pub fn check_added(&self, file: &Config) -> Result<(), String> {
+        match self.clone().drop_invalid_added(file).into_iter().next() {
+            Some(why) => Err(why),
+            None => Ok(()),
         }
+    }
+
+    /// Drops the added backends that break a rule of the config (see
+    /// [`check_added`](Self::check_added)) and says why for each.
+    pub fn drop_invalid_added(&mut self, file: &Config) -> Vec<String> {
+        let mut dropped = Vec::new();
+        for (svc, backends) in self.added.iter_mut() {
+            let Some(s) = file.services.iter().map(|s| s.get_ref()).find(|s| &s.name == svc) else {
+                continue;
+            };
+            backends.retain(|b| match b.check(s.vip) {
+                Ok(()) => true,
+                Err(e) => {
+                    dropped.push(format!("added backend {svc}/{}: {e}", b.name));
+                    false
+                }
+            });
+        }
+        self.added.retain(|_, v| !v.is_empty());
+        dropped
     }
 
     /// Writes the state file atomically and durably: a temp file, synced,
@@ -119,7 +161,7 @@ impl Overrides {
             s.backends.retain(|b| !self.removed.contains(&key(&name, &b.get_ref().name)));
             for b in self.added.get(&name).into_iter().flatten() {
                 if !s.backends.iter().any(|x| x.get_ref().name == b.name || x.get_ref().address == b.address) {
-                    s.backends.push(toml::Spanned::new(0..0, b.clone()));
+                    s.backends.push(toml::Spanned::new(0..0, b.to_config()));
                 }
             }
             for b in s.backends.iter_mut() {

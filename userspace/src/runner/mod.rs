@@ -5,10 +5,16 @@
 //! - The child gets its own process group, an explicit environment (a fixed
 //!   `PATH` plus what the caller passes), stdin from /dev/null, and its
 //!   stdout and stderr through pipes, never veerd's own.
+//! - The child holds none of veerd's BPF and network capabilities (the
+//!   ambient set is cleared, and CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON
+//!   leave its bounding set where veerd may drop them), and runs as the
+//!   configured hook user and group ([`set_identity`]) when there is one.
 //! - At the timeout the whole group is killed, grandchildren included.
 //! - The command is done when its process exits: output still held open by
 //!   something it left running in the background (a server it started) is not
 //!   waited for, so a restart command may simply end with `server &`.
+
+mod privileges;
 
 use std::{os::unix::process::ExitStatusExt as _, process::Stdio, time::Duration};
 
@@ -19,6 +25,11 @@ use tokio::{
     task::JoinHandle,
 };
 use tracing::{info, warn};
+
+use privileges::drop_privileges;
+#[cfg(test)]
+use privileges::DROPPED_CAPS;
+pub use privileges::{identity, set_identity, Identity};
 
 /// `PATH` of every command veerd runs.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -166,7 +177,13 @@ fn reader<R: AsyncBufRead + Unpin + Send + 'static>(
 pub async fn run(spec: &CommandSpec<'_>) -> Result<Outcome, RunError> {
     let argv = expand(spec.argv, spec.vars);
     let (program, args) = argv.split_first().ok_or(RunError::Empty)?;
-    let mut child = Command::new(program)
+    let id = identity();
+    let mut cmd = Command::new(program);
+    // SAFETY: the closure only makes system calls (see `drop_privileges`).
+    unsafe {
+        cmd.pre_exec(move || drop_privileges(id));
+    }
+    let mut child = cmd
         .args(args)
         .env_clear()
         .env("PATH", PATH)
@@ -243,6 +260,29 @@ mod tests {
         let argv = vec!["x".to_string(), "{address}:{port}".into(), "$HOME{name}".into()];
         let vars = [("address", "10.0.0.1".to_string()), ("port", "80".into()), ("name", "b1".into())];
         assert_eq!(expand(&argv, &vars), ["x", "10.0.0.1:80", "$HOMEb1"]);
+    }
+
+    #[tokio::test]
+    async fn a_command_holds_none_of_the_bpf_and_network_capabilities() {
+        let argv = sh("grep -E '^Cap(Eff|Amb|Bnd):' /proc/self/status");
+        let s = CommandSpec { output: Output::Capture, ..spec(&argv, Duration::from_secs(5), true) };
+        let o = run(&s).await.unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let caps = |name: &str| {
+            let line = o.stdout.iter().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("{o:?}"));
+            u64::from_str_radix(line.trim(), 16).unwrap()
+        };
+        assert_eq!(caps("CapAmb:"), 0, "no ambient capabilities");
+        for cap in DROPPED_CAPS {
+            assert_eq!(caps("CapEff:") & (1 << cap), 0, "capability {cap} effective: {o:?}");
+        }
+        if nix::unistd::geteuid().is_root() {
+            // Root may drop them for good: a setuid-root program run by the
+            // command cannot get them back either.
+            for cap in DROPPED_CAPS {
+                assert_eq!(caps("CapBnd:") & (1 << cap), 0, "capability {cap} bounding: {o:?}");
+            }
+        }
     }
 
     #[tokio::test]
