@@ -54,6 +54,23 @@ fn the_systemd_unit_verifies() {
     assert!(!settings.iter().any(|l| l.contains("CAP_SYS_ADMIN")), "bpffs is prepared before start: no CAP_SYS_ADMIN");
 }
 
+/// The unit's sandbox, as systemd scores it: 2.5 or lower ("OK").
+#[test]
+fn the_systemd_unit_is_sandboxed() {
+    veer_tests::require_root();
+    let dir = veer_tests::daemon::scratch("unit-security");
+    let path = dir.join("veerd.service");
+    std::fs::write(&path, unit()).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", "--threshold=25"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let overall = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or("no overall line");
+    assert!(out.status.success(), "exposure above 2.5: {overall}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn completions_and_man_pages_generate() {
     for name in ["veerd", "veerctl"] {
@@ -71,21 +88,59 @@ fn completions_and_man_pages_generate() {
 /// veerd started the way the unit starts it: an unprivileged user holding only
 /// the unit's capabilities (entering the test's namespace first, as root).
 fn start_unprivileged(s: &Deployment, uid: u32) -> Veerd {
+    start_unprivileged_in(s, uid, &[]).expect("veerd as an unprivileged user")
+}
+
+/// [`start_unprivileged`] with supplementary `groups` (the unit's
+/// `SupplementaryGroups=`).
+fn start_unprivileged_in(s: &Deployment, uid: u32, groups: &[u32]) -> anyhow::Result<Veerd> {
     let caps = unit_capabilities();
     let drop_to = |c: &mut Command| {
         c.arg(format!("--net=/run/netns/{}", s.tb.lb.ns.name()))
             .arg("setpriv")
             .arg(format!("--reuid={uid}"))
-            .arg(format!("--regid={uid}"))
-            .arg("--clear-groups")
-            .arg(format!("--inh-caps=-all,+{}", caps.replace(',', ",+")))
+            .arg(format!("--regid={uid}"));
+        if groups.is_empty() {
+            c.arg("--clear-groups");
+        } else {
+            c.arg(format!("--groups={}", groups.iter().map(u32::to_string).collect::<Vec<_>>().join(",")));
+        }
+        c.arg(format!("--inh-caps=-all,+{}", caps.replace(',', ",+")))
             .arg(format!("--ambient-caps=-all,+{}", caps.replace(',', ",+")))
             .arg(format!("--bounding-set=-all,+{}", caps.replace(',', ",+")));
     };
     let mut cmd = Command::new("nsenter");
     drop_to(&mut cmd);
     cmd.arg(bin("veerd")).args(["run", "--config"]).arg(&s.cfg);
-    Veerd::spawn(cmd, &s.cfg, &s.socket(), &s.dir.join("veerd.log")).expect("veerd as an unprivileged user")
+    Veerd::spawn(cmd, &s.cfg, &s.socket(), &s.dir.join("veerd.log"))
+}
+
+/// Prepares what the unit's RuntimeDirectory and ExecStartPre prepare.
+fn prepare_for(s: &Deployment, uid: u32) {
+    let chown = |p: &Path| nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+    chown(&s.dir);
+    std::fs::set_permissions(&s.cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let pins = Path::new("/sys/fs/bpf/veer").join(&s.instance);
+    std::fs::create_dir_all(&pins).unwrap();
+    chown(&pins);
+}
+
+/// With `api_group` set, veerd under the unit's identity hands the socket to
+/// the group when the unit makes it a member (`SupplementaryGroups=`), and
+/// says what to add when it does not.
+#[test]
+fn api_group_under_the_units_identity() {
+    use std::os::unix::fs::MetadataExt as _;
+    let s = Deployment::new("hgrp", 1);
+    let (uid, adm) = (65534, 4);
+    s.write(&s.config_with(251, &[1], "api_group = \"adm\"", "", |_| String::new()));
+    prepare_for(&s, uid);
+    let Err(e) = start_unprivileged_in(&s, uid, &[]) else { panic!("veerd started outside the api_group") };
+    let log = std::fs::read_to_string(s.dir.join("veerd.log")).unwrap();
+    assert!(log.contains("SupplementaryGroups=adm"), "{e:#}: {log}");
+    let d = start_unprivileged_in(&s, uid, &[adm]).expect("veerd with the api_group as a supplementary group");
+    assert_eq!(std::fs::metadata(s.socket()).unwrap().gid(), adm, "the socket belongs to the api_group");
+    d.wait_up_in_ring("web", &["b1"]).unwrap();
 }
 
 #[test]
@@ -93,13 +148,7 @@ fn veerd_with_only_the_units_capabilities_attaches_serves_and_adopts() {
     let s = Deployment::new("hcaps", 2);
     let uid = 65534; // nobody
     s.write(&s.config(65537, &[1, 1], |_| String::new()));
-    // What the unit's RuntimeDirectory and ExecStartPre prepare.
-    let chown = |p: &Path| nix::unistd::chown(p, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
-    chown(&s.dir);
-    std::fs::set_permissions(&s.cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let pins = Path::new("/sys/fs/bpf/veer").join(&s.instance);
-    std::fs::create_dir_all(&pins).unwrap();
-    chown(&pins);
+    prepare_for(&s, uid);
 
     let d = start_unprivileged(&s, uid);
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid().unwrap())).unwrap();

@@ -7,7 +7,15 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::{io::AsyncBufReadExt, net::TcpStream, sync::mpsc, task::JoinHandle};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt},
+    net::TcpStream,
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+/// Longest answer read from an agent; an agent's line is a few words.
+const MAX_ANSWER: u64 = 1024;
 
 /// What an agent asks for its backend's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +105,13 @@ async fn ask(target: SocketAddr, timeout: Duration) -> Result<AgentVerdict, Stri
     let once = async {
         let s = TcpStream::connect(target).await.map_err(|e| format!("connect {target}: {e}"))?;
         let mut line = String::new();
-        tokio::io::BufReader::new(s).read_line(&mut line).await.map_err(|e| format!("read: {e}"))?;
+        let n = tokio::io::BufReader::new(s.take(MAX_ANSWER))
+            .read_line(&mut line)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n as u64 == MAX_ANSWER && !line.ends_with('\n') {
+            return Err(format!("answer longer than {MAX_ANSWER} bytes"));
+        }
         parse(&line)
     };
     tokio::time::timeout(timeout, once).await.unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
@@ -134,6 +148,19 @@ pub fn spawn_agent(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_endless_answer_is_refused_without_reading_it_all() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let junk = vec![b'a'; 1 << 20];
+            while tokio::io::AsyncWriteExt::write_all(&mut s, &junk).await.is_ok() {}
+        });
+        let e = ask(target, Duration::from_secs(10)).await.unwrap_err();
+        assert!(e.contains("longer than 1024 bytes"), "{e}");
+    }
 
     #[test]
     fn answers_parse_like_haproxys_agent() {

@@ -20,7 +20,7 @@ use std::{os::unix::process::ExitStatusExt as _, process::Stdio, time::Duration}
 
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::{
-    io::{AsyncBufRead, AsyncBufReadExt, BufReader},
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader},
     process::Command,
     task::JoinHandle,
 };
@@ -35,6 +35,8 @@ pub use privileges::{identity, set_identity, Identity};
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long output is still read after the command exited.
 const DRAIN: Duration = Duration::from_millis(50);
+/// Longest line read from a command at once.
+const MAX_LINE: u64 = 64 * 1024;
 /// Lines of stderr kept for the caller.
 const KEEP_STDERR: usize = 5;
 
@@ -147,7 +149,9 @@ fn reader<R: AsyncBufRead + Unpin + Send + 'static>(
         let mut kept = Vec::new();
         let Some(mut r) = r else { return kept };
         let mut line = String::new();
-        while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+        // A line without end is read in pieces: a command's output never
+        // takes more memory than this.
+        while (&mut r).take(MAX_LINE).read_line(&mut line).await.unwrap_or(0) > 0 {
             let l = line.trim_end().to_string();
             match (output, stream) {
                 (Output::Capture, "stdout") => {
@@ -283,6 +287,15 @@ mod tests {
                 assert_eq!(caps("CapBnd:") & (1 << cap), 0, "capability {cap} bounding: {o:?}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_line_without_end_is_kept_in_bounded_pieces() {
+        let argv = sh("head -c 1000000 /dev/zero | tr '\\0' x >&2");
+        let o = run(&spec(&argv, Duration::from_secs(10), true)).await.unwrap();
+        assert!(o.status.success(), "{o:?}");
+        assert!(!o.stderr.is_empty());
+        assert!(o.stderr.iter().all(|l| l.len() as u64 <= MAX_LINE), "a piece over {MAX_LINE} bytes");
     }
 
     #[tokio::test]

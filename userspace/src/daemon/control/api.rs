@@ -52,21 +52,7 @@ pub fn listen(
         own_uid: nix::unistd::geteuid().as_raw(),
         admin_gid: access.admin_group.as_deref().map(crate::account::group_id).transpose()?,
     };
-    let group = access.group.as_deref().or(access.admin_group.as_deref());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    match group {
-        Some(g) => {
-            let gid = crate::account::group_id(g)?;
-            // Group only: the owner stays veerd's own user (root, or the service user).
-            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-        }
-        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
-    }
+    let listener = bind(path, access.group.as_deref().or(access.admin_group.as_deref()))?;
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
@@ -99,6 +85,32 @@ pub fn listen(
             }
         }
     }))
+}
+
+/// Binds the socket at `path` (replacing a stale one): mode 0600, or 0660
+/// owned by `group` when given.
+fn bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    match group {
+        Some(g) => {
+            let gid = crate::account::group_id(g)?;
+            // Group only: the owner stays veerd's own user (root, or the service user).
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+                let why = format!(
+                    "cannot give the API socket to group {g}: {e}. veerd's user must be a member of it: \
+                     under systemd, add `SupplementaryGroups={g}` (systemctl edit veerd)"
+                );
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, why)
+            })?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        }
+        None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
+    }
+    Ok(listener)
 }
 
 fn reply_line(resp: &Response) -> Vec<u8> {
