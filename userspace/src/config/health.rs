@@ -131,7 +131,8 @@ impl HealthConfig {
     /// moment can be: one interval (where each checker's cycle stands), then
     /// `fall` fast checks, the last one timing out.
     pub fn detection_window(&self) -> Duration {
-        self.interval + self.fast() * self.fall + self.timeout
+        // Saturating: extreme but accepted settings must not panic veerd.
+        self.interval.saturating_add(self.fast().saturating_mul(self.fall)).saturating_add(self.timeout)
     }
 }
 

@@ -164,3 +164,15 @@ fn fleet_etcd_settings_are_checked() {
         assert_eq!(e.field, field, "{change}: {e}");
     }
 }
+
+#[test]
+fn extreme_accepted_health_settings_do_not_overflow_the_detection_window() {
+    let h = HealthConfig {
+        interval: Duration::from_secs(u64::MAX / 4),
+        fast_interval: Some(Duration::from_secs(u64::MAX / 4)),
+        timeout: Duration::from_secs(u64::MAX / 4),
+        fall: u32::MAX,
+        ..HealthConfig::default()
+    };
+    assert_eq!(h.detection_window(), Duration::MAX);
+}
