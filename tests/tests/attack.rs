@@ -63,7 +63,7 @@ fn a_state_file_carrying_commands_is_refused() {
         .expect("plant the state file");
         let (ok, err) = veerd_must_exit(&s);
         assert!(!ok, "veerd must refuse a state file carrying a {name} command: {err}");
-        assert!(err.contains(&format!("unknown field `{name}`")), "the error names the field: {err}");
+        assert!(err.contains(&format!("`{name}` command is not data")), "the error names the field: {err}");
         assert!(err.contains("runtime.json"), "the error names the file: {err}");
         assert!(!planted.exists(), "the planted {name} command ran");
     }

@@ -35,6 +35,8 @@ pub fn has_capability(cap: u32) -> bool {
     })
 }
 
+/// CAP_KILL.
+pub const CAP_KILL: u32 = 5;
 /// CAP_SETGID.
 pub const CAP_SETGID: u32 = 6;
 /// CAP_SETUID.

@@ -103,6 +103,9 @@ pub(super) fn hook_identity(d: &DaemonConfig) -> Result<()> {
     if id.uid.is_some() && !root && !account::has_capability(account::CAP_SETUID) {
         bail!("daemon.hook_user needs CAP_SETUID (and CAP_SETGID): add them to the unit's AmbientCapabilities");
     }
+    if id.uid.is_some() && !root && !account::has_capability(account::CAP_KILL) {
+        bail!("daemon.hook_user needs CAP_KILL, to stop a command at its timeout: add it to the unit's AmbientCapabilities");
+    }
     if id.gid.is_some() && !root && !account::has_capability(account::CAP_SETGID) {
         bail!("daemon.hook_group needs CAP_SETGID: add it to the unit's AmbientCapabilities");
     }

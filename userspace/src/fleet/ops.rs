@@ -127,7 +127,7 @@ mod tests {
             ("added/web/b6", r#"{"name":"b6","address":"10.0.0.6"}"#),
         ]);
         assert_eq!(bad.len(), 2, "{bad:?}");
-        assert!(bad[0].contains("unknown field `restart`"), "{bad:?}");
+        assert!(bad[0].contains("`restart` command is not data"), "{bad:?}");
         assert!(bad[1].contains("names backend \"b7\""), "{bad:?}");
         assert_eq!(o.added["web"].iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["b6"]);
     }

@@ -16,7 +16,7 @@ use crate::config::{
 /// What the state file and etcd hold for a backend added at runtime.
 /// Unknown fields (such as `restart` or `update`) are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "Stored")]
 pub struct AddedBackend {
     /// Unique within its service.
     pub name: String,
@@ -35,6 +35,51 @@ pub struct AddedBackend {
 
 fn one() -> u32 {
     1
+}
+
+/// An entry as stored. Files and etcd keys written before the narrow type
+/// held whole backend configs: their `sorry`, `restart` and `update` are
+/// accepted while empty, and refused with any value.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stored {
+    name: String,
+    address: IpAddr,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    backup: bool,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    sorry: bool,
+    #[serde(default)]
+    restart: Option<serde_json::Value>,
+    #[serde(default)]
+    update: Vec<String>,
+}
+
+impl TryFrom<Stored> for AddedBackend {
+    type Error = String;
+
+    fn try_from(s: Stored) -> Result<Self, String> {
+        if s.restart.is_some() {
+            return Err(format!(
+                "backend {:?}: a `restart` command is not data; commands come only from the config file",
+                s.name
+            ));
+        }
+        if !s.update.is_empty() {
+            return Err(format!(
+                "backend {:?}: an `update` command is not data; commands come only from the config file",
+                s.name
+            ));
+        }
+        if s.sorry {
+            return Err(format!("backend {:?}: a sorry backend comes only from the config file", s.name));
+        }
+        Ok(Self { name: s.name, address: s.address, weight: s.weight, backup: s.backup, mac: s.mac })
+    }
 }
 
 impl AddedBackend {
@@ -66,11 +111,24 @@ mod tests {
         let planted = r#"{"name":"b9","address":"10.0.0.9","weight":1,
             "restart":{"command":["/bin/sh","-c","id > /tmp/x"]}}"#;
         let e = serde_json::from_str::<AddedBackend>(planted).unwrap_err().to_string();
-        assert!(e.contains("unknown field `restart`"), "{e}");
+        assert!(e.contains("`restart` command is not data"), "{e}");
         let e = serde_json::from_str::<AddedBackend>(r#"{"name":"b9","address":"10.0.0.9","update":["x"]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown field `update`"), "{e}");
+        assert!(e.contains("`update` command is not data"), "{e}");
+        let e = serde_json::from_str::<AddedBackend>(r#"{"name":"b9","address":"10.0.0.9","shell":"x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `shell`"), "{e}");
+    }
+
+    #[test]
+    fn entries_written_by_the_previous_version_still_load() {
+        let old = r#"{"name":"b9","address":"10.0.0.9","weight":2,"backup":false,"sorry":false,
+            "mac":null,"restart":null,"update":[]}"#;
+        let b: AddedBackend = serde_json::from_str(old).unwrap();
+        assert_eq!(b.weight, 2);
+        assert_eq!(b.name, "b9");
     }
 
     #[test]

@@ -83,6 +83,9 @@ impl Overrides {
     /// rules. Entries of services `file` does not have are dropped later by
     /// [`apply`](Self::apply), so they pass here.
     pub fn check_added(&self, file: &Config) -> Result<(), String> {
+        for (k, w) in &self.weight {
+            crate::config::rules::check_weight(*w).map_err(|e| format!("weight of {k}: {e}"))?;
+        }
         match self.clone().drop_invalid_added(file).into_iter().next() {
             Some(why) => Err(why),
             None => Ok(()),
