@@ -270,7 +270,7 @@ impl NatLab {
         }
         dp.publish_pool(&key, 65537, &members).unwrap();
         dp.set_snat_addr(0, snat).unwrap();
-        dp.set_nat_config(NatConfig { port_min: NAT_PORTS.0, port_max: NAT_PORTS.1 }).unwrap();
+        dp.set_nat_config(NatConfig { port_min: NAT_PORTS.0, port_max: NAT_PORTS.1, ..Default::default() }).unwrap();
         let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
         dp.add_tx_port(d0).unwrap();
         NatLab { ns, dp, vip: SocketAddr::new(vip, 80), client, snat, backends }

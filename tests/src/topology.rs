@@ -249,7 +249,7 @@ impl Testbed {
             }
             dp.set_snat_addr(k as u16, IpAddr::V4(*a))?;
         }
-        dp.set_nat_config(NatConfig { port_min: 10000, port_max: 29999 })?;
+        dp.set_nat_config(NatConfig { port_min: 10000, port_max: 29999, ..Default::default() })?;
         let eth0 = self.lb.ns.run(|| veer::net::ifindex("eth0"))??;
         dp.add_tx_port(eth0)?;
         dp.publish_pool(&key, 65537, &self.members(weights, None))?;

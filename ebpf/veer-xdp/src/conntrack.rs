@@ -48,6 +48,8 @@ pub struct Flow {
     pub backend: &'static Backend,
     /// The SNAT endpoint; [`Slot::NONE`] for DSR.
     pub nat: Slot,
+    /// The entry's `CONN_F_*` bits.
+    pub flags: u32,
 }
 
 /// A TCP SYN without ACK opens a new connection, even on a 5-tuple still in
@@ -80,6 +82,7 @@ fn keeper(svc: &Service, entry: &ConnEntry) -> Option<Flow> {
         id: entry.backend,
         backend: b,
         nat: Slot { port: entry.nat_port, addr: entry.nat_addr },
+        flags: entry.flags,
     })
 }
 

@@ -60,7 +60,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use veer_abi::{
-    GlobalCounter, Service, JUMP_NAT, NO_BACKEND, SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT, SERVICE_F_PASSIVE,
+    GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, NO_BACKEND, SERVICE_F_FALLBACK_PASS,
+    SERVICE_F_NAT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
@@ -89,6 +90,20 @@ pub fn veer_nat(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn veer_nat_return(ctx: XdpContext) -> u32 {
     verdict(nat::answer(&ctx))
+}
+
+/// A NAT service's SYN answered with a cookie, or a TCP packet for no NAT
+/// flow (tail-called from `veer_nat`; see [`nat::syn_cookie`]).
+#[xdp]
+pub fn veer_nat_cookie(ctx: XdpContext) -> u32 {
+    verdict(nat::syn_cookie::program(&ctx))
+}
+
+/// A backend's packet to a NAT connection veer's SYN proxy opened
+/// (tail-called from `veer_nat_return`).
+#[xdp]
+pub fn veer_nat_cookie_return(ctx: XdpContext) -> u32 {
+    verdict(nat::syn_cookie::return_program(&ctx))
 }
 
 /// An ICMP error about a NAT packet toward a backend, on to the client
@@ -197,7 +212,13 @@ fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missi
             Reopened::Same(f) => return pinned::<NAT>(ctx, svc, pkt, &f),
             Reopened::Failed { avoid: failed, resends } => (avoid, carried) = (failed, resends),
             Reopened::BouncedTwice => return Err(Drop::Bounced),
-            Reopened::Fresh => {}
+            Reopened::Fresh => {
+                // Under a SYN flood a new NAT connection is answered with a
+                // cookie, and takes no SNAT port until the client proves itself.
+                if NAT && nat::syn_cookie::wanted(key) {
+                    return jumps::jump(ctx, JUMP_NAT_COOKIE);
+                }
+            }
         }
         false
     } else {
@@ -208,6 +229,11 @@ fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missi
             Pinned::Missing => {
                 if let Some(f) = conntrack::promote(svc, key, pkt.tcp_flags()) {
                     return pinned::<NAT>(ctx, svc, pkt, &f);
+                }
+                // Maybe a client's ACK to a cookie. With cookies on, no
+                // other TCP packet for no NAT flow gets a SNAT port.
+                if NAT && key.proto == veer_abi::IPPROTO_TCP && nat::syn_cookie::enabled() {
+                    return jumps::jump(ctx, JUMP_NAT_COOKIE);
                 }
                 if key.proto == veer_abi::IPPROTO_TCP {
                     stats::count(GlobalCounter::ConnLost);
@@ -252,16 +278,18 @@ fn schedule<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, p
         affinity::remember(svc, &key.src, id);
     }
     let nat = if NAT { snat::allocate(svc, key, id, b)? } else { Slot::NONE };
+    // Opened by veer's SYN proxy (`nat::syn_cookie`): sequence numbers shift.
+    let flags = if NAT && snat::allocated_proxied() { CONN_F_PROXIED } else { 0 };
     if p.stale {
         conntrack::repin(svc, key, id, nat);
     } else {
-        conntrack::pin_new(svc, key, id, nat, p.carried);
+        conntrack::pin_new(svc, key, id, nat, p.carried | flags);
     }
     if NAT && p.opening && svc.flags & SERVICE_F_PASSIVE != 0 {
         nat::syn_stash::keep(ctx, pkt)?;
     }
     stats::forwarded(svc.id, id, frame_bytes(ctx), true);
-    deliver::<NAT>(ctx, pkt, &Flow { id, backend: b, nat })
+    deliver::<NAT>(ctx, pkt, &Flow { id, backend: b, nat, flags })
 }
 
 /// A packet of a flow the tables hold: counted and sent.
@@ -275,7 +303,7 @@ fn pinned<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, f: 
 #[inline(always)]
 fn deliver<const NAT: bool>(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop> {
     if NAT {
-        nat::forward(ctx, pkt, f.backend, &f.nat)
+        nat::forward(ctx, pkt, f)
     } else {
         forward::to_backend(ctx, f.backend)
     }

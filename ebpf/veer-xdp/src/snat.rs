@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     Backend, ConnEntry, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, DEFAULT_NAT_TABLE_SIZE,
-    MAX_SNAT_ADDRS, NAT_PORT_TRIES,
+    MAX_SNAT_ADDRS, NAT_F_PROXIED, NAT_PORT_TRIES,
 };
 
 use crate::{access::opaque, backends::backend, stats, verdict::Drop};
@@ -32,6 +32,19 @@ static SNAT_ADDRS: Array<[u8; 16]> = Array::with_max_entries(MAX_SNAT_ADDRS, 0);
 /// The SNAT port range.
 #[map]
 static NAT_CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
+
+/// The SYN about to be mapped on this CPU, if veer's SYN proxy made it
+/// (see `nat::syn_cookie`), and its client's cookie.
+#[map]
+static PROXIED_NEXT: PerCpuArray<ProxiedSyn> = PerCpuArray::with_max_entries(1, 0);
+
+/// A SYN veer's proxy made (`PROXIED_NEXT`).
+#[repr(C)]
+struct ProxiedSyn {
+    key: FlowKey,
+    cookie: u32,
+    armed: u32,
+}
 
 /// Per-CPU room for a new mapping's key and value, off the stack.
 #[map]
@@ -59,6 +72,12 @@ pub struct Slot {
 impl Slot {
     /// No SNAT endpoint (DSR).
     pub const NONE: Slot = Slot { port: 0, addr: 0 };
+}
+
+/// The NAT settings (port range, SYN cookies); `None` before veerd wrote them.
+#[inline(always)]
+pub fn config() -> Option<&'static NatConfig> {
+    NAT_CONFIG.get(0)
 }
 
 /// The SNAT address at `index` in `SNAT_ADDRS`.
@@ -100,7 +119,8 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     // The key and value are built in per-CPU scratch: on the stack they
     // would not fit beside the NAT program's own frame.
     let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
-    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id };
+    let (seq_delta, flags) = take_proxied(key);
+    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id, seq_delta, flags };
     scratch.key = NatKey {
         backend: b.addr,
         snat: [0; 16],
@@ -124,6 +144,58 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
         }
     }
     Err(Drop::NatExhausted)
+}
+
+/// Marks the SYN of `key` about to reach the NAT program (same CPU, same
+/// packet) as made by veer's SYN proxy for a client answered with `cookie`:
+/// its mapping is proxied.
+#[inline(always)]
+pub fn proxy_next(key: &FlowKey, cookie: u32) {
+    if let Some(p) = PROXIED_NEXT.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; nothing else runs on it meanwhile.
+        unsafe { *p = ProxiedSyn { key: *key, cookie, armed: 1 } };
+    }
+}
+
+/// Whether the SYN of `key` is the one [`proxy_next`] marked.
+#[inline(always)]
+pub fn proxied_next(key: &FlowKey) -> bool {
+    PROXIED_NEXT.get(0).is_some_and(|p| p.armed != 0 && same_flow(&p.key, key))
+}
+
+/// `(cookie, NAT_F_PROXIED)` if the SYN of `key` is the one [`proxy_next`]
+/// marked (taken once), else zeros.
+#[inline(always)]
+fn take_proxied(key: &FlowKey) -> (u32, u32) {
+    let Some(p) = PROXIED_NEXT.get_ptr_mut(0) else { return (0, 0) };
+    // SAFETY: this CPU's value.
+    let p = unsafe { &mut *p };
+    if p.armed == 0 || !same_flow(&p.key, key) {
+        return (0, 0);
+    }
+    p.armed = 0;
+    (p.cookie, NAT_F_PROXIED)
+}
+
+/// Whether the mapping [`allocate`] made last on this CPU is proxied.
+#[inline(always)]
+pub fn allocated_proxied() -> bool {
+    ALLOC_SCRATCH.get(0).is_some_and(|s| s.mapping.flags & NAT_F_PROXIED != 0)
+}
+
+/// Whether two flow keys are equal.
+#[inline(always)]
+pub fn same_flow(a: &FlowKey, b: &FlowKey) -> bool {
+    // Word by word, in registers: a byte-array comparison would be a call
+    // to `bcmp`, and whole copies would take the caller's stack.
+    let (a, b) = (a as *const FlowKey as *const u64, b as *const FlowKey as *const u64);
+    for i in 0..5 {
+        // SAFETY: a FlowKey is 40 bytes; unaligned reads within both.
+        if unsafe { core::ptr::read_unaligned(a.add(i)) != core::ptr::read_unaligned(b.add(i)) } {
+            return false;
+        }
+    }
+    true
 }
 
 /// Removes the return mapping of `key`'s entry `e` (a connection that

@@ -47,6 +47,10 @@ pub enum Drop {
     TailCall,
     /// A SYN the backend's agent bounced twice.
     Bounced,
+    /// An ACK for no NAT flow whose SYN cookie is not valid (under a flood).
+    BadCookie,
+    /// A client's packet while veer still opens its connection to the backend.
+    ProxyWaiting,
 }
 
 impl Drop {
@@ -67,6 +71,8 @@ impl Drop {
             Drop::NoRoute => GlobalCounter::DropNoRoute,
             Drop::TailCall => GlobalCounter::DropTailCall,
             Drop::Bounced => GlobalCounter::DropBounced,
+            Drop::BadCookie => GlobalCounter::DropBadCookie,
+            Drop::ProxyWaiting => GlobalCounter::DropProxyWaiting,
         }
     }
 }

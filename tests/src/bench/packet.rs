@@ -51,7 +51,7 @@ fn nat_rows(
     add_row(rows, figs, "DSR connection-table hit (1 run each)", o, t);
 
     let mut lab = crate::lab::NatLab::new("bench", false, Protocol::Tcp, 10);
-    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 10000, port_max: 59999 })?;
+    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 10000, port_max: 59999, ..Default::default() })?;
     let c = SocketAddr::new(lab.client, 40000);
     let syn = frame::tcp_syn(c, lab.vip);
     let (_, out) = lab.run(&syn);

@@ -36,6 +36,13 @@ pub struct DaemonConfig {
     /// SNAT ports, `"LOW-HIGH"`: keep it clear of the kernel's
     /// `ip_local_port_range`, whose ports veerd's own health checks use.
     pub snat_ports: PortRange,
+    /// SYN cookies for NAT services: `"auto"` answers a CPU's SYNs with
+    /// cookies while it opens more than `syn_cookie_threshold` new NAT
+    /// connections a second (and for 10 s after), so a flood of spoofed SYNs
+    /// takes no SNAT port; `"always"`; or `"off"`.
+    pub syn_cookies: SynCookies,
+    /// New NAT connections per CPU per second before `"auto"` turns cookies on.
+    pub syn_cookie_threshold: u32,
     /// Group (name or gid) whose members may connect to the API socket and
     /// read (status, events, metrics). Root and veerd's own user may always
     /// connect, and change things.
@@ -73,6 +80,8 @@ impl Default for DaemonConfig {
             max_backends: veer_abi::MAX_BACKENDS,
             nat_table_size: veer_abi::DEFAULT_NAT_TABLE_SIZE,
             snat_ports: PortRange { low: 10_000, high: 29_999 },
+            syn_cookies: SynCookies::Auto,
+            syn_cookie_threshold: 1000,
             api_group: None,
             api_admin_group: None,
             hook_user: None,
@@ -112,6 +121,29 @@ impl DaemonConfig {
     /// The runtime-state file.
     pub fn state_path(&self) -> PathBuf {
         self.state_file.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.runtime.json", self.name)))
+    }
+}
+
+/// When NAT services answer SYNs with SYN cookies (`syn_cookies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SynCookies {
+    /// Never: every SYN takes a SNAT port at once.
+    Off,
+    /// While a CPU sees more new connections than the threshold.
+    Auto,
+    /// Always (no window scaling, SACK or timestamps for NAT connections).
+    Always,
+}
+
+impl SynCookies {
+    /// The dataplane's `SYN_COOKIES_*` value.
+    pub fn abi(self) -> u32 {
+        match self {
+            Self::Off => veer_abi::SYN_COOKIES_OFF,
+            Self::Auto => veer_abi::SYN_COOKIES_AUTO,
+            Self::Always => veer_abi::SYN_COOKIES_ALWAYS,
+        }
     }
 }
 

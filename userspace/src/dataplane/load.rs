@@ -6,7 +6,9 @@ use aya::{
     programs::{Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use veer_abi::{names, JUMP_NAT, JUMP_NAT_RETURN, NAT_PROGRAM, NAT_RETURN_PROGRAM, PROGRAM_NAME};
+use veer_abi::{
+    names, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_RETURN, NAT_COOKIE_PROGRAM, NAT_PROGRAM, NAT_RETURN_PROGRAM, PROGRAM_NAME,
+};
 
 use super::{map_layout, Dataplane, DataplaneError, DataplaneOptions, Result};
 
@@ -37,8 +39,14 @@ impl From<AttachMode> for XdpMode {
 fn load_continuations(ebpf: &mut Ebpf) -> Result<()> {
     use aya::maps::ProgramArray;
     let mut fds = Vec::new();
-    let programs =
-        [(JUMP_NAT, NAT_PROGRAM), (JUMP_NAT_RETURN, NAT_RETURN_PROGRAM)].into_iter().chain(veer_abi::NAT_ICMP_PROGRAMS);
+    let programs = [
+        (JUMP_NAT, NAT_PROGRAM),
+        (JUMP_NAT_RETURN, NAT_RETURN_PROGRAM),
+        (JUMP_NAT_COOKIE, NAT_COOKIE_PROGRAM),
+        (veer_abi::JUMP_NAT_COOKIE_RETURN, veer_abi::NAT_COOKIE_RETURN_PROGRAM),
+    ]
+    .into_iter()
+    .chain(veer_abi::NAT_ICMP_PROGRAMS);
     for (slot, name) in programs {
         let p: &mut Xdp = ebpf
             .program_mut(name)

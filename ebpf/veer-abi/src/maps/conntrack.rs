@@ -36,6 +36,9 @@ pub const CONN_F_RESENDS_SHIFT: u32 = 8;
 /// `ConnEntry::flags` (`CONNS`): the flow is counted in its backend's
 /// [`ActiveFlows`](super::ActiveFlows), in the epoch of its `last_seen_ns`.
 pub const CONN_F_COUNTED: u32 = 1 << 16;
+/// `ConnEntry::flags`: a NAT flow opened by veer's SYN proxy; its sequence
+/// numbers are shifted (see `NatMapping::seq_delta`).
+pub const CONN_F_PROXIED: u32 = 1 << 17;
 
 /// Value of the connection table.
 #[repr(C)]

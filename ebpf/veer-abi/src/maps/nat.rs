@@ -31,7 +31,22 @@ pub struct NatMapping {
     pub backend: u32,
     /// The service id.
     pub service: u32,
+    /// A flow opened by veer's SYN proxy ([`NAT_F_PROXIED`]): until the
+    /// backend's SYN-ACK, the cookie veer answered the client with; then
+    /// ([`NAT_F_SPLICED`]) the backend's initial sequence number minus that
+    /// cookie, subtracted from the backend's sequence numbers and added to
+    /// the client's acknowledgments for the life of the flow.
+    pub seq_delta: u32,
+    /// `NAT_F_*` bits.
+    pub flags: u32,
 }
+
+/// `NatMapping::flags`: the client's handshake was answered by veer with a
+/// SYN cookie, and veer opened the connection to the backend itself.
+pub const NAT_F_PROXIED: u32 = 1;
+/// `NatMapping::flags`: the backend answered veer's SYN; `seq_delta` holds
+/// the sequence-number difference.
+pub const NAT_F_SPLICED: u32 = 2;
 
 /// The SNAT port range (the one entry of `NAT_CONFIG`).
 #[repr(C)]
@@ -41,7 +56,22 @@ pub struct NatConfig {
     pub port_min: u16,
     /// Highest SNAT port.
     pub port_max: u16,
+    /// When new NAT connections are answered with SYN cookies (`SYN_COOKIES_*`).
+    pub syn_cookies: u32,
+    /// `SYN_COOKIES_AUTO`: new NAT connections a CPU may open in one second
+    /// before it answers SYNs with cookies (for [`SYN_COOKIE_HOLD_NS`]).
+    pub syn_cookie_threshold: u32,
 }
+
+/// `NatConfig::syn_cookies`: never (every SYN takes a SNAT port at once).
+pub const SYN_COOKIES_OFF: u32 = 0;
+/// `NatConfig::syn_cookies`: when a CPU sees more new connections in a
+/// second than `syn_cookie_threshold`.
+pub const SYN_COOKIES_AUTO: u32 = 1;
+/// `NatConfig::syn_cookies`: always.
+pub const SYN_COOKIES_ALWAYS: u32 = 2;
+/// How long a CPU keeps answering with cookies after its threshold was passed.
+pub const SYN_COOKIE_HOLD_NS: u64 = 10_000_000_000;
 
 /// Most resends of one SYN after refusals, as HAProxy's `retries`.
 pub const MAX_SYN_RESENDS: u32 = 2;
@@ -64,6 +94,6 @@ pub struct SynStash {
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
-const _: () = assert!(core::mem::size_of::<NatMapping>() == 48);
-const _: () = assert!(core::mem::size_of::<NatConfig>() == 4);
+const _: () = assert!(core::mem::size_of::<NatMapping>() == 56);
+const _: () = assert!(core::mem::size_of::<NatConfig>() == 12);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);

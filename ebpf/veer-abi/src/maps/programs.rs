@@ -29,5 +29,15 @@ pub const NAT_ICMP_PROGRAMS: [(u32, &str); 4] = [
     (JUMP_NAT_ICMP_BACKEND4, "veer_nat_icmp_backend4"),
     (JUMP_NAT_ICMP_BACKEND6, "veer_nat_icmp_backend6"),
 ];
+/// A NAT service's SYN answered with a SYN cookie, or a TCP packet for no
+/// NAT flow (maybe an ACK carrying one), at `JUMP_NAT_COOKIE`.
+pub const NAT_COOKIE_PROGRAM: &str = "veer_nat_cookie";
+/// `JUMPS` slot of [`NAT_COOKIE_PROGRAM`].
+pub const JUMP_NAT_COOKIE: u32 = 6;
+/// A backend's packet to a NAT connection veer's SYN proxy opened, at
+/// `JUMP_NAT_COOKIE_RETURN`.
+pub const NAT_COOKIE_RETURN_PROGRAM: &str = "veer_nat_cookie_return";
+/// `JUMPS` slot of [`NAT_COOKIE_RETURN_PROGRAM`].
+pub const JUMP_NAT_COOKIE_RETURN: u32 = 7;
 /// Slots in `JUMPS`.
-pub const JUMP_SLOTS: u32 = 6;
+pub const JUMP_SLOTS: u32 = 8;

@@ -88,11 +88,24 @@ pub enum GlobalCounter {
     /// ICMP errors about a NAT packet toward a backend, translated on to
     /// the client (`icmp_to_backend` counts the other direction).
     NatIcmpToClient = 32,
+    /// SYNs to a NAT service answered with a SYN cookie (no SNAT port taken).
+    SynCookiesSent = 33,
+    /// Handshakes completed with a valid cookie: veer opened the connection
+    /// to a backend for the client.
+    SynCookiesValid = 34,
+    /// Dropped: an ACK for no known flow whose cookie was not valid, while
+    /// the CPU answers SYNs with cookies.
+    DropBadCookie = 35,
+    /// Backends' SYN-ACKs to connections veer opened: spliced to the client.
+    SynProxySpliced = 36,
+    /// Dropped: a client's packet for a connection veer is still opening
+    /// to its backend.
+    DropProxyWaiting = 37,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 33;
+    pub const COUNT: u32 = 38;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -129,6 +142,11 @@ impl GlobalCounter {
         Self::DropBounced,
         Self::PassiveUnreachable,
         Self::NatIcmpToClient,
+        Self::SynCookiesSent,
+        Self::SynCookiesValid,
+        Self::DropBadCookie,
+        Self::SynProxySpliced,
+        Self::DropProxyWaiting,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -167,6 +185,11 @@ impl GlobalCounter {
             Self::DropBounced => "drop_bounced",
             Self::PassiveUnreachable => "passive_unreachable",
             Self::NatIcmpToClient => "nat_icmp_to_client",
+            Self::SynCookiesSent => "syn_cookies_sent",
+            Self::SynCookiesValid => "syn_cookies_valid",
+            Self::DropBadCookie => "drop_bad_cookie",
+            Self::SynProxySpliced => "syn_proxy_spliced",
+            Self::DropProxyWaiting => "drop_proxy_waiting",
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct Ipv4Hdr {
 }
 
 impl Ipv4Hdr {
+    /// Length of a header without options.
+    pub const LEN: usize = 20;
+
     /// IP version: 4 when valid.
     #[inline(always)]
     pub fn version(&self) -> u8 {

@@ -15,7 +15,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use veer_abi::{
-    is_ipv4_mapped, FlowKey, NatMapping, PassiveKind, SynStash, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT,
+    is_ipv4_mapped, FlowKey, NatMapping, PassiveKind, SynStash, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, NAT_F_PROXIED,
     DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, SYN_STASH_BYTES,
 };
 
@@ -124,6 +124,10 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     eth.ether_type = if is_ipv4_mapped(&m.flow.dst) { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
     entry.flags = (entry.flags | CONN_F_REFUSED) + (1 << CONN_F_RESENDS_SHIFT);
+    if m.flags & NAT_F_PROXIED != 0 {
+        // veer's own SYN: the next backend's mapping is proxied alike.
+        crate::snat::proxy_next(&m.flow, m.seq_delta);
+    }
     passive::suspect(m.backend, PassiveKind::Refused);
     Ok(true)
 }

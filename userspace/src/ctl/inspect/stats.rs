@@ -58,6 +58,11 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::DropBounced => "dropped: a SYN bounced a second time",
         GlobalCounter::PassiveUnreachable => "UDP port unreachables from a NAT backend (withheld; flow moves)",
         GlobalCounter::NatIcmpToClient => "ICMP errors about NAT packets translated on to the client",
+        GlobalCounter::SynCookiesSent => "NAT SYNs answered with a SYN cookie",
+        GlobalCounter::SynCookiesValid => "NAT handshakes completed with a valid cookie",
+        GlobalCounter::DropBadCookie => "dropped: ACK for no flow with an invalid cookie",
+        GlobalCounter::SynProxySpliced => "NAT connections veer opened, spliced to the client",
+        GlobalCounter::DropProxyWaiting => "dropped: client packet while veer opens its connection",
     }
 }
 

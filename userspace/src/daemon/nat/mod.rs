@@ -105,7 +105,16 @@ impl Nat {
     pub fn sync(&mut self, dp: &mut Dataplane, services: &[ServiceRt], daemon: &DaemonConfig) {
         let nat = services.iter().any(|s| s.cfg.forwarding == Forwarding::Nat);
         let ports = daemon.snat_ports;
-        let cfg = if nat { NatConfig { port_min: ports.low, port_max: ports.high } } else { NatConfig::default() };
+        let cfg = if nat {
+            NatConfig {
+                port_min: ports.low,
+                port_max: ports.high,
+                syn_cookies: daemon.syn_cookies.abi(),
+                syn_cookie_threshold: daemon.syn_cookie_threshold,
+            }
+        } else {
+            NatConfig::default()
+        };
         if let Err(e) = dp.set_nat_config(cfg) {
             error!(error = %e, "writing the SNAT port range failed");
         }
