@@ -59,6 +59,12 @@ pub fn tcp_syn(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
 /// A TCP segment with a valid checksum: `flags`, `seq`, `ack` and the
 /// `options` (a multiple of 4 bytes), no payload.
 pub fn tcp_segment(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u32, options: &[u8]) -> Vec<u8> {
+    tcp_data(src, dst, (flags, seq, ack), options, &[])
+}
+
+/// [`tcp_segment`] carrying `payload`; `head` is (flags, seq, ack).
+pub fn tcp_data(src: SocketAddr, dst: SocketAddr, head: (u8, u32, u32), options: &[u8], payload: &[u8]) -> Vec<u8> {
+    let (flags, seq, ack) = head;
     assert_eq!(options.len() % 4, 0, "TCP options pad to 4 bytes");
     let mut seg = Vec::new();
     seg.extend_from_slice(&src.port().to_be_bytes());
@@ -68,6 +74,7 @@ pub fn tcp_segment(src: SocketAddr, dst: SocketAddr, flags: u8, seq: u32, ack: u
     seg.extend_from_slice(&[(((20 + options.len()) / 4) << 4) as u8, flags]);
     seg.extend_from_slice(&[0x72, 0x10, 0, 0, 0, 0]); // window 29200, checksum, urg
     seg.extend_from_slice(options);
+    seg.extend_from_slice(payload);
     let mut pseudo = match (src.ip(), dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
             let mut p = s.octets().to_vec();

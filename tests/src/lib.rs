@@ -13,6 +13,7 @@ pub mod frame;
 pub mod lab;
 pub mod mass_failure;
 pub mod netns;
+pub mod seen;
 pub mod server;
 pub mod topology;
 

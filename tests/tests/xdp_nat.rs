@@ -11,80 +11,12 @@ use veer_abi::{csum::checksum, BackendState, GlobalCounter};
 use veer_tests::{
     frame::{self, L4},
     lab::{nat_backend_mac as backend_mac, NatLab, NAT_PORTS as PORTS, NAT_SRC_MAC as DUMMY_MAC},
+    seen::{inspect, with_checksums, Seen},
 };
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
-
-/// The frame's IP addresses, ports, protocol and L4 offset, and whether both
-/// checksums are right, recomputed from scratch.
-struct Seen {
-    src: SocketAddr,
-    dst: SocketAddr,
-    checksums_ok: bool,
-}
-
-fn inspect(f: &[u8]) -> Seen {
-    let v4 = f[12..14] == [0x08, 0x00];
-    let (src, dst, proto, l4, l3_ok, pseudo) = if v4 {
-        let ihl = (f[14] & 0x0f) as usize * 4;
-        let hdr = &f[14..14 + ihl];
-        let src = IpAddr::from(<[u8; 4]>::try_from(&f[26..30]).unwrap());
-        let dst = IpAddr::from(<[u8; 4]>::try_from(&f[30..34]).unwrap());
-        let len = f.len() - 14 - ihl;
-        let mut pseudo = f[26..34].to_vec();
-        pseudo.extend_from_slice(&[0, f[23]]);
-        pseudo.extend_from_slice(&(len as u16).to_be_bytes());
-        (src, dst, f[23], 14 + ihl, checksum(hdr) == 0, pseudo)
-    } else {
-        let src = IpAddr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap());
-        let dst = IpAddr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap());
-        let len = f.len() - 54;
-        let mut pseudo = f[22..54].to_vec();
-        pseudo.extend_from_slice(&(len as u32).to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, f[20]]);
-        (src, dst, f[20], 54, true, pseudo)
-    };
-    let seg = &f[l4..];
-    let l4_ok = {
-        let mut all = pseudo.clone();
-        all.extend_from_slice(seg);
-        // UDP over IPv4 may carry no checksum.
-        (proto == 17 && v4 && seg[6..8] == [0, 0]) || checksum(&all) == 0
-    };
-    Seen {
-        src: SocketAddr::new(src, u16::from_be_bytes([seg[0], seg[1]])),
-        dst: SocketAddr::new(dst, u16::from_be_bytes([seg[2], seg[3]])),
-        checksums_ok: l3_ok && l4_ok,
-    }
-}
-
-/// A frame with valid checksums (the crafted frames carry a zero L4 checksum).
-fn with_checksums(mut f: Vec<u8>) -> Vec<u8> {
-    let v4 = f[12..14] == [0x08, 0x00];
-    let (l4, proto) = if v4 { (14 + (f[14] & 0x0f) as usize * 4, f[23]) } else { (54, f[20]) };
-    let at = l4 + if proto == 6 { 16 } else { 6 };
-    f[at..at + 2].copy_from_slice(&[0, 0]);
-    let mut pseudo = if v4 {
-        let mut p = f[26..34].to_vec();
-        p.extend_from_slice(&[0, proto]);
-        p.extend_from_slice(&((f.len() - l4) as u16).to_be_bytes());
-        p
-    } else {
-        let mut p = f[22..54].to_vec();
-        p.extend_from_slice(&((f.len() - l4) as u32).to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0, proto]);
-        p
-    };
-    pseudo.extend_from_slice(&f[l4..]);
-    let mut c = checksum(&pseudo);
-    if c == 0 && proto == 17 {
-        c = 0xffff;
-    }
-    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    f
-}
 
 fn l4(proto: Protocol, flags: u8) -> L4 {
     match proto {

@@ -7,7 +7,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
-    names, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_RETURN, NAT_COOKIE_PROGRAM, NAT_PROGRAM, NAT_RETURN_PROGRAM, PROGRAM_NAME,
+    names, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_RETURN, NAT_COOKIE_PROGRAM, NAT_PROGRAM, NAT_RETURN_PROGRAM,
+    PROGRAM_NAME,
 };
 
 use super::{map_layout, Dataplane, DataplaneError, DataplaneOptions, Result};

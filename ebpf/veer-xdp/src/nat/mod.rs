@@ -114,10 +114,6 @@ fn reverse(ctx: &XdpContext, pkt: &VipPacket, shifted: bool) -> Result<Returned,
         stats::count(GlobalCounter::NatReturnMiss);
         return Ok(pass());
     };
-    // SAFETY: a live map value, read in place.
-    if unsafe { (*m).flags } & NAT_F_PROXIED != 0 && !shifted {
-        return Ok(PROXIED);
-    }
     if pkt.tcp_flags() & (TCP_FIN | TCP_RST) != 0 {
         // SAFETY: a live map value, read in place.
         if pkt.tcp_flags() & TCP_RST != 0 && syn_stash::resend(ctx, pkt, unsafe { &*m })? {
@@ -125,6 +121,10 @@ fn reverse(ctx: &XdpContext, pkt: &VipPacket, shifted: bool) -> Result<Returned,
         }
         // SAFETY: a live map value, used as the lookup's key in place.
         conntrack::mark_closing(unsafe { &(*m).flow });
+    }
+    // SAFETY: a live map value, read in place.
+    if unsafe { (*m).flags } & NAT_F_PROXIED != 0 && !shifted {
+        return Ok(PROXIED);
     }
     // SAFETY: copied out at once.
     let f = unsafe { (*m).flow };

@@ -542,7 +542,7 @@ fn emit(ctx: &XdpContext, s: &mut Scratch, v4: bool, src: &[u8; 16], dst: &[u8; 
         ip.src.copy_from_slice(&src[12..]);
         ip.dst.copy_from_slice(&dst[12..]);
         let sum = csum_of(ip as *mut Ipv4Hdr as *mut u8, 20, 0);
-        ip.check = csum_finish(sum).to_be_bytes();
+        ip.check = csum_finish(sum).to_ne_bytes();
         s.pseudo[..4].copy_from_slice(&src[12..]);
         s.pseudo[4..8].copy_from_slice(&dst[12..]);
         s.pseudo[8..12].copy_from_slice(&[0, IPPROTO_TCP, 0, tcp_len as u8]);
@@ -598,7 +598,9 @@ fn csum_of(p: *mut u8, len: u32, seed: u32) -> u32 {
     unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut _, len, seed) as u32 }
 }
 
-/// The checksum field of a sum from [`csum_of`].
+/// The checksum field of a sum from [`csum_of`], in memory order: the
+/// helper sums the bytes as they lie in memory, so the folded sum is
+/// stored as is (`to_ne_bytes`), not byte-swapped.
 #[inline(always)]
 fn csum_finish(sum: u32) -> u16 {
     let s = (sum & 0xffff) + (sum >> 16);
@@ -634,5 +636,5 @@ fn write_tcp(tcp: &mut TcpHdr, tail: &mut [u8; 4], seg: &Segment, pseudo: u32) {
     };
     // The header and its tail are contiguous (`Out`): 24 bytes.
     let sum = csum_of(tcp as *mut TcpHdr as *mut u8, 24, pseudo);
-    tcp.check = csum_finish(sum).to_be_bytes();
+    tcp.check = csum_finish(sum).to_ne_bytes();
 }
