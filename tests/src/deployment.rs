@@ -137,6 +137,11 @@ fall = 3
         s
     }
 
+    /// How a flood from the client host reaches the balancer.
+    pub fn flood_path(&self) -> crate::flood::FloodPath {
+        crate::flood::FloodPath { ifname: "eth0".into(), dst_mac: self.tb.lb.mac, src_mac: self.tb.client.mac }
+    }
+
     /// Writes the config file.
     pub fn write(&self, text: &str) {
         std::fs::write(&self.cfg, text).expect("write config");

@@ -9,6 +9,7 @@ pub mod control_scale;
 pub mod daemon;
 pub mod deployment;
 pub mod fleet;
+pub mod flood;
 pub mod frame;
 pub mod lab;
 pub mod mass_failure;

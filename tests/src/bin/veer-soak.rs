@@ -15,8 +15,6 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    net::SocketAddr,
-    os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -33,7 +31,7 @@ use veer::{
 use veer_abi::BackendState;
 use veer_tests::{
     deployment::{Deployment, INTERVAL_MS},
-    frame,
+    flood::SynFlood,
     server::fetch_name,
 };
 
@@ -76,49 +74,6 @@ fn client(s: &Deployment, stop: Arc<AtomicBool>, c: Arc<Client>) -> Result<std::
             // Paced: about 500 connections a second.
             std::thread::sleep(Duration::from_millis(2).saturating_sub(t.elapsed()));
         }
-    })
-}
-
-/// Spoofed SYNs to the VIP from random sources, sent raw from the client host.
-type Worker = std::thread::JoinHandle<Result<Result<()>>>;
-
-fn flood(s: &Deployment, pps: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> Result<Worker> {
-    let (vip, lb_mac, src_mac) = (s.vip(), s.tb.lb.mac, s.tb.client.mac);
-    s.tb.client.ns.spawn(move || -> Result<()> {
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) };
-        anyhow::ensure!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a descriptor we just opened and now own.
-        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let ifindex = veer::net::ifindex("eth0")?;
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        let mut rng = fastrand::Rng::new();
-        let period = Duration::from_secs_f64(1.0 / pps.max(1) as f64);
-        let mut next = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            let src = SocketAddr::new(std::net::IpAddr::from([198, 18, rng.u8(..), rng.u8(1..)]), rng.u16(1024..));
-            let mut f = frame::tcp_syn(src, vip);
-            f[..6].copy_from_slice(&lb_mac);
-            f[6..12].copy_from_slice(&src_mac);
-            let r = unsafe {
-                libc::sendto(
-                    sock.as_raw_fd(),
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if r > 0 {
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            next += period;
-            std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        }
-        Ok(())
     })
 }
 
@@ -174,9 +129,8 @@ fn main() -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Client::default());
-    let flood_sent = Arc::new(AtomicU64::new(0));
     let client_thread = client(&s, stop.clone(), load.clone())?;
-    let flood_thread = flood(&s, args.flood_pps, stop.clone(), flood_sent.clone())?;
+    let flood = SynFlood::start(&s.tb.client.ns, s.flood_path(), s.vip(), args.flood_pps, 0)?;
 
     // Backend i died at deaths[i] (the latest death), or is alive.
     let mut dead: HashMap<usize, Instant> = HashMap::new();
@@ -279,7 +233,7 @@ fn main() -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = client_thread.join();
-    let _ = flood_thread.join();
+    let flood_sent = flood.stop()?;
     let rss_last = d.pid().map_or(0, rss_kib);
     let fds_last = d.pid().map_or(0, fds);
     drop(d);
@@ -304,11 +258,7 @@ fn main() -> Result<()> {
         "- chaos: {} kills, {} revivals, {} flaps, {} veerd SIGKILL+restarts, {} reloads, {} API changes",
         tally.kills, tally.revivals, tally.flaps, tally.veerd_restarts, tally.reloads, tally.api_changes
     );
-    println!(
-        "- background SYN flood: {} spoofed SYNs at {} per second",
-        flood_sent.load(Ordering::Relaxed),
-        args.flood_pps
-    );
+    println!("- background SYN flood: {} spoofed SYNs at {} per second", flood_sent, args.flood_pps);
     println!("- ring members = up backends: {} violations", ring_violations.len());
     println!("- veerd RSS: first {rss_first} KiB, max {rss_max} KiB, last {rss_last} KiB; fds max {fds_max}, last {fds_last}");
     for (t, _, e) in unexplained.iter().take(10) {

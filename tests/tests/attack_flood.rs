@@ -1,0 +1,76 @@
+//! veer under a spoofed SYN flood: a NAT service keeps serving legitimate
+//! clients while an off-path attacker sends SYNs from random sources as
+//! fast as one core can, and the spoofed sources end up holding (almost)
+//! no SNAT port. Needs root.
+
+use std::time::Duration;
+
+use veer::dataplane::MapReader;
+use veer_abi::GlobalCounter;
+use veer_tests::{
+    daemon::{ClientLoad, EVENT_WAIT},
+    deployment::Deployment,
+    flood::{is_spoofed, SynFlood},
+};
+
+/// Spoofed SYNs the test sends (the README's figure uses 10^6: `cargo xtask bench`).
+const FLOOD: u64 = 200_000;
+/// The default `syn_cookie_threshold`: new NAT connections a CPU opens in a
+/// second before it answers SYNs with cookies.
+const THRESHOLD: usize = 1000;
+
+#[test]
+fn a_nat_service_keeps_serving_new_connections_under_a_spoofed_syn_flood() {
+    let s = Deployment::new("hsynflood", 3);
+    s.strip_vips();
+    let text = s
+        .config(65537, &[1, 1, 1], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
+    s.write(&text);
+    let d = s.start();
+    d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Legitimate clients: 200 new connections a second, each given 1 s.
+    let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 200, Duration::from_secs(1)).expect("client load");
+    load.wait_more(50, EVENT_WAIT).unwrap_or_else(|e| panic!("before the flood: {e:#}"));
+    let flood = SynFlood::start(&s.tb.client.ns, s.flood_path(), s.vip(), 0, FLOOD).expect("flood");
+    let sent = flood.wait(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e:#}"));
+    // And after it: the pool is not left empty.
+    load.wait_more(200, EVENT_WAIT).unwrap_or_else(|e| panic!("after the flood: {e:#}"));
+    let samples = load.stop();
+
+    let failed: Vec<_> = samples.iter().filter(|x| x.result.is_err()).collect();
+    let slowest = samples.iter().map(|x| x.end - x.start).max().unwrap_or_default();
+    let pins = s.pins();
+    let counters = pins.global_counters().expect("counters");
+    let count = |c: GlobalCounter| counters.iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| *v);
+    println!(
+        "{sent} spoofed SYNs; {} legitimate connections, {} failed, slowest {slowest:?}; cookies sent {}, valid {}",
+        samples.len(),
+        failed.len(),
+        count(GlobalCounter::SynCookiesSent),
+        count(GlobalCounter::SynCookiesValid),
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} legitimate connections failed under the flood: {:?}",
+        failed.len(),
+        samples.len(),
+        failed.first().map(|x| &x.result)
+    );
+    assert!(count(GlobalCounter::SynCookiesSent) > 0, "the flood was answered with cookies");
+
+    // Only SYNs a CPU saw before it switched to cookies took a port.
+    let spoofed = pins
+        .nat_mappings()
+        .expect("NAT mappings")
+        .iter()
+        .filter(|(_, m)| is_spoofed(veer::dataplane::from_abi(&m.flow.src)))
+        .count();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("SNAT ports held by spoofed sources after the flood: {spoofed}");
+    assert!(
+        spoofed <= THRESHOLD * cpus,
+        "{spoofed} SNAT ports held by spoofed sources (at most {THRESHOLD} per CPU before cookies)"
+    );
+}
