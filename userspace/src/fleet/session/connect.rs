@@ -43,6 +43,34 @@ fn tls(cfg: &EtcdConfig) -> Result<TlsOptions> {
     Ok(tls)
 }
 
+/// What to check when etcd refuses the node (read from the error's
+/// chain): the error with a hint in front, or as it was.
+pub(super) fn explain(cfg: &EtcdConfig, e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let hint = if has(&["UnknownIssuer", "BadSignature"]) {
+        "etcd's certificate is not signed by the CA in fleet.etcd.ca"
+    } else if has(&["NotValidForName"]) {
+        "etcd's certificate does not name the endpoint's host: set fleet.etcd.server_name to a name it holds"
+    } else if has(&["BadCertificate", "CertificateRequired", "UnknownCA", "CertificateUnknown"]) {
+        if cfg.cert.is_none() {
+            "etcd asks for a client certificate: set fleet.etcd.cert and key"
+        } else {
+            "etcd refused this node's client certificate: is it signed by the CA etcd trusts (--trusted-ca-file)?"
+        }
+    } else if cfg.tls() && cfg.cert.is_none() && has(&["connection closed"]) {
+        // TLS 1.3: the member may close before its alert is read.
+        "etcd closed the connection: if it requires client certificates (--client-cert-auth), set fleet.etcd.cert and key"
+    } else if has(&["authentication failed", "invalid auth token", "user name is empty"]) {
+        "etcd refused the login: check fleet.etcd.user and the password in password_file"
+    } else if has(&["permission denied"]) {
+        "etcd's authentication is on and the node's user has no readwrite permission on the fleet's prefix"
+    } else {
+        return e;
+    };
+    e.context(hint)
+}
+
 fn read(field: &str, path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| file_context(field, Some(path)))
 }
@@ -70,6 +98,17 @@ mod tests {
         (c.user, c.password_file) = (Some("lb1".into()), Some("/nonexistent/pw".into()));
         let e = format!("{:#}", options(&c).expect_err("no such password file"));
         assert!(e.contains("fleet.etcd.password_file /nonexistent/pw"), "{e}");
+    }
+
+    #[test]
+    fn a_refusal_says_what_to_check() {
+        let c = cfg("https://127.0.0.1:2379");
+        let said = |e: &str| format!("{:#}", explain(&c, anyhow::anyhow!("{e}").context("granting the node's lease")));
+        assert!(said("received fatal alert: BadCertificate").starts_with("etcd asks for a client certificate"));
+        assert!(said("invalid peer certificate: UnknownIssuer").contains("not signed by the CA in fleet.etcd.ca"));
+        assert!(said("etcdserver: permission denied").contains("no readwrite permission"));
+        assert!(said("hyper::Error(Canceled, \"connection closed\")").contains("set fleet.etcd.cert and key"));
+        assert_eq!(said("connection refused"), "granting the node's lease: connection refused");
     }
 
     #[test]

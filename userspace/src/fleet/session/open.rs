@@ -10,7 +10,7 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use super::{
-    connect::options,
+    connect::{explain, options},
     etcd::{within, TXN_OPS},
     messages::FleetEvent,
     verdicts::{word, Verdicts},
@@ -43,8 +43,18 @@ impl NodeLease {
 }
 
 /// Connects to `endpoint`, grants the node's lease, and writes the node's
-/// liveness key and its verdicts under it.
+/// liveness key and its verdicts under it. A refusal (certificates, user,
+/// permissions) says what to check.
 pub(super) async fn open(
+    cfg: &EtcdConfig,
+    endpoint: &str,
+    keys: &Keys,
+    verdicts: &Verdicts,
+) -> Result<(Client, NodeLease)> {
+    connect_and_write(cfg, endpoint, keys, verdicts).await.map_err(|e| explain(cfg, e))
+}
+
+async fn connect_and_write(
     cfg: &EtcdConfig,
     endpoint: &str,
     keys: &Keys,
