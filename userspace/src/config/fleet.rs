@@ -41,6 +41,10 @@ pub struct FleetConfig {
 /// The elected leader alone runs restart commands, replace and scale hooks,
 /// each restart attempt fenced by its leadership's revision. With etcd
 /// unreachable the fleet view freezes and nothing is withdrawn (fail static).
+///
+/// With `https://` endpoints the members' certificates are checked against
+/// `ca`, and `cert`/`key` answer members run with `--client-cert-auth`;
+/// `user`/`password_file` log in when etcd's authentication is on.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdConfig {
