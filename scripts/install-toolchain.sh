@@ -9,10 +9,11 @@ set -euo pipefail
 BPF_LINKER_VERSION=0.13.0
 LLVM_PREFIX=/usr/lib/llvm-22
 # Debian packages: toolchain for the eBPF object (rust-web-clippy lints it
-# for its BPF target), tools the tests drive, and python3 for the layout checks.
+# for its BPF target), tools the tests drive (openssl makes the fleet's TLS
+# test certificates), and python3 for the layout checks.
 PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev rust-web-clippy
       iproute2 ethtool bpftool util-linux curl systemd bird2 \
-      etcd-server etcd-client protobuf-compiler libprotobuf-dev nftables python3)
+      etcd-server etcd-client protobuf-compiler libprotobuf-dev nftables python3 openssl)
 # With --bench: the load generator and the load balancer veer is compared to.
 if [[ ${1:-} == --bench ]]; then
     PKGS+=(wrk haproxy)

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use veer::dataplane::{AttachMode, Baseline, PinnedMaps};
 
+pub use crate::etcd::EtcdMember;
 use crate::{
     daemon::{BackendProc, Uninstall, Veerd},
     netns::Netns,
@@ -116,32 +117,6 @@ pub struct NodeOpts<'a> {
     pub etcd_prefix: Option<&'a str>,
     /// Extra lines for backend `k`'s table.
     pub backend_extra: Option<&'a dyn Fn(usize) -> String>,
-}
-
-/// An etcd member in a node's namespace, its data on tmpfs; killed by PID
-/// and its data removed when dropped.
-pub struct EtcdMember {
-    child: Option<std::process::Child>,
-    data: PathBuf,
-    /// Its client URL.
-    pub client_url: String,
-}
-
-impl EtcdMember {
-    /// Kills it (SIGKILL) now.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for EtcdMember {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
 }
 
 /// A node's address on the control network (etcd's peers and clients).
@@ -337,7 +312,7 @@ impl FleetBed {
                 .stderr(log)
                 .spawn()
                 .context("starting etcd (Debian package etcd-server)")?;
-            self.etcd.push(EtcdMember { child: Some(child), data, client_url: client });
+            self.etcd.push(EtcdMember::new(child, data, client));
         }
         for (i, lb) in self.lbs.iter().enumerate() {
             let url = self.etcd[i].client_url.clone();

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod control_scale;
 pub mod daemon;
 pub mod deployment;
+pub mod etcd;
 pub mod fleet;
 pub mod flood;
 pub mod frame;

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     init_logs(cli.log_format);
     let r = match cli.cmd {
         Cmd::Generate(what) => generate(Cli::command(), &what).map_err(anyhow::Error::from),
-        Cmd::Check { config: path } => match config::load(&path) {
+        Cmd::Check { config: path } => match config::load_for_veerd(&path) {
             Ok(c) => {
                 let backends: usize = c.services.iter().map(|s| s.get_ref().backends.len()).sum();
                 println!("{}: ok ({} services, {backends} backends)", path.display(), c.services.len());
@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             Ok(())
         })(),
         Cmd::Run { config: path, netns, reset_runtime } => (|| {
-            let cfg = config::load(&path)?;
+            let cfg = config::load_for_veerd(&path)?;
             raise_open_file_limit();
             // Before any thread exists: every runtime thread inherits the namespace.
             if let Some(ns) = &netns {

@@ -1,7 +1,7 @@
 //! `[fleet]`: several veerd nodes serving the same VIPs, and the etcd
 //! cluster they share state through.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
@@ -41,6 +41,10 @@ pub struct FleetConfig {
 /// The elected leader alone runs restart commands, replace and scale hooks,
 /// each restart attempt fenced by its leadership's revision. With etcd
 /// unreachable the fleet view freezes and nothing is withdrawn (fail static).
+///
+/// With `https://` endpoints the members' certificates are checked against
+/// `ca`, and `cert`/`key` answer members run with `--client-cert-auth`;
+/// `user`/`password_file` log in when etcd's authentication is on.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdConfig {
@@ -63,6 +67,29 @@ pub struct EtcdConfig {
     /// Deadline of each etcd request; past it etcd counts as unreachable.
     #[serde(default = "default_etcd_timeout", with = "duration")]
     pub timeout: Duration,
+    /// The CA that signed the etcd members' server certificates (PEM);
+    /// required with `https://` endpoints, refused with `http://`.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// This node's client certificate (PEM), for members run with
+    /// `--client-cert-auth`; set with `key`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM; not world-readable).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The name the members' certificates are checked against, instead of
+    /// each endpoint's host (a DNS name or an IP address).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The node's etcd user, when etcd's authentication is enabled; set
+    /// with `password_file`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A file holding the user's password (trailing newline ignored; not
+    /// world-readable). Never inline in the config.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 fn default_etcd_prefix() -> String {
@@ -79,4 +106,20 @@ fn default_fence_after() -> Duration {
 
 fn default_etcd_timeout() -> Duration {
     Duration::from_secs(1)
+}
+
+impl EtcdConfig {
+    /// The etcd user and its password (`password_file`'s content without
+    /// its trailing newline), when `user` is set.
+    pub fn credentials(&self) -> std::io::Result<Option<(String, String)>> {
+        let (Some(user), Some(file)) = (&self.user, &self.password_file) else { return Ok(None) };
+        let text = std::fs::read_to_string(file)?;
+        let password = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+        Ok(Some((user.clone(), password.to_string())))
+    }
+
+    /// Whether the endpoints are `https://` URLs (validation makes them agree).
+    pub fn tls(&self) -> bool {
+        self.endpoints.iter().any(|u| u.starts_with("https://"))
+    }
 }

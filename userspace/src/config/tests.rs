@@ -1,4 +1,9 @@
-use std::{path::Path, time::Duration};
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use super::*;
 
@@ -175,4 +180,137 @@ fn extreme_accepted_health_settings_do_not_overflow_the_detection_window() {
         ..HealthConfig::default()
     };
     assert_eq!(h.detection_window(), Duration::MAX);
+}
+
+// `[fleet.etcd]`'s TLS and user settings: the checks on the text, then the
+// checks on the files (certificates made with `openssl`).
+
+const ETCD_BASE: &str = "[daemon]\ninterfaces = [\"eth0\"]\n\n[fleet.etcd]\nnode = \"lb1\"\n";
+
+fn check_etcd(etcd: &str) -> Result<Config, ConfigError> {
+    parse(&format!("{ETCD_BASE}{etcd}\n"), Path::new("t.toml"))
+}
+
+fn etcd_refused(etcd: &str) -> ConfigError {
+    check_etcd(etcd).expect_err("config must be rejected")
+}
+
+#[test]
+fn https_needs_a_ca_and_http_takes_no_tls_file() {
+    let https = "endpoints = [\"https://10.0.0.1:2379\"]\n";
+    let e = etcd_refused(https);
+    assert_eq!(e.field, "fleet.etcd.ca", "{e}");
+    assert!(e.message.contains("https:// endpoints need `ca`"), "{e}");
+    assert!(check_etcd(&format!("{https}ca = \"/etc/veer/ca.pem\"")).is_ok());
+    let http = "endpoints = [\"http://10.0.0.1:2379\"]\n";
+    for (line, field) in
+        [("ca = \"/c\"", "ca"), ("cert = \"/c\"\nkey = \"/k\"", "cert"), ("server_name = \"e\"", "server_name")]
+    {
+        let e = etcd_refused(&format!("{http}{line}"));
+        assert_eq!(e.field, format!("fleet.etcd.{field}"), "{line}: {e}");
+        assert!(e.message.contains("https://"), "{e}");
+    }
+}
+
+#[test]
+fn endpoints_share_one_scheme() {
+    let e = etcd_refused("endpoints = [\"https://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]\nca = \"/c\"");
+    assert_eq!(e.field, "fleet.etcd.endpoints", "{e}");
+    assert!(e.message.contains("one scheme"), "{e}");
+}
+
+#[test]
+fn cert_and_key_user_and_password_file_come_in_pairs() {
+    let https = "endpoints = [\"https://10.0.0.1:2379\"]\nca = \"/c\"\n";
+    for (line, field, says) in [
+        ("cert = \"/c\"", "fleet.etcd.key", "`cert` needs `key`"),
+        ("key = \"/k\"", "fleet.etcd.cert", "`key` needs `cert`"),
+        ("user = \"lb1\"", "fleet.etcd.password_file", "never the password itself"),
+        ("password_file = \"/p\"", "fleet.etcd.user", "needs `user`"),
+        ("user = \"l b\"\npassword_file = \"/p\"", "fleet.etcd.user", "without spaces"),
+        ("server_name = \"not a name\"", "fleet.etcd.server_name", "not a DNS name"),
+    ] {
+        let e = etcd_refused(&format!("{https}{line}"));
+        assert_eq!(e.field, field, "{line}: {e}");
+        assert!(e.message.contains(says), "{line}: {e}");
+    }
+    let all = "cert = \"/c\"\nkey = \"/k\"\nuser = \"lb1\"\npassword_file = \"/p\"\nserver_name = \"etcd.example\"";
+    assert!(check_etcd(&format!("{https}{all}")).is_ok());
+    // The password never goes inline.
+    assert!(etcd_refused(&format!("{https}user = \"lb1\"\npassword = \"x\"")).message.contains("unknown field"));
+}
+
+/// A scratch directory with a CA, a client certificate and its key.
+struct Pki(PathBuf);
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn pki(tag: &str) -> Pki {
+    let dir = std::env::temp_dir().join(format!("veer-unit-pki-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let key = |name: &'static str| ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", name];
+    openssl(&dir, &key("ca.key"));
+    openssl(&dir, &["req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=ca", "-days", "2", "-out", "ca.pem"]);
+    openssl(&dir, &key("c.key"));
+    openssl(&dir, &key("other.key"));
+    openssl(&dir, &["req", "-new", "-key", "c.key", "-subj", "/CN=lb1", "-out", "c.csr"]);
+    let sign = ["x509", "-req", "-in", "c.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
+    std::fs::write(dir.join("c.ext"), "extendedKeyUsage=clientAuth\n").expect("extensions");
+    openssl(&dir, &[&sign[..], &["-days", "2", "-extfile", "c.ext", "-out", "c.pem"]].concat());
+    // Without extensions openssl issues an X.509 v1 certificate, which rustls refuses.
+    openssl(&dir, &[&sign[..], &["-days", "2", "-out", "v1.pem"]].concat());
+    std::fs::write(dir.join("pw"), "secret\n").expect("password file");
+    for f in ["c.key", "other.key", "pw", "c.pem", "v1.pem"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    Pki(dir)
+}
+
+fn load_with(p: &Pki, files: &str) -> Result<Config, ConfigError> {
+    let d = p.0.display();
+    let text =
+        format!("{ETCD_BASE}endpoints = [\"https://127.0.0.1:2379\"]\n{}\n", files.replace("DIR", &d.to_string()));
+    let path = p.0.join("veer.toml");
+    std::fs::write(&path, text).expect("config");
+    load_for_veerd(&path)
+}
+
+#[test]
+fn veerd_checks_the_files_it_will_open() {
+    let p = pki("files");
+    let good =
+        "ca = \"DIR/ca.pem\"\ncert = \"DIR/c.pem\"\nkey = \"DIR/c.key\"\nuser = \"lb1\"\npassword_file = \"DIR/pw\"";
+    let cfg = load_with(&p, good).unwrap_or_else(|e| panic!("{e}"));
+    let etcd = cfg.fleet.and_then(|f| f.etcd).expect("etcd");
+    assert_eq!(etcd.credentials().expect("password").expect("a user"), ("lb1".into(), "secret".into()));
+    std::fs::write(p.0.join("junk.pem"), "not a certificate\n").expect("junk");
+    for (from, to, field, says) in [
+        ("DIR/ca.pem", "DIR/none.pem", "ca", "cannot read"),
+        ("DIR/ca.pem", "DIR/junk.pem", "ca", "holds no PEM certificate"),
+        ("DIR/c.pem", "DIR/c.key", "cert", "holds no PEM certificate"),
+        ("DIR/c.key", "DIR/c.pem", "key", "not a PEM private key"),
+        ("DIR/c.key", "DIR/other.key", "key", "does not belong to the certificate"),
+        ("DIR/c.pem", "DIR/v1.pem", "cert", "not a usable X.509 v3 certificate"),
+        ("DIR/pw", "DIR/none", "password_file", "cannot read"),
+    ] {
+        let e = load_with(&p, &good.replace(from, to)).expect_err("refused");
+        assert_eq!(e.field, format!("fleet.etcd.{field}"), "{to}: {e}");
+        assert!(e.message.contains(&to.replace("DIR", &p.0.display().to_string())), "the path: {e}");
+        assert!(e.message.contains(says), "{to}: {e}");
+    }
+    std::fs::set_permissions(p.0.join("pw"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let e = load_with(&p, good).expect_err("a world-readable password file");
+    assert!(e.field == "fleet.etcd.password_file" && e.message.contains("readable by every user"), "{e}");
+    // `parse` (reload, veerctl) reads no file.
+    assert!(load(&p.0.join("veer.toml")).is_ok());
 }

@@ -1,10 +1,14 @@
 //! Semantic checks, with errors located at file, line and field.
 //!
 //! This file runs every check in order and checks what spans services;
-//! [`node`] checks `[daemon]` and `[fleet.etcd]`, [`service`] each
-//! `[[service]]` and what hangs off it. All write to a [`Checker`].
+//! [`node`] checks `[daemon]` and `[fleet.etcd]`, [`etcd_tls`] the etcd
+//! connection's TLS and user, [`service`] each `[[service]]` and what hangs
+//! off it. All write to a [`Checker`]. [`validate_files`] checks the files
+//! the config names ([`etcd_files`]), for the daemon that will open them.
 
 mod checker;
+mod etcd_files;
+mod etcd_tls;
 mod node;
 mod service;
 
@@ -39,7 +43,9 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
         }
     }
     if let Some(e) = cfg.fleet.as_ref().and_then(|f| f.etcd.as_ref()) {
-        node::etcd(&mut c, e, src.find("[fleet.etcd]").unwrap_or(0));
+        let at = src.find("[fleet.etcd]").unwrap_or(0);
+        node::etcd(&mut c, e, at);
+        etcd_tls::check(&mut c, e, at);
     }
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
@@ -65,6 +71,17 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
             "daemon.max_backends".into(),
             format!("{total_backends} backends configured, capacity is {}", cfg.daemon.max_backends),
         );
+    }
+    c.errors
+}
+
+/// Every problem with the files a valid config names (the fleet's
+/// certificates, key and password file): missing, unreadable, not PEM, or
+/// readable by every user where they hold a secret.
+pub(super) fn validate_files(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigError> {
+    let mut c = Checker { src, file: path.display().to_string(), errors: Vec::new() };
+    if let Some(e) = cfg.fleet.as_ref().and_then(|f| f.etcd.as_ref()) {
+        etcd_files::check(&mut c, e, src.find("[fleet.etcd]").unwrap_or(0));
     }
     c.errors
 }

@@ -232,6 +232,10 @@ impl FleetNode {
     fn lost(&mut self, e: String) {
         if self.connected {
             warn!(error = %e, "fleet: etcd unreachable: the fleet view is frozen and nothing is withdrawn (fail static)");
+        } else if self.last_error.is_none() {
+            // The first failure since veerd started (a wrong certificate,
+            // a refused user, etcd down): said once, retried quietly.
+            warn!(error = %e, "fleet: cannot open a session with etcd; retrying");
         } else {
             debug!(error = %e, "fleet: etcd still unreachable");
         }

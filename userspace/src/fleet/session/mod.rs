@@ -6,9 +6,11 @@
 //! static); the next session tries the next endpoint.
 //!
 //! The task is in `task`, what it exchanges with veerd in `messages`;
-//! `open` starts a session, `etcd` bounds every call, `verdicts` holds what
-//! this node says of its backends.
+//! `connect` builds the client's options (TLS, user), `open` starts a
+//! session, `etcd` bounds every call, `verdicts` holds what this node says
+//! of its backends.
 
+mod connect;
 mod etcd;
 mod messages;
 mod open;

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use etcd_client::{
-    Client, ConnectOptions, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
+    Client, GetOptions, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use tokio::sync::mpsc;
 
 use super::{
+    connect::{explain, options},
     etcd::{within, TXN_OPS},
     messages::FleetEvent,
     verdicts::{word, Verdicts},
@@ -43,18 +43,25 @@ impl NodeLease {
 }
 
 /// Connects to `endpoint`, grants the node's lease, and writes the node's
-/// liveness key and its verdicts under it.
+/// liveness key and its verdicts under it. A refusal (certificates, user,
+/// permissions) says what to check.
 pub(super) async fn open(
     cfg: &EtcdConfig,
     endpoint: &str,
     keys: &Keys,
     verdicts: &Verdicts,
 ) -> Result<(Client, NodeLease)> {
+    connect_and_write(cfg, endpoint, keys, verdicts).await.map_err(|e| explain(cfg, e))
+}
+
+async fn connect_and_write(
+    cfg: &EtcdConfig,
+    endpoint: &str,
+    keys: &Keys,
+    verdicts: &Verdicts,
+) -> Result<(Client, NodeLease)> {
     let t = cfg.timeout;
-    // A member without a leader fails watches and requests rather than
-    // serving a stale view. No client-wide deadline: the campaign blocks
-    // until elected; every other call is bounded by `within`.
-    let opts = ConnectOptions::new().with_connect_timeout(t).with_require_leader(true);
+    let opts = options(cfg)?;
     let mut client = within(t, "connecting", Client::connect([endpoint], Some(opts))).await?;
     let ttl = cfg.lease_ttl.as_secs().max(2) as i64;
     let lease = within(t, "granting the node's lease", client.lease_grant(ttl, None)).await?.id();
