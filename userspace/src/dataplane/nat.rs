@@ -15,17 +15,34 @@ use super::{DataplaneError, Result};
 pub struct NatTimeouts {
     /// An established TCP flow.
     pub tcp: Duration,
-    /// A TCP flow after FIN or RST, or one that never got past its SYN. As
-    /// long as TIME_WAIT: the backend may hold the old connection's 4-tuple
-    /// that long, and a new SYN reusing it can be refused (PAWS).
+    /// A TCP flow after FIN or RST. As long as TIME_WAIT: the backend may
+    /// hold the old connection's 4-tuple that long, and a new SYN reusing it
+    /// can be refused (PAWS).
     pub tcp_closing: Duration,
+    /// A TCP flow whose client sent nothing after its SYN.
+    pub tcp_half_open: Duration,
     /// A UDP flow.
     pub udp: Duration,
 }
 
 impl Default for NatTimeouts {
     fn default() -> Self {
-        Self { tcp: Duration::from_secs(900), tcp_closing: Duration::from_secs(60), udp: Duration::from_secs(120) }
+        Self {
+            tcp: Duration::from_secs(900),
+            tcp_closing: Duration::from_secs(60),
+            tcp_half_open: Duration::from_secs(60),
+            udp: Duration::from_secs(120),
+        }
+    }
+}
+
+impl NatTimeouts {
+    /// While SYNs are answered with cookies (a flood): half-open flows go
+    /// after 3 s. The SYNs a CPU mapped before it switched to cookies are
+    /// then mostly spoofed, and a real client whose handshake stalled
+    /// resends its SYN (after 1 s, then 3 s) and is mapped again.
+    pub fn under_syn_flood() -> Self {
+        Self { tcp_half_open: Duration::from_secs(3), ..Self::default() }
     }
 }
 
@@ -63,6 +80,7 @@ pub fn expired(k: &NatKey, m: &NatMapping, state: FlowState, addrs: &[[u8; 16]],
     let idle = Duration::from_nanos(now_ns.saturating_sub(entry.last_seen_ns));
     let limit = match (k.proto == IPPROTO_TCP, promoted, entry.flags & CONN_F_CLOSING != 0) {
         (true, true, false) => t.tcp,
+        (true, false, false) => t.tcp_half_open,
         (true, ..) => t.tcp_closing,
         (false, ..) => t.udp,
     };
@@ -185,6 +203,10 @@ mod tests {
         let syn_only = FlowState::New(entry(20000, 100, 0));
         assert!(!expired(&k, &m, syn_only, 150 * S, &t));
         assert!(expired(&k, &m, syn_only, 161 * S, &t), "a SYN never answered, 60 s");
+        let flood = NatTimeouts::under_syn_flood();
+        assert!(!expired(&k, &m, syn_only, 102 * S, &flood));
+        assert!(expired(&k, &m, syn_only, 104 * S, &flood), "under a SYN flood, a half-open flow 3 s");
+        assert!(!expired(&k, &m, live, 200 * S, &flood), "established flows are not touched");
         let moved = FlowState::Established(entry(20001, 100, 0));
         assert!(expired(&k, &m, moved, 100 * S, &t), "the flow holds another mapping now");
         let udp = key(17, 20000);

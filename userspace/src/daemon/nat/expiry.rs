@@ -1,7 +1,7 @@
 //! The thread that expires idle NAT mappings.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -11,7 +11,9 @@ use std::{
 
 use tracing::{error, info, warn};
 
-use crate::dataplane::{self, nat::NatTimeouts};
+use veer_abi::GlobalCounter;
+
+use crate::dataplane::{self, nat::NatTimeouts, MapReader, PinnedMaps};
 
 /// How often idle NAT mappings are looked for.
 pub const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
@@ -28,15 +30,22 @@ impl Expiry {
     pub fn start(pins: PathBuf) -> Option<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        let spawned = std::thread::Builder::new().name("veer-nat-expiry".into()).spawn(move || loop {
-            std::thread::sleep(EXPIRY_PERIOD);
-            if stopped.load(Ordering::Relaxed) {
-                return;
-            }
-            match dataplane::nat::expire(&pins, dataplane::monotonic_ns(), &NatTimeouts::default()) {
-                Ok(e) if e.removed > 0 => info!(removed = e.removed, kept = e.kept, "idle NAT mappings expired"),
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "expiring NAT mappings failed"),
+        let spawned = std::thread::Builder::new().name("veer-nat-expiry".into()).spawn(move || {
+            let mut cookies = CookieWatch::default();
+            loop {
+                std::thread::sleep(EXPIRY_PERIOD);
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let flood = cookies.sent_since_last(&pins);
+                let t = if flood { NatTimeouts::under_syn_flood() } else { NatTimeouts::default() };
+                match dataplane::nat::expire(&pins, dataplane::monotonic_ns(), &t) {
+                    Ok(e) if e.removed > 0 => {
+                        info!(removed = e.removed, kept = e.kept, syn_flood = flood, "idle NAT mappings expired")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "expiring NAT mappings failed"),
+                }
             }
         });
         match spawned {
@@ -49,6 +58,26 @@ impl Expiry {
                 None
             }
         }
+    }
+}
+
+/// The SYN cookies the dataplane sent, as of the last look.
+#[derive(Debug, Default)]
+struct CookieWatch {
+    last: u64,
+}
+
+impl CookieWatch {
+    /// Whether cookies were sent since the last call (a SYN flood is on).
+    fn sent_since_last(&mut self, pins: &Path) -> bool {
+        let now = PinnedMaps::open(pins)
+            .and_then(|p| p.global_counters())
+            .ok()
+            .and_then(|c| c.into_iter().find(|(k, _)| *k == GlobalCounter::SynCookiesSent))
+            .map_or(self.last, |(_, v)| v);
+        let sent = now > self.last;
+        self.last = now;
+        sent
     }
 }
 
