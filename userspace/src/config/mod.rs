@@ -18,7 +18,7 @@ mod service;
 mod validate;
 
 pub use backend::{BackendConfig, RestartConfig};
-pub use daemon::{AttachModeConfig, DaemonConfig, PortRange};
+pub use daemon::{AttachModeConfig, DaemonConfig, PortRange, SynCookies};
 pub use error::ConfigError;
 pub use file::Config;
 pub use fleet::{EtcdConfig, FleetConfig};

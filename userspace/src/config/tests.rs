@@ -314,3 +314,15 @@ fn veerd_checks_the_files_it_will_open() {
     // `parse` (reload, veerctl) reads no file.
     assert!(load(&p.0.join("veer.toml")).is_ok());
 }
+
+#[test]
+fn syn_cookies_default_to_auto_and_take_the_three_modes() {
+    let c = parse(BASE, Path::new("t.toml")).unwrap();
+    assert_eq!((c.daemon.syn_cookies, c.daemon.syn_cookie_threshold), (SynCookies::Auto, 1000));
+    for (text, mode) in [("off", SynCookies::Off), ("always", SynCookies::Always), ("auto", SynCookies::Auto)] {
+        let src = BASE.replace("[daemon]\n", &format!("[daemon]\nsyn_cookies = \"{text}\"\n"));
+        assert_eq!(parse(&src, Path::new("t.toml")).unwrap().daemon.syn_cookies, mode);
+    }
+    let e = err(&BASE.replace("[daemon]\n", "[daemon]\nsyn_cookies = \"sometimes\"\n"));
+    assert!(e.to_string().contains(":3:") && e.to_string().contains("`always`"), "{e}");
+}

@@ -93,8 +93,9 @@ pub enum GlobalCounter {
     /// Handshakes completed with a valid cookie: veer opened the connection
     /// to a backend for the client.
     SynCookiesValid = 34,
-    /// Dropped: an ACK for no known flow whose cookie was not valid, while
-    /// the CPU answers SYNs with cookies.
+    /// A TCP packet for no known NAT flow without a valid cookie: answered
+    /// with a RST, or dropped while the CPU answers SYNs with cookies (so as
+    /// not to reflect a flood).
     DropBadCookie = 35,
     /// Backends' SYN-ACKs to connections veer opened: spliced to the client.
     SynProxySpliced = 36,

@@ -60,7 +60,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::NatIcmpToClient => "ICMP errors about NAT packets translated on to the client",
         GlobalCounter::SynCookiesSent => "NAT SYNs answered with a SYN cookie",
         GlobalCounter::SynCookiesValid => "NAT handshakes completed with a valid cookie",
-        GlobalCounter::DropBadCookie => "dropped: ACK for no flow with an invalid cookie",
+        GlobalCounter::DropBadCookie => "NAT packet for no flow, no valid cookie (RST, or dropped in a flood)",
         GlobalCounter::SynProxySpliced => "NAT connections veer opened, spliced to the client",
         GlobalCounter::DropProxyWaiting => "dropped: client packet while veer opens its connection",
     }
