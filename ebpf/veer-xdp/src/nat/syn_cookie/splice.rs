@@ -1,0 +1,118 @@
+//! A connection veer opened, once its backend answers: the backend's
+//! SYN-ACK spliced to the client, and the sequence numbers shifted between
+//! the two for the life of the connection.
+
+use aya_ebpf::programs::XdpContext;
+use veer_abi::{csum, is_ipv4_mapped, Backend, ConnEntry, GlobalCounter, NatMapping, NAT_F_SPLICED};
+
+use super::segment::{emit, scratch, Segment, PROBE};
+use crate::{
+    access::{callee_ctx, mut_ptr_at, ptr_at},
+    backends::backend,
+    fib,
+    headers::{
+        eth::EthHdr,
+        l4::{TcpHdr, TCP_ACK},
+    },
+    nat::rewrite::rewrite,
+    parse::VipPacket,
+    snat::{backend_port, snat_addr, Slot, NAT_REV},
+    stats,
+    verdict::Drop,
+};
+
+/// A client's packet of a connection veer opened (counted already): its
+/// acknowledgment shifted, then rewritten and sent like any NAT packet.
+#[inline(never)]
+pub(super) fn client_packet(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Result<u32, Drop> {
+    let ctx = &callee_ctx(ctx);
+    let b = backend(e.backend).ok_or(Drop::BadBackend)?;
+    let slot = Slot { port: e.nat_port, addr: e.nat_addr };
+    shift_ack(ctx, pkt, b, &slot)?;
+    let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
+    let v4 = is_ipv4_mapped(&pkt.key.dst);
+    rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
+    fib::send(ctx, v4, &snat, &b.addr)
+}
+
+/// The backend's SYN-ACK (`pkt`) to a connection veer opened (`m`): the
+/// sequence difference is kept, and the frame becomes the probe that opens
+/// the client's window (see the module's text).
+#[inline(never)]
+pub(super) fn splice(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Result<u32, Drop> {
+    let ctx = &callee_ctx(ctx);
+    let l4 = pkt.l4 as usize;
+    if l4 > EthHdr::LEN + 60 {
+        return Err(Drop::Malformed);
+    }
+    let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };
+    let (isn, ack, window) = (u32::from_be_bytes(tcp.seq), u32::from_be_bytes(tcp.ack), u16::from_be_bytes(tcp.window));
+    // SAFETY: a live map value; a racing update at worst splices twice alike.
+    let m = unsafe { &mut *m };
+    let cookie = m.seq_delta;
+    m.seq_delta = isn.wrapping_sub(cookie);
+    m.flags |= NAT_F_SPLICED;
+    let f = m.flow;
+    let v4 = is_ipv4_mapped(&f.dst);
+    let seg = Segment { sport: f.dport, dport: f.sport, seq: cookie, ack, flags: TCP_ACK, window, mss: PROBE };
+    emit(ctx, scratch()?, v4, &f.dst, &f.src, &seg)?;
+    stats::count(GlobalCounter::SynProxySpliced);
+    fib::send(ctx, v4, &f.dst, &f.src)
+}
+
+/// A client's packet of a connection veer opened, toward backend `b` on
+/// SNAT endpoint `slot`: its acknowledgment moved into the backend's
+/// sequence space; dropped while the backend has not answered.
+#[inline(never)]
+fn shift_ack(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> Result<(), Drop> {
+    let ctx = &callee_ctx(ctx);
+    let k = &pkt.key;
+    let key = veer_abi::NatKey {
+        backend: b.addr,
+        snat: snat_addr(slot.addr).ok_or(Drop::BadBackend)?,
+        backend_port: backend_port(k, b),
+        snat_port: slot.port,
+        proto: k.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    let m = unsafe { NAT_REV.get(&key) }.ok_or(Drop::ProxyWaiting)?;
+    let (flags, delta) = (m.flags, m.seq_delta);
+    if flags & NAT_F_SPLICED == 0 {
+        return Err(Drop::ProxyWaiting);
+    }
+    if pkt.tcp_flags() & TCP_ACK != 0 {
+        add_to(ctx, pkt.l4 as usize, 8, delta)?;
+    }
+    Ok(())
+}
+
+/// A backend's RST before veer's handshake with it completed (and not a
+/// refusal veer resends): it goes on to the client at the sequence number
+/// the client expects (`cookie` + 1).
+#[inline(always)]
+pub(super) fn reset_to_client(ctx: &XdpContext, pkt: &VipPacket, cookie: u32) -> Result<(), Drop> {
+    let l4 = pkt.l4 as usize;
+    if l4 > EthHdr::LEN + 60 {
+        return Err(Drop::Malformed);
+    }
+    let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };
+    let delta = cookie.wrapping_add(1).wrapping_sub(u32::from_be_bytes(tcp.seq));
+    add_to(ctx, l4, 4, delta)
+}
+
+/// Adds `delta` to the TCP sequence (`at` 4) or acknowledgment (`at` 8)
+/// number, and updates the checksum.
+#[inline(always)]
+pub(super) fn add_to(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Result<(), Drop> {
+    if l4 > EthHdr::LEN + 60 {
+        return Err(Drop::Malformed);
+    }
+    let tcp = unsafe { &mut *mut_ptr_at::<TcpHdr>(ctx, l4)? };
+    let field = if at == 4 { &mut tcp.seq } else { &mut tcp.ack };
+    let old = *field;
+    let new = u32::from_be_bytes(old).wrapping_add(delta).to_be_bytes();
+    *field = new;
+    tcp.check = csum::update(u16::from_be_bytes(tcp.check), &old, &new).to_be_bytes();
+    Ok(())
+}
