@@ -155,7 +155,7 @@ fn refused_syn_is_resent(tag: &str, v6: bool) {
         .all(|(k, _)| k.snat_port != a_port || k.backend != veer::dataplane::to_abi(a_addr)));
 
     // New connections avoid the suspect.
-    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 20000, port_max: 29999 }).unwrap();
+    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 20000, port_max: 29999, ..Default::default() }).unwrap();
     for port in 41000..41060 {
         let c = SocketAddr::new(lab.client, port);
         let (_, out) = lab.run(&frame::tcp_segment(c, lab.vip, TCP_SYN, 1, 0, &SYN_OPTIONS));
@@ -310,7 +310,7 @@ fn the_agent_bounces_a_syn_for_a_vip_only_when_no_socket_takes_it() {
 fn udp_unreachable_moves_the_flow(tag: &str, v6: bool) {
     let mut lab = NatLab::with_flags(tag, v6, Protocol::Udp, 3, SERVICE_F_PASSIVE);
     let mut events = PassiveEvents::take(&mut lab.dp).unwrap();
-    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 20000, port_max: 29999 }).unwrap();
+    lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 20000, port_max: 29999, ..Default::default() }).unwrap();
     let client = SocketAddr::new(lab.client, 40000);
     let query = frame::udp(client, lab.vip, b"question");
     let (action, sent) = lab.run(&query);

@@ -66,7 +66,7 @@ fn handshake_and_data(tag: &str, v6: bool) {
     let t = tcp(&synack);
     assert_eq!((t.flags, t.ack, t.window), (SYN_ACK, isn + 1, 0), "{tag}: a SYN-ACK with a zero window");
     let mss = t.mss().expect("the SYN-ACK carries a MSS");
-    assert!(mss <= 1460 && mss >= 536, "{tag}: MSS {mss} from the cookie's table");
+    assert!((536..=1460).contains(&mss), "{tag}: MSS {mss} from the cookie's table");
     let cookie = t.seq;
     assert!(lab.dp.nat_mappings().unwrap().is_empty(), "{tag}: a SYN takes no SNAT port");
     assert_eq!(lab.counter(GlobalCounter::SynCookiesSent), 1);

@@ -15,8 +15,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use veer_abi::{
-    is_ipv4_mapped, FlowKey, NatMapping, PassiveKind, SynStash, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, NAT_F_PROXIED,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, SYN_STASH_BYTES,
+    is_ipv4_mapped, FlowKey, NatMapping, PassiveKind, SynStash, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_PROXIED, SYN_STASH_BYTES,
 };
 
 use crate::{

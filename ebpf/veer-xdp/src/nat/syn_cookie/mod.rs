@@ -28,7 +28,10 @@ pub mod segment;
 pub mod splice;
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
-use veer_abi::{ConnEntry, FlowKey, CONN_F_PROXIED, IPPROTO_TCP, NAT_F_SPLICED, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO, SYN_COOKIE_HOLD_NS};
+use veer_abi::{
+    ConnEntry, FlowKey, CONN_F_PROXIED, IPPROTO_TCP, NAT_F_SPLICED, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO,
+    SYN_COOKIE_HOLD_NS,
+};
 
 use handshake::{accept, answer, refuse};
 use splice::{add_to, client_packet, reset_to_client};

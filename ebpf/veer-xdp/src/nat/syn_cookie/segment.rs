@@ -107,7 +107,14 @@ pub(super) fn load_headers(ctx: &XdpContext, pkt: &VipPacket, v4: bool, s: &mut 
 /// TCP headers written whole with their checksums (the MAC addresses are
 /// set on the way out).
 #[inline(always)]
-pub(super) fn emit(ctx: &XdpContext, s: &mut Scratch, v4: bool, src: &[u8; 16], dst: &[u8; 16], seg: &Segment) -> Result<(), Drop> {
+pub(super) fn emit(
+    ctx: &XdpContext,
+    s: &mut Scratch,
+    v4: bool,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    seg: &Segment,
+) -> Result<(), Drop> {
     let tcp_len = match seg.mss {
         PROBE => 21,
         BARE => 20,
@@ -152,36 +159,36 @@ pub(super) fn emit(ctx: &XdpContext, s: &mut Scratch, v4: bool, src: &[u8; 16], 
 #[inline(always)]
 fn ip_header(s: &mut Scratch, v4: bool, src: &[u8; 16], dst: &[u8; 16], tcp_len: usize) -> u32 {
     if v4 {
-    let ip = &mut s.out4.ip;
-    ip.version_ihl = 0x45;
-    ip.tos = 0;
-    ip.tot_len = ((Ipv4Hdr::LEN + tcp_len) as u16).to_be_bytes();
-    ip.id = [0; 2];
-    ip.frag_off = [0x40, 0];
-    ip.ttl = 64;
-    ip.proto = IPPROTO_TCP;
-    ip.check = [0; 2];
-    ip.src.copy_from_slice(&src[12..]);
-    ip.dst.copy_from_slice(&dst[12..]);
-    let sum = csum_of(ip as *mut Ipv4Hdr as *mut u8, 20, 0);
-    ip.check = csum_finish(sum).to_ne_bytes();
-    s.pseudo[..4].copy_from_slice(&src[12..]);
-    s.pseudo[4..8].copy_from_slice(&dst[12..]);
-    s.pseudo[8..12].copy_from_slice(&[0, IPPROTO_TCP, 0, tcp_len as u8]);
-    csum_of(s.pseudo.as_mut_ptr(), 12, 0)
-} else {
-    let ip = &mut s.out6.ip;
-    ip.vtc_flow = [0x60, 0, 0, 0];
-    ip.payload_len = (tcp_len as u16).to_be_bytes();
-    ip.next_header = IPPROTO_TCP;
-    ip.hop_limit = 64;
-    ip.src = *src;
-    ip.dst = *dst;
-    s.pseudo[..16].copy_from_slice(src);
-    s.pseudo[16..32].copy_from_slice(dst);
-    s.pseudo[32..40].copy_from_slice(&[0, 0, 0, tcp_len as u8, 0, 0, 0, IPPROTO_TCP]);
-    csum_of(s.pseudo.as_mut_ptr(), 40, 0)
-}
+        let ip = &mut s.out4.ip;
+        ip.version_ihl = 0x45;
+        ip.tos = 0;
+        ip.tot_len = ((Ipv4Hdr::LEN + tcp_len) as u16).to_be_bytes();
+        ip.id = [0; 2];
+        ip.frag_off = [0x40, 0];
+        ip.ttl = 64;
+        ip.proto = IPPROTO_TCP;
+        ip.check = [0; 2];
+        ip.src.copy_from_slice(&src[12..]);
+        ip.dst.copy_from_slice(&dst[12..]);
+        let sum = csum_of(ip as *mut Ipv4Hdr as *mut u8, 20, 0);
+        ip.check = csum_finish(sum).to_ne_bytes();
+        s.pseudo[..4].copy_from_slice(&src[12..]);
+        s.pseudo[4..8].copy_from_slice(&dst[12..]);
+        s.pseudo[8..12].copy_from_slice(&[0, IPPROTO_TCP, 0, tcp_len as u8]);
+        csum_of(s.pseudo.as_mut_ptr(), 12, 0)
+    } else {
+        let ip = &mut s.out6.ip;
+        ip.vtc_flow = [0x60, 0, 0, 0];
+        ip.payload_len = (tcp_len as u16).to_be_bytes();
+        ip.next_header = IPPROTO_TCP;
+        ip.hop_limit = 64;
+        ip.src = *src;
+        ip.dst = *dst;
+        s.pseudo[..16].copy_from_slice(src);
+        s.pseudo[16..32].copy_from_slice(dst);
+        s.pseudo[32..40].copy_from_slice(&[0, 0, 0, tcp_len as u8, 0, 0, 0, IPPROTO_TCP]);
+        csum_of(s.pseudo.as_mut_ptr(), 40, 0)
+    }
 }
 
 /// The one's-complement sum of `len` bytes (a multiple of 4) at `p` (in
