@@ -26,6 +26,12 @@ pub fn is_spoofed(addr: IpAddr) -> bool {
     }
 }
 
+/// NAT mappings (SNAT ports) whose flow comes from a spoofed source.
+pub fn spoofed_mappings(pins: &impl veer::dataplane::MapReader) -> Result<usize> {
+    let all = pins.nat_mappings().context("reading NAT mappings")?;
+    Ok(all.iter().filter(|(_, m)| is_spoofed(veer::dataplane::from_abi(&m.flow.src))).count())
+}
+
 /// Where the frames go: out of `ifname` in a namespace, to `dst_mac` from `src_mac`.
 #[derive(Clone, Debug)]
 pub struct FloodPath {

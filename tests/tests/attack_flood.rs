@@ -10,7 +10,7 @@ use veer_abi::GlobalCounter;
 use veer_tests::{
     daemon::{wait_until, ClientLoad, EVENT_WAIT},
     deployment::Deployment,
-    flood::{is_spoofed, SynFlood},
+    flood::{spoofed_mappings, SynFlood},
 };
 
 /// Spoofed SYNs the test sends (the README's figure uses 10^6: `cargo xtask bench`).
@@ -64,13 +64,7 @@ fn a_nat_service_keeps_serving_new_connections_under_a_spoofed_syn_flood() {
 
     // Only SYNs a CPU saw before it switched to cookies took a port, and
     // the expiry lets go of them while cookies are being sent.
-    let spoofed = || {
-        pins.nat_mappings()
-            .expect("NAT mappings")
-            .iter()
-            .filter(|(_, m)| is_spoofed(veer::dataplane::from_abi(&m.flow.src)))
-            .count()
-    };
+    let spoofed = || spoofed_mappings(&pins).expect("NAT mappings");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let held = spoofed();
     println!("SNAT ports held by spoofed sources right after the flood: {held}");

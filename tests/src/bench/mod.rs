@@ -8,6 +8,7 @@ pub mod control;
 pub mod correlated;
 pub mod failover;
 pub mod fleet;
+pub mod flood;
 pub mod maglev;
 pub mod packet;
 pub mod reroute;

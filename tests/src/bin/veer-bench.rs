@@ -19,7 +19,7 @@ struct Args {
     /// Where report.md and report.json go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
     out: PathBuf,
-    /// Only these sections (packet, scale, maglev, reroute, throughput, failover, fleet, balance, control, correlated).
+    /// Only these sections (packet, scale, maglev, reroute, throughput, failover, flood, fleet, balance, control, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -59,6 +59,10 @@ fn main() -> Result<()> {
     if want("failover") {
         eprintln!("bench: failover");
         sections.push(bench::failover::run()?);
+    }
+    if want("flood") {
+        eprintln!("bench: SYN flood");
+        sections.push(bench::flood::run()?);
     }
     if want("fleet") {
         eprintln!("bench: fleet");
