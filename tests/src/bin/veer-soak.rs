@@ -47,6 +47,9 @@ struct Args {
     /// Spoofed SYNs per second in the background.
     #[arg(long, default_value_t = 2000)]
     flood_pps: u64,
+    /// Forward with NAT (backends without the VIP; SYN cookies under the flood).
+    #[arg(long)]
+    nat: bool,
     /// Seed for the chaos.
     #[arg(long)]
     seed: Option<u64>,
@@ -120,7 +123,12 @@ fn main() -> Result<()> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let s = Deployment::new("soak", args.backends);
     let weights = vec![1; args.backends];
-    s.write(&s.config(65537, &weights, |_| String::new()));
+    let mut text = s.config(65537, &weights, |_| String::new());
+    if args.nat {
+        s.strip_vips();
+        text = text.replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
+    }
+    s.write(&text);
     let mut d = s.start();
     let names: Vec<String> = s.tb.backends.iter().map(|b| b.name.clone()).collect();
     veer_tests::daemon::wait_until(Duration::from_secs(30), "every backend up", || {
@@ -247,7 +255,7 @@ fn main() -> Result<()> {
         .filter(|(start, end, _)| !deaths.iter().any(|(_, d)| d <= end && *start <= *d + window))
         .collect();
     let ok = load.ok.load(Ordering::Relaxed);
-    println!("## Soak: {} minutes (seed {seed})", args.minutes);
+    println!("## Soak: {} minutes (seed {seed}, {})", args.minutes, if args.nat { "NAT" } else { "DSR" });
     println!(
         "- connections: {} ({} failed, all within a dead backend's detection window: {})",
         ok + failures.len() as u64,
