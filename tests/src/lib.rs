@@ -11,6 +11,7 @@ pub mod deployment;
 pub mod fleet;
 pub mod frame;
 pub mod lab;
+pub mod launcher;
 pub mod mass_failure;
 pub mod netns;
 pub mod server;

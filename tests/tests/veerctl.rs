@@ -241,7 +241,7 @@ fn rollout_updates_real_backend_processes_one_at_a_time_and_stops_on_failure() {
     let s = Deployment::new("ro", 3);
     let update = |i: usize| {
         let h = &s.tb.backends[i];
-        let mut argv = BackendProc::command(
+        let mut argv = BackendProc::hook_command(
             &h.ns,
             &format!("{}-v2", h.name),
             SocketAddr::new([0, 0, 0, 0].into(), PORT),

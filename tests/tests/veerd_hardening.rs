@@ -132,7 +132,7 @@ fn veerd_raises_its_open_file_limit_to_the_hard_limit() {
 fn no_restart_loop_runs_for_a_backend_an_operator_took_out() {
     let s = Deployment::new("hnorestart", 2);
     let pidfile = s.backends[0].pidfile.display().to_string();
-    let restart = veer_tests::daemon::BackendProc::command(
+    let restart = veer_tests::daemon::BackendProc::hook_command(
         &s.tb.backends[0].ns,
         "b1",
         std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 80),
@@ -486,8 +486,12 @@ fn a_restart_command_may_leave_its_server_in_the_background() {
     // The server stays in the foreground of a shell that exits at once: it
     // inherits the command's output pipes and its process group, no setsid.
     // It starts a little later, so that the command's own end comes first.
+    // Through the test's launcher, which serves the command's own pipes:
+    // the hook may not enter the backend's namespace itself.
     let server = format!(
-        "(sleep 0.5; exec {} --netns {} --name b1 --listen 0.0.0.0:80 --pidfile {pidfile}) & echo started",
+        "(sleep 0.5; exec {} {} {} --netns {} --name b1 --listen 0.0.0.0:80 --pidfile {pidfile}) & echo started",
+        veer_tests::daemon::bin("veer-launch").display(),
+        veer_tests::launcher::socket().display(),
         veer_tests::daemon::bin("veer-backend").display(),
         s.tb.backends[0].ns.name()
     );

@@ -176,3 +176,13 @@ fn extreme_accepted_health_settings_do_not_overflow_the_detection_window() {
     };
     assert_eq!(h.detection_window(), Duration::MAX);
 }
+
+#[test]
+fn a_root_hook_user_is_refused() {
+    for user in ["root", "0"] {
+        let e =
+            err(&BASE.replace("interfaces = [\"eth0\"]", &format!("interfaces = [\"eth0\"]\nhook_user = {user:?}")));
+        assert!(e.to_string().contains("daemon.hook_user") && e.message.contains("root (uid 0)"), "{user}: {e}");
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+}
