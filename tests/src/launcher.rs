@@ -48,6 +48,7 @@ pub fn socket() -> &'static Path {
 }
 
 fn start() -> Result<PathBuf> {
+    remove_stale();
     let path = std::env::temp_dir().join(format!("veer-launch-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
@@ -62,6 +63,18 @@ fn start() -> Result<PathBuf> {
         }
     });
     Ok(path)
+}
+
+/// Removes the sockets of test processes that are gone.
+fn remove_stale() {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("veer-launch-").and_then(|r| r.strip_suffix(".sock"));
+        if pid.and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// A command to run, as `veer-launch` sends it.
