@@ -334,6 +334,13 @@ impl BackendProc {
         ]
     }
 
+    /// [`BackendProc::command`] as a hook runs it (restart, update,
+    /// replace): through the test's [`launcher`](crate::launcher), since a
+    /// hook holds no privilege to enter the namespace itself.
+    pub fn hook_command(ns: &Netns, name: &str, listen: SocketAddr, pidfile: &Path) -> Vec<String> {
+        crate::launcher::wrap(Self::command(ns, name, listen, pidfile))
+    }
+
     /// Starts it; returns once it listens.
     pub fn start(ns: &Netns, name: &str, listen: SocketAddr, dir: &Path) -> Result<Self> {
         let pidfile = dir.join(format!("{name}.pid"));

@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod flood;
 pub mod frame;
 pub mod lab;
+pub mod launcher;
 pub mod mass_failure;
 pub mod netns;
 pub mod seen;

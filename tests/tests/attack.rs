@@ -74,43 +74,69 @@ fn a_state_file_carrying_commands_is_refused() {
     d.wait_up_in_ring("web", &["b9"]).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
-/// The commands veerd runs hold none of its BPF and network capabilities,
-/// and run as `hook_user` when one is set: an exec check reports its own
-/// credentials.
-#[test]
-fn hooks_run_as_the_hook_user_without_the_daemons_capabilities() {
+/// What an exec check of a veerd started with `daemon_extra` says of its
+/// own credentials (`/proc/self/status`), once its backend is up.
+fn hook_credentials(s: &Deployment, daemon_extra: &str) -> String {
     use std::os::unix::fs::PermissionsExt as _;
-    let s = Deployment::new("atkhook", 1);
     let out = s.dir.join("hook-out");
     std::fs::create_dir_all(&out).expect("output dir");
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let report = out.join("status");
     let check = format!(
-        "kind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"grep -E '^(Uid|Gid|Groups|Cap(Eff|Bnd|Amb)):' /proc/self/status > {}\"]",
+        "kind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"grep -E '^(Uid|Gid|Groups|Cap(Eff|Prm|Inh|Bnd|Amb)|NoNewPrivs):' /proc/self/status > {}\"]",
         report.display()
     );
     // Checks that spawn a shell get time for it on a busy machine.
     let cfg = s
-        .config_with(251, &[1], "hook_user = \"nobody\"", "", |_| String::new())
+        .config_with(251, &[1], daemon_extra, "", |_| String::new())
         .replace("kind = \"tcp\"", &check)
         .replace("interval = \"50ms\"", "interval = \"500ms\"")
         .replace("timeout = \"40ms\"", "timeout = \"400ms\"");
     s.write(&cfg);
     let d = s.start();
     d.wait_up_in_ring("web", &["b1"]).unwrap_or_else(|e| panic!("{e:#}"));
-    let text = std::fs::read_to_string(&report).expect("the check wrote its credentials");
-    let field = |name: &str| -> Vec<String> {
-        let line = text.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {text}"));
-        line.split_whitespace().map(String::from).collect()
-    };
+    std::fs::read_to_string(&report).expect("the check wrote its credentials")
+}
+
+/// One field of a `/proc/PID/status` text, split on whitespace.
+fn status_field(text: &str, name: &str) -> Vec<String> {
+    let line = text.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("{name} in {text}"));
+    line.split_whitespace().map(String::from).collect()
+}
+
+/// No capability in any set (bounding included: veerd runs as root here),
+/// and `no_new_privs`, so that no setuid program or file capability gives
+/// any back.
+fn assert_powerless(text: &str) {
+    for set in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:", "CapBnd:"] {
+        let bits = u64::from_str_radix(&status_field(text, set)[0], 16).expect("hex");
+        assert_eq!(bits, 0, "{set} must be empty: {text}");
+    }
+    assert_eq!(status_field(text, "NoNewPrivs:"), ["1"], "no_new_privs must be set: {text}");
+}
+
+/// The commands veerd runs hold no capability at all and cannot gain any,
+/// and run as `hook_user` when one is set: an exec check reports its own
+/// credentials.
+#[test]
+fn hooks_run_as_the_hook_user_without_any_capability() {
+    let s = Deployment::new("atkhook", 1);
+    let text = hook_credentials(&s, "hook_user = \"nobody\"");
     let nobody = nix::unistd::User::from_name("nobody").expect("passwd").expect("a nobody user");
+    let field = |name| status_field(&text, name);
     assert!(field("Uid:").iter().all(|u| *u == nobody.uid.to_string()), "runs as nobody: {text}");
     assert!(field("Gid:").iter().all(|g| *g == nobody.gid.to_string()), "with nobody's group: {text}");
     assert_eq!(field("Groups:"), [nobody.gid.to_string()], "and no other group of veerd's: {text}");
-    let caps = |name: &str| u64::from_str_radix(&field(name)[0], 16).expect("hex");
-    assert_eq!(caps("CapEff:"), 0, "no capability at all: {text}");
-    assert_eq!(caps("CapAmb:"), 0, "{text}");
-    for cap in [12, 38, 39] {
-        assert_eq!(caps("CapBnd:") & (1 << cap), 0, "capability {cap} can never come back: {text}");
-    }
+    assert_powerless(&text);
+}
+
+/// Without `hook_user`, a root veerd's commands run as uid 0, but still
+/// with no capability, and root's own rule (a program run by root gets
+/// every capability) is kept from giving any back.
+#[test]
+fn hooks_of_a_root_veerd_without_a_hook_user_hold_no_capability() {
+    let s = Deployment::new("atkhookr", 1);
+    let text = hook_credentials(&s, "");
+    assert!(status_field(&text, "Uid:").iter().all(|u| u == "0"), "runs as veerd's user: {text}");
+    assert_powerless(&text);
 }

@@ -79,7 +79,8 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
     // busy machine too), and revives the server from the second attempt on.
     let log = dir.join("restarts.log");
     let pidfile = dir.join("b1.pid");
-    let server = BackendProc::command(&bed.backends[0].ns, "b1", SocketAddr::new([0, 0, 0, 0].into(), 80), &pidfile);
+    let server =
+        BackendProc::hook_command(&bed.backends[0].ns, "b1", SocketAddr::new([0, 0, 0, 0].into(), 80), &pidfile);
     let script = dir.join("restart-b1.sh");
     std::fs::write(
         &script,

@@ -59,6 +59,18 @@ timeout = "40ms"
     s
 }
 
+/// veerd turned forwarding on for NAT on the interface it is attached to
+/// (`eth0`), and nowhere else: the namespace's global switches stay off.
+fn assert_forwarding_only_on_the_attached_interface(lb: &Netns) {
+    let sysctl =
+        |key: &str| lb.exec(&["cat", &format!("/proc/sys/net/{key}")]).expect("read a sysctl").trim().to_string();
+    assert_eq!(sysctl("ipv4/ip_forward"), "0", "veerd turned on IPv4 forwarding for every interface");
+    assert_eq!(sysctl("ipv6/conf/all/forwarding"), "0", "veerd turned on IPv6 forwarding for every interface");
+    assert_eq!(sysctl("ipv4/conf/eth0/forwarding"), "1", "NAT needs forwarding on the attached interface");
+    assert_eq!(sysctl("ipv6/conf/eth0/forwarding"), "1", "NAT needs forwarding on the attached interface");
+    assert_eq!(sysctl("ipv4/conf/lo/forwarding"), "0", "an interface veerd is not attached to forwards");
+}
+
 #[test]
 fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
     let s = nat_deployment("hnate2e");
@@ -68,6 +80,7 @@ fn nat_serves_backends_that_have_no_vip_spread_by_weight_and_survives_a_kill() {
 
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
     load.wait_more(3000, 4 * EVENT_WAIT).unwrap();
+    assert_forwarding_only_on_the_attached_interface(&s.tb.lb.ns);
     let before = load.snapshot();
     let failed: Vec<_> = before.iter().filter(|x| x.result.is_err()).collect();
     assert!(failed.is_empty(), "{} of {} connections failed: {:?}", failed.len(), before.len(), failed[0].result);

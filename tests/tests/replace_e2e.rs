@@ -71,13 +71,16 @@ if [ ! -e {dir}/attempted ]; then
     exit 1
 fi
 echo "$1" > {dir}/hook-arg
-{backend} --netns {ns} --name sub1 --listen 0.0.0.0:{PORT} --background --pidfile {pidfile} >&2
+{launch} {socket} {backend} --netns {ns} --name sub1 --listen 0.0.0.0:{PORT} --background --pidfile {pidfile} >&2
 echo "provisioned"
 echo '{{"address": "10.77.0.21", "name": "sub1"}}'
 "#,
         dir = s.dir.display(),
         ns = made.ns,
         backend = bin("veer-backend").display(),
+        // A hook may not enter the spare host's namespace: the test's launcher does.
+        launch = bin("veer-launch").display(),
+        socket = veer_tests::launcher::socket().display(),
         pidfile = made.pidfile.display(),
     );
     let path = s.dir.join("replace.sh");

@@ -241,7 +241,7 @@ fn rollout_updates_real_backend_processes_one_at_a_time_and_stops_on_failure() {
     let s = Deployment::new("ro", 3);
     let update = |i: usize| {
         let h = &s.tb.backends[i];
-        let mut argv = BackendProc::command(
+        let mut argv = BackendProc::hook_command(
             &h.ns,
             &format!("{}-v2", h.name),
             SocketAddr::new([0, 0, 0, 0].into(), PORT),
@@ -490,6 +490,67 @@ fn only_root_or_the_api_groups_may_use_the_socket_and_only_admins_change_things(
     assert!(ok, "admin group member refused: {err}");
     assert_eq!(d.backend_state("web", "b1").unwrap(), "draining");
     d.wait_event(&["web/b1: draining", &format!("caller=uid {nobody}")]).unwrap();
+}
+
+/// Opens `n` connections to `socket` as uid `uid`, gid `gid` (no other
+/// group) and holds them, silent, in a process that lives until killed.
+fn hold_connections_as(socket: &std::path::Path, uid: u32, gid: u32, n: usize) -> std::process::Child {
+    use std::os::unix::{ffi::OsStrExt as _, process::CommandExt as _};
+    let path = socket.as_os_str().as_bytes().to_vec();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600").uid(uid).gid(gid).stdin(Stdio::null()).stdout(Stdio::null());
+    // SAFETY: between fork and exec, after the uid change: only socket and
+    // connect, on memory prepared before the fork. The descriptors are left
+    // open across exec, so `sleep` holds them.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(&path) {
+                *d = *s as libc::c_char;
+            }
+            for _ in 0..n {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                if fd < 0 || libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn the connection holder")
+}
+
+/// Kills the holder when dropped, test failed or not.
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_read_only_caller_holding_every_connection_it_can_does_not_lock_an_admin_out() {
+    let s = Deployment::new("pmflood", 2);
+    s.write(&s.config_with(65537, &[1, 1], "api_group = \"nogroup\"", "", |_| String::new()));
+    let mut d = s.start();
+    up(&d, &["b1", "b2"]);
+    // The scratch dir must be traversable for nobody to reach the socket.
+    std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+    let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().expect("a nogroup group");
+    // More than veerd serves at once: the last ones are refused, so every
+    // slot a reader may take is taken once veerd says so.
+    let max = veer::daemon::control::api::MAX_CONNECTIONS;
+    let _holder = Holder(hold_connections_as(&s.socket(), nobody.uid.as_raw(), nogroup.gid.as_raw(), max + 1));
+    d.wait_event(&["api: too many connections; refusing one"])
+        .unwrap_or_else(|e| panic!("the reader's connections did not fill its slots: {e:#}"));
+    let (ok, out, err) = veerctl(&s.cfg, &["drain", "web", "b1"]);
+    assert!(ok, "root's drain refused while a reader holds its connections: {out} {err}");
+    assert_eq!(d.backend_state("web", "b1").unwrap(), "draining");
 }
 
 /// The changes `veerctl events --json` lists for `backend`, as "from -> to".

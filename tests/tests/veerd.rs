@@ -42,7 +42,7 @@ const LOADED: u32 = 10;
 fn killed_backend_fails_over_and_its_restart_command_revives_it() {
     let s = Deployment::new("fo", 3);
     let b2 = s.tb.backends[1].ns.name().to_string();
-    let restart = BackendProc::command(
+    let restart = BackendProc::hook_command(
         &s.tb.backends[1].ns,
         "b2",
         SocketAddr::new([0, 0, 0, 0].into(), PORT),

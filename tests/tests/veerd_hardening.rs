@@ -132,7 +132,7 @@ fn veerd_raises_its_open_file_limit_to_the_hard_limit() {
 fn no_restart_loop_runs_for_a_backend_an_operator_took_out() {
     let s = Deployment::new("hnorestart", 2);
     let pidfile = s.backends[0].pidfile.display().to_string();
-    let restart = veer_tests::daemon::BackendProc::command(
+    let restart = veer_tests::daemon::BackendProc::hook_command(
         &s.tb.backends[0].ns,
         "b1",
         std::net::SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 80),
@@ -271,6 +271,91 @@ fn scrape_metrics(addr: &str) -> Option<String> {
     let mut body = String::new();
     let _ = c.read_to_string(&mut body);
     (body.starts_with("HTTP/1.1 200") && body.contains("veer_backend_up")).then_some(body)
+}
+
+/// Threads scraping `/metrics` as fast as they can, from `ns`, until dropped.
+struct ScrapeFlood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    scraped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ScrapeFlood {
+    fn start(ns: &veer_tests::netns::Netns, addr: &'static str, threads: usize) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (stop, scraped) = (std::sync::Arc::default(), std::sync::Arc::default());
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, scraped): (std::sync::Arc<std::sync::atomic::AtomicBool>, std::sync::Arc<_>) =
+                    (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&scraped));
+                ns.spawn(move || {
+                    while !stop.load(Relaxed) {
+                        if scrape_metrics(addr).is_some() {
+                            std::sync::atomic::AtomicU64::fetch_add(&scraped, 1, Relaxed);
+                        }
+                    }
+                })
+                .expect("a scraping thread")
+            })
+            .collect();
+        Self { stop, scraped, threads }
+    }
+
+    fn scraped(&self) -> u64 {
+        self.scraped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for ScrapeFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A flood of scrapes does not hold up a reload: veerd serves signals
+/// before the API and metrics, and asks its loop for the metrics at most
+/// once a second whatever the number of scrapes.
+#[test]
+fn a_reload_is_applied_while_the_metrics_endpoint_is_flooded() {
+    let s = Deployment::new("hflood", 2);
+    // The metrics endpoint listens in veerd's namespace; reach it from there.
+    let metrics = "127.0.0.1:9464";
+    // Three more services of 100 backends each (addresses nobody answers
+    // at, checked rarely): metrics that take the loop a while to render.
+    let extra: String = (1..=3)
+        .map(|k| {
+            let backends: String = (1..=100)
+                .map(|i| format!("[[service.backend]]\nname = \"x{k}-{i}\"\naddress = \"10.77.{k}.{i}\"\n"))
+                .collect();
+            format!(
+                "[[service]]\nname = \"extra{k}\"\nvip = \"{}\"\nport = {}\nring_size = 251\n\n\
+                 [service.health]\nkind = \"tcp\"\ninterval = \"10s\"\ntimeout = \"1s\"\n\n{backends}",
+                veer_tests::topology::VIP,
+                1000 + k
+            )
+        })
+        .collect();
+    let config =
+        |w1| s.config_with(65537, &[w1, 1], &format!("metrics = \"{metrics}\""), "", |_| String::new()) + "\n" + &extra;
+    s.write(&config(1));
+    let mut d = s.start();
+    wait_all_up(&d, &["b1", "b2"]);
+    // As many scrapers as the endpoint serves at once.
+    let flood = ScrapeFlood::start(&s.tb.lb.ns, metrics, veer::daemon::observe::metrics::MAX_CONNECTIONS);
+    wait_until(EVENT_WAIT, "the scrape flood under way", || flood.scraped() >= 200).unwrap();
+    s.write(&config(5));
+    d.signal(nix::sys::signal::Signal::SIGHUP).unwrap();
+    d.wait_log("config reloaded", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("a reload waited behind the scrapes for over 10 s: {e:#}"));
+    let weight = |name: &str| {
+        let st = d.status().expect("status");
+        st.services[0].backends.iter().find(|b| b.name == name).map(|b| b.weight)
+    };
+    assert_eq!(weight("b1"), Some(5), "the reload's weight is live");
+    assert!(flood.scraped() > 200, "the scrapes went on being answered");
 }
 
 #[test]
@@ -486,8 +571,12 @@ fn a_restart_command_may_leave_its_server_in_the_background() {
     // The server stays in the foreground of a shell that exits at once: it
     // inherits the command's output pipes and its process group, no setsid.
     // It starts a little later, so that the command's own end comes first.
+    // Through the test's launcher, which serves the command's own pipes:
+    // the hook may not enter the backend's namespace itself.
     let server = format!(
-        "(sleep 0.5; exec {} --netns {} --name b1 --listen 0.0.0.0:80 --pidfile {pidfile}) & echo started",
+        "(sleep 0.5; exec {} {} {} --netns {} --name b1 --listen 0.0.0.0:80 --pidfile {pidfile}) & echo started",
+        veer_tests::daemon::bin("veer-launch").display(),
+        veer_tests::launcher::socket().display(),
         veer_tests::daemon::bin("veer-backend").display(),
         s.tb.backends[0].ns.name()
     );

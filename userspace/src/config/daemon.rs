@@ -53,9 +53,10 @@ pub struct DaemonConfig {
     /// (make them members of both), else to this group.
     pub api_admin_group: Option<String>,
     /// User (name or uid) that the commands veerd runs (exec checks,
-    /// restart, replace and scale hooks) run as. veerd needs CAP_SETUID and
-    /// CAP_SETGID for it. Unset: veerd's own user. Either way a command
-    /// never holds CAP_BPF, CAP_NET_ADMIN or CAP_PERFMON.
+    /// restart, replace and scale hooks) run as; never root (uid 0). veerd
+    /// needs CAP_SETUID and CAP_SETGID for it. Unset: veerd's own user.
+    /// Either way a command holds no capability and runs with
+    /// `no_new_privs`.
     pub hook_user: Option<String>,
     /// Group (name or gid) of those commands; default: `hook_user`'s own.
     pub hook_group: Option<String>,

@@ -35,6 +35,10 @@ pub enum RuleError {
     /// An address no backend can have.
     #[error("{0} cannot be a backend: {1}")]
     Address(IpAddr, &'static str),
+    /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`): judged as the IPv4
+    /// address it holds, and refused as written.
+    #[error("{0} cannot be a backend: an IPv4-mapped IPv6 address{note}", note = mapped_note(.1))]
+    Mapped(IpAddr, Option<&'static str>),
     /// A backend of the other address family than its service's VIP.
     #[error("{backend} is not an {family} address like the VIP {vip}")]
     Family {
@@ -76,27 +80,56 @@ pub fn check_weight(w: u32) -> Result<(), RuleError> {
 }
 
 /// An address a backend of a service on `vip` may have: a unicast host
-/// address of the VIP's family. Unspecified, loopback, multicast and the
-/// IPv4 broadcast address would send traffic nowhere or everywhere.
+/// address of the VIP's family, written in that family. Unspecified,
+/// loopback, multicast, the IPv4 broadcast address and reserved space
+/// (240.0.0.0/4, 0.0.0.0/8) would send traffic nowhere or everywhere;
+/// link-local addresses (169.254.0.0/16, fe80::/10) are only meaningful on
+/// one link, which a backend address does not name. An IPv4-mapped IPv6
+/// address (`::ffff:127.0.0.1`) is judged as the IPv4 address it holds, and
+/// refused as written: write the IPv4 address.
 pub fn check_backend_address(address: IpAddr, vip: IpAddr) -> Result<(), RuleError> {
-    let bad = |why| Err(RuleError::Address(address, why));
-    if address.is_unspecified() {
-        return bad("unspecified address");
+    let canonical = address.to_canonical();
+    if canonical != address {
+        return Err(RuleError::Mapped(address, unusable(canonical)));
     }
-    if address.is_loopback() {
-        return bad("loopback address");
-    }
-    if address.is_multicast() {
-        return bad("multicast address");
-    }
-    if matches!(address, IpAddr::V4(a) if a.is_broadcast()) {
-        return bad("broadcast address");
+    if let Some(why) = unusable(address) {
+        return Err(RuleError::Address(address, why));
     }
     if address.is_ipv4() != vip.is_ipv4() {
         let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
         return Err(RuleError::Family { backend: address, vip, family });
     }
     Ok(())
+}
+
+/// What [`RuleError::Mapped`] adds: why the IPv4 address is no backend
+/// either, or how to write it.
+fn mapped_note(why: &Option<&'static str>) -> String {
+    match why {
+        Some(why) => format!(" of a {why}"),
+        None => ": write the IPv4 address".into(),
+    }
+}
+
+/// Why no backend can have `a`, if so.
+fn unusable(a: IpAddr) -> Option<&'static str> {
+    if a.is_unspecified() {
+        return Some("unspecified address");
+    }
+    if a.is_loopback() {
+        return Some("loopback address");
+    }
+    if a.is_multicast() {
+        return Some("multicast address");
+    }
+    match a {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast address"),
+        IpAddr::V4(v4) if v4.octets()[0] >= 240 => Some("reserved address (240.0.0.0/4)"),
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => Some("\"this network\" address (0.0.0.0/8)"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local address (169.254.0.0/16)"),
+        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local address (fe80::/10)"),
+        _ => None,
+    }
 }
 
 /// A MAC address, written `aa:bb:cc:dd:ee:ff` (or with `-`).
@@ -161,6 +194,8 @@ mod tests {
         let v6: IpAddr = "fd00::1".parse().unwrap();
         assert_eq!(check_backend_address("10.1.0.2".parse().unwrap(), v4), Ok(()));
         assert_eq!(check_backend_address("fd00::2".parse().unwrap(), v6), Ok(()));
+        assert_eq!(check_backend_address("2001:db8::2".parse().unwrap(), v6), Ok(()));
+        assert_eq!(check_backend_address("223.255.255.254".parse().unwrap(), v4), Ok(()));
         for bad in ["0.0.0.0", "127.0.0.1", "224.0.0.5", "255.255.255.255"] {
             assert!(matches!(check_backend_address(bad.parse().unwrap(), v4), Err(RuleError::Address(..))), "{bad}");
         }
@@ -169,6 +204,57 @@ mod tests {
         }
         let e = check_backend_address("fd00::2".parse().unwrap(), v4).unwrap_err();
         assert_eq!(e.to_string(), "fd00::2 is not an IPv4 address like the VIP 10.0.0.1");
+    }
+
+    #[test]
+    fn reserved_this_network_and_link_local_addresses_are_refused() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        for (bad, why) in [
+            ("240.0.0.1", "reserved address (240.0.0.0/4)"),
+            ("254.1.2.3", "reserved address (240.0.0.0/4)"),
+            ("0.1.2.3", "\"this network\" address (0.0.0.0/8)"),
+            ("169.254.1.1", "link-local address (169.254.0.0/16)"),
+        ] {
+            assert_eq!(
+                check_backend_address(bad.parse().unwrap(), v4),
+                Err(RuleError::Address(bad.parse().unwrap(), why))
+            );
+        }
+        for bad in ["fe80::1", "febf:ffff::1"] {
+            let e = check_backend_address(bad.parse().unwrap(), v6).unwrap_err();
+            assert_eq!(e.to_string(), format!("{bad} cannot be a backend: link-local address (fe80::/10)"));
+        }
+        assert_eq!(check_backend_address("fec0::1".parse().unwrap(), v6), Ok(()), "just past fe80::/10");
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_judged_as_ipv4_and_refused_as_written() {
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        for (bad, why) in [
+            ("::ffff:127.0.0.1", Some("loopback address")),
+            ("::ffff:0.0.0.0", Some("unspecified address")),
+            ("::ffff:224.0.0.1", Some("multicast address")),
+            ("::ffff:255.255.255.255", Some("broadcast address")),
+            ("::ffff:169.254.0.9", Some("link-local address (169.254.0.0/16)")),
+            ("::ffff:10.1.0.2", None),
+        ] {
+            let a: IpAddr = bad.parse().unwrap();
+            for vip in [v4, v6] {
+                assert_eq!(check_backend_address(a, vip), Err(RuleError::Mapped(a, why)), "{bad} for VIP {vip}");
+            }
+        }
+        let e = check_backend_address("::ffff:127.0.0.1".parse().unwrap(), v6).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "::ffff:127.0.0.1 cannot be a backend: an IPv4-mapped IPv6 address of a loopback address"
+        );
+        let e = check_backend_address("::ffff:10.1.0.2".parse().unwrap(), v4).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "::ffff:10.1.0.2 cannot be a backend: an IPv4-mapped IPv6 address: write the IPv4 address"
+        );
     }
 
     #[test]

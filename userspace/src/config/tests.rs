@@ -326,3 +326,13 @@ fn syn_cookies_default_to_auto_and_take_the_three_modes() {
     let e = err(&BASE.replace("[daemon]\n", "[daemon]\nsyn_cookies = \"sometimes\"\n"));
     assert!(e.to_string().contains(":3:") && e.to_string().contains("`always`"), "{e}");
 }
+
+#[test]
+fn a_root_hook_user_is_refused() {
+    for user in ["root", "0"] {
+        let e =
+            err(&BASE.replace("interfaces = [\"eth0\"]", &format!("interfaces = [\"eth0\"]\nhook_user = {user:?}")));
+        assert!(e.to_string().contains("daemon.hook_user") && e.message.contains("root (uid 0)"), "{user}: {e}");
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+}

@@ -135,14 +135,16 @@ impl Daemon {
     pub async fn run(mut self, events: mpsc::UnboundedReceiver<CheckReport>) -> Result<()> {
         let daemon = self.desired.file.daemon.clone();
         let (call_tx, calls) = mpsc::channel(16);
-        let servers = Servers::start(&daemon, call_tx, &self.table_usage).await?;
+        // The metrics endpoint's own channel, which the loop serves last.
+        let (scrape_tx, scrapes) = mpsc::channel(1);
+        let servers = Servers::start(&daemon, call_tx, scrape_tx, &self.table_usage).await?;
         let inbox = self.inbox.take().context("daemon already ran")?;
         let timers = Timers::new(&daemon.pin_dir())?;
         info!(socket = %servers.socket.display(), "veerd ready");
         if let Err(e) = control::notify::notify("READY=1") {
             warn!(error = %e, "telling the service manager we are ready failed");
         }
-        self.event_loop(events, calls, inbox, timers).await;
+        self.event_loop(events, Calls { api: calls, scrapes }, inbox, timers).await;
         servers.stop();
         info!(
             pins = %daemon.pin_dir().display(),
@@ -152,10 +154,15 @@ impl Daemon {
     }
 
     /// Routes every event to its subsystem until a signal stops it.
+    ///
+    /// In a fixed order of priority (`biased`): signals, then timers (the
+    /// fence check among them), then health and the fleet, then queued ring
+    /// rebuilds, then the API, and metrics last: no flood of callers delays
+    /// a stop, a reload, a fence or a verdict.
     async fn event_loop(
         &mut self,
         mut events: mpsc::UnboundedReceiver<CheckReport>,
-        mut calls: mpsc::Receiver<Call>,
+        mut calls: Calls,
         inbox: Inbox,
         mut t: Timers,
     ) {
@@ -166,8 +173,14 @@ impl Daemon {
         let in_fleet = self.fleet.is_some();
         loop {
             tokio::select! {
-                // Events first: a queued ring rebuild never delays a state word.
                 biased;
+                _ = t.term.recv() => break,
+                _ = t.int.recv() => break,
+                _ = t.hup.recv() => { info!("SIGHUP: reloading {}", self.desired.path.display()); let _ = self.reload(); }
+                _ = t.fence.tick(), if in_fleet => self.check_fence(),
+                _ = t.second.tick() => self.tick(),
+                _ = t.ramp.tick(), if self.services.ramping() => self.step_ramps(),
+                // Health reports before ring rebuilds: a queued rebuild never delays a state word.
                 Some(report) = events.recv() => {
                     // Take every report already queued: one ring rebuild per service.
                     let mut batch = vec![report];
@@ -177,18 +190,13 @@ impl Daemon {
                     self.on_reports(batch);
                 }
                 Some(signals) = t.passive.recv() => self.on_passive(signals),
-                Some((req, caller, reply)) = calls.recv() => { let _ = reply.send(self.handle(req, caller)); }
                 Some(p) = samples.recv() => self.tracker.sample(p),
-                _ = t.hup.recv() => { info!("SIGHUP: reloading {}", self.desired.path.display()); let _ = self.reload(); }
-                _ = t.term.recv() => break,
-                _ = t.int.recv() => break,
-                Some(done) = hooks.recv() => self.on_hook_done(done),
                 Some(report) = agents.recv() => self.on_agent(report),
+                Some(done) = hooks.recv() => self.on_hook_done(done),
                 Some(ev) = fleet_events.recv() => self.on_fleet(ev),
-                _ = t.fence.tick(), if in_fleet => self.check_fence(),
-                _ = t.second.tick() => self.tick(),
-                _ = t.ramp.tick(), if self.services.ramping() => self.step_ramps(),
                 () = std::future::ready(()), if self.publisher.rings_queued() => self.publisher.sync_next_ring(&mut self.services),
+                Some((req, caller, reply)) = calls.api.recv() => { let _ = reply.send(self.handle(req, caller)); }
+                Some((req, caller, reply)) = calls.scrapes.recv() => { let _ = reply.send(self.handle(req, caller)); }
             }
             // A service that ran out of backends (or has some again) changes what is announced.
             if self.publisher.take_starved_change() {
@@ -196,6 +204,12 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The callers' requests: the API's, and the metrics endpoint's.
+struct Calls {
+    api: mpsc::Receiver<Call>,
+    scrapes: mpsc::Receiver<Call>,
 }
 
 /// The API socket and the metrics endpoint.
@@ -208,16 +222,21 @@ struct Servers {
 impl Servers {
     /// Listens on the API socket and, if configured, the metrics address
     /// (whose table occupancy is then walked into `usage`).
-    async fn start(daemon: &DaemonConfig, calls: mpsc::Sender<Call>, usage: &SharedUsage) -> Result<Self> {
+    async fn start(
+        daemon: &DaemonConfig,
+        calls: mpsc::Sender<Call>,
+        scrapes: mpsc::Sender<Call>,
+        usage: &SharedUsage,
+    ) -> Result<Self> {
         let socket = daemon.socket_path();
         let access =
             control::api::ApiAccess { group: daemon.api_group.clone(), admin_group: daemon.api_admin_group.clone() };
-        let api = control::api::listen(&socket, &access, calls.clone())
+        let api = control::api::listen(&socket, &access, calls)
             .with_context(|| format!("listening on {}", socket.display()))?;
         let metrics = match daemon.metrics {
             Some(addr) => {
                 observe::tables::watch_table_usage(daemon.pin_dir(), usage.clone());
-                let h = observe::metrics::serve(addr, calls)
+                let h = observe::metrics::serve(addr, scrapes)
                     .await
                     .with_context(|| format!("metrics endpoint on {addr}"))?;
                 info!(%addr, "metrics at http://{addr}/metrics");

@@ -34,7 +34,7 @@ impl Daemon {
     /// After a local operator change: publish what differs from the fleet.
     pub(super) fn fleet_publish(&mut self) {
         if let Some(f) = self.fleet.as_mut() {
-            f.publish(&self.desired.overrides);
+            f.publish(&self.desired.overrides, &self.desired.file);
         }
     }
 
@@ -42,12 +42,10 @@ impl Daemon {
     /// whose operator state the fleet changes gets its reason for the
     /// history before the state word is written, and its restart follows.
     fn fleet_apply_ops(&mut self) {
-        let Some(mut wanted) = self.fleet.as_ref().and_then(|f| f.wanted_overrides(&self.desired.overrides)) else {
+        let (current, file) = (&self.desired.overrides, &self.desired.file);
+        let Some(wanted) = self.fleet.as_mut().and_then(|f| f.wanted_overrides(current, file)) else {
             return;
         };
-        for why in wanted.drop_invalid_added(&self.desired.file) {
-            warn!(entry = %why, "fleet: an operator change in etcd breaks the config's rules; ignored");
-        }
         let mut admin_changed = Vec::new();
         for s in self.services.iter() {
             for b in &s.backends {

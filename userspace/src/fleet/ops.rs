@@ -11,7 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::overrides::{key, AddedBackend, Admin, Overrides};
+use crate::{
+    config::rules,
+    overrides::{key, AddedBackend, Admin, Overrides},
+};
 
 /// The keys and values that hold `o`.
 pub fn to_kvs(o: &Overrides) -> BTreeMap<String, String> {
@@ -45,8 +48,12 @@ pub fn from_kvs<'a>(kvs: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Overr
             bad.push(format!("{k}: not <kind>/<service>/<backend>"));
             continue;
         };
-        if !sb.contains('/') {
+        let Some((svc, backend)) = sb.split_once('/') else {
             bad.push(format!("{k}: not <kind>/<service>/<backend>"));
+            continue;
+        };
+        if let Err(e) = rules::check_name(svc).and_then(|()| rules::check_name(backend)) {
+            bad.push(format!("{k}: {e}"));
             continue;
         }
         match kind {
@@ -56,17 +63,12 @@ pub fn from_kvs<'a>(kvs: impl IntoIterator<Item = (&'a str, &'a str)>) -> (Overr
                 _ => bad.push(format!("{k}: {v:?} is not draining or disabled")),
             },
             "weight" => match v.parse::<u32>() {
-                Ok(w) if crate::config::rules::check_weight(w).is_ok() => drop(o.weight.insert(sb.to_string(), w)),
+                Ok(w) if rules::check_weight(w).is_ok() => drop(o.weight.insert(sb.to_string(), w)),
                 _ => bad.push(format!("{k}: {v:?} is not a weight")),
             },
             "added" => match serde_json::from_str::<AddedBackend>(v) {
-                Ok(b) if sb.split('/').nth(1) != Some(b.name.as_str()) => {
-                    bad.push(format!("{k}: names backend {:?}", b.name));
-                }
-                Ok(b) => {
-                    let svc = sb.split('/').next().unwrap_or_default();
-                    o.added.entry(svc.to_string()).or_default().push(b);
-                }
+                Ok(b) if backend != b.name => bad.push(format!("{k}: names backend {:?}", b.name)),
+                Ok(b) => o.added.entry(svc.to_string()).or_default().push(b),
                 Err(e) => bad.push(format!("{k}: {e}")),
             },
             "removed" => drop(o.removed.insert(sb.to_string())),
@@ -113,8 +115,10 @@ mod tests {
             ("weight/web/b1", "0"),
             ("nope", ""),
             ("admin/web/b2", "draining"),
+            ("admin/web/b3/x", "draining"),
+            ("weight/-web/b1", "2"),
         ]);
-        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert_eq!(bad.len(), 5, "{bad:?}");
         assert_eq!(o.admin.len(), 1);
     }
 

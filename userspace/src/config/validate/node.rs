@@ -36,6 +36,15 @@ pub(super) fn daemon(c: &mut Checker, cfg: &Config, at: usize) {
             };
         c.err(at, key, format!("daemon.{key}"), e.to_string());
     }
+    if d.hook_identity().is_ok_and(|id| id.uid == Some(0)) {
+        c.err(
+            at,
+            "hook_user",
+            "daemon.hook_user".into(),
+            "is root (uid 0): commands would run as root, which is what hook_user is there to avoid; \
+             name an unprivileged user (e.g. a dedicated `veer-hooks`), or leave it unset",
+        );
+    }
     if cfg.services.len() > d.max_services as usize {
         c.err(
             at,

@@ -54,17 +54,15 @@ pub struct Access {
 }
 
 impl Access {
-    /// The caller on `stream`. A connection whose credentials cannot be
-    /// read may only read.
-    pub fn caller(&self, stream: &UnixStream) -> Caller {
-        let Ok(cred) = stream.peer_cred() else {
-            return Caller { uid: None, pid: None, level: Level::Read };
-        };
+    /// The caller on `stream`; an error when the kernel cannot say who it
+    /// is (such a caller is refused, never taken for anyone).
+    pub fn caller(&self, stream: &UnixStream) -> std::io::Result<Caller> {
+        let cred = stream.peer_cred()?;
         let uid = cred.uid();
         let admin = uid == 0
             || uid == self.own_uid
             || self.admin_gid.is_some_and(|g| cred.gid() == g || peer_groups(stream).is_ok_and(|gs| gs.contains(&g)));
-        Caller { uid: Some(uid), pid: cred.pid(), level: if admin { Level::Admin } else { Level::Read } }
+        Ok(Caller { uid: Some(uid), pid: cred.pid(), level: if admin { Level::Admin } else { Level::Read } })
     }
 }
 

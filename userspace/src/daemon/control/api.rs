@@ -12,7 +12,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot, Semaphore},
+    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
 };
 use tracing::{debug, warn};
 
@@ -21,6 +21,9 @@ pub use crate::wire::{Request, Response};
 /// Connections served at once; more are answered with an error and closed,
 /// so that idle clients cannot use up veerd's file descriptors.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Of [`MAX_CONNECTIONS`], those only admins may take: read-only callers
+/// holding every other one cannot lock the operators out.
+pub const ADMIN_RESERVED: usize = 8;
 /// Longest request line.
 pub const MAX_LINE: usize = 64 * 1024;
 /// A connection that sends no complete line for this long is closed.
@@ -53,30 +56,11 @@ pub fn listen(
         admin_gid: access.admin_group.as_deref().map(crate::account::group_id).transpose()?,
     };
     let listener = bind(path, access.group.as_deref().or(access.admin_group.as_deref()))?;
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::default();
     Ok(tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((mut stream, _)) => match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        let calls = calls.clone();
-                        let caller = levels.caller(&stream);
-                        tokio::spawn(async move {
-                            serve(stream, caller, calls).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(_) => {
-                        warn!(max = MAX_CONNECTIONS, "api: too many connections; refusing one");
-                        tokio::spawn(async move {
-                            let _ = tokio::time::timeout(
-                                Duration::from_secs(1),
-                                stream.write_all(&reply_line(&Response::err("too many API connections; try again"))),
-                            )
-                            .await;
-                        });
-                    }
-                },
+                Ok((stream, _)) => admit(stream, &levels, &slots, &calls),
                 Err(e) => {
                     warn!(error = %e, "api accept failed");
                     // EMFILE and the like: do not spin.
@@ -85,6 +69,62 @@ pub fn listen(
             }
         }
     }))
+}
+
+/// The connection slots: the shared ones, and those kept for admins.
+struct Slots {
+    shared: Arc<Semaphore>,
+    admin: Arc<Semaphore>,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            shared: Arc::new(Semaphore::new(MAX_CONNECTIONS - ADMIN_RESERVED)),
+            admin: Arc::new(Semaphore::new(ADMIN_RESERVED)),
+        }
+    }
+}
+
+impl Slots {
+    /// A slot for a caller at `level`: a shared one, else (admins only) a
+    /// reserved one.
+    fn take(&self, level: Level) -> Option<OwnedSemaphorePermit> {
+        match self.shared.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) if level == Level::Admin => self.admin.clone().try_acquire_owned().ok(),
+            Err(_) => None,
+        }
+    }
+}
+
+/// Serves a new connection, or refuses it: a caller whose credentials
+/// cannot be read, or one over its share of the slots.
+fn admit(stream: UnixStream, levels: &Access, slots: &Slots, calls: &mpsc::Sender<Call>) {
+    let caller = match levels.caller(&stream) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "api: refusing a caller whose credentials cannot be read");
+            return refuse(stream, "permission denied: veerd cannot tell who you are");
+        }
+    };
+    let Some(permit) = slots.take(caller.level) else {
+        let max = if caller.level == Level::Admin { MAX_CONNECTIONS } else { MAX_CONNECTIONS - ADMIN_RESERVED };
+        warn!(caller = %caller, max, "api: too many connections; refusing one");
+        return refuse(stream, "too many API connections; try again");
+    };
+    let calls = calls.clone();
+    tokio::spawn(async move {
+        serve(stream, caller, calls).await;
+        drop(permit);
+    });
+}
+
+/// Tells `stream` why it is refused (briefly) and closes it.
+fn refuse(mut stream: UnixStream, why: &'static str) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&reply_line(&Response::err(why)))).await;
+    });
 }
 
 /// Binds the socket at `path` (replacing a stale one): mode 0600, or 0660
@@ -169,5 +209,23 @@ async fn serve(stream: UnixStream, caller: Caller, calls: mpsc::Sender<Call>) {
         if w.write_all(&reply_line(&resp)).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_holding_every_shared_slot_leave_the_admins_theirs() {
+        let slots = Slots::default();
+        let readers: Vec<_> = std::iter::from_fn(|| slots.take(Level::Read)).collect();
+        assert_eq!(readers.len(), MAX_CONNECTIONS - ADMIN_RESERVED);
+        let admins: Vec<_> = std::iter::from_fn(|| slots.take(Level::Admin)).collect();
+        assert_eq!(admins.len(), ADMIN_RESERVED);
+        drop(admins);
+        assert!(slots.take(Level::Read).is_none(), "a reader never takes an admin's slot");
+        drop(readers);
+        assert!(slots.take(Level::Read).is_some());
     }
 }

@@ -18,6 +18,7 @@
 
 mod announce;
 mod fence;
+mod incoming;
 mod verdicts;
 
 use std::{
@@ -31,6 +32,7 @@ pub use announce::{Announcer, Silence};
 pub use fence::FENCE_PERIOD;
 
 use fence::Fence;
+use incoming::Incoming;
 use verdicts::Verdicts;
 
 use super::{
@@ -39,7 +41,7 @@ use super::{
     recovery::{Coordination, Gate, Restarts},
 };
 use crate::{
-    config::EtcdConfig,
+    config::{Config, EtcdConfig},
     fleet::{self, keys::Keys, ops, FleetCmd, FleetEvent, FleetHandle, FleetView, OpWrite, PublishOutcome},
     overrides::{Admin, Overrides},
 };
@@ -73,6 +75,8 @@ pub struct FleetNode {
     /// The verdicts last handed to the session.
     verdicts: Verdicts,
     pending: BTreeMap<String, Pending>,
+    /// The fleet's entries as checked, and those said to be invalid.
+    incoming: Incoming,
     fence: Fence,
 }
 
@@ -94,6 +98,7 @@ impl FleetNode {
             leader: None,
             verdicts: Verdicts::default(),
             pending: BTreeMap::new(),
+            incoming: Incoming::default(),
         };
         (rt, events)
     }
@@ -278,10 +283,14 @@ impl FleetNode {
         }
     }
 
-    /// After a local operator change: publishes what differs from the fleet.
-    pub fn publish(&mut self, overrides: &Overrides) {
+    /// After a local operator change: publishes what differs from the
+    /// fleet's valid entries (an invalid one is never compared: a local
+    /// value replaces it, and no value leaves it alone).
+    pub fn publish(&mut self, overrides: &Overrides, file: &Config) {
         let local = ops::to_kvs(overrides);
-        let desired = self.desired_kvs();
+        let checked = self.incoming.check(&self.desired_kvs(), file);
+        warn_invalid(checked.new_invalid);
+        let desired = ops::to_kvs(&checked.overrides);
         let keys: Vec<String> = local.keys().chain(desired.keys()).cloned().collect();
         for k in keys {
             let want = local.get(&k);
@@ -295,16 +304,12 @@ impl FleetNode {
         self.send_pending();
     }
 
-    /// The runtime overrides as the fleet holds them (this node's own drain
-    /// kept), if they differ from `current`.
-    pub fn wanted_overrides(&self, current: &Overrides) -> Option<Overrides> {
-        let kvs = self.desired_kvs();
-        let (mut wanted, bad) = ops::from_kvs(kvs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        for b in bad {
-            warn!(entry = %b, "fleet: an operator change in etcd is unreadable; ignored");
-        }
-        wanted.node_drained = current.node_drained;
-        (ops::to_kvs(&wanted) != ops::to_kvs(current)).then_some(wanted)
+    /// The runtime overrides as the fleet holds them (its valid entries,
+    /// this node's own drain kept), if they differ from `current`.
+    pub fn wanted_overrides(&mut self, current: &Overrides, file: &Config) -> Option<Overrides> {
+        let (wanted, invalid) = self.incoming.wanted(&self.desired_kvs(), current, file);
+        warn_invalid(invalid);
+        wanted
     }
 
     /// The restart job for backend `b` of `s`, if this node should run one
@@ -370,6 +375,13 @@ impl FleetNode {
                 }
             }
         });
+    }
+}
+
+/// Says each newly seen invalid entry of the fleet's, once.
+fn warn_invalid(invalid: Vec<String>) {
+    for entry in invalid {
+        warn!(%entry, "fleet: an operator change in etcd is unreadable or breaks the config's rules; ignored");
     }
 }
 

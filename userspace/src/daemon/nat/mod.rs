@@ -119,7 +119,7 @@ impl Nat {
             error!(error = %e, "writing the SNAT port range failed");
         }
         if nat {
-            ensure_forwarding();
+            ensure_forwarding(&daemon.interfaces);
             warn_local_ports(ports.low, ports.high);
         }
         match (nat, self.expiry.is_some()) {
@@ -136,19 +136,45 @@ impl Nat {
 }
 
 /// NAT forwards like a router: the kernel's FIB lookup refuses to route for
-/// an interface that does not forward.
-fn ensure_forwarding() {
-    for path in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
-        if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "1") {
+/// an interface that does not forward. The dataplane looks routes up for
+/// the interface a packet came in on, always one veerd attached to: those
+/// forward, and no other (the global `ip_forward` stays as it is).
+fn ensure_forwarding(interfaces: &[String]) {
+    for iface in interfaces {
+        let Some(paths) = forwarding_paths(iface) else {
+            error!(interface = %iface, "not an interface name: its forwarding is left alone");
+            continue;
+        };
+        set_forwarding(paths);
+    }
+}
+
+/// Turns the switches at `paths` on, unless they are.
+fn set_forwarding(paths: [std::path::PathBuf; 2]) {
+    for path in paths {
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
             continue;
         }
-        match std::fs::write(path, "1") {
-            Ok(()) => info!(path, "IP forwarding turned on for NAT"),
-            Err(e) => {
-                error!(path, error = %e, "NAT needs IP forwarding: set it to 1 (sysctl), or NAT packets are dropped")
-            }
+        match std::fs::write(&path, "1") {
+            Ok(()) => info!(path = %path.display(), "IP forwarding turned on for NAT"),
+            Err(e) => error!(
+                path = %path.display(),
+                error = %e,
+                "NAT needs IP forwarding on the attached interfaces: set it to 1 (sysctl), or NAT packets are dropped"
+            ),
         }
     }
+}
+
+/// The per-interface forwarding switches of `iface`, IPv4 and IPv6; `None`
+/// for what no interface is called (a path, or `all` and `default`, whose
+/// switches are not one interface's).
+fn forwarding_paths(iface: &str) -> Option<[std::path::PathBuf; 2]> {
+    if iface.is_empty() || iface.contains('/') || matches!(iface, "." | ".." | "all" | "default") {
+        return None;
+    }
+    let sys = std::path::Path::new("/proc/sys/net");
+    Some([sys.join("ipv4/conf").join(iface).join("forwarding"), sys.join("ipv6/conf").join(iface).join("forwarding")])
 }
 
 /// SNAT ports in the kernel's ephemeral range could collide with veerd's
@@ -165,7 +191,17 @@ fn warn_local_ports(low: u16, high: u16) {
 
 #[cfg(test)]
 mod tests {
-    use super::SnatTable;
+    use super::{forwarding_paths, SnatTable};
+
+    #[test]
+    fn forwarding_is_per_interface() {
+        let [v4, v6] = forwarding_paths("eth0.100").expect("an interface name");
+        assert_eq!(v4, std::path::Path::new("/proc/sys/net/ipv4/conf/eth0.100/forwarding"));
+        assert_eq!(v6, std::path::Path::new("/proc/sys/net/ipv6/conf/eth0.100/forwarding"));
+        for bad in ["all", "default", "..", "../../ipv4", ""] {
+            assert_eq!(forwarding_paths(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn runs_are_consecutive_and_reused() {

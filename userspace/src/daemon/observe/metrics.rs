@@ -1,12 +1,15 @@
 //! The `/metrics` endpoint, and the snapshot of the daemon it renders (see
 //! [`super::prometheus`] for the text format).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
-    sync::{mpsc, oneshot},
+    sync::{mpsc, oneshot, Mutex},
 };
 use tracing::warn;
 use veer_abi::BackendState;
@@ -38,13 +41,16 @@ pub struct MetricsView<'a> {
     pub tables: Option<TableUsage>,
 }
 
-/// Serves `GET /metrics` on `addr`, asking the daemon's loop for the text.
+/// Serves `GET /metrics` on `addr`, asking the daemon's loop for the text
+/// on `calls` (a channel of its own, which the loop serves last) at most
+/// once per [`CACHE_FOR`]: a flood of scrapes costs the loop nothing more.
 pub async fn serve(
     addr: std::net::SocketAddr,
     calls: mpsc::Sender<Call>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let cache = Arc::new(Cache { calls, text: Mutex::new(None) });
     Ok(tokio::spawn(async move {
         loop {
             let (s, _) = match listener.accept().await {
@@ -57,10 +63,10 @@ pub async fn serve(
             };
             // Over the cap: dropped at once (closed), never held open.
             let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
-            let calls = calls.clone();
+            let cache = cache.clone();
             tokio::spawn(async move {
                 // A slow or silent client gets REQUEST_TIMEOUT in all.
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(s, calls)).await;
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(s, &cache)).await;
                 drop(permit);
             });
         }
@@ -71,8 +77,35 @@ pub async fn serve(
 pub const MAX_CONNECTIONS: usize = 16;
 /// Time a scrape may take, reading the request included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a rendering of the metrics is served before the loop is asked
+/// again.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
 
-async fn answer(mut s: tokio::net::TcpStream, calls: mpsc::Sender<Call>) {
+/// The last rendering, and how to get a new one.
+struct Cache {
+    calls: mpsc::Sender<Call>,
+    /// Held while a new rendering is asked for: scrapes meanwhile wait for
+    /// it rather than ask too.
+    text: Mutex<Option<(Instant, String)>>,
+}
+
+impl Cache {
+    /// The metrics text, at most [`CACHE_FOR`] old; `None` when the loop
+    /// does not answer.
+    async fn get(&self) -> Option<String> {
+        let mut text = self.text.lock().await;
+        if let Some((_, t)) = text.as_ref().filter(|(at, _)| at.elapsed() < CACHE_FOR) {
+            return Some(t.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.calls.send((Request::Metrics, Caller::INTERNAL, tx)).await.ok()?;
+        let t = rx.await.ok()?.result?.as_str()?.to_string();
+        *text = Some((Instant::now(), t.clone()));
+        Some(t)
+    }
+}
+
+async fn answer(mut s: tokio::net::TcpStream, cache: &Cache) {
     let mut buf = vec![0u8; 4096];
     let mut n = 0;
     while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
@@ -83,12 +116,7 @@ async fn answer(mut s: tokio::net::TcpStream, calls: mpsc::Sender<Call>) {
     }
     let req = String::from_utf8_lossy(&buf[..n]);
     let (status, body) = if req.starts_with("GET /metrics ") || req.starts_with("GET / ") {
-        let (tx, rx) = oneshot::channel();
-        let text = match calls.send((Request::Metrics, Caller::INTERNAL, tx)).await {
-            Ok(()) => rx.await.ok().and_then(|r| r.result).and_then(|v| v.as_str().map(String::from)),
-            Err(_) => None,
-        };
-        match text {
+        match cache.get().await {
             Some(t) => ("200 OK", t),
             None => ("503 Service Unavailable", "daemon busy\n".into()),
         }
