@@ -18,6 +18,17 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
+/// A TCP handshake through veer as a real client and backend make it: the
+/// client's SYN, the backend's SYN-ACK, the client's ACK of it (which
+/// promotes the flow). What the SYN became (SNAT -> backend).
+fn handshake(lab: &NatLab, c: SocketAddr) -> Seen {
+    let (_, syn) = lab.run(&frame::tcp_segment(c, lab.vip, 0x02, 100, 0, &frame::SYN_OPTIONS));
+    let seen = inspect(&syn);
+    lab.run(&frame::tcp_segment(seen.dst, seen.src, 0x12, 5000, 101, &[2, 4, 5, 180]));
+    lab.run(&frame::tcp_segment(c, lab.vip, 0x10, 101, 5001, &[]));
+    seen
+}
+
 fn l4(proto: Protocol, flags: u8) -> L4 {
     match proto {
         Protocol::Tcp => L4::Tcp(flags),
@@ -117,9 +128,7 @@ fn an_answer_with_no_mapping_is_passed_untouched() {
 fn a_nat_flow_of_a_backend_set_down_moves_with_a_new_mapping() {
     let mut lab = NatLab::new("down", false, Protocol::Tcp, 3);
     let c = SocketAddr::new(lab.client, 43000);
-    let (_, first) = lab.run(&with_checksums(frame::tcp_syn(c, lab.vip)));
-    lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"")));
-    let before = inspect(&first);
+    let before = handshake(&lab, c);
     let b = lab.backends.iter().position(|a| *a == before.dst.ip()).unwrap() as u32;
     lab.dp.set_backend_state(b, BackendState::Down).unwrap();
     let (action, moved) = lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"")));
@@ -267,9 +276,7 @@ fn a_backends_fin_marks_the_nat_flow_closing() {
     // So its mapping expires after TIME_WAIT, as after the client's FIN.
     let lab = NatLab::new("bfin", false, Protocol::Tcp, 1);
     let c = SocketAddr::new(lab.client, 45000);
-    let (_, first) = lab.run(&with_checksums(frame::tcp_syn(c, lab.vip)));
-    lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"")));
-    let mapped = inspect(&first);
+    let mapped = handshake(&lab, c);
     let key = flow_key(c, lab.vip, Protocol::Tcp);
     let flags = |lab: &NatLab| lab.dp.flow(&key).unwrap().expect("a table entry").flags;
     assert_eq!(flags(&lab) & veer_abi::CONN_F_CLOSING, 0, "open");
@@ -357,4 +364,36 @@ fn with_no_backend_up_a_nat_flow_goes_to_the_sorry_backend_and_comes_back() {
     // The flow stays there (pinned: a NAT flow cannot change backends).
     let (_, again) = lab.run(&with_checksums(frame::packet(c, lab.vip, L4::Tcp(0x10), b"x")));
     assert_eq!(inspect(&again).dst, s.dst);
+}
+
+/// A spoofed SYN+ACK pair must not reach the connection table, where it
+/// could evict established flows: only a client that saw the backend's
+/// SYN-ACK (its ACK acknowledges the backend's sequence number) promotes a
+/// NAT flow. Other packets are still forwarded, half-open.
+#[test]
+fn only_an_ack_of_the_backends_syn_ack_promotes_a_nat_flow() {
+    let lab = NatLab::new("proof", false, Protocol::Tcp, 2);
+    let client = SocketAddr::new(lab.client, 40100);
+    let key = flow_key(client, lab.vip, Protocol::Tcp);
+    let (_, syn) = lab.run(&frame::tcp_segment(client, lab.vip, 0x02, 1000, 0, &frame::SYN_OPTIONS));
+    let seen = inspect(&syn);
+    let (backend, snat) = (seen.dst, seen.src);
+
+    // A spoofer's ACK, sent blind right after its SYN.
+    let (action, out) = lab.run(&frame::tcp_segment(client, lab.vip, 0x10, 1001, 12345, &[]));
+    assert_eq!((action, inspect(&out).dst), (XDP_REDIRECT, backend), "forwarded on its half-open entry");
+    assert!(lab.dp.flow(&key).unwrap().is_none(), "a blind ACK promotes nothing");
+    assert!(lab.dp.new_flow(&key).unwrap().is_some(), "the flow stays half-open");
+    assert_eq!(lab.counter(GlobalCounter::NatUnprovenAck), 1);
+
+    // The backend answers; a guess still fails, the real acknowledgment promotes.
+    let (action, back) = lab.run(&frame::tcp_segment(backend, snat, 0x12, 7000, 1001, &[2, 4, 5, 180]));
+    assert_eq!((action, inspect(&back).dst), (XDP_REDIRECT, client), "the SYN-ACK reaches the client");
+    lab.run(&frame::tcp_segment(client, lab.vip, 0x10, 1001, 7002, &[]));
+    assert!(lab.dp.flow(&key).unwrap().is_none(), "an acknowledgment off by one promotes nothing");
+    assert_eq!(lab.counter(GlobalCounter::NatUnprovenAck), 2);
+    let (action, out) = lab.run(&frame::tcp_segment(client, lab.vip, 0x10, 1001, 7001, &[]));
+    assert_eq!((action, inspect(&out).dst), (XDP_REDIRECT, backend));
+    assert!(lab.dp.flow(&key).unwrap().is_some(), "the client's ACK of the SYN-ACK promotes the flow");
+    assert_eq!(lab.counter(GlobalCounter::NatUnprovenAck), 2);
 }

@@ -239,6 +239,19 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     Some(hit)
 }
 
+/// A half-open flow's packet that may not promote it (see `nat::proof`):
+/// sent on its `NEW_CONNS` entry, which stays where it is, kept fresh.
+#[inline(always)]
+pub fn half_open(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
+    let e = NEW_CONNS.get_ptr_mut(key)?;
+    // SAFETY: a preallocated LRU value (see `established`).
+    let e = unsafe { &mut *e };
+    let hit = keeper(svc, e)?;
+    // Not counted active yet: nothing to change.
+    let _ = touch(e, tcp_flags);
+    Some(hit)
+}
+
 /// What a SYN finds of its connection's earlier attempt.
 pub enum Reopened {
     /// No earlier attempt that counts: schedule the connection afresh.

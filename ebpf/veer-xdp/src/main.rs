@@ -227,6 +227,13 @@ fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missi
             Pinned::Hit(f) => return pinned::<NAT>(ctx, svc, pkt, &f),
             Pinned::Stale => true,
             Pinned::Missing => {
+                // A NAT flow is promoted only by a client that saw the
+                // backend's SYN-ACK; another packet goes on, half-open.
+                if NAT && !nat::proof::proven(ctx, pkt) {
+                    if let Some(f) = conntrack::half_open(svc, key, pkt.tcp_flags()) {
+                        return pinned::<NAT>(ctx, svc, pkt, &f);
+                    }
+                }
                 if let Some(f) = conntrack::promote(svc, key, pkt.tcp_flags()) {
                     return pinned::<NAT>(ctx, svc, pkt, &f);
                 }

@@ -120,7 +120,7 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     // would not fit beside the NAT program's own frame.
     let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
     let (seq_delta, flags) = take_proxied(key);
-    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id, seq_delta, flags };
+    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id, seq_delta, flags, backend_isn: 0 };
     scratch.key = NatKey {
         backend: b.addr,
         snat: [0; 16],

@@ -154,7 +154,7 @@ mod tests {
 
     fn mapping() -> NatMapping {
         let flow = FlowKey { src: [3; 16], dst: [4; 16], sport: 5000, dport: 80, proto: IPPROTO_TCP, _pad: [0; 3] };
-        NatMapping { flow, backend: 7, service: 1, seq_delta: 0, flags: 0 }
+        NatMapping { flow, backend: 7, service: 1, seq_delta: 0, flags: 0, backend_isn: 0 }
     }
 
     fn entry(port: u16, last_seen_s: u64, flags: u32) -> ConnEntry {

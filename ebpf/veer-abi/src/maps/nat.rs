@@ -39,6 +39,10 @@ pub struct NatMapping {
     pub seq_delta: u32,
     /// `NAT_F_*` bits.
     pub flags: u32,
+    /// The backend's initial sequence number, once its SYN-ACK came back
+    /// ([`NAT_F_ANSWERED`]): the client's packet that promotes the flow must
+    /// acknowledge it, which an off-path attacker cannot.
+    pub backend_isn: u32,
 }
 
 /// `NatMapping::flags`: the client's handshake was answered by veer with a
@@ -47,6 +51,9 @@ pub const NAT_F_PROXIED: u32 = 1;
 /// `NatMapping::flags`: the backend answered veer's SYN; `seq_delta` holds
 /// the sequence-number difference.
 pub const NAT_F_SPLICED: u32 = 2;
+/// `NatMapping::flags`: the backend's SYN-ACK came back through veer;
+/// `backend_isn` holds its sequence number.
+pub const NAT_F_ANSWERED: u32 = 4;
 
 /// The SNAT port range (the one entry of `NAT_CONFIG`).
 #[repr(C)]
@@ -94,6 +101,6 @@ pub struct SynStash {
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
-const _: () = assert!(core::mem::size_of::<NatMapping>() == 56);
+const _: () = assert!(core::mem::size_of::<NatMapping>() == 60);
 const _: () = assert!(core::mem::size_of::<NatConfig>() == 12);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);

@@ -102,11 +102,15 @@ pub enum GlobalCounter {
     /// Dropped: a client's packet for a connection veer is still opening
     /// to its backend.
     DropProxyWaiting = 37,
+    /// A client's packet of a half-open NAT flow that does not acknowledge
+    /// the backend's SYN-ACK: forwarded, but the flow is not promoted to
+    /// the connection table (a spoofed SYN+ACK pair cannot evict real flows).
+    NatUnprovenAck = 38,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 38;
+    pub const COUNT: u32 = 39;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -148,6 +152,7 @@ impl GlobalCounter {
         Self::DropBadCookie,
         Self::SynProxySpliced,
         Self::DropProxyWaiting,
+        Self::NatUnprovenAck,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -191,6 +196,7 @@ impl GlobalCounter {
             Self::DropBadCookie => "drop_bad_cookie",
             Self::SynProxySpliced => "syn_proxy_spliced",
             Self::DropProxyWaiting => "drop_proxy_waiting",
+            Self::NatUnprovenAck => "nat_unproven_ack",
         }
     }
 }

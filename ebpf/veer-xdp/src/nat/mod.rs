@@ -10,9 +10,12 @@
 //!
 //! The SNAT endpoints and return mappings are `snat`'s; ICMP errors about
 //! NAT flows are translated in [`icmp`]; a backend's refusal of a SYN is
-//! undone by [`syn_stash`].
+//! undone by [`syn_stash`]; a flow is promoted to the connection table only
+//! by a client that saw the backend's SYN-ACK ([`proof`]); SYN floods are
+//! answered with cookies ([`syn_cookie`]).
 
 pub mod icmp;
+pub mod proof;
 pub mod rewrite;
 pub mod syn_cookie;
 pub mod syn_stash;
@@ -28,7 +31,7 @@ use rewrite::rewrite;
 use crate::{
     conntrack::{self, Flow, CONNS},
     fib,
-    headers::l4::{TCP_FIN, TCP_RST, TCP_SYN},
+    headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     jumps::{icmp_slot, jump},
     parse,
     parse::VipPacket,
@@ -102,7 +105,8 @@ type Returned = u32;
 /// again, for the NAT program to schedule elsewhere (see `syn_stash`).
 const RESEND: Returned = u32::MAX;
 /// `Returned`: it belongs to a connection veer's SYN proxy opened, whose
-/// sequence numbers shift first (see `syn_cookie`).
+/// sequence numbers shift first (see `syn_cookie`), or it is a SYN-ACK,
+/// whose sequence number is kept first (see `proof`).
 const PROXIED: Returned = u32::MAX - 1;
 
 /// A packet to a SNAT port: if it answers a NAT flow, rewritten back (from
@@ -122,8 +126,12 @@ fn reverse(ctx: &XdpContext, pkt: &VipPacket, shifted: bool) -> Result<Returned,
         // SAFETY: a live map value, used as the lookup's key in place.
         conntrack::mark_closing(unsafe { &(*m).flow });
     }
+    // A connection veer's SYN proxy opened shifts its sequence numbers
+    // first; any SYN-ACK has its number kept (`proof`). Both in the
+    // cookie-return program, which sends the packet back here, marked.
+    let syn_ack = pkt.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK;
     // SAFETY: a live map value, read in place.
-    if unsafe { (*m).flags } & NAT_F_PROXIED != 0 && !shifted {
+    if (unsafe { (*m).flags } & NAT_F_PROXIED != 0 || syn_ack) && !shifted {
         return Ok(PROXIED);
     }
     // SAFETY: copied out at once.

@@ -29,8 +29,8 @@ pub mod splice;
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
 use veer_abi::{
-    ConnEntry, FlowKey, CONN_F_PROXIED, IPPROTO_TCP, NAT_F_SPLICED, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO,
-    SYN_COOKIE_HOLD_NS,
+    ConnEntry, FlowKey, CONN_F_PROXIED, IPPROTO_TCP, NAT_F_PROXIED, NAT_F_SPLICED, SYN_COOKIES_ALWAYS,
+    SYN_COOKIES_AUTO, SYN_COOKIE_HOLD_NS,
 };
 
 use handshake::{accept, answer, refuse};
@@ -99,7 +99,8 @@ fn proxied_entry(key: &FlowKey) -> Option<ConnEntry> {
 }
 
 /// `veer_nat_cookie_return`: a backend's packet to a connection veer's SYN
-/// proxy opened. Its SYN-ACK is spliced ([`splice`]). After that, its
+/// proxy opened, or any NAT backend's SYN-ACK (its sequence number kept,
+/// see `nat::proof`). A proxied connection's SYN-ACK is spliced ([`splice`]). After that, its
 /// sequence number shifts into the client's space; a RST before it goes on
 /// at the sequence number the client expects; anything else before it is
 /// dropped. A shifted packet goes back to `veer_nat_return`, marked
@@ -114,7 +115,10 @@ pub fn return_program(ctx: &XdpContext) -> Result<u32, Drop> {
     // SAFETY: a live map value, read in place.
     let (flags, delta) = unsafe { ((*m).flags, (*m).seq_delta) };
     let tcp = pkt.tcp_flags();
-    if flags & NAT_F_SPLICED != 0 {
+    if flags & NAT_F_PROXIED == 0 {
+        // Any other mapping's SYN-ACK: its number kept, nothing shifted.
+        crate::nat::proof::note_answer(ctx, &pkt, m)?;
+    } else if flags & NAT_F_SPLICED != 0 {
         add_to(ctx, pkt.l4 as usize, 4, 0u32.wrapping_sub(delta))?;
     } else if tcp & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK {
         return splice::splice(ctx, &pkt, m);

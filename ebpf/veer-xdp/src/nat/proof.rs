@@ -1,0 +1,81 @@
+//! A NAT flow earns its place in the connection table: the client's packet
+//! that promotes it out of the new-flow table must acknowledge the
+//! backend's SYN-ACK, whose sequence number only a client that received it
+//! knows. A spoofed SYN followed by a spoofed ACK therefore never reaches
+//! the connection table, where it could evict established flows.
+
+use aya_ebpf::programs::XdpContext;
+use veer_abi::{GlobalCounter, NatKey, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PROXIED};
+
+use crate::{
+    access::{callee_ctx, ptr_at},
+    backends::backend,
+    conntrack::NEW_CONNS,
+    headers::{
+        eth::EthHdr,
+        l4::{TcpHdr, TCP_ACK, TCP_RST, TCP_SYN},
+    },
+    parse::VipPacket,
+    snat::{backend_port, snat_addr, NAT_REV},
+    stats,
+    verdict::Drop,
+};
+
+/// A backend's SYN-ACK (`pkt`, of mapping `m`) on its way back: its
+/// sequence number is kept for [`proven`].
+#[inline(always)]
+pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Result<(), Drop> {
+    let l4 = pkt.l4 as usize;
+    if l4 > EthHdr::LEN + 60 {
+        return Err(Drop::Malformed);
+    }
+    let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
+    // SAFETY: bounds checked by `ptr_at`; a live map value, written in
+    // place (a racing SYN-ACK of the same flow writes the same number).
+    unsafe {
+        (*m).backend_isn = u32::from_be_bytes((*tcp).seq);
+        (*m).flags |= NAT_F_ANSWERED;
+    }
+    Ok(())
+}
+
+/// Whether the client's packet `pkt` may promote its half-open NAT flow:
+/// it acknowledges the backend's SYN-ACK exactly (or the flow needs no
+/// proof: not TCP, a RST, no half-open entry or mapping, or opened by the
+/// SYN proxy, whose cookie was the proof). Counted when it may not.
+#[inline(never)]
+pub fn proven(ctx: &XdpContext, pkt: &VipPacket) -> bool {
+    let ctx = &callee_ctx(ctx);
+    let k = &pkt.key;
+    if k.proto != IPPROTO_TCP || pkt.tcp_flags() & TCP_RST != 0 {
+        return true;
+    }
+    // SAFETY: copied out at once.
+    let Some(e) = (unsafe { NEW_CONNS.get(k) }).copied() else { return true };
+    let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return true };
+    let key = NatKey {
+        backend: b.addr,
+        snat,
+        backend_port: backend_port(k, b),
+        snat_port: e.nat_port,
+        proto: k.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    let Some(m) = (unsafe { NAT_REV.get(&key) }).copied() else { return true };
+    if m.flags & NAT_F_PROXIED != 0 {
+        return true;
+    }
+    let l4 = pkt.l4 as usize;
+    if l4 > EthHdr::LEN + 60 {
+        return false;
+    }
+    let Ok(tcp) = ptr_at::<TcpHdr>(ctx, l4) else { return false };
+    // SAFETY: bounds checked by `ptr_at`.
+    let ack = u32::from_be_bytes(unsafe { (*tcp).ack });
+    let ok = m.flags & NAT_F_ANSWERED != 0 && pkt.tcp_flags() & TCP_ACK != 0 && ack == m.backend_isn.wrapping_add(1);
+    if !ok {
+        stats::count(GlobalCounter::NatUnprovenAck);
+    }
+    ok
+}
