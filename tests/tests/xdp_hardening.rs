@@ -133,6 +133,23 @@ fn xdp_tx_sends_from_the_interface_mac() {
     assert_eq!(out.frame[..6], backend_mac(0));
 }
 
+#[test]
+fn a_frame_to_a_group_address_is_never_sent_from_it() {
+    // The interface's own MAC unknown (0): the frame's destination stands in,
+    // unless it is a broadcast or multicast address.
+    let lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1]);
+    let mut syn = lab.syn(5001);
+    let unicast = [0x02, 0x1f, 0, 0, 0, 0x43];
+    syn[..6].copy_from_slice(&unicast);
+    let out = lab.dp.test_run(&syn, 1).unwrap();
+    assert_eq!((out.action, &out.frame[6..12]), (XDP_TX, &unicast[..]), "from the MAC it was sent to");
+    for group in [[0xff; 6], [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01], [0x33, 0x33, 0, 0, 0, 1]] {
+        let mut syn = lab.syn(5002);
+        syn[..6].copy_from_slice(&group);
+        assert_eq!(lab.dp.test_run(&syn, 1).unwrap().action, XDP_DROP, "sent to {group:02x?}");
+    }
+}
+
 /// The backend's reply to client port `port`, as a router on the way back quotes it.
 fn reply(lab: &Lab, port: u16) -> Vec<u8> {
     frame::packet(lab.vip_addr(), lab.client(port), L4::Tcp(0x10), &[0; 32])

@@ -28,9 +28,13 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Result<u32, Drop> {
         // MAC (the frame may have been sent to a multicast or another MAC).
         if backend.src_mac != [0; 6] {
             copy_mac(&mut eth.src, &backend.src_mac);
-        } else {
+        } else if eth.dst[0] & 1 == 0 {
             let dst = eth.dst;
             copy_mac(&mut eth.src, &dst);
+        } else {
+            // The interface's MAC unknown, and the frame was sent to a group
+            // address, which is never a valid source.
+            return Err(Drop::Malformed);
         }
         copy_mac(&mut eth.dst, &backend.mac);
         stats::count(GlobalCounter::Transmitted);
