@@ -163,6 +163,15 @@ pub fn echo_request(src: IpAddr, dst: IpAddr) -> Vec<u8> {
     ip_frame(src, dst, if dst.is_ipv4() { 1 } else { 58 }, &msg)
 }
 
+/// `f` (an IPv4 frame) with its IP header checksum made right again.
+pub fn with_ipv4_checksum(mut f: Vec<u8>) -> Vec<u8> {
+    let ihl = (f[14] & 0x0f) as usize * 4;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&f[14..14 + ihl]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 /// An Ethernet frame carrying an IP packet with protocol `proto` and `payload`.
 fn ip_frame(src: IpAddr, dst: IpAddr, proto: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();

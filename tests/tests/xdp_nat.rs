@@ -52,6 +52,8 @@ fn both_directions(tag: &str, v6: bool, proto: Protocol) {
     assert_eq!(out[..6], backend_mac(b), "{tag}: next hop from the neighbour table");
     assert_eq!(out[6..12], DUMMY_MAC, "{tag}: from the egress interface's MAC");
     assert_eq!(out[out.len() - 14..], *b"hello, backend", "{tag}: payload untouched");
+    let ttl_at = if v6 { 14 + 7 } else { 14 + 8 };
+    assert_eq!(out[ttl_at], 63, "{tag}: one hop taken off the TTL (hop limit)");
 
     // The backend answers its SNAT peer; veer turns it back toward the client.
     let answer = with_checksums(frame::packet(seen.dst, seen.src, l4(proto, 0x12), b"hello, client"));
@@ -61,6 +63,12 @@ fn both_directions(tag: &str, v6: bool, proto: Protocol) {
     assert!(back_seen.checksums_ok, "{tag}: return checksums");
     assert_eq!((back_seen.src, back_seen.dst), (lab.vip, client), "{tag}: from the VIP to the client");
     assert_eq!(back[..6], frame::CLIENT_MAC);
+    assert_eq!(back[ttl_at], 63, "{tag}: one hop taken off on the way back too");
+    let mut last_hop = answer.clone();
+    last_hop[ttl_at] = 1;
+    let last_hop = if v6 { last_hop } else { frame::with_ipv4_checksum(last_hop) };
+    assert_eq!(lab.run(&last_hop).0, XDP_DROP, "{tag}: a packet whose TTL runs out is not routed");
+    assert_eq!(lab.counter(GlobalCounter::DropTtlExpired), 1);
     assert_eq!(lab.counter(GlobalCounter::NatReturned), 1);
 
     // The flow keeps its backend and SNAT port.

@@ -51,6 +51,8 @@ pub enum Drop {
     BadCookie,
     /// A client's packet while veer still opens its connection to the backend.
     ProxyWaiting,
+    /// A NAT packet whose TTL (hop limit) ran out.
+    TtlExpired,
 }
 
 impl Drop {
@@ -73,6 +75,7 @@ impl Drop {
             Drop::Bounced => GlobalCounter::DropBounced,
             Drop::BadCookie => GlobalCounter::DropBadCookie,
             Drop::ProxyWaiting => GlobalCounter::DropProxyWaiting,
+            Drop::TtlExpired => GlobalCounter::DropTtlExpired,
         }
     }
 }

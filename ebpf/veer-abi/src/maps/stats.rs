@@ -106,11 +106,13 @@ pub enum GlobalCounter {
     /// the backend's SYN-ACK: forwarded, but the flow is not promoted to
     /// the connection table (a spoofed SYN+ACK pair cannot evict real flows).
     NatUnprovenAck = 38,
+    /// Dropped: a NAT packet whose TTL or hop limit ran out (veer routes it).
+    DropTtlExpired = 39,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 39;
+    pub const COUNT: u32 = 40;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -153,6 +155,7 @@ impl GlobalCounter {
         Self::SynProxySpliced,
         Self::DropProxyWaiting,
         Self::NatUnprovenAck,
+        Self::DropTtlExpired,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -197,6 +200,7 @@ impl GlobalCounter {
             Self::SynProxySpliced => "syn_proxy_spliced",
             Self::DropProxyWaiting => "drop_proxy_waiting",
             Self::NatUnprovenAck => "nat_unproven_ack",
+            Self::DropTtlExpired => "drop_ttl_expired",
         }
     }
 }

@@ -17,7 +17,9 @@ use crate::{
 };
 
 /// Sets the packet's addresses and ports to `src`:`sport` -> `dst`:`dport`,
-/// updating its checksums.
+/// updating its checksums, and takes one off its TTL or hop limit, as a
+/// router does (a packet whose TTL runs out is dropped, counted, with no
+/// ICMP time-exceeded sent back).
 #[inline(always)]
 pub fn rewrite(
     ctx: &XdpContext,
@@ -42,9 +44,16 @@ pub fn rewrite(
     let mut l4sum = L4Sum::read(ctx, k.proto, l4)?;
     if v4 {
         let ip = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
+        if ip.ttl <= 1 {
+            return Err(Drop::TtlExpired);
+        }
         let (os, od) = (ip.src, ip.dst);
         let (ns, nd) = ([src[12], src[13], src[14], src[15]], [dst[12], dst[13], dst[14], dst[15]]);
         let mut c = u16::from_be_bytes(ip.check);
+        // TTL and protocol make one 16-bit word of the header.
+        let ttl_proto = [ip.ttl, ip.proto];
+        ip.ttl -= 1;
+        c = csum::update(c, &ttl_proto, &[ip.ttl, ip.proto]);
         c = csum::update(c, &os, &ns);
         c = csum::update(c, &od, &nd);
         ip.check = c.to_be_bytes();
@@ -54,6 +63,10 @@ pub fn rewrite(
         l4sum.update(&od, &nd);
     } else {
         let ip = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
+        if ip.hop_limit <= 1 {
+            return Err(Drop::TtlExpired);
+        }
+        ip.hop_limit -= 1;
         l4sum.update(&ip.src, src);
         l4sum.update(&ip.dst, dst);
         ip.src = *src;

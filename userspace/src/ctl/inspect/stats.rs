@@ -63,6 +63,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::DropBadCookie => "NAT packet for no flow, no valid cookie (RST, or dropped in a flood)",
         GlobalCounter::SynProxySpliced => "NAT connections veer opened, spliced to the client",
         GlobalCounter::DropProxyWaiting => "dropped: client packet while veer opens its connection",
+        GlobalCounter::DropTtlExpired => "dropped: NAT packet whose TTL ran out",
         GlobalCounter::NatUnprovenAck => "NAT packet not acknowledging the backend's SYN-ACK: not promoted",
     }
 }
