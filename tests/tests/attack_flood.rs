@@ -8,7 +8,7 @@ use std::time::Duration;
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{wait_until, ClientLoad, EVENT_WAIT},
+    daemon::{wait_until, ClientLoad, Veerd, EVENT_WAIT},
     deployment::Deployment,
     flood::{spoofed_mappings, SynFlood},
 };
@@ -21,16 +21,23 @@ const THRESHOLD: usize = 1000;
 /// Two expiry passes (5 s apart) and the 3 s a half-open flow may idle under a flood, with room.
 const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
-#[test]
-fn a_nat_service_keeps_serving_new_connections_under_a_spoofed_syn_flood() {
-    let s = Deployment::new("hsynflood", 3);
+/// A NAT deployment (backends without the VIP), `daemon_extra` in `[daemon]`, running.
+fn nat_deployment(tag: &str, daemon_extra: &str) -> (Deployment, Veerd) {
+    let s = Deployment::new(tag, 3);
     s.strip_vips();
     let text = s
         .config(65537, &[1, 1, 1], |_| String::new())
-        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
+        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")
+        .replace("[daemon]\n", &format!("[daemon]\n{daemon_extra}\n"));
     s.write(&text);
     let d = s.start();
     d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap_or_else(|e| panic!("{e:#}"));
+    (s, d)
+}
+
+#[test]
+fn a_nat_service_keeps_serving_new_connections_under_a_spoofed_syn_flood() {
+    let (s, _d) = nat_deployment("hsynflood", "");
 
     // Legitimate clients: 200 new connections a second, each given 1 s.
     let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 200, Duration::from_secs(1)).expect("client load");
@@ -74,4 +81,30 @@ fn a_nat_service_keeps_serving_new_connections_under_a_spoofed_syn_flood() {
     );
     wait_until(RELEASE_WAIT, "no SNAT port held by a spoofed source", || spoofed() == 0)
         .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// A flood too slow for the per-CPU rate threshold still cannot fill the
+/// SNAT ports: once half-open NAT flows pass `syn_cookie_half_open`, veerd
+/// turns cookies on for every CPU and lets the half-open flows go.
+#[test]
+fn a_slow_flood_under_the_rate_threshold_turns_cookies_on_by_the_half_open_count() {
+    let (s, _d) = nat_deployment("hslowflood", "syn_cookie_half_open = 300");
+    let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 100, Duration::from_secs(1)).expect("client load");
+    // 400 spoofed SYNs a second: well under 1000 per CPU.
+    let flood = SynFlood::start(&s.tb.client.ns, s.flood_path(), s.vip(), 400, 0).expect("flood");
+    let pins = s.pins();
+    let cookies = || pins.global_counter(GlobalCounter::SynCookiesSent).expect("counters");
+    wait_until(Duration::from_secs(40), "SYN cookies on, by the half-open count", || cookies() > 0)
+        .unwrap_or_else(|e| panic!("{e:#}; {} spoofed SYNs sent", flood.sent()));
+    // While it goes on, the spoofed sources let go of their ports.
+    wait_until(RELEASE_WAIT, "spoofed SNAT ports down to what one expiry pass lets in", || {
+        spoofed_mappings(&pins).expect("NAT mappings") < 300
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let sent = flood.stop().expect("flood");
+    load.wait_more(100, EVENT_WAIT).unwrap_or_else(|e| panic!("{e:#}"));
+    let samples = load.stop();
+    let failed: Vec<_> = samples.iter().filter(|x| x.result.is_err()).collect();
+    println!("{sent} spoofed SYNs at 400/s; {} legitimate connections, {} failed", samples.len(), failed.len());
+    assert!(failed.is_empty(), "{} of {} failed: {:?}", failed.len(), samples.len(), failed.first().map(|x| &x.result));
 }

@@ -43,6 +43,11 @@ pub struct DaemonConfig {
     pub syn_cookies: SynCookies,
     /// New NAT connections per CPU per second before `"auto"` turns cookies on.
     pub syn_cookie_threshold: u32,
+    /// Half-open NAT connections (client handshake not completed) past
+    /// which `"auto"` turns cookies on for every CPU: a flood too slow for
+    /// the rate threshold that would still fill the SNAT ports. Checked
+    /// every 5 s.
+    pub syn_cookie_half_open: u32,
     /// Group (name or gid) whose members may connect to the API socket and
     /// read (status, events, metrics). Root and veerd's own user may always
     /// connect, and change things.
@@ -83,6 +88,7 @@ impl Default for DaemonConfig {
             snat_ports: PortRange { low: 10_000, high: 29_999 },
             syn_cookies: SynCookies::Auto,
             syn_cookie_threshold: 1000,
+            syn_cookie_half_open: 4096,
             api_group: None,
             api_admin_group: None,
             hook_user: None,

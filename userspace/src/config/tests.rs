@@ -319,6 +319,7 @@ fn veerd_checks_the_files_it_will_open() {
 fn syn_cookies_default_to_auto_and_take_the_three_modes() {
     let c = parse(BASE, Path::new("t.toml")).unwrap();
     assert_eq!((c.daemon.syn_cookies, c.daemon.syn_cookie_threshold), (SynCookies::Auto, 1000));
+    assert_eq!(c.daemon.syn_cookie_half_open, 4096);
     for (text, mode) in [("off", SynCookies::Off), ("always", SynCookies::Always), ("auto", SynCookies::Auto)] {
         let src = BASE.replace("[daemon]\n", &format!("[daemon]\nsyn_cookies = \"{text}\"\n"));
         assert_eq!(parse(&src, Path::new("t.toml")).unwrap().daemon.syn_cookies, mode);

@@ -128,6 +128,7 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         m(names::NAT_REV, sz::<NatKey>(), &[size_of::<NatMapping>() as u32], opts.nat_table_size),
         m(names::SNAT_ADDRS, 4, &[16], MAX_SNAT_ADDRS),
         m(names::NAT_CONFIG, 4, &[size_of::<NatConfig>() as u32], 1),
+        m(names::SYN_FLOOD, 4, &[8], 1),
         m(names::JUMPS, 4, &[4], JUMP_SLOTS),
         m(names::SUSPECTS, 4, &[8], opts.max_backends),
         // A ring buffer has no keys or values; its size is in bytes.

@@ -94,6 +94,8 @@ pub struct Expiry {
     pub kept: usize,
     /// Mappings removed.
     pub removed: usize,
+    /// Of those kept, TCP flows whose client has not completed its handshake.
+    pub half_open: usize,
 }
 
 /// A pinned hash or LRU hash map, writable.
@@ -113,6 +115,17 @@ fn snat_addrs(dir: &Path) -> Result<Vec<[u8; 16]>> {
     (0..a.len()).map(|i| a.get(&i, 0).map_err(DataplaneError::map(names::SNAT_ADDRS, "reading"))).collect()
 }
 
+/// Makes every CPU of the pinned dataplane in `dir` answer NAT SYNs with
+/// cookies until `until_ns` (monotonic), in `"auto"` mode.
+pub fn declare_syn_flood(dir: &Path, until_ns: u64) -> Result<()> {
+    let data = MapData::from_pin(dir.join(names::SYN_FLOOD))
+        .map_err(DataplaneError::map(names::SYN_FLOOD, "opening the pin"))?;
+    let map = Map::from_map_data(data).map_err(DataplaneError::map(names::SYN_FLOOD, "identifying"))?;
+    let mut a: aya::maps::Array<MapData, u64> =
+        aya::maps::Array::try_from(map).map_err(DataplaneError::map(names::SYN_FLOOD, "typing"))?;
+    a.set(0, until_ns, 0).map_err(DataplaneError::map(names::SYN_FLOOD, "writing"))
+}
+
 /// Removes the mappings of the pinned dataplane in `dir` whose flows ended
 /// or idled out, with their connection-table entries.
 pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
@@ -129,6 +142,9 @@ pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
         };
         if !expired(&k, &m, state, &addrs, now_ns, t) {
             out.kept += 1;
+            if k.proto == IPPROTO_TCP && matches!(state, FlowState::New(e) if e.flags & CONN_F_CLOSING == 0) {
+                out.half_open += 1;
+            }
             continue;
         }
         let _ = rev.remove(&k);

@@ -31,6 +31,10 @@ pub const NAT_REV: &str = "NAT_REV";
 pub const SNAT_ADDRS: &str = "SNAT_ADDRS";
 /// `Array<NatConfig>`: one entry, the SNAT port range.
 pub const NAT_CONFIG: &str = "NAT_CONFIG";
+/// `Array<u64>`: one entry, until when (`bpf_ktime_get_coarse_ns`) every
+/// CPU answers NAT SYNs with cookies: set by veerd while half-open NAT flows
+/// pile up (a slow SYN flood, under the per-CPU rate threshold).
+pub const SYN_FLOOD: &str = "SYN_FLOOD";
 /// `ProgramArray`: the programs the entry program continues in.
 pub const JUMPS: &str = "JUMPS";
 /// `Array<u64>`: per backend, until when (`bpf_ktime_get_coarse_ns`) the

@@ -3,7 +3,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -26,26 +26,20 @@ pub struct Expiry {
 
 impl Expiry {
     /// Expires idle NAT mappings of the pinned dataplane in `pins` every
-    /// [`EXPIRY_PERIOD`], on a thread of its own.
-    pub fn start(pins: PathBuf) -> Option<Self> {
+    /// [`EXPIRY_PERIOD`], on a thread of its own. While more than
+    /// `half_open_limit` TCP flows are half-open (a SYN flood too slow for
+    /// the per-CPU rate threshold), it makes every CPU answer with cookies.
+    pub fn start(pins: PathBuf, half_open_limit: Arc<AtomicUsize>) -> Option<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let spawned = std::thread::Builder::new().name("veer-nat-expiry".into()).spawn(move || {
-            let mut cookies = CookieWatch::default();
+            let mut flood = FloodWatch::default();
             loop {
                 std::thread::sleep(EXPIRY_PERIOD);
                 if stopped.load(Ordering::Relaxed) {
                     return;
                 }
-                let flood = cookies.sent_since_last(&pins);
-                let t = if flood { NatTimeouts::under_syn_flood() } else { NatTimeouts::default() };
-                match dataplane::nat::expire(&pins, dataplane::monotonic_ns(), &t) {
-                    Ok(e) if e.removed > 0 => {
-                        info!(removed = e.removed, kept = e.kept, syn_flood = flood, "idle NAT mappings expired")
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "expiring NAT mappings failed"),
-                }
+                flood.pass(&pins, half_open_limit.load(Ordering::Relaxed));
             }
         });
         match spawned {
@@ -58,6 +52,46 @@ impl Expiry {
                 None
             }
         }
+    }
+}
+
+/// What the expiry thread knows of a SYN flood between its passes.
+#[derive(Debug, Default)]
+struct FloodWatch {
+    cookies: CookieWatch,
+    /// The last pass found more half-open flows than the limit.
+    piled_up: bool,
+}
+
+impl FloodWatch {
+    /// One expiry pass: while a flood is on (cookies were sent, or half-open
+    /// flows piled up), half-open flows go after 3 s; past the limit, a
+    /// flood is declared to the dataplane.
+    fn pass(&mut self, pins: &Path, half_open_limit: usize) {
+        let flood = self.cookies.sent_since_last(pins) || self.piled_up;
+        let t = if flood { NatTimeouts::under_syn_flood() } else { NatTimeouts::default() };
+        let now = dataplane::monotonic_ns();
+        let e = match dataplane::nat::expire(pins, now, &t) {
+            Ok(e) => e,
+            Err(e) => return warn!(error = %e, "expiring NAT mappings failed"),
+        };
+        if e.removed > 0 {
+            info!(removed = e.removed, kept = e.kept, syn_flood = flood, "idle NAT mappings expired");
+        }
+        let piled_up = e.half_open > half_open_limit;
+        if piled_up {
+            let until = now.saturating_add(veer_abi::SYN_COOKIE_HOLD_NS);
+            if let Err(err) = dataplane::nat::declare_syn_flood(pins, until) {
+                warn!(error = %err, "declaring a SYN flood to the dataplane failed");
+            } else if !self.piled_up {
+                warn!(
+                    half_open = e.half_open,
+                    limit = half_open_limit,
+                    "half-open NAT flows pile up: SYN cookies on every CPU"
+                );
+            }
+        }
+        self.piled_up = piled_up;
     }
 }
 

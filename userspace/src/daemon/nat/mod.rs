@@ -51,6 +51,9 @@ impl SnatTable {
 pub struct Nat {
     snat: SnatTable,
     expiry: Option<expiry::Expiry>,
+    /// `daemon.syn_cookie_half_open`, shared with the expiry thread (a
+    /// reload changes it in place).
+    half_open_limit: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Nat {
@@ -122,8 +125,9 @@ impl Nat {
             ensure_forwarding(&daemon.interfaces);
             warn_local_ports(ports.low, ports.high);
         }
+        self.half_open_limit.store(daemon.syn_cookie_half_open as usize, std::sync::atomic::Ordering::Relaxed);
         match (nat, self.expiry.is_some()) {
-            (true, false) => self.expiry = expiry::Expiry::start(daemon.pin_dir()),
+            (true, false) => self.expiry = expiry::Expiry::start(daemon.pin_dir(), self.half_open_limit.clone()),
             (false, true) => self.expiry = None,
             _ => {}
         }

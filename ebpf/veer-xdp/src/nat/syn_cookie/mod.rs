@@ -27,7 +27,12 @@ pub mod handshake;
 pub mod segment;
 pub mod splice;
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns,
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
 use veer_abi::{
     ConnEntry, FlowKey, CONN_F_PROXIED, IPPROTO_TCP, NAT_F_PROXIED, NAT_F_SPLICED, SYN_COOKIES_ALWAYS,
     SYN_COOKIES_AUTO, SYN_COOKIE_HOLD_NS,
@@ -55,6 +60,10 @@ struct Window {
 
 #[map]
 static COOKIE_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
+/// Until when every CPU answers with cookies (veerd sets it while half-open
+/// NAT flows pile up; see `names::SYN_FLOOD`).
+#[map]
+static SYN_FLOOD: Array<u64> = Array::with_max_entries(1, 0);
 /// 1 while a backend's packet [`return_program`] shifted is on its way back
 /// to `veer_nat_return` (a tail call: same CPU, nothing runs in between).
 #[map]
@@ -167,7 +176,7 @@ pub fn wanted(key: &FlowKey) -> bool {
             // SAFETY: this CPU's value; nothing else runs on it meanwhile.
             let w = unsafe { &mut *w };
             let now = unsafe { bpf_ktime_get_coarse_ns() };
-            if now < w.until_ns {
+            if now < w.until_ns || flood_declared(now) {
                 return true;
             }
             if now.wrapping_sub(w.start_ns) > 1_000_000_000 {
@@ -194,7 +203,14 @@ fn under_flood() -> bool {
         return true;
     }
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    cfg.syn_cookies == SYN_COOKIES_AUTO && COOKIE_WINDOW.get(0).is_some_and(|w| now < w.until_ns)
+    cfg.syn_cookies == SYN_COOKIES_AUTO
+        && (COOKIE_WINDOW.get(0).is_some_and(|w| now < w.until_ns) || flood_declared(now))
+}
+
+/// Whether veerd declared a flood that is still on at `now`.
+#[inline(always)]
+fn flood_declared(now: u64) -> bool {
+    SYN_FLOOD.get(0).is_some_and(|until| now < *until)
 }
 
 /// Whether cookies are on at all (an ACK for no flow may carry one).
