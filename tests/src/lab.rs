@@ -151,6 +151,13 @@ impl Lab {
         frame::tcp_syn(self.client(port), self.vip_addr())
     }
 
+    /// Ages client port `port`'s new-flow entry by a second, so that its
+    /// next SYN is a retransmission (no client resends one sooner).
+    pub fn syn_retransmission_due(&mut self, port: u16) {
+        let key = veer::dataplane::flow_key(self.client(port), self.vip_addr(), Protocol::Tcp);
+        assert!(self.dp.age_new_flow(&key, std::time::Duration::from_secs(1)).unwrap(), "no SYN seen from {port}");
+    }
+
     /// A packet of an established connection (ACK) from client port `port`.
     pub fn ack(&self, port: u16) -> Vec<u8> {
         frame::packet(self.client(port), self.vip_addr(), L4::Tcp(0x10), b"data")
@@ -280,6 +287,13 @@ impl NatLab {
     pub fn run(&self, f: &[u8]) -> (u32, Vec<u8>) {
         let out = self.ns.run(|| self.dp.test_run(f, 1)).unwrap().expect("test run");
         (out.action, out.frame)
+    }
+
+    /// Ages `client`'s new-flow entry (TCP to the VIP) by a second, so that
+    /// its next SYN is a retransmission (no client resends one sooner).
+    pub fn syn_retransmission_due(&mut self, client: SocketAddr) {
+        let key = veer::dataplane::flow_key(client, self.vip, Protocol::Tcp);
+        assert!(self.dp.age_new_flow(&key, std::time::Duration::from_secs(1)).unwrap(), "no SYN seen from {client}");
     }
 
     /// A global counter.

@@ -32,7 +32,11 @@ fn a_retransmitted_syn_goes_to_another_backend_and_its_first_backend_becomes_sus
     assert_eq!(action, XDP_TX);
     let first = first.unwrap();
     assert!(!lab.dp.is_suspect(first).unwrap(), "one SYN is no signal");
+    // A copy sent at once is a duplicate, not a retransmission: no signal.
+    assert_eq!(lab.send(&lab.syn(40000)).1, Some(first), "a duplicate SYN keeps its backend");
+    assert!(!lab.dp.is_suspect(first).unwrap(), "a duplicate SYN is no signal");
 
+    lab.syn_retransmission_due(40000);
     let (action, second, _) = lab.send(&lab.syn(40000));
     assert_eq!(action, XDP_TX);
     let second = second.unwrap();
@@ -71,10 +75,12 @@ fn a_lone_backend_still_gets_the_retransmission() {
     let mut lab = passive_lab(&[1]);
     let mut events = PassiveEvents::take(&mut lab.dp).unwrap();
     assert_eq!(lab.send(&lab.syn(40000)).1, Some(0));
+    lab.syn_retransmission_due(40000);
     assert_eq!(lab.send(&lab.syn(40000)).1, Some(0), "with nowhere else to go, the SYN is not dropped");
     assert!(lab.dp.is_suspect(0).unwrap());
     assert_eq!(lab.send(&lab.syn(40001)).1, Some(0), "a suspect takes new flows when it is the only one");
     // More signals against a suspect are counted, not reported again.
+    lab.syn_retransmission_due(40000);
     assert_eq!(lab.send(&lab.syn(40000)).1, Some(0));
     assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 2);
     assert_eq!(events.drain(), vec![PassiveSignal { backend: 0, kind: PassiveKind::SynRetransmit }]);
@@ -343,7 +349,7 @@ fn ipv6_a_nat_backends_port_unreachable_moves_the_udp_flow() {
 
 #[test]
 fn a_client_that_resets_its_own_attempt_retries_on_the_same_backend_and_port() {
-    let lab = NatLab::with_flags("creset", false, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let mut lab = NatLab::with_flags("creset", false, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
     let client = SocketAddr::new(lab.client, 40000);
     let syn = frame::tcp_segment(client, lab.vip, TCP_SYN, 1000, 0, &SYN_OPTIONS);
     let (_, first) = lab.run(&syn);
@@ -361,7 +367,35 @@ fn a_client_that_resets_its_own_attempt_retries_on_the_same_backend_and_port() {
     assert!(!lab.dp.is_suspect(a).unwrap());
     assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 0);
     // A retransmission after that is one again.
+    lab.syn_retransmission_due(client);
     let (_, moved) = lab.run(&syn);
     assert_ne!(dst_of(&moved).0, a_addr);
     assert!(lab.dp.is_suspect(a).unwrap());
+}
+
+/// A NAT backend whose SYN-ACK came back through veer is alive: a SYN
+/// resent after it (the client's ACK was lost, or an attacker replays the
+/// SYN) marks nothing and stays on that backend and SNAT port.
+#[test]
+fn a_syn_whose_nat_backend_answered_is_no_signal() {
+    let mut lab = NatLab::with_flags("answered", false, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let client = SocketAddr::new(lab.client, 40000);
+    let syn = frame::tcp_segment(client, lab.vip, TCP_SYN, 1000, 0, &SYN_OPTIONS);
+    let (_, first) = lab.run(&syn);
+    let (a_addr, _, a_port) = dst_of(&first);
+    let a = lab.backends.iter().position(|b| *b == a_addr).unwrap() as u32;
+    let synack = frame::tcp_segment(
+        SocketAddr::new(a_addr, 8080),
+        SocketAddr::new(lab.snat, a_port),
+        TCP_SYN_ACK,
+        7000,
+        1001,
+        &[],
+    );
+    assert_eq!(lab.run(&synack).0, XDP_REDIRECT);
+    lab.syn_retransmission_due(client);
+    let (_, again) = lab.run(&syn);
+    assert_eq!(dst_of(&again), (a_addr, 8080, a_port), "same backend, same SNAT port");
+    assert!(!lab.dp.is_suspect(a).unwrap(), "a backend that answered is not suspect");
+    assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 0);
 }

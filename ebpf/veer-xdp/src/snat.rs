@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     Backend, ConnEntry, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, DEFAULT_NAT_TABLE_SIZE,
-    MAX_SNAT_ADDRS, NAT_F_PROXIED, NAT_PORT_TRIES,
+    MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_PORT_TRIES,
 };
 
 use crate::{access::opaque, backends::backend, stats, verdict::Drop};
@@ -49,6 +49,10 @@ struct ProxiedSyn {
 /// Per-CPU room for a new mapping's key and value, off the stack.
 #[map]
 static ALLOC_SCRATCH: PerCpuArray<AllocScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room for a mapping's key being looked up (`answered`).
+#[map]
+static KEY_SCRATCH: PerCpuArray<NatKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// `bpf_map_update_elem` flag: only create.
 const BPF_NOEXIST: u64 = 1;
@@ -217,6 +221,49 @@ pub fn release(key: &FlowKey, e: &ConnEntry) {
         _pad: [0; 3],
     };
     let _ = NAT_REV.remove(&rkey);
+}
+
+/// The `NAT_REV` key of the mapping flow `key`'s table entry `e` holds.
+#[inline(always)]
+pub fn mapping_key(key: &FlowKey, e: &ConnEntry) -> Option<NatKey> {
+    if e.nat_port == 0 {
+        return None;
+    }
+    let (b, snat) = (backend(e.backend)?, snat_addr(e.nat_addr)?);
+    Some(NatKey {
+        backend: b.addr,
+        snat,
+        backend_port: backend_port(key, b),
+        snat_port: e.nat_port,
+        proto: key.proto,
+        _pad: [0; 3],
+    })
+}
+
+/// Whether the backend of flow `key` (table entry `e`) answered its SYN:
+/// its SYN-ACK came back through veer (see `nat::proof`). A call of its
+/// own, its key in per-CPU scratch: the NAT program's stack has no room.
+#[inline(never)]
+pub fn answered(key: &FlowKey, e: &ConnEntry) -> bool {
+    let (Some(b), Some(snat), Some(slot)) =
+        (backend(e.backend), SNAT_ADDRS.get(e.nat_addr as u32), KEY_SCRATCH.get_ptr_mut(0))
+    else {
+        return false;
+    };
+    if e.nat_port == 0 {
+        return false;
+    }
+    // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
+    // Filled field by field: a whole key built first would sit on the stack.
+    let slot = unsafe { &mut *slot };
+    slot.backend = b.addr;
+    slot.snat = *snat;
+    slot.backend_port = backend_port(key, b);
+    slot.snat_port = e.nat_port;
+    slot.proto = key.proto;
+    slot._pad = [0; 3];
+    // SAFETY: read in place, at once.
+    unsafe { NAT_REV.get(slot) }.is_some_and(|m| m.flags & NAT_F_ANSWERED != 0)
 }
 
 /// Whether a packet that is not for a VIP goes to a SNAT port (and so may

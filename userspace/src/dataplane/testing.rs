@@ -46,6 +46,21 @@ impl Dataplane {
         m.insert(key, a, 0).map_err(DataplaneError::map(name, "writing"))?;
         Ok(true)
     }
+
+    /// Moves flow `key`'s new-flow-table entry `by` into the past, as if its
+    /// SYN had come that long ago (tests of SYN retransmission); false if it
+    /// has none.
+    pub fn age_new_flow(&mut self, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
+        use veer_abi::{names, ConnEntry, FlowKey};
+        let name = names::NEW_CONNS;
+        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, ConnEntry> =
+            aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+        let Ok(mut e) = m.get(key, 0) else { return Ok(false) };
+        e.last_seen_ns = e.last_seen_ns.saturating_sub(by.as_nanos() as u64);
+        m.insert(*key, e, 0).map_err(DataplaneError::map(name, "writing"))?;
+        Ok(true)
+    }
 }
 
 /// Runs any loaded XDP program on a frame with `BPF_PROG_TEST_RUN`.

@@ -5,18 +5,17 @@
 //! the connection table, where it could evict established flows.
 
 use aya_ebpf::programs::XdpContext;
-use veer_abi::{GlobalCounter, NatKey, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PROXIED};
+use veer_abi::{GlobalCounter, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PROXIED};
 
 use crate::{
     access::{callee_ctx, ptr_at},
-    backends::backend,
     conntrack::NEW_CONNS,
     headers::{
         eth::EthHdr,
         l4::{TcpHdr, TCP_ACK, TCP_RST, TCP_SYN},
     },
     parse::VipPacket,
-    snat::{backend_port, snat_addr, NAT_REV},
+    snat::{mapping_key, NAT_REV},
     stats,
     verdict::Drop,
 };
@@ -52,15 +51,7 @@ pub fn proven(ctx: &XdpContext, pkt: &VipPacket) -> bool {
     }
     // SAFETY: copied out at once.
     let Some(e) = (unsafe { NEW_CONNS.get(k) }).copied() else { return true };
-    let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return true };
-    let key = NatKey {
-        backend: b.addr,
-        snat,
-        backend_port: backend_port(k, b),
-        snat_port: e.nat_port,
-        proto: k.proto,
-        _pad: [0; 3],
-    };
+    let Some(key) = mapping_key(k, &e) else { return true };
     // SAFETY: copied out at once.
     let Some(m) = (unsafe { NAT_REV.get(&key) }).copied() else { return true };
     if m.flags & NAT_F_PROXIED != 0 {
