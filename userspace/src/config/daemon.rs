@@ -63,7 +63,8 @@ pub struct DaemonConfig {
     /// Either way a command holds no capability and runs with
     /// `no_new_privs`.
     pub hook_user: Option<String>,
-    /// Group (name or gid) of those commands; default: `hook_user`'s own.
+    /// Group (name or gid) of those commands, never root (gid 0); default:
+    /// `hook_user`'s own.
     pub hook_group: Option<String>,
     /// Address of the Prometheus endpoint (`GET /metrics`); off when unset.
     pub metrics: Option<std::net::SocketAddr>,

@@ -337,3 +337,12 @@ fn a_root_hook_user_is_refused() {
         assert_eq!(e.line, Some(4), "{e}");
     }
 }
+
+#[test]
+fn a_root_hook_group_is_refused() {
+    for group in ["root", "0"] {
+        let e =
+            err(&BASE.replace("interfaces = [\"eth0\"]", &format!("interfaces = [\"eth0\"]\nhook_group = {group:?}")));
+        assert!(e.to_string().contains("daemon.hook_group") && e.message.contains("root (gid 0)"), "{group}: {e}");
+    }
+}

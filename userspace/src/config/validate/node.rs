@@ -45,6 +45,15 @@ pub(super) fn daemon(c: &mut Checker, cfg: &Config, at: usize) {
              name an unprivileged user (e.g. a dedicated `veer-hooks`), or leave it unset",
         );
     }
+    if d.hook_group.is_some() && d.hook_identity().is_ok_and(|id| id.gid == Some(0)) {
+        c.err(
+            at,
+            "hook_group",
+            "daemon.hook_group".into(),
+            "is root (gid 0): commands would keep root's group, and with it what root's group may \
+             read and write; name an unprivileged group, or leave it unset",
+        );
+    }
     if cfg.services.len() > d.max_services as usize {
         c.err(
             at,
