@@ -211,6 +211,9 @@ pub fn release(key: &FlowKey, e: &ConnEntry) {
     if e.nat_port == 0 {
         return;
     }
+    // Built here, not through `mapping_key`: its `Option<NatKey>` costs
+    // stack on the NAT program's deepest call chain (veer_nat -> reopen ->
+    // release), which the verifier then refuses.
     let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return };
     let rkey = NatKey {
         backend: b.addr,
