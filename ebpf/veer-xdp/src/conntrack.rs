@@ -61,6 +61,14 @@ pub fn opens_connection(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
+/// A segment a DSR backend's agent may send back for its flow's second
+/// chance: TCP, neither SYN (those have their own path) nor RST (never
+/// bounced).
+#[inline(always)]
+pub fn bounceable(proto: u8, tcp_flags: u8) -> bool {
+    proto == IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_RST) == 0
+}
+
 /// What the connection table says about a packet's flow.
 pub enum Pinned {
     /// Pinned to a backend that may keep it.
@@ -173,7 +181,7 @@ pub fn established_early(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> Earl
     }
     match keeper(&slot.service, entry) {
         // Bounced by its backend's agent: the full path gives it its second chance.
-        Some(f) if key.proto == IPPROTO_TCP && forward::sent_back_by(ctx, &f.backend.mac) => Early::Unsure,
+        Some(f) if bounceable(key.proto, tcp_flags) && forward::sent_back_by(ctx, &f.backend.mac) => Early::Unsure,
         Some(f) => {
             let (moved, change) = touch(entry, tcp_flags);
             let pending = change.backend != NO_BACKEND;

@@ -325,13 +325,11 @@ fn pinned<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, f: 
     deliver::<NAT>(ctx, pkt, f)
 }
 
-/// A DSR TCP packet other than a SYN, sent back from `mac` (the backend
+/// A DSR TCP packet (no SYN, no RST) sent back from `mac` (the backend
 /// its flow is pinned to) by that backend's agent: its [`second_chance`].
 #[inline(always)]
 fn bounced<const NAT: bool>(ctx: &XdpContext, pkt: &VipPacket, mac: &[u8; 6]) -> bool {
-    !NAT && pkt.key.proto == veer_abi::IPPROTO_TCP
-        && !conntrack::opens_connection(pkt.tcp_flags())
-        && forward::sent_back_by(ctx, mac)
+    !NAT && conntrack::bounceable(pkt.key.proto, pkt.tcp_flags()) && forward::sent_back_by(ctx, mac)
 }
 
 /// Sends a packet of `f`: DSR (the Ethernet header) or NAT (addresses and ports).

@@ -13,24 +13,24 @@
 //! bounced packets are rare, and the entry program's stack has no room.
 
 use aya_ebpf::programs::XdpContext;
-use veer_abi::{GlobalCounter, CONN_F_COUNTED, CONN_F_SECOND_CHANCE, IPPROTO_TCP, NO_BACKEND};
+use veer_abi::{GlobalCounter, CONN_F_COUNTED, CONN_F_SECOND_CHANCE, NO_BACKEND};
 
 use crate::{
     active,
     backends::owned_backend,
-    conntrack::{opens_connection, CONNS, NEW_CONNS},
+    conntrack::{bounceable, CONNS, NEW_CONNS},
     forward, parse, scheduler, services, stats,
     verdict::Drop,
 };
 
-/// A DSR TCP packet (not a SYN) that came back from the MAC of the backend
+/// A DSR TCP packet (no SYN, no RST) that came back from the MAC of the backend
 /// its flow's entry names: sent to the backend the previous ring gives,
 /// which the entry then names (marked), or dropped.
 #[inline(always)]
 pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
     let pkt = parse::flow_of_outlined(ctx)?.ok_or(Drop::SecondChance)?;
     let key = &pkt.key;
-    if key.proto != IPPROTO_TCP || pkt.is_icmp_error() || opens_connection(pkt.tcp_flags()) {
+    if pkt.is_icmp_error() || !bounceable(key.proto, pkt.tcp_flags()) {
         return Err(Drop::SecondChance);
     }
     let svc = services::lookup(key).ok_or(Drop::SecondChance)?;

@@ -160,4 +160,12 @@ impl AgentProgram {
             .map_err(DataplaneError::program("veer_agent is not XDP"))?;
         super::run_frame(prog, frame, 1)
     }
+
+    /// One of the agent's counters, summed over the CPUs.
+    pub fn counter(&self, c: AgentCounter) -> Result<u64> {
+        let map = self.ebpf.map(names::STATS).ok_or(DataplaneError::Missing { kind: "map", name: names::STATS })?;
+        let stats: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(DataplaneError::map(names::STATS, "opening"))?;
+        Ok(stats.get(&(c as u32), 0).map_err(DataplaneError::map(names::STATS, "reading"))?.iter().sum())
+    }
 }

@@ -1,0 +1,199 @@
+//! A DSR flow's second chance, through the real XDP program
+//! (BPF_PROG_TEST_RUN): established flows lose their entries after a ring
+//! change (a flood of spoofed SYN+ACK pairs bigger than the connection
+//! table), so their next packet goes to the new ring's backend; that
+//! backend's agent bounces it (MACs swapped), and veer sends it to the
+//! previous ring's backend, which the flow is then pinned to. A second
+//! bounce is dropped. Needs root.
+
+use std::net::{IpAddr, SocketAddr};
+
+use veer::dataplane::{flow_key, MapReader, Protocol};
+use veer_abi::{GlobalCounter, Scheduler, CONN_F_SECOND_CHANCE};
+use veer_tests::{
+    frame::{self, L4},
+    lab::{backend_mac, Lab, XDP_DROP},
+};
+
+const CONN_TABLE: u32 = 2048;
+const FLOWS: u16 = 400;
+
+fn lab(scheduler: Scheduler) -> Lab {
+    Lab::with_tables("10.0.0.100", Protocol::Tcp, scheduler, &[1, 1, 1], CONN_TABLE, 1024)
+}
+
+/// Opens connections (SYN, then the handshake's ACK): each client port with its backend.
+fn establish(lab: &Lab, ports: std::ops::Range<u16>) -> Vec<(u16, u32)> {
+    ports
+        .map(|p| {
+            let b = lab.send(&lab.syn(p)).1.expect("SYN forwarded");
+            assert_eq!(lab.send(&lab.ack(p)).1, Some(b));
+            (p, b)
+        })
+        .collect()
+}
+
+/// A fourth backend joins: the ring changes, the old one stays as the previous ring.
+fn add_backend(lab: &mut Lab) {
+    let mut members: Vec<_> = (0..3).map(|i| Lab::backend(i, 1).1).collect();
+    let (b, m) = Lab::backend(3, 1);
+    lab.dp.set_backend(3, &b).unwrap();
+    members.push(m);
+    lab.dp.publish_pool(&lab.key, 65537, &members).unwrap();
+}
+
+/// Spoofed SYN+ACK pairs from random sources: each pair promotes a flow
+/// into the connection table, evicting established ones.
+fn flood_pairs(lab: &Lab, n: usize) {
+    let vip = lab.vip_addr();
+    let mut rng = fastrand::Rng::with_seed(11);
+    for _ in 0..n {
+        let src = SocketAddr::new(IpAddr::from(rng.u32(..).to_be_bytes()), rng.u16(1024..));
+        lab.dp.test_run(&frame::tcp_syn(src, vip), 1).expect("test run");
+        lab.dp.test_run(&frame::packet(src, vip, L4::Tcp(0x10), b""), 1).expect("test run");
+    }
+}
+
+/// `f` as the agent of backend `id` sends it back: MACs swapped.
+fn bounced(f: &[u8], id: u32) -> Vec<u8> {
+    let mut out = f.to_vec();
+    out[..6].copy_from_slice(&frame::LB_MAC);
+    out[6..12].copy_from_slice(&backend_mac(id));
+    out
+}
+
+/// The backend the flow of client port `p` is pinned to, and its flags.
+fn pinned(lab: &Lab, p: u16) -> Option<(u32, u32)> {
+    let key = flow_key(lab.client(p), lab.vip_addr(), Protocol::Tcp);
+    let e = lab.dp.flow(&key).unwrap().or(lab.dp.new_flow(&key).unwrap())?;
+    Some((e.backend, e.flags))
+}
+
+#[test]
+fn a_flow_lost_after_a_ring_change_gets_its_second_chance_on_the_previous_rings_backend() {
+    let mut lab = lab(Scheduler::Maglev);
+    let flows = establish(&lab, 20000..20000 + FLOWS);
+    add_backend(&mut lab);
+    flood_pairs(&lab, 3 * CONN_TABLE as usize);
+    let usage = lab.dp.table_usage().unwrap();
+    assert!(usage.conns_evicted > 0, "the flood evicted entries: {usage:?}");
+
+    let mut moved = 0;
+    for (i, (p, b)) in flows.iter().enumerate() {
+        let ack = lab.ack(*p);
+        let (_, to, _) = lab.send(&ack);
+        let to = to.expect("sent to a backend");
+        if to == *b {
+            continue;
+        }
+        // Lost its entry and hashed to the new backend, which holds no such
+        // connection. Every other flow: a second packet from the client
+        // first, which promotes the new entry (the early path then sees the bounce).
+        assert_eq!(to, 3, "port {p}: only flows hashed to the new backend move");
+        moved += 1;
+        if i % 2 == 0 {
+            assert_eq!(lab.send(&ack).1, Some(3));
+        }
+        let (action, again, _) = lab.send(&bounced(&ack, 3));
+        assert_eq!(again, Some(*b), "port {p}: bounced to the previous ring's backend (action {action})");
+        let (backend, flags) = pinned(&lab, *p).expect("an entry");
+        assert_eq!(backend, *b, "port {p}: re-pinned to the previous ring's backend");
+        assert_ne!(flags & CONN_F_SECOND_CHANCE, 0, "port {p}: marked");
+        // The client's next packets go there directly.
+        assert_eq!(lab.send(&ack).1, Some(*b), "port {p}");
+        assert_eq!(lab.send(&ack).1, Some(*b), "port {p}");
+        // Bounced again (that backend has no such connection either): dropped.
+        assert_eq!(lab.send(&bounced(&ack, *b)).0, XDP_DROP, "port {p}: a second bounce");
+    }
+    eprintln!("{moved} of {FLOWS} flows lost to the new backend, {} entries evicted", usage.conns_evicted);
+    assert!(moved > FLOWS as u64 / 10, "a quarter of the flows hash to the new backend: {moved}");
+    assert_eq!(lab.counter(GlobalCounter::SecondChance), moved);
+    assert_eq!(lab.counter(GlobalCounter::DropSecondChance), moved);
+}
+
+#[test]
+fn a_bounce_with_nowhere_else_to_go_is_dropped() {
+    let mut lab = lab(Scheduler::Maglev);
+    let flows = establish(&lab, 21000..21100);
+    // One ring only: no previous ring to try.
+    let (p, b) = flows[0];
+    assert_eq!(lab.send(&bounced(&lab.ack(p), b)).0, XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::DropSecondChance), 1);
+    assert_eq!(pinned(&lab, p).unwrap().0, b, "the entry stays");
+    // After a ring change, a flow whose backend both rings give.
+    add_backend(&mut lab);
+    let (p, b) = *flows.iter().find(|(p, b)| lab.send(&lab.ack(*p)).1 == Some(*b) && *p != flows[0].0).unwrap();
+    assert_eq!(lab.send(&bounced(&lab.ack(p), b)).0, XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::DropSecondChance), 2);
+    assert_eq!(lab.counter(GlobalCounter::SecondChance), 0);
+    // A SYN or a RST from a backend's MAC is no second chance (a bounced
+    // SYN has its own path; RSTs are never bounced).
+    let rst = frame::packet(lab.client(p), lab.vip_addr(), L4::Tcp(0x04), b"");
+    assert_eq!(lab.send(&bounced(&rst, b)).1, Some(b), "a RST from the backend's MAC is forwarded as before");
+}
+
+#[test]
+fn round_robin_has_no_previous_pick() {
+    let mut lab = lab(Scheduler::RoundRobin);
+    let flows = establish(&lab, 22000..22010);
+    add_backend(&mut lab);
+    let (p, b) = flows[0];
+    assert_eq!(lab.send(&bounced(&lab.ack(p), b)).0, XDP_DROP, "round robin cannot recompute a flow's backend");
+    assert_eq!(lab.counter(GlobalCounter::DropSecondChance), 1);
+}
+
+#[test]
+fn the_agent_bounces_a_segment_no_connection_owns() {
+    use std::io::{Read, Write};
+    use veer::dataplane::agent::AgentProgram;
+    use veer_abi::AgentCounter;
+    use veer_tests::lab::{XDP_PASS, XDP_TX};
+    let ns = veer_tests::netns::Netns::create("veer-agentlab2").unwrap();
+    ns.exec(&["ip", "link", "set", "lo", "up"]).unwrap();
+    ns.exec(&["ip", "addr", "add", "10.77.1.1/32", "dev", "lo"]).unwrap();
+    let vip: IpAddr = "10.77.1.1".parse().unwrap();
+    let client = SocketAddr::new("10.77.0.1".parse().unwrap(), 40000);
+    ns.run(|| {
+        let agent = AgentProgram::load(&[vip]).unwrap();
+        let listener = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
+        // A real connection to the VIP, established on this host.
+        let mut conn = std::net::TcpStream::connect(SocketAddr::new(vip, 8080)).unwrap();
+        let (mut accepted, peer) = listener.accept().unwrap();
+        let seg = |src: SocketAddr, port: u16, flags: u8| {
+            frame::tcp_segment(src, SocketAddr::new(vip, port), flags, 1, 1, &[])
+        };
+        for flags in [0x10, 0x18, 0x11] {
+            let owned = seg(peer, 8080, flags);
+            let out = agent.test_run(&owned).unwrap();
+            assert_eq!((out.action, &out.frame), (XDP_PASS, &owned), "flags {flags:#x}: its connection takes it");
+        }
+        // Only a listener: it owns no established flow (and this ACK is no cookie of it).
+        let unowned = seg(client, 8080, 0x10);
+        let out = agent.test_run(&unowned).unwrap();
+        assert_eq!(out.action, XDP_TX, "back to the balancer");
+        assert_eq!(out.frame[..6], unowned[6..12], "to the MAC it came from");
+        assert_eq!(out.frame[6..12], unowned[..6]);
+        assert_eq!(out.frame[12..], unowned[12..], "the segment itself untouched");
+        // No socket at all: data, FIN.
+        for flags in [0x18, 0x11] {
+            assert_eq!(agent.test_run(&seg(client, 8081, flags)).unwrap().action, XDP_TX, "flags {flags:#x}");
+        }
+        // A RST is never bounced; nor is anything for another address.
+        assert_eq!(agent.test_run(&seg(client, 8081, 0x14)).unwrap().action, XDP_PASS, "a RST");
+        assert_eq!(agent.test_run(&seg(client, 8081, 0x04)).unwrap().action, XDP_PASS, "a RST");
+        let other = frame::tcp_segment(client, "10.77.0.12:8081".parse().unwrap(), 0x10, 1, 1, &[]);
+        assert_eq!(agent.test_run(&other).unwrap().action, XDP_PASS, "not a VIP");
+        // SYNs as before: kept by the listener, bounced with none.
+        assert_eq!(agent.test_run(&seg(client, 8080, 0x02)).unwrap().action, XDP_PASS);
+        assert_eq!(agent.test_run(&seg(client, 8081, 0x02)).unwrap().action, XDP_TX);
+        assert_eq!(agent.counter(AgentCounter::Unowned).unwrap(), 3);
+        assert_eq!(agent.counter(AgentCounter::Bounced).unwrap(), 1);
+        assert_eq!(agent.counter(AgentCounter::Kept).unwrap(), 1);
+        // The connection itself still works.
+        conn.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        accepted.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+    })
+    .unwrap();
+}
