@@ -19,7 +19,11 @@ const CONN_TABLE: u32 = 2048;
 const FLOWS: u16 = 400;
 
 fn lab(scheduler: Scheduler) -> Lab {
-    Lab::with_tables("10.0.0.100", Protocol::Tcp, scheduler, &[1, 1, 1], CONN_TABLE, 1024)
+    lab_at("10.0.0.100", scheduler)
+}
+
+fn lab_at(vip: &str, scheduler: Scheduler) -> Lab {
+    Lab::with_tables(vip, Protocol::Tcp, scheduler, &[1, 1, 1], CONN_TABLE, 1024)
 }
 
 /// Opens connections (SYN, then the handshake's ACK): each client port with its backend.
@@ -48,7 +52,12 @@ fn flood_pairs(lab: &Lab, n: usize) {
     let vip = lab.vip_addr();
     let mut rng = fastrand::Rng::with_seed(11);
     for _ in 0..n {
-        let src = SocketAddr::new(IpAddr::from(rng.u32(..).to_be_bytes()), rng.u16(1024..));
+        let ip = if vip.is_ipv4() {
+            IpAddr::from(rng.u32(..).to_be_bytes())
+        } else {
+            IpAddr::from(rng.u128(..).to_be_bytes())
+        };
+        let src = SocketAddr::new(ip, rng.u16(1024..));
         lab.dp.test_run(&frame::tcp_syn(src, vip), 1).expect("test run");
         lab.dp.test_run(&frame::packet(src, vip, L4::Tcp(0x10), b""), 1).expect("test run");
     }
@@ -71,7 +80,16 @@ fn pinned(lab: &Lab, p: u16) -> Option<(u32, u32)> {
 
 #[test]
 fn a_flow_lost_after_a_ring_change_gets_its_second_chance_on_the_previous_rings_backend() {
-    let mut lab = lab(Scheduler::Maglev);
+    second_chance_after_a_flood("10.0.0.100", Scheduler::Maglev);
+}
+
+#[test]
+fn ipv6_a_flow_lost_after_a_ring_change_gets_its_second_chance() {
+    second_chance_after_a_flood("2001:db8::100", Scheduler::Maglev);
+}
+
+fn second_chance_after_a_flood(vip: &str, scheduler: Scheduler) {
+    let mut lab = lab_at(vip, scheduler);
     let flows = establish(&lab, 20000..20000 + FLOWS);
     add_backend(&mut lab);
     flood_pairs(&lab, 3 * CONN_TABLE as usize);
