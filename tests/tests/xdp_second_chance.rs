@@ -215,3 +215,77 @@ fn the_agent_bounces_a_segment_no_connection_owns() {
     })
     .unwrap();
 }
+
+/// A raw IPv4 socket of `proto` in the calling thread's namespace.
+fn raw_socket(proto: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, proto) };
+    assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// The sequence number of the SYN-ACK to client port `port` that `rx` (a
+/// raw TCP socket) sees next.
+fn synack_seq(rx: &std::os::fd::OwnedFd, port: u16) -> u32 {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < deadline {
+        // SAFETY: a buffer of its length; MSG_DONTWAIT never blocks.
+        let n = unsafe { libc::recv(rx.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            continue;
+        }
+        let ip = &buf[..n as usize];
+        let tcp = &ip[(ip[0] & 0x0f) as usize * 4..];
+        if u16::from_be_bytes([tcp[2], tcp[3]]) == port && tcp[13] == 0x12 {
+            return u32::from_be_bytes(tcp[4..8].try_into().unwrap());
+        }
+    }
+    panic!("no SYN-ACK to port {port}");
+}
+
+#[test]
+fn the_agent_keeps_the_ack_of_a_listeners_syn_cookie() {
+    use std::os::fd::AsRawFd;
+    use veer::dataplane::agent::AgentProgram;
+    use veer_tests::lab::{XDP_PASS, XDP_TX};
+    let ns = veer_tests::netns::Netns::create("veer-agentcookie").unwrap();
+    ns.exec(&["ip", "link", "set", "lo", "up"]).unwrap();
+    ns.exec(&["ip", "addr", "add", "10.77.1.1/32", "dev", "lo"]).unwrap();
+    ns.exec(&["ip", "addr", "add", "10.77.0.1/32", "dev", "lo"]).unwrap();
+    // Every SYN answered with a cookie: no request socket is kept.
+    ns.sysctl("net.ipv4.tcp_syncookies", "2").unwrap();
+    let vip = SocketAddr::new("10.77.1.1".parse().unwrap(), 8080);
+    let client = SocketAddr::new("10.77.0.1".parse().unwrap(), 40000);
+    ns.run(|| {
+        let agent = AgentProgram::load(&[vip.ip()]).unwrap();
+        let _listener = std::net::TcpListener::bind("0.0.0.0:8080").unwrap();
+        let rx = raw_socket(libc::IPPROTO_TCP);
+        let tx = raw_socket(libc::IPPROTO_RAW);
+        let syn = frame::tcp_segment(client, vip, 0x02, 1000, 0, &frame::SYN_OPTIONS);
+        // SAFETY: an all-zero sockaddr_in is valid; lengths are the buffers'.
+        let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        to.sin_family = libc::AF_INET as u16;
+        to.sin_addr.s_addr = u32::from_ne_bytes([10, 77, 1, 1]);
+        let sent = unsafe {
+            libc::sendto(
+                tx.as_raw_fd(),
+                syn[14..].as_ptr().cast(),
+                syn.len() - 14,
+                0,
+                (&to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        assert!(sent > 0, "sending the SYN: {}", std::io::Error::last_os_error());
+        let cookie = synack_seq(&rx, client.port());
+        let ack = frame::tcp_segment(client, vip, 0x10, 1001, cookie.wrapping_add(1), &[]);
+        assert_eq!(agent.test_run(&ack).unwrap().action, XDP_PASS, "the ACK of its cookie is the listener's");
+        let forged = frame::tcp_segment(client, vip, 0x10, 1001, cookie.wrapping_add(2), &[]);
+        assert_eq!(agent.test_run(&forged).unwrap().action, XDP_TX, "any other ACK no connection owns");
+    })
+    .unwrap();
+}
