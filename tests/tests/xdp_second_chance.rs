@@ -88,7 +88,19 @@ fn ipv6_a_flow_lost_after_a_ring_change_gets_its_second_chance() {
     second_chance_after_a_flood("2001:db8::100", Scheduler::Maglev);
 }
 
+/// Keeps the calling thread on CPU 0: the tables' LRU lists are per CPU, and
+/// a flood evicts only entries its own CPU inserted.
+fn stay_on_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread (0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
 fn second_chance_after_a_flood(vip: &str, scheduler: Scheduler) {
+    stay_on_cpu0();
     let mut lab = lab_at(vip, scheduler);
     let flows = establish(&lab, 20000..20000 + FLOWS);
     add_backend(&mut lab);
