@@ -207,6 +207,11 @@ impl Agents {
     pub fn bounced(&self, i: usize) -> u64 {
         veer::dataplane::agent::status(&self.0[i], "eth0").unwrap().bounced
     }
+
+    /// Other segments backend `i`'s agent sent back (no connection owned them).
+    pub fn unowned(&self, i: usize) -> u64 {
+        veer::dataplane::agent::status(&self.0[i], "eth0").unwrap().unowned
+    }
 }
 
 impl Drop for Agents {

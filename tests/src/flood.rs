@@ -1,6 +1,8 @@
 //! A flood of spoofed TCP SYNs to a VIP, sent raw (`AF_PACKET`) out of a
 //! namespace's interface from random sources: what an off-path attacker
-//! sends. Used by the attack tests, the soak and the bench.
+//! sends. Used by the attack tests, the soak and the bench. Or of spoofed
+//! SYN+ACK pairs: each SYN followed by an ACK from the same source, a
+//! flow's second packet.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -54,14 +56,24 @@ impl SynFlood {
     /// Starts sending spoofed SYNs to `vip` from `ns` along `path`: `pps` a
     /// second (0: as fast as one core can), `limit` in all (0: until stopped).
     pub fn start(ns: &Netns, path: FloodPath, vip: SocketAddr, pps: u64, limit: u64) -> Result<Self> {
+        Self::spawn(ns, path, vip, Rate { pps, limit, pairs: false })
+    }
+
+    /// [`SynFlood::start`] with spoofed SYN+ACK pairs: `pps` and `limit`
+    /// count pairs.
+    pub fn start_pairs(ns: &Netns, path: FloodPath, vip: SocketAddr, pps: u64, limit: u64) -> Result<Self> {
+        Self::spawn(ns, path, vip, Rate { pps, limit, pairs: true })
+    }
+
+    fn spawn(ns: &Netns, path: FloodPath, vip: SocketAddr, rate: Rate) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let (s2, n2) = (stop.clone(), sent.clone());
-        let thread = ns.spawn(move || send_loop(&path, vip, pps, limit, &s2, &n2))?;
+        let thread = ns.spawn(move || send_loop(&path, vip, rate, &s2, &n2))?;
         Ok(Self { stop, sent, thread: Some(thread) })
     }
 
-    /// SYNs sent so far.
+    /// SYNs (or pairs) sent so far.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
@@ -99,14 +111,16 @@ impl Drop for SynFlood {
     }
 }
 
-fn send_loop(
-    path: &FloodPath,
-    vip: SocketAddr,
+/// How fast and how much a flood sends.
+#[derive(Clone, Copy)]
+struct Rate {
     pps: u64,
     limit: u64,
-    stop: &AtomicBool,
-    sent: &AtomicU64,
-) -> Result<()> {
+    pairs: bool,
+}
+
+fn send_loop(path: &FloodPath, vip: SocketAddr, rate: Rate, stop: &AtomicBool, sent: &AtomicU64) -> Result<()> {
+    let Rate { pps, limit, pairs } = rate;
     // SAFETY: plain socket(2); the descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) };
     ensure!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
@@ -127,20 +141,11 @@ fn send_loop(
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(198, 18 | rng.u8(..2), rng.u8(..), rng.u8(1..))),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, rng.u16(..), rng.u16(1..))),
         };
-        let mut f = frame::tcp_syn(SocketAddr::new(src, rng.u16(1024..)), vip);
-        f[..6].copy_from_slice(&path.dst_mac);
-        f[6..12].copy_from_slice(&path.src_mac);
-        // SAFETY: `f` and `addr` outlive the call; lengths are theirs.
-        let r = unsafe {
-            libc::sendto(
-                sock.as_raw_fd(),
-                f.as_ptr().cast(),
-                f.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
+        let from = SocketAddr::new(src, rng.u16(1024..));
+        let mut r = send(&sock, &addr, path, &frame::tcp_syn(from, vip));
+        if pairs && r > 0 {
+            r = send(&sock, &addr, path, &frame::packet(from, vip, frame::L4::Tcp(0x10), b""));
+        }
         if r > 0 {
             n += 1;
             sent.fetch_add(1, Ordering::Relaxed);
@@ -151,4 +156,22 @@ fn send_loop(
         }
     }
     Ok(())
+}
+
+/// Sends one frame along `path` (its MACs set here); what `sendto` returned.
+fn send(sock: &OwnedFd, addr: &libc::sockaddr_ll, path: &FloodPath, f: &[u8]) -> isize {
+    let mut f = f.to_vec();
+    f[..6].copy_from_slice(&path.dst_mac);
+    f[6..12].copy_from_slice(&path.src_mac);
+    // SAFETY: `f` and `addr` outlive the call; lengths are theirs.
+    unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            f.as_ptr().cast(),
+            f.len(),
+            0,
+            (addr as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    }
 }

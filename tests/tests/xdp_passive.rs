@@ -307,8 +307,12 @@ fn the_agent_bounces_a_syn_for_a_vip_only_when_no_socket_takes_it() {
             veer_tests::lab::XDP_PASS,
             "not a VIP: the kernel resets it"
         );
+        // Another segment nothing owns is bounced too, for its flow's second
+        // chance (see xdp_second_chance.rs); a RST never is.
         let ack = syn(SocketAddr::new(vip, 8081), 0x10);
-        assert_eq!(agent.test_run(&ack).unwrap().action, veer_tests::lab::XDP_PASS, "only SYNs");
+        assert_eq!(agent.test_run(&ack).unwrap().action, XDP_TX, "no connection owns it");
+        let rst = syn(SocketAddr::new(vip, 8081), 0x04);
+        assert_eq!(agent.test_run(&rst).unwrap().action, veer_tests::lab::XDP_PASS, "a RST");
     })
     .unwrap();
 }

@@ -5,16 +5,17 @@
 //! first packets (spoofed SYNs) therefore churns only `NEW_CONNS`, and an
 //! established flow's entry is never evicted to make room for one.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET,
     CONN_F_CLOSING, CONN_F_COUNTED, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, DEFAULT_CONN_TABLE_SIZE,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, NO_BACKEND, SERVICE_F_PASSIVE,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND, SERVICE_F_PASSIVE,
 };
 
 use crate::{
     active,
     backends::owned_backend,
+    forward,
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     passive,
     services::SERVICE_SLOTS,
@@ -58,6 +59,14 @@ pub struct Flow {
 #[inline(always)]
 pub fn opens_connection(tcp_flags: u8) -> bool {
     tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// A segment a DSR backend's agent may send back for its flow's second
+/// chance: TCP, neither SYN (those have their own path) nor RST (never
+/// bounced).
+#[inline(always)]
+pub fn bounceable(proto: u8, tcp_flags: u8) -> bool {
+    proto == IPPROTO_TCP && tcp_flags & (TCP_SYN | TCP_RST) == 0
 }
 
 /// What the connection table says about a packet's flow.
@@ -148,7 +157,8 @@ pub enum Early {
     /// Not in `CONNS`.
     Missing,
     /// In `CONNS`, but the flow must move, or its entry names a service
-    /// that no longer serves this VIP: the full path decides.
+    /// that no longer serves this VIP, or its backend bounced the packet:
+    /// the full path decides.
     Unsure,
 }
 
@@ -157,7 +167,7 @@ pub enum Early {
 /// `SERVICE_SLOTS` (whose key must still be the packet's), which saves
 /// hashing the service key on every packet. Refreshes the entry on a hit.
 #[inline(always)]
-pub fn established_early(key: &FlowKey, tcp_flags: u8) -> Early {
+pub fn established_early(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> Early {
     let Some(entry) = CONNS.get_ptr_mut(key) else {
         return Early::Missing;
     };
@@ -170,6 +180,8 @@ pub fn established_early(key: &FlowKey, tcp_flags: u8) -> Early {
         return Early::Unsure;
     }
     match keeper(&slot.service, entry) {
+        // Bounced by its backend's agent: the full path gives it its second chance.
+        Some(f) if bounceable(key.proto, tcp_flags) && forward::sent_back_by(ctx, &f.backend.mac) => Early::Unsure,
         Some(f) => {
             let (moved, change) = touch(entry, tcp_flags);
             let pending = change.backend != NO_BACKEND;

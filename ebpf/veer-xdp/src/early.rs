@@ -32,7 +32,7 @@ pub const ACCOUNT: u32 = 0x1000;
 #[inline(never)]
 pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
     let ctx = callee_ctx(ctx);
-    match conntrack::established_early(key, tcp_flags as u8) {
+    match conntrack::established_early(&ctx, key, tcp_flags as u8) {
         Early::Hit(svc, f, moved, pending) => {
             if svc.flags & SERVICE_F_NAT != 0 {
                 return NAT;

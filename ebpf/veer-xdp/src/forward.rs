@@ -7,7 +7,7 @@ use aya_ebpf::{bindings::xdp_action, macros::map, maps::DevMapHash, programs::Xd
 use veer_abi::{Backend, GlobalCounter, MAX_TX_PORTS};
 
 use crate::{
-    access::mut_ptr_at,
+    access::{mut_ptr_at, ptr_at},
     headers::eth::{copy_mac, EthHdr},
     stats,
     verdict::Drop,
@@ -45,4 +45,15 @@ pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Result<u32, Drop> {
     let action = TX_PORTS.redirect(backend.ifindex, 0).map_err(|_| Drop::Redirect)?;
     stats::count(GlobalCounter::Redirected);
     Ok(action)
+}
+
+/// Whether the frame comes from `mac`: a packet sent to that backend and
+/// bounced back by its agent (no socket there owns it), MACs swapped.
+#[inline(always)]
+pub fn sent_back_by(ctx: &XdpContext, mac: &[u8; 6]) -> bool {
+    match ptr_at::<EthHdr>(ctx, 0) {
+        // SAFETY: bounds-checked by `ptr_at`.
+        Ok(eth) => unsafe { (*eth).src == *mac },
+        Err(_) => false,
+    }
 }

@@ -14,7 +14,9 @@
 //! Failures seen in the traffic ([`passive`]): a SYN retransmitted or
 //! bounced (veer-agent) moves to another backend, a NAT backend's refusal
 //! becomes the client's SYN again ([`nat::syn_stash`]); the backend is held
-//! suspect and veerd is told. A TC egress program ([`vip_path`]) sends
+//! suspect and veerd is told. A DSR packet of an established flow that its
+//! backend's agent bounces (no socket there owns it, after a ring change)
+//! goes to the previous ring's backend ([`second_chance`]). A TC egress program ([`vip_path`]) sends
 //! VIP-path health checks to their backend's MAC.
 //!
 //! Each module declares the maps and per-CPU scratch it uses.
@@ -47,9 +49,11 @@ mod snat;
 mod conntrack;
 mod fib;
 mod scheduler;
-// An established flow's shortcut; ICMP errors to DSR backends; health checks.
+// An established flow's shortcut; ICMP errors to DSR backends; health
+// checks; a bounced DSR packet's second chance.
 mod early;
 mod icmp;
+mod second_chance;
 mod vip_path;
 // NAT's data path.
 mod nat;
@@ -60,8 +64,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use veer_abi::{
-    GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, NO_BACKEND, SERVICE_F_FALLBACK_PASS,
-    SERVICE_F_NAT, SERVICE_F_PASSIVE,
+    GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_SECOND_CHANCE, NO_BACKEND,
+    SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
@@ -97,6 +101,13 @@ pub fn veer_nat_return(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn veer_nat_cookie(ctx: XdpContext) -> u32 {
     verdict(nat::syn_cookie::program(&ctx))
+}
+
+/// A DSR packet its flow's backend bounced back (tail-called from
+/// `veer_xdp`; see [`second_chance`]).
+#[xdp]
+pub fn veer_second_chance(ctx: XdpContext) -> u32 {
+    verdict(second_chance::program(&ctx))
 }
 
 /// A backend's packet to a NAT connection veer's SYN proxy opened
@@ -295,15 +306,30 @@ fn schedule<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, p
     if NAT && p.opening && svc.flags & SERVICE_F_PASSIVE != 0 {
         nat::syn_stash::keep(ctx, pkt)?;
     }
+    // An orphaned flow's packet back from the backend its first pass went to.
+    if bounced::<NAT>(ctx, pkt, &b.mac) {
+        return jumps::jump(ctx, JUMP_SECOND_CHANCE);
+    }
     stats::forwarded(svc.id, id, frame_bytes(ctx), true);
     deliver::<NAT>(ctx, pkt, &Flow { id, backend: b, nat, flags })
 }
 
-/// A packet of a flow the tables hold: counted and sent.
+/// A packet of a flow the tables hold: counted and sent; bounced back by
+/// that backend, given its [`second_chance`].
 #[inline(always)]
 fn pinned<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop> {
+    if bounced::<NAT>(ctx, pkt, &f.backend.mac) {
+        return jumps::jump(ctx, JUMP_SECOND_CHANCE);
+    }
     stats::forwarded(svc.id, f.id, frame_bytes(ctx), false);
     deliver::<NAT>(ctx, pkt, f)
+}
+
+/// A DSR TCP packet (no SYN, no RST) sent back from `mac` (the backend
+/// its flow is pinned to) by that backend's agent: its [`second_chance`].
+#[inline(always)]
+fn bounced<const NAT: bool>(ctx: &XdpContext, pkt: &VipPacket, mac: &[u8; 6]) -> bool {
+    !NAT && conntrack::bounceable(pkt.key.proto, pkt.tcp_flags()) && forward::sent_back_by(ctx, mac)
 }
 
 /// Sends a packet of `f`: DSR (the Ethernet header) or NAT (addresses and ports).

@@ -32,6 +32,9 @@ pub enum Purpose {
     NewFlow,
     /// An existing flow's backend, recomputed (ICMP errors): hashes only.
     Recompute,
+    /// An existing flow's backend in the previous ring: hashes, and least
+    /// flows' first choice.
+    Previous,
 }
 
 /// Where the service's scheduler starts in its ring for `key` (before the
@@ -44,7 +47,7 @@ fn start(svc: &Service, key: &FlowKey, purpose: Purpose) -> Option<u32> {
         Scheduler::LeastFlows if purpose == Purpose::Recompute => return None,
         Scheduler::LeastFlows => flow_hash(key),
         Scheduler::SourceHash => source_hash(&key.src),
-        Scheduler::RoundRobin if purpose == Purpose::Recompute => return None,
+        Scheduler::RoundRobin if purpose != Purpose::NewFlow => return None,
         Scheduler::RoundRobin => {
             let cursor = RR_CURSORS.get_ptr_mut(svc.id)?;
             // SAFETY: per-CPU value, no other writer on this CPU while we run.
@@ -119,4 +122,31 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
     }
     let id = if fallback != NO_BACKEND { fallback } else { last };
     owned_backend(svc, id).map(|b| (id, b))
+}
+
+/// The backend the service's previous ring gives `key` (the half that was
+/// live before the last publish, see `Service::ring_prev`), if it may keep
+/// a flow: the flow's own slot, not the walk past it (a backend down when
+/// that ring was live was skipped there only until its rebuild). [`NO_BACKEND`]
+/// when there is no previous ring, or the scheduler cannot recompute a
+/// flow's backend (round robin). Least flows' first choice stands for its pick.
+#[inline(always)]
+pub fn previous(svc: &Service, key: &FlowKey) -> u32 {
+    let len = svc.ring_len;
+    if svc.ring_prev == 0 || len == 0 || len as usize > MAX_RING_SIZE {
+        return NO_BACKEND;
+    }
+    let Some(ring) = RINGS.get(svc.id.wrapping_mul(2).wrapping_add((!svc.ring_half & 1) as u32)) else {
+        return NO_BACKEND;
+    };
+    let Some(start) = start(svc, key, Purpose::Previous) else { return NO_BACKEND };
+    let slot = opaque(start % len) as usize;
+    if slot >= MAX_RING_SIZE {
+        return NO_BACKEND;
+    }
+    let id = ring[slot];
+    match owned_backend(svc, id) {
+        Some(b) if BackendState::from_u32(b.state).keeps_flows() => id,
+        _ => NO_BACKEND,
+    }
 }

@@ -53,6 +53,8 @@ pub enum Drop {
     ProxyWaiting,
     /// A NAT packet whose TTL (hop limit) ran out.
     TtlExpired,
+    /// A DSR packet bounced by its flow's backend with nowhere else to go.
+    SecondChance,
 }
 
 impl Drop {
@@ -76,6 +78,7 @@ impl Drop {
             Drop::BadCookie => GlobalCounter::DropBadCookie,
             Drop::ProxyWaiting => GlobalCounter::DropProxyWaiting,
             Drop::TtlExpired => GlobalCounter::DropTtlExpired,
+            Drop::SecondChance => GlobalCounter::DropSecondChance,
         }
     }
 }

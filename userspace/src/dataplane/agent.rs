@@ -38,6 +38,9 @@ pub struct AgentStatus {
     pub bounced: u64,
     /// SYNs for a VIP that a socket took.
     pub kept: u64,
+    /// Other segments no connection owned, sent back to the balancer (for
+    /// their flow's second chance).
+    pub unowned: u64,
 }
 
 /// Installs the agent on `iface` (in the calling thread's namespace) for
@@ -125,6 +128,8 @@ pub fn status(root: &Path, iface: &str) -> Result<AgentStatus> {
         vips: vips.keys().filter_map(|k| k.ok()).map(|k| super::from_abi(&k)).collect(),
         bounced: counter(AgentCounter::Bounced)?,
         kept: counter(AgentCounter::Kept)?,
+        // An agent pinned before this counter existed has no slot for it.
+        unowned: counter(AgentCounter::Unowned).unwrap_or(0),
     })
 }
 
@@ -154,5 +159,13 @@ impl AgentProgram {
             .try_into()
             .map_err(DataplaneError::program("veer_agent is not XDP"))?;
         super::run_frame(prog, frame, 1)
+    }
+
+    /// One of the agent's counters, summed over the CPUs.
+    pub fn counter(&self, c: AgentCounter) -> Result<u64> {
+        let map = self.ebpf.map(names::STATS).ok_or(DataplaneError::Missing { kind: "map", name: names::STATS })?;
+        let stats: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(DataplaneError::map(names::STATS, "opening"))?;
+        Ok(stats.get(&(c as u32), 0).map_err(DataplaneError::map(names::STATS, "reading"))?.iter().sum())
     }
 }

@@ -45,6 +45,7 @@ fn load_continuations(ebpf: &mut Ebpf) -> Result<()> {
         (JUMP_NAT_RETURN, NAT_RETURN_PROGRAM),
         (JUMP_NAT_COOKIE, NAT_COOKIE_PROGRAM),
         (veer_abi::JUMP_NAT_COOKIE_RETURN, veer_abi::NAT_COOKIE_RETURN_PROGRAM),
+        (veer_abi::JUMP_SECOND_CHANCE, veer_abi::SECOND_CHANCE_PROGRAM),
     ]
     .into_iter()
     .chain(veer_abi::NAT_ICMP_PROGRAMS);

@@ -10,6 +10,11 @@ use crate::ring::{maglev::MaglevRing, round_robin, RingMember};
 impl Dataplane {
     /// Publishes a ring for `key`: written into the inactive half, then switched
     /// in by one write of the service value. An empty ring means "no backend".
+    ///
+    /// The half that was live stays intact until the next publish: the
+    /// dataplane reads it as the previous ring (a bounced packet's second
+    /// chance, `Service::ring_prev`). While the inactive half is rewritten
+    /// it holds no previous ring, so `ring_prev` is cleared first.
     pub fn publish_ring(&mut self, key: &ServiceKey, slots: &[u32]) -> Result<()> {
         let mut svc = self.service(key)?.ok_or_else(|| DataplaneError::UnknownService(display_service(key)))?;
         if slots.len() > MAX_RING_SIZE {
@@ -21,6 +26,10 @@ impl Dataplane {
             .into());
         }
         let next_half = (svc.ring_half ^ 1) & 1;
+        if svc.ring_prev != 0 {
+            svc.ring_prev = 0;
+            self.write_service(key, svc, "retiring the previous ring of")?;
+        }
         let mut ring: Box<Ring> = vec![0u32; MAX_RING_SIZE]
             .into_boxed_slice()
             .try_into()
@@ -34,6 +43,8 @@ impl Dataplane {
                 .set(svc.id * 2 + next_half as u32, &*ring, 0)
                 .map_err(DataplaneError::map(names::RINGS, format!("writing ring of {}", display_service(key))))?;
         }
+        // The live half becomes the previous ring, if of the same length.
+        svc.ring_prev = (svc.ring_len != 0 && svc.ring_len as usize == slots.len()) as u8;
         svc.ring_half = next_half;
         svc.ring_len = slots.len() as u32;
         self.write_service(key, svc, "switching the ring of")

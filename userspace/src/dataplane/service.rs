@@ -38,9 +38,12 @@ impl Dataplane {
             return Err(DataplaneError::IdOutOfRange { what: "service", id: spec.id, capacity: self.max_services });
         }
         let existing = self.service(key)?;
-        let (ring_len, ring_half) = match existing {
-            Some(s) if s.id == spec.id => (s.ring_len, s.ring_half),
-            _ => (0, 0),
+        // The previous ring is only another ring of the same scheduler.
+        let (ring_len, ring_half, ring_prev) = match existing {
+            Some(s) if s.id == spec.id => {
+                (s.ring_len, s.ring_half, s.ring_prev & (s.scheduler == spec.scheduler as u8) as u8)
+            }
+            _ => (0, 0, 0),
         };
         // The persistence is written before the flag (a flagged service
         // must find its time).
@@ -58,7 +61,7 @@ impl Dataplane {
             scheduler: spec.scheduler as u8,
             flags: spec.service_flags(),
             ring_half,
-            _pad: 0,
+            ring_prev,
         };
         if existing.is_none() {
             self.adjust_vip(&key.addr, 1)?;
@@ -94,7 +97,15 @@ impl Dataplane {
         }
         let free = ServiceSlot {
             key: ServiceKey { addr: [0; 16], port: 0, proto: 0, _pad: 0 },
-            service: Service { id: 0, ring_len: 0, fallback_backend: 0, scheduler: 0, flags: 0, ring_half: 0, _pad: 0 },
+            service: Service {
+                id: 0,
+                ring_len: 0,
+                fallback_backend: 0,
+                scheduler: 0,
+                flags: 0,
+                ring_half: 0,
+                ring_prev: 0,
+            },
         };
         slots.set(id, free, 0).map_err(DataplaneError::map(names::SERVICE_SLOTS, what()))
     }

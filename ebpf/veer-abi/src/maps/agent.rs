@@ -8,11 +8,14 @@ pub enum AgentCounter {
     Bounced = 0,
     /// SYNs for a VIP that a socket takes (passed to the kernel).
     Kept = 1,
+    /// Non-SYN segments (not RST) for a VIP that no connection owns (no
+    /// socket, or only a listener), sent back to the balancer.
+    Unowned = 2,
 }
 
 impl AgentCounter {
     /// Number of agent counters.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Names in the `veer-agent` object.

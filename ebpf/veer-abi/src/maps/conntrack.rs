@@ -39,6 +39,10 @@ pub const CONN_F_COUNTED: u32 = 1 << 16;
 /// `ConnEntry::flags`: a NAT flow opened by veer's SYN proxy; its sequence
 /// numbers are shifted (see `NatMapping::seq_delta`).
 pub const CONN_F_PROXIED: u32 = 1 << 17;
+/// `ConnEntry::flags` (DSR): the flow was bounced by its backend's agent
+/// (no socket there owns it) and re-pinned to the backend the previous ring
+/// gives; a second bounce is dropped.
+pub const CONN_F_SECOND_CHANCE: u32 = 1 << 18;
 
 /// Value of the connection table.
 #[repr(C)]

@@ -39,5 +39,10 @@ pub const JUMP_NAT_COOKIE: u32 = 6;
 pub const NAT_COOKIE_RETURN_PROGRAM: &str = "veer_nat_cookie_return";
 /// `JUMPS` slot of [`NAT_COOKIE_RETURN_PROGRAM`].
 pub const JUMP_NAT_COOKIE_RETURN: u32 = 7;
+/// A DSR packet its flow's backend bounced back (veer-agent), for its
+/// second chance, at `JUMP_SECOND_CHANCE`.
+pub const SECOND_CHANCE_PROGRAM: &str = "veer_second_chance";
+/// `JUMPS` slot of [`SECOND_CHANCE_PROGRAM`].
+pub const JUMP_SECOND_CHANCE: u32 = 8;
 /// Slots in `JUMPS`.
-pub const JUMP_SLOTS: u32 = 8;
+pub const JUMP_SLOTS: u32 = 9;

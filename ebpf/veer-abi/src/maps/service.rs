@@ -143,8 +143,11 @@ pub struct Service {
     pub flags: u8,
     /// Which half of this service's ring is live (0 or 1).
     pub ring_half: u8,
-    /// Always zero.
-    pub _pad: u8,
+    /// 1 when the other half holds the ring that was live before this one,
+    /// of the same length (`ring_len`), for a bounced packet's second
+    /// chance; 0 before a service's second ring, or while a new ring is
+    /// being written into that half.
+    pub ring_prev: u8,
 }
 
 // Layout guards: the XDP object and userspace must agree on these sizes.

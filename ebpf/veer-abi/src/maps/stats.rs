@@ -108,11 +108,18 @@ pub enum GlobalCounter {
     NatUnprovenAck = 38,
     /// Dropped: a NAT packet whose TTL or hop limit ran out (veer routes it).
     DropTtlExpired = 39,
+    /// DSR packets of an established flow bounced by the backend a ring
+    /// change sent them to (its agent found no connection), sent to the
+    /// backend the previous ring gives, which the flow is re-pinned to.
+    SecondChance = 40,
+    /// Dropped: a DSR packet bounced with nowhere else to go (the previous
+    /// ring gives the same backend, or none, or it had its second chance).
+    DropSecondChance = 41,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 40;
+    pub const COUNT: u32 = 42;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -156,6 +163,8 @@ impl GlobalCounter {
         Self::DropProxyWaiting,
         Self::NatUnprovenAck,
         Self::DropTtlExpired,
+        Self::SecondChance,
+        Self::DropSecondChance,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -201,6 +210,8 @@ impl GlobalCounter {
             Self::DropProxyWaiting => "drop_proxy_waiting",
             Self::NatUnprovenAck => "nat_unproven_ack",
             Self::DropTtlExpired => "drop_ttl_expired",
+            Self::SecondChance => "second_chance",
+            Self::DropSecondChance => "drop_second_chance",
         }
     }
 }

@@ -8,12 +8,19 @@
 //! backend suspect and forwards the SYN to another one. The lookup is the
 //! kernel's own (`bpf_skc_lookup_tcp`, Linux 5.2+): a listener, even on
 //! `0.0.0.0` with `SO_REUSEPORT`, or a connection in progress keeps the SYN.
+//!
+//! Any other segment (not a RST) for a VIP that no connection owns is
+//! bounced the same way: no socket, or only a listener, which owns no
+//! established flow (unless the segment is the ACK of one of its SYN
+//! cookies). veer sends it to the backend its previous ring gives: the
+//! flow lost its entry at the balancer after a ring change, and this
+//! backend was never its own (see `second_chance` in veer-xdp).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, xdp_action, BPF_F_CURRENT_NETNS},
-    helpers::{bpf_sk_release, bpf_skc_lookup_tcp},
+    helpers::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie},
     macros::{map, xdp},
     maps::{HashMap, PerCpuArray},
     programs::XdpContext,
@@ -31,7 +38,19 @@ static AGENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(AgentCounte
 
 const ETH_LEN: usize = 14;
 const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
+/// `TCP_LISTEN` of the kernel's `sk_state`.
+const TCP_LISTEN: u32 = 10;
+
+/// What [`unowned`] found.
+const KEPT_SYN: u32 = 0;
+/// A SYN no socket takes.
+const BOUNCE_SYN: u32 = 1;
+/// Another segment no connection owns.
+const BOUNCE_SEGMENT: u32 = 2;
+/// Not for a VIP, not TCP, a RST, or owned: left to the kernel, uncounted.
+const LEAVE: u32 = 3;
 
 /// `struct bpf_sock_tuple`'s IPv4 member.
 #[repr(C)]
@@ -67,34 +86,35 @@ fn count(c: AgentCounter) {
     }
 }
 
-/// Bounces the SYN in `ctx` if it is for a VIP and nothing would take it.
+/// Bounces the segment in `ctx` if it is for a VIP and nothing owns it.
 #[xdp]
 pub fn veer_agent(ctx: XdpContext) -> u32 {
-    match unbound_syn(&ctx) {
-        Some(true) => {
-            // SAFETY: the Ethernet header was bounds-checked by `unbound_syn`.
+    let found = unowned(&ctx).unwrap_or(LEAVE);
+    match found {
+        BOUNCE_SYN | BOUNCE_SEGMENT => {
+            // SAFETY: the Ethernet header was bounds-checked by `unowned`.
             if let Some(eth) = at::<[[u8; 6]; 2]>(&ctx, 0) {
                 unsafe {
                     let [dst, src] = *eth;
                     *eth = [src, dst];
                 }
-                count(AgentCounter::Bounced);
+                count(if found == BOUNCE_SYN { AgentCounter::Bounced } else { AgentCounter::Unowned });
                 return xdp_action::XDP_TX;
             }
             xdp_action::XDP_PASS
         }
-        Some(false) => {
+        KEPT_SYN => {
             count(AgentCounter::Kept);
             xdp_action::XDP_PASS
         }
-        None => xdp_action::XDP_PASS,
+        _ => xdp_action::XDP_PASS,
     }
 }
 
-/// `Some(true)`: a SYN for a VIP that no socket takes; `Some(false)`: a SYN
-/// for a VIP that one does; `None`: anything else.
+/// [`KEPT_SYN`], [`BOUNCE_SYN`], [`BOUNCE_SEGMENT`] or [`LEAVE`] (`None`:
+/// not a TCP segment for a VIP).
 #[inline(always)]
-fn unbound_syn(ctx: &XdpContext) -> Option<bool> {
+fn unowned(ctx: &XdpContext) -> Option<u32> {
     let ethertype = unsafe { *at::<[u8; 2]>(ctx, 12)? };
     match ethertype {
         [0x08, 0x00] => {
@@ -107,17 +127,16 @@ fn unbound_syn(ctx: &XdpContext) -> Option<bool> {
             }
             let dst = [ip[16], ip[17], ip[18], ip[19]];
             AGENT_VIPS.get_ptr(&ipv4_mapped(dst))?;
-            let tcp = unsafe { &*at::<[u8; 14]>(ctx, ETH_LEN + ihl)? };
-            if tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN {
-                return None;
-            }
+            let th = at::<[u8; 20]>(ctx, ETH_LEN + ihl)?;
+            let tcp = unsafe { &*th };
             let mut t = Tuple4 {
                 saddr: [ip[12], ip[13], ip[14], ip[15]],
                 daddr: dst,
                 sport: [tcp[0], tcp[1]],
                 dport: [tcp[2], tcp[3]],
             };
-            Some(!bound(ctx, &mut t as *mut Tuple4 as *mut bpf_sock_tuple, core::mem::size_of::<Tuple4>()))
+            let seg = Segment { flags: tcp[13], ip: ip as *const _ as *mut u8, ip_len: 20, th: th as *mut u8 };
+            Some(judge(ctx, &mut t as *mut Tuple4 as *mut bpf_sock_tuple, core::mem::size_of::<Tuple4>(), &seg))
         }
         [0x86, 0xdd] => {
             let ip = unsafe { &*at::<[u8; 40]>(ctx, ETH_LEN)? };
@@ -128,30 +147,52 @@ fn unbound_syn(ctx: &XdpContext) -> Option<bool> {
             let mut dst = [0u8; 16];
             dst.copy_from_slice(&ip[24..40]);
             AGENT_VIPS.get_ptr(&dst)?;
-            let tcp = unsafe { &*at::<[u8; 14]>(ctx, ETH_LEN + 40)? };
-            if tcp[13] & (TCP_SYN | TCP_ACK) != TCP_SYN {
-                return None;
-            }
+            let th = at::<[u8; 20]>(ctx, ETH_LEN + 40)?;
+            let tcp = unsafe { &*th };
             let mut src = [0u8; 16];
             src.copy_from_slice(&ip[8..24]);
             let mut t = Tuple6 { saddr: src, daddr: dst, sport: [tcp[0], tcp[1]], dport: [tcp[2], tcp[3]] };
-            Some(!bound(ctx, &mut t as *mut Tuple6 as *mut bpf_sock_tuple, core::mem::size_of::<Tuple6>()))
+            let seg = Segment { flags: tcp[13], ip: ip as *const _ as *mut u8, ip_len: 40, th: th as *mut u8 };
+            Some(judge(ctx, &mut t as *mut Tuple6 as *mut bpf_sock_tuple, core::mem::size_of::<Tuple6>(), &seg))
         }
         _ => None,
     }
 }
 
-/// Whether a socket of this network namespace would take the tuple.
+/// A TCP segment's flags and headers, in the packet.
+struct Segment {
+    flags: u8,
+    ip: *mut u8,
+    ip_len: u32,
+    th: *mut u8,
+}
+
+/// What the sockets of this network namespace say about a segment of the
+/// tuple: a SYN is kept by any socket, another segment by a connection (a
+/// listener only by the ACK of one of its cookies); a RST is never bounced.
 #[inline(always)]
-fn bound(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: usize) -> bool {
+fn judge(ctx: &XdpContext, tuple: *mut bpf_sock_tuple, size: usize, seg: &Segment) -> u32 {
+    let syn = seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if !syn && seg.flags & (TCP_SYN | TCP_RST) != 0 {
+        return LEAVE;
+    }
     // SAFETY: `tuple` points at `size` initialised bytes on our stack.
     let sk = unsafe { bpf_skc_lookup_tcp(ctx.ctx as *mut _, tuple, size as u32, BPF_F_CURRENT_NETNS as u64, 0) };
     if sk.is_null() {
-        return false;
+        return if syn { BOUNCE_SYN } else { BOUNCE_SEGMENT };
     }
+    let owned = syn || unsafe { (*sk).state } != TCP_LISTEN || {
+        // SAFETY: a listener the lookup acquired; the headers are in the
+        // packet (bounds-checked by the caller).
+        unsafe { bpf_tcp_check_syncookie(sk as *mut _, seg.ip as *mut _, seg.ip_len, seg.th as *mut _, 20) == 0 }
+    };
     // SAFETY: a socket the lookup acquired; released once.
     unsafe { bpf_sk_release(sk as *mut _) };
-    true
+    match (syn, owned) {
+        (true, _) => KEPT_SYN,
+        (false, true) => LEAVE,
+        (false, false) => BOUNCE_SEGMENT,
+    }
 }
 
 #[cfg(not(test))]

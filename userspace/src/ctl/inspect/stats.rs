@@ -65,6 +65,8 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::DropProxyWaiting => "dropped: client packet while veer opens its connection",
         GlobalCounter::DropTtlExpired => "dropped: NAT packet whose TTL ran out",
         GlobalCounter::NatUnprovenAck => "NAT packet not acknowledging the backend's SYN-ACK: not promoted",
+        GlobalCounter::SecondChance => "DSR packets a ring change lost, bounced to the previous ring's backend",
+        GlobalCounter::DropSecondChance => "dropped: DSR packet bounced with nowhere else to go",
     }
 }
 
