@@ -12,7 +12,7 @@ use crate::{
     conntrack::NEW_CONNS,
     headers::{
         eth::EthHdr,
-        l4::{TcpHdr, TCP_ACK, TCP_RST, TCP_SYN},
+        l4::{TcpHdr, TCP_ACK, TCP_RST},
     },
     parse::VipPacket,
     snat::{mapping_key, NAT_REV},
