@@ -264,11 +264,6 @@ pub fn half_open(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     Some(hit)
 }
 
-/// A SYN for a flow whose SYN came less than this long ago is a duplicate,
-/// not a retransmission: clients resend after their initial RTO (1 s in
-/// Linux, RFC 6298's), and copies sent at once cost an attacker nothing.
-pub const SYN_RETRANSMIT_MIN_NS: u64 = 200_000_000;
-
 /// What a SYN finds of its connection's earlier attempt.
 pub enum Reopened {
     /// No earlier attempt that counts: schedule the connection afresh.
@@ -323,7 +318,7 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         return if takes { Reopened::Same(f) } else { Reopened::Fresh };
     }
     // A refusal veer saw (the backend's RST to the SYN) needs no more proof.
-    if entry.flags & CONN_F_REFUSED == 0 && !unanswered::<NAT>(key, p) {
+    if entry.flags & CONN_F_REFUSED == 0 && !passive::unanswered::<NAT>(key, p) {
         return if takes { Reopened::Same(f) } else { Reopened::Fresh };
     }
     // A refused SYN was reported by the return path already.
@@ -335,20 +330,6 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         snat::release(key, &entry);
     }
     Reopened::Failed { avoid: entry.backend, resends }
-}
-
-/// Whether a SYN for the flow whose `NEW_CONNS` entry is at `p` shows its
-/// backend failed it, with evidence an off-path attacker cannot forge
-/// cheaply: a retransmission (none comes sooner than
-/// [`SYN_RETRANSMIT_MIN_NS`]; a copy sent at once is a duplicate) of a SYN
-/// the backend never answered (with NAT its SYN-ACK would have come back
-/// through veer). A call of its own, off the NAT program's stack.
-#[inline(never)]
-fn unanswered<const NAT: bool>(key: &FlowKey, p: *const ConnEntry) -> bool {
-    // SAFETY: a preallocated LRU value (see `established`), read in place.
-    let e = unsafe { &*p };
-    let age = unsafe { bpf_ktime_get_coarse_ns() }.wrapping_sub(e.last_seen_ns);
-    age >= SYN_RETRANSMIT_MIN_NS && !(NAT && snat::answered(key, e))
 }
 
 #[inline(always)]

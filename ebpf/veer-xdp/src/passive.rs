@@ -12,10 +12,11 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
 };
 use veer_abi::{
-    GlobalCounter, PassiveCounters, PassiveEvent, PassiveKind, MAX_BACKENDS, PASSIVE_EVENTS_BYTES, SUSPECT_HOLD_NS,
+    ConnEntry, FlowKey, GlobalCounter, PassiveCounters, PassiveEvent, PassiveKind, MAX_BACKENDS, PASSIVE_EVENTS_BYTES,
+    SUSPECT_HOLD_NS,
 };
 
-use crate::stats;
+use crate::{snat, stats};
 
 /// Per backend: until when the dataplane holds it suspect.
 #[map]
@@ -84,4 +85,23 @@ pub fn moved_off(backend: u32) {
         // SAFETY: as in `suspect`.
         unsafe { (*c).redispatched += 1 };
     }
+}
+
+/// A SYN for a flow whose SYN came less than this long ago is a duplicate,
+/// not a retransmission: clients resend after their initial RTO (1 s in
+/// Linux, RFC 6298's), and copies sent at once cost an attacker nothing.
+pub const SYN_RETRANSMIT_MIN_NS: u64 = 200_000_000;
+
+/// Whether a SYN for the flow whose `NEW_CONNS` entry is at `p` shows its
+/// backend failed it, with evidence an off-path attacker cannot forge
+/// cheaply: a retransmission (none comes sooner than
+/// [`SYN_RETRANSMIT_MIN_NS`]; a copy sent at once is a duplicate) of a SYN
+/// the backend never answered (with NAT its SYN-ACK would have come back
+/// through veer). A call of its own, off the NAT program's stack.
+#[inline(never)]
+pub fn unanswered<const NAT: bool>(key: &FlowKey, p: *const ConnEntry) -> bool {
+    // SAFETY: a preallocated LRU value (see `conntrack::established`), read in place.
+    let e = unsafe { &*p };
+    let age = unsafe { bpf_ktime_get_coarse_ns() }.wrapping_sub(e.last_seen_ns);
+    age >= SYN_RETRANSMIT_MIN_NS && !(NAT && snat::answered(key, e))
 }
