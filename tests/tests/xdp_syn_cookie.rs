@@ -138,7 +138,7 @@ fn an_ack_with_a_wrong_cookie_takes_no_port() {
     let flood = lab("ckbad", false, SYN_COOKIES_ALWAYS, 0);
     let client = SocketAddr::new(flood.client, 40001);
     let (_, synack) = send(&flood, tcp_segment(client, flood.vip, SYN, 7, 0, &SYN_OPTIONS), "cookie SYN-ACK");
-    let wrong = tcp(&synack).seq.wrapping_add(2);
+    let wrong = tcp(&synack).seq.wrapping_add(1 << 20);
     assert_eq!(flood.run(&tcp_segment(client, flood.vip, ACK, 8, wrong, &[])).0, XDP_DROP);
     assert!(flood.dp.nat_mappings().unwrap().is_empty(), "no SNAT port for a wrong cookie");
     assert_eq!(flood.counter(GlobalCounter::DropBadCookie), 1);
@@ -213,4 +213,23 @@ fn a_backends_reset_before_its_syn_ack_reaches_the_client_in_its_sequence_space(
     assert_eq!((rst.src, rst.dst), (lab.vip, client));
     let t = tcp(&rst);
     assert_eq!((t.flags, t.seq), (RST | ACK, cookie + 1), "at the sequence number the client expects");
+}
+
+/// The cookie SYN-ACK offers no window, so a client whose ACK was lost
+/// sends nothing more but zero-window probes, one below that ACK's
+/// sequence number: one of them opens the connection as the ACK would have.
+#[test]
+fn a_zero_window_probe_stands_in_for_a_lost_ack() {
+    let lab = lab("ckprobe", false, SYN_COOKIES_ALWAYS, 0);
+    let client = SocketAddr::new(lab.client, 40005);
+    let (_, synack) = send(&lab, tcp_segment(client, lab.vip, SYN, 3000, 0, &SYN_OPTIONS), "cookie SYN-ACK");
+    let cookie = tcp(&synack).seq;
+    let (action, syn) = send(&lab, tcp_segment(client, lab.vip, ACK, 3000, cookie + 1, &[]), "SYN from a probe");
+    assert_eq!(action, XDP_REDIRECT, "{:?}", counters(&lab));
+    assert_eq!((syn.src.ip(), tcp(&syn).flags, tcp(&syn).seq), (lab.snat, SYN, 3000), "the client's own ISN");
+    // Any other sequence number is no proof.
+    let stray = SocketAddr::new(lab.client, 40006);
+    let (_, synack) = send(&lab, tcp_segment(stray, lab.vip, SYN, 5000, 0, &SYN_OPTIONS), "cookie SYN-ACK");
+    let wrong = tcp_segment(stray, lab.vip, ACK, 4998, tcp(&synack).seq + 1, &[]);
+    assert_eq!(lab.run(&wrong).0, XDP_DROP);
 }

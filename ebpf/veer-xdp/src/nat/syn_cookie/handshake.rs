@@ -100,17 +100,15 @@ pub(super) fn accept(ctx: &XdpContext, pkt: &VipPacket) -> Result<bool, Drop> {
     let v4 = is_ipv4_mapped(&pkt.key.dst);
     let s = scratch()?;
     load_headers(ctx, pkt, v4, s)?;
-    let (ip, th) = (s.ip.as_mut_ptr(), s.th.as_mut_ptr());
-    // SAFETY: as in `answer`.
-    let r = unsafe {
-        if v4 {
-            bpf_tcp_raw_check_syncookie_ipv4(ip as *mut _, th as *mut _)
-        } else {
-            bpf_tcp_raw_check_syncookie_ipv6(ip as *mut _, th as *mut _)
+    if !cookie_valid(s, v4) {
+        // The client's ACK was lost: what comes next is a zero-window probe
+        // (the cookie SYN-ACK offered no window), sent one below the ACK's
+        // sequence number (RFC 9293 3.8.6.1). Judged as that ACK.
+        let seq = u32::from_be_bytes([s.th[4], s.th[5], s.th[6], s.th[7]]).wrapping_add(1);
+        s.th[4..8].copy_from_slice(&seq.to_be_bytes());
+        if !cookie_valid(s, v4) {
+            return Ok(false);
         }
-    };
-    if r != 0 {
-        return Ok(false);
     }
     let isn = u32::from_be_bytes([s.th[4], s.th[5], s.th[6], s.th[7]]).wrapping_sub(1);
     let cookie = u32::from_be_bytes([s.th[8], s.th[9], s.th[10], s.th[11]]).wrapping_sub(1);
@@ -122,6 +120,21 @@ pub(super) fn accept(ctx: &XdpContext, pkt: &VipPacket) -> Result<bool, Drop> {
     snat::proxy_next(k, cookie);
     stats::count(GlobalCounter::SynCookiesValid);
     Ok(true)
+}
+
+/// Whether the ACK in the scratch acknowledges a valid cookie.
+#[inline(always)]
+fn cookie_valid(s: &mut Scratch, v4: bool) -> bool {
+    let (ip, th) = (s.ip.as_mut_ptr(), s.th.as_mut_ptr());
+    // SAFETY: as in `answer`.
+    let r = unsafe {
+        if v4 {
+            bpf_tcp_raw_check_syncookie_ipv4(ip as *mut _, th as *mut _)
+        } else {
+            bpf_tcp_raw_check_syncookie_ipv6(ip as *mut _, th as *mut _)
+        }
+    };
+    r == 0
 }
 
 /// The MSS a cookie carries. The helpers only say whether a cookie is
