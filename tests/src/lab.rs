@@ -296,6 +296,15 @@ impl NatLab {
         assert!(self.dp.age_new_flow(&key, std::time::Duration::from_secs(1)).unwrap(), "no SYN seen from {client}");
     }
 
+    /// Makes a resend of veer's proxied SYN for `client`'s connection due,
+    /// or (`due` false) holds it for an hour from when it was sent: the
+    /// tests decide, not the machine's speed.
+    pub fn proxied_syn(&mut self, client: SocketAddr, due: bool) {
+        let key = veer::dataplane::flow_key(client, self.vip, Protocol::Tcp);
+        let to = |sent: u64| if due { 0 } else { sent + 3_600_000_000_000 };
+        assert!(self.dp.set_proxied_syn_sent(&key, to).unwrap(), "no mapping for {client}");
+    }
+
     /// A global counter.
     pub fn counter(&self, c: GlobalCounter) -> u64 {
         self.dp.global_counter(c).unwrap()

@@ -4,10 +4,10 @@
 //! later packet's sequence numbers shift, both ways. IPv4 and IPv6. Every
 //! frame's checksums are recomputed here from scratch. Needs root.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use veer::dataplane::{MapReader, Protocol};
-use veer_abi::{GlobalCounter, NatConfig, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO};
+use veer_abi::{csum::checksum, GlobalCounter, NatConfig, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO};
 use veer_tests::{
     frame::{self, tcp_data, tcp_segment, SYN_OPTIONS},
     lab::{NatLab, NAT_PORTS, XDP_DROP},
@@ -55,7 +55,7 @@ fn counters(lab: &NatLab) -> Vec<(GlobalCounter, u64)> {
 /// The whole life of a proxied connection: the cookie handshake, the
 /// backend's handshake, data both ways, and the close.
 fn handshake_and_data(tag: &str, v6: bool) {
-    let lab = lab(tag, v6, SYN_COOKIES_ALWAYS, 0);
+    let mut lab = lab(tag, v6, SYN_COOKIES_ALWAYS, 0);
     let client = SocketAddr::new(lab.client, 40000);
     let isn = 1_000_000u32;
 
@@ -83,6 +83,7 @@ fn handshake_and_data(tag: &str, v6: bool) {
     let (backend, snat) = (syn.dst, syn.src);
 
     // The client's packets wait (dropped) until the backend answers.
+    lab.proxied_syn(client, false);
     let early = tcp_data(client, lab.vip, (PSH_ACK, isn + 1, cookie + 1), &[], b"early");
     assert_eq!(lab.run(&early).0, XDP_DROP, "{tag}: nothing reaches the backend before its SYN-ACK");
 
@@ -112,14 +113,40 @@ fn handshake_and_data(tag: &str, v6: bool) {
 
     // ...and the backend's sequence numbers into the client's.
     let answer = tcp_data(backend, snat, (PSH_ACK, bisn.wrapping_add(1), isn + 19), &[], b"HTTP/1.0 200 OK\r\n");
-    let (action, back) = send(&lab, answer, "backend data");
+    let (action, back) = send(&lab, answer.clone(), "backend data");
     assert_eq!(action, XDP_REDIRECT);
     assert_eq!((back.src, back.dst), (lab.vip, client), "{tag}: back from the VIP");
     let t = tcp(&back);
     assert_eq!((t.seq, t.ack, &t.payload[..]), (cookie + 1, isn + 19, &b"HTTP/1.0 200 OK\r\n"[..]), "{tag}: shifted");
+    quoted_to_backend(&lab, v6, answer, (backend, snat), bisn.wrapping_add(1));
     let fin = tcp_segment(backend, snat, FIN_ACK, bisn.wrapping_add(18), isn + 19, &[]);
     let (_, fin) = send(&lab, fin, "backend FIN");
     assert_eq!((tcp(&fin).flags, tcp(&fin).seq), (FIN_ACK, cookie + 18), "{tag}: the FIN shifts too");
+}
+
+/// A router's "too big" about the backend's `answer` (as veer sent it on
+/// to the client) reaches the backend quoting what the backend sent: its
+/// own addresses (`from`) and its own sequence number (`seq`), which its
+/// TCP checks the error against.
+fn quoted_to_backend(lab: &NatLab, v6: bool, answer: Vec<u8>, from: (SocketAddr, SocketAddr), seq: u32) {
+    let (_, back) = lab.run(&answer);
+    let router: IpAddr = if v6 { "2001:db8::fe" } else { "192.0.2.254" }.parse().unwrap();
+    let (action, out) = lab.run(&frame::icmp_error(router, lab.vip.ip(), &back, back.len() - 14));
+    assert_eq!(action, XDP_REDIRECT, "the error goes on to the backend; {:?}", counters(lab));
+    let msg_at = 14 + if v6 { 40 } else { 20 };
+    let mut summed = Vec::new();
+    if v6 {
+        summed.extend_from_slice(&out[22..54]);
+        summed.extend_from_slice(&((out.len() - msg_at) as u32).to_be_bytes());
+        summed.extend_from_slice(&[0, 0, 0, 58]);
+    }
+    summed.extend_from_slice(&out[msg_at..]);
+    assert_eq!(checksum(&summed), 0, "the ICMP checksum");
+    let mut quoted = out[..14].to_vec();
+    quoted.extend_from_slice(&out[msg_at + 8..]);
+    let q = inspect(&quoted);
+    assert!(q.checksums_ok, "the quote's checksums: {q:?}");
+    assert_eq!((q.src, q.dst, tcp(&q).seq), (from.0, from.1, seq), "quoting the backend's own packet");
 }
 
 #[test]
@@ -232,4 +259,48 @@ fn a_zero_window_probe_stands_in_for_a_lost_ack() {
     let (_, synack) = send(&lab, tcp_segment(stray, lab.vip, SYN, 5000, 0, &SYN_OPTIONS), "cookie SYN-ACK");
     let wrong = tcp_segment(stray, lab.vip, ACK, 4998, tcp(&synack).seq + 1, &[]);
     assert_eq!(lab.run(&wrong).0, XDP_DROP);
+}
+
+/// veer's SYN to the backend, or the backend's SYN-ACK, was lost: the
+/// client, in a zero window, sends only probes, and a probe that comes once
+/// the SYN has gone unanswered long enough sends it again. Only a SYN-ACK
+/// that acknowledges veer's SYN splices: a forged one is dropped.
+#[test]
+fn a_lost_proxied_syn_is_resent_on_a_probe_and_only_its_own_syn_ack_splices() {
+    let mut lab = lab("cklost", false, SYN_COOKIES_ALWAYS, 0);
+    let client = SocketAddr::new(lab.client, 40007);
+    let isn = 7000u32;
+    let (_, synack) = send(&lab, tcp_segment(client, lab.vip, SYN, isn, 0, &SYN_OPTIONS), "cookie SYN-ACK");
+    let cookie = tcp(&synack).seq;
+    let (_, syn) = send(&lab, tcp_segment(client, lab.vip, ACK, isn + 1, cookie + 1, &[]), "SYN to backend");
+    let probe = tcp_segment(client, lab.vip, ACK, isn, cookie + 1, &[]);
+    lab.proxied_syn(client, false);
+    assert_eq!(lab.run(&probe).0, XDP_DROP, "a probe soon after veer's SYN waits");
+    assert_eq!(lab.counter(GlobalCounter::ProxySynResent), 0);
+
+    lab.proxied_syn(client, true);
+    let (action, again) = send(&lab, probe.clone(), "resent SYN");
+    assert_eq!(action, XDP_REDIRECT, "{:?}", counters(&lab));
+    assert_eq!((again.src, again.dst), (syn.src, syn.dst), "the same SNAT endpoint and backend");
+    let (t, first) = (tcp(&again), tcp(&syn));
+    assert_eq!((t.flags, t.seq, t.ack, t.mss()), (SYN, isn, 0, first.mss()), "veer's SYN again: {again:?}");
+    assert_eq!(lab.counter(GlobalCounter::ProxySynResent), 1);
+    assert_eq!(lab.dp.nat_mappings().unwrap().len(), 1, "no second mapping");
+
+    // A SYN-ACK that does not acknowledge veer's SYN splices nothing...
+    let (backend, snat) = (syn.dst, syn.src);
+    let forged = tcp_segment(backend, snat, SYN_ACK, 123_456, isn + 2, &MSS_1460);
+    assert_eq!(lab.run(&forged).0, XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::DropForeignSynAck), 1);
+    assert_eq!(lab.counter(GlobalCounter::SynProxySpliced), 0);
+    // ...the backend's own does.
+    let bisn = 4_000_000_000u32;
+    let (action, opened) = send(&lab, tcp_segment(backend, snat, SYN_ACK, bisn, isn + 1, &MSS_1460), "probe");
+    assert_eq!((action, opened.dst, tcp(&opened).seq), (XDP_REDIRECT, client, cookie));
+    // Spliced once: its retransmission is shifted like any answer, not spliced again.
+    let (_, dup) = send(&lab, tcp_segment(backend, snat, SYN_ACK, bisn, isn + 1, &MSS_1460), "SYN-ACK again");
+    assert_eq!((dup.dst, tcp(&dup).seq), (client, cookie), "in the client's sequence space");
+    assert_eq!(lab.counter(GlobalCounter::SynProxySpliced), 1);
+    let (_, ack) = send(&lab, tcp_segment(client, lab.vip, ACK, isn + 1, cookie + 1, &[]), "client ACK");
+    assert_eq!((ack.dst, tcp(&ack).ack), (backend, bisn.wrapping_add(1)), "completes the backend's handshake");
 }

@@ -194,7 +194,9 @@ fn draining_backend_keeps_existing_flow_and_gets_no_new_ones() {
     }
     assert_eq!(others, 300);
     assert_eq!(lab.send(&f).1, Some(a));
-    // A new connection reusing the 5-tuple (a fresh SYN) is a new flow: not to `a`.
+    // A new connection reusing the 5-tuple (a fresh SYN after the old one's
+    // FIN) is a new flow: not to `a`.
+    lab.send(&frame::packet(lab.client(7777), lab.vip_addr(), L4::Tcp(0x11), b""));
     let b = lab.send(&lab.syn(7777)).1.unwrap();
     assert_ne!(b, a, "a SYN reusing a drained flow's 5-tuple must be scheduled anew");
     assert_eq!(lab.send(&f).1, Some(b), "and the table now holds the new connection");

@@ -269,7 +269,7 @@ pub enum Reopened {
     /// No earlier attempt that counts: schedule the connection afresh.
     Fresh,
     /// A retransmission kept on the first attempt's backend (passive
-    /// detection off).
+    /// detection off), or a SYN on a live connection's 5-tuple.
     Same(Flow),
     /// The backend of the earlier attempt (`avoid`) failed it: it never
     /// answered, or refused it. The connection goes elsewhere, carrying its
@@ -281,7 +281,10 @@ pub enum Reopened {
 }
 
 /// A SYN. A `CONNS` entry on its 5-tuple belongs to a finished connection
-/// and goes. A `NEW_CONNS` entry is this connection's own earlier SYN: its
+/// (a FIN or RST was seen) and goes, with its NAT mapping; a live one's
+/// backend gets the SYN, and answers it as its TCP does (a challenge ACK:
+/// a spoofed SYN cannot end a flow, and a client that lost its connection
+/// resets it, then opens anew). A `NEW_CONNS` entry is this connection's own earlier SYN: its
 /// backend has not completed the handshake. With passive detection that
 /// backend becomes suspect and the SYN moves on; without, a retransmission
 /// keeps the backend while it takes new flows. A SYN that comes from the
@@ -292,8 +295,24 @@ pub enum Reopened {
 pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Reopened {
     // Looked up first: a delete takes the bucket's lock even when it finds
     // nothing, and most SYNs open a 5-tuple the table does not hold.
-    if CONNS.get_ptr(key).is_some() && CONNS.remove(key).is_ok() {
-        stats::count(GlobalCounter::ConnReused);
+    if let Some(p) = CONNS.get_ptr(key) {
+        // SAFETY: a preallocated LRU value, copied out at once.
+        let entry = unsafe { *p };
+        if entry.flags & CONN_F_CLOSING == 0 {
+            // (Not one that backend's agent bounced: nothing there listens.)
+            if let Some(f) = keeper(svc, &entry).filter(|f| NAT || f.backend.mac != *src_mac) {
+                // A live connection's: its backend answers (RFC 5961).
+                stats::count(GlobalCounter::SynOnLive);
+                return Reopened::Same(f);
+            }
+        }
+        if CONNS.remove(key).is_ok() {
+            stats::count(GlobalCounter::ConnReused);
+            if NAT {
+                // Its SNAT port is free at once.
+                snat::release(key, &entry);
+            }
+        }
     }
     let Some(p) = NEW_CONNS.get_ptr_mut(key) else { return Reopened::Fresh };
     // SAFETY: a preallocated LRU value (see `established`), copied out at once.

@@ -215,7 +215,7 @@ fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missi
     let (mut avoid, mut carried) = (NO_BACKEND, 0);
     let stale = if opening {
         if NAT {
-            nat::release_stale(key);
+            snat::claim_proxied(key);
         }
         // A DSR backend's agent bounces a SYN from that backend's MAC.
         let src_mac = if NAT { [0; 6] } else { unsafe { (*access::ptr_at::<headers::eth::EthHdr>(ctx, 0)?).src } };
@@ -226,7 +226,7 @@ fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missi
             Reopened::Fresh => {
                 // Under a SYN flood a new NAT connection is answered with a
                 // cookie, and takes no SNAT port until the client proves itself.
-                if NAT && nat::syn_cookie::wanted(key) {
+                if NAT && nat::syn_cookie::wanted() {
                     return jumps::jump(ctx, JUMP_NAT_COOKIE);
                 }
             }

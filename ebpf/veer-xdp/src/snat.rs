@@ -42,8 +42,26 @@ static PROXIED_NEXT: PerCpuArray<ProxiedSyn> = PerCpuArray::with_max_entries(1, 
 #[repr(C)]
 struct ProxiedSyn {
     key: FlowKey,
-    cookie: u32,
+    client: ProxiedClient,
+    /// Set by [`proxy_next`]; cleared by the next SYN the NAT program sees.
     armed: u32,
+    /// The NAT program's current SYN is this one: its mapping is proxied.
+    claimed: u32,
+}
+
+/// What veer's SYN proxy knows of a client it let in (see
+/// `nat::syn_cookie`), kept in its flow's mapping.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProxiedClient {
+    /// The cookie veer answered the client with.
+    pub cookie: u32,
+    /// The client's initial sequence number.
+    pub isn: u32,
+    /// The MSS its cookie carried.
+    pub mss: u16,
+    /// Its window.
+    pub window: u16,
 }
 
 /// Per-CPU room for a new mapping's key and value, off the stack.
@@ -123,8 +141,20 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     // The key and value are built in per-CPU scratch: on the stack they
     // would not fit beside the NAT program's own frame.
     let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
-    let (seq_delta, flags) = take_proxied(key);
-    scratch.mapping = NatMapping { flow: *key, backend: id, service: svc.id, seq_delta, flags, backend_isn: 0 };
+    scratch.mapping = NatMapping {
+        flow: *key,
+        backend: id,
+        service: svc.id,
+        seq_delta: 0,
+        flags: 0,
+        backend_isn: 0,
+        cookie: 0,
+        client_isn: 0,
+        client_mss: 0,
+        client_window: 0,
+        syn_sent_ns: 0,
+    };
+    take_proxied(key, &mut scratch.mapping);
     scratch.key = NatKey {
         backend: b.addr,
         snat: [0; 16],
@@ -151,34 +181,54 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
 }
 
 /// Marks the SYN of `key` about to reach the NAT program (same CPU, same
-/// packet) as made by veer's SYN proxy for a client answered with `cookie`:
-/// its mapping is proxied.
+/// packet) as made by veer's SYN proxy for `client`: its mapping is proxied.
 #[inline(always)]
-pub fn proxy_next(key: &FlowKey, cookie: u32) {
+pub fn proxy_next(key: &FlowKey, client: &ProxiedClient) {
     if let Some(p) = PROXIED_NEXT.get_ptr_mut(0) {
         // SAFETY: this CPU's value; nothing else runs on it meanwhile.
-        unsafe { *p = ProxiedSyn { key: *key, cookie, armed: 1 } };
+        unsafe { *p = ProxiedSyn { key: *key, client: *client, armed: 1, claimed: 0 } };
     }
 }
 
-/// Whether the SYN of `key` is the one [`proxy_next`] marked.
-#[inline(always)]
-pub fn proxied_next(key: &FlowKey) -> bool {
-    PROXIED_NEXT.get(0).is_some_and(|p| p.armed != 0 && same_flow(&p.key, key))
-}
-
-/// `(cookie, NAT_F_PROXIED)` if the SYN of `key` is the one [`proxy_next`]
-/// marked (taken once), else zeros.
-#[inline(always)]
-fn take_proxied(key: &FlowKey) -> (u32, u32) {
-    let Some(p) = PROXIED_NEXT.get_ptr_mut(0) else { return (0, 0) };
+/// Whether the NAT program's SYN of `key` is the one [`proxy_next`]
+/// marked. Called once for every SYN the NAT program sees, so that a mark
+/// never outlives its packet (even one that gets no mapping).
+#[inline(never)]
+pub fn claim_proxied(key: &FlowKey) -> bool {
+    let Some(p) = PROXIED_NEXT.get_ptr_mut(0) else { return false };
     // SAFETY: this CPU's value.
     let p = unsafe { &mut *p };
-    if p.armed == 0 || !same_flow(&p.key, key) {
-        return (0, 0);
-    }
+    let mine = p.armed != 0 && same_flow(&p.key, key);
     p.armed = 0;
-    (p.cookie, NAT_F_PROXIED)
+    p.claimed = mine as u32;
+    mine
+}
+
+/// Whether the NAT program's current SYN is one veer's SYN proxy made
+/// (after [`claim_proxied`]).
+#[inline(always)]
+pub fn claimed() -> bool {
+    PROXIED_NEXT.get(0).is_some_and(|p| p.claimed != 0)
+}
+
+/// Makes `m` (of `key`) proxied if the NAT program's SYN is the one
+/// [`claim_proxied`] claimed (taken once).
+#[inline(always)]
+fn take_proxied(key: &FlowKey, m: &mut NatMapping) {
+    let Some(p) = PROXIED_NEXT.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's value.
+    let p = unsafe { &mut *p };
+    if p.claimed == 0 || !same_flow(&p.key, key) {
+        return;
+    }
+    p.claimed = 0;
+    m.flags = NAT_F_PROXIED;
+    m.cookie = p.client.cookie;
+    m.client_isn = p.client.isn;
+    m.client_mss = p.client.mss;
+    m.client_window = p.client.window;
+    // SAFETY: a helper without arguments.
+    m.syn_sent_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
 }
 
 /// Whether the mapping [`allocate`] made last on this CPU is proxied.

@@ -55,6 +55,9 @@ pub enum Drop {
     TtlExpired,
     /// A DSR packet bounced by its flow's backend with nowhere else to go.
     SecondChance,
+    /// A SYN-ACK to a connection veer's SYN proxy opened that does not
+    /// acknowledge veer's SYN.
+    ForeignSynAck,
 }
 
 impl Drop {
@@ -79,6 +82,7 @@ impl Drop {
             Drop::ProxyWaiting => GlobalCounter::DropProxyWaiting,
             Drop::TtlExpired => GlobalCounter::DropTtlExpired,
             Drop::SecondChance => GlobalCounter::DropSecondChance,
+            Drop::ForeignSynAck => GlobalCounter::DropForeignSynAck,
         }
     }
 }

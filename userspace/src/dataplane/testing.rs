@@ -61,6 +61,22 @@ impl Dataplane {
         m.insert(*key, e, 0).map_err(DataplaneError::map(name, "writing"))?;
         Ok(true)
     }
+
+    /// Sets the time veer last sent its proxied SYN for flow `key` to
+    /// `to(the time now in the mapping)`: 0 makes a resend due, a time ahead
+    /// of the clock holds it; false if the flow has no mapping.
+    pub fn set_proxied_syn_sent(&mut self, key: &veer_abi::FlowKey, to: impl FnOnce(u64) -> u64) -> Result<bool> {
+        use veer_abi::{names, NatKey, NatMapping};
+        let name = names::NAT_REV;
+        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, NatKey, NatMapping> =
+            aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+        let found = m.iter().filter_map(|r| r.ok()).find(|(_, v)| v.flow == *key);
+        let Some((k, mut v)) = found else { return Ok(false) };
+        v.syn_sent_ns = to(v.syn_sent_ns);
+        m.insert(k, v, 0).map_err(DataplaneError::map(name, "writing"))?;
+        Ok(true)
+    }
 }
 
 /// Runs any loaded XDP program on a frame with `BPF_PROG_TEST_RUN`.

@@ -31,11 +31,11 @@ pub struct NatMapping {
     pub backend: u32,
     /// The service id.
     pub service: u32,
-    /// A flow opened by veer's SYN proxy ([`NAT_F_PROXIED`]): until the
-    /// backend's SYN-ACK, the cookie veer answered the client with; then
-    /// ([`NAT_F_SPLICED`]) the backend's initial sequence number minus that
-    /// cookie, subtracted from the backend's sequence numbers and added to
-    /// the client's acknowledgments for the life of the flow.
+    /// A flow opened by veer's SYN proxy, once the backend answered
+    /// ([`NAT_F_SPLICED`]): the backend's initial sequence number minus
+    /// [`cookie`](Self::cookie), subtracted from the backend's sequence
+    /// numbers and added to the client's acknowledgments for the life of the
+    /// flow.
     pub seq_delta: u32,
     /// `NAT_F_*` bits.
     pub flags: u32,
@@ -43,7 +43,25 @@ pub struct NatMapping {
     /// ([`NAT_F_ANSWERED`]): the client's packet that promotes the flow must
     /// acknowledge it, which an off-path attacker cannot.
     pub backend_isn: u32,
+    /// A flow opened by veer's SYN proxy ([`NAT_F_PROXIED`]): the cookie veer
+    /// answered the client with (its initial sequence number toward the client).
+    pub cookie: u32,
+    /// Proxied: the client's initial sequence number, which veer's SYN to the
+    /// backend carries; the backend's SYN-ACK must acknowledge it.
+    pub client_isn: u32,
+    /// Proxied: the MSS the client's cookie carried, for veer's SYN.
+    pub client_mss: u16,
+    /// Proxied: the client's window, for veer's SYN.
+    pub client_window: u16,
+    /// Proxied: when veer last sent its SYN to the backend
+    /// (`bpf_ktime_get_coarse_ns`); a client's packet while the backend has
+    /// not answered sends it again, at most every [`PROXY_SYN_RESEND_NS`].
+    pub syn_sent_ns: u64,
 }
+
+/// How long veer waits for a backend's SYN-ACK to its proxied SYN before a
+/// client's packet (its zero-window probe) makes veer send the SYN again.
+pub const PROXY_SYN_RESEND_NS: u64 = 200_000_000;
 
 /// `NatMapping::flags`: the client's handshake was answered by veer with a
 /// SYN cookie, and veer opened the connection to the backend itself.
@@ -101,6 +119,6 @@ pub struct SynStash {
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
-const _: () = assert!(core::mem::size_of::<NatMapping>() == 60);
+const _: () = assert!(core::mem::size_of::<NatMapping>() == 80);
 const _: () = assert!(core::mem::size_of::<NatConfig>() == 12);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);

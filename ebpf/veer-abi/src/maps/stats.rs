@@ -115,11 +115,21 @@ pub enum GlobalCounter {
     /// Dropped: a DSR packet bounced with nowhere else to go (the previous
     /// ring gives the same backend, or none, or it had its second chance).
     DropSecondChance = 41,
+    /// SYNs on the 5-tuple of a live connection (no FIN or RST seen): sent
+    /// on to that connection's backend, whose TCP answers them (RFC 5961),
+    /// the entry and its NAT mapping kept. A spoofed SYN cannot end a flow.
+    SynOnLive = 42,
+    /// veer's SYN to a backend resent: the backend had not answered a
+    /// connection veer's SYN proxy opened when the client's next packet came.
+    ProxySynResent = 43,
+    /// Dropped: a SYN-ACK to a connection veer's SYN proxy opened that does
+    /// not acknowledge veer's SYN (forged, or stale).
+    DropForeignSynAck = 44,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 42;
+    pub const COUNT: u32 = 45;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -165,6 +175,9 @@ impl GlobalCounter {
         Self::DropTtlExpired,
         Self::SecondChance,
         Self::DropSecondChance,
+        Self::SynOnLive,
+        Self::ProxySynResent,
+        Self::DropForeignSynAck,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -212,6 +225,9 @@ impl GlobalCounter {
             Self::DropTtlExpired => "drop_ttl_expired",
             Self::SecondChance => "second_chance",
             Self::DropSecondChance => "drop_second_chance",
+            Self::SynOnLive => "syn_on_live",
+            Self::ProxySynResent => "proxy_syn_resent",
+            Self::DropForeignSynAck => "drop_foreign_syn_ack",
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   `VIP -> client`. It goes on to the backend, quoting what the backend
 //!   sent (`backend -> SNAT:port`).
 //!
-//! The quoted addresses and ports change, with the quoted IPv4 header
+//! The quoted addresses and ports change (and, for a connection veer's SYN
+//! proxy opened, the quoted sequence number toward the backend), with the quoted IPv4 header
 //! checksum, the quoted TCP or UDP checksum when the quote holds it, the
 //! ICMP checksum (which covers all of that, and for ICMPv6 the outer
 //! addresses too), and the outer destination and IPv4 checksum. Each
@@ -17,8 +18,8 @@
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 use veer_abi::{
-    csum, ipv4_mapped, GlobalCounter, NatKey, NatMapping, PassiveKind, ServiceKey, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_TCP, IPPROTO_UDP, SERVICE_F_PASSIVE,
+    csum, ipv4_mapped, GlobalCounter, NatKey, NatMapping, PassiveKind, ServiceKey, CONN_F_PROXIED, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, NAT_F_SPLICED, SERVICE_F_PASSIVE,
 };
 
 use crate::{
@@ -64,6 +65,13 @@ struct Target {
     /// The quote's new source and destination ports.
     sport: u16,
     dport: u16,
+    /// Added to the quoted TCP sequence number: a connection veer's SYN
+    /// proxy opened quotes the client's sequence space, which its backend's
+    /// TCP checks the error against in its own (see `syn_cookie`).
+    seq_add: u32,
+    /// The quoted sequence number before and after.
+    old_seq: [u8; 4],
+    new_seq: [u8; 4],
 }
 
 /// The programs `veer_nat_icmp_*`: an ICMP error of family `V4` about a NAT
@@ -180,6 +188,7 @@ fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, D
         t.dst = (*m).flow.dst;
         t.dport = (*m).flow.dport;
     }
+    t.seq_add = 0;
     stats::count(GlobalCounter::NatIcmpToClient);
     translate::<V4>(ctx, pkt.l4 as usize, t)
 }
@@ -204,6 +213,24 @@ fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, 
     t.sport = backend_port(k, f.backend);
     t.dst = snat_addr(f.nat.addr).ok_or(Drop::IcmpNoFlow)?;
     t.dport = f.nat.port;
+    t.seq_add = 0;
+    if f.flags & CONN_F_PROXIED != 0 {
+        t.rkey = NatKey {
+            backend: t.src,
+            snat: t.dst,
+            backend_port: t.sport,
+            snat_port: t.dport,
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        // SAFETY: copied out at once.
+        let m = unsafe { NAT_REV.get(&t.rkey) }.ok_or(Drop::IcmpNoFlow)?;
+        // Not spliced yet: the backend has sent nothing the error could quote.
+        if m.flags & NAT_F_SPLICED == 0 {
+            return Err(Drop::IcmpNoFlow);
+        }
+        t.seq_add = m.seq_delta;
+    }
     stats::count(GlobalCounter::IcmpToBackend);
     translate::<V4>(ctx, pkt.l4 as usize, t)
 }
@@ -267,7 +294,7 @@ fn translate_v4(ctx: &XdpContext, at: usize, t: &mut Target, mut ic: u16) -> Res
     let Some(mut c) = quoted_check(ctx, at + hl, proto)? else { return Ok(ic) };
     let c_old = c;
     c = csum::update(csum::update(c, &os, &ns), &od, &nd);
-    c = csum::update(c, &t.old_ports, &t.new_ports);
+    c = csum::update(csum::update(c, &t.old_ports, &t.new_ports), &t.old_seq, &t.new_seq);
     finish_check(ctx, at + hl, proto, ic, c_old, c)
 }
 
@@ -288,7 +315,7 @@ fn translate_v6(ctx: &XdpContext, at: usize, t: &mut Target, mut ic: u16) -> Res
     let Some(mut c) = quoted_check(ctx, at + Ipv6Hdr::LEN, proto)? else { return Ok(ic) };
     let c_old = c;
     c = update16(update16(c, &t.old_src, &t.src), &t.old_dst, &t.dst);
-    c = csum::update(c, &t.old_ports, &t.new_ports);
+    c = csum::update(csum::update(c, &t.old_ports, &t.new_ports), &t.old_seq, &t.new_seq);
     finish_check(ctx, at + Ipv6Hdr::LEN, proto, ic, c_old, c)
 }
 
@@ -299,8 +326,9 @@ fn update16(c: u16, old: &[u8; 16], new: &[u8; 16]) -> u16 {
     csum::update(c, old, new)
 }
 
-/// Rewrites the quoted ports (keeping old and new in the scratch target for
-/// the quoted checksum); returns the ICMP checksum updated for them.
+/// Rewrites the quoted ports, and the sequence number if it shifts
+/// (keeping old and new in the scratch target for the quoted checksum);
+/// returns the ICMP checksum updated for them.
 #[inline(always)]
 fn quoted_ports(ctx: &XdpContext, l4: usize, t: &mut Target, ic: u16) -> Result<u16, Drop> {
     let ports = unsafe { &mut *mut_ptr_at::<[u8; 4]>(ctx, l4)? };
@@ -308,7 +336,18 @@ fn quoted_ports(ctx: &XdpContext, l4: usize, t: &mut Target, ic: u16) -> Result<
     let (sp, dp) = (t.sport.to_be_bytes(), t.dport.to_be_bytes());
     t.new_ports = [sp[0], sp[1], dp[0], dp[1]];
     *ports = t.new_ports;
-    Ok(csum::update(ic, &t.old_ports, &t.new_ports))
+    let ic = csum::update(ic, &t.old_ports, &t.new_ports);
+    t.old_seq = [0; 4];
+    t.new_seq = [0; 4];
+    if t.seq_add == 0 {
+        return Ok(ic);
+    }
+    // Every quote holds the first 8 bytes of the segment: ports and sequence number.
+    let seq = unsafe { &mut *mut_ptr_at::<[u8; 4]>(ctx, l4 + 4)? };
+    t.old_seq = *seq;
+    t.new_seq = u32::from_be_bytes(t.old_seq).wrapping_add(t.seq_add).to_be_bytes();
+    *seq = t.new_seq;
+    Ok(csum::update(ic, &t.old_seq, &t.new_seq))
 }
 
 /// Offset of the quoted TCP or UDP checksum.

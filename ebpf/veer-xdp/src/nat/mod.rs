@@ -22,14 +22,14 @@ pub mod syn_stash;
 
 use aya_ebpf::programs::XdpContext;
 use veer_abi::{
-    is_ipv4_mapped, FlowKey, GlobalCounter, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_COOKIE_RETURN,
+    is_ipv4_mapped, GlobalCounter, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_COOKIE_RETURN,
     JUMP_NAT_RETURN, NAT_F_PROXIED,
 };
 
 use rewrite::rewrite;
 
 use crate::{
-    conntrack::{self, Flow, CONNS},
+    conntrack::{self, Flow},
     fib,
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     jumps::{icmp_slot, jump},
@@ -84,16 +84,6 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop>
     let v4 = is_ipv4_mapped(&pkt.key.dst);
     rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
     fib::send(ctx, v4, &snat, &b.addr)
-}
-
-/// A SYN reusing the 5-tuple of a finished flow: that flow's mapping goes
-/// now, so its SNAT port is free at once (its table entry goes next).
-#[inline(always)]
-pub fn release_stale(key: &FlowKey) {
-    // SAFETY: copied out at once.
-    if let Some(e) = (unsafe { CONNS.get(key) }).copied() {
-        snat::release(key, &e);
-    }
 }
 
 /// What became of a packet to a SNAT port (`reverse`): an XDP action, or

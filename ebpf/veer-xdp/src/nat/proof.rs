@@ -5,7 +5,7 @@
 //! the connection table, where it could evict established flows.
 
 use aya_ebpf::programs::XdpContext;
-use veer_abi::{GlobalCounter, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PROXIED};
+use veer_abi::{GlobalCounter, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_SPLICED};
 
 use crate::{
     access::{callee_ctx, ptr_at},
@@ -30,10 +30,13 @@ pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Res
     }
     let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
     // SAFETY: bounds checked by `ptr_at`; a live map value, written in
-    // place (a racing SYN-ACK of the same flow writes the same number).
+    // place. The first SYN-ACK's number stays: a later one (forged, or a
+    // stale duplicate) cannot make the client's true ACK unproven.
     unsafe {
-        (*m).backend_isn = u32::from_be_bytes((*tcp).seq);
-        (*m).flags |= NAT_F_ANSWERED;
+        if (*m).flags & NAT_F_ANSWERED == 0 {
+            (*m).backend_isn = u32::from_be_bytes((*tcp).seq);
+            (*m).flags |= NAT_F_ANSWERED;
+        }
     }
     Ok(())
 }
@@ -41,7 +44,8 @@ pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Res
 /// Whether the client's packet `pkt` may promote its half-open NAT flow:
 /// it acknowledges the backend's SYN-ACK exactly (or the flow needs no
 /// proof: not TCP, a RST, no half-open entry or mapping, or opened by the
-/// SYN proxy, whose cookie was the proof). Counted when it may not.
+/// SYN proxy, whose cookie was the proof, once its backend answered).
+/// Counted when it may not.
 #[inline(never)]
 pub fn proven(ctx: &XdpContext, pkt: &VipPacket) -> bool {
     let ctx = &callee_ctx(ctx);
@@ -55,7 +59,9 @@ pub fn proven(ctx: &XdpContext, pkt: &VipPacket) -> bool {
     // SAFETY: copied out at once.
     let Some(m) = (unsafe { NAT_REV.get(&key) }).copied() else { return true };
     if m.flags & NAT_F_PROXIED != 0 {
-        return true;
+        // The cookie proved the client; the flow is promoted once the
+        // backend answered too.
+        return m.flags & NAT_F_SPLICED != 0;
     }
     let l4 = pkt.l4 as usize;
     if l4 > EthHdr::LEN + 60 {

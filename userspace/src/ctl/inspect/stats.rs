@@ -67,6 +67,9 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::NatUnprovenAck => "NAT packet not acknowledging the backend's SYN-ACK: not promoted",
         GlobalCounter::SecondChance => "DSR packets a ring change lost, bounced to the previous ring's backend",
         GlobalCounter::DropSecondChance => "dropped: DSR packet bounced with nowhere else to go",
+        GlobalCounter::SynOnLive => "SYNs on a live connection's 5-tuple, sent to its backend (entry kept)",
+        GlobalCounter::ProxySynResent => "SYNs veer's proxy resent to a backend that had not answered",
+        GlobalCounter::DropForeignSynAck => "dropped: SYN-ACK not acknowledging veer's proxied SYN",
     }
 }
 

@@ -39,7 +39,7 @@ use veer_abi::{
 };
 
 use handshake::{accept, answer, refuse};
-use splice::{add_to, client_packet, reset_to_client};
+use splice::{add_to, client_packet, resend_syn, reset_to_client, UNANSWERED};
 
 use crate::{
     conntrack::{CONNS, NEW_CONNS},
@@ -76,7 +76,8 @@ static SHIFTED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 /// under a flood (so as not to reflect it).
 ///
 /// A client's packet of a connection veer opened comes here too, to have
-/// its acknowledgment shifted ([`client_packet`]).
+/// its acknowledgment shifted ([`client_packet`]), or, while the backend
+/// has not answered, to send veer's SYN again ([`resend_syn`]).
 #[inline(always)]
 pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
     let Some(pkt) = crate::parse::flow_of_outlined(ctx)? else { return Ok(crate::verdict::pass()) };
@@ -88,7 +89,10 @@ pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
         return answer(ctx, &pkt);
     }
     if let Some(e) = proxied_entry(&pkt.key) {
-        return client_packet(ctx, &pkt, &e);
+        return match client_packet(ctx, &pkt, &e)? {
+            UNANSWERED => resend_syn(ctx, &pkt, &e),
+            action => Ok(action),
+        };
     }
     if accept(ctx, &pkt)? {
         return crate::jumps::jump(ctx, veer_abi::JUMP_NAT);
@@ -122,7 +126,7 @@ pub fn return_program(ctx: &XdpContext) -> Result<u32, Drop> {
     }
     let Some(m) = NAT_REV.get_ptr_mut(&return_key(&pkt.key)) else { return Ok(crate::verdict::pass()) };
     // SAFETY: a live map value, read in place.
-    let (flags, delta) = unsafe { ((*m).flags, (*m).seq_delta) };
+    let (flags, delta, cookie) = unsafe { ((*m).flags, (*m).seq_delta, (*m).cookie) };
     let tcp = pkt.tcp_flags();
     if flags & NAT_F_PROXIED == 0 {
         // Any other mapping's SYN-ACK: its number kept, nothing shifted.
@@ -132,7 +136,7 @@ pub fn return_program(ctx: &XdpContext) -> Result<u32, Drop> {
     } else if tcp & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK {
         return splice::splice(ctx, &pkt, m);
     } else if tcp & TCP_RST != 0 {
-        reset_to_client(ctx, &pkt, delta)?;
+        reset_to_client(ctx, &pkt, cookie)?;
     } else {
         return Err(Drop::ProxyWaiting);
     }
@@ -164,9 +168,9 @@ pub fn take_shifted() -> bool {
 /// cookie; counts it toward the CPU's threshold. veer's own SYN, made from
 /// a cookie ACK, is not.
 #[inline(never)]
-pub fn wanted(key: &FlowKey) -> bool {
+pub fn wanted() -> bool {
     let Some(cfg) = snat::config() else { return false };
-    if snat::proxied_next(key) {
+    if snat::claimed() {
         return false;
     }
     match cfg.syn_cookies {

@@ -2,8 +2,11 @@
 //! SYN-ACK spliced to the client, and the sequence numbers shifted between
 //! the two for the life of the connection.
 
-use aya_ebpf::programs::XdpContext;
-use veer_abi::{csum, is_ipv4_mapped, Backend, ConnEntry, GlobalCounter, NatMapping, NAT_F_SPLICED};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use veer_abi::{
+    csum, is_ipv4_mapped, Backend, ConnEntry, GlobalCounter, NatKey, NatMapping, NAT_F_ANSWERED, NAT_F_SPLICED,
+    PROXY_SYN_RESEND_NS,
+};
 
 use super::segment::{emit, scratch, Segment, PROBE};
 use crate::{
@@ -12,7 +15,7 @@ use crate::{
     fib,
     headers::{
         eth::EthHdr,
-        l4::{TcpHdr, TCP_ACK},
+        l4::{TcpHdr, TCP_ACK, TCP_SYN},
     },
     nat::rewrite::rewrite,
     parse::VipPacket,
@@ -22,17 +25,55 @@ use crate::{
 };
 
 /// A client's packet of a connection veer opened (counted already): its
-/// acknowledgment shifted, then rewritten and sent like any NAT packet.
+/// acknowledgment shifted, then rewritten and sent like any NAT packet;
+/// [`UNANSWERED`] while the backend has not answered (see [`resend_syn`]).
 #[inline(never)]
 pub(super) fn client_packet(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Result<u32, Drop> {
     let ctx = &callee_ctx(ctx);
     let b = backend(e.backend).ok_or(Drop::BadBackend)?;
     let slot = Slot { port: e.nat_port, addr: e.nat_addr };
-    shift_ack(ctx, pkt, b, &slot)?;
+    if !shift_ack(ctx, pkt, b, &slot)? {
+        return Ok(UNANSWERED);
+    }
     let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
     let v4 = is_ipv4_mapped(&pkt.key.dst);
     rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
     fib::send(ctx, v4, &snat, &b.addr)
+}
+
+/// [`client_packet`]: the backend has not answered veer's SYN yet.
+pub(super) const UNANSWERED: u32 = u32::MAX;
+
+/// A client's packet of a connection veer opened, toward backend `b` on
+/// SNAT endpoint `slot`: its acknowledgment moved into the backend's
+/// sequence space. `false` while the backend has not answered.
+#[inline(never)]
+fn shift_ack(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> Result<bool, Drop> {
+    let ctx = &callee_ctx(ctx);
+    let key = mapping_key(&pkt.key, b, slot)?;
+    // SAFETY: copied out at once.
+    let m = unsafe { NAT_REV.get(&key) }.ok_or(Drop::ProxyWaiting)?;
+    let (flags, delta) = (m.flags, m.seq_delta);
+    if flags & NAT_F_SPLICED == 0 {
+        return Ok(false);
+    }
+    if pkt.tcp_flags() & TCP_ACK != 0 {
+        add_to(ctx, pkt.l4 as usize, 8, delta)?;
+    }
+    Ok(true)
+}
+
+/// The `NAT_REV` key of a flow of `k` toward backend `b` from SNAT endpoint `slot`.
+#[inline(always)]
+fn mapping_key(k: &veer_abi::FlowKey, b: &Backend, slot: &Slot) -> Result<NatKey, Drop> {
+    Ok(NatKey {
+        backend: b.addr,
+        snat: snat_addr(slot.addr).ok_or(Drop::BadBackend)?,
+        backend_port: backend_port(k, b),
+        snat_port: slot.port,
+        proto: k.proto,
+        _pad: [0; 3],
+    })
 }
 
 /// The backend's SYN-ACK (`pkt`) to a connection veer opened (`m`): the
@@ -47,11 +88,17 @@ pub(super) fn splice(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> R
     }
     let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };
     let (isn, ack, window) = (u32::from_be_bytes(tcp.seq), u32::from_be_bytes(tcp.ack), u16::from_be_bytes(tcp.window));
-    // SAFETY: a live map value; a racing update at worst splices twice alike.
+    // SAFETY: a live map value. Racing CPUs splice alike: the cookie and
+    // the client's number do not change.
     let m = unsafe { &mut *m };
-    let cookie = m.seq_delta;
+    // Only the backend saw veer's SYN, whose number this acknowledges.
+    if ack != m.client_isn.wrapping_add(1) {
+        return Err(Drop::ForeignSynAck);
+    }
+    let cookie = m.cookie;
     m.seq_delta = isn.wrapping_sub(cookie);
-    m.flags |= NAT_F_SPLICED;
+    m.backend_isn = isn;
+    m.flags |= NAT_F_SPLICED | NAT_F_ANSWERED;
     let f = m.flow;
     let v4 = is_ipv4_mapped(&f.dst);
     let seg = Segment { sport: f.dport, dport: f.sport, seq: cookie, ack, flags: TCP_ACK, window, mss: PROBE };
@@ -60,31 +107,43 @@ pub(super) fn splice(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> R
     fib::send(ctx, v4, &f.dst, &f.src)
 }
 
-/// A client's packet of a connection veer opened, toward backend `b` on
-/// SNAT endpoint `slot`: its acknowledgment moved into the backend's
-/// sequence space; dropped while the backend has not answered.
+/// veer's SYN of the client's (`pkt`) connection (table entry `e`), made
+/// again in the frame and sent, if the last went at least
+/// `PROXY_SYN_RESEND_NS` ago (it was lost, or the backend's SYN-ACK was):
+/// the client's zero-window probes drive the resends. Else the client's
+/// packet is dropped.
 #[inline(never)]
-fn shift_ack(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> Result<(), Drop> {
+pub(super) fn resend_syn(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Result<u32, Drop> {
     let ctx = &callee_ctx(ctx);
-    let k = &pkt.key;
-    let key = veer_abi::NatKey {
-        backend: b.addr,
-        snat: snat_addr(slot.addr).ok_or(Drop::BadBackend)?,
-        backend_port: backend_port(k, b),
-        snat_port: slot.port,
-        proto: k.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: copied out at once.
-    let m = unsafe { NAT_REV.get(&key) }.ok_or(Drop::ProxyWaiting)?;
-    let (flags, delta) = (m.flags, m.seq_delta);
-    if flags & NAT_F_SPLICED == 0 {
+    let b = backend(e.backend).ok_or(Drop::BadBackend)?;
+    let slot = &Slot { port: e.nat_port, addr: e.nat_addr };
+    let m = NAT_REV.get_ptr_mut(&mapping_key(&pkt.key, b, slot)?).ok_or(Drop::ProxyWaiting)?;
+    // SAFETY: a live map value, read and written in place; two CPUs racing
+    // here at worst both resend.
+    let m = unsafe { &mut *m };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // Signed: a time ahead of the clock (tests hold resends so) is not due.
+    if (now.wrapping_sub(m.syn_sent_ns) as i64) < PROXY_SYN_RESEND_NS as i64 {
         return Err(Drop::ProxyWaiting);
     }
-    if pkt.tcp_flags() & TCP_ACK != 0 {
-        add_to(ctx, pkt.l4 as usize, 8, delta)?;
-    }
-    Ok(())
+    m.syn_sent_ns = now;
+    let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
+    let f = m.flow;
+    let port = if b.port != 0 { b.port } else { f.dport };
+    let seg = Segment {
+        sport: slot.port,
+        dport: port,
+        seq: m.client_isn,
+        ack: 0,
+        flags: TCP_SYN,
+        window: m.client_window,
+        // Never one of `emit`'s markers (a cookie's MSS is 536 or more).
+        mss: m.client_mss.max(536),
+    };
+    let v4 = is_ipv4_mapped(&f.dst);
+    emit(ctx, scratch()?, v4, &snat, &b.addr, &seg)?;
+    stats::count(GlobalCounter::ProxySynResent);
+    fib::send(ctx, v4, &snat, &b.addr)
 }
 
 /// A backend's RST before veer's handshake with it completed (and not a
