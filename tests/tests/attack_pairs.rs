@@ -4,7 +4,8 @@
 //! ring change (`veerctl add-backend`) some of those hash to the new
 //! backend; with veer-agent on the backends, that backend bounces their
 //! next packet and veer sends it to the previous ring's backend (the
-//! second chance): no connection breaks. Needs root.
+//! second chance): no connection breaks. NAT promotes a flow only on an ACK
+//! of its backend's SYN-ACK, so the pairs evict nothing there. Needs root.
 
 use std::time::{Duration, Instant};
 
@@ -27,14 +28,32 @@ struct Outcome {
     evicted: u64,
     second_chances: u64,
     dropped: u64,
+    /// Spoofed ACKs refused: not promoted (NAT proof), or without a valid cookie.
+    refused: u64,
 }
 
-fn run(tag: &str, with_agent: bool) -> Outcome {
+/// How the service forwards, and what protects its established flows.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// DSR, with veer-agent on the backends (the second chance).
+    DsrAgent,
+    /// DSR alone.
+    Dsr,
+    /// NAT: a flow is promoted only by an ACK of the backend's SYN-ACK.
+    Nat,
+}
+
+fn run(tag: &str, mode: Mode) -> Outcome {
     let mut s = Deployment::new(tag, 4);
-    let text = s
+    let mut text = s
         .config(65537, &[1, 1, 1, 0], |_| String::new())
         .replace("conn_table_size = 65536", &format!("conn_table_size = {CONN_TABLE}\nnew_flow_table_size = 1024"));
+    if mode == Mode::Nat {
+        s.strip_vips();
+        text = text.replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
+    }
     s.write(&text);
+    let with_agent = mode == Mode::DsrAgent;
     let agents = with_agent.then(|| Agents::install(&mut s, tag));
     let d = s.start();
     d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap_or_else(|e| panic!("{e:#}"));
@@ -75,22 +94,25 @@ fn run(tag: &str, with_agent: bool) -> Outcome {
         evicted,
         second_chances: counter(GlobalCounter::SecondChance),
         dropped: counter(GlobalCounter::DropSecondChance),
+        refused: counter(GlobalCounter::NatUnprovenAck) + counter(GlobalCounter::DropBadCookie),
     }
 }
 
 fn report(tag: &str, o: &Outcome) {
     println!(
-        "{tag}: {} of {CONNECTIONS} connections broken, {} entries evicted, {} second chances, {} dropped bounces",
+        "{tag}: {} of {CONNECTIONS} connections broken, {} entries evicted, {} second chances, {} dropped bounces, \
+         {} ACKs refused",
         o.broken.len(),
         o.evicted,
         o.second_chances,
-        o.dropped
+        o.dropped,
+        o.refused
     );
 }
 
 #[test]
 fn spoofed_syn_ack_pairs_after_a_ring_change_break_no_connection_with_the_agent() {
-    let o = run("pairs", true);
+    let o = run("pairs", Mode::DsrAgent);
     report("with the agent", &o);
     assert!(o.evicted >= CONN_TABLE as u64, "the flood evicted the table over: {} entries", o.evicted);
     assert!(o.broken.is_empty(), "{} connections broke: {:?}", o.broken.len(), o.broken);
@@ -101,6 +123,16 @@ fn spoofed_syn_ack_pairs_after_a_ring_change_break_no_connection_with_the_agent(
 #[test]
 #[ignore = "a measurement of the unprotected case; run with --ignored"]
 fn without_the_agent_evicted_flows_that_moved_break() {
-    let o = run("pairsna", false);
+    let o = run("pairsna", Mode::Dsr);
     report("without the agent", &o);
+}
+
+/// NAT: the spoofed ACKs acknowledge no SYN-ACK of a backend, so they
+/// promote nothing, and established flows keep their entries and mappings.
+#[test]
+fn spoofed_syn_ack_pairs_after_a_ring_change_break_no_nat_connection() {
+    let o = run("pairsnat", Mode::Nat);
+    report("NAT", &o);
+    assert!(o.broken.is_empty(), "{} connections broke: {:?}", o.broken.len(), o.broken);
+    assert!(o.refused > 0, "the spoofed ACKs were refused promotion (or a cookie)");
 }

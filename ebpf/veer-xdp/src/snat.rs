@@ -13,8 +13,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use veer_abi::{
-    Backend, ConnEntry, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, Service, DEFAULT_NAT_TABLE_SIZE,
-    MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_PORT_TRIES,
+    Backend, ConnEntry, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, ProxiedClient, ProxiedSyn, Service,
+    DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_PORT_TRIES,
 };
 
 use crate::{access::opaque, backends::backend, stats, verdict::Drop};
@@ -34,35 +34,9 @@ static SNAT_ADDRS: Array<[u8; 16]> = Array::with_max_entries(MAX_SNAT_ADDRS, 0);
 static NAT_CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
 
 /// The SYN about to be mapped on this CPU, if veer's SYN proxy made it
-/// (see `nat::syn_cookie`), and its client's cookie.
+/// (see `nat::syn_cookie`), and its client (`names::PROXIED_NEXT`).
 #[map]
 static PROXIED_NEXT: PerCpuArray<ProxiedSyn> = PerCpuArray::with_max_entries(1, 0);
-
-/// A SYN veer's proxy made (`PROXIED_NEXT`).
-#[repr(C)]
-struct ProxiedSyn {
-    key: FlowKey,
-    client: ProxiedClient,
-    /// Set by [`proxy_next`]; cleared by the next SYN the NAT program sees.
-    armed: u32,
-    /// The NAT program's current SYN is this one: its mapping is proxied.
-    claimed: u32,
-}
-
-/// What veer's SYN proxy knows of a client it let in (see
-/// `nat::syn_cookie`), kept in its flow's mapping.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ProxiedClient {
-    /// The cookie veer answered the client with.
-    pub cookie: u32,
-    /// The client's initial sequence number.
-    pub isn: u32,
-    /// The MSS its cookie carried.
-    pub mss: u16,
-    /// Its window.
-    pub window: u16,
-}
 
 /// Per-CPU room for a new mapping's key and value, off the stack.
 #[map]

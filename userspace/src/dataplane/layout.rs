@@ -129,6 +129,8 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         m(names::SNAT_ADDRS, 4, &[16], MAX_SNAT_ADDRS),
         m(names::NAT_CONFIG, 4, &[size_of::<NatConfig>() as u32], 1),
         m(names::SYN_FLOOD, 4, &[8], 1),
+        m(names::PROXIED_NEXT, 4, &[size_of::<veer_abi::ProxiedSyn>() as u32], 1),
+        m(names::SHIFTED, 4, &[4], 1),
         m(names::JUMPS, 4, &[4], JUMP_SLOTS),
         m(names::SUSPECTS, 4, &[8], opts.max_backends),
         // A ring buffer has no keys or values; its size is in bytes.

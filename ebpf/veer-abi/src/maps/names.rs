@@ -35,6 +35,14 @@ pub const NAT_CONFIG: &str = "NAT_CONFIG";
 /// CPU answers NAT SYNs with cookies: set by veerd while half-open NAT flows
 /// pile up (a slow SYN flood, under the per-CPU rate threshold).
 pub const SYN_FLOOD: &str = "SYN_FLOOD";
+/// `PerCpuArray<ProxiedSyn>`: one entry, the SYN veer's proxy just made,
+/// on its way to the NAT program. Pinned, like [`SHIFTED`], so that the
+/// programs of a restarted veerd and those still running share it.
+pub const PROXIED_NEXT: &str = "PROXIED_NEXT";
+/// `PerCpuArray<u32>`: one entry, 1 while a backend's packet of a proxied
+/// connection, its sequence number shifted, is on its way to the NAT return
+/// program.
+pub const SHIFTED: &str = "SHIFTED";
 /// `ProgramArray`: the programs the entry program continues in.
 pub const JUMPS: &str = "JUMPS";
 /// `Array<u64>`: per backend, until when (`bpf_ktime_get_coarse_ns`) the

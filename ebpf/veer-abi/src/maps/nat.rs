@@ -59,6 +59,37 @@ pub struct NatMapping {
     pub syn_sent_ns: u64,
 }
 
+/// What veer's SYN proxy knows of a client it let in, kept in its flow's
+/// mapping.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxiedClient {
+    /// The cookie veer answered the client with.
+    pub cookie: u32,
+    /// The client's initial sequence number.
+    pub isn: u32,
+    /// The MSS its cookie carried.
+    pub mss: u16,
+    /// Its window.
+    pub window: u16,
+}
+
+/// Value of the per-CPU `PROXIED_NEXT`: the SYN veer's proxy made of a
+/// client's valid cookie ACK, on its way to the NAT program (a tail call on
+/// the same CPU), whose mapping is to be proxied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxiedSyn {
+    /// The flow.
+    pub key: FlowKey,
+    /// The client.
+    pub client: ProxiedClient,
+    /// Set by the cookie program; cleared by the next SYN the NAT program sees.
+    pub armed: u32,
+    /// The NAT program's current SYN is this one: its mapping is proxied.
+    pub claimed: u32,
+}
+
 /// How long veer waits for a backend's SYN-ACK to its proxied SYN before a
 /// client's packet (its zero-window probe) makes veer send the SYN again.
 pub const PROXY_SYN_RESEND_NS: u64 = 200_000_000;
@@ -120,5 +151,6 @@ pub struct SynStash {
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
 const _: () = assert!(core::mem::size_of::<NatMapping>() == 80);
+const _: () = assert!(core::mem::size_of::<ProxiedSyn>() == 60);
 const _: () = assert!(core::mem::size_of::<NatConfig>() == 12);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);

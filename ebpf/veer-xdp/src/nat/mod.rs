@@ -22,8 +22,8 @@ pub mod syn_stash;
 
 use aya_ebpf::programs::XdpContext;
 use veer_abi::{
-    is_ipv4_mapped, GlobalCounter, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_COOKIE_RETURN,
-    JUMP_NAT_RETURN, NAT_F_PROXIED,
+    is_ipv4_mapped, GlobalCounter, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_COOKIE_RETURN, JUMP_NAT_RETURN,
+    NAT_F_PROXIED,
 };
 
 use rewrite::rewrite;

@@ -126,12 +126,8 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     entry.flags = (entry.flags | CONN_F_REFUSED) + (1 << CONN_F_RESENDS_SHIFT);
     if m.flags & NAT_F_PROXIED != 0 {
         // veer's own SYN: the next backend's mapping is proxied alike.
-        let client = crate::snat::ProxiedClient {
-            cookie: m.cookie,
-            isn: m.client_isn,
-            mss: m.client_mss,
-            window: m.client_window,
-        };
+        let client =
+            veer_abi::ProxiedClient { cookie: m.cookie, isn: m.client_isn, mss: m.client_mss, window: m.client_window };
         crate::snat::proxy_next(&m.flow, &client);
     }
     passive::suspect(m.backend, PassiveKind::Refused);

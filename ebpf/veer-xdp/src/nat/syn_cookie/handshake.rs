@@ -117,7 +117,7 @@ pub(super) fn accept(ctx: &XdpContext, pkt: &VipPacket) -> Result<bool, Drop> {
     let k = &pkt.key;
     let seg = Segment { sport: k.sport, dport: k.dport, seq: isn, ack: 0, flags: TCP_SYN, window, mss };
     emit(ctx, s, v4, &k.src, &k.dst, &seg)?;
-    snat::proxy_next(k, &snat::ProxiedClient { cookie, isn, mss, window });
+    snat::proxy_next(k, &veer_abi::ProxiedClient { cookie, isn, mss, window });
     stats::count(GlobalCounter::SynCookiesValid);
     Ok(true)
 }

@@ -65,7 +65,8 @@ static COOKIE_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SYN_FLOOD: Array<u64> = Array::with_max_entries(1, 0);
 /// 1 while a backend's packet [`return_program`] shifted is on its way back
-/// to `veer_nat_return` (a tail call: same CPU, nothing runs in between).
+/// to `veer_nat_return` (a tail call: same CPU, nothing runs in between;
+/// `names::SHIFTED`).
 #[map]
 static SHIFTED: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
