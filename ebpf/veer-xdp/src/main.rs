@@ -3,7 +3,8 @@
 //! Per packet, top to bottom ([`balance`]):
 //! parse ([`parse`]) -> no VIP's? pass ([`vip_filter`]) -> an established
 //! flow's entry, its service by index ([`early`]) -> service lookup
-//! ([`services`]) -> connection tables ([`conntrack`]) -> scheduler for new
+//! ([`services`]) -> connection tables ([`conntrack`], a SYN's earlier
+//! attempt in [`reopen`]) -> scheduler for new
 //! or orphaned flows ([`scheduler`], with [`affinity`] and [`active`]) ->
 //! counters ([`stats`]) -> DSR rewrite and send ([`forward`]), or NAT
 //! rewrite and route ([`nat`], [`snat`], [`fib`]). NAT services and NAT
@@ -50,9 +51,10 @@ mod conntrack;
 mod fib;
 mod scheduler;
 // An established flow's shortcut; ICMP errors to DSR backends; health
-// checks; a bounced DSR packet's second chance.
+// checks; a bounced DSR packet's second chance; a SYN's earlier attempt.
 mod early;
 mod icmp;
+mod reopen;
 mod second_chance;
 mod vip_path;
 // NAT's data path.
@@ -70,8 +72,9 @@ use veer_abi::{
 
 use crate::{
     backends::owned_backend,
-    conntrack::{Flow, Pinned, Reopened},
+    conntrack::{Flow, Pinned},
     parse::VipPacket,
+    reopen::Reopened,
     scheduler::Purpose,
     snat::Slot,
     verdict::{pass, Drop},
@@ -219,7 +222,7 @@ fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missi
         }
         // A DSR backend's agent bounces a SYN from that backend's MAC.
         let src_mac = if NAT { [0; 6] } else { unsafe { (*access::ptr_at::<headers::eth::EthHdr>(ctx, 0)?).src } };
-        match conntrack::reopen::<NAT>(svc, key, &src_mac) {
+        match reopen::reopen::<NAT>(svc, key, &src_mac) {
             Reopened::Same(f) => return pinned::<NAT>(ctx, svc, pkt, &f),
             Reopened::Failed { avoid: failed, resends } => (avoid, carried) = (failed, resends),
             Reopened::BouncedTwice => return Err(Drop::Bounced),

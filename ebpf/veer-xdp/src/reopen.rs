@@ -1,0 +1,99 @@
+//! A SYN on a 5-tuple the connection tables hold: a live connection's, a
+//! finished one's, or this connection's own earlier attempt.
+
+use veer_abi::{
+    BackendState, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING, CONN_F_REFUSED,
+    CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
+};
+
+use crate::{
+    conntrack::{keeper, Flow, CONNS, NEW_CONNS},
+    passive, snat, stats,
+};
+
+/// What a SYN finds of its connection's earlier attempt.
+pub enum Reopened {
+    /// No earlier attempt that counts: schedule the connection afresh.
+    Fresh,
+    /// A retransmission kept on the first attempt's backend (passive
+    /// detection off), or a SYN on a live connection's 5-tuple.
+    Same(Flow),
+    /// The backend of the earlier attempt (`avoid`) failed it: it never
+    /// answered, or refused it. The connection goes elsewhere, carrying its
+    /// resend count (see `syn_stash`); a NAT attempt's mapping is gone.
+    Failed { avoid: u32, resends: u32 },
+    /// A SYN the backend's agent bounced a second time: dropped, so that two
+    /// backends without the service cannot pass it back and forth.
+    BouncedTwice,
+}
+
+/// A SYN. A `CONNS` entry on its 5-tuple belongs to a finished connection
+/// (a FIN or RST was seen) and goes, with its NAT mapping; a live one's
+/// backend gets the SYN, and answers it as its TCP does (a challenge ACK:
+/// a spoofed SYN cannot end a flow, and a client that lost its connection
+/// resets it, then opens anew). A `NEW_CONNS` entry is this connection's own earlier SYN: its
+/// backend has not completed the handshake. With passive detection that
+/// backend becomes suspect and the SYN moves on; without, a retransmission
+/// keeps the backend while it takes new flows. A SYN that comes from the
+/// MAC of the backend it was sent to was bounced by that backend's agent
+/// (DSR): it moves on, at most once, whatever the passive setting. A call
+/// of its own, off the NAT program's full stack.
+#[inline(never)]
+pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Reopened {
+    // Looked up first: a delete takes the bucket's lock even when it finds
+    // nothing, and most SYNs open a 5-tuple the table does not hold.
+    if let Some(p) = CONNS.get_ptr(key) {
+        // SAFETY: a preallocated LRU value, copied out at once.
+        let entry = unsafe { *p };
+        if entry.flags & CONN_F_CLOSING == 0 {
+            // (Not one that backend's agent bounced: nothing there listens.)
+            if let Some(f) = keeper(svc, &entry).filter(|f| NAT || f.backend.mac != *src_mac) {
+                // A live connection's: its backend answers (RFC 5961).
+                stats::count(GlobalCounter::SynOnLive);
+                return Reopened::Same(f);
+            }
+        }
+        if CONNS.remove(key).is_ok() {
+            stats::count(GlobalCounter::ConnReused);
+            if NAT {
+                // Its SNAT port is free at once.
+                snat::release(key, &entry);
+            }
+        }
+    }
+    let Some(p) = NEW_CONNS.get_ptr_mut(key) else { return Reopened::Fresh };
+    // SAFETY: a preallocated LRU value (see `established`), copied out at once.
+    let entry = unsafe { *p };
+    let Some(f) = keeper(svc, &entry) else { return Reopened::Fresh };
+    let takes = BackendState::from_u32(f.backend.state).takes_new_flows();
+    let resends = entry.flags & (0xff << CONN_F_RESENDS_SHIFT);
+    if !NAT && f.backend.mac == *src_mac {
+        if resends != 0 {
+            return Reopened::BouncedTwice;
+        }
+        passive::suspect_inline(entry.backend, PassiveKind::Bounced);
+        passive::moved_off(entry.backend);
+        return Reopened::Failed { avoid: entry.backend, resends: 1 << CONN_F_RESENDS_SHIFT };
+    }
+    let client_reset = entry.flags & CONN_F_CLIENT_RESET != 0;
+    if client_reset {
+        // SAFETY: as above; the mark is for one SYN.
+        unsafe { (*p).flags &= !CONN_F_CLIENT_RESET };
+    }
+    if svc.flags & SERVICE_F_PASSIVE == 0 || client_reset {
+        return if takes { Reopened::Same(f) } else { Reopened::Fresh };
+    }
+    // A refusal veer saw (the backend's RST to the SYN) needs no more proof.
+    if entry.flags & CONN_F_REFUSED == 0 && !passive::unanswered::<NAT>(key, p) {
+        return if takes { Reopened::Same(f) } else { Reopened::Fresh };
+    }
+    // A refused SYN was reported by the return path already.
+    if takes && entry.flags & CONN_F_REFUSED == 0 {
+        passive::suspect_inline(entry.backend, PassiveKind::SynRetransmit);
+    }
+    passive::moved_off(entry.backend);
+    if NAT {
+        snat::release(key, &entry);
+    }
+    Reopened::Failed { avoid: entry.backend, resends }
+}
