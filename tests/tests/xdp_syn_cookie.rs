@@ -165,6 +165,10 @@ fn an_ack_with_a_wrong_cookie_takes_no_port() {
     let flood = lab("ckbad", false, SYN_COOKIES_ALWAYS, 0);
     let client = SocketAddr::new(flood.client, 40001);
     let (_, synack) = send(&flood, tcp_segment(client, flood.vip, SYN, 7, 0, &SYN_OPTIONS), "cookie SYN-ACK");
+    // A SYN with RST (or FIN) starts no handshake: no cookie for it.
+    let odd = tcp_segment(SocketAddr::new(flood.client, 40009), flood.vip, SYN | RST, 9, 0, &SYN_OPTIONS);
+    assert_eq!(flood.run(&odd).0, XDP_DROP);
+    assert_eq!(flood.counter(GlobalCounter::SynCookiesSent), 1, "only the real SYN's");
     let wrong = tcp(&synack).seq.wrapping_add(1 << 20);
     assert_eq!(flood.run(&tcp_segment(client, flood.vip, ACK, 8, wrong, &[])).0, XDP_DROP);
     assert!(flood.dp.nat_mappings().unwrap().is_empty(), "no SNAT port for a wrong cookie");

@@ -95,10 +95,11 @@ impl FloodWatch {
     }
 }
 
-/// The SYN cookies the dataplane sent, as of the last look.
+/// The SYN cookies the dataplane sent, as of the last look (none yet: the
+/// counters of an adopted dataplane are no news of a flood).
 #[derive(Debug, Default)]
 struct CookieWatch {
-    last: u64,
+    last: Option<u64>,
 }
 
 impl CookieWatch {
@@ -108,9 +109,10 @@ impl CookieWatch {
             .and_then(|p| p.global_counters())
             .ok()
             .and_then(|c| c.into_iter().find(|(k, _)| *k == GlobalCounter::SynCookiesSent))
-            .map_or(self.last, |(_, v)| v);
-        let sent = now > self.last;
-        self.last = now;
+            .map(|(_, v)| v);
+        let Some(now) = now else { return false };
+        let sent = self.last.is_some_and(|last| now > last);
+        self.last = Some(now);
         sent
     }
 }

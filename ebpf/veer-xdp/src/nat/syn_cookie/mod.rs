@@ -43,7 +43,7 @@ use splice::{add_to, client_packet, resend_syn, reset_to_client, UNANSWERED};
 
 use crate::{
     conntrack::{CONNS, NEW_CONNS},
-    headers::l4::{TCP_ACK, TCP_RST, TCP_SYN},
+    headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     snat::{self, return_key, NAT_REV},
     verdict::Drop,
 };
@@ -87,6 +87,10 @@ pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
         return Ok(crate::verdict::pass());
     }
     if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        // With RST or FIN it is no handshake a client starts: no cookie.
+        if flags & (TCP_RST | TCP_FIN) != 0 {
+            return Err(Drop::Malformed);
+        }
         return answer(ctx, &pkt);
     }
     if let Some(e) = proxied_entry(&pkt.key) {
