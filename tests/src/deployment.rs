@@ -17,7 +17,7 @@ use veer_abi::BackendState;
 use crate::{
     daemon::{scratch, wait_until, BackendProc, Uninstall, Veerd, EVENT_WAIT},
     require_root,
-    topology::{Testbed, VIP},
+    topology::{Testbed, VIP, VIP6},
 };
 
 /// The service port.
@@ -69,6 +69,32 @@ impl Deployment {
     /// The VIP and port.
     pub fn vip(&self) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(VIP), PORT)
+    }
+
+    /// The IPv6 VIP and port (see [`Deployment::serve_ipv6`]).
+    pub fn vip6(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V6(VIP6), PORT)
+    }
+
+    /// Turns IPv6 on in the testbed and starts a server on every backend's
+    /// IPv6 address (returned: they stop when dropped).
+    pub fn serve_ipv6(&self) -> anyhow::Result<Vec<BackendProc>> {
+        self.tb.enable_ipv6()?;
+        let serve = |b: &crate::topology::Host| {
+            let listen = SocketAddr::new(b.ip6().into(), PORT);
+            BackendProc::start(&b.ns, &format!("{}v6", b.name), listen, &self.dir)
+        };
+        self.tb.backends.iter().map(serve).collect()
+    }
+
+    /// Config `text` (from [`Deployment::config`]) served over IPv6: the
+    /// IPv6 VIP, and every backend by its IPv6 address.
+    pub fn to_ipv6(&self, text: &str) -> String {
+        let mut text = text.replace(&format!("vip = \"{VIP}\""), &format!("vip = \"{VIP6}\""));
+        for b in &self.tb.backends {
+            text = text.replace(&format!("address = \"{}\"", b.ip), &format!("address = \"{}\"", b.ip6()));
+        }
+        text
     }
 
     /// The API socket.

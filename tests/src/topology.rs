@@ -11,7 +11,7 @@
 //! destination MAC to a backend's and sends the frame back out (XDP_TX);
 //! the backend answers the client directly.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 use veer::dataplane::{AttachMode, Baseline};
@@ -24,6 +24,9 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The load balancer's address.
 pub const LB_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+
+/// The IPv6 VIP of a testbed with IPv6 on ([`Testbed::enable_ipv6`]).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 1, 0, 0, 0, 0, 0, 1);
 
 /// One host of the testbed.
 pub struct Host {
@@ -41,6 +44,12 @@ impl Host {
     /// `ip` as an `IpAddr`.
     pub fn addr(&self) -> IpAddr {
         IpAddr::V4(self.ip)
+    }
+
+    /// Its IPv6 address on the bridge (with [`Testbed::enable_ipv6`]):
+    /// `fd77::N` for `10.77.0.N`.
+    pub fn ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, self.ip.octets()[3] as u16)
     }
 }
 
@@ -359,6 +368,17 @@ pub(crate) fn bridge_host(sw: &Netns, prefix: &str, name: &str, idx: u8, ip: Ipv
 }
 
 impl Testbed {
+    /// Gives every host its IPv6 address ([`Host::ip6`], fd77::/64), and the
+    /// client a route to [`VIP6`] through the load balancer.
+    pub fn enable_ipv6(&self) -> Result<()> {
+        for h in [&self.client, &self.lb].into_iter().chain(&self.backends) {
+            h.ns.exec(&["ip", "-6", "addr", "add", &format!("{}/64", h.ip6()), "dev", "eth0", "nodad"])?;
+        }
+        let via = self.lb.ip6().to_string();
+        self.client.ns.exec(&["ip", "-6", "route", "add", &format!("{VIP6}/128"), "via", &via])?;
+        Ok(())
+    }
+
     /// Builds the topology with `n` backends; namespace names start with `prefix`.
     pub fn create(prefix: &str, n: usize) -> Result<Self> {
         let switch = Netns::create(&format!("{prefix}-sw"))?;

@@ -1,9 +1,9 @@
 //! veer under a spoofed SYN flood: a NAT service keeps serving legitimate
 //! clients while an off-path attacker sends SYNs from random sources as
 //! fast as one core can, and the spoofed sources end up holding (almost)
-//! no SNAT port. Needs root.
+//! no SNAT port. IPv4 and IPv6. Needs root.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
@@ -38,11 +38,32 @@ fn nat_deployment(tag: &str, daemon_extra: &str) -> (Deployment, Veerd) {
 #[test]
 fn a_nat_service_keeps_serving_new_connections_under_a_spoofed_syn_flood() {
     let (s, _d) = nat_deployment("hsynflood", "");
+    flood_under_load(&s, s.vip());
+}
 
-    // Legitimate clients: 200 new connections a second, each given 1 s.
-    let load = ClientLoad::open_loop(&s.tb.client.ns, s.vip(), 200, Duration::from_secs(1)).expect("client load");
+/// The same over IPv6: a NAT service on an IPv6 VIP, toward the backends'
+/// IPv6 addresses, flooded from spoofed IPv6 sources.
+#[test]
+fn ipv6_a_nat_service_keeps_serving_new_connections_under_a_spoofed_syn_flood() {
+    let s = Deployment::new("hsynflood6", 3);
+    s.strip_vips();
+    let _servers6 = s.serve_ipv6().expect("IPv6 servers");
+    let text = s
+        .config(65537, &[1, 1, 1], |_| String::new())
+        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
+    s.write(&s.to_ipv6(&text));
+    let d = s.start();
+    d.wait_up_in_ring("web", &["b1", "b2", "b3"]).unwrap_or_else(|e| panic!("{e:#}"));
+    flood_under_load(&s, s.vip6());
+}
+
+/// Legitimate clients open 200 connections a second to `vip` (each given
+/// 1 s) while [`FLOOD`] spoofed SYNs arrive: none fails, and the spoofed
+/// sources hold no SNAT port for long.
+fn flood_under_load(s: &Deployment, vip: SocketAddr) {
+    let load = ClientLoad::open_loop(&s.tb.client.ns, vip, 200, Duration::from_secs(1)).expect("client load");
     load.wait_more(50, EVENT_WAIT).unwrap_or_else(|e| panic!("before the flood: {e:#}"));
-    let flood = SynFlood::start(&s.tb.client.ns, s.flood_path(), s.vip(), 0, FLOOD).expect("flood");
+    let flood = SynFlood::start(&s.tb.client.ns, s.flood_path(), vip, 0, FLOOD).expect("flood");
     let sent = flood.wait(Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e:#}"));
     // And after it: the pool is not left empty.
     load.wait_more(200, EVENT_WAIT).unwrap_or_else(|e| panic!("after the flood: {e:#}"));

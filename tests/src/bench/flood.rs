@@ -86,6 +86,18 @@ fn veer_row(s: &Deployment, nat: bool, cookies: &str) -> Result<Outcome> {
     observe(s, s.vip(), nat)
 }
 
+/// NAT on the IPv6 VIP toward the backends' IPv6 addresses, SYN cookies on "auto".
+fn nat6_row(s: &Deployment) -> Result<Outcome> {
+    let _servers6 = s.serve_ipv6()?;
+    let text = s.config(65537, &[1, 1, 1], |_| String::new());
+    s.write(&s.to_ipv6(&text.replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")));
+    let d = s.start();
+    wait_until(Duration::from_secs(15), "backends up", || {
+        ["b1", "b2", "b3"].iter().all(|n| d.backend_state("web", n).is_ok_and(|st| st == "up"))
+    })?;
+    observe(s, s.vip6(), true)
+}
+
 fn haproxy_row(s: &Deployment) -> Result<Outcome> {
     let mut h = haproxy_with(&s.tb, &s.dir, "  timeout connect 1s\n  retries 2\n  option redispatch\n", "check")?;
     let out = observe(s, SocketAddr::new(LB_IP.into(), 8080), false);
@@ -102,6 +114,7 @@ pub fn run() -> Result<Section> {
     s.strip_vips();
     results.push(("veer NAT, syn_cookies = \"auto\" (default)", veer_row(&s, true, "auto")?));
     results.push(("veer NAT, syn_cookies = \"off\"", veer_row(&s, true, "off")?));
+    results.push(("veer NAT over IPv6, syn_cookies = \"auto\"", nat6_row(&s)?));
     let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let rows = results
@@ -130,7 +143,7 @@ pub fn run() -> Result<Section> {
         note: format!(
             "{RATE} new short TCP connections a second (open loop, {CLIENT_TIMEOUT:?} timeout each) from the client \
              host, while another thread there sends {SPOOFED} spoofed SYNs (random sources in 198.18.0.0/15) to the \
-             same address as fast as it can (AF_PACKET). Counted: connections from half a second before the flood \
+             same address as fast as it can (AF_PACKET); the IPv6 row from 2001:db8:ffff::/48. Counted: connections from half a second before the flood \
              to {RATE} connections after it. HAProxy 2.x in TCP mode with the kernel's SYN cookies (its namespace's \
              default, tcp_syncookies = 1), timeout connect 1s, retries 2, option redispatch. Held: SNAT ports \
              held by spoofed sources right after the flood; released: seconds until none was (veerd's NAT expiry \
