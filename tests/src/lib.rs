@@ -16,6 +16,7 @@ pub mod lab;
 pub mod launcher;
 pub mod mass_failure;
 pub mod netns;
+pub mod pairs;
 pub mod seen;
 pub mod server;
 pub mod topology;

@@ -2,8 +2,9 @@
 //! program (BPF_PROG_TEST_RUN). Such a SYN goes to the connection's own
 //! backend, whose TCP answers it with a challenge ACK (RFC 5961), and takes
 //! nothing from the flow: not its backend after a ring change (DSR), not
-//! its NAT mapping. After the connection's FIN, a SYN on the same 5-tuple
-//! opens a new connection as before. Needs root.
+//! its NAT mapping (not even after a spoofed RST). After the connection's
+//! close (DSR: the client's FIN; NAT: both sides'), a SYN on the same
+//! 5-tuple opens a new connection as before. Needs root.
 
 use std::net::SocketAddr;
 
@@ -20,6 +21,7 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const SYN_ACK: u8 = 0x12;
 const FIN_ACK: u8 = 0x11;
+const RST: u8 = 0x04;
 
 #[test]
 fn a_spoofed_syn_on_a_live_dsr_flow_keeps_it_on_its_backend_after_a_ring_change() {
@@ -79,8 +81,17 @@ fn a_spoofed_syn_on_a_live_nat_flow_keeps_its_mapping() {
     let (action, out) = lab.run(&tcp_segment(syn.dst, syn.src, ACK, 5001, 101, &[]));
     assert_eq!((action, inspect(&out).dst), (XDP_REDIRECT, client), "the answer goes back");
 
-    // After the client's FIN, a SYN is a new connection with its own mapping.
+    // A spoofed RST first changes nothing: only the backend's FIN or RST
+    // (with the client's) ends a NAT connection for a SYN.
+    lab.run(&tcp_segment(client, lab.vip, RST, 31_337, 0, &[]));
+    let (_, out) = lab.run(&tcp_segment(client, lab.vip, SYN, 888_888, 0, &SYN_OPTIONS));
+    assert_eq!((inspect(&out).src, inspect(&out).dst), (syn.src, syn.dst), "after a spoofed RST too");
+    assert_eq!(lab.dp.nat_mappings().unwrap().len(), 1);
+    assert_eq!(lab.counter(GlobalCounter::SynOnLive), 2);
+
+    // After both sides' FINs, a SYN is a new connection with its own mapping.
     lab.run(&tcp_segment(client, lab.vip, FIN_ACK, 101, 5001, &[]));
+    lab.run(&tcp_segment(syn.dst, syn.src, FIN_ACK, 5001, 102, &[]));
     let (action, out) = lab.run(&tcp_segment(client, lab.vip, SYN, 900_000, 0, &SYN_OPTIONS));
     assert_eq!(action, XDP_REDIRECT);
     assert_eq!(lab.counter(GlobalCounter::ConnReused), 1);

@@ -307,4 +307,26 @@ fn a_lost_proxied_syn_is_resent_on_a_probe_and_only_its_own_syn_ack_splices() {
     assert_eq!(lab.counter(GlobalCounter::SynProxySpliced), 1);
     let (_, ack) = send(&lab, tcp_segment(client, lab.vip, ACK, isn + 1, cookie + 1, &[]), "client ACK");
     assert_eq!((ack.dst, tcp(&ack).ack), (backend, bisn.wrapping_add(1)), "completes the backend's handshake");
+
+    // A client that gives up (RST) before the backend answered asks for no SYN.
+    let quitter = SocketAddr::new(lab.client, 40011);
+    let (_, synack) = send(&lab, tcp_segment(quitter, lab.vip, SYN, 50, 0, &SYN_OPTIONS), "cookie SYN-ACK");
+    send(&lab, tcp_segment(quitter, lab.vip, ACK, 51, tcp(&synack).seq + 1, &[]), "SYN to backend");
+    lab.proxied_syn(quitter, true);
+    assert_eq!(lab.run(&tcp_segment(quitter, lab.vip, RST, 51, 0, &[])).0, XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::ProxySynResent), 1, "no SYN for a client that reset");
+}
+
+/// With no backend to take it, a SYN gets no cookie: a client let in would
+/// hold a connection that can never open.
+#[test]
+fn no_cookie_while_no_backend_can_take_the_connection() {
+    let mut lab = lab("cknone", false, SYN_COOKIES_ALWAYS, 0);
+    for id in 0..2 {
+        lab.dp.set_backend_state(id, veer_abi::BackendState::Down).unwrap();
+    }
+    let client = SocketAddr::new(lab.client, 40010);
+    assert_eq!(lab.run(&tcp_segment(client, lab.vip, SYN, 1, 0, &SYN_OPTIONS)).0, XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::SynCookiesSent), 0, "{:?}", counters(&lab));
+    assert_eq!(lab.counter(GlobalCounter::DropNoBackend), 1);
 }

@@ -8,7 +8,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
-    CONN_F_COUNTED, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
+    CONN_F_COUNTED, CONN_F_PEER_CLOSED, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
 };
 
 use crate::{
@@ -133,7 +133,8 @@ fn set_closing(entry: &mut ConnEntry) -> active::Change {
     change
 }
 
-/// A NAT backend's FIN or RST ends `flow` as the client's does. A call of
+/// A NAT backend's FIN or RST ends `flow` as the client's does, and marks
+/// the backend's side closed (`CONN_F_PEER_CLOSED`). A call of
 /// its own: inline, the lookup's temporaries overflow the return program's
 /// stack.
 #[inline(never)]
@@ -142,6 +143,8 @@ pub fn mark_closing(flow: &FlowKey) {
     // SAFETY: a preallocated LRU value; a racing eviction at worst marks
     // another live flow closing, which only shortens its mapping's idle wait.
     let change = set_closing(unsafe { &mut *e });
+    // SAFETY: as above.
+    unsafe { (*e).flags |= CONN_F_PEER_CLOSED };
     active::apply(&change);
 }
 

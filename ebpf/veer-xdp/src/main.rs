@@ -223,16 +223,15 @@ fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missi
         // A DSR backend's agent bounces a SYN from that backend's MAC.
         let src_mac = if NAT { [0; 6] } else { unsafe { (*access::ptr_at::<headers::eth::EthHdr>(ctx, 0)?).src } };
         match reopen::reopen::<NAT>(svc, key, &src_mac) {
-            Reopened::Same(f) => return pinned::<NAT>(ctx, svc, pkt, &f),
+            Reopened::Same(f) => {
+                if NAT {
+                    snat::unclaim();
+                }
+                return pinned::<NAT>(ctx, svc, pkt, &f);
+            }
             Reopened::Failed { avoid: failed, resends } => (avoid, carried) = (failed, resends),
             Reopened::BouncedTwice => return Err(Drop::Bounced),
-            Reopened::Fresh => {
-                // Under a SYN flood a new NAT connection is answered with a
-                // cookie, and takes no SNAT port until the client proves itself.
-                if NAT && nat::syn_cookie::wanted() {
-                    return jumps::jump(ctx, JUMP_NAT_COOKIE);
-                }
-            }
+            Reopened::Fresh => {}
         }
         false
     } else {
@@ -295,6 +294,12 @@ fn schedule<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, p
     let Some((id, b)) = picked else {
         return no_backend::<NAT>(ctx, svc);
     };
+    // Under a SYN flood a new NAT connection (one a backend can take) is
+    // answered with a cookie, and takes no SNAT port until the client
+    // proves itself.
+    if NAT && p.opening && p.avoid == NO_BACKEND && nat::syn_cookie::wanted() {
+        return jumps::jump(ctx, JUMP_NAT_COOKIE);
+    }
     if affinity::persists(svc) {
         affinity::remember(svc, &key.src, id);
     }

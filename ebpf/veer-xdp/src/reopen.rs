@@ -2,8 +2,8 @@
 //! finished one's, or this connection's own earlier attempt.
 
 use veer_abi::{
-    BackendState, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING, CONN_F_REFUSED,
-    CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
+    BackendState, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
+    CONN_F_PEER_CLOSED, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
@@ -28,10 +28,12 @@ pub enum Reopened {
 }
 
 /// A SYN. A `CONNS` entry on its 5-tuple belongs to a finished connection
-/// (a FIN or RST was seen) and goes, with its NAT mapping; a live one's
-/// backend gets the SYN, and answers it as its TCP does (a challenge ACK:
-/// a spoofed SYN cannot end a flow, and a client that lost its connection
-/// resets it, then opens anew). A `NEW_CONNS` entry is this connection's own earlier SYN: its
+/// (DSR: the client sent FIN or RST; NAT: the backend did too) and goes,
+/// with its NAT mapping. A live one's backend gets the SYN, and answers it
+/// as its TCP does: a challenge ACK (RFC 5961; a client that lost its
+/// connection resets it, then opens anew), or a new connection on the same
+/// NAT mapping if its side was closed. So a spoofed SYN, even after a
+/// spoofed FIN or RST, cannot end a NAT flow. A `NEW_CONNS` entry is this connection's own earlier SYN: its
 /// backend has not completed the handshake. With passive detection that
 /// backend becomes suspect and the SYN moves on; without, a retransmission
 /// keeps the backend while it takes new flows. A SYN that comes from the
@@ -42,13 +44,19 @@ pub enum Reopened {
 pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Reopened {
     // Looked up first: a delete takes the bucket's lock even when it finds
     // nothing, and most SYNs open a 5-tuple the table does not hold.
-    if let Some(p) = CONNS.get_ptr(key) {
+    if let Some(p) = CONNS.get_ptr_mut(key) {
         // SAFETY: a preallocated LRU value, copied out at once.
         let entry = unsafe { *p };
-        if entry.flags & CONN_F_CLOSING == 0 {
+        // Over: DSR, once the client sent FIN or RST (veer sees nothing of
+        // the backend's side); NAT, once the backend did too.
+        let over = if NAT { CONN_F_PEER_CLOSED } else { CONN_F_CLOSING };
+        if entry.flags & over == 0 {
             // (Not one that backend's agent bounced: nothing there listens.)
             if let Some(f) = keeper(svc, &entry).filter(|f| NAT || f.backend.mac != *src_mac) {
-                // A live connection's: its backend answers (RFC 5961).
+                // A live connection's: its backend answers (RFC 5961), or,
+                // if its side is closed too, takes it as a new connection.
+                // SAFETY: as above; the flow is live again either way.
+                unsafe { (*p).flags &= !CONN_F_CLOSING };
                 stats::count(GlobalCounter::SynOnLive);
                 return Reopened::Same(f);
             }

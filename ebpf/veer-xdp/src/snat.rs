@@ -178,6 +178,16 @@ pub fn claim_proxied(key: &FlowKey) -> bool {
     mine
 }
 
+/// The NAT program's current SYN got no mapping (it went on a live flow's):
+/// its claim, if any, goes.
+#[inline(always)]
+pub fn unclaim() {
+    if let Some(p) = PROXIED_NEXT.get_ptr_mut(0) {
+        // SAFETY: this CPU's value.
+        unsafe { (*p).claimed = 0 };
+    }
+}
+
 /// Whether the NAT program's current SYN is one veer's SYN proxy made
 /// (after [`claim_proxied`]).
 #[inline(always)]

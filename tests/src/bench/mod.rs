@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod flood;
 pub mod maglev;
 pub mod packet;
+pub mod pairs;
 pub mod reroute;
 pub mod scale;
 pub mod throughput;

@@ -64,6 +64,10 @@ fn main() -> Result<()> {
         eprintln!("bench: SYN flood");
         sections.push(bench::flood::run()?);
     }
+    if want("pairs") {
+        eprintln!("bench: spoofed SYN+ACK pairs");
+        sections.push(bench::pairs::run()?);
+    }
     if want("fleet") {
         eprintln!("bench: fleet");
         sections.push(bench::fleet::run()?);

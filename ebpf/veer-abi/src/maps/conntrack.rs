@@ -44,6 +44,12 @@ pub const CONN_F_PROXIED: u32 = 1 << 17;
 /// gives; a second bounce is dropped.
 pub const CONN_F_SECOND_CHANCE: u32 = 1 << 18;
 
+/// `ConnEntry::flags` (NAT, `CONNS`): the backend sent FIN or RST too (seen
+/// on its way back through veer). Only then is the connection over for a
+/// SYN on its 5-tuple: the client's FIN or RST alone, which anyone could
+/// forge, does not free its mapping.
+pub const CONN_F_PEER_CLOSED: u32 = 1 << 19;
+
 /// Value of the connection table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

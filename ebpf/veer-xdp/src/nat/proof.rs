@@ -30,13 +30,12 @@ pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Res
     }
     let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
     // SAFETY: bounds checked by `ptr_at`; a live map value, written in
-    // place. The first SYN-ACK's number stays: a later one (forged, or a
-    // stale duplicate) cannot make the client's true ACK unproven.
+    // place. The latest SYN-ACK's number: a client that reset its attempt
+    // and tried again on the same mapping gets a new one (a forged SYN-ACK
+    // can at most keep a flow half-open, where it is still forwarded).
     unsafe {
-        if (*m).flags & NAT_F_ANSWERED == 0 {
-            (*m).backend_isn = u32::from_be_bytes((*tcp).seq);
-            (*m).flags |= NAT_F_ANSWERED;
-        }
+        (*m).backend_isn = u32::from_be_bytes((*tcp).seq);
+        (*m).flags |= NAT_F_ANSWERED;
     }
     Ok(())
 }

@@ -95,6 +95,8 @@ pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
     }
     if let Some(e) = proxied_entry(&pkt.key) {
         return match client_packet(ctx, &pkt, &e)? {
+            // A client that gave up (RST, FIN) asks for no SYN.
+            UNANSWERED if flags & (TCP_RST | TCP_FIN) != 0 => Err(Drop::ProxyWaiting),
             UNANSWERED => resend_syn(ctx, &pkt, &e),
             action => Ok(action),
         };
@@ -169,9 +171,10 @@ pub fn take_shifted() -> bool {
     unsafe { core::mem::replace(&mut *p, 0) != 0 }
 }
 
-/// Whether the SYN of a new NAT connection (`key`) is answered with a
-/// cookie; counts it toward the CPU's threshold. veer's own SYN, made from
-/// a cookie ACK, is not.
+/// Whether the SYN of a new NAT connection (one a backend can take: with
+/// none, no client is let into a connection that cannot open) is answered
+/// with a cookie; counts it toward the CPU's threshold. veer's own SYN,
+/// made from a cookie ACK, is not.
 #[inline(never)]
 pub fn wanted() -> bool {
     let Some(cfg) = snat::config() else { return false };

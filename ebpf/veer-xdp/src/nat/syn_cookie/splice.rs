@@ -95,6 +95,10 @@ pub(super) fn splice(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> R
     if ack != m.client_isn.wrapping_add(1) {
         return Err(Drop::ForeignSynAck);
     }
+    // Another CPU spliced meanwhile: the first SYN-ACK's numbers stand.
+    if m.flags & NAT_F_SPLICED != 0 {
+        return Err(Drop::ProxyWaiting);
+    }
     let cookie = m.cookie;
     m.seq_delta = isn.wrapping_sub(cookie);
     m.backend_isn = isn;
