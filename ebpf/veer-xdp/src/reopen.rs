@@ -42,32 +42,8 @@ pub enum Reopened {
 /// of its own, off the NAT program's full stack.
 #[inline(never)]
 pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Reopened {
-    // Looked up first: a delete takes the bucket's lock even when it finds
-    // nothing, and most SYNs open a 5-tuple the table does not hold.
-    if let Some(p) = CONNS.get_ptr_mut(key) {
-        // SAFETY: a preallocated LRU value, copied out at once.
-        let entry = unsafe { *p };
-        // Over: DSR, once the client sent FIN or RST (veer sees nothing of
-        // the backend's side); NAT, once the backend did too.
-        let over = if NAT { CONN_F_PEER_CLOSED } else { CONN_F_CLOSING };
-        if entry.flags & over == 0 {
-            // (Not one that backend's agent bounced: nothing there listens.)
-            if let Some(f) = keeper(svc, &entry).filter(|f| NAT || f.backend.mac != *src_mac) {
-                // A live connection's: its backend answers (RFC 5961), or,
-                // if its side is closed too, takes it as a new connection.
-                // SAFETY: as above; the flow is live again either way.
-                unsafe { (*p).flags &= !CONN_F_CLOSING };
-                stats::count(GlobalCounter::SynOnLive);
-                return Reopened::Same(f);
-            }
-        }
-        if CONNS.remove(key).is_ok() {
-            stats::count(GlobalCounter::ConnReused);
-            if NAT {
-                // Its SNAT port is free at once.
-                snat::release(key, &entry);
-            }
-        }
+    if let Some(f) = live::<NAT>(svc, key, src_mac) {
+        return Reopened::Same(f);
     }
     let Some(p) = NEW_CONNS.get_ptr_mut(key) else { return Reopened::Fresh };
     // SAFETY: a preallocated LRU value (see `established`), copied out at once.
@@ -104,4 +80,39 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         snat::release(key, &entry);
     }
     Reopened::Failed { avoid: entry.backend, resends }
+}
+
+/// A SYN on the 5-tuple of a `CONNS` entry, if any: the connection, if it
+/// is live (the SYN goes to its backend); else (over, or none) its entry and
+/// NAT mapping go.
+#[inline(always)]
+fn live<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Option<Flow> {
+    // Looked up first: a delete takes the bucket's lock even when it finds
+    // nothing, and most SYNs open a 5-tuple the table does not hold.
+    if let Some(p) = CONNS.get_ptr_mut(key) {
+        // SAFETY: a preallocated LRU value, copied out at once.
+        let entry = unsafe { *p };
+        // Over: DSR, once the client sent FIN or RST (veer sees nothing of
+        // the backend's side); NAT, once the backend did too.
+        let over = if NAT { CONN_F_PEER_CLOSED } else { CONN_F_CLOSING };
+        if entry.flags & over == 0 {
+            // (Not one that backend's agent bounced: nothing there listens.)
+            if let Some(f) = keeper(svc, &entry).filter(|f| NAT || f.backend.mac != *src_mac) {
+                // A live connection's: its backend answers (RFC 5961), or,
+                // if its side is closed too, takes it as a new connection.
+                // SAFETY: as above; the flow is live again either way.
+                unsafe { (*p).flags &= !CONN_F_CLOSING };
+                stats::count(GlobalCounter::SynOnLive);
+                return Some(f);
+            }
+        }
+        if CONNS.remove(key).is_ok() {
+            stats::count(GlobalCounter::ConnReused);
+            if NAT {
+                // Its SNAT port is free at once.
+                snat::release(key, &entry);
+            }
+        }
+    }
+    None
 }
