@@ -33,7 +33,7 @@ impl Expiry {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let spawned = std::thread::Builder::new().name("veer-nat-expiry".into()).spawn(move || {
-            let mut flood = FloodWatch::default();
+            let mut flood = FloodWatch { cookies: CookieWatch::new(&pins), piled_up: false };
             loop {
                 std::thread::sleep(EXPIRY_PERIOD);
                 if stopped.load(Ordering::Relaxed) {
@@ -56,7 +56,7 @@ impl Expiry {
 }
 
 /// What the expiry thread knows of a SYN flood between its passes.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct FloodWatch {
     cookies: CookieWatch,
     /// The last pass found more half-open flows than the limit.
@@ -95,30 +95,74 @@ impl FloodWatch {
     }
 }
 
-/// The SYN cookies the dataplane sent, as of the last look (none yet: the
-/// counters of an adopted dataplane are no news of a flood).
+/// The SYN cookies the dataplane sent, as of the last look, and how many
+/// passes ago some last were.
 #[derive(Debug, Default)]
 struct CookieWatch {
+    /// The counter at the last look (`None` before the first).
     last: Option<u64>,
+    /// Passes since cookies were last sent (`None`: none seen).
+    quiet: Option<u32>,
 }
 
+/// Passes after the last cookie during which a flood still counts as on:
+/// a flood that ended just before a pass leaves flows younger than the 3 s
+/// half-open limit, which the next passes let go.
+const FLOOD_LINGER_PASSES: u32 = 2;
+
 impl CookieWatch {
-    /// Whether cookies were sent since the last call (a SYN flood is on).
-    fn sent_since_last(&mut self, pins: &Path) -> bool {
-        let now = PinnedMaps::open(pins)
-            .and_then(|p| p.global_counters())
-            .ok()
-            .and_then(|c| c.into_iter().find(|(k, _)| *k == GlobalCounter::SynCookiesSent))
-            .map(|(_, v)| v);
-        let Some(now) = now else { return false };
-        let sent = self.last.is_some_and(|last| now > last);
-        self.last = Some(now);
-        sent
+    /// A watch that starts from the counter as it is now (an adopted
+    /// dataplane's earlier cookies are no news of a flood).
+    fn new(pins: &Path) -> Self {
+        Self { last: cookies_sent(pins), quiet: None }
     }
+
+    /// Whether cookies were sent since the last call, or in the
+    /// [`FLOOD_LINGER_PASSES`] calls before it (a SYN flood is on).
+    fn sent_since_last(&mut self, pins: &Path) -> bool {
+        cookies_sent(pins).is_some_and(|now| self.observe(now))
+    }
+
+    /// [`CookieWatch::sent_since_last`], given the counter `now`.
+    fn observe(&mut self, now: u64) -> bool {
+        let sent = now > self.last.unwrap_or(0);
+        self.last = Some(now);
+        self.quiet = if sent { Some(0) } else { self.quiet.map(|q| q.saturating_add(1)) };
+        self.quiet.is_some_and(|q| q <= FLOOD_LINGER_PASSES)
+    }
+}
+
+/// The dataplane's count of SYN cookies sent.
+fn cookies_sent(pins: &Path) -> Option<u64> {
+    PinnedMaps::open(pins)
+        .and_then(|p| p.global_counters())
+        .ok()
+        .and_then(|c| c.into_iter().find(|(k, _)| *k == GlobalCounter::SynCookiesSent))
+        .map(|(_, v)| v)
 }
 
 impl Drop for Expiry {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CookieWatch;
+
+    #[test]
+    fn a_flood_counts_from_the_watch_start_and_lingers_two_quiet_passes() {
+        // Cookies an adopted dataplane sent before are no news.
+        let mut w = CookieWatch { last: Some(500), quiet: None };
+        assert!(!w.observe(500));
+        // New cookies: on, and for two quiet passes after.
+        assert!(w.observe(900));
+        assert!(w.observe(900));
+        assert!(w.observe(900));
+        assert!(!w.observe(900));
+        // A watch that could not read the counter at its start counts any.
+        let mut fresh = CookieWatch::default();
+        assert!(fresh.observe(1));
     }
 }
