@@ -99,3 +99,33 @@ fn a_spoofed_syn_on_a_live_nat_flow_keeps_its_mapping() {
     assert_eq!(mappings.len(), 1, "the old mapping went with its connection: {mappings:?}");
     assert_eq!(inspect(&out).src.ip(), lab.snat);
 }
+
+/// A service that turns from DSR to NAT (a reload): a SYN on the 5-tuple of
+/// one of its DSR flows finds no NAT mapping there, so it opens a new NAT
+/// connection, not one through a mapping that does not exist.
+#[test]
+fn a_flow_from_before_a_service_turned_to_nat_is_no_live_nat_flow() {
+    let mut lab = NatLab::new("atkturn", false, Protocol::Tcp, 3);
+    let key = veer::dataplane::service_key(lab.vip.ip(), 80, Protocol::Tcp);
+    let spec = |flags| veer::dataplane::ServiceSpec {
+        id: 1,
+        scheduler: Scheduler::Maglev,
+        flags,
+        fallback_backend: veer_abi::NO_BACKEND,
+        persistence_s: 0,
+    };
+    lab.dp.upsert_service(&key, spec(0)).unwrap();
+    let client = SocketAddr::new(lab.client, 40001);
+    lab.run(&tcp_segment(client, lab.vip, SYN, 100, 0, &SYN_OPTIONS));
+    lab.run(&tcp_segment(client, lab.vip, ACK, 101, 5001, &[]));
+    lab.run(&tcp_segment(client, lab.vip, FIN_ACK, 101, 5001, &[]));
+    assert!(lab.dp.nat_mappings().unwrap().is_empty(), "DSR maps nothing");
+
+    lab.dp.upsert_service(&key, spec(veer_abi::SERVICE_F_NAT)).unwrap();
+    let (action, out) = lab.run(&tcp_segment(client, lab.vip, SYN, 900, 0, &SYN_OPTIONS));
+    assert_eq!(action, XDP_REDIRECT);
+    let seen = inspect(&out);
+    assert_eq!(seen.src.ip(), lab.snat, "from the SNAT address");
+    assert_eq!(lab.dp.nat_mappings().unwrap().len(), 1, "a new NAT connection, with its mapping");
+    assert_eq!(lab.counter(GlobalCounter::SynOnLive), 0);
+}

@@ -93,9 +93,14 @@ fn live<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Opt
         // SAFETY: a preallocated LRU value, copied out at once.
         let entry = unsafe { *p };
         // Over: DSR, once the client sent FIN or RST (veer sees nothing of
-        // the backend's side); NAT, once the backend did too.
-        let over = if NAT { CONN_F_PEER_CLOSED } else { CONN_F_CLOSING };
-        if entry.flags & over == 0 {
+        // the backend's side); NAT, once the backend did too, or if it holds
+        // no SNAT endpoint (a flow from before the service turned to NAT).
+        let over = if NAT {
+            entry.nat_port == 0 || entry.flags & CONN_F_PEER_CLOSED != 0
+        } else {
+            entry.flags & CONN_F_CLOSING != 0
+        };
+        if !over {
             // (Not one that backend's agent bounced: nothing there listens.)
             if let Some(f) = keeper(svc, &entry).filter(|f| NAT || f.backend.mac != *src_mac) {
                 // A live connection's: its backend answers (RFC 5961), or,
