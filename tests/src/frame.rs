@@ -98,6 +98,22 @@ pub fn tcp_data(src: SocketAddr, dst: SocketAddr, head: (u8, u32, u32), options:
     ip_frame(src.ip(), dst.ip(), 6, &seg)
 }
 
+/// TCP flag bytes as frames carry them.
+pub mod flags {
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// PSH and ACK.
+    pub const PSH_ACK: u8 = 0x18;
+    /// SYN and ACK.
+    pub const SYN_ACK: u8 = 0x12;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// FIN and ACK.
+    pub const FIN_ACK: u8 = 0x11;
+}
+
 /// The options of a Linux client's SYN: MSS 1460, SACK permitted,
 /// timestamps, window scale 7.
 pub const SYN_OPTIONS: [u8; 20] = [2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];

@@ -11,17 +11,16 @@ use std::net::SocketAddr;
 use veer::dataplane::{MapReader, Protocol};
 use veer_abi::{GlobalCounter, Scheduler};
 use veer_tests::{
-    frame::{self, tcp_segment, L4, SYN_OPTIONS},
+    frame::{
+        self,
+        flags::{ACK, FIN_ACK, RST, SYN, SYN_ACK},
+        tcp_segment, L4, SYN_OPTIONS,
+    },
     lab::{Lab, NatLab},
     seen::inspect,
 };
 
 const XDP_REDIRECT: u32 = 4;
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const SYN_ACK: u8 = 0x12;
-const FIN_ACK: u8 = 0x11;
-const RST: u8 = 0x04;
 
 #[test]
 fn a_spoofed_syn_on_a_live_dsr_flow_keeps_it_on_its_backend_after_a_ring_change() {

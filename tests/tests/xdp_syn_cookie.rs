@@ -9,18 +9,16 @@ use std::net::{IpAddr, SocketAddr};
 use veer::dataplane::{MapReader, Protocol};
 use veer_abi::{csum::checksum, GlobalCounter, NatConfig, SYN_COOKIES_ALWAYS, SYN_COOKIES_AUTO};
 use veer_tests::{
-    frame::{self, tcp_data, tcp_segment, SYN_OPTIONS},
+    frame::{
+        self,
+        flags::{ACK, FIN_ACK, PSH_ACK, RST, SYN, SYN_ACK},
+        tcp_data, tcp_segment, SYN_OPTIONS,
+    },
     lab::{NatLab, NAT_PORTS, XDP_DROP},
     seen::{inspect, Seen, TcpSeen},
 };
 
 const XDP_REDIRECT: u32 = 4;
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
-const SYN_ACK: u8 = 0x12;
-const RST: u8 = 0x04;
-const FIN_ACK: u8 = 0x11;
 /// The backend's MSS option (1460).
 const MSS_1460: [u8; 4] = [2, 4, 5, 180];
 

@@ -115,19 +115,7 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     // The key and value are built in per-CPU scratch: on the stack they
     // would not fit beside the NAT program's own frame.
     let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
-    scratch.mapping = NatMapping {
-        flow: *key,
-        backend: id,
-        service: svc.id,
-        seq_delta: 0,
-        flags: 0,
-        backend_isn: 0,
-        cookie: 0,
-        client_isn: 0,
-        client_mss: 0,
-        client_window: 0,
-        syn_sent_ns: 0,
-    };
+    scratch.mapping = NatMapping::new(*key, id, svc.id);
     take_proxied(key, &mut scratch.mapping);
     scratch.key = NatKey {
         backend: b.addr,

@@ -170,19 +170,7 @@ mod tests {
 
     fn mapping() -> NatMapping {
         let flow = FlowKey { src: [3; 16], dst: [4; 16], sport: 5000, dport: 80, proto: IPPROTO_TCP, _pad: [0; 3] };
-        NatMapping {
-            flow,
-            backend: 7,
-            service: 1,
-            seq_delta: 0,
-            flags: 0,
-            backend_isn: 0,
-            cookie: 0,
-            client_isn: 0,
-            client_mss: 0,
-            client_window: 0,
-            syn_sent_ns: 0,
-        }
+        NatMapping::new(flow, 7, 1)
     }
 
     fn entry(port: u16, last_seen_s: u64, flags: u32) -> ConnEntry {

@@ -59,6 +59,26 @@ pub struct NatMapping {
     pub syn_sent_ns: u64,
 }
 
+impl NatMapping {
+    /// A new flow's mapping: `flow` to backend `backend` of service
+    /// `service`, nothing else known yet.
+    pub const fn new(flow: FlowKey, backend: u32, service: u32) -> Self {
+        Self {
+            flow,
+            backend,
+            service,
+            seq_delta: 0,
+            flags: 0,
+            backend_isn: 0,
+            cookie: 0,
+            client_isn: 0,
+            client_mss: 0,
+            client_window: 0,
+            syn_sent_ns: 0,
+        }
+    }
+}
+
 /// What veer's SYN proxy knows of a client it let in, kept in its flow's
 /// mapping.
 #[repr(C)]
