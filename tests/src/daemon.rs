@@ -491,6 +491,21 @@ pub fn veerctl(config: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `veerctl --json status`: its exit status (0 healthy, 1 degraded, 2 a
+/// service serving no one) and its document.
+pub fn veerctl_status(config: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new(bin("veerctl"))
+        .arg("--config")
+        .arg(config)
+        .args(["--json", "status"])
+        .output()
+        .expect("running veerctl");
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("veerctl status: output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    });
+    (out.status.code().unwrap_or(-1), doc)
+}
+
 /// Runs `veerctl --json ...`, requires success, and parses its output.
 pub fn veerctl_json(config: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["--json"];

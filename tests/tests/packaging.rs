@@ -71,6 +71,46 @@ fn the_systemd_unit_is_sandboxed() {
     assert!(out.status.success(), "exposure above 2.5: {overall}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The unit's `Exec*` line `key`, for this build and the deployment's
+/// config file, as an argument vector.
+fn unit_command(key: &str, cfg: &Path) -> Vec<String> {
+    let line = unit()
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}=@")) || l.starts_with(&format!("{key}=/")))
+        .unwrap_or_else(|| panic!("the unit has no {key} running a binary"))
+        .to_string();
+    let line = line[key.len() + 1..].replace("/etc/veer/veer.toml", &cfg.display().to_string());
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+/// `systemctl reload` and start run the unit's own commands: they fail on
+/// a file veerd refuses, and succeed on a good one.
+#[test]
+fn the_units_reload_and_start_check_fail_on_a_broken_config() {
+    let s = Deployment::new("unitcmd", 2);
+    let good = s.config(251, &[1, 1], |_| String::new());
+    s.write(&good);
+    let _d = s.start();
+    let run = |key: &str| {
+        let argv = unit_command(key, &s.cfg);
+        let out = Command::new(&argv[0]).args(&argv[1..]).output().expect("the unit's command");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let check = "ExecStartPre";
+    assert!(run(check).0, "the start check passes a good file: {}", run(check).1);
+    assert!(run("ExecReload").0, "a reload of a good file succeeds: {}", run("ExecReload").1);
+    // A change veerd refuses at reload: the file still parses.
+    s.write(&good.replace("conn_table_size = 65536", "conn_table_size = 4096"));
+    let (ok, err) = run("ExecReload");
+    assert!(!ok, "a refused reload fails");
+    assert!(err.contains("restart veerd"), "and says why: {err}");
+    // A file that does not load.
+    s.write(&good.replace("port = 80", "port = \"eighty\""));
+    assert!(!run("ExecReload").0, "a reload of a broken file fails");
+    let (ok, err) = run(check);
+    assert!(!ok && err.contains("veer.toml:") && err.contains("eighty"), "the start check names the problem: {err}");
+}
+
 #[test]
 fn completions_and_man_pages_generate() {
     for name in ["veerd", "veerctl"] {

@@ -49,7 +49,8 @@ fn inspection_reads_the_pins_with_or_without_veerd_and_json_parses() {
     let mut open = sessions(&s, 12);
     let c = &s.cfg;
 
-    let st = veerctl_json(c, &["status"]);
+    let (code, st) = veer_tests::daemon::veerctl_status(c);
+    assert_eq!(code, 0, "all healthy: {st}");
     assert_eq!(st["veerd"], "running");
     assert_eq!(st["attached"], serde_json::json!(["eth0"]));
     assert_eq!(st["services"][0]["healthy"], 3);
@@ -93,10 +94,11 @@ fn inspection_reads_the_pins_with_or_without_veerd_and_json_parses() {
     let (ok, text, _) = veerctl(c, &["backends"]);
     assert!(ok && text.starts_with("SERVICE") && text.contains("b2"), "{text}");
 
-    // veerd gone: the pins still answer.
+    // veerd gone: the pins still answer, and status says it is degraded.
     d.kill();
-    let st = veerctl_json(c, &["status"]);
+    let (code, st) = veer_tests::daemon::veerctl_status(c);
     assert_eq!(st["veerd"], "not running");
+    assert_eq!(code, 1, "veerd not running: degraded");
     assert_eq!(veerctl_json(c, &["backends"]).as_array().unwrap().len(), 3);
     for x in open.iter_mut() {
         x.ping("still here").unwrap();
@@ -743,4 +745,22 @@ fn persistence_keeps_a_clients_new_connections_on_one_backend_across_a_membershi
     let spread = names_of_new_connections(&s, 40);
     let distinct: std::collections::HashSet<_> = spread.iter().collect();
     assert!(distinct.len() >= 3, "{spread:?}");
+}
+
+/// `veerctl status` as a monitor reads it: 2 while nothing serves (no
+/// dataplane installed), 1 once a backend is down, 0 when all are up.
+#[test]
+fn status_exit_codes_tell_a_monitor_how_the_service_is() {
+    let s = Deployment::new("cistat", 2);
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    let (code, st) = veer_tests::daemon::veerctl_status(&s.cfg);
+    assert_eq!((code, &st["dataplane"]), (2, &serde_json::json!("not installed")), "{st}");
+    let d = s.start();
+    up(&d, &["b1", "b2"]);
+    assert_eq!(veer_tests::daemon::veerctl_status(&s.cfg).0, 0);
+    s.backends[1].kill().unwrap();
+    veer_tests::daemon::wait_until(veer_tests::daemon::EVENT_WAIT, "status degraded", || {
+        veer_tests::daemon::veerctl_status(&s.cfg).0 == 1
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
 }

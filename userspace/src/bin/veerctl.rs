@@ -30,7 +30,10 @@ fn dur(s: &str) -> Result<Duration, String> {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The whole picture: services, health, dataplane and veerd.
+    /// The whole picture: services, health, dataplane and veerd. Exit
+    /// status for monitoring: 0 all healthy, 1 degraded (a backend not up,
+    /// veerd not running, a fail-open guard holding), 2 a service with no
+    /// healthy backend, or no dataplane.
     Status,
     /// Shell completions or the man page (for packaging).
     #[command(subcommand)]
@@ -312,6 +315,9 @@ fn main() -> ExitCode {
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(json, &e),
+        Err(e) => match e.downcast_ref::<veer::ctl::ExitStatus>() {
+            Some(status) => ExitCode::from(status.0),
+            None => fail(json, &e),
+        },
     }
 }

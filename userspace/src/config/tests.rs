@@ -346,3 +346,19 @@ fn a_root_hook_group_is_refused() {
         assert!(e.to_string().contains("daemon.hook_group") && e.message.contains("root (gid 0)"), "{group}: {e}");
     }
 }
+
+#[test]
+fn settings_that_contradict_each_other_are_refused() {
+    let e = err(&BASE.replace("port = 80", "port = 80\nmin_healthy = 2"));
+    assert_eq!(e.field, "service[web].min_healthy");
+    assert!(e.message.contains("1 primary"), "{}", e.message);
+    let sorry = format!("{BASE}\n[[service.backend]]\nname = \"s\"\naddress = \"10.0.0.12\"\nsorry = true\n");
+    let e = err(&sorry.replace("port = 80", "port = 80\nfallback = \"pass\"\nfallback_backend = \"s\""));
+    assert_eq!(e.field, "service[web].fallback");
+    let udp = BASE.replace("port = 80", "port = 53\nprotocol = \"udp\"");
+    let e = err(&udp.replace("timeout = \"50ms\"", "timeout = \"50ms\"\nkind = \"http\""));
+    assert_eq!(e.field, "service[web].health.kind");
+    // With a port of its own, a TCP check of a UDP service is fine.
+    parse(&udp.replace("timeout = \"50ms\"", "timeout = \"50ms\"\nkind = \"tcp\"\nport = 8053"), Path::new("t.toml"))
+        .expect("a tcp check on its own port");
+}

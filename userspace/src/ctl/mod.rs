@@ -8,7 +8,9 @@
 mod context;
 pub mod control;
 pub mod events;
+pub mod exit;
 pub mod inspect;
 pub mod table;
 
 pub use context::Ctx;
+pub use exit::ExitStatus;

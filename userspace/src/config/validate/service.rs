@@ -5,8 +5,9 @@ use std::collections::HashSet;
 
 use super::checker::Checker;
 use crate::{
+    addr::Protocol,
     config::{
-        parse_mac, rules, CheckKind, Forwarding, HealthConfig, RestartConfig, ScaleConfig, SchedulerConfig,
+        parse_mac, rules, CheckKind, Fallback, Forwarding, HealthConfig, RestartConfig, ScaleConfig, SchedulerConfig,
         ServiceConfig,
     },
     ring::check_ring_size,
@@ -16,6 +17,7 @@ use crate::{
 /// is `p`), in the order the errors are reported.
 pub(super) fn check(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str, in_fleet: bool) {
     service(c, s, at, p);
+    consistency(c, s, at, p);
     if in_fleet {
         fleet_service(c, s, at, p);
     }
@@ -67,9 +69,6 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
             "VIP-path checks are for DSR (NAT checks the backend itself)",
         );
     }
-    if s.min_healthy == 0 {
-        c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
-    }
     if let Some(a) = &s.agent {
         if a.port == 0 {
             c.err(at, "agent", format!("{p}.agent.port"), "must be a TCP port (1 to 65535)");
@@ -97,6 +96,40 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
             ),
             _ => {}
         }
+    }
+}
+
+/// Settings of service `s` that each pass alone but contradict each other.
+fn consistency(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
+    let primaries = s.backends.iter().filter(|b| !b.get_ref().backup && !b.get_ref().sorry).count() as u32;
+    if s.min_healthy == 0 {
+        c.err(at, "min_healthy", format!("{p}.min_healthy"), "must be at least 1");
+    } else if s.min_healthy > primaries.max(1) {
+        c.err(
+            at,
+            "min_healthy",
+            format!("{p}.min_healthy"),
+            format!("is {}, more than the {primaries} primary backends: the backups would never rest", s.min_healthy),
+        );
+    }
+    if s.fallback == Fallback::Pass && s.fallback_backend.is_some() {
+        c.err(
+            at,
+            "fallback",
+            format!("{p}.fallback"),
+            "fallback = \"pass\" and fallback_backend exclude each other (the backend would always win)",
+        );
+    }
+    if s.protocol == Protocol::Udp
+        && matches!(s.health.kind, CheckKind::Tcp | CheckKind::Http)
+        && s.health.port.is_none()
+    {
+        c.err(
+            at,
+            "kind",
+            format!("{p}.health.kind"),
+            "a tcp or http check of a UDP service needs health.port (nothing answers TCP on the service's UDP port)",
+        );
     }
 }
 

@@ -111,7 +111,30 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         }
         s + "\n" + &table(&rows)
     });
-    Ok(())
+    match health(pins.is_some(), daemon.as_ref(), &rows) {
+        0 => Ok(()),
+        code => Err(crate::ctl::exit::ExitStatus(code).into()),
+    }
+}
+
+/// `veerctl status`'s exit status, for monitoring: 2 if something serves no
+/// one (no dataplane and no veerd, or a service without a healthy
+/// backend), 1 if degraded (a backend failed, veerd not running, a
+/// fail-open guard holding), else 0. veerd's view first (a read-only
+/// caller may not read the pins); the pins' while it is down. A drained or
+/// disabled backend is the operator's doing, not a failure.
+fn health(dataplane: bool, daemon: Option<&Status>, rows: &[StatusRow]) -> u8 {
+    let Some(d) = daemon else {
+        return if !dataplane || rows.iter().any(|r| r.backends > 0 && r.healthy == 0) { 2 } else { 1 };
+    };
+    let up = |s: &crate::wire::ServiceStatus| s.backends.iter().filter(|b| b.state == "up").count();
+    if d.services.iter().any(|s| !s.backends.is_empty() && up(s) == 0) {
+        2
+    } else if d.services.iter().any(|s| s.fail_open || s.backends.iter().any(|b| !b.healthy)) {
+        1
+    } else {
+        0
+    }
 }
 
 /// The pinned links' interfaces: where the program is attached.
