@@ -201,7 +201,7 @@ pub fn run(tag: &str, services: usize, per: usize, interval_ms: u64, kill_servic
     );
     std::fs::write(&cfg, changed)?;
     let r0 = Instant::now();
-    let resp = d.api(Request::Reload)?;
+    let resp = d.api(Request::Reload { dry_run: false })?;
     let reload_one = r0.elapsed();
     ensure!(resp.ok, "reload refused: {resp:?}");
     ensure!(pins.backend(ids[0][0])?.weight == 2, "the reload did not reach the backend table");

@@ -764,3 +764,28 @@ fn status_exit_codes_tell_a_monitor_how_the_service_is() {
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
 }
+
+/// `veerctl reload --dry-run` says what a changed file would do, or why it
+/// would be refused, and changes nothing.
+#[test]
+fn reload_dry_run_shows_the_plan_and_changes_nothing() {
+    let s = Deployment::new("cidry", 3);
+    s.write(&s.config(65537, &[1, 1, 0], |_| String::new()));
+    let d = s.start();
+    up(&d, &["b1", "b2"]);
+    let (ok, out, err) = veerctl(&s.cfg, &["reload", "--dry-run"]);
+    assert!(ok && out.contains("nothing to change"), "{out}{err}");
+
+    let changed = s.config(65537, &[1, 2, 1], |_| String::new());
+    s.write(&changed);
+    let (ok, out, err) = veerctl(&s.cfg, &["reload", "--dry-run"]);
+    assert!(ok, "{err}");
+    for want in ["backend b3 added", "backend b2 changed: weight 1 -> 2", "its table is rebuilt"] {
+        assert!(out.contains(want), "the plan says {want:?}: {out}");
+    }
+    assert!(d.status().unwrap().backend("web", "b3").is_none(), "a dry run changes nothing");
+
+    s.write(&changed.replace("conn_table_size = 65536", "conn_table_size = 4096"));
+    let (ok, _, err) = veerctl(&s.cfg, &["reload", "--dry-run"]);
+    assert!(!ok && err.contains("would be refused") && err.contains("[daemon]"), "{err}");
+}

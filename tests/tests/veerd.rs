@@ -207,7 +207,7 @@ fn bad_reload_changes_nothing_and_a_good_one_applies_as_a_diff() {
     d.signal(Signal::SIGHUP).unwrap();
     let line = d.wait_event(&["reload rejected"]).unwrap();
     assert!(line.contains("ring_size"), "{line}");
-    let r = d.api(Request::Reload).unwrap();
+    let r = d.api(Request::Reload { dry_run: false }).unwrap();
     assert!(!r.ok);
     let err = r.error.unwrap();
     assert!(err.contains("veer.toml:") && err.contains("ring_size") && err.contains("not a prime"), "{err}");
@@ -226,7 +226,7 @@ fn bad_reload_changes_nothing_and_a_good_one_applies_as_a_diff() {
             .unwrap();
     assert!(sessions.iter().any(|x| x.name == "b2") && sessions.iter().any(|x| x.name == "b3"));
     s.write(&s.config(65537, &[0, 1, 3], |_| String::new()));
-    let r = d.api(Request::Reload).unwrap();
+    let r = d.api(Request::Reload { dry_run: false }).unwrap();
     assert!(r.ok, "{:?}", r.error);
     let reloaded = Instant::now();
     assert_eq!(backend_id(&d, "b2"), ids[1]);

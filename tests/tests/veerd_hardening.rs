@@ -215,7 +215,7 @@ fn a_ring_size_change_is_applied_at_reload() {
     let key = veer::dataplane::service_key(s.vip().ip(), s.vip().port(), veer::dataplane::Protocol::Tcp);
     assert_eq!(s.pins().ring(&key).unwrap().len(), 65537);
     s.write(&s.config(251, &[1, 1], |_| String::new()));
-    let r = d.api(Request::Reload).unwrap();
+    let r = d.api(Request::Reload { dry_run: false }).unwrap();
     assert!(r.ok, "{r:?}");
     assert_eq!(s.pins().ring(&key).unwrap().len(), 251, "the new ring size must be live after the reload");
     // A scheduler change too: the service value and its ring (the weighted
@@ -224,7 +224,7 @@ fn a_ring_size_change_is_applied_at_reload() {
         &s.config(251, &[1, 1], |_| String::new())
             .replace("ring_size = 251", "ring_size = 251\nscheduler = \"round-robin\""),
     );
-    let r = d.api(Request::Reload).unwrap();
+    let r = d.api(Request::Reload { dry_run: false }).unwrap();
     assert!(r.ok, "{r:?}");
     let svc = s.pins().service(&key).unwrap().unwrap();
     assert_eq!(veer_abi::Scheduler::from_u8(svc.scheduler), Some(veer_abi::Scheduler::RoundRobin));
@@ -483,7 +483,7 @@ fn a_dataplane_write_failing_mid_apply_keeps_veerd_checking_and_is_retried() {
     .unwrap();
     wait_all_up(&d, &["b1", "b2"]);
     s.write(&s.config(65537, &[1, 1, 1], |_| String::new()));
-    let r = d.api(Request::Reload).unwrap();
+    let r = d.api(Request::Reload { dry_run: false }).unwrap();
     assert!(!r.ok, "the injected failure must be reported");
     assert!(r.error.unwrap_or_default().contains("retried"));
     // veerd keeps its services and checks them: b3 comes up, and its ring

@@ -196,7 +196,7 @@ fn main() -> Result<()> {
             7 => {
                 let w: Vec<u32> = (0..args.backends).map(|_| rng.u32(1..4)).collect();
                 s.write(&s.config(65537, &w, |_| String::new()));
-                let r = d.api(Request::Reload)?;
+                let r = d.api(Request::Reload { dry_run: false })?;
                 anyhow::ensure!(r.ok, "reload failed: {r:?}");
                 tally.reloads += 1;
                 events.push((started.elapsed(), format!("reload, weights {w:?}")));

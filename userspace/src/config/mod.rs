@@ -6,6 +6,7 @@
 
 mod backend;
 mod daemon;
+pub mod diff;
 mod duration;
 mod error;
 mod file;

@@ -238,6 +238,26 @@ impl Daemon {
         }
     }
 
+    /// What a reload of the config file would change, changing nothing
+    /// (`veerctl reload --dry-run`); or why it would be refused.
+    pub fn reload_plan(&self) -> Result<String, String> {
+        let refused = |e: &dyn std::fmt::Display| format!("the reload would be refused: {e}");
+        let new = config::load(&self.desired.path).map_err(|e| refused(&e))?;
+        if new.daemon != self.desired.file.daemon {
+            return Err(refused(&"[daemon] settings changed: restart veerd to apply them"));
+        }
+        self.desired.overrides.check_added(&new).map_err(|e| refused(&e))?;
+        let next = self.desired.overrides.clone().apply(&new);
+        let wanted: Vec<(ServiceKey, &ServiceConfig)> = next
+            .services
+            .iter()
+            .map(|s| (service_key(s.get_ref().vip, s.get_ref().port, s.get_ref().protocol), s.get_ref()))
+            .collect();
+        self.plan(&wanted, &Adoption::default(), std::time::Instant::now()).map_err(|e| refused(&e))?;
+        let lines = config::diff::changes(&self.desired.overrides.clone().apply(&self.desired.file), &next);
+        Ok(if lines.is_empty() { "nothing to change".to_string() } else { lines.join("\n") })
+    }
+
     /// What follows a new config, at start and at every reload: NAT (port
     /// range, forwarding, expiry), the VIP-path checks' routes, next hops.
     pub(super) fn after_config_change(&mut self) {

@@ -185,7 +185,10 @@ impl Daemon {
         let r = match req {
             Request::Status => return to_response("status", self.status()),
             Request::Metrics => return Response::ok(json!(self.render_metrics())),
-            Request::Reload => {
+            Request::Reload { dry_run: true } => {
+                return self.reload_plan().map_or_else(Response::err, |m| Response::ok(json!(m)));
+            }
+            Request::Reload { dry_run: false } => {
                 info!(caller = %caller, "reload requested through the API");
                 return self.reload().map_or_else(Response::err, |m| Response::ok(json!(m)));
             }

@@ -92,7 +92,14 @@ pub enum Request {
     },
     /// Re-read the config file (a bad one changes nothing).
     // After the backend commands: the order `veerctl --help` lists them in.
-    Reload,
+    Reload {
+        /// Only say what the file would change (services and backends
+        /// added, removed or changed, tables rebuilt), or why it would be
+        /// refused; change nothing.
+        #[serde(default)]
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Prometheus text exposition of the daemon's metrics.
     #[command(skip)]
     Metrics,
@@ -134,7 +141,7 @@ impl Request {
             Self::Weight { .. } => "weight",
             Self::AddBackend { .. } => "add-backend",
             Self::RemoveBackend { .. } => "remove-backend",
-            Self::Reload => "reload",
+            Self::Reload { .. } => "reload",
             Self::Metrics => "metrics",
             Self::NodeDrain => "node-drain",
             Self::NodeUndrain => "node-undrain",
@@ -363,38 +370,4 @@ pub async fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_the_wire_tags_and_only_reads_are_read_only() {
-        let (s, b) = (String::from("web"), String::from("b1"));
-        let all = [
-            Request::Status,
-            Request::Drain { service: s.clone(), backend: b.clone() },
-            Request::Enable { service: s.clone(), backend: b.clone() },
-            Request::Disable { service: s.clone(), backend: b.clone() },
-            Request::Weight { service: s.clone(), backend: b.clone(), weight: 2 },
-            Request::AddBackend {
-                service: s.clone(),
-                name: b.clone(),
-                address: "10.0.0.9".parse().unwrap(),
-                weight: None,
-                mac: None,
-                backup: false,
-            },
-            Request::RemoveBackend { service: s.clone(), backend: b.clone() },
-            Request::Reload,
-            Request::Metrics,
-            Request::NodeDrain,
-            Request::NodeUndrain,
-            Request::Events { since: None, service: None, backend: None },
-        ];
-        for r in &all {
-            let v = serde_json::to_value(r).unwrap();
-            assert_eq!(v["cmd"], r.name(), "{r:?}");
-        }
-        let reads: Vec<&str> = all.iter().filter(|r| r.reads_only()).map(Request::name).collect();
-        assert_eq!(reads, ["status", "metrics", "events"]);
-    }
-}
+mod tests;

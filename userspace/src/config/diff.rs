@@ -1,0 +1,165 @@
+//! What a new config changes against the running one, in words: the plan
+//! `veerctl reload --dry-run` prints.
+
+use super::{BackendConfig, Config, ServiceConfig};
+
+/// The changes from `old` to `new` (both with the runtime changes applied),
+/// one line each, services and backends by name; empty if none.
+pub fn changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.daemon != new.daemon {
+        out.push("[daemon] changed: needs a restart of veerd (a reload refuses it)".to_string());
+    }
+    if old.fleet != new.fleet {
+        out.push("[fleet] changed: needs a restart of veerd".to_string());
+    }
+    let find = |c: &'_ Config, name: &str| c.services.iter().map(|s| s.get_ref()).find(|s| s.name == name).cloned();
+    for s in old.services.iter().map(|s| s.get_ref()) {
+        if find(new, &s.name).is_none() {
+            out.push(format!("service {}: removed ({} backends; its flows end)", s.name, s.backends.len()));
+        }
+    }
+    for s in new.services.iter().map(|s| s.get_ref()) {
+        match find(old, &s.name) {
+            None => out.push(format!(
+                "service {}: added ({}:{}/{}, {} backends)",
+                s.name,
+                s.vip,
+                s.port,
+                s.protocol,
+                s.backends.len()
+            )),
+            Some(o) => out.extend(service_changes(&o, s)),
+        }
+    }
+    out
+}
+
+/// The changes of one service kept by name.
+fn service_changes(old: &ServiceConfig, new: &ServiceConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = &new.name;
+    if (old.vip, old.port, old.protocol) != (new.vip, new.port, new.protocol) {
+        out.push(format!(
+            "service {name}: moves from {}:{}/{} to {}:{}/{} (its flows end)",
+            old.vip, old.port, old.protocol, new.vip, new.port, new.protocol
+        ));
+    }
+    let settings = |s: &ServiceConfig| {
+        let mut s = s.clone();
+        s.backends.clear();
+        s
+    };
+    if settings(old) != settings(new) {
+        out.push(format!("service {name}: settings changed (scheduler, health, forwarding or hooks)"));
+    }
+    let find = |c: &ServiceConfig, b: &str| c.backends.iter().map(|x| x.get_ref()).find(|x| x.name == b).cloned();
+    let mut ring = old.ring_size != new.ring_size || old.scheduler != new.scheduler;
+    for b in old.backends.iter().map(|b| b.get_ref()) {
+        if find(new, &b.name).is_none() {
+            out.push(format!("service {name}: backend {} removed ({}; its flows move)", b.name, b.address));
+            ring = true;
+        }
+    }
+    for b in new.backends.iter().map(|b| b.get_ref()) {
+        match find(old, &b.name) {
+            None => {
+                out.push(format!("service {name}: backend {} added ({}, weight {})", b.name, b.address, b.weight));
+                ring = true;
+            }
+            Some(o) if o != *b => {
+                ring |= o.weight != b.weight || o.address != b.address;
+                out.push(format!("service {name}: backend {} changed: {}", b.name, backend_changes(&o, b)));
+            }
+            Some(_) => {}
+        }
+    }
+    if ring {
+        out.push(format!("service {name}: its table is rebuilt"));
+    }
+    out
+}
+
+/// What differs between two versions of one backend.
+fn backend_changes(old: &BackendConfig, new: &BackendConfig) -> String {
+    let mut what = Vec::new();
+    if old.address != new.address {
+        what.push(format!("address {} -> {}", old.address, new.address));
+    }
+    if old.weight != new.weight {
+        what.push(format!("weight {} -> {}", old.weight, new.weight));
+    }
+    if (old.backup, old.sorry) != (new.backup, new.sorry) {
+        what.push("role (backup, sorry)".to_string());
+    }
+    if old.mac != new.mac {
+        what.push("mac".to_string());
+    }
+    if old.restart != new.restart || old.update != new.update {
+        what.push("commands".to_string());
+    }
+    what.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::changes;
+    use crate::config::parse;
+
+    const BASE: &str = r#"
+[daemon]
+interfaces = ["eth0"]
+
+[[service]]
+name = "web"
+vip = "10.0.0.1"
+port = 80
+
+[[service.backend]]
+name = "b1"
+address = "10.0.0.11"
+
+[[service.backend]]
+name = "b2"
+address = "10.0.0.12"
+"#;
+
+    fn plan(new: &str) -> Vec<String> {
+        let p = |s: &str| parse(s, Path::new("t.toml")).expect("valid");
+        changes(&p(BASE), &p(new))
+    }
+
+    #[test]
+    fn the_same_file_changes_nothing() {
+        assert!(plan(BASE).is_empty());
+    }
+
+    #[test]
+    fn backends_added_removed_and_reweighted_are_named_with_the_rebuild() {
+        let new = BASE
+            .replace("name = \"b2\"\naddress = \"10.0.0.12\"", "name = \"b3\"\naddress = \"10.0.0.13\"")
+            .replace("address = \"10.0.0.11\"", "address = \"10.0.0.11\"\nweight = 3");
+        assert_eq!(
+            plan(&new),
+            vec![
+                "service web: backend b2 removed (10.0.0.12; its flows move)",
+                "service web: backend b1 changed: weight 1 -> 3",
+                "service web: backend b3 added (10.0.0.13, weight 1)",
+                "service web: its table is rebuilt",
+            ]
+        );
+    }
+
+    #[test]
+    fn services_and_daemon_settings() {
+        let new = format!("{BASE}\n[[service]]\nname = \"dns\"\nvip = \"10.0.0.2\"\nport = 53\nprotocol = \"udp\"\n\n[service.health]\nkind = \"udp\"\npayload = \"x\"\n\n[[service.backend]]\nname = \"d1\"\naddress = \"10.0.0.21\"\n")
+            .replace("interfaces = [\"eth0\"]", "interfaces = [\"eth1\"]");
+        let p = plan(&new);
+        assert_eq!(p[0], "[daemon] changed: needs a restart of veerd (a reload refuses it)");
+        assert_eq!(p[1], "service dns: added (10.0.0.2:53/udp, 1 backends)");
+        let gone = plan(&BASE.replace("name = \"web\"", "name = \"www\""));
+        assert!(gone.contains(&"service web: removed (2 backends; its flows end)".to_string()), "{gone:?}");
+    }
+}
