@@ -63,7 +63,7 @@ fn a_spoofed_syn_on_a_live_dsr_flow_keeps_it_on_its_backend_after_a_ring_change(
 
 #[test]
 fn a_spoofed_syn_on_a_live_nat_flow_keeps_its_mapping() {
-    let lab = NatLab::new("atksyn", false, Protocol::Tcp, 3);
+    let mut lab = NatLab::new("atksyn", false, Protocol::Tcp, 3);
     let client = SocketAddr::new(lab.client, 40000);
     let (_, out) = lab.run(&tcp_segment(client, lab.vip, SYN, 100, 0, &SYN_OPTIONS));
     let syn = inspect(&out);
@@ -88,14 +88,28 @@ fn a_spoofed_syn_on_a_live_nat_flow_keeps_its_mapping() {
     assert_eq!(lab.dp.nat_mappings().unwrap().len(), 1);
     assert_eq!(lab.counter(GlobalCounter::SynOnLive), 2);
 
+    // A client that reset its connection and reuses the port a second later
+    // opens a new connection, scheduled afresh (passive redispatch and all).
+    let other = SocketAddr::new(lab.client, 40002);
+    let (_, out) = lab.run(&tcp_segment(other, lab.vip, SYN, 100, 0, &SYN_OPTIONS));
+    let first = inspect(&out);
+    lab.run(&tcp_segment(first.dst, first.src, SYN_ACK, 5000, 101, &[2, 4, 5, 180]));
+    lab.run(&tcp_segment(other, lab.vip, ACK, 101, 5001, &[]));
+    lab.run(&tcp_segment(other, lab.vip, RST, 101, 0, &[]));
+    let key = veer::dataplane::flow_key(other, lab.vip, Protocol::Tcp);
+    assert!(lab.dp.age_conn(&key, std::time::Duration::from_secs(2)).unwrap());
+    lab.run(&tcp_segment(other, lab.vip, SYN, 7_000, 0, &SYN_OPTIONS));
+    assert_eq!(lab.counter(GlobalCounter::ConnReused), 1, "a new connection");
+    assert_eq!(lab.counter(GlobalCounter::SynOnLive), 2);
+
     // After both sides' FINs, a SYN is a new connection with its own mapping.
     lab.run(&tcp_segment(client, lab.vip, FIN_ACK, 101, 5001, &[]));
     lab.run(&tcp_segment(syn.dst, syn.src, FIN_ACK, 5001, 102, &[]));
     let (action, out) = lab.run(&tcp_segment(client, lab.vip, SYN, 900_000, 0, &SYN_OPTIONS));
     assert_eq!(action, XDP_REDIRECT);
-    assert_eq!(lab.counter(GlobalCounter::ConnReused), 1);
+    assert_eq!(lab.counter(GlobalCounter::ConnReused), 2);
     let mappings = lab.dp.nat_mappings().unwrap();
-    assert_eq!(mappings.len(), 1, "the old mapping went with its connection: {mappings:?}");
+    assert_eq!(mappings.len(), 2, "the old mapping went with its connection: {mappings:?}");
     assert_eq!(inspect(&out).src.ip(), lab.snat);
 }
 

@@ -1,15 +1,21 @@
 //! A SYN on a 5-tuple the connection tables hold: a live connection's, a
 //! finished one's, or this connection's own earlier attempt.
 
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use veer_abi::{
     BackendState, FlowKey, GlobalCounter, PassiveKind, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
-    CONN_F_PEER_CLOSED, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
+    CONN_F_PEER_CLOSED, CONN_F_PROXIED, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
     conntrack::{keeper, Flow, CONNS, NEW_CONNS},
     passive, snat, stats,
 };
+
+/// How long a NAT flow the client closed (FIN or RST) must have been quiet
+/// before a SYN on its 5-tuple counts as a new connection, when the backend
+/// has not closed its side.
+const REUSE_IDLE_NS: u64 = 1_000_000_000;
 
 /// What a SYN finds of its connection's earlier attempt.
 pub enum Reopened {
@@ -93,10 +99,20 @@ fn live<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Opt
         // SAFETY: a preallocated LRU value, copied out at once.
         let entry = unsafe { *p };
         // Over: DSR, once the client sent FIN or RST (veer sees nothing of
-        // the backend's side); NAT, once the backend did too, or if it holds
-        // no SNAT endpoint (a flow from before the service turned to NAT).
+        // the backend's side). NAT, once the backend did too; or once the
+        // client's FIN or RST is a second old with nothing since (a client
+        // reusing its port after a reset, whose SYN must be scheduled
+        // afresh, passive redispatch and all), or at once for a flow veer's
+        // SYN proxy opened (its mapping shifts sequence numbers: it cannot
+        // carry another connection); or if it holds no SNAT endpoint (a
+        // flow from before the service turned to NAT). A spoofed RST and
+        // SYN back to back therefore end no plain NAT flow.
         let over = if NAT {
-            entry.nat_port == 0 || entry.flags & CONN_F_PEER_CLOSED != 0
+            let closing = entry.flags & CONN_F_CLOSING != 0;
+            let idle = unsafe { bpf_ktime_get_coarse_ns() }.wrapping_sub(entry.last_seen_ns) >= REUSE_IDLE_NS;
+            entry.nat_port == 0
+                || entry.flags & CONN_F_PEER_CLOSED != 0
+                || (closing && (idle || entry.flags & CONN_F_PROXIED != 0))
         } else {
             entry.flags & CONN_F_CLOSING != 0
         };

@@ -28,15 +28,20 @@ use veer_tests::{
 #[command(about = "Run veer (veerd + XDP) on a demo network in namespaces")]
 struct Args {
     /// veerd config; its backends must be the demo's (10.77.0.11-13).
-    /// Default: examples/veer.toml, or examples/veer-nat.toml with --nat.
+    /// Default: examples/veer-nat.toml, or examples/veer.toml with --dsr.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Full NAT: the backends get no VIP and no sysctls.
+    /// Direct server return (the VIP on each backend's loopback) instead of
+    /// full NAT; without veer-agent on the backends, the kill then costs
+    /// the connections in flight to the dead server.
     #[arg(long)]
+    dsr: bool,
+    /// Full NAT (the default; kept for old command lines).
+    #[arg(long, hide = true, conflicts_with = "dsr")]
     nat: bool,
     /// A fleet: two veer nodes behind a router running BIRD (BGP, BFD,
     /// ECMP); one node's link is cut under traffic.
-    #[arg(long, conflicts_with_all = ["nat", "keep", "config"])]
+    #[arg(long, conflicts_with_all = ["dsr", "nat", "keep", "config"])]
     fleet: bool,
     /// Leave the sandbox running at the end.
     #[arg(long)]
@@ -126,12 +131,14 @@ fn clean(cfg: &config::Config) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    // NAT by default: the headline, a kill that costs no connection.
+    let nat = !args.dsr;
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "the demo needs root: run it with `cargo xtask demo`");
     // SAFETY: the handler only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let examples = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
     let config_path =
-        args.config.clone().unwrap_or_else(|| examples.join(if args.nat { "veer-nat.toml" } else { "veer.toml" }));
+        args.config.clone().unwrap_or_else(|| examples.join(if nat { "veer-nat.toml" } else { "veer.toml" }));
     let cfg = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.clean {
         return clean(&cfg);
@@ -151,7 +158,7 @@ fn main() -> Result<()> {
     let backends =
         tb.backends.iter().map(|b| BackendProc::start(&b.ns, &b.name, listen, &dir)).collect::<Result<Vec<_>>>()?;
     for b in &tb.backends {
-        if args.nat {
+        if nat {
             // NAT: nothing on the backend knows the VIP.
             b.ns.exec(&["ip", "addr", "del", &format!("{VIP}/32"), "dev", "lo"])?;
             // It sends toward veer now; veth's native XDP loses checksum offload.
@@ -182,7 +189,7 @@ fn main() -> Result<()> {
     live(&load, 2)?;
     veerctl(c, &["status"]);
     veerctl(c, &["backends"]);
-    if args.nat {
+    if nat {
         // Both sides of each mapping: client -> VIP, and SNAT -> backend.
         veerctl(c, &["flows", "--all", "--limit", "5"]);
     }
@@ -224,7 +231,7 @@ fn main() -> Result<()> {
     } else {
         println!(
             "  {} connections, {failed} failed ({} in the {window:.0?} after the kill, while b2 was being detected; \
-             with DSR its resets reach the client directly: `--nat` hides them)",
+             with DSR and no veer-agent its resets reach the client directly; NAT, the default, hides them)",
             samples.len(),
             after_kill.len()
         );
@@ -237,8 +244,8 @@ fn main() -> Result<()> {
         println!("  ip netns exec {PREFIX}-client curl -s http://{VIP}/");
         println!("  {} -c {} backends", bin("veerctl").display(), c.display());
         println!("  kill $(cat {SCRATCH}/b1.pid)           # fail a backend");
-        let nat = if args.nat { " --nat" } else { "" };
-        println!("  cargo xtask demo --{nat} --clean            # remove everything");
+        let dsr = if nat { "" } else { " --dsr" };
+        println!("  cargo xtask demo --{dsr} --clean            # remove everything");
         d.detach();
         std::mem::forget(backends);
         std::mem::forget(uninstall);

@@ -51,8 +51,17 @@ impl Dataplane {
     /// SYN had come that long ago (tests of SYN retransmission); false if it
     /// has none.
     pub fn age_new_flow(&mut self, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
-        use veer_abi::{names, ConnEntry, FlowKey};
-        let name = names::NEW_CONNS;
+        self.age_entry(veer_abi::names::NEW_CONNS, key, by)
+    }
+
+    /// Moves flow `key`'s connection-table entry `by` into the past, as if
+    /// its last packet had come that long ago; false if it has none.
+    pub fn age_conn(&mut self, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
+        self.age_entry(veer_abi::names::CONNS, key, by)
+    }
+
+    fn age_entry(&mut self, name: &'static str, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
+        use veer_abi::{ConnEntry, FlowKey};
         let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
         let mut m: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, ConnEntry> =
             aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
