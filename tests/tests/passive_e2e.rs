@@ -44,9 +44,20 @@ fn nat(s: &Deployment, passive: &str) -> String {
 
 #[test]
 fn a_killed_nat_backend_costs_no_connection() {
-    let s = Deployment::new("pkill", 3);
+    killed_nat_backend("pkill", "");
+}
+
+/// The same with every connection opened through veer's SYN proxy (as
+/// under a SYN flood, or a connection rate past `syn_cookie_threshold`).
+#[test]
+fn a_killed_nat_backend_costs_no_connection_with_syn_cookies() {
+    killed_nat_backend("pkillck", "syn_cookies = \"always\"\n");
+}
+
+fn killed_nat_backend(tag: &str, daemon_extra: &str) {
+    let s = Deployment::new(tag, 3);
     s.strip_vips();
-    s.write(&nat(&s, ""));
+    s.write(&nat(&s, "").replace("[daemon]\n", &format!("[daemon]\n{daemon_extra}")));
     let mut d = s.start();
     wait_all_up(&d, &["b1", "b2", "b3"]);
     let load = ClientLoad::start(&s.tb.client.ns, s.vip(), Duration::from_secs(2)).unwrap();
