@@ -108,11 +108,11 @@ fn live<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Opt
         // flow from before the service turned to NAT). A spoofed RST and
         // SYN back to back therefore end no plain NAT flow.
         let over = if NAT {
-            let closing = entry.flags & CONN_F_CLOSING != 0;
-            let idle = unsafe { bpf_ktime_get_coarse_ns() }.wrapping_sub(entry.last_seen_ns) >= REUSE_IDLE_NS;
+            // The clock is read only for a flow the client closed.
+            let quiet = || unsafe { bpf_ktime_get_coarse_ns() }.wrapping_sub(entry.last_seen_ns) >= REUSE_IDLE_NS;
             entry.nat_port == 0
                 || entry.flags & CONN_F_PEER_CLOSED != 0
-                || (closing && (idle || entry.flags & CONN_F_PROXIED != 0))
+                || (entry.flags & CONN_F_CLOSING != 0 && (entry.flags & CONN_F_PROXIED != 0 || quiet()))
         } else {
             entry.flags & CONN_F_CLOSING != 0
         };

@@ -4,8 +4,7 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use veer_abi::{
-    csum, is_ipv4_mapped, Backend, ConnEntry, GlobalCounter, NatKey, NatMapping, NAT_F_ANSWERED, NAT_F_SPLICED,
-    PROXY_SYN_RESEND_NS,
+    csum, is_ipv4_mapped, ConnEntry, GlobalCounter, NatMapping, NAT_F_ANSWERED, NAT_F_SPLICED, PROXY_SYN_RESEND_NS,
 };
 
 use super::segment::{emit, scratch, Segment, PROBE};
@@ -19,7 +18,7 @@ use crate::{
     },
     nat::rewrite::rewrite,
     parse::VipPacket,
-    snat::{backend_port, snat_addr, Slot, NAT_REV},
+    snat::{backend_port, mapping_key, snat_addr, Slot, NAT_REV},
     stats,
     verdict::Drop,
 };
@@ -32,7 +31,7 @@ pub(super) fn client_packet(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) ->
     let ctx = &callee_ctx(ctx);
     let b = backend(e.backend).ok_or(Drop::BadBackend)?;
     let slot = Slot { port: e.nat_port, addr: e.nat_addr };
-    if !shift_ack(ctx, pkt, b, &slot)? {
+    if !shift_ack(ctx, pkt, e)? {
         return Ok(UNANSWERED);
     }
     let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
@@ -44,13 +43,13 @@ pub(super) fn client_packet(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) ->
 /// [`client_packet`]: the backend has not answered veer's SYN yet.
 pub(super) const UNANSWERED: u32 = u32::MAX;
 
-/// A client's packet of a connection veer opened, toward backend `b` on
-/// SNAT endpoint `slot`: its acknowledgment moved into the backend's
-/// sequence space. `false` while the backend has not answered.
+/// A client's packet of a connection veer opened (table entry `e`): its
+/// acknowledgment moved into the backend's sequence space. `false` while
+/// the backend has not answered.
 #[inline(never)]
-fn shift_ack(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> Result<bool, Drop> {
+fn shift_ack(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Result<bool, Drop> {
     let ctx = &callee_ctx(ctx);
-    let key = mapping_key(&pkt.key, b, slot)?;
+    let key = mapping_key(&pkt.key, e).ok_or(Drop::BadBackend)?;
     // SAFETY: copied out at once.
     let m = unsafe { NAT_REV.get(&key) }.ok_or(Drop::ProxyWaiting)?;
     let (flags, delta) = (m.flags, m.seq_delta);
@@ -61,19 +60,6 @@ fn shift_ack(ctx: &XdpContext, pkt: &VipPacket, b: &Backend, slot: &Slot) -> Res
         add_to(ctx, pkt.l4 as usize, 8, delta)?;
     }
     Ok(true)
-}
-
-/// The `NAT_REV` key of a flow of `k` toward backend `b` from SNAT endpoint `slot`.
-#[inline(always)]
-fn mapping_key(k: &veer_abi::FlowKey, b: &Backend, slot: &Slot) -> Result<NatKey, Drop> {
-    Ok(NatKey {
-        backend: b.addr,
-        snat: snat_addr(slot.addr).ok_or(Drop::BadBackend)?,
-        backend_port: backend_port(k, b),
-        snat_port: slot.port,
-        proto: k.proto,
-        _pad: [0; 3],
-    })
 }
 
 /// The backend's SYN-ACK (`pkt`) to a connection veer opened (`m`): the
@@ -119,9 +105,8 @@ pub(super) fn splice(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> R
 #[inline(never)]
 pub(super) fn resend_syn(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Result<u32, Drop> {
     let ctx = &callee_ctx(ctx);
-    let b = backend(e.backend).ok_or(Drop::BadBackend)?;
-    let slot = &Slot { port: e.nat_port, addr: e.nat_addr };
-    let m = NAT_REV.get_ptr_mut(&mapping_key(&pkt.key, b, slot)?).ok_or(Drop::ProxyWaiting)?;
+    let key = mapping_key(&pkt.key, e).ok_or(Drop::BadBackend)?;
+    let m = NAT_REV.get_ptr_mut(&key).ok_or(Drop::ProxyWaiting)?;
     // SAFETY: a live map value, read and written in place; two CPUs racing
     // here at worst both resend.
     let m = unsafe { &mut *m };
@@ -131,12 +116,11 @@ pub(super) fn resend_syn(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Re
         return Err(Drop::ProxyWaiting);
     }
     m.syn_sent_ns = now;
-    let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
     let f = m.flow;
-    let port = if b.port != 0 { b.port } else { f.dport };
+    // The mapping's key is veer's side of the connection: SNAT endpoint to backend.
     let seg = Segment {
-        sport: slot.port,
-        dport: port,
+        sport: key.snat_port,
+        dport: key.backend_port,
         seq: m.client_isn,
         ack: 0,
         flags: TCP_SYN,
@@ -145,9 +129,9 @@ pub(super) fn resend_syn(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Re
         mss: m.client_mss.max(536),
     };
     let v4 = is_ipv4_mapped(&f.dst);
-    emit(ctx, scratch()?, v4, &snat, &b.addr, &seg)?;
+    emit(ctx, scratch()?, v4, &key.snat, &key.backend, &seg)?;
     stats::count(GlobalCounter::ProxySynResent);
-    fib::send(ctx, v4, &snat, &b.addr)
+    fib::send(ctx, v4, &key.snat, &key.backend)
 }
 
 /// A backend's RST before veer's handshake with it completed (and not a
