@@ -50,6 +50,15 @@ fn counters(lab: &NatLab) -> Vec<(GlobalCounter, u64)> {
     lab.dp.global_counters().unwrap().into_iter().filter(|(_, v)| *v > 0).collect()
 }
 
+/// A client's cookie handshake with veer (`isn`: its initial sequence
+/// number): the cookie, and veer's SYN to a backend that its ACK became.
+fn open_through_cookie(lab: &NatLab, client: SocketAddr, isn: u32) -> (u32, Seen) {
+    let (_, synack) = send(lab, tcp_segment(client, lab.vip, SYN, isn, 0, &SYN_OPTIONS), "cookie SYN-ACK");
+    let cookie = tcp(&synack).seq;
+    let (_, syn) = send(lab, tcp_segment(client, lab.vip, ACK, isn + 1, cookie + 1, &[]), "SYN to backend");
+    (cookie, syn)
+}
+
 /// The whole life of a proxied connection: the cookie handshake, the
 /// backend's handshake, data both ways, and the close.
 fn handshake_and_data(tag: &str, v6: bool) {
@@ -217,9 +226,7 @@ fn a_proxied_syn_refused_by_a_backend_is_resent_to_another_and_spliced_there() {
     // Passive checking on: a refused SYN is resent to another backend.
     let lab = lab_with("ckref", false, SYN_COOKIES_ALWAYS, 0, veer_abi::SERVICE_F_PASSIVE);
     let client = SocketAddr::new(lab.client, 40003);
-    let (_, synack) = send(&lab, tcp_segment(client, lab.vip, SYN, 500, 0, &SYN_OPTIONS), "cookie SYN-ACK");
-    let cookie = tcp(&synack).seq;
-    let (_, syn) = send(&lab, tcp_segment(client, lab.vip, ACK, 501, cookie + 1, &[]), "SYN to backend");
+    let (cookie, syn) = open_through_cookie(&lab, client, 500);
     // The backend refuses: veer tries another (the same resend as without cookies)...
     let (action, again) = send(&lab, tcp_segment(syn.dst, syn.src, RST | ACK, 0, 501, &[]), "resent SYN");
     assert_eq!(action, XDP_REDIRECT, "{:?}", counters(&lab));
@@ -234,9 +241,7 @@ fn a_proxied_syn_refused_by_a_backend_is_resent_to_another_and_spliced_there() {
 fn a_backends_reset_before_its_syn_ack_reaches_the_client_in_its_sequence_space() {
     let lab = lab("ckrst2", false, SYN_COOKIES_ALWAYS, 0);
     let client = SocketAddr::new(lab.client, 40004);
-    let (_, synack) = send(&lab, tcp_segment(client, lab.vip, SYN, 900, 0, &SYN_OPTIONS), "cookie SYN-ACK");
-    let cookie = tcp(&synack).seq;
-    let (_, syn) = send(&lab, tcp_segment(client, lab.vip, ACK, 901, cookie + 1, &[]), "SYN to backend");
+    let (cookie, syn) = open_through_cookie(&lab, client, 900);
     let (action, rst) = send(&lab, tcp_segment(syn.dst, syn.src, RST | ACK, 0, 901, &[]), "RST to client");
     assert_eq!(action, XDP_REDIRECT, "{:?}", counters(&lab));
     assert_eq!((rst.src, rst.dst), (lab.vip, client));
@@ -272,9 +277,7 @@ fn a_lost_proxied_syn_is_resent_on_a_probe_and_only_its_own_syn_ack_splices() {
     let mut lab = lab("cklost", false, SYN_COOKIES_ALWAYS, 0);
     let client = SocketAddr::new(lab.client, 40007);
     let isn = 7000u32;
-    let (_, synack) = send(&lab, tcp_segment(client, lab.vip, SYN, isn, 0, &SYN_OPTIONS), "cookie SYN-ACK");
-    let cookie = tcp(&synack).seq;
-    let (_, syn) = send(&lab, tcp_segment(client, lab.vip, ACK, isn + 1, cookie + 1, &[]), "SYN to backend");
+    let (cookie, syn) = open_through_cookie(&lab, client, isn);
     let probe = tcp_segment(client, lab.vip, ACK, isn, cookie + 1, &[]);
     lab.proxied_syn(client, false);
     assert_eq!(lab.run(&probe).0, XDP_DROP, "a probe soon after veer's SYN waits");
@@ -308,8 +311,7 @@ fn a_lost_proxied_syn_is_resent_on_a_probe_and_only_its_own_syn_ack_splices() {
 
     // A client that gives up (RST) before the backend answered asks for no SYN.
     let quitter = SocketAddr::new(lab.client, 40011);
-    let (_, synack) = send(&lab, tcp_segment(quitter, lab.vip, SYN, 50, 0, &SYN_OPTIONS), "cookie SYN-ACK");
-    send(&lab, tcp_segment(quitter, lab.vip, ACK, 51, tcp(&synack).seq + 1, &[]), "SYN to backend");
+    open_through_cookie(&lab, quitter, 50);
     lab.proxied_syn(quitter, true);
     assert_eq!(lab.run(&tcp_segment(quitter, lab.vip, RST, 51, 0, &[])).0, XDP_DROP);
     assert_eq!(lab.counter(GlobalCounter::ProxySynResent), 1, "no SYN for a client that reset");

@@ -78,24 +78,25 @@ fn veer_row(s: &Deployment, nat: bool, cookies: &str) -> Result<Outcome> {
         text = text.replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
         text = text.replace("[daemon]\n", &format!("[daemon]\nsyn_cookies = \"{cookies}\"\n"));
     }
-    s.write(&text);
-    let d = s.start();
-    wait_until(Duration::from_secs(15), "backends up", || {
-        ["b1", "b2", "b3"].iter().all(|n| d.backend_state("web", n).is_ok_and(|st| st == "up"))
-    })?;
-    observe(s, s.vip(), nat)
+    run_veer(s, &text, s.vip(), nat)
 }
 
 /// NAT on the IPv6 VIP toward the backends' IPv6 addresses, SYN cookies on "auto".
 fn nat6_row(s: &Deployment) -> Result<Outcome> {
     let _servers6 = s.serve_ipv6()?;
     let text = s.config(65537, &[1, 1, 1], |_| String::new());
-    s.write(&s.to_ipv6(&text.replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")));
+    let text = s.to_ipv6(&text.replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\""));
+    run_veer(s, &text, s.vip6(), true)
+}
+
+/// veerd with config `text`, its backends up, observed at `target`.
+fn run_veer(s: &Deployment, text: &str, target: SocketAddr, nat: bool) -> Result<Outcome> {
+    s.write(text);
     let d = s.start();
     wait_until(Duration::from_secs(15), "backends up", || {
         ["b1", "b2", "b3"].iter().all(|n| d.backend_state("web", n).is_ok_and(|st| st == "up"))
     })?;
-    observe(s, s.vip6(), true)
+    observe(s, target, nat)
 }
 
 fn haproxy_row(s: &Deployment) -> Result<Outcome> {

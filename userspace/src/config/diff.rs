@@ -108,37 +108,24 @@ mod tests {
     use super::changes;
     use crate::config::parse;
 
-    const BASE: &str = r#"
-[daemon]
-interfaces = ["eth0"]
-
-[[service]]
-name = "web"
-vip = "10.0.0.1"
-port = 80
-
-[[service.backend]]
-name = "b1"
-address = "10.0.0.11"
-
-[[service.backend]]
-name = "b2"
-address = "10.0.0.12"
-"#;
+    /// The config tests' base with a second backend.
+    fn base() -> String {
+        format!("{}\n[[service.backend]]\nname = \"b2\"\naddress = \"10.0.0.12\"\n", crate::config::tests::BASE)
+    }
 
     fn plan(new: &str) -> Vec<String> {
         let p = |s: &str| parse(s, Path::new("t.toml")).expect("valid");
-        changes(&p(BASE), &p(new))
+        changes(&p(&base()), &p(new))
     }
 
     #[test]
     fn the_same_file_changes_nothing() {
-        assert!(plan(BASE).is_empty());
+        assert!(plan(&base()).is_empty());
     }
 
     #[test]
     fn backends_added_removed_and_reweighted_are_named_with_the_rebuild() {
-        let new = BASE
+        let new = base()
             .replace("name = \"b2\"\naddress = \"10.0.0.12\"", "name = \"b3\"\naddress = \"10.0.0.13\"")
             .replace("address = \"10.0.0.11\"", "address = \"10.0.0.11\"\nweight = 3");
         assert_eq!(
@@ -154,12 +141,12 @@ address = "10.0.0.12"
 
     #[test]
     fn services_and_daemon_settings() {
-        let new = format!("{BASE}\n[[service]]\nname = \"dns\"\nvip = \"10.0.0.2\"\nport = 53\nprotocol = \"udp\"\n\n[service.health]\nkind = \"udp\"\npayload = \"x\"\n\n[[service.backend]]\nname = \"d1\"\naddress = \"10.0.0.21\"\n")
+        let new = format!("{}\n[[service]]\nname = \"dns\"\nvip = \"10.0.0.2\"\nport = 53\nprotocol = \"udp\"\n\n[service.health]\nkind = \"udp\"\npayload = \"x\"\n\n[[service.backend]]\nname = \"d1\"\naddress = \"10.0.0.21\"\n", base())
             .replace("interfaces = [\"eth0\"]", "interfaces = [\"eth1\"]");
         let p = plan(&new);
         assert_eq!(p[0], "[daemon] changed: needs a restart of veerd (a reload refuses it)");
         assert_eq!(p[1], "service dns: added (10.0.0.2:53/udp, 1 backends)");
-        let gone = plan(&BASE.replace("name = \"web\"", "name = \"www\""));
+        let gone = plan(&base().replace("name = \"web\"", "name = \"www\""));
         assert!(gone.contains(&"service web: removed (2 backends; its flows end)".to_string()), "{gone:?}");
     }
 }

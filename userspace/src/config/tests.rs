@@ -11,7 +11,8 @@ fn err(src: &str) -> ConfigError {
     parse(src, Path::new("t.toml")).expect_err("config must be rejected")
 }
 
-const BASE: &str = r#"
+/// A minimal valid config: one service, one backend (`b1`).
+pub(super) const BASE: &str = r#"
 [daemon]
 interfaces = ["eth0"]
 
