@@ -10,10 +10,12 @@ BPF_LINKER_VERSION=0.13.0
 LLVM_PREFIX=/usr/lib/llvm-22
 # Debian packages: toolchain for the eBPF object (rust-web-clippy lints it
 # for its BPF target), tools the tests drive (openssl makes the fleet's TLS
-# test certificates), and python3 for the layout checks.
+# test certificates), python3 for the layout checks, and what builds and
+# checks the Debian package (dpkg-dev, lintian, groff-base, man-db).
 PKGS=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev rust-web-clippy
       iproute2 ethtool bpftool util-linux curl systemd bird2 \
-      etcd-server etcd-client protobuf-compiler libprotobuf-dev nftables python3 openssl)
+      etcd-server etcd-client protobuf-compiler libprotobuf-dev nftables python3 openssl \
+      dpkg-dev lintian groff-base man-db)
 # With --bench: the load generator and the load balancer veer is compared to.
 if [[ ${1:-} == --bench ]]; then
     PKGS+=(wrk haproxy)

@@ -789,3 +789,39 @@ fn reload_dry_run_shows_the_plan_and_changes_nothing() {
     let (ok, _, err) = veerctl(&s.cfg, &["reload", "--dry-run"]);
     assert!(!ok && err.contains("would be refused") && err.contains("[daemon]"), "{err}");
 }
+
+/// A config file with a mistake does not lock the operator out: commands
+/// that only ask veerd find its socket in the lines that still parse, or
+/// from `VEER_SOCKET`; status names the mistake and reports degraded;
+/// commands that need the file say which line is wrong.
+#[test]
+fn a_broken_config_file_leaves_drain_and_status_working() {
+    let s = Deployment::new("cibroken", 2);
+    let good = s.config(65537, &[1, 1], |_| String::new());
+    s.write(&good);
+    let d = s.start();
+    up(&d, &["b1", "b2"]);
+    s.write(&good.replace("port = 80", "port = \"eighty\""));
+
+    let (ok, _, err) = veerctl(&s.cfg, &["drain", "web", "b1"]);
+    assert!(ok, "drain with a broken file: {err}");
+    assert_eq!(d.status().unwrap().backend("web", "b1").map(|b| b.state.as_str()), Some("draining"));
+    let (code, st) = veer_tests::daemon::veerctl_status(&s.cfg);
+    let why = st["config_error"].as_str().unwrap_or_default();
+    assert!(code >= 1 && why.contains("eighty"), "status is degraded and names the mistake ({code}): {st}");
+    let (ok, _, err) = veerctl(&s.cfg, &["backends"]);
+    assert!(!ok && err.contains("eighty") && err.contains("needs the config"), "{err}");
+
+    // No config file at all: the socket from the environment is enough.
+    let missing = s.dir.join("missing.toml");
+    let out = Command::new(bin("veerctl"))
+        .arg("--config")
+        .arg(&missing)
+        .args(["enable", "web", "b1"])
+        .env("VEER_SOCKET", s.socket())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "enable through VEER_SOCKET: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.status().unwrap().backend("web", "b1").map(|b| b.state.as_str()), Some("up"));
+}
+

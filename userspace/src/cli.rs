@@ -2,7 +2,7 @@
 //! lines), and generating shell completions and man pages from their clap
 //! definitions (`generate` subcommand, used by `cargo xtask install`).
 
-use std::{io::Write, path::Path};
+use std::io::Write;
 
 use clap::{Command, ValueEnum};
 
@@ -35,9 +35,10 @@ pub enum Generate {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// The man page (roff), to stdout, or into DIR as NAME.1.
+    /// The man page (roff), to stdout; or, with DIR, every page into DIR:
+    /// NAME.1 and one NAME-SUBCOMMAND.1 per subcommand, which NAME.1 refers to.
     Man {
-        /// Directory to write NAME.1 into.
+        /// Directory to write the pages into.
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
@@ -52,19 +53,17 @@ pub fn generate(mut cmd: Command, what: &Generate) -> std::io::Result<()> {
             Ok(())
         }
         Generate::Man { dir } => {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(cmd).render(&mut page)?;
             match dir {
-                Some(d) => write_file(&d.join(format!("{name}.1")), &page),
-                None => std::io::stdout().write_all(&page),
+                Some(d) => {
+                    std::fs::create_dir_all(d)?;
+                    clap_mangen::generate_to(cmd, d)
+                }
+                None => {
+                    let mut page = Vec::new();
+                    clap_mangen::Man::new(cmd).render(&mut page)?;
+                    std::io::stdout().write_all(&page)
+                }
             }
         }
     }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(path, bytes)
 }

@@ -8,6 +8,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod deb;
+mod install;
+
 #[derive(Parser)]
 #[command(about = "veer's developer tasks")]
 struct Cli {
@@ -60,7 +63,7 @@ enum Task {
     },
     /// Build veerd and veerctl (release) and install them as a service: the
     /// binaries, a systemd unit, /etc/veer/veer.toml (kept if present), shell
-    /// completions, man pages, and the `veer` system user.
+    /// completions, man pages, examples, and the `veer` system user.
     Install {
         /// Where binaries, completions and man pages go.
         #[arg(long, default_value = "/usr/local")]
@@ -69,6 +72,26 @@ enum Task {
         /// no user is created and systemd is not told.
         #[arg(long = "root", default_value = "/")]
         dest: PathBuf,
+    },
+    /// Remove what `install` installed (with the same --prefix and --root);
+    /// /etc/veer and the `veer` user stay.
+    Uninstall {
+        /// The prefix `install` was given.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        /// The root `install` was given.
+        #[arg(long = "root", default_value = "/")]
+        dest: PathBuf,
+    },
+    /// Build the Debian package target/deb/veer_VERSION_amd64.deb (release),
+    /// for hosts with no Rust or LLVM; checks it with lintian when present.
+    Deb {
+        /// Package the debug build instead (what the test suite checks).
+        #[arg(long)]
+        debug: bool,
+        /// Skip lintian.
+        #[arg(long)]
+        no_lintian: bool,
     },
     /// Install what is missing, then run veer on a demo network in namespaces.
     Demo {
@@ -177,7 +200,12 @@ fn task(task: Task) -> Result<()> {
             a.extend(args.iter().map(String::as_str));
             run(&mut cargo(&a))
         }
-        Task::Install { prefix, dest } => install(&prefix, &dest),
+        Task::Install { prefix, dest } => install::install(&prefix, &dest),
+        Task::Uninstall { prefix, dest } => install::uninstall(&prefix, &dest),
+        Task::Deb { debug, no_lintian } => {
+            setup()?;
+            deb::deb(debug, !no_lintian).map(drop)
+        }
         Task::Demo { args } => {
             setup()?;
             run(&mut cargo(&["build", "--release", "--workspace", "--bins"]))?;
@@ -186,106 +214,4 @@ fn task(task: Task) -> Result<()> {
             run(&mut cargo(&a))
         }
     }
-}
-
-/// `root` + `path` (an absolute path taken as relative to `root`).
-fn under(root: &Path, path: &Path) -> PathBuf {
-    root.join(path.strip_prefix("/").unwrap_or(path))
-}
-
-fn install_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(d) = to.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
-    println!("installed {}", to.display());
-    Ok(())
-}
-
-/// Drops the debuginfo the release profile keeps for profiling (about
-/// 50 MB down to a few) from an installed binary; symbols stay for
-/// backtraces. Without binutils' `strip` the binary is kept as built.
-fn strip_debuginfo(bin: &Path) {
-    match Command::new("strip").arg("--strip-debug").arg(bin).status() {
-        Ok(s) if s.success() => {}
-        Ok(s) => eprintln!("warning: strip {} failed ({s}); installed with debuginfo", bin.display()),
-        Err(e) => eprintln!("warning: no strip ({e}); {} installed with debuginfo", bin.display()),
-    }
-}
-
-/// Runs `bin generate ARGS`, writing its stdout to `to`.
-fn generated(bin: &Path, args: &[&str], to: &Path) -> Result<()> {
-    let out =
-        Command::new(bin).arg("generate").args(args).output().with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!("{} generate {args:?} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
-    }
-    if let Some(d) = to.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(to, &out.stdout).with_context(|| format!("writing {}", to.display()))?;
-    println!("installed {}", to.display());
-    Ok(())
-}
-
-fn install(prefix: &Path, dest: &Path) -> Result<()> {
-    run(&mut cargo(&["build", "--release", "-p", "veer", "--bins"]))?;
-    let built = root().join("target/release");
-    let bindir = prefix.join("bin");
-    for name in ["veerd", "veerctl"] {
-        let bin = under(dest, &bindir.join(name));
-        install_file(&built.join(name), &bin, 0o755)?;
-        strip_debuginfo(&bin);
-        let share = under(dest, &prefix.join("share"));
-        generated(&bin, &["completions", "bash"], &share.join("bash-completion/completions").join(name))?;
-        generated(&bin, &["completions", "zsh"], &share.join("zsh/site-functions").join(format!("_{name}")))?;
-        generated(
-            &bin,
-            &["completions", "fish"],
-            &share.join("fish/vendor_completions.d").join(format!("{name}.fish")),
-        )?;
-        generated(&bin, &["man"], &share.join("man/man1").join(format!("{name}.1")))?;
-    }
-    let unit = std::fs::read_to_string(root().join("packaging/veerd.service"))?
-        .replace("@BINDIR@", &bindir.display().to_string());
-    let unit_path = under(dest, Path::new("/etc/systemd/system/veerd.service"));
-    std::fs::create_dir_all(unit_path.parent().context("unit dir")?)?;
-    std::fs::write(&unit_path, unit)?;
-    println!("installed {}", unit_path.display());
-    let cfg = under(dest, Path::new("/etc/veer/veer.toml"));
-    if cfg.exists() {
-        println!("kept {} (already there)", cfg.display());
-    } else {
-        install_file(&root().join("examples/full.toml"), &cfg, 0o644)?;
-    }
-    if dest == Path::new("/") {
-        system_user()?;
-        if Path::new("/run/systemd/system").exists() {
-            run(Command::new("systemctl").arg("daemon-reload"))?;
-        }
-    }
-    println!(
-        "\nnext: edit {} (`veerd check` it), then `systemctl enable --now veerd`; `veerctl status` shows it",
-        cfg.display()
-    );
-    Ok(())
-}
-
-/// The `veer` system user the unit runs as.
-fn system_user() -> Result<()> {
-    let exists = Command::new("id").arg("veer").output().is_ok_and(|o| o.status.success());
-    if exists {
-        return Ok(());
-    }
-    run(Command::new("useradd").args([
-        "--system",
-        "--no-create-home",
-        "--home-dir",
-        "/nonexistent",
-        "--shell",
-        "/usr/sbin/nologin",
-        "veer",
-    ]))
 }

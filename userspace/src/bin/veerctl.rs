@@ -17,6 +17,10 @@ struct Cli {
     /// The instance's config file.
     #[arg(short, long, global = true, default_value = "/etc/veer/veer.toml")]
     config: PathBuf,
+    /// veerd's API socket (default: the config's `daemon.api_socket`, else
+    /// /run/veer/NAME.sock). Commands that only ask veerd need nothing else.
+    #[arg(long, global = true, env = "VEER_SOCKET")]
+    socket: Option<PathBuf>,
     /// JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -253,7 +257,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         cmd => Cli { cmd, ..cli },
     };
-    let ctx = Ctx::load(cli.config, cli.json)?;
+    let ctx = Ctx::load(cli.config, cli.socket, cli.json)?;
+    if needs_config(&cli.cmd) {
+        ctx.require_config()?;
+    }
     match cli.cmd {
         Cmd::Generate(_) | Cmd::Agent { .. } => Ok(()),
         Cmd::Status => inspect::status(&ctx),
@@ -285,6 +292,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &control::Rollout { service, exec, max_unavailable, slow_start, drain_timeout, health_timeout, idle },
             )
         }
+    }
+}
+
+/// Whether `cmd` needs the config's services and backends (names, tables);
+/// the others only ask veerd, or say themselves what the file's error costs.
+fn needs_config(cmd: &Cmd) -> bool {
+    match cmd {
+        Cmd::Status | Cmd::Node { .. } | Cmd::Events { .. } | Cmd::Request(_) => false,
+        Cmd::Drain { wait, .. } => *wait,
+        _ => true,
     }
 }
 

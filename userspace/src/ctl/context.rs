@@ -1,13 +1,21 @@
 //! [`Ctx`]: what every `veerctl` command starts from: the config, the
 //! runtime changes, the pins and veerd's API socket.
+//!
+//! A config file that does not load does not lock the operator out:
+//! commands that only ask veerd still find its socket (`--socket`,
+//! `VEER_SOCKET`, or the `[daemon]` lines of the file that do parse).
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    config::{self, Config},
+    config::{self, Config, DaemonConfig},
     dataplane::PinnedMaps,
     overrides::Overrides,
     wire::{self, Request, Response, Status},
@@ -25,15 +33,42 @@ pub struct Ctx {
     pub overrides: Overrides,
     /// Print JSON instead of tables.
     pub json: bool,
+    /// veerd's API socket.
+    pub socket: PathBuf,
+    /// Why the config file did not load (then `file` holds only its
+    /// `[daemon]` settings that could be read, and no services).
+    pub config_error: Option<String>,
 }
 
+/// `[daemon]` keys read from a file that does not load as a whole: where
+/// veerd's socket, pins and runtime state are, and who may use the API.
+const LOCATOR_KEYS: [&str; 6] = ["name", "api_socket", "bpffs", "state_file", "api_group", "api_admin_group"];
+
 impl Ctx {
-    /// Loads the config and veerd's runtime-state file.
-    pub fn load(config_path: PathBuf, json: bool) -> Result<Self> {
-        let file = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    /// Loads the config and veerd's runtime-state file. `socket` (from
+    /// `--socket` or `VEER_SOCKET`) overrides the config's. A file that
+    /// does not load is kept as [`Ctx::config_error`], not returned.
+    pub fn load(config_path: PathBuf, socket: Option<PathBuf>, json: bool) -> Result<Self> {
+        let (file, config_error) = match config::load(&config_path) {
+            Ok(f) => (f, None),
+            Err(e) => (Config { daemon: daemon_lines(&config_path), services: Vec::new(), fleet: None }, Some(e.to_string())),
+        };
+        let socket = socket.unwrap_or_else(|| file.daemon.socket_path());
         let mut overrides = Overrides::load(&file.daemon.state_path(), &file).unwrap_or_default();
         let effective = overrides.apply(&file);
-        Ok(Self { config_path, file, effective, overrides, json })
+        Ok(Self { config_path, file, effective, overrides, json, socket, config_error })
+    }
+
+    /// Fails, naming the file's problem, when the config did not load: for
+    /// commands that need its services and backends.
+    pub fn require_config(&self) -> Result<()> {
+        match &self.config_error {
+            None => Ok(()),
+            Some(e) => anyhow::bail!(
+                "{e}\n(this command needs the config; those that only ask veerd work without it: status, drain, \
+                 enable, disable, weight, add-backend, remove-backend, reload, node, events)"
+            ),
+        }
     }
 
     /// The pinned maps (fails clearly when the dataplane is not installed).
@@ -51,7 +86,7 @@ impl Ctx {
 
     /// Sends a request to veerd.
     pub fn call(&self, req: Request) -> Result<Response> {
-        let sock = self.file.daemon.socket_path();
+        let sock = &self.socket;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), wire::call(&sock, &req)).await });
         match r {
@@ -96,4 +131,24 @@ impl Ctx {
             print!("{}", text());
         }
     }
+}
+
+/// The `[daemon]` settings of [`LOCATOR_KEYS`] from a file that does not
+/// load: each line of its `[daemon]` table parsed on its own, so a mistake
+/// elsewhere (or in another daemon key) does not hide them. Defaults for
+/// what cannot be read.
+fn daemon_lines(path: &Path) -> DaemonConfig {
+    let Ok(text) = std::fs::read_to_string(path) else { return DaemonConfig::default() };
+    let mut table = toml::Table::new();
+    let mut in_daemon = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('[') {
+            in_daemon = header.split(']').next().map(str::trim) == Some("daemon");
+        } else if in_daemon {
+            if let Ok(kv) = line.parse::<toml::Table>() {
+                table.extend(kv.into_iter().filter(|(k, _)| LOCATOR_KEYS.contains(&k.as_str())));
+            }
+        }
+    }
+    DaemonConfig::deserialize(toml::Value::Table(table)).unwrap_or_default()
 }

@@ -86,6 +86,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         "announced": daemon.as_ref().map(|d| d.announced.clone()).unwrap_or_default(),
         "node_drained": ctx.overrides.node_drained,
         "fleet_state": daemon.as_ref().and_then(|d| d.fleet.clone()),
+        "config_error": ctx.config_error,
     });
     ctx.emit(&v, || {
         let mut s = format!(
@@ -99,6 +100,11 @@ pub fn status(ctx: &Ctx) -> Result<()> {
                 "not running (the dataplane keeps forwarding with its last state)".into()
             }
         );
+        if let Some(e) = &ctx.config_error {
+            s += &format!(
+                "CONFIG: {e}\n  (a running veerd keeps the last config it loaded; services below are unnamed)\n"
+            );
+        }
         if !ctx.overrides.is_empty() {
             s += "runtime changes differ from the config file: see `veerctl diff`\n";
         }
@@ -111,7 +117,9 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         }
         s + "\n" + &table(&rows)
     });
-    match health(pins.is_some(), daemon.as_ref(), &rows) {
+    // A file that does not load is at least degraded: the next restart fails.
+    let code = health(pins.is_some(), daemon.as_ref(), &rows).max(u8::from(ctx.config_error.is_some()));
+    match code {
         0 => Ok(()),
         code => Err(crate::ctl::exit::ExitStatus(code).into()),
     }
