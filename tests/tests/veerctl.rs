@@ -825,3 +825,36 @@ fn a_broken_config_file_leaves_drain_and_status_working() {
     assert_eq!(d.status().unwrap().backend("web", "b1").map(|b| b.state.as_str()), Some("up"));
 }
 
+/// Runtime changes win over the file until `veerctl reset` drops them: a
+/// reload says which file change they hide; a scoped reset drops only its
+/// backend's; a full one leaves the file running as written.
+#[test]
+fn runtime_changes_win_over_a_reload_until_reset_drops_them() {
+    let s = Deployment::new("cireset", 2);
+    let good = s.config(65537, &[1, 1], |_| String::new());
+    s.write(&good);
+    let d = s.start();
+    up(&d, &["b1", "b2"]);
+    for args in [&["drain", "web", "b1"][..], &["weight", "web", "b2", "3"]] {
+        let (ok, _, err) = veerctl(&s.cfg, args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    s.write(&s.config(65537, &[1, 2], |_| String::new()));
+    let (ok, out, err) = veerctl(&s.cfg, &["reload"]);
+    assert!(ok && out.contains("web/b2: the file's weight 1 -> 2 is shadowed by the runtime weight 3"), "{out}{err}");
+    let weight = |b: &str| d.status().unwrap().backend("web", b).map(|x| x.weight);
+    assert_eq!(weight("b2"), Some(3), "the runtime weight stays");
+
+    let (ok, out, err) = veerctl(&s.cfg, &["reset", "web", "b1"]);
+    assert!(ok && out.contains("web/b1 draining"), "{out}{err}");
+    assert_eq!(d.status().unwrap().backend("web", "b1").map(|b| b.state.as_str()), Some("up"));
+    assert_eq!(weight("b2"), Some(3), "a scoped reset leaves the others' changes");
+
+    let (ok, out, err) = veerctl(&s.cfg, &["reset"]);
+    assert!(ok && out.contains("web/b2 weight 3"), "{out}{err}");
+    assert_eq!(weight("b2"), Some(2), "the file runs as written");
+    let (ok, out, _) = veerctl(&s.cfg, &["diff"]);
+    assert!(ok && out.contains("matches"), "{out}");
+    let (ok, _, err) = veerctl(&s.cfg, &["reset", "nosuch"]);
+    assert!(!ok && err.contains("nosuch"), "{err}");
+}

@@ -52,18 +52,16 @@ pub fn generate(mut cmd: Command, what: &Generate) -> std::io::Result<()> {
             clap_complete::generate(*shell, &mut cmd, name, &mut std::io::stdout());
             Ok(())
         }
-        Generate::Man { dir } => {
-            match dir {
-                Some(d) => {
-                    std::fs::create_dir_all(d)?;
-                    clap_mangen::generate_to(cmd, d)
-                }
-                None => {
-                    let mut page = Vec::new();
-                    clap_mangen::Man::new(cmd).render(&mut page)?;
-                    std::io::stdout().write_all(&page)
-                }
+        Generate::Man { dir } => match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                clap_mangen::generate_to(cmd, d)
             }
-        }
+            None => {
+                let mut page = Vec::new();
+                clap_mangen::Man::new(cmd).render(&mut page)?;
+                std::io::stdout().write_all(&page)
+            }
+        },
     }
 }

@@ -27,6 +27,8 @@ pub struct Layout {
     pub unit_dir: PathBuf,
     /// Man pages gzipped, as Debian packages ship them.
     pub gzip_man: bool,
+    /// Symbols stripped too (Debian's rule), not only the debuginfo.
+    pub strip_symbols: bool,
 }
 
 impl Layout {
@@ -40,6 +42,7 @@ impl Layout {
             share,
             unit_dir: PathBuf::from("/etc/systemd/system"),
             gzip_man: false,
+            strip_symbols: false,
         }
     }
 
@@ -51,6 +54,7 @@ impl Layout {
             zsh: PathBuf::from("/usr/share/zsh/vendor-completions"),
             unit_dir: PathBuf::from("/lib/systemd/system"),
             gzip_man: true,
+            strip_symbols: true,
         }
     }
 
@@ -83,7 +87,7 @@ pub fn stage(layout: &Layout, built: &Path, dest: &Path) -> Result<Staged> {
     for name in PROGRAMS {
         let bin = layout.bindir.join(name);
         staged.copy_file(dest, &built.join(name), &bin, 0o755)?;
-        strip_debuginfo(&under(dest, &bin));
+        strip(&under(dest, &bin), layout.strip_symbols);
         let exe = under(dest, &bin);
         let completions = [
             ("bash", layout.share.join("bash-completion/completions").join(name)),
@@ -175,9 +179,12 @@ pub fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
 
 /// Drops the debuginfo the release profile keeps for profiling (about
 /// 50 MB down to a few) from an installed binary; symbols stay for
-/// backtraces. Without binutils' `strip` the binary is kept as built.
-fn strip_debuginfo(bin: &Path) {
-    match Command::new("strip").arg("--strip-debug").arg(bin).status() {
+/// backtraces unless `symbols`. Without binutils' `strip` the binary is
+/// kept as built.
+fn strip(bin: &Path, symbols: bool) {
+    let how = if symbols { "--strip-unneeded" } else { "--strip-debug" };
+    match Command::new("strip").arg(how).args(["--remove-section=.comment", "--remove-section=.note"]).arg(bin).status()
+    {
         Ok(s) if s.success() => {}
         Ok(s) => eprintln!("warning: strip {} failed ({s}); installed with debuginfo", bin.display()),
         Err(e) => eprintln!("warning: no strip ({e}); {} installed with debuginfo", bin.display()),
@@ -227,8 +234,9 @@ pub fn install(prefix: &Path, dest: &Path) -> Result<()> {
 pub fn uninstall(prefix: &Path, dest: &Path) -> Result<()> {
     let layout = Layout::source(prefix);
     let manifest = under(dest, &layout.manifest());
-    let list = std::fs::read_to_string(&manifest)
-        .with_context(|| format!("reading {} (was veer installed with this --prefix and --root?)", manifest.display()))?;
+    let list = std::fs::read_to_string(&manifest).with_context(|| {
+        format!("reading {} (was veer installed with this --prefix and --root?)", manifest.display())
+    })?;
     if dest == Path::new("/") && unit_active()? {
         bail!("veerd is running: `systemctl disable --now veerd` first (its XDP program stays attached until then)");
     }

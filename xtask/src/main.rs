@@ -169,6 +169,8 @@ fn task(task: Task) -> Result<()> {
             }
             // Integration tests run veerd and test backends as real processes.
             run(&mut cargo(&["build", "--workspace", "--bins"]))?;
+            // The package tests check the package of this build.
+            deb::deb(true, false)?;
             let mut a = vec!["test", "--workspace"];
             if !args.is_empty() {
                 a.push("--");

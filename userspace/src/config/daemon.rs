@@ -69,7 +69,8 @@ pub struct DaemonConfig {
     /// Address of the Prometheus endpoint (`GET /metrics`); off when unset.
     pub metrics: Option<std::net::SocketAddr>,
     /// Where runtime changes (drain, weight, added backends...) are kept so
-    /// they survive a daemon restart. Default `/run/veer/<name>.runtime.json`.
+    /// they survive a restart of veerd or of the host. Default
+    /// `/var/lib/veer/<name>.runtime.json` (the unit's state directory).
     pub state_file: Option<PathBuf>,
 }
 
@@ -128,7 +129,7 @@ impl DaemonConfig {
 
     /// The runtime-state file.
     pub fn state_path(&self) -> PathBuf {
-        self.state_file.clone().unwrap_or_else(|| PathBuf::from(format!("/run/veer/{}.runtime.json", self.name)))
+        self.state_file.clone().unwrap_or_else(|| PathBuf::from(format!("/var/lib/veer/{}.runtime.json", self.name)))
     }
 }
 

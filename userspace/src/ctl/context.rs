@@ -51,7 +51,9 @@ impl Ctx {
     pub fn load(config_path: PathBuf, socket: Option<PathBuf>, json: bool) -> Result<Self> {
         let (file, config_error) = match config::load(&config_path) {
             Ok(f) => (f, None),
-            Err(e) => (Config { daemon: daemon_lines(&config_path), services: Vec::new(), fleet: None }, Some(e.to_string())),
+            Err(e) => {
+                (Config { daemon: daemon_lines(&config_path), services: Vec::new(), fleet: None }, Some(e.to_string()))
+            }
         };
         let socket = socket.unwrap_or_else(|| file.daemon.socket_path());
         let mut overrides = Overrides::load(&file.daemon.state_path(), &file).unwrap_or_default();
@@ -88,7 +90,7 @@ impl Ctx {
     pub fn call(&self, req: Request) -> Result<Response> {
         let sock = &self.socket;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), wire::call(&sock, &req)).await });
+        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), wire::call(sock, &req)).await });
         match r {
             Err(_) => anyhow::bail!("veerd did not answer within 30 s on {}", sock.display()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => anyhow::bail!(

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use veer_abi::{BackendState, ServiceKey};
 
 use super::{
@@ -216,6 +216,7 @@ impl Daemon {
             let e = "[daemon] settings changed: restart veerd to apply them (nothing was changed)".to_string();
             return refused(self, e, "reload rejected");
         }
+        let shadowed = self.desired.overrides.shadowed(&self.desired.file, &new);
         match self.apply(new, None) {
             Err(e @ ApplyError::Refused(_)) => {
                 refused(self, e.to_string(), "reload rejected; the running config stays")
@@ -227,7 +228,12 @@ impl Daemon {
                     Ok(()) => {
                         let n = self.services.len();
                         info!(services = n, "config reloaded");
-                        Ok(format!("reloaded: {n} services"))
+                        let mut msg = format!("reloaded: {n} services");
+                        for line in &shadowed {
+                            warn!("runtime change wins over the file: {line}");
+                            msg += &format!("\nruntime change wins: {line}");
+                        }
+                        Ok(msg)
                     }
                     Err(e) => {
                         error!(error = %e, "config reloaded, but the dataplane write failed");
@@ -254,7 +260,9 @@ impl Daemon {
             .map(|s| (service_key(s.get_ref().vip, s.get_ref().port, s.get_ref().protocol), s.get_ref()))
             .collect();
         self.plan(&wanted, &Adoption::default(), std::time::Instant::now()).map_err(|e| refused(&e))?;
-        let lines = config::diff::changes(&self.desired.overrides.clone().apply(&self.desired.file), &next);
+        let mut lines = config::diff::changes(&self.desired.overrides.clone().apply(&self.desired.file), &next);
+        let shadowed = self.desired.overrides.shadowed(&self.desired.file, &new);
+        lines.extend(shadowed.iter().map(|l| format!("runtime change wins: {l}")));
         Ok(if lines.is_empty() { "nothing to change".to_string() } else { lines.join("\n") })
     }
 
@@ -313,6 +321,21 @@ impl Daemon {
         self.services.find(service, backend)?;
         self.apply_overrides(|o| commands::remove_backend(o, service, backend))?;
         Ok(format!("{service}/{backend}: removed"))
+    }
+
+    /// `reset`: the runtime changes in scope go, and the file runs as written.
+    pub(super) fn reset(&mut self, service: Option<&str>, backend: Option<&str>) -> Result<String, CommandError> {
+        let scope = commands::ResetScope::new(service, backend)?;
+        if let Some(s) = scope.service() {
+            self.services.named(s)?;
+        }
+        let mut dropped = Vec::new();
+        self.apply_overrides(|o| dropped = commands::reset(o, &scope))?;
+        self.publisher.resolve_nexthops(&mut self.services);
+        Ok(match dropped.is_empty() {
+            true => format!("{scope}: no runtime changes"),
+            false => format!("{scope}: dropped {}", dropped.join(", ")),
+        })
     }
 
     /// `veerctl node drain|undrain`: kept in the runtime state.

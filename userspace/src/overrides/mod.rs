@@ -148,6 +148,34 @@ impl Overrides {
         (!notes.is_empty()).then(|| notes.join(", "))
     }
 
+    /// What changed from `old` to `new` in the file but does not run,
+    /// because a runtime change wins over the file: a new weight under a
+    /// runtime weight, any change to (or the return of) a backend removed
+    /// at runtime. One line each, naming the `veerctl reset` that applies it.
+    pub fn shadowed(&self, old: &Config, new: &Config) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut say = |k: &str, what: String| {
+            let (s, b) = k.split_once('/').unwrap_or((k, ""));
+            out.push(format!("{k}: {what}; `veerctl reset {s} {b}` applies the file"));
+        };
+        for (k, w) in &self.weight {
+            let (s, b) = k.split_once('/').unwrap_or((k, ""));
+            let (was, is) = (old.backend(s, b).map(|x| x.weight), new.backend(s, b).map(|x| x.weight));
+            if let (Some(was), Some(is)) = (was, is) {
+                if was != is {
+                    say(k, format!("the file's weight {was} -> {is} is shadowed by the runtime weight {w}"));
+                }
+            }
+        }
+        for k in &self.removed {
+            let (s, b) = k.split_once('/').unwrap_or((k, ""));
+            if new.backend(s, b).is_some() && old.backend(s, b) != new.backend(s, b) {
+                say(k, "changed in the file, but removed at runtime".into());
+            }
+        }
+        out
+    }
+
     /// Whether nothing is overridden.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()

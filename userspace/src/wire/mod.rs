@@ -38,7 +38,8 @@ pub enum Request {
         /// Backend name.
         backend: String,
     },
-    /// Undo drain or disable.
+    /// Undo drain or disable (`undrain` says the same).
+    #[command(visible_alias = "undrain")]
     Enable {
         /// Service name.
         service: String,
@@ -89,6 +90,17 @@ pub enum Request {
         service: String,
         /// Backend name.
         backend: String,
+    },
+    /// Drop runtime changes (drains, disables, weights, added and removed
+    /// backends): all of them, one service's, or one backend's. The file
+    /// then runs as written. A fleet node's drain stays (`node undrain`).
+    Reset {
+        /// Only this service's changes.
+        #[serde(default)]
+        service: Option<String>,
+        /// Only this backend's (of SERVICE).
+        #[serde(default)]
+        backend: Option<String>,
     },
     /// Re-read the config file (a bad one changes nothing).
     // After the backend commands: the order `veerctl --help` lists them in.
@@ -141,6 +153,7 @@ impl Request {
             Self::Weight { .. } => "weight",
             Self::AddBackend { .. } => "add-backend",
             Self::RemoveBackend { .. } => "remove-backend",
+            Self::Reset { .. } => "reset",
             Self::Reload { .. } => "reload",
             Self::Metrics => "metrics",
             Self::NodeDrain => "node-drain",

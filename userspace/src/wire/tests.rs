@@ -20,6 +20,7 @@ fn names_are_the_wire_tags_and_only_reads_are_read_only() {
             backup: false,
         },
         Request::RemoveBackend { service: s.clone(), backend: b.clone() },
+        Request::Reset { service: Some(s.clone()), backend: None },
         Request::Reload { dry_run: false },
         Request::Reload { dry_run: true },
         Request::Metrics,

@@ -1,5 +1,5 @@
 //! Operator commands from the API (drain, enable, disable, weight, add and
-//! remove backends): their checks, and what each does to the runtime
+//! remove backends, reset): their checks, and what each does to the runtime
 //! overrides. Each either applies whole or changes nothing; the daemon
 //! applies the overrides.
 
@@ -144,4 +144,106 @@ pub fn remove_backend(o: &mut Overrides, service: &str, backend: &str) {
     }
     o.admin.remove(&overrides::key(service, backend));
     o.weight.remove(&overrides::key(service, backend));
+}
+
+/// What `reset` drops: everything, one service's changes, or one backend's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResetScope {
+    service: Option<String>,
+    backend: Option<String>,
+}
+
+impl ResetScope {
+    /// A backend needs its service.
+    pub fn new(service: Option<&str>, backend: Option<&str>) -> Result<Self, CommandError> {
+        if backend.is_some() && service.is_none() {
+            return Err(CommandError::Conflict("reset: a backend needs its service (reset SERVICE BACKEND)".into()));
+        }
+        Ok(Self { service: service.map(String::from), backend: backend.map(String::from) })
+    }
+
+    /// The service it is limited to.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// Whether the override keyed `service/backend` is in scope.
+    fn holds(&self, key: &str) -> bool {
+        let (s, b) = key.split_once('/').unwrap_or((key, ""));
+        self.service.as_deref().is_none_or(|x| x == s) && self.backend.as_deref().is_none_or(|x| x == b)
+    }
+}
+
+impl std::fmt::Display for ResetScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.service, &self.backend) {
+            (None, _) => f.write_str("reset"),
+            (Some(s), None) => write!(f, "reset {s}"),
+            (Some(s), Some(b)) => write!(f, "reset {s}/{b}"),
+        }
+    }
+}
+
+/// Drops the runtime changes `scope` holds (never the node's drain) and
+/// says which went, as `service/backend what`.
+pub fn reset(o: &mut Overrides, scope: &ResetScope) -> Vec<String> {
+    let mut dropped = Vec::new();
+    // Whether to keep the entry `key`: one in scope is noted and goes.
+    let mut keep = |key: &str, what: String| {
+        let drop = scope.holds(key);
+        if drop {
+            dropped.push(format!("{key} {what}"));
+        }
+        !drop
+    };
+    o.admin.retain(|k, a| keep(k, a.name().into()));
+    o.weight.retain(|k, w| keep(k, format!("weight {w}")));
+    o.removed.retain(|k| keep(k, "removal".into()));
+    for (service, added) in &mut o.added {
+        added.retain(|b| keep(&overrides::key(service, &b.name), "added".into()));
+    }
+    o.added.retain(|_, v| !v.is_empty());
+    dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes() -> Overrides {
+        let mut o = Overrides::default();
+        set_admin(&mut o, "web", "b1", Admin::Draining);
+        set_admin(&mut o, "dns", "b1", Admin::Disabled);
+        o.weight.insert(overrides::key("web", "b2"), 5);
+        o.removed.insert(overrides::key("web", "b3"));
+        let added = AddedBackend {
+            name: "b9".into(),
+            address: "10.0.0.9".parse().unwrap(),
+            weight: 1,
+            backup: false,
+            mac: None,
+        };
+        add_backend(&mut o, "web", added);
+        o.node_drained = true;
+        o
+    }
+
+    #[test]
+    fn reset_drops_exactly_its_scope_and_never_the_node_drain() {
+        let mut o = changes();
+        let one = reset(&mut o, &ResetScope::new(Some("web"), Some("b1")).unwrap());
+        assert_eq!(one, ["web/b1 draining"]);
+        assert!(o.admin.contains_key("dns/b1") && o.weight.contains_key("web/b2"));
+
+        let mut o = changes();
+        let web = reset(&mut o, &ResetScope::new(Some("web"), None).unwrap());
+        assert_eq!(web, ["web/b1 draining", "web/b2 weight 5", "web/b3 removal", "web/b9 added"]);
+        assert_eq!(o.admin.keys().collect::<Vec<_>>(), ["dns/b1"]);
+        assert!(o.added.is_empty() && o.removed.is_empty());
+
+        let mut o = changes();
+        assert_eq!(reset(&mut o, &ResetScope::new(None, None).unwrap()).len(), 5);
+        assert_eq!(o, Overrides { node_drained: true, ..Overrides::default() });
+        assert!(ResetScope::new(None, Some("b1")).is_err(), "a backend needs its service");
+    }
 }
