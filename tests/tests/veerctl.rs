@@ -858,3 +858,30 @@ fn runtime_changes_win_over_a_reload_until_reset_drops_them() {
     let (ok, _, err) = veerctl(&s.cfg, &["reset", "nosuch"]);
     assert!(!ok && err.contains("nosuch"), "{err}");
 }
+
+/// A reload applies the SYN-cookie settings at once (the dataplane runs
+/// the new threshold); a key only a restart applies is refused by name,
+/// and the dry run says which is which.
+#[test]
+fn a_reload_applies_syn_cookie_settings_and_names_what_needs_a_restart() {
+    let s = Deployment::new("cilive", 2);
+    let nat = |daemon_extra: &str| {
+        s.config_with(65537, &[1, 1], daemon_extra, "", |_| String::new())
+            .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"")
+    };
+    s.write(&nat(""));
+    let d = s.start();
+    up(&d, &["b1", "b2"]);
+    assert_eq!(s.pins().nat_config().unwrap().syn_cookie_threshold, 1000, "the default runs");
+
+    s.write(&nat("syn_cookie_threshold = 20000"));
+    let (ok, out, err) = veerctl(&s.cfg, &["reload", "--dry-run"]);
+    assert!(ok && out.contains("[daemon] syn_cookie_threshold 1000 -> 20000: applied at once"), "{out}{err}");
+    let (ok, out, err) = veerctl(&s.cfg, &["reload"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(s.pins().nat_config().unwrap().syn_cookie_threshold, 20000, "the reload reached the dataplane");
+
+    s.write(&nat("syn_cookie_threshold = 20000").replace("conn_table_size = 65536", "conn_table_size = 4096"));
+    let (ok, _, err) = veerctl(&s.cfg, &["reload"]);
+    assert!(!ok && err.contains("restart veerd to apply [daemon] conn_table_size 65536 -> 4096"), "{err}");
+}

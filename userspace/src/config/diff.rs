@@ -1,18 +1,64 @@
 //! What a new config changes against the running one, in words: the plan
 //! `veerctl reload --dry-run` prints.
 
-use super::{BackendConfig, Config, ServiceConfig};
+use super::{BackendConfig, Config, DaemonConfig, ServiceConfig};
+
+/// How `[daemon]` and `[fleet]` changed, key by key (`[daemon]
+/// conn_table_size 65536 -> 4096`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SettingsChanges {
+    /// Changes a reload applies: the SYN-cookie settings.
+    pub live: Vec<String>,
+    /// Changes only a restart of veerd applies (a reload refuses them).
+    pub restart: Vec<String>,
+}
+
+/// The `[daemon]` and `[fleet]` keys that differ from `old` to `new`.
+pub fn settings_changes(old: &Config, new: &Config) -> SettingsChanges {
+    let mut c = SettingsChanges::default();
+    let (o, n) = (&old.daemon, &new.daemon);
+    macro_rules! keys {
+        ($list:ident: $($key:ident),*) => {
+            $(if o.$key != n.$key {
+                c.$list.push(format!("[daemon] {} {:?} -> {:?}", stringify!($key), o.$key, n.$key));
+            })*
+        };
+    }
+    // Every field named once: a new one that is not sorted here does not build.
+    #[rustfmt::skip]
+    let DaemonConfig {
+        name: _, bpffs: _, interfaces: _, attach_mode: _, api_socket: _, conn_table_size: _,
+        new_flow_table_size: _, max_services: _, max_backends: _, nat_table_size: _, snat_ports: _,
+        syn_cookies: _, syn_cookie_threshold: _, syn_cookie_half_open: _, api_group: _,
+        api_admin_group: _, hook_user: _, hook_group: _, metrics: _, state_file: _,
+    } = o;
+    keys!(live: syn_cookies, syn_cookie_threshold, syn_cookie_half_open);
+    keys!(restart: name, bpffs, interfaces, attach_mode, api_socket, conn_table_size, new_flow_table_size,
+        max_services, max_backends, nat_table_size, snat_ports, api_group, api_admin_group, hook_user,
+        hook_group, metrics, state_file);
+    match (&old.fleet, &new.fleet) {
+        (None, Some(_)) => c.restart.push("[fleet] added".into()),
+        (Some(_), None) => c.restart.push("[fleet] removed".into()),
+        (Some(f), Some(g)) => {
+            let super::FleetConfig { announce_table: _, etcd: _ } = f;
+            if f.announce_table != g.announce_table {
+                c.restart.push(format!("[fleet] announce_table {:?} -> {:?}", f.announce_table, g.announce_table));
+            }
+            if f.etcd != g.etcd {
+                c.restart.push("[fleet.etcd] changed".into());
+            }
+        }
+        (None, None) => {}
+    }
+    c
+}
 
 /// The changes from `old` to `new` (both with the runtime changes applied),
 /// one line each, services and backends by name; empty if none.
 pub fn changes(old: &Config, new: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    if old.daemon != new.daemon {
-        out.push("[daemon] changed: needs a restart of veerd (a reload refuses it)".to_string());
-    }
-    if old.fleet != new.fleet {
-        out.push("[fleet] changed: needs a restart of veerd".to_string());
-    }
+    let settings = settings_changes(old, new);
+    let mut out: Vec<String> = settings.restart.iter().map(|k| format!("{k}: needs a restart of veerd")).collect();
+    out.extend(settings.live.iter().map(|k| format!("{k}: applied at once")));
     let find = |c: &'_ Config, name: &str| c.services.iter().map(|s| s.get_ref()).find(|s| s.name == name).cloned();
     for s in old.services.iter().map(|s| s.get_ref()) {
         if find(new, &s.name).is_none() {
@@ -144,7 +190,7 @@ mod tests {
         let new = format!("{}\n[[service]]\nname = \"dns\"\nvip = \"10.0.0.2\"\nport = 53\nprotocol = \"udp\"\n\n[service.health]\nkind = \"udp\"\npayload = \"x\"\n\n[[service.backend]]\nname = \"d1\"\naddress = \"10.0.0.21\"\n", base())
             .replace("interfaces = [\"eth0\"]", "interfaces = [\"eth1\"]");
         let p = plan(&new);
-        assert_eq!(p[0], "[daemon] changed: needs a restart of veerd (a reload refuses it)");
+        assert_eq!(p[0], "[daemon] interfaces [\"eth0\"] -> [\"eth1\"]: needs a restart of veerd");
         assert_eq!(p[1], "service dns: added (10.0.0.2:53/udp, 1 backends)");
         let gone = plan(&base().replace("name = \"web\"", "name = \"www\""));
         assert!(gone.contains(&"service web: removed (2 backends; its flows end)".to_string()), "{gone:?}");

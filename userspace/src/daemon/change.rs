@@ -212,8 +212,9 @@ impl Daemon {
                 return refused(self, e.to_string(), "reload rejected: the config is invalid; the running config stays")
             }
         };
-        if new.daemon != self.desired.file.daemon {
-            let e = "[daemon] settings changed: restart veerd to apply them (nothing was changed)".to_string();
+        let restart = config::diff::settings_changes(&self.desired.file, &new).restart;
+        if !restart.is_empty() {
+            let e = format!("restart veerd to apply {} (nothing was changed)", restart.join(", "));
             return refused(self, e, "reload rejected");
         }
         let shadowed = self.desired.overrides.shadowed(&self.desired.file, &new);
@@ -249,8 +250,9 @@ impl Daemon {
     pub fn reload_plan(&self) -> Result<String, String> {
         let refused = |e: &dyn std::fmt::Display| format!("the reload would be refused: {e}");
         let new = config::load(&self.desired.path).map_err(|e| refused(&e))?;
-        if new.daemon != self.desired.file.daemon {
-            return Err(refused(&"[daemon] settings changed: restart veerd to apply them"));
+        let restart = config::diff::settings_changes(&self.desired.file, &new).restart;
+        if !restart.is_empty() {
+            return Err(refused(&format!("restart veerd to apply {}", restart.join(", "))));
         }
         self.desired.overrides.check_added(&new).map_err(|e| refused(&e))?;
         let next = self.desired.overrides.clone().apply(&new);

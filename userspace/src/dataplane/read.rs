@@ -48,6 +48,13 @@ pub trait MapReader {
         m.get(&id, 0).map_err(DataplaneError::map(names::PERSISTENCE, format!("reading service {id}")))
     }
 
+    /// NAT's settings as the dataplane runs them: the SNAT port range (0
+    /// while no service uses NAT) and the SYN-cookie settings.
+    fn nat_config(&self) -> Result<veer_abi::NatConfig> {
+        let m: Array<&MapData, veer_abi::NatConfig> = typed!(self, Array, names::NAT_CONFIG);
+        m.get(&0, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "reading"))
+    }
+
     /// Backend `id`'s established flows as the dataplane counts them (see
     /// [`veer_abi::ActiveFlows`]).
     fn active_flows(&self, id: u32) -> Result<u64> {
