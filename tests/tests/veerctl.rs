@@ -69,7 +69,7 @@ fn inspection_reads_the_pins_with_or_without_veerd_and_json_parses() {
     }
 
     // `which` names the backend each real connection is on, from the table.
-    let flows = veerctl_json(c, &["flows", "--service", "web"]);
+    let flows = veerctl_json(c, &["flows", "web"]);
     assert!(flows.as_array().unwrap().len() >= 12);
     let f = &flows[0];
     let (client, vip, backend) =
@@ -557,7 +557,7 @@ fn a_read_only_caller_holding_every_connection_it_can_does_not_lock_an_admin_out
 
 /// The changes `veerctl events --json` lists for `backend`, as "from -> to".
 fn changes(c: &std::path::Path, backend: &str) -> Vec<(String, Value)> {
-    let log = veerctl_json(c, &["events", "--backend", backend]);
+    let log = veerctl_json(c, &["events", "web", backend]);
     log["events"]
         .as_array()
         .unwrap_or_else(|| panic!("no events array: {log}"))

@@ -28,6 +28,32 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// `[SERVICE [BACKEND]]`, as every command names a service and a backend
+/// (`--service` and `--backend` still work).
+#[derive(clap::Args)]
+struct Scope {
+    /// Only this service.
+    #[arg(conflicts_with = "service_flag")]
+    service: Option<String>,
+    /// Only this backend (of SERVICE).
+    #[arg(conflicts_with = "backend_flag")]
+    backend: Option<String>,
+    #[arg(long = "service", hide = true)]
+    service_flag: Option<String>,
+    #[arg(long = "backend", hide = true)]
+    backend_flag: Option<String>,
+}
+
+impl Scope {
+    fn service(&self) -> Option<&str> {
+        self.service.as_deref().or(self.service_flag.as_deref())
+    }
+
+    fn backend(&self) -> Option<&str> {
+        self.backend.as_deref().or(self.backend_flag.as_deref())
+    }
+}
+
 fn dur(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -64,24 +90,16 @@ enum Cmd {
     /// Backends' state changes (veerd keeps the last 32 of each): when,
     /// from what to what, and why (the failing probe's error included).
     Events {
-        /// Only this service.
-        #[arg(long)]
-        service: Option<String>,
-        /// Only this backend.
-        #[arg(long)]
-        backend: Option<String>,
+        #[command(flatten)]
+        of: Scope,
         /// Keep printing new changes as they come (JSON: one per line).
         #[arg(long, short)]
         follow: bool,
     },
     /// The connection table.
     Flows {
-        /// Only this service.
-        #[arg(long)]
-        service: Option<String>,
-        /// Only this backend.
-        #[arg(long)]
-        backend: Option<String>,
+        #[command(flatten)]
+        of: Scope,
         /// Include closing and idle entries.
         #[arg(long)]
         all: bool,
@@ -266,15 +284,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Status => inspect::status(&ctx),
         Cmd::Services => inspect::services(&ctx),
         Cmd::Backends { service } => inspect::backends(&ctx, service.as_deref()),
-        Cmd::Flows { service, backend, all, limit } => {
-            inspect::flows(&ctx, service.as_deref(), backend.as_deref(), all, limit)
-        }
+        Cmd::Flows { of, all, limit } => inspect::flows(&ctx, of.service(), of.backend(), all, limit),
         Cmd::Ring { service } => inspect::ring(&ctx, &service),
         Cmd::Node { cmd: NodeCmd::Drain } => control::simple(&ctx, Request::NodeDrain),
         Cmd::Node { cmd: NodeCmd::Undrain } => control::simple(&ctx, Request::NodeUndrain),
-        Cmd::Events { service, backend, follow } => {
-            veer::ctl::events::events(&ctx, service.as_deref(), backend.as_deref(), follow)
-        }
+        Cmd::Events { of, follow } => veer::ctl::events::events(&ctx, of.service(), of.backend(), follow),
         Cmd::Which { proto, src, dst } => {
             inspect::which(&ctx, proto, inspect::parse_endpoint(&src)?, inspect::parse_endpoint(&dst)?)
         }

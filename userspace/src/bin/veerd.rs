@@ -16,6 +16,9 @@ struct Cli {
     /// Log format on stderr: `text`, or `json` lines for log shippers.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The instance's config file (TOML).
+    #[arg(short, long, global = true, default_value = "/etc/veer/veer.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -24,9 +27,6 @@ struct Cli {
 enum Cmd {
     /// Run the daemon.
     Run {
-        /// Config file (TOML).
-        #[arg(short, long)]
-        config: PathBuf,
         /// Network namespace to run in (a name under /run/netns). veerd enters
         /// it itself, so it keeps the host's bpffs (unlike `ip netns exec`).
         #[arg(long)]
@@ -36,10 +36,11 @@ enum Cmd {
         #[arg(long)]
         reset_runtime: bool,
     },
-    /// Validate a config file without running anything.
+    /// Validate the config file without running anything (`--config`).
     Check {
-        /// Config file (TOML).
-        config: PathBuf,
+        /// The file, as `--config` gives it (kept for `veerd check FILE`).
+        #[arg(hide = true)]
+        file: Option<PathBuf>,
     },
     /// Shell completions or the man page (for packaging).
     #[command(subcommand)]
@@ -47,9 +48,6 @@ enum Cmd {
     /// Remove everything an instance installed: detach the XDP program, unpin
     /// its maps (all flows are dropped), remove the API socket.
     Uninstall {
-        /// Config file of the instance.
-        #[arg(short, long)]
-        config: PathBuf,
         /// Uninstall even while veerd runs for this instance.
         #[arg(long)]
         force: bool,
@@ -80,9 +78,10 @@ fn main() -> ExitCode {
     init_logs(cli.log_format);
     let r = match cli.cmd {
         Cmd::Generate(what) => generate(Cli::command(), &what).map_err(anyhow::Error::from),
-        Cmd::Check { config: path } => match config::load_for_veerd(&path) {
+        Cmd::Check { file } => match config::load_for_veerd(file.as_ref().unwrap_or(&cli.config)) {
             Ok(c) => {
                 let backends: usize = c.services.iter().map(|s| s.get_ref().backends.len()).sum();
+                let path = file.as_ref().unwrap_or(&cli.config);
                 println!("{}: ok ({} services, {backends} backends)", path.display(), c.services.len());
                 Ok(())
             }
@@ -91,8 +90,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        Cmd::Uninstall { config: path, force } => (|| {
-            let c = config::load(&path)?;
+        Cmd::Uninstall { force } => (|| {
+            let c = config::load(&cli.config)?;
             let removed = daemon::uninstall(&c, force)?;
             if removed.is_empty() {
                 println!("nothing installed for instance {:?}", c.daemon.name);
@@ -102,7 +101,8 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
-        Cmd::Run { config: path, netns, reset_runtime } => (|| {
+        Cmd::Run { netns, reset_runtime } => (|| {
+            let path = cli.config;
             let cfg = config::load_for_veerd(&path)?;
             raise_open_file_limit();
             // Before any thread exists: every runtime thread inherits the namespace.
