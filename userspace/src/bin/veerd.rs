@@ -78,18 +78,25 @@ fn main() -> ExitCode {
     init_logs(cli.log_format);
     let r = match cli.cmd {
         Cmd::Generate(what) => generate(Cli::command(), &what).map_err(anyhow::Error::from),
-        Cmd::Check { file } => match config::load_for_veerd(file.as_ref().unwrap_or(&cli.config)) {
-            Ok(c) => {
-                let backends: usize = c.services.iter().map(|s| s.get_ref().backends.len()).sum();
-                let path = file.as_ref().unwrap_or(&cli.config);
-                println!("{}: ok ({} services, {backends} backends)", path.display(), c.services.len());
-                Ok(())
+        Cmd::Check { file } => {
+            let path = file.as_ref().unwrap_or(&cli.config);
+            match config::check(path) {
+                Ok(c) => {
+                    let backends: usize = c.services.iter().map(|s| s.get_ref().backends.len()).sum();
+                    println!("{}: ok ({} services, {backends} backends)", path.display(), c.services.len());
+                    Ok(())
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{e}");
+                    }
+                    if errors.len() > 1 {
+                        eprintln!("{}: {} problems", path.display(), errors.len());
+                    }
+                    return ExitCode::FAILURE;
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        },
+        }
         Cmd::Uninstall { force } => (|| {
             let c = config::load(&cli.config)?;
             let removed = daemon::uninstall(&c, force)?;

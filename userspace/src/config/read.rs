@@ -23,6 +23,24 @@ pub fn load_for_veerd(path: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// What `veerd check` reports: the config, or every problem found in it,
+/// in file order (a TOML or type error stops the reading, so it comes
+/// alone; the rules and the files the config names are all checked).
+pub fn check(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let src = std::fs::read_to_string(path).map_err(|e| vec![ConfigError::io(path, e)])?;
+    let cfg: Config = toml::from_str(&src).map_err(|e| vec![ConfigError::syntax(path, &src, &e)])?;
+    let mut errors = validate::validate_all(&cfg, &src, path);
+    if errors.is_empty() {
+        errors = validate::validate_files(&cfg, &src, path);
+    }
+    errors.sort_by_key(|e| e.line);
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Parses and validates config text; `path` is only used in messages.
 pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     let cfg: Config = toml::from_str(src).map_err(|e| ConfigError::syntax(path, src, &e))?;

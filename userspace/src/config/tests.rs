@@ -60,7 +60,7 @@ fn base_parses_with_defaults() {
 fn unknown_field_is_rejected_with_its_line() {
     let e = err(&BASE.replace("port = 80", "port = 80\nschedular = \"maglev\""));
     assert_eq!(e.line, Some(9), "{e}");
-    assert!(e.message.contains("unknown field `schedular`"), "{e}");
+    assert!(e.message.contains("unknown key `schedular`"), "{e}");
     assert!(e.to_string().starts_with("t.toml:9: "), "{e}");
 }
 
@@ -238,7 +238,9 @@ fn cert_and_key_user_and_password_file_come_in_pairs() {
     let all = "cert = \"/c\"\nkey = \"/k\"\nuser = \"lb1\"\npassword_file = \"/p\"\nserver_name = \"etcd.example\"";
     assert!(check_etcd(&format!("{https}{all}")).is_ok());
     // The password never goes inline.
-    assert!(etcd_refused(&format!("{https}user = \"lb1\"\npassword = \"x\"")).message.contains("unknown field"));
+    assert!(etcd_refused(&format!("{https}user = \"lb1\"\npassword = \"x\""))
+        .message
+        .contains("unknown key `password`"));
 }
 
 /// A scratch directory with a CA, a client certificate and its key.
@@ -326,7 +328,7 @@ fn syn_cookies_default_to_auto_and_take_the_three_modes() {
         assert_eq!(parse(&src, Path::new("t.toml")).unwrap().daemon.syn_cookies, mode);
     }
     let e = err(&BASE.replace("[daemon]\n", "[daemon]\nsyn_cookies = \"sometimes\"\n"));
-    assert!(e.to_string().contains(":3:") && e.to_string().contains("`always`"), "{e}");
+    assert!(e.to_string().contains(":3:") && e.to_string().contains("always"), "{e}");
 }
 
 #[test]

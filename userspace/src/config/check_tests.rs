@@ -1,0 +1,40 @@
+//! `veerd check`'s report: every problem at once, in plain words.
+
+use std::path::Path;
+
+use super::{check, parse, tests::BASE, ConfigError};
+
+fn one(src: &str) -> String {
+    parse(src, Path::new("t.toml")).expect_err("config must be rejected").to_string()
+}
+
+#[test]
+fn toml_and_type_errors_name_the_key_and_guess_a_misspelling() {
+    let typo = BASE.replace("port = 80", "prot = 80");
+    assert_eq!(one(&typo), "t.toml:8: service.prot: unknown key `prot`: did you mean `port`?");
+    let typed = BASE.replace("port = 80", "port = \"eighty\"");
+    assert_eq!(one(&typed), "t.toml:8: service.port: expected u16, found string \"eighty\"");
+    let value = BASE.replace("[daemon]", "[daemon]\nsyn_cookies = \"sometimes\"");
+    assert_eq!(one(&value), "t.toml:3: daemon.syn_cookies: unknown value `sometimes` (one of: off, auto, always)");
+    let syntax = BASE.replace("port = 80", "port = 80 x");
+    assert!(one(&syntax).starts_with("t.toml:8: service.port: not valid TOML here:"), "{}", one(&syntax));
+}
+
+#[test]
+fn check_reports_every_rule_broken_in_file_order() {
+    let dir = std::env::temp_dir().join(format!("veer-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("veer.toml");
+    let broken = BASE
+        .replace("name = \"web\"", "name = \"web\"\nmin_healthy = 3")
+        .replace("timeout = \"50ms\"", "timeout = \"500ms\"")
+        .replace("name = \"b1\"", "name = \"b 1\"");
+    std::fs::write(&path, &broken).unwrap();
+    let errors: Vec<ConfigError> = check(&path).expect_err("three rules are broken");
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["service[web].min_healthy", "service[web].health.timeout", "service[web].backend[b 1].name"]);
+    assert!(errors.windows(2).all(|w| w[0].line < w[1].line), "in file order: {errors:?}");
+    std::fs::write(&path, BASE).unwrap();
+    assert!(check(&path).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
