@@ -885,3 +885,47 @@ fn a_reload_applies_syn_cookie_settings_and_names_what_needs_a_restart() {
     let (ok, _, err) = veerctl(&s.cfg, &["reload"]);
     assert!(!ok && err.contains("restart veerd to apply [daemon] conn_table_size 65536 -> 4096"), "{err}");
 }
+
+/// `veerctl health` fixes a backend's health as HAProxy's `disable health`
+/// and `set server health` do: forced down, it gets no new flows; forced
+/// up, its checks stop (a dead server stays up, with no probe sent); back
+/// on auto, its checks find the truth.
+#[test]
+fn forced_health_stops_checks_until_auto() {
+    let s = Deployment::new("ciforce", 2);
+    s.write(&s.config(65537, &[1, 1], |_| String::new()));
+    let d = s.start();
+    up(&d, &["b1", "b2"]);
+    let state = |b: &str| d.status().unwrap().backend("web", b).map(|x| (x.state.clone(), x.runtime.clone()));
+
+    let (ok, _, err) = veerctl(&s.cfg, &["health", "web", "b1", "down"]);
+    assert!(ok, "{err}");
+    let (st, note) = state("b1").unwrap();
+    assert_eq!(st, "down");
+    assert!(note.unwrap_or_default().contains("health forced down"), "the runtime note says so");
+    let names = names_of_new_connections(&s, 20);
+    assert!(names.iter().all(|n| n == "b2"), "no new flow reaches a backend forced down: {names:?}");
+
+    let (ok, _, err) = veerctl(&s.cfg, &["health", "web", "b2", "up"]);
+    assert!(ok, "{err}");
+    let probes_of_b2 = || {
+        let text = d.api(veer::wire::Request::Metrics).unwrap().result.unwrap().as_str().unwrap().to_string();
+        text.lines()
+            .find(|l| l.starts_with("veer_health_check_duration_seconds_count") && l.contains("backend=\"b2\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = probes_of_b2();
+    assert!(before > 0, "b2 was probed while its checks ran");
+    s.backends[1].kill().unwrap();
+    veerctl(&s.cfg, &["health", "web", "b1", "auto"]);
+    d.wait_checks(30).unwrap();
+    assert_eq!(state("b2").unwrap().0, "up", "forced up: its dead server is not checked");
+    assert!(probes_of_b2() <= before + 1, "no probe goes to a backend whose checks are off");
+    up(&d, &["b1"]);
+
+    let (ok, _, err) = veerctl(&s.cfg, &["health", "web", "b2", "auto"]);
+    assert!(ok, "{err}");
+    wait_until(EVENT_WAIT, "b2 down once checked again", || state("b2").unwrap().0 == "down")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+}

@@ -138,3 +138,46 @@ fn md5sums(tree: &Path, staged: &Staged) -> Result<String> {
     }
     Ok(String::from_utf8(out.stdout)?)
 }
+
+/// Installs `deb` with apt in a minimal Debian 12 root, as on a fresh load
+/// balancer, and checks what an operator relies on; then purges it.
+pub fn check_in_debian(deb: &Path) -> Result<()> {
+    let root_dir = root().join("target/deb/bookworm");
+    if !root_dir.join("usr/bin/apt-get").exists() {
+        let _ = std::fs::remove_dir_all(&root_dir);
+        if Command::new("debootstrap").arg("--version").output().is_err() {
+            run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", "debootstrap"]))?;
+        }
+        run(Command::new("debootstrap")
+            .args(["--variant=minbase", "bookworm"])
+            .arg(&root_dir)
+            .arg("http://deb.debian.org/debian"))?;
+    }
+    let inside = root_dir.join("tmp/veer.deb");
+    std::fs::copy(deb, &inside).with_context(|| format!("copying the package into {}", root_dir.display()))?;
+    let chroot = |args: &[&str]| {
+        let mut c = Command::new("chroot");
+        c.arg(&root_dir).args(["env", "DEBIAN_FRONTEND=noninteractive"]).args(args);
+        c
+    };
+    let _ = run(&mut chroot(&["apt-get", "purge", "-y", "-q", "veer"]));
+    run(&mut chroot(&["apt-get", "install", "-y", "-q", "/tmp/veer.deb"]))?;
+    run(&mut chroot(&["veerd", "check"]))?;
+    run(&mut chroot(&["id", "veer"]))?;
+    run(&mut chroot(&["veerctl", "--version"]))?;
+    for tool in ["rustc", "cargo", "clang", "llc", "bpf-linker", "protoc"] {
+        if chroot(&["sh", "-c", &format!("command -v {tool}")]).output()?.status.success() {
+            bail!("{tool} is present in the Debian root: the check proves nothing");
+        }
+    }
+    run(&mut chroot(&["apt-get", "purge", "-y", "-q", "veer"]))?;
+    // The prerm's `veerd uninstall` mounts bpffs where the root has none.
+    let _ = Command::new("umount").arg(root_dir.join("sys/fs/bpf")).status();
+    for gone in ["usr/bin/veerd", "etc/veer/veer.toml", "lib/systemd/system/veerd.service"] {
+        if root_dir.join(gone).exists() {
+            bail!("/{gone} is still there after a purge");
+        }
+    }
+    println!("installed, checked and purged in a fresh Debian 12 root ({})", root_dir.display());
+    Ok(())
+}

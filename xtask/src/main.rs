@@ -92,6 +92,12 @@ enum Task {
         /// Skip lintian.
         #[arg(long)]
         no_lintian: bool,
+        /// Then install it with apt into a fresh Debian 12 root (debootstrap
+        /// minbase, cached in target/deb/bookworm; needs the network) and
+        /// check it there: `veerd check` passes, the `veer` user exists, no
+        /// toolchain is present, a purge removes it.
+        #[arg(long)]
+        in_debian: bool,
     },
     /// Install what is missing, then run veer on a demo network in namespaces.
     Demo {
@@ -204,9 +210,13 @@ fn task(task: Task) -> Result<()> {
         }
         Task::Install { prefix, dest } => install::install(&prefix, &dest),
         Task::Uninstall { prefix, dest } => install::uninstall(&prefix, &dest),
-        Task::Deb { debug, no_lintian } => {
+        Task::Deb { debug, no_lintian, in_debian } => {
             setup()?;
-            deb::deb(debug, !no_lintian).map(drop)
+            let package = deb::deb(debug, !no_lintian)?;
+            if in_debian {
+                deb::check_in_debian(&package)?;
+            }
+            Ok(())
         }
         Task::Demo { args } => {
             setup()?;

@@ -18,7 +18,7 @@ use crate::{
     config::{self, BackendConfig, Config, InitialState, ServiceConfig},
     dataplane::{self, service_key, to_abi},
     net::Neighbour,
-    overrides::{self, AddedBackend, Admin, Overrides},
+    overrides::{self, AddedBackend, Admin, HealthMode, Overrides},
 };
 
 /// A backend that was not running: adopted from the pins (health, next hop
@@ -193,8 +193,14 @@ impl Daemon {
         // The runtime state file is authoritative for operator state.
         let k = overrides::key(&scfg.name, &b.cfg.name);
         b.admin = self.desired.overrides.admin.get(&k).copied().unwrap_or(Admin::Enabled);
-        if b.checker.is_none() || restart_check {
-            self.tracker.spawn_check(scfg, &mut b);
+        b.forced = self.desired.overrides.health.get(&k).copied();
+        match b.forced {
+            Some(mode) => {
+                self.tracker.stop_check(&mut b);
+                b.set_healthy(mode == HealthMode::Up);
+            }
+            None if b.checker.is_none() || restart_check => self.tracker.spawn_check(scfg, &mut b),
+            None => {}
         }
         b
     }
@@ -295,6 +301,24 @@ impl Daemon {
         self.follow_recovery(i, id);
         self.publisher.sync(&mut self.services[i]).map_err(CommandError::Dataplane)?;
         Ok(format!("{service}/{backend}: {}", admin.name()))
+    }
+
+    /// `health`: checks stop and the backend is taken as up or down, or
+    /// (auto) its checks start again from that state.
+    pub(super) fn set_health(
+        &mut self,
+        service: &str,
+        backend: &str,
+        mode: HealthMode,
+    ) -> Result<String, CommandError> {
+        let (i, j) = self.services.find(service, backend)?;
+        let id = self.services[i].backends[j].id;
+        self.publisher.reason(id, format!("operator: health {}", mode.name()));
+        self.apply_overrides(|o| commands::set_health(o, service, backend, mode))?;
+        if let Ok((i, _)) = self.services.find(service, backend) {
+            self.follow_recovery(i, id);
+        }
+        Ok(format!("{service}/{backend}: health {}", mode.name()))
     }
 
     /// `weight`: the ring follows at once.

@@ -205,6 +205,7 @@ impl Daemon {
                 self.add_backend(&service, b)
             }
             Request::RemoveBackend { service, backend } => self.remove_backend(&service, &backend),
+            Request::Health { service, backend, mode } => self.set_health(&service, &backend, mode),
             Request::Reset { service, backend } => self.reset(service.as_deref(), backend.as_deref()),
             Request::NodeDrain => Ok(self.set_node_drained(true)),
             Request::NodeUndrain => Ok(self.set_node_drained(false)),

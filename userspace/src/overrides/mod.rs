@@ -43,6 +43,31 @@ impl Admin {
     }
 }
 
+/// A backend's health as the operator fixed it: its checks (and agent
+/// checks) stop, and veer takes it as up or down until set back to auto
+/// (HAProxy's `disable health` and `set server health`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthMode {
+    /// Checked, as configured.
+    Auto,
+    /// Not checked; up.
+    Up,
+    /// Not checked; down (its flows move; no restart command runs).
+    Down,
+}
+
+impl HealthMode {
+    /// Lowercase name, as serialized.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Up => "up",
+            Self::Down => "down",
+        }
+    }
+}
+
 /// `service/backend`, the key of per-backend overrides.
 pub fn key(service: &str, backend: &str) -> String {
     format!("{service}/{backend}")
@@ -60,6 +85,9 @@ pub struct Overrides {
     pub added: BTreeMap<String, Vec<AddedBackend>>,
     /// Backends of the file removed at runtime, `service/backend`.
     pub removed: BTreeSet<String>,
+    /// Health fixed by the operator (never `auto`), by `service/backend`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub health: BTreeMap<String, HealthMode>,
     /// Fleet: the node is drained (`veerctl node drain`): it announces no VIP.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub node_drained: bool,
@@ -139,6 +167,9 @@ impl Overrides {
         if let Some(a) = self.admin.get(&k) {
             notes.push(a.name().to_string());
         }
+        if let Some(h) = self.health.get(&k) {
+            notes.push(format!("health forced {} (unchecked)", h.name()));
+        }
         if let Some(w) = self.weight.get(&k) {
             notes.push(match file.backend(service, backend) {
                 Some(b) => format!("weight {w} (config {})", b.weight),
@@ -207,6 +238,7 @@ impl Overrides {
         self.added.retain(|svc, v| names.contains(svc) && !v.is_empty());
         self.admin.retain(|k, _| live.contains(k));
         self.weight.retain(|k, _| live.contains(k));
+        self.health.retain(|k, _| live.contains(k));
         let file_keys: BTreeSet<String> = file
             .services
             .iter()

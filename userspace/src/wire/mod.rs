@@ -91,6 +91,16 @@ pub enum Request {
         /// Backend name.
         backend: String,
     },
+    /// Fix a backend's health: `up` or `down` stop its checks (and agent
+    /// checks) and take it as that; `auto` checks it again.
+    Health {
+        /// Service name.
+        service: String,
+        /// Backend name.
+        backend: String,
+        /// auto, up or down.
+        mode: crate::overrides::HealthMode,
+    },
     /// Drop runtime changes (drains, disables, weights, added and removed
     /// backends): all of them, one service's, or one backend's. The file
     /// then runs as written. A fleet node's drain stays (`node undrain`).
@@ -154,6 +164,7 @@ impl Request {
             Self::AddBackend { .. } => "add-backend",
             Self::RemoveBackend { .. } => "remove-backend",
             Self::Reset { .. } => "reset",
+            Self::Health { .. } => "health",
             Self::Reload { .. } => "reload",
             Self::Metrics => "metrics",
             Self::NodeDrain => "node-drain",

@@ -21,6 +21,7 @@ fn names_are_the_wire_tags_and_only_reads_are_read_only() {
         },
         Request::RemoveBackend { service: s.clone(), backend: b.clone() },
         Request::Reset { service: Some(s.clone()), backend: None },
+        Request::Health { service: s.clone(), backend: b.clone(), mode: crate::overrides::HealthMode::Up },
         Request::Reload { dry_run: false },
         Request::Reload { dry_run: true },
         Request::Metrics,

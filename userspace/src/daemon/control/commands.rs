@@ -6,7 +6,7 @@
 use crate::{
     config::{rules, Config},
     daemon::model::{plan, LookupError, Services},
-    overrides::{self, AddedBackend, Admin, Overrides},
+    overrides::{self, AddedBackend, Admin, HealthMode, Overrides},
 };
 
 /// Why a change was not (wholly) applied.
@@ -75,6 +75,16 @@ pub fn set_admin(o: &mut Overrides, service: &str, backend: &str, admin: Admin) 
         o.admin.remove(&k);
     } else {
         o.admin.insert(k, admin);
+    }
+}
+
+/// Records `mode` for `service`/`backend` (auto is the file's: no entry).
+pub fn set_health(o: &mut Overrides, service: &str, backend: &str, mode: HealthMode) {
+    let k = overrides::key(service, backend);
+    if mode == HealthMode::Auto {
+        o.health.remove(&k);
+    } else {
+        o.health.insert(k, mode);
     }
 }
 
@@ -199,6 +209,7 @@ pub fn reset(o: &mut Overrides, scope: &ResetScope) -> Vec<String> {
     o.admin.retain(|k, a| keep(k, a.name().into()));
     o.weight.retain(|k, w| keep(k, format!("weight {w}")));
     o.removed.retain(|k| keep(k, "removal".into()));
+    o.health.retain(|k, h| keep(k, format!("health {}", h.name())));
     for (service, added) in &mut o.added {
         added.retain(|b| keep(&overrides::key(service, &b.name), "added".into()));
     }

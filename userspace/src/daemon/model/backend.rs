@@ -22,6 +22,8 @@ pub struct BackendRt {
     pub held: bool,
     /// Operator intent.
     pub admin: Admin,
+    /// Health fixed by the operator: no checker runs while it is set.
+    pub forced: Option<crate::overrides::HealthMode>,
     /// Resolved next hop.
     pub nexthop: Option<Neighbour>,
     /// Source MAC for frames redirected to `nexthop.ifindex`.
@@ -74,6 +76,7 @@ impl BackendRt {
             healthy,
             held: false,
             admin: Admin::Enabled,
+            forced: None,
             nexthop,
             src_mac,
             snat: None,
@@ -89,6 +92,16 @@ impl BackendRt {
             agent_error: None,
             fleet_up: None,
         }
+    }
+
+    /// Health the operator fixed (`veerctl health`): taken at once, with no
+    /// slow start and no hold by the fail-open guard.
+    pub fn set_healthy(&mut self, up: bool) {
+        if self.healthy != up {
+            self.down_since = if up { None } else { Some(std::time::Instant::now()) };
+        }
+        self.healthy = up;
+        self.held = false;
     }
 
     /// The weight the ring uses at `now`: the configured one, or its share

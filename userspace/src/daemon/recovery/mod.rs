@@ -98,7 +98,8 @@ impl Recovery {
 
 /// The local restart loop of `b`: started while wanted, stopped when not.
 fn follow_locally(service: String, b: &mut BackendRt, attempts: Arc<AtomicU64>) {
-    let wanted = !b.healthy && b.admin == Admin::Enabled && b.cfg.restart.is_some();
+    // A health the operator forced down is not a failure to recover from.
+    let wanted = !b.healthy && b.admin == Admin::Enabled && b.forced.is_none() && b.cfg.restart.is_some();
     match (&b.recovery, wanted, b.cfg.restart.clone()) {
         (None, true, Some(r)) => {
             let (name, addr) = (b.cfg.name.clone(), b.cfg.address.to_string());

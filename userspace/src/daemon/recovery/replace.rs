@@ -241,8 +241,9 @@ fn next_attempt(
         return None;
     }
     match &b.replace {
-        // A substitute is not replaced in turn.
-        None if substitutes.contains(&b.cfg.name) => None,
+        // A substitute is not replaced in turn, nor a backend whose health
+        // the operator forced.
+        None if substitutes.contains(&b.cfg.name) || b.forced.is_some() => None,
         None => {
             let gave_up = b.cfg.restart.is_some() && b.recovery.as_ref().is_some_and(|h| h.is_finished());
             let long = b.down_since.is_some_and(|t| now.duration_since(t) >= cfg.after);

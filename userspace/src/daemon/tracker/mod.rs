@@ -95,6 +95,21 @@ impl HealthTracker {
         }
     }
 
+    /// Stops backend `b`'s checker and agent (its health is fixed by the
+    /// operator); a new generation makes what they still report stale.
+    pub fn stop_check(&mut self, b: &mut BackendRt) {
+        if let Some(c) = b.checker.take() {
+            c.abort();
+        }
+        if let Some(a) = b.agent.take() {
+            a.abort();
+        }
+        b.agent_verdict = Default::default();
+        b.agent_error = None;
+        b.generation = self.next_generation;
+        self.next_generation += 1;
+    }
+
     /// Takes flips that arrived together into the model (see [`flips::apply`]).
     pub fn apply_flips(&mut self, services: &mut Services, events: Vec<HealthEvent>) -> Flips {
         flips::apply(&mut self.counters, services, events)
