@@ -242,6 +242,17 @@ impl Daemon {
             recovery: &self.recovery.counters,
             reloads: self.desired.reloads,
             tables: self.table_usage.lock().ok().and_then(|u| *u),
+            fleet: self.fleet.as_ref().map(|f| {
+                let s = f.status();
+                crate::daemon::observe::node_metrics::FleetRow {
+                    etcd_connected: s.etcd.starts_with("connected"),
+                    leader: s.leader,
+                    fenced: s.fenced,
+                    drained: self.desired.overrides.node_drained,
+                    announced: self.announcer.announced().len(),
+                    node: s.node,
+                }
+            }),
         }
         .render()
     }

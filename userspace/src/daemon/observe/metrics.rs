@@ -39,6 +39,8 @@ pub struct MetricsView<'a> {
     pub reloads: [u64; 2],
     /// Connection-table occupancy, once walked.
     pub tables: Option<TableUsage>,
+    /// The node's state in its fleet.
+    pub fleet: Option<super::node_metrics::FleetRow>,
 }
 
 /// Serves `GET /metrics` on `addr`, asking the daemon's loop for the text
@@ -157,6 +159,7 @@ impl MetricsView<'_> {
         snap.reloads = self.reloads;
         snap.fail_open_trips = self.health.fail_open_trips;
         snap.replacements = self.recovery.replacements;
+        snap.fleet = self.fleet.clone();
         snap
     }
 

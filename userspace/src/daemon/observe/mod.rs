@@ -6,6 +6,7 @@ pub mod counters;
 mod histogram;
 pub mod history;
 pub mod metrics;
+pub mod node_metrics;
 mod prometheus;
 pub mod status;
 pub mod tables;

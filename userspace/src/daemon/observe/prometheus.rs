@@ -115,11 +115,13 @@ pub struct Snapshot {
     pub fail_open_trips: u64,
     /// Backends replaced, and replace attempts that failed.
     pub replacements: [u64; 2],
+    /// The node's state in its fleet (`[fleet.etcd]` only).
+    pub fleet: Option<super::node_metrics::FleetRow>,
 }
 
 /// Writes one metric family: its HELP and TYPE lines, then one line per
 /// (labels, value).
-fn family<V: std::fmt::Display>(
+pub(super) fn family<V: std::fmt::Display>(
     o: &mut String,
     name: &str,
     kind: &str,
@@ -142,6 +144,7 @@ pub fn render(snap: &Snapshot) -> String {
     render_services(&mut o, &snap.services);
     render_backends(&mut o, &snap.backends);
     render_daemon(&mut o, snap);
+    super::node_metrics::render_node(&mut o, snap.fleet.as_ref());
     o
 }
 

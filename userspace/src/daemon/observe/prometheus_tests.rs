@@ -95,3 +95,32 @@ fn the_grafana_dashboard_queries_only_exported_metrics() {
     }
     assert!(queried >= 15, "only {queried} metric references found");
 }
+
+/// The build and, on a fleet node, its place in the fleet; outside a fleet
+/// the fleet's families are declared with no sample.
+#[test]
+fn build_info_always_and_fleet_state_on_a_fleet_node() {
+    let text = render(&Snapshot::default());
+    let build =
+        format!("veer_build_info{{version=\"{}\",abi=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), veer_abi::ABI_VERSION);
+    assert!(text.lines().any(|l| l == build), "{text}");
+    assert!(text.contains("# TYPE veer_fleet_leader gauge") && !text.contains("veer_fleet_leader{"), "{text}");
+    let row = crate::daemon::observe::node_metrics::FleetRow {
+        node: "lb1".into(),
+        etcd_connected: true,
+        leader: true,
+        fenced: false,
+        drained: true,
+        announced: 2,
+    };
+    let text = render(&Snapshot { fleet: Some(row), ..Default::default() });
+    for want in [
+        "veer_fleet_etcd_connected{node=\"lb1\"} 1",
+        "veer_fleet_leader{node=\"lb1\"} 1",
+        "veer_fleet_fenced{node=\"lb1\"} 0",
+        "veer_fleet_node_drained{node=\"lb1\"} 1",
+        "veer_fleet_vips_announced{node=\"lb1\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want} in {text}");
+    }
+}

@@ -1,0 +1,45 @@
+//! The node's own metrics: which build runs, and its place in a fleet.
+//! The fleet's families are always declared (empty outside a fleet), so a
+//! dashboard's queries resolve on every node.
+
+use super::prometheus::{family, label};
+
+/// A fleet node's state, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetRow {
+    /// This node's name.
+    pub node: String,
+    /// Its etcd session is up.
+    pub etcd_connected: bool,
+    /// It leads the fleet's actions.
+    pub leader: bool,
+    /// It withdrew its VIPs (its path to the backends is broken).
+    pub fenced: bool,
+    /// An operator drained it.
+    pub drained: bool,
+    /// VIPs it announces now.
+    pub announced: usize,
+}
+
+/// Appends `veer_build_info` and the `veer_fleet_*` families.
+pub fn render_node(o: &mut String, fleet: Option<&FleetRow>) {
+    let build = format!("version=\"{}\",abi=\"{}\"", env!("CARGO_PKG_VERSION"), veer_abi::ABI_VERSION);
+    family(o, "veer_build_info", "gauge", "The running veerd's version and dataplane ABI (always 1).", [(build, 1)]);
+    let node = |f: &FleetRow| format!("node=\"{}\"", label(&f.node));
+    let flag = |name: &str, help: &str, get: fn(&FleetRow) -> bool| {
+        let mut s = String::new();
+        family(&mut s, name, "gauge", help, fleet.map(|f| (node(f), u8::from(get(f)))));
+        s
+    };
+    *o += &flag("veer_fleet_etcd_connected", "1 while the node's etcd session is up.", |f| f.etcd_connected);
+    *o += &flag("veer_fleet_leader", "1 while the node leads the fleet's actions.", |f| f.leader);
+    *o += &flag("veer_fleet_fenced", "1 while the node withdrew its VIPs (no path to the backends).", |f| f.fenced);
+    *o += &flag("veer_fleet_node_drained", "1 while an operator drained the node.", |f| f.drained);
+    family(
+        o,
+        "veer_fleet_vips_announced",
+        "gauge",
+        "VIPs the node announces now.",
+        fleet.map(|f| (node(f), f.announced)),
+    );
+}
