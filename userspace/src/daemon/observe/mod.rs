@@ -3,6 +3,7 @@
 //! Read-only over the model; each subsystem owns its own counters.
 
 pub mod counters;
+mod exposition;
 mod histogram;
 pub mod history;
 pub mod metrics;

@@ -2,7 +2,7 @@
 //! The fleet's families are always declared (empty outside a fleet), so a
 //! dashboard's queries resolve on every node.
 
-use super::prometheus::{family, label};
+use super::exposition::{family, label};
 
 /// A fleet node's state, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,15 +7,11 @@ use std::fmt::Write as _;
 use veer_abi::{BackendState, Counters, GlobalCounter};
 
 use super::{
+    exposition::{family, label},
     histogram::{Histogram, BUCKETS},
     tables::TABLE_USAGE_PERIOD,
 };
 use crate::dataplane::TableUsage;
-
-/// Escapes a label value.
-pub fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
 
 /// Appends one histogram's lines.
 pub fn write_histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
@@ -117,25 +113,6 @@ pub struct Snapshot {
     pub replacements: [u64; 2],
     /// The node's state in its fleet (`[fleet.etcd]` only).
     pub fleet: Option<super::node_metrics::FleetRow>,
-}
-
-/// Writes one metric family: its HELP and TYPE lines, then one line per
-/// (labels, value).
-pub(super) fn family<V: std::fmt::Display>(
-    o: &mut String,
-    name: &str,
-    kind: &str,
-    help: &str,
-    lines: impl IntoIterator<Item = (String, V)>,
-) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, v) in lines {
-        if labels.is_empty() {
-            let _ = writeln!(o, "{name} {v}");
-        } else {
-            let _ = writeln!(o, "{name}{{{labels}}} {v}");
-        }
-    }
 }
 
 /// `snap` in Prometheus text format.
