@@ -38,3 +38,20 @@ fn check_reports_every_rule_broken_in_file_order() {
     assert!(check(&path).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn https_checks_name_their_tls_settings_and_a_missing_ca() {
+    let https = |extra: &str| BASE.replace("[service.health]", &format!("[service.health]\nkind = \"https\"\n{extra}"));
+    assert!(parse(&https("tls_server_name = \"backend.internal\""), Path::new("t.toml")).is_ok());
+    assert!(one(&https("tls_server_name = \"not a name\"")).contains("health.tls_server_name: not a DNS name"));
+    let on_http = BASE.replace("[service.health]", "[service.health]\nkind = \"http\"\ntls_ca = \"/x.pem\"");
+    assert!(one(&on_http).contains("are for kind = \"https\""), "{}", one(&on_http));
+
+    let dir = std::env::temp_dir().join(format!("veer-check-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("veer.toml");
+    std::fs::write(&path, https(&format!("tls_ca = \"{}\"", dir.join("missing.pem").display()))).unwrap();
+    let errors = check(&path).expect_err("the CA file is missing");
+    assert!(errors[0].to_string().contains("service[web].health.tls_ca") && errors[0].message.contains("cannot read"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,6 +15,8 @@ pub enum CheckKind {
     Tcp,
     /// An HTTP/1.1 GET expecting a status.
     Http,
+    /// The same over TLS (`tls_server_name`, `tls_ca`).
+    Https,
     /// A UDP datagram expecting a reply.
     Udp,
     /// A command's exit status (no shell).
@@ -58,10 +60,17 @@ pub struct HealthConfig {
     pub initial: InitialState,
     /// Port to check (default: the service port).
     pub port: Option<u16>,
-    /// `http`: request path.
+    /// `http`, `https`: request path.
     pub path: String,
-    /// `http`: expected status code.
+    /// `http`, `https`: expected status code.
     pub expect_status: u16,
+    /// `https`: the name sent as SNI and, with `tls_ca`, verified (default:
+    /// the backend's address).
+    pub tls_server_name: Option<String>,
+    /// `https`: PEM CA bundle the backend's certificate must chain to
+    /// (default: the certificate is not verified, as HAProxy's `check-ssl
+    /// verify none`).
+    pub tls_ca: Option<std::path::PathBuf>,
     /// `udp`: payload to send.
     pub payload: String,
     /// `udp`: the reply must contain this (any reply if unset).
@@ -112,6 +121,8 @@ impl Default for HealthConfig {
             port: None,
             path: "/".into(),
             expect_status: 200,
+            tls_server_name: None,
+            tls_ca: None,
             payload: String::new(),
             expect: None,
             command: Vec::new(),

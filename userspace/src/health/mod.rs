@@ -10,6 +10,9 @@
 pub mod agent;
 mod hysteresis;
 mod probe;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

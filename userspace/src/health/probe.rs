@@ -1,4 +1,4 @@
-//! The probes: TCP connect, HTTP GET, UDP request/reply, exec.
+//! The probes: TCP connect, HTTP(S) GET, UDP request/reply, exec.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -8,6 +8,7 @@ use tokio::{
     time::timeout,
 };
 
+use super::tls::{TlsProbe, TlsSettings};
 use crate::runner::{self, CommandSpec, Output, RunError};
 
 /// Why a probe failed.
@@ -57,6 +58,15 @@ pub enum Probe {
         /// Expected status.
         status: u16,
     },
+    /// Passes when `GET path` over TLS answers `status`.
+    Https {
+        /// Request path.
+        path: String,
+        /// Expected status.
+        status: u16,
+        /// The TLS client.
+        tls: TlsProbe,
+    },
     /// Passes when a reply comes (containing `expect`, if set).
     Udp {
         /// Datagram to send.
@@ -80,6 +90,11 @@ impl Probe {
         match h.kind {
             CheckKind::Tcp => Self::Tcp,
             CheckKind::Http => Self::Http { path: h.path.clone(), status: h.expect_status },
+            CheckKind::Https => Self::Https {
+                path: h.path.clone(),
+                status: h.expect_status,
+                tls: TlsProbe::new(TlsSettings { server_name: h.tls_server_name.clone(), ca: h.tls_ca.clone() }),
+            },
             CheckKind::Udp => Self::Udp {
                 payload: h.payload.as_bytes().to_vec(),
                 expect: h.expect.as_ref().map(|e| e.as_bytes().to_vec()),
@@ -108,7 +123,18 @@ impl Probe {
         match self {
             Self::None => Ok(()),
             Self::Tcp => connect(target, mark).await.map(|_| ()).map_err(|e| io_error("connect", target, e)),
-            Self::Http { path, status } => http(target, path, *status, mark).await,
+            Self::Http { path, status } => {
+                let s = connect(target, mark).await.map_err(|e| io_error("connect", target, e))?;
+                http(s, target, path, *status).await
+            }
+            Self::Https { path, status, tls } => {
+                let s = connect(target, mark).await.map_err(|e| io_error("connect", target, e))?;
+                let s = tls.handshake(s, target).await.map_err(|e| match e {
+                    Ok(local) => ProbeError::Local(local),
+                    Err(e) => io_error("TLS handshake with", target, e),
+                })?;
+                http(s, target, path, *status).await
+            }
             Self::Udp { payload, expect } => udp(target, payload, expect.as_deref()).await,
             Self::Exec { argv } => exec(target, argv).await,
         }
@@ -133,10 +159,12 @@ async fn connect(target: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpSt
     sock.connect(target).await
 }
 
-/// `GET path`, passing when the status line says `status`.
-async fn http(target: SocketAddr, path: &str, status: u16, mark: Option<u32>) -> Result<(), ProbeError> {
+/// `GET path` on `s` (plain or TLS), passing when the status line says `status`.
+async fn http<S>(mut s: S, target: SocketAddr, path: &str, status: u16) -> Result<(), ProbeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let io = |what: &str, e| io_error(what, target, e);
-    let mut s = connect(target, mark).await.map_err(|e| io("connect", e))?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: veerd\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.map_err(|e| io("send to", e))?;
     let mut buf = [0u8; 64];

@@ -56,7 +56,7 @@ fn pem_error(what: &str, e: rustls::pki_types::pem::Error) -> String {
 }
 
 /// A CA file: every certificate in it is a usable trust anchor.
-fn ca(p: &Path) -> Result<(), String> {
+pub(super) fn ca(p: &Path) -> Result<(), String> {
     let mut roots = RootCertStore::empty();
     for (i, cert) in certs(p)?.into_iter().enumerate() {
         roots.add(cert).map_err(|e| format!("certificate {} is not a valid CA certificate: {e}", i + 1))?;

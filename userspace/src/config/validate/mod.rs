@@ -76,12 +76,22 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
 }
 
 /// Every problem with the files a valid config names (the fleet's
-/// certificates, key and password file): missing, unreadable, not PEM, or
+/// certificates, key and password file, HTTPS checks' CAs): missing, unreadable, not PEM, or
 /// readable by every user where they hold a secret.
 pub(super) fn validate_files(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigError> {
     let mut c = Checker { src, file: path.display().to_string(), errors: Vec::new() };
     if let Some(e) = cfg.fleet.as_ref().and_then(|f| f.etcd.as_ref()) {
         etcd_files::check(&mut c, e, src.find("[fleet.etcd]").unwrap_or(0));
+    }
+    // An HTTPS check's CA: read when its checker starts.
+    for s in &cfg.services {
+        let (at, svc) = (s.span().start, s.get_ref());
+        if let Some(p) = &svc.health.tls_ca {
+            if let Err(why) = etcd_files::ca(p) {
+                let field = format!("service[{}].health.tls_ca", svc.name);
+                c.err(at, "tls_ca", field, format!("{}: {why}", p.display()));
+            }
+        }
     }
     c.errors
 }

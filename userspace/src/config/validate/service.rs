@@ -121,14 +121,14 @@ fn consistency(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
         );
     }
     if s.protocol == Protocol::Udp
-        && matches!(s.health.kind, CheckKind::Tcp | CheckKind::Http)
+        && matches!(s.health.kind, CheckKind::Tcp | CheckKind::Http | CheckKind::Https)
         && s.health.port.is_none()
     {
         c.err(
             at,
             "kind",
             format!("{p}.health.kind"),
-            "a tcp or http check of a UDP service needs health.port (nothing answers TCP on the service's UDP port)",
+            "a tcp, http or https check of a UDP service needs health.port (nothing answers TCP on the service's UDP port)",
         );
     }
 }
@@ -159,14 +159,27 @@ fn health(c: &mut Checker, h: &HealthConfig, at: usize, p: &str) {
     if h.fall == 0 {
         c.err(at, "fall", format!("{p}.health.fall"), "must be at least 1");
     }
-    if h.vip_path && !matches!(h.kind, CheckKind::Tcp | CheckKind::Http) {
-        c.err(at, "vip_path", format!("{p}.health.vip_path"), "VIP-path checks are tcp or http checks");
+    if h.vip_path && !matches!(h.kind, CheckKind::Tcp | CheckKind::Http | CheckKind::Https) {
+        c.err(at, "vip_path", format!("{p}.health.vip_path"), "VIP-path checks are tcp, http or https checks");
     }
     if h.passive.confirm == 0 {
         c.err(at, "confirm", format!("{p}.health.passive.confirm"), "must be at least 1");
     }
+    what_to_ask(c, h, at, p);
+}
+
+/// What the check asks for, by kind: path and status, TLS, payload, command.
+fn what_to_ask(c: &mut Checker, h: &HealthConfig, at: usize, p: &str) {
+    if h.kind != CheckKind::Https && (h.tls_ca.is_some() || h.tls_server_name.is_some()) {
+        c.err(at, "kind", format!("{p}.health.kind"), "tls_ca and tls_server_name are for kind = \"https\"");
+    }
+    if let Some(n) = &h.tls_server_name {
+        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+            c.err(at, "tls_server_name", format!("{p}.health.tls_server_name"), "not a DNS name or IP address");
+        }
+    }
     match h.kind {
-        CheckKind::Http => {
+        CheckKind::Http | CheckKind::Https => {
             if !h.path.starts_with('/') {
                 c.err(at, "path", format!("{p}.health.path"), "must start with '/'");
             }
