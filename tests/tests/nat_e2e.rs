@@ -298,3 +298,33 @@ fn a_nat_service_with_two_snat_addresses_uses_both() {
         .collect();
     assert_eq!(snat, [LB_IP.to_string(), "10.77.0.102".to_string()].into_iter().collect(), "mappings from both");
 }
+
+/// A NAT backend with a port of its own: connections to VIP:80 reach its
+/// server on 8080 (nothing listens on its port 80), the answers come back
+/// from VIP:80, and its checks ask 8080.
+#[test]
+fn a_nat_backend_with_its_own_port_serves_the_vips_port() {
+    let s = Deployment::new("natport", 2);
+    s.strip_vips();
+    let text = s
+        .config(65537, &[1, 1], |i| if i == 0 { "port = 8080\n".into() } else { String::new() })
+        .replace("ring_size = 65537", "ring_size = 65537\nforwarding = \"nat\"");
+    s.write(&text);
+    s.backends[0].kill().unwrap();
+    let b1 = &s.tb.backends[0];
+    let _moved = BackendProc::start(&b1.ns, "b1-on-8080", SocketAddr::new(b1.ip.into(), 8080), &s.dir).unwrap();
+    let d = s.start();
+    wait_all_up(&d, "web", &["b1", "b2"]);
+    let names: Vec<String> =
+        s.tb.client
+            .ns
+            .run(|| {
+                (0..40)
+                    .map(|_| veer_tests::server::fetch_name(s.vip(), Duration::from_secs(2)))
+                    .collect::<anyhow::Result<Vec<String>>>()
+            })
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a connection through the VIP failed: {e:#}"));
+    assert!(names.iter().any(|n| n == "b1-on-8080"), "b1's share reaches its own port: {names:?}");
+    assert!(names.iter().all(|n| n == "b1-on-8080" || n == "b2"), "{names:?}");
+}

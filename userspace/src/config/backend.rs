@@ -4,7 +4,7 @@ use std::{net::IpAddr, time::Duration};
 
 use serde::Deserialize;
 
-use super::duration;
+use super::{duration, HealthConfig};
 
 /// A `[[service.backend]]`.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
@@ -32,6 +32,14 @@ pub struct BackendConfig {
     /// Update command for this backend (overrides the service's `update`).
     #[serde(default)]
     pub update: Vec<String>,
+    /// NAT: the port this backend listens on (default: the service's);
+    /// its checks go there too unless `health.port` says otherwise.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `[service.backend.health]`: what this backend's check asks, where it
+    /// differs from the service's (timing and rise/fall stay the service's).
+    #[serde(default)]
+    pub health: Option<HealthOverride>,
 }
 
 /// `restart = { command = [...], ... }`.
@@ -57,8 +65,56 @@ pub struct RestartConfig {
 impl BackendConfig {
     /// A backend added at runtime: only what `add-backend` takes.
     pub fn runtime(name: String, address: IpAddr, weight: u32, mac: Option<String>, backup: bool) -> Self {
-        Self { name, address, weight, backup, sorry: false, mac, restart: None, update: Vec::new() }
+        Self {
+            name,
+            address,
+            weight,
+            backup,
+            sorry: false,
+            mac,
+            restart: None,
+            update: Vec::new(),
+            port: None,
+            health: None,
+        }
     }
+
+    /// The check this backend gets: the service's `h` with this backend's
+    /// overrides, on port: its override, the service's `health.port`, the
+    /// backend's `port`, else `service_port`.
+    pub fn health_for(&self, h: &HealthConfig, service_port: u16) -> HealthConfig {
+        let mut h = h.clone();
+        let o = self.health.clone().unwrap_or_default();
+        h.port = Some(o.port.or(h.port).or(self.port).unwrap_or(service_port));
+        h.path = o.path.unwrap_or(h.path);
+        h.expect_status = o.expect_status.unwrap_or(h.expect_status);
+        h.tls_server_name = o.tls_server_name.or(h.tls_server_name);
+        h.payload = o.payload.unwrap_or(h.payload);
+        h.expect = o.expect.or(h.expect);
+        h.command = o.command.unwrap_or(h.command);
+        h
+    }
+}
+
+/// `[service.backend.health]`: the parts of a check that may differ per
+/// backend. Unset keys are the service's.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthOverride {
+    /// Port to check.
+    pub port: Option<u16>,
+    /// `http`, `https`: request path.
+    pub path: Option<String>,
+    /// `http`, `https`: expected status.
+    pub expect_status: Option<u16>,
+    /// `https`: SNI and verified name.
+    pub tls_server_name: Option<String>,
+    /// `udp`: datagram to send.
+    pub payload: Option<String>,
+    /// `udp`: what the reply must contain.
+    pub expect: Option<String>,
+    /// `exec`: program and arguments.
+    pub command: Option<Vec<String>>,
 }
 
 /// Also `[service.replace]`'s first wait: both back off the same way.

@@ -55,3 +55,22 @@ fn https_checks_name_their_tls_settings_and_a_missing_ca() {
     assert!(errors[0].to_string().contains("service[web].health.tls_ca") && errors[0].message.contains("cannot read"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_backend_port_needs_nat_and_its_own_check_is_validated() {
+    let own = |fwd: &str, extra: &str| {
+        BASE.replace("port = 80", &format!("port = 80\nforwarding = \"{fwd}\""))
+            .replace("name = \"b1\"", &format!("name = \"b1\"\n{extra}"))
+    };
+    assert!(parse(&own("nat", "port = 8443"), Path::new("t.toml")).is_ok());
+    assert!(one(&own("dsr", "port = 8443")).contains("backend[b1].port: only NAT"));
+    assert!(one(&own("nat", "port = 0")).contains("backend[b1].port: must be 1 to 65535"));
+    let check = format!("{}\n[service.backend.health]\npath = \"health\"\n", own("nat", "port = 8443"));
+    let check = check.replace("[service.health]", "[service.health]\nkind = \"http\"");
+    assert!(one(&check).contains("service[web].backend[b1].health.path: must start with '/'"), "{}", one(&check));
+    let with_path = format!("{}\n[service.backend.health]\npath = \"/b1\"\n", own("nat", "port = 8443"));
+    let cfg = parse(&with_path, Path::new("t.toml")).unwrap();
+    let (s, b) = (cfg.services[0].get_ref(), cfg.services[0].get_ref().backends[0].get_ref());
+    let h = b.health_for(&s.health, s.port);
+    assert_eq!((h.port, h.path.as_str()), (Some(8443), "/b1"), "its check asks its own port and path");
+}

@@ -18,7 +18,7 @@ pub mod rules;
 mod service;
 mod validate;
 
-pub use backend::{BackendConfig, RestartConfig};
+pub use backend::{BackendConfig, HealthOverride, RestartConfig};
 pub use daemon::{AttachModeConfig, DaemonConfig, PortRange, SynCookies};
 pub use error::ConfigError;
 pub use file::Config;

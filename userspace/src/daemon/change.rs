@@ -151,8 +151,14 @@ impl Daemon {
         };
         let mut backends = Vec::with_capacity(scfg.backends.len());
         for (bcfg, pb) in scfg.backends.iter().map(|b| b.get_ref().clone()).zip(&planned.backends) {
+            // A backend's own check settings changed: its checker starts again.
+            let mut check_changed = false;
             let b = match old_backends.iter().position(|x| x.cfg.address == bcfg.address) {
-                Some(pos) => carry_backend(old_backends.swap_remove(pos), bcfg),
+                Some(pos) => {
+                    let old = old_backends.swap_remove(pos);
+                    check_changed = (&old.cfg.health, old.cfg.port) != (&bcfg.health, bcfg.port);
+                    carry_backend(old, bcfg)
+                }
                 None => {
                     let mut b = new_backend(sid, pb.id, bcfg, scfg, adoption);
                     // Slow start for a backend that joins a running service,
@@ -162,7 +168,7 @@ impl Daemon {
                     b
                 }
             };
-            backends.push(self.ready_backend(scfg, b, health_changed));
+            backends.push(self.ready_backend(scfg, b, health_changed || check_changed));
         }
         for gone in &old_backends {
             info!(service = %scfg.name, backend = %gone.cfg.name, "backend removed by config");

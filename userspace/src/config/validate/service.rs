@@ -7,8 +7,8 @@ use super::checker::Checker;
 use crate::{
     addr::Protocol,
     config::{
-        parse_mac, rules, CheckKind, Fallback, Forwarding, HealthConfig, RestartConfig, ScaleConfig, SchedulerConfig,
-        ServiceConfig,
+        parse_mac, rules, BackendConfig, CheckKind, Fallback, Forwarding, HealthConfig, RestartConfig, ScaleConfig,
+        SchedulerConfig, ServiceConfig,
     },
     ring::check_ring_size,
 };
@@ -242,6 +242,24 @@ fn backends(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
         if let Some(r) = &b.restart {
             restart(c, r, bat, &bp);
         }
+        own_port_and_check(c, s, b, bat, &bp);
+    }
+}
+
+/// A backend's own port (NAT only) and check settings.
+fn own_port_and_check(c: &mut Checker, s: &ServiceConfig, b: &BackendConfig, at: usize, bp: &str) {
+    match b.port {
+        Some(0) => c.err(at, "port", format!("{bp}.port"), "must be 1 to 65535"),
+        Some(_) if s.forwarding != Forwarding::Nat => c.err(
+            at,
+            "port",
+            format!("{bp}.port"),
+            "only NAT can send to another port (DSR leaves the packet's port as the client sent it)",
+        ),
+        _ => {}
+    }
+    if b.health.is_some() {
+        what_to_ask(c, &b.health_for(&s.health, s.port), at, bp);
     }
 }
 

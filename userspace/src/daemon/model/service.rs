@@ -109,16 +109,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, (name, backup, healthy))| {
-                let cfg = BackendConfig {
-                    name: name.to_string(),
-                    address: format!("10.0.0.{}", i + 10).parse().unwrap(),
-                    weight: 1,
-                    backup: *backup,
-                    sorry: false,
-                    mac: None,
-                    restart: None,
-                    update: Vec::new(),
-                };
+                let address = format!("10.0.0.{}", i + 10).parse().unwrap();
+                let cfg = BackendConfig::runtime(name.to_string(), address, 1, None, *backup);
                 let nexthop = Some(Neighbour { mac: [2, 0, 0, 0, 0, i as u8], ifindex: 2 });
                 BackendRt::new(cfg, i as u32, *healthy, nexthop, [0; 6])
             })

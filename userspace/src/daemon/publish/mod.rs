@@ -62,7 +62,8 @@ fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
         weight: b.cfg.weight,
         state: b.effective() as u32,
         service: svc_id,
-        port: 0,
+        // NAT only (a DSR backend with a port of its own is refused).
+        port: b.cfg.port.unwrap_or(0),
         snat: b.snat.map_or(0, |r| r.first),
         snat_count: b.snat.map_or(0, |r| r.count),
         _pad: 0,

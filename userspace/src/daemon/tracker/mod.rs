@@ -69,7 +69,8 @@ impl HealthTracker {
         let generation = self.next_generation;
         self.next_generation += 1;
         b.generation = generation;
-        let port = svc.health.port.unwrap_or(svc.port);
+        let health = b.cfg.health_for(&svc.health, svc.port);
+        let port = health.port.unwrap_or(svc.port);
         // A VIP-path check asks the VIP, through this backend's MAC.
         let (addr, mark) =
             if svc.health.vip_path { (svc.vip, Some(veer_abi::VIP_PATH_MARK | b.id)) } else { (b.cfg.address, None) };
@@ -78,8 +79,8 @@ impl HealthTracker {
             generation,
             target: SocketAddr::new(addr, port),
             mark,
-            probe: Probe::from_config(&svc.health),
-            health: svc.health.clone(),
+            probe: Probe::from_config(&health),
+            health,
             initially_up: b.healthy,
         };
         b.checker = Some(spawn_checker(spec, self.reports.clone(), Some(self.samples.clone())));
