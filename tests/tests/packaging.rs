@@ -212,3 +212,40 @@ fn veerd_with_only_the_units_capabilities_attaches_serves_and_adopts() {
         s.tb.client.ns.run(|| veer_tests::server::fetch_name(s.vip(), veer_tests::daemon::EVENT_WAIT)).unwrap();
     assert_eq!(served.ok().as_deref(), Some("b2"), "served by the backend that is not drained");
 }
+
+/// The installed bash completion asks veerctl for names: after `drain`
+/// come the config's services, after a service its backends (bash itself
+/// runs the hook `veerctl generate completions bash` prints).
+#[test]
+fn bash_completion_knows_services_and_backends() {
+    let dir = std::env::temp_dir().join(format!("veer-complete-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("veer.toml");
+    let mut text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/veer.toml")).unwrap();
+    text = text.replace("[daemon]", &format!("[daemon]\nstate_file = \"{}\"", dir.join("state.json").display()));
+    std::fs::write(&cfg, text).unwrap();
+    let bindir = bin("veerctl").parent().unwrap().display().to_string();
+    let complete = |words: &str| {
+        let script = format!(
+            "source <(veerctl generate completions bash); COMP_WORDS=(veerctl -c {} {words} \"\"); \
+             COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); COMP_LINE=\"${{COMP_WORDS[*]}}\"; COMP_POINT=${{#COMP_LINE}}; \
+             COMP_TYPE=9; _clap_complete_veerctl veerctl \"\" x; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            cfg.display()
+        );
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .env("PATH", format!("{bindir}:{}", std::env::var("PATH").unwrap_or_default()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('-'))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(complete("drain"), ["web"]);
+    assert_eq!(complete("drain web"), ["b1", "b2", "b3"]);
+    assert_eq!(complete("backends"), ["web"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

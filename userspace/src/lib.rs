@@ -8,6 +8,7 @@
 pub mod account;
 pub mod addr;
 pub mod cli;
+pub mod complete;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -4,6 +4,7 @@
 use std::{error::Error as _, ffi::OsString, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory, Parser, Subcommand};
+use clap_complete::ArgValueCandidates;
 use veer::{
     ctl::{control, inspect, Ctx},
     dataplane::Protocol,
@@ -15,7 +16,7 @@ use veer::{
 #[command(name = "veerctl", version, about = "Inspect and operate veer", long_about = None)]
 struct Cli {
     /// The instance's config file.
-    #[arg(short, long, global = true, default_value = "/etc/veer/veer.toml")]
+    #[arg(short, long, global = true, env = "VEER_CONFIG", default_value = "/etc/veer/veer.toml")]
     config: PathBuf,
     /// veerd's API socket (default: the config's `daemon.api_socket`, else
     /// /run/veer/NAME.sock). Commands that only ask veerd need nothing else.
@@ -33,10 +34,10 @@ struct Cli {
 #[derive(clap::Args)]
 struct Scope {
     /// Only this service.
-    #[arg(conflicts_with = "service_flag")]
+    #[arg(conflicts_with = "service_flag", add = ArgValueCandidates::new(veer::complete::service_names))]
     service: Option<String>,
     /// Only this backend (of SERVICE).
-    #[arg(conflicts_with = "backend_flag")]
+    #[arg(conflicts_with = "backend_flag", add = ArgValueCandidates::new(veer::complete::backend_names))]
     backend: Option<String>,
     #[arg(long = "service", hide = true)]
     service_flag: Option<String>,
@@ -80,6 +81,7 @@ enum Cmd {
     /// Backends: state, weight, ring share, counters, active flows.
     Backends {
         /// Only this service.
+        #[arg(add = ArgValueCandidates::new(veer::complete::service_names))]
         service: Option<String>,
     },
     /// Fleet: this node's announcement of its VIPs.
@@ -110,6 +112,7 @@ enum Cmd {
     /// How a service's table is shared out.
     Ring {
         /// Service name.
+        #[arg(add = ArgValueCandidates::new(veer::complete::service_names))]
         service: String,
     },
     /// The backend a packet would go to, and why.
@@ -137,8 +140,10 @@ enum Cmd {
     /// Stop new flows to a backend; existing ones stay.
     Drain {
         /// Service name.
+        #[arg(add = ArgValueCandidates::new(veer::complete::service_names))]
         service: String,
         /// Backend name.
+        #[arg(add = ArgValueCandidates::new(veer::complete::backend_names))]
         backend: String,
         /// Return once its active flows reach zero.
         #[arg(long)]
@@ -158,6 +163,7 @@ enum Cmd {
     /// Rolling update: drain, update, wait healthy, ramp the weight back; one group at a time.
     Rollout {
         /// Service name.
+        #[arg(add = ArgValueCandidates::new(veer::complete::service_names))]
         service: String,
         /// Update command, split on spaces (no shell); `{name}`, `{address}` replaced.
         #[arg(long)]
@@ -262,7 +268,14 @@ fn agent(cmd: AgentCmd, root: &std::path::Path, json: bool) -> anyhow::Result<()
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    // Needs no config file.
+    // Needs no config file. veerctl's completions are the dynamic hook:
+    // the shell asks veerctl itself, which knows the services and backends.
+    if let Cmd::Generate(veer::cli::Generate::Completions { shell }) = &cli.cmd {
+        let name = shell.to_string();
+        let shells = clap_complete::env::Shells::builtins();
+        let hook = shells.completer(&name).ok_or_else(|| anyhow::anyhow!("no completion hook for {name}"))?;
+        return Ok(hook.write_registration("COMPLETE", "veerctl", "veerctl", "veerctl", &mut std::io::stdout())?);
+    }
     if let Cmd::Generate(what) = &cli.cmd {
         return Ok(veer::cli::generate(Cli::command(), what)?);
     }
@@ -330,6 +343,8 @@ fn fail(json: bool, e: &anyhow::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // `COMPLETE=SHELL veerctl`: the shell's hook, or the candidates it asks for.
+    clap_complete::CompleteEnv::with_factory(Cli::command).completer("veerctl").complete();
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

@@ -34,30 +34,38 @@ pub enum Request {
     #[command(skip)]
     Drain {
         /// Service name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: String,
         /// Backend name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::backend_names))]
         backend: String,
     },
     /// Undo drain or disable (`undrain` says the same).
     #[command(visible_alias = "undrain")]
     Enable {
         /// Service name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: String,
         /// Backend name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::backend_names))]
         backend: String,
     },
     /// Take a backend out: its flows move at once.
     Disable {
         /// Service name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: String,
         /// Backend name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::backend_names))]
         backend: String,
     },
     /// Set a backend's weight.
     Weight {
         /// Service name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: String,
         /// Backend name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::backend_names))]
         backend: String,
         /// 1 to 65535.
         weight: u32,
@@ -65,6 +73,7 @@ pub enum Request {
     /// Add a backend to a service.
     AddBackend {
         /// Service name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: String,
         /// New backend's name.
         name: String,
@@ -87,16 +96,20 @@ pub enum Request {
     /// Remove a backend from a service.
     RemoveBackend {
         /// Service name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: String,
         /// Backend name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::backend_names))]
         backend: String,
     },
     /// Fix a backend's health: `up` or `down` stop its checks (and agent
     /// checks) and take it as that; `auto` checks it again.
     Health {
         /// Service name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: String,
         /// Backend name.
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::backend_names))]
         backend: String,
         /// auto, up or down.
         mode: crate::overrides::HealthMode,
@@ -107,9 +120,11 @@ pub enum Request {
     Reset {
         /// Only this service's changes.
         #[serde(default)]
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::service_names))]
         service: Option<String>,
         /// Only this backend's (of SERVICE).
         #[serde(default)]
+        #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::backend_names))]
         backend: Option<String>,
     },
     /// Re-read the config file (a bad one changes nothing).
