@@ -206,16 +206,20 @@ fall = 3
 }
 
 /// veer-agent installed on every backend of a deployment (through
-/// `veerctl agent install`), removed on drop.
-pub struct Agents(Vec<std::path::PathBuf>);
+/// `veerctl agent install`, one pins root for all, as on a host whose
+/// backends are containers), removed on drop.
+pub struct Agents {
+    root: std::path::PathBuf,
+    netns: Vec<String>,
+}
 
 impl Agents {
     /// Installs it on every backend (their switch-side veths get `XDP_PASS`).
     pub fn install(s: &mut Deployment, tag: &str) -> Self {
         s.tb.pass_backend_peers().unwrap();
-        let mut roots = Vec::new();
+        let root = std::path::PathBuf::from(format!("/sys/fs/bpf/veer-test-agent-{tag}"));
+        let mut netns = Vec::new();
         for b in &s.tb.backends {
-            let root = std::path::PathBuf::from(format!("/sys/fs/bpf/veer-test-agent-{tag}-{}", b.name));
             let out = std::process::Command::new(crate::daemon::bin("veerctl"))
                 .args(["agent", "install", "eth0", "--vip", &VIP.to_string(), "--netns"])
                 .arg(b.ns.name())
@@ -224,27 +228,33 @@ impl Agents {
                 .output()
                 .unwrap();
             assert!(out.status.success(), "veerctl agent install: {}", String::from_utf8_lossy(&out.stderr));
-            roots.push(root);
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains("attached to"), "{} got no agent of its own: {said}", b.name);
+            netns.push(b.ns.name().to_string());
         }
-        Self(roots)
+        Self { root, netns }
+    }
+
+    fn status(&self, i: usize) -> veer::dataplane::agent::AgentStatus {
+        crate::netns::in_netns(&self.netns[i], || veer::dataplane::agent::status(&self.root, "eth0")).unwrap().unwrap()
     }
 
     /// SYNs backend `i`'s agent sent back.
     pub fn bounced(&self, i: usize) -> u64 {
-        veer::dataplane::agent::status(&self.0[i], "eth0").unwrap().bounced
+        self.status(i).bounced
     }
 
     /// Other segments backend `i`'s agent sent back (no connection owned them).
     pub fn unowned(&self, i: usize) -> u64 {
-        veer::dataplane::agent::status(&self.0[i], "eth0").unwrap().unowned
+        self.status(i).unowned
     }
 }
 
 impl Drop for Agents {
     fn drop(&mut self) {
-        for r in &self.0 {
-            let _ = veer::dataplane::agent::uninstall(r, "eth0");
-            let _ = std::fs::remove_dir(r);
+        for ns in &self.netns {
+            let _ = crate::netns::in_netns(ns, || veer::dataplane::agent::uninstall(&self.root, "eth0"));
         }
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }

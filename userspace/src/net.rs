@@ -24,6 +24,54 @@ pub fn enter_netns(name: &str) -> io::Result<()> {
     nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
 }
 
+/// The kernel's cookie for the calling thread's network namespace
+/// (`SO_NETNS_COOKIE`, kernel 5.14+). Unlike a name or an inode number it is
+/// never reused while the machine is up, so it tells a namespace from one
+/// made later under the same name.
+pub fn netns_cookie() -> io::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").or_else(|_| std::net::UdpSocket::bind("[::1]:0"))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: cookie and len are live locals of the sizes passed.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+/// The names under `/run/netns`, and "host" for the init namespace, by
+/// their cookies (each looked up from a short-lived thread inside it).
+pub fn netns_names() -> std::collections::HashMap<u64, String> {
+    let mut names: Vec<(String, std::path::PathBuf)> = vec![("host".into(), "/proc/1/ns/net".into())];
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        names.extend(dir.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())));
+    }
+    names
+        .into_iter()
+        .filter_map(|(name, path)| {
+            let cookie = std::thread::spawn(move || -> io::Result<u64> {
+                let f = std::fs::File::open(path)?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                netns_cookie()
+            })
+            .join()
+            .ok()?
+            .ok()?;
+            Some((cookie, name))
+        })
+        .collect()
+}
+
 /// Name of interface `index` in the calling thread's namespace.
 pub fn ifname(index: u32) -> io::Result<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];

@@ -216,15 +216,16 @@ enum AgentCmd {
         /// The interface.
         iface: String,
     },
-    /// The agent's VIPs and counters on IFACE.
+    /// The agent's VIPs, counters and attachment on IFACE; without IFACE,
+    /// every agent pinned on this host, in any network namespace.
     Status {
-        /// The interface.
-        iface: String,
+        /// The interface (in --netns, else veerctl's own namespace).
+        iface: Option<String>,
     },
 }
 
-/// Where agents are pinned (one directory per interface under it); another
-/// root per network namespace when several share a host's bpffs.
+/// Where agents are pinned (a directory per network namespace and
+/// interface under it).
 #[derive(clap::Args)]
 struct AgentPins {
     #[arg(long, global = true, default_value = veer::dataplane::agent::AGENT_PINS)]
@@ -236,33 +237,54 @@ struct AgentPins {
     netns: Option<String>,
 }
 
-fn agent(cmd: AgentCmd, root: &std::path::Path, json: bool) -> anyhow::Result<()> {
+fn agent(cmd: AgentCmd, root: &std::path::Path, netns: Option<&str>, json: bool) -> anyhow::Result<()> {
     use veer::dataplane::agent;
+    let place = |iface: &str| match netns {
+        Some(ns) => format!("{iface} in netns {ns}"),
+        None => iface.to_string(),
+    };
     let out = match cmd {
         AgentCmd::Install { iface, vips, skb } => {
             let mode = if skb { veer::dataplane::AttachMode::Skb } else { veer::dataplane::AttachMode::Driver };
-            let fresh = agent::install(root, &iface, &vips, mode)?;
-            let what = if fresh { "attached to" } else { "VIPs updated on" };
-            serde_json::json!({"ok": true, "message": format!("veer-agent {what} {iface}: {} VIP(s)", vips.len())})
+            let what = match agent::install(root, &iface, &vips, mode)? {
+                agent::Installed::Attached => "attached to",
+                agent::Installed::ReplacedStale => "attached (in place of stale pins) to",
+                agent::Installed::VipsUpdated => "VIPs updated on",
+            };
+            serde_json::json!({"ok": true, "message": format!("veer-agent {what} {}: {} VIP(s)", place(&iface), vips.len())})
         }
         AgentCmd::Uninstall { iface } => {
             let removed = agent::uninstall(root, &iface)?;
-            serde_json::json!({"ok": true, "message": format!("veer-agent removed from {iface} ({} pins)", removed.len())})
+            serde_json::json!({"ok": true, "message": format!("veer-agent removed from {} ({} pins)", place(&iface), removed.len())})
         }
-        AgentCmd::Status { iface } => serde_json::to_value(agent::status(root, &iface)?)?,
+        AgentCmd::Status { iface: Some(iface) } => serde_json::to_value(agent::status(root, &iface)?)?,
+        AgentCmd::Status { iface: None } => serde_json::to_value(agent::list(root)?)?,
     };
     if json {
         println!("{out}");
     } else if let Some(m) = out.get("message").and_then(|m| m.as_str()) {
         println!("{m}");
     } else {
-        println!(
-            "interface {}: VIPs {}; SYNs bounced {}, kept {}",
-            out["interface"].as_str().unwrap_or_default(),
-            out["vips"],
-            out["bounced"],
-            out["kept"]
-        );
+        let one = |a: &serde_json::Value| {
+            let ns = a["netns"].as_str().map(str::to_string).unwrap_or_else(|| format!("cookie {}", a["netns_cookie"]));
+            let at = match a["attached_ifindex"].as_u64() {
+                Some(0) | None => "DETACHED (its interface or namespace is gone)".to_string(),
+                Some(i) => format!("attached to ifindex {i}"),
+            };
+            println!(
+                "{} in netns {ns}: {at}; VIPs {}; SYNs bounced {}, kept {}; unowned segments bounced {}",
+                a["interface"].as_str().unwrap_or_default(),
+                a["vips"],
+                a["bounced"],
+                a["kept"],
+                a["unowned"]
+            );
+        };
+        match out.as_array() {
+            Some(all) if all.is_empty() => println!("no veer-agent pinned under {}", root.display()),
+            Some(all) => all.iter().for_each(one),
+            None => one(&out),
+        }
     }
     Ok(())
 }
@@ -284,7 +306,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(ns) = &pins.netns {
                 veer::net::enter_netns(ns).map_err(|e| anyhow::anyhow!("entering network namespace {ns}: {e}"))?;
             }
-            return agent(cmd, &pins.pins, cli.json);
+            return agent(cmd, &pins.pins, pins.netns.as_deref(), cli.json);
         }
         cmd => Cli { cmd, ..cli },
     };

@@ -1,7 +1,10 @@
 //! `veer-agent` on a DSR backend: a tiny XDP program that sends a SYN for
 //! one of the backend's VIPs back to the balancer when no socket would take
-//! it (see `ebpf/veer-xdp/src/bin/agent.rs`). Installed per interface, pinned
-//! under [`AGENT_PINS`]`/<interface>/`, so that it outlives `veerctl`.
+//! it (see `ebpf/veer-xdp/src/bin/agent.rs`). Installed per interface and
+//! network namespace, pinned under
+//! [`AGENT_PINS`]`/netns-<cookie>/<interface>/`, so that it outlives
+//! `veerctl` and backends in several namespaces (containers) of one host each
+//! get their own.
 
 use std::{
     net::IpAddr,
@@ -20,11 +23,26 @@ use super::{pin, to_abi, AttachMode, DataplaneError, Result};
 /// The agent object, embedded at build time.
 pub static AGENT_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_AGENT_OBJ"));
 
-/// Where agents are pinned, one directory per interface.
+/// Where agents are pinned: one directory per network namespace, one per
+/// interface in it.
 pub const AGENT_PINS: &str = "/sys/fs/bpf/veer-agent";
 
-fn dir(root: &Path, iface: &str) -> PathBuf {
-    root.join(iface)
+/// The pinned link's file name.
+const LINK: &str = "link";
+
+/// The pin directory of `iface` in the calling thread's namespace. Keyed by
+/// the namespace's cookie: a name can be reused by a later namespace.
+fn dir(root: &Path, iface: &str) -> Result<PathBuf> {
+    let cookie = crate::net::netns_cookie()
+        .map_err(|e| DataplaneError::Unsupported(format!("reading the network namespace's cookie (5.14+): {e}")))?;
+    Ok(root.join(format!("netns-{cookie}")).join(iface))
+}
+
+/// Where a pinned agent link is attached: `Some(0)` once its interface is
+/// gone, `None` when nothing is pinned there.
+fn attached_ifindex(link: &Path) -> Option<u32> {
+    let fd = super::syscall::obj_get(link).ok()?;
+    super::syscall::xdp_link_ifindex(fd).ok()
 }
 
 /// What an installed agent reports.
@@ -32,6 +50,16 @@ fn dir(root: &Path, iface: &str) -> PathBuf {
 pub struct AgentStatus {
     /// The interface.
     pub interface: String,
+    /// The network namespace's cookie (see [`crate::net::netns_cookie`]).
+    pub netns_cookie: u64,
+    /// The namespace's name under /run/netns ("host" for the init one), when
+    /// it has one.
+    pub netns: Option<String>,
+    /// The pin directory.
+    pub pins: PathBuf,
+    /// The interface index the program is attached to; 0 when the kernel
+    /// detached it (its interface or namespace is gone).
+    pub attached_ifindex: u32,
     /// The VIPs it serves.
     pub vips: Vec<IpAddr>,
     /// SYNs sent back to the balancer.
@@ -43,25 +71,47 @@ pub struct AgentStatus {
     pub unowned: u64,
 }
 
-/// Installs the agent on `iface` (in the calling thread's namespace) for
-/// `vips`, or, when it is installed already, sets its VIPs to `vips`.
-/// Returns whether it was newly attached.
-pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> Result<bool> {
+/// What [`install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// Attached where there was none.
+    Attached,
+    /// Attached anew in place of pins whose program was attached nowhere, or
+    /// to another interface (a recreated device).
+    ReplacedStale,
+    /// Already attached here: only the VIPs were set.
+    VipsUpdated,
+}
+
+/// Installs the agent on `iface` in the calling thread's namespace for
+/// `vips`, or, when it is attached there already, sets its VIPs to `vips`.
+/// First removes pins left by interfaces and namespaces that are gone.
+pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> Result<Installed> {
     if vips.is_empty() || vips.len() > MAX_AGENT_VIPS as usize {
         return Err(DataplaneError::Unsupported(format!(
             "an agent serves 1 to {MAX_AGENT_VIPS} VIPs, not {}",
             vips.len()
         )));
     }
+    let ifindex = crate::net::ifindex(iface)
+        .map_err(|e| DataplaneError::Unsupported(format!("no interface {iface} in this network namespace: {e}")))?;
     pin::ensure_bpffs(Path::new("/sys/fs/bpf"))?;
-    let d = dir(root, iface);
+    remove_detached(root)?;
+    let d = dir(root, iface)?;
+    let link = d.join(LINK);
+    let outcome = match attached_ifindex(&link) {
+        Some(i) if i == ifindex => Installed::VipsUpdated,
+        None if !link.exists() => Installed::Attached,
+        _ => {
+            uninstall_dir(&d)?;
+            Installed::ReplacedStale
+        }
+    };
     std::fs::create_dir_all(&d).map_err(|source| pin::PinError::Io { what: "creating", path: d.clone(), source })?;
-    let link = d.join("link");
-    let fresh = !link.exists();
     let mut loader = EbpfLoader::new();
     loader.map_pin_path(names::VIPS, d.join(names::VIPS)).map_pin_path(names::STATS, d.join(names::STATS));
     let mut ebpf = loader.load(AGENT_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-    if fresh {
+    if outcome != Installed::VipsUpdated {
         let prog = load_program(&mut ebpf)?;
         let id = prog
             .attach(iface, mode.into())
@@ -74,7 +124,48 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> R
         fd.pin(&link).map_err(|e| DataplaneError::PinLink { path: link.clone(), source: Box::new(e) })?;
     }
     set_vips(&mut ebpf, vips)?;
-    Ok(fresh)
+    Ok(outcome)
+}
+
+/// Removes every agent's pins under `root` whose link the kernel detached:
+/// its interface was deleted, or its namespace with it. Returns their
+/// directories.
+pub fn remove_detached(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for d in pin_dirs(root) {
+        if attached_ifindex(&d.join(LINK)) == Some(0) {
+            uninstall_dir(&d)?;
+            removed.push(d);
+        }
+    }
+    Ok(removed)
+}
+
+/// Every agent pin directory under `root`: `netns-*/IFACE`, and the
+/// `IFACE` directories of older veers (keyed by interface alone).
+fn pin_dirs(root: &Path) -> Vec<PathBuf> {
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d).map(|e| e.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()).unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for d in subdirs(root) {
+        if d.join(LINK).exists() {
+            out.push(d);
+        } else if d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("netns-")) {
+            out.extend(subdirs(&d).into_iter().filter(|p| p.join(LINK).exists()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Detaches an agent's link at once and removes its pins.
+fn uninstall_dir(d: &Path) -> Result<Vec<PathBuf>> {
+    if let Ok(fd) = super::syscall::obj_get(&d.join(LINK)) {
+        // Detached already when its interface went away.
+        let _ = super::syscall::link_detach(fd);
+    }
+    Ok(pin::uninstall(d)?)
 }
 
 /// The agent program of a loaded object, loaded into the kernel.
@@ -104,14 +195,39 @@ fn set_vips(ebpf: &mut aya::Ebpf, vips: &[IpAddr]) -> Result<()> {
     Ok(())
 }
 
-/// Detaches the agent from `iface` and removes its pins.
+/// Detaches the agent from `iface` in the calling thread's namespace and
+/// removes its pins (or those of an older veer, keyed by `iface` alone).
 pub fn uninstall(root: &Path, iface: &str) -> Result<Vec<PathBuf>> {
-    Ok(pin::uninstall(&dir(root, iface))?)
+    let d = dir(root, iface)?;
+    let legacy = root.join(iface);
+    if !d.exists() && legacy.join(LINK).exists() {
+        return uninstall_dir(&legacy);
+    }
+    uninstall_dir(&d)
 }
 
-/// The agent installed on `iface`, from its pins.
+/// The agent installed on `iface` in the calling thread's namespace.
 pub fn status(root: &Path, iface: &str) -> Result<AgentStatus> {
-    let d = dir(root, iface);
+    let d = dir(root, iface)?;
+    if !d.join(LINK).exists() {
+        return Err(DataplaneError::NotAttached(format!(
+            "{iface} in this network namespace (no agent pinned at {})",
+            d.display()
+        )));
+    }
+    let names = crate::net::netns_names();
+    status_at(&d, &names)
+}
+
+/// Every agent pinned under `root`, in any namespace, with where it is
+/// really attached.
+pub fn list(root: &Path) -> Result<Vec<AgentStatus>> {
+    let names = crate::net::netns_names();
+    pin_dirs(root).iter().map(|d| status_at(d, &names)).collect()
+}
+
+/// The agent pinned in `d`, from its pins.
+fn status_at(d: &Path, netns_names: &std::collections::HashMap<u64, String>) -> Result<AgentStatus> {
     let open = |name: &'static str| {
         MapData::from_pin(d.join(name))
             .map_err(DataplaneError::map(name, format!("opening the pin in {}", d.display())))
@@ -123,8 +239,17 @@ pub fn status(root: &Path, iface: &str) -> Result<AgentStatus> {
     let counter = |c: AgentCounter| -> Result<u64> {
         Ok(stats.get(&(c as u32), 0).map_err(DataplaneError::map(names::STATS, "reading"))?.iter().sum())
     };
+    let netns_cookie = d
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_string_lossy().strip_prefix("netns-").and_then(|c| c.parse().ok()))
+        .unwrap_or(0);
     Ok(AgentStatus {
-        interface: iface.to_string(),
+        interface: d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        netns_cookie,
+        netns: netns_names.get(&netns_cookie).cloned(),
+        pins: d.to_path_buf(),
+        attached_ifindex: attached_ifindex(&d.join(LINK)).unwrap_or(0),
         vips: vips.keys().filter_map(|k| k.ok()).map(|k| super::from_abi(&k)).collect(),
         bounced: counter(AgentCounter::Bounced)?,
         kept: counter(AgentCounter::Kept)?,

@@ -79,3 +79,34 @@ pub fn obj_get(path: &std::path::Path) -> std::io::Result<std::os::fd::OwnedFd> 
     // SAFETY: the kernel returned a new descriptor that we now own.
     Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r as i32) })
 }
+
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The interface an XDP link is attached to: 0 once the kernel detached it
+/// (its device went away, with its namespace or by `ip link del`).
+pub fn xdp_link_ifindex(fd: impl AsFd) -> std::io::Result<u32> {
+    // struct bpf_link_info: type, id, prog_id, then the 8-aligned union whose
+    // xdp member starts with ifindex (byte 16). Unused tail bytes stay zero,
+    // which the kernel requires of a buffer larger than its struct.
+    let mut info = [0u64; 16];
+    let attr = InfoAttr {
+        bpf_fd: fd.as_fd().as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr points at `info`, a zeroed buffer of info_len bytes.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr as *const InfoAttr, std::mem::size_of::<InfoAttr>())
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info[2] as u32)
+}
