@@ -237,6 +237,12 @@ fn main() -> Result<()> {
         );
     }
     println!("  per backend: {all:?}");
+    if nat {
+        println!(
+            "  the contrast: `cargo xtask demo -- --dsr` kills the same server under DSR without veer-agent, \
+             where its resets reach the client before any check fires"
+        );
+    }
     veerctl(c, &["stats"]);
 
     if args.keep {
