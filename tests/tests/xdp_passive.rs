@@ -146,7 +146,9 @@ fn refused_syn_is_resent(tag: &str, v6: bool) {
     let tcp = tcp_of(&resent);
     assert_eq!(tcp[13], TCP_SYN, "{tag}: a SYN");
     assert_eq!(u32::from_be_bytes(tcp[4..8].try_into().unwrap()), 1000, "{tag}: the client's sequence number");
-    assert_eq!(tcp[20..40], SYN_OPTIONS, "{tag}: the client's options");
+    // The client's options, its timestamp put on veer's clock (nat::timestamps).
+    assert_eq!((&tcp[20..28], &tcp[32..40]), (&SYN_OPTIONS[..8], &SYN_OPTIONS[12..]), "{tag}: the client's options");
+    assert_ne!(tcp[28..32], SYN_OPTIONS[8..12], "{tag}: its TSval shifted");
     assert_eq!(resent.len(), syn.len(), "{tag}: the client's SYN, whole");
     assert!(lab.dp.is_suspect(a).unwrap());
     assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 1);

@@ -28,8 +28,13 @@ fn lab(tag: &str, v6: bool, mode: u32, threshold: u32) -> NatLab {
 
 fn lab_with(tag: &str, v6: bool, mode: u32, threshold: u32, flags: u8) -> NatLab {
     let mut lab = NatLab::with_flags(tag, v6, Protocol::Tcp, 2, flags);
-    let cfg =
-        NatConfig { port_min: NAT_PORTS.0, port_max: NAT_PORTS.1, syn_cookies: mode, syn_cookie_threshold: threshold };
+    let cfg = NatConfig {
+        port_min: NAT_PORTS.0,
+        port_max: NAT_PORTS.1,
+        syn_cookies: mode,
+        syn_cookie_threshold: threshold,
+        cpus: 0,
+    };
     lab.dp.set_nat_config(cfg).expect("NAT config");
     lab
 }

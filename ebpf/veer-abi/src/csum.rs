@@ -3,8 +3,9 @@
 //! UDP checksum (whose pseudo-header covers the addresses) are adjusted for
 //! the changed words instead of being recomputed over the whole packet.
 
+/// A one's-complement sum of 16-bit words folded to 16 bits.
 #[inline(always)]
-fn fold(s: u32) -> u16 {
+pub fn fold(s: u32) -> u16 {
     let s = (s & 0xffff) + (s >> 16);
     ((s & 0xffff) + (s >> 16)) as u16
 }

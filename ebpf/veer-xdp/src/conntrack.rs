@@ -8,7 +8,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
-    CONN_F_COUNTED, CONN_F_PEER_CLOSED, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
+    CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
 };
 
 use crate::{
@@ -87,7 +87,7 @@ pub fn keeper(svc: &Service, entry: &ConnEntry) -> Option<Flow> {
     BackendState::from_u32(b.state).keeps_flows().then_some(Flow {
         id: entry.backend,
         backend: b,
-        nat: Slot { port: entry.nat_port, addr: entry.nat_addr },
+        nat: Slot::of(entry),
         flags: entry.flags,
     })
 }
@@ -266,13 +266,16 @@ pub fn half_open(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
 
 #[inline(always)]
 fn entry_for(svc: &Service, backend: u32, nat: Slot, flags: u32) -> ConnEntry {
+    let ts = if nat.ts != 0 { CONN_F_TS } else { 0 };
     ConnEntry {
         backend,
         service: svc.id,
         last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
-        flags,
+        flags: (flags & !CONN_F_TS) | ts,
         nat_port: nat.port,
         nat_addr: nat.addr,
+        ts_off: nat.ts_off,
+        _pad: 0,
     }
 }
 

@@ -303,9 +303,18 @@ fn schedule<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, p
     if affinity::persists(svc) {
         affinity::remember(svc, &key.src, id);
     }
-    let nat = if NAT { snat::allocate(svc, key, id, b)? } else { Slot::NONE };
+    // A SYN's timestamps go onto veer's clock (`nat::timestamps`).
+    if NAT {
+        let ts = if p.opening && key.proto == veer_abi::IPPROTO_TCP {
+            nat::timestamps::offset_for_syn(ctx, pkt.l4 as usize)
+        } else {
+            0
+        };
+        nat::ports::shift_timestamps(ts);
+    }
+    let nat = if NAT { nat::ports::allocate(svc, key, id, b)? } else { Slot::NONE };
     // Opened by veer's SYN proxy (`nat::syn_cookie`): sequence numbers shift.
-    let flags = if NAT && snat::allocated_proxied() { CONN_F_PROXIED } else { 0 };
+    let flags = if NAT && nat::ports::allocated_proxied() { CONN_F_PROXIED } else { 0 };
     if p.stale {
         conntrack::repin(svc, key, id, nat);
     } else {

@@ -8,16 +8,15 @@
 //! ([`Slot`]); the NAT rewrite itself is in `nat`.
 
 use aya_ebpf::{
-    helpers::bpf_get_prandom_u32,
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
 use veer_abi::{
-    Backend, ConnEntry, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, ProxiedClient, ProxiedSyn, Service,
-    DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_PORT_TRIES,
+    Backend, ConnEntry, FlowKey, NatConfig, NatKey, NatMapping, ProxiedClient, ProxiedSyn, CONN_F_TS,
+    DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED,
 };
 
-use crate::{access::opaque, backends::backend, stats, verdict::Drop};
+use crate::backends::backend;
 
 /// NAT flows by the tuple of the backend's answers. Not LRU: a live mapping
 /// is never evicted to make room; veerd removes the idle ones, and a full
@@ -38,24 +37,12 @@ static NAT_CONFIG: Array<NatConfig> = Array::with_max_entries(1, 0);
 #[map]
 static PROXIED_NEXT: PerCpuArray<ProxiedSyn> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU room for a new mapping's key and value, off the stack.
-#[map]
-static ALLOC_SCRATCH: PerCpuArray<AllocScratch> = PerCpuArray::with_max_entries(1, 0);
-
 /// Per-CPU room for a mapping's key being looked up (`answered`).
 #[map]
 static KEY_SCRATCH: PerCpuArray<NatKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// `bpf_map_update_elem` flag: only create.
-const BPF_NOEXIST: u64 = 1;
-
-/// Room for a new mapping's key and value (`ALLOC_SCRATCH`).
-struct AllocScratch {
-    key: NatKey,
-    mapping: NatMapping,
-}
-
-/// A NAT flow's SNAT endpoint: port, and index of the address in `SNAT_ADDRS`.
+/// A NAT flow's SNAT endpoint: port, and index of the address in
+/// `SNAT_ADDRS`; and the shift of its TCP timestamps (`nat::timestamps`).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Slot {
@@ -63,11 +50,22 @@ pub struct Slot {
     pub port: u16,
     /// The SNAT address's index in `SNAT_ADDRS`.
     pub addr: u16,
+    /// Added to the client's timestamps, when `ts` is not 0.
+    pub ts_off: u32,
+    /// Whether the flow's timestamps are shifted.
+    pub ts: u32,
 }
 
 impl Slot {
     /// No SNAT endpoint (DSR).
-    pub const NONE: Slot = Slot { port: 0, addr: 0 };
+    pub const NONE: Slot = Slot { port: 0, addr: 0, ts_off: 0, ts: 0 };
+
+    /// The endpoint a table entry holds.
+    #[inline(always)]
+    pub fn of(e: &ConnEntry) -> Slot {
+        let ts = (e.flags & CONN_F_TS != 0) as u32;
+        Slot { port: e.nat_port, addr: e.nat_addr, ts_off: e.ts_off, ts }
+    }
 }
 
 /// The NAT settings (port range, SYN cookies); `None` before veerd wrote them.
@@ -90,56 +88,6 @@ pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
     } else {
         key.dport
     }
-}
-
-/// A SNAT address and port toward backend `id` for a new flow: from a
-/// random start, at most `NAT_PORT_TRIES` tries, each port on every one of
-/// the backend's SNAT addresses before the next port. Its return entry is created here, so no
-/// live mapping is ever handed out twice. A call of its own: its keys would
-/// not fit on the NAT program's stack.
-#[inline(never)]
-pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Slot, Drop> {
-    let cfg = NAT_CONFIG.get(0).ok_or(Drop::NatExhausted)?;
-    let (min, max) = (cfg.port_min as u32, cfg.port_max as u32);
-    if min == 0 || max < min {
-        return Err(Drop::NatExhausted);
-    }
-    let span = max - min + 1;
-    let addrs = (b.snat_count as u32).max(1);
-    // A random start: a client reusing its port must not land on the
-    // mappings its earlier connections left behind.
-    let r = unsafe { bpf_get_prandom_u32() };
-    let (Some(port0), Some(addr0)) = (r.checked_rem(span), (r >> 16).checked_rem(addrs)) else {
-        return Err(Drop::NatExhausted);
-    };
-    // The key and value are built in per-CPU scratch: on the stack they
-    // would not fit beside the NAT program's own frame.
-    let scratch = unsafe { &mut *ALLOC_SCRATCH.get_ptr_mut(0).ok_or(Drop::NatExhausted)? };
-    scratch.mapping = NatMapping::new(*key, id, svc.id);
-    take_proxied(key, &mut scratch.mapping);
-    scratch.key = NatKey {
-        backend: b.addr,
-        snat: [0; 16],
-        backend_port: backend_port(key, b),
-        snat_port: 0,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
-    for i in 0..NAT_PORT_TRIES {
-        // Wraps around the ranges (which may be smaller than the tries).
-        let step = i.checked_div(addrs).unwrap_or(i);
-        let (Some(off), Some(a)) = ((port0 + step).checked_rem(span), (addr0 + i).checked_rem(addrs)) else { break };
-        let port = (min + opaque(off)) as u16;
-        let index = b.snat.wrapping_add(opaque(a) as u16);
-        let Some(snat) = snat_addr(index) else { break };
-        scratch.key.snat = snat;
-        scratch.key.snat_port = port;
-        if NAT_REV.insert(&scratch.key, &scratch.mapping, BPF_NOEXIST).is_ok() {
-            stats::count(GlobalCounter::NatMapped);
-            return Ok(Slot { port, addr: index });
-        }
-    }
-    Err(Drop::NatExhausted)
 }
 
 /// Marks the SYN of `key` about to reach the NAT program (same CPU, same
@@ -186,7 +134,7 @@ pub fn claimed() -> bool {
 /// Makes `m` (of `key`) proxied if the NAT program's SYN is the one
 /// [`claim_proxied`] claimed (taken once).
 #[inline(always)]
-fn take_proxied(key: &FlowKey, m: &mut NatMapping) {
+pub(crate) fn take_proxied(key: &FlowKey, m: &mut NatMapping) {
     let Some(p) = PROXIED_NEXT.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's value.
     let p = unsafe { &mut *p };
@@ -201,12 +149,6 @@ fn take_proxied(key: &FlowKey, m: &mut NatMapping) {
     m.client_window = p.client.window;
     // SAFETY: a helper without arguments.
     m.syn_sent_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
-}
-
-/// Whether the mapping [`allocate`] made last on this CPU is proxied.
-#[inline(always)]
-pub fn allocated_proxied() -> bool {
-    ALLOC_SCRATCH.get(0).is_some_and(|s| s.mapping.flags & NAT_F_PROXIED != 0)
 }
 
 /// Whether two flow keys are equal.

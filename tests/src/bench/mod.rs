@@ -10,6 +10,7 @@ pub mod failover;
 pub mod fleet;
 pub mod flood;
 pub mod maglev;
+pub mod nat_rate;
 pub mod packet;
 pub mod pairs;
 pub mod reroute;

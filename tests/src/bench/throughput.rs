@@ -47,6 +47,11 @@ fn proc_cpu(pid: u32) -> f64 {
 
 /// One wrk run from the client: requests per second and requests done.
 fn wrk(tb: &Testbed, url: &str, close: bool) -> Result<(f64, f64)> {
+    wrk_for(tb, url, close, SECS)
+}
+
+/// [`wrk`] for `secs` seconds.
+pub(super) fn wrk_for(tb: &Testbed, url: &str, close: bool, secs: u32) -> Result<(f64, f64)> {
     let mut args = vec![
         "netns".to_string(),
         "exec".into(),
@@ -54,7 +59,7 @@ fn wrk(tb: &Testbed, url: &str, close: bool) -> Result<(f64, f64)> {
         "wrk".into(),
         "-t1".into(),
         format!("-c{CONNS}"),
-        format!("-d{SECS}s"),
+        format!("-d{secs}s"),
     ];
     if close {
         args.extend(["-H".into(), "Connection: close".into()]);
@@ -147,7 +152,7 @@ pub fn haproxy_with(tb: &Testbed, dir: &std::path::Path, defaults: &str, check: 
 
 /// Expires idle NAT mappings in `pins` as veerd does (every second here,
 /// with its timeouts) until `stop`.
-fn expire_in_background(
+pub(super) fn expire_in_background(
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     pins: &std::path::Path,
 ) -> std::thread::JoinHandle<()> {

@@ -19,7 +19,7 @@ struct Args {
     /// Where report.md and report.json go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
     out: PathBuf,
-    /// Only these sections (packet, scale, maglev, reroute, throughput, failover, flood, fleet, balance, control, correlated).
+    /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, failover, flood, pairs, fleet, balance, control, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -41,7 +41,7 @@ fn main() -> Result<()> {
         eprintln!("bench: maglev");
         sections.push(bench::maglev::run()?);
     }
-    if want("reroute") || want("throughput") {
+    if want("reroute") || want("throughput") || want("natrate") {
         let dir = scratch("bench");
         let tb = Testbed::create("veer-bench", 3).context("bench network")?;
         let listen = SocketAddr::new(IpAddr::V4([0, 0, 0, 0].into()), 80);
@@ -54,6 +54,10 @@ fn main() -> Result<()> {
         if want("throughput") {
             eprintln!("bench: throughput (wrk)");
             sections.push(bench::throughput::run(&tb, &dir)?);
+        }
+        if want("natrate") {
+            eprintln!("bench: NAT's connection rate over time (wrk)");
+            sections.push(bench::nat_rate::run(&tb, &dir)?);
         }
     }
     if want("failover") {

@@ -25,7 +25,12 @@ impl Dataplane {
     }
 
     /// Sets the SNAT port range (`port_min` 0 turns NAT's return path off).
-    pub fn set_nat_config(&mut self, cfg: veer_abi::NatConfig) -> Result<()> {
+    /// `cfg.cpus` 0 is filled in with the possible CPUs.
+    pub fn set_nat_config(&mut self, mut cfg: veer_abi::NatConfig) -> Result<()> {
+        if cfg.cpus == 0 && cfg.port_min != 0 {
+            cfg.cpus = super::possible_cpus()
+                .map_err(|e| DataplaneError::Unsupported(format!("reading the possible CPUs: {e}")))?;
+        }
         let mut m: Array<&mut MapData, veer_abi::NatConfig> = map_mut!(self, Array, names::NAT_CONFIG);
         m.set(0, cfg, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "writing"))
     }

@@ -181,6 +181,8 @@ mod tests {
             flags,
             nat_port: port,
             nat_addr: 0,
+            ts_off: 0,
+            _pad: 0,
         }
     }
 

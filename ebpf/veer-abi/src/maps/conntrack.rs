@@ -50,6 +50,10 @@ pub const CONN_F_SECOND_CHANCE: u32 = 1 << 18;
 /// forge, does not free its mapping.
 pub const CONN_F_PEER_CLOSED: u32 = 1 << 19;
 
+/// `ConnEntry::flags` (NAT): the flow's TCP timestamps are shifted by
+/// `ts_off` on their way to the backend (see `NatMapping::ts_off`).
+pub const CONN_F_TS: u32 = 1 << 20;
+
 /// Value of the connection table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,8 +71,12 @@ pub struct ConnEntry {
     pub nat_port: u16,
     /// NAT: index in `SNAT_ADDRS` of the flow's SNAT address.
     pub nat_addr: u16,
+    /// NAT with [`CONN_F_TS`]: added to the client's TCP timestamps.
+    pub ts_off: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
-const _: () = assert!(core::mem::size_of::<ConnEntry>() == 24);
+const _: () = assert!(core::mem::size_of::<ConnEntry>() == 32);

@@ -57,6 +57,12 @@ pub struct NatMapping {
     /// (`bpf_ktime_get_coarse_ns`); a client's packet while the backend has
     /// not answered sends it again, at most every [`PROXY_SYN_RESEND_NS`].
     pub syn_sent_ns: u64,
+    /// With [`NAT_F_TS`]: what veer adds to the client's TCP timestamps
+    /// (and takes off the echoes coming back), so that the backend sees
+    /// timestamps from veer's clock on every SNAT 4-tuple.
+    pub ts_off: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 impl NatMapping {
@@ -75,6 +81,8 @@ impl NatMapping {
             client_mss: 0,
             client_window: 0,
             syn_sent_ns: 0,
+            ts_off: 0,
+            _pad: 0,
         }
     }
 }
@@ -124,6 +132,17 @@ pub const NAT_F_SPLICED: u32 = 2;
 /// `backend_isn` holds its sequence number.
 pub const NAT_F_ANSWERED: u32 = 4;
 
+/// `NatMapping::flags`: the client's SYN carried TCP timestamps, which veer
+/// shifts onto its own clock (`ts_off`). A closed flow's SNAT 4-tuple is
+/// then taken again after [`NAT_REUSE_AFTER_CLOSE_NS`]: the backend's
+/// TIME_WAIT socket on it accepts the new SYN, whose timestamp is newer.
+pub const NAT_F_TS: u32 = 8;
+
+/// How long a closed NAT flow with timestamps keeps its SNAT 4-tuple before
+/// a new flow may take it (its last retransmissions have gone by). Without
+/// timestamps the tuple waits for veerd's expiry (as long as TIME_WAIT).
+pub const NAT_REUSE_AFTER_CLOSE_NS: u64 = 1_000_000_000;
+
 /// The SNAT port range (the one entry of `NAT_CONFIG`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -137,6 +156,10 @@ pub struct NatConfig {
     /// `SYN_COOKIES_AUTO`: new NAT connections a CPU may open in one second
     /// before it answers SYNs with cookies (for [`SYN_COOKIE_HOLD_NS`]).
     pub syn_cookie_threshold: u32,
+    /// The number of possible CPUs: a CPU takes over closed flows' SNAT
+    /// ports only among those whose port modulo this is its own number, so
+    /// two CPUs never take the same one (0: no takeover).
+    pub cpus: u32,
 }
 
 /// `NatConfig::syn_cookies`: never (every SYN takes a SNAT port at once).
@@ -170,7 +193,7 @@ pub struct SynStash {
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
-const _: () = assert!(core::mem::size_of::<NatMapping>() == 80);
+const _: () = assert!(core::mem::size_of::<NatMapping>() == 88);
 const _: () = assert!(core::mem::size_of::<ProxiedSyn>() == 60);
-const _: () = assert!(core::mem::size_of::<NatConfig>() == 12);
+const _: () = assert!(core::mem::size_of::<NatConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);

@@ -125,11 +125,14 @@ pub enum GlobalCounter {
     /// Dropped: a SYN-ACK to a connection veer's SYN proxy opened that does
     /// not acknowledge veer's SYN (forged, or stale).
     DropForeignSynAck = 44,
+    /// NAT mappings whose SNAT endpoint a new flow took over from a flow
+    /// with timestamps that closed (also counted in `nat_mapped`).
+    NatTakenOver = 45,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 45;
+    pub const COUNT: u32 = 46;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -178,6 +181,7 @@ impl GlobalCounter {
         Self::SynOnLive,
         Self::ProxySynResent,
         Self::DropForeignSynAck,
+        Self::NatTakenOver,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -228,6 +232,7 @@ impl GlobalCounter {
             Self::SynOnLive => "syn_on_live",
             Self::ProxySynResent => "proxy_syn_resent",
             Self::DropForeignSynAck => "drop_foreign_syn_ack",
+            Self::NatTakenOver => "nat_taken_over",
         }
     }
 }

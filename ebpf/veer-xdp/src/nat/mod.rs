@@ -8,22 +8,25 @@
 //! checksum (its pseudo-header covers the addresses) are updated
 //! incrementally. The next hop comes from the kernel's routing table.
 //!
-//! The SNAT endpoints and return mappings are `snat`'s; ICMP errors about
+//! The return mappings are `snat`'s, new flows' endpoints [`ports`]'s;
+//! timestamps go onto veer's clock ([`timestamps`]); ICMP errors about
 //! NAT flows are translated in [`icmp`]; a backend's refusal of a SYN is
 //! undone by [`syn_stash`]; a flow is promoted to the connection table only
 //! by a client that saw the backend's SYN-ACK ([`proof`]); SYN floods are
 //! answered with cookies ([`syn_cookie`]).
 
 pub mod icmp;
+pub mod ports;
 pub mod proof;
 pub mod rewrite;
 pub mod syn_cookie;
 pub mod syn_stash;
+pub mod timestamps;
 
 use aya_ebpf::programs::XdpContext;
 use veer_abi::{
     is_ipv4_mapped, GlobalCounter, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_COOKIE_RETURN, JUMP_NAT_RETURN,
-    NAT_F_PROXIED,
+    NAT_F_PROXIED, NAT_F_TS,
 };
 
 use rewrite::rewrite;
@@ -81,6 +84,9 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop>
         return jump(ctx, JUMP_NAT_COOKIE);
     }
     let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
+    if slot.ts != 0 && !timestamps::to_backend(ctx, pkt.l4 as usize, slot.ts_off) {
+        return Err(Drop::Truncated);
+    }
     let v4 = is_ipv4_mapped(&pkt.key.dst);
     rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
     fib::send(ctx, v4, &snat, &b.addr)
@@ -123,6 +129,13 @@ fn reverse(ctx: &XdpContext, pkt: &VipPacket, shifted: bool) -> Result<Returned,
     // SAFETY: a live map value, read in place.
     if (unsafe { (*m).flags } & NAT_F_PROXIED != 0 || syn_ack) && !shifted {
         return Ok(PROXIED);
+    }
+    // SAFETY: read in place.
+    if unsafe { (*m).flags } & NAT_F_TS != 0 {
+        // SAFETY: as above.
+        if !timestamps::to_client(ctx, pkt.l4 as usize, unsafe { (*m).ts_off }) {
+            return Err(Drop::Truncated);
+        }
     }
     // SAFETY: copied out at once.
     let f = unsafe { (*m).flow };

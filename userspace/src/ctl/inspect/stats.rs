@@ -70,6 +70,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::SynOnLive => "SYNs on a live connection's 5-tuple, sent to its backend (entry kept)",
         GlobalCounter::ProxySynResent => "SYNs veer's proxy resent to a backend that had not answered",
         GlobalCounter::DropForeignSynAck => "dropped: SYN-ACK not acknowledging veer's proxied SYN",
+        GlobalCounter::NatTakenOver => "NAT flows given the SNAT port of a closed flow (timestamps on)",
     }
 }
 

@@ -114,6 +114,7 @@ impl Nat {
                 port_max: ports.high,
                 syn_cookies: daemon.syn_cookies.abi(),
                 syn_cookie_threshold: daemon.syn_cookie_threshold,
+                cpus: 0,
             }
         } else {
             NatConfig::default()

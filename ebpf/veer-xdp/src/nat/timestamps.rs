@@ -1,0 +1,201 @@
+//! TCP timestamps of NAT flows, put on veer's clock.
+//!
+//! Many clients share one SNAT address, so a SNAT 4-tuple that a closed
+//! flow leaves behind is soon taken by another client, whose timestamp clock
+//! has nothing to do with the first one's. The backend may still hold the
+//! old connection in TIME_WAIT, and accepts a new SYN on it only if its
+//! timestamp is newer (PAWS, RFC 7323). veer therefore shifts each flow's
+//! timestamps by a per-flow offset chosen at its SYN, so that the backend
+//! sees values of veer's own clock (about a microsecond a tick) rising on
+//! every tuple; the echoes coming back are shifted back, so the client sees
+//! its own values. Clients' clocks tick at most every millisecond (RFC 7323
+//! asks 1 ms to 1 s), so a flow's shifted values never overtake veer's clock,
+//! and a tuple can be taken again a moment after its flow closed.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    macros::map,
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
+use veer_abi::csum;
+
+use crate::{
+    access::{callee_ctx, mut_ptr_at, opaque, ptr_at},
+    headers::{eth::EthHdr, l4::TcpHdr},
+    verdict::Drop,
+};
+
+/// TCP option kinds and the timestamps option's length.
+const OPT_END: u8 = 0;
+const OPT_NOP: u8 = 1;
+const OPT_TIMESTAMPS: u8 = 8;
+const TIMESTAMPS_LEN: u8 = 10;
+
+/// A TCP header's fixed part; its options' most.
+const FIXED: usize = 20;
+const MAX_OPTIONS: usize = 40;
+/// Options looked at in a SYN before giving up on finding the timestamps
+/// (BSD puts them sixth: MSS, NOP, window scale, NOP, NOP, timestamps).
+const SYN_OPTIONS_WALKED: usize = 7;
+/// The same in other segments, which put them first (NOP, NOP, timestamps)
+/// or after a few: every option walked multiplies what the verifier checks
+/// at each of the NAT program's call sites.
+const OPTIONS_WALKED: usize = 3;
+
+/// This CPU's copy of the current packet's TCP options (indexes are masked
+/// to 6 bits, and LLVM may read a few bytes at once from there: 128 bytes
+/// keep every such read inside). Parsed here rather than in the packet:
+/// packet pointers at variable offsets lose the verifier.
+#[map]
+static OPTIONS: PerCpuArray<[u8; 128]> = PerCpuArray::with_max_entries(1, 0);
+
+/// [`find`] among the first few options, as a call of its own.
+#[inline(never)]
+fn find_apart(ctx: &XdpContext, l4: usize) -> usize {
+    find::<OPTIONS_WALKED>(&callee_ctx(ctx), l4)
+}
+
+/// veer's timestamp clock: nanoseconds / 1024.
+#[inline(always)]
+pub fn clock() -> u32 {
+    // SAFETY: a helper without arguments.
+    (unsafe { bpf_ktime_get_ns() } >> 10) as u32
+}
+
+/// Offset from the TCP header at `l4` of its timestamps option's TSval,
+/// among its first `WALK` options; 0 when it has none. Leaves the options
+/// in `OPTIONS` for [`shift`].
+#[inline(always)]
+fn find<const WALK: usize>(ctx: &XdpContext, l4: usize) -> usize {
+    if l4 > EthHdr::LEN + 60 {
+        return 0;
+    }
+    let Ok(tcp) = ptr_at::<TcpHdr>(ctx, l4) else { return 0 };
+    // SAFETY: bounds checked by `ptr_at`. Opaque: LLVM would read the
+    // length again after the check, and the verifier lose its bounds.
+    let options = opaque((((unsafe { (*tcp).doff_flags[0] } >> 4) as u32) * 4).wrapping_sub(FIXED as u32)) as usize;
+    if options < 12 || options > MAX_OPTIONS {
+        return 0;
+    }
+    let Some(buf) = OPTIONS.get_ptr_mut(0) else { return 0 };
+    // SAFETY: `options` bytes fit the value; the helper checks the frame.
+    if unsafe { bpf_xdp_load_bytes(ctx.ctx, (l4 + FIXED) as u32, buf as *mut _, options as u32) } != 0 {
+        return 0;
+    }
+    // SAFETY: this CPU's value; nothing else runs on it meanwhile.
+    let b = unsafe { &*buf };
+    // The usual place first: NOP, NOP, timestamps (every packet but a SYN).
+    if b[0] == OPT_NOP && b[1] == OPT_NOP && b[2] == OPT_TIMESTAMPS && b[3] == TIMESTAMPS_LEN {
+        return FIXED + 4;
+    }
+    let mut at = 0usize;
+    for _ in 0..WALK {
+        if at >= options {
+            break;
+        }
+        let kind = b[at & 63];
+        if kind == OPT_END {
+            break;
+        }
+        let len = if kind == OPT_NOP { 1 } else { b[(at + 1) & 63] as usize };
+        if kind == OPT_TIMESTAMPS && len == TIMESTAMPS_LEN as usize && at + 10 <= options {
+            return FIXED + at + 2;
+        }
+        if len == 0 || (len == 1 && kind != OPT_NOP) {
+            break;
+        }
+        at += len;
+    }
+    0
+}
+
+/// Adds `delta` to the 4-byte value at `at` (from the TCP header at `l4`;
+/// `find` found it and left the options in `OPTIONS`), updating the TCP
+/// checksum. A value at an odd offset is summed with its neighbours, as the
+/// checksum adds 16-bit words from the header's start (a header's length is
+/// a multiple of four, so an odd value has a byte after it in the header).
+/// In registers and the per-CPU copy, not in arrays: the frame is on the
+/// return program's deepest call chain.
+#[inline(always)]
+fn shift(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Result<(), Drop> {
+    if l4 > EthHdr::LEN + 60 || at < FIXED + 1 || at > FIXED + MAX_OPTIONS - 5 {
+        return Err(Drop::Malformed);
+    }
+    let buf = OPTIONS.get_ptr_mut(0).ok_or(Drop::Malformed)?;
+    // SAFETY: this CPU's value; nothing else runs on it meanwhile.
+    let b = unsafe { &mut *buf };
+    let odd = at & 1;
+    // Opaque: LLVM would fold the subtraction into the accesses' offsets.
+    let first = opaque((at - FIXED - odd) as u32) as usize & 63;
+    let word = |b: &[u8; 128], k: usize| u16::from_be_bytes([b[(first + k) & 63], b[(first + k + 1) & 63]]) as u32;
+    // The old words (three for an odd offset), summed negated.
+    let len = 4 + 2 * odd;
+    let mut sum = (!word(b, 0) & 0xffff) + (!word(b, 2) & 0xffff);
+    if odd != 0 {
+        sum += !word(b, 4) & 0xffff;
+    }
+    let i = (first + odd) & 63;
+    let v = u32::from_be_bytes([b[i], b[(i + 1) & 63], b[(i + 2) & 63], b[(i + 3) & 63]]).wrapping_add(delta);
+    let v = v.to_be_bytes();
+    b[i] = v[0];
+    b[(i + 1) & 63] = v[1];
+    b[(i + 2) & 63] = v[2];
+    b[(i + 3) & 63] = v[3];
+    sum += word(b, 0) + word(b, 2);
+    if odd != 0 {
+        sum += word(b, 4);
+    }
+    let tcp = mut_ptr_at::<TcpHdr>(ctx, l4)?;
+    // SAFETY: bounds checked by `mut_ptr_at`.
+    sum += (!u16::from_be_bytes(unsafe { (*tcp).check })) as u32;
+    let check = !csum::fold(sum);
+    let from = (l4 + FIXED + first) as u32;
+    // SAFETY: `len` bytes of this CPU's value; the helper checks the frame.
+    if unsafe { bpf_xdp_store_bytes(ctx.ctx, from, b.as_mut_ptr().add(first) as *mut _, len as u32) } != 0 {
+        return Err(Drop::Truncated);
+    }
+    // SAFETY: bounds checked by `mut_ptr_at` (the store did not move the frame).
+    let tcp = mut_ptr_at::<TcpHdr>(ctx, l4)?;
+    unsafe { (*tcp).check = check.to_be_bytes() };
+    Ok(())
+}
+
+/// A client's SYN: the offset that puts its TSval on veer's clock (bit 32
+/// set), or 0 when it carries no timestamps. A call of its own, as the
+/// others here: a frame for their buffers, off the NAT program's.
+#[inline(never)]
+pub fn offset_for_syn(ctx: &XdpContext, l4: usize) -> u64 {
+    let ctx = &callee_ctx(ctx);
+    let at = find::<SYN_OPTIONS_WALKED>(ctx, l4);
+    if at < FIXED + 2 || at > FIXED + MAX_OPTIONS - 4 {
+        return 0;
+    }
+    let Some(b) = OPTIONS.get(0) else { return 0 };
+    // Opaque: LLVM would fold the subtraction into the access's offset.
+    let i = opaque((at - FIXED) as u32) as usize;
+    let tsval = u32::from_be_bytes([b[i & 63], b[(i + 1) & 63], b[(i + 2) & 63], b[(i + 3) & 63]]);
+    1 << 32 | clock().wrapping_sub(tsval) as u64
+}
+
+/// A client's packet toward its backend: TSval + `off`. Whether the packet
+/// is intact (a store into it failed otherwise).
+#[inline(never)]
+pub fn to_backend(ctx: &XdpContext, l4: usize, off: u32) -> bool {
+    let ctx = &callee_ctx(ctx);
+    match find::<OPTIONS_WALKED>(ctx, l4) {
+        0 => true,
+        at => shift(ctx, l4, at, off).is_ok(),
+    }
+}
+
+/// A backend's packet toward the client: TSecr - `off`. As [`to_backend`],
+/// but inlined, with only the walk a call of its own: the return program's
+/// frame leaves no room for a deeper one.
+#[inline(always)]
+pub fn to_client(ctx: &XdpContext, l4: usize, off: u32) -> bool {
+    match find_apart(ctx, l4) {
+        0 => true,
+        at => shift(ctx, l4, at + 4, off.wrapping_neg()).is_ok(),
+    }
+}
