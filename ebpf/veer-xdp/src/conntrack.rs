@@ -8,7 +8,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
-    CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
+    CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP,
+    NO_BACKEND,
 };
 
 use crate::{

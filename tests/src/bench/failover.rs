@@ -212,6 +212,15 @@ pub fn run() -> Result<Section> {
             "HAProxy, option redispatch, retries 2".into(),
             haproxy_row(&s, &redispatch, &hap_checks, failure, settle(&checks))?,
         ));
+        if failure == Failure::Cut {
+            // A connect timeout tuned to a LAN: retried as soon as veer rescues.
+            let fast = redispatch.replace("  timeout connect 1s\n", "  timeout connect 100ms\n");
+            results.push((
+                sc.clone(),
+                "HAProxy, option redispatch, retries 2, timeout connect 100ms".into(),
+                haproxy_row(&s, &fast, &hap_checks, failure, settle(&checks))?,
+            ));
+        }
         results.push((
             sc.clone(),
             "HAProxy, no redispatch, retries 0".into(),
@@ -261,9 +270,10 @@ pub fn run() -> Result<Section> {
              server is SIGKILLed (its host answers RST) or b2's link is set down (no answer at all). Every row but \
              \"HAProxy defaults\" runs the same checks: interval = HAProxy inter and downinter, fast_interval = \
              fastinter, timeout = timeout check, rise, fall. HAProxy runs with timeout connect 1s (a client's own \
-             SYN retransmission time). veer runs with passive detection on (its default): a SYN retransmitted to a \
-             silent backend goes to another one, and with NAT a backend's RST to a SYN is withheld and the SYN \
-             resent elsewhere. Failed: connections started from the failure on that failed (those already \
+             SYN retransmission time), and for the cut host also 100ms. veer runs with passive detection on (its \
+             default): a SYN retransmitted to a silent backend goes to another one, and with NAT a backend's RST \
+             to a SYN is withheld and the SYN resent elsewhere, and a SYN left unanswered 4x the backend's SYN to \
+             SYN-ACK time (at least 20 ms, syn_rescue = \"auto\") is resent elsewhere by veerd. Failed: connections started from the failure on that failed (those already \
              established to b2 break through any balancer and are not counted). Window: from the failure to the \
              start of the last failed connection. p50/p99/max: time taken by connections started within \
              {AROUND:?} of the failure. \"veer-agent\": the optional backend program that sends a SYN no socket \

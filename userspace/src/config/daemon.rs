@@ -48,6 +48,12 @@ pub struct DaemonConfig {
     /// the rate threshold that would still fill the SNAT ports. Checked
     /// every 5 s.
     pub syn_cookie_half_open: u32,
+    /// Resending a NAT SYN its backend leaves unanswered (a host cut off
+    /// sends no refusal) to another backend, before the client's own
+    /// retransmission: `"auto"` after four times the backend's measured
+    /// SYN to SYN-ACK time, at least 20 ms; a duration; or `"off"`. For
+    /// services with `passive = true` (the default).
+    pub syn_rescue: SynRescue,
     /// Group (name or gid) whose members may connect to the API socket and
     /// read (status, events, metrics). Root and veerd's own user may always
     /// connect, and change things.
@@ -91,6 +97,7 @@ impl Default for DaemonConfig {
             syn_cookies: SynCookies::Auto,
             syn_cookie_threshold: 1000,
             syn_cookie_half_open: 4096,
+            syn_rescue: SynRescue::Auto,
             api_group: None,
             api_admin_group: None,
             hook_user: None,
@@ -152,6 +159,41 @@ impl SynCookies {
             Self::Off => veer_abi::SYN_COOKIES_OFF,
             Self::Auto => veer_abi::SYN_COOKIES_AUTO,
             Self::Always => veer_abi::SYN_COOKIES_ALWAYS,
+        }
+    }
+}
+
+/// When veerd resends a NAT SYN left unanswered (`syn_rescue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynRescue {
+    /// Never: the client's retransmission (after 1 s) finds the next backend.
+    Off,
+    /// After four times the backend's measured SYN to SYN-ACK time, at
+    /// least [`SynRescue::FLOOR`].
+    Auto,
+    /// After this long.
+    After(std::time::Duration),
+}
+
+impl SynRescue {
+    /// The least `"auto"` waits: a LAN answers in well under a millisecond,
+    /// but a busy backend's accept queue or a scheduling hiccup should not
+    /// move its connections.
+    pub const FLOOR: std::time::Duration = std::time::Duration::from_millis(20);
+}
+
+impl<'de> Deserialize<'de> for SynRescue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "auto" => Ok(Self::Auto),
+            "off" => Ok(Self::Off),
+            _ => match humantime::parse_duration(&s) {
+                Ok(t) if !t.is_zero() => Ok(Self::After(t)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{s:?}: expected \"auto\", \"off\" or a duration such as \"50ms\""
+                ))),
+            },
         }
     }
 }

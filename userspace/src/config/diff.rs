@@ -29,10 +29,10 @@ pub fn settings_changes(old: &Config, new: &Config) -> SettingsChanges {
     let DaemonConfig {
         name: _, bpffs: _, interfaces: _, attach_mode: _, api_socket: _, conn_table_size: _,
         new_flow_table_size: _, max_services: _, max_backends: _, nat_table_size: _, snat_ports: _,
-        syn_cookies: _, syn_cookie_threshold: _, syn_cookie_half_open: _, api_group: _,
+        syn_cookies: _, syn_cookie_threshold: _, syn_cookie_half_open: _, syn_rescue: _, api_group: _,
         api_admin_group: _, hook_user: _, hook_group: _, metrics: _, state_file: _,
     } = o;
-    keys!(live: syn_cookies, syn_cookie_threshold, syn_cookie_half_open);
+    keys!(live: syn_cookies, syn_cookie_threshold, syn_cookie_half_open, syn_rescue);
     keys!(restart: name, bpffs, interfaces, attach_mode, api_socket, conn_table_size, new_flow_table_size,
         max_services, max_backends, nat_table_size, snat_ports, api_group, api_admin_group, hook_user,
         hook_group, metrics, state_file);

@@ -19,7 +19,7 @@ mod service;
 mod validate;
 
 pub use backend::{BackendConfig, HealthOverride, RestartConfig};
-pub use daemon::{AttachModeConfig, DaemonConfig, PortRange, SynCookies};
+pub use daemon::{AttachModeConfig, DaemonConfig, PortRange, SynCookies, SynRescue};
 pub use error::ConfigError;
 pub use file::Config;
 pub use fleet::{EtcdConfig, FleetConfig};

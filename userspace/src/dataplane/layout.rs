@@ -84,6 +84,10 @@ impl MapLayout {
     }
 }
 
+/// The LRU maps with per-CPU lists (`BPF_F_NO_COMMON_LRU`), whose capacity
+/// the kernel rounds (see [`lru_capacity`]).
+const PER_CPU_LRU: [&str; 4] = [names::CONNS, names::NEW_CONNS, names::SYN_STASH, names::PENDING_SYNS];
+
 /// Every map of the XDP object, sized for `opts`.
 pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
     use core::mem::size_of;
@@ -100,7 +104,7 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         key_size,
         value_sizes,
         max_entries,
-        per_cpu_lru: name == names::CONNS || name == names::NEW_CONNS || name == names::SYN_STASH,
+        per_cpu_lru: PER_CPU_LRU.contains(&name),
     };
     vec![
         m(names::SERVICES, sz::<ServiceKey>(), &[size_of::<Service>() as u32], svc),
@@ -136,6 +140,12 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         // A ring buffer has no keys or values; its size is in bytes.
         m(names::PASSIVE_EVENTS, 0, &[0], veer_abi::PASSIVE_EVENTS_BYTES),
         m(names::SYN_STASH, sz::<FlowKey>(), &[size_of::<veer_abi::SynStash>() as u32], opts.new_flow_table_size),
+        m(
+            names::PENDING_SYNS,
+            sz::<FlowKey>(),
+            &[size_of::<veer_abi::PendingSyn>() as u32],
+            veer_abi::PENDING_SYNS_SIZE,
+        ),
         m(names::PASSIVE_STATS, 4, &[size_of::<veer_abi::PassiveCounters>() as u32], opts.max_backends),
     ]
 }

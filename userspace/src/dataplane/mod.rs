@@ -33,6 +33,7 @@ pub mod nat;
 pub mod passive;
 pub mod pin;
 mod read;
+pub mod rescue;
 mod rings;
 mod service;
 mod syscall;

@@ -92,6 +92,11 @@ struct InfoAttr {
 /// The interface an XDP link is attached to: 0 once the kernel detached it
 /// (its device went away, with its namespace or by `ip link del`).
 pub fn xdp_link_ifindex(fd: impl AsFd) -> std::io::Result<u32> {
+    xdp_link_info(fd).map(|(_, ifindex)| ifindex)
+}
+
+/// An XDP link's program id and interface (0 once detached).
+pub fn xdp_link_info(fd: impl AsFd) -> std::io::Result<(u32, u32)> {
     // struct bpf_link_info: type, id, prog_id, then the 8-aligned union whose
     // xdp member starts with ifindex (byte 16). Unused tail bytes stay zero,
     // which the kernel requires of a buffer larger than its struct.
@@ -108,5 +113,77 @@ pub fn xdp_link_ifindex(fd: impl AsFd) -> std::io::Result<u32> {
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(info[2] as u32)
+    Ok(((info[1] & 0xffff_ffff) as u32, info[2] as u32))
+}
+
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+
+/// A descriptor of the loaded program `id`.
+pub fn prog_fd_by_id(id: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    let attr: [u32; 3] = [id, 0, 0];
+    // SAFETY: attr is the `prog_id`/`next_id`/`open_flags` member of union bpf_attr.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_ptr(), std::mem::size_of_val(&attr)) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r as i32) })
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+/// `BPF_F_TEST_XDP_LIVE_FRAMES` (kernel 5.18+).
+const TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+#[repr(C)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// Runs XDP program `prog` once on `frame` as if it had arrived on
+/// interface `ifindex`, for real: what it sends (`XDP_TX`, `XDP_REDIRECT`)
+/// leaves, what it passes reaches the stack (kernel 5.18+).
+pub fn xdp_inject(prog: impl AsFd, frame: &[u8], ifindex: u32) -> std::io::Result<()> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
+    let attr = TestRunAttr {
+        prog_fd: prog.as_fd().as_raw_fd() as u32,
+        retval: 0,
+        data_size_in: frame.len() as u32,
+        data_size_out: 0,
+        data_in: frame.as_ptr() as u64,
+        data_out: 0,
+        repeat: 1,
+        duration: 0,
+        ctx_size_in: std::mem::size_of_val(&ctx) as u32,
+        ctx_size_out: 0,
+        ctx_in: ctx.as_ptr() as u64,
+        ctx_out: 0,
+        flags: TEST_XDP_LIVE_FRAMES,
+        cpu: 0,
+        batch_size: 0,
+        _pad: 0,
+    };
+    // SAFETY: attr points at `frame` and `ctx`, both alive for the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &attr as *const TestRunAttr, std::mem::size_of::<TestRunAttr>())
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

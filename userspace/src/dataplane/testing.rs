@@ -32,6 +32,17 @@ impl Dataplane {
         run_frame(self.xdp_ref()?, frame, repeat)
     }
 
+    /// The NAT SYNs the dataplane watches for veerd's rescue
+    /// (`PENDING_SYNS`), by flow.
+    pub fn pending_syns(&self) -> Result<Vec<(veer_abi::FlowKey, veer_abi::PendingSyn)>> {
+        use veer_abi::{names, FlowKey, PendingSyn};
+        let name = names::PENDING_SYNS;
+        let map = self.ebpf.map(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let m: aya::maps::HashMap<&aya::maps::MapData, FlowKey, PendingSyn> =
+            aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+        Ok(m.iter().filter_map(|e| e.ok()).collect())
+    }
+
     /// Moves `client`'s persistence entry for service `service` `by` into
     /// the past (tests of its expiry); false if it has none.
     pub fn age_affinity(&mut self, service: u32, client: std::net::IpAddr, by: Duration) -> Result<bool> {

@@ -46,5 +46,6 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::NatConfig {}
     unsafe impl aya::Pod for crate::maps::PassiveEvent {}
     unsafe impl aya::Pod for crate::maps::SynStash {}
+    unsafe impl aya::Pod for crate::maps::PendingSyn {}
     unsafe impl aya::Pod for crate::maps::PassiveCounters {}
 }

@@ -54,6 +54,9 @@ pub const PASSIVE_EVENTS: &str = "PASSIVE_EVENTS";
 /// `LruHashMap<FlowKey, SynStash>`: a NAT flow's SYN as the client sent
 /// it, to resend it to another backend when the first refuses it.
 pub const SYN_STASH: &str = "SYN_STASH";
+/// `LruHashMap<FlowKey, PendingSyn>`: NAT SYNs sent and not yet seen
+/// answered by veerd, which resends those left unanswered too long.
+pub const PENDING_SYNS: &str = "PENDING_SYNS";
 /// `PerCpuArray<PassiveCounters>`: per backend, the passive signals
 /// against it and the connections moved off it.
 pub const PASSIVE_STATS: &str = "PASSIVE_STATS";

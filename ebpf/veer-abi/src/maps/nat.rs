@@ -191,9 +191,37 @@ pub struct SynStash {
     pub bytes: [u8; SYN_STASH_BYTES],
 }
 
+/// Value of `PENDING_SYNS`: a NAT SYN veer sent to a backend, until veerd
+/// has seen it answered or has rescued it (resent it elsewhere).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingSyn {
+    /// The flow's return key: the backend's answers come on this tuple.
+    pub key: NatKey,
+    /// The SYN's sequence number (a refusal acknowledges it plus one).
+    pub seq: u32,
+    /// The backend's id.
+    pub backend: u32,
+    /// When veer sent it (`bpf_ktime_get_ns`).
+    pub sent_ns: u64,
+    /// When the backend's SYN-ACK came back through veer; 0 while none has.
+    pub answered_ns: u64,
+}
+
+/// Entries of `PENDING_SYNS`: handshakes in flight, which veerd clears
+/// every few milliseconds.
+pub const PENDING_SYNS_SIZE: u32 = 16384;
+
+/// The urgent pointer of the refusal veerd makes up for a SYN its backend
+/// left unanswered (`syn_stash::resend`): counted as a rescue, not as a
+/// refusal. Only a refusal that also acknowledges the client's SYN exactly
+/// is taken, so the mark gives an off-path sender nothing.
+pub const SYN_RESCUE_MARK: u16 = 0x7672;
+
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
 const _: () = assert!(core::mem::size_of::<NatMapping>() == 88);
 const _: () = assert!(core::mem::size_of::<ProxiedSyn>() == 60);
 const _: () = assert!(core::mem::size_of::<NatConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);
+const _: () = assert!(core::mem::size_of::<PendingSyn>() == 64);

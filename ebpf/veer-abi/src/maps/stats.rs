@@ -128,11 +128,15 @@ pub enum GlobalCounter {
     /// NAT mappings whose SNAT endpoint a new flow took over from a flow
     /// with timestamps that closed (also counted in `nat_mapped`).
     NatTakenOver = 45,
+    /// NAT SYNs resent to another backend because theirs left them
+    /// unanswered too long (veerd's rescue, before the client's own
+    /// retransmission).
+    SynRescued = 46,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 46;
+    pub const COUNT: u32 = 47;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -182,6 +186,7 @@ impl GlobalCounter {
         Self::ProxySynResent,
         Self::DropForeignSynAck,
         Self::NatTakenOver,
+        Self::SynRescued,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -233,6 +238,7 @@ impl GlobalCounter {
             Self::ProxySynResent => "proxy_syn_resent",
             Self::DropForeignSynAck => "drop_foreign_syn_ack",
             Self::NatTakenOver => "nat_taken_over",
+            Self::SynRescued => "syn_rescued",
         }
     }
 }

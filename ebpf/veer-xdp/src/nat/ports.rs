@@ -32,9 +32,11 @@ const BPF_EXIST: u64 = 2;
 
 /// Room for a new mapping's key and value (`ALLOC_SCRATCH`), and for
 /// `allocate`'s loop bounds (spilled around its calls, they would not fit).
-struct AllocScratch {
-    key: NatKey,
-    mapping: NatMapping,
+pub struct AllocScratch {
+    /// The mapping's key.
+    pub key: NatKey,
+    /// The mapping.
+    pub mapping: NatMapping,
     /// The next mapping's timestamp shift: bit 32 set, the offset below.
     ts: u64,
     /// The port range's start and size.
@@ -48,6 +50,12 @@ struct AllocScratch {
     addr0: u32,
     /// The SNAT address index of the last try.
     index: u16,
+}
+
+/// The mapping [`allocate`] made last on this CPU, with its key.
+#[inline(always)]
+pub fn last() -> Option<&'static AllocScratch> {
+    ALLOC_SCRATCH.get(0)
 }
 
 /// The SYN about to be mapped on this CPU carries timestamps, to shift by
@@ -157,7 +165,9 @@ fn try_endpoint(i: u32) -> u32 {
     // Only a SYN with timestamps (shifted onto veer's clock) is sure to be
     // taken by the backend's TIME_WAIT socket on the tuple: without them,
     // its sequence number decides, by chance.
-    if s.mapping.flags & NAT_F_TS != 0 && take_over(&s.key, index) && NAT_REV.insert(&s.key, &s.mapping, BPF_EXIST).is_ok()
+    if s.mapping.flags & NAT_F_TS != 0
+        && take_over(&s.key, index)
+        && NAT_REV.insert(&s.key, &s.mapping, BPF_EXIST).is_ok()
     {
         return TRIED_TAKEN_OVER;
     }
@@ -187,7 +197,7 @@ fn take_over(key: &NatKey, index: u16) -> bool {
     }
     let held = |e: &ConnEntry| e.nat_port == key.snat_port && e.nat_addr == index && e.backend == m.backend;
     // SAFETY: read in place, at once.
-    if unsafe { NEW_CONNS.get(&m.flow) }.is_some_and(|e| held(e)) {
+    if unsafe { NEW_CONNS.get(&m.flow) }.is_some_and(&held) {
         return false;
     }
     // SAFETY: read in place, at once.
@@ -230,4 +240,3 @@ fn fresh_mapping(m: &mut NatMapping, flow: &FlowKey, backend: u32, service: u32)
 pub fn allocated_proxied() -> bool {
     ALLOC_SCRATCH.get(0).is_some_and(|s| s.mapping.flags & NAT_F_PROXIED != 0)
 }
-

@@ -36,6 +36,7 @@ pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Res
     unsafe {
         (*m).backend_isn = u32::from_be_bytes((*tcp).seq);
         (*m).flags |= NAT_F_ANSWERED;
+        super::syn_stash::answered(&(*m).flow);
     }
     Ok(())
 }

@@ -9,14 +9,15 @@
 //! sees the refusal, and waits for no retransmission.
 
 use aya_ebpf::{
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
 use veer_abi::{
-    is_ipv4_mapped, FlowKey, NatMapping, PassiveKind, SynStash, CONN_F_REFUSED, CONN_F_RESENDS_SHIFT,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_PROXIED, SYN_STASH_BYTES,
+    is_ipv4_mapped, FlowKey, GlobalCounter, NatMapping, PassiveKind, PendingSyn, SynStash, CONN_F_REFUSED,
+    CONN_F_RESENDS_SHIFT, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_PROXIED, PENDING_SYNS_SIZE,
+    SYN_RESCUE_MARK, SYN_STASH_BYTES,
 };
 
 use crate::{
@@ -29,15 +30,28 @@ use crate::{
         l4::{TcpHdr, TCP_ACK, TCP_RST},
     },
     parse::VipPacket,
-    passive,
+    passive, stats,
     verdict::Drop,
 };
+
+use super::ports;
 
 /// NAT flows' SYNs, kept until the handshake completes (or the LRU evicts
 /// them), to resend one to another backend. Sized like `NEW_CONNS`.
 #[map]
 static SYN_STASH: LruHashMap<FlowKey, SynStash> =
     LruHashMap::with_max_entries(DEFAULT_NEW_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// NAT SYNs sent and not yet seen answered, for veerd: one left unanswered
+/// too long (a backend host cut off sends no refusal) is resent elsewhere
+/// by veerd, through a refusal it makes up (see `resend`).
+#[map]
+static PENDING_SYNS: LruHashMap<FlowKey, PendingSyn> =
+    LruHashMap::with_max_entries(PENDING_SYNS_SIZE, BPF_F_NO_COMMON_LRU);
+
+/// Per-CPU room for a pending SYN's entry, off the stack.
+#[map]
+static PENDING_SCRATCH: PerCpuArray<PendingSyn> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room for a SYN being kept, off the stack.
 #[map]
@@ -74,7 +88,33 @@ pub fn keep(ctx: &XdpContext, pkt: &VipPacket) -> Result<(), Drop> {
     s.len = ip_len as u32;
     s.seq = seq;
     let _ = SYN_STASH.insert(&pkt.key, &*s, 0);
+    // Watched until answered: the mapping just made for it says where to.
+    let (Some(p), Some(a)) = (PENDING_SCRATCH.get_ptr_mut(0), ports::last()) else { return Ok(()) };
+    // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
+    let p = unsafe { &mut *p };
+    p.key = a.key;
+    p.backend = a.mapping.backend;
+    p.seq = seq;
+    // SAFETY: a helper without arguments.
+    p.sent_ns = unsafe { bpf_ktime_get_ns() };
+    p.answered_ns = 0;
+    let _ = PENDING_SYNS.insert(&pkt.key, &*p, 0);
     Ok(())
+}
+
+/// The backend's SYN-ACK of `flow` came back: its pending SYN is answered
+/// (veerd takes its round trip for the backend's rescue timeout). A call of
+/// its own, off the return programs' stacks.
+#[inline(never)]
+pub fn answered(flow: &FlowKey) {
+    if let Some(p) = PENDING_SYNS.get_ptr_mut(flow) {
+        // SAFETY: a preallocated LRU value, written in place.
+        unsafe {
+            if (*p).answered_ns == 0 {
+                (*p).answered_ns = bpf_ktime_get_ns();
+            }
+        }
+    }
 }
 
 /// A RST from a NAT backend (`pkt`, matching `m`): if it refuses the
@@ -105,6 +145,9 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     if tcp.seq != [0; 4] || u32::from_be_bytes(tcp.ack) != syn.seq.wrapping_add(1) {
         return Ok(false);
     }
+    // veerd's rescue of an unanswered SYN, or a real refusal (read now: the
+    // frame is about to change).
+    let rescue = u16::from_be_bytes(tcp.urg) == SYN_RESCUE_MARK;
     let len = syn.len as usize;
     if len == 0 || len > SYN_STASH_BYTES {
         return Ok(false);
@@ -130,6 +173,11 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
             veer_abi::ProxiedClient { cookie: m.cookie, isn: m.client_isn, mss: m.client_mss, window: m.client_window };
         crate::snat::proxy_next(&m.flow, &client);
     }
-    passive::suspect(m.backend, PassiveKind::Refused);
+    if rescue {
+        stats::count(GlobalCounter::SynRescued);
+        passive::suspect(m.backend, PassiveKind::SynRetransmit);
+    } else {
+        passive::suspect(m.backend, PassiveKind::Refused);
+    }
     Ok(true)
 }

@@ -71,6 +71,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::ProxySynResent => "SYNs veer's proxy resent to a backend that had not answered",
         GlobalCounter::DropForeignSynAck => "dropped: SYN-ACK not acknowledging veer's proxied SYN",
         GlobalCounter::NatTakenOver => "NAT flows given the SNAT port of a closed flow (timestamps on)",
+        GlobalCounter::SynRescued => "NAT SYNs resent elsewhere after no answer (host cut off)",
     }
 }
 

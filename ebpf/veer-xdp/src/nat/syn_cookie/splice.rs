@@ -30,7 +30,7 @@ use crate::{
 pub(super) fn client_packet(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) -> Result<u32, Drop> {
     let ctx = &callee_ctx(ctx);
     let b = backend(e.backend).ok_or(Drop::BadBackend)?;
-    let slot = Slot::of(&e);
+    let slot = Slot::of(e);
     if !shift_ack(ctx, pkt, e)? {
         return Ok(UNANSWERED);
     }

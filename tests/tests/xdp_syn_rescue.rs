@@ -1,0 +1,64 @@
+//! The dataplane's half of the NAT SYN rescue, through the real XDP
+//! program (BPF_PROG_TEST_RUN): a sent SYN is watched until its SYN-ACK
+//! comes back, and the refusal veerd makes up for one left unanswered
+//! resends the client's SYN to another backend, counted as a rescue. Needs
+//! root.
+
+use std::net::SocketAddr;
+
+use veer::dataplane::{flow_key, rescue::refusal_frame, Protocol};
+use veer_abi::{GlobalCounter, SERVICE_F_PASSIVE};
+use veer_tests::{frame, lab::NatLab, seen::inspect};
+
+const XDP_REDIRECT: u32 = 4;
+
+fn rescue(tag: &str, v6: bool) {
+    let lab = NatLab::with_flags(tag, v6, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let client = SocketAddr::new(lab.client, 40000);
+    let (action, out) = lab.run(&frame::tcp_segment(client, lab.vip, 0x02, 1000, 0, &frame::SYN_OPTIONS));
+    assert_eq!(action, XDP_REDIRECT, "{tag}");
+    let first = inspect(&out);
+    let key = flow_key(client, lab.vip, Protocol::Tcp);
+    let pending = lab.dp.pending_syns().unwrap();
+    assert_eq!(pending.len(), 1, "{tag}: the SYN is watched");
+    let (k, p) = pending[0];
+    assert_eq!(k, key);
+    assert_eq!((p.seq, p.answered_ns), (1000, 0), "{tag}: unanswered, with the client's sequence number");
+    assert_eq!(veer::dataplane::from_abi(&p.key.backend), first.dst.ip(), "{tag}: toward its backend");
+    assert_eq!(p.key.snat_port, first.src.port());
+
+    // veerd's made-up refusal: the SYN goes to another backend, as the
+    // client sent it, and the first is suspect for no answer.
+    let (action, resent) = lab.run(&refusal_frame(&p));
+    assert_eq!(action, XDP_REDIRECT, "{tag}: the rescue is sent on");
+    let second = inspect(&resent);
+    assert!(second.checksums_ok, "{tag}");
+    assert_ne!(second.dst.ip(), first.dst.ip(), "{tag}: to another backend");
+    assert_eq!(lab.counter(GlobalCounter::SynRescued), 1);
+    assert_eq!(lab.counter(GlobalCounter::PassiveRefused), 0, "{tag}: no refusal counted");
+    assert_eq!(lab.counter(GlobalCounter::PassiveSynRetransmit), 1, "{tag}: suspect for no answer");
+
+    // The new backend answers: watched until then, answered now.
+    let pending = lab.dp.pending_syns().unwrap();
+    let (_, p2) = pending.iter().find(|(k, _)| *k == key).copied().unwrap();
+    assert_eq!(veer::dataplane::from_abi(&p2.key.backend), second.dst.ip(), "{tag}: watched toward the new backend");
+    assert_eq!(p2.answered_ns, 0);
+    lab.run(&frame::tcp_segment(second.dst, second.src, 0x12, 5000, 1001, &[2, 4, 5, 180]));
+    let pending = lab.dp.pending_syns().unwrap();
+    let (_, p3) = pending.iter().find(|(k, _)| *k == key).copied().unwrap();
+    assert!(p3.answered_ns >= p3.sent_ns && p3.answered_ns != 0, "{tag}: its answer's time kept for the round trip");
+
+    // The first backend's late SYN-ACK finds no mapping: not the client's.
+    let late = frame::tcp_segment(first.dst, first.src, 0x12, 7000, 1001, &[2, 4, 5, 180]);
+    assert_ne!(lab.run(&late).0, XDP_REDIRECT, "{tag}: a late answer of the first backend does not reach the client");
+}
+
+#[test]
+fn ipv4_an_unanswered_syn_is_rescued_to_another_backend() {
+    rescue("rsc4", false);
+}
+
+#[test]
+fn ipv6_an_unanswered_syn_is_rescued_to_another_backend() {
+    rescue("rsc6", true);
+}

@@ -1,0 +1,195 @@
+//! veerd's side of the NAT SYN rescue: the SYNs the dataplane sent and
+//! watches (`PENDING_SYNS`), and the refusal veerd makes up for one left
+//! unanswered, run through the attached program for real (live frames), so
+//! that the dataplane resends the kept SYN to another backend exactly as it
+//! does for a backend's own refusal (`syn_stash::resend`).
+
+use std::{
+    net::IpAddr,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{HashMap, Map, MapData};
+use veer_abi::{names, FlowKey, PendingSyn, SYN_RESCUE_MARK};
+
+use super::{from_abi, syscall, DataplaneError, Result};
+
+/// The SYNs the dataplane sent and has not seen veerd clear.
+pub struct PendingSyns {
+    map: HashMap<MapData, FlowKey, PendingSyn>,
+}
+
+impl PendingSyns {
+    /// Opens the pinned map in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let name = names::PENDING_SYNS;
+        let data = MapData::from_pin(dir.join(name)).map_err(DataplaneError::map(name, "opening the pin"))?;
+        let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
+        Ok(Self { map: HashMap::try_from(map).map_err(DataplaneError::map(name, "typing"))? })
+    }
+
+    /// Every entry as it is now.
+    pub fn entries(&self) -> Vec<(FlowKey, PendingSyn)> {
+        self.map.iter().filter_map(|e| e.ok()).collect()
+    }
+
+    /// Clears the entry of `flow` (answered, rescued or given up).
+    pub fn remove(&mut self, flow: &FlowKey) {
+        let _ = self.map.remove(flow);
+    }
+}
+
+/// Runs frames through the program attached by the dataplane pinned in a
+/// directory, as if they had arrived on its interface.
+pub struct Injector {
+    prog: OwnedFd,
+    ifindex: u32,
+}
+
+impl Injector {
+    /// The program of the first live link pinned in `dir`.
+    pub fn from_pins(dir: &Path) -> Result<Self> {
+        let links: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| super::pin::PinError::Io { what: "listing", path: dir.to_path_buf(), source })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("link_")))
+            .collect();
+        for link in links {
+            let Ok(fd) = syscall::obj_get(&link) else { continue };
+            let Ok((prog_id, ifindex)) = syscall::xdp_link_info(&fd) else { continue };
+            if ifindex == 0 {
+                continue;
+            }
+            if let Ok(prog) = syscall::prog_fd_by_id(prog_id) {
+                return Ok(Self { prog, ifindex });
+            }
+        }
+        Err(DataplaneError::NotAttached(format!("any interface (no live link pinned in {})", dir.display())))
+    }
+
+    /// Runs `frame` through the program for real (kernel 5.18+).
+    pub fn inject(&self, frame: &[u8]) -> Result<()> {
+        syscall::xdp_inject(&self.prog, frame, self.ifindex).map_err(|e| {
+            DataplaneError::Unsupported(format!("injecting a frame (BPF_PROG_TEST_RUN, live frames, 5.18+): {e}"))
+        })
+    }
+}
+
+/// The refusal `p`'s backend would have sent had it been reachable: a
+/// RST|ACK from the backend to the flow's SNAT endpoint acknowledging the
+/// SYN, marked as veerd's ([`SYN_RESCUE_MARK`]). MAC addresses are zero:
+/// the program routes it by its addresses.
+pub fn refusal_frame(p: &PendingSyn) -> Vec<u8> {
+    let (src, dst) = (from_abi(&p.key.backend), from_abi(&p.key.snat));
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&p.key.backend_port.to_be_bytes());
+    tcp[2..4].copy_from_slice(&p.key.snat_port.to_be_bytes());
+    tcp[8..12].copy_from_slice(&p.seq.wrapping_add(1).to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x14; // RST|ACK
+    tcp[18..20].copy_from_slice(&SYN_RESCUE_MARK.to_be_bytes());
+    let mut frame = vec![0u8; 12];
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            frame.extend_from_slice(&[0x08, 0x00]);
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+            ip[6] = 0x40; // DF
+            ip[8] = 64;
+            ip[9] = 6;
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&d.octets());
+            let c = checksum(&[&ip]);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let c = checksum(&[&s.octets(), &d.octets(), &[0, 6, 0, 20], &tcp]);
+            tcp[16..18].copy_from_slice(&c.to_be_bytes());
+            frame.extend_from_slice(&ip);
+        }
+        (s, d) => {
+            let (s, d) = (v6(s), v6(d));
+            frame.extend_from_slice(&[0x86, 0xdd]);
+            let mut ip = [0u8; 40];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+            ip[6] = 6;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&s);
+            ip[24..40].copy_from_slice(&d);
+            let c = checksum(&[&s, &d, &[0, 0, 0, 20, 0, 0, 0, 6], &tcp]);
+            tcp[16..18].copy_from_slice(&c.to_be_bytes());
+            frame.extend_from_slice(&ip);
+        }
+    }
+    frame.extend_from_slice(&tcp);
+    frame
+}
+
+fn v6(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// The Internet checksum of the parts, in order (each of even length).
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut s: u32 = 0;
+    for p in parts {
+        for w in p.chunks(2) {
+            s += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+        }
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use veer_abi::{NatKey, IPPROTO_TCP};
+
+    use super::*;
+
+    fn pending(backend: &str, snat: &str) -> PendingSyn {
+        PendingSyn {
+            key: NatKey {
+                backend: super::super::to_abi(backend.parse().unwrap()),
+                snat: super::super::to_abi(snat.parse().unwrap()),
+                backend_port: 8080,
+                snat_port: 20001,
+                proto: IPPROTO_TCP,
+                _pad: [0; 3],
+            },
+            seq: 999,
+            backend: 3,
+            sent_ns: 1,
+            answered_ns: 0,
+        }
+    }
+
+    #[test]
+    fn the_made_up_refusal_acknowledges_the_syn_with_valid_checksums() {
+        for (b, s, ip_len) in [("10.1.0.10", "10.1.0.1", 20), ("2001:db8::10", "2001:db8::1", 40)] {
+            let f = refusal_frame(&pending(b, s));
+            assert_eq!(f.len(), 14 + ip_len + 20, "{b}");
+            let tcp = &f[14 + ip_len..];
+            assert_eq!(u16::from_be_bytes([tcp[0], tcp[1]]), 8080);
+            assert_eq!(u16::from_be_bytes([tcp[2], tcp[3]]), 20001);
+            assert_eq!(&tcp[4..8], &[0; 4], "a refusal's sequence number is zero");
+            assert_eq!(u32::from_be_bytes(tcp[8..12].try_into().unwrap()), 1000, "it acknowledges the SYN");
+            assert_eq!(tcp[13], 0x14);
+            assert_eq!(u16::from_be_bytes([tcp[18], tcp[19]]), SYN_RESCUE_MARK);
+            let pseudo: Vec<u8> = if ip_len == 20 {
+                assert_eq!(checksum(&[&f[14..34]]), 0, "IPv4 header checksum");
+                [&f[26..34], &[0, 6, 0, 20][..]].concat()
+            } else {
+                [&f[22..54], &[0, 0, 0, 20, 0, 0, 0, 6][..]].concat()
+            };
+            assert_eq!(checksum(&[&pseudo, tcp]), 0, "TCP checksum ({b})");
+        }
+    }
+}
