@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::{
     config::SynRescue,
@@ -85,7 +85,11 @@ impl Rescue {
                     watch = PendingSyns::open(&pins).ok().zip(Injector::from_pins(&pins).ok());
                 }
                 if let Some((pending, injector)) = &mut watch {
-                    pass(pending, injector, &mut rtt, setting.load(Ordering::Relaxed));
+                    if let Err(e) = pass(pending, injector, &mut rtt, setting.load(Ordering::Relaxed)) {
+                        // Said once: the kernel will not do it better later.
+                        error!(error = %e, "rescuing unanswered NAT SYNs fails: left to the clients' retransmissions");
+                        return;
+                    }
                 }
             }
         });
@@ -108,8 +112,8 @@ impl Drop for Rescue {
     }
 }
 
-/// One look at the pending SYNs.
-fn pass(pending: &mut PendingSyns, injector: &Injector, rtt: &mut RoundTrips, setting: u64) {
+/// One look at the pending SYNs; an error if a rescue could not be run.
+fn pass(pending: &mut PendingSyns, injector: &Injector, rtt: &mut RoundTrips, setting: u64) -> dataplane::Result<()> {
     let now = dataplane::monotonic_ns();
     for (flow, p) in pending.entries() {
         if p.answered_ns != 0 {
@@ -127,10 +131,9 @@ fn pass(pending: &mut PendingSyns, injector: &Injector, rtt: &mut RoundTrips, se
         }
         // Cleared first: the resent SYN is watched anew, toward its new backend.
         pending.remove(&flow);
-        if let Err(e) = injector.inject(&refusal_frame(&p)) {
-            warn!(error = %e, backend = p.backend, "rescuing an unanswered SYN failed");
-        }
+        injector.inject(&refusal_frame(&p))?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
