@@ -52,6 +52,18 @@ impl Netns {
         self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
     }
 
+    /// A `TcpExt` counter of the namespace's kernel (`/proc/net/netstat`),
+    /// e.g. `TCPSynRetrans`.
+    pub fn tcp_ext(&self, name: &str) -> Result<u64> {
+        let text = self.exec(&["cat", "/proc/net/netstat"])?;
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+        let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else {
+            bail!("no TcpExt in /proc/net/netstat")
+        };
+        let found = names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == name);
+        found.with_context(|| format!("no TcpExt counter {name}"))?.1.parse().context("a TcpExt value")
+    }
+
     /// Runs `f` on a fresh thread inside this namespace and returns its result.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         in_netns(&self.name, f)

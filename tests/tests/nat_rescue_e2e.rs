@@ -11,16 +11,7 @@ use veer_abi::GlobalCounter;
 use veer_tests::{
     daemon::{ClientLoad, EVENT_WAIT},
     deployment::{Deployment, INTERVAL_MS},
-    netns::Netns,
 };
-
-/// A `TcpExt` counter of a namespace's kernel (/proc/net/netstat).
-fn tcp_ext(ns: &Netns, name: &str) -> u64 {
-    let text = ns.exec(&["cat", "/proc/net/netstat"]).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-    let (names, values) = (lines[0].split_whitespace(), lines[1].split_whitespace());
-    names.zip(values).find(|(n, _)| *n == name).map(|(_, v)| v.parse().unwrap()).unwrap_or_else(|| panic!("no {name}"))
-}
 
 fn deployment(tag: &str, rescue: &str) -> Deployment {
     let s = Deployment::new(tag, 3);
@@ -45,7 +36,7 @@ fn a_nat_backend_host_cut_off_costs_no_client_a_retransmission() {
     let client = &s.tb.client.ns;
     let load = ClientLoad::open_loop(client, s.vip(), 200, Duration::from_secs(3)).unwrap();
     load.wait_more(100, EVENT_WAIT).unwrap();
-    let retrans0 = tcp_ext(client, "TCPSynRetrans");
+    let retrans0 = client.tcp_ext("TCPSynRetrans").unwrap();
 
     // The host goes: its link is down, so nothing it sends or answers.
     s.tb.backends[1].ns.exec(&["ip", "link", "set", "eth0", "down"]).unwrap();
@@ -61,7 +52,7 @@ fn a_nat_backend_host_cut_off_costs_no_client_a_retransmission() {
     let rescued = pins.global_counter(GlobalCounter::SynRescued).unwrap();
     assert!(rescued > 0, "SYNs sent to the cut host were rescued");
     assert_eq!(
-        tcp_ext(client, "TCPSynRetrans") - retrans0,
+        client.tcp_ext("TCPSynRetrans").unwrap() - retrans0,
         0,
         "no client had to send its SYN again ({rescued} rescued; slowest connection {slowest:?})"
     );

@@ -14,15 +14,7 @@ use std::{
 
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
-use veer_tests::{deployment::Deployment, netns::Netns};
-
-/// A `TcpExt` counter of a namespace's kernel (/proc/net/netstat).
-fn tcp_ext(ns: &Netns, name: &str) -> u64 {
-    let text = ns.exec(&["cat", "/proc/net/netstat"]).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-    let (names, values) = (lines[0].split_whitespace(), lines[1].split_whitespace());
-    names.zip(values).find(|(n, _)| *n == name).map(|(_, v)| v.parse().unwrap()).unwrap_or_else(|| panic!("no {name}"))
-}
+use veer_tests::deployment::Deployment;
 
 /// One request from `src` (a connection bound there): the backend's name.
 fn fetch_from(src: Ipv4Addr, to: SocketAddr) -> anyhow::Result<String> {
@@ -72,7 +64,7 @@ fn a_small_snat_pool_serves_clients_back_to_back_through_the_backends_time_wait(
             .unwrap();
     }
     let backend_ns = &s.tb.backends[0].ns;
-    let (retrans0, paws0) = (tcp_ext(&client.ns, "TCPSynRetrans"), tcp_ext(backend_ns, "PAWSEstab"));
+    let (retrans0, paws0) = (client.ns.tcp_ext("TCPSynRetrans").unwrap(), backend_ns.tcp_ext("PAWSEstab").unwrap());
     let pins = s.pins();
     let taken0 = pins.global_counter(GlobalCounter::NatTakenOver).unwrap();
 
@@ -95,6 +87,6 @@ fn a_small_snat_pool_serves_clients_back_to_back_through_the_backends_time_wait(
     let taken = pins.global_counter(GlobalCounter::NatTakenOver).unwrap() - taken0;
     assert!(taken >= PER_ROUND as u64, "{taken} of {n} flows took over a closed flow's port");
     assert_eq!(pins.global_counter(GlobalCounter::DropNatExhausted).unwrap(), 0, "no flow was refused a port");
-    assert_eq!(tcp_ext(&client.ns, "TCPSynRetrans") - retrans0, 0, "no SYN had to be sent twice");
-    assert_eq!(tcp_ext(backend_ns, "PAWSEstab") - paws0, 0, "the backend refused no segment as old (PAWS)");
+    assert_eq!(client.ns.tcp_ext("TCPSynRetrans").unwrap() - retrans0, 0, "no SYN had to be sent twice");
+    assert_eq!(backend_ns.tcp_ext("PAWSEstab").unwrap() - paws0, 0, "the backend refused no segment as old (PAWS)");
 }
