@@ -213,3 +213,38 @@ fn a_new_flow_without_timestamps_takes_over_nothing() {
     send(&lab, frame::tcp_segment(c, lab.vip, SYN, 300, 0, &syn_options(3)), "a SYN with timestamps");
     assert_eq!(lab.counter(GlobalCounter::NatTakenOver), 1);
 }
+
+#[test]
+fn a_backend_answering_without_timestamps_gives_no_port_to_take_over() {
+    let (mut lab, _) = one_port_lab("tnots");
+    let a = SocketAddr::new(lab.client, 40000);
+    // The client offers timestamps, the backend (tcp_timestamps=0, or a
+    // stack that judges TIME_WAIT by sequence numbers) answers without.
+    let out = send(&lab, frame::tcp_segment(a, lab.vip, SYN, 100, 0, &syn_options(7)), "SYN");
+    let s = inspect(&out);
+    send(&lab, frame::tcp_segment(s.dst, s.src, SYN_ACK, 5000, 101, &[2, 4, 5, 180]), "SYN-ACK without timestamps");
+    send(&lab, frame::tcp_segment(a, lab.vip, ACK, 101, 5001, &[]), "ACK");
+    send(&lab, frame::tcp_segment(s.dst, s.src, FIN_ACK, 5001, 101, &[]), "backend's FIN");
+    send(&lab, frame::tcp_segment(a, lab.vip, FIN_ACK, 101, 5002, &[]), "client's FIN");
+    assert!(lab.dp.age_conn(&flow_key(a, lab.vip, Protocol::Tcp), Duration::from_secs(2)).unwrap());
+    let b = SocketAddr::new(lab.client, 40001);
+    assert_eq!(lab.run(&frame::tcp_segment(b, lab.vip, SYN, 300, 0, &syn_options(3))).0, XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::NatTakenOver), 0);
+}
+
+#[test]
+fn a_syn_with_timestamps_further_on_is_left_alone_and_so_is_its_flow() {
+    let lab = NatLab::new("tbsd", false, Protocol::Tcp, 1);
+    let c = SocketAddr::new(lab.client, 40000);
+    // macOS: MSS, NOP, window scale, NOP, NOP, timestamps, SACK permitted, EOL.
+    let mut opts = vec![2, 4, 5, 180, 1, 3, 3, 6, 1, 1, 8, 10];
+    opts.extend_from_slice(&77u32.to_be_bytes());
+    opts.extend_from_slice(&[0, 0, 0, 0, 4, 2, 0, 0]);
+    let out = send(&lab, frame::tcp_segment(c, lab.vip, SYN, 100, 0, &opts), "SYN");
+    assert_eq!(timestamps(&out, 32).0, 77, "the SYN keeps its TSval");
+    let s = inspect(&out);
+    let back = send(&lab, frame::tcp_segment(s.dst, s.src, SYN_ACK, 5000, 101, &ts(900, 77)), "SYN-ACK");
+    assert_eq!(timestamps(&back, 24), (900, 77), "and its echo comes back as sent");
+    let out = send(&lab, frame::tcp_segment(c, lab.vip, ACK, 101, 5001, &ts(78, 900)), "ACK");
+    assert_eq!(timestamps(&out, 24), (78, 900), "every segment of the flow alike");
+}

@@ -10,6 +10,7 @@ use veer::dataplane::{flow_key, rescue::refusal_frame, Protocol};
 use veer_abi::{GlobalCounter, SERVICE_F_PASSIVE};
 use veer_tests::{frame, lab::NatLab, seen::inspect};
 
+const XDP_DROP: u32 = 1;
 const XDP_REDIRECT: u32 = 4;
 
 fn rescue(tag: &str, v6: bool) {
@@ -47,6 +48,12 @@ fn rescue(tag: &str, v6: bool) {
     let pending = lab.dp.pending_syns().unwrap();
     let (_, p3) = pending.iter().find(|(k, _)| *k == key).copied().unwrap();
     assert!(p3.answered_ns >= p3.sent_ns && p3.answered_ns != 0, "{tag}: its answer's time kept for the round trip");
+
+    // A rescue that comes after the answer is dropped: the client's
+    // connection is not refused, its flow not marked closed.
+    assert_eq!(lab.run(&refusal_frame(&p2)).0, XDP_DROP, "{tag}: a late rescue goes nowhere");
+    assert_eq!(lab.counter(GlobalCounter::DropStaleRescue), 1);
+    assert_eq!(lab.counter(GlobalCounter::SynRescued), 1);
 
     // The first backend's late SYN-ACK finds no mapping: not the client's.
     let late = frame::tcp_segment(first.dst, first.src, 0x12, 7000, 1001, &[2, 4, 5, 180]);

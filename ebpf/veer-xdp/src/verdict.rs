@@ -58,6 +58,9 @@ pub enum Drop {
     /// A SYN-ACK to a connection veer's SYN proxy opened that does not
     /// acknowledge veer's SYN.
     ForeignSynAck,
+    /// veerd's rescue of a SYN that no longer needs one (answered, moved
+    /// on): a refusal made up by veerd never reaches a client.
+    StaleRescue,
 }
 
 impl Drop {
@@ -83,6 +86,7 @@ impl Drop {
             Drop::TtlExpired => GlobalCounter::DropTtlExpired,
             Drop::SecondChance => GlobalCounter::DropSecondChance,
             Drop::ForeignSynAck => GlobalCounter::DropForeignSynAck,
+            Drop::StaleRescue => GlobalCounter::DropStaleRescue,
         }
     }
 }

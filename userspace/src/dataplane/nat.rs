@@ -147,6 +147,13 @@ pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
             }
             continue;
         }
+        // Read again: since the snapshot, the dataplane may have given the
+        // endpoint to a new flow (a closed flow's port taken over), whose
+        // mapping this one must not remove.
+        if rev.get(&k, 0).is_ok_and(|now| now.flow != m.flow) {
+            out.kept += 1;
+            continue;
+        }
         let _ = rev.remove(&k);
         // The flow's entry too, unless it already holds another mapping.
         if let FlowState::Established(e) | FlowState::New(e) = state {

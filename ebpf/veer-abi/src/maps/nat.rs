@@ -138,6 +138,11 @@ pub const NAT_F_ANSWERED: u32 = 4;
 /// TIME_WAIT socket on it accepts the new SYN, whose timestamp is newer.
 pub const NAT_F_TS: u32 = 8;
 
+/// `NatMapping::flags`: the backend's SYN-ACK carried timestamps too: its
+/// TIME_WAIT socket on the tuple will judge a new SYN by its timestamp.
+/// Only such a flow's SNAT endpoint is taken over.
+pub const NAT_F_TS_ANSWERED: u32 = 16;
+
 /// How long a closed NAT flow with timestamps keeps its SNAT 4-tuple before
 /// a new flow may take it (its last retransmissions have gone by). Without
 /// timestamps the tuple waits for veerd's expiry (as long as TIME_WAIT).

@@ -132,11 +132,14 @@ pub enum GlobalCounter {
     /// unanswered too long (veerd's rescue, before the client's own
     /// retransmission).
     SynRescued = 46,
+    /// Dropped: veerd's rescue of a SYN that no longer needed one (its
+    /// SYN-ACK came meanwhile, or the flow moved on).
+    DropStaleRescue = 47,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 47;
+    pub const COUNT: u32 = 48;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -187,6 +190,7 @@ impl GlobalCounter {
         Self::DropForeignSynAck,
         Self::NatTakenOver,
         Self::SynRescued,
+        Self::DropStaleRescue,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -239,6 +243,7 @@ impl GlobalCounter {
             Self::DropForeignSynAck => "drop_foreign_syn_ack",
             Self::NatTakenOver => "nat_taken_over",
             Self::SynRescued => "syn_rescued",
+            Self::DropStaleRescue => "drop_stale_rescue",
         }
     }
 }

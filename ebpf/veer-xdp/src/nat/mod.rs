@@ -26,7 +26,7 @@ pub mod timestamps;
 use aya_ebpf::programs::XdpContext;
 use veer_abi::{
     is_ipv4_mapped, GlobalCounter, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_NAT_COOKIE_RETURN, JUMP_NAT_RETURN,
-    NAT_F_PROXIED, NAT_F_TS,
+    NAT_F_PROXIED, NAT_F_TS, NAT_F_TS_ANSWERED,
 };
 
 use rewrite::rewrite;
@@ -133,8 +133,11 @@ fn reverse(ctx: &XdpContext, pkt: &VipPacket, shifted: bool) -> Result<Returned,
     // SAFETY: read in place.
     if unsafe { (*m).flags } & NAT_F_TS != 0 {
         // SAFETY: as above.
-        if !timestamps::to_client(ctx, pkt.l4 as usize, unsafe { (*m).ts_off }) {
-            return Err(Drop::Truncated);
+        match timestamps::to_client(ctx, pkt.l4 as usize, unsafe { (*m).ts_off }) {
+            timestamps::TS_BROKEN => return Err(Drop::Truncated),
+            // SAFETY: a live map value, written in place.
+            timestamps::TS_SHIFTED if syn_ack => unsafe { (*m).flags |= NAT_F_TS_ANSWERED },
+            _ => {}
         }
     }
     // SAFETY: copied out at once.

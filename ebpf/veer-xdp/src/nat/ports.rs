@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     Backend, ConnEntry, FlowKey, GlobalCounter, NatKey, NatMapping, Service, CONN_F_CLOSING, CONN_F_PEER_CLOSED,
-    NAT_F_PROXIED, NAT_F_TS, NAT_PORT_TRIES, NAT_REUSE_AFTER_CLOSE_NS,
+    NAT_F_PROXIED, NAT_F_TS, NAT_F_TS_ANSWERED, NAT_PORT_TRIES, NAT_REUSE_AFTER_CLOSE_NS,
 };
 
 use crate::{
@@ -165,10 +165,30 @@ fn try_endpoint(i: u32) -> u32 {
     // Only a SYN with timestamps (shifted onto veer's clock) is sure to be
     // taken by the backend's TIME_WAIT socket on the tuple: without them,
     // its sequence number decides, by chance.
-    if s.mapping.flags & NAT_F_TS != 0
-        && take_over(&s.key, index)
-        && NAT_REV.insert(&s.key, &s.mapping, BPF_EXIST).is_ok()
-    {
+    if s.mapping.flags & NAT_F_TS == 0 {
+        return TRIED_TAKEN;
+    }
+    // This CPU takes over only ports of its own residue modulo the CPU
+    // count: the one at or below this port, so that every try has one
+    // whatever the number of CPUs.
+    let Some(cfg) = config() else { return TRIED_TAKEN };
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(back) = (port as u32).wrapping_add(cfg.cpus).wrapping_sub(cpu).checked_rem(cfg.cpus) else {
+        return TRIED_TAKEN;
+    };
+    let own = port as u32 - back.min(port as u32);
+    if own < s.min {
+        return TRIED_TAKEN;
+    }
+    s.key.snat_port = own as u16;
+    if !take_over(&s.key, index) {
+        return TRIED_TAKEN;
+    }
+    // Removed, then created anew: should veerd's expiry have removed it and
+    // another CPU made a fresh mapping there meanwhile, this one fails.
+    let _ = NAT_REV.remove(&s.key);
+    if NAT_REV.insert(&s.key, &s.mapping, BPF_NOEXIST).is_ok() {
         return TRIED_TAKEN_OVER;
     }
     TRIED_TAKEN
@@ -192,7 +212,7 @@ fn take_over(key: &NatKey, index: u16) -> bool {
     }
     // SAFETY: a live map value, read in place.
     let Some(m) = (unsafe { NAT_REV.get(key) }) else { return false };
-    if m.flags & NAT_F_TS == 0 {
+    if m.flags & (NAT_F_TS | NAT_F_TS_ANSWERED) != NAT_F_TS | NAT_F_TS_ANSWERED {
         return false;
     }
     let held = |e: &ConnEntry| e.nat_port == key.snat_port && e.nat_addr == index && e.backend == m.backend;

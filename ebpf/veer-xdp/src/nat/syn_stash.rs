@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use veer_abi::{
     is_ipv4_mapped, FlowKey, GlobalCounter, NatMapping, PassiveKind, PendingSyn, SynStash, CONN_F_REFUSED,
-    CONN_F_RESENDS_SHIFT, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_PROXIED, PENDING_SYNS_SIZE,
-    SYN_RESCUE_MARK, SYN_STASH_BYTES,
+    CONN_F_RESENDS_SHIFT, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_ANSWERED, NAT_F_PROXIED,
+    PENDING_SYNS_SIZE, SYN_RESCUE_MARK, SYN_STASH_BYTES,
 };
 
 use crate::{
@@ -128,29 +128,35 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     if pkt.tcp_flags() & (TCP_RST | TCP_ACK) != TCP_RST | TCP_ACK {
         return Ok(false);
     }
+    let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, pkt.l4 as usize)? };
+    // veerd's rescue of an unanswered SYN, or a real refusal. A rescue
+    // that comes too late (the backend answered meanwhile, or the flow has
+    // moved on) is dropped: passed on, it would refuse the client's
+    // connection, or mark a live one closed.
+    let rescue = u16::from_be_bytes(tcp.urg) == SYN_RESCUE_MARK;
+    let declined = if rescue { Err(Drop::StaleRescue) } else { Ok(false) };
+    if rescue && m.flags & NAT_F_ANSWERED != 0 {
+        return declined;
+    }
     // Only a flow still in its handshake is in `NEW_CONNS`.
-    let Some(entry) = NEW_CONNS.get_ptr_mut(&m.flow) else { return Ok(false) };
+    let Some(entry) = NEW_CONNS.get_ptr_mut(&m.flow) else { return declined };
     // SAFETY: a preallocated LRU value (see `conntrack::established`).
     let entry = unsafe { &mut *entry };
     let resends = (entry.flags >> CONN_F_RESENDS_SHIFT) & 0xff;
     if entry.backend != m.backend || resends >= MAX_SYN_RESENDS {
-        return Ok(false);
+        return declined;
     }
-    let Some(syn) = (unsafe { SYN_STASH.get(&m.flow) }) else { return Ok(false) };
-    let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, pkt.l4 as usize)? };
+    let Some(syn) = (unsafe { SYN_STASH.get(&m.flow) }) else { return declined };
     // A refusal answers a segment without ACK: its sequence number is zero
     // and it acknowledges the SYN exactly (RFC 9293, 3.10.7.1). Anything
     // else (a stale or forged RST, or the reset of a connection the
     // backend had accepted before its server died) is no refusal.
     if tcp.seq != [0; 4] || u32::from_be_bytes(tcp.ack) != syn.seq.wrapping_add(1) {
-        return Ok(false);
+        return declined;
     }
-    // veerd's rescue of an unanswered SYN, or a real refusal (read now: the
-    // frame is about to change).
-    let rescue = u16::from_be_bytes(tcp.urg) == SYN_RESCUE_MARK;
     let len = syn.len as usize;
     if len == 0 || len > SYN_STASH_BYTES {
-        return Ok(false);
+        return declined;
     }
     // Resized at the head: every XDP mode guarantees headroom (256 bytes),
     // while a locally made RST often has no tailroom to grow into.

@@ -35,13 +35,19 @@ const TIMESTAMPS_LEN: u8 = 10;
 /// A TCP header's fixed part; its options' most.
 const FIXED: usize = 20;
 const MAX_OPTIONS: usize = 40;
-/// Options looked at in a SYN before giving up on finding the timestamps
-/// (BSD puts them sixth: MSS, NOP, window scale, NOP, NOP, timestamps).
-const SYN_OPTIONS_WALKED: usize = 7;
-/// The same in other segments, which put them first (NOP, NOP, timestamps)
-/// or after a few: every option walked multiplies what the verifier checks
-/// at each of the NAT program's call sites.
-const OPTIONS_WALKED: usize = 3;
+/// Options looked at in a client's segment before giving up on its
+/// timestamps: every option walked multiplies what the verifier checks at
+/// each call site. Linux's SYN has them third (MSS, SACK permitted,
+/// timestamps), or fourth without SACK (MSS, NOP, NOP, timestamps); every
+/// other segment first. A SYN with them further on (BSD and macOS put them
+/// sixth) gets no shift at all, so every segment of its flow is alike: the
+/// flow then keeps its port for the 60 s linger.
+const OPTIONS_WALKED: usize = 4;
+/// The same in a backend's answer, looked at once per packet in the return
+/// program: a SYN-ACK's timestamps come fifth from a FreeBSD backend (MSS,
+/// NOP, window scale, SACK permitted, timestamps), and a timestamp not
+/// shifted back there would make the client refuse the SYN-ACK.
+const ANSWER_OPTIONS_WALKED: usize = 7;
 
 /// This CPU's copy of the current packet's TCP options (indexes are masked
 /// to 6 bits, and LLVM may read a few bytes at once from there: 128 bytes
@@ -50,10 +56,10 @@ const OPTIONS_WALKED: usize = 3;
 #[map]
 static OPTIONS: PerCpuArray<[u8; 128]> = PerCpuArray::with_max_entries(1, 0);
 
-/// [`find`] among the first few options, as a call of its own.
+/// [`find`] in a backend's answer, as a call of its own.
 #[inline(never)]
 fn find_apart(ctx: &XdpContext, l4: usize) -> usize {
-    find::<OPTIONS_WALKED>(&callee_ctx(ctx), l4)
+    find::<ANSWER_OPTIONS_WALKED>(&callee_ctx(ctx), l4)
 }
 
 /// veer's timestamp clock: nanoseconds / 1024.
@@ -171,7 +177,7 @@ fn shift(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Result<(), Drop>
 #[inline(never)]
 pub fn offset_for_syn(ctx: &XdpContext, l4: usize) -> u64 {
     let ctx = &callee_ctx(ctx);
-    let at = find::<SYN_OPTIONS_WALKED>(ctx, l4);
+    let at = find::<OPTIONS_WALKED>(ctx, l4);
     #[allow(clippy::manual_range_contains)] // see `find`
     if at < FIXED + 2 || at > FIXED + MAX_OPTIONS - 4 {
         return 0;
@@ -244,18 +250,26 @@ pub fn to_backend(ctx: &XdpContext, l4: usize, off: u32) -> bool {
     }
 }
 
-/// A backend's packet toward the client: TSecr - `off`. As [`to_backend`],
-/// but inlined, with only the steps calls of their own: the return
-/// program's frame leaves no room for a deeper one.
+/// [`to_client`]: the frame could not be changed.
+pub const TS_BROKEN: u32 = 0;
+/// [`to_client`]: the packet carries no timestamps.
+pub const TS_NONE: u32 = 1;
+/// [`to_client`]: its echo was shifted back.
+pub const TS_SHIFTED: u32 = 2;
+
+/// A backend's packet toward the client: TSecr - `off`; one of `TS_*`. As
+/// [`to_backend`], but inlined, with only the steps calls of their own: the
+/// return program's frame leaves no room for a deeper one.
 #[inline(always)]
-pub fn to_client(ctx: &XdpContext, l4: usize, off: u32) -> bool {
+pub fn to_client(ctx: &XdpContext, l4: usize, off: u32) -> u32 {
     match in_place(ctx, l4, FIXED + 8, off.wrapping_neg()) {
-        SHIFTED => return true,
-        BROKEN => return false,
+        SHIFTED => return TS_SHIFTED,
+        BROKEN => return TS_BROKEN,
         _ => {}
     }
     match find_apart(ctx, l4) {
-        0 => true,
-        at => shift(ctx, l4, at + 4, off.wrapping_neg()).is_ok(),
+        0 => TS_NONE,
+        at if shift(ctx, l4, at + 4, off.wrapping_neg()).is_ok() => TS_SHIFTED,
+        _ => TS_BROKEN,
     }
 }

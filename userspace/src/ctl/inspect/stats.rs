@@ -72,6 +72,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::DropForeignSynAck => "dropped: SYN-ACK not acknowledging veer's proxied SYN",
         GlobalCounter::NatTakenOver => "NAT flows given the SNAT port of a closed flow (timestamps on)",
         GlobalCounter::SynRescued => "NAT SYNs resent elsewhere after no answer (host cut off)",
+        GlobalCounter::DropStaleRescue => "dropped: a rescue of a SYN answered meanwhile",
     }
 }
 
