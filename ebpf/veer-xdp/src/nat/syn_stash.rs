@@ -162,7 +162,7 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     // while a locally made RST often has no tailroom to grow into.
     let delta = (EthHdr::LEN + len) as i32 - (ctx.data_end() - ctx.data()) as i32;
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -delta) } != 0 {
-        return Ok(false);
+        return declined;
     }
     // From here on the frame is the client's SYN (the MAC addresses are
     // set on the way out).
@@ -173,8 +173,15 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     eth.ether_type = if is_ipv4_mapped(&m.flow.dst) { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
     entry.flags = (entry.flags | CONN_F_REFUSED) + (1 << CONN_F_RESENDS_SHIFT);
+    resent(m, rescue);
+    Ok(true)
+}
+
+/// The SYN of `m` is resent: a proxied flow's next mapping is proxied alike,
+/// and its backend is suspect, for a refusal or (`rescue`) for no answer.
+#[inline(always)]
+fn resent(m: &NatMapping, rescue: bool) {
     if m.flags & NAT_F_PROXIED != 0 {
-        // veer's own SYN: the next backend's mapping is proxied alike.
         let client =
             veer_abi::ProxiedClient { cookie: m.cookie, isn: m.client_isn, mss: m.client_mss, window: m.client_window };
         crate::snat::proxy_next(&m.flow, &client);
@@ -185,5 +192,4 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     } else {
         passive::suspect(m.backend, PassiveKind::Refused);
     }
-    Ok(true)
 }
