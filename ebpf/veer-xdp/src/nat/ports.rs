@@ -27,8 +27,6 @@ static ALLOC_SCRATCH: PerCpuArray<AllocScratch> = PerCpuArray::with_max_entries(
 
 /// `bpf_map_update_elem` flag: only create.
 const BPF_NOEXIST: u64 = 1;
-/// `bpf_map_update_elem` flag: only replace.
-const BPF_EXIST: u64 = 2;
 
 /// Room for a new mapping's key and value (`ALLOC_SCRATCH`), and for
 /// `allocate`'s loop bounds (spilled around its calls, they would not fit).
