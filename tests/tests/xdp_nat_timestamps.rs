@@ -248,3 +248,23 @@ fn a_syn_with_timestamps_further_on_is_left_alone_and_so_is_its_flow() {
     let out = send(&lab, frame::tcp_segment(c, lab.vip, ACK, 101, 5001, &ts(78, 900)), "ACK");
     assert_eq!(timestamps(&out, 24), (78, 900), "every segment of the flow alike");
 }
+
+#[test]
+fn a_flow_whose_timestamps_ran_ahead_of_veers_clock_keeps_its_port() {
+    let (mut lab, _) = one_port_lab("tahead");
+    let a = SocketAddr::new(lab.client, 40000);
+    let out = send(&lab, frame::tcp_segment(a, lab.vip, SYN, 100, 0, &syn_options(7)), "SYN");
+    let s = inspect(&out);
+    let shifted = timestamps(&out, 28).0;
+    send(&lab, frame::tcp_segment(s.dst, s.src, SYN_ACK, 5000, 101, &ts(900, shifted)), "SYN-ACK");
+    // The client pushes its clock a day forward: the backend's TIME_WAIT
+    // socket would keep that, and refuse the next flow's SYN on this port.
+    let pushed = 7u32.wrapping_add(1 << 30);
+    send(&lab, frame::tcp_segment(a, lab.vip, ACK, 101, 5001, &ts(pushed, 900)), "ACK from the future");
+    send(&lab, frame::tcp_segment(s.dst, s.src, FIN_ACK, 5001, 101, &ts(901, pushed)), "backend's FIN");
+    send(&lab, frame::tcp_segment(a, lab.vip, FIN_ACK, 101, 5002, &ts(pushed, 901)), "client's FIN");
+    assert!(lab.dp.age_conn(&flow_key(a, lab.vip, Protocol::Tcp), Duration::from_secs(2)).unwrap());
+    let b = SocketAddr::new(lab.client, 40001);
+    assert_eq!(lab.run(&frame::tcp_segment(b, lab.vip, SYN, 300, 0, &syn_options(3))).0, XDP_DROP);
+    assert_eq!(lab.counter(GlobalCounter::NatTakenOver), 0, "its port waits for the expiry");
+}

@@ -8,8 +8,8 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
-    CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, DEFAULT_CONN_TABLE_SIZE, DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP,
-    NO_BACKEND,
+    CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, CONN_F_TS_AHEAD, DEFAULT_CONN_TABLE_SIZE,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
 };
 
 use crate::{
@@ -147,6 +147,22 @@ pub fn mark_closing(flow: &FlowKey) {
     // SAFETY: as above.
     unsafe { (*e).flags |= CONN_F_PEER_CLOSED };
     active::apply(&change);
+}
+
+/// A NAT flow's shifted timestamps ran ahead of veer's clock
+/// (`nat::timestamps`): its SNAT port is never taken over. Rare: a call of
+/// its own.
+#[inline(never)]
+pub fn mark_ts_ahead(flow: &FlowKey) {
+    // Each table by name: a map chosen at run time is no map to the verifier.
+    if let Some(e) = NEW_CONNS.get_ptr_mut(flow) {
+        // SAFETY: a preallocated LRU value, written in place.
+        unsafe { (*e).flags |= CONN_F_TS_AHEAD };
+    }
+    if let Some(e) = CONNS.get_ptr_mut(flow) {
+        // SAFETY: as above.
+        unsafe { (*e).flags |= CONN_F_TS_AHEAD };
+    }
 }
 
 /// What `CONNS` says about a packet before the service table is asked.

@@ -54,6 +54,10 @@ pub const CONN_F_PEER_CLOSED: u32 = 1 << 19;
 /// `ts_off` on their way to the backend (see `NatMapping::ts_off`).
 pub const CONN_F_TS: u32 = 1 << 20;
 
+/// `ConnEntry::flags` (NAT): the flow's shifted timestamps ran ahead of
+/// veer's clock; its SNAT port is never taken over.
+pub const CONN_F_TS_AHEAD: u32 = 1 << 21;
+
 /// Value of the connection table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

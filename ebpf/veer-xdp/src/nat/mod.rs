@@ -84,8 +84,12 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop>
         return jump(ctx, JUMP_NAT_COOKIE);
     }
     let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
-    if slot.ts != 0 && !timestamps::to_backend(ctx, pkt.l4 as usize, slot.ts_off) {
-        return Err(Drop::Truncated);
+    if slot.ts != 0 {
+        match timestamps::to_backend(ctx, pkt.l4 as usize, slot.ts_off) {
+            timestamps::TS_BROKEN => return Err(Drop::Truncated),
+            timestamps::TS_AHEAD => conntrack::mark_ts_ahead(&pkt.key),
+            _ => {}
+        }
     }
     let v4 = is_ipv4_mapped(&pkt.key.dst);
     rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;

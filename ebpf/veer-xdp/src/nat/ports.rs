@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     Backend, ConnEntry, FlowKey, GlobalCounter, NatKey, NatMapping, Service, CONN_F_CLOSING, CONN_F_PEER_CLOSED,
-    NAT_F_PROXIED, NAT_F_TS, NAT_F_TS_ANSWERED, NAT_PORT_TRIES, NAT_REUSE_AFTER_CLOSE_NS,
+    CONN_F_TS_AHEAD, NAT_F_PROXIED, NAT_F_TS, NAT_F_TS_ANSWERED, NAT_PORT_TRIES, NAT_REUSE_AFTER_CLOSE_NS,
 };
 
 use crate::{
@@ -224,7 +224,10 @@ fn take_over(key: &NatKey, index: u16) -> bool {
             let closed = CONN_F_CLOSING | CONN_F_PEER_CLOSED;
             // SAFETY: a helper without arguments.
             let now = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
-            if e.flags & closed != closed || now.saturating_sub(e.last_seen_ns) < NAT_REUSE_AFTER_CLOSE_NS {
+            if e.flags & closed != closed
+                || e.flags & CONN_F_TS_AHEAD != 0
+                || now.saturating_sub(e.last_seen_ns) < NAT_REUSE_AFTER_CLOSE_NS
+            {
                 return false;
             }
             let _ = CONNS.remove(&m.flow);

@@ -13,7 +13,7 @@
 //! and a tuple can be taken again a moment after its flow closed.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::map,
     maps::PerCpuArray,
     programs::XdpContext,
@@ -127,7 +127,7 @@ fn find<const WALK: usize>(ctx: &XdpContext, l4: usize) -> usize {
 /// In registers and the per-CPU copy, not in arrays: the frame is on the
 /// return program's deepest call chain.
 #[inline(always)]
-fn shift(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Result<(), Drop> {
+fn shift(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Result<u32, Drop> {
     #[allow(clippy::manual_range_contains)] // see `find`
     if l4 > EthHdr::LEN + 60 || at < FIXED + 1 || at > FIXED + MAX_OPTIONS - 5 {
         return Err(Drop::Malformed);
@@ -146,8 +146,8 @@ fn shift(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Result<(), Drop>
         sum += !word(b, 4) & 0xffff;
     }
     let i = (first + odd) & 63;
-    let v = u32::from_be_bytes([b[i], b[(i + 1) & 63], b[(i + 2) & 63], b[(i + 3) & 63]]).wrapping_add(delta);
-    let v = v.to_be_bytes();
+    let value = u32::from_be_bytes([b[i], b[(i + 1) & 63], b[(i + 2) & 63], b[(i + 3) & 63]]).wrapping_add(delta);
+    let v = value.to_be_bytes();
     b[i] = v[0];
     b[(i + 1) & 63] = v[1];
     b[(i + 2) & 63] = v[2];
@@ -168,7 +168,7 @@ fn shift(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Result<(), Drop>
     // SAFETY: bounds checked by `mut_ptr_at` (the store did not move the frame).
     let tcp = mut_ptr_at::<TcpHdr>(ctx, l4)?;
     unsafe { (*tcp).check = check.to_be_bytes() };
-    Ok(())
+    Ok(value)
 }
 
 /// A client's SYN: the offset that puts its TSval on veer's clock (bit 32
@@ -234,28 +234,57 @@ fn in_place(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> u32 {
     SHIFTED
 }
 
-/// A client's packet toward its backend: TSval + `off`. Whether the packet
-/// is intact (a store into it failed otherwise).
-#[inline(never)]
-pub fn to_backend(ctx: &XdpContext, l4: usize, off: u32) -> bool {
-    let ctx = &callee_ctx(ctx);
-    match in_place(ctx, l4, FIXED + 4, off) {
-        SHIFTED => return true,
-        BROKEN => return false,
-        _ => {}
-    }
-    match find::<OPTIONS_WALKED>(ctx, l4) {
-        0 => true,
-        at => shift(ctx, l4, at, off).is_ok(),
-    }
+/// A shifted timestamp more than this ahead of veer's clock (ticks, about
+/// half a second) is one a client pushed forward (or a clock faster than
+/// veer's, or a flow so old that the 32-bit values wrapped): a port taken
+/// over a second after such a flow's last packet could carry an older
+/// timestamp than the backend's TIME_WAIT socket kept.
+const AHEAD_TICKS: i32 = 1 << 19;
+
+/// Whether shifted timestamp `v` runs ahead of veer's clock (the coarse
+/// one: cheaper, and behind the fine one by a tick at most).
+#[inline(always)]
+fn ahead(v: u32) -> bool {
+    // SAFETY: a helper without arguments.
+    let now = (unsafe { bpf_ktime_get_coarse_ns() } >> 10) as u32;
+    v.wrapping_sub(now) as i32 > AHEAD_TICKS
 }
 
-/// [`to_client`]: the frame could not be changed.
+/// [`to_backend`], [`to_client`]: the frame could not be changed.
 pub const TS_BROKEN: u32 = 0;
-/// [`to_client`]: the packet carries no timestamps.
+/// [`to_backend`], [`to_client`]: the packet carries no timestamps.
 pub const TS_NONE: u32 = 1;
-/// [`to_client`]: its echo was shifted back.
+/// [`to_backend`], [`to_client`]: shifted.
 pub const TS_SHIFTED: u32 = 2;
+/// [`to_backend`]: shifted, and ahead of veer's clock: its flow must not
+/// give its port over.
+pub const TS_AHEAD: u32 = 3;
+
+/// A client's packet toward its backend: TSval + `off`; one of `TS_*`.
+#[inline(never)]
+pub fn to_backend(ctx: &XdpContext, l4: usize, off: u32) -> u32 {
+    let ctx = &callee_ctx(ctx);
+    let v = match in_place(ctx, l4, FIXED + 4, off) {
+        SHIFTED => match ptr_at::<[u8; 4]>(ctx, l4 + FIXED + 4) {
+            // SAFETY: bounds checked by `ptr_at`.
+            Ok(p) => u32::from_be_bytes(unsafe { *p }),
+            Err(_) => return TS_BROKEN,
+        },
+        BROKEN => return TS_BROKEN,
+        _ => match find::<OPTIONS_WALKED>(ctx, l4) {
+            0 => return TS_NONE,
+            at => match shift(ctx, l4, at, off) {
+                Ok(v) => v,
+                Err(_) => return TS_BROKEN,
+            },
+        },
+    };
+    if ahead(v) {
+        TS_AHEAD
+    } else {
+        TS_SHIFTED
+    }
+}
 
 /// A backend's packet toward the client: TSecr - `off`; one of `TS_*`. As
 /// [`to_backend`], but inlined, with only the steps calls of their own: the
