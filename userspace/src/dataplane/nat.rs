@@ -99,7 +99,7 @@ pub struct Expiry {
 }
 
 /// A pinned hash or LRU hash map, writable.
-fn open<K: aya::Pod, V: aya::Pod>(dir: &Path, name: &'static str) -> Result<HashMap<MapData, K, V>> {
+pub(super) fn open<K: aya::Pod, V: aya::Pod>(dir: &Path, name: &'static str) -> Result<HashMap<MapData, K, V>> {
     let data = MapData::from_pin(dir.join(name)).map_err(DataplaneError::map(name, "opening the pin"))?;
     let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
     HashMap::try_from(map).map_err(DataplaneError::map(name, "typing"))

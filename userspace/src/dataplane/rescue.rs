@@ -10,8 +10,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{HashMap, Map, MapData};
-use veer_abi::{names, FlowKey, PendingSyn, SYN_RESCUE_MARK};
+use aya::maps::{HashMap, MapData};
+use veer_abi::{csum::checksum, names, FlowKey, PendingSyn, SYN_RESCUE_MARK};
 
 use super::{from_abi, syscall, DataplaneError, Result};
 
@@ -23,10 +23,7 @@ pub struct PendingSyns {
 impl PendingSyns {
     /// Opens the pinned map in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let name = names::PENDING_SYNS;
-        let data = MapData::from_pin(dir.join(name)).map_err(DataplaneError::map(name, "opening the pin"))?;
-        let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
-        Ok(Self { map: HashMap::try_from(map).map_err(DataplaneError::map(name, "typing"))? })
+        Ok(Self { map: super::nat::open(dir, names::PENDING_SYNS)? })
     }
 
     /// Every entry as it is now.
@@ -102,14 +99,14 @@ pub fn refusal_frame(p: &PendingSyn) -> Vec<u8> {
             ip[9] = 6;
             ip[12..16].copy_from_slice(&s.octets());
             ip[16..20].copy_from_slice(&d.octets());
-            let c = checksum(&[&ip]);
+            let c = checksum(&ip);
             ip[10..12].copy_from_slice(&c.to_be_bytes());
-            let c = checksum(&[&s.octets(), &d.octets(), &[0, 6, 0, 20], &tcp]);
+            let c = checksum(&[&s.octets()[..], &d.octets(), &[0, 6, 0, 20], &tcp].concat());
             tcp[16..18].copy_from_slice(&c.to_be_bytes());
             frame.extend_from_slice(&ip);
         }
-        (s, d) => {
-            let (s, d) = (v6(s), v6(d));
+        _ => {
+            let (s, d) = (p.key.backend, p.key.snat);
             frame.extend_from_slice(&[0x86, 0xdd]);
             let mut ip = [0u8; 40];
             ip[0] = 0x60;
@@ -118,34 +115,13 @@ pub fn refusal_frame(p: &PendingSyn) -> Vec<u8> {
             ip[7] = 64;
             ip[8..24].copy_from_slice(&s);
             ip[24..40].copy_from_slice(&d);
-            let c = checksum(&[&s, &d, &[0, 0, 0, 20, 0, 0, 0, 6], &tcp]);
+            let c = checksum(&[&s[..], &d, &[0, 0, 0, 20, 0, 0, 0, 6], &tcp].concat());
             tcp[16..18].copy_from_slice(&c.to_be_bytes());
             frame.extend_from_slice(&ip);
         }
     }
     frame.extend_from_slice(&tcp);
     frame
-}
-
-fn v6(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V6(a) => a.octets(),
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-    }
-}
-
-/// The Internet checksum of the parts, in order (each of even length).
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut s: u32 = 0;
-    for p in parts {
-        for w in p.chunks(2) {
-            s += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
-        }
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 #[cfg(test)]
@@ -184,12 +160,12 @@ mod tests {
             assert_eq!(tcp[13], 0x14);
             assert_eq!(u16::from_be_bytes([tcp[18], tcp[19]]), SYN_RESCUE_MARK);
             let pseudo: Vec<u8> = if ip_len == 20 {
-                assert_eq!(checksum(&[&f[14..34]]), 0, "IPv4 header checksum");
+                assert_eq!(checksum(&f[14..34]), 0, "IPv4 header checksum");
                 [&f[26..34], &[0, 6, 0, 20][..]].concat()
             } else {
                 [&f[22..54], &[0, 0, 0, 20, 0, 0, 0, 6][..]].concat()
             };
-            assert_eq!(checksum(&[&pseudo, tcp]), 0, "TCP checksum ({b})");
+            assert_eq!(checksum(&[&pseudo[..], tcp].concat()), 0, "TCP checksum ({b})");
         }
     }
 }
