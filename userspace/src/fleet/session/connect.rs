@@ -58,8 +58,10 @@ pub(super) fn explain(cfg: &EtcdConfig, e: anyhow::Error) -> anyhow::Error {
         } else {
             "etcd refused this node's client certificate: is it signed by the CA etcd trusts (--trusted-ca-file)?"
         }
-    } else if cfg.tls() && cfg.cert.is_none() && has(&["connection closed"]) {
-        // TLS 1.3: the member may close before its alert is read.
+    } else if cfg.tls() && cfg.cert.is_none() && has(&["connection closed", "broken pipe", "onnection reset"]) {
+        // TLS 1.3: the client's handshake ends before the member checks its
+        // certificate, so the refusal may arrive as a closed, reset or
+        // broken stream on the first request rather than as an alert.
         "etcd closed the connection: if it requires client certificates (--client-cert-auth), set fleet.etcd.cert and key"
     } else if has(&["authentication failed", "invalid auth token", "user name is empty"]) {
         "etcd refused the login: check fleet.etcd.user and the password in password_file"
@@ -108,6 +110,8 @@ mod tests {
         assert!(said("invalid peer certificate: UnknownIssuer").contains("not signed by the CA in fleet.etcd.ca"));
         assert!(said("etcdserver: permission denied").contains("no readwrite permission"));
         assert!(said("hyper::Error(Canceled, \"connection closed\")").contains("set fleet.etcd.cert and key"));
+        let broken = "hyper::Error(Io, Custom { kind: BrokenPipe, error: \"stream closed because of a broken pipe\" })";
+        assert!(said(broken).contains("set fleet.etcd.cert and key"));
         assert_eq!(said("connection refused"), "granting the node's lease: connection refused");
     }
 
