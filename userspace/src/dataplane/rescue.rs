@@ -42,6 +42,10 @@ impl PendingSyns {
 pub struct Injector {
     prog: OwnedFd,
     ifindex: u32,
+    /// Set once the kernel refused live frames (EPERM where a sandbox holds
+    /// back a capability, EINVAL before 5.18): frames then run without
+    /// them, and what the program sends is sent from here.
+    relay: Option<Relay>,
 }
 
 impl Injector {
@@ -60,18 +64,98 @@ impl Injector {
                 continue;
             }
             if let Ok(prog) = syscall::prog_fd_by_id(prog_id) {
-                return Ok(Self { prog, ifindex });
+                return Ok(Self { prog, ifindex, relay: None });
             }
         }
         Err(DataplaneError::NotAttached(format!("any interface (no live link pinned in {})", dir.display())))
     }
 
-    /// Runs `frame` through the program for real (kernel 5.18+).
-    pub fn inject(&self, frame: &[u8]) -> Result<()> {
-        syscall::xdp_inject(&self.prog, frame, self.ifindex).map_err(|e| {
-            DataplaneError::Unsupported(format!("injecting a frame (BPF_PROG_TEST_RUN, live frames, 5.18+): {e}"))
-        })
+    /// Runs `frame` through the program for real: with live frames (kernel
+    /// 5.18+), or else run alone and what it transmits sent on a packet
+    /// socket (CAP_NET_RAW).
+    pub fn inject(&mut self, frame: &[u8]) -> Result<()> {
+        if self.relay.is_none() {
+            match syscall::xdp_inject(&self.prog, frame, self.ifindex) {
+                Ok(()) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    tracing::info!(error = %e, "live frames refused by this kernel: rescued SYNs are sent from a packet socket");
+                    self.relay = Some(Relay::open()?);
+                }
+                Err(e) => return Err(unsupported("injecting a frame (BPF_PROG_TEST_RUN, live frames)", e)),
+            }
+        }
+        let Some(relay) = &self.relay else { return Ok(()) };
+        let mut out = vec![0u8; 4096];
+        let (action, len) = syscall::xdp_run(&self.prog, frame, self.ifindex, &mut out)
+            .map_err(|e| unsupported("running a frame (BPF_PROG_TEST_RUN)", e))?;
+        let out = &out[..len];
+        let via = match action {
+            XDP_TX => self.ifindex,
+            // The program routed it: its source MAC is the way out's.
+            XDP_REDIRECT => match out.get(6..12).and_then(interface_with_mac) {
+                Some(i) => i,
+                None => return Err(DataplaneError::NotAttached("the interface of a redirected rescue".into())),
+            },
+            // Dropped (a stale rescue) or passed: nothing leaves.
+            _ => return Ok(()),
+        };
+        relay.send(via, out).map_err(|e| unsupported("sending a rescued SYN (AF_PACKET)", e))
     }
+}
+
+fn unsupported(what: &str, e: std::io::Error) -> DataplaneError {
+    DataplaneError::Unsupported(format!("{what}: {e}"))
+}
+
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+/// A raw packet socket that only sends (protocol 0: it receives nothing).
+struct Relay(OwnedFd);
+
+impl Relay {
+    fn open() -> Result<Self> {
+        // SAFETY: a plain socket call; the descriptor is owned at once.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(unsupported("opening a packet socket (CAP_NET_RAW)", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a new descriptor nobody else owns.
+        Ok(Self(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }))
+    }
+
+    /// Sends the whole Ethernet `frame` out of interface `ifindex`.
+    fn send(&self, ifindex: u32, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: sockaddr_ll is plain data; zero is a valid value.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
+        // SAFETY: `frame` and `to` outlive the call.
+        let r = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&self.0),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The index of this namespace's interface whose MAC is `mac`.
+fn interface_with_mac(mac: &[u8]) -> Option<u32> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        let link = a.address.as_ref()?.as_link_addr()?;
+        (link.addr()?.as_slice() == mac).then(|| link.ifindex() as u32)
+    })
 }
 
 /// The refusal `p`'s backend would have sent had it been reachable: a

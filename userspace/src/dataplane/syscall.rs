@@ -158,32 +158,50 @@ struct TestRunAttr {
 /// interface `ifindex`, for real: what it sends (`XDP_TX`, `XDP_REDIRECT`)
 /// leaves, what it passes reaches the stack (kernel 5.18+).
 pub fn xdp_inject(prog: impl AsFd, frame: &[u8], ifindex: u32) -> std::io::Result<()> {
+    test_run(prog, frame, ifindex, TEST_XDP_LIVE_FRAMES, &mut []).map(|_| ())
+}
+
+/// Runs XDP program `prog` once on `frame` as if it had arrived on
+/// interface `ifindex`, with every effect on its maps, but sends nothing:
+/// returns the program's action and the frame as it left the program,
+/// written into `out` (which must hold it).
+pub fn xdp_run(prog: impl AsFd, frame: &[u8], ifindex: u32, out: &mut [u8]) -> std::io::Result<(u32, usize)> {
+    test_run(prog, frame, ifindex, 0, out)
+}
+
+fn test_run(prog: impl AsFd, frame: &[u8], ifindex: u32, flags: u32, out: &mut [u8]) -> std::io::Result<(u32, usize)> {
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-    let attr = TestRunAttr {
+    let mut attr = TestRunAttr {
         prog_fd: prog.as_fd().as_raw_fd() as u32,
         retval: 0,
         data_size_in: frame.len() as u32,
-        data_size_out: 0,
+        data_size_out: out.len() as u32,
         data_in: frame.as_ptr() as u64,
-        data_out: 0,
+        data_out: if out.is_empty() { 0 } else { out.as_mut_ptr() as u64 },
         repeat: 1,
         duration: 0,
         ctx_size_in: std::mem::size_of_val(&ctx) as u32,
         ctx_size_out: 0,
         ctx_in: ctx.as_ptr() as u64,
         ctx_out: 0,
-        flags: TEST_XDP_LIVE_FRAMES,
+        flags,
         cpu: 0,
         batch_size: 0,
         _pad: 0,
     };
-    // SAFETY: attr points at `frame` and `ctx`, both alive for the call.
+    // SAFETY: attr points at `frame`, `ctx` and `out`, all alive for the
+    // call; the kernel writes at most `out.len()` bytes into `out`.
     let r = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &attr as *const TestRunAttr, std::mem::size_of::<TestRunAttr>())
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
     };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok((attr.retval, (attr.data_size_out as usize).min(out.len())))
 }

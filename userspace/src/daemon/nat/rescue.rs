@@ -113,7 +113,12 @@ impl Drop for Rescue {
 }
 
 /// One look at the pending SYNs; an error if a rescue could not be run.
-fn pass(pending: &mut PendingSyns, injector: &Injector, rtt: &mut RoundTrips, setting: u64) -> dataplane::Result<()> {
+fn pass(
+    pending: &mut PendingSyns,
+    injector: &mut Injector,
+    rtt: &mut RoundTrips,
+    setting: u64,
+) -> dataplane::Result<()> {
     let now = dataplane::monotonic_ns();
     for (flow, p) in pending.entries() {
         if p.answered_ns != 0 {
