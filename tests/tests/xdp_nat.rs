@@ -279,6 +279,31 @@ fn an_icmp_error_with_a_short_quote_is_translated_too() {
     assert_eq!((seen.to, seen.quoted.src, seen.quoted.dst), (lab.client, client, lab.vip));
 }
 
+/// An established NAT flow's packets are found once, by the entry
+/// program, and sent on by the NAT program with what it found: to the same
+/// backend and SNAT port every time, counted active on that backend until
+/// the client's FIN, which ends the count.
+#[test]
+fn an_established_nat_flow_keeps_its_mapping_and_its_fin_ends_its_active_count() {
+    let lab = NatLab::new("estab", false, Protocol::Tcp, 3);
+    let c = SocketAddr::new(lab.client, 46000);
+    let mapped = handshake(&lab, c);
+    let b = lab.backends.iter().position(|a| *a == mapped.dst.ip()).expect("a backend") as u32;
+    assert_eq!(lab.dp.active_flows(b).unwrap(), 1, "established: counted on its backend");
+    for seq in [101u32, 200, 300] {
+        let (action, out) = lab.run(&frame::tcp_data(c, lab.vip, (0x18, seq, 5001), &[], b"data"));
+        assert_eq!(action, XDP_REDIRECT);
+        let seen = inspect(&out);
+        assert!(seen.checksums_ok);
+        assert_eq!((seen.src, seen.dst), (mapped.src, mapped.dst), "the same SNAT endpoint and backend");
+    }
+    let (action, _) = lab.run(&frame::tcp_segment(c, lab.vip, 0x11, 304, 5001, &[]));
+    assert_eq!(action, XDP_REDIRECT, "the FIN goes on to the backend");
+    let key = flow_key(c, lab.vip, Protocol::Tcp);
+    assert_ne!(lab.dp.flow(&key).unwrap().expect("a table entry").flags & veer_abi::CONN_F_CLOSING, 0);
+    assert_eq!(lab.dp.active_flows(b).unwrap(), 0, "closed: no longer active");
+}
+
 #[test]
 fn a_backends_fin_marks_the_nat_flow_closing() {
     // So its mapping expires after TIME_WAIT, as after the client's FIN.

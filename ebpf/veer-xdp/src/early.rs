@@ -13,7 +13,7 @@ use crate::{
     access::callee_ctx,
     affinity,
     conntrack::{self, Early},
-    forward, stats,
+    forward, handoff, stats,
 };
 
 /// [`send`] found no entry: schedule the flow (its promotion is next).
@@ -21,7 +21,7 @@ pub const MISSING: u32 = 0x100;
 /// [`send`] found an entry the full path must judge (the flow moves, or
 /// its service changed).
 pub const UNSURE: u32 = 0x101;
-/// [`send`] found a NAT flow: the NAT program sends it.
+/// [`send`] found a NAT flow: the NAT program sends it (see [`handoff`]).
 pub const NAT: u32 = 0x102;
 /// Or-ed into [`send`]'s action: an active-flow change waits for
 /// `active::apply_pending`.
@@ -35,7 +35,9 @@ pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
     match conntrack::established_early(&ctx, key, tcp_flags as u8) {
         Early::Hit(svc, f, moved, pending) => {
             if svc.flags & SERVICE_F_NAT != 0 {
-                return NAT;
+                // The NAT program takes the flow from here, unlooked-up.
+                handoff::give(key, svc.id, &f);
+                return if pending { NAT | ACCOUNT } else { NAT };
             }
             // A client's live flow keeps its persistence fresh.
             if moved && affinity::persists(svc) {

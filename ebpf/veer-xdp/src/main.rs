@@ -4,11 +4,12 @@
 //! parse ([`parse`]) -> no VIP's? pass ([`vip_filter`]) -> an established
 //! flow's entry, its service by index ([`early`]) -> service lookup
 //! ([`services`]) -> connection tables ([`conntrack`], a SYN's earlier
-//! attempt in [`reopen`]) -> scheduler for new
-//! or orphaned flows ([`scheduler`], with [`affinity`] and [`active`]) ->
-//! counters ([`stats`]) -> DSR rewrite and send ([`forward`]), or NAT
-//! rewrite and route ([`nat`], [`snat`], [`fib`]). NAT services and NAT
-//! answers run in programs of their own ([`jumps`]). An ICMP error about a
+//! attempt in [`reopen`]) -> scheduler for new or orphaned flows
+//! ([`scheduler`], with [`affinity`] and [`active`]) -> counters
+//! ([`stats`]) -> DSR rewrite and send ([`forward`]), or NAT rewrite and
+//! route ([`nat`], [`snat`], [`fib`]). NAT services (an established flow
+//! handed over, [`handoff`]) and NAT answers run in programs of their own
+//! ([`jumps`]). An ICMP error about a
 //! VIP flow goes to that flow's backend ([`icmp`]); a backend's answer to a
 //! NAT flow goes back to its client.
 //!
@@ -17,8 +18,8 @@
 //! becomes the client's SYN again ([`nat::syn_stash`]); the backend is held
 //! suspect and veerd is told. A DSR packet of an established flow that its
 //! backend's agent bounces (no socket there owns it, after a ring change)
-//! goes to the previous ring's backend ([`second_chance`]). A TC egress program ([`vip_path`]) sends
-//! VIP-path health checks to their backend's MAC.
+//! goes to the previous ring's backend ([`second_chance`]). A TC egress
+//! program ([`vip_path`]) sends VIP-path health checks to their backend's MAC.
 //!
 //! Each module declares the maps and per-CPU scratch it uses.
 #![no_std]
@@ -50,9 +51,10 @@ mod snat;
 mod conntrack;
 mod fib;
 mod scheduler;
-// An established flow's shortcut; ICMP errors to DSR backends; health
-// checks; a bounced DSR packet's second chance; a SYN's earlier attempt.
+// An established flow's shortcut and handoff; ICMP errors to DSR backends;
+// health checks; a bounced DSR packet's second chance; a SYN's earlier attempt.
 mod early;
+mod handoff;
 mod icmp;
 mod reopen;
 mod second_chance;
@@ -80,8 +82,7 @@ use crate::{
     verdict::{pass, Drop},
 };
 
-/// The entry program, attached to the interfaces. NAT services and NAT
-/// answers continue in their own programs (see [`jumps`]).
+/// The entry program, attached to the interfaces (NAT goes on in [`jumps`]).
 #[xdp]
 pub fn veer_xdp(ctx: XdpContext) -> u32 {
     verdict(balance::<false>(&ctx))
@@ -177,17 +178,21 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     if !NAT && !vip_filter::may_be_vip(&key.dst) {
         return nat::not_for_a_vip(ctx, &pkt);
     }
+    // An established flow the entry program already found ([`handoff`]).
+    if let Some((svc, f)) = if NAT && !pkt.is_icmp_error() { handoff::take(key) } else { None } {
+        return pinned::<NAT>(ctx, svc, &pkt, &f);
+    }
     let mut missing = false;
     if !NAT && !pkt.is_icmp_error() && !conntrack::opens_connection(pkt.tcp_flags()) {
         match early::send(ctx, key, pkt.bits) {
             early::MISSING => missing = true,
             early::UNSURE => {}
-            early::NAT => return jumps::jump(ctx, JUMP_NAT),
             action => {
                 if action & early::ACCOUNT != 0 {
                     active::apply_pending();
                 }
-                return Ok(action & !early::ACCOUNT);
+                let action = action & !early::ACCOUNT;
+                return if action == early::NAT { jumps::jump(ctx, JUMP_NAT) } else { Ok(action) };
             }
         }
     }
@@ -378,8 +383,7 @@ fn no_backend<const NAT: bool>(ctx: &XdpContext, svc: &Service) -> Result<u32, D
 }
 
 /// The frame's length, for the byte counters: read where it is counted, not
-/// kept live across the whole path (a register the entry program's stack
-/// has no room to spill).
+/// kept live across the path (the entry program's stack has no room to spill it).
 #[inline(always)]
 fn frame_bytes(ctx: &XdpContext) -> u64 {
     (ctx.data_end() - ctx.data()) as u64

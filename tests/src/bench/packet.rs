@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::Result;
 use serde_json::json;
 use veer::dataplane::{
-    run_frame, service_key, Baseline, Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT,
+    run_frame, service_key, Baseline, Dataplane, DataplaneOptions, MapReader as _, Protocol, ServiceSpec, XDP_OBJECT,
 };
 use veer_abi::{Scheduler, NO_BACKEND};
 
@@ -55,13 +55,19 @@ fn nat_rows(
     let c = SocketAddr::new(lab.client, 40000);
     let syn = frame::tcp_syn(c, lab.vip);
     let (_, out) = lab.run(&syn);
-    let fwd = frame::packet(c, lab.vip, L4::Tcp(0x10), &[0; 64]);
-    lab.run(&fwd);
     // The backend's answer to the mapping the SYN got.
     let (src, dst) = (
         SocketAddr::new(IpAddr::from(<[u8; 4]>::try_from(&out[30..34])?), u16::from_be_bytes([out[36], out[37]])),
         SocketAddr::new(IpAddr::from(<[u8; 4]>::try_from(&out[26..30])?), u16::from_be_bytes([out[34], out[35]])),
     );
+    // The whole handshake: the backend's SYN-ACK, then the client's ACK of
+    // it, which moves the flow into the connection table (`nat::proof`).
+    const BACKEND_ISN: u32 = 7000;
+    lab.run(&frame::tcp_segment(src, dst, frame::flags::SYN_ACK, BACKEND_ISN, 2, &[]));
+    let fwd = frame::tcp_data(c, lab.vip, (0x10, 2, BACKEND_ISN + 1), &[], &[0; 64]);
+    lab.run(&fwd);
+    let promoted = lab.dp.flow(&veer::dataplane::flow_key(c, lab.vip, Protocol::Tcp))?;
+    anyhow::ensure!(promoted.is_some(), "the NAT bench flow did not reach the connection table");
     let answer = frame::packet(src, dst, L4::Tcp(0x10), &[0; 64]);
     let fresh: Vec<Vec<u8>> = (0..N as u32)
         .map(|i| {

@@ -1,0 +1,87 @@
+//! An established NAT flow, found by the entry program, handed to the NAT
+//! program it tail-calls.
+//!
+//! The entry program's early lookup (`conntrack::established_early`)
+//! already found the flow's entry, its service by index, and refreshed
+//! the entry. Without this, the NAT program would hash the service key and
+//! the 40-byte flow key again, for the same answers. A tail call keeps the
+//! CPU (XDP runs with migration off), so a per-CPU slot written just
+//! before the jump is read by the same packet's NAT program; the flow key
+//! is compared anyway, so a slot left armed by a failed jump never serves
+//! another packet.
+
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use veer_abi::{ConnEntry, FlowKey, Service, CONN_F_TS};
+
+use crate::{
+    conntrack::{keeper, Flow},
+    services::SERVICE_SLOTS,
+};
+
+/// What the entry program found: the flow, its entry as refreshed, armed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Handoff {
+    key: FlowKey,
+    entry: ConnEntry,
+    armed: u32,
+    _pad: u32,
+}
+
+/// One slot per CPU.
+#[map]
+static NAT_HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
+/// Arms this CPU's slot for `key`'s packet, pinned to `f` in service
+/// `service`, about to jump to the NAT program.
+#[inline(always)]
+pub fn give(key: &FlowKey, service: u32, f: &Flow) {
+    if let Some(h) = NAT_HANDOFF.get_ptr_mut(0) {
+        let ts = if f.nat.ts != 0 { CONN_F_TS } else { 0 };
+        // SAFETY: this CPU's slot, read back by the same packet's next program.
+        unsafe {
+            (*h).key = *key;
+            (*h).entry = ConnEntry {
+                backend: f.id,
+                service,
+                last_seen_ns: 0,
+                flags: f.flags | ts,
+                nat_port: f.nat.port,
+                nat_addr: f.nat.addr,
+                ts_off: f.nat.ts_off,
+                _pad: 0,
+            };
+            (*h).armed = 1;
+        }
+    }
+}
+
+/// The flow of `key` and its service, if the entry program handed them
+/// over for this packet (and the backend may still keep the flow);
+/// disarms the slot either way.
+#[inline(always)]
+pub fn take(key: &FlowKey) -> Option<(&'static Service, Flow)> {
+    let h = NAT_HANDOFF.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot (see `give`).
+    let h = unsafe { &mut *h };
+    if h.armed == 0 {
+        return None;
+    }
+    h.armed = 0;
+    if !same(&h.key, key) {
+        return None;
+    }
+    let slot = SERVICE_SLOTS.get(h.entry.service)?;
+    if !slot.serves(key) {
+        return None;
+    }
+    keeper(&slot.service, &h.entry).map(|f| (&slot.service, f))
+}
+
+/// Two flow keys compared a word at a time.
+#[inline(always)]
+fn same(a: &FlowKey, b: &FlowKey) -> bool {
+    // SAFETY: FlowKey is 40 bytes of plain integers, padding zeroed, 4-aligned.
+    let (a, b) = unsafe { (&*(a as *const FlowKey as *const [u32; 10]), &*(b as *const FlowKey as *const [u32; 10])) };
+    a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
+}
