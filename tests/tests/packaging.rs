@@ -45,12 +45,9 @@ fn the_systemd_unit_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
     let u = unit();
-    for want in [
-        "Type=notify",
-        "Restart=always",
-        "User=veer",
-        "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_NET_RAW",
-    ] {
+    for want in
+        ["Type=notify", "Restart=always", "User=veer", "CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON"]
+    {
         assert!(u.contains(want), "the unit lacks {want}");
     }
     let settings: Vec<&str> = u.lines().filter(|l| !l.starts_with('#')).collect();

@@ -6,16 +6,20 @@
 //! the entry. Without this, the NAT program would hash the service key and
 //! the 40-byte flow key again, for the same answers. A tail call keeps the
 //! CPU (XDP runs with migration off), so a per-CPU slot written just
-//! before the jump is read by the same packet's NAT program; the flow key
-//! is compared anyway, so a slot left armed by a failed jump never serves
-//! another packet.
+//! before the jump is read by the same packet's NAT program. The slot is
+//! disarmed when read and when the jump fails; only a non-opening packet
+//! takes it, and only with the same flow key (a SYN is always scheduled
+//! by the full path).
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use veer_abi::{ConnEntry, FlowKey, Service, CONN_F_TS};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
+use veer_abi::{ConnEntry, FlowKey, Service, CONN_F_TS, JUMP_NAT};
 
 use crate::{
-    conntrack::{keeper, Flow},
+    conntrack::{keeper, opens_connection, Flow},
+    jumps::jump,
+    parse::VipPacket,
     services::SERVICE_SLOTS,
+    verdict::Drop,
 };
 
 /// What the entry program found: the flow, its entry as refreshed, armed.
@@ -56,11 +60,27 @@ pub fn give(key: &FlowKey, service: u32, f: &Flow) {
     }
 }
 
-/// The flow of `key` and its service, if the entry program handed them
-/// over for this packet (and the backend may still keep the flow);
-/// disarms the slot either way.
+/// Jumps to the NAT program with the slot [`give`] armed; disarms it if
+/// the jump fails (no NAT program in the table).
 #[inline(always)]
-pub fn take(key: &FlowKey) -> Option<(&'static Service, Flow)> {
+pub fn jump_nat(ctx: &XdpContext) -> Result<u32, Drop> {
+    let r = jump(ctx, JUMP_NAT);
+    if let Some(h) = NAT_HANDOFF.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot.
+        unsafe { (*h).armed = 0 };
+    }
+    r
+}
+
+/// The flow of `pkt` and its service, if the entry program handed them
+/// over for this packet (and the backend may still keep the flow);
+/// disarms the slot either way. Never for a SYN or an ICMP error.
+#[inline(always)]
+pub fn take(pkt: &VipPacket) -> Option<(&'static Service, Flow)> {
+    if pkt.is_icmp_error() || opens_connection(pkt.tcp_flags()) {
+        return None;
+    }
+    let key = &pkt.key;
     let h = NAT_HANDOFF.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot (see `give`).
     let h = unsafe { &mut *h };

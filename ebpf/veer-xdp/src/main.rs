@@ -68,8 +68,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use veer_abi::{
-    GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT, JUMP_NAT_COOKIE, JUMP_SECOND_CHANCE, NO_BACKEND,
-    SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT, SERVICE_F_PASSIVE,
+    GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT_COOKIE, JUMP_SECOND_CHANCE, NO_BACKEND, SERVICE_F_FALLBACK_PASS,
+    SERVICE_F_NAT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
@@ -179,7 +179,7 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         return nat::not_for_a_vip(ctx, &pkt);
     }
     // An established flow the entry program already found ([`handoff`]).
-    if let Some((svc, f)) = if NAT && !pkt.is_icmp_error() { handoff::take(key) } else { None } {
+    if let Some((svc, f)) = if NAT { handoff::take(&pkt) } else { None } {
         return pinned::<NAT>(ctx, svc, &pkt, &f);
     }
     let mut missing = false;
@@ -192,7 +192,7 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
                     active::apply_pending();
                 }
                 let action = action & !early::ACCOUNT;
-                return if action == early::NAT { jumps::jump(ctx, JUMP_NAT) } else { Ok(action) };
+                return if action == early::NAT { handoff::jump_nat(ctx) } else { Ok(action) };
             }
         }
     }

@@ -43,8 +43,8 @@ pub struct Injector {
     prog: OwnedFd,
     ifindex: u32,
     /// Set once the kernel refused live frames (EPERM where a sandbox holds
-    /// back a capability, EINVAL before 5.18): frames then run without
-    /// them, and what the program sends is sent from here.
+    /// back a capability): frames then run without them, and what the
+    /// program sends is sent from here.
     relay: Option<Relay>,
 }
 
@@ -72,35 +72,51 @@ impl Injector {
 
     /// Runs `frame` through the program for real: with live frames (kernel
     /// 5.18+), or else run alone and what it transmits sent on a packet
-    /// socket (CAP_NET_RAW).
-    pub fn inject(&mut self, frame: &[u8]) -> Result<()> {
+    /// socket (CAP_NET_RAW). An error is [`Injected::Lost`] if only this
+    /// frame was lost, [`DataplaneError`] if no frame can be injected.
+    pub fn inject(&mut self, frame: &[u8]) -> Result<Injected> {
         if self.relay.is_none() {
             match syscall::xdp_inject(&self.prog, frame, self.ifindex) {
-                Ok(()) => return Ok(()),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP)) => {
+                Ok(()) => return Ok(Injected::Sent),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
                     tracing::info!(error = %e, "live frames refused by this kernel: rescued SYNs are sent from a packet socket");
                     self.relay = Some(Relay::open()?);
                 }
                 Err(e) => return Err(unsupported("injecting a frame (BPF_PROG_TEST_RUN, live frames)", e)),
             }
         }
-        let Some(relay) = &self.relay else { return Ok(()) };
+        let Some(relay) = &self.relay else { return Ok(Injected::Sent) };
         let mut out = vec![0u8; 4096];
         let (action, len) = syscall::xdp_run(&self.prog, frame, self.ifindex, &mut out)
             .map_err(|e| unsupported("running a frame (BPF_PROG_TEST_RUN)", e))?;
         let out = &out[..len];
         let via = match action {
             XDP_TX => self.ifindex,
-            // The program routed it: its source MAC is the way out's.
-            XDP_REDIRECT => match out.get(6..12).and_then(interface_with_mac) {
-                Some(i) => i,
-                None => return Err(DataplaneError::NotAttached("the interface of a redirected rescue".into())),
+            // The program routed it: its source MAC is the way out's, if
+            // exactly one interface has it (a bond and its slaves, a VLAN
+            // and its parent share one: which one the FIB meant is unknown).
+            XDP_REDIRECT => match out.get(6..12).map(interfaces_with_mac).as_deref() {
+                Some([one]) => *one,
+                _ => return Ok(Injected::Lost("no single interface has the routed frame's source MAC".into())),
             },
             // Dropped (a stale rescue) or passed: nothing leaves.
-            _ => return Ok(()),
+            _ => return Ok(Injected::Sent),
         };
-        relay.send(via, out).map_err(|e| unsupported("sending a rescued SYN (AF_PACKET)", e))
+        Ok(match relay.send(via, out) {
+            Ok(()) => Injected::Sent,
+            Err(e) => Injected::Lost(format!("sending a rescued SYN (AF_PACKET, ifindex {via}): {e}")),
+        })
     }
+}
+
+/// What became of one injected frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Injected {
+    /// Run, and what the program sent has left.
+    Sent,
+    /// Run (its map changes are made), but what the program sent could not
+    /// be sent from veerd: this one rescue is lost, the next may not be.
+    Lost(String),
 }
 
 fn unsupported(what: &str, e: std::io::Error) -> DataplaneError {
@@ -129,6 +145,9 @@ impl Relay {
         // SAFETY: sockaddr_ll is plain data; zero is a valid value.
         let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         to.sll_family = libc::AF_PACKET as u16;
+        // The frame's EtherType, as the socket's protocol (network order).
+        to.sll_protocol =
+            u16::from_ne_bytes([frame.get(12).copied().unwrap_or(0), frame.get(13).copied().unwrap_or(0)]);
         to.sll_ifindex = ifindex as i32;
         to.sll_halen = 6;
         to.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
@@ -138,7 +157,8 @@ impl Relay {
                 std::os::fd::AsRawFd::as_raw_fd(&self.0),
                 frame.as_ptr().cast(),
                 frame.len(),
-                0,
+                // Never wait for a full queue: the rescue thread has others to send.
+                libc::MSG_DONTWAIT,
                 (&to as *const libc::sockaddr_ll).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
@@ -150,12 +170,18 @@ impl Relay {
     }
 }
 
-/// The index of this namespace's interface whose MAC is `mac`.
-fn interface_with_mac(mac: &[u8]) -> Option<u32> {
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
-        let link = a.address.as_ref()?.as_link_addr()?;
-        (link.addr()?.as_slice() == mac).then(|| link.ifindex() as u32)
-    })
+/// The indexes of this namespace's interfaces whose MAC is `mac`.
+fn interfaces_with_mac(mac: &[u8]) -> Vec<u32> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let mut found: Vec<u32> = addrs
+        .filter_map(|a| {
+            let link = a.address.as_ref()?.as_link_addr()?;
+            (link.addr()?.as_slice() == mac).then(|| link.ifindex() as u32)
+        })
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 /// The refusal `p`'s backend would have sent had it been reachable: a

@@ -17,13 +17,13 @@ use std::{
     time::Duration,
 };
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     config::SynRescue,
     dataplane::{
         self,
-        rescue::{refusal_frame, Injector, PendingSyns},
+        rescue::{refusal_frame, Injected, Injector, PendingSyns},
     },
 };
 
@@ -78,6 +78,7 @@ impl Rescue {
         let spawned = std::thread::Builder::new().name("veer-syn-rescue".into()).spawn(move || {
             let mut rtt = RoundTrips::default();
             let mut watch = None;
+            let mut lost = LostRescues::default();
             while !stopped.load(Ordering::Relaxed) {
                 std::thread::sleep(RESCUE_PERIOD);
                 if watch.is_none() {
@@ -85,7 +86,7 @@ impl Rescue {
                     watch = PendingSyns::open(&pins).ok().zip(Injector::from_pins(&pins).ok());
                 }
                 if let Some((pending, injector)) = &mut watch {
-                    if let Err(e) = pass(pending, injector, &mut rtt, setting.load(Ordering::Relaxed)) {
+                    if let Err(e) = pass(pending, injector, &mut rtt, &mut lost, setting.load(Ordering::Relaxed)) {
                         // Said once: the kernel will not do it better later.
                         error!(error = %e, "rescuing unanswered NAT SYNs fails: left to the clients' retransmissions");
                         return;
@@ -112,11 +113,35 @@ impl Drop for Rescue {
     }
 }
 
-/// One look at the pending SYNs; an error if a rescue could not be run.
+/// Rescues run but not sent (see [`Injected::Lost`]): said at most every
+/// ten seconds, with how many since.
+#[derive(Default)]
+struct LostRescues {
+    since_said: u64,
+    said_at: Option<std::time::Instant>,
+}
+
+impl LostRescues {
+    fn note(&mut self, why: &str) {
+        self.since_said += 1;
+        if self.said_at.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        warn!(
+            lost = self.since_said,
+            reason = why,
+            "rescued NAT SYNs could not be sent: left to the clients' retransmissions"
+        );
+        (self.since_said, self.said_at) = (0, Some(std::time::Instant::now()));
+    }
+}
+
+/// One look at the pending SYNs; an error if no rescue can be run at all.
 fn pass(
     pending: &mut PendingSyns,
     injector: &mut Injector,
     rtt: &mut RoundTrips,
+    lost: &mut LostRescues,
     setting: u64,
 ) -> dataplane::Result<()> {
     let now = dataplane::monotonic_ns();
@@ -136,7 +161,9 @@ fn pass(
         }
         // Cleared first: the resent SYN is watched anew, toward its new backend.
         pending.remove(&flow);
-        injector.inject(&refusal_frame(&p))?;
+        if let Injected::Lost(why) = injector.inject(&refusal_frame(&p))? {
+            lost.note(&why);
+        }
     }
     Ok(())
 }

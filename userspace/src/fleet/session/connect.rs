@@ -46,8 +46,8 @@ fn tls(cfg: &EtcdConfig) -> Result<TlsOptions> {
 /// What to check when etcd refuses the node (read from the error's
 /// chain): the error with a hint in front, or as it was.
 pub(super) fn explain(cfg: &EtcdConfig, e: anyhow::Error) -> anyhow::Error {
-    let text = format!("{e:#}");
-    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let text = format!("{e:#}").to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(&n.to_lowercase()));
     let hint = if has(&["UnknownIssuer", "BadSignature"]) {
         "etcd's certificate is not signed by the CA in fleet.etcd.ca"
     } else if has(&["NotValidForName"]) {
@@ -58,7 +58,7 @@ pub(super) fn explain(cfg: &EtcdConfig, e: anyhow::Error) -> anyhow::Error {
         } else {
             "etcd refused this node's client certificate: is it signed by the CA etcd trusts (--trusted-ca-file)?"
         }
-    } else if cfg.tls() && cfg.cert.is_none() && has(&["connection closed", "broken pipe", "onnection reset"]) {
+    } else if cfg.tls() && cfg.cert.is_none() && has(&["connection closed", "broken pipe", "connection reset"]) {
         // TLS 1.3: the client's handshake ends before the member checks its
         // certificate, so the refusal may arrive as a closed, reset or
         // broken stream on the first request rather than as an alert.
@@ -112,6 +112,7 @@ mod tests {
         assert!(said("hyper::Error(Canceled, \"connection closed\")").contains("set fleet.etcd.cert and key"));
         let broken = "hyper::Error(Io, Custom { kind: BrokenPipe, error: \"stream closed because of a broken pipe\" })";
         assert!(said(broken).contains("set fleet.etcd.cert and key"));
+        assert!(said("Broken pipe (os error 32)").contains("set fleet.etcd.cert and key"));
         assert_eq!(said("connection refused"), "granting the node's lease: connection refused");
     }
 
