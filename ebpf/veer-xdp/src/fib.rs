@@ -1,12 +1,20 @@
 //! The kernel's routing table, for NAT: which interface and which next-hop
 //! MAC a rewritten packet leaves by (`bpf_fib_lookup`), so that a backend or
-//! a client may sit behind a router.
+//! a client may sit behind a router. Each CPU keeps the answers a moment
+//! ([`ROUTE_CACHE_NS`]): a lookup is about a sixth of a NAT packet's cost,
+//! and a flow's packets all ask the same question.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_fib_lookup, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
+    macros::map,
+    maps::PerCpuArray,
+    programs::XdpContext,
+};
 use veer_abi::GlobalCounter;
 
 use crate::{
-    access::mut_ptr_at,
+    access::{callee_ctx, mut_ptr_at},
     forward::TX_PORTS,
     headers::eth::{copy_mac, EthHdr},
     stats,
@@ -19,7 +27,7 @@ const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
 
 /// `struct bpf_fib_lookup` with its unions flattened to bytes (64 bytes).
-#[repr(C)]
+#[repr(C, align(4))]
 struct FibParams {
     family: u8,
     l4_protocol: u8,
@@ -38,6 +46,30 @@ struct FibParams {
 /// Per-CPU room for a `bpf_fib_lookup`'s parameters, off the stack.
 #[map]
 static FIB_SCRATCH: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
+
+/// How long a route the kernel gave is used without asking again: a route
+/// or neighbour change reaches NAT traffic at most this much later (a
+/// balancer with a static next hop never sees one).
+pub const ROUTE_CACHE_NS: u64 = 50_000_000;
+
+/// Slots of each CPU's route cache (a power of two).
+const ROUTE_CACHE_SLOTS: u32 = 256;
+
+/// A route the kernel gave: for the lookup's first twelve words as asked
+/// (family, ingress interface, source, destination), the way out.
+#[repr(C)]
+struct CachedRoute {
+    asked: [u32; 12],
+    ifindex: u32,
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    expires_ns: u64,
+}
+
+/// Each CPU's recent routes, by a hash of the question (direct-mapped: a
+/// colliding question replaces the slot's).
+#[map]
+static ROUTE_CACHE: PerCpuArray<CachedRoute> = PerCpuArray::with_max_entries(ROUTE_CACHE_SLOTS, 0);
 
 /// Routes the (already rewritten) packet from `src` to `dst` (16-byte forms;
 /// IPv4-mapped for IPv4) and sends it: `XDP_TX` out of the ingress interface,
@@ -64,13 +96,9 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
         p.src = *src;
         p.dst = *dst;
     }
-    // SAFETY: p is a bpf_fib_lookup as the helper expects, on our stack.
-    let r = unsafe {
-        bpf_fib_lookup(ctx.ctx as *mut _, p as *mut FibParams as *mut _, core::mem::size_of::<FibParams>() as i32, 0)
-    };
-    match r {
-        FIB_SUCCESS => {}
-        FIB_NO_NEIGH => return Err(Drop::NoNeighbour),
+    match lookup(ctx) {
+        FIB_SUCCESS_U32 => {}
+        FIB_NO_NEIGH_U32 => return Err(Drop::NoNeighbour),
         _ => return Err(Drop::NoRoute),
     }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
@@ -83,4 +111,62 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
     let action = TX_PORTS.redirect(p.ifindex, 0).map_err(|_| Drop::Redirect)?;
     stats::count(GlobalCounter::Redirected);
     Ok(action)
+}
+
+const FIB_SUCCESS_U32: u32 = FIB_SUCCESS as u32;
+const FIB_NO_NEIGH_U32: u32 = FIB_NO_NEIGH as u32;
+
+/// The answer to the question in `FIB_SCRATCH`, from this CPU's cache or
+/// the kernel: `FIB_SUCCESS` with the interface and MACs in the scratch,
+/// or the helper's failure. A call of its own: inlined at each of its
+/// callers, it would take more stack than the NAT programs have.
+#[inline(never)]
+fn lookup(ctx: &XdpContext) -> u32 {
+    let ctx = callee_ctx(ctx);
+    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else { return u32::MAX };
+    // SAFETY: this CPU's scratch; FibParams is 64 bytes of integers,
+    // 4-aligned (a map value).
+    let (p, w) = unsafe { (&mut *p, &*(p as *const [u32; 13])) };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let slot = (w[2] ^ w[7] ^ w[11]).wrapping_mul(0x9e37_79b1) >> 24;
+    let cached = ROUTE_CACHE.get_ptr_mut(slot & (ROUTE_CACHE_SLOTS - 1));
+    if let Some(c) = cached {
+        // SAFETY: this CPU's slot, in place. The question is kept before
+        // the helper overwrites the ingress word with its answer.
+        unsafe {
+            if (*c).expires_ns > now && same_question(&(*c).asked, w) {
+                p.ifindex = (*c).ifindex;
+                copy_mac(&mut p.smac, &(*c).smac);
+                copy_mac(&mut p.dmac, &(*c).dmac);
+                return FIB_SUCCESS_U32;
+            }
+            (*c).expires_ns = 0;
+            for (kept, asked) in (*c).asked.iter_mut().zip(w.iter()) {
+                *kept = *asked;
+            }
+        }
+    }
+    // SAFETY: p is a bpf_fib_lookup as the helper expects, in this CPU's scratch.
+    let r = unsafe {
+        bpf_fib_lookup(ctx.ctx as *mut _, p as *mut FibParams as *mut _, core::mem::size_of::<FibParams>() as i32, 0)
+    };
+    if r != FIB_SUCCESS {
+        return r as u32;
+    }
+    if let Some(c) = cached {
+        // SAFETY: this CPU's slot, written in place.
+        unsafe {
+            (*c).ifindex = p.ifindex;
+            copy_mac(&mut (*c).smac, &p.smac);
+            copy_mac(&mut (*c).dmac, &p.dmac);
+            (*c).expires_ns = now + ROUTE_CACHE_NS;
+        }
+    }
+    FIB_SUCCESS_U32
+}
+
+/// Whether a cached question is this one (twelve words, compared alike).
+#[inline(always)]
+fn same_question(a: &[u32; 12], b: &[u32; 13]) -> bool {
+    a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }

@@ -85,11 +85,12 @@ fn frame_len(ctx: &XdpContext) -> usize {
     ctx.data_end() - ctx.data()
 }
 
-/// A problem past the IP header drops the packet only if it was for a VIP.
+/// A problem past the IP header drops the packet only if it was for a VIP
+/// (`dst` gives its destination, made only then).
 #[inline(always)]
-fn for_vip_only(r: Result<Option<VipPacket>, Drop>, dst: &[u8; 16]) -> Result<Option<VipPacket>, Drop> {
+fn for_vip_only(r: Result<Option<VipPacket>, Drop>, dst: impl Fn() -> [u8; 16]) -> Result<Option<VipPacket>, Drop> {
     match r {
-        Err(reason) if is_vip(dst) => Err(reason),
+        Err(reason) if is_vip(&dst()) => Err(reason),
         Err(_) => Ok(None),
         ok => ok,
     }
@@ -101,12 +102,11 @@ fn ipv4(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
         return Ok(None);
     };
     let ip = unsafe { &*ip };
-    let dst = ipv4_mapped(ip.dst);
-    for_vip_only(ipv4_l4(ctx, ip, dst), &dst)
+    for_vip_only(ipv4_l4(ctx, ip), || ipv4_mapped(ip.dst))
 }
 
 #[inline(always)]
-fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr, dst: [u8; 16]) -> Result<Option<VipPacket>, Drop> {
+fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr) -> Result<Option<VipPacket>, Drop> {
     if ip.version() != 4 || ip.header_len() < 20 {
         return Err(Drop::Malformed);
     }
@@ -127,7 +127,7 @@ fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr, dst: [u8; 16]) -> Result<Option<VipPa
     let Some((sport, dport, tcp_flags)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
         return Ok(None);
     };
-    let key = FlowKey { src: ipv4_mapped(ip.src), dst, sport, dport, proto: ip.proto, _pad: [0; 3] };
+    let key = FlowKey::v4(ip.src, ip.dst, sport, dport, ip.proto);
     Ok(Some(VipPacket { key, bits: tcp_flags as u32, l4: l4 as u32 }))
 }
 
@@ -137,12 +137,11 @@ fn ipv6(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
         return Ok(None);
     };
     let ip = unsafe { &*ip };
-    let dst = ip.dst;
-    for_vip_only(ipv6_l4(ctx, ip, dst), &dst)
+    for_vip_only(ipv6_l4(ctx, ip), || ip.dst)
 }
 
 #[inline(always)]
-fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr, dst: [u8; 16]) -> Result<Option<VipPacket>, Drop> {
+fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr) -> Result<Option<VipPacket>, Drop> {
     if ip.version() != 6 {
         return Err(Drop::Malformed);
     }
@@ -154,13 +153,13 @@ fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr, dst: [u8; 16]) -> Result<Option<VipPa
     match proto {
         NEXTHDR_FRAGMENT => return Err(Drop::Fragment),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_AUTH | NEXTHDR_DEST => return Err(Drop::Ipv6ExtHeader),
-        IPPROTO_ICMPV6 => return quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, end, &dst),
+        IPPROTO_ICMPV6 => return quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, end, &ip.dst),
         _ => {}
     }
     let Some((sport, dport, tcp_flags)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
         return Ok(None);
     };
-    let key = FlowKey { src: ip.src, dst, sport, dport, proto, _pad: [0; 3] };
+    let key = FlowKey::v6(&ip.src, &ip.dst, sport, dport, proto);
     Ok(Some(VipPacket { key, bits: tcp_flags as u32, l4: (EthHdr::LEN + Ipv6Hdr::LEN) as u32 }))
 }
 
@@ -227,14 +226,7 @@ pub fn quoted_v4(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 4]) -> R
     let Some((vport, cport)) = quoted_ports(ctx, inner.proto, at + inner.header_len(), ip_end)? else {
         return Ok(None);
     };
-    let key = FlowKey {
-        src: ipv4_mapped(inner.dst),
-        dst: ipv4_mapped(inner.src),
-        sport: cport,
-        dport: vport,
-        proto: inner.proto,
-        _pad: [0; 3],
-    };
+    let key = FlowKey::v4(inner.dst, inner.src, cport, vport, inner.proto);
     Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: l4 as u32 }))
 }
 
@@ -257,7 +249,6 @@ pub fn quoted_v6(ctx: &XdpContext, l4: usize, ip_end: usize, vip: &[u8; 16]) -> 
     let Some((vport, cport)) = quoted_ports(ctx, inner.next_header, at + Ipv6Hdr::LEN, ip_end)? else {
         return Ok(None);
     };
-    let key =
-        FlowKey { src: inner.dst, dst: inner.src, sport: cport, dport: vport, proto: inner.next_header, _pad: [0; 3] };
+    let key = FlowKey::v6(&inner.dst, &inner.src, cport, vport, inner.next_header);
     Ok(Some(VipPacket { key, bits: VipPacket::ICMP_ERROR, l4: l4 as u32 }))
 }

@@ -244,5 +244,5 @@ pub fn is_return_port(key: &FlowKey) -> bool {
 /// parsed: backend -> SNAT port), or of the flow an ICMP error quotes.
 #[inline(always)]
 pub fn return_key(k: &FlowKey) -> NatKey {
-    NatKey { backend: k.src, snat: k.dst, backend_port: k.sport, snat_port: k.dport, proto: k.proto, _pad: [0; 3] }
+    NatKey::of_answer(k)
 }

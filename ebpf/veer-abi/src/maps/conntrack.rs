@@ -21,6 +21,56 @@ pub struct FlowKey {
     pub _pad: [u8; 3],
 }
 
+impl FlowKey {
+    /// An IPv4 flow's key (addresses in the IPv4-mapped form), built a
+    /// word at a time: in BPF code, the zero run of a byte-array literal
+    /// becomes a call to a byte-loop `memset`.
+    #[inline(always)]
+    pub fn v4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> Self {
+        let mapped = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+        let (src, dst) = (u32::from_ne_bytes(src), u32::from_ne_bytes(dst));
+        Self::from_words([0, 0, mapped, src, 0, 0, mapped, dst, ports_word(sport, dport), proto_word(proto)])
+    }
+
+    /// An IPv6 flow's key, built a word at a time (see [`FlowKey::v4`]).
+    #[inline(always)]
+    pub fn v6(src: &[u8; 16], dst: &[u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        Self::from_words([
+            w(src, 0),
+            w(src, 4),
+            w(src, 8),
+            w(src, 12),
+            w(dst, 0),
+            w(dst, 4),
+            w(dst, 8),
+            w(dst, 12),
+            ports_word(sport, dport),
+            proto_word(proto),
+        ])
+    }
+
+    #[inline(always)]
+    fn from_words(words: [u32; 10]) -> Self {
+        // SAFETY: FlowKey is 40 bytes of integers (no padding the compiler
+        // adds), 4-aligned; every bit pattern is a valid value.
+        unsafe { core::mem::transmute::<[u32; 10], FlowKey>(words) }
+    }
+}
+
+/// `sport` and `dport` as the key's ninth word holds them.
+#[inline(always)]
+fn ports_word(sport: u16, dport: u16) -> u32 {
+    let (s, d) = (sport.to_ne_bytes(), dport.to_ne_bytes());
+    u32::from_ne_bytes([s[0], s[1], d[0], d[1]])
+}
+
+/// `proto` and the zero padding, as the key's last word holds them.
+#[inline(always)]
+fn proto_word(proto: u8) -> u32 {
+    u32::from_ne_bytes([proto, 0, 0, 0])
+}
+
 /// `ConnEntry::flags`: the client (or, with NAT, the backend) sent FIN or RST; the flow is ending.
 pub const CONN_F_CLOSING: u32 = 1;
 /// `ConnEntry::flags` (`NEW_CONNS`): the backend refused the flow's SYN; the
@@ -88,3 +138,26 @@ pub struct ConnEntry {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::align_of::<FlowKey>() == 4);
 const _: () = assert!(core::mem::size_of::<ConnEntry>() == 32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_built_by_words_equal_keys_built_by_fields() {
+        let (s4, d4) = ([192, 0, 2, 7], [10, 0, 0, 100]);
+        let by_fields = FlowKey {
+            src: crate::ipv4_mapped(s4),
+            dst: crate::ipv4_mapped(d4),
+            sport: 40000,
+            dport: 80,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        assert_eq!(FlowKey::v4(s4, d4, 40000, 80, 6), by_fields);
+        let (s6, d6): ([u8; 16], [u8; 16]) =
+            (core::array::from_fn(|i| i as u8 + 1), core::array::from_fn(|i| 0xf0 ^ i as u8));
+        let by_fields = FlowKey { src: s6, dst: d6, sport: 1, dport: 65535, proto: 17, _pad: [0; 3] };
+        assert_eq!(FlowKey::v6(&s6, &d6, 1, 65535, 17), by_fields);
+    }
+}

@@ -4,7 +4,7 @@
 use super::conntrack::FlowKey;
 
 /// Key of `NAT_REV`: a NAT flow as the backend's answers carry it.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NatKey {
     /// The backend's address (the answer's source).
@@ -19,6 +19,17 @@ pub struct NatKey {
     pub proto: u8,
     /// Always zero.
     pub _pad: [u8; 3],
+}
+
+impl NatKey {
+    /// The return key of a packet from a backend to a SNAT port, from the
+    /// packet's parsed 5-tuple (backend -> SNAT): the same five fields in
+    /// the same places, copied a word at a time.
+    #[inline(always)]
+    pub fn of_answer(k: &FlowKey) -> Self {
+        // SAFETY: one layout (checked below): 40 bytes of integers, 4-aligned.
+        unsafe { core::mem::transmute::<FlowKey, NatKey>(*k) }
+    }
 }
 
 /// Value of `NAT_REV`: who the answer goes back to.
@@ -225,8 +236,32 @@ pub const SYN_RESCUE_MARK: u16 = 0x7672;
 
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<NatKey>() == 40);
+const _: () = assert!(core::mem::align_of::<NatKey>() == core::mem::align_of::<FlowKey>());
+const _: () = assert!(core::mem::offset_of!(NatKey, snat) == core::mem::offset_of!(FlowKey, dst));
+const _: () = assert!(core::mem::offset_of!(NatKey, backend_port) == core::mem::offset_of!(FlowKey, sport));
+const _: () = assert!(core::mem::offset_of!(NatKey, snat_port) == core::mem::offset_of!(FlowKey, dport));
+const _: () = assert!(core::mem::offset_of!(NatKey, proto) == core::mem::offset_of!(FlowKey, proto));
 const _: () = assert!(core::mem::size_of::<NatMapping>() == 88);
 const _: () = assert!(core::mem::size_of::<ProxiedSyn>() == 60);
 const _: () = assert!(core::mem::size_of::<NatConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);
 const _: () = assert!(core::mem::size_of::<PendingSyn>() == 64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answers_return_key_is_its_five_tuple_field_for_field() {
+        let k = FlowKey::v4([10, 1, 0, 11], [10, 1, 0, 2], 8080, 40001, 6);
+        let by_fields = NatKey {
+            backend: k.src,
+            snat: k.dst,
+            backend_port: k.sport,
+            snat_port: k.dport,
+            proto: k.proto,
+            _pad: [0; 3],
+        };
+        assert_eq!(NatKey::of_answer(&k), by_fields);
+    }
+}
