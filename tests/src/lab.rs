@@ -38,10 +38,24 @@ pub fn add_up_backend(
     addr: IpAddr,
     mac: [u8; 6],
 ) -> veer::dataplane::Result<()> {
+    add_up_backend_from(dp, members, id, service, addr, (mac, [0; 6]))
+}
+
+/// [`add_up_backend`], sent from `macs.1` (the interface's MAC, as veerd
+/// resolves it; zero: the frame's own destination MAC) to `macs.0`.
+pub fn add_up_backend_from(
+    dp: &mut veer::dataplane::Dataplane,
+    members: &mut Vec<RingMember>,
+    id: u32,
+    service: u32,
+    addr: IpAddr,
+    macs: ([u8; 6], [u8; 6]),
+) -> veer::dataplane::Result<()> {
+    let (mac, src_mac) = macs;
     let b = Backend {
         addr: veer::dataplane::to_abi(addr),
         mac,
-        src_mac: [0; 6],
+        src_mac,
         ifindex: 0,
         weight: 1,
         state: BackendState::Up as u32,
