@@ -48,8 +48,8 @@ struct FibParams {
 static FIB_SCRATCH: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
 
 /// How long a route the kernel gave is used without asking again: a route
-/// or neighbour change reaches NAT traffic at most this much later (a
-/// balancer with a static next hop never sees one).
+/// or neighbour change reaches NAT traffic at most this much later, plus a
+/// tick of the coarse clock (a balancer with a static next hop never sees one).
 pub const ROUTE_CACHE_NS: u64 = 50_000_000;
 
 /// Slots of each CPU's route cache (a power of two).
@@ -124,42 +124,52 @@ const FIB_NO_NEIGH_U32: u32 = FIB_NO_NEIGH as u32;
 fn lookup(ctx: &XdpContext) -> u32 {
     let ctx = callee_ctx(ctx);
     let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else { return u32::MAX };
-    // SAFETY: this CPU's scratch; FibParams is 64 bytes of integers,
-    // 4-aligned (a map value).
-    let (p, w) = unsafe { (&mut *p, &*(p as *const [u32; 13])) };
+    // The question as words: FibParams is 64 bytes of integers, 4-aligned
+    // (a map value). Read through the raw pointer, as the helper writes.
+    let w = p as *const [u32; 13];
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let slot = (w[2] ^ w[7] ^ w[11]).wrapping_mul(0x9e37_79b1) >> 24;
+    // SAFETY: this CPU's scratch. Ingress, then both addresses: an IPv4
+    // address is in the first word of its sixteen bytes, an IPv6 one's
+    // last word varies most.
+    let slot =
+        unsafe { (*w)[2] ^ (*w)[4] ^ (*w)[7] ^ ((*w)[8] ^ (*w)[11]).rotate_left(16) }.wrapping_mul(0x9e37_79b1) >> 24;
     let cached = ROUTE_CACHE.get_ptr_mut(slot & (ROUTE_CACHE_SLOTS - 1));
     if let Some(c) = cached {
-        // SAFETY: this CPU's slot, in place. The question is kept before
-        // the helper overwrites the ingress word with its answer.
+        // SAFETY: this CPU's slot and scratch, in place. The question is
+        // kept before the helper overwrites the ingress word with its answer.
         unsafe {
-            if (*c).expires_ns > now && same_question(&(*c).asked, w) {
-                p.ifindex = (*c).ifindex;
-                copy_mac(&mut p.smac, &(*c).smac);
-                copy_mac(&mut p.dmac, &(*c).dmac);
+            if (*c).expires_ns > now && same_question(&(*c).asked, &*w) {
+                (*p).ifindex = (*c).ifindex;
+                copy_mac(&mut (*p).smac, &(*c).smac);
+                copy_mac(&mut (*p).dmac, &(*c).dmac);
                 return FIB_SUCCESS_U32;
             }
             (*c).expires_ns = 0;
-            for (kept, asked) in (*c).asked.iter_mut().zip(w.iter()) {
+            for (kept, asked) in (*c).asked.iter_mut().zip((*w).iter()) {
                 *kept = *asked;
             }
         }
     }
     // SAFETY: p is a bpf_fib_lookup as the helper expects, in this CPU's scratch.
-    let r = unsafe {
-        bpf_fib_lookup(ctx.ctx as *mut _, p as *mut FibParams as *mut _, core::mem::size_of::<FibParams>() as i32, 0)
-    };
+    let r = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p as *mut _, core::mem::size_of::<FibParams>() as i32, 0) };
     if r != FIB_SUCCESS {
         return r as u32;
     }
     if let Some(c) = cached {
-        // SAFETY: this CPU's slot, written in place.
+        // SAFETY: this CPU's slot and scratch, in place. Kept only if the
+        // scratch still holds this question (family and addresses, which
+        // the helper does not write): a packet that interrupted this one on
+        // the same CPU (a test run with bottom halves on) may have asked
+        // and been answered in between.
         unsafe {
-            (*c).ifindex = p.ifindex;
-            copy_mac(&mut (*c).smac, &p.smac);
-            copy_mac(&mut (*c).dmac, &p.dmac);
-            (*c).expires_ns = now + ROUTE_CACHE_NS;
+            let (kept, now_asked) = (&(*c).asked, &*w);
+            let unchanged = (kept[0] ^ now_asked[0]) | (4..12).fold(0, |diff, i| diff | (kept[i] ^ now_asked[i]));
+            if unchanged == 0 {
+                (*c).ifindex = (*p).ifindex;
+                copy_mac(&mut (*c).smac, &(*p).smac);
+                copy_mac(&mut (*c).dmac, &(*p).dmac);
+                (*c).expires_ns = now + ROUTE_CACHE_NS;
+            }
         }
     }
     FIB_SUCCESS_U32
