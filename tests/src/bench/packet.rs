@@ -132,7 +132,8 @@ pub fn run() -> Result<Section> {
             // From the interface's MAC, as veerd sets it: a repetition of a
             // test run sees the frame the last one sent, which must not look
             // sent back by its backend (that is the second-chance path).
-            let macs = ([2, 0, 0, 0, service as u8, i as u8], [2, 0, 0, 0, 0xee, 1]);
+            // Neither is the frames' client MAC (see `scale`).
+            let macs = ([2, 0xb, 0, 0, service as u8, i as u8], [2, 0, 0, 0, 0xee, 1]);
             crate::lab::add_up_backend_from(&mut dp, &mut members, id, service, addr, macs)?;
         }
         dp.publish_pool(key, 65537, &members)?;

@@ -99,7 +99,9 @@ fn dataplane(services: u32, per: u32, flows: u32) -> Result<Dataplane> {
         for i in 0..per {
             let id = s * per + i;
             let addr = IpAddr::from([10, 64 + (id >> 16) as u8, (id >> 8) as u8, id as u8]);
-            let mac = [2, 0, 0, (id >> 16) as u8, (id >> 8) as u8, id as u8];
+            // Not the test frames' client MAC (02:00:00:00:00:01): a frame
+            // from its flow's backend's MAC is a bounce (second chance).
+            let mac = [2, 0xb, 0, (id >> 16) as u8, (id >> 8) as u8, id as u8];
             crate::lab::add_up_backend(&mut dp, &mut members, id, s, addr, mac)?;
         }
         dp.publish_pool(&key, 65537, &members)?;
