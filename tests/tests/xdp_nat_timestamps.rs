@@ -193,7 +193,7 @@ fn a_live_flows_snat_port_is_never_taken_over() {
     let b = SocketAddr::new(lab.client, 40001);
     assert_eq!(lab.run(&frame::tcp_segment(b, lab.vip, SYN, 300, 0, &syn_options(3))).0, XDP_DROP);
     assert_eq!(lab.counter(GlobalCounter::NatTakenOver), 0);
-    let more = frame::tcp_segment(s.dst, s.src, ACK, 5001, 102, &ts(901, 9u32.wrapping_add(0)));
+    let more = frame::tcp_segment(s.dst, s.src, ACK, 5001, 102, &ts(901, 9));
     assert_eq!(lab.run(&more).0, XDP_REDIRECT, "the backend's side still reaches its client");
 }
 

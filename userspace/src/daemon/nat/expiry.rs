@@ -1,58 +1,37 @@
 //! The thread that expires idle NAT mappings.
 
 use std::{
+    ops::ControlFlow,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
 };
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use veer_abi::GlobalCounter;
 
+use super::periodic::Periodic;
 use crate::dataplane::{self, nat::NatTimeouts, MapReader, PinnedMaps};
 
 /// How often idle NAT mappings are looked for.
 pub const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
 
-/// The running expiry thread; it stops when this is dropped.
-#[derive(Debug)]
-pub struct Expiry {
-    stop: Arc<AtomicBool>,
-}
-
-impl Expiry {
-    /// Expires idle NAT mappings of the pinned dataplane in `pins` every
-    /// [`EXPIRY_PERIOD`], on a thread of its own. While more than
-    /// `half_open_limit` TCP flows are half-open (a SYN flood too slow for
-    /// the per-CPU rate threshold), it makes every CPU answer with cookies.
-    pub fn start(pins: PathBuf, half_open_limit: Arc<AtomicUsize>) -> Option<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let spawned = std::thread::Builder::new().name("veer-nat-expiry".into()).spawn(move || {
-            let mut flood = FloodWatch { cookies: CookieWatch::new(&pins), piled_up: false };
-            loop {
-                std::thread::sleep(EXPIRY_PERIOD);
-                if stopped.load(Ordering::Relaxed) {
-                    return;
-                }
-                flood.pass(&pins, half_open_limit.load(Ordering::Relaxed));
-            }
-        });
-        match spawned {
-            Ok(_) => {
-                info!(every = ?EXPIRY_PERIOD, "expiring idle NAT mappings");
-                Some(Self { stop })
-            }
-            Err(e) => {
-                error!(error = %e, "cannot start the NAT expiry thread: idle mappings will pile up");
-                None
-            }
-        }
-    }
+/// Expires idle NAT mappings of the pinned dataplane in `pins` every
+/// [`EXPIRY_PERIOD`], on a thread of its own, which stops when the handle
+/// is dropped. While more than `half_open_limit` TCP flows are half-open (a
+/// SYN flood too slow for the per-CPU rate threshold), it makes every CPU
+/// answer with cookies.
+pub fn start(pins: PathBuf, half_open_limit: Arc<AtomicUsize>) -> Option<Periodic> {
+    let mut flood = FloodWatch { cookies: CookieWatch::new(&pins), piled_up: false };
+    let log = ("expiring idle NAT mappings", "NAT expiry", "idle mappings will pile up");
+    Periodic::start("nat-expiry", EXPIRY_PERIOD, log, move || {
+        flood.pass(&pins, half_open_limit.load(Ordering::Relaxed));
+        ControlFlow::Continue(())
+    })
 }
 
 /// What the expiry thread knows of a SYN flood between its passes.
@@ -139,12 +118,6 @@ fn cookies_sent(pins: &Path) -> Option<u64> {
         .ok()
         .and_then(|c| c.into_iter().find(|(k, _)| *k == GlobalCounter::SynCookiesSent))
         .map(|(_, v)| v)
-}
-
-impl Drop for Expiry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

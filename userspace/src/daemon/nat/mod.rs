@@ -5,6 +5,7 @@
 //! every reload alike.
 
 mod expiry;
+mod periodic;
 mod rescue;
 
 use std::net::IpAddr;
@@ -51,11 +52,11 @@ impl SnatTable {
 #[derive(Debug, Default)]
 pub struct Nat {
     snat: SnatTable,
-    expiry: Option<expiry::Expiry>,
+    expiry: Option<periodic::Periodic>,
     /// `daemon.syn_cookie_half_open`, shared with the expiry thread (a
     /// reload changes it in place).
     half_open_limit: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    rescue: Option<rescue::Rescue>,
+    rescue: Option<periodic::Periodic>,
     /// `daemon.syn_rescue`, shared with the rescue thread (see
     /// [`rescue::encode`]).
     rescue_setting: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -133,13 +134,13 @@ impl Nat {
         }
         self.half_open_limit.store(daemon.syn_cookie_half_open as usize, std::sync::atomic::Ordering::Relaxed);
         match (nat, self.expiry.is_some()) {
-            (true, false) => self.expiry = expiry::Expiry::start(daemon.pin_dir(), self.half_open_limit.clone()),
+            (true, false) => self.expiry = expiry::start(daemon.pin_dir(), self.half_open_limit.clone()),
             (false, true) => self.expiry = None,
             _ => {}
         }
         self.rescue_setting.store(rescue::encode(daemon.syn_rescue), std::sync::atomic::Ordering::Relaxed);
         match (nat, self.rescue.is_some()) {
-            (true, false) => self.rescue = rescue::Rescue::start(daemon.pin_dir(), self.rescue_setting.clone()),
+            (true, false) => self.rescue = rescue::start(daemon.pin_dir(), self.rescue_setting.clone()),
             (false, true) => self.rescue = None,
             _ => {}
         }

@@ -9,15 +9,18 @@
 
 use std::{
     collections::HashMap,
+    ops::ControlFlow,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
 };
 
-use tracing::{error, info, warn};
+use tracing::{error, warn};
+
+use super::periodic::Periodic;
 
 use crate::{
     config::SynRescue,
@@ -63,54 +66,29 @@ impl RoundTrips {
     }
 }
 
-/// The running rescue thread; it stops when this is dropped.
-#[derive(Debug)]
-pub struct Rescue {
-    stop: Arc<AtomicBool>,
-}
-
-impl Rescue {
-    /// Watches the pinned dataplane in `pins`, under `setting` (see
-    /// [`encode`], which a reload changes in place).
-    pub fn start(pins: PathBuf, setting: Arc<AtomicU64>) -> Option<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let spawned = std::thread::Builder::new().name("veer-syn-rescue".into()).spawn(move || {
-            let mut rtt = RoundTrips::default();
-            let mut watch = None;
-            let mut lost = LostRescues::default();
-            while !stopped.load(Ordering::Relaxed) {
-                std::thread::sleep(RESCUE_PERIOD);
-                if watch.is_none() {
-                    // The dataplane may not be attached yet at start.
-                    watch = PendingSyns::open(&pins).ok().zip(Injector::from_pins(&pins).ok());
-                }
-                if let Some((pending, injector)) = &mut watch {
-                    if let Err(e) = pass(pending, injector, &mut rtt, &mut lost, setting.load(Ordering::Relaxed)) {
-                        // Said once: the kernel will not do it better later.
-                        error!(error = %e, "rescuing unanswered NAT SYNs fails: left to the clients' retransmissions");
-                        return;
-                    }
-                }
-            }
-        });
-        match spawned {
-            Ok(_) => {
-                info!(every = ?RESCUE_PERIOD, "rescuing NAT SYNs left unanswered");
-                Some(Self { stop })
-            }
+/// Watches the pinned dataplane in `pins` every [`RESCUE_PERIOD`], under
+/// `setting` (see [`encode`], which a reload changes in place), on a thread
+/// of its own, which stops when the handle is dropped.
+pub fn start(pins: PathBuf, setting: Arc<AtomicU64>) -> Option<Periodic> {
+    let mut rtt = RoundTrips::default();
+    let mut watch = None;
+    let mut lost = LostRescues::default();
+    let log = ("rescuing NAT SYNs left unanswered", "SYN rescue", "unanswered SYNs wait for the client");
+    Periodic::start("syn-rescue", RESCUE_PERIOD, log, move || {
+        if watch.is_none() {
+            // The dataplane may not be attached yet at start.
+            watch = PendingSyns::open(&pins).ok().zip(Injector::from_pins(&pins).ok());
+        }
+        let Some((pending, injector)) = &mut watch else { return ControlFlow::Continue(()) };
+        match pass(pending, injector, &mut rtt, &mut lost, setting.load(Ordering::Relaxed)) {
+            Ok(()) => ControlFlow::Continue(()),
             Err(e) => {
-                error!(error = %e, "cannot start the SYN rescue thread: unanswered SYNs wait for the client");
-                None
+                // Said once: the kernel will not do it better later.
+                error!(error = %e, "rescuing unanswered NAT SYNs fails: left to the clients' retransmissions");
+                ControlFlow::Break(())
             }
         }
-    }
-}
-
-impl Drop for Rescue {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+    })
 }
 
 /// Rescues run but not sent (see [`Injected::Lost`]): said at most every
