@@ -63,7 +63,7 @@ pub fn add_up_backend_from(
         port: 0,
         snat: 0,
         snat_count: 0,
-        _pad: 0,
+        encap: 0,
     };
     dp.set_backend(id, &b)?;
     members.push(RingMember { id, identity: veer::dataplane::identity_of(addr), weight: 1 });
@@ -129,7 +129,7 @@ impl Lab {
             port: 0,
             snat: 0,
             snat_count: 0,
-            _pad: 0,
+            encap: 0,
         };
         (b, RingMember { id, identity: identity_of(addr), weight: w })
     }
@@ -284,7 +284,7 @@ impl NatLab {
                 port: 8080,
                 snat: 0,
                 snat_count: 0,
-                _pad: 0,
+                encap: 0,
             };
             dp.set_backend(i as u32, &b).unwrap();
             members.push(veer::ring::RingMember { id: i as u32, identity: veer::ring::identity_of(*addr), weight: 1 });

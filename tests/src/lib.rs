@@ -20,6 +20,7 @@ pub mod pairs;
 pub mod seen;
 pub mod server;
 pub mod topology;
+pub mod tunnel_lab;
 
 /// Fails clearly when not root: these tests load BPF programs and make namespaces.
 pub fn require_root() {

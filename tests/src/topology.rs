@@ -327,7 +327,7 @@ fn up_backend(b: &Host, weight: u32) -> veer_abi::Backend {
         port: 0,
         snat: 0,
         snat_count: 0,
-        _pad: 0,
+        encap: 0,
     }
 }
 

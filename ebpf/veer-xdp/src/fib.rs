@@ -1,6 +1,7 @@
-//! The kernel's routing table, for NAT: which interface and which next-hop
-//! MAC a rewritten packet leaves by (`bpf_fib_lookup`), so that a backend or
-//! a client may sit behind a router. Each CPU keeps the answers a moment
+//! The kernel's routing table, for NAT and tunnels: which interface and
+//! which next-hop MAC a rewritten packet leaves by (`bpf_fib_lookup`), so
+//! that a backend or a client may sit behind a router; and the interfaces a
+//! frame may be redirected to. Each CPU keeps the answers a moment
 //! ([`ROUTE_CACHE_NS`]): a lookup is about a sixth of a NAT packet's cost,
 //! and a flow's packets all ask the same question.
 
@@ -8,18 +9,22 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
     macros::map,
-    maps::PerCpuArray,
+    maps::{DevMapHash, PerCpuArray},
     programs::XdpContext,
 };
-use veer_abi::GlobalCounter;
+use veer_abi::{GlobalCounter, MAX_TX_PORTS};
 
 use crate::{
     access::{callee_ctx, mut_ptr_at},
-    forward::TX_PORTS,
     headers::eth::{copy_mac, EthHdr},
     stats,
     verdict::Drop,
 };
+
+/// The interfaces a frame may leave by other than the one it came in on
+/// (`XDP_REDIRECT`), by ifindex; veerd adds the backends' and routes'.
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -63,6 +68,8 @@ struct CachedRoute {
     ifindex: u32,
     smac: [u8; 6],
     dmac: [u8; 6],
+    /// The route's MTU (the helper's `mtu_result`).
+    mtu: u16,
     expires_ns: u64,
 }
 
@@ -76,6 +83,15 @@ static ROUTE_CACHE: PerCpuArray<CachedRoute> = PerCpuArray::with_max_entries(ROU
 /// or `XDP_REDIRECT` to another one.
 #[inline(always)]
 pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Result<u32, Drop> {
+    route(ctx, v4, src, dst)?;
+    out(ctx)
+}
+
+/// Asks the way from `src` to `dst` (as [`send`]); [`out`] then takes it.
+/// Returns the route's MTU (its `mtu` metric, or the interface's; 0 if
+/// the kernel did not say).
+#[inline(always)]
+pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Result<u32, Drop> {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     // In a per-CPU map, not on the stack: the NAT program's stack is full.
     let p = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0).ok_or(Drop::NoRoute)? };
@@ -97,10 +113,20 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
         p.dst = *dst;
     }
     match lookup(ctx) {
-        FIB_SUCCESS_U32 => {}
-        FIB_NO_NEIGH_U32 => return Err(Drop::NoNeighbour),
-        _ => return Err(Drop::NoRoute),
+        // With `tot_len` 0 the helper's MTU check passes, and it answers
+        // the MTU in the same field.
+        FIB_SUCCESS_U32 => Ok(p.tot_len as u32),
+        FIB_NO_NEIGH_U32 => Err(Drop::NoNeighbour),
+        _ => Err(Drop::NoRoute),
     }
+}
+
+/// Sends the frame the way [`route`] found: its MACs set, `XDP_TX` out of
+/// the ingress interface or `XDP_REDIRECT` to another one.
+#[inline(always)]
+pub fn out(ctx: &XdpContext) -> Result<u32, Drop> {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
+    let p = unsafe { &*FIB_SCRATCH.get_ptr(0).ok_or(Drop::NoRoute)? };
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     copy_mac(&mut eth.src, &p.smac);
     copy_mac(&mut eth.dst, &p.dmac);
@@ -140,6 +166,7 @@ fn lookup(ctx: &XdpContext) -> u32 {
         unsafe {
             if (*c).expires_ns > now && same_question(&(*c).asked, &*w) {
                 (*p).ifindex = (*c).ifindex;
+                (*p).tot_len = (*c).mtu;
                 copy_mac(&mut (*p).smac, &(*c).smac);
                 copy_mac(&mut (*p).dmac, &(*c).dmac);
                 return FIB_SUCCESS_U32;
@@ -166,6 +193,7 @@ fn lookup(ctx: &XdpContext) -> u32 {
             let unchanged = (kept[0] ^ now_asked[0]) | (4..12).fold(0, |diff, i| diff | (kept[i] ^ now_asked[i]));
             if unchanged == 0 {
                 (*c).ifindex = (*p).ifindex;
+                (*c).mtu = (*p).tot_len;
                 copy_mac(&mut (*c).smac, &(*p).smac);
                 copy_mac(&mut (*c).dmac, &(*p).dmac);
                 (*c).expires_ns = now + ROUTE_CACHE_NS;

@@ -1,26 +1,27 @@
-//! DSR forwarding: only the Ethernet header changes.
+//! DSR forwarding: only the Ethernet header changes, or (a routed backend)
+//! the packet goes inside a tunnel header ([`tunnel`]).
 //!
 //! The backend holds the VIP on its loopback and answers the client directly,
 //! so the IP packet goes out as it came in, addressed to the backend's MAC.
 
-use aya_ebpf::{bindings::xdp_action, macros::map, maps::DevMapHash, programs::XdpContext};
-use veer_abi::{Backend, GlobalCounter, MAX_TX_PORTS};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use veer_abi::{Backend, FlowKey, GlobalCounter, ENCAP_NONE};
 
 use crate::{
     access::{mut_ptr_at, ptr_at},
+    fib::TX_PORTS,
     headers::eth::{copy_mac, EthHdr},
-    stats,
+    stats, tunnel,
     verdict::Drop,
 };
 
-/// The interfaces a frame may leave by other than the one it came in on
-/// (`XDP_REDIRECT`), by ifindex; veerd adds the backends' and routes'.
-#[map]
-pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
-
-/// Rewrites the frame towards `backend` and returns the XDP action that sends it.
+/// Rewrites the frame of flow `key` towards `backend` and returns the XDP
+/// action that sends it.
 #[inline(always)]
-pub fn to_backend(ctx: &XdpContext, backend: &Backend) -> Result<u32, Drop> {
+pub fn to_backend(ctx: &XdpContext, backend: &Backend, key: &FlowKey) -> Result<u32, Drop> {
+    if backend.encap != ENCAP_NONE {
+        return Ok(tunnel::send(ctx, backend, tunnel::entropy(key)));
+    }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if backend.ifindex == 0 || backend.ifindex == ingress {

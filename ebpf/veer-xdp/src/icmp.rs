@@ -28,5 +28,5 @@ pub fn to_flow_backend(ctx: &XdpContext, svc: &Service, key: &FlowKey) -> Result
         .or_else(|| scheduler::pick(svc, key, Purpose::Recompute, veer_abi::NO_BACKEND).map(|(_, b)| b))
         .ok_or(Drop::IcmpNoFlow)?;
     stats::count(GlobalCounter::IcmpToBackend);
-    forward::to_backend(ctx, b)
+    forward::to_backend(ctx, b, key)
 }

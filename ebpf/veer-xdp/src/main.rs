@@ -6,8 +6,8 @@
 //! ([`services`]) -> connection tables ([`conntrack`], a SYN's earlier
 //! attempt in [`reopen`]) -> scheduler for new or orphaned flows
 //! ([`scheduler`], with [`affinity`] and [`active`]) -> counters
-//! ([`stats`]) -> DSR rewrite and send ([`forward`]), or NAT rewrite and
-//! route ([`nat`], [`snat`], [`fib`]). NAT services (an established flow
+//! ([`stats`]) -> DSR rewrite and send ([`forward`], routed backends
+//! through a [`tunnel`]), or NAT rewrite and route ([`nat`], [`snat`], [`fib`]). NAT services (an established flow
 //! handed over, [`handoff`]) and NAT answers run in programs of their own
 //! ([`jumps`]). An ICMP error about a
 //! VIP flow goes to that flow's backend ([`icmp`]); a backend's answer to a
@@ -42,17 +42,17 @@ mod verdict;
 mod access;
 mod affinity;
 mod jumps;
-// Parsing; active flows; SNAT endpoints; DSR sending.
+// Parsing; active flows; SNAT endpoints; routing; DSR sending (tunnels).
 mod active;
+mod fib;
 mod forward;
 mod parse;
 mod snat;
-// The connection tables; routing for NAT; the schedulers.
+mod tunnel;
+// The connection tables; the schedulers.
 mod conntrack;
-mod fib;
 mod scheduler;
-// An established flow's shortcut and handoff; ICMP errors to DSR backends;
-// health checks; a bounced DSR packet's second chance; a SYN's earlier attempt.
+// Established flows' shortcut and handoff; ICMP errors; checks; second chances.
 mod early;
 mod handoff;
 mod icmp;
@@ -68,8 +68,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use veer_abi::{
-    GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT_COOKIE, JUMP_SECOND_CHANCE, NO_BACKEND, SERVICE_F_FALLBACK_PASS,
-    SERVICE_F_NAT, SERVICE_F_PASSIVE,
+    FlowKey, GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT_COOKIE, JUMP_SECOND_CHANCE, NO_BACKEND,
+    SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT, SERVICE_F_PASSIVE,
 };
 
 use crate::{
@@ -297,7 +297,7 @@ fn schedule<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, p
         picked => picked,
     };
     let Some((id, b)) = picked else {
-        return no_backend::<NAT>(ctx, svc);
+        return no_backend::<NAT>(ctx, svc, key);
     };
     // Under a SYN flood a new NAT connection (one a backend can take) is
     // answered with a cookie, and takes no SNAT port until the client
@@ -360,7 +360,7 @@ fn deliver<const NAT: bool>(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Resu
     if NAT {
         nat::forward(ctx, pkt, f)
     } else {
-        forward::to_backend(ctx, f.backend)
+        forward::to_backend(ctx, f.backend, &pkt.key)
     }
 }
 
@@ -368,12 +368,12 @@ fn deliver<const NAT: bool>(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Resu
 /// sent to the fallback backend are not pinned, so they return as soon as
 /// one is up (NAT's were scheduled on it above).
 #[inline(always)]
-fn no_backend<const NAT: bool>(ctx: &XdpContext, svc: &Service) -> Result<u32, Drop> {
+fn no_backend<const NAT: bool>(ctx: &XdpContext, svc: &Service, key: &FlowKey) -> Result<u32, Drop> {
     if !NAT && svc.fallback_backend != NO_BACKEND {
         let b = owned_backend(svc, svc.fallback_backend).ok_or(Drop::BadBackend)?;
         stats::count(GlobalCounter::FallbackBackend);
         stats::forwarded(svc.id, svc.fallback_backend, frame_bytes(ctx), false);
-        return forward::to_backend(ctx, b);
+        return forward::to_backend(ctx, b, key);
     }
     if svc.flags & SERVICE_F_FALLBACK_PASS != 0 {
         stats::count(GlobalCounter::FallbackPassed);

@@ -80,6 +80,12 @@ pub fn snat_addr(index: u16) -> Option<[u8; 16]> {
     SNAT_ADDRS.get(index as u32).copied()
 }
 
+/// The address at `index` of `SNAT_ADDRS`, in place (a tunnel's outer source).
+#[inline(always)]
+pub fn address(index: u16) -> Option<&'static [u8; 16]> {
+    SNAT_ADDRS.get(index as u32)
+}
+
 /// The port a NAT flow reaches backend `b` on: its own, or the VIP's.
 #[inline(always)]
 pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {

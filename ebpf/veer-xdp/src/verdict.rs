@@ -61,6 +61,9 @@ pub enum Drop {
     /// veerd's rescue of a SYN that no longer needs one (answered, moved
     /// on): a refusal made up by veerd never reaches a client.
     StaleRescue,
+    /// Too big for its tunnel's path once encapsulated, with no ICMP error
+    /// allowed (IPv4 without Don't Fragment), or no room for the header.
+    TooBig,
 }
 
 impl Drop {
@@ -87,6 +90,7 @@ impl Drop {
             Drop::SecondChance => GlobalCounter::DropSecondChance,
             Drop::ForeignSynAck => GlobalCounter::DropForeignSynAck,
             Drop::StaleRescue => GlobalCounter::DropStaleRescue,
+            Drop::TooBig => GlobalCounter::DropTooBig,
         }
     }
 }

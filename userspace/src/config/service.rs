@@ -50,6 +50,31 @@ pub enum Forwarding {
     /// Full NAT: backends need no setup; they see veer's SNAT address as the
     /// client, and their answers return through veer.
     Nat,
+    /// Direct server return across routers: each packet goes to its
+    /// backend's address inside an IP-in-IP header; the backend (its agent,
+    /// or the kernel's `ipip` device) takes it out and answers the client
+    /// directly.
+    Ipip,
+    /// As [`Forwarding::Ipip`], inside UDP (GUE variant 1) to `gue_port`:
+    /// the UDP source port carries the flow's hash, so routers' ECMP
+    /// spreads the flows.
+    Gue,
+}
+
+impl Forwarding {
+    /// Packets reach the backends through a tunnel (IPIP or GUE).
+    pub fn tunnelled(self) -> bool {
+        matches!(self, Self::Ipip | Self::Gue)
+    }
+
+    /// The backends' `encap` word in the dataplane.
+    pub fn encap(self) -> u16 {
+        match self {
+            Self::Dsr | Self::Nat => veer_abi::ENCAP_NONE,
+            Self::Ipip => veer_abi::ENCAP_IPIP,
+            Self::Gue => veer_abi::ENCAP_GUE,
+        }
+    }
 }
 
 /// What happens to new flows when no backend is up.
@@ -82,9 +107,17 @@ pub struct ServiceConfig {
     /// Maglev table size: a prime up to 65537.
     #[serde(default = "default_ring_size")]
     pub ring_size: u32,
-    /// `dsr` (the default) or `nat`.
+    /// `dsr` (the default), `nat`, `ipip` or `gue`.
     #[serde(default)]
     pub forwarding: Forwarding,
+    /// IPIP and GUE: the balancer's address the tunnel starts from (its
+    /// outer source), one per address family of the backends. Default: the
+    /// address the kernel picks toward each backend.
+    #[serde(default)]
+    pub tunnel_source: Vec<IpAddr>,
+    /// GUE: the UDP port the backends take the tunnel on (default 6080).
+    #[serde(default)]
+    pub gue_port: Option<u16>,
     /// NAT: source addresses toward the backends (one per address family is
     /// used). Default: the address the kernel picks toward each backend.
     #[serde(default)]

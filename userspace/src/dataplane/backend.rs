@@ -57,7 +57,7 @@ impl Dataplane {
             port: 0,
             snat: 0,
             snat_count: 0,
-            _pad: 0,
+            encap: 0,
         };
         self.set_backend(id, &zero)
     }

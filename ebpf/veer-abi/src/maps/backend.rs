@@ -70,16 +70,32 @@ pub struct Backend {
     /// Id of the service this backend belongs to (lets a restarted daemon
     /// adopt the table: an entry is in use when `addr` is not all zero).
     pub service: u32,
-    /// NAT: the port the backend listens on, host byte order (0: the VIP's port).
+    /// NAT: the port the backend listens on, host byte order (0: the VIP's
+    /// port). GUE: the UDP port of the backend's decapsulation.
     pub port: u16,
-    /// NAT: index in `SNAT_ADDRS` of the first source address used toward it.
+    /// NAT: index in `SNAT_ADDRS` of the first source address used toward
+    /// it. IPIP and GUE: of the outer source address.
     pub snat: u16,
     /// NAT: how many source addresses, from `snat` on (0 reads as 1). Each
     /// one multiplies the connections a backend can take per TIME_WAIT.
     pub snat_count: u16,
-    /// Always zero.
-    pub _pad: u16,
+    /// How packets reach it: [`ENCAP_NONE`] (the frame as it came, or NAT),
+    /// [`ENCAP_IPIP`] or [`ENCAP_GUE`].
+    pub encap: u16,
 }
+
+/// [`Backend::encap`]: the frame is sent as it came (DSR on the balancer's
+/// segment), or rewritten (NAT).
+pub const ENCAP_NONE: u16 = 0;
+/// [`Backend::encap`]: IP in IP (IPv4 in IPv4 is protocol 4, IPv6 in either
+/// is protocol 41), routed to the backend's address.
+pub const ENCAP_IPIP: u16 = 1;
+/// [`Backend::encap`]: GUE variant 1 (the inner IP packet straight after a
+/// UDP header), to [`Backend::port`]; the UDP source port carries the flow's
+/// hash, for routers' ECMP.
+pub const ENCAP_GUE: u16 = 2;
+/// The GUE port veer uses unless told otherwise (Katran's).
+pub const DEFAULT_GUE_PORT: u16 = 6080;
 
 /// Length of an [`ActiveFlows`] epoch: a flow with no packet for one to two
 /// epochs is no longer counted active.

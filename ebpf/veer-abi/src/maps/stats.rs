@@ -135,11 +135,22 @@ pub enum GlobalCounter {
     /// Dropped: veerd's rescue of a SYN that no longer needed one (its
     /// SYN-ACK came meanwhile, or the flow moved on).
     DropStaleRescue = 47,
+    /// Packets sent to their backend inside an IPIP or GUE header.
+    Encapsulated = 48,
+    /// Packets too big for the tunnel's path once encapsulated, answered to
+    /// the client with ICMP "fragmentation needed" or "packet too big".
+    TooBigAnswered = 49,
+    /// Dropped: too big for the tunnel's path, and no ICMP error may be
+    /// sent for it (IPv4 without Don't Fragment).
+    DropTooBig = 50,
+    /// Packets a tunnelled backend's agent sent back inside a tunnel
+    /// header, taken out of it (to be redispatched).
+    Decapsulated = 51,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 48;
+    pub const COUNT: u32 = 52;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -191,6 +202,10 @@ impl GlobalCounter {
         Self::NatTakenOver,
         Self::SynRescued,
         Self::DropStaleRescue,
+        Self::Encapsulated,
+        Self::TooBigAnswered,
+        Self::DropTooBig,
+        Self::Decapsulated,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -244,6 +259,10 @@ impl GlobalCounter {
             Self::NatTakenOver => "nat_taken_over",
             Self::SynRescued => "syn_rescued",
             Self::DropStaleRescue => "drop_stale_rescue",
+            Self::Encapsulated => "encapsulated",
+            Self::TooBigAnswered => "too_big_answered",
+            Self::DropTooBig => "drop_too_big",
+            Self::Decapsulated => "decapsulated",
         }
     }
 }

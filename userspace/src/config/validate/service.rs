@@ -69,6 +69,7 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
             "VIP-path checks are for DSR (NAT checks the backend itself)",
         );
     }
+    tunnel(c, s, at, p);
     if let Some(a) = &s.agent {
         if a.port == 0 {
             c.err(at, "agent", format!("{p}.agent.port"), "must be a TCP port (1 to 65535)");
@@ -96,6 +97,41 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
             ),
             _ => {}
         }
+    }
+}
+
+/// The tunnel's settings (IPIP and GUE).
+fn tunnel(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
+    if !s.forwarding.tunnelled() && !s.tunnel_source.is_empty() {
+        c.err(
+            at,
+            "tunnel_source",
+            format!("{p}.tunnel_source"),
+            "tunnel sources are for forwarding = \"ipip\" or \"gue\"",
+        );
+    }
+    for v4 in [true, false] {
+        if s.tunnel_source.iter().filter(|a| a.is_ipv4() == v4).count() > 1 {
+            c.err(at, "tunnel_source", format!("{p}.tunnel_source"), "one address per family (IPv4, IPv6)");
+        }
+    }
+    if let Some(a) = s.tunnel_source.iter().find(|a| a.is_unspecified() || a.is_multicast() || a.is_loopback()) {
+        c.err(at, "tunnel_source", format!("{p}.tunnel_source"), format!("{a} cannot be a packet's source"));
+    }
+    match s.gue_port {
+        Some(_) if s.forwarding != Forwarding::Gue => {
+            c.err(at, "gue_port", format!("{p}.gue_port"), "the GUE port is for forwarding = \"gue\"")
+        }
+        Some(0) => c.err(at, "gue_port", format!("{p}.gue_port"), "must be 1 to 65535"),
+        _ => {}
+    }
+    if s.forwarding.tunnelled() && s.health.vip_path {
+        c.err(
+            at,
+            "vip_path",
+            format!("{p}.health.vip_path"),
+            "VIP-path checks do not go through a tunnel yet: check the backend itself (an agent check tells its state)",
+        );
     }
 }
 
@@ -235,7 +271,9 @@ fn backends(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
             c.err(bat, "sorry", format!("{bp}.sorry"), "a backend is either backup or sorry, not both");
         }
         if let Some(m) = &b.mac {
-            if parse_mac(m).is_none() {
+            if s.forwarding.tunnelled() {
+                c.err(bat, "mac", format!("{bp}.mac"), "a tunnelled backend's next hop comes from the routing table");
+            } else if parse_mac(m).is_none() {
                 c.err(bat, "mac", format!("{bp}.mac"), format!("{m:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
             }
         }

@@ -73,6 +73,10 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::NatTakenOver => "NAT flows given the SNAT port of a closed flow (timestamps on)",
         GlobalCounter::SynRescued => "NAT SYNs resent elsewhere after no answer (host cut off)",
         GlobalCounter::DropStaleRescue => "dropped: a rescue of a SYN answered meanwhile",
+        GlobalCounter::Encapsulated => "packets sent to their backend through IPIP or GUE",
+        GlobalCounter::TooBigAnswered => "too big for the tunnel: ICMP fragmentation needed / too big sent",
+        GlobalCounter::DropTooBig => "dropped: too big for the tunnel, IPv4 without Don't Fragment",
+        GlobalCounter::Decapsulated => "packets a backend's agent bounced back through its tunnel",
     }
 }
 

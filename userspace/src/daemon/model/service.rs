@@ -92,6 +92,8 @@ mod tests {
             ring_size: 65537,
             forwarding: Default::default(),
             snat: Vec::new(),
+            tunnel_source: Vec::new(),
+            gue_port: None,
             min_healthy,
             fallback: Default::default(),
             fallback_backend: None,

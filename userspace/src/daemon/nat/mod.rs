@@ -65,12 +65,15 @@ pub struct Nat {
 impl Nat {
     /// Gives service `s`'s NAT backends their SNAT addresses: the service's
     /// `snat` addresses of the backend's family (a new flow takes any of
-    /// them), else the address the kernel picks toward the backend.
+    /// them), else the address the kernel picks toward the backend. A
+    /// tunnelled service's backends get their outer source the same way,
+    /// from `tunnel_source` (one address).
     pub fn assign(&mut self, dp: &mut Dataplane, s: &mut ServiceRt) {
-        if s.cfg.forwarding != Forwarding::Nat {
-            return;
-        }
-        let configured = s.cfg.snat.clone();
+        let configured = match s.cfg.forwarding {
+            Forwarding::Nat => s.cfg.snat.clone(),
+            Forwarding::Ipip | Forwarding::Gue => s.cfg.tunnel_source.clone(),
+            Forwarding::Dsr => return,
+        };
         for b in s.backends.iter_mut().filter(|b| b.snat.is_none()) {
             let target = b.cfg.address;
             let mut group: Vec<IpAddr> =
@@ -79,7 +82,7 @@ impl Nat {
                 match net::source_toward(target) {
                     Ok(a) => group.push(a),
                     Err(e) => {
-                        warn!(backend = %b.cfg.name, %target, error = %e, "no source address toward a NAT backend (no route?)");
+                        warn!(backend = %b.cfg.name, %target, error = %e, "no source address toward a NAT or tunnelled backend (no route?)");
                         continue;
                     }
                 }
@@ -128,8 +131,11 @@ impl Nat {
         if let Err(e) = dp.set_nat_config(cfg) {
             error!(error = %e, "writing the SNAT port range failed");
         }
-        if nat {
+        // Tunnels route too (the outer header's next hop).
+        if nat || services.iter().any(|s| s.cfg.forwarding.tunnelled()) {
             ensure_forwarding(&daemon.interfaces);
+        }
+        if nat {
             warn_local_ports(ports.low, ports.high);
         }
         self.half_open_limit.store(daemon.syn_cookie_half_open as usize, std::sync::atomic::Ordering::Relaxed);

@@ -52,8 +52,9 @@ pub struct Publisher {
     starved_changed: bool,
 }
 
-/// Service `svc_id`'s dataplane entry for backend `b`.
-fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
+/// Service `s`'s dataplane entry for backend `b`.
+fn backend_entry(s: &ServiceRt, b: &BackendRt) -> Backend {
+    let (svc_id, fwd, gue_port) = (s.id, s.cfg.forwarding, s.cfg.gue_port);
     Backend {
         addr: to_abi(b.cfg.address),
         mac: b.nexthop.map_or([0; 6], |n| n.mac),
@@ -62,11 +63,19 @@ fn backend_entry(svc_id: u32, b: &BackendRt) -> Backend {
         weight: b.cfg.weight,
         state: b.effective() as u32,
         service: svc_id,
-        // NAT only (a DSR backend with a port of its own is refused).
-        port: b.cfg.port.unwrap_or(0),
+        port: own_port(fwd, b, gue_port),
         snat: b.snat.map_or(0, |r| r.first),
         snat_count: b.snat.map_or(0, |r| r.count),
-        _pad: 0,
+        encap: fwd.encap(),
+    }
+}
+
+/// A backend entry's `port`: NAT's backend port (a DSR backend with a port
+/// of its own is refused), or GUE's.
+fn own_port(fwd: Forwarding, b: &BackendRt, gue_port: Option<u16>) -> u16 {
+    match fwd {
+        Forwarding::Gue => gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT),
+        _ => b.cfg.port.unwrap_or(0),
     }
 }
 
@@ -222,7 +231,7 @@ impl Publisher {
     /// state-word change in the history.
     pub fn write_entries(&mut self, s: &ServiceRt) -> Result<()> {
         for b in &s.backends {
-            let e = backend_entry(s.id, b);
+            let e = backend_entry(s, b);
             if self.written.get(&b.id) == Some(&e) {
                 continue;
             }

@@ -21,6 +21,10 @@ pub fn resolve(services: &mut Services) -> Resolved {
     let tables = neighbour_tables(services);
     let mut out = Resolved::default();
     for (i, s) in services.iter_mut().enumerate() {
+        // NAT and tunnels route per packet: a backend may be far away.
+        if s.cfg.forwarding != crate::config::Forwarding::Dsr {
+            continue;
+        }
         for b in s.backends.iter_mut().filter(|b| b.cfg.mac.is_none()) {
             let found = tables.get(&b.cfg.address.is_ipv4()).and_then(|t| t.get(&b.cfg.address)).copied();
             match found {

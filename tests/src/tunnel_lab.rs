@@ -1,0 +1,117 @@
+//! A dataplane with one tunnelled DSR service (IPIP or GUE), inside a
+//! namespace whose interface `d0` routes the backends' network through a
+//! router, for crafted frames through the real XDP program.
+
+use std::net::{IpAddr, SocketAddr};
+
+use veer::dataplane::{Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT};
+use veer_abi::{Backend, BackendState, GlobalCounter, Scheduler, NO_BACKEND};
+
+use crate::{netns::Netns, require_root};
+
+/// The MAC of the router toward the backends.
+pub const ROUTER_MAC: [u8; 6] = [0x02, 0x0a, 0, 0, 0, 0xfe];
+/// The MAC of the lab's interface `d0`.
+pub const D0_MAC: [u8; 6] = [0x02, 0x0d, 0, 0, 0, 0x01];
+/// The MTU of the route to the backends (locked, as an operator tells the
+/// kernel a path's MTU).
+pub const PATH_MTU: usize = 1400;
+
+/// The lab: VIP:80 (TCP) of one family, backends of one family (the
+/// outer header's), one router hop away.
+pub struct TunnelLab {
+    /// The namespace the test runs happen in.
+    pub ns: Netns,
+    /// The dataplane.
+    pub dp: Dataplane,
+    /// VIP:80.
+    pub vip: SocketAddr,
+    /// The balancer's tunnel source.
+    pub source: IpAddr,
+    /// The backends' addresses (ids 0..).
+    pub backends: Vec<IpAddr>,
+}
+
+impl TunnelLab {
+    /// A lab named `tag`: an IPv6 VIP or not, IPv6 backends or not,
+    /// `encap` (`ENCAP_IPIP` or `ENCAP_GUE` to `port`), `n` backends.
+    pub fn new(tag: &str, vip_v6: bool, outer_v6: bool, encap: (u16, u16), n: usize) -> Self {
+        require_root();
+        let ns = Netns::create(&format!("veer-tunlab-{tag}")).expect("netns");
+        let vip: IpAddr = if vip_v6 { "2001:db8:100::1" } else { "10.0.0.100" }.parse().unwrap();
+        let (source, router, net): (IpAddr, IpAddr, &str) = if outer_v6 {
+            ("2001:db8:1::1".parse().unwrap(), "2001:db8:1::fe".parse().unwrap(), "2001:db8:9::/64")
+        } else {
+            ("10.1.0.1".parse().unwrap(), "10.1.0.254".parse().unwrap(), "10.9.0.0/24")
+        };
+        let backends: Vec<IpAddr> = (0..n)
+            .map(|i| if outer_v6 { format!("2001:db8:9::{}", i + 10) } else { format!("10.9.0.{}", i + 10) })
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let mac = veer::config::fmt_mac(&D0_MAC);
+        ns.exec(&["ip", "link", "add", "d0", "address", &mac, "type", "veth", "peer", "name", "d0p"]).unwrap();
+        ns.exec(&["ip", "link", "set", "d0p", "up"]).unwrap();
+        ns.exec(&["ip", "link", "set", "d0", "up"]).unwrap();
+        // The kernel's FIB lookup wants forwarding on.
+        ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+        ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        let (fam, plen) = if outer_v6 { ("-6", "64") } else { ("-4", "24") };
+        ns.exec(&["ip", fam, "addr", "add", &format!("{source}/{plen}"), "dev", "d0", "nodad"]).unwrap();
+        let router_mac = veer::config::fmt_mac(&ROUTER_MAC);
+        let r = router.to_string();
+        ns.exec(&["ip", "neigh", "replace", &r, "lladdr", &router_mac, "dev", "d0", "nud", "permanent"]).unwrap();
+        let mtu = PATH_MTU.to_string();
+        ns.exec(&["ip", fam, "route", "add", net, "via", &r, "dev", "d0", "mtu", "lock", &mtu]).unwrap();
+        let opts = DataplaneOptions {
+            conn_table_size: 4096,
+            new_flow_table_size: 1024,
+            max_services: 4,
+            ..Default::default()
+        };
+        let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
+        let key = veer::dataplane::service_key(vip, 80, Protocol::Tcp);
+        let spec = ServiceSpec {
+            id: 1,
+            scheduler: Scheduler::Maglev,
+            flags: 0,
+            fallback_backend: NO_BACKEND,
+            persistence_s: 0,
+        };
+        dp.upsert_service(&key, spec).unwrap();
+        let mut members = Vec::new();
+        for (i, addr) in backends.iter().enumerate() {
+            let b = Backend {
+                addr: veer::dataplane::to_abi(*addr),
+                mac: [0; 6],
+                src_mac: [0; 6],
+                ifindex: 0,
+                weight: 1,
+                state: BackendState::Up as u32,
+                service: 1,
+                port: encap.1,
+                snat: 0,
+                snat_count: 1,
+                encap: encap.0,
+            };
+            dp.set_backend(i as u32, &b).unwrap();
+            members.push(veer::ring::RingMember { id: i as u32, identity: veer::ring::identity_of(*addr), weight: 1 });
+        }
+        dp.publish_pool(&key, 65537, &members).unwrap();
+        dp.set_snat_addr(0, source).unwrap();
+        let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
+        dp.add_tx_port(d0).unwrap();
+        TunnelLab { ns, dp, vip: SocketAddr::new(vip, 80), source, backends }
+    }
+
+    /// Runs one frame in the lab's namespace: (action, frame out).
+    pub fn run(&self, f: &[u8]) -> (u32, Vec<u8>) {
+        let out = self.ns.run(|| self.dp.test_run(f, 1)).unwrap().expect("test run");
+        (out.action, out.frame)
+    }
+
+    /// A global counter.
+    pub fn counter(&self, c: GlobalCounter) -> u64 {
+        use veer::dataplane::MapReader;
+        self.dp.global_counter(c).unwrap()
+    }
+}
