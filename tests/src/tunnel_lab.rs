@@ -82,7 +82,8 @@ impl TunnelLab {
         for (i, addr) in backends.iter().enumerate() {
             let b = Backend {
                 addr: veer::dataplane::to_abi(*addr),
-                mac: [0; 6],
+                // As veerd writes it: bounces through the tunnel are known by it.
+                mac: veer_abi::tunnel_mac(&veer::dataplane::to_abi(*addr)),
                 src_mac: [0; 6],
                 ifindex: 0,
                 weight: 1,
@@ -98,6 +99,8 @@ impl TunnelLab {
         }
         dp.publish_pool(&key, 65537, &members).unwrap();
         dp.set_snat_addr(0, source).unwrap();
+        dp.set_tunnel_source(source, true).unwrap();
+        dp.set_gue_port(if encap.0 == veer_abi::ENCAP_GUE { encap.1 } else { 0 }).unwrap();
         let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
         dp.add_tx_port(d0).unwrap();
         TunnelLab { ns, dp, vip: SocketAddr::new(vip, 80), source, backends }

@@ -74,6 +74,10 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
 /// IANA protocol number of ICMPv6.
 pub const IPPROTO_ICMPV6: u8 = 58;
+/// IP protocol of IPv4 inside IP (IPIP).
+pub const IPPROTO_IPIP: u8 = 4;
+/// IP protocol of IPv6 inside IP.
+pub const IPPROTO_IPV6: u8 = 41;
 
 /// Maps a 4-byte IPv4 address to the 16-byte form used in every key.
 #[inline(always)]

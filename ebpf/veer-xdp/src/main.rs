@@ -79,7 +79,7 @@ use crate::{
     reopen::Reopened,
     scheduler::Purpose,
     snat::Slot,
-    verdict::{pass, Drop},
+    verdict::{pass, verdict, Drop},
 };
 
 /// The entry program, attached to the interfaces (NAT goes on in [`jumps`]).
@@ -100,51 +100,16 @@ pub fn veer_nat_return(ctx: XdpContext) -> u32 {
     verdict(nat::answer(&ctx))
 }
 
-/// A NAT service's SYN answered with a cookie, or a TCP packet for no NAT
-/// flow (tail-called from `veer_nat`; see [`nat::syn_cookie`]).
+/// A packet a tunnelled backend's agent sent back (tail-called from
+/// `veer_xdp`): out of its tunnel, then balanced as the entry program does
+/// (see [`tunnel::returned`]).
 #[xdp]
-pub fn veer_nat_cookie(ctx: XdpContext) -> u32 {
-    verdict(nat::syn_cookie::program(&ctx))
-}
-
-/// A DSR packet its flow's backend bounced back (tail-called from
-/// `veer_xdp`; see [`second_chance`]).
-#[xdp]
-pub fn veer_second_chance(ctx: XdpContext) -> u32 {
-    verdict(second_chance::program(&ctx))
-}
-
-/// A backend's packet to a NAT connection veer's SYN proxy opened
-/// (tail-called from `veer_nat_return`).
-#[xdp]
-pub fn veer_nat_cookie_return(ctx: XdpContext) -> u32 {
-    verdict(nat::syn_cookie::return_program(&ctx))
-}
-
-/// An ICMP error about a NAT packet toward a backend, on to the client
-/// (tail-called; one program per direction and family keeps each within
-/// its stack).
-#[xdp]
-pub fn veer_nat_icmp_client4(ctx: XdpContext) -> u32 {
-    verdict(nat::icmp::translate_error::<false, true>(&ctx))
-}
-
-/// IPv6 of [`veer_nat_icmp_client4`].
-#[xdp]
-pub fn veer_nat_icmp_client6(ctx: XdpContext) -> u32 {
-    verdict(nat::icmp::translate_error::<false, false>(&ctx))
-}
-
-/// An ICMP error about a NAT answer toward a client, on to the backend.
-#[xdp]
-pub fn veer_nat_icmp_backend4(ctx: XdpContext) -> u32 {
-    verdict(nat::icmp::translate_error::<true, true>(&ctx))
-}
-
-/// IPv6 of [`veer_nat_icmp_backend4`].
-#[xdp]
-pub fn veer_nat_icmp_backend6(ctx: XdpContext) -> u32 {
-    verdict(nat::icmp::translate_error::<true, false>(&ctx))
+pub fn veer_tunnel_return(ctx: XdpContext) -> u32 {
+    match tunnel::returned::take_out(&ctx) {
+        Ok(true) => verdict(balance::<false>(&ctx)),
+        Ok(false) => xdp_action::XDP_PASS,
+        Err(reason) => verdict(Err(reason)),
+    }
 }
 
 /// TC egress: a VIP-path health check to its backend's MAC (see [`vip_path`]).
@@ -153,25 +118,13 @@ pub fn veer_vip_path(ctx: TcContext) -> i32 {
     vip_path::readdress(&ctx)
 }
 
-/// A program's result as an XDP action: a drop is counted by its reason.
-#[inline(always)]
-fn verdict(r: Result<u32, Drop>) -> u32 {
-    match r {
-        Ok(action) => action,
-        Err(reason) => {
-            stats::count(reason.counter());
-            xdp_action::XDP_DROP
-        }
-    }
-}
-
 /// One packet, in the entry program (`NAT` false) or the NAT program: up to
 /// its service; [`flow`] goes on from there.
 #[inline(always)]
 fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     let parsed = if NAT { parse::flow_of_outlined(ctx) } else { parse::flow_of(ctx) };
     let Some(pkt) = parsed? else {
-        return Ok(pass());
+        return if NAT { Ok(pass()) } else { tunnel::returned::ipip(ctx) };
     };
     let key = &pkt.key;
     // The NAT program's packets were looked at here already, by the entry program.

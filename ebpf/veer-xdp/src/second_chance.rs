@@ -12,7 +12,7 @@
 //! A program of its own (tail-called from `veer_xdp`, see [`jumps`](crate::jumps)):
 //! bounced packets are rare, and the entry program's stack has no room.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 use veer_abi::{GlobalCounter, CONN_F_COUNTED, CONN_F_SECOND_CHANCE, NO_BACKEND};
 
 use crate::{
@@ -20,8 +20,15 @@ use crate::{
     backends::owned_backend,
     conntrack::{bounceable, CONNS, NEW_CONNS},
     forward, parse, scheduler, services, stats,
-    verdict::Drop,
+    verdict::{verdict, Drop},
 };
+
+/// A DSR packet its flow's backend bounced back (tail-called from
+/// `veer_xdp`).
+#[xdp]
+pub fn veer_second_chance(ctx: XdpContext) -> u32 {
+    verdict(program(&ctx))
+}
 
 /// A DSR TCP packet (no SYN, no RST) that came back from the MAC of the backend
 /// its flow's entry names: sent to the backend the previous ring gives,

@@ -94,3 +94,15 @@ impl Drop {
         }
     }
 }
+
+/// A program's result as an XDP action: a drop is counted by its reason.
+#[inline(always)]
+pub fn verdict(r: Result<u32, Drop>) -> u32 {
+    match r {
+        Ok(action) => action,
+        Err(reason) => {
+            crate::stats::count(reason.counter());
+            aya_ebpf::bindings::xdp_action::XDP_DROP
+        }
+    }
+}

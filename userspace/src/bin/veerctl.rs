@@ -72,7 +72,7 @@ enum Cmd {
     /// The DSR backend agent (run on a backend, not on the balancer).
     Agent {
         #[command(subcommand)]
-        cmd: AgentCmd,
+        cmd: veer::ctl::agent::AgentCmd,
         #[command(flatten)]
         pins: AgentPins,
     },
@@ -196,34 +196,6 @@ enum NodeCmd {
     Undrain,
 }
 
-/// `veerctl agent ...`: needs no config file.
-#[derive(Subcommand)]
-enum AgentCmd {
-    /// Attach the agent to IFACE: SYNs for these VIPs that no socket takes go
-    /// back to the balancer instead of being reset. Again: set the VIPs.
-    Install {
-        /// The interface the balancer's frames arrive on.
-        iface: String,
-        /// A VIP this backend serves (repeat for more).
-        #[arg(long = "vip", required = true)]
-        vips: Vec<std::net::IpAddr>,
-        /// Generic (skb) mode, for drivers without native XDP.
-        #[arg(long)]
-        skb: bool,
-    },
-    /// Detach the agent from IFACE and remove its pins.
-    Uninstall {
-        /// The interface.
-        iface: String,
-    },
-    /// The agent's VIPs, counters and attachment on IFACE; without IFACE,
-    /// every agent pinned on this host, in any network namespace.
-    Status {
-        /// The interface (in --netns, else veerctl's own namespace).
-        iface: Option<String>,
-    },
-}
-
 /// Where agents are pinned (a directory per network namespace and
 /// interface under it).
 #[derive(clap::Args)]
@@ -235,58 +207,6 @@ struct AgentPins {
     /// (under `ip netns exec` they would vanish, and the agent with them).
     #[arg(long, global = true)]
     netns: Option<String>,
-}
-
-fn agent(cmd: AgentCmd, root: &std::path::Path, netns: Option<&str>, json: bool) -> anyhow::Result<()> {
-    use veer::dataplane::agent;
-    let place = |iface: &str| match netns {
-        Some(ns) => format!("{iface} in netns {ns}"),
-        None => iface.to_string(),
-    };
-    let out = match cmd {
-        AgentCmd::Install { iface, vips, skb } => {
-            let mode = if skb { veer::dataplane::AttachMode::Skb } else { veer::dataplane::AttachMode::Driver };
-            let what = match agent::install(root, &iface, &vips, mode)? {
-                agent::Installed::Attached => "attached to",
-                agent::Installed::ReplacedStale => "attached (in place of stale pins) to",
-                agent::Installed::VipsUpdated => "VIPs updated on",
-            };
-            serde_json::json!({"ok": true, "message": format!("veer-agent {what} {}: {} VIP(s)", place(&iface), vips.len())})
-        }
-        AgentCmd::Uninstall { iface } => {
-            let removed = agent::uninstall(root, &iface)?;
-            serde_json::json!({"ok": true, "message": format!("veer-agent removed from {} ({} pins)", place(&iface), removed.len())})
-        }
-        AgentCmd::Status { iface: Some(iface) } => serde_json::to_value(agent::status(root, &iface)?)?,
-        AgentCmd::Status { iface: None } => serde_json::to_value(agent::list(root)?)?,
-    };
-    if json {
-        println!("{out}");
-    } else if let Some(m) = out.get("message").and_then(|m| m.as_str()) {
-        println!("{m}");
-    } else {
-        let one = |a: &serde_json::Value| {
-            let ns = a["netns"].as_str().map(str::to_string).unwrap_or_else(|| format!("cookie {}", a["netns_cookie"]));
-            let at = match a["attached_ifindex"].as_u64() {
-                Some(0) | None => "DETACHED (its interface or namespace is gone)".to_string(),
-                Some(i) => format!("attached to ifindex {i}"),
-            };
-            println!(
-                "{} in netns {ns}: {at}; VIPs {}; SYNs bounced {}, kept {}; unowned segments bounced {}",
-                a["interface"].as_str().unwrap_or_default(),
-                a["vips"],
-                a["bounced"],
-                a["kept"],
-                a["unowned"]
-            );
-        };
-        match out.as_array() {
-            Some(all) if all.is_empty() => println!("no veer-agent pinned under {}", root.display()),
-            Some(all) => all.iter().for_each(one),
-            None => one(&out),
-        }
-    }
-    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -306,7 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(ns) = &pins.netns {
                 veer::net::enter_netns(ns).map_err(|e| anyhow::anyhow!("entering network namespace {ns}: {e}"))?;
             }
-            return agent(cmd, &pins.pins, pins.netns.as_deref(), cli.json);
+            return veer::ctl::agent::agent(cmd, &pins.pins, pins.netns.as_deref(), cli.json);
         }
         cmd => Cli { cmd, ..cli },
     };

@@ -5,6 +5,7 @@
 //! veerd's runtime-state file, so they are right even for backends added or
 //! removed at runtime. Every command prints a table, or JSON with `--json`.
 
+pub mod agent;
 mod context;
 pub mod control;
 pub mod events;

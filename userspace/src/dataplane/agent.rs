@@ -16,7 +16,7 @@ use aya::{
     programs::{links::FdLink, Xdp},
     EbpfLoader,
 };
-use veer_abi::{agent_names as names, AgentCounter, MAX_AGENT_VIPS};
+use veer_abi::{agent_names as names, AgentConfig, AgentCounter, MAX_AGENT_VIPS};
 
 use super::{pin, to_abi, AttachMode, DataplaneError, Result};
 
@@ -69,6 +69,12 @@ pub struct AgentStatus {
     /// Other segments no connection owned, sent back to the balancer (for
     /// their flow's second chance).
     pub unowned: u64,
+    /// The tunnels it takes VIP packets out of (`ipip`, `gue`).
+    pub decap: Vec<String>,
+    /// GUE's port, when it takes packets out of GUE.
+    pub gue_port: Option<u16>,
+    /// VIP packets taken out of their tunnel.
+    pub decapsulated: u64,
 }
 
 /// What [`install`] did.
@@ -84,9 +90,10 @@ pub enum Installed {
 }
 
 /// Installs the agent on `iface` in the calling thread's namespace for
-/// `vips`, or, when it is attached there already, sets its VIPs to `vips`.
-/// First removes pins left by interfaces and namespaces that are gone.
-pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> Result<Installed> {
+/// `vips`, taking packets out of the tunnels `decap` names, or, when it is
+/// attached there already, sets its VIPs and tunnels to these. First
+/// removes pins left by interfaces and namespaces that are gone.
+pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode, decap: AgentConfig) -> Result<Installed> {
     if vips.is_empty() || vips.len() > MAX_AGENT_VIPS as usize {
         return Err(DataplaneError::Unsupported(format!(
             "an agent serves 1 to {MAX_AGENT_VIPS} VIPs, not {}",
@@ -109,7 +116,10 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> R
     };
     std::fs::create_dir_all(&d).map_err(|source| pin::PinError::Io { what: "creating", path: d.clone(), source })?;
     let mut loader = EbpfLoader::new();
-    loader.map_pin_path(names::VIPS, d.join(names::VIPS)).map_pin_path(names::STATS, d.join(names::STATS));
+    loader
+        .map_pin_path(names::VIPS, d.join(names::VIPS))
+        .map_pin_path(names::STATS, d.join(names::STATS))
+        .map_pin_path(names::CONFIG, d.join(names::CONFIG));
     let mut ebpf = loader.load(AGENT_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
     if outcome != Installed::VipsUpdated {
         let prog = load_program(&mut ebpf)?;
@@ -124,7 +134,16 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode) -> R
         fd.pin(&link).map_err(|e| DataplaneError::PinLink { path: link.clone(), source: Box::new(e) })?;
     }
     set_vips(&mut ebpf, vips)?;
+    set_config(&mut ebpf, decap)?;
     Ok(outcome)
+}
+
+/// Sets the tunnels the agent takes packets out of.
+fn set_config(ebpf: &mut aya::Ebpf, decap: AgentConfig) -> Result<()> {
+    let map = ebpf.map_mut(names::CONFIG).ok_or(DataplaneError::Missing { kind: "map", name: names::CONFIG })?;
+    let mut m: aya::maps::Array<&mut MapData, AgentConfig> =
+        aya::maps::Array::try_from(map).map_err(DataplaneError::map(names::CONFIG, "opening"))?;
+    m.set(0, decap, 0).map_err(DataplaneError::map(names::CONFIG, "writing"))
 }
 
 /// Removes every agent's pins under `root` whose link the kernel detached:
@@ -239,6 +258,12 @@ fn status_at(d: &Path, netns_names: &std::collections::HashMap<u64, String>) -> 
     let counter = |c: AgentCounter| -> Result<u64> {
         Ok(stats.get(&(c as u32), 0).map_err(DataplaneError::map(names::STATS, "reading"))?.iter().sum())
     };
+    // Pinned by agents since tunnels: none before (no tunnels then).
+    let config = open(names::CONFIG)
+        .ok()
+        .and_then(|m| aya::maps::Array::<MapData, AgentConfig>::try_from(aya::maps::Map::Array(m)).ok())
+        .and_then(|a| a.get(&0, 0).ok())
+        .unwrap_or_default();
     let netns_cookie = d
         .parent()
         .and_then(|p| p.file_name())
@@ -253,9 +278,21 @@ fn status_at(d: &Path, netns_names: &std::collections::HashMap<u64, String>) -> 
         vips: vips.keys().filter_map(|k| k.ok()).map(|k| super::from_abi(&k)).collect(),
         bounced: counter(AgentCounter::Bounced)?,
         kept: counter(AgentCounter::Kept)?,
-        // An agent pinned before this counter existed has no slot for it.
+        // An agent pinned before these counters existed has no slot for them.
         unowned: counter(AgentCounter::Unowned).unwrap_or(0),
+        decapsulated: counter(AgentCounter::Decapsulated).unwrap_or(0),
+        decap: decap_names(config.decap),
+        gue_port: (config.decap & veer_abi::AGENT_DECAP_GUE != 0).then_some(config.gue_port),
     })
+}
+
+/// The tunnel names of an [`AgentConfig::decap`].
+fn decap_names(decap: u16) -> Vec<String> {
+    [(veer_abi::AGENT_DECAP_IPIP, "ipip"), (veer_abi::AGENT_DECAP_GUE, "gue")]
+        .into_iter()
+        .filter(|(bit, _)| decap & bit != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 /// The agent loaded without pins or attachment, for `BPF_PROG_TEST_RUN`.
@@ -268,9 +305,15 @@ pub struct AgentProgram {
 impl AgentProgram {
     /// Loads the agent serving `vips`.
     pub fn load(vips: &[IpAddr]) -> Result<Self> {
+        Self::load_with(vips, AgentConfig::default())
+    }
+
+    /// Loads the agent serving `vips`, taking packets out of `decap`'s tunnels.
+    pub fn load_with(vips: &[IpAddr], decap: AgentConfig) -> Result<Self> {
         let mut ebpf = aya::Ebpf::load(AGENT_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         load_program(&mut ebpf)?;
         set_vips(&mut ebpf, vips)?;
+        set_config(&mut ebpf, decap)?;
         Ok(Self { ebpf })
     }
 

@@ -88,6 +88,11 @@ impl MapLayout {
 /// the kernel rounds (see [`lru_capacity`]).
 const PER_CPU_LRU: [&str; 4] = [names::CONNS, names::NEW_CONNS, names::SYN_STASH, names::PENDING_SYNS];
 
+/// One map's layout.
+fn layout(name: &'static str, key_size: u32, value_sizes: &'static [u32], max_entries: u32) -> MapLayout {
+    MapLayout { name, key_size, value_sizes, max_entries, per_cpu_lru: PER_CPU_LRU.contains(&name) }
+}
+
 /// Every map of the XDP object, sized for `opts`.
 pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
     use core::mem::size_of;
@@ -99,13 +104,7 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         size_of::<T>() as u32
     }
     let svc = opts.max_services;
-    let m = |name, key_size, value_sizes, max_entries| MapLayout {
-        name,
-        key_size,
-        value_sizes,
-        max_entries,
-        per_cpu_lru: PER_CPU_LRU.contains(&name),
-    };
+    let m = layout;
     vec![
         m(names::SERVICES, sz::<ServiceKey>(), &[size_of::<Service>() as u32], svc),
         m(names::VIPS, 16, &[4], svc),
@@ -147,6 +146,8 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
             veer_abi::PENDING_SYNS_SIZE,
         ),
         m(names::PASSIVE_STATS, 4, &[size_of::<veer_abi::PassiveCounters>() as u32], opts.max_backends),
+        m(names::TUNNEL_SOURCES, 16, &[4], veer_abi::MAX_TUNNEL_SOURCES),
+        m(names::TUNNEL_CONFIG, 4, &[size_of::<veer_abi::TunnelConfig>() as u32], 1),
     ]
 }
 

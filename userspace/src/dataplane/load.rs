@@ -46,6 +46,7 @@ fn load_continuations(ebpf: &mut Ebpf) -> Result<()> {
         (JUMP_NAT_COOKIE, NAT_COOKIE_PROGRAM),
         (veer_abi::JUMP_NAT_COOKIE_RETURN, veer_abi::NAT_COOKIE_RETURN_PROGRAM),
         (veer_abi::JUMP_SECOND_CHANCE, veer_abi::SECOND_CHANCE_PROGRAM),
+        (veer_abi::JUMP_TUNNEL_RETURN, veer_abi::TUNNEL_RETURN_PROGRAM),
     ]
     .into_iter()
     .chain(veer_abi::NAT_ICMP_PROGRAMS);

@@ -39,6 +39,7 @@ mod service;
 mod syscall;
 #[cfg(feature = "testing")]
 mod testing;
+mod tunnel;
 
 // The address and key conversions live below the dataplane; re-exported for
 // callers that think of them as dataplane types.

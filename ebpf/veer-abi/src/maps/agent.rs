@@ -11,12 +11,33 @@ pub enum AgentCounter {
     /// Non-SYN segments (not RST) for a VIP that no connection owns (no
     /// socket, or only a listener), sent back to the balancer.
     Unowned = 2,
+    /// Packets for a VIP taken out of their IPIP or GUE tunnel (passed to
+    /// the kernel as the inner packet).
+    Decapsulated = 3,
 }
 
 impl AgentCounter {
     /// Number of agent counters.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
+
+/// [`AgentConfig::decap`]: take VIP packets out of IP-in-IP (protocols 4, 41).
+pub const AGENT_DECAP_IPIP: u16 = 1;
+/// [`AgentConfig::decap`]: take VIP packets out of GUE (UDP to `gue_port`).
+pub const AGENT_DECAP_GUE: u16 = 2;
+
+/// Value of `AGENT_CONFIG` (one entry): the tunnels the agent takes VIP
+/// packets out of, for `forwarding = "ipip"` / `"gue"` services.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// [`AGENT_DECAP_IPIP`] and [`AGENT_DECAP_GUE`], or-ed; 0: none.
+    pub decap: u16,
+    /// GUE's UDP port.
+    pub gue_port: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 4);
 
 /// Names in the `veer-agent` object.
 pub mod agent_names {
@@ -26,4 +47,6 @@ pub mod agent_names {
     pub const VIPS: &str = "AGENT_VIPS";
     /// `PerCpuArray<u64>`: by [`AgentCounter`](super::AgentCounter).
     pub const STATS: &str = "AGENT_STATS";
+    /// `Array<AgentConfig>`: the tunnels it takes packets out of.
+    pub const CONFIG: &str = "AGENT_CONFIG";
 }

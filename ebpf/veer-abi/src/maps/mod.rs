@@ -13,6 +13,7 @@ mod passive;
 mod programs;
 mod service;
 mod stats;
+mod tunnel;
 
 pub use affinity::*;
 pub use agent::*;
@@ -24,6 +25,7 @@ pub use passive::*;
 pub use programs::*;
 pub use service::*;
 pub use stats::*;
+pub use tunnel::*;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -48,4 +50,6 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::SynStash {}
     unsafe impl aya::Pod for crate::maps::PendingSyn {}
     unsafe impl aya::Pod for crate::maps::PassiveCounters {}
+    unsafe impl aya::Pod for crate::maps::TunnelConfig {}
+    unsafe impl aya::Pod for crate::maps::AgentConfig {}
 }

@@ -74,5 +74,10 @@ pub const AFFINITY: &str = "AFFINITY";
 /// `Array<u32>`: per service id, its persistence in seconds (read when
 /// its `SERVICE_F_PERSIST` flag is set).
 pub const PERSISTENCE: &str = "PERSISTENCE";
+/// `HashMap<[u8; 16], u32>`: the balancer's tunnel source addresses; a
+/// tunnel packet to one of them was sent back by a backend's agent.
+pub const TUNNEL_SOURCES: &str = "TUNNEL_SOURCES";
+/// `Array<TunnelConfig>`: one entry, the GUE port bounces arrive on.
+pub const TUNNEL_CONFIG: &str = "TUNNEL_CONFIG";
 /// `Array<ActiveFlows>`: per backend, its established flows.
 pub const ACTIVE_FLOWS: &str = "ACTIVE_FLOWS";

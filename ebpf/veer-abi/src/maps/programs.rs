@@ -44,5 +44,10 @@ pub const JUMP_NAT_COOKIE_RETURN: u32 = 7;
 pub const SECOND_CHANCE_PROGRAM: &str = "veer_second_chance";
 /// `JUMPS` slot of [`SECOND_CHANCE_PROGRAM`].
 pub const JUMP_SECOND_CHANCE: u32 = 8;
+/// A packet a tunnelled backend's agent sent back through its tunnel,
+/// taken out of it and balanced, at `JUMP_TUNNEL_RETURN`.
+pub const TUNNEL_RETURN_PROGRAM: &str = "veer_tunnel_return";
+/// `JUMPS` slot of [`TUNNEL_RETURN_PROGRAM`].
+pub const JUMP_TUNNEL_RETURN: u32 = 9;
 /// Slots in `JUMPS`.
-pub const JUMP_SLOTS: u32 = 9;
+pub const JUMP_SLOTS: u32 = 10;

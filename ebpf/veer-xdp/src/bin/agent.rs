@@ -15,17 +15,26 @@
 //! cookies). veer sends it to the backend its previous ring gives: the
 //! flow lost its entry at the balancer after a ring change, and this
 //! backend was never its own (see `second_chance` in veer-xdp).
+//!
+//! Behind routers (`forwarding = "ipip"` or `"gue"`), packets arrive inside
+//! a tunnel. The agent takes a VIP packet out of it (`bpf_xdp_adjust_head`:
+//! no `ipip` or `fou` module needed) and passes the inner packet to the
+//! kernel; one it bounces goes back inside the same tunnel, outer addresses
+//! swapped, to the balancer's tunnel source. Only packets whose inner
+//! destination is one of the agent's VIPs are taken out.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{bpf_sock_tuple, xdp_action, BPF_F_CURRENT_NETNS},
-    helpers::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie},
+    helpers::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie, bpf_xdp_adjust_head},
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::XdpContext,
 };
-use veer_abi::{ipv4_mapped, AgentCounter, IPPROTO_TCP, MAX_AGENT_VIPS};
+use veer_abi::{
+    ipv4_mapped, AgentConfig, AgentCounter, AGENT_DECAP_GUE, AGENT_DECAP_IPIP, IPPROTO_TCP, IPPROTO_UDP, MAX_AGENT_VIPS,
+};
 
 /// The VIPs this backend serves (16-byte form; IPv4-mapped), written by
 /// `veerctl agent install`.
@@ -35,6 +44,10 @@ static AGENT_VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_AGENT_
 /// Counters, by [`AgentCounter`].
 #[map]
 static AGENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(AgentCounter::COUNT, 0);
+
+/// The tunnels it takes VIP packets out of.
+#[map]
+static AGENT_CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
 
 const ETH_LEN: usize = 14;
 const TCP_SYN: u8 = 0x02;
@@ -86,12 +99,25 @@ fn count(c: AgentCounter) {
     }
 }
 
-/// Bounces the segment in `ctx` if it is for a VIP and nothing owns it.
+/// Bounces the segment in `ctx` if it is for a VIP and nothing owns it;
+/// takes a VIP packet out of its tunnel.
 #[xdp]
 pub fn veer_agent(ctx: XdpContext) -> u32 {
-    let found = unowned(&ctx).unwrap_or(LEAVE);
+    let tunnel = tunnelled(&ctx);
+    let (base, ethertype) = match &tunnel {
+        Some(t) => (ETH_LEN + t.overhead, t.inner),
+        None => match at::<[u8; 2]>(&ctx, 12) {
+            Some(p) => (ETH_LEN, unsafe { *p }),
+            None => return xdp_action::XDP_PASS,
+        },
+    };
+    let found = unowned(&ctx, base, ethertype).unwrap_or(LEAVE);
     match found {
         BOUNCE_SYN | BOUNCE_SEGMENT => {
+            // Back inside the tunnel it came in, to the balancer.
+            if let Some(t) = &tunnel {
+                swap_outer(&ctx, t.v4);
+            }
             // SAFETY: the Ethernet header was bounds-checked by `unowned`.
             if let Some(eth) = at::<[[u8; 6]; 2]>(&ctx, 0) {
                 unsafe {
@@ -103,22 +129,117 @@ pub fn veer_agent(ctx: XdpContext) -> u32 {
             }
             xdp_action::XDP_PASS
         }
-        KEPT_SYN => {
-            count(AgentCounter::Kept);
+        _ => {
+            if found == KEPT_SYN {
+                count(AgentCounter::Kept);
+            }
+            if let Some(t) = &tunnel {
+                take_out(&ctx, t);
+            }
             xdp_action::XDP_PASS
         }
-        _ => xdp_action::XDP_PASS,
+    }
+}
+
+/// A VIP packet inside a tunnel.
+struct Tunnel {
+    /// Outer header bytes (IP, and UDP for GUE).
+    overhead: usize,
+    /// The inner packet's EtherType.
+    inner: [u8; 2],
+    /// The outer header is IPv4.
+    v4: bool,
+}
+
+/// The tunnel the frame's VIP packet is in, if it is in one the agent
+/// takes packets out of.
+#[inline(always)]
+fn tunnelled(ctx: &XdpContext) -> Option<Tunnel> {
+    let cfg = AGENT_CONFIG.get(0)?;
+    if cfg.decap == 0 {
+        return None;
+    }
+    let (v4, proto, ip_len) = match unsafe { *at::<[u8; 2]>(ctx, 12)? } {
+        [0x08, 0x00] => {
+            let ip = unsafe { &*at::<[u8; 20]>(ctx, ETH_LEN)? };
+            // Options, or a fragment: not ours to take apart.
+            if ip[0] != 0x45 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+                return None;
+            }
+            (true, ip[9], 20)
+        }
+        [0x86, 0xdd] => (false, unsafe { (*at::<[u8; 40]>(ctx, ETH_LEN)?)[6] }, 40),
+        _ => return None,
+    };
+    let (overhead, inner) = match proto {
+        4 if cfg.decap & AGENT_DECAP_IPIP != 0 => (ip_len, [0x08, 0x00]),
+        41 if cfg.decap & AGENT_DECAP_IPIP != 0 => (ip_len, [0x86, 0xdd]),
+        IPPROTO_UDP if cfg.decap & AGENT_DECAP_GUE != 0 => {
+            let udp = unsafe { &*at::<[u8; 8]>(ctx, ETH_LEN + ip_len)? };
+            if u16::from_be_bytes([udp[2], udp[3]]) != cfg.gue_port {
+                return None;
+            }
+            let version = unsafe { *at::<u8>(ctx, ETH_LEN + ip_len + 8)? } >> 4;
+            (ip_len + 8, if version == 4 { [0x08, 0x00] } else { [0x86, 0xdd] })
+        }
+        _ => return None,
+    };
+    let base = ETH_LEN + overhead;
+    let vip = if inner == [0x08, 0x00] {
+        let ip = unsafe { &*at::<[u8; 20]>(ctx, base)? };
+        ipv4_mapped([ip[16], ip[17], ip[18], ip[19]])
+    } else {
+        let ip = unsafe { &*at::<[u8; 40]>(ctx, base)? };
+        let mut dst = [0u8; 16];
+        dst.copy_from_slice(&ip[24..40]);
+        dst
+    };
+    AGENT_VIPS.get_ptr(&vip)?;
+    Some(Tunnel { overhead, inner, v4 })
+}
+
+/// Swaps the outer header's addresses: the packet goes back to the
+/// balancer's tunnel source, from this host. The checksums stay right
+/// (a sum does not depend on the order of its words).
+#[inline(always)]
+fn swap_outer(ctx: &XdpContext, v4: bool) {
+    if v4 {
+        if let Some(a) = at::<[[u8; 4]; 2]>(ctx, ETH_LEN + 12) {
+            unsafe {
+                let [src, dst] = *a;
+                *a = [dst, src];
+            }
+        }
+    } else if let Some(a) = at::<[[u8; 16]; 2]>(ctx, ETH_LEN + 8) {
+        unsafe {
+            let [src, dst] = *a;
+            *a = [dst, src];
+        }
+    }
+}
+
+/// Takes the outer headers off: the frame becomes the inner packet, to
+/// this host's MAC as it came.
+#[inline(always)]
+fn take_out(ctx: &XdpContext, t: &Tunnel) {
+    let Some(eth) = at::<[[u8; 6]; 2]>(ctx, 0) else { return };
+    let macs = unsafe { *eth };
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, t.overhead as i32) } != 0 {
+        return;
+    }
+    if let Some(eth) = at::<([[u8; 6]; 2], [u8; 2])>(ctx, 0) {
+        unsafe { *eth = (macs, t.inner) };
+        count(AgentCounter::Decapsulated);
     }
 }
 
 /// [`KEPT_SYN`], [`BOUNCE_SYN`], [`BOUNCE_SEGMENT`] or [`LEAVE`] (`None`:
 /// not a TCP segment for a VIP).
 #[inline(always)]
-fn unowned(ctx: &XdpContext) -> Option<u32> {
-    let ethertype = unsafe { *at::<[u8; 2]>(ctx, 12)? };
+fn unowned(ctx: &XdpContext, base: usize, ethertype: [u8; 2]) -> Option<u32> {
     match ethertype {
         [0x08, 0x00] => {
-            let ip = at::<[u8; 20]>(ctx, ETH_LEN)?;
+            let ip = at::<[u8; 20]>(ctx, base)?;
             let ip = unsafe { &*ip };
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
             // Not TCP, a fragment, or options past the bounds we check.
@@ -127,7 +248,7 @@ fn unowned(ctx: &XdpContext) -> Option<u32> {
             }
             let dst = [ip[16], ip[17], ip[18], ip[19]];
             AGENT_VIPS.get_ptr(&ipv4_mapped(dst))?;
-            let th = at::<[u8; 20]>(ctx, ETH_LEN + ihl)?;
+            let th = at::<[u8; 20]>(ctx, base + ihl)?;
             let tcp = unsafe { &*th };
             let mut t = Tuple4 {
                 saddr: [ip[12], ip[13], ip[14], ip[15]],
@@ -139,7 +260,7 @@ fn unowned(ctx: &XdpContext) -> Option<u32> {
             Some(judge(ctx, &mut t as *mut Tuple4 as *mut bpf_sock_tuple, core::mem::size_of::<Tuple4>(), &seg))
         }
         [0x86, 0xdd] => {
-            let ip = unsafe { &*at::<[u8; 40]>(ctx, ETH_LEN)? };
+            let ip = unsafe { &*at::<[u8; 40]>(ctx, base)? };
             // Extension headers are not walked: such SYNs are left alone.
             if ip[6] != IPPROTO_TCP {
                 return None;
@@ -147,7 +268,7 @@ fn unowned(ctx: &XdpContext) -> Option<u32> {
             let mut dst = [0u8; 16];
             dst.copy_from_slice(&ip[24..40]);
             AGENT_VIPS.get_ptr(&dst)?;
-            let th = at::<[u8; 20]>(ctx, ETH_LEN + 40)?;
+            let th = at::<[u8; 20]>(ctx, base + 40)?;
             let tcp = unsafe { &*th };
             let mut src = [0u8; 16];
             src.copy_from_slice(&ip[8..24]);

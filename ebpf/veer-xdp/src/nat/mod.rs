@@ -17,6 +17,7 @@
 
 pub mod icmp;
 pub mod ports;
+pub mod programs;
 pub mod proof;
 pub mod rewrite;
 pub mod syn_cookie;
@@ -39,7 +40,7 @@ use crate::{
     parse,
     parse::VipPacket,
     snat::{self, backend_port, return_key, snat_addr, NAT_REV},
-    stats,
+    stats, tunnel,
     verdict::{pass, Drop},
 };
 
@@ -49,6 +50,10 @@ use crate::{
 pub fn not_for_a_vip(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     if snat::is_return_port(&pkt.key) {
         return jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt.key, false) } else { JUMP_NAT_RETURN });
+    }
+    // Maybe GUE a tunnelled backend's agent sent back.
+    if pkt.key.proto == veer_abi::IPPROTO_UDP && tunnel::returned::is_gue_port(pkt.key.dport) {
+        return jump(ctx, veer_abi::JUMP_TUNNEL_RETURN);
     }
     Ok(pass())
 }

@@ -6,7 +6,10 @@
 //!
 //! A packet that would no longer fit the route's MTU is answered to its
 //! client with ICMP "fragmentation needed" / "packet too big" ([`too_big`]).
+//! A packet a backend's agent sends back through the tunnel comes out of it
+//! in [`returned`].
 
+pub mod returned;
 mod too_big;
 
 use aya_ebpf::{
@@ -14,7 +17,10 @@ use aya_ebpf::{
     helpers::{bpf_csum_diff, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
-use veer_abi::{csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, ENCAP_GUE, IPPROTO_TCP, IPPROTO_UDP};
+use veer_abi::{
+    csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, ENCAP_GUE, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
+    IPPROTO_TCP, IPPROTO_UDP,
+};
 
 use crate::{
     access::{callee_ctx, mut_ptr_at, ptr_at},
@@ -29,11 +35,6 @@ use crate::{
     verdict::Drop,
 };
 
-/// IP protocol of IPv4 inside IP.
-pub const IPPROTO_IPIP: u8 = 4;
-/// IP protocol of IPv6 inside IP.
-pub const IPPROTO_IPV6: u8 = 41;
-const IPPROTO_ICMPV6: u8 = 58;
 const OUTER_TTL: u8 = 64;
 /// Don't Fragment, in the IPv4 header's flags word.
 const IP_DF: u8 = 0x40;

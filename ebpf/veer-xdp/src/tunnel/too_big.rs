@@ -9,7 +9,7 @@ use aya_ebpf::{
     helpers::{bpf_csum_diff, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use veer_abi::{csum, GlobalCounter};
+use veer_abi::{csum, GlobalCounter, IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 use crate::{
     access::{callee_ctx, mut_ptr_at, ptr_at},
@@ -18,8 +18,6 @@ use crate::{
     verdict::Drop,
 };
 
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_ICMPV6: u8 = 58;
 const ICMP_FRAG_NEEDED: [u8; 2] = [3, 4];
 const ICMPV6_PKT_TOOBIG: [u8; 2] = [2, 0];
 /// The smallest MTU an IPv6 link may have.

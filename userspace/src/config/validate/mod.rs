@@ -16,7 +16,7 @@ use std::{collections::HashSet, path::Path};
 
 use checker::Checker;
 
-use super::{rules, Config, ConfigError};
+use super::{rules, Config, ConfigError, Forwarding, ServiceConfig};
 
 /// Checks everything; returns the first problem (all are logged by the caller
 /// from [`validate_all`] when wanted).
@@ -63,6 +63,7 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
         }
         service::check(&mut c, s, at, &p, cfg.fleet.is_some());
     }
+    one_gue_port(&mut c, cfg);
     let total_backends: usize = cfg.services.iter().map(|s| s.get_ref().backends.len()).sum();
     if total_backends > cfg.daemon.max_backends as usize {
         c.err(
@@ -73,6 +74,21 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
         );
     }
     c.errors
+}
+
+/// Every GUE service uses one port: backends' agents send bounces to the
+/// port they were reached on, and the balancer takes them on one.
+fn one_gue_port(c: &mut Checker, cfg: &Config) {
+    let port = |s: &ServiceConfig| s.gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT);
+    let mut gue = cfg.services.iter().filter(|s| s.get_ref().forwarding == Forwarding::Gue);
+    let Some(first) = gue.next().map(|s| s.get_ref()) else { return };
+    for s in gue {
+        let (at, s) = (s.span().start, s.get_ref());
+        if port(s) != port(first) {
+            let msg = format!("every GUE service uses one port: service {} uses {}", first.name, port(first));
+            c.err(at, "gue_port", format!("service[{}].gue_port", s.name), msg);
+        }
+    }
 }
 
 /// Every problem with the files a valid config names (the fleet's

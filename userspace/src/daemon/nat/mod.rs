@@ -48,10 +48,13 @@ impl SnatTable {
     }
 }
 
-/// NAT's state: the SNAT address table and the expiry thread.
+/// NAT's state: the SNAT address table (tunnel sources too) and the
+/// expiry thread.
 #[derive(Debug, Default)]
 pub struct Nat {
     snat: SnatTable,
+    /// The tunnel sources written to the dataplane (where bounces arrive).
+    tunnel_sources: std::collections::HashSet<IpAddr>,
     expiry: Option<periodic::Periodic>,
     /// `daemon.syn_cookie_half_open`, shared with the expiry thread (a
     /// reload changes it in place).
@@ -138,6 +141,7 @@ impl Nat {
         if nat {
             warn_local_ports(ports.low, ports.high);
         }
+        self.sync_tunnels(dp, services);
         self.half_open_limit.store(daemon.syn_cookie_half_open as usize, std::sync::atomic::Ordering::Relaxed);
         match (nat, self.expiry.is_some()) {
             (true, false) => self.expiry = expiry::start(daemon.pin_dir(), self.half_open_limit.clone()),
@@ -149,6 +153,33 @@ impl Nat {
             (true, false) => self.rescue = rescue::start(daemon.pin_dir(), self.rescue_setting.clone()),
             (false, true) => self.rescue = None,
             _ => {}
+        }
+    }
+
+    /// The tunnel sources the tunnelled backends use, and the GUE port,
+    /// where the backends' agents send packets back.
+    fn sync_tunnels(&mut self, dp: &mut Dataplane, services: &[ServiceRt]) {
+        let tunnelled = services.iter().filter(|s| s.cfg.forwarding.tunnelled());
+        let wanted: std::collections::HashSet<IpAddr> = tunnelled
+            .flat_map(|s| &s.backends)
+            .filter_map(|b| b.snat.and_then(|r| self.snat.addrs.get(r.first as usize)).copied())
+            .collect();
+        for a in wanted.difference(&self.tunnel_sources.clone()) {
+            match dp.set_tunnel_source(*a, true) {
+                Ok(()) => drop(self.tunnel_sources.insert(*a)),
+                Err(e) => error!(addr = %a, error = %e, "writing a tunnel source failed"),
+            }
+        }
+        for a in self.tunnel_sources.clone().difference(&wanted) {
+            match dp.set_tunnel_source(*a, false) {
+                Ok(()) => drop(self.tunnel_sources.remove(a)),
+                Err(e) => error!(addr = %a, error = %e, "removing a tunnel source failed"),
+            }
+        }
+        let gue = services.iter().find(|s| s.cfg.forwarding == Forwarding::Gue);
+        let port = gue.map_or(0, |s| s.cfg.gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT));
+        if let Err(e) = dp.set_gue_port(port) {
+            error!(port, error = %e, "writing the GUE port failed");
         }
     }
 

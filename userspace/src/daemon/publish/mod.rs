@@ -57,7 +57,13 @@ fn backend_entry(s: &ServiceRt, b: &BackendRt) -> Backend {
     let (svc_id, fwd, gue_port) = (s.id, s.cfg.forwarding, s.cfg.gue_port);
     Backend {
         addr: to_abi(b.cfg.address),
-        mac: b.nexthop.map_or([0; 6], |n| n.mac),
+        // A tunnelled backend is known by its tunnel MAC when its agent
+        // sends a packet back (`veer_abi::tunnel_mac`).
+        mac: if fwd.tunnelled() {
+            veer_abi::tunnel_mac(&to_abi(b.cfg.address))
+        } else {
+            b.nexthop.map_or([0; 6], |n| n.mac)
+        },
         src_mac: b.src_mac,
         ifindex: b.nexthop.map_or(0, |n| n.ifindex),
         weight: b.cfg.weight,

@@ -1,0 +1,28 @@
+//! The balancer's tunnel ends (IPIP, GUE): where a tunnelled backend's
+//! agent sends a packet back.
+
+use aya::maps::{Array, HashMap, MapData};
+use veer_abi::{names, TunnelConfig};
+
+use super::{to_abi, Dataplane, DataplaneError, Result};
+
+impl Dataplane {
+    /// Makes `addr` one of the balancer's tunnel sources (`on`), or no
+    /// longer one: a tunnel packet to it is taken out of its tunnel.
+    pub fn set_tunnel_source(&mut self, addr: std::net::IpAddr, on: bool) -> Result<()> {
+        let mut m: HashMap<&mut MapData, [u8; 16], u32> = map_mut!(self, HashMap, names::TUNNEL_SOURCES);
+        let key = to_abi(addr);
+        let r = if on { m.insert(key, 1, 0) } else { m.remove(&key) };
+        match r {
+            Err(aya::maps::MapError::KeyNotFound) if !on => Ok(()),
+            r => r.map_err(DataplaneError::map(names::TUNNEL_SOURCES, format!("writing {addr}"))),
+        }
+    }
+
+    /// Sets the UDP port GUE packets sent back by backends arrive on (0: none).
+    pub fn set_gue_port(&mut self, port: u16) -> Result<()> {
+        let mut m: Array<&mut MapData, TunnelConfig> = map_mut!(self, Array, names::TUNNEL_CONFIG);
+        m.set(0, TunnelConfig { gue_port: port, _pad: 0 }, 0)
+            .map_err(DataplaneError::map(names::TUNNEL_CONFIG, "writing"))
+    }
+}
