@@ -105,10 +105,10 @@ pub fn veer_nat_return(ctx: XdpContext) -> u32 {
 /// (see [`tunnel::returned`]).
 #[xdp]
 pub fn veer_tunnel_return(ctx: XdpContext) -> u32 {
-    match tunnel::returned::take_out(&ctx) {
-        Ok(true) => verdict(balance::<false>(&ctx)),
-        Ok(false) => xdp_action::XDP_PASS,
-        Err(reason) => verdict(Err(reason)),
+    if tunnel::returned::take_out(&ctx) {
+        verdict(balance::<false>(&ctx))
+    } else {
+        pass()
     }
 }
 

@@ -81,9 +81,15 @@ impl Addr {
 
 /// Takes the outer headers off a packet sent back to one of the balancer's
 /// tunnel sources: `true` if it was one (the frame is now the inner packet,
-/// from the backend's tunnel MAC), `false` if it is not (left as it is).
+/// from the backend's tunnel MAC), `false` if it is not, or is not whole
+/// (left as it is, for the kernel).
 #[inline(always)]
-pub fn take_out(ctx: &XdpContext) -> Result<bool, Drop> {
+pub fn take_out(ctx: &XdpContext) -> bool {
+    taken_out(ctx).unwrap_or(false)
+}
+
+#[inline(always)]
+fn taken_out(ctx: &XdpContext) -> Result<bool, Drop> {
     let eth = unsafe { &*ptr_at::<EthHdr>(ctx, 0)? };
     let to = eth.dst;
     let (proto, ip_len, src, dst) = match eth.ether_type() {
@@ -124,11 +130,11 @@ pub fn take_out(ctx: &XdpContext) -> Result<bool, Drop> {
     let inner = match (proto, version) {
         (IPPROTO_IPIP, _) | (IPPROTO_UDP, 4) => ETH_P_IP,
         (IPPROTO_IPV6, _) | (IPPROTO_UDP, 6) => ETH_P_IPV6,
-        _ => return Err(Drop::Malformed),
+        _ => return Ok(false),
     };
     let from = tunnel_mac(src.bytes());
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, overhead as i32) } != 0 {
-        return Err(Drop::Truncated);
+        return Ok(false);
     }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     eth.dst = to;
