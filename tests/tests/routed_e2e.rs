@@ -1,0 +1,243 @@
+//! DSR across a router (`forwarding = "ipip"` and `"gue"`), end to end: a
+//! real veerd, backends one routed hop away behind a 1,400-byte link with
+//! veer-agent taking packets out of the tunnel, the client on a subnet of
+//! its own. Answers go backend -> router -> client (the balancer's
+//! interface sees only the client's side); a 1 MiB upload completes through
+//! the smaller hop (veer answers "too big" and the client's path MTU
+//! converges); a server killed under load costs no connection (the agent
+//! bounces its SYNs back through the tunnel). Needs root.
+
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader, Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use veer_abi::GlobalCounter;
+use veer_tests::{
+    daemon::{scratch, BackendProc, ClientLoad, Uninstall, Veerd, EVENT_WAIT},
+    netns::{in_netns, Netns},
+    require_root,
+    routed::{RoutedTestbed, LB_IP, LB_IP6},
+    server::fetch_name,
+    topology::{VIP, VIP6},
+};
+
+const BULK_PORT: u16 = 9000;
+const MIB: usize = 1 << 20;
+
+/// The testbed, its backends' servers and agents, and veerd.
+struct Routed {
+    veerd: Veerd,
+    _servers: Vec<BackendProc>,
+    agents: PathBuf,
+    dir: PathBuf,
+    // Dropped last: pins, then namespaces.
+    _uninstall: Uninstall,
+    tb: RoutedTestbed,
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        self.veerd.kill();
+        for b in &self.tb.backends {
+            let _ = in_netns(b.ns.name(), || veer::dataplane::agent::uninstall(&self.agents, "eth0"));
+        }
+        let _ = std::fs::remove_dir_all(&self.agents);
+    }
+}
+
+/// Serves the bulk protocol on [::]:9000 in `ns`: a line "UP DOWN", then
+/// UP bytes from the client; answers "NAME GOT" and DOWN bytes.
+fn bulk_server(ns: &Netns, name: &str) {
+    let name = name.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(("::", BULK_PORT)).expect("bind the bulk port");
+        ready_tx.send(()).unwrap();
+        for s in l.incoming().flatten() {
+            let name = name.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut r = BufReader::new(s.try_clone()?);
+                let mut line = String::new();
+                r.read_line(&mut line)?;
+                let mut n = line.split_whitespace().map(|x| x.parse::<usize>().unwrap_or(0));
+                let (up, down) = (n.next().unwrap_or(0), n.next().unwrap_or(0));
+                let mut got = 0;
+                let mut buf = vec![0u8; 65536];
+                while got < up {
+                    match r.read(&mut buf)? {
+                        0 => break,
+                        k => got += k,
+                    }
+                }
+                let mut w = s;
+                w.write_all(format!("{name} {got}\n").as_bytes())?;
+                w.write_all(&vec![b'x'; down])
+            });
+        }
+    })
+    .expect("bulk server thread");
+    ready_rx.recv_timeout(EVENT_WAIT).expect("bulk server listening");
+}
+
+/// One bulk exchange from the calling thread's namespace: (server name,
+/// bytes it got, bytes that came back).
+fn bulk(addr: SocketAddr, up: usize, down: usize) -> anyhow::Result<(String, usize, usize)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(format!("{up} {down}\n").as_bytes())?;
+    s.write_all(&vec![b'u'; up])?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut it = line.split_whitespace();
+    let name = it.next().unwrap_or_default().to_string();
+    let got = it.next().and_then(|g| g.parse().ok()).unwrap_or(0);
+    let mut back = Vec::new();
+    r.read_to_end(&mut back)?;
+    Ok((name, got, back.len()))
+}
+
+fn config(tag: &str, forwarding: &str, tb: &RoutedTestbed, dir: &std::path::Path) -> String {
+    let mut s = format!(
+        "[daemon]\nname = \"t-{tag}\"\ninterfaces = [\"eth0\"]\napi_socket = \"{}\"\nstate_file = \"{}\"\n\
+         conn_table_size = 65536\nmax_services = 8\n",
+        dir.join("veerd.sock").display(),
+        dir.join("runtime.json").display()
+    );
+    for (name, vip, port, v6) in
+        [("web", VIP.into(), 80, false), ("web6", IpAddr::from(VIP6), 80, true), ("bulk", VIP.into(), BULK_PORT, false)]
+            .into_iter()
+            .chain([("bulk6", IpAddr::from(VIP6), BULK_PORT, true)])
+    {
+        let source: IpAddr = if v6 { LB_IP6.into() } else { LB_IP.into() };
+        s += &format!(
+            "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nforwarding = \"{forwarding}\"\n\
+             tunnel_source = [\"{source}\"]\n\n[service.health]\nkind = \"tcp\"\ninterval = \"50ms\"\n\
+             fast_interval = \"20ms\"\ntimeout = \"40ms\"\nrise = 2\nfall = 3\n"
+        );
+        for b in &tb.backends {
+            s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.addr(v6));
+        }
+    }
+    s
+}
+
+fn setup(tag: &str, forwarding: &str) -> Routed {
+    require_root();
+    let dir = scratch(tag);
+    let uninstall = Uninstall::instance(&format!("t-{tag}"));
+    let tb = RoutedTestbed::create(&format!("veer-{tag}"), 3).expect("routed testbed");
+    let servers = tb
+        .backends
+        .iter()
+        .map(|b| BackendProc::start(&b.ns, &b.name, "[::]:80".parse().unwrap(), &dir).expect("backend"))
+        .collect();
+    for b in &tb.backends {
+        bulk_server(&b.ns, &b.name);
+    }
+    let agents = PathBuf::from(format!("/sys/fs/bpf/veer-test-agent-{tag}"));
+    for b in &tb.backends {
+        let out = std::process::Command::new(veer_tests::daemon::bin("veerctl"))
+            .args(["agent", "install", "eth0", "--vip", &VIP.to_string(), "--vip", &VIP6.to_string()])
+            .args(["--decap", forwarding, "--netns", b.ns.name(), "--pins"])
+            .arg(&agents)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "veerctl agent install: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let cfg = dir.join("veer.toml");
+    std::fs::write(&cfg, config(tag, forwarding, &tb, &dir)).unwrap();
+    let veerd = Veerd::start(&cfg, tb.lb.ns.name(), &dir.join("veerd.sock"), &dir.join("veerd.log")).unwrap();
+    let names: Vec<&str> = tb.backends.iter().map(|b| b.name.as_str()).collect();
+    for svc in ["web", "web6", "bulk", "bulk6"] {
+        veerd.wait_up_in_ring(svc, &names).unwrap();
+    }
+    Routed { veerd, _servers: servers, agents, dir, _uninstall: uninstall, tb }
+}
+
+fn lb_counter(r: &Routed, c: GlobalCounter) -> u64 {
+    use veer::dataplane::MapReader;
+    let pins = veer::dataplane::PinnedMaps::open(&r.pin_dir()).unwrap();
+    pins.global_counter(c).unwrap()
+}
+
+impl Routed {
+    fn pin_dir(&self) -> PathBuf {
+        veer::config::load(&self.dir.join("veer.toml")).expect("config").daemon.pin_dir()
+    }
+}
+
+/// Every request answered, IPv4 and IPv6, by every backend; a 1 MiB
+/// download that does not cross the balancer; a 1 MiB upload through the
+/// 1,400-byte hop.
+fn serves_through_the_tunnel(tag: &str, forwarding: &str) {
+    let r = setup(tag, forwarding);
+    let client = &r.tb.client.ns;
+    for vip in [IpAddr::from(VIP), IpAddr::from(VIP6)] {
+        let addr = SocketAddr::new(vip, 80);
+        let names: HashSet<String> =
+            client.run(|| (0..60).map(|_| fetch_name(addr, Duration::from_secs(3)).unwrap()).collect()).unwrap();
+        assert_eq!(names.len(), 3, "{tag}: {vip}: every backend answered: {names:?}");
+        let bulk_addr = SocketAddr::new(vip, BULK_PORT);
+        // Down: the answers go backend -> router -> client.
+        let before = r.tb.lb_rx_bytes().unwrap();
+        let (_, got, back) = client.run(|| bulk(bulk_addr, 0, MIB)).unwrap().unwrap();
+        let crossed = r.tb.lb_rx_bytes().unwrap() - before;
+        assert_eq!((got, back), (0, MIB), "{tag}: {vip}: 1 MiB down");
+        assert!(crossed < (MIB / 4) as u64, "{tag}: {vip}: {crossed} bytes reached the balancer for a 1 MiB answer");
+        // Up: through the smaller hop once the client's path MTU converged.
+        let too_big = lb_counter(&r, GlobalCounter::TooBigAnswered);
+        let t0 = Instant::now();
+        let (name, got, _) = client.run(|| bulk(bulk_addr, MIB, 0)).unwrap().unwrap();
+        assert_eq!(got, MIB, "{tag}: {vip}: {name} got the whole upload");
+        assert!(lb_counter(&r, GlobalCounter::TooBigAnswered) > too_big, "{tag}: {vip}: veer said too big");
+        println!("{tag}: {vip}: 1 MiB up in {:?}; {crossed} bytes crossed the balancer for 1 MiB down", t0.elapsed());
+    }
+    assert!(lb_counter(&r, GlobalCounter::Encapsulated) > 0);
+}
+
+#[test]
+fn ipip_serves_ipv4_and_ipv6_across_a_router() {
+    serves_through_the_tunnel("rt-ipip", "ipip");
+}
+
+#[test]
+fn gue_serves_ipv4_and_ipv6_across_a_router() {
+    serves_through_the_tunnel("rt-gue", "gue");
+}
+
+/// A server killed under 500 new connections a second: none fails; its
+/// agent sent the SYNs back through the tunnel, and veer sent them on.
+fn killed_behind_the_tunnel(tag: &str, forwarding: &str) {
+    let mut r = setup(tag, forwarding);
+    let load =
+        ClientLoad::open_loop(&r.tb.client.ns, SocketAddr::new(VIP.into(), 80), 500, Duration::from_secs(2)).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
+    r._servers[1].kill().unwrap();
+    let t0 = Instant::now();
+    r.veerd.wait_event(&["backend DOWN", "b2"]).unwrap();
+    load.wait_more(300, EVENT_WAIT).unwrap();
+    let samples = load.stop();
+    let failed: Vec<_> = samples.iter().filter(|s| s.start >= t0 && s.result.is_err()).collect();
+    let after = samples.iter().filter(|s| s.start >= t0).count();
+    assert!(failed.is_empty(), "{tag}: {} of {after} failed after the kill: {:?}", failed.len(), failed[0].result);
+    let b2 =
+        in_netns(r.tb.backends[1].ns.name(), || veer::dataplane::agent::status(&r.agents, "eth0")).unwrap().unwrap();
+    assert!(b2.bounced >= 1, "{tag}: b2's agent bounced SYNs: {b2:?}");
+    assert!(lb_counter(&r, GlobalCounter::Decapsulated) >= 1, "{tag}: the balancer took the bounces out");
+    println!("{tag}: {after} connections after the kill, 0 failed, {} bounced", b2.bounced);
+}
+
+#[test]
+fn a_killed_server_behind_ipip_costs_no_connection() {
+    killed_behind_the_tunnel("rk-ipip", "ipip");
+}
+
+#[test]
+fn a_killed_server_behind_gue_costs_no_connection() {
+    killed_behind_the_tunnel("rk-gue", "gue");
+}
