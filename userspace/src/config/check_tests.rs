@@ -74,3 +74,32 @@ fn a_backend_port_needs_nat_and_its_own_check_is_validated() {
     let h = b.health_for(&s.health, s.port);
     assert_eq!((h.port, h.path.as_str()), (Some(8443), "/b1"), "its check asks its own port and path");
 }
+
+#[test]
+fn tunnels_take_their_own_settings_and_backends_of_either_family() {
+    let svc = |fwd: &str, extra: &str| {
+        BASE.replace("port = 80", &format!("port = 80\nforwarding = \"{fwd}\"\n{extra}"))
+            .replace("address = \"10.0.0.11\"", "address = \"2001:db8::11\"")
+    };
+    let ok = |src: &str| parse(src, Path::new("t.toml")).map(|_| ()).map_err(|e| e.to_string());
+    assert_eq!(ok(&svc("ipip", "tunnel_source = [\"192.0.2.1\", \"2001:db8::1\"]")), Ok(()));
+    assert_eq!(ok(&svc("gue", "gue_port = 7777")), Ok(()));
+    assert!(one(&svc("dsr", "")).contains("backend[b1].address"), "DSR keeps one family");
+    assert!(one(&svc("nat", "")).contains("backend[b1].address"), "NAT keeps one family");
+    assert!(one(&svc("ipip", "gue_port = 7777")).contains("is for forwarding = \"gue\""));
+    assert!(one(&svc("gue", "gue_port = 0")).contains("gue_port: must be 1 to 65535"));
+    let two = svc("ipip", "tunnel_source = [\"192.0.2.1\", \"192.0.2.2\"]");
+    assert!(one(&two).contains("one address per family"), "{}", one(&two));
+    assert!(one(&svc("ipip", "tunnel_source = [\"0.0.0.0\"]")).contains("cannot be a packet's source"));
+    let on_dsr = BASE.replace("port = 80", "port = 80\ntunnel_source = [\"192.0.2.1\"]");
+    assert!(one(&on_dsr).contains("tunnel sources are for"), "{}", one(&on_dsr));
+    let vip_path = svc("gue", "").replace("timeout = \"50ms\"", "timeout = \"50ms\"\nvip_path = true");
+    assert!(one(&vip_path).contains("health.vip_path"), "{}", one(&vip_path));
+    let mac = svc("ipip", "").replace("name = \"b1\"", "name = \"b1\"\nmac = \"02:00:00:00:00:01\"");
+    assert!(one(&mac).contains("next hop comes from the routing table"), "{}", one(&mac));
+    // Backends' agents send bounces to the port they were reached on.
+    let second = "\n[[service]]\nname = \"api\"\nvip = \"10.0.0.2\"\nport = 80\nforwarding = \"gue\"\ngue_port = 7000\n\n\
+                  [[service.backend]]\nname = \"a1\"\naddress = \"10.0.0.21\"\n";
+    let ports = format!("{}{second}", svc("gue", "gue_port = 7777"));
+    assert!(one(&ports).contains("every GUE service uses one port"), "{}", one(&ports));
+}

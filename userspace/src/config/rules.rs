@@ -88,6 +88,13 @@ pub fn check_weight(w: u32) -> Result<(), RuleError> {
 /// address (`::ffff:127.0.0.1`) is judged as the IPv4 address it holds, and
 /// refused as written: write the IPv4 address.
 pub fn check_backend_address(address: IpAddr, vip: IpAddr) -> Result<(), RuleError> {
+    check_backend_address_for(address, vip, false)
+}
+
+/// [`check_backend_address`] for a service that may reach backends of
+/// either family (`tunnelled`: IPIP or GUE, the outer header's family is
+/// the backend's).
+pub fn check_backend_address_for(address: IpAddr, vip: IpAddr, tunnelled: bool) -> Result<(), RuleError> {
     let canonical = address.to_canonical();
     if canonical != address {
         return Err(RuleError::Mapped(address, unusable(canonical)));
@@ -95,7 +102,7 @@ pub fn check_backend_address(address: IpAddr, vip: IpAddr) -> Result<(), RuleErr
     if let Some(why) = unusable(address) {
         return Err(RuleError::Address(address, why));
     }
-    if address.is_ipv4() != vip.is_ipv4() {
+    if address.is_ipv4() != vip.is_ipv4() && !tunnelled {
         let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
         return Err(RuleError::Family { backend: address, vip, family });
     }

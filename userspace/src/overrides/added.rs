@@ -84,10 +84,10 @@ impl TryFrom<Stored> for AddedBackend {
 
 impl AddedBackend {
     /// Checks every field against the rules the config file obeys, for a
-    /// service on `vip`.
-    pub fn check(&self, vip: IpAddr) -> Result<(), RuleError> {
+    /// service on `vip` (`tunnelled`: its backends may be of either family).
+    pub fn check(&self, vip: IpAddr, tunnelled: bool) -> Result<(), RuleError> {
         rules::check_name(&self.name)?;
-        rules::check_backend_address(self.address, vip)?;
+        rules::check_backend_address_for(self.address, vip, tunnelled)?;
         rules::check_weight(self.weight)?;
         if let Some(m) = &self.mac {
             m.parse::<rules::Mac>()?;
@@ -136,11 +136,11 @@ mod tests {
         let vip: IpAddr = "10.0.0.1".parse().unwrap();
         let ok: AddedBackend = serde_json::from_str(r#"{"name":"b9","address":"10.0.0.9"}"#).unwrap();
         assert_eq!(ok.weight, 1);
-        assert_eq!(ok.check(vip), Ok(()));
+        assert_eq!(ok.check(vip, false), Ok(()));
         let with = |f: &dyn Fn(&mut AddedBackend)| {
             let mut b = ok.clone();
             f(&mut b);
-            b.check(vip)
+            b.check(vip, false)
         };
         assert!(with(&|b| b.name = "-x".into()).is_err());
         assert!(with(&|b| b.name = "a/b".into()).is_err());

@@ -128,7 +128,7 @@ impl Overrides {
             let Some(s) = file.services.iter().map(|s| s.get_ref()).find(|s| &s.name == svc) else {
                 continue;
             };
-            backends.retain(|b| match b.check(s.vip) {
+            backends.retain(|b| match b.check(s.vip, s.forwarding.tunnelled()) {
                 Ok(()) => true,
                 Err(e) => {
                     dropped.push(format!("added backend {svc}/{}: {e}", b.name));

@@ -253,7 +253,7 @@ fn backends(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
         } else if !bnames.insert(b.name.clone()) {
             c.err(bat, "name", format!("{bp}.name"), format!("duplicate backend name {:?}", b.name));
         }
-        if let Err(e) = rules::check_backend_address(b.address, s.vip) {
+        if let Err(e) = rules::check_backend_address_for(b.address, s.vip, s.forwarding.tunnelled()) {
             c.err(bat, "address", format!("{bp}.address"), e.to_string());
         }
         if !baddrs.insert(b.address) {

@@ -117,7 +117,7 @@ pub fn check_new_backend(services: &Services, service: &str, b: &AddedBackend) -
     let i = services.named(service)?;
     let s = &services[i];
     rules::check_name(&b.name).map_err(invalid("backend name"))?;
-    rules::check_backend_address(b.address, s.cfg.vip).map_err(invalid("address"))?;
+    rules::check_backend_address_for(b.address, s.cfg.vip, s.cfg.forwarding.tunnelled()).map_err(invalid("address"))?;
     rules::check_weight(b.weight).map_err(invalid("weight"))?;
     if let Some(m) = &b.mac {
         m.parse::<rules::Mac>().map_err(invalid("mac"))?;
