@@ -17,6 +17,7 @@ pub mod launcher;
 pub mod mass_failure;
 pub mod netns;
 pub mod pairs;
+pub mod quic;
 pub mod routed;
 pub mod seen;
 pub mod server;

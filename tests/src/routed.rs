@@ -13,15 +13,23 @@
 //! the balancer; the balancer is told the backends' path MTU with a locked
 //! route MTU.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use veer::dataplane::{AttachMode, Baseline};
 
 use crate::{
+    daemon::EVENT_WAIT,
     netns::Netns,
     topology::{VIP, VIP6},
 };
+
+/// The bulk service's port ([`bulk_server`]).
+pub const BULK_PORT: u16 = 9000;
 
 /// The MTU of the backends' subnet.
 pub const BACKEND_MTU: u32 = 1400;
@@ -171,4 +179,107 @@ fn backend(ns: Netns, name: &str, n: u8) -> Result<RoutedHost> {
     ns.sysctl("net.ipv4.conf.all.rp_filter", "0")?;
     ns.sysctl("net.ipv4.conf.eth0.rp_filter", "0")?;
     Ok(RoutedHost { ns, name: name.to_string(), ip, ip6 })
+}
+
+/// Serves the bulk protocol on [::]:9000 in `ns`: a line "UP DOWN", then
+/// UP bytes from the client; answers "NAME GOT" and DOWN bytes.
+pub fn bulk_server(ns: &Netns, name: &str) {
+    let name = name.to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    ns.spawn(move || {
+        let l = TcpListener::bind(("::", BULK_PORT)).expect("bind the bulk port");
+        ready_tx.send(()).unwrap();
+        for s in l.incoming().flatten() {
+            let name = name.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                let mut r = BufReader::new(s.try_clone()?);
+                let mut line = String::new();
+                r.read_line(&mut line)?;
+                let mut n = line.split_whitespace().map(|x| x.parse::<usize>().unwrap_or(0));
+                let (up, down) = (n.next().unwrap_or(0), n.next().unwrap_or(0));
+                let mut got = 0;
+                let mut buf = vec![0u8; 65536];
+                while got < up {
+                    match r.read(&mut buf)? {
+                        0 => break,
+                        k => got += k,
+                    }
+                }
+                let mut w = s;
+                w.write_all(format!("{name} {got}\n").as_bytes())?;
+                w.write_all(&vec![b'x'; down])
+            });
+        }
+    })
+    .expect("bulk server thread");
+    ready_rx.recv_timeout(EVENT_WAIT).expect("bulk server listening");
+}
+
+/// One bulk exchange from the calling thread's namespace: (server name,
+/// bytes it got, bytes that came back).
+pub fn bulk(addr: SocketAddr, up: usize, down: usize) -> anyhow::Result<(String, usize, usize)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(format!("{up} {down}\n").as_bytes())?;
+    s.write_all(&vec![b'u'; up])?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let mut it = line.split_whitespace();
+    let name = it.next().unwrap_or_default().to_string();
+    let got = it.next().and_then(|g| g.parse().ok()).unwrap_or(0);
+    let mut back = Vec::new();
+    r.read_to_end(&mut back)?;
+    Ok((name, got, back.len()))
+}
+
+impl RoutedTestbed {
+    /// A veerd config for instance `name` on the balancer: services `web`
+    /// and `bulk` (IPv4) and `web6` and `bulk6` (IPv6), on ports 80 and
+    /// [`BULK_PORT`], every backend in each, through tunnels of `forwarding`
+    /// (`ipip` or `gue`); its socket and state in `dir`.
+    pub fn config(&self, name: &str, forwarding: &str, dir: &std::path::Path) -> String {
+        let tb = self;
+        let mut s = format!(
+            "[daemon]\nname = \"{name}\"\ninterfaces = [\"eth0\"]\napi_socket = \"{}\"\nstate_file = \"{}\"\n\
+         conn_table_size = 65536\nmax_services = 8\n",
+            dir.join("veerd.sock").display(),
+            dir.join("runtime.json").display()
+        );
+        for (name, vip, port, v6) in [
+            ("web", VIP.into(), 80, false),
+            ("web6", IpAddr::from(VIP6), 80, true),
+            ("bulk", VIP.into(), BULK_PORT, false),
+        ]
+        .into_iter()
+        .chain([("bulk6", IpAddr::from(VIP6), BULK_PORT, true)])
+        {
+            let source: IpAddr = if v6 { LB_IP6.into() } else { LB_IP.into() };
+            s += &format!(
+                "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nforwarding = \"{forwarding}\"\n\
+             tunnel_source = [\"{source}\"]\n\n[service.health]\nkind = \"tcp\"\ninterval = \"50ms\"\n\
+             fast_interval = \"20ms\"\ntimeout = \"40ms\"\nrise = 2\nfall = 3\n"
+            );
+            for b in &tb.backends {
+                s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.addr(v6));
+            }
+        }
+        s
+    }
+}
+
+impl RoutedTestbed {
+    /// Installs veer-agent on every backend's `eth0` for both VIPs, taking
+    /// packets out of `forwarding`'s tunnels; pinned under `root`.
+    pub fn install_agents(&self, root: &std::path::Path, forwarding: &str) -> Result<()> {
+        for b in &self.backends {
+            let out = std::process::Command::new(crate::daemon::bin("veerctl"))
+                .args(["agent", "install", "eth0", "--vip", &VIP.to_string(), "--vip", &VIP6.to_string()])
+                .args(["--decap", forwarding, "--netns", b.ns.name(), "--pins"])
+                .arg(root)
+                .output()?;
+            anyhow::ensure!(out.status.success(), "veerctl agent install: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
 }

@@ -9,8 +9,7 @@
 
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader, Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -18,14 +17,13 @@ use std::{
 use veer_abi::GlobalCounter;
 use veer_tests::{
     daemon::{scratch, BackendProc, ClientLoad, Uninstall, Veerd, EVENT_WAIT},
-    netns::{in_netns, Netns},
+    netns::in_netns,
     require_root,
-    routed::{RoutedTestbed, LB_IP, LB_IP6},
+    routed::{RoutedTestbed, BULK_PORT},
     server::fetch_name,
     topology::{VIP, VIP6},
 };
 
-const BULK_PORT: u16 = 9000;
 const MIB: usize = 1 << 20;
 
 /// The testbed, its backends' servers and agents, and veerd.
@@ -49,83 +47,6 @@ impl Drop for Routed {
     }
 }
 
-/// Serves the bulk protocol on [::]:9000 in `ns`: a line "UP DOWN", then
-/// UP bytes from the client; answers "NAME GOT" and DOWN bytes.
-fn bulk_server(ns: &Netns, name: &str) {
-    let name = name.to_string();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    ns.spawn(move || {
-        let l = TcpListener::bind(("::", BULK_PORT)).expect("bind the bulk port");
-        ready_tx.send(()).unwrap();
-        for s in l.incoming().flatten() {
-            let name = name.clone();
-            std::thread::spawn(move || -> std::io::Result<()> {
-                let mut r = BufReader::new(s.try_clone()?);
-                let mut line = String::new();
-                r.read_line(&mut line)?;
-                let mut n = line.split_whitespace().map(|x| x.parse::<usize>().unwrap_or(0));
-                let (up, down) = (n.next().unwrap_or(0), n.next().unwrap_or(0));
-                let mut got = 0;
-                let mut buf = vec![0u8; 65536];
-                while got < up {
-                    match r.read(&mut buf)? {
-                        0 => break,
-                        k => got += k,
-                    }
-                }
-                let mut w = s;
-                w.write_all(format!("{name} {got}\n").as_bytes())?;
-                w.write_all(&vec![b'x'; down])
-            });
-        }
-    })
-    .expect("bulk server thread");
-    ready_rx.recv_timeout(EVENT_WAIT).expect("bulk server listening");
-}
-
-/// One bulk exchange from the calling thread's namespace: (server name,
-/// bytes it got, bytes that came back).
-fn bulk(addr: SocketAddr, up: usize, down: usize) -> anyhow::Result<(String, usize, usize)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.write_all(format!("{up} {down}\n").as_bytes())?;
-    s.write_all(&vec![b'u'; up])?;
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let mut it = line.split_whitespace();
-    let name = it.next().unwrap_or_default().to_string();
-    let got = it.next().and_then(|g| g.parse().ok()).unwrap_or(0);
-    let mut back = Vec::new();
-    r.read_to_end(&mut back)?;
-    Ok((name, got, back.len()))
-}
-
-fn config(tag: &str, forwarding: &str, tb: &RoutedTestbed, dir: &std::path::Path) -> String {
-    let mut s = format!(
-        "[daemon]\nname = \"t-{tag}\"\ninterfaces = [\"eth0\"]\napi_socket = \"{}\"\nstate_file = \"{}\"\n\
-         conn_table_size = 65536\nmax_services = 8\n",
-        dir.join("veerd.sock").display(),
-        dir.join("runtime.json").display()
-    );
-    for (name, vip, port, v6) in
-        [("web", VIP.into(), 80, false), ("web6", IpAddr::from(VIP6), 80, true), ("bulk", VIP.into(), BULK_PORT, false)]
-            .into_iter()
-            .chain([("bulk6", IpAddr::from(VIP6), BULK_PORT, true)])
-    {
-        let source: IpAddr = if v6 { LB_IP6.into() } else { LB_IP.into() };
-        s += &format!(
-            "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nforwarding = \"{forwarding}\"\n\
-             tunnel_source = [\"{source}\"]\n\n[service.health]\nkind = \"tcp\"\ninterval = \"50ms\"\n\
-             fast_interval = \"20ms\"\ntimeout = \"40ms\"\nrise = 2\nfall = 3\n"
-        );
-        for b in &tb.backends {
-            s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.addr(v6));
-        }
-    }
-    s
-}
-
 fn setup(tag: &str, forwarding: &str) -> Routed {
     require_root();
     let dir = scratch(tag);
@@ -137,20 +58,12 @@ fn setup(tag: &str, forwarding: &str) -> Routed {
         .map(|b| BackendProc::start(&b.ns, &b.name, "[::]:80".parse().unwrap(), &dir).expect("backend"))
         .collect();
     for b in &tb.backends {
-        bulk_server(&b.ns, &b.name);
+        veer_tests::routed::bulk_server(&b.ns, &b.name);
     }
     let agents = PathBuf::from(format!("/sys/fs/bpf/veer-test-agent-{tag}"));
-    for b in &tb.backends {
-        let out = std::process::Command::new(veer_tests::daemon::bin("veerctl"))
-            .args(["agent", "install", "eth0", "--vip", &VIP.to_string(), "--vip", &VIP6.to_string()])
-            .args(["--decap", forwarding, "--netns", b.ns.name(), "--pins"])
-            .arg(&agents)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "veerctl agent install: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    tb.install_agents(&agents, forwarding).unwrap();
     let cfg = dir.join("veer.toml");
-    std::fs::write(&cfg, config(tag, forwarding, &tb, &dir)).unwrap();
+    std::fs::write(&cfg, tb.config(&format!("t-{tag}"), forwarding, &dir)).unwrap();
     let veerd = Veerd::start(&cfg, tb.lb.ns.name(), &dir.join("veerd.sock"), &dir.join("veerd.log")).unwrap();
     let names: Vec<&str> = tb.backends.iter().map(|b| b.name.as_str()).collect();
     for svc in ["web", "web6", "bulk", "bulk6"] {
@@ -185,14 +98,14 @@ fn serves_through_the_tunnel(tag: &str, forwarding: &str) {
         let bulk_addr = SocketAddr::new(vip, BULK_PORT);
         // Down: the answers go backend -> router -> client.
         let before = r.tb.lb_rx_bytes().unwrap();
-        let (_, got, back) = client.run(|| bulk(bulk_addr, 0, MIB)).unwrap().unwrap();
+        let (_, got, back) = client.run(|| veer_tests::routed::bulk(bulk_addr, 0, MIB)).unwrap().unwrap();
         let crossed = r.tb.lb_rx_bytes().unwrap() - before;
         assert_eq!((got, back), (0, MIB), "{tag}: {vip}: 1 MiB down");
         assert!(crossed < (MIB / 4) as u64, "{tag}: {vip}: {crossed} bytes reached the balancer for a 1 MiB answer");
         // Up: through the smaller hop once the client's path MTU converged.
         let too_big = lb_counter(&r, GlobalCounter::TooBigAnswered);
         let t0 = Instant::now();
-        let (name, got, _) = client.run(|| bulk(bulk_addr, MIB, 0)).unwrap().unwrap();
+        let (name, got, _) = client.run(|| veer_tests::routed::bulk(bulk_addr, MIB, 0)).unwrap().unwrap();
         assert_eq!(got, MIB, "{tag}: {vip}: {name} got the whole upload");
         assert!(lb_counter(&r, GlobalCounter::TooBigAnswered) > too_big, "{tag}: {vip}: veer said too big");
         println!("{tag}: {vip}: 1 MiB up in {:?}; {crossed} bytes crossed the balancer for 1 MiB down", t0.elapsed());

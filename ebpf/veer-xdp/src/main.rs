@@ -56,6 +56,7 @@ mod scheduler;
 mod early;
 mod handoff;
 mod icmp;
+mod quic;
 mod reopen;
 mod second_chance;
 mod vip_path;
@@ -69,7 +70,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     FlowKey, GlobalCounter, Service, CONN_F_PROXIED, JUMP_NAT_COOKIE, JUMP_SECOND_CHANCE, NO_BACKEND,
-    SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT, SERVICE_F_PASSIVE,
+    SERVICE_F_FALLBACK_PASS, SERVICE_F_NAT, SERVICE_F_PASSIVE, SERVICE_F_QUIC,
 };
 
 use crate::{
@@ -171,6 +172,12 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
 #[inline(always)]
 fn flow<const NAT: bool>(ctx: &XdpContext, svc: &Service, pkt: &VipPacket, missing: bool) -> Result<u32, Drop> {
     let key = &pkt.key;
+    // A QUIC connection's packets go where its connection ID says.
+    if !NAT && svc.flags & SERVICE_F_QUIC != 0 && key.proto == veer_abi::IPPROTO_UDP {
+        if let Some(sent) = quic::send(ctx, svc, pkt) {
+            return sent;
+        }
+    }
     let opening = conntrack::opens_connection(pkt.tcp_flags());
     // The backend that just failed this connection, and the resends it has had.
     let (mut avoid, mut carried) = (NO_BACKEND, 0);

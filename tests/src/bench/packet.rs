@@ -88,6 +88,30 @@ fn nat_rows(
     Ok(())
 }
 
+/// The tunnels' connection-table hits (IPIP and GUE, IPv4 and IPv6), one
+/// run each: the encapsulation grows the frame a repetition would see.
+/// Against the DSR hit measured the same way (`nat_rows`' first row).
+fn tunnel_rows(tx: &aya::programs::Xdp, rows: &mut Vec<Vec<String>>, figs: &mut Vec<serde_json::Value>) -> Result<()> {
+    use veer_abi::{DEFAULT_GUE_PORT, ENCAP_GUE, ENCAP_IPIP};
+    const N: usize = 20_000;
+    for (name, v6, encap) in [
+        ("IPIP connection-table hit, IPv4 (1 run each)", false, ENCAP_IPIP),
+        ("GUE connection-table hit, IPv4 (1 run each)", false, ENCAP_GUE),
+        ("IPIP connection-table hit, IPv6 (1 run each)", true, ENCAP_IPIP),
+        ("GUE connection-table hit, IPv6 (1 run each)", true, ENCAP_GUE),
+    ] {
+        let lab =
+            crate::tunnel_lab::TunnelLab::new(&format!("bench{v6}{encap}"), v6, v6, (encap, DEFAULT_GUE_PORT), 10);
+        let client: SocketAddr = if v6 { "[2001:db8::7]:40000" } else { "192.0.2.7:40000" }.parse()?;
+        let ack = crate::seen::with_checksums(frame::packet(client, lab.vip, L4::Tcp(0x10), &[0; 64]));
+        lab.run(&crate::seen::with_checksums(frame::tcp_syn(client, lab.vip)));
+        lab.run(&ack);
+        let (o, t) = lab.ns.run(|| once_each(&vec![ack; N], &|f| lab.dp.test_run(f, 1).map_err(Into::into), tx))??;
+        add_row(rows, figs, name, o, t);
+    }
+    Ok(())
+}
+
 /// One row: veer's median ns per packet `o` against the baseline's `t`.
 fn add_row(rows: &mut Vec<Vec<String>>, figs: &mut Vec<serde_json::Value>, name: &str, o: f64, t: f64) {
     rows.push(vec![
@@ -189,6 +213,7 @@ pub fn run() -> Result<Section> {
         add_row(&mut rows, &mut figs, name, median(ours), median(theirs));
     }
     nat_rows(tx, &dp, client, &mut rows, &mut figs)?;
+    tunnel_rows(tx, &mut rows, &mut figs)?;
     Ok(Section {
         title: "Per-packet cost of the XDP program".into(),
         note: format!(
@@ -197,7 +222,7 @@ pub fn run() -> Result<Section> {
              these are the program's own costs, not line rate. Rows marked `1 run each` run every frame once and take \
              the median of the kernel's per-run times, baseline alike (a NAT rewrite changes the frame a repetition \
              would see); NAT runs in a namespace whose routes and neighbours its FIB lookup uses, entry program plus \
-             the NAT program it tail-calls."
+             the NAT program it tail-calls; the tunnels' rows likewise (their backends one router away)."
         ),
         head: vec!["path", "veer ns/pkt", "baseline ns/pkt", "ratio", "veer Mpps/core"],
         rows,

@@ -98,8 +98,22 @@ fn tunnels_take_their_own_settings_and_backends_of_either_family() {
     let mac = svc("ipip", "").replace("name = \"b1\"", "name = \"b1\"\nmac = \"02:00:00:00:00:01\"");
     assert!(one(&mac).contains("next hop comes from the routing table"), "{}", one(&mac));
     // Backends' agents send bounces to the port they were reached on.
-    let second = "\n[[service]]\nname = \"api\"\nvip = \"10.0.0.2\"\nport = 80\nforwarding = \"gue\"\ngue_port = 7000\n\n\
+    let second =
+        "\n[[service]]\nname = \"api\"\nvip = \"10.0.0.2\"\nport = 80\nforwarding = \"gue\"\ngue_port = 7000\n\n\
                   [[service.backend]]\nname = \"a1\"\naddress = \"10.0.0.21\"\n";
     let ports = format!("{}{second}", svc("gue", "gue_port = 7777"));
     assert!(one(&ports).contains("every GUE service uses one port"), "{}", one(&ports));
+}
+
+#[test]
+fn quic_routing_is_for_udp_without_nat() {
+    let udp = |extra: &str| {
+        BASE.replace("port = 80", &format!("port = 443\nprotocol = \"udp\"\nquic = true\n{extra}"))
+            .replace("timeout = \"50ms\"", "timeout = \"50ms\"\nport = 80")
+    };
+    assert!(parse(&udp(""), Path::new("t.toml")).is_ok());
+    assert!(parse(&udp("forwarding = \"gue\""), Path::new("t.toml")).is_ok());
+    assert!(one(&udp("forwarding = \"nat\"")).contains("service[web].quic: QUIC routing is for"));
+    let tcp = BASE.replace("port = 80", "port = 443\nquic = true");
+    assert!(one(&tcp).contains("service[web].quic"), "{}", one(&tcp));
 }

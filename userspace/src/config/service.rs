@@ -118,6 +118,11 @@ pub struct ServiceConfig {
     /// GUE: the UDP port the backends take the tunnel on (default 6080).
     #[serde(default)]
     pub gue_port: Option<u16>,
+    /// QUIC connection-ID routing (UDP): a short-header packet goes to the
+    /// backend whose server ID its connection ID carries, whatever its
+    /// client address and port (see `veerctl backends` for the IDs).
+    #[serde(default)]
+    pub quic: bool,
     /// NAT: source addresses toward the backends (one per address family is
     /// used). Default: the address the kernel picks toward each backend.
     #[serde(default)]

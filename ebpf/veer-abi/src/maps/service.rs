@@ -132,6 +132,21 @@ pub const SERVICE_F_PERSIST: u8 = 8;
 /// and marks the first one suspect.
 pub const SERVICE_F_PASSIVE: u8 = 4;
 
+/// `Service::flags`: QUIC connection-ID routing (UDP, DSR or tunnelled). A
+/// short-header packet whose destination connection ID carries a backend's
+/// server ID ([`quic_server_id`]) goes to that backend, whatever its
+/// addresses and ports (the client's NAT rebound it, or it migrated).
+pub const SERVICE_F_QUIC: u8 = 16;
+
+/// Bytes of a QUIC server ID in a connection ID, after its first octet
+/// (the IETF QUIC-LB draft's plaintext algorithm, config rotation 0).
+pub const QUIC_SERVER_ID_LEN: usize = 2;
+
+/// The QUIC server ID of backend `id`: its id plus one (0 is no server).
+pub const fn quic_server_id(id: u32) -> u16 {
+    (id + 1) as u16
+}
+
 /// Value of the service table.
 ///
 /// Written whole by userspace; a hash-map update swaps the value atomically as

@@ -146,11 +146,14 @@ pub enum GlobalCounter {
     /// Packets a tunnelled backend's agent sent back inside a tunnel
     /// header, taken out of it (to be redispatched).
     Decapsulated = 51,
+    /// QUIC short-header packets sent to the backend their connection ID's
+    /// server ID names.
+    QuicRouted = 52,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 52;
+    pub const COUNT: u32 = 53;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -206,6 +209,7 @@ impl GlobalCounter {
         Self::TooBigAnswered,
         Self::DropTooBig,
         Self::Decapsulated,
+        Self::QuicRouted,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -263,6 +267,7 @@ impl GlobalCounter {
             Self::TooBigAnswered => "too_big_answered",
             Self::DropTooBig => "drop_too_big",
             Self::Decapsulated => "decapsulated",
+            Self::QuicRouted => "quic_routed",
         }
     }
 }

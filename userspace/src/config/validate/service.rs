@@ -70,6 +70,14 @@ fn service(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
         );
     }
     tunnel(c, s, at, p);
+    if s.quic && (s.protocol != Protocol::Udp || s.forwarding == Forwarding::Nat) {
+        c.err(
+            at,
+            "quic",
+            format!("{p}.quic"),
+            "QUIC routing is for protocol = \"udp\" with dsr, ipip or gue forwarding",
+        );
+    }
     if let Some(a) = &s.agent {
         if a.port == 0 {
             c.err(at, "agent", format!("{p}.agent.port"), "must be a TCP port (1 to 65535)");

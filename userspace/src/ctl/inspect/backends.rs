@@ -60,6 +60,10 @@ pub struct BackendRow {
     /// Its agent's last answer (veerd running, the service has an agent check).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Its QUIC server ID, to put in the connection IDs it hands out (a
+    /// service with `quic = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic_server_id: Option<u16>,
 }
 
 impl Row for BackendRow {
@@ -95,6 +99,7 @@ impl Row for BackendRow {
             passive_cell(&self.passive),
             [
                 Some(self.runtime.clone()).filter(|r| !r.is_empty()),
+                self.quic_server_id.map(|s| format!("quic server id {s} (0x{s:04x})")),
                 self.agent.as_ref().map(|a| format!("agent: {a}")),
                 self.replace.clone(),
             ]
@@ -189,6 +194,7 @@ pub fn backend_rows(ctx: &Ctx, pins: &PinnedMaps, service: Option<&str>, idle: D
                 runtime: ctx.runtime_note(&v.name, name),
                 replace: replace(&v.name, name),
                 agent: agent(&v.name, name),
+                quic_server_id: (v.svc.flags & veer_abi::SERVICE_F_QUIC != 0).then(|| veer_abi::quic_server_id(*id)),
             });
         }
     }

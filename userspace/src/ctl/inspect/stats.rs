@@ -77,6 +77,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::TooBigAnswered => "too big for the tunnel: ICMP fragmentation needed / too big sent",
         GlobalCounter::DropTooBig => "dropped: too big for the tunnel, IPv4 without Don't Fragment",
         GlobalCounter::Decapsulated => "packets a backend's agent bounced back through its tunnel",
+        GlobalCounter::QuicRouted => "QUIC packets sent to the backend their connection ID names",
     }
 }
 

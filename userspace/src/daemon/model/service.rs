@@ -94,6 +94,7 @@ mod tests {
             snat: Vec::new(),
             tunnel_source: Vec::new(),
             gue_port: None,
+            quic: false,
             min_healthy,
             fallback: Default::default(),
             fallback_backend: None,

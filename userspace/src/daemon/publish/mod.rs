@@ -356,6 +356,9 @@ fn service_spec(s: &ServiceRt) -> ServiceSpec {
     if s.cfg.health.passive.enabled {
         flags |= veer_abi::SERVICE_F_PASSIVE;
     }
+    if s.cfg.quic {
+        flags |= veer_abi::SERVICE_F_QUIC;
+    }
     let persistence_s = s.cfg.persistence.as_secs_f64().ceil() as u32;
     ServiceSpec { id: s.id, scheduler: s.cfg.scheduler.into(), flags, fallback_backend, persistence_s }
 }

@@ -19,10 +19,13 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use veer::config;
 use veer_tests::{
-    daemon::{bin, scratch, wait_until, BackendProc, ClientLoad, Sample, Uninstall, Veerd, EVENT_WAIT},
+    daemon::{bin, scratch, BackendProc, ClientLoad, Sample, Uninstall, Veerd, EVENT_WAIT},
     netns,
     topology::{Testbed, VIP},
 };
+
+mod fleet;
+mod routed;
 
 #[derive(Parser)]
 #[command(about = "Run veer (veerd + XDP) on a demo network in namespaces")]
@@ -43,6 +46,10 @@ struct Args {
     /// ECMP); one node's link is cut under traffic.
     #[arg(long, conflicts_with_all = ["dsr", "nat", "keep", "config"])]
     fleet: bool,
+    /// DSR across a router: backends one routed hop away (behind a
+    /// 1,400-byte link) take packets out of GUE tunnels with veer-agent.
+    #[arg(long, conflicts_with_all = ["dsr", "nat", "keep", "config", "fleet"])]
+    routed: bool,
     /// Leave the sandbox running at the end.
     #[arg(long)]
     keep: bool,
@@ -144,7 +151,10 @@ fn main() -> Result<()> {
         return clean(&cfg);
     }
     if args.fleet {
-        return fleet();
+        return fleet::run();
+    }
+    if args.routed {
+        return routed::run();
     }
     let svc = cfg.services.first().context("the config has no service")?.get_ref().clone();
     let c = config_path.as_path();
@@ -270,59 +280,4 @@ fn last_change(d: &Veerd, service: &str, name: &str) -> Result<String> {
     let e = log.events.last().with_context(|| format!("no state change of {service}/{name} in veerd's history"))?;
     let error = e.error.as_deref().map_or(String::new(), |x| format!("; {x}"));
     Ok(format!("{}/{} {} -> {}: {}{error}", e.service, e.backend, e.from, e.to, e.reason))
-}
-
-/// `--fleet`: two veer nodes behind a router; one node dies under traffic.
-fn fleet() -> Result<()> {
-    use veer_tests::{fleet::FleetBed, server::Session};
-    println!(
-        "\n\x1b[1m[1/4] sandbox: a client behind a router (BIRD: BGP, BFD, ECMP), two veer nodes, 3 web servers\x1b[0m"
-    );
-    let dir = scratch("demo-fleet");
-    let bed = FleetBed::create("veer-demo-fl", 2, 3, &dir).context("building the fleet network")?;
-    println!(
-        "\n\x1b[1m[2/4] veerd on each node, [fleet] mode: the same table on both, VIP announced through BIRD\x1b[0m"
-    );
-    let fleet = bed.start_fleet("demo-fl", &dir)?;
-    for (lb, node) in bed.lbs.iter().zip(&fleet.nodes) {
-        println!("  {} ({}): veerd up, table digest {}", lb.name, lb.ip, node.veerd.status()?.services[0].table_digest);
-    }
-    let t = wait_until(Duration::from_secs(30), "the router's route over both nodes", || bed.next_hops().len() == 2)?;
-    println!("  router: {VIP} via {:?} ({t:.1?} for BGP to come up)", bed.next_hops());
-
-    println!("\n\x1b[1m[3/4] live traffic: new connections and 100 long-lived ones; then lb1's link is cut\x1b[0m");
-    let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-    let mut held: Vec<Session> = bed
-        .client
-        .ns
-        .run(|| (0..100).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<Result<Vec<_>>>())??;
-    let load = ClientLoad::open_loop(&bed.client.ns, vip, 200, Duration::from_secs(3))?;
-    live(&load, 2)?;
-    check_interrupt()?;
-    let cut = Instant::now();
-    bed.cut(0)?;
-    println!("  lb1's link cut");
-    let mut broken = 0;
-    for (k, s) in held.iter_mut().enumerate() {
-        broken += usize::from(s.ping(&format!("still here {k}")).is_err());
-    }
-    wait_until(EVENT_WAIT, "the router to drop lb1", || bed.next_hops().len() == 1)?;
-    println!("  router: {VIP} via {:?} {:.1?} after the cut (BFD)", bed.next_hops(), cut.elapsed());
-    live(&load, 3)?;
-
-    println!("\n\x1b[1m[4/4] what the client saw\x1b[0m");
-    // Connections started in the last second may still be under way.
-    std::thread::sleep(Duration::from_secs(1));
-    let samples = load.stop();
-    let failed = samples.iter().filter(|s| s.result.is_err()).count();
-    let slowest = samples.iter().filter(|s| s.start >= cut).map(|s| s.end - s.start).max().unwrap_or_default();
-    println!(
-        "  {} new connections, {failed} failed (the slowest after the cut took {slowest:.0?}: a SYN sent to lb1 \
-         before BFD took it out waits for its retransmission)",
-        samples.len()
-    );
-    println!("  100 long-lived connections: {broken} broken; lb2 carried lb1's on to the same backends");
-    println!("\ncleaning up: veerd, BIRD, the servers and the namespaces");
-    drop(fleet);
-    Ok(())
 }
