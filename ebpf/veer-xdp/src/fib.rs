@@ -48,9 +48,19 @@ struct FibParams {
     dmac: [u8; 6],
 }
 
+/// A `bpf_fib_lookup`'s parameters, and which question they are.
+#[repr(C, align(4))]
+struct FibScratch {
+    params: FibParams,
+    /// Counts the questions asked on this CPU: a packet that interrupted
+    /// one between its question and the helper's answer (a test run with
+    /// bottom halves on) shows by a changed count.
+    asked: u32,
+}
+
 /// Per-CPU room for a `bpf_fib_lookup`'s parameters, off the stack.
 #[map]
-static FIB_SCRATCH: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
+static FIB_SCRATCH: PerCpuArray<FibScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// How long a route the kernel gave is used without asking again: a route
 /// or neighbour change reaches NAT traffic at most this much later, plus a
@@ -94,7 +104,9 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
 pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Result<u32, Drop> {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     // In a per-CPU map, not on the stack: the NAT program's stack is full.
-    let p = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0).ok_or(Drop::NoRoute)? };
+    let s = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0).ok_or(Drop::NoRoute)? };
+    s.asked = s.asked.wrapping_add(1);
+    let p = &mut s.params;
     p.family = if v4 { AF_INET } else { AF_INET6 };
     p.l4_protocol = 0;
     p.sport = 0;
@@ -126,7 +138,7 @@ pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resu
 #[inline(always)]
 pub fn out(ctx: &XdpContext) -> Result<u32, Drop> {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    let p = unsafe { &*FIB_SCRATCH.get_ptr(0).ok_or(Drop::NoRoute)? };
+    let p = unsafe { &(*FIB_SCRATCH.get_ptr(0).ok_or(Drop::NoRoute)?).params };
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     copy_mac(&mut eth.src, &p.smac);
     copy_mac(&mut eth.dst, &p.dmac);
@@ -149,7 +161,9 @@ const FIB_NO_NEIGH_U32: u32 = FIB_NO_NEIGH as u32;
 #[inline(never)]
 fn lookup(ctx: &XdpContext) -> u32 {
     let ctx = callee_ctx(ctx);
-    let Some(p) = FIB_SCRATCH.get_ptr_mut(0) else { return u32::MAX };
+    let Some(s) = FIB_SCRATCH.get_ptr_mut(0) else { return u32::MAX };
+    // SAFETY: this CPU's scratch, in place.
+    let (p, asked) = unsafe { (&mut (*s).params as *mut FibParams, (*s).asked) };
     // The question as words: FibParams is 64 bytes of integers, 4-aligned
     // (a map value). Read through the raw pointer, as the helper writes.
     let w = p as *const [u32; 13];
@@ -183,15 +197,13 @@ fn lookup(ctx: &XdpContext) -> u32 {
         return r as u32;
     }
     if let Some(c) = cached {
-        // SAFETY: this CPU's slot and scratch, in place. Kept only if the
-        // scratch still holds this question (family and addresses, which
-        // the helper does not write): a packet that interrupted this one on
-        // the same CPU (a test run with bottom halves on) may have asked
-        // and been answered in between.
+        // SAFETY: this CPU's slot and scratch, in place. Kept only if no
+        // other question was asked meanwhile: a packet that interrupted
+        // this one on the same CPU (a test run with bottom halves on) may
+        // have asked and been answered in between. (The addresses cannot
+        // tell: the helper puts a gateway's in place of the destination.)
         unsafe {
-            let (kept, now_asked) = (&(*c).asked, &*w);
-            let unchanged = (kept[0] ^ now_asked[0]) | (4..12).fold(0, |diff, i| diff | (kept[i] ^ now_asked[i]));
-            if unchanged == 0 {
+            if (*s).asked == asked {
                 (*c).ifindex = (*p).ifindex;
                 (*c).mtu = (*p).tot_len;
                 copy_mac(&mut (*c).smac, &(*p).smac);
