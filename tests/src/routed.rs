@@ -236,8 +236,8 @@ pub fn bulk(addr: SocketAddr, up: usize, down: usize) -> anyhow::Result<(String,
 impl RoutedTestbed {
     /// A veerd config for instance `name` on the balancer: services `web`
     /// and `bulk` (IPv4) and `web6` and `bulk6` (IPv6), on ports 80 and
-    /// [`BULK_PORT`], every backend in each, through tunnels of `forwarding`
-    /// (`ipip` or `gue`); its socket and state in `dir`.
+    /// [`BULK_PORT`], every backend in each, with `forwarding` (`ipip`,
+    /// `gue` or `nat`); its socket and state in `dir`.
     pub fn config(&self, name: &str, forwarding: &str, dir: &std::path::Path) -> String {
         let tb = self;
         let mut s = format!(
@@ -255,9 +255,11 @@ impl RoutedTestbed {
         .chain([("bulk6", IpAddr::from(VIP6), BULK_PORT, true)])
         {
             let source: IpAddr = if v6 { LB_IP6.into() } else { LB_IP.into() };
+            // NAT: the balancer's own address toward each backend.
+            let from = if forwarding == "nat" { String::new() } else { format!("tunnel_source = [\"{source}\"]\n") };
             s += &format!(
                 "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nforwarding = \"{forwarding}\"\n\
-             tunnel_source = [\"{source}\"]\n\n[service.health]\nkind = \"tcp\"\ninterval = \"50ms\"\n\
+             {from}\n[service.health]\nkind = \"tcp\"\ninterval = \"50ms\"\n\
              fast_interval = \"20ms\"\ntimeout = \"40ms\"\nrise = 2\nfall = 3\n"
             );
             for b in &tb.backends {

@@ -48,6 +48,11 @@ impl Drop for Routed {
 }
 
 fn setup(tag: &str, forwarding: &str) -> Routed {
+    setup_with(tag, forwarding, false)
+}
+
+/// [`setup`], with VIP-path checks (`vip_path`) on every service.
+fn setup_with(tag: &str, forwarding: &str, vip_path: bool) -> Routed {
     require_root();
     let dir = scratch(tag);
     let uninstall = Uninstall::instance(&format!("t-{tag}"));
@@ -63,7 +68,11 @@ fn setup(tag: &str, forwarding: &str) -> Routed {
     let agents = PathBuf::from(format!("/sys/fs/bpf/veer-test-agent-{tag}"));
     tb.install_agents(&agents, forwarding).unwrap();
     let cfg = dir.join("veer.toml");
-    std::fs::write(&cfg, tb.config(&format!("t-{tag}"), forwarding, &dir)).unwrap();
+    let mut text = tb.config(&format!("t-{tag}"), forwarding, &dir);
+    if vip_path {
+        text = text.replace("kind = \"tcp\"\n", "kind = \"tcp\"\nvip_path = true\n");
+    }
+    std::fs::write(&cfg, text).unwrap();
     let veerd = Veerd::start(&cfg, tb.lb.ns.name(), &dir.join("veerd.sock"), &dir.join("veerd.log")).unwrap();
     let names: Vec<&str> = tb.backends.iter().map(|b| b.name.as_str()).collect();
     for svc in ["web", "web6", "bulk", "bulk6"] {
@@ -154,3 +163,38 @@ fn a_killed_server_behind_ipip_costs_no_connection() {
 fn a_killed_server_behind_gue_costs_no_connection() {
     killed_behind_the_tunnel("rk-gue", "gue");
 }
+
+/// A VIP-path check goes through the tunnel: it passes while the backend
+/// takes packets out of it, and fails the backend whose agent is gone
+/// (the kernel here has no `ipip` or `fou` to do it instead), while its
+/// plain TCP check would still pass.
+fn vip_path_through_the_tunnel(tag: &str, forwarding: &str) {
+    let mut r = setup_with(tag, forwarding, true);
+    let b2 = r.tb.backends[1].ns.name().to_string();
+    in_netns(&b2, || veer::dataplane::agent::uninstall(&r.agents, "eth0")).unwrap().unwrap();
+    r.veerd.wait_event(&["backend DOWN", "b2"]).unwrap();
+    for svc in ["web", "web6"] {
+        assert_eq!(r.veerd.backend_state(svc, "b2").unwrap(), "down", "{tag}: {svc}");
+        for b in ["b1", "b3"] {
+            assert_eq!(r.veerd.backend_state(svc, b).unwrap(), "up", "{tag}: {svc}/{b}");
+        }
+    }
+    let names: HashSet<String> = r
+        .tb
+        .client
+        .ns
+        .run(|| (0..30).map(|_| fetch_name(SocketAddr::new(VIP.into(), 80), Duration::from_secs(3)).unwrap()).collect())
+        .unwrap();
+    assert!(!names.contains("b2") && names.len() == 2, "{tag}: served without b2: {names:?}");
+}
+
+#[test]
+fn a_vip_path_check_through_gue_fails_a_backend_without_its_agent() {
+    vip_path_through_the_tunnel("rv-gue", "gue");
+}
+
+#[test]
+fn a_vip_path_check_through_ipip_fails_a_backend_without_its_agent() {
+    vip_path_through_the_tunnel("rv-ipip", "ipip");
+}
+

@@ -33,6 +33,7 @@ const FIB_NO_NEIGH: i64 = 7;
 
 /// `struct bpf_fib_lookup` with its unions flattened to bytes (64 bytes).
 #[repr(C, align(4))]
+#[derive(Default)]
 struct FibParams {
     family: u8,
     l4_protocol: u8,
@@ -220,3 +221,22 @@ fn lookup(ctx: &XdpContext) -> u32 {
 fn same_question(a: &[u32; 12], b: &[u32; 13]) -> bool {
     a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
+
+/// The way a socket buffer (TC) from `src` to `dst` leaves: (interface,
+/// source MAC, next-hop MAC). Uncached: for health checks' probes.
+#[inline(always)]
+pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Option<(u32, [u8; 6], [u8; 6])> {
+    let mut p = FibParams { family: if v4 { AF_INET } else { AF_INET6 }, ..Default::default() };
+    p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if v4 {
+        p.src[..4].copy_from_slice(&src[12..]);
+        p.dst[..4].copy_from_slice(&dst[12..]);
+    } else {
+        p.src = *src;
+        p.dst = *dst;
+    }
+    // SAFETY: a bpf_fib_lookup on this program's stack.
+    let r = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p as *mut FibParams as *mut _, 64, 0) };
+    (r == FIB_SUCCESS).then_some((p.ifindex, p.smac, p.dmac))
+}
+

@@ -1,5 +1,6 @@
 //! VIP-path health checks (DSR): a probe to `VIP:port`, sent the way real
-//! traffic goes, to one backend's MAC.
+//! traffic goes, to one backend's MAC (or, behind a router, inside its
+//! tunnel: [`tunnel::probe`]).
 //!
 //! veerd marks each probe's socket with `VIP_PATH_MARK | backend id` and
 //! routes marked packets for the VIP out of the backends' interface (a
@@ -12,7 +13,7 @@
 use aya_ebpf::programs::TcContext;
 use veer_abi::{VIP_PATH_MARK, VIP_PATH_MASK};
 
-use crate::backends::backend;
+use crate::{backends::backend, tunnel};
 
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;
@@ -25,6 +26,10 @@ pub fn readdress(ctx: &TcContext) -> i32 {
         return TC_ACT_OK;
     }
     let Some(b) = backend(mark & !VIP_PATH_MASK) else { return TC_ACT_SHOT };
+    // Behind a router: inside the tunnel, as the clients' packets go.
+    if b.encap != veer_abi::ENCAP_NONE {
+        return tunnel::probe::encapsulate(ctx, b);
+    }
     if b.mac == [0; 6] {
         // Not resolved yet: the probe fails, as it should.
         return TC_ACT_SHOT;

@@ -14,6 +14,7 @@ pub mod nat_rate;
 pub mod packet;
 pub mod pairs;
 pub mod reroute;
+pub mod routed;
 pub mod scale;
 pub mod throughput;
 

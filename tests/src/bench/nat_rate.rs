@@ -24,7 +24,7 @@ type Target<'a> = (&'a str, &'a [f64], Option<(u64, u64)>);
 
 /// New connections per second in each window.
 fn windows(tb: &Testbed, url: &str) -> Result<Vec<f64>> {
-    (0..WINDOWS).map(|_| wrk_for(tb, url, true, WINDOW_SECS).map(|(cps, _)| cps)).collect()
+    (0..WINDOWS).map(|_| wrk_for(&tb.client.ns, url, true, WINDOW_SECS).map(|(cps, _)| cps)).collect()
 }
 
 /// A NAT row: the dataplane from `snat`, its port takeover on or off.

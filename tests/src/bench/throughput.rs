@@ -47,15 +47,15 @@ fn proc_cpu(pid: u32) -> f64 {
 
 /// One wrk run from the client: requests per second and requests done.
 fn wrk(tb: &Testbed, url: &str, close: bool) -> Result<(f64, f64)> {
-    wrk_for(tb, url, close, SECS)
+    wrk_for(&tb.client.ns, url, close, SECS)
 }
 
-/// [`wrk`] for `secs` seconds.
-pub(super) fn wrk_for(tb: &Testbed, url: &str, close: bool, secs: u32) -> Result<(f64, f64)> {
+/// [`wrk`] from namespace `client` for `secs` seconds.
+pub(super) fn wrk_for(client: &crate::netns::Netns, url: &str, close: bool, secs: u32) -> Result<(f64, f64)> {
     let mut args = vec![
         "netns".to_string(),
         "exec".into(),
-        tb.client.ns.name().into(),
+        client.name().into(),
         "wrk".into(),
         "-t1".into(),
         format!("-c{CONNS}"),

@@ -19,7 +19,7 @@ struct Args {
     /// Where report.md and report.json go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
     out: PathBuf,
-    /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, failover, flood, pairs, fleet, balance, control, correlated).
+    /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, routed, failover, flood, pairs, fleet, balance, control, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -59,6 +59,10 @@ fn main() -> Result<()> {
             eprintln!("bench: NAT's connection rate over time (wrk)");
             sections.push(bench::nat_rate::run(&tb, &dir)?);
         }
+    }
+    if want("routed") {
+        eprintln!("bench: throughput across a router (wrk)");
+        sections.push(bench::routed::run()?);
     }
     if want("failover") {
         eprintln!("bench: failover");

@@ -9,6 +9,7 @@
 //! A packet a backend's agent sends back through the tunnel comes out of it
 //! in [`returned`].
 
+pub mod probe;
 pub mod returned;
 mod too_big;
 

@@ -133,14 +133,6 @@ fn tunnel(c: &mut Checker, s: &ServiceConfig, at: usize, p: &str) {
         Some(0) => c.err(at, "gue_port", format!("{p}.gue_port"), "must be 1 to 65535"),
         _ => {}
     }
-    if s.forwarding.tunnelled() && s.health.vip_path {
-        c.err(
-            at,
-            "vip_path",
-            format!("{p}.health.vip_path"),
-            "VIP-path checks do not go through a tunnel yet: check the backend itself (an agent check tells its state)",
-        );
-    }
 }
 
 /// Settings of service `s` that each pass alone but contradict each other.

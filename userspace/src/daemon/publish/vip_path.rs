@@ -1,6 +1,7 @@
-//! VIP-path checks' plumbing (DSR): probes to `VIP:port` marked with their
-//! backend's id leave through the balancer's interface, where veer's TC
-//! egress program gives each frame its backend's MAC.
+//! VIP-path checks' plumbing (DSR, IPIP, GUE): probes to `VIP:port` marked
+//! with their backend's id leave through the balancer's interface, where
+//! veer's TC egress program gives each frame its backend's MAC, or puts it
+//! inside the backend's tunnel.
 //!
 //! Marked packets look up a table of their own (a policy rule on the mark),
 //! which routes each VIP on link out of the first configured interface; a
@@ -22,7 +23,7 @@ use crate::{config::Forwarding, daemon::model::ServiceRt, dataplane::Dataplane, 
 pub fn setup(dp: &mut Dataplane, attached: &mut bool, services: &[ServiceRt], interfaces: &[String]) {
     let mut vips: Vec<IpAddr> = services
         .iter()
-        .filter(|s| s.cfg.health.vip_path && s.cfg.forwarding == Forwarding::Dsr)
+        .filter(|s| s.cfg.health.vip_path && s.cfg.forwarding != Forwarding::Nat)
         .map(|s| s.cfg.vip)
         .collect();
     vips.sort();

@@ -1,0 +1,87 @@
+//! A VIP-path health check's probe to a tunnelled backend (TC egress):
+//! the probe goes inside the tunnel, as the clients' packets do, so a
+//! backend that lost its way out of the tunnel (its agent gone, no
+//! `ipip`/`fou`) fails its check.
+
+use aya_ebpf::{
+    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6},
+    bindings::{BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_REDIRECT},
+    helpers::bpf_redirect,
+    programs::TcContext,
+};
+use veer_abi::{csum, is_ipv4_mapped, Backend, ENCAP_GUE, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP};
+
+use crate::{
+    fib,
+    headers::{eth::EthHdr, ipv4::Ipv4Hdr, ipv6::Ipv6Hdr, l4::UdpHdr},
+    snat,
+};
+
+const TC_ACT_OK: i32 = 0;
+const TC_ACT_SHOT: i32 = 2;
+
+/// Puts the probe in `ctx` inside `b`'s tunnel and sends it toward `b`'s
+/// address. The outer UDP checksum of GUE over IPv6 is left zero (RFC
+/// 6935): the probe's own checksum may still be the NIC's to fill in.
+#[inline(always)]
+pub fn encapsulate(ctx: &TcContext, b: &Backend) -> i32 {
+    encapsulated(ctx, b).unwrap_or(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
+    let inner_v4 = ctx.load::<[u8; 2]>(12).ok()? == [0x08, 0x00];
+    let inner_len = (ctx.len() as usize).checked_sub(EthHdr::LEN)?;
+    let outer_v4 = is_ipv4_mapped(&b.addr);
+    let gue = b.encap == ENCAP_GUE;
+    let ip_len = if outer_v4 { Ipv4Hdr::LEN } else { Ipv6Hdr::LEN };
+    let overhead = ip_len + if gue { UdpHdr::LEN } else { 0 };
+    let src = snat::address(b.snat)?;
+    let (ifindex, smac, dmac) = fib::route_skb(ctx, outer_v4, src, &b.addr)?;
+    let l3 = if outer_v4 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 };
+    let flags = l3 | if gue { BPF_F_ADJ_ROOM_ENCAP_L4_UDP } else { 0 };
+    ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags as u64).ok()?;
+    let proto = match (gue, inner_v4) {
+        (true, _) => IPPROTO_UDP,
+        (false, true) => IPPROTO_IPIP,
+        (false, false) => IPPROTO_IPV6,
+    };
+    let total = inner_len + overhead;
+    if outer_v4 {
+        let mut ip = [0u8; Ipv4Hdr::LEN];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        ip[6] = 0x40;
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&src[12..]);
+        ip[16..20].copy_from_slice(&b.addr[12..]);
+        let check = csum::finish(csum::sum16(&ip)).to_be_bytes();
+        ip[10..12].copy_from_slice(&check);
+        ctx.store(EthHdr::LEN, &ip, 0).ok()?;
+    } else {
+        let mut ip = [0u8; Ipv6Hdr::LEN];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&((total - Ipv6Hdr::LEN) as u16).to_be_bytes());
+        ip[6] = proto;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(src);
+        ip[24..40].copy_from_slice(&b.addr);
+        ctx.store(EthHdr::LEN, &ip, 0).ok()?;
+    }
+    if gue {
+        let mut udp = [0u8; UdpHdr::LEN];
+        udp[0..2].copy_from_slice(&0xc000u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&b.port.to_be_bytes());
+        udp[4..6].copy_from_slice(&((inner_len + UdpHdr::LEN) as u16).to_be_bytes());
+        ctx.store(EthHdr::LEN + ip_len, &udp, 0).ok()?;
+    }
+    let ethertype: [u8; 2] = if outer_v4 { [0x08, 0x00] } else { [0x86, 0xdd] };
+    ctx.store(0, &(dmac, smac, ethertype), 0).ok()?;
+    if ifindex == unsafe { (*ctx.skb.skb).ifindex } {
+        return Some(TC_ACT_OK);
+    }
+    // SAFETY: a plain redirect to the routed interface.
+    unsafe { bpf_redirect(ifindex, 0) };
+    Some(TC_ACT_REDIRECT as i32)
+}
