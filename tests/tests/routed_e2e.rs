@@ -197,4 +197,3 @@ fn a_vip_path_check_through_gue_fails_a_backend_without_its_agent() {
 fn a_vip_path_check_through_ipip_fails_a_backend_without_its_agent() {
     vip_path_through_the_tunnel("rv-ipip", "ipip");
 }
-
