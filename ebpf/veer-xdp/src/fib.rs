@@ -225,7 +225,12 @@ fn same_question(a: &[u32; 12], b: &[u32; 13]) -> bool {
 /// The way a socket buffer (TC) from `src` to `dst` leaves: (interface,
 /// source MAC, next-hop MAC). Uncached: for health checks' probes.
 #[inline(always)]
-pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Option<(u32, [u8; 6], [u8; 6])> {
+pub fn route_skb(
+    ctx: &aya_ebpf::programs::TcContext,
+    v4: bool,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+) -> Option<(u32, [u8; 6], [u8; 6])> {
     let mut p = FibParams { family: if v4 { AF_INET } else { AF_INET6 }, ..Default::default() };
     p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     if v4 {
@@ -239,4 +244,3 @@ pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], 
     let r = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p as *mut FibParams as *mut _, 64, 0) };
     (r == FIB_SUCCESS).then_some((p.ifindex, p.smac, p.dmac))
 }
-

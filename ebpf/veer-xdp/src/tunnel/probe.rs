@@ -83,5 +83,5 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
     }
     // SAFETY: a plain redirect to the routed interface.
     unsafe { bpf_redirect(ifindex, 0) };
-    Some(TC_ACT_REDIRECT as i32)
+    Some(TC_ACT_REDIRECT)
 }
