@@ -16,6 +16,7 @@ use veer_tests::{
     tunnel_lab::TunnelLab,
 };
 
+const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
@@ -70,6 +71,17 @@ fn bounce_through_the_tunnel(tag: &str, vip_v6: bool, outer_v6: bool, encap: u16
     assert_eq!(again[inner2..], syn[14..], "{tag}: the client's SYN as it sent it");
     assert_eq!(lab.counter(GlobalCounter::Decapsulated), 1, "{tag}");
     assert_eq!(lab.counter(GlobalCounter::PassiveBounced), 1, "{tag}");
+
+    // Anything else out of a tunnel to the balancer is dropped, never
+    // routed on: no open IP-in-IP relay.
+    let elsewhere: SocketAddr = if vip_v6 { "[2001:db8:77::1]:80" } else { "10.99.0.1:80" }.parse().unwrap();
+    let foreign = with_checksums(frame::packet(client, elsewhere, L4::Tcp(0x02), b""));
+    let forged = [&b[..inner], &foreign[14..]].concat();
+    assert_eq!(lab.run(&forged).0, XDP_DROP, "{tag}: a tunnelled packet for no VIP");
+    let udp = with_checksums(frame::packet(client, lab.vip, L4::Udp, b"....................")); // a SYN's size
+    let forged = [&b[..inner], &udp[14..]].concat();
+    assert_eq!(lab.run(&forged).0, XDP_DROP, "{tag}: a tunnelled UDP datagram");
+    assert_eq!(lab.counter(GlobalCounter::DropNotABounce), 2, "{tag}");
 
     // With a listener the agent hands the inner packet to the kernel.
     backend

@@ -106,10 +106,14 @@ pub fn veer_nat_return(ctx: XdpContext) -> u32 {
 /// (see [`tunnel::returned`]).
 #[xdp]
 pub fn veer_tunnel_return(ctx: XdpContext) -> u32 {
-    if tunnel::returned::take_out(&ctx) {
-        verdict(balance::<false>(&ctx))
-    } else {
-        pass()
+    if !tunnel::returned::take_out(&ctx) {
+        return pass();
+    }
+    // What the agent sends back: TCP for a DSR service. Anything else out
+    // of a tunnel is no bounce, and is not the kernel's to route either.
+    match parse::flow_of(&ctx) {
+        Ok(Some(pkt)) if tunnel::returned::is_bounce(&pkt) => verdict(balance::<false>(&ctx)),
+        _ => verdict(Err(Drop::NotABounce)),
     }
 }
 

@@ -64,6 +64,9 @@ pub enum Drop {
     /// Too big for its tunnel's path once encapsulated, with no ICMP error
     /// allowed (IPv4 without Don't Fragment), or no room for the header.
     TooBig,
+    /// Out of a tunnel to the balancer, and not what an agent bounces (TCP
+    /// for a service that is not NAT's): not forwarded.
+    NotABounce,
 }
 
 impl Drop {
@@ -91,6 +94,7 @@ impl Drop {
             Drop::ForeignSynAck => GlobalCounter::DropForeignSynAck,
             Drop::StaleRescue => GlobalCounter::DropStaleRescue,
             Drop::TooBig => GlobalCounter::DropTooBig,
+            Drop::NotABounce => GlobalCounter::DropNotABounce,
         }
     }
 }

@@ -103,6 +103,9 @@ fn tunnels_take_their_own_settings_and_backends_of_either_family() {
                   [[service.backend]]\nname = \"a1\"\naddress = \"10.0.0.21\"\n";
     let ports = format!("{}{second}", svc("gue", "gue_port = 7777"));
     assert!(one(&ports).contains("every GUE service uses one port"), "{}", one(&ports));
+    let nat = second.replace("forwarding = \"gue\"\ngue_port = 7000", "forwarding = \"nat\"");
+    let clash = format!("{}{nat}", svc("gue", "gue_port = 20000"));
+    assert!(one(&clash).contains("inside daemon.snat_ports"), "{}", one(&clash));
 }
 
 #[test]

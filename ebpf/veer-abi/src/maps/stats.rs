@@ -149,11 +149,14 @@ pub enum GlobalCounter {
     /// QUIC short-header packets sent to the backend their connection ID's
     /// server ID names.
     QuicRouted = 52,
+    /// Dropped: out of a tunnel to the balancer, and not what an agent
+    /// bounces (never forwarded on: no open IP-in-IP relay).
+    DropNotABounce = 53,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 53;
+    pub const COUNT: u32 = 54;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -210,6 +213,7 @@ impl GlobalCounter {
         Self::DropTooBig,
         Self::Decapsulated,
         Self::QuicRouted,
+        Self::DropNotABounce,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -268,6 +272,7 @@ impl GlobalCounter {
             Self::DropTooBig => "drop_too_big",
             Self::Decapsulated => "decapsulated",
             Self::QuicRouted => "quic_routed",
+            Self::DropNotABounce => "drop_not_a_bounce",
         }
     }
 }

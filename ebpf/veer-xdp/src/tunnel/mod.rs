@@ -254,7 +254,9 @@ fn gue6_sum(ctx: &XdpContext, inner_v4: bool) -> Result<u32, Drop> {
             return Ok(0);
         }
         let l = ip.payload_len;
-        let inner_pseudo = sum_at(ctx, inner_at + 8, 32, word([0, 0, l[0], l[1]]) + word([0, 0, 0, nh]))?;
+        // Two words of the helper's byte order: their sum may carry.
+        let seed = fold64(word([0, 0, l[0], l[1]]) as u64 + word([0, 0, 0, nh]) as u64);
+        let inner_pseudo = sum_at(ctx, inner_at + 8, 32, seed)?;
         sum += sum_at(ctx, inner_at, Ipv6Hdr::LEN as u32, 0)? as u64 + (!csum::fold(inner_pseudo)) as u64;
     }
     Ok(fold64(sum))

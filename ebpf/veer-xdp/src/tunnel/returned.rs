@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use veer_abi::{
-    tunnel_mac, GlobalCounter, TunnelConfig, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP, JUMP_TUNNEL_RETURN,
-    MAX_TUNNEL_SOURCES,
+    tunnel_mac, GlobalCounter, TunnelConfig, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, JUMP_TUNNEL_RETURN,
+    MAX_TUNNEL_SOURCES, SERVICE_F_NAT,
 };
 
 use crate::{
@@ -27,7 +27,8 @@ use crate::{
         l4::UdpHdr,
     },
     jumps::jump,
-    stats,
+    parse::VipPacket,
+    services, stats,
     verdict::{pass, Drop},
 };
 
@@ -53,6 +54,14 @@ pub fn ipip(ctx: &XdpContext) -> Result<u32, Drop> {
         Ok(IPPROTO_IPIP | IPPROTO_IPV6) => jump(ctx, JUMP_TUNNEL_RETURN),
         _ => Ok(pass()),
     }
+}
+
+/// Whether a packet taken out of a tunnel is what an agent bounces: TCP
+/// (not an ICMP error) to a service that is not NAT's.
+#[inline(always)]
+pub fn is_bounce(pkt: &VipPacket) -> bool {
+    let k = &pkt.key;
+    k.proto == IPPROTO_TCP && !pkt.is_icmp_error() && services::lookup(k).is_some_and(|s| s.flags & SERVICE_F_NAT == 0)
 }
 
 /// Whether a UDP datagram (for no VIP) to `dport` may be GUE sent back.

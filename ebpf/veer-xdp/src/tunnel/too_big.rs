@@ -31,7 +31,15 @@ const QUOTED: usize = 8;
 #[inline(never)]
 pub fn answer(ctx: &XdpContext, v4: bool, mtu: u32) -> u32 {
     let ctx = callee_ctx(ctx);
-    let r = if v4 { answer4(&ctx, mtu) } else { answer6(&ctx, mtu.max(IPV6_MIN_MTU)) };
+    // An IPv6 path must carry 1,280 bytes: an answer below it would be
+    // taken as 1,280, which still does not fit.
+    let r = if v4 {
+        answer4(&ctx, mtu)
+    } else if mtu < IPV6_MIN_MTU {
+        Err(Drop::TooBig)
+    } else {
+        answer6(&ctx, mtu)
+    };
     r.unwrap_or_else(|reason| {
         stats::count(reason.counter());
         xdp_action::XDP_DROP
@@ -76,8 +84,13 @@ fn checksum(ctx: &XdpContext, at: usize, len: u32, seed: u32) -> Result<[u8; 2],
 fn answer4(ctx: &XdpContext, mtu: u32) -> Result<u32, Drop> {
     const ROOM: usize = Ipv4Hdr::LEN + IcmpHdr::LEN;
     const QUOTE: usize = Ipv4Hdr::LEN + QUOTED;
-    // Options would shift the quote: such packets are not answered.
-    if unsafe { (*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)?).header_len() } != Ipv4Hdr::LEN {
+    // Options would shift the quote: such packets are not answered; nor
+    // is an ICMP error (RFC 1122: never an error about an error).
+    let old = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
+    if old.header_len() != Ipv4Hdr::LEN {
+        return Err(Drop::TooBig);
+    }
+    if old.proto == IPPROTO_ICMP && unsafe { (*ptr_at::<IcmpHdr>(ctx, EthHdr::LEN + Ipv4Hdr::LEN)?).is_v4_error() } {
         return Err(Drop::TooBig);
     }
     reframe(ctx, ROOM, QUOTE)?;
@@ -111,6 +124,12 @@ fn answer6(ctx: &XdpContext, mtu: u32) -> Result<u32, Drop> {
     const ROOM: usize = Ipv6Hdr::LEN + IcmpHdr::LEN;
     const QUOTE: usize = Ipv6Hdr::LEN + QUOTED;
     const MESSAGE: usize = IcmpHdr::LEN + QUOTE;
+    // Never an error about an error (RFC 4443).
+    if unsafe { (*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)?).next_header } == IPPROTO_ICMPV6
+        && unsafe { (*ptr_at::<IcmpHdr>(ctx, EthHdr::LEN + Ipv6Hdr::LEN)?).kind } < 128
+    {
+        return Err(Drop::TooBig);
+    }
     reframe(ctx, ROOM, QUOTE)?;
     let quoted = unsafe { &*ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN + ROOM)? };
     let ip = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };

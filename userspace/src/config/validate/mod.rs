@@ -82,6 +82,19 @@ fn one_gue_port(c: &mut Checker, cfg: &Config) {
     let port = |s: &ServiceConfig| s.gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT);
     let mut gue = cfg.services.iter().filter(|s| s.get_ref().forwarding == Forwarding::Gue);
     let Some(first) = gue.next().map(|s| s.get_ref()) else { return };
+    // The SNAT ports are NAT answers' before anything else.
+    let nat = cfg.services.iter().any(|s| s.get_ref().forwarding == Forwarding::Nat);
+    let ports = cfg.daemon.snat_ports;
+    if nat && (ports.low..=ports.high).contains(&port(first)) {
+        let msg = format!(
+            "{} is inside daemon.snat_ports ({}-{}): bounces would be taken for NAT answers",
+            port(first),
+            ports.low,
+            ports.high
+        );
+        let at = cfg.services.iter().find(|s| s.get_ref().name == first.name).map_or(0, |s| s.span().start);
+        c.err(at, "gue_port", format!("service[{}].gue_port", first.name), msg);
+    }
     for s in gue {
         let (at, s) = (s.span().start, s.get_ref());
         if port(s) != port(first) {

@@ -78,6 +78,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::DropTooBig => "dropped: too big for the tunnel, IPv4 without Don't Fragment",
         GlobalCounter::Decapsulated => "packets a backend's agent bounced back through its tunnel",
         GlobalCounter::QuicRouted => "QUIC packets sent to the backend their connection ID names",
+        GlobalCounter::DropNotABounce => "dropped: out of a tunnel to the balancer, not an agent's bounce",
     }
 }
 
