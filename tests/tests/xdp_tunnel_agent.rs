@@ -95,6 +95,17 @@ fn bounce_through_the_tunnel(tag: &str, vip_v6: bool, outer_v6: bool, encap: u16
             assert_eq!(out.frame[14..], syn[14..], "{tag}: the inner packet");
             assert_eq!(agent.counter(AgentCounter::Decapsulated).unwrap(), 1, "{tag}");
             assert_eq!(agent.counter(AgentCounter::Kept).unwrap(), 1, "{tag}");
+            // A router's congestion mark on the outer header reaches the
+            // inner one (RFC 6040), its IPv4 checksum kept right.
+            let c2: SocketAddr = if vip_v6 { "[2001:db8::7]:41001" } else { "192.0.2.7:41001" }.parse().unwrap();
+            let ect = with_ecn(with_checksums(frame::packet(c2, lab.vip, L4::Tcp(0x02), b"")), 2);
+            let (_, sent) = lab.run(&ect);
+            let out = agent.test_run(&with_ecn(sent, 3)).unwrap();
+            let inner_ecn = if vip_v6 { (out.frame[15] >> 4) & 3 } else { out.frame[15] & 3 };
+            assert_eq!(inner_ecn, 3, "{tag}: congestion experienced, inside");
+            if !vip_v6 {
+                assert_eq!(veer_abi::csum::checksum(&out.frame[14..34]), 0, "{tag}: inner IPv4 checksum");
+            }
             // Not one of its VIPs inside: left as it came.
             let other: IpAddr = if vip_v6 { "2001:db8:100::2" } else { "10.0.0.101" }.parse().unwrap();
             let agent = AgentProgram::load_with(&[other], cfg).unwrap();
@@ -105,6 +116,17 @@ fn bounce_through_the_tunnel(tag: &str, vip_v6: bool, outer_v6: bool, encap: u16
             assert_eq!(agent.test_run(&again).unwrap().frame, again, "{tag}: no --decap");
         })
         .unwrap();
+}
+
+/// `f` with the ECN bits of its IP header (at offset 14) set to `ecn`.
+fn with_ecn(mut f: Vec<u8>, ecn: u8) -> Vec<u8> {
+    if f[12..14] == [0x08, 0x00] {
+        f[15] = (f[15] & !3) | ecn;
+        frame::with_ipv4_checksum(f)
+    } else {
+        f[15] = (f[15] & !0x30) | (ecn << 4);
+        f
+    }
 }
 
 #[test]

@@ -219,17 +219,54 @@ fn swap_outer(ctx: &XdpContext, v4: bool) {
 }
 
 /// Takes the outer headers off: the frame becomes the inner packet, to
-/// this host's MAC as it came.
+/// this host's MAC as it came. A router's congestion mark on the outer
+/// header goes onto the inner one (RFC 6040), where the transport sees it.
 #[inline(always)]
 fn take_out(ctx: &XdpContext, t: &Tunnel) {
     let Some(eth) = at::<[[u8; 6]; 2]>(ctx, 0) else { return };
     let macs = unsafe { *eth };
+    if outer_ecn(ctx, t.v4) == Some(ECN_CE) {
+        mark_ce(ctx, ETH_LEN + t.overhead, t.inner == [0x08, 0x00]);
+    }
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, t.overhead as i32) } != 0 {
         return;
     }
     if let Some(eth) = at::<([[u8; 6]; 2], [u8; 2])>(ctx, 0) {
         unsafe { *eth = (macs, t.inner) };
         count(AgentCounter::Decapsulated);
+    }
+}
+
+/// ECN's "congestion experienced" codepoint.
+const ECN_CE: u8 = 3;
+
+/// The outer header's ECN bits.
+#[inline(always)]
+fn outer_ecn(ctx: &XdpContext, v4: bool) -> Option<u8> {
+    let b = unsafe { *at::<[u8; 2]>(ctx, ETH_LEN)? };
+    Some(if v4 { b[1] & 3 } else { (b[1] >> 4) & 3 })
+}
+
+/// Marks the inner IP header at `at` "congestion experienced" if it is
+/// ECN-capable (IPv4: its checksum updated for the changed word).
+#[inline(always)]
+fn mark_ce(ctx: &XdpContext, at: usize, v4: bool) {
+    let Some(h) = self::at::<[u8; 12]>(ctx, at) else { return };
+    // SAFETY: bounds-checked by `at`.
+    let h = unsafe { &mut *h };
+    if v4 {
+        if h[1] & 3 == 0 || h[1] & 3 == ECN_CE {
+            return;
+        }
+        let old = u16::from_be_bytes([h[0], h[1]]);
+        h[1] |= ECN_CE;
+        let new = u16::from_be_bytes([h[0], h[1]]);
+        // RFC 1624: HC' = ~(~HC + ~m + m').
+        let sum = (!u16::from_be_bytes([h[10], h[11]])) as u32 + (!old) as u32 + new as u32;
+        let sum = (sum & 0xffff) + (sum >> 16);
+        h[10..12].copy_from_slice(&(!(((sum & 0xffff) + (sum >> 16)) as u16)).to_be_bytes());
+    } else if (h[1] >> 4) & 3 != 0 {
+        h[1] |= ECN_CE << 4;
     }
 }
 
