@@ -9,6 +9,8 @@ use veer_abi::{Backend, BackendState, GlobalCounter, Scheduler, NO_BACKEND};
 
 use crate::{netns::Netns, require_root};
 
+/// The lab's key of the tunnel MACs (veerd picks a random one).
+const MAC_KEY: u32 = 0x5eed_1234;
 /// The MAC of the router toward the backends.
 pub const ROUTER_MAC: [u8; 6] = [0x02, 0x0a, 0, 0, 0, 0xfe];
 /// The MAC of the lab's interface `d0`.
@@ -83,7 +85,7 @@ impl TunnelLab {
             let b = Backend {
                 addr: veer::dataplane::to_abi(*addr),
                 // As veerd writes it: bounces through the tunnel are known by it.
-                mac: veer_abi::tunnel_mac(&veer::dataplane::to_abi(*addr)),
+                mac: veer_abi::tunnel_mac(&veer::dataplane::to_abi(*addr), MAC_KEY),
                 src_mac: [0; 6],
                 ifindex: 0,
                 weight: 1,
@@ -100,7 +102,8 @@ impl TunnelLab {
         dp.publish_pool(&key, 65537, &members).unwrap();
         dp.set_snat_addr(0, source).unwrap();
         dp.set_tunnel_source(source, true).unwrap();
-        dp.set_gue_port(if encap.0 == veer_abi::ENCAP_GUE { encap.1 } else { 0 }).unwrap();
+        let gue_port = if encap.0 == veer_abi::ENCAP_GUE { encap.1 } else { 0 };
+        dp.set_tunnel_config(veer_abi::TunnelConfig { gue_port, _pad: 0, mac_key: MAC_KEY }).unwrap();
         let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
         dp.add_tx_port(d0).unwrap();
         TunnelLab { ns, dp, vip: SocketAddr::new(vip, 80), source, backends }

@@ -19,10 +19,20 @@ impl Dataplane {
         }
     }
 
-    /// Sets the UDP port GUE packets sent back by backends arrive on (0: none).
-    pub fn set_gue_port(&mut self, port: u16) -> Result<()> {
+    /// Sets the tunnels' settings: the GUE port bounces arrive on (0: none)
+    /// and the tunnel MACs' key.
+    pub fn set_tunnel_config(&mut self, cfg: TunnelConfig) -> Result<()> {
         let mut m: Array<&mut MapData, TunnelConfig> = map_mut!(self, Array, names::TUNNEL_CONFIG);
-        m.set(0, TunnelConfig { gue_port: port, _pad: 0 }, 0)
-            .map_err(DataplaneError::map(names::TUNNEL_CONFIG, "writing"))
+        m.set(0, cfg, 0).map_err(DataplaneError::map(names::TUNNEL_CONFIG, "writing"))
+    }
+
+    /// The tunnels' settings as the dataplane holds them (adopted pins keep
+    /// their key).
+    pub fn tunnel_config(&self) -> Result<TunnelConfig> {
+        let map = self.ebpf.map(names::TUNNEL_CONFIG);
+        let map = map.ok_or(DataplaneError::Missing { kind: "map", name: names::TUNNEL_CONFIG })?;
+        let m: Array<&MapData, TunnelConfig> =
+            Array::try_from(map).map_err(DataplaneError::map(names::TUNNEL_CONFIG, "opening"))?;
+        m.get(&0, 0).map_err(DataplaneError::map(names::TUNNEL_CONFIG, "reading"))
     }
 }

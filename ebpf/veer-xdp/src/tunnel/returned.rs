@@ -141,7 +141,8 @@ fn taken_out(ctx: &XdpContext) -> Result<bool, Drop> {
         (IPPROTO_IPV6, _) | (IPPROTO_UDP, 6) => ETH_P_IPV6,
         _ => return Ok(false),
     };
-    let from = tunnel_mac(src.bytes());
+    let key = TUNNEL_CONFIG.get(0).map_or(0, |c| c.mac_key);
+    let from = tunnel_mac(src.bytes(), key);
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, overhead as i32) } != 0 {
         return Ok(false);
     }

@@ -55,6 +55,8 @@ pub struct Nat {
     snat: SnatTable,
     /// The tunnel sources written to the dataplane (where bounces arrive).
     tunnel_sources: std::collections::HashSet<IpAddr>,
+    /// The tunnel MACs' key (0: not chosen yet; see [`Nat::mac_key`]).
+    mac_key: u32,
     expiry: Option<periodic::Periodic>,
     /// `daemon.syn_cookie_half_open`, shared with the expiry thread (a
     /// reload changes it in place).
@@ -156,6 +158,22 @@ impl Nat {
         }
     }
 
+    /// The key of the tunnelled backends' MACs (`veer_abi::tunnel_mac`):
+    /// the one the dataplane holds (adopted pins), else a new random one.
+    pub fn mac_key(&mut self, dp: &mut Dataplane) -> u32 {
+        if self.mac_key == 0 {
+            let mut cfg = dp.tunnel_config().unwrap_or_default();
+            if cfg.mac_key == 0 {
+                cfg.mac_key = fastrand::u32(1..);
+                if let Err(e) = dp.set_tunnel_config(cfg) {
+                    error!(error = %e, "writing the tunnel MACs' key failed");
+                }
+            }
+            self.mac_key = cfg.mac_key;
+        }
+        self.mac_key
+    }
+
     /// The tunnel sources the tunnelled backends use, and the GUE port,
     /// where the backends' agents send packets back.
     fn sync_tunnels(&mut self, dp: &mut Dataplane, services: &[ServiceRt]) {
@@ -178,7 +196,8 @@ impl Nat {
         }
         let gue = services.iter().find(|s| s.cfg.forwarding == Forwarding::Gue);
         let port = gue.map_or(0, |s| s.cfg.gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT));
-        if let Err(e) = dp.set_gue_port(port) {
+        let cfg = veer_abi::TunnelConfig { gue_port: port, _pad: 0, mac_key: self.mac_key(dp) };
+        if let Err(e) = dp.set_tunnel_config(cfg) {
             error!(port, error = %e, "writing the GUE port failed");
         }
     }

@@ -52,15 +52,16 @@ pub struct Publisher {
     starved_changed: bool,
 }
 
-/// Service `s`'s dataplane entry for backend `b`.
-fn backend_entry(s: &ServiceRt, b: &BackendRt) -> Backend {
+/// Service `s`'s dataplane entry for backend `b` (`mac_key`: the tunnel
+/// MACs' key).
+fn backend_entry(s: &ServiceRt, b: &BackendRt, mac_key: u32) -> Backend {
     let (svc_id, fwd, gue_port) = (s.id, s.cfg.forwarding, s.cfg.gue_port);
     Backend {
         addr: to_abi(b.cfg.address),
         // A tunnelled backend is known by its tunnel MAC when its agent
         // sends a packet back (`veer_abi::tunnel_mac`).
         mac: if fwd.tunnelled() {
-            veer_abi::tunnel_mac(&to_abi(b.cfg.address))
+            veer_abi::tunnel_mac(&to_abi(b.cfg.address), mac_key)
         } else {
             b.nexthop.map_or([0; 6], |n| n.mac)
         },
@@ -236,8 +237,9 @@ impl Publisher {
     /// Writes service `s`'s backend entries that changed, and records each
     /// state-word change in the history.
     pub fn write_entries(&mut self, s: &ServiceRt) -> Result<()> {
+        let mac_key = if s.cfg.forwarding.tunnelled() { self.nat.mac_key(&mut self.dp) } else { 0 };
         for b in &s.backends {
-            let e = backend_entry(s, b);
+            let e = backend_entry(s, b, mac_key);
             if self.written.get(&b.id) == Some(&e) {
                 continue;
             }
