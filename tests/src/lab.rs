@@ -199,6 +199,18 @@ pub fn nat_backend_mac(i: usize) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, 0, i as u8]
 }
 
+/// Interface `d0` (MAC `mac`) in `ns`, up, for a lab whose program routes
+/// (NAT, tunnels) with the kernel's FIB lookup, which wants forwarding on.
+pub fn routing_d0(ns: &Netns, mac: [u8; 6]) {
+    let mac = veer::config::fmt_mac(&mac);
+    // No dummy interfaces in this kernel: a veth pair, both ends in the namespace.
+    ns.exec(&["ip", "link", "add", "d0", "address", &mac, "type", "veth", "peer", "name", "d0p"]).unwrap();
+    ns.exec(&["ip", "link", "set", "d0p", "up"]).unwrap();
+    ns.exec(&["ip", "link", "set", "d0", "up"]).unwrap();
+    ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+}
+
 /// A dataplane with one NAT service, inside a namespace whose interface
 /// `d0` routes to the backends and the client.
 pub struct NatLab {
@@ -234,14 +246,7 @@ impl NatLab {
         let backends: Vec<IpAddr> = (0..n)
             .map(|i| if v6 { format!("2001:db8:1::{}", i + 10) } else { format!("10.1.0.{}", i + 10) }.parse().unwrap())
             .collect();
-        let mac = veer::config::fmt_mac(&NAT_SRC_MAC);
-        // No dummy interfaces in this kernel: a veth pair, both ends in the namespace.
-        ns.exec(&["ip", "link", "add", "d0", "address", &mac, "type", "veth", "peer", "name", "d0p"]).unwrap();
-        ns.exec(&["ip", "link", "set", "d0p", "up"]).unwrap();
-        ns.exec(&["ip", "link", "set", "d0", "up"]).unwrap();
-        // NAT routes like a router: the kernel's FIB lookup wants forwarding on.
-        ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
-        ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        routing_d0(&ns, NAT_SRC_MAC);
         let (plen, cnet) = if v6 { ("64", "2001:db8::1/64") } else { ("24", "192.0.2.1/24") };
         let fam = if v6 { "-6" } else { "-4" };
         ns.exec(&["ip", fam, "addr", "add", &format!("{snat}/{plen}"), "dev", "d0", "nodad"]).unwrap();

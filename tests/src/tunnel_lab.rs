@@ -50,13 +50,7 @@ impl TunnelLab {
             .map(|i| if outer_v6 { format!("2001:db8:9::{}", i + 10) } else { format!("10.9.0.{}", i + 10) })
             .map(|a| a.parse().unwrap())
             .collect();
-        let mac = veer::config::fmt_mac(&D0_MAC);
-        ns.exec(&["ip", "link", "add", "d0", "address", &mac, "type", "veth", "peer", "name", "d0p"]).unwrap();
-        ns.exec(&["ip", "link", "set", "d0p", "up"]).unwrap();
-        ns.exec(&["ip", "link", "set", "d0", "up"]).unwrap();
-        // The kernel's FIB lookup wants forwarding on.
-        ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
-        ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+        crate::lab::routing_d0(&ns, D0_MAC);
         let (fam, plen) = if outer_v6 { ("-6", "64") } else { ("-4", "24") };
         ns.exec(&["ip", fam, "addr", "add", &format!("{source}/{plen}"), "dev", "d0", "nodad"]).unwrap();
         let router_mac = veer::config::fmt_mac(&ROUTER_MAC);

@@ -49,6 +49,23 @@ struct FibParams {
     dmac: [u8; 6],
 }
 
+impl FibParams {
+    /// Asks from `src` to `dst` (16-byte forms; an IPv4 address goes in the
+    /// first four bytes, the rest zero).
+    #[inline(always)]
+    fn addresses(&mut self, v4: bool, src: &[u8; 16], dst: &[u8; 16]) {
+        self.src = [0; 16];
+        self.dst = [0; 16];
+        if v4 {
+            self.src[..4].copy_from_slice(&src[12..]);
+            self.dst[..4].copy_from_slice(&dst[12..]);
+        } else {
+            self.src = *src;
+            self.dst = *dst;
+        }
+    }
+}
+
 /// A `bpf_fib_lookup`'s parameters, and which question they are.
 #[repr(C, align(4))]
 struct FibScratch {
@@ -115,16 +132,8 @@ pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resu
     p.tot_len = 0;
     p.ifindex = ingress;
     p.flowinfo = 0;
-    p.src = [0; 16];
-    p.dst = [0; 16];
     p.vlan = 0;
-    if v4 {
-        p.src[..4].copy_from_slice(&src[12..]);
-        p.dst[..4].copy_from_slice(&dst[12..]);
-    } else {
-        p.src = *src;
-        p.dst = *dst;
-    }
+    p.addresses(v4, src, dst);
     match lookup(ctx) {
         // With `tot_len` 0 the helper's MTU check passes, and it answers
         // the MTU in the same field.
@@ -233,13 +242,7 @@ pub fn route_skb(
 ) -> Option<(u32, [u8; 6], [u8; 6])> {
     let mut p = FibParams { family: if v4 { AF_INET } else { AF_INET6 }, ..Default::default() };
     p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    if v4 {
-        p.src[..4].copy_from_slice(&src[12..]);
-        p.dst[..4].copy_from_slice(&dst[12..]);
-    } else {
-        p.src = *src;
-        p.dst = *dst;
-    }
+    p.addresses(v4, src, dst);
     // SAFETY: a bpf_fib_lookup on this program's stack.
     let r = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p as *mut FibParams as *mut _, 64, 0) };
     (r == FIB_SUCCESS).then_some((p.ifindex, p.smac, p.dmac))

@@ -83,7 +83,8 @@ pub enum Installed {
     /// Attached where there was none.
     Attached,
     /// Attached anew in place of pins whose program was attached nowhere, or
-    /// to another interface (a recreated device).
+    /// to another interface (a recreated device), or was an agent from
+    /// before tunnels.
     ReplacedStale,
     /// Already attached here: only the VIPs were set.
     VipsUpdated,
@@ -106,8 +107,11 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode, deca
     remove_detached(root)?;
     let d = dir(root, iface)?;
     let link = d.join(LINK);
+    // An agent from before tunnels has no settings pin, and its program
+    // reads none: it is replaced, not updated.
+    let current = d.join(names::CONFIG).exists();
     let outcome = match attached_ifindex(&link) {
-        Some(i) if i == ifindex => Installed::VipsUpdated,
+        Some(i) if i == ifindex && current => Installed::VipsUpdated,
         None if !link.exists() => Installed::Attached,
         _ => {
             uninstall_dir(&d)?;
