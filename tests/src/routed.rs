@@ -277,7 +277,8 @@ impl RoutedTestbed {
         for b in &self.backends {
             let out = std::process::Command::new(crate::daemon::bin("veerctl"))
                 .args(["agent", "install", "eth0", "--vip", &VIP.to_string(), "--vip", &VIP6.to_string()])
-                .args(["--decap", forwarding, "--netns", b.ns.name(), "--pins"])
+                .args(["--decap", forwarding, "--from", &LB_IP.to_string(), "--from", &LB_IP6.to_string()])
+                .args(["--netns", b.ns.name(), "--pins"])
                 .arg(root)
                 .output()?;
             anyhow::ensure!(out.status.success(), "veerctl agent install: {}", String::from_utf8_lossy(&out.stderr));

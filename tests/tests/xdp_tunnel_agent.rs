@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use veer::dataplane::agent::AgentProgram;
+use veer::dataplane::agent::{AgentProgram, Tunnels};
 use veer_abi::{AgentConfig, AgentCounter, GlobalCounter, AGENT_DECAP_GUE, AGENT_DECAP_IPIP, ENCAP_GUE, ENCAP_IPIP};
 use veer_tests::{
     frame::{self, L4},
@@ -39,7 +39,7 @@ fn bounce_through_the_tunnel(tag: &str, vip_v6: bool, outer_v6: bool, encap: u16
     let plen = if vip_v6 { "128" } else { "32" };
     backend.exec(&["ip", "addr", "add", &format!("{vip}/{plen}"), "dev", "lo"]).unwrap();
     let decap = if encap == ENCAP_GUE { AGENT_DECAP_GUE } else { AGENT_DECAP_IPIP };
-    let cfg = AgentConfig { decap, gue_port: GUE_PORT };
+    let cfg = Tunnels { decap: AgentConfig { decap, gue_port: GUE_PORT }, from: vec![lab.source] };
     let client: SocketAddr = if vip_v6 { "[2001:db8::7]:41000" } else { "192.0.2.7:41000" }.parse().unwrap();
     let syn = with_checksums(frame::packet(client, lab.vip, L4::Tcp(0x02), b""));
     let (action, sent) = lab.run(&syn);
@@ -49,7 +49,7 @@ fn bounce_through_the_tunnel(tag: &str, vip_v6: bool, outer_v6: bool, encap: u16
     // Nothing listens: the agent sends it back inside the tunnel.
     let bounced = backend
         .run(|| {
-            let agent = AgentProgram::load_with(&[vip], cfg).unwrap();
+            let agent = AgentProgram::load_with(&[vip], &cfg).unwrap();
             let out = agent.test_run(&sent).unwrap();
             assert_eq!(agent.counter(AgentCounter::Bounced).unwrap(), 1, "{tag}");
             out
@@ -87,7 +87,7 @@ fn bounce_through_the_tunnel(tag: &str, vip_v6: bool, outer_v6: bool, encap: u16
     backend
         .run(|| {
             let _listener = std::net::TcpListener::bind(SocketAddr::new(vip, 80)).unwrap();
-            let agent = AgentProgram::load_with(&[vip], cfg).unwrap();
+            let agent = AgentProgram::load_with(&[vip], &cfg).unwrap();
             let out = agent.test_run(&again).unwrap();
             assert_eq!(out.action, XDP_PASS, "{tag}: kept");
             assert_eq!(out.frame[..12], again[..12], "{tag}: the frame's MACs as they came");
@@ -108,9 +108,16 @@ fn bounce_through_the_tunnel(tag: &str, vip_v6: bool, outer_v6: bool, encap: u16
             }
             // Not one of its VIPs inside: left as it came.
             let other: IpAddr = if vip_v6 { "2001:db8:100::2" } else { "10.0.0.101" }.parse().unwrap();
-            let agent = AgentProgram::load_with(&[other], cfg).unwrap();
+            let agent = AgentProgram::load_with(&[other], &cfg).unwrap();
             let out = agent.test_run(&again).unwrap();
             assert_eq!((out.action, &out.frame), (XDP_PASS, &again), "{tag}: no VIP of this agent's");
+            // From no balancer's tunnel source: left as it came.
+            let stranger = Tunnels {
+                from: vec![if outer_v6 { "2001:db8:1::99" } else { "10.1.0.99" }.parse().unwrap()],
+                ..cfg.clone()
+            };
+            let agent = AgentProgram::load_with(&[vip], &stranger).unwrap();
+            assert_eq!(agent.test_run(&again).unwrap().frame, again, "{tag}: not from a --from address");
             // Not told to take packets out of tunnels: left as it came.
             let agent = AgentProgram::load(&[vip]).unwrap();
             assert_eq!(agent.test_run(&again).unwrap().frame, again, "{tag}: no --decap");

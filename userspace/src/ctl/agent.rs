@@ -24,6 +24,11 @@ pub enum AgentCmd {
         /// GUE's UDP port (the services' `gue_port`).
         #[arg(long, default_value_t = veer_abi::DEFAULT_GUE_PORT, value_parser = clap::value_parser!(u16).range(1..))]
         gue_port: u16,
+        /// A balancer's tunnel source (its `tunnel_source`); repeat for each
+        /// balancer and family. Tunnel packets from anyone else are left
+        /// alone. Needed with --decap.
+        #[arg(long = "from", requires = "decap")]
+        from: Vec<std::net::IpAddr>,
     },
     /// Detach the agent from IFACE and remove its pins.
     Uninstall {
@@ -56,9 +61,10 @@ pub fn agent(cmd: AgentCmd, root: &std::path::Path, netns: Option<&str>, json: b
         None => iface.to_string(),
     };
     let out = match cmd {
-        AgentCmd::Install { iface, vips, skb, decap, gue_port } => {
+        AgentCmd::Install { iface, vips, skb, decap, gue_port, from } => {
             let mode = if skb { crate::dataplane::AttachMode::Skb } else { crate::dataplane::AttachMode::Driver };
-            let what = match agent::install(root, &iface, &vips, mode, config(&decap, gue_port))? {
+            let tunnels = agent::Tunnels { decap: config(&decap, gue_port), from };
+            let what = match agent::install(root, &iface, &vips, mode, &tunnels)? {
                 agent::Installed::Attached => "attached to",
                 agent::Installed::ReplacedStale => "attached (in place of stale pins) to",
                 agent::Installed::VipsUpdated => "VIPs updated on",
@@ -107,7 +113,7 @@ fn print_status(a: &serde_json::Value) {
     let tunnels = match a["decap"].as_array() {
         Some(t) if !t.is_empty() => {
             let names: Vec<&str> = t.iter().filter_map(|n| n.as_str()).collect();
-            format!("; out of {} tunnels: {}", names.join(" and "), a["decapsulated"])
+            format!("; out of {} tunnels from {}: {}", names.join(" and "), a["from"], a["decapsulated"])
         }
         _ => String::new(),
     };

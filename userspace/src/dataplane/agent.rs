@@ -16,7 +16,7 @@ use aya::{
     programs::{links::FdLink, Xdp},
     EbpfLoader,
 };
-use veer_abi::{agent_names as names, AgentConfig, AgentCounter, MAX_AGENT_VIPS};
+use veer_abi::{agent_names as names, AgentConfig, AgentCounter, MAX_AGENT_PEERS, MAX_AGENT_VIPS};
 
 use super::{pin, to_abi, AttachMode, DataplaneError, Result};
 
@@ -71,6 +71,8 @@ pub struct AgentStatus {
     pub unowned: u64,
     /// The tunnels it takes VIP packets out of (`ipip`, `gue`).
     pub decap: Vec<String>,
+    /// The balancers' tunnel sources it takes them from.
+    pub from: Vec<IpAddr>,
     /// GUE's port, when it takes packets out of GUE.
     pub gue_port: Option<u16>,
     /// VIP packets taken out of their tunnel.
@@ -90,15 +92,30 @@ pub enum Installed {
     VipsUpdated,
 }
 
+/// The tunnels an agent takes VIP packets out of, and from whom.
+#[derive(Debug, Clone, Default)]
+pub struct Tunnels {
+    /// Which tunnels, and GUE's port.
+    pub decap: AgentConfig,
+    /// The balancers' tunnel sources: the only outer sources taken.
+    pub from: Vec<IpAddr>,
+}
+
 /// Installs the agent on `iface` in the calling thread's namespace for
-/// `vips`, taking packets out of the tunnels `decap` names, or, when it is
-/// attached there already, sets its VIPs and tunnels to these. First
-/// removes pins left by interfaces and namespaces that are gone.
-pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode, decap: AgentConfig) -> Result<Installed> {
+/// `vips`, taking packets out of `tunnels`, or, when it is attached there
+/// already, sets its VIPs and tunnels to these. First removes pins left by
+/// interfaces and namespaces that are gone.
+pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode, tunnels: &Tunnels) -> Result<Installed> {
     if vips.is_empty() || vips.len() > MAX_AGENT_VIPS as usize {
         return Err(DataplaneError::Unsupported(format!(
             "an agent serves 1 to {MAX_AGENT_VIPS} VIPs, not {}",
             vips.len()
+        )));
+    }
+    if (tunnels.decap.decap != 0) == tunnels.from.is_empty() || tunnels.from.len() > MAX_AGENT_PEERS as usize {
+        return Err(DataplaneError::Unsupported(format!(
+            "taking packets out of tunnels needs the balancers' tunnel sources (1 to {MAX_AGENT_PEERS} --from), \
+             and --from needs --decap"
         )));
     }
     let ifindex = crate::net::ifindex(iface)
@@ -107,9 +124,9 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode, deca
     remove_detached(root)?;
     let d = dir(root, iface)?;
     let link = d.join(LINK);
-    // An agent from before tunnels has no settings pin, and its program
+    // An agent from before tunnels has no tunnel pins, and its program
     // reads none: it is replaced, not updated.
-    let current = d.join(names::CONFIG).exists();
+    let current = d.join(names::PEERS).exists();
     let outcome = match attached_ifindex(&link) {
         Some(i) if i == ifindex && current => Installed::VipsUpdated,
         None if !link.exists() => Installed::Attached,
@@ -123,7 +140,8 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode, deca
     loader
         .map_pin_path(names::VIPS, d.join(names::VIPS))
         .map_pin_path(names::STATS, d.join(names::STATS))
-        .map_pin_path(names::CONFIG, d.join(names::CONFIG));
+        .map_pin_path(names::CONFIG, d.join(names::CONFIG))
+        .map_pin_path(names::PEERS, d.join(names::PEERS));
     let mut ebpf = loader.load(AGENT_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
     if outcome != Installed::VipsUpdated {
         let prog = load_program(&mut ebpf)?;
@@ -137,8 +155,9 @@ pub fn install(root: &Path, iface: &str, vips: &[IpAddr], mode: AttachMode, deca
         })?;
         fd.pin(&link).map_err(|e| DataplaneError::PinLink { path: link.clone(), source: Box::new(e) })?;
     }
-    set_vips(&mut ebpf, vips)?;
-    set_config(&mut ebpf, decap)?;
+    set_addresses(&mut ebpf, names::VIPS, vips)?;
+    set_addresses(&mut ebpf, names::PEERS, &tunnels.from)?;
+    set_config(&mut ebpf, tunnels.decap)?;
     Ok(outcome)
 }
 
@@ -202,15 +221,15 @@ fn load_program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp> {
     Ok(prog)
 }
 
-/// Makes the agent's VIPs exactly `vips`.
-fn set_vips(ebpf: &mut aya::Ebpf, vips: &[IpAddr]) -> Result<()> {
-    let map = ebpf.map_mut(names::VIPS).ok_or(DataplaneError::Missing { kind: "map", name: names::VIPS })?;
+/// Makes the agent's address set `name` (its VIPs, its peers) exactly `addrs`.
+fn set_addresses(ebpf: &mut aya::Ebpf, name: &'static str, addrs: &[IpAddr]) -> Result<()> {
+    let map = ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
     let mut m: HashMap<&mut MapData, [u8; 16], u32> =
-        HashMap::try_from(map).map_err(DataplaneError::map(names::VIPS, "opening"))?;
-    let wanted: Vec<[u8; 16]> = vips.iter().map(|v| to_abi(*v)).collect();
+        HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+    let wanted: Vec<[u8; 16]> = addrs.iter().map(|v| to_abi(*v)).collect();
     let stale: Vec<[u8; 16]> = m.keys().filter_map(|k| k.ok()).filter(|k| !wanted.contains(k)).collect();
     for k in &wanted {
-        m.insert(k, 1, 0).map_err(DataplaneError::map(names::VIPS, "writing a VIP"))?;
+        m.insert(k, 1, 0).map_err(DataplaneError::map(name, "writing an address"))?;
     }
     for k in &stale {
         let _ = m.remove(k);
@@ -286,6 +305,11 @@ fn status_at(d: &Path, netns_names: &std::collections::HashMap<u64, String>) -> 
         unowned: counter(AgentCounter::Unowned).unwrap_or(0),
         decapsulated: counter(AgentCounter::Decapsulated).unwrap_or(0),
         decap: decap_names(config.decap),
+        from: open(names::PEERS)
+            .ok()
+            .and_then(|m| HashMap::<MapData, [u8; 16], u32>::try_from(aya::maps::Map::HashMap(m)).ok())
+            .map(|m| m.keys().filter_map(|k| k.ok()).map(|k| super::from_abi(&k)).collect())
+            .unwrap_or_default(),
         gue_port: (config.decap & veer_abi::AGENT_DECAP_GUE != 0).then_some(config.gue_port),
     })
 }
@@ -309,15 +333,16 @@ pub struct AgentProgram {
 impl AgentProgram {
     /// Loads the agent serving `vips`.
     pub fn load(vips: &[IpAddr]) -> Result<Self> {
-        Self::load_with(vips, AgentConfig::default())
+        Self::load_with(vips, &Tunnels::default())
     }
 
-    /// Loads the agent serving `vips`, taking packets out of `decap`'s tunnels.
-    pub fn load_with(vips: &[IpAddr], decap: AgentConfig) -> Result<Self> {
+    /// Loads the agent serving `vips`, taking packets out of `tunnels`.
+    pub fn load_with(vips: &[IpAddr], tunnels: &Tunnels) -> Result<Self> {
         let mut ebpf = aya::Ebpf::load(AGENT_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         load_program(&mut ebpf)?;
-        set_vips(&mut ebpf, vips)?;
-        set_config(&mut ebpf, decap)?;
+        set_addresses(&mut ebpf, names::VIPS, vips)?;
+        set_addresses(&mut ebpf, names::PEERS, &tunnels.from)?;
+        set_config(&mut ebpf, tunnels.decap)?;
         Ok(Self { ebpf })
     }
 

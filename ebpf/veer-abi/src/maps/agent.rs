@@ -21,6 +21,9 @@ impl AgentCounter {
     pub const COUNT: u32 = 4;
 }
 
+/// Entries of the agent's `AGENT_PEERS` (balancers' tunnel sources).
+pub const MAX_AGENT_PEERS: u32 = 64;
+
 /// [`AgentConfig::decap`]: take VIP packets out of IP-in-IP (protocols 4, 41).
 pub const AGENT_DECAP_IPIP: u16 = 1;
 /// [`AgentConfig::decap`]: take VIP packets out of GUE (UDP to `gue_port`).
@@ -49,4 +52,7 @@ pub mod agent_names {
     pub const STATS: &str = "AGENT_STATS";
     /// `Array<AgentConfig>`: the tunnels it takes packets out of.
     pub const CONFIG: &str = "AGENT_CONFIG";
+    /// `HashMap<[u8; 16], u32>`: the balancers' tunnel sources, the only
+    /// outer sources it takes tunnel packets from.
+    pub const PEERS: &str = "AGENT_PEERS";
 }

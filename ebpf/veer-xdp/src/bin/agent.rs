@@ -20,8 +20,9 @@
 //! a tunnel. The agent takes a VIP packet out of it (`bpf_xdp_adjust_head`:
 //! no `ipip` or `fou` module needed) and passes the inner packet to the
 //! kernel; one it bounces goes back inside the same tunnel, outer addresses
-//! swapped, to the balancer's tunnel source. Only packets whose inner
-//! destination is one of the agent's VIPs are taken out.
+//! swapped, to the balancer's tunnel source. Only packets from a balancer's
+//! tunnel source (`--from`) whose inner destination is one of the agent's
+//! VIPs are taken out.
 #![no_std]
 #![no_main]
 
@@ -33,7 +34,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use veer_abi::{
-    ipv4_mapped, AgentConfig, AgentCounter, AGENT_DECAP_GUE, AGENT_DECAP_IPIP, IPPROTO_TCP, IPPROTO_UDP, MAX_AGENT_VIPS,
+    ipv4_mapped, AgentConfig, AgentCounter, AGENT_DECAP_GUE, AGENT_DECAP_IPIP, IPPROTO_TCP, IPPROTO_UDP,
+    MAX_AGENT_PEERS, MAX_AGENT_VIPS,
 };
 
 /// The VIPs this backend serves (16-byte form; IPv4-mapped), written by
@@ -48,6 +50,11 @@ static AGENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(AgentCounte
 /// The tunnels it takes VIP packets out of.
 #[map]
 static AGENT_CONFIG: Array<AgentConfig> = Array::with_max_entries(1, 0);
+
+/// The balancers' tunnel sources: tunnel packets from anyone else are left
+/// to the kernel, untouched.
+#[map]
+static AGENT_PEERS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_AGENT_PEERS, 0);
 
 const ETH_LEN: usize = 14;
 const TCP_SYN: u8 = 0x02;
@@ -166,9 +173,16 @@ fn tunnelled(ctx: &XdpContext) -> Option<Tunnel> {
             if ip[0] != 0x45 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
                 return None;
             }
+            AGENT_PEERS.get_ptr(&ipv4_mapped([ip[12], ip[13], ip[14], ip[15]]))?;
             (true, ip[9], 20)
         }
-        [0x86, 0xdd] => (false, unsafe { (*at::<[u8; 40]>(ctx, ETH_LEN)?)[6] }, 40),
+        [0x86, 0xdd] => {
+            let ip = unsafe { &*at::<[u8; 40]>(ctx, ETH_LEN)? };
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&ip[8..24]);
+            AGENT_PEERS.get_ptr(&src)?;
+            (false, ip[6], 40)
+        }
         _ => return None,
     };
     let (overhead, inner) = match proto {

@@ -56,7 +56,10 @@ pub fn run() -> Result<()> {
     let agents = Agents(&tb, PathBuf::from("/sys/fs/bpf/veer-demo-agent"));
     tb.install_agents(&agents.1, "gue")?;
     for b in &tb.backends {
-        println!("  {:<6} {}  behind the router (1,400-byte link); VIP on lo; veer-agent --decap gue", b.name, b.ip);
+        println!(
+            "  {:<6} {}  behind the router (1,400-byte link); VIP on lo; veer-agent --decap gue --from {}",
+            b.name, b.ip, tb.lb.ip
+        );
     }
     println!("  client {}  on a subnet of its own; the router sends {VIP} to the balancer {}", tb.client.ip, tb.lb.ip);
 
