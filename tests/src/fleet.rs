@@ -155,20 +155,7 @@ impl FleetBed {
         // Native XDP on veth drops checksum-offload state: full checksums.
         router.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
         let client_ns = Netns::create(&format!("{prefix}-client"))?;
-        crate::netns::ip(&[
-            "-n",
-            router.ns.name(),
-            "link",
-            "add",
-            "eth1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            client_ns.name(),
-        ])?;
+        crate::topology::veth_to_eth0(router.ns.name(), "eth1", &client_ns)?;
         router.ns.exec(&["ip", "addr", "add", "10.88.0.1/24", "dev", "eth1"])?;
         router.ns.exec(&["ip", "link", "set", "eth1", "up"])?;
         router.ns.exec(&["ethtool", "-K", "eth1", "tx", "off"])?;

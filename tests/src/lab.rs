@@ -211,6 +211,37 @@ pub fn routing_d0(ns: &Netns, mac: [u8; 6]) {
     ns.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
 }
 
+/// A dataplane for a lab made with [`routing_d0`]: service 1 on `vip:80`
+/// over `proto` (Maglev, `flags`), the backends at `addrs` (ids 0..) as
+/// `entry` writes each, `source` as SNAT address 0, and `d0` a redirect
+/// target.
+pub fn routing_dataplane(
+    ns: &Netns,
+    (vip, proto): (IpAddr, Protocol),
+    flags: u8,
+    addrs: &[IpAddr],
+    source: IpAddr,
+    entry: impl Fn(IpAddr) -> Backend,
+) -> Dataplane {
+    let opts =
+        DataplaneOptions { conn_table_size: 4096, new_flow_table_size: 1024, max_services: 4, ..Default::default() };
+    let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
+    let key = veer::dataplane::service_key(vip, 80, proto);
+    let spec =
+        ServiceSpec { id: 1, scheduler: Scheduler::Maglev, flags, fallback_backend: NO_BACKEND, persistence_s: 0 };
+    dp.upsert_service(&key, spec).unwrap();
+    let mut members = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        dp.set_backend(i as u32, &entry(*addr)).unwrap();
+        members.push(RingMember { id: i as u32, identity: identity_of(*addr), weight: 1 });
+    }
+    dp.publish_pool(&key, 65537, &members).unwrap();
+    dp.set_snat_addr(0, source).unwrap();
+    let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
+    dp.add_tx_port(d0).unwrap();
+    dp
+}
+
 /// A dataplane with one NAT service, inside a namespace whose interface
 /// `d0` routes to the backends and the client.
 pub struct NatLab {
@@ -260,45 +291,21 @@ impl NatLab {
             neigh(*b, nat_backend_mac(i));
         }
         neigh(client, frame::CLIENT_MAC);
-        let opts = DataplaneOptions {
-            conn_table_size: 4096,
-            new_flow_table_size: 1024,
-            max_services: 4,
-            ..Default::default()
+        let entry = |addr| Backend {
+            addr: veer::dataplane::to_abi(addr),
+            mac: [0; 6],
+            src_mac: [0; 6],
+            ifindex: 0,
+            weight: 1,
+            state: BackendState::Up as u32,
+            service: 1,
+            port: 8080,
+            snat: 0,
+            snat_count: 0,
+            encap: 0,
         };
-        let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
-        let key = veer::dataplane::service_key(vip, 80, proto);
-        let spec = ServiceSpec {
-            id: 1,
-            scheduler: Scheduler::Maglev,
-            flags: veer_abi::SERVICE_F_NAT | flags,
-            fallback_backend: NO_BACKEND,
-            persistence_s: 0,
-        };
-        dp.upsert_service(&key, spec).unwrap();
-        let mut members = Vec::new();
-        for (i, addr) in backends.iter().enumerate() {
-            let b = Backend {
-                addr: veer::dataplane::to_abi(*addr),
-                mac: [0; 6],
-                src_mac: [0; 6],
-                ifindex: 0,
-                weight: 1,
-                state: BackendState::Up as u32,
-                service: 1,
-                port: 8080,
-                snat: 0,
-                snat_count: 0,
-                encap: 0,
-            };
-            dp.set_backend(i as u32, &b).unwrap();
-            members.push(veer::ring::RingMember { id: i as u32, identity: veer::ring::identity_of(*addr), weight: 1 });
-        }
-        dp.publish_pool(&key, 65537, &members).unwrap();
-        dp.set_snat_addr(0, snat).unwrap();
+        let mut dp = routing_dataplane(&ns, (vip, proto), veer_abi::SERVICE_F_NAT | flags, &backends, snat, entry);
         dp.set_nat_config(NatConfig { port_min: NAT_PORTS.0, port_max: NAT_PORTS.1, ..Default::default() }).unwrap();
-        let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
-        dp.add_tx_port(d0).unwrap();
         NatLab { ns, dp, vip: SocketAddr::new(vip, 80), client, snat, backends }
     }
 

@@ -25,7 +25,7 @@ use veer::dataplane::{AttachMode, Baseline};
 use crate::{
     daemon::EVENT_WAIT,
     netns::Netns,
-    topology::{VIP, VIP6},
+    topology::{veth_to_eth0, VIP, VIP6},
 };
 
 /// The bulk service's port ([`bulk_server`]).
@@ -75,30 +75,11 @@ pub struct RoutedTestbed {
     pub router: Netns,
 }
 
-/// `name` in namespace `ns`, its peer `eth0` in `peer`.
-fn veth(ns: &Netns, name: &str, peer: &Netns) -> Result<()> {
-    crate::netns::ip(&[
-        "-n",
-        ns.name(),
-        "link",
-        "add",
-        name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        peer.name(),
-    ])?;
-    Ok(())
-}
-
 /// A host `name` on a router port `port` (its subnet's `.1`/`::1` on the
 /// router), at `.n`/`::n` of subnet `net` (10.N.0.0/24, fdN::/64).
 fn host(router: &Netns, prefix: &str, name: &str, port: &str, net: u8, n: u8) -> Result<RoutedHost> {
     let ns = Netns::create(&format!("{prefix}-{name}"))?;
-    veth(router, port, &ns)?;
+    veth_to_eth0(router.name(), port, &ns)?;
     let ip = Ipv4Addr::new(10, net, 0, n);
     let ip6: Ipv6Addr = format!("fd{net}::{n}").parse()?;
     ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
@@ -129,7 +110,7 @@ impl RoutedTestbed {
         for i in 0..n {
             let (name, port) = (format!("b{}", i + 1), format!("p-b{}", i + 1));
             let ns = Netns::create(&format!("{prefix}-{name}"))?;
-            veth(&router, &port, &ns)?;
+            veth_to_eth0(router.name(), &port, &ns)?;
             router.exec(&["ip", "link", "set", &port, "mtu", &mtu, "master", "brb", "up"])?;
             ns.exec(&["ip", "link", "set", "eth0", "mtu", &mtu])?;
             backends.push(backend(ns, &name, i as u8 + 11)?);

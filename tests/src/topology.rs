@@ -309,7 +309,7 @@ impl Testbed {
 }
 
 /// A veth pair: `name` in namespace `ns`, its peer `eth0` in `peer`.
-fn veth_to_eth0(ns: &str, name: &str, peer: &Netns) -> Result<()> {
+pub(crate) fn veth_to_eth0(ns: &str, name: &str, peer: &Netns) -> Result<()> {
     crate::netns::ip(&["-n", ns, "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", peer.name()])?;
     Ok(())
 }

@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use veer::dataplane::{Dataplane, DataplaneOptions, Protocol, ServiceSpec, XDP_OBJECT};
-use veer_abi::{Backend, BackendState, GlobalCounter, Scheduler, NO_BACKEND};
+use veer::dataplane::{Dataplane, Protocol};
+use veer_abi::{Backend, BackendState, GlobalCounter};
 
 use crate::{netns::Netns, require_root};
 
@@ -58,48 +58,24 @@ impl TunnelLab {
         ns.exec(&["ip", "neigh", "replace", &r, "lladdr", &router_mac, "dev", "d0", "nud", "permanent"]).unwrap();
         let mtu = PATH_MTU.to_string();
         ns.exec(&["ip", fam, "route", "add", net, "via", &r, "dev", "d0", "mtu", "lock", &mtu]).unwrap();
-        let opts = DataplaneOptions {
-            conn_table_size: 4096,
-            new_flow_table_size: 1024,
-            max_services: 4,
-            ..Default::default()
+        let entry = |addr| Backend {
+            addr: veer::dataplane::to_abi(addr),
+            // As veerd writes it: bounces through the tunnel are known by it.
+            mac: veer_abi::tunnel_mac(&veer::dataplane::to_abi(addr), MAC_KEY),
+            src_mac: [0; 6],
+            ifindex: 0,
+            weight: 1,
+            state: BackendState::Up as u32,
+            service: 1,
+            port: encap.1,
+            snat: 0,
+            snat_count: 1,
+            encap: encap.0,
         };
-        let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
-        let key = veer::dataplane::service_key(vip, 80, Protocol::Tcp);
-        let spec = ServiceSpec {
-            id: 1,
-            scheduler: Scheduler::Maglev,
-            flags: 0,
-            fallback_backend: NO_BACKEND,
-            persistence_s: 0,
-        };
-        dp.upsert_service(&key, spec).unwrap();
-        let mut members = Vec::new();
-        for (i, addr) in backends.iter().enumerate() {
-            let b = Backend {
-                addr: veer::dataplane::to_abi(*addr),
-                // As veerd writes it: bounces through the tunnel are known by it.
-                mac: veer_abi::tunnel_mac(&veer::dataplane::to_abi(*addr), MAC_KEY),
-                src_mac: [0; 6],
-                ifindex: 0,
-                weight: 1,
-                state: BackendState::Up as u32,
-                service: 1,
-                port: encap.1,
-                snat: 0,
-                snat_count: 1,
-                encap: encap.0,
-            };
-            dp.set_backend(i as u32, &b).unwrap();
-            members.push(veer::ring::RingMember { id: i as u32, identity: veer::ring::identity_of(*addr), weight: 1 });
-        }
-        dp.publish_pool(&key, 65537, &members).unwrap();
-        dp.set_snat_addr(0, source).unwrap();
+        let mut dp = crate::lab::routing_dataplane(&ns, (vip, Protocol::Tcp), 0, &backends, source, entry);
         dp.set_tunnel_source(source, true).unwrap();
         let gue_port = if encap.0 == veer_abi::ENCAP_GUE { encap.1 } else { 0 };
         dp.set_tunnel_config(veer_abi::TunnelConfig { gue_port, _pad: 0, mac_key: MAC_KEY }).unwrap();
-        let d0 = ns.run(|| veer::net::ifindex("d0")).unwrap().unwrap();
-        dp.add_tx_port(d0).unwrap();
         TunnelLab { ns, dp, vip: SocketAddr::new(vip, 80), source, backends }
     }
 

@@ -176,6 +176,13 @@ pub struct ServiceConfig {
     pub backends: Vec<Spanned<BackendConfig>>,
 }
 
+impl ServiceConfig {
+    /// GUE's port: `gue_port`, or the default.
+    pub fn gue_port(&self) -> u16 {
+        self.gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT)
+    }
+}
+
 fn default_fail_open() -> f64 {
     0.5
 }

@@ -16,7 +16,7 @@ use std::{collections::HashSet, path::Path};
 
 use checker::Checker;
 
-use super::{rules, Config, ConfigError, Forwarding, ServiceConfig};
+use super::{rules, Config, ConfigError, Forwarding};
 
 /// Checks everything; returns the first problem (all are logged by the caller
 /// from [`validate_all`] when wanted).
@@ -79,26 +79,25 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
 /// Every GUE service uses one port: backends' agents send bounces to the
 /// port they were reached on, and the balancer takes them on one.
 fn one_gue_port(c: &mut Checker, cfg: &Config) {
-    let port = |s: &ServiceConfig| s.gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT);
     let mut gue = cfg.services.iter().filter(|s| s.get_ref().forwarding == Forwarding::Gue);
-    let Some(first) = gue.next().map(|s| s.get_ref()) else { return };
+    let Some(spanned) = gue.next() else { return };
+    let first = spanned.get_ref();
     // The SNAT ports are NAT answers' before anything else.
     let nat = cfg.services.iter().any(|s| s.get_ref().forwarding == Forwarding::Nat);
     let ports = cfg.daemon.snat_ports;
-    if nat && (ports.low..=ports.high).contains(&port(first)) {
+    if nat && (ports.low..=ports.high).contains(&first.gue_port()) {
         let msg = format!(
             "{} is inside daemon.snat_ports ({}-{}): bounces would be taken for NAT answers",
-            port(first),
+            first.gue_port(),
             ports.low,
             ports.high
         );
-        let at = cfg.services.iter().find(|s| s.get_ref().name == first.name).map_or(0, |s| s.span().start);
-        c.err(at, "gue_port", format!("service[{}].gue_port", first.name), msg);
+        c.err(spanned.span().start, "gue_port", format!("service[{}].gue_port", first.name), msg);
     }
     for s in gue {
         let (at, s) = (s.span().start, s.get_ref());
-        if port(s) != port(first) {
-            let msg = format!("every GUE service uses one port: service {} uses {}", first.name, port(first));
+        if s.gue_port() != first.gue_port() {
+            let msg = format!("every GUE service uses one port: service {} uses {}", first.name, first.gue_port());
             c.err(at, "gue_port", format!("service[{}].gue_port", s.name), msg);
         }
     }

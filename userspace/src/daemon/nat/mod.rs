@@ -182,20 +182,22 @@ impl Nat {
             .flat_map(|s| &s.backends)
             .filter_map(|b| b.snat.and_then(|r| self.snat.addrs.get(r.first as usize)).copied())
             .collect();
-        for a in wanted.difference(&self.tunnel_sources.clone()) {
+        let added: Vec<IpAddr> = wanted.difference(&self.tunnel_sources).copied().collect();
+        let gone: Vec<IpAddr> = self.tunnel_sources.difference(&wanted).copied().collect();
+        for a in &added {
             match dp.set_tunnel_source(*a, true) {
                 Ok(()) => drop(self.tunnel_sources.insert(*a)),
                 Err(e) => error!(addr = %a, error = %e, "writing a tunnel source failed"),
             }
         }
-        for a in self.tunnel_sources.clone().difference(&wanted) {
+        for a in &gone {
             match dp.set_tunnel_source(*a, false) {
                 Ok(()) => drop(self.tunnel_sources.remove(a)),
                 Err(e) => error!(addr = %a, error = %e, "removing a tunnel source failed"),
             }
         }
         let gue = services.iter().find(|s| s.cfg.forwarding == Forwarding::Gue);
-        let port = gue.map_or(0, |s| s.cfg.gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT));
+        let port = gue.map_or(0, |s| s.cfg.gue_port());
         let cfg = veer_abi::TunnelConfig { gue_port: port, _pad: 0, mac_key: self.mac_key(dp) };
         if let Err(e) = dp.set_tunnel_config(cfg) {
             error!(port, error = %e, "writing the GUE port failed");

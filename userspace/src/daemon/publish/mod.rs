@@ -55,7 +55,7 @@ pub struct Publisher {
 /// Service `s`'s dataplane entry for backend `b` (`mac_key`: the tunnel
 /// MACs' key).
 fn backend_entry(s: &ServiceRt, b: &BackendRt, mac_key: u32) -> Backend {
-    let (svc_id, fwd, gue_port) = (s.id, s.cfg.forwarding, s.cfg.gue_port);
+    let fwd = s.cfg.forwarding;
     Backend {
         addr: to_abi(b.cfg.address),
         // A tunnelled backend is known by its tunnel MAC when its agent
@@ -69,20 +69,13 @@ fn backend_entry(s: &ServiceRt, b: &BackendRt, mac_key: u32) -> Backend {
         ifindex: b.nexthop.map_or(0, |n| n.ifindex),
         weight: b.cfg.weight,
         state: b.effective() as u32,
-        service: svc_id,
-        port: own_port(fwd, b, gue_port),
+        service: s.id,
+        // NAT's backend port (a DSR backend with a port of its own is
+        // refused), or GUE's.
+        port: if fwd == Forwarding::Gue { s.cfg.gue_port() } else { b.cfg.port.unwrap_or(0) },
         snat: b.snat.map_or(0, |r| r.first),
         snat_count: b.snat.map_or(0, |r| r.count),
         encap: fwd.encap(),
-    }
-}
-
-/// A backend entry's `port`: NAT's backend port (a DSR backend with a port
-/// of its own is refused), or GUE's.
-fn own_port(fwd: Forwarding, b: &BackendRt, gue_port: Option<u16>) -> u16 {
-    match fwd {
-        Forwarding::Gue => gue_port.unwrap_or(veer_abi::DEFAULT_GUE_PORT),
-        _ => b.cfg.port.unwrap_or(0),
     }
 }
 
