@@ -9,6 +9,7 @@
 //! A packet a backend's agent sends back through the tunnel comes out of it
 //! in [`returned`].
 
+mod outer;
 pub mod probe;
 pub mod returned;
 mod too_big;
@@ -19,8 +20,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use veer_abi::{
-    csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, ENCAP_GUE, IPPROTO_ICMPV6, IPPROTO_IPIP, IPPROTO_IPV6,
-    IPPROTO_TCP, IPPROTO_UDP,
+    csum, is_ipv4_mapped, Backend, FlowKey, GlobalCounter, ENCAP_GUE, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::{
@@ -36,7 +36,6 @@ use crate::{
     verdict::Drop,
 };
 
-const OUTER_TTL: u8 = 64;
 /// Don't Fragment, in the IPv4 header's flags word.
 const IP_DF: u8 = 0x40;
 
@@ -105,18 +104,14 @@ fn encapsulate(ctx: &XdpContext, b: &Backend, hash: u32) -> Result<u32, Drop> {
     }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     eth.ether_type = if outer_v4 { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
-    let proto = if gue {
-        IPPROTO_UDP
-    } else if inner_v4 {
-        IPPROTO_IPIP
-    } else {
-        IPPROTO_IPV6
-    };
+    let proto = outer::proto(gue, inner_v4);
     let outer_len = inner_len + overhead;
     if outer_v4 {
-        outer4(ctx, tos, outer_len as u16, proto, src, &b.addr)?;
+        let ip = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
+        outer::fill4(ip, tos, outer_len as u16, proto, src, &b.addr);
     } else {
-        outer6(ctx, tos, (outer_len - Ipv6Hdr::LEN) as u16, proto, hash, src, &b.addr)?;
+        let ip = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
+        outer::fill6(ip, tos, (outer_len - Ipv6Hdr::LEN) as u16, proto, hash, (src, &b.addr));
     }
     if gue {
         let udp = unsafe { &mut *mut_ptr_at::<UdpHdr>(ctx, EthHdr::LEN + ip_len)? };
@@ -134,49 +129,6 @@ fn encapsulate(ctx: &XdpContext, b: &Backend, hash: u32) -> Result<u32, Drop> {
     }
     stats::count(GlobalCounter::Encapsulated);
     fib::out(ctx)
-}
-
-/// Writes the outer IPv4 header (Don't Fragment set: a router on the way
-/// answers with "fragmentation needed" rather than splitting the tunnel).
-#[inline(always)]
-fn outer4(ctx: &XdpContext, tos: u8, total: u16, proto: u8, src: &[u8; 16], dst: &[u8; 16]) -> Result<(), Drop> {
-    let ip = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
-    ip.version_ihl = 0x45;
-    ip.tos = tos;
-    ip.tot_len = total.to_be_bytes();
-    ip.id = [0; 2];
-    ip.frag_off = [IP_DF, 0];
-    ip.ttl = OUTER_TTL;
-    ip.proto = proto;
-    ip.check = [0; 2];
-    ip.src = [src[12], src[13], src[14], src[15]];
-    ip.dst = [dst[12], dst[13], dst[14], dst[15]];
-    let words = unsafe { &*mut_ptr_at::<[u8; Ipv4Hdr::LEN]>(ctx, EthHdr::LEN)? };
-    let check = csum::finish(csum::sum16(words));
-    ip.check = check.to_be_bytes();
-    Ok(())
-}
-
-/// Writes the outer IPv6 header; its flow label carries the flow's hash.
-#[inline(always)]
-fn outer6(
-    ctx: &XdpContext,
-    tos: u8,
-    payload: u16,
-    proto: u8,
-    hash: u32,
-    src: &[u8; 16],
-    dst: &[u8; 16],
-) -> Result<(), Drop> {
-    let ip = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
-    let label = hash & 0x000f_ffff;
-    ip.vtc_flow = [0x60 | (tos >> 4), (tos << 4) | (label >> 16) as u8, (label >> 8) as u8, label as u8];
-    ip.payload_len = payload.to_be_bytes();
-    ip.next_header = proto;
-    ip.hop_limit = OUTER_TTL;
-    ip.src = *src;
-    ip.dst = *dst;
-    Ok(())
 }
 
 /// An outer IPv6 GUE packet's UDP checksum as stored, or zero where it

@@ -9,8 +9,9 @@ use aya_ebpf::{
     helpers::bpf_redirect,
     programs::TcContext,
 };
-use veer_abi::{csum, is_ipv4_mapped, Backend, ENCAP_GUE, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP};
+use veer_abi::{is_ipv4_mapped, Backend, ENCAP_GUE};
 
+use super::outer;
 use crate::{
     fib,
     headers::{eth::EthHdr, ipv4::Ipv4Hdr, ipv6::Ipv6Hdr, l4::UdpHdr},
@@ -41,32 +42,18 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
     let l3 = if outer_v4 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 };
     let flags = l3 | if gue { BPF_F_ADJ_ROOM_ENCAP_L4_UDP } else { 0 };
     ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags as u64).ok()?;
-    let proto = match (gue, inner_v4) {
-        (true, _) => IPPROTO_UDP,
-        (false, true) => IPPROTO_IPIP,
-        (false, false) => IPPROTO_IPV6,
-    };
+    let proto = outer::proto(gue, inner_v4);
     let total = inner_len + overhead;
+    // Built here, then stored: a socket buffer is written through helpers.
     if outer_v4 {
-        let mut ip = [0u8; Ipv4Hdr::LEN];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        ip[6] = 0x40;
-        ip[8] = 64;
-        ip[9] = proto;
-        ip[12..16].copy_from_slice(&src[12..]);
-        ip[16..20].copy_from_slice(&b.addr[12..]);
-        let check = csum::finish(csum::sum16(&ip)).to_be_bytes();
-        ip[10..12].copy_from_slice(&check);
+        // SAFETY: a header of byte arrays; every field is written below.
+        let mut ip: Ipv4Hdr = unsafe { core::mem::zeroed() };
+        outer::fill4(&mut ip, 0, total as u16, proto, src, &b.addr);
         ctx.store(EthHdr::LEN, &ip, 0).ok()?;
     } else {
-        let mut ip = [0u8; Ipv6Hdr::LEN];
-        ip[0] = 0x60;
-        ip[4..6].copy_from_slice(&((total - Ipv6Hdr::LEN) as u16).to_be_bytes());
-        ip[6] = proto;
-        ip[7] = 64;
-        ip[8..24].copy_from_slice(src);
-        ip[24..40].copy_from_slice(&b.addr);
+        // SAFETY: as above.
+        let mut ip: Ipv6Hdr = unsafe { core::mem::zeroed() };
+        outer::fill6(&mut ip, 0, (total - Ipv6Hdr::LEN) as u16, proto, 0, (src, &b.addr));
         ctx.store(EthHdr::LEN, &ip, 0).ok()?;
     }
     if gue {

@@ -1,0 +1,53 @@
+//! The outer headers of a tunnel (IPIP, GUE), filled the same way for
+//! the clients' packets (XDP) and for VIP-path probes (TC).
+
+use veer_abi::{csum, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP};
+
+use crate::headers::{ipv4::Ipv4Hdr, ipv6::Ipv6Hdr};
+
+/// TTL (hop limit) of an outer header.
+const OUTER_TTL: u8 = 64;
+/// Don't Fragment, in the IPv4 header's flags word.
+const IP_DF: u8 = 0x40;
+
+/// The outer header's protocol: UDP for GUE, else the inner packet's family.
+#[inline(always)]
+pub fn proto(gue: bool, inner_v4: bool) -> u8 {
+    match (gue, inner_v4) {
+        (true, _) => IPPROTO_UDP,
+        (false, true) => IPPROTO_IPIP,
+        (false, false) => IPPROTO_IPV6,
+    }
+}
+
+/// Fills an outer IPv4 header, its checksum too (Don't Fragment set: a
+/// router on the way answers with "fragmentation needed" rather than
+/// splitting the tunnel).
+#[inline(always)]
+pub fn fill4(ip: &mut Ipv4Hdr, tos: u8, total: u16, proto: u8, src: &[u8; 16], dst: &[u8; 16]) {
+    ip.version_ihl = 0x45;
+    ip.tos = tos;
+    ip.tot_len = total.to_be_bytes();
+    ip.id = [0; 2];
+    ip.frag_off = [IP_DF, 0];
+    ip.ttl = OUTER_TTL;
+    ip.proto = proto;
+    ip.check = [0; 2];
+    ip.src = [src[12], src[13], src[14], src[15]];
+    ip.dst = [dst[12], dst[13], dst[14], dst[15]];
+    // SAFETY: the header is 20 bytes of byte arrays.
+    let words = unsafe { &*(ip as *const Ipv4Hdr as *const [u8; Ipv4Hdr::LEN]) };
+    ip.check = csum::finish(csum::sum16(words)).to_be_bytes();
+}
+
+/// Fills an outer IPv6 header; its flow label carries `label` (20 bits).
+#[inline(always)]
+pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (src, dst): (&[u8; 16], &[u8; 16])) {
+    let label = label & 0x000f_ffff;
+    ip.vtc_flow = [0x60 | (tos >> 4), (tos << 4) | (label >> 16) as u8, (label >> 8) as u8, label as u8];
+    ip.payload_len = payload.to_be_bytes();
+    ip.next_header = proto;
+    ip.hop_limit = OUTER_TTL;
+    ip.src = *src;
+    ip.dst = *dst;
+}
