@@ -155,14 +155,7 @@ impl Testbed {
     /// before it died breaks with it, through any balancer; the failure of
     /// a killed server is counted from here.
     pub fn wait_server_gone(&self, i: usize, port: u16) -> Result<()> {
-        let addr = std::net::SocketAddr::new(self.backends[i].addr(), port);
-        crate::daemon::wait_until(crate::daemon::EVENT_WAIT, "the killed server's port to refuse", || {
-            self.client
-                .ns
-                .run(|| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err())
-                .unwrap_or(false)
-        })
-        .map(|_| ())
+        wait_refused(&self.client.ns, std::net::SocketAddr::new(self.backends[i].addr(), port))
     }
 
     /// Lets the backend hosts send frames back out of their `eth0` with
@@ -420,4 +413,15 @@ impl Testbed {
         switch.run(|| peer_pass.attach_pass("p-lb", AttachMode::Driver, Some(&pin)))??;
         Ok(Self { _peer_pass: peer_pass, client, lb, backends, switch, pin, backend_peers_pass: false })
     }
+}
+
+/// Waits until a connection from `client` to `addr` fails: a killed
+/// server's listener is gone (the kernel closes it after the process dies).
+pub fn wait_refused(client: &Netns, addr: std::net::SocketAddr) -> Result<()> {
+    crate::daemon::wait_until(crate::daemon::EVENT_WAIT, "the killed server's port to refuse", || {
+        client
+            .run(|| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err())
+            .unwrap_or(false)
+    })
+    .map(|_| ())
 }

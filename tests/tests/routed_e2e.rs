@@ -140,6 +140,10 @@ fn killed_behind_the_tunnel(tag: &str, forwarding: &str) {
         ClientLoad::open_loop(&r.tb.client.ns, SocketAddr::new(VIP.into(), 80), 500, Duration::from_secs(2)).unwrap();
     load.wait_more(300, EVENT_WAIT).unwrap();
     r._servers[1].kill().unwrap();
+    // From when its listener is gone: a SYN that reached it before then
+    // was taken, and reset as the process went.
+    let b2 = SocketAddr::new(r.tb.backends[1].ip.into(), 80);
+    veer_tests::topology::wait_refused(&r.tb.client.ns, b2).unwrap();
     let t0 = Instant::now();
     r.veerd.wait_event(&["backend DOWN", "b2"]).unwrap();
     load.wait_more(300, EVENT_WAIT).unwrap();

@@ -90,8 +90,9 @@ pub fn run() -> Result<()> {
 
     heading(4, "kill b2's server under traffic");
     check_interrupt()?;
-    let killed = Instant::now();
     servers[1].kill()?;
+    veer_tests::topology::wait_refused(&tb.client.ns, SocketAddr::new(tb.backends[1].ip.into(), 80))?;
+    let killed = Instant::now();
     d.wait_log_all(&["backend DOWN", "backend=b2"], EVENT_WAIT)?;
     live(&load, 2)?;
     let samples = load.stop();
