@@ -4,6 +4,8 @@
 //! (default: the first) through `hit(name)` report a failure, once. Unset,
 //! every `hit` is one load of an empty list. Points:
 //! - `publish-service`: a service's dataplane write during a config change.
+//! - `fleet-publish-late`: an operator change leaves for etcd 3 s late (so
+//!   that another node's change to the same key commits first).
 
 use std::{
     collections::HashMap,

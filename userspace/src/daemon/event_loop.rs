@@ -195,8 +195,8 @@ impl Daemon {
                 Some(done) = hooks.recv() => self.on_hook_done(done),
                 Some(ev) = fleet_events.recv() => self.on_fleet(ev),
                 () = std::future::ready(()), if self.publisher.rings_queued() => self.publisher.sync_next_ring(&mut self.services),
-                Some((req, caller, reply)) = calls.api.recv() => { let _ = reply.send(self.handle(req, caller)); }
-                Some((req, caller, reply)) = calls.scrapes.recv() => { let _ = reply.send(self.handle(req, caller)); }
+                Some((req, caller, reply)) = calls.api.recv() => self.answer(req, caller, reply),
+                Some((req, caller, reply)) = calls.scrapes.recv() => self.answer(req, caller, reply),
             }
             // A service that ran out of backends (or has some again) changes what is announced.
             if self.publisher.take_starved_change() {

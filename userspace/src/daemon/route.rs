@@ -3,6 +3,7 @@
 //! ring queued) -> recovery, and never back.
 
 use serde_json::json;
+use tokio::sync::oneshot;
 use tracing::{error, info};
 
 use super::{
@@ -180,21 +181,32 @@ impl Daemon {
         }
     }
 
-    /// Answers one API request.
-    pub(super) fn handle(&mut self, req: Request, caller: Caller) -> Response {
+    /// Answers one API request: at once, or (a change in a fleet) once
+    /// etcd has committed it.
+    pub(super) fn answer(&mut self, req: Request, caller: Caller, reply: oneshot::Sender<Response>) {
+        match self.handle(req, caller) {
+            Answer::Now(r) => drop(reply.send(r)),
+            Answer::AfterCommit { keys, msg } => match self.fleet.as_mut() {
+                Some(f) => f.answer_after_commit(keys, msg, reply),
+                None => drop(reply.send(Response::ok(json!(msg)))),
+            },
+        }
+    }
+
+    fn handle(&mut self, req: Request, caller: Caller) -> Answer {
         let r = match req {
-            Request::Status => return to_response("status", self.status()),
-            Request::Metrics => return Response::ok(json!(self.render_metrics())),
+            Request::Status => return Answer::Now(to_response("status", self.status())),
+            Request::Metrics => return Answer::Now(Response::ok(json!(self.render_metrics()))),
             Request::Reload { dry_run: true } => {
-                return self.reload_plan().map_or_else(Response::err, |m| Response::ok(json!(m)));
+                return Answer::Now(self.reload_plan().map_or_else(Response::err, |m| Response::ok(json!(m))));
             }
             Request::Reload { dry_run: false } => {
                 info!(caller = %caller, "reload requested through the API");
-                return self.reload().map_or_else(Response::err, |m| Response::ok(json!(m)));
+                return Answer::Now(self.reload().map_or_else(Response::err, |m| Response::ok(json!(m))));
             }
             Request::Events { since, service, backend } => {
                 let log = self.publisher.history().query(since.unwrap_or(0), service.as_deref(), backend.as_deref());
-                return to_response("events", log);
+                return Answer::Now(to_response("events", log));
             }
             Request::Drain { service, backend } => self.set_admin(&service, &backend, Admin::Draining),
             Request::Enable { service, backend } => self.set_admin(&service, &backend, Admin::Enabled),
@@ -214,10 +226,14 @@ impl Daemon {
             Ok(msg) => {
                 info!(caller = %caller, "{msg}");
                 // The change reaches the other nodes through etcd.
-                self.fleet_publish();
-                Response::ok(json!(msg))
+                let keys = self.fleet_publish();
+                if keys.is_empty() {
+                    Answer::Now(Response::ok(json!(msg)))
+                } else {
+                    Answer::AfterCommit { keys, msg }
+                }
             }
-            Err(e) => Response::err(e),
+            Err(e) => Answer::Now(Response::err(e)),
         }
     }
 
@@ -256,6 +272,19 @@ impl Daemon {
         }
         .render()
     }
+}
+
+/// When a request is answered.
+enum Answer {
+    /// Now.
+    Now(Response),
+    /// Once etcd has committed `keys` (operator changes under `P/ops/`).
+    AfterCommit {
+        /// The keys the change published.
+        keys: Vec<String>,
+        /// What it did.
+        msg: String,
+    },
 }
 
 /// `value` as an API answer.

@@ -31,10 +31,12 @@ impl Daemon {
         }
     }
 
-    /// After a local operator change: publish what differs from the fleet.
-    pub(super) fn fleet_publish(&mut self) {
-        if let Some(f) = self.fleet.as_mut() {
-            f.publish(&self.desired.overrides, &self.desired.file);
+    /// After a local operator change: publish what differs from the fleet;
+    /// the keys published.
+    pub(super) fn fleet_publish(&mut self) -> Vec<String> {
+        match self.fleet.as_mut() {
+            Some(f) => f.publish(&self.desired.overrides, &self.desired.file),
+            None => Vec::new(),
         }
     }
 
@@ -104,15 +106,11 @@ impl Daemon {
     }
 
     /// Brings the VIP announcements in line with the services, the node's
-    /// drain and its fence.
+    /// drain and its fenced VIPs.
     pub(super) fn sync_announcements(&mut self) {
-        let silence = if self.desired.overrides.node_drained {
-            Silence::Drained
-        } else if self.fleet.as_ref().is_some_and(|f| f.fenced()) {
-            Silence::Fenced
-        } else {
-            Silence::None
-        };
+        let none = std::collections::BTreeSet::new();
+        let fenced = self.fleet.as_ref().map_or(&none, |f| f.fenced_vips());
+        let silence = Silence { drained: self.desired.overrides.node_drained, fenced };
         let table = self.desired.file.fleet.as_ref().and_then(|f| f.announce_table);
         self.announcer.sync(table, &self.services, silence);
     }

@@ -43,8 +43,11 @@ pub struct FleetStatus {
     pub nodes: Vec<String>,
     /// This node is the leader.
     pub leader: bool,
-    /// This node withdrew its VIPs (its path to the backends is broken).
+    /// This node withdrew a VIP (its path to that VIP's backends is broken).
     pub fenced: bool,
+    /// The VIPs it withdrew for that.
+    #[serde(default)]
+    pub fenced_vips: Vec<String>,
     /// Operator changes made here and not yet in etcd.
     pub unpublished: usize,
     /// Fleet verdict changes since veerd started.

@@ -177,7 +177,11 @@ fn fleet_text(ctx: &Ctx, daemon: Option<&Status>) -> String {
             f.revision,
             f.nodes.join(", "),
             if f.leader { "LEADER" } else { "follower" },
-            if f.fenced { "; FENCED: VIPs withdrawn, this node's path to the backends is broken" } else { "" },
+            if f.fenced {
+                format!("; FENCED: {} withdrawn, this node's path to their backends is broken", f.fenced_vips.join(", "))
+            } else {
+                String::new()
+            },
         );
         if f.unpublished > 0 {
             s += &format!("fleet: {} operator change(s) not yet in etcd\n", f.unpublished);

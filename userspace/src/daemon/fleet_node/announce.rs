@@ -2,8 +2,9 @@
 //! `lo` in `[fleet] announce_table` (protocol 118); the routing daemon
 //! (BIRD) learns that table and exports it to the router, whose ECMP route
 //! then includes this node. A VIP is announced while a service on it has a
-//! backend to send to and an operator has not drained the node; veerd
-//! stopping withdraws nothing (the dataplane keeps forwarding).
+//! backend to send to, an operator has not drained the node, and the node
+//! has not fenced the VIP; veerd stopping withdraws nothing (the dataplane
+//! keeps forwarding).
 
 use std::{collections::BTreeSet, net::IpAddr};
 
@@ -11,15 +12,13 @@ use tracing::{info, warn};
 
 use crate::{daemon::model::ServiceRt, net};
 
-/// Why this node announces nothing, if it does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Silence {
-    /// It announces the VIPs with a backend.
-    None,
-    /// An operator drained it.
-    Drained,
-    /// Its path to the backends is broken.
-    Fenced,
+/// What keeps this node from announcing VIPs that have a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Silence<'a> {
+    /// An operator drained the node: it announces nothing.
+    pub drained: bool,
+    /// The VIPs it fenced: its path to their backends is broken.
+    pub fenced: &'a BTreeSet<IpAddr>,
 }
 
 /// The VIPs this node announces, as last brought in line.
@@ -30,10 +29,14 @@ pub struct Announcer {
 
 /// The VIPs this node should announce now.
 fn wanted_vips(services: &[ServiceRt], silence: Silence) -> BTreeSet<IpAddr> {
-    if silence != Silence::None {
+    if silence.drained {
         return BTreeSet::new();
     }
-    services.iter().filter(|s| !s.starved && s.published.is_some()).map(|s| s.cfg.vip).collect()
+    services
+        .iter()
+        .filter(|s| !s.starved && s.published.is_some() && !silence.fenced.contains(&s.cfg.vip))
+        .map(|s| s.cfg.vip)
+        .collect()
 }
 
 impl Announcer {
@@ -62,10 +65,12 @@ impl Announcer {
             }
         }
         for vip in present.difference(&wanted) {
-            let why = match silence {
-                Silence::Drained => "node drained",
-                Silence::Fenced => "fenced: this node's path to the backends is broken",
-                Silence::None => "no backend to send to",
+            let why = if silence.drained {
+                "node drained"
+            } else if silence.fenced.contains(vip) {
+                "fenced: this node's path to the VIP's backends is broken"
+            } else {
+                "no backend to send to"
             };
             match net::withdraw_vip(*vip, table) {
                 Ok(()) => warn!(%vip, table, reason = why, "withdrawing VIP"),

@@ -5,34 +5,41 @@
 //! - Ring membership follows the fleet verdict ([`BackendRt::ring_state`]);
 //!   the state word follows this node's probes, at once.
 //! - A `veerctl` change applies here at once and is published key by key
-//!   with compare-and-swap; every node applies what the watch brings. A
-//!   change that loses a race is dropped here: the fleet's value applies.
+//!   with compare-and-swap; its caller is answered once it committed, or
+//!   with the race it lost (dropped here: the fleet's value applies).
+//!   Every node applies what the watch brings.
 //! - With etcd unreachable the view freezes: rings, announcements and the
 //!   fence stay as they are (fail static); changes made meanwhile are
 //!   published when it returns.
-//! - A node that sees most of the backends the fleet sees up as down (its
-//!   own path is broken) for `fence_after` withdraws its VIPs, and
-//!   announces them again once it agrees.
+//! - A node that sees most of a service's backends the fleet sees up as
+//!   down (its own path is broken) for `fence_after` withdraws that
+//!   service's VIP, and announces it again once it agrees.
 //!
 //! [`BackendRt::ring_state`]: super::model::BackendRt::ring_state
 
 mod announce;
+mod answers;
 mod fence;
 mod incoming;
+mod unpublished;
 mod verdicts;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{atomic::AtomicU64, Arc},
 };
+
+use tokio::sync::oneshot;
 
 use tracing::{debug, info, warn};
 
 pub use announce::{Announcer, Silence};
 pub use fence::FENCE_PERIOD;
 
+use answers::Answers;
 use fence::Fence;
 use incoming::Incoming;
+use unpublished::Unpublished;
 use verdicts::Verdicts;
 
 use super::{
@@ -42,20 +49,10 @@ use super::{
 };
 use crate::{
     config::{Config, EtcdConfig},
-    fleet::{self, keys::Keys, ops, FleetCmd, FleetEvent, FleetHandle, FleetView, OpWrite, PublishOutcome},
+    fleet::{self, keys::Keys, ops, FleetCmd, FleetEvent, FleetHandle, FleetView, PublishOutcome},
     overrides::{Admin, Overrides},
+    wire::Response,
 };
-
-/// An operator change made here, not yet committed to etcd.
-#[derive(Debug, Clone)]
-struct Pending {
-    /// The value wanted (`None`: the key goes).
-    value: Option<String>,
-    /// The key's revision the change was made on.
-    base_rev: i64,
-    /// The value in flight, if a publish is.
-    sent: Option<Option<String>>,
-}
 
 /// This node's part in the fleet: its session with etcd, the fleet's view,
 /// its operator changes on their way to etcd, leadership and the fence.
@@ -74,7 +71,9 @@ pub struct FleetNode {
     leader: Option<fleet::Fence>,
     /// The verdicts last handed to the session.
     verdicts: Verdicts,
-    pending: BTreeMap<String, Pending>,
+    pending: Unpublished,
+    /// Callers waiting for their changes to commit.
+    answers: Answers,
     /// The fleet's entries as checked, and those said to be invalid.
     incoming: Incoming,
     fence: Fence,
@@ -97,7 +96,8 @@ impl FleetNode {
             client: None,
             leader: None,
             verdicts: Verdicts::default(),
-            pending: BTreeMap::new(),
+            pending: Unpublished::default(),
+            answers: Answers::default(),
             incoming: Incoming::default(),
         };
         (rt, events)
@@ -108,8 +108,8 @@ impl FleetNode {
         self.leader.is_some()
     }
 
-    /// This node withdrew its VIPs: its path to the backends is broken.
-    pub fn fenced(&self) -> bool {
+    /// The VIPs this node withdrew: its path to their backends is broken.
+    pub fn fenced_vips(&self) -> &BTreeSet<std::net::IpAddr> {
         self.fence.fenced()
     }
 
@@ -118,12 +118,7 @@ impl FleetNode {
     fn desired_kvs(&self) -> BTreeMap<String, String> {
         let mut kvs: BTreeMap<String, String> =
             self.view.ops().iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
-        for (k, p) in &self.pending {
-            match &p.value {
-                Some(v) => kvs.insert(k.clone(), v.clone()),
-                None => kvs.remove(k),
-            };
-        }
+        self.pending.overlay(&mut kvs);
         kvs
     }
 
@@ -132,12 +127,12 @@ impl FleetNode {
         if !self.connected {
             return;
         }
-        let mut writes = Vec::new();
-        for (k, p) in self.pending.iter_mut().filter(|(_, p)| p.sent.is_none()) {
-            p.sent = Some(p.value.clone());
-            writes.push(OpWrite { key: k.clone(), value: p.value.clone(), base_rev: p.base_rev });
-        }
-        if !writes.is_empty() {
+        let writes = self.pending.unsent();
+        if writes.is_empty() {
+        } else if crate::failpoint::hit("fleet-publish-late") {
+            // Fault tests: another node's change can commit first.
+            self.handle.send_later(FleetCmd::Publish(writes), std::time::Duration::from_secs(3));
+        } else {
             self.handle.send(FleetCmd::Publish(writes));
         }
     }
@@ -162,7 +157,8 @@ impl FleetNode {
             revision: self.view.revision,
             nodes: self.view.nodes().iter().cloned().collect(),
             leader: self.leader.is_some(),
-            fenced: self.fence.fenced(),
+            fenced: !self.fence.fenced().is_empty(),
+            fenced_vips: self.fence.fenced().iter().map(|v| v.to_string()).collect(),
             unpublished: self.pending.len(),
             verdict_flips: self.verdicts.flips(),
         }
@@ -195,18 +191,14 @@ impl FleetNode {
                 info!(%endpoint, revision, nodes = ?self.view.nodes(), "fleet: in session with etcd; fleet view current");
                 // The first node of a fleet seeds it with its own changes.
                 if !self.synced_once && self.view.ops().is_empty() {
-                    for (k, v) in ops::to_kvs(overrides) {
-                        self.pending.entry(k).or_insert(Pending { value: Some(v), base_rev: 0, sent: None });
-                    }
+                    self.pending.seed(ops::to_kvs(overrides));
                 }
                 self.synced_once = true;
                 self.connected = true;
                 self.last_error = None;
                 self.endpoint = endpoint;
                 self.client = Some(*client);
-                for p in self.pending.values_mut() {
-                    p.sent = None;
-                }
+                self.pending.resend_all();
                 self.send_pending();
                 FollowUp { ops: true, verdicts: true, leadership: false }
             }
@@ -219,6 +211,7 @@ impl FleetNode {
                 FollowUp { ops: touched.ops, verdicts: touched.verdicts, leadership: false }
             }
             FleetEvent::Lost(e) => {
+                self.answers.lost(&e);
                 self.lost(e);
                 FollowUp::default()
             }
@@ -227,9 +220,11 @@ impl FleetNode {
                 FollowUp { leadership: true, ..Default::default() }
             }
             FleetEvent::Published { keys, outcome } => {
-                self.published(keys, &outcome);
+                self.pending.published(&keys, &outcome);
+                let pending = &self.pending;
+                self.answers.published(&keys, &outcome, |k| pending.contains(k));
                 self.send_pending();
-                FollowUp { ops: outcome != PublishOutcome::Committed, ..Default::default() }
+                FollowUp { ops: !matches!(outcome, PublishOutcome::Committed { .. }), ..Default::default() }
             }
         }
     }
@@ -262,46 +257,39 @@ impl FleetNode {
         }
     }
 
-    /// A publish ended: committed changes leave the pending set, lost races
-    /// give way to the fleet's value, failed ones wait for the next session.
-    fn published(&mut self, keys: Vec<String>, outcome: &PublishOutcome) {
-        let revision = self.view.revision;
-        for k in keys {
-            let Some(p) = self.pending.get_mut(&k) else { continue };
-            let sent = p.sent.take();
-            match outcome {
-                PublishOutcome::Committed if sent.as_ref() == Some(&p.value) => drop(self.pending.remove(&k)),
-                // Changed again while in flight: on top of ours.
-                PublishOutcome::Committed => p.base_rev = revision.max(p.base_rev),
-                PublishOutcome::Conflict => {
-                    warn!(key = %k, "fleet: an operator change lost a race (another node changed it first); the fleet's value applies");
-                    self.pending.remove(&k);
-                }
-                // Kept, sent again by the next session.
-                PublishOutcome::Failed(_) => {}
-            }
-        }
-    }
-
     /// After a local operator change: publishes what differs from the
     /// fleet's valid entries (an invalid one is never compared: a local
-    /// value replaces it, and no value leaves it alone).
-    pub fn publish(&mut self, overrides: &Overrides, file: &Config) {
+    /// value replaces it, and no value leaves it alone). Returns the keys
+    /// published.
+    pub fn publish(&mut self, overrides: &Overrides, file: &Config) -> Vec<String> {
         let local = ops::to_kvs(overrides);
         let checked = self.incoming.check(&self.desired_kvs(), file);
         warn_invalid(checked.new_invalid);
         let desired = ops::to_kvs(&checked.overrides);
-        let keys: Vec<String> = local.keys().chain(desired.keys()).cloned().collect();
+        let keys: BTreeSet<String> = local.keys().chain(desired.keys()).cloned().collect();
+        let mut published = Vec::new();
         for k in keys {
             let want = local.get(&k);
             if want == desired.get(&k) {
                 continue;
             }
             let base = self.view.ops().get(&k).map_or(0, |(_, rev)| *rev);
-            let p = self.pending.entry(k).or_insert(Pending { value: None, base_rev: base, sent: None });
-            p.value = want.cloned();
+            self.pending.set(k.clone(), want.cloned(), base);
+            published.push(k);
         }
         self.send_pending();
+        published
+    }
+
+    /// Answers `reply` once the change `keys` hold has committed to etcd
+    /// (or lost a race, or cannot be sent now).
+    pub fn answer_after_commit(&mut self, keys: Vec<String>, msg: String, reply: oneshot::Sender<Response>) {
+        if !self.connected {
+            let why = self.last_error.as_deref().unwrap_or("no session yet");
+            let _ = reply.send(answers::not_committed(&msg, &format!("etcd unreachable: {why}")));
+            return;
+        }
+        self.answers.wait(keys, msg, reply);
     }
 
     /// The runtime overrides as the fleet holds them (its valid entries,
@@ -348,7 +336,7 @@ impl FleetNode {
         self.verdicts.apply(&self.view, services, history)
     }
 
-    /// Fences or unfences this node; true if that changed.
+    /// Fences or unfences this node's VIPs; true if that changed.
     pub fn check_fence(&mut self, services: &Services) -> bool {
         self.fence.check(self.connected, services)
     }

@@ -78,9 +78,15 @@ pub enum FleetEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PublishOutcome {
     /// Every write committed.
-    Committed,
+    Committed {
+        /// The etcd revision of the commit (each key's new mod revision).
+        revision: i64,
+    },
     /// Another node changed one of the keys first: nothing was written.
-    Conflict,
+    Conflict {
+        /// Each key with the value that won (`None`: the key is absent).
+        won: Vec<(String, Option<String>)>,
+    },
     /// Nothing was written: no session, or etcd did not answer (the next
     /// session sends it again).
     Failed(String),

@@ -42,27 +42,60 @@ impl NodeLease {
     }
 }
 
-/// Connects to `endpoint`, grants the node's lease, and writes the node's
-/// liveness key and its verdicts under it. A refusal (certificates, user,
-/// permissions) says what to check.
-pub(super) async fn open(
-    cfg: &EtcdConfig,
-    endpoint: &str,
-    keys: &Keys,
-    verdicts: &Verdicts,
-) -> Result<(Client, NodeLease)> {
-    connect_and_write(cfg, endpoint, keys, verdicts).await.map_err(|e| explain(cfg, e))
+/// How often a connecting node tries every endpoint again while earlier
+/// tries still wait: a try sent while the network was cut waits out a SYN
+/// retransmission (1 s), so a healed member is found within this instead.
+const RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// Connects to whichever endpoint answers first (a member with a leader:
+/// `require_leader` refuses the rest), trying all of them at once and again
+/// every [`RETRY_EVERY`], for `cfg.timeout` at most; then grants the node's
+/// lease and writes its liveness key and its verdicts under it. A refusal
+/// (certificates, user, permissions) says what to check.
+pub(super) async fn open(cfg: &EtcdConfig, keys: &Keys, verdicts: &Verdicts) -> Result<(Client, NodeLease, String)> {
+    let (mut client, endpoint) = first_answer(cfg, keys).await.map_err(|e| explain(cfg, e))?;
+    let lease = write_node(cfg, &mut client, keys, verdicts).await.map_err(|e| explain(cfg, e))?;
+    Ok((client, lease, endpoint))
 }
 
-async fn connect_and_write(
-    cfg: &EtcdConfig,
-    endpoint: &str,
-    keys: &Keys,
-    verdicts: &Verdicts,
-) -> Result<(Client, NodeLease)> {
-    let t = cfg.timeout;
+/// The first endpoint to answer a read, with its client.
+async fn first_answer(cfg: &EtcdConfig, keys: &Keys) -> Result<(Client, String)> {
     let opts = options(cfg)?;
-    let mut client = within(t, "connecting", Client::connect([endpoint], Some(opts))).await?;
+    let t = cfg.timeout;
+    let node_key = keys.node(&cfg.node);
+    let mut tries = tokio::task::JoinSet::new();
+    let mut again = tokio::time::interval(RETRY_EVERY);
+    let round = tokio::time::sleep(t);
+    tokio::pin!(round);
+    let mut last: Option<anyhow::Error> = None;
+    loop {
+        tokio::select! {
+            _ = again.tick() => {
+                for endpoint in &cfg.endpoints {
+                    let (endpoint, opts, key) = (endpoint.clone(), opts.clone(), node_key.clone());
+                    tries.spawn(async move {
+                        let mut c = within(t, "connecting", Client::connect([endpoint.as_str()], Some(opts))).await?;
+                        within(t, "reading the node's key", c.get(key, None)).await?;
+                        Ok::<_, anyhow::Error>((c, endpoint))
+                    });
+                }
+            }
+            Some(done) = tries.join_next() => match done {
+                Ok(Ok(won)) => return Ok(won),
+                Ok(Err(e)) => last = Some(e),
+                Err(e) => last = Some(anyhow::anyhow!("a connection task failed: {e}")),
+            },
+            () = &mut round => {
+                let e = last.unwrap_or_else(|| anyhow::anyhow!("no endpoint answered within {t:?}"));
+                return Err(e.context(format!("no etcd endpoint answered ({})", cfg.endpoints.join(", "))));
+            }
+        }
+    }
+}
+
+/// Grants the node's lease and writes its liveness key and verdicts under it.
+async fn write_node(cfg: &EtcdConfig, client: &mut Client, keys: &Keys, verdicts: &Verdicts) -> Result<NodeLease> {
+    let t = cfg.timeout;
     let ttl = cfg.lease_ttl.as_secs().max(2) as i64;
     let lease = within(t, "granting the node's lease", client.lease_grant(ttl, None)).await?.id();
     let (keeper, renewals) = within(t, "renewing the lease", client.lease_keep_alive(lease)).await?;
@@ -73,7 +106,7 @@ async fn connect_and_write(
     for chunk in writes.chunks(TXN_OPS) {
         within(t, "writing the node's verdicts", client.txn(Txn::new().and_then(chunk.to_vec()))).await?;
     }
-    Ok((client, NodeLease { id: lease, ttl, keeper, renewals }))
+    Ok(NodeLease { id: lease, ttl, keeper, renewals })
 }
 
 /// Reads the fleet's state, hands it to veerd ([`FleetEvent::Synced`]) and

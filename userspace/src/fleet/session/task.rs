@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use etcd_client::{CampaignResponse, Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchResponse};
+use anyhow::{bail, Context, Result};
+use etcd_client::{CampaignResponse, Client, EventType, PutOptions, WatchResponse};
 use tokio::{
     sync::mpsc,
     task::{JoinError, JoinHandle},
@@ -15,6 +15,7 @@ use super::{
     etcd::within,
     messages::{FleetCmd, FleetEvent, PublishOutcome},
     open::{open, put_of, sync},
+    publish::publish,
     verdicts::{word, Verdicts},
 };
 use crate::{
@@ -34,6 +35,15 @@ impl FleetHandle {
     pub fn send(&self, cmd: FleetCmd) {
         let _ = self.cmds.send(cmd);
     }
+
+    /// Queues a command `after` from now (fault tests).
+    pub fn send_later(&self, cmd: FleetCmd, after: Duration) {
+        let cmds = self.cmds.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = cmds.send(cmd);
+        });
+    }
 }
 
 impl Drop for FleetHandle {
@@ -52,16 +62,13 @@ pub fn spawn(cfg: EtcdConfig) -> (FleetHandle, mpsc::UnboundedReceiver<FleetEven
 
 async fn run(cfg: EtcdConfig, mut cmds: mpsc::UnboundedReceiver<FleetCmd>, events: mpsc::UnboundedSender<FleetEvent>) {
     let mut verdicts = Verdicts::new();
-    let mut attempt = 0usize;
     loop {
-        let endpoint = cfg.endpoints[attempt % cfg.endpoints.len()].clone();
-        let e = session(&cfg, &endpoint, &mut cmds, &events, &mut verdicts).await;
+        let e = session(&cfg, &mut cmds, &events, &mut verdicts).await;
         let _ = events.send(FleetEvent::Leader(None));
-        let _ = events
-            .send(FleetEvent::Lost(format!("{endpoint}: {:#}", e.err().unwrap_or_else(|| anyhow::anyhow!("ended")))));
-        attempt += 1;
-        // Between sessions: verdicts are kept for the next, publishes refused.
-        let pause = tokio::time::sleep(Duration::from_millis(300));
+        let _ = events.send(FleetEvent::Lost(format!("{:#}", e.err().unwrap_or_else(|| anyhow::anyhow!("ended")))));
+        // Between sessions: verdicts are kept for the next, publishes
+        // refused. Short: connecting already waits for an answer.
+        let pause = tokio::time::sleep(Duration::from_millis(50));
         tokio::pin!(pause);
         loop {
             tokio::select! {
@@ -137,15 +144,14 @@ fn elected(
 
 async fn session(
     cfg: &EtcdConfig,
-    endpoint: &str,
     cmds: &mut mpsc::UnboundedReceiver<FleetCmd>,
     events: &mpsc::UnboundedSender<FleetEvent>,
     verdicts: &mut Verdicts,
 ) -> Result<()> {
     let t = cfg.timeout;
     let keys = Keys::new(&cfg.prefix);
-    let (mut client, mut lease) = open(cfg, endpoint, &keys, verdicts).await?;
-    let mut watch = sync(t, &mut client, &keys, endpoint, events).await?;
+    let (mut client, mut lease, endpoint) = open(cfg, &keys, verdicts).await?;
+    let mut watch = sync(t, &mut client, &keys, &endpoint, events).await?;
     let mut campaign = tokio::spawn({
         let (mut c, name, node, id) = (client.clone(), keys.election(), cfg.node.clone(), lease.id);
         async move { c.campaign(name, node, id).await }
@@ -177,6 +183,7 @@ async fn session(
         }
     };
     campaign.abort();
+    let result = result.with_context(|| format!("in session with {endpoint}"));
     // Best effort: let the other nodes see this one go now, not at the TTL.
     let _ = timeout(Duration::from_millis(200), client.lease_revoke(lease.id)).await;
     result
@@ -203,30 +210,7 @@ async fn command(
             verdicts.remove(&(service.clone(), backend.clone()));
             within(t, "deleting a verdict", client.delete(keys.verdict(&service, &backend, &cfg.node), None)).await?;
         }
-        FleetCmd::Publish(writes) => {
-            let compares: Vec<Compare> =
-                writes.iter().map(|w| Compare::mod_revision(keys.op(&w.key), CompareOp::Equal, w.base_rev)).collect();
-            let ops: Vec<TxnOp> = writes
-                .iter()
-                .map(|w| match &w.value {
-                    Some(v) => TxnOp::put(keys.op(&w.key), v.as_str(), None),
-                    None => TxnOp::delete(keys.op(&w.key), None),
-                })
-                .collect();
-            let names = writes.into_iter().map(|w| w.key).collect();
-            match within(t, "publishing an operator change", client.txn(Txn::new().when(compares).and_then(ops))).await
-            {
-                Ok(r) => {
-                    let outcome = if r.succeeded() { PublishOutcome::Committed } else { PublishOutcome::Conflict };
-                    let _ = events.send(FleetEvent::Published { keys: names, outcome });
-                }
-                Err(e) => {
-                    let outcome = PublishOutcome::Failed(format!("{e:#}"));
-                    let _ = events.send(FleetEvent::Published { keys: names, outcome });
-                    return Err(e);
-                }
-            }
-        }
+        FleetCmd::Publish(writes) => publish(client, keys, t, writes, events).await?,
     }
     Ok(())
 }
