@@ -33,6 +33,8 @@ pub const ANNOUNCE_TABLE: u32 = 200;
 pub const ROUTER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The client's address (behind the router).
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
+/// A second VIP, on every backend's `lo` too (for [`NodeOpts::extra`]'s services).
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 
 /// A BIRD daemon in a namespace, stopped when dropped.
 pub struct Bird {
@@ -117,6 +119,10 @@ pub struct NodeOpts<'a> {
     pub etcd_prefix: Option<&'a str>,
     /// Extra lines for backend `k`'s table.
     pub backend_extra: Option<&'a dyn Fn(usize) -> String>,
+    /// Extra config after the `web` service (more services).
+    pub extra: Option<&'a str>,
+    /// Failure points (`VEER_FAILPOINTS`) of node `i`'s veerd.
+    pub failpoints: &'a [(usize, &'a str)],
 }
 
 /// A node's address on the control network (etcd's peers and clients).
@@ -189,6 +195,7 @@ impl FleetBed {
                 Ipv4Addr::new(10, 77, 0, 11 + i as u8),
             )?;
             b.ns.exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+            b.ns.exec(&["ip", "addr", "add", &format!("{VIP2}/32"), "dev", "lo"])?;
             b.ns.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
             b.ns.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
             // Answers go straight to the client, through the router (DSR).
@@ -238,7 +245,12 @@ impl FleetBed {
 
     /// The router's route to the VIP (`ip route show`), its next hops.
     pub fn next_hops(&self) -> Vec<Ipv4Addr> {
-        let out = self.router.ns.exec(&["ip", "route", "show", &VIP.to_string()]).unwrap_or_default();
+        self.next_hops_of(VIP)
+    }
+
+    /// The router's route to `vip`, its next hops.
+    pub fn next_hops_of(&self, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
+        let out = self.router.ns.exec(&["ip", "route", "show", &vip.to_string()]).unwrap_or_default();
         out.split_whitespace()
             .collect::<Vec<_>>()
             .windows(2)
@@ -295,6 +307,9 @@ impl FleetBed {
                 .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
                 .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", prefix])
+                // A member back from isolation must not depose the leader
+                // (Pre-Vote; the default from etcd 3.5 on).
+                .arg("--pre-vote")
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
@@ -332,11 +347,17 @@ impl FleetBed {
     /// their MACs (nftables, bridge family); the router, the other nodes and
     /// etcd stay reachable.
     pub fn cut_backends(&self, i: usize, cut: bool) -> Result<()> {
+        let all: Vec<usize> = (0..self.backends.len()).collect();
+        self.cut_from(i, &all, cut)
+    }
+
+    /// Cuts node `i` off the backends `which` only (as [`FleetBed::cut_backends`]).
+    pub fn cut_from(&self, i: usize, which: &[usize], cut: bool) -> Result<()> {
         let table = format!("cut-{}", self.lbs[i].name);
         if !cut {
             return self.switch.exec(&["nft", "delete", "table", "bridge", &table]).map(|_| ());
         }
-        let macs = self.backends.iter().map(|b| veer::config::fmt_mac(&b.mac)).collect::<Vec<_>>().join(", ");
+        let macs = which.iter().map(|&k| veer::config::fmt_mac(&self.backends[k].mac)).collect::<Vec<_>>().join(", ");
         let rules = format!(
             "table bridge {table} {{\n chain cut {{\n  type filter hook forward priority 0;\n  \
              iifname \"p-{}\" ether daddr {{ {macs} }} drop\n }}\n}}\n",
@@ -367,6 +388,9 @@ impl FleetBed {
                 s += &extra(k);
             }
         }
+        if let Some(extra) = opts.extra {
+            s += extra;
+        }
         if let Some(prefix) = opts.etcd_prefix {
             s += &self.etcd_section(i, prefix);
         }
@@ -396,7 +420,10 @@ impl FleetBed {
             let config = dir.join(format!("{instance}.toml"));
             std::fs::write(&config, self.node_config(i, &instance, dir, opts))?;
             let sock = dir.join(format!("{instance}.sock"));
-            let veerd = Veerd::start(&config, lb.ns.name(), &sock, &dir.join(format!("{instance}.log")))?;
+            let log = dir.join(format!("{instance}.log"));
+            let env: Vec<(&str, &str)> =
+                opts.failpoints.iter().filter(|(k, _)| *k == i).map(|(_, f)| ("VEER_FAILPOINTS", *f)).collect();
+            let veerd = Veerd::start_with(&config, lb.ns.name(), &sock, &log, &[], None, &env)?;
             veerd.wait_up_in_ring("web", &names)?;
             let pins = PinnedMaps::open(&veer::config::load(&config)?.daemon.pin_dir())?;
             nodes.push(FleetNode { veerd, config, pins, _uninstall: uninstall });

@@ -12,7 +12,7 @@ use std::{
 use veer::wire::{FleetStatus, Request, Status};
 use veer_tests::{
     daemon::{scratch, wait_until, BackendProc, EVENT_WAIT},
-    fleet::{Fleet, FleetBed, NodeOpts},
+    fleet::{Fleet, FleetBed, NodeOpts, VIP2},
     server::Session,
     topology::VIP,
 };
@@ -98,7 +98,7 @@ fn drains_reach_every_node_and_a_dead_backend_is_restarted_once_per_attempt_acro
         script.display()
     );
     let extra = |k: usize| if k == 0 { restart.clone() } else { String::new() };
-    let opts = NodeOpts { etcd_prefix: Some("/veer-fe"), backend_extra: Some(&extra) };
+    let opts = NodeOpts { etcd_prefix: Some("/veer-fe"), backend_extra: Some(&extra), ..Default::default() };
     let mut fleet = bed.start_fleet_with("t-fe", &dir, &opts).expect("fleet");
     wait_fleet_ready(&fleet, &[0, 1, 2]);
     let d = digests(&fleet, &[0, 1, 2]);
@@ -225,12 +225,27 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     veer_tests::require_root();
     let dir = scratch("fleet-part");
     let mut bed = FleetBed::create("veer-fp", 3, 3, &dir).expect("fleet testbed").with_etcd("veer-fp").expect("etcd");
-    let opts = NodeOpts { etcd_prefix: Some("/veer-fp"), backend_extra: None };
+    // A second service on a VIP of its own, over b3 alone; lb2's first
+    // operator change leaves for etcd 3 s late (a race it will lose).
+    let api = format!(
+        "\n[[service]]\nname = \"api\"\nvip = \"{VIP2}\"\nport = 80\n\n[service.health]\nkind = \"tcp\"\n\
+         interval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 3\n\n[[service.backend]]\nname = \"b3\"\n\
+         address = \"{}\"\n",
+        bed.backends[2].ip
+    );
+    let opts = NodeOpts {
+        etcd_prefix: Some("/veer-fp"),
+        extra: Some(&api),
+        failpoints: &[(1, "fleet-publish-late")],
+        ..Default::default()
+    };
     let fleet = bed.start_fleet_with("t-fp", &dir, &opts).expect("fleet");
     let all = [0, 1, 2];
     wait_fleet_ready(&fleet, &all);
-    wait_until(Duration::from_secs(30), "an ECMP route over the three nodes", || bed.next_hops().len() == 3)
-        .unwrap_or_else(|e| panic!("{e}: {:?}", bed.router.ns.exec(&["ip", "route"])));
+    wait_until(Duration::from_secs(30), "ECMP routes over the three nodes", || {
+        bed.next_hops().len() == 3 && bed.next_hops_of(VIP2).len() == 3
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", bed.router.ns.exec(&["ip", "route"])));
     let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
     let mut sessions: Vec<Session> = bed
         .client
@@ -241,19 +256,23 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     let flips = |f: &Fleet| -> Vec<u64> { all.iter().map(|&i| fleet_of(&status(f, i)).verdict_flips).collect() };
     let flips_before = flips(&fleet);
 
-    // lb3 loses its path to the backends, nothing else: the fleet verdict
-    // stays (two of three nodes see them up), and lb3 withdraws its VIP.
+    // lb3 loses its path to b1 and b2, nothing else: the fleet verdict
+    // stays (two of three nodes see them up); lb3 withdraws web's VIP, whose
+    // backends it mostly cannot reach, and keeps api's (b3 alone).
     let t = Instant::now();
-    bed.cut_backends(2, true).unwrap();
-    wait_until(EVENT_WAIT, "lb3 to withdraw", || bed.next_hops().len() == 2).unwrap();
+    bed.cut_from(2, &[0, 1], true).unwrap();
+    wait_until(EVENT_WAIT, "lb3 to withdraw web's VIP", || bed.next_hops().len() == 2).unwrap();
     let withdrawn = t.elapsed();
-    assert!(fleet_of(&status(&fleet, 2)).fenced, "lb3 withdrew without saying it is fenced");
+    let lb3 = fleet_of(&status(&fleet, 2));
+    assert!(lb3.fenced && lb3.fenced_vips == [VIP.to_string()], "lb3 withdrew without saying which VIP: {lb3:?}");
     let failed = ping_all(&mut sessions, "lb3 cut from the backends");
     println!(
-        "lb3 cut from the backends: withdrawn {:.2} s after the cut (target about 2 s); {} of 60 connections failed",
+        "lb3 cut from b1 and b2: web's VIP withdrawn {:.2} s after the cut (target about 2 s); {} of 60 connections failed",
         withdrawn.as_secs_f64(),
         failed.len()
     );
+    assert_eq!(bed.next_hops_of(VIP2).len(), 3, "lb3 withdrew api's VIP too, whose backend it reaches");
+    assert!(status(&fleet, 2).announced.contains(&VIP2.to_string()), "lb3 no longer announces api's VIP");
     assert_eq!(flips(&fleet), flips_before, "one node's broken path changed the fleet verdict");
     for &i in &[0, 1] {
         let s = status(&fleet, i);
@@ -292,6 +311,31 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
         t.elapsed().as_secs_f64()
     );
     assert!(fleet.nodes[2].veerd.api(Request::Enable { service: "web".into(), backend: "b2".into() }).unwrap().ok);
+    wait_fleet_ready(&fleet, &all);
+
+    // A lost race: lb2 drains b1, but its change leaves for etcd 3 s late
+    // (the failure point); meanwhile lb1 disables b1. lb2's caller hears the
+    // conflict with the value that won, and lb2 takes the fleet's value.
+    let lb2_sock = dir.join("t-fp2.sock");
+    let drain_b1 = Request::Drain { service: "web".into(), backend: "b1".into() };
+    let lost = std::thread::scope(|sc| {
+        let racer = sc.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(veer::wire::call(&lb2_sock, &drain_b1))
+        });
+        wait_until(EVENT_WAIT, "lb2's drain in flight", || fleet_of(&status(&fleet, 1)).unpublished == 1).unwrap();
+        let r = fleet.nodes[0].veerd.api(Request::Disable { service: "web".into(), backend: "b1".into() }).unwrap();
+        assert!(r.ok && r.result.as_ref().is_some_and(|v| v.to_string().contains("committed")), "{r:?}");
+        racer.join().expect("the racing caller").expect("lb2's API")
+    });
+    let e = lost.error.clone().unwrap_or_default();
+    assert!(!lost.ok && e.starts_with("conflict") && e.contains("admin/web/b1 = disabled"), "{lost:?}");
+    wait_until(EVENT_WAIT, "every node to hold the winning value", || {
+        all.iter().all(|&i| backend(&status(&fleet, i), "b1").state == "disabled")
+    })
+    .unwrap();
+    println!("a lost race: lb2's caller heard {e:?}");
+    assert!(fleet.nodes[0].veerd.api(Request::Enable { service: "web".into(), backend: "b1".into() }).unwrap().ok);
     wait_fleet_ready(&fleet, &all);
 
     // One of the three etcd members dies: traffic carries on, and a change

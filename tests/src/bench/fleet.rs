@@ -40,7 +40,7 @@ const LEASE_TTL: Duration = Duration::from_secs(2);
 fn leader_handover() -> Result<Duration> {
     let dir = scratch("bench-fleet-etcd");
     let bed = FleetBed::create("veer-bfe", 3, 3, &dir)?.with_etcd("veer-bfe")?;
-    let opts = NodeOpts { etcd_prefix: Some("/veer-bfe"), backend_extra: None };
+    let opts = NodeOpts { etcd_prefix: Some("/veer-bfe"), ..Default::default() };
     let mut fleet = bed.start_fleet_with("bench-fe", &dir, &opts)?;
     let leads = |f: &Fleet, i: usize| f.nodes[i].veerd.status().ok().and_then(|s| s.fleet).is_some_and(|fl| fl.leader);
     wait_until(EVENT_WAIT, "one leader", || (0..3).filter(|&i| leads(&fleet, i)).count() == 1)?;

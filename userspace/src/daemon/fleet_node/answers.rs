@@ -1,9 +1,13 @@
 //! Answers that mean committed: an operator change made through this
 //! node's API is answered once etcd has committed every key it touched, or
-//! with the race it lost (and the values that won), or with why it is
-//! applied here only.
+//! with the race it lost (and the values that won), or, when no session
+//! commits it within the wait, with why it is applied here only. A session
+//! that ends meanwhile changes nothing: the next one sends it again.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
 
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -16,6 +20,8 @@ struct Waiter {
     keys: BTreeSet<String>,
     /// What the change did, for the answer.
     msg: String,
+    /// Past it, the caller hears that the change is not committed.
+    deadline: Instant,
     reply: oneshot::Sender<Response>,
 }
 
@@ -34,13 +40,15 @@ pub fn not_committed(msg: &str, why: &str) -> Response {
 }
 
 impl Answers {
-    /// Answers `reply` once every key in `keys` has committed.
-    pub fn wait(&mut self, keys: Vec<String>, msg: String, reply: oneshot::Sender<Response>) {
+    /// Answers `reply` once every key in `keys` has committed, or after
+    /// `wait` at most.
+    pub fn wait(&mut self, keys: Vec<String>, msg: String, wait: Duration, reply: oneshot::Sender<Response>) {
         if keys.is_empty() {
             let _ = reply.send(Response::ok(json!(msg)));
             return;
         }
-        self.waiting.push(Waiter { keys: keys.into_iter().collect(), msg, reply });
+        let deadline = Instant::now() + wait;
+        self.waiting.push(Waiter { keys: keys.into_iter().collect(), msg, deadline, reply });
     }
 
     /// A publish of `keys` ended; `pending` says whether a key still waits
@@ -62,16 +70,23 @@ impl Answers {
                     Response::ok(json!(format!("{} (committed to the fleet at etcd revision {revision})", w.msg)))
                 }
                 PublishOutcome::Conflict { won } => Response::err(conflict(&w.msg, won)),
-                PublishOutcome::Failed(e) => not_committed(&w.msg, e),
+                // The next session sends it again.
+                PublishOutcome::Failed(_) => {
+                    still.push(w);
+                    continue;
+                }
             };
             let _ = w.reply.send(answer);
         }
         self.waiting = still;
     }
 
-    /// The session ended with changes unsent: their callers hear it now.
-    pub fn lost(&mut self, why: &str) {
-        for w in self.waiting.drain(..) {
+    /// Callers past their deadline hear that their change is not committed
+    /// (`why`: what keeps it).
+    pub fn expire(&mut self, now: Instant, why: &str) {
+        let (late, still): (Vec<Waiter>, Vec<Waiter>) = self.waiting.drain(..).partition(|w| now >= w.deadline);
+        self.waiting = still;
+        for w in late {
             let _ = w.reply.send(not_committed(&w.msg, why));
         }
     }
@@ -106,8 +121,9 @@ mod tests {
     #[test]
     fn an_answer_waits_for_every_key_and_names_the_winner_of_a_race() {
         let mut a = Answers::default();
+        let wait = Duration::from_secs(3);
         let (tx, mut rx) = oneshot::channel();
-        a.wait(vec!["admin/web/b1".into(), "weight/web/b1".into()], "drained web/b1".into(), tx);
+        a.wait(vec!["admin/web/b1".into(), "weight/web/b1".into()], "drained web/b1".into(), wait, tx);
         a.published(&["admin/web/b1".into()], &PublishOutcome::Committed { revision: 7 }, |_| false);
         assert!(answer(&mut rx).is_none(), "one key of two committed");
         a.published(&["weight/web/b1".into()], &PublishOutcome::Committed { revision: 8 }, |k| k == "weight/web/b1");
@@ -117,7 +133,7 @@ mod tests {
         assert!(r.ok && r.result.as_ref().is_some_and(|v| v.to_string().contains("revision 9")), "{r:?}");
 
         let (tx, mut rx) = oneshot::channel();
-        a.wait(vec!["admin/web/b2".into()], "drained web/b2".into(), tx);
+        a.wait(vec!["admin/web/b2".into()], "drained web/b2".into(), wait, tx);
         let won = vec![("admin/web/b2".to_string(), Some("disabled".to_string()))];
         a.published(&["admin/web/b2".into()], &PublishOutcome::Conflict { won }, |_| false);
         let r = answer(&mut rx).expect("a lost race is answered");
@@ -125,9 +141,13 @@ mod tests {
         assert!(!r.ok && e.starts_with("conflict") && e.contains("admin/web/b2 = disabled"), "{e}");
 
         let (tx, mut rx) = oneshot::channel();
-        a.wait(vec!["admin/web/b3".into()], "drained web/b3".into(), tx);
-        a.lost("etcd unreachable");
-        let r = answer(&mut rx).expect("a lost session is answered");
+        a.wait(vec!["admin/web/b3".into()], "drained web/b3".into(), wait, tx);
+        a.published(&["admin/web/b3".into()], &PublishOutcome::Failed("no answer".into()), |_| true);
+        assert!(answer(&mut rx).is_none(), "a failed publish is sent again by the next session");
+        a.expire(Instant::now(), "etcd unreachable");
+        assert!(answer(&mut rx).is_none(), "not yet past its deadline");
+        a.expire(Instant::now() + wait, "etcd unreachable");
+        let r = answer(&mut rx).expect("answered at its deadline");
         assert!(!r.ok && r.error.unwrap_or_default().contains("NOT committed"));
     }
 }

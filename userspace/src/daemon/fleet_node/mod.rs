@@ -211,7 +211,6 @@ impl FleetNode {
                 FollowUp { ops: touched.ops, verdicts: touched.verdicts, leadership: false }
             }
             FleetEvent::Lost(e) => {
-                self.answers.lost(&e);
                 self.lost(e);
                 FollowUp::default()
             }
@@ -281,15 +280,11 @@ impl FleetNode {
         published
     }
 
-    /// Answers `reply` once the change `keys` hold has committed to etcd
-    /// (or lost a race, or cannot be sent now).
+    /// Answers `reply` once the change `keys` hold has committed to etcd,
+    /// or lost a race, or (no session commits it within three request
+    /// deadlines) is known to wait.
     pub fn answer_after_commit(&mut self, keys: Vec<String>, msg: String, reply: oneshot::Sender<Response>) {
-        if !self.connected {
-            let why = self.last_error.as_deref().unwrap_or("no session yet");
-            let _ = reply.send(answers::not_committed(&msg, &format!("etcd unreachable: {why}")));
-            return;
-        }
-        self.answers.wait(keys, msg, reply);
+        self.answers.wait(keys, msg, self.cfg.timeout * 3, reply);
     }
 
     /// The runtime overrides as the fleet holds them (its valid entries,
@@ -336,8 +331,14 @@ impl FleetNode {
         self.verdicts.apply(&self.view, services, history)
     }
 
-    /// Fences or unfences this node's VIPs; true if that changed.
+    /// Fences or unfences this node's VIPs; true if that changed. Callers
+    /// whose change waited too long hear why.
     pub fn check_fence(&mut self, services: &Services) -> bool {
+        let why = match (&self.last_error, self.connected) {
+            (Some(e), false) => format!("etcd unreachable: {e}"),
+            _ => "etcd did not answer in time".to_string(),
+        };
+        self.answers.expire(std::time::Instant::now(), &why);
         self.fence.check(self.connected, services)
     }
 

@@ -47,9 +47,14 @@ impl NodeLease {
 /// retransmission (1 s), so a healed member is found within this instead.
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 
+/// The head start of the first endpoint (the node's own member, by
+/// convention): a node stays on it while it answers.
+const FIRST_HEAD_START: Duration = Duration::from_millis(100);
+
 /// Connects to whichever endpoint answers first (a member with a leader:
-/// `require_leader` refuses the rest), trying all of them at once and again
-/// every [`RETRY_EVERY`], for `cfg.timeout` at most; then grants the node's
+/// `require_leader` refuses the rest), trying all of them at once (the
+/// first with a head start) and again every [`RETRY_EVERY`], for
+/// `cfg.timeout` at most; then grants the node's
 /// lease and writes its liveness key and its verdicts under it. A refusal
 /// (certificates, user, permissions) says what to check.
 pub(super) async fn open(cfg: &EtcdConfig, keys: &Keys, verdicts: &Verdicts) -> Result<(Client, NodeLease, String)> {
@@ -71,9 +76,12 @@ async fn first_answer(cfg: &EtcdConfig, keys: &Keys) -> Result<(Client, String)>
     loop {
         tokio::select! {
             _ = again.tick() => {
-                for endpoint in &cfg.endpoints {
+                for (k, endpoint) in cfg.endpoints.iter().enumerate() {
                     let (endpoint, opts, key) = (endpoint.clone(), opts.clone(), node_key.clone());
                     tries.spawn(async move {
+                        if k > 0 {
+                            tokio::time::sleep(FIRST_HEAD_START).await;
+                        }
                         let mut c = within(t, "connecting", Client::connect([endpoint.as_str()], Some(opts))).await?;
                         within(t, "reading the node's key", c.get(key, None)).await?;
                         Ok::<_, anyhow::Error>((c, endpoint))
