@@ -25,7 +25,7 @@ pub use file::Config;
 pub use fleet::{EtcdConfig, FleetConfig};
 pub use health::{AgentConfig, CheckKind, HealthConfig, InitialState, PassiveConfig};
 pub use hooks::{ReplaceConfig, ScaleConfig, ScaleMetric};
-pub use read::{check, load, load_for_veerd, parse};
+pub use read::{check, load, load_for_veerd, parse, with_fleet_services};
 pub use rules::{fmt_mac, parse_mac};
 pub use service::{Fallback, Forwarding, SchedulerConfig, ServiceConfig};
 

@@ -47,3 +47,25 @@ pub fn parse(src: &str, path: &Path) -> Result<Config, ConfigError> {
     validate::validate(&cfg, src, path)?;
     Ok(cfg)
 }
+
+/// The config a fleet node runs: its own `[daemon]` and `[fleet]` from
+/// `local`, and the fleet's `[[service]]` tables from `text` (a fleet
+/// config revision, named `name` in messages), validated together. The
+/// fleet's text may hold nothing but `[[service]]` tables.
+pub fn with_fleet_services(local: &Config, text: &str, name: &str) -> Result<Config, ConfigError> {
+    let path = Path::new(name);
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
+    if let Some(other) = table.keys().find(|k| *k != "service") {
+        return Err(ConfigError {
+            file: name.to_string(),
+            line: None,
+            field: other.clone(),
+            message: "a fleet's config holds [[service]] tables only; [daemon] and [fleet] stay in each node's file"
+                .into(),
+        });
+    }
+    let pushed: Config = toml::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
+    let cfg = Config { daemon: local.daemon.clone(), fleet: local.fleet.clone(), services: pushed.services };
+    validate::validate(&cfg, text, path)?;
+    Ok(cfg)
+}

@@ -8,8 +8,11 @@
 //! | `P/leader/...` | etcd's election keys | the candidates' |
 //! | `P/restarts/<service>/<backend>` | the current restart attempt ([`super::restart`]) | none |
 //! | `P/actions/scale/<service>`, `P/actions/replace/<service>/<backend>` | the last hook run ([`super::claim`]) | none |
+//! | `P/config/...` | the fleet's config, versioned ([`super::config`]) | see there |
 //!
 //! Names are checked by [`crate::config::rules::check_name`]: no `/`.
+
+use super::config::ConfigKey;
 
 /// The keys of one fleet.
 #[derive(Clone, Debug)]
@@ -33,6 +36,8 @@ pub enum Key<'a> {
     },
     /// An operator change, by its key relative to `P/ops/`.
     Op(&'a str),
+    /// The fleet's config.
+    Config(ConfigKey<'a>),
     /// Anything else (election, restart records).
     Other,
 }
@@ -61,6 +66,11 @@ impl Keys {
     /// An operator change, from its relative key.
     pub fn op(&self, rel: &str) -> String {
         format!("{}/ops/{rel}", self.prefix)
+    }
+
+    /// A key of the fleet's config.
+    pub fn config(&self, k: &ConfigKey) -> String {
+        format!("{}/config/{}", self.prefix, k.rel())
     }
 
     /// The election's name.
@@ -97,6 +107,7 @@ impl Keys {
                 }
             }
             "ops" => Key::Op(rest),
+            "config" => ConfigKey::parse(rest).map_or(Key::Other, Key::Config),
             _ => Key::Other,
         }
     }
@@ -116,6 +127,7 @@ mod tests {
         );
         assert_eq!(k.parse(&k.op("admin/web/b1")), Key::Op("admin/web/b1"));
         assert_eq!(k.parse(&k.restart("web", "b1")), Key::Other);
+        assert_eq!(k.parse(&k.config(&ConfigKey::Running("lb1"))), Key::Config(ConfigKey::Running("lb1")));
         assert_eq!(k.parse("/veer2/nodes/x"), Key::Other, "another fleet's prefix");
         assert_eq!(k.parse("/veer/nodes/a/b"), Key::Other);
     }

@@ -9,6 +9,7 @@
 //!   is applied with compare-and-swap on its revision.
 //! - [`session`]: the task that talks to etcd (lease, verdicts, watch,
 //!   election), and reconnects; veerd hears from it through [`FleetEvent`]s.
+//! - [`config`]: the fleet's config (its `[[service]]` tables), versioned.
 //! - [`claim`]: one-per-fleet actions, fenced by the leader's revision.
 //! - [`restart`]: the leader's restart attempts, each fenced by its
 //!   leadership's revision so it runs once per fleet across leader changes.
@@ -19,6 +20,7 @@
 //! membership, where nodes must agree.
 
 pub mod claim;
+pub mod config;
 mod fence;
 pub mod keys;
 pub mod ops;

@@ -6,7 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::keys::{Key, Keys};
+use tracing::warn;
+
+use super::{
+    config::FleetConfigs,
+    keys::{Key, Keys},
+};
 
 /// One change from etcd (a snapshot is a run of puts).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,12 +39,15 @@ pub struct Touched {
     pub verdicts: bool,
     /// Operator changes.
     pub ops: bool,
+    /// The fleet config's current revision.
+    pub config: bool,
 }
 
 impl std::ops::BitOrAssign for Touched {
     fn bitor_assign(&mut self, o: Self) {
         self.verdicts |= o.verdicts;
         self.ops |= o.ops;
+        self.config |= o.config;
     }
 }
 
@@ -82,6 +90,8 @@ pub struct FleetView {
     verdicts: BTreeMap<(String, String), BTreeMap<String, bool>>,
     /// Operator changes by relative key: (value, mod revision).
     ops: BTreeMap<String, (String, i64)>,
+    /// The fleet's config.
+    configs: FleetConfigs,
 }
 
 impl FleetView {
@@ -97,7 +107,7 @@ impl FleetView {
                     Some(_) => self.nodes.insert(n.to_string()),
                     None => self.nodes.remove(n),
                 };
-                Touched { verdicts: true, ops: false }
+                Touched { verdicts: true, ..Touched::default() }
             }
             Key::Verdict { service, backend, node } => {
                 let k = (service.to_string(), backend.to_string());
@@ -114,7 +124,7 @@ impl FleetView {
                         }
                     }
                 }
-                Touched { verdicts: true, ops: false }
+                Touched { verdicts: true, ..Touched::default() }
             }
             Key::Op(rel) => {
                 match change {
@@ -123,7 +133,20 @@ impl FleetView {
                     }
                     Change::Delete { .. } => drop(self.ops.remove(rel)),
                 }
-                Touched { verdicts: false, ops: true }
+                Touched { ops: true, ..Touched::default() }
+            }
+            Key::Config(k) => {
+                let mod_rev = match change {
+                    Change::Put { mod_rev, .. } => *mod_rev,
+                    Change::Delete { .. } => 0,
+                };
+                match self.configs.apply(k, value, mod_rev) {
+                    Ok(config) => Touched { config, ..Touched::default() },
+                    Err(e) => {
+                        warn!(%key, error = %e, "fleet: a config record in etcd is unreadable; ignored");
+                        Touched::default()
+                    }
+                }
             }
             Key::Other => Touched::default(),
         }
@@ -156,6 +179,11 @@ impl FleetView {
     /// Operator changes by relative key, with the revision that wrote each.
     pub fn ops(&self) -> &BTreeMap<String, (String, i64)> {
         &self.ops
+    }
+
+    /// The fleet's config: current revision, history, what nodes run.
+    pub fn configs(&self) -> &FleetConfigs {
+        &self.configs
     }
 }
 
@@ -199,7 +227,7 @@ mod tests {
         v.apply(&k, &Change::Delete { key: k.verdict("web", "b1", "a") });
         assert_eq!(v.tally("web", "b1"), Tally { up: 1, down: 0, live: 2 });
         let touched = v.apply(&k, &put(k.op("admin/web/b1"), "draining", 9));
-        assert_eq!(touched, Touched { verdicts: false, ops: true });
+        assert_eq!(touched, Touched { ops: true, ..Touched::default() });
         assert_eq!(v.ops().get("admin/web/b1"), Some(&("draining".to_string(), 9)));
         v.apply(&k, &Change::Delete { key: k.op("admin/web/b1") });
         assert!(v.ops().is_empty());
