@@ -84,6 +84,11 @@ enum Cmd {
         #[arg(add = ArgValueCandidates::new(veer::complete::service_names))]
         service: Option<String>,
     },
+    /// Fleet: the config every node runs, versioned in etcd.
+    Config {
+        #[command(subcommand)]
+        cmd: veer::ctl::config::ConfigCmd,
+    },
     /// Fleet: this node's announcement of its VIPs.
     Node {
         #[command(subcommand)]
@@ -241,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Backends { service } => inspect::backends(&ctx, service.as_deref()),
         Cmd::Flows { of, all, limit } => inspect::flows(&ctx, of.service(), of.backend(), all, limit),
         Cmd::Ring { service } => inspect::ring(&ctx, &service),
+        Cmd::Config { cmd } => veer::ctl::config::config(&ctx, cmd),
         Cmd::Node { cmd: NodeCmd::Drain } => control::simple(&ctx, Request::NodeDrain),
         Cmd::Node { cmd: NodeCmd::Undrain } => control::simple(&ctx, Request::NodeUndrain),
         Cmd::Events { of, follow } => veer::ctl::events::events(&ctx, of.service(), of.backend(), follow),
@@ -268,7 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// the others only ask veerd, or say themselves what the file's error costs.
 fn needs_config(cmd: &Cmd) -> bool {
     match cmd {
-        Cmd::Status | Cmd::Node { .. } | Cmd::Events { .. } | Cmd::Request(_) => false,
+        Cmd::Status | Cmd::Config { .. } | Cmd::Node { .. } | Cmd::Events { .. } | Cmd::Request(_) => false,
         Cmd::Drain { wait, .. } => *wait,
         _ => true,
     }

@@ -6,6 +6,7 @@
 //! removed at runtime. Every command prints a table, or JSON with `--json`.
 
 pub mod agent;
+pub mod config;
 mod context;
 pub mod control;
 pub mod events;

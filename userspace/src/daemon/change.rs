@@ -218,11 +218,9 @@ impl Daemon {
             error!(error = %e, "{what}");
             Err(e)
         };
-        let new = match config::load(&self.desired.path) {
+        let new = match config::load(&self.desired.path).map_err(|e| e.to_string()).and_then(|c| self.under_fleet_config(c)) {
             Ok(c) => c,
-            Err(e) => {
-                return refused(self, e.to_string(), "reload rejected: the config is invalid; the running config stays")
-            }
+            Err(e) => return refused(self, e, "reload rejected: the config is invalid; the running config stays"),
         };
         let restart = config::diff::settings_changes(&self.desired.file, &new).restart;
         if !restart.is_empty() {
@@ -262,22 +260,30 @@ impl Daemon {
     pub fn reload_plan(&self) -> Result<String, String> {
         let refused = |e: &dyn std::fmt::Display| format!("the reload would be refused: {e}");
         let new = config::load(&self.desired.path).map_err(|e| refused(&e))?;
-        let restart = config::diff::settings_changes(&self.desired.file, &new).restart;
+        let new = self.under_fleet_config(new).map_err(|e| refused(&e))?;
+        let lines = self.dry_run(&new).map_err(|e| refused(&e))?;
+        Ok(if lines.is_empty() { "nothing to change".to_string() } else { lines.join("\n") })
+    }
+
+    /// What running `new` would change, changing nothing; or why it would
+    /// be refused.
+    pub(super) fn dry_run(&self, new: &Config) -> Result<Vec<String>, String> {
+        let restart = config::diff::settings_changes(&self.desired.file, new).restart;
         if !restart.is_empty() {
-            return Err(refused(&format!("restart veerd to apply {}", restart.join(", "))));
+            return Err(format!("restart veerd to apply {}", restart.join(", ")));
         }
-        self.desired.overrides.check_added(&new).map_err(|e| refused(&e))?;
-        let next = self.desired.overrides.clone().apply(&new);
+        self.desired.overrides.check_added(new)?;
+        let next = self.desired.overrides.clone().apply(new);
         let wanted: Vec<(ServiceKey, &ServiceConfig)> = next
             .services
             .iter()
             .map(|s| (service_key(s.get_ref().vip, s.get_ref().port, s.get_ref().protocol), s.get_ref()))
             .collect();
-        self.plan(&wanted, &Adoption::default(), std::time::Instant::now()).map_err(|e| refused(&e))?;
+        self.plan(&wanted, &Adoption::default(), std::time::Instant::now()).map_err(|e| e.to_string())?;
         let mut lines = config::diff::changes(&self.desired.overrides.clone().apply(&self.desired.file), &next);
-        let shadowed = self.desired.overrides.shadowed(&self.desired.file, &new);
+        let shadowed = self.desired.overrides.shadowed(&self.desired.file, new);
         lines.extend(shadowed.iter().map(|l| format!("runtime change wins: {l}")));
-        Ok(if lines.is_empty() { "nothing to change".to_string() } else { lines.join("\n") })
+        Ok(lines)
     }
 
     /// What follows a new config, at start and at every reload: NAT (port

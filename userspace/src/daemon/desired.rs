@@ -15,4 +15,7 @@ pub struct Desired {
     pub ids: plan::IdPool,
     /// Reloads applied and refused.
     pub reloads: [u64; 2],
+    /// The fleet config revision this node runs (its `[[service]]` tables
+    /// replace the file's), and its text.
+    pub fleet_config: Option<(u64, String)>,
 }

@@ -83,6 +83,7 @@ impl Daemon {
         let (dp, adoption) = boot::load_dataplane(&cfg)?;
         let written =
             adoption.as_ref().map(|a| a.backends.values().map(|(id, b)| (*id, *b)).collect()).unwrap_or_default();
+        let (cfg, fleet_config) = boot::cached_fleet_config(cfg);
         let overrides = boot::load_overrides(&cfg.daemon.state_path(), &cfg, reset_runtime)?;
         let (tracker, health) = HealthTracker::new();
         let (recovery, hooks) = Recovery::new();
@@ -101,6 +102,7 @@ impl Daemon {
                 overrides,
                 ids: Default::default(),
                 reloads: [0; 2],
+                fleet_config,
             },
             services: Services::default(),
             publisher: Publisher::new(dp, written, cfg.fleet.is_some()),

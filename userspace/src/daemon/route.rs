@@ -221,6 +221,10 @@ impl Daemon {
             Request::Reset { service, backend } => self.reset(service.as_deref(), backend.as_deref()),
             Request::NodeDrain => Ok(self.set_node_drained(true)),
             Request::NodeUndrain => Ok(self.set_node_drained(false)),
+            Request::ConfigPush { text, note } => return self.config_push(text, note),
+            Request::ConfigRollback { revision } => return self.config_rollback(revision),
+            Request::ConfigHistory => return Answer::Now(self.config_read(None)),
+            Request::ConfigShow { revision } => return Answer::Now(self.config_read(Some(revision))),
         };
         match r {
             Ok(msg) => {
@@ -275,7 +279,7 @@ impl Daemon {
 }
 
 /// When a request is answered.
-enum Answer {
+pub(super) enum Answer {
     /// Now.
     Now(Response),
     /// Once etcd has committed `keys` (operator changes under `P/ops/`).

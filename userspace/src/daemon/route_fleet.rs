@@ -1,12 +1,15 @@
 //! Routing for the fleet: what the etcd session's events set off, and the
 //! fleet's part of local changes. Each is a no-op without `[fleet.etcd]`.
 
+use serde_json::json;
 use tracing::{error, info, warn};
 
-use super::{control::ApplyError, event_loop::Daemon, fleet_node::Silence};
+use super::{control::ApplyError, event_loop::Daemon, fleet_node::Silence, route::Answer};
 use crate::{
-    fleet::FleetEvent,
+    config::{self, Config},
+    fleet::{config::RunningRecord, FleetEvent},
     overrides::{key, Admin},
+    wire::Response,
 };
 
 impl Daemon {
@@ -19,6 +22,9 @@ impl Daemon {
         }
         if next.verdicts {
             self.fleet_apply_verdicts();
+        }
+        if next.config {
+            self.fleet_apply_config();
         }
         if next.leadership {
             // Start or stop the leader's work.
@@ -113,5 +119,114 @@ impl Daemon {
         let silence = Silence { drained: self.desired.overrides.node_drained, fenced };
         let table = self.desired.file.fleet.as_ref().and_then(|f| f.announce_table);
         self.announcer.sync(table, &self.services, silence);
+    }
+
+    /// `local` (this node's own file) with the fleet config's `[[service]]`
+    /// tables in place of its own, when this node runs a fleet revision.
+    pub(super) fn under_fleet_config(&self, local: Config) -> Result<Config, String> {
+        match &self.desired.fleet_config {
+            None => Ok(local),
+            Some((rev, text)) => config::with_fleet_services(&local, text, &format!("fleet config revision {rev}"))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Runs the fleet config's current revision if this node does not yet,
+    /// all or nothing as a reload; tells the fleet what it runs.
+    fn fleet_apply_config(&mut self) {
+        let Some(rec) = self.fleet.as_ref().and_then(|f| f.config_current()).cloned() else {
+            return self.fleet_report_running(None);
+        };
+        if self.desired.fleet_config.as_ref().is_some_and(|(r, _)| *r == rec.revision) {
+            return self.fleet_report_running(None);
+        }
+        let refused = self.run_fleet_config(rec.revision, &rec.text).err();
+        match &refused {
+            None => info!(revision = rec.revision, by = %rec.by, "fleet: running the fleet's config revision"),
+            Some(e) => error!(revision = rec.revision, error = %e,
+                "fleet: this node REFUSES the fleet's config revision; it keeps running what it ran"),
+        }
+        self.fleet_report_running(refused);
+    }
+
+    fn run_fleet_config(&mut self, revision: u64, text: &str) -> Result<(), String> {
+        let name = format!("fleet config revision {revision}");
+        let new = config::with_fleet_services(&self.desired.file, text, &name).map_err(|e| e.to_string())?;
+        self.dry_run(&new)?;
+        match self.apply(new, None) {
+            Err(e @ ApplyError::Refused(_)) => return Err(e.to_string()),
+            Err(e) => error!(error = %e, "fleet config applied; writing the dataplane failed (retried)"),
+            Ok(()) => {}
+        }
+        self.desired.fleet_config = Some((revision, text.to_string()));
+        self.after_config_change();
+        super::boot::save_fleet_config(&self.desired.file.daemon, revision, text);
+        Ok(())
+    }
+
+    /// Tells the fleet which revision this node runs, whether it refused
+    /// the current one, and whether its own file's services differ (said
+    /// loudly here too: the fleet's win).
+    pub(super) fn fleet_report_running(&mut self, refused: Option<String>) {
+        let Some(f) = self.fleet.as_mut() else { return };
+        let revision = self.desired.fleet_config.as_ref().map_or(0, |(r, _)| *r);
+        let local_file_differs = revision > 0
+            && config::load(&self.desired.path).map_or(true, |local| {
+                let services = |c: &Config| c.services.iter().map(|s| s.get_ref().clone()).collect::<Vec<_>>();
+                services(&local) != services(&self.desired.file)
+            });
+        let r = RunningRecord { revision, refused, local_file_differs };
+        if local_file_differs && f.config_status().local_file_differs != local_file_differs {
+            warn!(revision, path = %self.desired.path.display(),
+                "fleet: this node's config file has services that differ from the fleet's config; the FLEET'S WIN (push the file with `veerctl config push`, or make it match)");
+        }
+        f.report_running(r);
+    }
+
+    /// `veerctl config push`: checks `text` against this node's settings and
+    /// runtime changes as a reload would, then stores it as the fleet's next
+    /// revision; answered once etcd committed it.
+    pub(super) fn config_push(&mut self, text: String, note: Option<String>) -> Answer {
+        let Some(f) = self.fleet.as_ref() else {
+            return Answer::Now(Response::err("not a fleet node ([fleet.etcd]): there is no fleet config to push to"));
+        };
+        let next = f.config_current().map_or(1, |r| r.revision + 1);
+        let checked = config::with_fleet_services(&self.desired.file, &text, "the pushed config")
+            .map_err(|e| e.to_string())
+            .and_then(|new| self.dry_run(&new));
+        if let Err(e) = checked {
+            return Answer::Now(Response::err(format!("refused, nothing pushed: {e}")));
+        }
+        let Some(f) = self.fleet.as_mut() else { return Answer::Now(Response::err("not a fleet node")) };
+        match f.push_config(text, note) {
+            Ok(keys) => Answer::AfterCommit { keys, msg: format!("pushed the fleet's config as revision {next}") },
+            Err(e) => Answer::Now(Response::err(e)),
+        }
+    }
+
+    /// `veerctl config rollback REV`: revision `revision`'s text pushed again.
+    pub(super) fn config_rollback(&mut self, revision: u64) -> Answer {
+        let text = self.fleet.as_ref().and_then(|f| f.config_revision(Some(revision))).map(|r| r.text.clone());
+        match text {
+            Some(text) => self.config_push(text, Some(format!("rollback to {revision}"))),
+            None => Answer::Now(Response::err(format!(
+                "the fleet keeps no config revision {revision} (see veerctl config history)"
+            ))),
+        }
+    }
+
+    /// `veerctl config history`, or `show` of one revision (`Some`).
+    pub(super) fn config_read(&self, show: Option<Option<u64>>) -> Response {
+        let Some(f) = self.fleet.as_ref() else {
+            return Response::err("not a fleet node ([fleet.etcd]): there is no fleet config");
+        };
+        match show {
+            None => Response::ok(json!(f.config_history())),
+            Some(rev) => match f.config_revision(rev) {
+                Some(r) => Response::ok(json!(r)),
+                None if rev.is_none() => Response::err("no fleet config was pushed yet"),
+                None => Response::err("the fleet keeps no such config revision (see veerctl config history)"),
+            },
+        }
     }
 }

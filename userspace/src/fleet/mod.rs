@@ -29,5 +29,5 @@ pub mod session;
 pub mod view;
 
 pub use fence::Fence;
-pub use session::{spawn, FleetCmd, FleetEvent, FleetHandle, OpWrite, PublishOutcome};
+pub use session::{spawn, FleetCmd, FleetEvent, FleetHandle, OpWrite, PublishOutcome, CONFIG_KEY};
 pub use view::{Change, FleetView, Tally};

@@ -14,6 +14,10 @@ use tokio::{
     net::UnixStream,
 };
 
+/// Longest request line veerd reads (a pushed fleet config is the
+/// largest request).
+pub const MAX_REQUEST: usize = 1024 * 1024;
+
 /// A request to the daemon.
 ///
 /// Also the `veerctl` subcommands that are one request and nothing more
@@ -144,6 +148,33 @@ pub enum Request {
     /// Fleet: announce this node's VIPs again.
     #[command(skip)]
     NodeUndrain,
+    /// Fleet: a config file's `[[service]]` tables as the fleet's next
+    /// config revision, checked against this node's own settings first;
+    /// answered once etcd committed it (every node then runs it).
+    #[command(skip)]
+    ConfigPush {
+        /// The file's text.
+        text: String,
+        /// Why, for the history.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Fleet: the config revisions kept (a list of [`ConfigRevision`]).
+    #[command(skip)]
+    ConfigHistory,
+    /// Fleet: one config revision's record, text included (default: the current one).
+    #[command(skip)]
+    ConfigShow {
+        /// The revision.
+        #[serde(default)]
+        revision: Option<u64>,
+    },
+    /// Fleet: push an earlier revision's text again, as a new revision.
+    #[command(skip)]
+    ConfigRollback {
+        /// The revision to go back to.
+        revision: u64,
+    },
     /// Backends' state changes, oldest first (an [`EventLog`]).
     #[command(skip)]
     Events {
@@ -163,7 +194,7 @@ impl Request {
     /// Whether the request only reads (status, metrics, events): what an API
     /// caller without admin rights may send.
     pub fn reads_only(&self) -> bool {
-        matches!(self, Self::Status | Self::Metrics | Self::Events { .. })
+        matches!(self, Self::Status | Self::Metrics | Self::Events { .. } | Self::ConfigHistory | Self::ConfigShow { .. })
     }
 
     /// The command's name on the wire (`add-backend`).
@@ -183,6 +214,10 @@ impl Request {
             Self::NodeDrain => "node-drain",
             Self::NodeUndrain => "node-undrain",
             Self::Events { .. } => "events",
+            Self::ConfigPush { .. } => "config-push",
+            Self::ConfigHistory => "config-history",
+            Self::ConfigShow { .. } => "config-show",
+            Self::ConfigRollback { .. } => "config-rollback",
         }
     }
 }
@@ -223,6 +258,22 @@ pub struct StateChange {
     /// The failing probe's error, when a health check took it down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// One revision of the fleet's config, as `config-history` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRevision {
+    /// The revision.
+    pub revision: u64,
+    /// The node that took the push.
+    pub by: String,
+    /// When (seconds since the Unix epoch).
+    pub at: u64,
+    /// Why, if said.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// It is the fleet's current revision.
+    pub current: bool,
 }
 
 /// The result of an `events` request.
@@ -283,7 +334,7 @@ pub async fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
 
 mod status;
 
-pub use status::{BackendStatus, FleetStatus, ServiceStatus, Status};
+pub use status::{BackendStatus, FleetConfigStatus, FleetStatus, NodeConfig, ServiceStatus, Status};
 
 #[cfg(test)]
 mod tests;

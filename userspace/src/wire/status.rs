@@ -52,6 +52,40 @@ pub struct FleetStatus {
     pub unpublished: usize,
     /// Fleet verdict changes since veerd started.
     pub verdict_flips: u64,
+    /// The fleet's config: its current revision and what each node runs.
+    #[serde(default)]
+    pub config: FleetConfigStatus,
+}
+
+/// The fleet's config as `veerctl status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetConfigStatus {
+    /// The fleet's current revision (0: none pushed yet).
+    pub current: u64,
+    /// The revision this node runs (0: its own file's services).
+    pub running: u64,
+    /// Why this node refused the current revision, if it did.
+    #[serde(default)]
+    pub refused: Option<String>,
+    /// This node's own file has `[[service]]` tables that differ from the
+    /// fleet's (the fleet's win).
+    #[serde(default)]
+    pub local_file_differs: bool,
+    /// Each live node's report.
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// What one node runs of the fleet's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The node.
+    pub node: String,
+    /// The revision it runs (0: its own file's services).
+    pub revision: u64,
+    /// Why it refused the current revision, if it did.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 impl Status {

@@ -186,6 +186,35 @@ fn fleet_text(ctx: &Ctx, daemon: Option<&Status>) -> String {
         if f.unpublished > 0 {
             s += &format!("fleet: {} operator change(s) not yet in etcd\n", f.unpublished);
         }
+        s += &fleet_config_line(&f.config);
+    }
+    s
+}
+
+/// The fleet config's line: the current revision, what each node runs,
+/// who refused it and why.
+fn fleet_config_line(c: &crate::wire::FleetConfigStatus) -> String {
+    if c.current == 0 {
+        return "fleet config: none pushed (every node runs its own file's services)\n".into();
+    }
+    let nodes: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| match &n.refused {
+            Some(why) => format!("{} runs {} (REFUSED {}: {why})", n.node, n.revision, c.current),
+            None if n.revision != c.current => format!("{} runs {} (not yet {})", n.node, n.revision, c.current),
+            None => format!("{} runs {}", n.node, n.revision),
+        })
+        .collect();
+    let agree = c.nodes.iter().all(|n| n.revision == c.current);
+    let mut s = format!(
+        "fleet config: revision {}; {}; {}\n",
+        c.current,
+        if agree { "every node runs it" } else { "NODES DISAGREE" },
+        nodes.join(", ")
+    );
+    if c.local_file_differs {
+        s += "fleet config: this node's file has other [[service]] tables; the fleet's win (veerctl config push FILE)\n";
     }
     s
 }

@@ -25,7 +25,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// holding every other one cannot lock the operators out.
 pub const ADMIN_RESERVED: usize = 8;
 /// Longest request line.
-pub const MAX_LINE: usize = 64 * 1024;
+pub const MAX_LINE: usize = crate::wire::MAX_REQUEST;
 /// A connection that sends no complete line for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 

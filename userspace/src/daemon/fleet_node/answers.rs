@@ -12,7 +12,10 @@ use std::{
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::{fleet::PublishOutcome, wire::Response};
+use crate::{
+    fleet::{PublishOutcome, CONFIG_KEY},
+    wire::Response,
+};
 
 /// A caller waiting for its change to commit.
 struct Waiter {
@@ -95,6 +98,12 @@ impl Answers {
 /// What a caller whose change lost a race hears: nothing of it committed,
 /// and the values that won.
 fn conflict(msg: &str, won: &[(String, Option<String>)]) -> String {
+    if let [(k, v)] = won {
+        if k == CONFIG_KEY {
+            let v = v.as_deref().unwrap_or("a deletion");
+            return format!("conflict: another push committed first ({v}); this one ({msg}) was not: push again on top of it");
+        }
+    }
     let values: Vec<String> = won
         .iter()
         .map(|(k, v)| match v {

@@ -38,6 +38,8 @@ pub struct FleetNode {
     /// The fleet's entries as checked, and those said to be invalid.
     pub(super) incoming: Incoming,
     pub(super) fence: Fence,
+    /// What this node last told the fleet it runs of the fleet's config.
+    pub(super) running: Option<crate::fleet::config::RunningRecord>,
 }
 
 impl FleetNode {
@@ -60,6 +62,7 @@ impl FleetNode {
             pending: Unpublished::default(),
             answers: Answers::default(),
             incoming: Incoming::default(),
+            running: None,
         };
         (rt, events)
     }
@@ -111,6 +114,7 @@ impl FleetNode {
             fenced_vips: self.fence.fenced().iter().map(|v| v.to_string()).collect(),
             unpublished: self.pending.len(),
             verdict_flips: self.verdicts.flips(),
+            config: self.config_status(),
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct FollowUp {
     pub verdicts: bool,
     /// Leadership changed: every backend's restarts follow.
     pub leadership: bool,
+    /// The fleet config's current revision may differ from what runs.
+    pub config: bool,
 }
 
 impl FleetNode {
@@ -150,7 +156,7 @@ impl FleetNode {
                 self.client = Some(*client);
                 self.pending.resend_all();
                 self.send_pending();
-                FollowUp { ops: true, verdicts: true, leadership: false }
+                FollowUp { ops: true, verdicts: true, leadership: false, config: true }
             }
             FleetEvent::Changed { changes, revision } => {
                 let mut touched = fleet::view::Touched::default();
@@ -158,7 +164,7 @@ impl FleetNode {
                     touched |= self.view.apply(&self.keys, c);
                 }
                 self.view.revision = revision;
-                FollowUp { ops: touched.ops, verdicts: touched.verdicts, leadership: false }
+                FollowUp { ops: touched.ops, verdicts: touched.verdicts, leadership: false, config: touched.config }
             }
             FleetEvent::Lost(e) => {
                 self.lost(e);

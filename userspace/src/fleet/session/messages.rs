@@ -3,7 +3,7 @@
 
 use etcd_client::Client;
 
-use crate::fleet::{fence::Fence, view::Change};
+use crate::fleet::{config::ConfigRecord, fence::Fence, view::Change};
 
 /// What veerd asks of the session.
 #[derive(Debug)]
@@ -28,7 +28,24 @@ pub enum FleetCmd {
     /// Operator changes, all or none, each only if its key is still at the
     /// revision the change was based on.
     Publish(Vec<OpWrite>),
+    /// What this node runs of the fleet's config ([`RunningRecord`], JSON;
+    /// kept, and written again by every new session).
+    ///
+    /// [`RunningRecord`]: crate::fleet::config::RunningRecord
+    Running(String),
+    /// A new revision of the fleet's config, only if the current one is
+    /// still the one written at `base_rev` (0: none). Reported as a
+    /// [`FleetEvent::Published`] of [`CONFIG_KEY`].
+    PushConfig {
+        /// The record.
+        record: ConfigRecord,
+        /// The etcd revision that wrote the current record.
+        base_rev: i64,
+    },
 }
+
+/// The key a config push is reported under in [`FleetEvent::Published`].
+pub const CONFIG_KEY: &str = "config/current";
 
 /// One operator change to publish.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -20,5 +20,5 @@ mod publish;
 mod task;
 mod verdicts;
 
-pub use messages::{FleetCmd, FleetEvent, OpWrite, PublishOutcome};
+pub use messages::{FleetCmd, FleetEvent, OpWrite, PublishOutcome, CONFIG_KEY};
 pub use task::{spawn, FleetHandle};

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     config::EtcdConfig,
-    fleet::{keys::Keys, view::Change},
+    fleet::{config::ConfigKey, keys::Keys, view::Change},
 };
 
 /// A session's hold on etcd: the node's lease and its renewal streams.
@@ -110,7 +110,10 @@ async fn write_node(cfg: &EtcdConfig, client: &mut Client, keys: &Keys, verdicts
     let with_lease = || Some(PutOptions::new().with_lease(lease));
     let mut writes = vec![TxnOp::put(keys.node(&cfg.node), cfg.node.as_str(), with_lease())];
     writes
-        .extend(verdicts.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
+        .extend(verdicts.by_backend.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
+    if let Some(r) = &verdicts.running {
+        writes.push(TxnOp::put(keys.config(&ConfigKey::Running(&cfg.node)), r.as_str(), with_lease()));
+    }
     for chunk in writes.chunks(TXN_OPS) {
         within(t, "writing the node's verdicts", client.txn(Txn::new().and_then(chunk.to_vec()))).await?;
     }

@@ -1,5 +1,6 @@
-//! Publishing operator changes: one transaction, each key compared to the
-//! revision its change was made on; on a lost race, the winning values.
+//! Publishing operator changes and config revisions: one transaction, each
+//! key compared to the revision its change was made on; on a lost race,
+//! the winning values.
 
 use std::time::Duration;
 
@@ -9,9 +10,12 @@ use tokio::sync::mpsc;
 
 use super::{
     etcd::within,
-    messages::{FleetEvent, OpWrite, PublishOutcome},
+    messages::{FleetEvent, OpWrite, PublishOutcome, CONFIG_KEY},
 };
-use crate::fleet::keys::Keys;
+use crate::fleet::{
+    config::{ConfigKey, ConfigRecord, HISTORY_KEPT},
+    keys::Keys,
+};
 
 /// Writes `writes` all or none and tells veerd what became of them. An
 /// error (no answer) ends the session; the changes wait for the next.
@@ -47,6 +51,56 @@ pub(super) async fn publish(
         Err(e) => {
             let outcome = PublishOutcome::Failed(format!("{e:#}"));
             let _ = events.send(FleetEvent::Published { keys: names, outcome });
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `record` as the fleet config's current revision and into the
+/// history (dropping the entry [`HISTORY_KEPT`] revisions older), if the
+/// current one is still the one written at `base_rev`; tells veerd as a
+/// publish of [`CONFIG_KEY`] (a lost race names the revision that won).
+pub(super) async fn push_config(
+    client: &mut Client,
+    keys: &Keys,
+    t: Duration,
+    record: ConfigRecord,
+    base_rev: i64,
+    events: &mpsc::UnboundedSender<FleetEvent>,
+) -> Result<()> {
+    let current = keys.config(&ConfigKey::Current);
+    let json = serde_json::to_string(&record)?;
+    let mut ops = vec![
+        TxnOp::put(current.as_str(), json.as_str(), None),
+        TxnOp::put(keys.config(&ConfigKey::History(record.revision)), json.as_str(), None),
+    ];
+    if record.revision > HISTORY_KEPT {
+        ops.push(TxnOp::delete(keys.config(&ConfigKey::History(record.revision - HISTORY_KEPT)), None));
+    }
+    let txn = Txn::new()
+        .when([Compare::mod_revision(current.as_str(), CompareOp::Equal, base_rev)])
+        .and_then(ops)
+        .or_else([TxnOp::get(current.as_str(), None)]);
+    let keys_of = || vec![CONFIG_KEY.to_string()];
+    match within(t, "pushing the fleet's config", client.txn(txn)).await {
+        Ok(r) if r.succeeded() => {
+            let revision = r.header().map_or(0, |h| h.revision());
+            let _ = events.send(FleetEvent::Published { keys: keys_of(), outcome: PublishOutcome::Committed { revision } });
+        }
+        Ok(r) => {
+            let won = r.op_responses().first().and_then(value_of).map(|v| {
+                match serde_json::from_str::<ConfigRecord>(&v) {
+                    Ok(w) => format!("revision {} pushed by {}", w.revision, w.by),
+                    Err(_) => "an unreadable record".to_string(),
+                }
+            });
+            let outcome = PublishOutcome::Conflict { won: vec![(CONFIG_KEY.to_string(), won)] };
+            let _ = events.send(FleetEvent::Published { keys: keys_of(), outcome });
+        }
+        Err(e) => {
+            let outcome = PublishOutcome::Failed(format!("{e:#}"));
+            let _ = events.send(FleetEvent::Published { keys: keys_of(), outcome });
             return Err(e);
         }
     }

@@ -13,14 +13,14 @@ use tokio::{
 
 use super::{
     etcd::within,
-    messages::{FleetCmd, FleetEvent, PublishOutcome},
+    messages::{FleetCmd, FleetEvent, PublishOutcome, CONFIG_KEY},
     open::{open, put_of, sync},
-    publish::publish,
+    publish::{publish, push_config},
     verdicts::{word, Verdicts},
 };
 use crate::{
     config::EtcdConfig,
-    fleet::{fence::Fence, keys::Keys, view::Change},
+    fleet::{config::ConfigKey, fence::Fence, keys::Keys, view::Change},
 };
 
 /// The running session task; dropping it stops the task (the lease then
@@ -61,7 +61,7 @@ pub fn spawn(cfg: EtcdConfig) -> (FleetHandle, mpsc::UnboundedReceiver<FleetEven
 }
 
 async fn run(cfg: EtcdConfig, mut cmds: mpsc::UnboundedReceiver<FleetCmd>, events: mpsc::UnboundedSender<FleetEvent>) {
-    let mut verdicts = Verdicts::new();
+    let mut verdicts = Verdicts::default();
     loop {
         let e = session(&cfg, &mut cmds, &events, &mut verdicts).await;
         let _ = events.send(FleetEvent::Leader(None));
@@ -85,11 +85,18 @@ async fn run(cfg: EtcdConfig, mut cmds: mpsc::UnboundedReceiver<FleetCmd>, event
 /// A command while no session runs.
 fn offline(c: FleetCmd, verdicts: &mut Verdicts, events: &mpsc::UnboundedSender<FleetEvent>) {
     match c {
-        FleetCmd::Verdict { service, backend, up } => drop(verdicts.insert((service, backend), up)),
-        FleetCmd::Forget { service, backend } => drop(verdicts.remove(&(service, backend))),
+        FleetCmd::Verdict { service, backend, up } => drop(verdicts.by_backend.insert((service, backend), up)),
+        FleetCmd::Forget { service, backend } => drop(verdicts.by_backend.remove(&(service, backend))),
+        FleetCmd::Running(r) => verdicts.running = Some(r),
         FleetCmd::Publish(w) => {
             let _ = events.send(FleetEvent::Published {
                 keys: w.into_iter().map(|w| w.key).collect(),
+                outcome: PublishOutcome::Failed("etcd unreachable".into()),
+            });
+        }
+        FleetCmd::PushConfig { .. } => {
+            let _ = events.send(FleetEvent::Published {
+                keys: vec![CONFIG_KEY.into()],
                 outcome: PublishOutcome::Failed("etcd unreachable".into()),
             });
         }
@@ -202,15 +209,22 @@ async fn command(
     match c {
         FleetCmd::Verdict { service, backend, up } => {
             let key = keys.verdict(&service, &backend, &cfg.node);
-            verdicts.insert((service, backend), up);
+            verdicts.by_backend.insert((service, backend), up);
             within(t, "writing a verdict", client.put(key, word(up), Some(PutOptions::new().with_lease(lease))))
                 .await?;
         }
         FleetCmd::Forget { service, backend } => {
-            verdicts.remove(&(service.clone(), backend.clone()));
+            verdicts.by_backend.remove(&(service.clone(), backend.clone()));
             within(t, "deleting a verdict", client.delete(keys.verdict(&service, &backend, &cfg.node), None)).await?;
         }
         FleetCmd::Publish(writes) => publish(client, keys, t, writes, events).await?,
+        FleetCmd::Running(r) => {
+            let key = keys.config(&ConfigKey::Running(&cfg.node));
+            within(t, "writing the config this node runs", client.put(key, r.as_str(), Some(PutOptions::new().with_lease(lease))))
+                .await?;
+            verdicts.running = Some(r);
+        }
+        FleetCmd::PushConfig { record, base_rev } => push_config(client, keys, t, record, base_rev, events).await?,
     }
     Ok(())
 }
