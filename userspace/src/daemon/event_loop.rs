@@ -124,6 +124,8 @@ impl Daemon {
         d.after_config_change();
         // Attached: the VIPs with a backend may be announced.
         d.sync_announcements();
+        // What it runs of the fleet's config, for the first session to say.
+        d.fleet_report_running(None);
         Ok((d, health.reports))
     }
 
