@@ -48,7 +48,12 @@ pub fn config(ctx: &Ctx, cmd: ConfigCmd) -> Result<()> {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             // The request is one line of JSON, the text escaped in it.
             if text.len() > MAX_REQUEST / 2 {
-                bail!("{} is {} bytes: a pushed config holds at most {} bytes", file.display(), text.len(), MAX_REQUEST / 2);
+                bail!(
+                    "{} is {} bytes: a pushed config holds at most {} bytes",
+                    file.display(),
+                    text.len(),
+                    MAX_REQUEST / 2
+                );
             }
             super::control::simple(ctx, Request::ConfigPush { text, note })
         }

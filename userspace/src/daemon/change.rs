@@ -218,7 +218,10 @@ impl Daemon {
             error!(error = %e, "{what}");
             Err(e)
         };
-        let new = match config::load(&self.desired.path).map_err(|e| e.to_string()).and_then(|c| self.under_fleet_config(c)) {
+        let new = match config::load(&self.desired.path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| self.under_fleet_config(c))
+        {
             Ok(c) => c,
             Err(e) => return refused(self, e, "reload rejected: the config is invalid; the running config stays"),
         };
@@ -228,31 +231,28 @@ impl Daemon {
             return refused(self, e, "reload rejected");
         }
         let shadowed = self.desired.overrides.shadowed(&self.desired.file, &new);
-        match self.apply(new, None) {
+        let r = match self.apply(new, None) {
             Err(e @ ApplyError::Refused(_)) => {
-                refused(self, e.to_string(), "reload rejected; the running config stays")
+                return refused(self, e.to_string(), "reload rejected; the running config stays");
             }
-            r => {
-                self.desired.reloads[0] += 1;
-                self.after_config_change();
-                match r {
-                    Ok(()) => {
-                        let n = self.services.len();
-                        info!(services = n, "config reloaded");
-                        let mut msg = format!("reloaded: {n} services");
-                        for line in &shadowed {
-                            warn!("runtime change wins over the file: {line}");
-                            msg += &format!("\nruntime change wins: {line}");
-                        }
-                        Ok(msg)
-                    }
-                    Err(e) => {
-                        error!(error = %e, "config reloaded, but the dataplane write failed");
-                        Err(e.to_string())
-                    }
-                }
-            }
+            r => r,
+        };
+        self.desired.reloads[0] += 1;
+        self.after_config_change();
+        // The file may now match the fleet's services, or no longer.
+        self.fleet_report_running(self.fleet.as_ref().and_then(|f| f.config_status().refused));
+        if let Err(e) = r {
+            error!(error = %e, "config reloaded, but the dataplane write failed");
+            return Err(e.to_string());
         }
+        let n = self.services.len();
+        info!(services = n, "config reloaded");
+        let mut msg = format!("reloaded: {n} services");
+        for line in &shadowed {
+            warn!("runtime change wins over the file: {line}");
+            msg += &format!("\nruntime change wins: {line}");
+        }
+        Ok(msg)
     }
 
     /// What a reload of the config file would change, changing nothing

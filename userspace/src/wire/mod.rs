@@ -194,7 +194,10 @@ impl Request {
     /// Whether the request only reads (status, metrics, events): what an API
     /// caller without admin rights may send.
     pub fn reads_only(&self) -> bool {
-        matches!(self, Self::Status | Self::Metrics | Self::Events { .. } | Self::ConfigHistory | Self::ConfigShow { .. })
+        matches!(
+            self,
+            Self::Status | Self::Metrics | Self::Events { .. } | Self::ConfigHistory | Self::ConfigShow { .. }
+        )
     }
 
     /// The command's name on the wire (`add-backend`).

@@ -178,7 +178,10 @@ fn fleet_text(ctx: &Ctx, daemon: Option<&Status>) -> String {
             f.nodes.join(", "),
             if f.leader { "LEADER" } else { "follower" },
             if f.fenced {
-                format!("; FENCED: {} withdrawn, this node's path to their backends is broken", f.fenced_vips.join(", "))
+                format!(
+                    "; FENCED: {} withdrawn, this node's path to their backends is broken",
+                    f.fenced_vips.join(", ")
+                )
             } else {
                 String::new()
             },
@@ -214,7 +217,8 @@ fn fleet_config_line(c: &crate::wire::FleetConfigStatus) -> String {
         nodes.join(", ")
     );
     if c.local_file_differs {
-        s += "fleet config: this node's file has other [[service]] tables; the fleet's win (veerctl config push FILE)\n";
+        s +=
+            "fleet config: this node's file has other [[service]] tables; the fleet's win (veerctl config push FILE)\n";
     }
     s
 }

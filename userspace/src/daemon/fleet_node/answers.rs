@@ -101,7 +101,9 @@ fn conflict(msg: &str, won: &[(String, Option<String>)]) -> String {
     if let [(k, v)] = won {
         if k == CONFIG_KEY {
             let v = v.as_deref().unwrap_or("a deletion");
-            return format!("conflict: another push committed first ({v}); this one ({msg}) was not: push again on top of it");
+            return format!(
+                "conflict: another push committed first ({v}); this one ({msg}) was not: push again on top of it"
+            );
         }
     }
     let values: Vec<String> = won

@@ -250,7 +250,6 @@ impl FleetNode {
         warn_invalid(invalid);
         wanted
     }
-
 }
 
 impl FleetNode {
@@ -282,4 +281,3 @@ fn warn_invalid(invalid: Vec<String>) {
         warn!(%entry, "fleet: an operator change in etcd is unreadable or breaks the config's rules; ignored");
     }
 }
-

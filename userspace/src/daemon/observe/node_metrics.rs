@@ -33,7 +33,9 @@ pub fn render_node(o: &mut String, fleet: Option<&FleetRow>) {
     };
     *o += &flag("veer_fleet_etcd_connected", "1 while the node's etcd session is up.", |f| f.etcd_connected);
     *o += &flag("veer_fleet_leader", "1 while the node leads the fleet's actions.", |f| f.leader);
-    *o += &flag("veer_fleet_fenced", "1 while the node withdrew its VIPs (no path to the backends).", |f| f.fenced);
+    *o += &flag("veer_fleet_fenced", "1 while the node withdrew a VIP (no path to its services' backends).", |f| {
+        f.fenced
+    });
     *o += &flag("veer_fleet_node_drained", "1 while an operator drained the node.", |f| f.drained);
     family(
         o,

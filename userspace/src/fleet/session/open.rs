@@ -109,8 +109,12 @@ async fn write_node(cfg: &EtcdConfig, client: &mut Client, keys: &Keys, verdicts
     let (keeper, renewals) = within(t, "renewing the lease", client.lease_keep_alive(lease)).await?;
     let with_lease = || Some(PutOptions::new().with_lease(lease));
     let mut writes = vec![TxnOp::put(keys.node(&cfg.node), cfg.node.as_str(), with_lease())];
-    writes
-        .extend(verdicts.by_backend.iter().map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())));
+    writes.extend(
+        verdicts
+            .by_backend
+            .iter()
+            .map(|((s, b), up)| TxnOp::put(keys.verdict(s, b, &cfg.node), word(*up), with_lease())),
+    );
     if let Some(r) = &verdicts.running {
         writes.push(TxnOp::put(keys.config(&ConfigKey::Running(&cfg.node)), r.as_str(), with_lease()));
     }

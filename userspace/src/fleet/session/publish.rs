@@ -86,15 +86,15 @@ pub(super) async fn push_config(
     match within(t, "pushing the fleet's config", client.txn(txn)).await {
         Ok(r) if r.succeeded() => {
             let revision = r.header().map_or(0, |h| h.revision());
-            let _ = events.send(FleetEvent::Published { keys: keys_of(), outcome: PublishOutcome::Committed { revision } });
+            let _ =
+                events.send(FleetEvent::Published { keys: keys_of(), outcome: PublishOutcome::Committed { revision } });
         }
         Ok(r) => {
-            let won = r.op_responses().first().and_then(value_of).map(|v| {
-                match serde_json::from_str::<ConfigRecord>(&v) {
+            let won =
+                r.op_responses().first().and_then(value_of).map(|v| match serde_json::from_str::<ConfigRecord>(&v) {
                     Ok(w) => format!("revision {} pushed by {}", w.revision, w.by),
                     Err(_) => "an unreadable record".to_string(),
-                }
-            });
+                });
             let outcome = PublishOutcome::Conflict { won: vec![(CONFIG_KEY.to_string(), won)] };
             let _ = events.send(FleetEvent::Published { keys: keys_of(), outcome });
         }

@@ -220,8 +220,12 @@ async fn command(
         FleetCmd::Publish(writes) => publish(client, keys, t, writes, events).await?,
         FleetCmd::Running(r) => {
             let key = keys.config(&ConfigKey::Running(&cfg.node));
-            within(t, "writing the config this node runs", client.put(key, r.as_str(), Some(PutOptions::new().with_lease(lease))))
-                .await?;
+            within(
+                t,
+                "writing the config this node runs",
+                client.put(key, r.as_str(), Some(PutOptions::new().with_lease(lease))),
+            )
+            .await?;
             verdicts.running = Some(r);
         }
         FleetCmd::PushConfig { record, base_rev } => push_config(client, keys, t, record, base_rev, events).await?,
