@@ -123,7 +123,20 @@ pub struct NodeOpts<'a> {
     pub extra: Option<&'a str>,
     /// Failure points (`VEER_FAILPOINTS`) of node `i`'s veerd.
     pub failpoints: &'a [(usize, &'a str)],
+    /// Extra lines for the `web` service (after its port).
+    pub web_extra: Option<&'a str>,
+    /// Extra config of node `i` (after everything else: `[fleet.*]` tables).
+    pub node_extra: Option<&'a dyn Fn(usize) -> String>,
 }
+
+/// Node `i`'s SNAT address when the fleet shares NAT flows: on no
+/// interface, routed to the fleet through BGP.
+pub fn snat_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 66, 0, 2 + i as u8)
+}
+
+/// The port nodes listen on for each other's NAT flows.
+pub const NAT_SYNC_PORT: u16 = 6082;
 
 /// A node's address on the control network (etcd's peers and clients).
 pub fn ctl_ip(i: usize) -> Ipv4Addr {
@@ -234,7 +247,8 @@ impl FleetBed {
                  protocol kernel vips {{ kernel table {ANNOUNCE_TABLE}; learn; scan time 1; ipv4 {{ import all; export none; }}; }}\n\
                  protocol bfd {{ interface \"eth0\" {{ interval 100 ms; multiplier 3; }}; }}\n\
                  protocol bgp uplink {{ local {ip} as 65001; neighbor {ROUTER_IP} as 65000; \
-                 ipv4 {{ import none; export where proto = \"vips\"; next hop self; }}; bfd on; \
+                 ipv4 {{ import none; export filter {{ if proto != \"vips\" then reject; \
+                 if krt_metric >= 100 then bgp_path.prepend(65001); accept; }}; next hop self; }}; bfd on; \
                  hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 5; }}\n",
                 ip = lb.ip
             );
@@ -336,6 +350,25 @@ impl FleetBed {
         )
     }
 
+    /// `[fleet.nat_sync]` of node `i`: its SNAT address ([`snat_ip`]), the
+    /// others as peers, on the data network, with the shared key in `key_file`.
+    pub fn nat_sync_section(&self, i: usize, key_file: &Path) -> String {
+        let mut s = format!(
+            "\n[fleet.nat_sync]\nsnat = [\"{}\"]\nlisten = \"{}:{NAT_SYNC_PORT}\"\nkey_file = \"{}\"\n",
+            snat_ip(i),
+            self.lbs[i].ip,
+            key_file.display()
+        );
+        for (k, lb) in self.lbs.iter().enumerate().filter(|(k, _)| *k != i) {
+            s += &format!(
+                "\n[[fleet.nat_sync.peer]]\naddress = \"{}:{NAT_SYNC_PORT}\"\nsnat = [\"{}\"]\n",
+                lb.ip,
+                snat_ip(k)
+            );
+        }
+        s
+    }
+
     /// Cuts node `i` off the control network: it and its etcd member are
     /// isolated from the others (its data path stays).
     pub fn isolate_ctl(&self, i: usize, cut: bool) -> Result<()> {
@@ -377,10 +410,11 @@ impl FleetBed {
         let mut s = format!(
             "[fleet]\nannounce_table = {ANNOUNCE_TABLE}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
              api_socket = \"{}\"\nstate_file = \"{}\"\nconn_table_size = 65536\nmax_services = 4\n\n\
-             [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n\n[service.health]\nkind = \"tcp\"\n\
+             [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n{}\n[service.health]\nkind = \"tcp\"\n\
              interval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 3\n",
             dir.join(format!("{instance}.sock")).display(),
             dir.join(format!("{instance}.runtime.json")).display(),
+            opts.web_extra.unwrap_or_default(),
         );
         for (k, b) in self.backends.iter().enumerate() {
             s += &format!("\n[[service.backend]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.ip);
@@ -393,6 +427,9 @@ impl FleetBed {
         }
         if let Some(prefix) = opts.etcd_prefix {
             s += &self.etcd_section(i, prefix);
+        }
+        if let Some(extra) = opts.node_extra {
+            s += &extra(i);
         }
         s
     }

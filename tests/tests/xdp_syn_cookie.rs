@@ -34,6 +34,7 @@ fn lab_with(tag: &str, v6: bool, mode: u32, threshold: u32, flags: u8) -> NatLab
         syn_cookies: mode,
         syn_cookie_threshold: threshold,
         cpus: 0,
+        sync: 0,
     };
     lab.dp.set_nat_config(cfg).expect("NAT config");
     lab

@@ -305,7 +305,7 @@ pub fn replace_permanent_neighbour(ip: IpAddr, ifindex: u32, mac: [u8; 6]) -> io
 /// proto 118`): how it tells its own routes in a table from others'.
 pub const VIP_ROUTE_PROTOCOL: u8 = 118;
 
-fn vip_route(dst: IpAddr, table: u32) -> RouteMessage {
+fn vip_route(dst: IpAddr, table: u32, metric: u32) -> RouteMessage {
     let mut r = RouteMessage::default();
     r.header.address_family = family(dst.is_ipv4());
     r.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
@@ -319,25 +319,30 @@ fn vip_route(dst: IpAddr, table: u32) -> RouteMessage {
         IpAddr::V6(a) => RouteAddress::Inet6(a),
     };
     r.attributes = vec![RouteAttribute::Destination(d), RouteAttribute::Oif(1), RouteAttribute::Table(table)];
+    if metric != 0 {
+        r.attributes.push(RouteAttribute::Priority(metric));
+    }
     r
 }
 
-/// Announces `dst` (a VIP): a host route to it on `lo` in `table`, for the
-/// routing daemon (BIRD) to export. Already there is fine.
-pub fn announce_vip(dst: IpAddr, table: u32) -> io::Result<()> {
-    change(RouteNetlinkMessage::NewRoute(vip_route(dst, table)), NLM_F_CREATE | NLM_F_REPLACE)
+/// Announces `dst` (a VIP, a SNAT address): a host route to it on `lo` in
+/// `table` with `metric` (0: none), for the routing daemon (BIRD) to
+/// export. Already there is fine.
+pub fn announce_vip(dst: IpAddr, table: u32, metric: u32) -> io::Result<()> {
+    change(RouteNetlinkMessage::NewRoute(vip_route(dst, table, metric)), NLM_F_CREATE | NLM_F_REPLACE)
 }
 
 /// Withdraws what [`announce_vip`] added. Already gone is fine.
-pub fn withdraw_vip(dst: IpAddr, table: u32) -> io::Result<()> {
-    match change(RouteNetlinkMessage::DelRoute(vip_route(dst, table)), 0) {
+pub fn withdraw_vip(dst: IpAddr, table: u32, metric: u32) -> io::Result<()> {
+    match change(RouteNetlinkMessage::DelRoute(vip_route(dst, table, metric)), 0) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH) | Some(libc::ENOENT)) => Ok(()),
         r => r,
     }
 }
 
-/// The VIPs announced in `table` (routes of [`VIP_ROUTE_PROTOCOL`]).
-pub fn announced_vips(table: u32) -> io::Result<Vec<IpAddr>> {
+/// The addresses announced in `table` (routes of [`VIP_ROUTE_PROTOCOL`]),
+/// with their metrics.
+pub fn announced_vips(table: u32) -> io::Result<Vec<(IpAddr, u32)>> {
     let mut found = Vec::new();
     for v4 in [true, false] {
         let mut req = RouteMessage::default();
@@ -354,8 +359,12 @@ pub fn announced_vips(table: u32) -> io::Result<Vec<IpAddr>> {
                 RouteAttribute::Destination(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
                 _ => None,
             });
+            let metric = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            });
             if let (true, Some(d)) = (in_table, dst) {
-                found.push(d);
+                found.push((d, metric.unwrap_or(0)));
             }
         }
     }

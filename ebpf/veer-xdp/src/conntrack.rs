@@ -17,6 +17,7 @@ use crate::{
     backends::owned_backend,
     forward,
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    nat_sync,
     services::SERVICE_SLOTS,
     snat::Slot,
     stats,
@@ -261,8 +262,11 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     if counts {
         entry.flags |= CONN_F_COUNTED;
     }
-    if insert_established(key, &entry) && counts {
-        active::opened(entry.backend, entry.last_seen_ns);
+    if insert_established(key, &entry) {
+        if counts {
+            active::opened(entry.backend, entry.last_seen_ns);
+        }
+        nat_sync::promoted(key, &entry);
     }
     let _ = NEW_CONNS.remove(key);
     Some(hit)

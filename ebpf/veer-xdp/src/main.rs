@@ -42,10 +42,12 @@ mod verdict;
 mod access;
 mod affinity;
 mod jumps;
-// Parsing; active flows; SNAT endpoints; routing; DSR sending (tunnels).
+// Parsing; active flows; SNAT endpoints (and the fleet's NAT flows);
+// routing; DSR sending (tunnels).
 mod active;
 mod fib;
 mod forward;
+mod nat_sync;
 mod parse;
 mod snat;
 mod tunnel;

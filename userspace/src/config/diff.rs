@@ -40,12 +40,15 @@ pub fn settings_changes(old: &Config, new: &Config) -> SettingsChanges {
         (None, Some(_)) => c.restart.push("[fleet] added".into()),
         (Some(_), None) => c.restart.push("[fleet] removed".into()),
         (Some(f), Some(g)) => {
-            let super::FleetConfig { announce_table: _, etcd: _ } = f;
+            let super::FleetConfig { announce_table: _, etcd: _, nat_sync: _ } = f;
             if f.announce_table != g.announce_table {
                 c.restart.push(format!("[fleet] announce_table {:?} -> {:?}", f.announce_table, g.announce_table));
             }
             if f.etcd != g.etcd {
                 c.restart.push("[fleet.etcd] changed".into());
+            }
+            if f.nat_sync != g.nat_sync {
+                c.restart.push("[fleet.nat_sync] changed".into());
             }
         }
         (None, None) => {}

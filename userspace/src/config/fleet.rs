@@ -29,6 +29,61 @@ pub struct FleetConfig {
     /// own probes, and operator changes stay on the node they were made on).
     #[serde(default)]
     pub etcd: Option<EtcdConfig>,
+    /// NAT flows shared between the nodes, so that they survive a node's
+    /// death (unset: a NAT flow lives on the node that mapped it).
+    #[serde(default)]
+    pub nat_sync: Option<NatSyncConfig>,
+}
+
+/// `[fleet.nat_sync]`: every NAT flow a node maps is sent to the other
+/// nodes, which keep a copy of it (both ways: the client's packets and the
+/// backend's answers). Each node translates from SNAT addresses of its own
+/// (`snat`), which it announces with the VIPs; the other nodes announce
+/// them too, as a backup the router takes only once the owner is gone
+/// (their routes carry a higher metric, for the routing daemon to make
+/// longer, e.g. BIRD's `bgp_path.prepend`). So while a node lives, its
+/// flows' answers reach it; once it dies, they reach a node that holds
+/// their copies.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatSyncConfig {
+    /// This node's SNAT addresses (one per address family), used by every
+    /// NAT service in place of its own `snat`. Not on any of the node's
+    /// interfaces: routed to the fleet.
+    pub snat: Vec<std::net::IpAddr>,
+    /// Where the other nodes send this node their NAT flows (UDP).
+    pub listen: std::net::SocketAddr,
+    /// A secret shared by every node (at least 16 bytes; not readable by
+    /// every user): each message carries an HMAC-SHA256 of it.
+    pub key_file: PathBuf,
+    /// The other nodes.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<NatSyncPeer>,
+}
+
+/// One other node of `[fleet.nat_sync]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NatSyncPeer {
+    /// Its `listen` address.
+    pub address: std::net::SocketAddr,
+    /// Its `snat` addresses (this node announces them as a backup and
+    /// carries their flows).
+    pub snat: Vec<std::net::IpAddr>,
+}
+
+/// Shortest `key_file` secret.
+pub const NAT_SYNC_MIN_KEY: usize = 16;
+
+impl NatSyncConfig {
+    /// The shared secret: `key_file`'s bytes, a trailing newline dropped.
+    pub fn key(&self) -> std::io::Result<Vec<u8>> {
+        let mut k = std::fs::read(&self.key_file)?;
+        while k.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            k.pop();
+        }
+        Ok(k)
+    }
 }
 
 /// `[fleet.etcd]`: the nodes share operator changes, probe verdicts and a

@@ -22,7 +22,7 @@ pub use backend::{BackendConfig, HealthOverride, RestartConfig};
 pub use daemon::{AttachModeConfig, DaemonConfig, PortRange, SynCookies, SynRescue};
 pub use error::ConfigError;
 pub use file::Config;
-pub use fleet::{EtcdConfig, FleetConfig};
+pub use fleet::{EtcdConfig, FleetConfig, NatSyncConfig, NatSyncPeer};
 pub use health::{AgentConfig, CheckKind, HealthConfig, InitialState, PassiveConfig};
 pub use hooks::{ReplaceConfig, ScaleConfig, ScaleMetric};
 pub use read::{check, load, load_for_veerd, parse, with_fleet_services};

@@ -48,6 +48,8 @@ pub struct Daemon {
     pub(super) fleet: Option<FleetNode>,
     /// The VIPs announced to the routers, with `[fleet]`.
     pub(super) announcer: Announcer,
+    /// The other nodes' NAT flows, with `[fleet.nat_sync]`.
+    pub(super) nat_copies: Option<super::nat::NatCopies>,
     /// MAC of the one attached interface (zero with several): the source MAC
     /// of frames to backends with a configured MAC.
     pub(super) single_iface_mac: [u8; 6],
@@ -95,6 +97,10 @@ impl Daemon {
             }
             None => (None, None),
         };
+        let fleet_snat = cfg.fleet.as_ref().and_then(|f| f.nat_sync.as_ref()).map(|n| super::nat::FleetSnat {
+            own: n.snat.clone(),
+            peers: n.peers.iter().flat_map(|p| p.snat.iter().copied()).collect(),
+        });
         let mut d = Daemon {
             desired: Desired {
                 path: cfg_path.to_path_buf(),
@@ -110,6 +116,7 @@ impl Daemon {
             recovery,
             fleet,
             announcer: Announcer::default(),
+            nat_copies: None,
             single_iface_mac: match cfg.daemon.interfaces.as_slice() {
                 [one] => net::iface_mac(one).unwrap_or([0; 6]),
                 _ => [0; 6],
@@ -118,6 +125,7 @@ impl Daemon {
             inbox: Some(Inbox { samples: health.samples, agents: health.agents, hooks, fleet: fleet_rx }),
             _lock: lock,
         };
+        d.publisher.set_fleet_snat(fleet_snat);
         d.apply(cfg.clone(), adoption)?;
         d.publisher.clear_suspicions(&d.services);
         d.publisher.attach(&cfg.daemon)?;
@@ -144,11 +152,12 @@ impl Daemon {
         let servers = Servers::start(&daemon, call_tx, scrape_tx, &self.table_usage).await?;
         let inbox = self.inbox.take().context("daemon already ran")?;
         let timers = Timers::new(&daemon.pin_dir())?;
+        let nat_flows = self.start_nat_sync().await?;
         info!(socket = %servers.socket.display(), "veerd ready");
         if let Err(e) = control::notify::notify("READY=1") {
             warn!(error = %e, "telling the service manager we are ready failed");
         }
-        self.event_loop(events, Calls { api: calls, scrapes }, inbox, timers).await;
+        self.event_loop(events, Calls { api: calls, scrapes }, inbox, timers, nat_flows).await;
         servers.stop();
         info!(
             pins = %daemon.pin_dir().display(),
@@ -169,12 +178,16 @@ impl Daemon {
         mut calls: Calls,
         inbox: Inbox,
         mut t: Timers,
+        nat_flows: Option<mpsc::Receiver<Vec<crate::dataplane::nat_sync::NatFlow>>>,
     ) {
         let Inbox { mut samples, mut agents, mut hooks, fleet } = inbox;
         // Without etcd, a channel that never speaks.
         let (_no_fleet, idle) = mpsc::unbounded_channel();
         let mut fleet_events = fleet.unwrap_or(idle);
         let in_fleet = self.fleet.is_some();
+        // Without [fleet.nat_sync], a channel that never speaks.
+        let (_no_sync, idle_sync) = mpsc::channel(1);
+        let mut nat_flows = nat_flows.unwrap_or(idle_sync);
         loop {
             tokio::select! {
                 biased;
@@ -198,6 +211,7 @@ impl Daemon {
                 Some(report) = agents.recv() => self.on_agent(report),
                 Some(done) = hooks.recv() => self.on_hook_done(done),
                 Some(ev) = fleet_events.recv() => self.on_fleet(ev),
+                Some(flows) = nat_flows.recv() => self.on_nat_flows(flows),
                 () = std::future::ready(()), if self.publisher.rings_queued() => self.publisher.sync_next_ring(&mut self.services),
                 Some((req, caller, reply)) = calls.api.recv() => self.answer(req, caller, reply),
                 Some((req, caller, reply)) = calls.scrapes.recv() => self.answer(req, caller, reply),

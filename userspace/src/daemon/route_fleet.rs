@@ -4,7 +4,12 @@
 use serde_json::json;
 use tracing::{error, info, warn};
 
-use super::{control::ApplyError, event_loop::Daemon, fleet_node::Silence, route::Answer};
+use super::{
+    control::ApplyError,
+    event_loop::Daemon,
+    fleet_node::{Silence, SnatRoutes},
+    route::Answer,
+};
 use crate::{
     config::{self, Config},
     fleet::{config::RunningRecord, FleetEvent},
@@ -117,8 +122,14 @@ impl Daemon {
         let none = std::collections::BTreeSet::new();
         let fenced = self.fleet.as_ref().map_or(&none, |f| f.fenced_vips());
         let silence = Silence { drained: self.desired.overrides.node_drained, fenced };
-        let table = self.desired.file.fleet.as_ref().and_then(|f| f.announce_table);
-        self.announcer.sync(table, &self.services, silence);
+        let fleet = self.desired.file.fleet.as_ref();
+        let table = fleet.and_then(|f| f.announce_table);
+        let backup: Vec<std::net::IpAddr> = fleet
+            .and_then(|f| f.nat_sync.as_ref())
+            .map(|n| n.peers.iter().flat_map(|p| p.snat.iter().copied()).collect())
+            .unwrap_or_default();
+        let own = fleet.and_then(|f| f.nat_sync.as_ref()).map_or(&[][..], |n| &n.snat[..]);
+        self.announcer.sync(table, &self.services, silence, SnatRoutes { own, backup: &backup });
     }
 
     /// `local` (this node's own file) with the fleet config's `[[service]]`
@@ -228,5 +239,28 @@ impl Daemon {
                 None => Response::err("the fleet keeps no such config revision (see veerctl config history)"),
             },
         }
+    }
+
+    /// Starts sharing NAT flows with the fleet's other nodes, with
+    /// `[fleet.nat_sync]`: the channel their flows arrive on.
+    pub(super) async fn start_nat_sync(
+        &mut self,
+    ) -> anyhow::Result<Option<tokio::sync::mpsc::Receiver<Vec<crate::dataplane::nat_sync::NatFlow>>>> {
+        use anyhow::Context;
+        let Some(cfg) = self.desired.file.fleet.as_ref().and_then(|f| f.nat_sync.clone()) else { return Ok(None) };
+        let dir = self.desired.file.daemon.pin_dir();
+        let writer = crate::dataplane::nat_sync::NatSyncWriter::open(&dir).context("opening the NAT tables")?;
+        let counters = std::sync::Arc::new(crate::fleet::nat_sync::SyncCounters::default());
+        let rx = crate::fleet::nat_sync::start(&cfg, &dir, counters.clone()).await?;
+        self.nat_copies = Some(super::nat::NatCopies::new(writer, counters));
+        info!(listen = %cfg.listen, peers = cfg.peers.len(), snat = ?cfg.snat, "fleet: sharing NAT flows with the other nodes");
+        Ok(Some(rx))
+    }
+
+    /// Stores the NAT flows another node sent.
+    pub(super) fn on_nat_flows(&mut self, flows: Vec<crate::dataplane::nat_sync::NatFlow>) {
+        let Some(c) = self.nat_copies.as_mut() else { return };
+        let publisher = &self.publisher;
+        c.store(flows, &self.services, |a| publisher.snat_index(a));
     }
 }

@@ -138,6 +138,7 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         m(names::SUSPECTS, 4, &[8], opts.max_backends),
         // A ring buffer has no keys or values; its size is in bytes.
         m(names::PASSIVE_EVENTS, 0, &[0], veer_abi::PASSIVE_EVENTS_BYTES),
+        m(names::NAT_SYNC, 0, &[0], veer_abi::NAT_SYNC_BYTES),
         m(names::SYN_STASH, sz::<FlowKey>(), &[size_of::<veer_abi::SynStash>() as u32], opts.new_flow_table_size),
         m(
             names::PENDING_SYNS,

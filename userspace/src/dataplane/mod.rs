@@ -30,6 +30,7 @@ mod handle;
 mod layout;
 mod load;
 pub mod nat;
+pub mod nat_sync;
 pub mod passive;
 pub mod pin;
 mod read;

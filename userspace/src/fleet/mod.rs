@@ -23,6 +23,7 @@ pub mod claim;
 pub mod config;
 mod fence;
 pub mod keys;
+pub mod nat_sync;
 pub mod ops;
 pub mod restart;
 pub mod session;

@@ -46,6 +46,7 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::NatKey {}
     unsafe impl aya::Pod for crate::maps::NatMapping {}
     unsafe impl aya::Pod for crate::maps::NatConfig {}
+    unsafe impl aya::Pod for crate::maps::NatSyncEvent {}
     unsafe impl aya::Pod for crate::maps::PassiveEvent {}
     unsafe impl aya::Pod for crate::maps::SynStash {}
     unsafe impl aya::Pod for crate::maps::PendingSyn {}

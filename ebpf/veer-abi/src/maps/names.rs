@@ -51,6 +51,9 @@ pub const SUSPECTS: &str = "SUSPECTS";
 /// `RingBuf` of [`PassiveEvent`](super::PassiveEvent): the dataplane's
 /// passive failure signals, for veerd.
 pub const PASSIVE_EVENTS: &str = "PASSIVE_EVENTS";
+/// `RingBuf` of [`NatSyncEvent`](super::NatSyncEvent): NAT flows just
+/// promoted to the connection table, for veerd to share with the fleet.
+pub const NAT_SYNC: &str = "NAT_SYNC";
 /// `LruHashMap<FlowKey, SynStash>`: a NAT flow's SYN as the client sent
 /// it, to resend it to another backend when the first refuses it.
 pub const SYN_STASH: &str = "SYN_STASH";

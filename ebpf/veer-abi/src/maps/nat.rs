@@ -176,7 +176,26 @@ pub struct NatConfig {
     /// ports only among those whose port modulo this is its own number, so
     /// two CPUs never take the same one (0: no takeover).
     pub cpus: u32,
+    /// 1: each NAT flow promoted to the connection table is reported in
+    /// `NAT_SYNC`, for veerd to share with the fleet's other nodes.
+    pub sync: u32,
 }
+
+/// One record of `NAT_SYNC`: a NAT flow just promoted to the connection
+/// table (its client proved it), with its entry there. veerd finds its
+/// return mapping from it and sends both to the fleet's other nodes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatSyncEvent {
+    /// The flow as the client sent it (client -> VIP).
+    pub key: FlowKey,
+    /// Its connection-table entry.
+    pub entry: super::conntrack::ConnEntry,
+}
+
+/// Bytes of `NAT_SYNC` (about 14,000 records: a second and more of new NAT
+/// flows at 10,000 a second, if veerd falls behind).
+pub const NAT_SYNC_BYTES: u32 = 1 << 20;
 
 /// `NatConfig::syn_cookies`: never (every SYN takes a SNAT port at once).
 pub const SYN_COOKIES_OFF: u32 = 0;
@@ -243,7 +262,8 @@ const _: () = assert!(core::mem::offset_of!(NatKey, snat_port) == core::mem::off
 const _: () = assert!(core::mem::offset_of!(NatKey, proto) == core::mem::offset_of!(FlowKey, proto));
 const _: () = assert!(core::mem::size_of::<NatMapping>() == 88);
 const _: () = assert!(core::mem::size_of::<ProxiedSyn>() == 60);
-const _: () = assert!(core::mem::size_of::<NatConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<NatConfig>() == 20);
+const _: () = assert!(core::mem::size_of::<NatSyncEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<SynStash>() == 128);
 const _: () = assert!(core::mem::size_of::<PendingSyn>() == 64);
 

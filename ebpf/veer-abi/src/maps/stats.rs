@@ -152,11 +152,14 @@ pub enum GlobalCounter {
     /// Dropped: out of a tunnel to the balancer, and not what an agent
     /// bounces (never forwarded on: no open IP-in-IP relay).
     DropNotABounce = 53,
+    /// NAT flows the fleet could not be told of: `NAT_SYNC` was full
+    /// (veerd fell behind).
+    NatSyncLost = 54,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 54;
+    pub const COUNT: u32 = 55;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -214,6 +217,7 @@ impl GlobalCounter {
         Self::Decapsulated,
         Self::QuicRouted,
         Self::DropNotABounce,
+        Self::NatSyncLost,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -273,6 +277,7 @@ impl GlobalCounter {
             Self::Decapsulated => "decapsulated",
             Self::QuicRouted => "quic_routed",
             Self::DropNotABounce => "drop_not_a_bounce",
+            Self::NatSyncLost => "nat_sync_lost",
         }
     }
 }

@@ -97,7 +97,7 @@ fn password(p: &Path) -> Result<(), String> {
 }
 
 /// A secret's file must not be readable by every user.
-fn private(p: &Path) -> Result<(), String> {
+pub(super) fn private(p: &Path) -> Result<(), String> {
     let mode = std::fs::metadata(p).map_err(|e| format!("cannot read: {e}"))?.permissions().mode();
     if mode & 0o004 != 0 {
         return Err(format!("is readable by every user (mode {:o}): chmod o-rwx it", mode & 0o777));

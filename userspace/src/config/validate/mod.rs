@@ -9,6 +9,7 @@
 mod checker;
 mod etcd_files;
 mod etcd_tls;
+mod nat_sync;
 mod node;
 mod service;
 
@@ -46,6 +47,9 @@ pub(super) fn validate_all(cfg: &Config, src: &str, path: &Path) -> Vec<ConfigEr
         let at = src.find("[fleet.etcd]").unwrap_or(0);
         node::etcd(&mut c, e, at);
         etcd_tls::check(&mut c, e, at);
+    }
+    if let Some(n) = cfg.fleet.as_ref().and_then(|f| f.nat_sync.as_ref()) {
+        nat_sync::check(&mut c, cfg, n, src.find("[fleet.nat_sync]").unwrap_or(0));
     }
     let mut names = HashSet::new();
     let mut keys = HashSet::new();
@@ -110,6 +114,9 @@ pub(super) fn validate_files(cfg: &Config, src: &str, path: &Path) -> Vec<Config
     let mut c = Checker { src, file: path.display().to_string(), errors: Vec::new() };
     if let Some(e) = cfg.fleet.as_ref().and_then(|f| f.etcd.as_ref()) {
         etcd_files::check(&mut c, e, src.find("[fleet.etcd]").unwrap_or(0));
+    }
+    if let Some(n) = cfg.fleet.as_ref().and_then(|f| f.nat_sync.as_ref()) {
+        nat_sync::key_file(&mut c, n, src.find("[fleet.nat_sync]").unwrap_or(0));
     }
     // An HTTPS check's CA: read when its checker starts.
     for s in &cfg.services {

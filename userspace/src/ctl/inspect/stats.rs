@@ -79,6 +79,7 @@ fn meaning(c: GlobalCounter) -> &'static str {
         GlobalCounter::Decapsulated => "packets a backend's agent bounced back through its tunnel",
         GlobalCounter::QuicRouted => "QUIC packets sent to the backend their connection ID names",
         GlobalCounter::DropNotABounce => "dropped: out of a tunnel to the balancer, not an agent's bounce",
+        GlobalCounter::NatSyncLost => "NAT flows the fleet was not told of (veerd fell behind)",
     }
 }
 

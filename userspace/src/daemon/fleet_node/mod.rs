@@ -27,6 +27,6 @@ mod node;
 mod unpublished;
 mod verdicts;
 
-pub use announce::{Announcer, Silence};
+pub use announce::{Announcer, Silence, SnatRoutes};
 pub use fence::FENCE_PERIOD;
 pub use node::{FleetNode, FollowUp};

@@ -4,6 +4,7 @@
 //! mappings. [`Nat::sync`] starts and stops all of it, at start and at
 //! every reload alike.
 
+mod copies;
 mod expiry;
 mod periodic;
 mod rescue;
@@ -20,6 +21,7 @@ use crate::{
     net,
 };
 
+pub use copies::NatCopies;
 pub use expiry::EXPIRY_PERIOD;
 
 /// The SNAT addresses written to the dataplane, by index. A backend uses a
@@ -65,6 +67,18 @@ pub struct Nat {
     /// `daemon.syn_rescue`, shared with the rescue thread (see
     /// [`rescue::encode`]).
     rescue_setting: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// `[fleet.nat_sync]`: this node's SNAT addresses (every NAT service's)
+    /// and the other nodes' (whose flows this node may carry).
+    fleet_snat: Option<FleetSnat>,
+}
+
+/// The SNAT addresses of a fleet that shares its NAT flows.
+#[derive(Debug, Clone, Default)]
+pub struct FleetSnat {
+    /// This node's.
+    pub own: Vec<IpAddr>,
+    /// The other nodes'.
+    pub peers: Vec<IpAddr>,
 }
 
 impl Nat {
@@ -75,7 +89,7 @@ impl Nat {
     /// from `tunnel_source` (one address).
     pub fn assign(&mut self, dp: &mut Dataplane, s: &mut ServiceRt) {
         let configured = match s.cfg.forwarding {
-            Forwarding::Nat => s.cfg.snat.clone(),
+            Forwarding::Nat => self.fleet_snat.as_ref().map_or_else(|| s.cfg.snat.clone(), |f| f.own.clone()),
             Forwarding::Ipip | Forwarding::Gue => s.cfg.tunnel_source.clone(),
             Forwarding::Dsr => return,
         };
@@ -94,6 +108,18 @@ impl Nat {
             }
             b.snat = self.write_run(dp, &group);
         }
+    }
+
+    /// Shares NAT flows with the fleet (`Some`): NAT services translate from
+    /// `f.own`, and the other nodes' addresses get places in the table.
+    pub fn set_fleet_snat(&mut self, f: Option<FleetSnat>) {
+        self.fleet_snat = f;
+    }
+
+    /// The index of `addr` in the SNAT table (one of the other nodes'
+    /// addresses, or this node's), if it has one.
+    pub fn snat_index(&self, addr: IpAddr) -> Option<u16> {
+        self.snat.addrs.iter().position(|a| *a == addr).map(|i| i as u16)
     }
 
     /// The run of SNAT addresses `group`, written to the dataplane if new.
@@ -129,6 +155,7 @@ impl Nat {
                 syn_cookies: daemon.syn_cookies.abi(),
                 syn_cookie_threshold: daemon.syn_cookie_threshold,
                 cpus: 0,
+                sync: u32::from(self.fleet_snat.is_some()),
             }
         } else {
             NatConfig::default()
@@ -144,6 +171,12 @@ impl Nat {
             warn_local_ports(ports.low, ports.high);
         }
         self.sync_tunnels(dp, services);
+        // The other nodes' SNAT addresses, for the flows copied from them.
+        for a in self.fleet_snat.as_ref().map(|f| f.peers.clone()).unwrap_or_default() {
+            if self.snat_index(a).is_none() {
+                let _ = self.write_run(dp, &[a]);
+            }
+        }
         self.half_open_limit.store(daemon.syn_cookie_half_open as usize, std::sync::atomic::Ordering::Relaxed);
         match (nat, self.expiry.is_some()) {
             (true, false) => self.expiry = expiry::start(daemon.pin_dir(), self.half_open_limit.clone()),

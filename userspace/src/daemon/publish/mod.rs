@@ -210,6 +210,17 @@ impl Publisher {
         self.nat.sync(&mut self.dp, services, daemon);
     }
 
+    /// Shares NAT flows with the fleet: this node's and the other nodes'
+    /// SNAT addresses (before the first write).
+    pub fn set_fleet_snat(&mut self, f: Option<super::nat::FleetSnat>) {
+        self.nat.set_fleet_snat(f);
+    }
+
+    /// The index of `addr` in the SNAT table, if it has one.
+    pub fn snat_index(&self, addr: std::net::IpAddr) -> Option<u16> {
+        self.nat.snat_index(addr)
+    }
+
     /// Writes service `s`, its backend entries and (if its members changed)
     /// its ring.
     pub fn publish(&mut self, s: &mut ServiceRt) -> Result<()> {

@@ -1,0 +1,92 @@
+//! NAT flows that survive a node's death: two veer nodes behind a router
+//! (BIRD, BGP + BFD, ECMP) share their NAT flows (`[fleet.nat_sync]`),
+//! each announcing its own SNAT address and the other's as a backup.
+//! Needs root and bird2.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    os::unix::fs::PermissionsExt,
+    time::{Duration, Instant},
+};
+
+use veer::dataplane::MapReader;
+use veer_tests::{
+    daemon::{scratch, wait_until, ClientLoad, EVENT_WAIT},
+    fleet::{snat_ip, FleetBed, NodeOpts},
+    server::Session,
+    topology::VIP,
+};
+
+/// NAT flows to the VIP in node `i`'s connection table (its own and copies).
+fn nat_flows(f: &veer_tests::fleet::Fleet, i: usize) -> usize {
+    let flows = f.nodes[i].pins.flows().unwrap_or_default();
+    flows.iter().filter(|(k, e)| e.nat_port != 0 && k.dport == 80).count()
+}
+
+#[test]
+fn a_cut_nodes_nat_flows_carry_on_through_the_other_and_new_ones_keep_opening() {
+    veer_tests::require_root();
+    let dir = scratch("fleet-nat");
+    let bed = FleetBed::create("veer-fn", 2, 3, &dir).expect("fleet testbed");
+    let key = dir.join("nat-sync.key");
+    std::fs::write(&key, "a fleet's shared secret, 32 bytes\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sync = |i: usize| bed.nat_sync_section(i, &key);
+    let opts = NodeOpts { web_extra: Some("forwarding = \"nat\"\n"), node_extra: Some(&sync), ..Default::default() };
+    let fleet = bed.start_fleet_with("t-fn", &dir, &opts).expect("fleet");
+    wait_until(Duration::from_secs(30), "ECMP to the VIP and each SNAT address through its owner", || {
+        bed.next_hops().len() == 2
+            && bed.next_hops_of(snat_ip(0)) == [bed.lbs[0].ip]
+            && bed.next_hops_of(snat_ip(1)) == [bed.lbs[1].ip]
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", bed.router.ns.exec(&["ip", "route"]).unwrap_or_default()));
+
+    // 300 long-lived connections, spread over both nodes by the router.
+    let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
+    let mut sessions: Vec<Session> = bed
+        .client
+        .ns
+        .run(|| (0..300).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<anyhow::Result<Vec<_>>>())
+        .unwrap()
+        .unwrap();
+    for (k, s) in sessions.iter_mut().enumerate() {
+        s.ping(&format!("before {k}")).unwrap_or_else(|e| panic!("session {k} before the cut: {e:#}"));
+    }
+    // Each node holds every flow: its own, and copies of the other's.
+    wait_until(EVENT_WAIT, "both nodes to hold all 300 NAT flows", || (0..2).all(|i| nat_flows(&fleet, i) >= 300))
+        .unwrap_or_else(|e| panic!("{e}: {} and {}", nat_flows(&fleet, 0), nat_flows(&fleet, 1)));
+    let before = [nat_flows(&fleet, 0), nat_flows(&fleet, 1)];
+
+    // 200 new connections a second throughout; lb1's link cut.
+    let load = ClientLoad::open_loop(&bed.client.ns, vip, 200, Duration::from_secs(5)).unwrap();
+    load.wait_more(200, EVENT_WAIT).unwrap();
+    let t = Instant::now();
+    bed.cut(0).unwrap();
+    let (mut broken, mut longest) = (Vec::new(), Duration::ZERO);
+    for (k, s) in sessions.iter_mut().enumerate() {
+        let t0 = Instant::now();
+        if let Err(e) = s.ping(&format!("after {k}")) {
+            broken.push(format!("{k}: {e:#}"));
+        }
+        longest = longest.max(t0.elapsed());
+    }
+    wait_until(Duration::from_secs(5), "the router to drop lb1", || bed.next_hops().len() == 1).unwrap();
+    let withdrawn = t.elapsed();
+    load.wait_more(400, EVENT_WAIT).unwrap();
+    let samples = load.stop();
+    let failed: Vec<String> = samples.iter().filter_map(|s| s.result.as_ref().err().cloned()).collect();
+    let slowest = samples.iter().map(|s| s.end - s.start).max().unwrap_or_default();
+    println!(
+        "lb1 cut: {} of 300 long-lived NAT connections broken, longest stall {} ms (target 500); router dropped lb1 {} \
+         ms after the cut; {} of {} new NAT connections failed, slowest {} ms; flows held before the cut: {before:?}",
+        broken.len(),
+        longest.as_millis(),
+        withdrawn.as_millis(),
+        failed.len(),
+        samples.len(),
+        slowest.as_millis()
+    );
+    assert!(broken.is_empty(), "long-lived NAT connections broke: {broken:?}");
+    assert!(failed.is_empty(), "new NAT connections failed: {:?}", &failed[..failed.len().min(5)]);
+    drop(fleet);
+}

@@ -1,0 +1,191 @@
+//! A fleet's NAT flows on the dataplane's side: the flows this node just
+//! promoted (`NAT_SYNC`, a ring buffer), each with what another node needs
+//! to carry it on ([`NatFlow`]: its backend's address and port, its SNAT
+//! endpoint, its return mapping); and the copies other nodes send, written
+//! into this node's tables ([`NatSyncWriter`]).
+
+use std::{os::fd::AsRawFd, path::Path};
+
+use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
+use tokio::io::unix::AsyncFd;
+use veer_abi::{names, Backend, ConnEntry, FlowKey, NatKey, NatMapping, NatSyncEvent, CONN_F_COUNTED};
+
+use super::{nat::open, DataplaneError, Result};
+
+/// `bpf_map_update_elem` flag: only if the key is not there yet.
+const BPF_NOEXIST: u64 = 1;
+
+/// A NAT flow as the fleet shares it: no node-local ids (backends and
+/// services are numbered per node), addresses instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatFlow {
+    /// The flow as the client sent it (client -> VIP: the VIP names its service).
+    pub key: FlowKey,
+    /// Its backend's address.
+    pub backend: [u8; 16],
+    /// The port it reaches the backend on.
+    pub backend_port: u16,
+    /// Its SNAT address (the node that mapped it owns it).
+    pub snat: [u8; 16],
+    /// Its SNAT port.
+    pub snat_port: u16,
+    /// Its connection-table flags (`CONN_F_*`).
+    pub conn_flags: u32,
+    /// Its timestamp shift (with `CONN_F_TS`).
+    pub ts_off: u32,
+    /// Its return mapping (ids and the proxy's send time left at zero).
+    pub mapping: NatMapping,
+}
+
+impl NatFlow {
+    /// Its return mapping's key.
+    pub fn return_key(&self) -> NatKey {
+        NatKey {
+            backend: self.backend,
+            snat: self.snat,
+            backend_port: self.backend_port,
+            snat_port: self.snat_port,
+            proto: self.key.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+fn array<V: aya::Pod>(dir: &Path, name: &'static str) -> Result<Array<MapData, V>> {
+    let data = MapData::from_pin(dir.join(name)).map_err(DataplaneError::map(name, "opening the pin"))?;
+    let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
+    Array::try_from(map).map_err(DataplaneError::map(name, "typing"))
+}
+
+/// The reader of `NAT_SYNC`, with the tables that complete each record.
+pub struct NatSyncEvents {
+    ring: RingBuf<MapData>,
+    backends: Array<MapData, Backend>,
+    snat: Array<MapData, [u8; 16]>,
+    rev: HashMap<MapData, NatKey, NatMapping>,
+}
+
+impl NatSyncEvents {
+    /// Opens the ring buffer and tables pinned in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let data = MapData::from_pin(dir.join(names::NAT_SYNC))
+            .map_err(DataplaneError::map(names::NAT_SYNC, "opening the pin"))?;
+        let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(DataplaneError::map(names::NAT_SYNC, "opening"))?;
+        Ok(Self {
+            ring,
+            backends: array(dir, names::BACKENDS)?,
+            snat: array(dir, names::SNAT_ADDRS)?,
+            rev: open(dir, names::NAT_REV)?,
+        })
+    }
+
+    /// Every flow waiting now, completed (a flow whose mapping is already
+    /// gone is skipped).
+    pub fn drain(&mut self) -> Vec<NatFlow> {
+        let mut events = Vec::new();
+        while let Some(item) = self.ring.next() {
+            if item.len() >= size_of::<NatSyncEvent>() {
+                // SAFETY: the length is checked; NatSyncEvent is plain data of any bit pattern.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NatSyncEvent>()) });
+            }
+        }
+        events.iter().filter_map(|e| self.complete(e)).collect()
+    }
+
+    fn complete(&self, e: &NatSyncEvent) -> Option<NatFlow> {
+        let b = self.backends.get(&e.entry.backend, 0).ok()?;
+        let snat = self.snat.get(&(e.entry.nat_addr as u32), 0).ok()?;
+        let backend_port = if b.port != 0 { b.port } else { e.key.dport };
+        let mut f = NatFlow {
+            key: e.key,
+            backend: b.addr,
+            backend_port,
+            snat,
+            snat_port: e.entry.nat_port,
+            conn_flags: e.entry.flags,
+            ts_off: e.entry.ts_off,
+            mapping: NatMapping::new(e.key, 0, 0),
+        };
+        let m = self.rev.get(&f.return_key(), 0).ok().filter(|m| m.flow == e.key)?;
+        f.mapping = NatMapping { backend: 0, service: 0, syn_sent_ns: 0, ..m };
+        Some(f)
+    }
+
+    /// Waits for flows and returns them (on tokio).
+    pub async fn next_batch(fd: &mut AsyncFd<Self>) -> std::io::Result<Vec<NatFlow>> {
+        loop {
+            let mut guard = fd.readable_mut().await?;
+            let batch = guard.get_inner_mut().drain();
+            guard.clear_ready();
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+}
+
+impl AsRawFd for NatSyncEvents {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+/// Writes other nodes' flows into this node's tables.
+pub struct NatSyncWriter {
+    conns: HashMap<MapData, FlowKey, ConnEntry>,
+    rev: HashMap<MapData, NatKey, NatMapping>,
+}
+
+/// What became of a flow given to [`NatSyncWriter::insert`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Its copy is in the tables.
+    New,
+    /// This node already holds the flow (or its return tuple): left alone.
+    Known,
+}
+
+impl NatSyncWriter {
+    /// Opens the tables pinned in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self { conns: open(dir, names::CONNS)?, rev: open(dir, names::NAT_REV)? })
+    }
+
+    /// Writes flow `f` as this node numbers things (`service`, `backend`,
+    /// `snat_index` in `SNAT_ADDRS`), last seen at `now_ns`: its return
+    /// mapping, then its connection-table entry. A flow this node already
+    /// holds is left alone.
+    pub fn insert(&mut self, f: &NatFlow, service: u32, backend: u32, snat_index: u16, now_ns: u64) -> Result<Inserted> {
+        let mapping = NatMapping { backend, service, ..f.mapping };
+        match self.rev.insert(f.return_key(), mapping, BPF_NOEXIST) {
+            Ok(()) => {}
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                return Ok(Inserted::Known)
+            }
+            Err(e) => return Err(DataplaneError::map(names::NAT_REV, "writing a fleet node's flow")(e)),
+        }
+        let entry = ConnEntry {
+            backend,
+            service,
+            last_seen_ns: now_ns,
+            // Not counted among this node's active flows until it carries it.
+            flags: f.conn_flags & !CONN_F_COUNTED,
+            nat_port: f.snat_port,
+            nat_addr: snat_index,
+            ts_off: f.ts_off,
+            _pad: 0,
+        };
+        match self.conns.insert(f.key, entry, BPF_NOEXIST) {
+            Ok(()) => Ok(Inserted::New),
+            Err(e) => {
+                let _ = self.rev.remove(&f.return_key());
+                match e {
+                    aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                        Ok(Inserted::Known)
+                    }
+                    e => Err(DataplaneError::map(names::CONNS, "writing a fleet node's flow")(e)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! NAT flows shared between the nodes of a fleet (`[fleet.nat_sync]`), so
+//! that a node's death breaks none of them.
+//!
+//! - Each NAT flow the dataplane promotes (its client proved it) is read
+//!   from `NAT_SYNC`, completed with its return mapping, and sent to every
+//!   other node in signed UDP messages ([`wire`]), batched.
+//! - Each node writes the copies it receives into its own tables, with its
+//!   own ids (the daemon's part: it knows them).
+//! - Each node translates from SNAT addresses of its own and announces
+//!   them; the others announce them too, as a backup the router takes only
+//!   once the owner is gone. A dead node's flows then reach the others both
+//!   ways, and they hold their copies.
+//!
+//! UDP, not a stream: a lost message costs the copies of at most
+//! [`wire::FLOWS_PER_MESSAGE`] flows (only those of the node that dies
+//! before its next message ever matter), and nothing waits on a slow peer.
+
+pub mod wire;
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use ring::hmac;
+use tokio::{io::unix::AsyncFd, net::UdpSocket, sync::mpsc};
+use tracing::{debug, warn};
+
+use crate::{
+    config::NatSyncConfig,
+    dataplane::nat_sync::{NatFlow, NatSyncEvents},
+};
+
+/// Milliseconds since the Unix epoch (the messages' clock).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counts of the sync, for status and metrics.
+#[derive(Debug, Default)]
+pub struct SyncCounters {
+    /// Flows sent to the peers.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// Messages refused (bad HMAC, replays, garbage).
+    pub refused: std::sync::atomic::AtomicU64,
+}
+
+/// Starts the sync: the sender (this node's flows to every peer) and the
+/// receiver (the peers' flows, handed over on the returned channel).
+pub async fn start(
+    cfg: &NatSyncConfig,
+    pin_dir: &Path,
+    counters: std::sync::Arc<SyncCounters>,
+) -> Result<mpsc::Receiver<Vec<NatFlow>>> {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &cfg.key().context("reading fleet.nat_sync.key_file")?);
+    let socket = UdpSocket::bind(cfg.listen).await.with_context(|| format!("binding fleet.nat_sync.listen {}", cfg.listen))?;
+    let socket = std::sync::Arc::new(socket);
+    let events = NatSyncEvents::open(pin_dir).context("opening NAT_SYNC")?;
+    // SAFETY: the ring buffer owns its descriptor, and the AsyncFd owns the ring buffer.
+    let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1).context("polling NAT_SYNC")?;
+    let peers: Vec<SocketAddr> = cfg.peers.iter().map(|p| p.address).collect();
+    tokio::spawn(send(events, socket.clone(), peers, key.clone(), counters.clone()));
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(receive(socket, key, tx, counters));
+    Ok(rx)
+}
+
+async fn send(
+    mut events: AsyncFd<NatSyncEvents>,
+    socket: std::sync::Arc<UdpSocket>,
+    peers: Vec<SocketAddr>,
+    key: hmac::Key,
+    counters: std::sync::Arc<SyncCounters>,
+) {
+    loop {
+        let flows = match NatSyncEvents::next_batch(&mut events).await {
+            Ok(f) => f,
+            Err(e) => return warn!(error = %e, "fleet: reading NAT_SYNC failed; NAT flows are no longer shared"),
+        };
+        counters.sent.fetch_add(flows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for m in wire::encode(&flows, &key, now_ms()) {
+            for p in &peers {
+                if let Err(e) = socket.send_to(&m, p).await {
+                    debug!(peer = %p, error = %e, "fleet: sending NAT flows failed");
+                }
+            }
+        }
+    }
+}
+
+async fn receive(
+    socket: std::sync::Arc<UdpSocket>,
+    key: hmac::Key,
+    tx: mpsc::Sender<Vec<NatFlow>>,
+    counters: std::sync::Arc<SyncCounters>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut warned = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "fleet: receiving NAT flows failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match wire::decode(&buf[..n], &key, now_ms()) {
+            Ok(flows) => {
+                if tx.send(flows).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Said at most once a minute: a flood of forgeries is not a flood of logs.
+                if warned.elapsed() >= Duration::from_secs(60) {
+                    warned = std::time::Instant::now();
+                    warn!(%from, error = %e, "fleet: NAT sync message refused");
+                }
+            }
+        }
+    }
+}
