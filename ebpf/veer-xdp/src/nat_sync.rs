@@ -17,7 +17,7 @@ static NAT_SYNC: RingBuf = RingBuf::with_byte_size(NAT_SYNC_BYTES, 0);
 /// the fleet shares NAT flows.
 #[inline(never)]
 pub fn promoted(key: &FlowKey, entry: &ConnEntry) {
-    if entry.nat_port == 0 || !snat::config().is_some_and(|c| c.sync != 0) {
+    if entry.nat_port == 0 || snat::config().is_none_or(|c| c.sync == 0) {
         return;
     }
     if NAT_SYNC.output::<NatSyncEvent>(&NatSyncEvent { key: *key, entry: *entry }, 0).is_err() {

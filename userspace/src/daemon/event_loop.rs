@@ -97,10 +97,6 @@ impl Daemon {
             }
             None => (None, None),
         };
-        let fleet_snat = cfg.fleet.as_ref().and_then(|f| f.nat_sync.as_ref()).map(|n| super::nat::FleetSnat {
-            own: n.snat.clone(),
-            peers: n.peers.iter().flat_map(|p| p.snat.iter().copied()).collect(),
-        });
         let mut d = Daemon {
             desired: Desired {
                 path: cfg_path.to_path_buf(),
@@ -125,7 +121,7 @@ impl Daemon {
             inbox: Some(Inbox { samples: health.samples, agents: health.agents, hooks, fleet: fleet_rx }),
             _lock: lock,
         };
-        d.publisher.set_fleet_snat(fleet_snat);
+        d.publisher.set_fleet_snat(super::nat::FleetSnat::of(&cfg));
         d.apply(cfg.clone(), adoption)?;
         d.publisher.clear_suspicions(&d.services);
         d.publisher.attach(&cfg.daemon)?;

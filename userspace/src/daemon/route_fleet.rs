@@ -122,14 +122,10 @@ impl Daemon {
         let none = std::collections::BTreeSet::new();
         let fenced = self.fleet.as_ref().map_or(&none, |f| f.fenced_vips());
         let silence = Silence { drained: self.desired.overrides.node_drained, fenced };
-        let fleet = self.desired.file.fleet.as_ref();
-        let table = fleet.and_then(|f| f.announce_table);
-        let backup: Vec<std::net::IpAddr> = fleet
-            .and_then(|f| f.nat_sync.as_ref())
-            .map(|n| n.peers.iter().flat_map(|p| p.snat.iter().copied()).collect())
-            .unwrap_or_default();
-        let own = fleet.and_then(|f| f.nat_sync.as_ref()).map_or(&[][..], |n| &n.snat[..]);
-        self.announcer.sync(table, &self.services, silence, SnatRoutes { own, backup: &backup });
+        let table = self.desired.file.fleet.as_ref().and_then(|f| f.announce_table);
+        let snat = super::nat::FleetSnat::of(&self.desired.file).unwrap_or_default();
+        let routes = SnatRoutes { own: &snat.own, backup: &snat.peers };
+        self.announcer.sync(table, &self.services, silence, routes);
     }
 
     /// `local` (this node's own file) with the fleet config's `[[service]]`

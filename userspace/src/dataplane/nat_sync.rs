@@ -155,7 +155,14 @@ impl NatSyncWriter {
     /// `snat_index` in `SNAT_ADDRS`), last seen at `now_ns`: its return
     /// mapping, then its connection-table entry. A flow this node already
     /// holds is left alone.
-    pub fn insert(&mut self, f: &NatFlow, service: u32, backend: u32, snat_index: u16, now_ns: u64) -> Result<Inserted> {
+    pub fn insert(
+        &mut self,
+        f: &NatFlow,
+        service: u32,
+        backend: u32,
+        snat_index: u16,
+        now_ns: u64,
+    ) -> Result<Inserted> {
         let mapping = NatMapping { backend, service, ..f.mapping };
         match self.rev.insert(f.return_key(), mapping, BPF_NOEXIST) {
             Ok(()) => {}

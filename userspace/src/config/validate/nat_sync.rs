@@ -54,10 +54,11 @@ pub(super) fn check(c: &mut Checker, cfg: &Config, n: &NatSyncConfig, at: usize)
 
 /// The key file: readable, not by every user, long enough.
 pub(super) fn key_file(c: &mut Checker, n: &NatSyncConfig, at: usize) {
-    let why = match super::etcd_files::private(&n.key_file).and_then(|()| n.key().map_err(|e| format!("cannot read: {e}"))) {
-        Err(why) => why,
-        Ok(k) if k.len() < NAT_SYNC_MIN_KEY => format!("holds {} bytes: at least {NAT_SYNC_MIN_KEY}", k.len()),
-        Ok(_) => return,
-    };
+    let why =
+        match super::etcd_files::private(&n.key_file).and_then(|()| n.key().map_err(|e| format!("cannot read: {e}"))) {
+            Err(why) => why,
+            Ok(k) if k.len() < NAT_SYNC_MIN_KEY => format!("holds {} bytes: at least {NAT_SYNC_MIN_KEY}", k.len()),
+            Ok(_) => return,
+        };
     c.err(at, "key_file", "fleet.nat_sync.key_file".into(), format!("{}: {why}", n.key_file.display()));
 }

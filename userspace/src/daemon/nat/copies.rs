@@ -43,7 +43,8 @@ impl NatCopies {
         let before = self.unplaced;
         for f in flows {
             let k = &f.key;
-            let service = services.iter().find(|s| s.key.addr == k.dst && s.key.port == k.dport && s.key.proto == k.proto);
+            let service =
+                services.iter().find(|s| s.key.addr == k.dst && s.key.port == k.dport && s.key.proto == k.proto);
             let placed = service.and_then(|s| {
                 let b = s.backends.iter().find(|b| to_abi(b.cfg.address) == f.backend)?;
                 Some((s.id, b.id, snat_index(from_abi(&f.snat))?))

@@ -81,6 +81,14 @@ pub struct FleetSnat {
     pub peers: Vec<IpAddr>,
 }
 
+impl FleetSnat {
+    /// Those of `[fleet.nat_sync]`, if `cfg` has it.
+    pub fn of(cfg: &crate::config::Config) -> Option<Self> {
+        let n = cfg.fleet.as_ref()?.nat_sync.as_ref()?;
+        Some(Self { own: n.snat.clone(), peers: n.peers.iter().flat_map(|p| p.snat.iter().copied()).collect() })
+    }
+}
+
 impl Nat {
     /// Gives service `s`'s NAT backends their SNAT addresses: the service's
     /// `snat` addresses of the backend's family (a new flow takes any of

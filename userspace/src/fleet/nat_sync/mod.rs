@@ -51,7 +51,8 @@ pub async fn start(
     counters: std::sync::Arc<SyncCounters>,
 ) -> Result<mpsc::Receiver<Vec<NatFlow>>> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, &cfg.key().context("reading fleet.nat_sync.key_file")?);
-    let socket = UdpSocket::bind(cfg.listen).await.with_context(|| format!("binding fleet.nat_sync.listen {}", cfg.listen))?;
+    let socket =
+        UdpSocket::bind(cfg.listen).await.with_context(|| format!("binding fleet.nat_sync.listen {}", cfg.listen))?;
     let socket = std::sync::Arc::new(socket);
     let events = NatSyncEvents::open(pin_dir).context("opening NAT_SYNC")?;
     // SAFETY: the ring buffer owns its descriptor, and the AsyncFd owns the ring buffer.
