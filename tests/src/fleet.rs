@@ -171,6 +171,13 @@ impl FleetBed {
         router.ns.sysctl("net.ipv4.ip_forward", "1")?;
         // ECMP by the L4 hash: a node's flows spread by port.
         router.ns.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
+        // No ICMP redirects: a backend told to reach a SNAT address through
+        // the node that announced it at that moment would keep sending a
+        // NAT flow's answers there after the router moved the address (at
+        // start, or after that node's death). See docs/fleet.md.
+        for conf in ["all", "default", "eth0"] {
+            router.ns.sysctl(&format!("net.ipv4.conf.{conf}.send_redirects"), "0")?;
+        }
         // Native XDP on veth drops checksum-offload state: full checksums.
         router.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
         let client_ns = Netns::create(&format!("{prefix}-client"))?;
@@ -348,6 +355,17 @@ impl FleetBed {
             endpoints.join(", "),
             self.lbs[i].name
         )
+    }
+
+    /// Writes a key for `[fleet.nat_sync]` in `dir` (mode 0600); its path.
+    pub fn write_sync_key(dir: &Path) -> Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("nat-sync.key");
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
+        std::fs::write(&key, bytes)?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        Ok(key)
     }
 
     /// `[fleet.nat_sync]` of node `i`: its SNAT address ([`snat_ip`]), the

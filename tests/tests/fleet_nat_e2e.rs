@@ -5,7 +5,6 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    os::unix::fs::PermissionsExt,
     time::{Duration, Instant},
 };
 
@@ -28,9 +27,7 @@ fn a_cut_nodes_nat_flows_carry_on_through_the_other_and_new_ones_keep_opening() 
     veer_tests::require_root();
     let dir = scratch("fleet-nat");
     let bed = FleetBed::create("veer-fn", 2, 3, &dir).expect("fleet testbed");
-    let key = dir.join("nat-sync.key");
-    std::fs::write(&key, "a fleet's shared secret, 32 bytes\n").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = FleetBed::write_sync_key(&dir).unwrap();
     let sync = |i: usize| bed.nat_sync_section(i, &key);
     let opts = NodeOpts { web_extra: Some("forwarding = \"nat\"\n"), node_extra: Some(&sync), ..Default::default() };
     let fleet = bed.start_fleet_with("t-fn", &dir, &opts).expect("fleet");

@@ -1,4 +1,5 @@
-//! `--fleet`: two veer nodes behind a router; one node dies under traffic.
+//! `--fleet`: two veer nodes behind a router; one node dies under traffic
+//! (`--fleet --nat`: NAT, the nodes sharing their NAT flows).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -14,8 +15,11 @@ use veer_tests::{
 use super::{check_interrupt, live};
 
 /// `--fleet`: two veer nodes behind a router; one node dies under traffic.
-pub fn run() -> Result<()> {
-    use veer_tests::{fleet::FleetBed, server::Session};
+pub fn run(nat: bool) -> Result<()> {
+    use veer_tests::{
+        fleet::{snat_ip, FleetBed, NodeOpts},
+        server::Session,
+    };
     println!(
         "\n\x1b[1m[1/4] sandbox: a client behind a router (BIRD: BGP, BFD, ECMP), two veer nodes, 3 web servers\x1b[0m"
     );
@@ -24,12 +28,29 @@ pub fn run() -> Result<()> {
     println!(
         "\n\x1b[1m[2/4] veerd on each node, [fleet] mode: the same table on both, VIP announced through BIRD\x1b[0m"
     );
-    let fleet = bed.start_fleet("demo-fl", &dir)?;
+    let key = FleetBed::write_sync_key(&dir)?;
+    let sync = |i: usize| bed.nat_sync_section(i, &key);
+    let opts = match nat {
+        true => NodeOpts { web_extra: Some("forwarding = \"nat\"\n"), node_extra: Some(&sync), ..Default::default() },
+        false => NodeOpts::default(),
+    };
+    let fleet = bed.start_fleet_with("demo-fl", &dir, &opts)?;
     for (lb, node) in bed.lbs.iter().zip(&fleet.nodes) {
         println!("  {} ({}): veerd up, table digest {}", lb.name, lb.ip, node.veerd.status()?.services[0].table_digest);
     }
     let t = wait_until(Duration::from_secs(30), "the router's route over both nodes", || bed.next_hops().len() == 2)?;
     println!("  router: {VIP} via {:?} ({t:.1?} for BGP to come up)", bed.next_hops());
+    if nat {
+        wait_until(EVENT_WAIT, "each SNAT address through its owner", || bed.next_hops_of(snat_ip(1)).len() == 1)?;
+        for i in 0..2 {
+            println!(
+                "  NAT: lb{} translates from {} (router: via {:?}; the other node announces it as a backup)",
+                i + 1,
+                snat_ip(i),
+                bed.next_hops_of(snat_ip(i))
+            );
+        }
+    }
 
     println!("\n\x1b[1m[3/4] live traffic: new connections and 100 long-lived ones; then lb1's link is cut\x1b[0m");
     let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
@@ -62,7 +83,15 @@ pub fn run() -> Result<()> {
          before BFD took it out waits for its retransmission)",
         samples.len()
     );
-    println!("  100 long-lived connections: {broken} broken; lb2 carried lb1's on to the same backends");
+    if nat {
+        println!(
+            "  100 long-lived NAT connections: {broken} broken; lb2 held copies of lb1's NAT flows and carried them \
+             on, both ways (the backends' answers to {} now reach lb2)",
+            snat_ip(0)
+        );
+    } else {
+        println!("  100 long-lived connections: {broken} broken; lb2 carried lb1's on to the same backends");
+    }
     println!("\ncleaning up: veerd, BIRD, the servers and the namespaces");
     drop(fleet);
     Ok(())

@@ -43,8 +43,9 @@ struct Args {
     #[arg(long, hide = true, conflicts_with = "dsr")]
     nat: bool,
     /// A fleet: two veer nodes behind a router running BIRD (BGP, BFD,
-    /// ECMP); one node's link is cut under traffic.
-    #[arg(long, conflicts_with_all = ["dsr", "nat", "keep", "config"])]
+    /// ECMP); one node's link is cut under traffic. DSR; with --nat, NAT
+    /// with the nodes sharing their NAT flows.
+    #[arg(long, conflicts_with_all = ["dsr", "keep", "config"])]
     fleet: bool,
     /// DSR across a router: backends one routed hop away (behind a
     /// 1,400-byte link) take packets out of GUE tunnels with veer-agent.
@@ -151,7 +152,7 @@ fn main() -> Result<()> {
         return clean(&cfg);
     }
     if args.fleet {
-        return fleet::run();
+        return fleet::run(args.nat);
     }
     if args.routed {
         return routed::run();
