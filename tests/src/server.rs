@@ -173,6 +173,11 @@ impl Session {
         Ok(Self { name, reader, stream })
     }
 
+    /// The client's port.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().map_or(0, |a| a.port())
+    }
+
     /// Sends a line and expects it back: the connection is still with its backend.
     pub fn ping(&mut self, text: &str) -> Result<()> {
         self.stream.write_all(format!("{text}\n").as_bytes()).context("send")?;

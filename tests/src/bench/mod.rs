@@ -8,6 +8,7 @@ pub mod control;
 pub mod correlated;
 pub mod failover;
 pub mod fleet;
+pub mod fleet_nat;
 pub mod flood;
 pub mod maglev;
 pub mod nat_rate;

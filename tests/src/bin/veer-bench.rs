@@ -19,7 +19,7 @@ struct Args {
     /// Where report.md and report.json go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
     out: PathBuf,
-    /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, routed, failover, flood, pairs, fleet, balance, control, correlated).
+    /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, routed, failover, flood, pairs, fleet, fleetnat, balance, control, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -79,6 +79,10 @@ fn main() -> Result<()> {
     if want("fleet") {
         eprintln!("bench: fleet");
         sections.push(bench::fleet::run()?);
+    }
+    if want("fleetnat") {
+        eprintln!("bench: fleet NAT flows");
+        sections.push(bench::fleet_nat::run()?);
     }
     if want("balance") {
         eprintln!("bench: balancing by load");

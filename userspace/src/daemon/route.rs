@@ -273,6 +273,7 @@ impl Daemon {
                     node: s.node,
                 }
             }),
+            nat_sync: self.nat_copies.as_ref().map(|c| c.row()),
         }
         .render()
     }

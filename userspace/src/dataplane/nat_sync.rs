@@ -12,9 +12,6 @@ use veer_abi::{names, Backend, ConnEntry, FlowKey, NatKey, NatMapping, NatSyncEv
 
 use super::{nat::open, DataplaneError, Result};
 
-/// `bpf_map_update_elem` flag: only if the key is not there yet.
-const BPF_NOEXIST: u64 = 1;
-
 /// A NAT flow as the fleet shares it: no node-local ids (backends and
 /// services are numbered per node), addresses instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +138,7 @@ pub struct NatSyncWriter {
 pub enum Inserted {
     /// Its copy is in the tables.
     New,
-    /// This node already holds the flow (or its return tuple): left alone.
+    /// This node carries the client's flow itself: left alone.
     Known,
 }
 
@@ -153,8 +150,10 @@ impl NatSyncWriter {
 
     /// Writes flow `f` as this node numbers things (`service`, `backend`,
     /// `snat_index` in `SNAT_ADDRS`), last seen at `now_ns`: its return
-    /// mapping, then its connection-table entry. A flow this node already
-    /// holds is left alone.
+    /// mapping, then its connection-table entry. A flow this node carries
+    /// from a SNAT address of its own is left alone; an older copy is
+    /// replaced: the owner reused the port (or the client its own), and
+    /// the latest word from the owner is the truth.
     pub fn insert(
         &mut self,
         f: &NatFlow,
@@ -163,14 +162,21 @@ impl NatSyncWriter {
         snat_index: u16,
         now_ns: u64,
     ) -> Result<Inserted> {
-        let mapping = NatMapping { backend, service, ..f.mapping };
-        match self.rev.insert(f.return_key(), mapping, BPF_NOEXIST) {
-            Ok(()) => {}
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                return Ok(Inserted::Known)
-            }
-            Err(e) => return Err(DataplaneError::map(names::NAT_REV, "writing a fleet node's flow")(e)),
+        if self.conns.get(&f.key, 0).is_ok_and(|e| e.nat_port == 0 || e.nat_addr != snat_index) {
+            return Ok(Inserted::Known);
         }
+        let rk = f.return_key();
+        // The return key names the owner's address: what is there is an
+        // older copy; its flow's entry goes with it.
+        if let Ok(old) = self.rev.get(&rk, 0) {
+            if old.flow != f.key
+                && self.conns.get(&old.flow, 0).is_ok_and(|e| e.nat_addr == snat_index && e.nat_port == f.snat_port)
+            {
+                let _ = self.conns.remove(&old.flow);
+            }
+        }
+        let mapping = NatMapping { backend, service, ..f.mapping };
+        self.rev.insert(rk, mapping, 0).map_err(DataplaneError::map(names::NAT_REV, "writing a fleet node's flow"))?;
         let entry = ConnEntry {
             backend,
             service,
@@ -182,17 +188,7 @@ impl NatSyncWriter {
             ts_off: f.ts_off,
             _pad: 0,
         };
-        match self.conns.insert(f.key, entry, BPF_NOEXIST) {
-            Ok(()) => Ok(Inserted::New),
-            Err(e) => {
-                let _ = self.rev.remove(&f.return_key());
-                match e {
-                    aya::maps::MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                        Ok(Inserted::Known)
-                    }
-                    e => Err(DataplaneError::map(names::CONNS, "writing a fleet node's flow")(e)),
-                }
-            }
-        }
+        self.conns.insert(f.key, entry, 0).map_err(DataplaneError::map(names::CONNS, "writing a fleet node's flow"))?;
+        Ok(Inserted::New)
     }
 }

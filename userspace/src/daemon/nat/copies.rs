@@ -37,6 +37,18 @@ impl NatCopies {
         Self { writer, counters, stored: 0, known: 0, unplaced: 0 }
     }
 
+    /// Its counts, for `/metrics`.
+    pub fn row(&self) -> crate::daemon::observe::node_metrics::NatSyncRow {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::daemon::observe::node_metrics::NatSyncRow {
+            sent: self.counters.sent.load(Relaxed),
+            stored: self.stored,
+            known: self.known,
+            unplaced: self.unplaced,
+            refused: self.counters.refused.load(Relaxed),
+        }
+    }
+
     /// Stores `flows` as `services` and `snat_index` number things here.
     pub fn store(&mut self, flows: Vec<NatFlow>, services: &[ServiceRt], snat_index: impl Fn(IpAddr) -> Option<u16>) {
         let now = monotonic_ns();

@@ -41,6 +41,8 @@ pub struct MetricsView<'a> {
     pub tables: Option<TableUsage>,
     /// The node's state in its fleet.
     pub fleet: Option<super::node_metrics::FleetRow>,
+    /// Its NAT sync.
+    pub nat_sync: Option<super::node_metrics::NatSyncRow>,
 }
 
 /// Serves `GET /metrics` on `addr`, asking the daemon's loop for the text
@@ -160,6 +162,7 @@ impl MetricsView<'_> {
         snap.fail_open_trips = self.health.fail_open_trips;
         snap.replacements = self.recovery.replacements;
         snap.fleet = self.fleet.clone();
+        snap.nat_sync = self.nat_sync;
         snap
     }
 

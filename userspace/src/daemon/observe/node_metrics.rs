@@ -21,8 +21,23 @@ pub struct FleetRow {
     pub announced: usize,
 }
 
+/// What the node's NAT sync did (`[fleet.nat_sync]`), for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatSyncRow {
+    /// Flows sent to the other nodes.
+    pub sent: u64,
+    /// Other nodes' flows stored here.
+    pub stored: u64,
+    /// Other nodes' flows this node already held.
+    pub known: u64,
+    /// Other nodes' flows with no place here.
+    pub unplaced: u64,
+    /// Messages refused (bad HMAC, replays, garbage).
+    pub refused: u64,
+}
+
 /// Appends `veer_build_info` and the `veer_fleet_*` families.
-pub fn render_node(o: &mut String, fleet: Option<&FleetRow>) {
+pub fn render_node(o: &mut String, fleet: Option<&FleetRow>, nat_sync: Option<&NatSyncRow>) {
     let build = format!("version=\"{}\",abi=\"{}\"", env!("CARGO_PKG_VERSION"), veer_abi::ABI_VERSION);
     family(o, "veer_build_info", "gauge", "The running veerd's version and dataplane ABI (always 1).", [(build, 1)]);
     let node = |f: &FleetRow| format!("node=\"{}\"", label(&f.node));
@@ -43,5 +58,23 @@ pub fn render_node(o: &mut String, fleet: Option<&FleetRow>) {
         "gauge",
         "VIPs the node announces now.",
         fleet.map(|f| (node(f), f.announced)),
+    );
+    let flows = nat_sync.into_iter().flat_map(|n| {
+        [("sent", n.sent), ("stored", n.stored), ("known", n.known), ("unplaced", n.unplaced)]
+            .map(|(what, v)| (format!("what=\"{what}\""), v))
+    });
+    family(
+        o,
+        "veer_fleet_nat_flows_total",
+        "counter",
+        "NAT flows shared with the fleet: sent to the other nodes; of theirs, stored, already held, or with no place here.",
+        flows,
+    );
+    family(
+        o,
+        "veer_fleet_nat_messages_refused_total",
+        "counter",
+        "NAT sync messages refused (bad HMAC, replayed, malformed).",
+        nat_sync.map(|n| (String::new(), n.refused)),
     );
 }

@@ -113,6 +113,8 @@ pub struct Snapshot {
     pub replacements: [u64; 2],
     /// The node's state in its fleet (`[fleet.etcd]` only).
     pub fleet: Option<super::node_metrics::FleetRow>,
+    /// Its NAT sync (`[fleet.nat_sync]` only).
+    pub nat_sync: Option<super::node_metrics::NatSyncRow>,
 }
 
 /// `snap` in Prometheus text format.
@@ -121,7 +123,7 @@ pub fn render(snap: &Snapshot) -> String {
     render_services(&mut o, &snap.services);
     render_backends(&mut o, &snap.backends);
     render_daemon(&mut o, snap);
-    super::node_metrics::render_node(&mut o, snap.fleet.as_ref());
+    super::node_metrics::render_node(&mut o, snap.fleet.as_ref(), snap.nat_sync.as_ref());
     o
 }
 

@@ -29,6 +29,10 @@ use crate::{
     dataplane::nat_sync::{NatFlow, NatSyncEvents},
 };
 
+/// The sync socket's receive buffer: a second of messages at 10,000 flows a
+/// second.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
 /// Milliseconds since the Unix epoch (the messages' clock).
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -53,6 +57,9 @@ pub async fn start(
     let key = hmac::Key::new(hmac::HMAC_SHA256, &cfg.key().context("reading fleet.nat_sync.key_file")?);
     let socket =
         UdpSocket::bind(cfg.listen).await.with_context(|| format!("binding fleet.nat_sync.listen {}", cfg.listen))?;
+    // Room for a burst while veerd stores the last one (CAP_NET_ADMIN
+    // passes rmem_max; without it the kernel's cap stands).
+    let _ = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &RECEIVE_BUFFER);
     let socket = std::sync::Arc::new(socket);
     let events = NatSyncEvents::open(pin_dir).context("opening NAT_SYNC")?;
     // SAFETY: the ring buffer owns its descriptor, and the AsyncFd owns the ring buffer.
