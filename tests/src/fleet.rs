@@ -125,6 +125,8 @@ pub struct NodeOpts<'a> {
     pub failpoints: &'a [(usize, &'a str)],
     /// Extra lines for the `web` service (after its port).
     pub web_extra: Option<&'a str>,
+    /// Extra lines for `[daemon]`.
+    pub daemon_extra: Option<&'a str>,
     /// Extra config of node `i` (after everything else: `[fleet.*]` tables).
     pub node_extra: Option<&'a dyn Fn(usize) -> String>,
 }
@@ -427,11 +429,12 @@ impl FleetBed {
     pub fn node_config(&self, i: usize, instance: &str, dir: &Path, opts: &NodeOpts) -> String {
         let mut s = format!(
             "[fleet]\nannounce_table = {ANNOUNCE_TABLE}\n\n[daemon]\nname = \"{instance}\"\ninterfaces = [\"eth0\"]\n\
-             api_socket = \"{}\"\nstate_file = \"{}\"\nconn_table_size = 65536\nmax_services = 4\n\n\
+             api_socket = \"{}\"\nstate_file = \"{}\"\nconn_table_size = 65536\nmax_services = 4\n{}\n\
              [[service]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\n{}\n[service.health]\nkind = \"tcp\"\n\
              interval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 3\n",
             dir.join(format!("{instance}.sock")).display(),
             dir.join(format!("{instance}.runtime.json")).display(),
+            opts.daemon_extra.unwrap_or_default(),
             opts.web_extra.unwrap_or_default(),
         );
         for (k, b) in self.backends.iter().enumerate() {

@@ -24,13 +24,25 @@ fn nat_flows(f: &veer_tests::fleet::Fleet, i: usize) -> usize {
 
 #[test]
 fn a_cut_nodes_nat_flows_carry_on_through_the_other_and_new_ones_keep_opening() {
+    cut_under_nat_traffic("fn", None);
+}
+
+/// The same with every NAT connection opened through veer's SYN cookies
+/// (the SYN-flood defence): each flow's copy carries its sequence shift.
+#[test]
+fn with_syn_cookies_too() {
+    cut_under_nat_traffic("fk", Some("syn_cookies = \"always\"\n"));
+}
+
+fn cut_under_nat_traffic(tag: &str, daemon_extra: Option<&str>) {
     veer_tests::require_root();
-    let dir = scratch("fleet-nat");
-    let bed = FleetBed::create("veer-fn", 2, 3, &dir).expect("fleet testbed");
+    let dir = scratch(&format!("fleet-nat-{tag}"));
+    let bed = FleetBed::create(&format!("veer-{tag}"), 2, 3, &dir).expect("fleet testbed");
     let key = FleetBed::write_sync_key(&dir).unwrap();
     let sync = |i: usize| bed.nat_sync_section(i, &key);
-    let opts = NodeOpts { web_extra: Some("forwarding = \"nat\"\n"), node_extra: Some(&sync), ..Default::default() };
-    let fleet = bed.start_fleet_with("t-fn", &dir, &opts).expect("fleet");
+    let web = Some("forwarding = \"nat\"\n");
+    let opts = NodeOpts { web_extra: web, node_extra: Some(&sync), daemon_extra, ..Default::default() };
+    let fleet = bed.start_fleet_with(&format!("t-{tag}"), &dir, &opts).expect("fleet");
     wait_until(Duration::from_secs(30), "ECMP to the VIP and each SNAT address through its owner", || {
         bed.next_hops().len() == 2
             && bed.next_hops_of(snat_ip(0)) == [bed.lbs[0].ip]
@@ -74,7 +86,7 @@ fn a_cut_nodes_nat_flows_carry_on_through_the_other_and_new_ones_keep_opening() 
     let failed: Vec<String> = samples.iter().filter_map(|s| s.result.as_ref().err().cloned()).collect();
     let slowest = samples.iter().map(|s| s.end - s.start).max().unwrap_or_default();
     println!(
-        "lb1 cut: {} of 300 long-lived NAT connections broken, longest stall {} ms (target 500); router dropped lb1 {} \
+        "{tag}: lb1 cut: {} of 300 long-lived NAT connections broken, longest stall {} ms (target 500); router dropped lb1 {} \
          ms after the cut; {} of {} new NAT connections failed, slowest {} ms; flows held before the cut: {before:?}",
         broken.len(),
         longest.as_millis(),

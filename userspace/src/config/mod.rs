@@ -32,4 +32,6 @@ pub use service::{Fallback, Forwarding, SchedulerConfig, ServiceConfig};
 #[cfg(test)]
 mod check_tests;
 #[cfg(test)]
+mod fleet_tests;
+#[cfg(test)]
 mod tests;
