@@ -16,6 +16,65 @@ use veer_tests::{
     topology::VIP,
 };
 
+/// A counter of node `i`'s `/metrics` (the line starting with `name`).
+fn metric(f: &veer_tests::fleet::Fleet, i: usize, name: &str) -> u64 {
+    let r = f.nodes[i].veerd.api(veer::wire::Request::Metrics).expect("metrics");
+    let text = r.result.and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()?.parse().ok()).unwrap_or(0)
+}
+
+/// From the client's side: a message under another key is refused; one
+/// under the fleet's key that names lb2's own SNAT address (to overwrite
+/// lb2's own flows) is not stored. lb2's flows stay as they were.
+fn attacks_on_the_sync(bed: &FleetBed, f: &veer_tests::fleet::Fleet, key: &std::path::Path) {
+    use veer::{dataplane::nat_sync::NatFlow, fleet::nat_sync::wire};
+    let own: Vec<NatFlow> = f.nodes[1]
+        .pins
+        .flows()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, e)| e.nat_port != 0 && e.nat_addr == 0)
+        .take(5)
+        .map(|(k, e)| NatFlow {
+            key: k,
+            backend: [0; 16],
+            backend_port: 80,
+            snat: veer::addr::to_abi(IpAddr::V4(snat_ip(1))),
+            snat_port: e.nat_port,
+            conn_flags: 0,
+            ts_off: 0,
+            mapping: veer_abi::NatMapping::new(k, 0, 0),
+        })
+        .collect();
+    assert!(!own.is_empty(), "lb2 has flows of its own");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let fleet_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &std::fs::read(key).unwrap());
+    let other_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"not the fleet's key, 32 bytes...");
+    let (refused, unplaced) = (
+        metric(f, 1, "veer_fleet_nat_messages_refused_total"),
+        metric(f, 1, "veer_fleet_nat_flows_total{what=\"unplaced\"}"),
+    );
+    let to = SocketAddr::new(IpAddr::V4(bed.lbs[1].ip), veer_tests::fleet::NAT_SYNC_PORT);
+    bed.client
+        .ns
+        .run(|| {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            for m in wire::encode(&own, &other_key, now).into_iter().chain(wire::encode(&own, &fleet_key, now)) {
+                s.send_to(&m, to).unwrap();
+            }
+        })
+        .unwrap();
+    wait_until(EVENT_WAIT, "lb2 to refuse the forgery and not to place the signed one", || {
+        metric(f, 1, "veer_fleet_nat_messages_refused_total") > refused
+            && metric(f, 1, "veer_fleet_nat_flows_total{what=\"unplaced\"}") >= unplaced + own.len() as u64
+    })
+    .unwrap();
+    for fl in &own {
+        let e = f.nodes[1].pins.flow(&fl.key).unwrap().expect("lb2's own flow is still there");
+        assert_eq!((e.nat_addr, e.nat_port), (0, fl.snat_port), "lb2's own flow was touched");
+    }
+}
+
 /// NAT flows to the VIP in node `i`'s connection table (its own and copies).
 fn nat_flows(f: &veer_tests::fleet::Fleet, i: usize) -> usize {
     let flows = f.nodes[i].pins.flows().unwrap_or_default();
@@ -65,6 +124,9 @@ fn cut_under_nat_traffic(tag: &str, daemon_extra: Option<&str>) {
     wait_until(EVENT_WAIT, "both nodes to hold all 300 NAT flows", || (0..2).all(|i| nat_flows(&fleet, i) >= 300))
         .unwrap_or_else(|e| panic!("{e}: {} and {}", nat_flows(&fleet, 0), nat_flows(&fleet, 1)));
     let before = [nat_flows(&fleet, 0), nat_flows(&fleet, 1)];
+    if daemon_extra.is_none() {
+        attacks_on_the_sync(&bed, &fleet, &key);
+    }
 
     // 200 new connections a second throughout; lb1's link cut.
     let load = ClientLoad::open_loop(&bed.client.ns, vip, 200, Duration::from_secs(5)).unwrap();

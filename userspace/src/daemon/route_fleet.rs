@@ -257,6 +257,6 @@ impl Daemon {
     pub(super) fn on_nat_flows(&mut self, flows: Vec<crate::dataplane::nat_sync::NatFlow>) {
         let Some(c) = self.nat_copies.as_mut() else { return };
         let publisher = &self.publisher;
-        c.store(flows, &self.services, |a| publisher.snat_index(a));
+        c.store(flows, &self.services, |a| publisher.peer_snat_index(a));
     }
 }

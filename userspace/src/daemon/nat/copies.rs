@@ -1,7 +1,7 @@
 //! The other nodes' NAT flows, stored in this node's tables with this
 //! node's numbering (`[fleet.nat_sync]`): each flow's service by its VIP,
-//! port and protocol, its backend by address, its SNAT address by its
-//! place in this node's SNAT table.
+//! port and protocol, its backend by address, its SNAT address (another
+//! node's, never this node's own) by its place in this node's SNAT table.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -49,7 +49,8 @@ impl NatCopies {
         }
     }
 
-    /// Stores `flows` as `services` and `snat_index` number things here.
+    /// Stores `flows` as `services` and `snat_index` (the other nodes'
+    /// SNAT addresses only) number things here.
     pub fn store(&mut self, flows: Vec<NatFlow>, services: &[ServiceRt], snat_index: impl Fn(IpAddr) -> Option<u16>) {
         let now = monotonic_ns();
         let before = self.unplaced;

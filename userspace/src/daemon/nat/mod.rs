@@ -124,9 +124,17 @@ impl Nat {
         self.fleet_snat = f;
     }
 
-    /// The index of `addr` in the SNAT table (one of the other nodes'
-    /// addresses, or this node's), if it has one.
-    pub fn snat_index(&self, addr: IpAddr) -> Option<u16> {
+    /// The index in the SNAT table of `addr`, if it is another node's
+    /// (`[fleet.nat_sync]` peers): where copies of that node's flows point.
+    /// Never this node's own: no message may touch its own flows.
+    pub fn peer_snat_index(&self, addr: IpAddr) -> Option<u16> {
+        if !self.fleet_snat.as_ref().is_some_and(|f| f.peers.contains(&addr)) {
+            return None;
+        }
+        self.snat_index(addr)
+    }
+
+    fn snat_index(&self, addr: IpAddr) -> Option<u16> {
         self.snat.addrs.iter().position(|a| *a == addr).map(|i| i as u16)
     }
 

@@ -216,9 +216,9 @@ impl Publisher {
         self.nat.set_fleet_snat(f);
     }
 
-    /// The index of `addr` in the SNAT table, if it has one.
-    pub fn snat_index(&self, addr: std::net::IpAddr) -> Option<u16> {
-        self.nat.snat_index(addr)
+    /// The index of another node's SNAT address `addr` in the SNAT table.
+    pub fn peer_snat_index(&self, addr: std::net::IpAddr) -> Option<u16> {
+        self.nat.peer_snat_index(addr)
     }
 
     /// Writes service `s`, its backend entries and (if its members changed)
