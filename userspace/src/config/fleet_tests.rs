@@ -3,7 +3,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
-use super::{tests::BASE, *};
+use super::{check, parse, tests::BASE, with_fleet_services};
 
 fn nat_fleet(sync: &str) -> String {
     format!(
