@@ -371,10 +371,11 @@ impl FleetBed {
     }
 
     /// `[fleet.nat_sync]` of node `i`: its SNAT address ([`snat_ip`]), the
-    /// others as peers, on the data network, with the shared key in `key_file`.
+    /// others as peers, on the data network, with the shared key in
+    /// `key_file`, every flow sent again every second.
     pub fn nat_sync_section(&self, i: usize, key_file: &Path) -> String {
         let mut s = format!(
-            "\n[fleet.nat_sync]\nsnat = [\"{}\"]\nlisten = \"{}:{NAT_SYNC_PORT}\"\nkey_file = \"{}\"\n",
+            "\n[fleet.nat_sync]\nsnat = [\"{}\"]\nlisten = \"{}:{NAT_SYNC_PORT}\"\nkey_file = \"{}\"\nrefresh = \"1s\"\n",
             snat_ip(i),
             self.lbs[i].ip,
             key_file.display()

@@ -97,6 +97,10 @@ fn a_pushed_config_reaches_every_node_a_bad_one_none_and_a_rollback_restores_an_
         (web(&[("b1", b1.clone(), 1), ("b1", b2.clone(), 1)]), "two backends named b1"),
         (format!("[daemon]\nname = \"x\"\n\n{}", web(&[("b1", b1.clone(), 1)])), "a [daemon] table"),
         ("[[service]\nname = ".to_string(), "a syntax error"),
+        (
+            web(&[("b1", b1.clone(), 1)]).replace("kind = \"tcp\"", "kind = \"exec\"\ncommand = [\"/bin/true\"]"),
+            "an exec check",
+        ),
     ];
     for (text, what) in bad {
         std::fs::write(&file, text).unwrap();

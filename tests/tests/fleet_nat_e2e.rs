@@ -23,9 +23,10 @@ fn metric(f: &veer_tests::fleet::Fleet, i: usize, name: &str) -> u64 {
     text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()?.parse().ok()).unwrap_or(0)
 }
 
-/// From the client's side: a message under another key is refused; one
-/// under the fleet's key that names lb2's own SNAT address (to overwrite
-/// lb2's own flows) is not stored. lb2's flows stay as they were.
+/// A message from the client's side is refused unread (not a peer's
+/// address); from lb1's address, one under another key is refused, and one
+/// under the fleet's key naming lb2's own SNAT address (to overwrite lb2's
+/// own flows) is not stored. lb2's flows stay as they were.
 fn attacks_on_the_sync(bed: &FleetBed, f: &veer_tests::fleet::Fleet, key: &std::path::Path) {
     use veer::{dataplane::nat_sync::NatFlow, fleet::nat_sync::wire};
     let own: Vec<NatFlow> = f.nodes[1]
@@ -43,6 +44,7 @@ fn attacks_on_the_sync(bed: &FleetBed, f: &veer_tests::fleet::Fleet, key: &std::
             snat_port: e.nat_port,
             conn_flags: 0,
             ts_off: 0,
+            idle_ms: 0,
             mapping: veer_abi::NatMapping::new(k, 0, 0),
         })
         .collect();
@@ -50,25 +52,28 @@ fn attacks_on_the_sync(bed: &FleetBed, f: &veer_tests::fleet::Fleet, key: &std::
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let fleet_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &std::fs::read(key).unwrap());
     let other_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"not the fleet's key, 32 bytes...");
-    let (refused, unplaced) = (
-        metric(f, 1, "veer_fleet_nat_messages_refused_total"),
-        metric(f, 1, "veer_fleet_nat_flows_total{what=\"unplaced\"}"),
-    );
+    let refused_name = "veer_fleet_nat_messages_refused_total";
+    let misplaced_name = "veer_fleet_nat_flows_total{what=\"misplaced\"}";
+    let (refused, misplaced) = (metric(f, 1, refused_name), metric(f, 1, misplaced_name));
     let to = SocketAddr::new(IpAddr::V4(bed.lbs[1].ip), veer_tests::fleet::NAT_SYNC_PORT);
-    bed.client
+    let signed = wire::encode(&own, &fleet_key, now);
+    bed.client.ns.run(|| std::net::UdpSocket::bind("0.0.0.0:0").unwrap().send_to(&signed[0], to).unwrap()).unwrap();
+    let from_lb1 = SocketAddr::new(IpAddr::V4(bed.lbs[0].ip), 0);
+    bed.lbs[0]
         .ns
         .run(|| {
-            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-            for m in wire::encode(&own, &other_key, now).into_iter().chain(wire::encode(&own, &fleet_key, now)) {
+            let s = std::net::UdpSocket::bind(from_lb1).unwrap();
+            for m in wire::encode(&own, &other_key, now).into_iter().chain(signed.clone()) {
                 s.send_to(&m, to).unwrap();
             }
         })
         .unwrap();
-    wait_until(EVENT_WAIT, "lb2 to refuse the forgery and not to place the signed one", || {
-        metric(f, 1, "veer_fleet_nat_messages_refused_total") > refused
-            && metric(f, 1, "veer_fleet_nat_flows_total{what=\"unplaced\"}") >= unplaced + own.len() as u64
+    wait_until(EVENT_WAIT, "lb2 to refuse both forgeries and not to place the signed one", || {
+        metric(f, 1, refused_name) >= refused + 2 && metric(f, 1, misplaced_name) >= misplaced + own.len() as u64
     })
-    .unwrap();
+    .unwrap_or_else(|e| {
+        panic!("{e}: refused {}, misplaced {}", metric(f, 1, refused_name), metric(f, 1, misplaced_name))
+    });
     for fl in &own {
         let e = f.nodes[1].pins.flow(&fl.key).unwrap().expect("lb2's own flow is still there");
         assert_eq!((e.nat_addr, e.nat_port), (0, fl.snat_port), "lb2's own flow was touched");
@@ -124,6 +129,24 @@ fn cut_under_nat_traffic(tag: &str, daemon_extra: Option<&str>) {
     wait_until(EVENT_WAIT, "both nodes to hold all 300 NAT flows", || (0..2).all(|i| nat_flows(&fleet, i) >= 300))
         .unwrap_or_else(|e| panic!("{e}: {} and {}", nat_flows(&fleet, 0), nat_flows(&fleet, 1)));
     let before = [nat_flows(&fleet, 0), nat_flows(&fleet, 1)];
+    // The owner's refresh (every second here) keeps a busy flow's copy as
+    // young as the flow: lb2's copy of one of lb1's flows, seen again.
+    let copy_age = |k: &veer_abi::FlowKey| fleet.nodes[1].pins.flow(k).ok().flatten().map(|e| e.last_seen_ns);
+    let (k, first) = fleet.nodes[1]
+        .pins
+        .flows()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(_, e)| e.nat_port != 0 && e.nat_addr == 1)
+        .map(|(k, e)| (k, e.last_seen_ns))
+        .expect("a copy of lb1's on lb2");
+    wait_until(EVENT_WAIT, "lb1's refresh to renew lb2's copy", || {
+        for (n, s) in sessions.iter_mut().enumerate() {
+            let _ = s.ping(&format!("refresh {n}"));
+        }
+        copy_age(&k).is_some_and(|t| t > first)
+    })
+    .unwrap();
     if daemon_extra.is_none() {
         attacks_on_the_sync(&bed, &fleet, &key);
     }

@@ -374,10 +374,10 @@ fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
     // An oversized line, then invalid ones: each answered with an error.
     let mut big = UnixStream::connect(s.socket()).unwrap();
     big.set_read_timeout(Some(EVENT_WAIT)).unwrap();
-    let _ = big.write_all(&vec![b'x'; 200_000]);
+    let _ = big.write_all(&vec![b'x'; veer::wire::MAX_REQUEST + 100_000]);
     let mut answer = String::new();
     let _ = big.read_to_string(&mut answer);
-    assert!(answer.contains("over 65536 bytes"), "{answer:?}");
+    assert!(answer.contains(&format!("over {} bytes", veer::wire::MAX_REQUEST)), "{answer:?}");
     let mut junk = UnixStream::connect(s.socket()).unwrap();
     junk.set_read_timeout(Some(EVENT_WAIT)).unwrap();
     junk.write_all(b"{\"cmd\":\"no-such-command\"}\n").unwrap();

@@ -123,6 +123,7 @@ fn made_up(_: u64, n: &mut u64) -> NatFlow {
         snat_port: 10000 + (i % 20000) as u16,
         conn_flags: 0,
         ts_off: 0,
+        idle_ms: 0,
         mapping: NatMapping::new(key, 0, 0),
     }
 }

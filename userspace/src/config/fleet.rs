@@ -56,9 +56,18 @@ pub struct NatSyncConfig {
     /// A secret shared by every node (at least 16 bytes; not readable by
     /// every user): each message carries an HMAC-SHA256 of it.
     pub key_file: PathBuf,
+    /// How often the node sends all its NAT flows again (a copy then ages
+    /// as its flow does; a closed flow's copy learns it closed; a peer that
+    /// missed a message catches up). At least 1 s.
+    #[serde(default = "default_refresh", with = "duration")]
+    pub refresh: Duration,
     /// The other nodes.
     #[serde(default, rename = "peer")]
     pub peers: Vec<NatSyncPeer>,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// One other node of `[fleet.nat_sync]`.
@@ -145,6 +154,12 @@ pub struct EtcdConfig {
     /// world-readable). Never inline in the config.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// Runs the commands a pushed fleet config carries (exec checks,
+    /// `update`, `restart`, replace and scale hooks). Off: this node refuses
+    /// a revision with any, so that a writer of etcd cannot run commands on
+    /// every node.
+    #[serde(default)]
+    pub pushed_commands: bool,
 }
 
 fn default_etcd_prefix() -> String {

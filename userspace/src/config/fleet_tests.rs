@@ -70,4 +70,13 @@ fn a_fleet_config_brings_services_only_and_runs_under_the_nodes_settings() {
     // The node's fleet mode holds for the fleet's services too.
     let rr = pushed.replace("port = 80", "port = 80\nscheduler = \"round-robin\"");
     assert_eq!(with_fleet_services(&local, &rr, "r").expect_err("rr").field, "service[web].scheduler");
+
+    // A command from etcd runs only where the node says so.
+    let hook =
+        pushed.replace("address = \"10.0.0.12\"", "address = \"10.0.0.12\"\nrestart = { command = [\"/bin/true\"] }");
+    let e = with_fleet_services(&local, &hook, "r").expect_err("a restart command");
+    assert_eq!(e.field, "service[web].backend[b1].restart", "{e}");
+    let etcd = "[fleet.etcd]\nendpoints = [\"http://10.0.0.1:2379\"]\nnode = \"lb1\"\npushed_commands = true\n";
+    let trusting = parse(&format!("{BASE}\n{etcd}"), Path::new("t.toml")).expect("a node that runs pushed commands");
+    with_fleet_services(&trusting, &hook, "r").expect("its choice");
 }

@@ -65,7 +65,50 @@ pub fn with_fleet_services(local: &Config, text: &str, name: &str) -> Result<Con
         });
     }
     let pushed: Config = toml::from_str(text).map_err(|e| ConfigError::syntax(path, text, &e))?;
+    let allowed = local.fleet.as_ref().and_then(|f| f.etcd.as_ref()).is_some_and(|e| e.pushed_commands);
+    if !allowed {
+        if let Some(field) = pushed.services.iter().find_map(|s| commands_in(s.get_ref())) {
+            return Err(ConfigError {
+                file: name.to_string(),
+                line: None,
+                field,
+                message: "a command in the fleet's config: this node runs none (a writer of etcd would run it on \
+                          every node); set fleet.etcd.pushed_commands = true on the nodes that may"
+                    .into(),
+            });
+        }
+    }
     let cfg = Config { daemon: local.daemon.clone(), fleet: local.fleet.clone(), services: pushed.services };
     validate::validate(&cfg, text, path)?;
     Ok(cfg)
+}
+
+/// The first field of `s` that holds a command veerd would run, if any:
+/// an exec check, update, restart, replace and scale hooks.
+fn commands_in(s: &super::ServiceConfig) -> Option<String> {
+    let p = format!("service[{}]", s.name);
+    if s.health.kind == super::health::CheckKind::Exec {
+        return Some(format!("{p}.health.command"));
+    }
+    if !s.update.is_empty() {
+        return Some(format!("{p}.update"));
+    }
+    if s.scale.as_ref().is_some_and(|x| !x.out.is_empty() || !x.in_.is_empty()) {
+        return Some(format!("{p}.scale"));
+    }
+    if s.replace.is_some() {
+        return Some(format!("{p}.replace.command"));
+    }
+    s.backends.iter().map(|b| b.get_ref()).find_map(|b| {
+        let q = format!("{p}.backend[{}]", b.name);
+        if b.restart.is_some() {
+            Some(format!("{q}.restart"))
+        } else if !b.update.is_empty() {
+            Some(format!("{q}.update"))
+        } else if b.health.as_ref().is_some_and(|h| h.command.is_some()) {
+            Some(format!("{q}.health.command"))
+        } else {
+            None
+        }
+    })
 }

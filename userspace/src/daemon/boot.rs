@@ -191,7 +191,14 @@ pub(super) fn save_fleet_config(daemon: &DaemonConfig, revision: u64, text: &str
     let path = fleet_config_path(daemon);
     let doc = serde_json::json!({"revision": revision, "text": text}).to_string();
     let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, doc).and_then(|()| std::fs::rename(&tmp, &path)) {
+    let write = || -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(doc.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    if let Err(e) = write() {
         warn!(path = %path.display(), error = %e, "fleet: keeping the fleet config for the next start failed");
     }
 }

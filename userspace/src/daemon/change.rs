@@ -239,8 +239,9 @@ impl Daemon {
         };
         self.desired.reloads[0] += 1;
         self.after_config_change();
-        // The file may now match the fleet's services, or no longer.
-        self.fleet_report_running(self.fleet.as_ref().and_then(|f| f.config_status().refused));
+        // A revision this node refused may fit now; the file may match the
+        // fleet's services, or no longer.
+        self.fleet_apply_config();
         if let Err(e) = r {
             error!(error = %e, "config reloaded, but the dataplane write failed");
             return Err(e.to_string());

@@ -207,9 +207,10 @@ impl Daemon {
                 Some(report) = agents.recv() => self.on_agent(report),
                 Some(done) = hooks.recv() => self.on_hook_done(done),
                 Some(ev) = fleet_events.recv() => self.on_fleet(ev),
-                Some(flows) = nat_flows.recv() => self.on_nat_flows(flows),
                 () = std::future::ready(()), if self.publisher.rings_queued() => self.publisher.sync_next_ring(&mut self.services),
                 Some((req, caller, reply)) = calls.api.recv() => self.answer(req, caller, reply),
+                // Below the rings and the API: a burst of copies delays neither.
+                Some(flows) = nat_flows.recv() => self.on_nat_flows(flows),
                 Some((req, caller, reply)) = calls.scrapes.recv() => self.answer(req, caller, reply),
             }
             // A service that ran out of backends (or has some again) changes what is announced.

@@ -221,8 +221,14 @@ impl Daemon {
             Request::Reset { service, backend } => self.reset(service.as_deref(), backend.as_deref()),
             Request::NodeDrain => Ok(self.set_node_drained(true)),
             Request::NodeUndrain => Ok(self.set_node_drained(false)),
-            Request::ConfigPush { text, note } => return self.config_push(text, note),
-            Request::ConfigRollback { revision } => return self.config_rollback(revision),
+            Request::ConfigPush { text, note } => {
+                info!(caller = %caller, bytes = text.len(), "fleet config push requested through the API");
+                return self.config_push(text, note);
+            }
+            Request::ConfigRollback { revision } => {
+                info!(caller = %caller, revision, "fleet config rollback requested through the API");
+                return self.config_rollback(revision);
+            }
             Request::ConfigHistory => return Answer::Now(self.config_read(None)),
             Request::ConfigShow { revision } => return Answer::Now(self.config_read(Some(revision))),
         };

@@ -22,14 +22,15 @@ impl Daemon {
     pub(super) fn on_fleet(&mut self, ev: FleetEvent) {
         let Some(f) = self.fleet.as_mut() else { return };
         let next = f.on_event(ev, &self.desired.overrides);
+        // The config first: the fleet's runtime changes may name its backends.
+        if next.config {
+            self.fleet_apply_config();
+        }
         if next.ops {
             self.fleet_apply_ops();
         }
         if next.verdicts {
             self.fleet_apply_verdicts();
-        }
-        if next.config {
-            self.fleet_apply_config();
         }
         if next.leadership {
             // Start or stop the leader's work.
@@ -140,16 +141,21 @@ impl Daemon {
 
     /// Runs the fleet config's current revision if this node does not yet,
     /// all or nothing as a reload; tells the fleet what it runs.
-    fn fleet_apply_config(&mut self) {
+    pub(super) fn fleet_apply_config(&mut self) {
         let Some(rec) = self.fleet.as_ref().and_then(|f| f.config_current()).cloned() else {
             return self.fleet_report_running(None);
         };
-        if self.desired.fleet_config.as_ref().is_some_and(|(r, _)| *r == rec.revision) {
+        // The text too: an etcd rebuilt from empty numbers its revisions anew.
+        if self.desired.fleet_config.as_ref().is_some_and(|(r, t)| *r == rec.revision && *t == rec.text) {
             return self.fleet_report_running(None);
         }
         let refused = self.run_fleet_config(rec.revision, &rec.text).err();
         match &refused {
-            None => info!(revision = rec.revision, by = %rec.by, "fleet: running the fleet's config revision"),
+            None => {
+                info!(revision = rec.revision, by = %rec.by, "fleet: running the fleet's config revision");
+                // Runtime changes naming its backends apply now.
+                self.fleet_apply_ops();
+            }
             Some(e) => error!(revision = rec.revision, error = %e,
                 "fleet: this node REFUSES the fleet's config revision; it keeps running what it ran"),
         }

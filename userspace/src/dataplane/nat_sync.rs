@@ -30,6 +30,9 @@ pub struct NatFlow {
     pub conn_flags: u32,
     /// Its timestamp shift (with `CONN_F_TS`).
     pub ts_off: u32,
+    /// How long ago its owner last saw a packet of it (ms; 0 when just
+    /// promoted): the copy ages from there.
+    pub idle_ms: u32,
     /// Its return mapping (ids and the proxy's send time left at zero).
     pub mapping: NatMapping,
 }
@@ -57,6 +60,7 @@ fn array<V: aya::Pod>(dir: &Path, name: &'static str) -> Result<Array<MapData, V
 /// The reader of `NAT_SYNC`, with the tables that complete each record.
 pub struct NatSyncEvents {
     ring: RingBuf<MapData>,
+    conns: HashMap<MapData, FlowKey, ConnEntry>,
     backends: Array<MapData, Backend>,
     snat: Array<MapData, [u8; 16]>,
     rev: HashMap<MapData, NatKey, NatMapping>,
@@ -70,6 +74,7 @@ impl NatSyncEvents {
         let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(DataplaneError::map(names::NAT_SYNC, "opening"))?;
         Ok(Self {
             ring,
+            conns: open(dir, names::CONNS)?,
             backends: array(dir, names::BACKENDS)?,
             snat: array(dir, names::SNAT_ADDRS)?,
             rev: open(dir, names::NAT_REV)?,
@@ -86,10 +91,26 @@ impl NatSyncEvents {
                 events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NatSyncEvent>()) });
             }
         }
-        events.iter().filter_map(|e| self.complete(e)).collect()
+        events.iter().filter_map(|e| self.complete(e, 0)).collect()
     }
 
-    fn complete(&self, e: &NatSyncEvent) -> Option<NatFlow> {
+    /// Every established flow of this node's, on one of the SNAT addresses
+    /// `own`, as of `now_ns` (the owner's periodic refresh: a copy's age
+    /// follows its flow's, and a closed flow's copy learns it closed).
+    pub fn own_flows(&self, own: &[[u8; 16]], now_ns: u64) -> Vec<NatFlow> {
+        self.conns
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, e)| e.nat_port != 0)
+            .filter(|(_, e)| self.snat.get(&(e.nat_addr as u32), 0).is_ok_and(|a| own.contains(&a)))
+            .filter_map(|(key, entry)| {
+                let idle = (now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000).min(u32::MAX as u64) as u32;
+                self.complete(&NatSyncEvent { key, entry }, idle)
+            })
+            .collect()
+    }
+
+    fn complete(&self, e: &NatSyncEvent, idle_ms: u32) -> Option<NatFlow> {
         let b = self.backends.get(&e.entry.backend, 0).ok()?;
         let snat = self.snat.get(&(e.entry.nat_addr as u32), 0).ok()?;
         let backend_port = if b.port != 0 { b.port } else { e.key.dport };
@@ -101,6 +122,7 @@ impl NatSyncEvents {
             snat_port: e.entry.nat_port,
             conn_flags: e.entry.flags,
             ts_off: e.entry.ts_off,
+            idle_ms,
             mapping: NatMapping::new(e.key, 0, 0),
         };
         let m = self.rev.get(&f.return_key(), 0).ok().filter(|m| m.flow == e.key)?;
@@ -180,7 +202,7 @@ impl NatSyncWriter {
         let entry = ConnEntry {
             backend,
             service,
-            last_seen_ns: now_ns,
+            last_seen_ns: now_ns.saturating_sub(f.idle_ms as u64 * 1_000_000),
             // Not counted among this node's active flows until it carries it.
             flags: f.conn_flags & !CONN_F_COUNTED,
             nat_port: f.snat_port,

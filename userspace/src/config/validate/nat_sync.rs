@@ -18,6 +18,9 @@ pub(super) fn check(c: &mut Checker, cfg: &Config, n: &NatSyncConfig, at: usize)
     if cfg.fleet.as_ref().and_then(|f| f.announce_table).is_none() {
         c.err(at, "snat", field("snat"), "needs fleet.announce_table: the nodes announce their SNAT addresses");
     }
+    if n.refresh < std::time::Duration::from_secs(1) {
+        c.err(at, "refresh", field("refresh"), "at least 1s");
+    }
     if n.peers.is_empty() {
         c.err(at, "peer", field("peer"), "list the other nodes ([[fleet.nat_sync.peer]] address and snat)");
     }

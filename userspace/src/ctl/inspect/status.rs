@@ -217,8 +217,8 @@ fn fleet_config_line(c: &crate::wire::FleetConfigStatus) -> String {
         nodes.join(", ")
     );
     if c.local_file_differs {
-        s +=
-            "fleet config: this node's file has other [[service]] tables; the fleet's win (veerctl config push FILE)\n";
+        s += "fleet config: this node's file has other [[service]] tables, which it ignores: the fleet's win \
+             (`veerctl config show` prints them; take the file's out, or push a reviewed file)\n";
     }
     s
 }

@@ -73,6 +73,12 @@ impl Answers {
                     Response::ok(json!(format!("{} (committed to the fleet at etcd revision {revision})", w.msg)))
                 }
                 PublishOutcome::Conflict { won } => Response::err(conflict(&w.msg, won)),
+                // A push is not sent again: whether etcd took it is unknown.
+                PublishOutcome::Failed(e) if keys.iter().any(|k| k.starts_with(CONFIG_KEY)) => Response::err(format!(
+                    "{} may or may not have committed: {e}; see `veerctl config history`, and push again if it is \
+                     not there",
+                    w.msg
+                )),
                 // The next session sends it again.
                 PublishOutcome::Failed(_) => {
                     still.push(w);
@@ -99,7 +105,7 @@ impl Answers {
 /// and the values that won.
 fn conflict(msg: &str, won: &[(String, Option<String>)]) -> String {
     if let [(k, v)] = won {
-        if k == CONFIG_KEY {
+        if k.starts_with(CONFIG_KEY) {
             let v = v.as_deref().unwrap_or("a deletion");
             return format!(
                 "conflict: another push committed first ({v}); this one ({msg}) was not: push again on top of it"

@@ -52,8 +52,10 @@ impl FleetNode {
         let c = self.view.configs();
         let record = c.next(text, &self.cfg.node, note);
         let base_rev = c.current.as_ref().map_or(0, |(_, m)| *m);
-        self.handle.send(FleetCmd::PushConfig { record, base_rev });
-        Ok(vec![CONFIG_KEY.to_string()])
+        self.pushes += 1;
+        let tag = format!("{CONFIG_KEY}#{}", self.pushes);
+        self.handle.send(FleetCmd::PushConfig { record, base_rev, tag: tag.clone() });
+        Ok(vec![tag])
     }
 
     /// Tells the fleet what this node runs (if that changed).

@@ -40,6 +40,8 @@ pub struct FleetNode {
     pub(super) fence: Fence,
     /// What this node last told the fleet it runs of the fleet's config.
     pub(super) running: Option<crate::fleet::config::RunningRecord>,
+    /// Config pushes taken so far (each answer waits on its own tag).
+    pub(super) pushes: u64,
 }
 
 impl FleetNode {
@@ -63,6 +65,7 @@ impl FleetNode {
             answers: Answers::default(),
             incoming: Incoming::default(),
             running: None,
+            pushes: 0,
         };
         (rt, events)
     }
@@ -97,7 +100,10 @@ impl FleetNode {
             // Fault tests: another node's change can commit first.
             self.handle.send_later(FleetCmd::Publish(writes), std::time::Duration::from_secs(3));
         } else {
-            self.handle.send(FleetCmd::Publish(writes));
+            // One transaction per key: a race lost on one drops no other.
+            for w in writes {
+                self.handle.send(FleetCmd::Publish(vec![w]));
+            }
         }
     }
 

@@ -46,6 +46,7 @@ impl NatCopies {
             known: self.known,
             unplaced: self.unplaced,
             refused: self.counters.refused.load(Relaxed),
+            misplaced: self.counters.misplaced.load(Relaxed),
         }
     }
 

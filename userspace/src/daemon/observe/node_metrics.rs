@@ -32,8 +32,10 @@ pub struct NatSyncRow {
     pub known: u64,
     /// Other nodes' flows with no place here.
     pub unplaced: u64,
-    /// Messages refused (bad HMAC, replays, garbage).
+    /// Messages refused (not from a peer, bad HMAC, replays, garbage).
     pub refused: u64,
+    /// Flows a peer sent on an address that is not its own SNAT address.
+    pub misplaced: u64,
 }
 
 /// Appends `veer_build_info` and the `veer_fleet_*` families.
@@ -60,21 +62,27 @@ pub fn render_node(o: &mut String, fleet: Option<&FleetRow>, nat_sync: Option<&N
         fleet.map(|f| (node(f), f.announced)),
     );
     let flows = nat_sync.into_iter().flat_map(|n| {
-        [("sent", n.sent), ("stored", n.stored), ("known", n.known), ("unplaced", n.unplaced)]
-            .map(|(what, v)| (format!("what=\"{what}\""), v))
+        [
+            ("sent", n.sent),
+            ("stored", n.stored),
+            ("known", n.known),
+            ("unplaced", n.unplaced),
+            ("misplaced", n.misplaced),
+        ]
+        .map(|(what, v)| (format!("what=\"{what}\""), v))
     });
     family(
         o,
         "veer_fleet_nat_flows_total",
         "counter",
-        "NAT flows shared with the fleet: sent to the other nodes; of theirs, stored, already held, or with no place here.",
+        "NAT flows shared with the fleet: sent to the other nodes; of theirs, stored, already held, with no place here, or on another node's address.",
         flows,
     );
     family(
         o,
         "veer_fleet_nat_messages_refused_total",
         "counter",
-        "NAT sync messages refused (bad HMAC, replayed, malformed).",
+        "NAT sync messages refused (not from a peer, bad HMAC, replayed, malformed).",
         nat_sync.map(|n| (String::new(), n.refused)),
     );
 }

@@ -43,8 +43,10 @@ fn now_ms() -> u64 {
 pub struct SyncCounters {
     /// Flows sent to the peers.
     pub sent: std::sync::atomic::AtomicU64,
-    /// Messages refused (bad HMAC, replays, garbage).
+    /// Messages refused (not from a peer, bad HMAC, replays, garbage).
     pub refused: std::sync::atomic::AtomicU64,
+    /// Flows a peer sent on an address that is not its own SNAT address.
+    pub misplaced: std::sync::atomic::AtomicU64,
 }
 
 /// Starts the sync: the sender (this node's flows to every peer) and the
@@ -65,27 +67,47 @@ pub async fn start(
     // SAFETY: the ring buffer owns its descriptor, and the AsyncFd owns the ring buffer.
     let events = unsafe { AsyncFd::register(events) }.map_err(|e| e.into_parts().1).context("polling NAT_SYNC")?;
     let peers: Vec<SocketAddr> = cfg.peers.iter().map(|p| p.address).collect();
-    tokio::spawn(send(events, socket.clone(), peers, key.clone(), counters.clone()));
+    let own: Vec<[u8; 16]> = cfg.snat.iter().map(|a| crate::addr::to_abi(*a)).collect();
+    tokio::spawn(send(
+        events,
+        socket.clone(),
+        Sending { peers, own, key: key.clone(), counters: counters.clone(), refresh: cfg.refresh },
+    ));
     let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(receive(socket, key, tx, counters));
+    let senders: Vec<(std::net::IpAddr, Vec<[u8; 16]>)> =
+        cfg.peers.iter().map(|p| (p.address.ip(), p.snat.iter().map(|a| crate::addr::to_abi(*a)).collect())).collect();
+    tokio::spawn(receive(socket, key, senders, tx, counters));
     Ok(rx)
 }
 
-async fn send(
-    mut events: AsyncFd<NatSyncEvents>,
-    socket: std::sync::Arc<UdpSocket>,
+/// Where and how the sender sends.
+struct Sending {
     peers: Vec<SocketAddr>,
+    /// This node's SNAT addresses: its own flows are those on them.
+    own: Vec<[u8; 16]>,
     key: hmac::Key,
     counters: std::sync::Arc<SyncCounters>,
-) {
+    refresh: Duration,
+}
+
+/// Sends each flow the dataplane promotes, and every `refresh` all of this
+/// node's flows: a copy then ages as its flow does (a busy flow's copy
+/// lives on, a closed flow's learns it closed and goes), and a peer that
+/// restarted or missed a message catches up.
+async fn send(mut events: AsyncFd<NatSyncEvents>, socket: std::sync::Arc<UdpSocket>, s: Sending) {
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + s.refresh, s.refresh);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let flows = match NatSyncEvents::next_batch(&mut events).await {
-            Ok(f) => f,
-            Err(e) => return warn!(error = %e, "fleet: reading NAT_SYNC failed; NAT flows are no longer shared"),
+        let flows = tokio::select! {
+            b = NatSyncEvents::next_batch(&mut events) => match b {
+                Ok(f) => f,
+                Err(e) => return warn!(error = %e, "fleet: reading NAT_SYNC failed; NAT flows are no longer shared"),
+            },
+            _ = refresh.tick() => events.get_ref().own_flows(&s.own, crate::dataplane::monotonic_ns()),
         };
-        counters.sent.fetch_add(flows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        for m in wire::encode(&flows, &key, now_ms()) {
-            for p in &peers {
+        s.counters.sent.fetch_add(flows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        for m in wire::encode(&flows, &s.key, now_ms()) {
+            for p in &s.peers {
                 if let Err(e) = socket.send_to(&m, p).await {
                     debug!(peer = %p, error = %e, "fleet: sending NAT flows failed");
                 }
@@ -94,9 +116,13 @@ async fn send(
     }
 }
 
+/// Takes the peers' messages: from a configured peer's address only (before
+/// any HMAC is computed), and of each only the flows on that peer's own
+/// SNAT addresses (one node cannot rewrite another's copies).
 async fn receive(
     socket: std::sync::Arc<UdpSocket>,
     key: hmac::Key,
+    senders: Vec<(std::net::IpAddr, Vec<[u8; 16]>)>,
     tx: mpsc::Sender<Vec<NatFlow>>,
     counters: std::sync::Arc<SyncCounters>,
 ) {
@@ -111,8 +137,15 @@ async fn receive(
                 continue;
             }
         };
+        let Some((_, snat)) = senders.iter().find(|(ip, _)| *ip == from.ip()) else {
+            counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        };
         match wire::decode(&buf[..n], &key, now_ms()) {
-            Ok(flows) => {
+            Ok(mut flows) => {
+                let sent = flows.len();
+                flows.retain(|f| snat.contains(&f.snat));
+                counters.misplaced.fetch_add((sent - flows.len()) as u64, std::sync::atomic::Ordering::Relaxed);
                 if tx.send(flows).await.is_err() {
                     return;
                 }

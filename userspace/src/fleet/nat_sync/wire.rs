@@ -19,7 +19,7 @@ const MAGIC: &[u8; 4] = b"VNS1";
 const HEADER: usize = 4 + 8 + 2;
 const TAG: usize = 32;
 /// Bytes of one flow.
-pub const FLOW_BYTES: usize = 40 + 16 + 2 + 16 + 2 + 4 + 4 + 28;
+pub const FLOW_BYTES: usize = 40 + 16 + 2 + 16 + 2 + 4 + 4 + 4 + 28;
 /// Flows in one message (it fits a 1,500-byte MTU with IPv6 and UDP).
 pub const FLOWS_PER_MESSAGE: usize = (1400 - HEADER - TAG) / FLOW_BYTES;
 /// A message older (or newer) than this is refused: a replay.
@@ -36,7 +36,7 @@ pub enum WireError {
     BadTag,
     /// Sent too long ago (or in the future).
     #[error("NAT sync message {0} ms away from now: refused as a replay")]
-    Stale(i64),
+    Stale(u64),
 }
 
 /// The messages carrying `flows`, signed with `key`, sent at `now_ms`.
@@ -67,8 +67,8 @@ pub fn decode(m: &[u8], key: &hmac::Key, now_ms: u64) -> Result<Vec<NatFlow>, Wi
     let (body, tag) = m.split_at(m.len() - TAG);
     hmac::verify(key, body, tag).map_err(|_| WireError::BadTag)?;
     let sent = u64::from_le_bytes(body[4..12].try_into().map_err(|_| WireError::Malformed)?);
-    let age = now_ms as i64 - sent as i64;
-    if age.unsigned_abs() > MAX_AGE_MS {
+    let age = now_ms.abs_diff(sent);
+    if age > MAX_AGE_MS {
         return Err(WireError::Stale(age));
     }
     let n = u16::from_le_bytes([body[12], body[13]]) as usize;
@@ -92,6 +92,7 @@ fn put_flow(m: &mut Vec<u8>, f: &NatFlow) {
     m.extend_from_slice(&f.snat_port.to_le_bytes());
     m.extend_from_slice(&f.conn_flags.to_le_bytes());
     m.extend_from_slice(&f.ts_off.to_le_bytes());
+    m.extend_from_slice(&f.idle_ms.to_le_bytes());
     let x = &f.mapping;
     for v in [x.seq_delta, x.flags, x.backend_isn, x.cookie, x.client_isn] {
         m.extend_from_slice(&v.to_le_bytes());
@@ -127,7 +128,7 @@ fn get_flow(b: &[u8]) -> NatFlow {
     let proto = r.take::<4>()[0];
     let key = FlowKey { src, dst, sport, dport, proto, _pad: [0; 3] };
     let (backend, backend_port, snat, snat_port) = (r.take::<16>(), r.u16(), r.take::<16>(), r.u16());
-    let (conn_flags, ts_off) = (r.u32(), r.u32());
+    let (conn_flags, ts_off, idle_ms) = (r.u32(), r.u32(), r.u32());
     let mut mapping = NatMapping::new(key, 0, 0);
     mapping.seq_delta = r.u32();
     mapping.flags = r.u32();
@@ -137,7 +138,7 @@ fn get_flow(b: &[u8]) -> NatFlow {
     mapping.client_mss = r.u16();
     mapping.client_window = r.u16();
     mapping.ts_off = r.u32();
-    NatFlow { key, backend, backend_port, snat, snat_port, conn_flags, ts_off, mapping }
+    NatFlow { key, backend, backend_port, snat, snat_port, conn_flags, ts_off, idle_ms, mapping }
 }
 
 #[cfg(test)]
@@ -157,6 +158,7 @@ mod tests {
             snat_port: 20000 + n as u16,
             conn_flags: 1 << 20,
             ts_off: 99,
+            idle_ms: 1234,
             mapping,
         }
     }
@@ -177,7 +179,7 @@ mod tests {
         let mut forged = msgs[0].clone();
         forged[HEADER + 3] ^= 1;
         assert_eq!(decode(&forged, &key, now), Err(WireError::BadTag));
-        assert_eq!(decode(&msgs[0], &key, now + MAX_AGE_MS + 1), Err(WireError::Stale(MAX_AGE_MS as i64 + 1)));
+        assert_eq!(decode(&msgs[0], &key, now + MAX_AGE_MS + 1), Err(WireError::Stale(MAX_AGE_MS + 1)));
         assert_eq!(decode(b"VNS1", &key, now), Err(WireError::Malformed));
         assert_eq!(decode(&[0u8; 64], &key, now), Err(WireError::Malformed));
     }

@@ -41,10 +41,13 @@ pub enum FleetCmd {
         record: ConfigRecord,
         /// The etcd revision that wrote the current record.
         base_rev: i64,
+        /// What its [`FleetEvent::Published`] names it (starts with
+        /// [`CONFIG_KEY`]; one per push, so two pushes are told apart).
+        tag: String,
     },
 }
 
-/// The key a config push is reported under in [`FleetEvent::Published`].
+/// What a config push's tag starts with (see [`FleetCmd::PushConfig`]).
 pub const CONFIG_KEY: &str = "config/current";
 
 /// One operator change to publish.

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::{
     etcd::within,
-    messages::{FleetEvent, OpWrite, PublishOutcome, CONFIG_KEY},
+    messages::{FleetEvent, OpWrite, PublishOutcome},
 };
 use crate::fleet::{
     config::{ConfigKey, ConfigRecord, HISTORY_KEPT},
@@ -60,13 +60,12 @@ pub(super) async fn publish(
 /// Writes `record` as the fleet config's current revision and into the
 /// history (dropping the entry [`HISTORY_KEPT`] revisions older), if the
 /// current one is still the one written at `base_rev`; tells veerd as a
-/// publish of [`CONFIG_KEY`] (a lost race names the revision that won).
+/// publish of its `tag` (a lost race names the revision that won).
 pub(super) async fn push_config(
     client: &mut Client,
     keys: &Keys,
     t: Duration,
-    record: ConfigRecord,
-    base_rev: i64,
+    (record, base_rev, tag): (ConfigRecord, i64, String),
     events: &mpsc::UnboundedSender<FleetEvent>,
 ) -> Result<()> {
     let current = keys.config(&ConfigKey::Current);
@@ -82,7 +81,7 @@ pub(super) async fn push_config(
         .when([Compare::mod_revision(current.as_str(), CompareOp::Equal, base_rev)])
         .and_then(ops)
         .or_else([TxnOp::get(current.as_str(), None)]);
-    let keys_of = || vec![CONFIG_KEY.to_string()];
+    let keys_of = || vec![tag.clone()];
     match within(t, "pushing the fleet's config", client.txn(txn)).await {
         Ok(r) if r.succeeded() => {
             let revision = r.header().map_or(0, |h| h.revision());
@@ -95,7 +94,7 @@ pub(super) async fn push_config(
                     Ok(w) => format!("revision {} pushed by {}", w.revision, w.by),
                     Err(_) => "an unreadable record".to_string(),
                 });
-            let outcome = PublishOutcome::Conflict { won: vec![(CONFIG_KEY.to_string(), won)] };
+            let outcome = PublishOutcome::Conflict { won: vec![(tag.clone(), won)] };
             let _ = events.send(FleetEvent::Published { keys: keys_of(), outcome });
         }
         Err(e) => {

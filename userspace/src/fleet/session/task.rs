@@ -13,7 +13,7 @@ use tokio::{
 
 use super::{
     etcd::within,
-    messages::{FleetCmd, FleetEvent, PublishOutcome, CONFIG_KEY},
+    messages::{FleetCmd, FleetEvent, PublishOutcome},
     open::{open, put_of, sync},
     publish::{publish, push_config},
     verdicts::{word, Verdicts},
@@ -94,9 +94,9 @@ fn offline(c: FleetCmd, verdicts: &mut Verdicts, events: &mpsc::UnboundedSender<
                 outcome: PublishOutcome::Failed("etcd unreachable".into()),
             });
         }
-        FleetCmd::PushConfig { .. } => {
+        FleetCmd::PushConfig { tag, .. } => {
             let _ = events.send(FleetEvent::Published {
-                keys: vec![CONFIG_KEY.into()],
+                keys: vec![tag],
                 outcome: PublishOutcome::Failed("etcd unreachable".into()),
             });
         }
@@ -228,7 +228,9 @@ async fn command(
             .await?;
             verdicts.running = Some(r);
         }
-        FleetCmd::PushConfig { record, base_rev } => push_config(client, keys, t, record, base_rev, events).await?,
+        FleetCmd::PushConfig { record, base_rev, tag } => {
+            push_config(client, keys, t, (record, base_rev, tag), events).await?
+        }
     }
     Ok(())
 }
