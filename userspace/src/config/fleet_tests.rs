@@ -3,7 +3,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, path::Path};
 
-use super::{check, parse, tests::BASE, with_fleet_services};
+use super::{check, kept, parse, tests::BASE, with_fleet_services};
 
 fn nat_fleet(sync: &str) -> String {
     format!(
@@ -79,4 +79,24 @@ fn a_fleet_config_brings_services_only_and_runs_under_the_nodes_settings() {
     let etcd = "[fleet.etcd]\nendpoints = [\"http://10.0.0.1:2379\"]\nnode = \"lb1\"\npushed_commands = true\n";
     let trusting = parse(&format!("{BASE}\n{etcd}"), Path::new("t.toml")).expect("a node that runs pushed commands");
     with_fleet_services(&trusting, &hook, "r").expect("its choice");
+}
+
+#[test]
+fn the_kept_revision_is_what_a_node_and_veerctl_start_from() {
+    let dir = std::env::temp_dir().join(format!("veer-kept-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let etcd = "[fleet.etcd]\nendpoints = [\"http://10.0.0.1:2379\"]\nnode = \"lb1\"\n";
+    let state = format!("state_file = \"{}\"\n", dir.join("t.runtime.json").display());
+    let src =
+        format!("{}\n{etcd}", BASE.replace("interfaces = [\"eth0\"]", &format!("interfaces = [\"eth0\"]\n{state}")));
+    let local = parse(&src, Path::new("t.toml")).expect("a fleet node's file");
+    assert!(kept::with_kept(&local).unwrap().is_none(), "nothing kept yet");
+    let services = BASE.split("[[service]]").nth(1).map(|s| format!("[[service]]{s}")).unwrap_or_default();
+    kept::save(&local.daemon, 7, &services.replace("10.0.0.11", "10.0.0.13")).unwrap();
+    let (c, revision, _) = kept::with_kept(&local).unwrap().expect("kept");
+    assert_eq!(
+        (revision, c.services[0].get_ref().backends[0].get_ref().address.to_string().as_str()),
+        (7, "10.0.0.13")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,6 +13,7 @@ mod file;
 mod fleet;
 mod health;
 mod hooks;
+pub mod kept;
 mod read;
 pub mod rules;
 mod service;

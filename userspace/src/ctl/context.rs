@@ -55,6 +55,11 @@ impl Ctx {
                 (Config { daemon: daemon_lines(&config_path), services: Vec::new(), fleet: None }, Some(e.to_string()))
             }
         };
+        // A fleet node runs the fleet's services when it keeps a revision.
+        let file = match config::kept::with_kept(&file) {
+            Ok(Some((running, _, _))) => running,
+            _ => file,
+        };
         let socket = socket.unwrap_or_else(|| file.daemon.socket_path());
         let mut overrides = Overrides::load(&file.daemon.state_path(), &file).unwrap_or_default();
         let effective = overrides.apply(&file);

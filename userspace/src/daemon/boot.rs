@@ -179,27 +179,11 @@ pub fn uninstall(cfg: &Config, force: bool) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// Where the fleet config revision a node last ran is kept: next to its
-/// runtime-state file.
-fn fleet_config_path(daemon: &DaemonConfig) -> PathBuf {
-    daemon.state_path().with_file_name(format!("{}.fleet-config.json", daemon.name))
-}
-
 /// Keeps the fleet config revision this node runs, for its next start (an
 /// error is logged: the node then starts on its own file until etcd answers).
 pub(super) fn save_fleet_config(daemon: &DaemonConfig, revision: u64, text: &str) {
-    let path = fleet_config_path(daemon);
-    let doc = serde_json::json!({"revision": revision, "text": text}).to_string();
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(doc.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    if let Err(e) = write() {
-        warn!(path = %path.display(), error = %e, "fleet: keeping the fleet config for the next start failed");
+    if let Err(e) = crate::config::kept::save(daemon, revision, text) {
+        warn!(path = %crate::config::kept::path(daemon).display(), error = %e, "fleet: keeping the fleet config for the next start failed");
     }
 }
 
@@ -208,30 +192,14 @@ pub(super) fn save_fleet_config(daemon: &DaemonConfig, revision: u64, text: &str
 /// file's), and that revision; `cfg` alone outside a fleet with etcd, or
 /// with no usable copy.
 pub(super) fn cached_fleet_config(cfg: Config) -> (Config, Option<(u64, String)>) {
-    if cfg.fleet.as_ref().and_then(|f| f.etcd.as_ref()).is_none() {
-        return (cfg, None);
-    }
-    let path = fleet_config_path(&cfg.daemon);
-    let Ok(doc) = std::fs::read_to_string(&path) else { return (cfg, None) };
-    #[derive(serde::Deserialize)]
-    struct Kept {
-        revision: u64,
-        text: String,
-    }
-    let kept: Kept = match serde_json::from_str(&doc) {
-        Ok(k) => k,
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "fleet: the kept fleet config is unreadable; starting on this node's file");
-            return (cfg, None);
-        }
-    };
-    match crate::config::with_fleet_services(&cfg, &kept.text, &format!("fleet config revision {}", kept.revision)) {
-        Ok(c) => {
-            info!(revision = kept.revision, path = %path.display(), "fleet: starting on the fleet config revision this node last ran");
-            (c, Some((kept.revision, kept.text)))
+    match crate::config::kept::with_kept(&cfg) {
+        Ok(None) => (cfg, None),
+        Ok(Some((c, revision, text))) => {
+            info!(revision, "fleet: starting on the fleet config revision this node last ran");
+            (c, Some((revision, text)))
         }
         Err(e) => {
-            warn!(revision = kept.revision, error = %e, "fleet: the kept fleet config does not fit this node's file; starting on the file");
+            warn!(error = %e, "fleet: the kept fleet config is unusable; starting on this node's file");
             (cfg, None)
         }
     }
