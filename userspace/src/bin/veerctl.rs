@@ -63,7 +63,8 @@ fn dur(s: &str) -> Result<Duration, String> {
 enum Cmd {
     /// The whole picture: services, health, dataplane and veerd. Exit
     /// status for monitoring: 0 all healthy, 1 degraded (a backend not up,
-    /// veerd not running, a fail-open guard holding), 2 a service with no
+    /// veerd not running, a fail-open guard holding, a fleet node that
+    /// fenced a VIP or does not run the fleet's config), 2 a service with no
     /// healthy backend, or no dataplane.
     Status,
     /// Shell completions or the man page (for packaging).

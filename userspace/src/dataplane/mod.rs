@@ -35,6 +35,7 @@ pub mod passive;
 pub mod pin;
 mod read;
 pub mod rescue;
+mod ring_reader;
 mod rings;
 mod service;
 mod syscall;

@@ -81,9 +81,18 @@ impl NatSyncEvents {
         })
     }
 
+    /// Waits for flows and returns them (on tokio).
+    pub async fn next_batch(fd: &mut AsyncFd<Self>) -> std::io::Result<Vec<NatFlow>> {
+        super::ring_reader::next_batch(fd).await
+    }
+}
+
+impl super::ring_reader::Drain for NatSyncEvents {
+    type Item = NatFlow;
+
     /// Every flow waiting now, completed (a flow whose mapping is already
     /// gone is skipped).
-    pub fn drain(&mut self) -> Vec<NatFlow> {
+    fn drain(&mut self) -> Vec<NatFlow> {
         let mut events = Vec::new();
         while let Some(item) = self.ring.next() {
             if item.len() >= size_of::<NatSyncEvent>() {
@@ -93,7 +102,9 @@ impl NatSyncEvents {
         }
         events.iter().filter_map(|e| self.complete(e, 0)).collect()
     }
+}
 
+impl NatSyncEvents {
     /// Every established flow of this node's, on one of the SNAT addresses
     /// `own`, as of `now_ns` (the owner's periodic refresh: a copy's age
     /// follows its flow's, and a closed flow's copy learns it closed).
@@ -128,18 +139,6 @@ impl NatSyncEvents {
         let m = self.rev.get(&f.return_key(), 0).ok().filter(|m| m.flow == e.key)?;
         f.mapping = NatMapping { backend: 0, service: 0, syn_sent_ns: 0, ..m };
         Some(f)
-    }
-
-    /// Waits for flows and returns them (on tokio).
-    pub async fn next_batch(fd: &mut AsyncFd<Self>) -> std::io::Result<Vec<NatFlow>> {
-        loop {
-            let mut guard = fd.readable_mut().await?;
-            let batch = guard.get_inner_mut().drain();
-            guard.clear_ready();
-            if !batch.is_empty() {
-                return Ok(batch);
-            }
-        }
     }
 }
 

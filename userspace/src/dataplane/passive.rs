@@ -51,6 +51,19 @@ impl PassiveEvents {
 
     /// Every signal waiting now; none is lost between calls.
     pub fn drain(&mut self) -> Vec<PassiveSignal> {
+        super::ring_reader::Drain::drain(self)
+    }
+
+    /// Waits for signals and returns them (veerd's loop, on tokio).
+    pub async fn next_batch(fd: &mut AsyncFd<Self>) -> std::io::Result<Vec<PassiveSignal>> {
+        super::ring_reader::next_batch(fd).await
+    }
+}
+
+impl super::ring_reader::Drain for PassiveEvents {
+    type Item = PassiveSignal;
+
+    fn drain(&mut self) -> Vec<PassiveSignal> {
         let mut out = Vec::new();
         while let Some(item) = self.ring.next() {
             if let Some(s) = decode(&item) {
@@ -58,18 +71,6 @@ impl PassiveEvents {
             }
         }
         out
-    }
-
-    /// Waits for signals and returns them (veerd's loop, on tokio).
-    pub async fn next_batch(fd: &mut AsyncFd<Self>) -> std::io::Result<Vec<PassiveSignal>> {
-        loop {
-            let mut guard = fd.readable_mut().await?;
-            let batch = guard.get_inner_mut().drain();
-            guard.clear_ready();
-            if !batch.is_empty() {
-                return Ok(batch);
-            }
-        }
     }
 }
 

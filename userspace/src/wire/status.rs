@@ -74,6 +74,9 @@ pub struct FleetConfigStatus {
     /// Each live node's report.
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
+    /// Live nodes that reported nothing yet (an older veerd, or one just up).
+    #[serde(default)]
+    pub unreported: Vec<String>,
 }
 
 /// What one node runs of the fleet's config.

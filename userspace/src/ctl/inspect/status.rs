@@ -117,8 +117,15 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         }
         s + "\n" + &table(&rows)
     });
-    // A file that does not load is at least degraded: the next restart fails.
-    let code = health(pins.is_some(), daemon.as_ref(), &rows).max(u8::from(ctx.config_error.is_some()));
+    // A file that does not load is at least degraded: the next restart
+    // fails. So is a fleet node that fenced a VIP or does not run the
+    // fleet's config revision.
+    let fleet_degraded = daemon.as_ref().and_then(|d| d.fleet.as_ref()).is_some_and(|f| {
+        f.fenced || (f.config.current != 0 && (f.config.running != f.config.current || f.config.refused.is_some()))
+    });
+    let code = health(pins.is_some(), daemon.as_ref(), &rows)
+        .max(u8::from(ctx.config_error.is_some()))
+        .max(u8::from(fleet_degraded));
     match code {
         0 => Ok(()),
         code => Err(crate::ctl::exit::ExitStatus(code).into()),
@@ -209,12 +216,13 @@ fn fleet_config_line(c: &crate::wire::FleetConfigStatus) -> String {
             None => format!("{} runs {}", n.node, n.revision),
         })
         .collect();
-    let agree = c.nodes.iter().all(|n| n.revision == c.current);
+    let agree = c.nodes.iter().all(|n| n.revision == c.current) && c.unreported.is_empty();
     let mut s = format!(
-        "fleet config: revision {}; {}; {}\n",
+        "fleet config: revision {}; {}; {}{}\n",
         c.current,
         if agree { "every node runs it" } else { "NODES DISAGREE" },
-        nodes.join(", ")
+        nodes.join(", "),
+        if c.unreported.is_empty() { String::new() } else { format!("; no report from {}", c.unreported.join(", ")) }
     );
     if c.local_file_differs {
         s += "fleet config: this node's file has other [[service]] tables, which it ignores: the fleet's win \

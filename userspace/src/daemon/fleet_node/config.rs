@@ -84,6 +84,7 @@ impl FleetNode {
                 .filter(|(n, _)| self.view.nodes().contains(*n))
                 .map(|(n, r)| NodeConfig { node: n.clone(), revision: r.revision, refused: r.refused.clone() })
                 .collect(),
+            unreported: self.view.nodes().iter().filter(|n| !c.running.contains_key(*n)).cloned().collect(),
         }
     }
 }
