@@ -117,19 +117,21 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         }
         s + "\n" + &table(&rows)
     });
-    // A file that does not load is at least degraded: the next restart
-    // fails. So is a fleet node that fenced a VIP or does not run the
-    // fleet's config revision.
-    let fleet_degraded = daemon.as_ref().and_then(|d| d.fleet.as_ref()).is_some_and(|f| {
-        f.fenced || (f.config.current != 0 && (f.config.running != f.config.current || f.config.refused.is_some()))
-    });
-    let code = health(pins.is_some(), daemon.as_ref(), &rows)
-        .max(u8::from(ctx.config_error.is_some()))
-        .max(u8::from(fleet_degraded));
+    // A file that does not load is at least degraded: the next restart fails.
+    let degraded = ctx.config_error.is_some() || fleet_degraded(daemon.as_ref());
+    let code = health(pins.is_some(), daemon.as_ref(), &rows).max(u8::from(degraded));
     match code {
         0 => Ok(()),
         code => Err(crate::ctl::exit::ExitStatus(code).into()),
     }
+}
+
+/// A fleet node that fenced a VIP or does not run the fleet's config
+/// revision: degraded.
+fn fleet_degraded(daemon: Option<&Status>) -> bool {
+    daemon.and_then(|d| d.fleet.as_ref()).is_some_and(|f| {
+        f.fenced || (f.config.current != 0 && (f.config.running != f.config.current || f.config.refused.is_some()))
+    })
 }
 
 /// `veerctl status`'s exit status, for monitoring: 2 if something serves no
