@@ -276,6 +276,10 @@ impl Daemon {
                     fenced: s.fenced,
                     drained: self.desired.overrides.node_drained,
                     announced: self.announcer.announced().len(),
+                    fenced_vips: s.fenced_vips,
+                    config_current: s.config.current,
+                    config_running: s.config.running,
+                    config_refused: s.config.refused.is_some(),
                     node: s.node,
                 }
             }),

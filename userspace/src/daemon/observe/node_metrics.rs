@@ -19,6 +19,14 @@ pub struct FleetRow {
     pub drained: bool,
     /// VIPs it announces now.
     pub announced: usize,
+    /// The VIPs it fenced.
+    pub fenced_vips: Vec<String>,
+    /// The fleet config's current revision (0: none pushed).
+    pub config_current: u64,
+    /// The revision this node runs (0: its own file's services).
+    pub config_running: u64,
+    /// It refused the current revision.
+    pub config_refused: bool,
 }
 
 /// What the node's NAT sync did (`[fleet.nat_sync]`), for `/metrics`.
@@ -61,6 +69,45 @@ pub fn render_node(o: &mut String, fleet: Option<&FleetRow>, nat_sync: Option<&N
         "VIPs the node announces now.",
         fleet.map(|f| (node(f), f.announced)),
     );
+    render_fleet_config(o, fleet);
+    render_nat_sync(o, nat_sync);
+}
+
+/// A fleet node's fenced VIPs and config revisions.
+fn render_fleet_config(o: &mut String, fleet: Option<&FleetRow>) {
+    let node = |f: &FleetRow| format!("node=\"{}\"", label(&f.node));
+    let fenced = fleet
+        .into_iter()
+        .flat_map(|f| f.fenced_vips.iter().map(move |v| (format!("{},vip=\"{}\"", node(f), label(v)), 1)));
+    family(
+        o,
+        "veer_fleet_vip_fenced",
+        "gauge",
+        "1 for each VIP the node withdrew (no path to its services' backends).",
+        fenced,
+    );
+    let revisions = fleet.into_iter().flat_map(|f| {
+        [("current", f.config_current), ("running", f.config_running)]
+            .map(|(kind, r)| (format!("{},revision=\"{kind}\"", node(f)), r))
+    });
+    family(
+        o,
+        "veer_fleet_config_revision",
+        "gauge",
+        "The fleet config's current revision, and the one this node runs (0: none; its own file's).",
+        revisions,
+    );
+    family(
+        o,
+        "veer_fleet_config_refused",
+        "gauge",
+        "1 while the node refuses the fleet config's current revision.",
+        fleet.map(|f| (node(f), u8::from(f.config_refused))),
+    );
+}
+
+/// What the node's NAT sync did.
+fn render_nat_sync(o: &mut String, nat_sync: Option<&NatSyncRow>) {
     let flows = nat_sync.into_iter().flat_map(|n| {
         [
             ("sent", n.sent),

@@ -112,6 +112,10 @@ fn build_info_always_and_fleet_state_on_a_fleet_node() {
         fenced: false,
         drained: true,
         announced: 2,
+        fenced_vips: vec!["10.0.0.1".into()],
+        config_current: 4,
+        config_running: 3,
+        config_refused: true,
     };
     let text = render(&Snapshot { fleet: Some(row), ..Default::default() });
     for want in [
@@ -120,6 +124,10 @@ fn build_info_always_and_fleet_state_on_a_fleet_node() {
         "veer_fleet_fenced{node=\"lb1\"} 0",
         "veer_fleet_node_drained{node=\"lb1\"} 1",
         "veer_fleet_vips_announced{node=\"lb1\"} 2",
+        "veer_fleet_vip_fenced{node=\"lb1\",vip=\"10.0.0.1\"} 1",
+        "veer_fleet_config_revision{node=\"lb1\",revision=\"current\"} 4",
+        "veer_fleet_config_revision{node=\"lb1\",revision=\"running\"} 3",
+        "veer_fleet_config_refused{node=\"lb1\"} 1",
     ] {
         assert!(text.lines().any(|l| l == want), "{want} in {text}");
     }
