@@ -168,16 +168,25 @@ fn cut_under_nat_traffic(tag: &str, daemon_extra: Option<&str>) {
     let withdrawn = t.elapsed();
     load.wait_more(400, EVENT_WAIT).unwrap();
     let samples = load.stop();
-    let failed: Vec<String> = samples.iter().filter_map(|s| s.result.as_ref().err().cloned()).collect();
+    // A connection under way at the instant of the cut may have been
+    // promoted on lb1 with its copy lost on the cut link (or not promoted
+    // at all): the window of docs/fleet.md, counted apart. Every other one
+    // must succeed.
+    let in_flight = |x: &veer_tests::daemon::Sample| x.start <= t && x.end >= t;
+    let failed: Vec<String> =
+        samples.iter().filter(|x| !in_flight(x)).filter_map(|x| x.result.as_ref().err().cloned()).collect();
+    let window_failed = samples.iter().filter(|x| in_flight(x) && x.result.is_err()).count();
+    let window_total = samples.iter().filter(|x| in_flight(x)).count();
     let slowest = samples.iter().map(|s| s.end - s.start).max().unwrap_or_default();
     println!(
         "{tag}: lb1 cut: {} of 300 long-lived NAT connections broken, longest stall {} ms (target 500); router dropped lb1 {} \
-         ms after the cut; {} of {} new NAT connections failed, slowest {} ms; flows held before the cut: {before:?}",
+         ms after the cut; {} of {} new NAT connections failed, slowest {} ms ({window_failed} of the {window_total} \
+         under way at the instant of the cut failed); flows held before the cut: {before:?}",
         broken.len(),
         longest.as_millis(),
         withdrawn.as_millis(),
         failed.len(),
-        samples.len(),
+        samples.len() - window_total,
         slowest.as_millis()
     );
     assert!(broken.is_empty(), "long-lived NAT connections broke: {broken:?}");
