@@ -266,6 +266,13 @@ impl FleetBed {
         Ok(Self { birds, etcd: Vec::new(), _peer_pass: peer_pass, client, router, lbs, backends, switch })
     }
 
+    /// `n` long-lived connections to the VIP's port 80 from the client,
+    /// each with its backend's name read (5 s deadlines).
+    pub fn open_sessions(&self, n: usize) -> Result<Vec<crate::server::Session>> {
+        let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
+        self.client.ns.run(|| (0..n).map(|_| crate::server::Session::open(vip, Duration::from_secs(5))).collect())?
+    }
+
     /// The router's route to the VIP (`ip route show`), its next hops.
     pub fn next_hops(&self) -> Vec<Ipv4Addr> {
         self.next_hops_of(VIP)

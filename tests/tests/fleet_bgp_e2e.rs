@@ -3,10 +3,7 @@
 //! node's link is cut its connections carry on through the other, reaching
 //! the same backends with no shared connection table. Needs root and bird2.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use veer::dataplane::MapReader;
 use veer_abi::GlobalCounter;
@@ -14,7 +11,6 @@ use veer_tests::{
     daemon::{scratch, wait_until, EVENT_WAIT},
     fleet::FleetBed,
     server::Session,
-    topology::VIP,
 };
 
 #[test]
@@ -30,13 +26,7 @@ fn a_node_cut_off_under_load_costs_no_connection() {
     println!("ECMP route over both nodes {:.1} s after veerd was ready", t.elapsed().as_secs_f64());
 
     // 300 long-lived connections, spread over both nodes.
-    let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-    let mut sessions: Vec<Session> = bed
-        .client
-        .ns
-        .run(|| (0..300).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<anyhow::Result<Vec<_>>>())
-        .unwrap()
-        .unwrap();
+    let mut sessions: Vec<Session> = bed.open_sessions(300).unwrap();
     let counter = |i: usize, c: GlobalCounter| fleet.nodes[i].pins.global_counter(c).unwrap();
     let (f1, f2) = (counter(0, GlobalCounter::Transmitted), counter(1, GlobalCounter::Transmitted));
     let lost_before = counter(1, GlobalCounter::ConnLost);

@@ -4,7 +4,7 @@
 //! etcd-server.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::Path,
     time::{Duration, Instant},
 };
@@ -246,13 +246,7 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
         bed.next_hops().len() == 3 && bed.next_hops_of(VIP2).len() == 3
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}", bed.router.ns.exec(&["ip", "route"])));
-    let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-    let mut sessions: Vec<Session> = bed
-        .client
-        .ns
-        .run(|| (0..60).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<anyhow::Result<Vec<_>>>())
-        .unwrap()
-        .unwrap();
+    let mut sessions: Vec<Session> = bed.open_sessions(60).unwrap();
     let flips = |f: &Fleet| -> Vec<u64> { all.iter().map(|&i| fleet_of(&status(f, i)).verdict_flips).collect() };
     let flips_before = flips(&fleet);
 

@@ -116,12 +116,7 @@ fn cut_under_nat_traffic(tag: &str, daemon_extra: Option<&str>) {
 
     // 300 long-lived connections, spread over both nodes by the router.
     let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-    let mut sessions: Vec<Session> = bed
-        .client
-        .ns
-        .run(|| (0..300).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<anyhow::Result<Vec<_>>>())
-        .unwrap()
-        .unwrap();
+    let mut sessions: Vec<Session> = bed.open_sessions(300).unwrap();
     for (k, s) in sessions.iter_mut().enumerate() {
         s.ping(&format!("before {k}")).unwrap_or_else(|e| panic!("session {k} before the cut: {e:#}"));
     }

@@ -128,10 +128,7 @@ pub fn run() -> Result<Section> {
         (table_choices(&fleet.nodes[0].pins, vip, 100_000)?, table_choices(&fleet.nodes[1].pins, vip, 100_000)?);
     let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64 * 100.0;
 
-    let mut sessions: Vec<Session> = bed
-        .client
-        .ns
-        .run(|| (0..300).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<Result<Vec<_>>>())??;
+    let mut sessions: Vec<Session> = bed.open_sessions(300)?;
     let (base_failed, base_worst) = ping_all(&mut sessions, "before");
     let t = Instant::now();
     bed.cut(0)?;

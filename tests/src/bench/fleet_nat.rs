@@ -132,10 +132,7 @@ fn made_up(_: u64, n: &mut u64) -> NatFlow {
 /// second: (broken, longest stall ms, new failed, new total, slowest new ms).
 fn cut(bed: &FleetBed) -> Result<(usize, f64, usize, usize, f64)> {
     let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-    let mut sessions: Vec<Session> = bed
-        .client
-        .ns
-        .run(|| (0..300).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<Result<Vec<_>>>())??;
+    let mut sessions: Vec<Session> = bed.open_sessions(300)?;
     for (k, s) in sessions.iter_mut().enumerate() {
         s.ping(&format!("before {k}")).with_context(|| format!("session {k} before the cut"))?;
     }

@@ -200,19 +200,23 @@ impl Daemon {
     /// runtime changes as a reload would, then stores it as the fleet's next
     /// revision; answered once etcd committed it.
     pub(super) fn config_push(&mut self, text: String, note: Option<String>) -> Answer {
-        let Some(f) = self.fleet.as_ref() else {
-            return Answer::Now(Response::err("not a fleet node ([fleet.etcd]): there is no fleet config to push to"));
-        };
-        let next = f.config_current().map_or(1, |r| r.revision + 1);
+        let no_fleet =
+            || Answer::Now(Response::err("not a fleet node ([fleet.etcd]): there is no fleet config to push to"));
+        if self.fleet.is_none() {
+            return no_fleet();
+        }
         let checked = config::with_fleet_services(&self.desired.file, &text, "the pushed config")
             .map_err(|e| e.to_string())
             .and_then(|new| self.dry_run(&new));
         if let Err(e) = checked {
             return Answer::Now(Response::err(format!("refused, nothing pushed: {e}")));
         }
-        let Some(f) = self.fleet.as_mut() else { return Answer::Now(Response::err("not a fleet node")) };
+        let Some(f) = self.fleet.as_mut() else { return no_fleet() };
         match f.push_config(text, note) {
-            Ok(keys) => Answer::AfterCommit { keys, msg: format!("pushed the fleet's config as revision {next}") },
+            Ok((revision, tag)) => Answer::AfterCommit {
+                keys: vec![tag],
+                msg: format!("pushed the fleet's config as revision {revision}"),
+            },
             Err(e) => Answer::Now(Response::err(e)),
         }
     }

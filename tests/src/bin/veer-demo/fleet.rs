@@ -54,10 +54,7 @@ pub fn run(nat: bool) -> Result<()> {
 
     println!("\n\x1b[1m[3/4] live traffic: new connections and 100 long-lived ones; then lb1's link is cut\x1b[0m");
     let vip = SocketAddr::new(IpAddr::V4(VIP), 80);
-    let mut held: Vec<Session> = bed
-        .client
-        .ns
-        .run(|| (0..100).map(|_| Session::open(vip, Duration::from_secs(5))).collect::<Result<Vec<_>>>())??;
+    let mut held: Vec<Session> = bed.open_sessions(100)?;
     let load = ClientLoad::open_loop(&bed.client.ns, vip, 200, Duration::from_secs(3))?;
     live(&load, 2)?;
     check_interrupt()?;

@@ -42,9 +42,9 @@ impl FleetNode {
     }
 
     /// Pushes `text` (checked by the caller) as the fleet's next revision,
-    /// on top of the current one as this node last saw it; the key its
-    /// answer waits on, or why nothing was sent.
-    pub fn push_config(&mut self, text: String, note: Option<String>) -> Result<Vec<String>, String> {
+    /// on top of the current one as this node last saw it; its revision
+    /// and the key its answer waits on, or why nothing was sent.
+    pub fn push_config(&mut self, text: String, note: Option<String>) -> Result<(u64, String), String> {
         if !self.connected {
             let why = self.last_error.as_deref().unwrap_or("no session yet");
             return Err(format!("etcd is unreachable ({why}): nothing was pushed"));
@@ -53,9 +53,9 @@ impl FleetNode {
         let record = c.next(text, &self.cfg.node, note);
         let base_rev = c.current.as_ref().map_or(0, |(_, m)| *m);
         self.pushes += 1;
-        let tag = format!("{CONFIG_KEY}#{}", self.pushes);
+        let (revision, tag) = (record.revision, format!("{CONFIG_KEY}#{}", self.pushes));
         self.handle.send(FleetCmd::PushConfig { record, base_rev, tag: tag.clone() });
-        Ok(vec![tag])
+        Ok((revision, tag))
     }
 
     /// Tells the fleet what this node runs (if that changed).
