@@ -22,6 +22,13 @@ struct Args {
     /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, routed, failover, flood, pairs, fleet, fleetnat, balance, control, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Per-packet section: only rows whose name contains one of these.
+    #[arg(long, value_delimiter = ',')]
+    rows: Vec<String>,
+    /// Per-packet section: before measuring a row, run veer's side of it
+    /// for this many seconds (a steady load for `perf record -a`).
+    #[arg(long)]
+    spin: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -31,7 +38,9 @@ fn main() -> Result<()> {
     let mut sections = Vec::new();
     if want("packet") {
         eprintln!("bench: per-packet cost");
-        sections.push(bench::packet::run()?);
+        let opts =
+            bench::packet::Options { rows: args.rows.clone(), spin: args.spin.map(std::time::Duration::from_secs) };
+        sections.push(bench::packet::run(&opts)?);
     }
     if want("scale") {
         eprintln!("bench: per-packet cost at scale");
