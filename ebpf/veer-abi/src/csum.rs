@@ -46,6 +46,26 @@ pub fn finish(sum: u32) -> u16 {
     !fold(sum)
 }
 
+/// What a whole IPv6 packet sums to (header and payload, as [`sum16`]),
+/// from its first eight bytes alone, when its next header is TCP, UDP or
+/// ICMPv6 with a valid checksum: the segment then sums to the negated
+/// pseudo header, whose addresses, length and next header cancel the
+/// header's own (what Linux's local checksum offload does for a tunnel).
+#[inline(always)]
+pub fn ipv6_packet_sum(head: &[u8; 8]) -> u32 {
+    let nh = head[6] as u32;
+    sum16(&[head[0], head[1], head[2], head[3], head[6], head[7]]) + (0xffff - nh)
+}
+
+/// What a whole IPv4 packet sums to (as [`ipv6_packet_sum`]) when its
+/// header checksum is valid and its TCP or UDP segment of `l4_len` bytes
+/// carries a valid checksum: the header sums to zero, the segment to the
+/// negated pseudo header (addresses, protocol, length).
+#[inline(always)]
+pub fn ipv4_packet_sum(src: &[u8; 4], dst: &[u8; 4], proto: u8, l4_len: u16) -> u32 {
+    (!fold(sum16(src) + sum16(dst) + proto as u32 + l4_len as u32)) as u32
+}
+
 /// The full checksum of `data` (odd lengths padded with a zero byte), for
 /// tests and for building packets.
 pub fn checksum(data: &[u8]) -> u16 {
@@ -70,6 +90,62 @@ mod tests {
         let (a, b) = ([1u8, 2, 3, 4], [0xff, 0xfe, 9, 8]);
         let both: [u8; 8] = [1, 2, 3, 4, 0xff, 0xfe, 9, 8];
         assert_eq!(finish(sum16(&a) + sum16(&b)), checksum(&both), "sums add before the fold");
+    }
+
+    /// An IPv4 or IPv6 packet with a TCP segment of `payload`, checksums
+    /// valid, and the packet's bytes.
+    fn tcp_packet(v6: bool, payload: &[u8]) -> Vec<u8> {
+        let mut seg = vec![0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0];
+        seg.extend_from_slice(payload);
+        let len = seg.len() as u16;
+        let (src, dst): (&[u8], &[u8]) = if v6 { (&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0, 1]) } else { (&[192, 0, 2, 7], &[10, 0, 0, 100]) };
+        let mut pseudo = [src, dst].concat();
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&len.to_be_bytes());
+        pseudo.extend_from_slice(&seg);
+        let c = checksum(&pseudo);
+        seg[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut hdr = if v6 {
+            let mut h = vec![0x6b, 0x8f, 0xed, 0xcb];
+            h.extend_from_slice(&len.to_be_bytes());
+            h.extend_from_slice(&[6, 61]);
+            h
+        } else {
+            let mut h = vec![0x45, 0xb8];
+            h.extend_from_slice(&(len + 20).to_be_bytes());
+            h.extend_from_slice(&[0x12, 0x34, 0x40, 0, 61, 6, 0, 0]);
+            h
+        };
+        hdr.extend_from_slice(src);
+        hdr.extend_from_slice(dst);
+        if !v6 {
+            let c = checksum(&hdr);
+            hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        [hdr, seg].concat()
+    }
+
+    #[test]
+    fn a_packet_sums_from_its_header_alone() {
+        // Lengths chosen for carries (the sums of 0x01fa-long payloads
+        // once lost one elsewhere) and odd lengths.
+        for n in [0usize, 1, 7, 64, 0x01fa - 40, 0x01fa - 20, 1400] {
+            let payload: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            let p6 = tcp_packet(true, &payload);
+            let head: [u8; 8] = p6[..8].try_into().unwrap();
+            assert_eq!(fold(ipv6_packet_sum(&head)), fold(sum16_all(&p6)), "IPv6, {n} bytes");
+            let p4 = tcp_packet(false, &payload);
+            let (src, dst): ([u8; 4], [u8; 4]) = (p4[12..16].try_into().unwrap(), p4[16..20].try_into().unwrap());
+            let sum = ipv4_packet_sum(&src, &dst, 6, (p4.len() - 20) as u16);
+            assert_eq!(finish(sum), finish(sum16_all(&p4)), "IPv4, {n} bytes");
+        }
+    }
+
+    /// [`sum16`] over a slice.
+    fn sum16_all(data: &[u8]) -> u32 {
+        let s: u64 = data.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u64).sum();
+        let s = (s & 0xffff_ffff) + (s >> 32);
+        ((s & 0xffff) + (s >> 16)) as u32
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
                 affinity::remember_inline(svc, &key.src, f.id);
             }
             stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);
-            let action = match forward::to_backend(&ctx, f.backend, key) {
+            let action = match forward::to_backend(&ctx, f.id, f.backend, key) {
                 Ok(action) => action,
                 Err(reason) => {
                     stats::count(reason.counter());

@@ -120,8 +120,25 @@ pub fn send(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
 /// the kernel did not say).
 #[inline(always)]
 pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Result<u32, Drop> {
+    let p = question(ctx, v4, src, dst)?;
+    answered(lookup(ctx), p)
+}
+
+/// [`route`] without this CPU's route cache: for a caller that keeps the
+/// answers itself.
+#[inline(always)]
+pub fn route_uncached(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Result<u32, Drop> {
+    let p = question(ctx, v4, src, dst)?;
+    // SAFETY: p is a bpf_fib_lookup as the helper expects, in this CPU's scratch.
+    let r = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p as *mut _, core::mem::size_of::<FibParams>() as i32, 0) };
+    answered(r as u32, p)
+}
+
+/// The question from `src` to `dst`, asked into this CPU's scratch (in a
+/// per-CPU map, not on the stack: the NAT program's stack is full).
+#[inline(always)]
+fn question(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Result<*mut FibParams, Drop> {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    // In a per-CPU map, not on the stack: the NAT program's stack is full.
     let s = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0).ok_or(Drop::NoRoute)? };
     s.asked = s.asked.wrapping_add(1);
     let p = &mut s.params;
@@ -134,10 +151,16 @@ pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resu
     p.flowinfo = 0;
     p.vlan = 0;
     p.addresses(v4, src, dst);
-    match lookup(ctx) {
+    Ok(p)
+}
+
+/// The route's MTU for the helper's answer `r` to the question at `p`.
+#[inline(always)]
+fn answered(r: u32, p: *mut FibParams) -> Result<u32, Drop> {
+    match r {
         // With `tot_len` 0 the helper's MTU check passes, and it answers
         // the MTU in the same field.
-        FIB_SUCCESS_U32 => Ok(p.tot_len as u32),
+        FIB_SUCCESS_U32 => Ok(unsafe { (*p).tot_len } as u32),
         FIB_NO_NEIGH_U32 => Err(Drop::NoNeighbour),
         _ => Err(Drop::NoRoute),
     }
@@ -147,16 +170,35 @@ pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resu
 /// the ingress interface or `XDP_REDIRECT` to another one.
 #[inline(always)]
 pub fn out(ctx: &XdpContext) -> Result<u32, Drop> {
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let p = unsafe { &(*FIB_SCRATCH.get_ptr(0).ok_or(Drop::NoRoute)?).params };
+    out_by(ctx, p.ifindex, &p.smac, &p.dmac)
+}
+
+/// Copies the interface and MACs [`route`] found: false if there is no answer.
+#[inline(always)]
+pub fn copy_answer(ifindex: &mut u32, smac: &mut [u8; 6], dmac: &mut [u8; 6]) -> bool {
+    let Some(s) = FIB_SCRATCH.get_ptr(0) else { return false };
+    // SAFETY: this CPU's scratch, in place.
+    let p = unsafe { &(*s).params };
+    *ifindex = p.ifindex;
+    copy_mac(smac, &p.smac);
+    copy_mac(dmac, &p.dmac);
+    true
+}
+
+/// Sends the frame out of `ifindex` from `smac` to `dmac`: `XDP_TX` if
+/// that is the ingress interface, else `XDP_REDIRECT`.
+#[inline(always)]
+pub fn out_by(ctx: &XdpContext, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6]) -> Result<u32, Drop> {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
-    copy_mac(&mut eth.src, &p.smac);
-    copy_mac(&mut eth.dst, &p.dmac);
-    if p.ifindex == ingress {
+    copy_mac(&mut eth.src, smac);
+    copy_mac(&mut eth.dst, dmac);
+    if ifindex == ingress {
         stats::count(GlobalCounter::Transmitted);
         return Ok(xdp_action::XDP_TX);
     }
-    let action = TX_PORTS.redirect(p.ifindex, 0).map_err(|_| Drop::Redirect)?;
+    let action = TX_PORTS.redirect(ifindex, 0).map_err(|_| Drop::Redirect)?;
     stats::count(GlobalCounter::Redirected);
     Ok(action)
 }

@@ -15,12 +15,12 @@ use crate::{
     verdict::Drop,
 };
 
-/// Rewrites the frame of flow `key` towards `backend` and returns the XDP
-/// action that sends it.
+/// Rewrites the frame of flow `key` towards backend `id`, `backend`, and
+/// returns the XDP action that sends it.
 #[inline(always)]
-pub fn to_backend(ctx: &XdpContext, backend: &Backend, key: &FlowKey) -> Result<u32, Drop> {
+pub fn to_backend(ctx: &XdpContext, id: u32, backend: &Backend, key: &FlowKey) -> Result<u32, Drop> {
     if backend.encap != ENCAP_NONE {
-        return Ok(tunnel::send(ctx, backend, tunnel::entropy(key)));
+        return Ok(tunnel::send(ctx, id, backend, tunnel::entropy(key)));
     }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };

@@ -23,10 +23,13 @@ use crate::{
 /// Sends an ICMP error about `key` to the backend that has (or would get) the flow.
 #[inline(always)]
 pub fn to_flow_backend(ctx: &XdpContext, svc: &Service, key: &FlowKey) -> Result<u32, Drop> {
-    let b = conntrack::peek(svc, key)
-        .map(|f| f.backend)
-        .or_else(|| scheduler::pick(svc, key, Purpose::Recompute, veer_abi::NO_BACKEND).map(|(_, b)| b))
-        .ok_or(Drop::IcmpNoFlow)?;
+    // Matched, not chained through closures: a closure returning the pair
+    // would be a function of its own, and its BTF (an enum with a niche)
+    // is one the kernel refuses.
+    let (id, b) = match conntrack::peek(svc, key) {
+        Some(f) => (f.id, f.backend),
+        None => scheduler::pick(svc, key, Purpose::Recompute, veer_abi::NO_BACKEND).ok_or(Drop::IcmpNoFlow)?,
+    };
     stats::count(GlobalCounter::IcmpToBackend);
-    forward::to_backend(ctx, b, key)
+    forward::to_backend(ctx, id, b, key)
 }

@@ -326,7 +326,7 @@ fn deliver<const NAT: bool>(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Resu
     if NAT {
         nat::forward(ctx, pkt, f)
     } else {
-        forward::to_backend(ctx, f.backend, &pkt.key)
+        forward::to_backend(ctx, f.id, f.backend, &pkt.key)
     }
 }
 
@@ -339,7 +339,7 @@ fn no_backend<const NAT: bool>(ctx: &XdpContext, svc: &Service, key: &FlowKey) -
         let b = owned_backend(svc, svc.fallback_backend).ok_or(Drop::BadBackend)?;
         stats::count(GlobalCounter::FallbackBackend);
         stats::forwarded(svc.id, svc.fallback_backend, frame_bytes(ctx), false);
-        return forward::to_backend(ctx, b, key);
+        return forward::to_backend(ctx, svc.fallback_backend, b, key);
     }
     if svc.flags & SERVICE_F_FALLBACK_PASS != 0 {
         stats::count(GlobalCounter::FallbackPassed);

@@ -32,7 +32,7 @@ pub fn send(ctx: &XdpContext, svc: &Service, pkt: &VipPacket) -> Option<Result<u
     let (id, b) = server(ctx, svc, pkt)?;
     stats::count(GlobalCounter::QuicRouted);
     stats::forwarded(svc.id, id, (ctx.data_end() - ctx.data()) as u64, false);
-    Some(forward::to_backend(ctx, b, &pkt.key))
+    Some(forward::to_backend(ctx, id, b, &pkt.key))
 }
 
 /// The backend whose server ID the UDP datagram's QUIC short header

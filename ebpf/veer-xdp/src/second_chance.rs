@@ -67,5 +67,5 @@ pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
     e.flags |= CONN_F_SECOND_CHANCE;
     stats::count(GlobalCounter::SecondChance);
     stats::forwarded(svc.id, prev, (ctx.data_end() - ctx.data()) as u64, false);
-    forward::to_backend(ctx, b, key)
+    forward::to_backend(ctx, prev, b, key)
 }

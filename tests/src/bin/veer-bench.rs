@@ -22,8 +22,9 @@ struct Args {
     /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, routed, failover, flood, pairs, fleet, fleetnat, balance, control, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Per-packet section: only rows whose name contains one of these.
-    #[arg(long, value_delimiter = ',')]
+    /// Per-packet section: only rows whose name contains one of these
+    /// (separated by `;`: the names hold commas).
+    #[arg(long, value_delimiter = ';')]
     rows: Vec<String>,
     /// Per-packet section: before measuring a row, run veer's side of it
     /// for this many seconds (a steady load for `perf record -a`).

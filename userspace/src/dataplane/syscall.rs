@@ -166,10 +166,16 @@ pub fn xdp_inject(prog: impl AsFd, frame: &[u8], ifindex: u32) -> std::io::Resul
 /// returns the program's action and the frame as it left the program,
 /// written into `out` (which must hold it).
 pub fn xdp_run(prog: impl AsFd, frame: &[u8], ifindex: u32, out: &mut [u8]) -> std::io::Result<(u32, usize)> {
+    test_run(prog, frame, ifindex, 0, out).map(|(action, len, _)| (action, len))
+}
+
+/// [`xdp_run`], also returning the kernel's measure of the run in ns.
+pub fn xdp_run_timed(prog: impl AsFd, frame: &[u8], ifindex: u32, out: &mut [u8]) -> std::io::Result<(u32, usize, u32)> {
     test_run(prog, frame, ifindex, 0, out)
 }
 
-fn test_run(prog: impl AsFd, frame: &[u8], ifindex: u32, flags: u32, out: &mut [u8]) -> std::io::Result<(u32, usize)> {
+/// One test run: (action, frame length out, duration in ns).
+fn test_run(prog: impl AsFd, frame: &[u8], ifindex: u32, flags: u32, out: &mut [u8]) -> std::io::Result<(u32, usize, u32)> {
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
     let mut attr = TestRunAttr {
@@ -203,5 +209,5 @@ fn test_run(prog: impl AsFd, frame: &[u8], ifindex: u32, flags: u32, out: &mut [
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok((attr.retval, (attr.data_size_out as usize).min(out.len())))
+    Ok((attr.retval, (attr.data_size_out as usize).min(out.len()), attr.duration))
 }

@@ -32,6 +32,21 @@ impl Dataplane {
         run_frame(self.xdp_ref()?, frame, repeat)
     }
 
+    /// Runs one frame once as if it had come in on interface `ifindex`
+    /// (routes answered through it leave by `XDP_TX`, as on a one-armed
+    /// balancer); nothing is sent.
+    pub fn test_run_from(&self, frame: &[u8], ifindex: u32) -> Result<TestRunOutput> {
+        let prog = self.xdp_ref()?;
+        let fd = prog.fd().map_err(DataplaneError::program("the XDP program's descriptor"))?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let (action, len, ns) = super::syscall::xdp_run_timed(fd, frame, ifindex, &mut out).map_err(|io_error| {
+            let e = aya::sys::SyscallError { call: "bpf_prog_test_run", io_error };
+            DataplaneError::program("BPF_PROG_TEST_RUN")(aya::programs::ProgramError::SyscallError(e))
+        })?;
+        out.truncate(len);
+        Ok(TestRunOutput { action, frame: out, duration: Duration::from_nanos(ns as u64) })
+    }
+
     /// The NAT SYNs the dataplane watches for veerd's rescue
     /// (`PENDING_SYNS`), by flow.
     pub fn pending_syns(&self) -> Result<Vec<(veer_abi::FlowKey, veer_abi::PendingSyn)>> {

@@ -25,6 +25,22 @@ pub fn proto(gue: bool, inner_v4: bool) -> u8 {
 /// splitting the tunnel).
 #[inline(always)]
 pub fn fill4(ip: &mut Ipv4Hdr, tos: u8, total: u16, proto: u8, src: &[u8; 16], dst: &[u8; 16]) {
+    fill4_summed(ip, (tos, total, proto), src, dst, fixed_sum4(src, dst));
+}
+
+/// The checksum sum of an outer IPv4 header's fields that stay the same
+/// from packet to packet (version and length, Don't Fragment, TTL,
+/// addresses): [`fill4_summed`] adds the others.
+#[inline(always)]
+pub fn fixed_sum4(src: &[u8; 16], dst: &[u8; 16]) -> u32 {
+    let half = |a: &[u8; 16], i: usize| u16::from_be_bytes([a[i], a[i + 1]]) as u32;
+    0x4500 + ((IP_DF as u32) << 8) + ((OUTER_TTL as u32) << 8) + half(src, 12) + half(src, 14) + half(dst, 12) + half(dst, 14)
+}
+
+/// [`fill4`] with the fixed fields' sum `fixed` ([`fixed_sum4`]) known;
+/// `(tos, total, proto)` vary.
+#[inline(always)]
+pub fn fill4_summed(ip: &mut Ipv4Hdr, (tos, total, proto): (u8, u16, u8), src: &[u8; 16], dst: &[u8; 16], fixed: u32) {
     ip.version_ihl = 0x45;
     ip.tos = tos;
     ip.tot_len = total.to_be_bytes();
@@ -32,12 +48,9 @@ pub fn fill4(ip: &mut Ipv4Hdr, tos: u8, total: u16, proto: u8, src: &[u8; 16], d
     ip.frag_off = [IP_DF, 0];
     ip.ttl = OUTER_TTL;
     ip.proto = proto;
-    ip.check = [0; 2];
     ip.src = [src[12], src[13], src[14], src[15]];
     ip.dst = [dst[12], dst[13], dst[14], dst[15]];
-    // SAFETY: the header is 20 bytes of byte arrays.
-    let words = unsafe { &*(ip as *const Ipv4Hdr as *const [u8; Ipv4Hdr::LEN]) };
-    ip.check = csum::finish(csum::sum16(words)).to_be_bytes();
+    ip.check = csum::finish(fixed + tos as u32 + total as u32 + proto as u32).to_be_bytes();
 }
 
 /// Fills an outer IPv6 header; its flow label carries `label` (20 bits).
