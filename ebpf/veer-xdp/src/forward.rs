@@ -20,7 +20,7 @@ use crate::{
 #[inline(always)]
 pub fn to_backend(ctx: &XdpContext, id: u32, backend: &Backend, key: &FlowKey) -> Result<u32, Drop> {
     if backend.encap != ENCAP_NONE {
-        return Ok(tunnel::send(ctx, id, backend, tunnel::entropy(key)));
+        return Ok(tunnel::send(ctx, id, backend, key));
     }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };

@@ -51,13 +51,13 @@ pub fn entropy(key: &FlowKey) -> u32 {
     x ^ (x >> 15)
 }
 
-/// Sends the frame to backend `id`, `b`, through its tunnel; `hash` is the
-/// flow's [`entropy`]. Returns the XDP action; a drop is counted here. A
-/// call of its own: its headers' registers stay off its callers' stacks.
+/// Sends the frame of flow `key` to backend `id`, `b`, through its tunnel.
+/// Returns the XDP action; a drop is counted here. A call of its own: its
+/// headers' registers stay off its callers' stacks.
 #[inline(never)]
-pub fn send(ctx: &XdpContext, id: u32, b: &Backend, hash: u32) -> u32 {
+pub fn send(ctx: &XdpContext, id: u32, b: &Backend, key: &FlowKey) -> u32 {
     let ctx = callee_ctx(ctx);
-    match encapsulate(&ctx, id, b, hash) {
+    match encapsulate(&ctx, id, b, key) {
         Ok(action) => action,
         Err(reason) => {
             stats::count(reason.counter());
@@ -85,7 +85,7 @@ fn inner(ctx: &XdpContext) -> Result<(bool, u8, bool), Drop> {
 }
 
 #[inline(always)]
-fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, hash: u32) -> Result<u32, Drop> {
+fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, key: &FlowKey) -> Result<u32, Drop> {
     let (inner_v4, tos, fragmentable) = inner(ctx)?;
     let inner_len = ctx.data_end() - ctx.data() - EthHdr::LEN;
     let way = route::get(ctx, id, b)?;
@@ -105,6 +105,8 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, hash: u32) -> Result<u32,
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     eth.ether_type = if outer_v4 { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
     let proto = outer::proto(gue, inner_v4);
+    // Only GUE's source port and IPv6's flow label carry it.
+    let hash = if gue || !outer_v4 { entropy(key) } else { 0 };
     let outer_len = inner_len + overhead;
     if outer_v4 {
         let ip = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
@@ -114,24 +116,29 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, hash: u32) -> Result<u32,
         outer::fill6(ip, tos, (outer_len - Ipv6Hdr::LEN) as u16, proto, hash, (&way.src, &b.addr));
     }
     if gue {
-        let udp = unsafe { &mut *mut_ptr_at::<UdpHdr>(ctx, EthHdr::LEN + ip_len)? };
         // Ephemeral ports: the upper half of the range.
-        udp.sport = (0x8000 | (hash as u16)).to_be_bytes();
-        udp.dport = b.port.to_be_bytes();
-        udp.len = ((inner_len + UdpHdr::LEN) as u16).to_be_bytes();
+        let ports = (0x8000 | (hash as u16), b.port);
+        let len = (inner_len + UdpHdr::LEN) as u16;
         // Zero over IPv4 (RFC 768); over IPv6 it must be set (RFC 8200).
-        udp.check = [0; 2];
-        if !outer_v4 {
-            udp.check = gue6_check(ctx, inner_v4, way.sum, udp)?.to_be_bytes();
-        }
+        let check = if outer_v4 {
+            0
+        } else {
+            let header = ports.0 as u32 + ports.1 as u32 + len as u32;
+            gue6_check(ctx, inner_v4, way.sum + header + len as u32)?
+        };
+        let udp = unsafe { &mut *mut_ptr_at::<UdpHdr>(ctx, EthHdr::LEN + ip_len)? };
+        udp.sport = ports.0.to_be_bytes();
+        udp.dport = ports.1.to_be_bytes();
+        udp.len = len.to_be_bytes();
+        udp.check = check.to_be_bytes();
     }
     stats::count(GlobalCounter::Encapsulated);
     fib::out_by(ctx, way.ifindex, &way.smac, &way.dmac)
 }
 
 /// An outer IPv6 GUE packet's UDP checksum field, or zero where it cannot
-/// be had cheaply; `outer` is the sum of the outer addresses, `udp` the UDP
-/// header's words (its checksum zero).
+/// be had cheaply; `outer` is the sum of the outer pseudo header's
+/// addresses and length and of the UDP header's words (its checksum zero).
 ///
 /// The payload is not read: its inner TCP, UDP or ICMPv6 checksum is valid,
 /// so the inner packet sums to what its header alone says
@@ -141,7 +148,7 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, hash: u32) -> Result<u32,
 /// IPv4 UDP datagram without a checksum (or any other protocol) leaves the
 /// checksum zero, as RFC 6935 allows a tunnel.
 #[inline(always)]
-fn gue6_check(ctx: &XdpContext, inner_v4: bool, outer: u32, udp: &UdpHdr) -> Result<u16, Drop> {
+fn gue6_check(ctx: &XdpContext, inner_v4: bool, outer: u32) -> Result<u16, Drop> {
     let inner_at = EthHdr::LEN + Ipv6Hdr::LEN + UdpHdr::LEN;
     let inner = if inner_v4 {
         let ip = unsafe { &*ptr_at::<Ipv4Hdr>(ctx, inner_at)? };
@@ -165,11 +172,7 @@ fn gue6_check(ctx: &XdpContext, inner_v4: bool, outer: u32, udp: &UdpHdr) -> Res
         }
         csum::ipv6_packet_sum(head)
     };
-    // The outer pseudo header (addresses, length, protocol), then the UDP
-    // header, then the inner packet.
-    let len = u16::from_be_bytes(udp.len) as u32;
-    let header = u16::from_be_bytes(udp.sport) as u32 + u16::from_be_bytes(udp.dport) as u32 + len;
-    Ok(match csum::finish(outer + len + IPPROTO_UDP as u32 + header + inner) {
+    Ok(match csum::finish(outer + IPPROTO_UDP as u32 + inner) {
         0 => 0xffff,
         c => c,
     })

@@ -4,10 +4,10 @@
 //! packets all go to one backend, so one array slot answers them without
 //! building, hashing and comparing the lookup's 64-byte question
 //! ([`fib::route`]'s cache) or looking up the outer source. Kept
-//! [`fib::ROUTE_CACHE_NS`], as that cache is: a changed route, neighbour or
-//! tunnel source reaches the tunnels at most that much later.
+//! [`KEPT_TICKS`]: a changed route, neighbour or tunnel source reaches the
+//! tunnels at most that much later.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_jiffies64, macros::map, maps::PerCpuArray, programs::XdpContext};
 use veer_abi::{csum, is_ipv4_mapped, Backend, ENCAP_GUE, MAX_BACKENDS};
 
 use super::outer;
@@ -39,8 +39,16 @@ pub struct TunnelRoute {
     pub src: [u8; 16],
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
-    expires_ns: u64,
+    /// The tick ([`bpf_jiffies64`]) from which the answer is asked again.
+    expires: u64,
 }
+
+/// How many kernel ticks (jiffies) an answer is used: 5 ms at HZ=1000, 50
+/// ms at HZ=100, never longer than [`fib::ROUTE_CACHE_NS`] on a Linux
+/// kernel (HZ is 100 at least). Ticks, not nanoseconds: the verifier
+/// inlines `bpf_jiffies64` into one load (x86-64, Linux 5.7+), where the
+/// coarse clock is a call into the timekeeping code, on every packet.
+const KEPT_TICKS: u64 = 5;
 
 /// Each CPU's routes to the tunnelled backends, by backend id.
 #[map]
@@ -70,7 +78,7 @@ pub fn get(ctx: &XdpContext, id: u32, b: &Backend) -> Result<&'static TunnelRout
     // SAFETY: this CPU's slot, in place.
     let kept = unsafe { &*r };
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    if made_for(kept, b, ingress) && kept.expires_ns > unsafe { bpf_ktime_get_coarse_ns() } {
+    if made_for(kept, b, ingress) && kept.expires > unsafe { bpf_jiffies64() } {
         return Ok(kept);
     }
     match ask(ctx, r, b) {
@@ -95,7 +103,7 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
     let ctx = callee_ctx(ctx);
     // SAFETY: this CPU's slot, in place.
     let r = unsafe { &mut *r };
-    r.expires_ns = 0;
+    r.expires = 0;
     let Some(src) = snat::address(b.snat) else { return NO_SOURCE };
     let v4 = is_ipv4_mapped(&b.addr);
     // What the answer is for, first: past the helper's call only `r` is
@@ -119,6 +127,6 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
     // SAFETY: the backend's address as kept, 16 bytes.
     let dst = unsafe { &*(r.addr.as_ptr() as *const [u8; 16]) };
     r.sum = if r.outer_v4 { outer::fixed_sum4(&r.src, dst) } else { csum::sum16(&r.src) + csum::sum16(dst) };
-    r.expires_ns = unsafe { bpf_ktime_get_coarse_ns() } + fib::ROUTE_CACHE_NS;
+    r.expires = unsafe { bpf_jiffies64() } + KEPT_TICKS;
     ASKED
 }
