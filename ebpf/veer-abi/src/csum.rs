@@ -98,7 +98,14 @@ mod tests {
         let mut seg = vec![0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0];
         seg.extend_from_slice(payload);
         let len = seg.len() as u16;
-        let (src, dst): (&[u8], &[u8]) = if v6 { (&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7], &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0, 1]) } else { (&[192, 0, 2, 7], &[10, 0, 0, 100]) };
+        let (src, dst): (&[u8], &[u8]) = if v6 {
+            (
+                &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7],
+                &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0xab, 0xcd, 0, 1],
+            )
+        } else {
+            (&[192, 0, 2, 7], &[10, 0, 0, 100])
+        };
         let mut pseudo = [src, dst].concat();
         pseudo.extend_from_slice(&[0, 6]);
         pseudo.extend_from_slice(&len.to_be_bytes());

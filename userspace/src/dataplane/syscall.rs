@@ -170,12 +170,24 @@ pub fn xdp_run(prog: impl AsFd, frame: &[u8], ifindex: u32, out: &mut [u8]) -> s
 }
 
 /// [`xdp_run`], also returning the kernel's measure of the run in ns.
-pub fn xdp_run_timed(prog: impl AsFd, frame: &[u8], ifindex: u32, out: &mut [u8]) -> std::io::Result<(u32, usize, u32)> {
+#[cfg(feature = "testing")]
+pub fn xdp_run_timed(
+    prog: impl AsFd,
+    frame: &[u8],
+    ifindex: u32,
+    out: &mut [u8],
+) -> std::io::Result<(u32, usize, u32)> {
     test_run(prog, frame, ifindex, 0, out)
 }
 
 /// One test run: (action, frame length out, duration in ns).
-fn test_run(prog: impl AsFd, frame: &[u8], ifindex: u32, flags: u32, out: &mut [u8]) -> std::io::Result<(u32, usize, u32)> {
+fn test_run(
+    prog: impl AsFd,
+    frame: &[u8],
+    ifindex: u32,
+    flags: u32,
+    out: &mut [u8],
+) -> std::io::Result<(u32, usize, u32)> {
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let ctx: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
     let mut attr = TestRunAttr {

@@ -15,14 +15,8 @@ pub mod returned;
 mod route;
 mod too_big;
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::bpf_xdp_adjust_head,
-    programs::XdpContext,
-};
-use veer_abi::{
-    csum, Backend, FlowKey, GlobalCounter, ENCAP_GUE, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-};
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use veer_abi::{csum, Backend, FlowKey, GlobalCounter, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 
 use crate::{
     access::{callee_ctx, mut_ptr_at, ptr_at},

@@ -34,7 +34,13 @@ pub fn fill4(ip: &mut Ipv4Hdr, tos: u8, total: u16, proto: u8, src: &[u8; 16], d
 #[inline(always)]
 pub fn fixed_sum4(src: &[u8; 16], dst: &[u8; 16]) -> u32 {
     let half = |a: &[u8; 16], i: usize| u16::from_be_bytes([a[i], a[i + 1]]) as u32;
-    0x4500 + ((IP_DF as u32) << 8) + ((OUTER_TTL as u32) << 8) + half(src, 12) + half(src, 14) + half(dst, 12) + half(dst, 14)
+    0x4500
+        + ((IP_DF as u32) << 8)
+        + ((OUTER_TTL as u32) << 8)
+        + half(src, 12)
+        + half(src, 14)
+        + half(dst, 12)
+        + half(dst, 14)
 }
 
 /// [`fill4`] with the fixed fields' sum `fixed` ([`fixed_sum4`]) known;
