@@ -55,7 +55,7 @@ pub fn fill4_summed(ip: &mut Ipv4Hdr, (tos, total, proto): (u8, u16, u8), src: &
     ip.ttl = OUTER_TTL;
     ip.proto = proto;
     // SAFETY: the addresses' last words (4-aligned map values, IPv4-mapped)
-    // into the header's; the stores may be unaligned, which XDP allows.
+    // into the header's; unaligned stores as in `fill6`.
     unsafe {
         let (s, d) = (src.as_ptr().add(12) as *const u32, dst.as_ptr().add(12) as *const u32);
         core::ptr::write_unaligned(ip.src.as_mut_ptr() as *mut u32, *s);
@@ -78,8 +78,10 @@ pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (sr
     let to = ip.src.as_mut_ptr() as *mut u32;
     let (s, d) = (src.as_ptr() as *const u32, dst.as_ptr() as *const u32);
     for i in 0..4 {
-        // SAFETY: 32 bytes of addresses in the header (src, then dst);
-        // the stores may be unaligned, which XDP's packet access allows.
+        // SAFETY: 32 bytes of addresses in the header (src, then dst).
+        // The stores may be unaligned in a frame, which the verifier
+        // allows where unaligned access is cheap (x86-64, arm64), and is
+        // aligned on a stack (the TC probe's header; checked at load).
         unsafe {
             core::ptr::write_unaligned(to.add(i), *s.add(i));
             core::ptr::write_unaligned(to.add(4 + i), *d.add(i));
