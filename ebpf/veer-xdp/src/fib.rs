@@ -124,14 +124,19 @@ pub fn route(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resu
     answered(lookup(ctx), p)
 }
 
-/// [`route`] without this CPU's route cache: for a caller that keeps the
-/// answers itself.
+/// [`route`] without this CPU's route cache, for a caller that keeps the
+/// answers itself: the question's number (see [`copy_answer`]) and the
+/// route's MTU.
 #[inline(always)]
-pub fn route_uncached(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Result<u32, Drop> {
-    let p = question(ctx, v4, src, dst)?;
+pub fn route_uncached(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> (u32, Result<u32, Drop>) {
+    let p = match question(ctx, v4, src, dst) {
+        Ok(p) => p,
+        Err(e) => return (0, Err(e)),
+    };
+    let asked = asked();
     // SAFETY: p is a bpf_fib_lookup as the helper expects, in this CPU's scratch.
     let r = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p as *mut _, core::mem::size_of::<FibParams>() as i32, 0) };
-    answered(r as u32, p)
+    (asked, answered(r as u32, p))
 }
 
 /// The question from `src` to `dst`, asked into this CPU's scratch (in a
@@ -174,11 +179,22 @@ pub fn out(ctx: &XdpContext) -> Result<u32, Drop> {
     out_by(ctx, p.ifindex, &p.smac, &p.dmac)
 }
 
-/// Copies the interface and MACs [`route`] found: false if there is no answer.
+/// Which question this CPU asked last (see `FibScratch::asked`).
 #[inline(always)]
-pub fn copy_answer(ifindex: &mut u32, smac: &mut [u8; 6], dmac: &mut [u8; 6]) -> bool {
+fn asked() -> u32 {
+    FIB_SCRATCH.get_ptr(0).map_or(0, |s| unsafe { (*s).asked })
+}
+
+/// Copies the interface and MACs the question numbered `asked` got: false
+/// if there is no answer, or another packet on this CPU asked since (a run
+/// that interrupted this one).
+#[inline(always)]
+pub fn copy_answer(asked: u32, ifindex: &mut u32, smac: &mut [u8; 6], dmac: &mut [u8; 6]) -> bool {
     let Some(s) = FIB_SCRATCH.get_ptr(0) else { return false };
     // SAFETY: this CPU's scratch, in place.
+    if unsafe { (*s).asked } != asked {
+        return false;
+    }
     let p = unsafe { &(*s).params };
     *ifindex = p.ifindex;
     copy_mac(smac, &p.smac);

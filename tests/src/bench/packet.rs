@@ -208,9 +208,15 @@ fn tunnel_rows(t: &mut Table, dsr: &Dataplane, vips: (SocketAddr, SocketAddr)) -
         let (o, base, d, paired) = lab.ns.run(|| -> Result<(f64, f64, f64, f64)> {
             t.spin(name, std::slice::from_ref(&ack), 1, &run)?;
             let (mut ours, mut theirs, mut direct, mut ratios) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..ONCE {
-                let o = run(&ack, 1)?.duration.as_nanos() as f64;
-                let d = dsr.test_run(&dsr_ack, 1)?.duration.as_nanos() as f64;
+            for i in 0..ONCE {
+                // Each side first in every other pair.
+                let (o, d) = if i % 2 == 0 {
+                    let o = run(&ack, 1)?.duration.as_nanos() as f64;
+                    (o, dsr.test_run(&dsr_ack, 1)?.duration.as_nanos() as f64)
+                } else {
+                    let d = dsr.test_run(&dsr_ack, 1)?.duration.as_nanos() as f64;
+                    (run(&ack, 1)?.duration.as_nanos() as f64, d)
+                };
                 ours.push(o);
                 direct.push(d);
                 ratios.push(o / d.max(1.0));

@@ -139,7 +139,7 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, key: &FlowKey) -> Result<
 /// ([`csum::ipv6_packet_sum`], [`csum::ipv4_packet_sum`]; the way Linux's
 /// local checksum offload sums a tunnel). An inner ICMPv4 message sums to
 /// zero, and so does an inner IPv4 header with a valid checksum. An inner
-/// IPv4 UDP datagram without a checksum (or any other protocol) leaves the
+/// UDP datagram without a checksum (or any other protocol) leaves the
 /// checksum zero, as RFC 6935 allows a tunnel.
 #[inline(always)]
 fn gue6_check(ctx: &XdpContext, inner_v4: bool, outer: u32) -> Result<u16, Drop> {
@@ -163,6 +163,13 @@ fn gue6_check(ctx: &XdpContext, inner_v4: bool, outer: u32) -> Result<u16, Drop>
         let head = unsafe { &*ptr_at::<[u8; 8]>(ctx, inner_at)? };
         if !matches!(head[6], IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
             return Ok(0);
+        }
+        if head[6] == IPPROTO_UDP {
+            // A zero UDP checksum is invalid over IPv6, but is no sum to build on.
+            let inner_udp = unsafe { &*ptr_at::<UdpHdr>(ctx, inner_at + Ipv6Hdr::LEN)? };
+            if inner_udp.check == [0; 2] {
+                return Ok(0);
+            }
         }
         csum::ipv6_packet_sum(head)
     };

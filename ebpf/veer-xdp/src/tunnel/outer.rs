@@ -44,7 +44,7 @@ pub fn fixed_sum4(src: &[u8; 16], dst: &[u8; 16]) -> u32 {
 }
 
 /// [`fill4`] with the fixed fields' sum `fixed` ([`fixed_sum4`]) known;
-/// `(tos, total, proto)` vary. `src` and `dst` are 4-aligned (map values).
+/// `(tos, total, proto)` vary.
 #[inline(always)]
 pub fn fill4_summed(ip: &mut Ipv4Hdr, (tos, total, proto): (u8, u16, u8), src: &[u8; 16], dst: &[u8; 16], fixed: u32) {
     ip.version_ihl = 0x45;
@@ -54,18 +54,12 @@ pub fn fill4_summed(ip: &mut Ipv4Hdr, (tos, total, proto): (u8, u16, u8), src: &
     ip.frag_off = [IP_DF, 0];
     ip.ttl = OUTER_TTL;
     ip.proto = proto;
-    // SAFETY: the addresses' last words (4-aligned map values, IPv4-mapped)
-    // into the header's; unaligned stores as in `fill6`.
-    unsafe {
-        let (s, d) = (src.as_ptr().add(12) as *const u32, dst.as_ptr().add(12) as *const u32);
-        core::ptr::write_unaligned(ip.src.as_mut_ptr() as *mut u32, *s);
-        core::ptr::write_unaligned(ip.dst.as_mut_ptr() as *mut u32, *d);
-    }
+    ip.src = [src[12], src[13], src[14], src[15]];
+    ip.dst = [dst[12], dst[13], dst[14], dst[15]];
     ip.check = csum::finish(fixed + tos as u32 + total as u32 + proto as u32).to_be_bytes();
 }
 
 /// Fills an outer IPv6 header; its flow label carries `label` (20 bits).
-/// `src` and `dst` are 4-aligned (map values).
 #[inline(always)]
 pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (src, dst): (&[u8; 16], &[u8; 16])) {
     let label = label & 0x000f_ffff;
@@ -73,18 +67,6 @@ pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (sr
     ip.payload_len = payload.to_be_bytes();
     ip.next_header = proto;
     ip.hop_limit = OUTER_TTL;
-    // By words from the 4-aligned addresses (map values): sixteen byte
-    // copies each would be three times the instructions.
-    let to = ip.src.as_mut_ptr() as *mut u32;
-    let (s, d) = (src.as_ptr() as *const u32, dst.as_ptr() as *const u32);
-    for i in 0..4 {
-        // SAFETY: 32 bytes of addresses in the header (src, then dst).
-        // The stores may be unaligned in a frame, which the verifier
-        // allows where unaligned access is cheap (x86-64, arm64), and is
-        // aligned on a stack (the TC probe's header; checked at load).
-        unsafe {
-            core::ptr::write_unaligned(to.add(i), *s.add(i));
-            core::ptr::write_unaligned(to.add(4 + i), *d.add(i));
-        }
-    }
+    ip.src = *src;
+    ip.dst = *dst;
 }

@@ -75,14 +75,13 @@ fn made_for(r: &TunnelRoute, b: &Backend, ingress: u32) -> bool {
 #[inline(always)]
 pub fn get(ctx: &XdpContext, id: u32, b: &Backend) -> Result<&'static TunnelRoute, Drop> {
     let r = TUNNEL_ROUTES.get_ptr_mut(id).ok_or(Drop::BadBackend)?;
-    // SAFETY: this CPU's slot, in place.
-    let kept = unsafe { &*r };
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    if made_for(kept, b, ingress) && kept.expires > unsafe { bpf_jiffies64() } {
-        return Ok(kept);
+    // SAFETY: this CPU's slot, in place (read here, written only by `ask`).
+    if made_for(unsafe { &*r }, b, ingress) && unsafe { (*r).expires } > unsafe { bpf_jiffies64() } {
+        return Ok(unsafe { &*r });
     }
     match ask(ctx, r, b) {
-        ASKED => Ok(kept),
+        ASKED => Ok(unsafe { &*r }),
         NO_NEIGHBOUR => Err(Drop::NoNeighbour),
         NO_SOURCE => Err(Drop::BadBackend),
         _ => Err(Drop::NoRoute),
@@ -115,12 +114,15 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
     r.gue = b.encap == ENCAP_GUE;
     r.src = *src;
     r.ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    r.mtu = match fib::route_uncached(&ctx, v4, src, &b.addr) {
+    let (asked, answer) = fib::route_uncached(&ctx, v4, src, &b.addr);
+    r.mtu = match answer {
         Ok(mtu) => mtu,
         Err(Drop::NoNeighbour) => return NO_NEIGHBOUR,
         Err(_) => return NO_ROUTE,
     };
-    if !fib::copy_answer(&mut r.ifindex, &mut r.smac, &mut r.dmac) {
+    // Not kept (nor used) if a run that interrupted this one asked its own
+    // question meanwhile: the scratch would hold that answer.
+    if !fib::copy_answer(asked, &mut r.ifindex, &mut r.smac, &mut r.dmac) {
         return NO_ROUTE;
     }
     // From the slot, not the arguments: fewer values live, fewer spills.
