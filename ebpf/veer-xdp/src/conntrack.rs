@@ -5,7 +5,7 @@
 //! first packets (spoofed SYNs) therefore churns only `NEW_CONNS`, and an
 //! established flow's entry is never evicted to make room for one.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
+use aya_ebpf::{macros::map, maps::LruHashMap, programs::XdpContext};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
     CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, CONN_F_TS_AHEAD, DEFAULT_CONN_TABLE_SIZE,
@@ -15,7 +15,7 @@ use veer_abi::{
 use crate::{
     active,
     backends::owned_backend,
-    forward,
+    clock, forward,
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     nat_sync,
     services::SERVICE_SLOTS,
@@ -99,9 +99,9 @@ pub fn keeper(svc: &Service, entry: &ConnEntry) -> Option<Flow> {
 #[inline(always)]
 fn touch(entry: &mut ConnEntry, tcp_flags: u8) -> (bool, active::Change) {
     // The coarse clock (CLOCK_MONOTONIC_COARSE, Linux 5.11+): a tick's
-    // precision is plenty for idle timeouts, and reading it is a load where
-    // the precise clock reads the clocksource (about 15 ns a packet here).
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // precision is plenty for idle timeouts, and each CPU reads it once a
+    // tick ([`clock`]).
+    let now = clock::coarse_ns();
     let mut change = active::Change::NONE;
     if tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         change = set_closing(entry);
@@ -291,7 +291,7 @@ fn entry_for(svc: &Service, backend: u32, nat: Slot, flags: u32) -> ConnEntry {
     ConnEntry {
         backend,
         service: svc.id,
-        last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
+        last_seen_ns: clock::coarse_ns(),
         flags: (flags & !CONN_F_TS) | ts,
         nat_port: nat.port,
         nat_addr: nat.addr,

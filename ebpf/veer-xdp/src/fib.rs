@@ -206,10 +206,17 @@ pub fn copy_answer(asked: u32, ifindex: &mut u32, smac: &mut [u8; 6], dmac: &mut
 /// that is the ingress interface, else `XDP_REDIRECT`.
 #[inline(always)]
 pub fn out_by(ctx: &XdpContext, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6]) -> Result<u32, Drop> {
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     copy_mac(&mut eth.src, smac);
     copy_mac(&mut eth.dst, dmac);
+    leave(ctx, ifindex)
+}
+
+/// Sends the frame, its MACs already set, out of `ifindex`: `XDP_TX` if
+/// that is the ingress interface, else `XDP_REDIRECT`.
+#[inline(always)]
+pub fn leave(ctx: &XdpContext, ifindex: u32) -> Result<u32, Drop> {
+    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if ifindex == ingress {
         stats::count(GlobalCounter::Transmitted);
         return Ok(xdp_action::XDP_TX);

@@ -29,8 +29,9 @@
 
 // Layers, bottom up: a module imports only from the groups above its own
 // (no circles: scripts/module-graph.py). Wire formats, counters, and
-// the tables userspace writes:
+// the tables userspace writes; the clock:
 mod backends;
+mod clock;
 mod headers;
 mod services;
 mod stats;

@@ -96,8 +96,14 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, key: &FlowKey) -> Result<
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
         return Err(Drop::TooBig);
     }
-    let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
-    eth.ether_type = if outer_v4 { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
+    // The Ethernet header as kept, by half-words: a frame starts at an
+    // even address (and XDP's packet stores may be unaligned where the
+    // kernel allows it cheaply, x86-64 and arm64).
+    let to = mut_ptr_at::<EthHdr>(ctx, 0)? as *mut u16;
+    for (i, half) in way.eth.iter().enumerate() {
+        // SAFETY: the 14 bytes of the frame's Ethernet header, bounds-checked above.
+        unsafe { *to.add(i) = *half };
+    }
     let proto = outer::proto(gue, inner_v4);
     // Only GUE's source port and IPv6's flow label carry it.
     let hash = if gue || !outer_v4 { entropy(key) } else { 0 };
@@ -127,7 +133,7 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, key: &FlowKey) -> Result<
         udp.check = check.to_be_bytes();
     }
     stats::count(GlobalCounter::Encapsulated);
-    fib::out_by(ctx, way.ifindex, &way.smac, &way.dmac)
+    fib::leave(ctx, way.ifindex)
 }
 
 /// An outer IPv6 GUE packet's UDP checksum field, or zero where it cannot

@@ -67,17 +67,18 @@ pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (sr
     ip.payload_len = payload.to_be_bytes();
     ip.next_header = proto;
     ip.hop_limit = OUTER_TTL;
-    // One word load per four bytes from the 4-aligned addresses (map
-    // values); LLVM stores each word as bytes (unaligned), which is still
-    // fewer loads than copying byte by byte.
+    // By words, as C dataplanes write `s6_addr32`: the addresses are map
+    // values (4-aligned); the header is at an even offset of a frame (or
+    // 8-aligned on the TC probe's stack), and XDP's packet stores may be
+    // unaligned where the kernel allows it cheaply (x86-64, arm64).
+    // `write_unaligned` would be split into byte stores by LLVM.
     let (s, d) = (src.as_ptr() as *const u32, dst.as_ptr() as *const u32);
     let (to_s, to_d) = (ip.src.as_mut_ptr() as *mut u32, ip.dst.as_mut_ptr() as *mut u32);
     for i in 0..4 {
-        // SAFETY: four words in each 16-byte address, read aligned, stored
-        // unaligned.
+        // SAFETY: four words in each 16-byte address.
         unsafe {
-            core::ptr::write_unaligned(to_s.add(i), *s.add(i));
-            core::ptr::write_unaligned(to_d.add(i), *d.add(i));
+            *to_s.add(i) = *s.add(i);
+            *to_d.add(i) = *d.add(i);
         }
     }
 }

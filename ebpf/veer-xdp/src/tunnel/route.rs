@@ -11,7 +11,13 @@ use aya_ebpf::{helpers::bpf_jiffies64, macros::map, maps::PerCpuArray, programs:
 use veer_abi::{csum, is_ipv4_mapped, Backend, ENCAP_GUE, MAX_BACKENDS};
 
 use super::outer;
-use crate::{access::callee_ctx, fib, snat, verdict::Drop};
+use crate::{
+    access::callee_ctx,
+    fib,
+    headers::eth::{ETH_P_IP, ETH_P_IPV6},
+    snat,
+    verdict::Drop,
+};
 
 /// The way out to one backend, and what it was found for.
 #[repr(C)]
@@ -37,8 +43,9 @@ pub struct TunnelRoute {
     pub sum: u32,
     /// The outer source address (16-byte form).
     pub src: [u8; 16],
-    pub smac: [u8; 6],
-    pub dmac: [u8; 6],
+    /// The frame's Ethernet header on the way out (next hop's MAC, the
+    /// interface's, the outer EtherType), as half-words to store.
+    pub eth: [u16; 7],
     /// The tick ([`bpf_jiffies64`]) from which the answer is asked again.
     expires: u64,
 }
@@ -122,9 +129,17 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
     };
     // Not kept (nor used) if a run that interrupted this one asked its own
     // question meanwhile: the scratch would hold that answer.
-    if !fib::copy_answer(asked, &mut r.ifindex, &mut r.smac, &mut r.dmac) {
+    // SAFETY: the 14 bytes of the slot's Ethernet header.
+    let eth = unsafe { &mut *(r.eth.as_mut_ptr() as *mut [u8; 14]) };
+    let (dmac, rest) = eth.split_at_mut(6);
+    let (smac, ether_type) = rest.split_at_mut(6);
+    // SAFETY: six bytes each.
+    let (dmac, smac) =
+        unsafe { (&mut *(dmac.as_mut_ptr() as *mut [u8; 6]), &mut *(smac.as_mut_ptr() as *mut [u8; 6])) };
+    if !fib::copy_answer(asked, &mut r.ifindex, smac, dmac) {
         return NO_ROUTE;
     }
+    ether_type.copy_from_slice(&if v4 { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes());
     // From the slot, not the arguments: fewer values live, fewer spills.
     // SAFETY: the backend's address as kept, 16 bytes.
     let dst = unsafe { &*(r.addr.as_ptr() as *const [u8; 16]) };
