@@ -5,7 +5,7 @@
 //! first packets (spoofed SYNs) therefore churns only `NEW_CONNS`, and an
 //! established flow's entry is never evicted to make room for one.
 
-use aya_ebpf::{macros::map, maps::LruHashMap, programs::XdpContext};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
     CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, CONN_F_TS_AHEAD, DEFAULT_CONN_TABLE_SIZE,
@@ -108,7 +108,9 @@ fn touch(entry: &mut ConnEntry, tcp_flags: u8) -> (bool, active::Change) {
     }
     // Writing the shared line on every packet bounces it between CPUs; a
     // coarse clock is all idle detection needs.
-    let moved = now.wrapping_sub(entry.last_seen_ns) > 100_000_000;
+    // Saturating: another CPU's reading may be a tick newer than this one's
+    // ([`clock`]); `last_seen_ns` never goes back.
+    let moved = now.saturating_sub(entry.last_seen_ns) > 100_000_000;
     if moved {
         if entry.flags & CONN_F_COUNTED != 0 {
             change = active::Change { backend: entry.backend, from_ns: entry.last_seen_ns, to_ns: now };
@@ -291,7 +293,9 @@ fn entry_for(svc: &Service, backend: u32, nat: Slot, flags: u32) -> ConnEntry {
     ConnEntry {
         backend,
         service: svc.id,
-        last_seen_ns: clock::coarse_ns(),
+        // The clock itself, not `clock`'s reading (a new flow's first
+        // packet: rare enough, and never a tick old).
+        last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
         flags: (flags & !CONN_F_TS) | ts,
         nat_port: nat.port,
         nat_addr: nat.addr,

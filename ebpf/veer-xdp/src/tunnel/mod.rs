@@ -96,9 +96,10 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, key: &FlowKey) -> Result<
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
         return Err(Drop::TooBig);
     }
-    // The Ethernet header as kept, by half-words: a frame starts at an
-    // even address (and XDP's packet stores may be unaligned where the
-    // kernel allows it cheaply, x86-64 and arm64).
+    // The Ethernet header as kept, by half-words (plain stores, as C
+    // dataplanes write header words): x86-64 and arm64, and their verifier
+    // without strict alignment, take them at any address; frames start at
+    // an even one in every driver seen, which a strict-alignment CPU needs.
     let to = mut_ptr_at::<EthHdr>(ctx, 0)? as *mut u16;
     for (i, half) in way.eth.iter().enumerate() {
         // SAFETY: the 14 bytes of the frame's Ethernet header, bounds-checked above.

@@ -68,9 +68,9 @@ pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (sr
     ip.next_header = proto;
     ip.hop_limit = OUTER_TTL;
     // By words, as C dataplanes write `s6_addr32`: the addresses are map
-    // values (4-aligned); the header is at an even offset of a frame (or
-    // 8-aligned on the TC probe's stack), and XDP's packet stores may be
-    // unaligned where the kernel allows it cheaply (x86-64, arm64).
+    // values (4-aligned); in a frame the stores may be unaligned, which
+    // x86-64 and arm64 (and their verifier without strict alignment) take
+    // at any address; on the TC probe's stack the header is 8-aligned.
     // `write_unaligned` would be split into byte stores by LLVM.
     let (s, d) = (src.as_ptr() as *const u32, dst.as_ptr() as *const u32);
     let (to_s, to_d) = (ip.src.as_mut_ptr() as *mut u32, ip.dst.as_mut_ptr() as *mut u32);
