@@ -18,6 +18,7 @@ starts which source line), then attributes perf's samples to source lines.
 load to record. Needs root.
 """
 
+import bisect
 import collections
 import ctypes
 import json
@@ -145,15 +146,14 @@ def record(out, seconds, names):
 
 def report(path, top):
     d = json.load(open(path))
-    import bisect
-
-    spans = []  # (start, end, prog, func index)
+    spans = []  # (start, end, prog, function index)
     for p in d["progs"]:
+        p["starts"] = [x["addr"] for x in p["lines"]]
         for i, (a, n) in enumerate(p["funcs"]):
             spans.append((a, a + n, p, i))
     spans.sort(key=lambda s: s[0])
     starts = [s[0] for s in spans]
-    by_line, by_func, total, ours = collections.Counter(), collections.Counter(), 0, 0
+    by_line, by_file, total, ours = collections.Counter(), collections.Counter(), 0, 0
     for s in d["samples"]:
         ip = int(s, 16)
         total += 1
@@ -161,15 +161,15 @@ def report(path, top):
         if k < 0 or ip >= spans[k][1]:
             continue
         ours += 1
-        _, _, p, fi = spans[k]
+        _, _, p, _ = spans[k]
         lines = p["lines"]
-        j = bisect.bisect_right([x["addr"] for x in lines], ip) - 1
+        j = bisect.bisect_right(p["starts"], ip) - 1
         where = lines[j] if j >= 0 else {"file": "?", "line": 0, "text": "?"}
         file = where["file"].split("/src/")[-1]
-        by_func[file] += 1
+        by_file[file] += 1
         by_line[(file, where["line"], where["text"][:90])] += 1
     print(f"{ours} of {total} samples in the programs; by source file:")
-    for f, n in by_func.most_common(12):
+    for f, n in by_file.most_common(12):
         print(f"{100 * n / max(ours, 1):5.1f}%  {f}")
     print("by source line:")
     for (f, line, text), n in by_line.most_common(top):

@@ -176,7 +176,10 @@ fn answered(r: u32, p: *mut FibParams) -> Result<u32, Drop> {
 #[inline(always)]
 pub fn out(ctx: &XdpContext) -> Result<u32, Drop> {
     let p = unsafe { &(*FIB_SCRATCH.get_ptr(0).ok_or(Drop::NoRoute)?).params };
-    out_by(ctx, p.ifindex, &p.smac, &p.dmac)
+    let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
+    copy_mac(&mut eth.src, &p.smac);
+    copy_mac(&mut eth.dst, &p.dmac);
+    leave(ctx, p.ifindex)
 }
 
 /// Which question this CPU asked last (see `FibScratch::asked`).
@@ -200,16 +203,6 @@ pub fn copy_answer(asked: u32, ifindex: &mut u32, smac: &mut [u8; 6], dmac: &mut
     copy_mac(smac, &p.smac);
     copy_mac(dmac, &p.dmac);
     true
-}
-
-/// Sends the frame out of `ifindex` from `smac` to `dmac`: `XDP_TX` if
-/// that is the ingress interface, else `XDP_REDIRECT`.
-#[inline(always)]
-pub fn out_by(ctx: &XdpContext, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6]) -> Result<u32, Drop> {
-    let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
-    copy_mac(&mut eth.src, smac);
-    copy_mac(&mut eth.dst, dmac);
-    leave(ctx, ifindex)
 }
 
 /// Sends the frame, its MACs already set, out of `ifindex`: `XDP_TX` if

@@ -45,15 +45,14 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
     let proto = outer::proto(gue, inner_v4);
     let total = inner_len + overhead;
     // Built here, then stored: a socket buffer is written through helpers.
-    // 8-aligned on the stack: `outer` stores the addresses by words, and
-    // the verifier wants stack words aligned.
     if outer_v4 {
         // SAFETY: a header of byte arrays; every field is written below.
-        let mut ip: Aligned<Ipv4Hdr> = unsafe { core::mem::zeroed() };
-        outer::fill4(&mut ip.0, 0, total as u16, proto, src, &b.addr);
-        ctx.store(EthHdr::LEN, &ip.0, 0).ok()?;
+        let mut ip: Ipv4Hdr = unsafe { core::mem::zeroed() };
+        outer::fill4(&mut ip, 0, total as u16, proto, src, &b.addr);
+        ctx.store(EthHdr::LEN, &ip, 0).ok()?;
     } else {
-        // SAFETY: as above.
+        // SAFETY: as above. 8-aligned on the stack: `outer::fill6` stores
+        // the addresses by words, and the verifier wants stack words aligned.
         let mut ip: Aligned<Ipv6Hdr> = unsafe { core::mem::zeroed() };
         outer::fill6(&mut ip.0, 0, (total - Ipv6Hdr::LEN) as u16, proto, 0, (src, &b.addr));
         ctx.store(EthHdr::LEN, &ip.0, 0).ok()?;
@@ -75,6 +74,6 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
     Some(TC_ACT_REDIRECT)
 }
 
-/// A header kept 8-aligned on the stack.
+/// An IPv6 header kept 8-aligned on the stack.
 #[repr(C, align(8))]
 struct Aligned<T>(T);

@@ -127,8 +127,6 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
         Err(Drop::NoNeighbour) => return NO_NEIGHBOUR,
         Err(_) => return NO_ROUTE,
     };
-    // Not kept (nor used) if a run that interrupted this one asked its own
-    // question meanwhile: the scratch would hold that answer.
     // SAFETY: the 14 bytes of the slot's Ethernet header.
     let eth = unsafe { &mut *(r.eth.as_mut_ptr() as *mut [u8; 14]) };
     let (dmac, rest) = eth.split_at_mut(6);
@@ -136,6 +134,8 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
     // SAFETY: six bytes each.
     let (dmac, smac) =
         unsafe { (&mut *(dmac.as_mut_ptr() as *mut [u8; 6]), &mut *(smac.as_mut_ptr() as *mut [u8; 6])) };
+    // Not kept (nor used) if a run that interrupted this one asked its own
+    // question meanwhile: the scratch would hold that answer.
     if !fib::copy_answer(asked, &mut r.ifindex, smac, dmac) {
         return NO_ROUTE;
     }
