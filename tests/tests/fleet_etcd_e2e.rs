@@ -226,7 +226,7 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     let dir = scratch("fleet-part");
     let mut bed = FleetBed::create("veer-fp", 3, 3, &dir).expect("fleet testbed").with_etcd("veer-fp").expect("etcd");
     // A second service on a VIP of its own, over b3 alone; lb2's first
-    // operator change leaves for etcd 3 s late (a race it will lose).
+    // operator change leaves for etcd 1.5 s late (a race it will lose).
     let api = format!(
         "\n[[service]]\nname = \"api\"\nvip = \"{VIP2}\"\nport = 80\n\n[service.health]\nkind = \"tcp\"\n\
          interval = \"100ms\"\ntimeout = \"80ms\"\nrise = 2\nfall = 3\n\n[[service.backend]]\nname = \"b3\"\n\
@@ -307,7 +307,7 @@ fn a_node_cut_from_the_backends_fences_itself_an_isolated_node_fails_static_and_
     assert!(fleet.nodes[2].veerd.api(Request::Enable { service: "web".into(), backend: "b2".into() }).unwrap().ok);
     wait_fleet_ready(&fleet, &all);
 
-    // A lost race: lb2 drains b1, but its change leaves for etcd 3 s late
+    // A lost race: lb2 drains b1, but its change leaves for etcd 1.5 s late
     // (the failure point); meanwhile lb1 disables b1. lb2's caller hears the
     // conflict with the value that won, and lb2 takes the fleet's value.
     let lb2_sock = dir.join("t-fp2.sock");

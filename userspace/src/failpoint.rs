@@ -4,8 +4,9 @@
 //! (default: the first) through `hit(name)` report a failure, once. Unset,
 //! every `hit` is one load of an empty list. Points:
 //! - `publish-service`: a service's dataplane write during a config change.
-//! - `fleet-publish-late`: an operator change leaves for etcd 3 s late (so
-//!   that another node's change to the same key commits first).
+//! - `fleet-publish-late`: an operator change leaves for etcd one and a
+//!   half etcd timeouts late (so that another node's change to the same key
+//!   commits first), halfway to its caller's answer deadline.
 
 use std::{
     collections::HashMap,

@@ -97,8 +97,10 @@ impl FleetNode {
         let writes = self.pending.unsent();
         if writes.is_empty() {
         } else if crate::failpoint::hit("fleet-publish-late") {
-            // Fault tests: another node's change can commit first.
-            self.handle.send_later(FleetCmd::Publish(writes), std::time::Duration::from_secs(3));
+            // Fault tests: another node's change can commit first. Halfway
+            // to the caller's answer deadline (three timeouts), so that
+            // neither the other node nor this publish runs against it.
+            self.handle.send_later(FleetCmd::Publish(writes), self.cfg.timeout * 3 / 2);
         } else {
             // One transaction per key: a race lost on one drops no other.
             for w in writes {
