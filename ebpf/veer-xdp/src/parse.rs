@@ -17,6 +17,7 @@ use crate::{
     access::ptr_at,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
+        field::{word, words16},
         icmp::IcmpHdr,
         ipv4::Ipv4Hdr,
         ipv6::{Ipv6Hdr, NEXTHDR_AUTH, NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
@@ -124,10 +125,10 @@ fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr) -> Result<Option<VipPacket>, Drop> {
     if ip.proto == IPPROTO_ICMP {
         return quoted_v4(ctx, l4, EthHdr::LEN + total, &ip.dst);
     }
-    let Some((sport, dport, tcp_flags)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
+    let Some((ports, tcp_flags)) = ports(ctx, ip.proto, l4, EthHdr::LEN + total)? else {
         return Ok(None);
     };
-    let key = FlowKey::v4(ip.src, ip.dst, sport, dport, ip.proto);
+    let key = FlowKey::v4_wire(word(&ip.src), word(&ip.dst), ports, ip.proto);
     Ok(Some(VipPacket { key, bits: tcp_flags as u32, l4: l4 as u32 }))
 }
 
@@ -156,17 +157,18 @@ fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr) -> Result<Option<VipPacket>, Drop> {
         IPPROTO_ICMPV6 => return quoted_v6(ctx, EthHdr::LEN + Ipv6Hdr::LEN, end, &ip.dst),
         _ => {}
     }
-    let Some((sport, dport, tcp_flags)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
+    let Some((ports, tcp_flags)) = ports(ctx, proto, EthHdr::LEN + Ipv6Hdr::LEN, end)? else {
         return Ok(None);
     };
-    let key = FlowKey::v6(&ip.src, &ip.dst, sport, dport, proto);
+    let key = FlowKey::v6_wire(words16(&ip.src), words16(&ip.dst), ports, proto);
     Ok(Some(VipPacket { key, bits: tcp_flags as u32, l4: (EthHdr::LEN + Ipv6Hdr::LEN) as u32 }))
 }
 
-/// Source and destination port (and TCP flags) of a TCP or UDP header at `l4`,
+/// The ports word (source and destination port as on the wire, one load;
+/// see [`FlowKey::v4_wire`]) and TCP flags of a TCP or UDP header at `l4`,
 /// which must end by `ip_end`; `None` for other protocols.
 #[inline(always)]
-pub fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option<(u16, u16, u8)>, Drop> {
+fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Option<(u32, u8)>, Drop> {
     match proto {
         IPPROTO_TCP => {
             let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, l4)? };
@@ -177,7 +179,7 @@ pub fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Op
             if l4 + len > ip_end {
                 return Err(Drop::Truncated);
             }
-            Ok(Some((u16::from_be_bytes(tcp.sport), u16::from_be_bytes(tcp.dport), tcp.flags())))
+            Ok(Some((ports_word(tcp as *const TcpHdr), tcp.flags())))
         }
         IPPROTO_UDP => {
             let udp = unsafe { &*ptr_at::<UdpHdr>(ctx, l4)? };
@@ -187,10 +189,18 @@ pub fn ports(ctx: &XdpContext, proto: u8, l4: usize, ip_end: usize) -> Result<Op
             if udp.len() < UdpHdr::LEN {
                 return Err(Drop::Malformed);
             }
-            Ok(Some((u16::from_be_bytes(udp.sport), u16::from_be_bytes(udp.dport), 0)))
+            Ok(Some((ports_word(udp as *const UdpHdr), 0)))
         }
         _ => Ok(None),
     }
+}
+
+/// The first word of a TCP or UDP header (`T`, at least 4 bytes): both ports.
+#[inline(always)]
+fn ports_word<T>(l4: *const T) -> u32 {
+    // SAFETY: the caller's header is in the frame and starts with the two
+    // ports; one load (see `headers::word`).
+    word(unsafe { &*(l4 as *const [u8; 4]) })
 }
 
 /// The ports of a quoted TCP or UDP header at `at` (the first 8 bytes, which

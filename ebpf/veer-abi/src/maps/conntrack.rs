@@ -50,6 +50,24 @@ impl FlowKey {
         ])
     }
 
+    /// An IPv4 flow's key from the words the packet holds: each address
+    /// in memory order (`u32::from_ne_bytes` of its bytes), and the L4
+    /// header's first word, source and destination port (see
+    /// [`ports_from_wire`]). What the XDP parse loads, one load each.
+    #[inline(always)]
+    pub fn v4_wire(src: u32, dst: u32, ports: u32, proto: u8) -> Self {
+        let mapped = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+        Self::from_words([0, 0, mapped, src, 0, 0, mapped, dst, ports_from_wire(ports), proto_word(proto)])
+    }
+
+    /// An IPv6 flow's key from the words the packet holds (see [`FlowKey::v4_wire`]).
+    #[inline(always)]
+    pub fn v6_wire(src: [u32; 4], dst: [u32; 4], ports: u32, proto: u8) -> Self {
+        let [s0, s1, s2, s3] = src;
+        let [d0, d1, d2, d3] = dst;
+        Self::from_words([s0, s1, s2, s3, d0, d1, d2, d3, ports_from_wire(ports), proto_word(proto)])
+    }
+
     #[inline(always)]
     fn from_words(words: [u32; 10]) -> Self {
         // SAFETY: FlowKey is 40 bytes of integers (no padding the compiler
@@ -63,6 +81,15 @@ impl FlowKey {
 fn ports_word(sport: u16, dport: u16) -> u32 {
     let (s, d) = (sport.to_ne_bytes(), dport.to_ne_bytes());
     u32::from_ne_bytes([s[0], s[1], d[0], d[1]])
+}
+
+/// The key's ports word from a TCP or UDP header's first four bytes, loaded
+/// as one word in memory order (both ports big-endian on the wire; the key
+/// holds them in host order).
+#[inline(always)]
+pub fn ports_from_wire(wire: u32) -> u32 {
+    let b = wire.to_ne_bytes();
+    ports_word(u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]))
 }
 
 /// `proto` and the zero padding, as the key's last word holds them.
@@ -159,5 +186,14 @@ mod tests {
             (core::array::from_fn(|i| i as u8 + 1), core::array::from_fn(|i| 0xf0 ^ i as u8));
         let by_fields = FlowKey { src: s6, dst: d6, sport: 1, dport: 65535, proto: 17, _pad: [0; 3] };
         assert_eq!(FlowKey::v6(&s6, &d6, 1, 65535, 17), by_fields);
+        // As the XDP parse builds them, from words loaded off the wire.
+        let w4 = |a: [u8; 4]| u32::from_ne_bytes(a);
+        let w16 = |a: &[u8; 16]| {
+            core::array::from_fn(|i| u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]))
+        };
+        let ports = u32::from_ne_bytes([0x9c, 0x40, 0x00, 0x50]);
+        assert_eq!(FlowKey::v4_wire(w4(s4), w4(d4), ports, 6), FlowKey::v4(s4, d4, 40000, 80, 6));
+        let ports = u32::from_ne_bytes([0x00, 0x01, 0xff, 0xff]);
+        assert_eq!(FlowKey::v6_wire(w16(&s6), w16(&d6), ports, 17), by_fields);
     }
 }

@@ -23,7 +23,7 @@ impl EthHdr {
     /// The EtherType ([`ETH_P_IP`], [`ETH_P_IPV6`], ...).
     #[inline(always)]
     pub fn ether_type(&self) -> u16 {
-        u16::from_be_bytes(self.ether_type)
+        super::field::be16(&self.ether_type)
     }
 }
 

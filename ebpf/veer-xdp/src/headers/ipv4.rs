@@ -44,12 +44,12 @@ impl Ipv4Hdr {
     /// Length of the whole packet in bytes.
     #[inline(always)]
     pub fn total_len(&self) -> usize {
-        u16::from_be_bytes(self.tot_len) as usize
+        super::field::be16(&self.tot_len) as usize
     }
 
     /// Either More Fragments or a non-zero offset: this is a fragment.
     #[inline(always)]
     pub fn is_fragment(&self) -> bool {
-        u16::from_be_bytes(self.frag_off) & 0x3fff != 0
+        super::field::be16(&self.frag_off) & 0x3fff != 0
     }
 }

@@ -41,6 +41,6 @@ impl Ipv6Hdr {
     /// Length after this header in bytes.
     #[inline(always)]
     pub fn payload_len(&self) -> usize {
-        u16::from_be_bytes(self.payload_len) as usize
+        super::field::be16(&self.payload_len) as usize
     }
 }

@@ -64,6 +64,6 @@ impl UdpHdr {
     /// Length of header and payload in bytes.
     #[inline(always)]
     pub fn len(&self) -> usize {
-        u16::from_be_bytes(self.len) as usize
+        super::field::be16(&self.len) as usize
     }
 }

@@ -1,0 +1,29 @@
+//! Reads of a multi-byte field with one load. Headers sit at any offset in
+//! the frame, and through `read_unaligned` LLVM's BPF backend splits such a
+//! load into byte loads and shifts; x86-64 and arm64 load at any address,
+//! and their verifier (without strict alignment) takes such packet loads, as
+//! C dataplanes rely on when they read `iph->saddr`.
+
+/// A big-endian 16-bit field, read with one load.
+#[inline(always)]
+pub fn be16(field: &[u8; 2]) -> u16 {
+    // SAFETY: two bytes in the frame, bounds-checked by the caller's header
+    // pointer; see above on alignment.
+    u16::from_be(unsafe { *(field.as_ptr() as *const u16) })
+}
+
+/// A 4-byte field, read with one load, in memory order (`u32::from_ne_bytes`
+/// of its bytes).
+#[inline(always)]
+pub fn word(field: &[u8; 4]) -> u32 {
+    // SAFETY: as in [`be16`].
+    unsafe { *(field.as_ptr() as *const u32) }
+}
+
+/// A 16-byte address, read as four loads, in memory order.
+#[inline(always)]
+pub fn words16(field: &[u8; 16]) -> [u32; 4] {
+    let p = field.as_ptr() as *const u32;
+    // SAFETY: four words in 16 bytes; as in [`be16`].
+    unsafe { [*p, *p.add(1), *p.add(2), *p.add(3)] }
+}
