@@ -7,10 +7,11 @@
 use std::net::SocketAddr;
 
 use veer::dataplane::{flow_key, rescue::refusal_frame, Protocol};
-use veer_abi::{GlobalCounter, SERVICE_F_PASSIVE};
+use veer_abi::{GlobalCounter, NAT_F_RESCUED, SERVICE_F_PASSIVE};
 use veer_tests::{frame, lab::NatLab, seen::inspect};
 
 const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
 const XDP_REDIRECT: u32 = 4;
 
 fn rescue(tag: &str, v6: bool) {
@@ -68,4 +69,36 @@ fn ipv4_an_unanswered_syn_is_rescued_to_another_backend() {
 #[test]
 fn ipv6_an_unanswered_syn_is_rescued_to_another_backend() {
     rescue("rsc6", true);
+}
+
+/// A rescue and the first backend's SYN-ACK crossing on two CPUs: the
+/// rescue has marked the mapping (its one atomic instruction) and its NAT
+/// program has not yet released it when the SYN-ACK comes. The SYN-ACK is
+/// then the local stack's (whose RST ends the backend's half-open side),
+/// not the client's: the client would otherwise take the first backend's
+/// SYN-ACK and send its data to the second, which resets it.
+fn crossing(tag: &str, v6: bool) {
+    let mut lab = NatLab::with_flags(tag, v6, Protocol::Tcp, 3, SERVICE_F_PASSIVE);
+    let client = SocketAddr::new(lab.client, 40001);
+    let (action, out) = lab.run(&frame::tcp_segment(client, lab.vip, 0x02, 1000, 0, &frame::SYN_OPTIONS));
+    assert_eq!(action, XDP_REDIRECT, "{tag}");
+    let first = inspect(&out);
+    let key = flow_key(client, lab.vip, Protocol::Tcp);
+    assert!(lab.dp.edit_nat_mapping(&key, |m| m.flags |= NAT_F_RESCUED).unwrap(), "{tag}: a mapping");
+    let answer = frame::tcp_segment(first.dst, first.src, 0x12, 5000, 1001, &[2, 4, 5, 180]);
+    assert_eq!(lab.run(&answer).0, XDP_PASS, "{tag}: the SYN-ACK of a rescued flow is not sent to the client");
+    assert_eq!(lab.counter(GlobalCounter::NatAnswerMoved), 1, "{tag}");
+    let pending = lab.dp.pending_syns().unwrap();
+    let (_, p) = pending.iter().find(|(k, _)| *k == key).copied().unwrap();
+    assert_eq!(p.answered_ns, 0, "{tag}: not taken for the backend's round trip");
+}
+
+#[test]
+fn ipv4_a_syn_ack_crossing_a_rescue_does_not_reach_the_client() {
+    crossing("rsx4", false);
+}
+
+#[test]
+fn ipv6_a_syn_ack_crossing_a_rescue_does_not_reach_the_client() {
+    crossing("rsx6", true);
 }

@@ -45,18 +45,7 @@ fn add(id: u32, e: u64, delta: i64) {
         a.epoch[s] = e;
         a.count[s] = 0;
     }
-    // One atomic instruction (BPF_ATOMIC add, no fetch: BPF v1), as
-    // clang's __sync_fetch_and_add with an unused result; the BPF target
-    // has no atomic read-modify-write in `core::sync::atomic`.
-    // SAFETY: an aligned i64 in a map value the verifier checked.
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({p} + 0) += {d}",
-            p = in(reg) &mut a.count[s] as *mut i64,
-            d = in(reg) delta,
-            options(nostack),
-        )
-    };
+    crate::atomic::add(&mut a.count[s] as *mut i64, delta);
 }
 
 /// A flow of backend `id` became established at `now_ns`.

@@ -29,7 +29,8 @@
 
 // Layers, bottom up: a module imports only from the groups above its own
 // (no circles: scripts/module-graph.py). Wire formats, counters, and
-// the tables userspace writes; the clock:
+// the tables userspace writes; the clock; atomic instructions:
+mod atomic;
 mod backends;
 mod clock;
 mod headers;

@@ -239,6 +239,25 @@ pub fn answered(key: &FlowKey, e: &ConnEntry) -> bool {
     unsafe { NAT_REV.get(slot) }.is_some_and(|m| m.flags & NAT_F_ANSWERED != 0)
 }
 
+/// Sets `bits` in mapping `m`'s flags in one atomic instruction and
+/// returns the flags before: of two CPUs doing so at once, each with the
+/// bit the other tests, exactly one sees the other's (a rescue and the
+/// backend's SYN-ACK, [`NAT_F_RESCUED`](veer_abi::NAT_F_RESCUED)).
+#[inline(always)]
+pub fn fetch_or_flags(m: *mut NatMapping, bits: u32) -> u32 {
+    // `flags` is the high half (little-endian) of the 8-aligned word it
+    // shares with `seq_delta`: BPF has 64-bit atomics from its first
+    // instruction set, 32-bit ones only with ALU32.
+    const _: () = assert!(
+        core::mem::offset_of!(NatMapping, flags) == core::mem::offset_of!(NatMapping, seq_delta) + 4
+            && core::mem::offset_of!(NatMapping, seq_delta) % 8 == 0
+            && core::mem::align_of::<NatMapping>() == 8
+    );
+    // SAFETY: a live map value's field; only its address is taken.
+    let word = unsafe { core::ptr::addr_of_mut!((*m).seq_delta) } as *mut u64;
+    (crate::atomic::fetch_or(word, (bits as u64) << 32) >> 32) as u32
+}
+
 /// Whether a packet that is not for a VIP goes to a SNAT port (and so may
 /// be a backend's answer to a NAT flow).
 #[inline(always)]

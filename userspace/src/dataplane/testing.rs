@@ -101,6 +101,17 @@ impl Dataplane {
     /// `to(the time now in the mapping)`: 0 makes a resend due, a time ahead
     /// of the clock holds it; false if the flow has no mapping.
     pub fn set_proxied_syn_sent(&mut self, key: &veer_abi::FlowKey, to: impl FnOnce(u64) -> u64) -> Result<bool> {
+        self.edit_nat_mapping(key, |m| m.syn_sent_ns = to(m.syn_sent_ns))
+    }
+
+    /// Changes flow `key`'s NAT mapping in place with `edit`: a state the
+    /// tests cannot wait for (a time, or a mark another CPU sets
+    /// mid-packet); false if the flow has no mapping.
+    pub fn edit_nat_mapping(
+        &mut self,
+        key: &veer_abi::FlowKey,
+        edit: impl FnOnce(&mut veer_abi::NatMapping),
+    ) -> Result<bool> {
         use veer_abi::{names, NatKey, NatMapping};
         let name = names::NAT_REV;
         let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
@@ -108,7 +119,7 @@ impl Dataplane {
             aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
         let found = m.iter().filter_map(|r| r.ok()).find(|(_, v)| v.flow == *key);
         let Some((k, mut v)) = found else { return Ok(false) };
-        v.syn_sent_ns = to(v.syn_sent_ns);
+        edit(&mut v);
         m.insert(k, v, 0).map_err(DataplaneError::map(name, "writing"))?;
         Ok(true)
     }

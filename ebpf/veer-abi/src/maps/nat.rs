@@ -154,6 +154,13 @@ pub const NAT_F_TS: u32 = 8;
 /// Only such a flow's SNAT endpoint is taken over.
 pub const NAT_F_TS_ANSWERED: u32 = 16;
 
+/// `NatMapping::flags`: veerd's rescue resent the flow's SYN to another
+/// backend; this mapping's backend answers the client no more. Set and
+/// tested with [`NAT_F_ANSWERED`] in one atomic instruction on each side
+/// (the rescue, the backend's SYN-ACK), so that exactly one of the two
+/// wins when they cross on two CPUs.
+pub const NAT_F_RESCUED: u32 = 32;
+
 /// How long a closed NAT flow with timestamps keeps its SNAT 4-tuple before
 /// a new flow may take it (its last retransmissions have gone by). Without
 /// timestamps the tuple waits for veerd's expiry (as long as TIME_WAIT).

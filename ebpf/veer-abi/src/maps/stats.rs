@@ -155,11 +155,15 @@ pub enum GlobalCounter {
     /// NAT flows the fleet could not be told of: `NAT_SYNC` was full
     /// (veerd fell behind).
     NatSyncLost = 54,
+    /// NAT backends' SYN-ACKs that came as veerd's rescue moved their flow
+    /// to another backend: not sent to the client, but to the local stack
+    /// (whose RST ends that backend's half-open connection).
+    NatAnswerMoved = 55,
 }
 
 impl GlobalCounter {
     /// Number of global counters (the size of `GLOBAL_STATS`).
-    pub const COUNT: u32 = 55;
+    pub const COUNT: u32 = 56;
 
     /// Every counter, in index order.
     pub const ALL: [GlobalCounter; Self::COUNT as usize] = [
@@ -218,6 +222,7 @@ impl GlobalCounter {
         Self::QuicRouted,
         Self::DropNotABounce,
         Self::NatSyncLost,
+        Self::NatAnswerMoved,
     ];
 
     /// Stable snake_case name (metrics, JSON).
@@ -278,6 +283,7 @@ impl GlobalCounter {
             Self::QuicRouted => "quic_routed",
             Self::DropNotABounce => "drop_not_a_bounce",
             Self::NatSyncLost => "nat_sync_lost",
+            Self::NatAnswerMoved => "nat_answer_moved",
         }
     }
 }

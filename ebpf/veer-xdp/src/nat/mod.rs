@@ -124,8 +124,7 @@ fn reverse(ctx: &XdpContext, pkt: &VipPacket, shifted: bool) -> Result<Returned,
         return Ok(pass());
     };
     if pkt.tcp_flags() & (TCP_FIN | TCP_RST) != 0 {
-        // SAFETY: a live map value, read in place.
-        if pkt.tcp_flags() & TCP_RST != 0 && syn_stash::resend(ctx, pkt, unsafe { &*m })? {
+        if pkt.tcp_flags() & TCP_RST != 0 && syn_stash::resend(ctx, pkt, m)? {
             return Ok(RESEND);
         }
         // SAFETY: a live map value, used as the lookup's key in place.

@@ -5,7 +5,7 @@
 //! the connection table, where it could evict established flows.
 
 use aya_ebpf::programs::XdpContext;
-use veer_abi::{GlobalCounter, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_SPLICED};
+use veer_abi::{GlobalCounter, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_RESCUED, NAT_F_SPLICED};
 
 use crate::{
     access::{callee_ctx, ptr_at},
@@ -15,15 +15,16 @@ use crate::{
         l4::{TcpHdr, TCP_ACK, TCP_RST},
     },
     parse::VipPacket,
-    snat::{mapping_key, NAT_REV},
+    snat::{fetch_or_flags, mapping_key, NAT_REV},
     stats,
     verdict::Drop,
 };
 
 /// A backend's SYN-ACK (`pkt`, of mapping `m`) on its way back: its
-/// sequence number is kept for [`proven`].
+/// sequence number is kept for [`proven`]. `false`: a rescue has moved the
+/// flow to another backend meanwhile; the SYN-ACK must not reach the client.
 #[inline(always)]
-pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Result<(), Drop> {
+pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Result<bool, Drop> {
     let l4 = pkt.l4 as usize;
     if l4 > EthHdr::LEN + 60 {
         return Err(Drop::Malformed);
@@ -33,12 +34,14 @@ pub fn note_answer(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> Res
     // place. The latest SYN-ACK's number: a client that reset its attempt
     // and tried again on the same mapping gets a new one (a forged SYN-ACK
     // can at most keep a flow half-open, where it is still forwarded).
-    unsafe {
-        (*m).backend_isn = u32::from_be_bytes((*tcp).seq);
-        (*m).flags |= NAT_F_ANSWERED;
-        super::syn_stash::answered(&(*m).flow);
+    unsafe { (*m).backend_isn = u32::from_be_bytes((*tcp).seq) };
+    // Answered, unless a rescue came first (`syn_stash::resend`).
+    if fetch_or_flags(m, NAT_F_ANSWERED) & NAT_F_RESCUED != 0 {
+        return Ok(false);
     }
-    Ok(())
+    // SAFETY: a live map value's key, read in place.
+    super::syn_stash::answered(unsafe { &(*m).flow });
+    Ok(true)
 }
 
 /// Whether the client's packet `pkt` may promote its half-open NAT flow:

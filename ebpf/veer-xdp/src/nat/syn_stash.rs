@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     is_ipv4_mapped, FlowKey, GlobalCounter, NatMapping, PassiveKind, PendingSyn, SynStash, CONN_F_REFUSED,
-    CONN_F_RESENDS_SHIFT, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_ANSWERED, NAT_F_PROXIED,
+    CONN_F_RESENDS_SHIFT, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_RESCUED,
     PENDING_SYNS_SIZE, SYN_RESCUE_MARK, SYN_STASH_BYTES,
 };
 
@@ -30,7 +30,9 @@ use crate::{
         l4::{TcpHdr, TCP_ACK, TCP_RST},
     },
     parse::VipPacket,
-    passive, stats,
+    passive,
+    snat::fetch_or_flags,
+    stats,
     verdict::Drop,
 };
 
@@ -124,10 +126,12 @@ pub fn answered(flow: &FlowKey) {
 /// a flow already resent `MAX_SYN_RESENDS` times) returns `false`, and
 /// the RST goes on to the client as any answer does.
 #[inline(always)]
-pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool, Drop> {
+pub fn resend(ctx: &XdpContext, pkt: &VipPacket, mapping: *mut NatMapping) -> Result<bool, Drop> {
     if pkt.tcp_flags() & (TCP_RST | TCP_ACK) != TCP_RST | TCP_ACK {
         return Ok(false);
     }
+    // SAFETY: a live map value, read in place.
+    let m = unsafe { &*mapping };
     let tcp = unsafe { &*ptr_at::<TcpHdr>(ctx, pkt.l4 as usize)? };
     // veerd's rescue of an unanswered SYN, or a real refusal. A rescue
     // that comes too late (the backend answered meanwhile, or the flow has
@@ -172,6 +176,12 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, m: &NatMapping) -> Result<bool,
     }
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
     eth.ether_type = if is_ipv4_mapped(&m.flow.dst) { ETH_P_IP } else { ETH_P_IPV6 }.to_be_bytes();
+    // The backend's SYN-ACK may be crossing on another CPU: only the first
+    // of the two to mark the mapping goes on (`proof::note_answer`), so no
+    // client gets one backend's SYN-ACK for a connection sent to another.
+    if rescue && fetch_or_flags(mapping, NAT_F_RESCUED) & NAT_F_ANSWERED != 0 {
+        return declined;
+    }
     entry.flags = (entry.flags | CONN_F_REFUSED) + (1 << CONN_F_RESENDS_SHIFT);
     resent(m, rescue);
     Ok(true)

@@ -137,7 +137,9 @@ pub fn return_program(ctx: &XdpContext) -> Result<u32, Drop> {
     let tcp = pkt.tcp_flags();
     if flags & NAT_F_PROXIED == 0 {
         // Any other mapping's SYN-ACK: its number kept, nothing shifted.
-        crate::nat::proof::note_answer(ctx, &pkt, m)?;
+        if !crate::nat::proof::note_answer(ctx, &pkt, m)? {
+            return Ok(splice::moved_on());
+        }
     } else if flags & NAT_F_SPLICED != 0 {
         add_to(ctx, pkt.l4 as usize, 4, 0u32.wrapping_sub(delta))?;
     } else if tcp & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN | TCP_ACK {

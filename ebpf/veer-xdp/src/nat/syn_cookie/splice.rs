@@ -4,7 +4,8 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use veer_abi::{
-    csum, is_ipv4_mapped, ConnEntry, GlobalCounter, NatMapping, NAT_F_ANSWERED, NAT_F_SPLICED, PROXY_SYN_RESEND_NS,
+    csum, is_ipv4_mapped, ConnEntry, GlobalCounter, NatMapping, NAT_F_ANSWERED, NAT_F_RESCUED, NAT_F_SPLICED,
+    PROXY_SYN_RESEND_NS,
 };
 
 use super::segment::{emit, scratch, Segment, PROBE};
@@ -18,7 +19,7 @@ use crate::{
     },
     nat::rewrite::rewrite,
     parse::VipPacket,
-    snat::{backend_port, mapping_key, snat_addr, Slot, NAT_REV},
+    snat::{backend_port, fetch_or_flags, mapping_key, snat_addr, Slot, NAT_REV},
     stats,
     verdict::Drop,
 };
@@ -88,7 +89,10 @@ pub(super) fn splice(ctx: &XdpContext, pkt: &VipPacket, m: *mut NatMapping) -> R
     let cookie = m.cookie;
     m.seq_delta = isn.wrapping_sub(cookie);
     m.backend_isn = isn;
-    m.flags |= NAT_F_SPLICED | NAT_F_ANSWERED;
+    // Spliced and answered, unless a rescue came first (`syn_stash::resend`).
+    if fetch_or_flags(m, NAT_F_SPLICED | NAT_F_ANSWERED) & NAT_F_RESCUED != 0 {
+        return Ok(moved_on());
+    }
     let f = m.flow;
     let v4 = is_ipv4_mapped(&f.dst);
     let seg = Segment { sport: f.dport, dport: f.sport, seq: cookie, ack, flags: TCP_ACK, window, mss: PROBE };
@@ -162,4 +166,13 @@ pub(super) fn add_to(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> Resu
     *field = new;
     tcp.check = csum::update(u16::from_be_bytes(tcp.check), &old, &new).to_be_bytes();
     Ok(())
+}
+
+/// A backend's SYN-ACK to a flow a rescue moved to another backend as it
+/// came: to the local stack, as a late answer that finds no mapping goes
+/// (its RST ends the backend's half-open connection), never to the client.
+#[inline(always)]
+pub(super) fn moved_on() -> u32 {
+    stats::count(GlobalCounter::NatAnswerMoved);
+    crate::verdict::pass()
 }
