@@ -27,3 +27,24 @@ pub fn words16(field: &[u8; 16]) -> [u32; 4] {
     // SAFETY: four words in 16 bytes; as in [`be16`].
     unsafe { [*p, *p.add(1), *p.add(2), *p.add(3)] }
 }
+
+/// A MAC address in the frame or a map value (not on the stack, whose
+/// accesses the verifier wants aligned), read as a word and a half-word.
+#[inline(always)]
+pub fn mac(field: &[u8; 6]) -> (u32, u16) {
+    let p = field.as_ptr();
+    // SAFETY: six bytes; as in [`be16`].
+    unsafe { (*(p as *const u32), *(p.add(4) as *const u16)) }
+}
+
+/// Writes a MAC address read by [`mac`], with two stores (in the frame or a
+/// map value, as [`mac`]).
+#[inline(always)]
+pub fn set_mac(field: &mut [u8; 6], (word, half): (u32, u16)) {
+    let p = field.as_mut_ptr();
+    // SAFETY: six bytes; as in [`be16`].
+    unsafe {
+        *(p as *mut u32) = word;
+        *(p.add(4) as *mut u16) = half;
+    }
+}
