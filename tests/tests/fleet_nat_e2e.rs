@@ -186,10 +186,16 @@ fn cut_under_nat_traffic(tag: &str, daemon_extra: Option<&str>) {
     let window_failed = samples.iter().filter(|x| in_flight(x) && x.result.is_err()).count();
     let window_total = samples.iter().filter(|x| in_flight(x)).count();
     let slowest = samples.iter().map(|s| s.end - s.start).max().unwrap_or_default();
+    let counted = |c: veer_abi::GlobalCounter| -> Vec<u64> {
+        fleet.nodes.iter().map(|n| n.pins.global_counter(c).unwrap_or_default()).collect()
+    };
+    let (rescued, moved) =
+        (counted(veer_abi::GlobalCounter::SynRescued), counted(veer_abi::GlobalCounter::NatAnswerMoved));
     println!(
         "{tag}: lb1 cut: {} of 300 long-lived NAT connections broken, longest stall {} ms (target 500); router dropped lb1 {} \
          ms after the cut; {} of {} new NAT connections failed, slowest {} ms ({window_failed} of the {window_total} \
-         under way at the instant of the cut failed); flows held before the cut: {before:?}",
+         under way at the instant of the cut failed); flows held before the cut: {before:?}; SYNs rescued per node \
+         {rescued:?}, SYN-ACKs that crossed a rescue {moved:?}",
         broken.len(),
         longest.as_millis(),
         withdrawn.as_millis(),

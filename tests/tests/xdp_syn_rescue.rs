@@ -45,7 +45,8 @@ fn rescue(tag: &str, v6: bool) {
     let (_, p2) = pending.iter().find(|(k, _)| *k == key).copied().unwrap();
     assert_eq!(veer::dataplane::from_abi(&p2.key.backend), second.dst.ip(), "{tag}: watched toward the new backend");
     assert_eq!(p2.answered_ns, 0);
-    lab.run(&frame::tcp_segment(second.dst, second.src, 0x12, 5000, 1001, &[2, 4, 5, 180]));
+    let syn_ack = frame::tcp_segment(second.dst, second.src, 0x12, 5000, 1001, &[2, 4, 5, 180]);
+    assert_eq!(lab.run(&syn_ack).0, XDP_REDIRECT, "{tag}: the new backend's SYN-ACK goes to the client");
     let pending = lab.dp.pending_syns().unwrap();
     let (_, p3) = pending.iter().find(|(k, _)| *k == key).copied().unwrap();
     assert!(p3.answered_ns >= p3.sent_ns && p3.answered_ns != 0, "{tag}: its answer's time kept for the round trip");
@@ -55,6 +56,10 @@ fn rescue(tag: &str, v6: bool) {
     assert_eq!(lab.run(&refusal_frame(&p2)).0, XDP_DROP, "{tag}: a late rescue goes nowhere");
     assert_eq!(lab.counter(GlobalCounter::DropStaleRescue), 1);
     assert_eq!(lab.counter(GlobalCounter::SynRescued), 1);
+    // It leaves no mark: the backend's retransmitted SYN-ACK (its first
+    // one, or the client's ACK, lost) still reaches the client.
+    assert_eq!(lab.run(&syn_ack).0, XDP_REDIRECT, "{tag}: a late rescue diverts no later SYN-ACK");
+    assert_eq!(lab.counter(GlobalCounter::NatAnswerMoved), 0, "{tag}");
 
     // The first backend's late SYN-ACK finds no mapping: not the client's.
     let late = frame::tcp_segment(first.dst, first.src, 0x12, 7000, 1001, &[2, 4, 5, 180]);

@@ -35,3 +35,22 @@ pub fn fetch_or(p: *mut u64, v: u64) -> u64 {
     };
     r
 }
+
+/// If `*p` is `expected`, sets it to `new`; returns the value before,
+/// either way (`BPF_CMPXCHG`, Linux 5.12+).
+#[inline(always)]
+pub fn cmpxchg(p: *mut u64, expected: u64, new: u64) -> u64 {
+    let mut r0 = expected;
+    // SAFETY: as in [`fetch_or`]; the instruction compares with r0 and
+    // returns the old value there.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({p} + 0, r0, {new})",
+            p = in(reg) p,
+            new = in(reg) new,
+            inout("r0") r0,
+            options(nostack),
+        )
+    };
+    r0
+}

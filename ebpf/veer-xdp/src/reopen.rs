@@ -65,21 +65,22 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         passive::moved_off(entry.backend);
         return Reopened::Failed { avoid: entry.backend, resends: 1 << CONN_F_RESENDS_SHIFT };
     }
-    let client_reset = entry.flags & CONN_F_CLIENT_RESET != 0;
-    if client_reset {
-        // SAFETY: as above; the mark is for one SYN.
-        unsafe { (*p).flags &= !CONN_F_CLIENT_RESET };
-    }
-    if svc.flags & SERVICE_F_PASSIVE == 0 || client_reset {
-        return if takes { Reopened::Same(f) } else { Reopened::Fresh };
-    }
-    // A refusal veer saw (the backend's RST to the SYN) needs no more proof.
-    if entry.flags & CONN_F_REFUSED == 0 && !passive::unanswered::<NAT>(key, p) {
-        return if takes { Reopened::Same(f) } else { Reopened::Fresh };
-    }
-    // A refused SYN was reported by the return path already.
-    if takes && entry.flags & CONN_F_REFUSED == 0 {
-        passive::suspect_inline(entry.backend, PassiveKind::SynRetransmit);
+    // veer's own resend of a SYN its backend refused or left unanswered
+    // (`nat::syn_stash`) moves on, whatever the passive setting now, and
+    // the old mapping goes: a late answer then finds none (and a rescued
+    // mapping, marked, would divert its backend's SYN-ACKs).
+    if entry.flags & CONN_F_REFUSED == 0 {
+        let client_reset = entry.flags & CONN_F_CLIENT_RESET != 0;
+        if client_reset {
+            // SAFETY: as above; the mark is for one SYN.
+            unsafe { (*p).flags &= !CONN_F_CLIENT_RESET };
+        }
+        if svc.flags & SERVICE_F_PASSIVE == 0 || client_reset || !passive::unanswered::<NAT>(key, p) {
+            return if takes { Reopened::Same(f) } else { Reopened::Fresh };
+        }
+        if takes {
+            passive::suspect_inline(entry.backend, PassiveKind::SynRetransmit);
+        }
     }
     passive::moved_off(entry.backend);
     if NAT {

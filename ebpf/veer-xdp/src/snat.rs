@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     Backend, ConnEntry, FlowKey, NatConfig, NatKey, NatMapping, ProxiedClient, ProxiedSyn, CONN_F_TS,
-    DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED,
+    DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_RESCUED,
 };
 
 use crate::backends::backend;
@@ -239,23 +239,50 @@ pub fn answered(key: &FlowKey, e: &ConnEntry) -> bool {
     unsafe { NAT_REV.get(slot) }.is_some_and(|m| m.flags & NAT_F_ANSWERED != 0)
 }
 
-/// Sets `bits` in mapping `m`'s flags in one atomic instruction and
-/// returns the flags before: of two CPUs doing so at once, each with the
-/// bit the other tests, exactly one sees the other's (a rescue and the
-/// backend's SYN-ACK, [`NAT_F_RESCUED`](veer_abi::NAT_F_RESCUED)).
+/// The 8-aligned word of mapping `m` whose high half (little-endian) is
+/// `flags` (the low half is `seq_delta`): BPF has 64-bit atomics from its
+/// first instruction set, 32-bit ones only with ALU32.
 #[inline(always)]
-pub fn fetch_or_flags(m: *mut NatMapping, bits: u32) -> u32 {
-    // `flags` is the high half (little-endian) of the 8-aligned word it
-    // shares with `seq_delta`: BPF has 64-bit atomics from its first
-    // instruction set, 32-bit ones only with ALU32.
+fn flags_word(m: *mut NatMapping) -> *mut u64 {
     const _: () = assert!(
-        core::mem::offset_of!(NatMapping, flags) == core::mem::offset_of!(NatMapping, seq_delta) + 4
+        cfg!(target_endian = "little")
+            && core::mem::offset_of!(NatMapping, flags) == core::mem::offset_of!(NatMapping, seq_delta) + 4
             && core::mem::offset_of!(NatMapping, seq_delta) % 8 == 0
             && core::mem::align_of::<NatMapping>() == 8
     );
     // SAFETY: a live map value's field; only its address is taken.
-    let word = unsafe { core::ptr::addr_of_mut!((*m).seq_delta) } as *mut u64;
-    (crate::atomic::fetch_or(word, (bits as u64) << 32) >> 32) as u32
+    (unsafe { core::ptr::addr_of_mut!((*m).seq_delta) }) as *mut u64
+}
+
+/// Sets `bits` in mapping `m`'s flags in one atomic instruction and
+/// returns the flags before (see [`claim_rescue`]).
+#[inline(always)]
+pub fn fetch_or_flags(m: *mut NatMapping, bits: u32) -> u32 {
+    (crate::atomic::fetch_or(flags_word(m), (bits as u64) << 32) >> 32) as u32
+}
+
+/// Marks mapping `m` rescued ([`NAT_F_RESCUED`]) unless its backend's
+/// SYN-ACK came ([`NAT_F_ANSWERED`]), in one compare-and-swap: whether it
+/// did. The SYN-ACK sets its bit with [`fetch_or_flags`] and yields if it
+/// finds this one, so of a rescue and a SYN-ACK crossing on two CPUs
+/// exactly one goes on, and a rescue that loses leaves no mark.
+#[inline(always)]
+pub fn claim_rescue(m: *mut NatMapping) -> bool {
+    let word = flags_word(m);
+    // SAFETY: a live map value's word, read once; the swap checks it.
+    let mut seen = unsafe { core::ptr::read_volatile(word) };
+    // Other bits change rarely (a SYN-ACK's timestamps mark): a few tries.
+    for _ in 0..4 {
+        if (seen >> 32) as u32 & NAT_F_ANSWERED != 0 {
+            return false;
+        }
+        let before = crate::atomic::cmpxchg(word, seen, seen | (NAT_F_RESCUED as u64) << 32);
+        if before == seen {
+            return true;
+        }
+        seen = before;
+    }
+    false
 }
 
 /// Whether a packet that is not for a VIP goes to a SNAT port (and so may

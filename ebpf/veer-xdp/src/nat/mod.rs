@@ -143,8 +143,10 @@ fn reverse(ctx: &XdpContext, pkt: &VipPacket, shifted: bool) -> Result<Returned,
         // SAFETY: as above.
         match timestamps::to_client(ctx, pkt.l4 as usize, unsafe { (*m).ts_off }) {
             timestamps::TS_BROKEN => return Err(Drop::Truncated),
-            // SAFETY: a live map value, written in place.
-            timestamps::TS_SHIFTED if syn_ack => unsafe { (*m).flags |= NAT_F_TS_ANSWERED },
+            // Atomic, as the flags' other writers (`snat::claim_rescue`).
+            timestamps::TS_SHIFTED if syn_ack => {
+                snat::fetch_or_flags(m, NAT_F_TS_ANSWERED);
+            }
             _ => {}
         }
     }

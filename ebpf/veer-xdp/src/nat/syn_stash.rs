@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use veer_abi::{
     is_ipv4_mapped, FlowKey, GlobalCounter, NatMapping, PassiveKind, PendingSyn, SynStash, CONN_F_REFUSED,
-    CONN_F_RESENDS_SHIFT, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_RESCUED,
+    CONN_F_RESENDS_SHIFT, DEFAULT_NEW_FLOW_TABLE_SIZE, MAX_SYN_RESENDS, NAT_F_ANSWERED, NAT_F_PROXIED,
     PENDING_SYNS_SIZE, SYN_RESCUE_MARK, SYN_STASH_BYTES,
 };
 
@@ -31,7 +31,7 @@ use crate::{
     },
     parse::VipPacket,
     passive,
-    snat::fetch_or_flags,
+    snat::claim_rescue,
     stats,
     verdict::Drop,
 };
@@ -179,18 +179,20 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, mapping: *mut NatMapping) -> Re
     // The backend's SYN-ACK may be crossing on another CPU: only the first
     // of the two to mark the mapping goes on (`proof::note_answer`), so no
     // client gets one backend's SYN-ACK for a connection sent to another.
-    if rescue && fetch_or_flags(mapping, NAT_F_RESCUED) & NAT_F_ANSWERED != 0 {
+    if rescue && !claim_rescue(mapping) {
         return declined;
     }
     entry.flags = (entry.flags | CONN_F_REFUSED) + (1 << CONN_F_RESENDS_SHIFT);
-    resent(m, rescue);
+    resent(mapping, rescue);
     Ok(true)
 }
 
 /// The SYN of `m` is resent: a proxied flow's next mapping is proxied alike,
 /// and its backend is suspect, for a refusal or (`rescue`) for no answer.
 #[inline(always)]
-fn resent(m: &NatMapping, rescue: bool) {
+fn resent(mapping: *mut NatMapping, rescue: bool) {
+    // SAFETY: a live map value, borrowed anew after `resend`'s atomic write.
+    let m = unsafe { &*mapping };
     if m.flags & NAT_F_PROXIED != 0 {
         let client =
             veer_abi::ProxiedClient { cookie: m.cookie, isn: m.client_isn, mss: m.client_mss, window: m.client_window };
