@@ -3,7 +3,7 @@
 
 use veer_abi::{csum, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP};
 
-use crate::headers::{ipv4::Ipv4Hdr, ipv6::Ipv6Hdr};
+use crate::headers::{field::word, ipv4::Ipv4Hdr, ipv6::Ipv6Hdr};
 
 /// TTL (hop limit) of an outer header.
 const OUTER_TTL: u8 = 64;
@@ -47,16 +47,20 @@ pub fn fixed_sum4(src: &[u8; 16], dst: &[u8; 16]) -> u32 {
 /// `(tos, total, proto)` vary.
 #[inline(always)]
 pub fn fill4_summed(ip: &mut Ipv4Hdr, (tos, total, proto): (u8, u16, u8), src: &[u8; 16], dst: &[u8; 16], fixed: u32) {
-    ip.version_ihl = 0x45;
-    ip.tos = tos;
-    ip.tot_len = total.to_be_bytes();
-    ip.id = [0; 2];
-    ip.frag_off = [IP_DF, 0];
-    ip.ttl = OUTER_TTL;
-    ip.proto = proto;
-    ip.src = [src[12], src[13], src[14], src[15]];
-    ip.dst = [dst[12], dst[13], dst[14], dst[15]];
-    ip.check = csum::finish(fixed + tos as u32 + total as u32 + proto as u32).to_be_bytes();
+    let (len, check) =
+        (total.to_be_bytes(), csum::finish(fixed + tos as u32 + total as u32 + proto as u32).to_be_bytes());
+    // By words (see `fill6`): in the frame at any address, on the TC
+    // probe's stack 8-aligned; the addresses' last words from map values.
+    let last = |a: &[u8; 16]| word(unsafe { &*(a.as_ptr().add(12) as *const [u8; 4]) });
+    let w = ip as *mut Ipv4Hdr as *mut u32;
+    // SAFETY: five words in the 20-byte header.
+    unsafe {
+        *w = u32::from_ne_bytes([0x45, tos, len[0], len[1]]);
+        *w.add(1) = u32::from_ne_bytes([0, 0, IP_DF, 0]);
+        *w.add(2) = u32::from_ne_bytes([OUTER_TTL, proto, check[0], check[1]]);
+        *w.add(3) = last(src);
+        *w.add(4) = last(dst);
+    }
 }
 
 /// Fills an outer IPv6 header; its flow label carries `label` (20 bits).

@@ -47,12 +47,13 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
     // Built here, then stored: a socket buffer is written through helpers.
     if outer_v4 {
         // SAFETY: a header of byte arrays; every field is written below.
-        let mut ip: Ipv4Hdr = unsafe { core::mem::zeroed() };
-        outer::fill4(&mut ip, 0, total as u16, proto, src, &b.addr);
-        ctx.store(EthHdr::LEN, &ip, 0).ok()?;
+        // 8-aligned on the stack: `outer::fill4` and `fill6` store by
+        // words, and the verifier wants stack words aligned.
+        let mut ip: Aligned<Ipv4Hdr> = unsafe { core::mem::zeroed() };
+        outer::fill4(&mut ip.0, 0, total as u16, proto, src, &b.addr);
+        ctx.store(EthHdr::LEN, &ip.0, 0).ok()?;
     } else {
-        // SAFETY: as above. 8-aligned on the stack: `outer::fill6` stores
-        // the addresses by words, and the verifier wants stack words aligned.
+        // SAFETY: as above.
         let mut ip: Aligned<Ipv6Hdr> = unsafe { core::mem::zeroed() };
         outer::fill6(&mut ip.0, 0, (total - Ipv6Hdr::LEN) as u16, proto, 0, (src, &b.addr));
         ctx.store(EthHdr::LEN, &ip.0, 0).ok()?;
@@ -74,6 +75,6 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
     Some(TC_ACT_REDIRECT)
 }
 
-/// An IPv6 header kept 8-aligned on the stack.
+/// A header kept 8-aligned on the stack.
 #[repr(C, align(8))]
 struct Aligned<T>(T);
