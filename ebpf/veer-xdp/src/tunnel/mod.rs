@@ -127,11 +127,14 @@ fn encapsulate(ctx: &XdpContext, id: u32, b: &Backend, key: &FlowKey) -> Result<
             let header = ports.0 as u32 + ports.1 as u32 + len as u32;
             gue6_check(ctx, inner_v4, way.sum + header + len as u32)?
         };
-        let udp = unsafe { &mut *mut_ptr_at::<UdpHdr>(ctx, EthHdr::LEN + ip_len)? };
-        udp.sport = ports.0.to_be_bytes();
-        udp.dport = ports.1.to_be_bytes();
-        udp.len = len.to_be_bytes();
-        udp.check = check.to_be_bytes();
+        let udp = mut_ptr_at::<UdpHdr>(ctx, EthHdr::LEN + ip_len)? as *mut u32;
+        let (s, d, l, c) = (ports.0.to_be_bytes(), ports.1.to_be_bytes(), len.to_be_bytes(), check.to_be_bytes());
+        // SAFETY: the 8-byte UDP header, bounds-checked; two words, as the
+        // Ethernet header's half-words above.
+        unsafe {
+            *udp = u32::from_ne_bytes([s[0], s[1], d[0], d[1]]);
+            *udp.add(1) = u32::from_ne_bytes([l[0], l[1], c[0], c[1]]);
+        }
     }
     stats::count(GlobalCounter::Encapsulated);
     fib::leave(ctx, way.ifindex)
