@@ -48,3 +48,29 @@ pub fn set_mac(field: &mut [u8; 6], (word, half): (u32, u16)) {
         *(p.add(4) as *mut u16) = half;
     }
 }
+
+/// Writes a big-endian 16-bit field with one store.
+#[inline(always)]
+pub fn set_be16(field: &mut [u8; 2], v: u16) {
+    // SAFETY: as in [`be16`].
+    unsafe { *(field.as_mut_ptr() as *mut u16) = v.to_be() };
+}
+
+/// Writes a 4-byte field with one store (`word` in memory order, as [`word`] reads it).
+#[inline(always)]
+pub fn set_word(field: &mut [u8; 4], word: u32) {
+    // SAFETY: as in [`be16`].
+    unsafe { *(field.as_mut_ptr() as *mut u32) = word };
+}
+
+/// Writes a 16-byte address read by [`words16`], with four stores.
+#[inline(always)]
+pub fn set_words16(field: &mut [u8; 16], words: [u32; 4]) {
+    let p = field.as_mut_ptr() as *mut u32;
+    // SAFETY: four words in 16 bytes; as in [`be16`].
+    unsafe {
+        for (i, w) in words.iter().enumerate() {
+            *p.add(i) = *w;
+        }
+    }
+}

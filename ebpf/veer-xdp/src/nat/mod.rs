@@ -39,7 +39,7 @@ use crate::{
     jumps::{icmp_slot, jump},
     parse,
     parse::VipPacket,
-    snat::{self, backend_port, return_key, snat_addr, NAT_REV},
+    snat::{self, backend_port, return_key, NAT_REV},
     stats, tunnel,
     verdict::{pass, Drop},
 };
@@ -88,7 +88,9 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop>
         // Its acknowledgments shift (in a program of its own, off this stack).
         return jump(ctx, JUMP_NAT_COOKIE);
     }
-    let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
+    // The map's own value: the rewrite reads it by words, which the
+    // verifier takes at any address only outside the stack.
+    let snat = snat::address(slot.addr).ok_or(Drop::BadBackend)?;
     if slot.ts != 0 {
         match timestamps::to_backend(ctx, pkt.l4 as usize, slot.ts_off) {
             timestamps::TS_BROKEN => return Err(Drop::Truncated),
@@ -97,8 +99,8 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop>
         }
     }
     let v4 = is_ipv4_mapped(&pkt.key.dst);
-    rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
-    fib::send(ctx, v4, &snat, &b.addr)
+    rewrite(ctx, pkt, v4, snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
+    fib::send(ctx, v4, snat, &b.addr)
 }
 
 /// What became of a packet to a SNAT port (`reverse`): an XDP action, or

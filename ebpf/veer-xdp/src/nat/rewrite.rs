@@ -8,6 +8,7 @@ use crate::{
     access::mut_ptr_at,
     headers::{
         eth::EthHdr,
+        field::{be16, set_be16, set_word, set_words16, word, words16},
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, UdpHdr},
@@ -37,46 +38,54 @@ pub fn rewrite(
         return Err(Drop::Malformed);
     }
     let k = &pkt.key;
-    let ports_old = [k.sport.to_be_bytes(), k.dport.to_be_bytes()];
-    let ports_new = [sport.to_be_bytes(), dport.to_be_bytes()];
-    let old_ports: [u8; 4] = [ports_old[0][0], ports_old[0][1], ports_old[1][0], ports_old[1][1]];
-    let new_ports: [u8; 4] = [ports_new[0][0], ports_new[0][1], ports_new[1][0], ports_new[1][1]];
+    // Words as big-endian values (one load and one swap each: see
+    // `csum::update32`); the ports as the L4 header's first word.
+    let be = |a: &[u8; 4]| u32::from_be(word(a));
+    let old_ports = (k.sport as u32) << 16 | k.dport as u32;
+    let new_ports = (sport as u32) << 16 | dport as u32;
     let mut l4sum = L4Sum::read(ctx, k.proto, l4)?;
     if v4 {
         let ip = unsafe { &mut *mut_ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)? };
         if ip.ttl <= 1 {
             return Err(Drop::TtlExpired);
         }
-        let (os, od) = (ip.src, ip.dst);
-        let (ns, nd) = ([src[12], src[13], src[14], src[15]], [dst[12], dst[13], dst[14], dst[15]]);
-        let mut c = u16::from_be_bytes(ip.check);
+        let old = [be(&ip.src), be(&ip.dst)];
+        let new = [u32::from_be(last_word(src)), u32::from_be(last_word(dst))];
+        let mut c = be16(&ip.check);
         // TTL and protocol make one 16-bit word of the header.
         let ttl_proto = [ip.ttl, ip.proto];
         ip.ttl -= 1;
         c = csum::update(c, &ttl_proto, &[ip.ttl, ip.proto]);
-        c = csum::update(c, &os, &ns);
-        c = csum::update(c, &od, &nd);
-        ip.check = c.to_be_bytes();
-        ip.src = ns;
-        ip.dst = nd;
-        l4sum.update(&os, &ns);
-        l4sum.update(&od, &nd);
+        c = csum::update32(c, &old, &new);
+        set_be16(&mut ip.check, c);
+        set_word(&mut ip.src, new[0].to_be());
+        set_word(&mut ip.dst, new[1].to_be());
+        l4sum.update(&[old[0], old[1], old_ports], &[new[0], new[1], new_ports]);
     } else {
         let ip = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)? };
         if ip.hop_limit <= 1 {
             return Err(Drop::TtlExpired);
         }
         ip.hop_limit -= 1;
-        l4sum.update(&ip.src, src);
-        l4sum.update(&ip.dst, dst);
-        ip.src = *src;
-        ip.dst = *dst;
+        let (os, od, ns, nd) = (words16(&ip.src), words16(&ip.dst), words16(src), words16(dst));
+        let b = u32::from_be;
+        l4sum.update(
+            &[b(os[0]), b(os[1]), b(os[2]), b(os[3]), b(od[0]), b(od[1]), b(od[2]), b(od[3]), old_ports],
+            &[b(ns[0]), b(ns[1]), b(ns[2]), b(ns[3]), b(nd[0]), b(nd[1]), b(nd[2]), b(nd[3]), new_ports],
+        );
+        set_words16(&mut ip.src, ns);
+        set_words16(&mut ip.dst, nd);
     }
-    l4sum.update(&old_ports, &new_ports);
     // Both headers start with the source and destination ports.
     let ports = unsafe { &mut *mut_ptr_at::<[u8; 4]>(ctx, l4)? };
-    *ports = new_ports;
+    set_word(ports, new_ports.to_be());
     l4sum.write(ctx, l4)
+}
+
+/// The last word of a 16-byte address (an IPv4 address in the mapped form).
+#[inline(always)]
+fn last_word(a: &[u8; 16]) -> u32 {
+    words16(a)[3]
 }
 
 /// The TCP or UDP checksum being updated.
@@ -105,9 +114,9 @@ impl L4Sum {
     }
 
     #[inline(always)]
-    fn update<const N: usize>(&mut self, old: &[u8; N], new: &[u8; N]) {
+    fn update<const N: usize>(&mut self, old: &[u32; N], new: &[u32; N]) {
         if !self.none {
-            self.check = csum::update(self.check, old, new);
+            self.check = csum::update32(self.check, old, new);
         }
     }
 

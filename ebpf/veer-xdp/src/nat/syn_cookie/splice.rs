@@ -19,7 +19,7 @@ use crate::{
     },
     nat::rewrite::rewrite,
     parse::VipPacket,
-    snat::{backend_port, fetch_or_flags, mapping_key, snat_addr, Slot, NAT_REV},
+    snat::{self, backend_port, fetch_or_flags, mapping_key, Slot, NAT_REV},
     stats,
     verdict::Drop,
 };
@@ -35,10 +35,11 @@ pub(super) fn client_packet(ctx: &XdpContext, pkt: &VipPacket, e: &ConnEntry) ->
     if !shift_ack(ctx, pkt, e)? {
         return Ok(UNANSWERED);
     }
-    let snat = snat_addr(slot.addr).ok_or(Drop::BadBackend)?;
+    // The map's own value (see `nat::forward`).
+    let snat = snat::address(slot.addr).ok_or(Drop::BadBackend)?;
     let v4 = is_ipv4_mapped(&pkt.key.dst);
-    rewrite(ctx, pkt, v4, &snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
-    fib::send(ctx, v4, &snat, &b.addr)
+    rewrite(ctx, pkt, v4, snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
+    fib::send(ctx, v4, snat, &b.addr)
 }
 
 /// [`client_packet`]: the backend has not answered veer's SYN yet.
