@@ -16,7 +16,7 @@ use std::{
 
 use veer_abi::GlobalCounter;
 use veer_tests::{
-    daemon::{scratch, BackendProc, ClientLoad, Uninstall, Veerd, EVENT_WAIT},
+    daemon::{scratch, wait_until, BackendProc, ClientLoad, Uninstall, Veerd, EVENT_WAIT},
     netns::in_netns,
     require_root,
     routed::{RoutedTestbed, BULK_PORT},
@@ -174,6 +174,21 @@ fn a_killed_server_behind_gue_costs_no_connection() {
 /// plain TCP check would still pass.
 fn vip_path_through_the_tunnel(tag: &str, forwarding: &str) {
     let mut r = setup_with(tag, forwarding, true);
+    // The balancer forgets its neighbours (entries expire; XDP's route
+    // lookups never refresh one): the probes have the kernel resolve their
+    // next hop again, and no backend goes down for it.
+    r.tb.lb.ns.exec(&["ip", "neigh", "flush", "all"]).unwrap();
+    for (family, gw) in [("-4", "10.80.0.1"), ("-6", "fd80::1")] {
+        wait_until(EVENT_WAIT, &format!("{tag}: the probes to resolve the gateway {gw} again"), || {
+            r.tb.lb.ns.exec(&["ip", family, "neigh", "show", gw]).unwrap_or_default().contains("lladdr")
+        })
+        .unwrap_or_else(|e| panic!("{e}: {}", r.tb.lb.ns.exec(&["ip", "neigh", "show"]).unwrap_or_default()));
+    }
+    for svc in ["web", "web6"] {
+        for b in ["b1", "b2", "b3"] {
+            assert_eq!(r.veerd.backend_state(svc, b).unwrap(), "up", "{tag}: {svc}/{b} after the flush");
+        }
+    }
     let b2 = r.tb.backends[1].ns.name().to_string();
     in_netns(&b2, || veer::dataplane::agent::uninstall(&r.agents, "eth0")).unwrap().unwrap();
     r.veerd.wait_event(&["backend DOWN", "b2"]).unwrap();

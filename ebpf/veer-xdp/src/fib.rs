@@ -6,7 +6,7 @@
 //! and a flow's packets all ask the same question.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, xdp_action},
     helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{DevMapHash, PerCpuArray},
@@ -289,19 +289,42 @@ fn same_question(a: &[u32; 12], b: &[u32; 13]) -> bool {
     a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-/// The way a socket buffer (TC) from `src` to `dst` leaves: (interface,
-/// source MAC, next-hop MAC). Uncached: for health checks' probes.
+/// The way a socket buffer (TC) leaves ([`route_skb`]).
+pub struct SkbWay {
+    /// The interface.
+    pub ifindex: u32,
+    /// Its MAC (zero while `unresolved`).
+    pub smac: [u8; 6],
+    /// The next hop's MAC (zero while `unresolved`).
+    pub dmac: [u8; 6],
+    /// The next hop has no valid neighbour entry: its address, as
+    /// `bpf_redirect_neigh` takes it, for the kernel to resolve.
+    pub unresolved: Option<bpf_redir_neigh>,
+}
+
+/// The way a socket buffer (TC) from `src` to `dst` leaves, its next hop
+/// resolved or not. Uncached: for health checks' probes.
 #[inline(always)]
-pub fn route_skb(
-    ctx: &aya_ebpf::programs::TcContext,
-    v4: bool,
-    src: &[u8; 16],
-    dst: &[u8; 16],
-) -> Option<(u32, [u8; 6], [u8; 6])> {
+pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Option<SkbWay> {
     let mut p = FibParams { family: if v4 { AF_INET } else { AF_INET6 }, ..Default::default() };
     p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     p.addresses(v4, src, dst);
     // SAFETY: a bpf_fib_lookup on this program's stack.
     let r = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p as *mut FibParams as *mut _, 64, 0) };
-    (r == FIB_SUCCESS).then_some((p.ifindex, p.smac, p.dmac))
+    let unresolved = match r {
+        FIB_SUCCESS => None,
+        // The lookup has put the next hop (the gateway, or `dst` on link)
+        // in the destination, and its interface in `ifindex`.
+        FIB_NO_NEIGH => {
+            let w = |i: usize| u32::from_ne_bytes([p.dst[i], p.dst[i + 1], p.dst[i + 2], p.dst[i + 3]]);
+            let nh = if v4 {
+                bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: w(0) }
+            } else {
+                bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: [w(0), w(4), w(8), w(12)] }
+            };
+            Some(bpf_redir_neigh { nh_family: p.family as u32, __bindgen_anon_1: nh })
+        }
+        _ => return None,
+    };
+    Some(SkbWay { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac, unresolved })
 }

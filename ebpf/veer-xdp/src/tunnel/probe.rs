@@ -6,7 +6,7 @@
 use aya_ebpf::{
     bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6},
     bindings::{BPF_F_ADJ_ROOM_ENCAP_L4_UDP, TC_ACT_REDIRECT},
-    helpers::bpf_redirect,
+    helpers::{bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
 use veer_abi::{is_ipv4_mapped, Backend, ENCAP_GUE};
@@ -38,7 +38,7 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
     let ip_len = if outer_v4 { Ipv4Hdr::LEN } else { Ipv6Hdr::LEN };
     let overhead = ip_len + if gue { UdpHdr::LEN } else { 0 };
     let src = snat::address(b.snat)?;
-    let (ifindex, smac, dmac) = fib::route_skb(ctx, outer_v4, src, &b.addr)?;
+    let way = fib::route_skb(ctx, outer_v4, src, &b.addr)?;
     let l3 = if outer_v4 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 };
     let flags = l3 | if gue { BPF_F_ADJ_ROOM_ENCAP_L4_UDP } else { 0 };
     ctx.adjust_room(overhead as i32, BPF_ADJ_ROOM_MAC, flags as u64).ok()?;
@@ -66,7 +66,19 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
         ctx.store(EthHdr::LEN + ip_len, &udp, 0).ok()?;
     }
     let ethertype: [u8; 2] = if outer_v4 { [0x08, 0x00] } else { [0x86, 0xdd] };
-    ctx.store(0, &(dmac, smac, ethertype), 0).ok()?;
+    ctx.store(0, &(way.dmac, way.smac, ethertype), 0).ok()?;
+    if let Some(nh) = way.unresolved {
+        // No neighbour entry for the next hop yet (nothing else sent there,
+        // or it expired: XDP's lookups never refresh one): the kernel
+        // resolves it and sends the probe then, MACs filled in. Dropped,
+        // the probe would never make the kernel ask, and the backend
+        // would stay down.
+        let size = core::mem::size_of::<aya_ebpf::bindings::bpf_redir_neigh>() as i32;
+        // SAFETY: the next hop's address on this program's stack, read by the helper.
+        let r = unsafe { bpf_redirect_neigh(way.ifindex, &nh as *const _ as *mut _, size, 0) };
+        return Some(r as i32);
+    }
+    let ifindex = way.ifindex;
     if ifindex == unsafe { (*ctx.skb.skb).ifindex } {
         return Some(TC_ACT_OK);
     }
