@@ -74,6 +74,14 @@ pub fn ipv6_packet_sum(head: &[u8; 8]) -> u32 {
     sum16(&[head[0], head[1], head[2], head[3], head[6], head[7]]) + (0xffff - nh)
 }
 
+/// [`ipv6_packet_sum`] of the header's first two words as big-endian
+/// values (`u32::from_be_bytes` of bytes 0-3 and 4-7): one load each.
+#[inline(always)]
+pub fn ipv6_packet_sum_words(w0: u32, w1: u32) -> u32 {
+    let nh = (w1 >> 8) & 0xff;
+    (w0 >> 16) + (w0 & 0xffff) + (w1 & 0xffff) + (0xffff - nh)
+}
+
 /// What a whole IPv4 packet sums to (as [`ipv6_packet_sum`]) when its
 /// header checksum is valid and its TCP or UDP segment of `l4_len` bytes
 /// carries a valid checksum: the header sums to zero, the segment to the
@@ -99,6 +107,16 @@ pub fn checksum(data: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_packet_sums_alike_from_its_words() {
+        for head in
+            [[0x60, 0, 0, 0, 0, 20, 6, 64], [0x6f, 0xff, 0xff, 0xff, 0xff, 0xff, 17, 255], [0x61, 2, 3, 4, 5, 6, 58, 1]]
+        {
+            let w = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+            assert_eq!(ipv6_packet_sum_words(w(0), w(4)), ipv6_packet_sum(&head));
+        }
+    }
 
     #[test]
     fn updates_by_words_equal_updates_by_bytes() {

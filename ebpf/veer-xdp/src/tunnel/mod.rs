@@ -23,6 +23,7 @@ use crate::{
     fib,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
+        field::word,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::UdpHdr,
@@ -170,18 +171,20 @@ fn gue6_check(ctx: &XdpContext, inner_v4: bool, outer: u32) -> Result<u16, Drop>
             _ => return Ok(0),
         }
     } else {
-        let head = unsafe { &*ptr_at::<[u8; 8]>(ctx, inner_at)? };
-        if !matches!(head[6], IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
+        let head = unsafe { &*ptr_at::<[[u8; 4]; 2]>(ctx, inner_at)? };
+        let (w0, w1) = (u32::from_be(word(&head[0])), u32::from_be(word(&head[1])));
+        let nh = (w1 >> 8) as u8;
+        if !matches!(nh, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMPV6) {
             return Ok(0);
         }
-        if head[6] == IPPROTO_UDP {
+        if nh == IPPROTO_UDP {
             // A zero UDP checksum is invalid over IPv6, but is no sum to build on.
             let inner_udp = unsafe { &*ptr_at::<UdpHdr>(ctx, inner_at + Ipv6Hdr::LEN)? };
             if inner_udp.check == [0; 2] {
                 return Ok(0);
             }
         }
-        csum::ipv6_packet_sum(head)
+        csum::ipv6_packet_sum_words(w0, w1)
     };
     Ok(match csum::finish(outer + IPPROTO_UDP as u32 + inner) {
         0 => 0xffff,

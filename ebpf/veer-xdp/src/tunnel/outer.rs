@@ -67,10 +67,14 @@ pub fn fill4_summed(ip: &mut Ipv4Hdr, (tos, total, proto): (u8, u16, u8), src: &
 #[inline(always)]
 pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (src, dst): (&[u8; 16], &[u8; 16])) {
     let label = label & 0x000f_ffff;
-    ip.vtc_flow = [0x60 | (tos >> 4), (tos << 4) | (label >> 16) as u8, (label >> 8) as u8, label as u8];
-    ip.payload_len = payload.to_be_bytes();
-    ip.next_header = proto;
-    ip.hop_limit = OUTER_TTL;
+    let vtc_flow = (0x6000_0000 | (tos as u32) << 20 | label).to_be_bytes();
+    let len = payload.to_be_bytes();
+    let w = ip as *mut Ipv6Hdr as *mut u32;
+    // SAFETY: the header's first two words (see below on words).
+    unsafe {
+        *w = u32::from_ne_bytes(vtc_flow);
+        *w.add(1) = u32::from_ne_bytes([len[0], len[1], proto, OUTER_TTL]);
+    }
     // By words, as C dataplanes write `s6_addr32`: the addresses are map
     // values (4-aligned); in a frame the stores may be unaligned, which
     // x86-64 and arm64 (and their verifier without strict alignment) take
