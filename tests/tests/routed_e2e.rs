@@ -173,7 +173,7 @@ fn a_killed_server_behind_gue_costs_no_connection() {
 /// (the kernel here has no `ipip` or `fou` to do it instead), while its
 /// plain TCP check would still pass.
 fn vip_path_through_the_tunnel(tag: &str, forwarding: &str) {
-    let mut r = setup_with(tag, forwarding, true);
+    let r = setup_with(tag, forwarding, true);
     // The balancer forgets its neighbours (entries expire; XDP's route
     // lookups never refresh one): the probes have the kernel resolve their
     // next hop again, and no backend goes down for it.

@@ -317,7 +317,8 @@ pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], 
         // in the destination, and its interface in `ifindex`.
         FIB_NO_NEIGH => {
             let w = |i: usize| u32::from_ne_bytes([p.dst[i], p.dst[i + 1], p.dst[i + 2], p.dst[i + 3]]);
-            let nh = if v4 {
+            // By the answer's family: an IPv4 route may have an IPv6 gateway.
+            let nh = if p.family == AF_INET {
                 bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: w(0) }
             } else {
                 bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: [w(0), w(4), w(8), w(12)] }

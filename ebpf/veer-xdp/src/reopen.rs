@@ -81,6 +81,9 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
         if takes {
             passive::suspect_inline(entry.backend, PassiveKind::SynRetransmit);
         }
+    } else {
+        // SAFETY: as above; the mark is for veer's one resend.
+        unsafe { (*p).flags &= !CONN_F_REFUSED };
     }
     passive::moved_off(entry.backend);
     if NAT {

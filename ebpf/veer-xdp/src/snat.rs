@@ -193,7 +193,11 @@ pub fn release(key: &FlowKey, e: &ConnEntry) {
         proto: key.proto,
         _pad: [0; 3],
     };
-    let _ = NAT_REV.remove(&rkey);
+    // Only its own: the entry may be older than a reuse of its endpoint.
+    // SAFETY: read in place, at once.
+    if unsafe { NAT_REV.get(&rkey) }.is_some_and(|m| same_flow(&m.flow, key)) {
+        let _ = NAT_REV.remove(&rkey);
+    }
 }
 
 /// The `NAT_REV` key of the mapping flow `key`'s table entry `e` holds.

@@ -65,8 +65,20 @@ fn encapsulated(ctx: &TcContext, b: &Backend) -> Option<i32> {
         udp[4..6].copy_from_slice(&((inner_len + UdpHdr::LEN) as u16).to_be_bytes());
         ctx.store(EthHdr::LEN + ip_len, &udp, 0).ok()?;
     }
-    let ethertype: [u8; 2] = if outer_v4 { [0x08, 0x00] } else { [0x86, 0xdd] };
-    ctx.store(0, &(way.dmac, way.smac, ethertype), 0).ok()?;
+    leave(ctx, &way, outer_v4)
+}
+
+/// Sends the encapsulated probe by `way`, its Ethernet header written.
+#[inline(always)]
+fn leave(ctx: &TcContext, way: &fib::SkbWay, outer_v4: bool) -> Option<i32> {
+    let mut eth = [0u8; EthHdr::LEN];
+    eth[..6].copy_from_slice(&way.dmac);
+    eth[6..12].copy_from_slice(&way.smac);
+    eth[12..].copy_from_slice(if outer_v4 { &[0x08, 0x00] } else { &[0x86, 0xdd] });
+    ctx.store(0, &eth, 0).ok()?;
+    // A redirected probe passes this interface's (or another's) egress
+    // again: unmarked, it is not put in a tunnel twice.
+    ctx.skb.set_mark(0);
     if let Some(nh) = way.unresolved {
         // No neighbour entry for the next hop yet (nothing else sent there,
         // or it expired: XDP's lookups never refresh one): the kernel
