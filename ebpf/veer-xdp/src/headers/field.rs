@@ -28,6 +28,13 @@ pub fn words16(field: &[u8; 16]) -> [u32; 4] {
     unsafe { [*p, *p.add(1), *p.add(2), *p.add(3)] }
 }
 
+/// The last word of a 16-byte address (an IPv4 address in the mapped
+/// form), with one load, in memory order.
+#[inline(always)]
+pub fn last_word(field: &[u8; 16]) -> u32 {
+    words16(field)[3]
+}
+
 /// A MAC address in the frame or a map value (not on the stack, whose
 /// accesses the verifier wants aligned), read as a word and a half-word.
 #[inline(always)]

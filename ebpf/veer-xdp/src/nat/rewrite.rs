@@ -8,7 +8,7 @@ use crate::{
     access::mut_ptr_at,
     headers::{
         eth::EthHdr,
-        field::{be16, set_be16, set_word, set_words16, word, words16},
+        field::{be16, last_word, set_be16, set_word, set_words16, word, words16},
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
         l4::{TcpHdr, UdpHdr},
@@ -80,12 +80,6 @@ pub fn rewrite(
     let ports = unsafe { &mut *mut_ptr_at::<[u8; 4]>(ctx, l4)? };
     set_word(ports, new_ports.to_be());
     l4sum.write(ctx, l4)
-}
-
-/// The last word of a 16-byte address (an IPv4 address in the mapped form).
-#[inline(always)]
-fn last_word(a: &[u8; 16]) -> u32 {
-    words16(a)[3]
 }
 
 /// The TCP or UDP checksum being updated.

@@ -184,7 +184,7 @@ fn gue6_check(ctx: &XdpContext, inner_v4: bool, outer: u32) -> Result<u16, Drop>
                 return Ok(0);
             }
         }
-        csum::ipv6_packet_sum_words(w0, w1)
+        csum::ipv6_packet_sum(w0, w1)
     };
     Ok(match csum::finish(outer + IPPROTO_UDP as u32 + inner) {
         0 => 0xffff,

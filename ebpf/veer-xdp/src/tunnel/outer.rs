@@ -3,7 +3,11 @@
 
 use veer_abi::{csum, IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_UDP};
 
-use crate::headers::{field::word, ipv4::Ipv4Hdr, ipv6::Ipv6Hdr};
+use crate::headers::{
+    field::{last_word, set_words16, words16},
+    ipv4::Ipv4Hdr,
+    ipv6::Ipv6Hdr,
+};
 
 /// TTL (hop limit) of an outer header.
 const OUTER_TTL: u8 = 64;
@@ -51,15 +55,14 @@ pub fn fill4_summed(ip: &mut Ipv4Hdr, (tos, total, proto): (u8, u16, u8), src: &
         (total.to_be_bytes(), csum::finish(fixed + tos as u32 + total as u32 + proto as u32).to_be_bytes());
     // By words (see `fill6`): in the frame at any address, on the TC
     // probe's stack 8-aligned; the addresses' last words from map values.
-    let last = |a: &[u8; 16]| word(unsafe { &*(a.as_ptr().add(12) as *const [u8; 4]) });
     let w = ip as *mut Ipv4Hdr as *mut u32;
     // SAFETY: five words in the 20-byte header.
     unsafe {
         *w = u32::from_ne_bytes([0x45, tos, len[0], len[1]]);
         *w.add(1) = u32::from_ne_bytes([0, 0, IP_DF, 0]);
         *w.add(2) = u32::from_ne_bytes([OUTER_TTL, proto, check[0], check[1]]);
-        *w.add(3) = last(src);
-        *w.add(4) = last(dst);
+        *w.add(3) = last_word(src);
+        *w.add(4) = last_word(dst);
     }
 }
 
@@ -80,13 +83,6 @@ pub fn fill6(ip: &mut Ipv6Hdr, tos: u8, payload: u16, proto: u8, label: u32, (sr
     // x86-64 and arm64 (and their verifier without strict alignment) take
     // at any address; on the TC probe's stack the header is 8-aligned.
     // `write_unaligned` would be split into byte stores by LLVM.
-    let (s, d) = (src.as_ptr() as *const u32, dst.as_ptr() as *const u32);
-    let (to_s, to_d) = (ip.src.as_mut_ptr() as *mut u32, ip.dst.as_mut_ptr() as *mut u32);
-    for i in 0..4 {
-        // SAFETY: four words in each 16-byte address.
-        unsafe {
-            *to_s.add(i) = *s.add(i);
-            *to_d.add(i) = *d.add(i);
-        }
-    }
+    set_words16(&mut ip.src, words16(src));
+    set_words16(&mut ip.dst, words16(dst));
 }
