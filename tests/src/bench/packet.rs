@@ -232,6 +232,25 @@ fn tunnel_rows(t: &mut Table, dsr: &Dataplane, vips: (SocketAddr, SocketAddr)) -
     Ok(())
 }
 
+/// The floor's rows: what the least a connection-tracking balancer does
+/// costs on the frames of veer's hit and new-flow rows (see `veer_floor`),
+/// and for IPv4 the same with 16-byte keys. What veer pays above them is
+/// its own; what they pay above the baseline, any such balancer pays.
+fn floor_rows(t: &mut Table, base: &Baseline, fam: &str, vip: SocketAddr, ack: &[u8]) -> Result<()> {
+    let mut floors = vec![("floor", base.loaded("veer_floor")?)];
+    if vip.is_ipv4() {
+        floors.push(("floor, 16-byte keys", base.loaded("veer_floor_short")?));
+    }
+    for (what, prog) in floors {
+        let run = |f: &[u8], r: u32| Ok(run_frame(prog, f, r)?);
+        // Its first run inserts the flow; the rest hit it.
+        anyhow::ensure!(run(ack, 1)?.action == crate::lab::XDP_TX, "the {what} did not send the {fam} ACK back out");
+        t.repeated(&format!("{what}: connection-table hit, {fam}"), ack, &run)?;
+        t.once_each(&format!("{what}: new flow, {fam} (distinct SYNs, 1 run each)"), &fresh_syns(vip, FRESH), &run)?;
+    }
+    Ok(())
+}
+
 /// The DSR dataplane of the section: a Maglev and a round-robin service on
 /// an IPv4 VIP, a Maglev service on an IPv6 VIP, ten backends each.
 fn dsr_dataplane(v4: IpAddr, v6: IpAddr) -> Result<Dataplane> {
@@ -269,8 +288,8 @@ fn dsr_dataplane(v4: IpAddr, v6: IpAddr) -> Result<Dataplane> {
 pub fn run(opts: &Options) -> Result<Section> {
     let (v4, v6): (IpAddr, IpAddr) = ("10.0.0.100".parse()?, "2001:db8:100::1".parse()?);
     let dp = dsr_dataplane(v4, v6)?;
-    let mut base = Baseline::load()?;
-    let tx = base.program("veer_tx")?;
+    let base = Baseline::load()?;
+    let tx = base.loaded("veer_tx")?;
     let mut t = Table { opts, tx, rows: Vec::new(), figs: Vec::new() };
     let run = |f: &[u8], r: u32| Ok(dp.test_run(f, r)?);
     for (fam, vip, client) in [("IPv4", v4, "192.0.2.7:40000"), ("IPv6", v6, "[2001:db8::7]:40000")] {
@@ -298,6 +317,7 @@ pub fn run(opts: &Options) -> Result<Section> {
         let other: IpAddr = if vip.is_ipv4() { "10.0.0.99".parse()? } else { "2001:db8:100::99".parse()? };
         let pass = frame::packet(client, SocketAddr::new(other, 80), L4::Tcp(0x10), &[0; 64]);
         t.repeated(&format!("not a VIP: XDP_PASS, {fam}"), &pass, &run)?;
+        floor_rows(&mut t, &base, fam, to(80), &ack)?;
     }
     nat_rows(&mut t, &dp, (SocketAddr::new(v4, 80), SocketAddr::new(v6, 80)))?;
     tunnel_rows(&mut t, &dp, (SocketAddr::new(v4, 80), SocketAddr::new(v6, 80)))?;

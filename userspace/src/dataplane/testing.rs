@@ -137,7 +137,9 @@ pub fn run_frame(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
     Ok(TestRunOutput { action: r.return_value, frame: out, duration: r.duration })
 }
 
-/// The minimal `veer_pass`/`veer_tx` programs, loaded.
+/// The baseline object's programs, loaded: the minimal `veer_pass`,
+/// `veer_tx` and `veer_dsr`, and the floors of a connection-tracking
+/// balancer (`veer_floor`, `veer_floor_short`).
 pub struct Baseline {
     ebpf: Ebpf,
 }
@@ -146,10 +148,10 @@ impl Baseline {
     /// Loads both baseline programs.
     pub fn load() -> Result<Self> {
         let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        for name in ["veer_pass", "veer_tx", "veer_dsr"] {
+        for name in ["veer_pass", "veer_tx", "veer_dsr", "veer_floor", "veer_floor_short"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
-                .ok_or(DataplaneError::Missing { kind: "program", name: "veer_pass/veer_tx/veer_dsr" })?
+                .ok_or(DataplaneError::Missing { kind: "program", name: "a baseline program" })?
                 .try_into()
                 .map_err(DataplaneError::program("baseline program is not XDP"))?;
             p.load().map_err(DataplaneError::program(format!("loading {name}")))?;
@@ -179,7 +181,17 @@ impl Baseline {
         Ok((info.run_time(), info.run_count()))
     }
 
-    /// A baseline program by name (`veer_pass`, `veer_tx` or `veer_dsr`).
+    /// A loaded program, shared: several can be held at once (see [`Baseline::program`]).
+    pub fn loaded(&self, name: &'static str) -> Result<&Xdp> {
+        self.ebpf
+            .program(name)
+            .ok_or(DataplaneError::Missing { kind: "program", name })?
+            .try_into()
+            .map_err(DataplaneError::program("baseline program is not XDP"))
+    }
+
+    /// A baseline program by name (`veer_pass`, `veer_tx`, `veer_dsr`, and
+    /// the floors `veer_floor` and `veer_floor_short`).
     pub fn program(&mut self, name: &'static str) -> Result<&mut Xdp> {
         self.ebpf
             .program_mut(name)

@@ -8,10 +8,10 @@
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::Array,
+    maps::{Array, LruHashMap},
     programs::XdpContext,
 };
-use veer_abi::MinimalDsr;
+use veer_abi::{hash::flow_hash, FlowKey, MinimalDsr, IPPROTO_TCP};
 
 /// `veer_dsr`'s VIP and backend.
 #[map]
@@ -63,6 +63,105 @@ pub fn veer_dsr(ctx: XdpContext) -> u32 {
         *eth = cfg.backend_mac;
     }
     xdp_action::XDP_TX
+}
+
+/// Flows of `veer_floor`, keyed as veer keys them (40 bytes, both
+/// families), with their backend's MAC; sized as the bench's `CONNS`, per-CPU
+/// LRU lists as there.
+#[map]
+static FLOOR_FLOWS: LruHashMap<FlowKey, [u8; 8]> = LruHashMap::with_max_entries(65536, 1 << 1);
+
+/// Flows of `veer_floor_short`: IPv4 keys of 16 bytes (addresses, ports, protocol).
+#[map]
+static FLOOR_FLOWS4: LruHashMap<[u32; 4], [u8; 8]> = LruHashMap::with_max_entries(65536, 1 << 1);
+
+/// The floor's ring (a Maglev ring's length) and backends' MACs.
+#[map]
+static FLOOR_RING: Array<u32> = Array::with_max_entries(65537, 0);
+#[map]
+static FLOOR_BACKENDS: Array<[u8; 8]> = Array::with_max_entries(16, 0);
+
+/// The least a connection-tracking DSR balancer does, as a floor for veer's
+/// per-packet rows: the bounds and header checks a safe parse needs (IPv4
+/// or IPv6, no fragment, TCP), one lookup of the flow's key and, for a flow
+/// not there, a ring slot by veer's flow hash, its backend and an insert; then
+/// the backend's MAC, and `XDP_TX`. No service table, no counters, no
+/// clock. Anything else is passed.
+#[xdp]
+pub fn veer_floor(ctx: XdpContext) -> u32 {
+    floor::<false>(&ctx)
+}
+
+/// [`veer_floor`] with an IPv4 flow keyed by 16 bytes instead of 40.
+#[xdp]
+pub fn veer_floor_short(ctx: XdpContext) -> u32 {
+    floor::<true>(&ctx)
+}
+
+#[inline(always)]
+fn floor<const SHORT: bool>(ctx: &XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // Ethernet and the larger IP header, the TCP header's first 20 bytes.
+    if start + 14 + 40 + 20 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let frame = start as *mut u8;
+    // SAFETY: every read below is within the bounds checked above or
+    // against `end` first; loads of words at any offset, as veer's parse.
+    let at32 = |i: usize| unsafe { *(frame.add(i) as *const u32) };
+    let at16 = |i: usize| u16::from_be(unsafe { *(frame.add(i) as *const u16) });
+    let at8 = |i: usize| unsafe { *frame.add(i) };
+    let (key, l4) = match at16(12) {
+        0x0800 => {
+            let (vihl, total) = (at8(14), at16(16) as usize);
+            let ihl = ((vihl & 0xf) as usize) * 4;
+            if vihl >> 4 != 4 || ihl < 20 || total < ihl || 14 + total > end - start {
+                return xdp_action::XDP_PASS;
+            }
+            if at16(20) & 0x3fff != 0 || at8(23) != IPPROTO_TCP || ihl != 20 {
+                return xdp_action::XDP_PASS;
+            }
+            (FlowKey::v4_wire(at32(26), at32(30), at32(34), IPPROTO_TCP), 34)
+        }
+        0x86dd => {
+            if at8(14) >> 4 != 6 || 54 + at16(18) as usize > end - start || at8(20) != IPPROTO_TCP {
+                return xdp_action::XDP_PASS;
+            }
+            let w = |i: usize| [at32(i), at32(i + 4), at32(i + 8), at32(i + 12)];
+            (FlowKey::v6_wire(w(22), w(38), at32(54), IPPROTO_TCP), 54)
+        }
+        _ => return xdp_action::XDP_PASS,
+    };
+    if at8(l4 + 12) >> 4 < 5 {
+        return xdp_action::XDP_PASS;
+    }
+    let mac = if SHORT && l4 == 34 {
+        let short = [at32(26), at32(30), at32(34), IPPROTO_TCP as u32];
+        floor_backend(&FLOOR_FLOWS4, &short, &key)
+    } else {
+        floor_backend(&FLOOR_FLOWS, &key, &key)
+    };
+    let Some(mac) = mac else { return xdp_action::XDP_PASS };
+    // SAFETY: 12 bytes of Ethernet addresses, checked above.
+    unsafe {
+        let eth = frame as *mut [u8; 6];
+        *eth.add(1) = *eth;
+        *(frame as *mut u32) = *(mac.as_ptr() as *const u32);
+        *(frame.add(4) as *mut u16) = *(mac.as_ptr().add(4) as *const u16);
+    }
+    xdp_action::XDP_TX
+}
+
+/// The flow's backend MAC in `table`, or a new entry from the ring's slot.
+#[inline(always)]
+fn floor_backend<K>(table: &LruHashMap<K, [u8; 8]>, k: &K, key: &FlowKey) -> Option<[u8; 8]> {
+    if let Some(mac) = table.get_ptr(k) {
+        return Some(unsafe { *mac });
+    }
+    let backend = *FLOOR_RING.get(flow_hash(key) % 65537)?;
+    let mac = *FLOOR_BACKENDS.get(backend & 15)?;
+    table.insert(k, &mac, 0).ok()?;
+    Some(mac)
 }
 
 #[cfg(not(test))]
