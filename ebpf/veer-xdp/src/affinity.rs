@@ -26,8 +26,8 @@ use crate::{backends::owned_backend, passive};
 #[map]
 static AFFINITY: LruHashMap<AffinityKey, Affinity> = LruHashMap::with_max_entries(DEFAULT_AFFINITY_TABLE_SIZE, 0);
 
-/// Per-CPU room for an affinity's key and value, off the stack (its writer
-/// is called from `early::send`, two calls deep in the entry program).
+/// Per-CPU room for an affinity's key and value, off the stack (the
+/// programs that write one have little of it left).
 #[map]
 static AFFINITY_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -64,16 +64,11 @@ pub fn remembered(svc: &Service, client: &[u8; 16], avoid: u32) -> u32 {
     }
 }
 
-/// Remembers that a flow of `client` to `svc` went to `backend` now.
+/// Remembers that a flow of `client` to `svc` went to `backend` now. A
+/// call of its own: a flow's persistence is refreshed at most every 100 ms,
+/// and the entry program's hot path keeps its stack and registers.
 #[inline(never)]
 pub fn remember(svc: &Service, client: &[u8; 16], backend: u32) {
-    remember_inline(svc, client, backend);
-}
-
-/// [`remember`], inline: for `early::send`, itself a call, whose own calls
-/// would take the entry program's chain of frames past 512 bytes.
-#[inline(always)]
-pub fn remember_inline(svc: &Service, client: &[u8; 16], backend: u32) {
     let Some(s) = AFFINITY_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU memory no other program on this CPU uses meanwhile.
     let s = unsafe { &mut *s };

@@ -21,9 +21,21 @@ use crate::frame::{self, L4};
 const REPEAT: u32 = 1_000_000;
 const RUNS: usize = 5;
 /// Distinct frames for the fresh-schedule rows.
-const FRESH: u32 = 20_000;
+const FRESH: u32 = 10_000;
 /// Frames of the rows that run each frame once.
 const ONCE: usize = 20_000;
+/// SYNs the new-flow rows insert into one table, all families and schedulers.
+const NEW_FLOW_ROOM: u32 = 3 * FRESH;
+
+/// The size of a new-flow table (veer's, the floors') with room for
+/// [`NEW_FLOW_ROOM`] SYNs on any one CPU (an LRU table with per-CPU lists
+/// gives each possible CPU an equal share), and no smaller than veer's
+/// default: that default on two CPUs. A larger table costs more per insert
+/// (its buckets spread over more memory), so the rows use the least that fits.
+fn new_flow_table() -> u32 {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u32);
+    (NEW_FLOW_ROOM.next_power_of_two() * cpus.max(1)).max(veer_abi::DEFAULT_NEW_FLOW_TABLE_SIZE)
+}
 
 /// What of the section to run, and how.
 #[derive(Default)]
@@ -256,7 +268,16 @@ fn floor_rows(t: &mut Table, base: &Baseline, fam: &str, vip: SocketAddr, ack: &
 fn dsr_dataplane(v4: IpAddr, v6: IpAddr) -> Result<Dataplane> {
     let mut dp = Dataplane::load_with(
         XDP_OBJECT,
-        &DataplaneOptions { conn_table_size: 65536, max_services: 4, ..Default::default() },
+        // Room for every new-flow row's SYNs on one CPU's LRU list (each CPU
+        // gets an equal share): a new flow measured, not an eviction. A
+        // flow's second packet takes its entry out of that table, so it fills
+        // only under a flood (see the attack section).
+        &DataplaneOptions {
+            conn_table_size: 65536,
+            new_flow_table_size: new_flow_table(),
+            max_services: 4,
+            ..Default::default()
+        },
     )?;
     let services = [
         (0u32, service_key(v4, 80, Protocol::Tcp), Scheduler::Maglev),
@@ -288,7 +309,7 @@ fn dsr_dataplane(v4: IpAddr, v6: IpAddr) -> Result<Dataplane> {
 pub fn run(opts: &Options) -> Result<Section> {
     let (v4, v6): (IpAddr, IpAddr) = ("10.0.0.100".parse()?, "2001:db8:100::1".parse()?);
     let dp = dsr_dataplane(v4, v6)?;
-    let base = Baseline::load()?;
+    let base = Baseline::load_sized(Some(new_flow_table()))?;
     let tx = base.loaded("veer_tx")?;
     let mut t = Table { opts, tx, rows: Vec::new(), figs: Vec::new() };
     let run = |f: &[u8], r: u32| Ok(dp.test_run(f, r)?);

@@ -11,7 +11,8 @@ use aya::{
 
 use super::{AttachMode, Dataplane, DataplaneError, Result};
 
-/// Minimal `veer_pass` / `veer_tx` programs (veth peers, benchmark baseline).
+/// Minimal `veer_pass` / `veer_tx` programs (veth peers, benchmark
+/// baseline), `veer_dsr` (throughput ceiling), the floors (`veer_floor`).
 pub static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("VEER_BASELINE_OBJ"));
 
 /// Output of one run of the program on a crafted frame.
@@ -145,9 +146,20 @@ pub struct Baseline {
 }
 
 impl Baseline {
-    /// Loads both baseline programs.
+    /// Loads the baseline programs (the floors' flow tables at the object's
+    /// small size).
     pub fn load() -> Result<Self> {
-        let mut ebpf = Ebpf::load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        Self::load_sized(None)
+    }
+
+    /// [`Baseline::load`], the floors' flow tables (`FLOOR_FLOWS`,
+    /// `FLOOR_FLOWS4`) sized to hold `floor_flows` entries.
+    pub fn load_sized(floor_flows: Option<u32>) -> Result<Self> {
+        let mut loader = aya::EbpfLoader::new();
+        if let Some(n) = floor_flows {
+            loader.map_max_entries("FLOOR_FLOWS", n).map_max_entries("FLOOR_FLOWS4", n);
+        }
+        let mut ebpf = loader.load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         for name in ["veer_pass", "veer_tx", "veer_dsr", "veer_floor", "veer_floor_short"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)

@@ -66,14 +66,14 @@ pub fn veer_dsr(ctx: XdpContext) -> u32 {
 }
 
 /// Flows of `veer_floor`, keyed as veer keys them (40 bytes, both
-/// families), with their backend's MAC; sized as the bench's `CONNS`, per-CPU
-/// LRU lists as there.
+/// families), with their backend's MAC; per-CPU LRU lists as veer's tables.
+/// The bench sizes it as its new-flow table (`Baseline::load_sized`).
 #[map]
-static FLOOR_FLOWS: LruHashMap<FlowKey, [u8; 8]> = LruHashMap::with_max_entries(65536, 1 << 1);
+static FLOOR_FLOWS: LruHashMap<FlowKey, [u8; 8]> = LruHashMap::with_max_entries(1024, 1 << 1);
 
 /// Flows of `veer_floor_short`: IPv4 keys of 16 bytes (addresses, ports, protocol).
 #[map]
-static FLOOR_FLOWS4: LruHashMap<[u32; 4], [u8; 8]> = LruHashMap::with_max_entries(65536, 1 << 1);
+static FLOOR_FLOWS4: LruHashMap<[u32; 4], [u8; 8]> = LruHashMap::with_max_entries(1024, 1 << 1);
 
 /// The floor's ring (a Maglev ring's length) and backends' MACs.
 #[map]
