@@ -260,6 +260,23 @@ fn floor_rows(t: &mut Table, base: &Baseline, fam: &str, vip: SocketAddr, ack: &
         t.repeated(&format!("{what}: connection-table hit, {fam}"), ack, &run)?;
         t.once_each(&format!("{what}: new flow, {fam} (distinct SYNs, 1 run each)"), &fresh_syns(vip, FRESH), &run)?;
     }
+    if vip.is_ipv4() {
+        // Beside the NAT rows, which run each frame once: DSR's floor so,
+        // and NAT's (its rewrite changes the frame a repetition would see).
+        let dsr = base.loaded("veer_floor")?;
+        t.once_each("floor: connection-table hit, IPv4 (1 run each)", &vec![ack.to_vec(); ONCE], &|f, r| {
+            Ok(run_frame(dsr, f, r)?)
+        })?;
+        let nat = base.loaded("veer_floor_nat")?;
+        let run = |f: &[u8], r: u32| Ok(run_frame(nat, f, r)?);
+        let out = run(ack, 1)?;
+        anyhow::ensure!(
+            out.action == crate::lab::XDP_TX && out.frame.get(30..33) == Some(&[10, 0, 8][..]),
+            "the NAT floor did not send the ACK on to its backend"
+        );
+        t.once_each("floor NAT: connection-table hit, IPv4 (1 run each)", &vec![ack.to_vec(); ONCE], &run)?;
+        t.once_each("floor NAT: new flow, IPv4 (distinct SYNs, 1 run each)", &fresh_syns(vip, FRESH), &run)?;
+    }
     Ok(())
 }
 

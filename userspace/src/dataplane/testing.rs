@@ -140,7 +140,7 @@ pub fn run_frame(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<TestRunOutput>
 
 /// The baseline object's programs, loaded: the minimal `veer_pass`,
 /// `veer_tx` and `veer_dsr`, and the floors of a connection-tracking
-/// balancer (`veer_floor`, `veer_floor_short`).
+/// balancer (`veer_floor`, `veer_floor_short`, `veer_floor_nat`).
 pub struct Baseline {
     ebpf: Ebpf,
 }
@@ -153,14 +153,17 @@ impl Baseline {
     }
 
     /// [`Baseline::load`], the floors' flow tables (`FLOOR_FLOWS`,
-    /// `FLOOR_FLOWS4`) sized to hold `floor_flows` entries.
+    /// `FLOOR_FLOWS4`, `FLOOR_NAT`, `FLOOR_NAT_REV`) sized to hold
+    /// `floor_flows` entries.
     pub fn load_sized(floor_flows: Option<u32>) -> Result<Self> {
         let mut loader = aya::EbpfLoader::new();
         if let Some(n) = floor_flows {
-            loader.map_max_entries("FLOOR_FLOWS", n).map_max_entries("FLOOR_FLOWS4", n);
+            for map in ["FLOOR_FLOWS", "FLOOR_FLOWS4", "FLOOR_NAT", "FLOOR_NAT_REV"] {
+                loader.map_max_entries(map, n);
+            }
         }
         let mut ebpf = loader.load(BASELINE_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
-        for name in ["veer_pass", "veer_tx", "veer_dsr", "veer_floor", "veer_floor_short"] {
+        for name in ["veer_pass", "veer_tx", "veer_dsr", "veer_floor", "veer_floor_short", "veer_floor_nat"] {
             let p: &mut Xdp = ebpf
                 .program_mut(name)
                 .ok_or(DataplaneError::Missing { kind: "program", name: "a baseline program" })?
@@ -203,7 +206,7 @@ impl Baseline {
     }
 
     /// A baseline program by name (`veer_pass`, `veer_tx`, `veer_dsr`, and
-    /// the floors `veer_floor` and `veer_floor_short`).
+    /// the floors `veer_floor`, `veer_floor_short` and `veer_floor_nat`).
     pub fn program(&mut self, name: &'static str) -> Result<&mut Xdp> {
         self.ebpf
             .program_mut(name)

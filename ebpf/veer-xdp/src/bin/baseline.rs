@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
     programs::XdpContext,
 };
-use veer_abi::{hash::flow_hash, FlowKey, MinimalDsr, IPPROTO_TCP};
+use veer_abi::{csum::update32, hash::flow_hash, FlowKey, MinimalDsr, IPPROTO_TCP};
 
 /// `veer_dsr`'s VIP and backend.
 #[map]
@@ -150,6 +150,95 @@ fn floor<const SHORT: bool>(ctx: &XdpContext) -> u32 {
         *(frame.add(4) as *mut u16) = *(mac.as_ptr().add(4) as *const u16);
     }
     xdp_action::XDP_TX
+}
+
+/// A `veer_floor_nat` flow: the client's packet's new source, destination
+/// and ports (as the frame holds them), and the next hop's MAC.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct FloorNat {
+    words: [u32; 3],
+    mac: [u8; 8],
+}
+
+/// Flows of `veer_floor_nat`, and their answers' mappings (keyed by the
+/// backend's packet: backend -> SNAT address and port).
+#[map]
+static FLOOR_NAT: LruHashMap<FlowKey, FloorNat> = LruHashMap::with_max_entries(1024, 1 << 1);
+#[map]
+static FLOOR_NAT_REV: LruHashMap<FlowKey, FloorNat> = LruHashMap::with_max_entries(1024, 1 << 1);
+
+/// The least a NAT balancer does for an IPv4 TCP packet, as a floor for
+/// veer's NAT rows: `veer_floor`'s parse and lookup, and then source,
+/// destination, ports and both checksums rewritten (incrementally, by
+/// words), the next hop's MAC from the entry. A new flow also inserts the
+/// answers' mapping; its SNAT port comes from the flow's hash, unchecked.
+/// No route lookup: the next hop is in the entry, as if never changed.
+#[xdp]
+pub fn veer_floor_nat(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 14 + 20 + 20 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let frame = start as *mut u8;
+    // SAFETY: as in `floor`: in the bounds checked above.
+    let at32 = |i: usize| unsafe { *(frame.add(i) as *const u32) };
+    let at16 = |i: usize| u16::from_be(unsafe { *(frame.add(i) as *const u16) });
+    let at8 = |i: usize| unsafe { *frame.add(i) };
+    let (vihl, total) = (at8(14), at16(16) as usize);
+    if at16(12) != 0x0800 || vihl != 0x45 || total < 40 || 14 + total > end - start {
+        return xdp_action::XDP_PASS;
+    }
+    if at16(20) & 0x3fff != 0 || at8(23) != IPPROTO_TCP || at8(46) >> 4 < 5 {
+        return xdp_action::XDP_PASS;
+    }
+    let old = [at32(26), at32(30), at32(34)];
+    let key = FlowKey::v4_wire(old[0], old[1], old[2], IPPROTO_TCP);
+    let nat = match FLOOR_NAT.get_ptr(&key) {
+        Some(n) => unsafe { *n },
+        None => {
+            let Some(n) = floor_nat_new(&key, &old) else { return xdp_action::XDP_PASS };
+            n
+        }
+    };
+    let be = |w: [u32; 3]| [u32::from_be(w[0]), u32::from_be(w[1]), u32::from_be(w[2])];
+    let (old_be, new_be) = (be(old), be(nat.words));
+    // SAFETY: the IPv4 header's checksum (24) and addresses (26..34), the
+    // TCP header's ports (34..38) and checksum (50), in bounds above.
+    unsafe {
+        let ip_check = frame.add(24) as *mut u16;
+        let sums = [old_be[0], old_be[1]];
+        *ip_check = update32(u16::from_be(*ip_check), &sums, &[new_be[0], new_be[1]]).to_be();
+        let tcp_check = frame.add(50) as *mut u16;
+        *tcp_check = update32(u16::from_be(*tcp_check), &old_be, &new_be).to_be();
+        for (i, w) in nat.words.iter().enumerate() {
+            *(frame.add(26 + 4 * i) as *mut u32) = *w;
+        }
+        let eth = frame as *mut [u8; 6];
+        *eth.add(1) = *eth;
+        *(frame as *mut u32) = *(nat.mac.as_ptr() as *const u32);
+        *(frame.add(4) as *mut u16) = *(nat.mac.as_ptr().add(4) as *const u16);
+    }
+    xdp_action::XDP_TX
+}
+
+/// A new `veer_floor_nat` flow: its backend by the ring, a SNAT port by
+/// its hash, and both mappings inserted.
+#[inline(always)]
+fn floor_nat_new(key: &FlowKey, old: &[u32; 3]) -> Option<FloorNat> {
+    let h = flow_hash(key);
+    let backend = *FLOOR_RING.get(h % 65537)?;
+    let mac = *FLOOR_BACKENDS.get(backend & 15)?;
+    // 10.0.9.1 from port 10000 + the hash's low bits, to 10.0.8.<backend>:80.
+    let (snat, dst) =
+        (u32::from_be_bytes([10, 0, 9, 1]).to_be(), u32::from_be_bytes([10, 0, 8, (backend & 15) as u8]).to_be());
+    let ports = ((10_000 + (h & 0x7fff)) as u16).to_be() as u32 | ((80u16.to_be() as u32) << 16);
+    let nat = FloorNat { words: [snat, dst, ports], mac };
+    FLOOR_NAT.insert(key, &nat, 0).ok()?;
+    let answer = FlowKey::v4_wire(dst, snat, ports.rotate_left(16), IPPROTO_TCP);
+    let back = FloorNat { words: [old[1], old[0], old[2].rotate_left(16)], mac };
+    FLOOR_NAT_REV.insert(&answer, &back, 0).ok()?;
+    Some(nat)
 }
 
 /// The flow's backend MAC in `table`, or a new entry from the ring's slot.
