@@ -131,7 +131,7 @@ pub fn veer_vip_path(ctx: TcContext) -> i32 {
 /// its service; [`flow`] goes on from there.
 #[inline(always)]
 fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
-    let parsed = if NAT { parse::flow_of_outlined(ctx) } else { parse::flow_of(ctx) };
+    let parsed = if NAT { parse::flow_of_outlined(ctx) } else { parse::vip_flow_of(ctx) };
     let Some(pkt) = parsed? else {
         return if NAT { Ok(pass()) } else { tunnel::returned::ipip(ctx) };
     };

@@ -6,6 +6,9 @@
 //! whether it was addressed to a VIP: then it is an `Err(Drop)` (counted,
 //! dropped, never forwarded); otherwise it is `Ok(None)`, passed on untouched.
 //! A frame too short to hold an IP header cannot be told apart: it is passed.
+//! In the entry program, a packet whose destination the VIP filter clears is
+//! passed as soon as that is read ([`vip_flow_of`]), unless veer waits for
+//! answers to other addresses (NAT, GUE).
 //!
 //! An ICMP error (frag needed, packet too big, unreachable) yields the flow
 //! it quotes, turned around to the client's direction (see `icmp` and `nat::icmp`).
@@ -17,14 +20,14 @@ use crate::{
     access::ptr_at,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
-        field::{word, words16},
+        field::{last_word, word, words16},
         icmp::IcmpHdr,
         ipv4::Ipv4Hdr,
         ipv6::{Ipv6Hdr, NEXTHDR_AUTH, NEXTHDR_DEST, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
         l4::{TcpHdr, UdpHdr},
     },
     verdict::Drop,
-    vip_filter::is_vip,
+    vip_filter::{self, is_vip},
 };
 
 /// A packet for a VIP: its 5-tuple and, for TCP, its flags (0 for UDP).
@@ -63,13 +66,25 @@ impl VipPacket {
 /// The packet's 5-tuple if it is addressed to a VIP, or `None` for any other packet.
 #[inline(always)]
 pub fn flow_of(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
+    parse(ctx, false)
+}
+
+/// [`flow_of`] for the entry program: `None` as soon as the destination
+/// shows the packet is surely none of veer's ([`vip_filter::passes`]).
+#[inline(always)]
+pub fn vip_flow_of(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
+    parse(ctx, true)
+}
+
+#[inline(always)]
+fn parse(ctx: &XdpContext, early_pass: bool) -> Result<Option<VipPacket>, Drop> {
     // A runt frame cannot be for a VIP: leave it to the kernel.
     let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return Ok(None);
     };
     match unsafe { (*eth).ether_type() } {
-        ETH_P_IP => ipv4(ctx),
-        ETH_P_IPV6 => ipv6(ctx),
+        ETH_P_IP => ipv4(ctx, early_pass),
+        ETH_P_IPV6 => ipv6(ctx, early_pass),
         _ => Ok(None),
     }
 }
@@ -98,11 +113,14 @@ fn for_vip_only(r: Result<Option<VipPacket>, Drop>, dst: impl Fn() -> [u8; 16]) 
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
+fn ipv4(ctx: &XdpContext, early_pass: bool) -> Result<Option<VipPacket>, Drop> {
     let Ok(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         return Ok(None);
     };
     let ip = unsafe { &*ip };
+    if early_pass && vip_filter::passes(word(&ip.dst)) {
+        return Ok(None);
+    }
     for_vip_only(ipv4_l4(ctx, ip), || ipv4_mapped(ip.dst))
 }
 
@@ -133,11 +151,14 @@ fn ipv4_l4(ctx: &XdpContext, ip: &Ipv4Hdr) -> Result<Option<VipPacket>, Drop> {
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
+fn ipv6(ctx: &XdpContext, early_pass: bool) -> Result<Option<VipPacket>, Drop> {
     let Ok(ip) = ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
         return Ok(None);
     };
     let ip = unsafe { &*ip };
+    if early_pass && vip_filter::passes(last_word(&ip.dst)) {
+        return Ok(None);
+    }
     for_vip_only(ipv6_l4(ctx, ip), || ip.dst)
 }
 

@@ -31,6 +31,16 @@ pub fn may_be_vip(dst: &[u8; 16]) -> bool {
     VIP_FILTER.get(0).is_none_or(|f: &VipFilter| f.may_contain(dst))
 }
 
+/// Whether a packet to the address ending in the word `last` (an IPv4
+/// address, an IPv6 address's last word) is surely none of veer's: no VIP,
+/// and nothing configured that answers to other addresses
+/// ([`VipFilter::passes`]). The host's own traffic then skips the rest of
+/// the parse.
+#[inline(always)]
+pub fn passes(last: u32) -> bool {
+    VIP_FILTER.get(0).is_some_and(|f: &VipFilter| f.passes(last))
+}
+
 /// Whether `addr` is a VIP: a hash lookup, for packets off the hot path.
 #[inline(always)]
 pub fn is_vip(addr: &[u8; 16]) -> bool {

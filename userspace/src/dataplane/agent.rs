@@ -217,7 +217,8 @@ fn load_program(ebpf: &mut aya::Ebpf) -> Result<&mut Xdp> {
         .ok_or(DataplaneError::Missing { kind: "program", name: names::PROGRAM })?
         .try_into()
         .map_err(DataplaneError::program("veer_agent is not XDP"))?;
-    prog.load().map_err(DataplaneError::program("loading veer_agent into the kernel (verifier)"))?;
+    super::load::retrying_eagain(|| prog.load())
+        .map_err(DataplaneError::program("loading veer_agent into the kernel (verifier)"))?;
     Ok(prog)
 }
 

@@ -32,7 +32,9 @@ impl Dataplane {
                 .map_err(|e| DataplaneError::Unsupported(format!("reading the possible CPUs: {e}")))?;
         }
         let mut m: Array<&mut MapData, veer_abi::NatConfig> = map_mut!(self, Array, names::NAT_CONFIG);
-        m.set(0, cfg, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "writing"))
+        m.set(0, cfg, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "writing"))?;
+        // NAT's answers come to SNAT addresses, which the VIP filter must not pass.
+        self.refresh_vip_filter()
     }
 
     /// Writes backend `id` whole.

@@ -3,7 +3,7 @@
 use std::collections::HashMap as StdHashMap;
 
 use aya::{
-    programs::{Xdp, XdpMode},
+    programs::{ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use veer_abi::{
@@ -35,6 +35,27 @@ impl From<AttachMode> for XdpMode {
     }
 }
 
+/// Runs a program load `load`, again while the kernel answers `EAGAIN`
+/// (up to five times, as libbpf does): the verifier gives up with it when
+/// a signal is pending for the loading thread (a child process exiting, in
+/// a process with a SIGCHLD handler), and a large program's verification
+/// is long enough to meet one.
+pub(super) fn retrying_eagain(
+    mut load: impl FnMut() -> std::result::Result<(), ProgramError>,
+) -> std::result::Result<(), ProgramError> {
+    let mut tries = 1;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
+            {
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Loads the programs the entry program tail-calls and puts them in `JUMPS`
 /// (replacing what a previous daemon put there, when the map is adopted).
 fn load_continuations(ebpf: &mut Ebpf) -> Result<()> {
@@ -56,7 +77,8 @@ fn load_continuations(ebpf: &mut Ebpf) -> Result<()> {
             .ok_or(DataplaneError::Missing { kind: "program", name })?
             .try_into()
             .map_err(DataplaneError::program(format!("program {name} is not XDP")))?;
-        p.load().map_err(DataplaneError::program(format!("loading {name} into the kernel (verifier)")))?;
+        retrying_eagain(|| p.load())
+            .map_err(DataplaneError::program(format!("loading {name} into the kernel (verifier)")))?;
         let fd = p.fd().map_err(DataplaneError::program(format!("{name}'s descriptor")))?.try_clone().map_err(|e| {
             DataplaneError::Program { what: format!("{name}'s descriptor"), source: Box::new(e.into()) }
         })?;
@@ -89,7 +111,8 @@ impl Dataplane {
         }
         let mut ebpf = loader.load(object).map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let prog = Self::xdp(&mut ebpf)?;
-        prog.load().map_err(DataplaneError::program("loading the XDP program into the kernel (verifier)"))?;
+        retrying_eagain(|| prog.load())
+            .map_err(DataplaneError::program("loading the XDP program into the kernel (verifier)"))?;
         load_continuations(&mut ebpf)?;
         Ok(Self {
             ebpf,
@@ -121,7 +144,8 @@ impl Dataplane {
             .try_into()
             .map_err(DataplaneError::program("veer_vip_path is not a TC program"))?;
         if prog.fd().is_err() {
-            prog.load().map_err(DataplaneError::program("loading veer_vip_path into the kernel (verifier)"))?;
+            retrying_eagain(|| prog.load())
+                .map_err(DataplaneError::program("loading veer_vip_path into the kernel (verifier)"))?;
         }
         prog.attach(iface, TcAttachType::Egress)
             .map_err(DataplaneError::program(format!("attaching veer_vip_path to {iface}'s egress")))?;

@@ -110,9 +110,15 @@ impl Dataplane {
         slots.set(id, free, 0).map_err(DataplaneError::map(names::SERVICE_SLOTS, what()))
     }
 
-    /// Rewrites `VIP_FILTER` from the VIP table.
-    fn refresh_vip_filter(&mut self) -> Result<()> {
+    /// Rewrites `VIP_FILTER` from the VIP table and the settings that wait
+    /// for packets to other addresses: NAT's return path (answers to SNAT
+    /// addresses) and the tunnels' GUE port ([`VipFilter::answers`]).
+    pub(super) fn refresh_vip_filter(&mut self) -> Result<()> {
         let mut filter = VipFilter::default();
+        let nat: Array<&MapData, veer_abi::NatConfig> =
+            Array::try_from(self.map(names::NAT_CONFIG)?).map_err(DataplaneError::map(names::NAT_CONFIG, "opening"))?;
+        let nat_on = nat.get(&0, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "reading"))?.port_min != 0;
+        filter.answers = u32::from(nat_on || self.tunnel_config()?.gue_port != 0);
         {
             let vips: HashMap<&MapData, [u8; 16], u32> =
                 HashMap::try_from(self.map(names::VIPS)?).map_err(DataplaneError::map(names::VIPS, "opening"))?;

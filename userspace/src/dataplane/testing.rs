@@ -169,7 +169,7 @@ impl Baseline {
                 .ok_or(DataplaneError::Missing { kind: "program", name: "a baseline program" })?
                 .try_into()
                 .map_err(DataplaneError::program("baseline program is not XDP"))?;
-            p.load().map_err(DataplaneError::program(format!("loading {name}")))?;
+            super::load::retrying_eagain(|| p.load()).map_err(DataplaneError::program(format!("loading {name}")))?;
         }
         Ok(Self { ebpf })
     }

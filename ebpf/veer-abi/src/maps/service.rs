@@ -91,6 +91,13 @@ impl ServiceSlot {
 pub struct VipFilter {
     /// 256 bits.
     pub bits: [u64; 4],
+    /// Nonzero: a packet for no VIP may still be veer's (a NAT backend's
+    /// answer to a SNAT address, GUE from a tunnelled backend's agent), so
+    /// its ports are read before it is passed. Zero: a clear bit passes the
+    /// packet as soon as its destination is read.
+    pub answers: u32,
+    /// Always zero.
+    pub _pad: u32,
 }
 
 impl VipFilter {
@@ -99,6 +106,14 @@ impl VipFilter {
     #[inline(always)]
     pub const fn bit(addr: &[u8; 16]) -> u32 {
         (addr[12] ^ addr[13] ^ addr[14] ^ addr[15]) as u32
+    }
+
+    /// [`VipFilter::bit`] of the address whose last four bytes are the word
+    /// `last` (in either byte order: the fold is a XOR of its bytes).
+    #[inline(always)]
+    pub const fn bit_of_word(last: u32) -> u32 {
+        let x = last ^ (last >> 16);
+        (x ^ (x >> 8)) & 0xff
     }
 
     /// Adds a VIP.
@@ -110,7 +125,19 @@ impl VipFilter {
     /// Whether `addr` may be a VIP (false: it is not).
     #[inline(always)]
     pub fn may_contain(&self, addr: &[u8; 16]) -> bool {
-        let b = Self::bit(addr);
+        self.has_bit(Self::bit(addr))
+    }
+
+    /// Whether a packet to the address ending in the word `last` (see
+    /// [`VipFilter::bit_of_word`]) is surely none of veer's: no VIP, and no
+    /// answer veer waits for configured.
+    #[inline(always)]
+    pub fn passes(&self, last: u32) -> bool {
+        self.answers == 0 && !self.has_bit(Self::bit_of_word(last))
+    }
+
+    #[inline(always)]
+    fn has_bit(&self, b: u32) -> bool {
         // `b < 256`: the index is in range, and masked so the verifier sees it.
         self.bits[((b / 64) & 3) as usize] & (1 << (b % 64)) != 0
     }
@@ -178,7 +205,7 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 const _: () = assert!(core::mem::align_of::<ServiceKey>() == 4 && core::mem::offset_of!(ServiceKey, addr) == 0);
 const _: () = assert!(core::mem::align_of::<FlowKey>() == 4 && core::mem::offset_of!(FlowKey, dst) % 4 == 0);
 const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 36);
-const _: () = assert!(core::mem::size_of::<VipFilter>() == 32);
+const _: () = assert!(core::mem::size_of::<VipFilter>() == 40);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
 
 #[cfg(test)]
@@ -207,5 +234,25 @@ mod tests {
         assert!(!slot.serves(&flow([10, 0, 0, 100], 80, 17)), "another protocol");
         let v6 = FlowKey::v6(&[1; 16], &vip, 1, 80, 6);
         assert!(slot.serves(&v6), "the same 16 bytes, however the key was built");
+    }
+
+    #[test]
+    fn the_early_pass_agrees_with_the_filter_and_waits_for_answers() {
+        let mut f = VipFilter::default();
+        let vip = crate::ipv4_mapped([10, 0, 0, 100]);
+        f.insert(&vip);
+        let last = |a: &[u8; 16]| u32::from_ne_bytes([a[12], a[13], a[14], a[15]]);
+        for i in 0..=255u8 {
+            for addr in [crate::ipv4_mapped([10, 0, i, 100 ^ i]), crate::ipv4_mapped([192, 168, 7, i])] {
+                assert_eq!(VipFilter::bit_of_word(last(&addr)), VipFilter::bit(&addr));
+                assert_eq!(VipFilter::bit_of_word(last(&addr).swap_bytes()), VipFilter::bit(&addr), "either order");
+                assert_eq!(f.passes(last(&addr)), !f.may_contain(&addr));
+            }
+        }
+        assert!(!f.passes(last(&vip)), "a VIP");
+        let other = crate::ipv4_mapped([192, 168, 7, 1]);
+        assert!(f.passes(last(&other)));
+        f.answers = 1;
+        assert!(!f.passes(last(&other)), "NAT answers or GUE come to addresses that are no VIP");
     }
 }
