@@ -137,7 +137,7 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     };
     let key = &pkt.key;
     // The NAT program's packets were looked at here already, by the entry program.
-    if !NAT && !vip_filter::may_be_vip(&key.dst) {
+    if !NAT && pkt.is_not_vip() {
         return nat::not_for_a_vip(ctx, &pkt);
     }
     // An established flow the entry program already found ([`handoff`]).

@@ -27,7 +27,7 @@ use crate::{
         l4::{TcpHdr, UdpHdr},
     },
     verdict::Drop,
-    vip_filter::{self, is_vip},
+    vip_filter::{self, is_vip, Judged},
 };
 
 /// A packet for a VIP: its 5-tuple and, for TCP, its flags (0 for UDP).
@@ -49,6 +49,15 @@ pub struct VipPacket {
 impl VipPacket {
     /// `bits`: this is an ICMP error about the flow in `key`.
     pub const ICMP_ERROR: u32 = 1 << 8;
+    /// `bits`: the VIP filter cleared the destination ([`vip_flow_of`]
+    /// only): no VIP, but maybe an answer veer waits for.
+    pub const NOT_VIP: u32 = 1 << 9;
+
+    /// Whether the VIP filter showed the destination is no VIP.
+    #[inline(always)]
+    pub fn is_not_vip(&self) -> bool {
+        self.bits & Self::NOT_VIP != 0
+    }
 
     /// The TCP flags (0 for UDP and ICMP errors).
     #[inline(always)]
@@ -70,7 +79,8 @@ pub fn flow_of(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
 }
 
 /// [`flow_of`] for the entry program: `None` as soon as the destination
-/// shows the packet is surely none of veer's ([`vip_filter::passes`]).
+/// shows the packet is surely none of veer's, and [`VipPacket::NOT_VIP`]
+/// marked if it is no VIP ([`vip_filter::judge`]).
 #[inline(always)]
 pub fn vip_flow_of(ctx: &XdpContext) -> Result<Option<VipPacket>, Drop> {
     parse(ctx, true)
@@ -118,10 +128,11 @@ fn ipv4(ctx: &XdpContext, early_pass: bool) -> Result<Option<VipPacket>, Drop> {
         return Ok(None);
     };
     let ip = unsafe { &*ip };
-    if early_pass && vip_filter::passes(word(&ip.dst)) {
+    let judged = if early_pass { vip_filter::judge(word(&ip.dst)) } else { Judged::MaybeVip };
+    if judged == Judged::Pass {
         return Ok(None);
     }
-    for_vip_only(ipv4_l4(ctx, ip), || ipv4_mapped(ip.dst))
+    marked(for_vip_only(ipv4_l4(ctx, ip), || ipv4_mapped(ip.dst)), judged)
 }
 
 #[inline(always)]
@@ -156,10 +167,23 @@ fn ipv6(ctx: &XdpContext, early_pass: bool) -> Result<Option<VipPacket>, Drop> {
         return Ok(None);
     };
     let ip = unsafe { &*ip };
-    if early_pass && vip_filter::passes(last_word(&ip.dst)) {
+    let judged = if early_pass { vip_filter::judge(last_word(&ip.dst)) } else { Judged::MaybeVip };
+    if judged == Judged::Pass {
         return Ok(None);
     }
-    for_vip_only(ipv6_l4(ctx, ip), || ip.dst)
+    marked(for_vip_only(ipv6_l4(ctx, ip), || ip.dst), judged)
+}
+
+/// The parse's result with what the VIP filter said of its destination.
+#[inline(always)]
+fn marked(r: Result<Option<VipPacket>, Drop>, judged: Judged) -> Result<Option<VipPacket>, Drop> {
+    match r {
+        Ok(Some(mut pkt)) if judged == Judged::NotVip => {
+            pkt.bits |= VipPacket::NOT_VIP;
+            Ok(Some(pkt))
+        }
+        r => r,
+    }
 }
 
 #[inline(always)]

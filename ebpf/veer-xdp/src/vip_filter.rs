@@ -23,22 +23,30 @@ static VIP_FILTER: Array<VipFilter> = Array::with_max_entries(1, 0);
 #[map]
 static VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-/// Whether `dst` may be a VIP (false: it is not one).
-#[inline(always)]
-pub fn may_be_vip(dst: &[u8; 16]) -> bool {
-    // An absent entry cannot happen (an array's slots always exist); if it
-    // did, asking the service table is the safe answer.
-    VIP_FILTER.get(0).is_none_or(|f: &VipFilter| f.may_contain(dst))
+/// What the VIP filter says of a destination.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// Surely none of veer's: no VIP, and no answer to another address
+    /// configured ([`VipFilter::passes`]). The host's own traffic then skips
+    /// the rest of the parse.
+    Pass,
+    /// No VIP, but maybe an answer veer waits for (NAT, GUE).
+    NotVip,
+    /// Maybe a VIP: the service table decides.
+    MaybeVip,
 }
 
-/// Whether a packet to the address ending in the word `last` (an IPv4
-/// address, an IPv6 address's last word) is surely none of veer's: no VIP,
-/// and nothing configured that answers to other addresses
-/// ([`VipFilter::passes`]). The host's own traffic then skips the rest of
-/// the parse.
+/// Judges the destination whose last word is `last` (an IPv4 address, an
+/// IPv6 address's last word), with one array lookup.
 #[inline(always)]
-pub fn passes(last: u32) -> bool {
-    VIP_FILTER.get(0).is_some_and(|f: &VipFilter| f.passes(last))
+pub fn judge(last: u32) -> Judged {
+    // An absent entry cannot happen (an array's slots always exist); if it
+    // did, asking the service table is the safe answer.
+    match VIP_FILTER.get(0) {
+        Some(f) if f.passes(last) => Judged::Pass,
+        Some(f) if !f.may_contain_word(last) => Judged::NotVip,
+        _ => Judged::MaybeVip,
+    }
 }
 
 /// Whether `addr` is a VIP: a hash lookup, for packets off the hot path.

@@ -133,7 +133,13 @@ impl VipFilter {
     /// answer veer waits for configured.
     #[inline(always)]
     pub fn passes(&self, last: u32) -> bool {
-        self.answers == 0 && !self.has_bit(Self::bit_of_word(last))
+        self.answers == 0 && !self.may_contain_word(last)
+    }
+
+    /// [`VipFilter::may_contain`] of the address ending in the word `last`.
+    #[inline(always)]
+    pub fn may_contain_word(&self, last: u32) -> bool {
+        self.has_bit(Self::bit_of_word(last))
     }
 
     #[inline(always)]
@@ -247,6 +253,7 @@ mod tests {
                 assert_eq!(VipFilter::bit_of_word(last(&addr)), VipFilter::bit(&addr));
                 assert_eq!(VipFilter::bit_of_word(last(&addr).swap_bytes()), VipFilter::bit(&addr), "either order");
                 assert_eq!(f.passes(last(&addr)), !f.may_contain(&addr));
+                assert_eq!(f.may_contain_word(last(&addr)), f.may_contain(&addr));
             }
         }
         assert!(!f.passes(last(&vip)), "a VIP");
