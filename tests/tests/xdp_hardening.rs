@@ -119,6 +119,25 @@ fn a_flow_never_follows_a_reused_backend_id_into_another_service() {
 }
 
 #[test]
+fn an_ipv6_packet_with_an_ipv4_mapped_address_is_no_ipv4_flow() {
+    let lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1, 1]);
+    let before = lab.counter(GlobalCounter::DropMalformed);
+    // To the IPv4 VIP in its mapped form: veer's own key for that service.
+    let mapped_vip: SocketAddr = "[::ffff:10.0.0.100]:80".parse().unwrap();
+    let syn = frame::tcp_syn("[2001:db8::7]:40000".parse().unwrap(), mapped_vip);
+    assert_eq!(lab.send(&syn).0, XDP_DROP, "an IPv6 SYN to the mapped VIP");
+    assert_eq!(lab.counter(GlobalCounter::DropMalformed), before + 1);
+    // From a mapped client, posing as an IPv4 client's established flow.
+    let b = lab.send(&lab.syn(40000)).1.expect("the IPv4 SYN is forwarded");
+    assert_eq!(lab.send(&lab.ack(40000)).1, Some(b));
+    let posing = frame::packet("[::ffff:192.0.2.7]:40000".parse().unwrap(), mapped_vip, L4::Tcp(0x10), &[0; 8]);
+    assert_eq!(lab.send(&posing).0, XDP_DROP, "an IPv6 ACK from and to mapped addresses");
+    // A mapped address that is no VIP's is the kernel's, as any other.
+    let other = frame::tcp_syn("[2001:db8::7]:40000".parse().unwrap(), "[::ffff:10.9.9.9]:80".parse().unwrap());
+    assert_eq!(lab.send(&other).0, XDP_PASS);
+}
+
+#[test]
 fn xdp_tx_sends_from_the_interface_mac() {
     let mut lab = Lab::new("10.0.0.100", Protocol::Tcp, Scheduler::Maglev, &[1]);
     let iface_mac = [0x02, 0x1f, 0, 0, 0, 0x42];

@@ -19,7 +19,8 @@ use crate::{access::opaque, backends::owned_backend, passive};
 #[map]
 static ACTIVE_FLOWS: Array<ActiveFlows> = Array::with_max_entries(MAX_BACKENDS, 0);
 
-/// Per-CPU room for an active-flow change `early::send` leaves to the entry program.
+/// Per-CPU room for an active-flow change the established-flow shortcut
+/// (`early::send`) leaves to the entry program.
 #[map]
 static ACTIVE_PENDING: PerCpuArray<Change> = PerCpuArray::with_max_entries(1, 0);
 
@@ -91,8 +92,11 @@ pub fn apply(c: &Change) {
     }
 }
 
-/// Keeps `c` for [`apply_pending`]: for `early::send`, a call itself, whose
-/// own calls would take the entry program's chain of frames past 512 bytes.
+/// Keeps `c` for [`apply_pending`], which the entry program calls once the
+/// shortcut (`early::send`) has sent the packet. The shortcut was a call of
+/// its own when this was written, and [`apply`]'s frame under it took the
+/// chain past 512 bytes; it is inline now, and a direct [`apply`] there is
+/// untried.
 #[inline(always)]
 pub fn defer(c: &Change) {
     if let Some(p) = ACTIVE_PENDING.get_ptr_mut(0) {

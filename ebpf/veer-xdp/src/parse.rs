@@ -174,6 +174,13 @@ fn ipv6(ctx: &XdpContext, early_pass: bool) -> Result<Option<VipPacket>, Drop> {
     marked(for_vip_only(ipv6_l4(ctx, ip), || ip.dst), judged)
 }
 
+/// Whether an IPv6 address in the frame is IPv4-mapped (`::ffff:a.b.c.d`).
+#[inline(always)]
+fn is_mapped(addr: &[u8; 16]) -> bool {
+    let w = words16(addr);
+    w[0] == 0 && w[1] == 0 && w[2] == u32::from_ne_bytes([0, 0, 0xff, 0xff])
+}
+
 /// The parse's result with what the VIP filter said of its destination.
 #[inline(always)]
 fn marked(r: Result<Option<VipPacket>, Drop>, judged: Judged) -> Result<Option<VipPacket>, Drop> {
@@ -189,6 +196,12 @@ fn marked(r: Result<Option<VipPacket>, Drop>, judged: Judged) -> Result<Option<V
 #[inline(always)]
 fn ipv6_l4(ctx: &XdpContext, ip: &Ipv6Hdr) -> Result<Option<VipPacket>, Drop> {
     if ip.version() != 6 {
+        return Err(Drop::Malformed);
+    }
+    // IPv4-mapped addresses never appear on the wire (RFC 4291), and veer
+    // keys IPv4 flows and services by them: such a packet would pass for an
+    // IPv4 flow (and NAT would write IPv4 fields into its IPv6 header).
+    if is_mapped(&ip.src) || is_mapped(&ip.dst) {
         return Err(Drop::Malformed);
     }
     let end = EthHdr::LEN + Ipv6Hdr::LEN + ip.payload_len();

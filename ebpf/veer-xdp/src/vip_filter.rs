@@ -4,7 +4,10 @@
 //! ([`VipFilter::bit`]). A clear bit means no service listens on the
 //! destination; a set bit (a VIP, or an address that folds like one) asks
 //! the service table. The array lookup is inlined by the verifier, so the
-//! host's own traffic costs a load and a bit test here, not a hash.
+//! host's own traffic costs a load and a bit test here, not a hash. The
+//! slot also says whether veer awaits packets to addresses that are no VIP
+//! (NAT's answers, GUE): then a clear bit's packet is still read to its
+//! ports ([`judge`]).
 //!
 //! `VIPS` holds the VIP addresses themselves, for the rare packet the
 //! service table cannot judge (one cut short past its IP header).
@@ -28,7 +31,8 @@ static VIPS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_SERVICES, 0)
 pub enum Judged {
     /// Surely none of veer's: no VIP, and no answer to another address
     /// configured ([`VipFilter::passes`]). The host's own traffic then skips
-    /// the rest of the parse.
+    /// the rest of the parse (an IP-in-IP packet's protocol is still read,
+    /// for `tunnel::returned::ipip`).
     Pass,
     /// No VIP, but maybe an answer veer waits for (NAT, GUE).
     NotVip,

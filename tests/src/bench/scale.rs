@@ -128,10 +128,19 @@ fn open(dp: &Dataplane, i: u32, s: u32) -> Result<()> {
 
 /// Median per-run time of each frame, for veer and the baseline alike.
 fn measure(dp: &Dataplane, tx: &aya::programs::Xdp, frames: &[Vec<u8>]) -> Result<(f64, f64)> {
+    measure_with(&|f| Ok(dp.test_run(f, 1)?), tx, frames)
+}
+
+/// [`measure`] of any program's run (`run`).
+fn measure_with(
+    run: &dyn Fn(&[u8]) -> Result<veer::dataplane::TestRunOutput>,
+    tx: &aya::programs::Xdp,
+    frames: &[Vec<u8>],
+) -> Result<(f64, f64)> {
     let mut ours = Vec::with_capacity(frames.len());
     let mut theirs = Vec::with_capacity(frames.len());
     for f in frames {
-        let out = dp.test_run(f, 1)?;
+        let out = run(f)?;
         ensure!(out.action == XDP_TX, "a measured frame was not forwarded (action {})", out.action);
         ours.push(out.duration.as_nanos() as f64);
         theirs.push(run_frame(tx, f, 1)?.duration.as_nanos() as f64);
@@ -142,8 +151,9 @@ fn measure(dp: &Dataplane, tx: &aya::programs::Xdp, frames: &[Vec<u8>]) -> Resul
 /// Runs the section.
 pub fn run() -> Result<Section> {
     let _pinned = PinnedToThisCpu::new()?;
-    let mut base = Baseline::load()?;
-    let tx = base.program("veer_tx")?;
+    // The floor's table as large as veer's connection table below.
+    let base = Baseline::load_sized(Some(FLOWS.next_power_of_two() * possible_cpus()?))?;
+    let tx = base.loaded("veer_tx")?;
     let mut rows = Vec::new();
     let mut figs = Vec::new();
     let mut row = |name: &str, (o, t): (f64, f64), hot: f64| {
@@ -173,6 +183,22 @@ pub fn run() -> Result<Section> {
     let lost = dp.global_counter(GlobalCounter::ConnLost)? - lost_before;
     ensure!(lost == 0, "{lost} sampled flows had left the connection table");
     drop(dp);
+
+    // The floor (`veer_floor`: one lookup, a MAC rewrite) on the same
+    // flows, each inserted by its first packet: what a table this large
+    // costs a balancer that does nothing else per packet.
+    let floor = base.loaded("veer_floor")?;
+    let run = |f: &[u8]| Ok(run_frame(floor, f, 1)?);
+    for i in 0..FLOWS {
+        run(&ack(client(i), 0))?;
+    }
+    let floor_hot = measure_with(&run, tx, &vec![ack(client(0), 0); SAMPLES])?;
+    row("floor: hot flow (1 run each)", floor_hot, floor_hot.0);
+    row(
+        "floor: 1,000,000 live flows, a random one per packet (1 run each)",
+        measure_with(&run, tx, &frames)?,
+        floor_hot.0,
+    );
 
     // 100 services of 100 backends.
     let dp = dataplane(SERVICES, PER_SERVICE, WIDE_FLOWS)?;

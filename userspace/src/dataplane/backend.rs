@@ -31,9 +31,10 @@ impl Dataplane {
             cfg.cpus = super::possible_cpus()
                 .map_err(|e| DataplaneError::Unsupported(format!("reading the possible CPUs: {e}")))?;
         }
+        // NAT's answers come to SNAT addresses, which the VIP filter must not pass.
+        self.await_answers()?;
         let mut m: Array<&mut MapData, veer_abi::NatConfig> = map_mut!(self, Array, names::NAT_CONFIG);
         m.set(0, cfg, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "writing"))?;
-        // NAT's answers come to SNAT addresses, which the VIP filter must not pass.
         self.refresh_vip_filter()
     }
 

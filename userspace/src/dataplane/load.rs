@@ -49,6 +49,7 @@ pub(super) fn retrying_eagain(
             Err(ProgramError::LoadError { io_error, .. })
                 if io_error.raw_os_error() == Some(libc::EAGAIN) && tries < 5 =>
             {
+                tracing::debug!(tries, "the verifier gave up with EAGAIN (a signal pending); loading again");
                 tries += 1;
             }
             r => return r,

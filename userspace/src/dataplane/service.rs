@@ -114,11 +114,8 @@ impl Dataplane {
     /// for packets to other addresses: NAT's return path (answers to SNAT
     /// addresses) and the tunnels' GUE port ([`VipFilter::answers`]).
     pub(super) fn refresh_vip_filter(&mut self) -> Result<()> {
-        let mut filter = VipFilter::default();
-        let nat: Array<&MapData, veer_abi::NatConfig> =
-            Array::try_from(self.map(names::NAT_CONFIG)?).map_err(DataplaneError::map(names::NAT_CONFIG, "opening"))?;
-        let nat_on = nat.get(&0, 0).map_err(DataplaneError::map(names::NAT_CONFIG, "reading"))?.port_min != 0;
-        filter.answers = u32::from(nat_on || self.tunnel_config()?.gue_port != 0);
+        let answers = u32::from(self.nat_config()?.port_min != 0 || self.tunnel_config()?.gue_port != 0);
+        let mut filter = VipFilter { answers, ..Default::default() };
         {
             let vips: HashMap<&MapData, [u8; 16], u32> =
                 HashMap::try_from(self.map(names::VIPS)?).map_err(DataplaneError::map(names::VIPS, "opening"))?;
@@ -127,6 +124,17 @@ impl Dataplane {
             }
         }
         let mut m: Array<&mut MapData, VipFilter> = map_mut!(self, Array, names::VIP_FILTER);
+        m.set(0, filter, 0).map_err(DataplaneError::map(names::VIP_FILTER, "writing"))
+    }
+
+    /// Marks the VIP filter as awaiting answers to other addresses, before
+    /// a setting that may turn them on is written: a failure after that
+    /// write then leaves the entry program reading more, never passing an
+    /// answer ([`Dataplane::refresh_vip_filter`] clears the mark again).
+    pub(super) fn await_answers(&mut self) -> Result<()> {
+        let mut m: Array<&mut MapData, VipFilter> = map_mut!(self, Array, names::VIP_FILTER);
+        let mut filter = m.get(&0, 0).map_err(DataplaneError::map(names::VIP_FILTER, "reading"))?;
+        filter.answers = 1;
         m.set(0, filter, 0).map_err(DataplaneError::map(names::VIP_FILTER, "writing"))
     }
 

@@ -22,9 +22,10 @@ impl Dataplane {
     /// Sets the tunnels' settings: the GUE port bounces arrive on (0: none)
     /// and the tunnel MACs' key.
     pub fn set_tunnel_config(&mut self, cfg: TunnelConfig) -> Result<()> {
+        // GUE comes back to the balancer's own address, which the VIP filter must not pass.
+        self.await_answers()?;
         let mut m: Array<&mut MapData, TunnelConfig> = map_mut!(self, Array, names::TUNNEL_CONFIG);
         m.set(0, cfg, 0).map_err(DataplaneError::map(names::TUNNEL_CONFIG, "writing"))?;
-        // GUE comes back to the balancer's own address, which the VIP filter must not pass.
         self.refresh_vip_filter()
     }
 

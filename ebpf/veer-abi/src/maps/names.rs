@@ -67,9 +67,9 @@ pub const PASSIVE_STATS: &str = "PASSIVE_STATS";
 /// established flow's entry names its service: its packets find the
 /// service here, by index, instead of hashing the service key.
 pub const SERVICE_SLOTS: &str = "SERVICE_SLOTS";
-/// `Array<VipFilter>`: one entry, a bit per fold of each VIP's address.
-/// A packet whose destination's bit is clear is no VIP's, without a
-/// hash lookup.
+/// `Array<VipFilter>`: one entry, a bit per fold of each VIP's address,
+/// and whether answers to other addresses are awaited (NAT, GUE). A packet
+/// whose destination's bit is clear is no VIP's, without a hash lookup.
 pub const VIP_FILTER: &str = "VIP_FILTER";
 /// `LruHashMap<AffinityKey, Affinity>`: each client's backend per
 /// service with persistence, and when its last new flow went there.

@@ -94,7 +94,7 @@ pub struct VipFilter {
     /// Nonzero: a packet for no VIP may still be veer's (a NAT backend's
     /// answer to a SNAT address, GUE from a tunnelled backend's agent), so
     /// its ports are read before it is passed. Zero: a clear bit passes the
-    /// packet as soon as its destination is read.
+    /// packet once its destination is read (and for IP-in-IP its protocol).
     pub answers: u32,
     /// Always zero.
     pub _pad: u32,
@@ -257,7 +257,8 @@ mod tests {
             }
         }
         assert!(!f.passes(last(&vip)), "a VIP");
-        let other = crate::ipv4_mapped([192, 168, 7, 1]);
+        let other = crate::ipv4_mapped([192, 168, 7, 2]);
+        assert_ne!(VipFilter::bit(&other), VipFilter::bit(&vip));
         assert!(f.passes(last(&other)));
         f.answers = 1;
         assert!(!f.passes(last(&other)), "NAT answers or GUE come to addresses that are no VIP");

@@ -84,9 +84,11 @@ static FLOOR_BACKENDS: Array<[u8; 8]> = Array::with_max_entries(16, 0);
 /// The least a connection-tracking DSR balancer does, as a floor for veer's
 /// per-packet rows: the bounds and header checks a safe parse needs (IPv4
 /// or IPv6, no fragment, TCP), one lookup of the flow's key and, for a flow
-/// not there, a ring slot by veer's flow hash, its backend and an insert; then
-/// the backend's MAC, and `XDP_TX`. No service table, no counters, no
-/// clock. Anything else is passed.
+/// not there, a ring slot by veer's flow hash, its backend's entry and an
+/// insert; then the backend's MAC, and `XDP_TX`. No service table, no
+/// health state, no counters, no clock. Anything else is passed. (The bench
+/// leaves the ring and the backends zero: every flow goes to backend 0,
+/// at the same cost.)
 #[xdp]
 pub fn veer_floor(ctx: XdpContext) -> u32 {
     floor::<false>(&ctx)
@@ -132,7 +134,11 @@ fn floor<const SHORT: bool>(ctx: &XdpContext) -> u32 {
         }
         _ => return xdp_action::XDP_PASS,
     };
-    if at8(l4 + 12) >> 4 < 5 {
+    // The TCP header's length, within the IP packet (`end` checked above
+    // holds it whole: the parse checked the IP length against the frame).
+    let tcp_len = ((at8(l4 + 12) >> 4) as usize) * 4;
+    let ip_end = if l4 == 34 { 14 + at16(16) as usize } else { 54 + at16(18) as usize };
+    if tcp_len < 20 || l4 + tcp_len > ip_end {
         return xdp_action::XDP_PASS;
     }
     let mac = if SHORT && l4 == 34 {
@@ -171,7 +177,7 @@ static FLOOR_NAT_REV: LruHashMap<FlowKey, FloorNat> = LruHashMap::with_max_entri
 /// The least a NAT balancer does for an IPv4 TCP packet, as a floor for
 /// veer's NAT rows: `veer_floor`'s parse and lookup, and then source,
 /// destination, ports and both checksums rewritten (incrementally, by
-/// words), the next hop's MAC from the entry. A new flow also inserts the
+/// words), one off the TTL, the next hop's MAC from the entry. A new flow also inserts the
 /// answers' mapping; its SNAT port comes from the flow's hash, unchecked.
 /// No route lookup: the next hop is in the entry, as if never changed.
 #[xdp]
@@ -189,7 +195,8 @@ pub fn veer_floor_nat(ctx: XdpContext) -> u32 {
     if at16(12) != 0x0800 || vihl != 0x45 || total < 40 || 14 + total > end - start {
         return xdp_action::XDP_PASS;
     }
-    if at16(20) & 0x3fff != 0 || at8(23) != IPPROTO_TCP || at8(46) >> 4 < 5 {
+    let tcp_len = ((at8(46) >> 4) as usize) * 4;
+    if at16(20) & 0x3fff != 0 || at8(23) != IPPROTO_TCP || tcp_len < 20 || 34 + tcp_len > 14 + total || at8(22) <= 1 {
         return xdp_action::XDP_PASS;
     }
     let old = [at32(26), at32(30), at32(34)];
@@ -206,9 +213,13 @@ pub fn veer_floor_nat(ctx: XdpContext) -> u32 {
     // SAFETY: the IPv4 header's checksum (24) and addresses (26..34), the
     // TCP header's ports (34..38) and checksum (50), in bounds above.
     unsafe {
+        // One off the TTL, which shares a 16-bit word with the protocol.
+        let ttl_proto = at16(22) as u32;
+        *frame.add(22) -= 1;
         let ip_check = frame.add(24) as *mut u16;
-        let sums = [old_be[0], old_be[1]];
-        *ip_check = update32(u16::from_be(*ip_check), &sums, &[new_be[0], new_be[1]]).to_be();
+        let sums = [old_be[0], old_be[1], ttl_proto];
+        let news = [new_be[0], new_be[1], ttl_proto - 0x100];
+        *ip_check = update32(u16::from_be(*ip_check), &sums, &news).to_be();
         let tcp_check = frame.add(50) as *mut u16;
         *tcp_check = update32(u16::from_be(*tcp_check), &old_be, &new_be).to_be();
         for (i, w) in nat.words.iter().enumerate() {
