@@ -223,8 +223,24 @@ pub fn routing_dataplane(
     source: IpAddr,
     entry: impl Fn(IpAddr) -> Backend,
 ) -> Dataplane {
-    let opts =
-        DataplaneOptions { conn_table_size: 4096, new_flow_table_size: 1024, max_services: 4, ..Default::default() };
+    routing_dataplane_sized(ns, (vip, proto, flags), addrs, source, entry, 1024)
+}
+
+/// [`routing_dataplane`] with a new-flow table of `new_flows` entries.
+pub fn routing_dataplane_sized(
+    ns: &Netns,
+    (vip, proto, flags): (IpAddr, Protocol, u8),
+    addrs: &[IpAddr],
+    source: IpAddr,
+    entry: impl Fn(IpAddr) -> Backend,
+    new_flows: u32,
+) -> Dataplane {
+    let opts = DataplaneOptions {
+        conn_table_size: 4096,
+        new_flow_table_size: new_flows,
+        max_services: 4,
+        ..Default::default()
+    };
     let mut dp = Dataplane::load_with(XDP_OBJECT, &opts).expect("load");
     let key = veer::dataplane::service_key(vip, 80, proto);
     let spec =
@@ -267,6 +283,12 @@ impl NatLab {
 
     /// [`NatLab::new`] with more `SERVICE_F_*` flags on the service.
     pub fn with_flags(tag: &str, v6: bool, proto: Protocol, n: usize, flags: u8) -> Self {
+        Self::with_new_flow_table(tag, v6, proto, n, flags, 1024)
+    }
+
+    /// [`NatLab::with_flags`] with a new-flow table (and SYN stash) of
+    /// `new_flows` entries (the benchmarks': room for all their SYNs).
+    pub fn with_new_flow_table(tag: &str, v6: bool, proto: Protocol, n: usize, flags: u8, new_flows: u32) -> Self {
         require_root();
         let ns = Netns::create(&format!("veer-natlab-{tag}")).expect("netns");
         let (vip, client, snat): (IpAddr, IpAddr, IpAddr) = if v6 {
@@ -304,7 +326,8 @@ impl NatLab {
             snat_count: 0,
             encap: 0,
         };
-        let mut dp = routing_dataplane(&ns, (vip, proto), veer_abi::SERVICE_F_NAT | flags, &backends, snat, entry);
+        let service = (vip, proto, veer_abi::SERVICE_F_NAT | flags);
+        let mut dp = routing_dataplane_sized(&ns, service, &backends, snat, entry, new_flows);
         dp.set_nat_config(NatConfig { port_min: NAT_PORTS.0, port_max: NAT_PORTS.1, ..Default::default() }).unwrap();
         NatLab { ns, dp, vip: SocketAddr::new(vip, 80), client, snat, backends }
     }

@@ -168,7 +168,9 @@ fn nat_rows(t: &mut Table, dsr: &Dataplane, vips: (SocketAddr, SocketAddr)) -> R
         if !names.iter().any(|n| t.wants(n)) {
             continue;
         }
-        let mut lab = crate::lab::NatLab::new(&format!("bench{fam}"), v6, Protocol::Tcp, 10);
+        // Room for the new-flow row's SYNs, as the DSR rows and the floors have.
+        let mut lab =
+            crate::lab::NatLab::with_new_flow_table(&format!("bench{fam}"), v6, Protocol::Tcp, 10, 0, new_flow_table());
         lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 10000, port_max: 59999, ..Default::default() })?;
         let c = SocketAddr::new(lab.client, 40000);
         let (_, out) = lab.run(&frame::tcp_syn(c, lab.vip));
@@ -183,7 +185,7 @@ fn nat_rows(t: &mut Table, dsr: &Dataplane, vips: (SocketAddr, SocketAddr)) -> R
         let promoted = lab.dp.flow(&veer::dataplane::flow_key(c, lab.vip, Protocol::Tcp))?;
         anyhow::ensure!(promoted.is_some(), "the NAT bench flow ({fam}) did not reach the connection table");
         let answer = frame::packet(backend, snat, L4::Tcp(0x10), &[0; 64]);
-        let cases = [vec![fwd; ONCE], vec![answer; ONCE], fresh_syns(lab.vip, ONCE as u32)];
+        let cases = [vec![fwd; ONCE], vec![answer; ONCE], fresh_syns(lab.vip, FRESH)];
         for (name, frames) in names.iter().zip(cases) {
             let run = |f: &[u8], r: u32| Ok(lab.dp.test_run(f, r)?);
             lab.ns.run(|| t.once_each(name, &frames, &run))??;
