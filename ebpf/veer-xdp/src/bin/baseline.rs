@@ -100,24 +100,51 @@ pub fn veer_floor_short(ctx: XdpContext) -> u32 {
     floor::<true>(&ctx)
 }
 
+/// A frame whose first `need` bytes are checked present: loads of any
+/// width at any offset within them (one load each, as veer's parse makes).
+#[derive(Clone, Copy)]
+struct Frame {
+    start: *mut u8,
+    /// The whole frame's length.
+    len: usize,
+}
+
+impl Frame {
+    /// The frame of `ctx`, if it holds `need` bytes.
+    #[inline(always)]
+    fn of(ctx: &XdpContext, need: usize) -> Option<Self> {
+        let (start, end) = (ctx.data(), ctx.data_end());
+        (start + need <= end).then_some(Frame { start: start as *mut u8, len: end - start })
+    }
+
+    // SAFETY (the three loads): callers read within the `need` bytes of `of`.
+    #[inline(always)]
+    fn u8(self, i: usize) -> u8 {
+        unsafe { *self.start.add(i) }
+    }
+
+    #[inline(always)]
+    fn be16(self, i: usize) -> u16 {
+        u16::from_be(unsafe { *(self.start.add(i) as *const u16) })
+    }
+
+    #[inline(always)]
+    fn word(self, i: usize) -> u32 {
+        unsafe { *(self.start.add(i) as *const u32) }
+    }
+}
+
 #[inline(always)]
 fn floor<const SHORT: bool>(ctx: &XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
     // Ethernet and the larger IP header, the TCP header's first 20 bytes.
-    if start + 14 + 40 + 20 > end {
-        return xdp_action::XDP_PASS;
-    }
-    let frame = start as *mut u8;
-    // SAFETY: every read below is within the bounds checked above or
-    // against `end` first; loads of words at any offset, as veer's parse.
-    let at32 = |i: usize| unsafe { *(frame.add(i) as *const u32) };
-    let at16 = |i: usize| u16::from_be(unsafe { *(frame.add(i) as *const u16) });
-    let at8 = |i: usize| unsafe { *frame.add(i) };
+    let Some(f) = Frame::of(ctx, 14 + 40 + 20) else { return xdp_action::XDP_PASS };
+    let frame = f.start;
+    let (at32, at16, at8) = (|i| f.word(i), |i| f.be16(i), |i| f.u8(i));
     let (key, l4) = match at16(12) {
         0x0800 => {
             let (vihl, total) = (at8(14), at16(16) as usize);
             let ihl = ((vihl & 0xf) as usize) * 4;
-            if vihl >> 4 != 4 || ihl < 20 || total < ihl || 14 + total > end - start {
+            if vihl >> 4 != 4 || ihl < 20 || total < ihl || 14 + total > f.len {
                 return xdp_action::XDP_PASS;
             }
             if at16(20) & 0x3fff != 0 || at8(23) != IPPROTO_TCP || ihl != 20 {
@@ -126,7 +153,7 @@ fn floor<const SHORT: bool>(ctx: &XdpContext) -> u32 {
             (FlowKey::v4_wire(at32(26), at32(30), at32(34), IPPROTO_TCP), 34)
         }
         0x86dd => {
-            if at8(14) >> 4 != 6 || 54 + at16(18) as usize > end - start || at8(20) != IPPROTO_TCP {
+            if at8(14) >> 4 != 6 || 54 + at16(18) as usize > f.len || at8(20) != IPPROTO_TCP {
                 return xdp_action::XDP_PASS;
             }
             let w = |i: usize| [at32(i), at32(i + 4), at32(i + 8), at32(i + 12)];
@@ -182,17 +209,11 @@ static FLOOR_NAT_REV: LruHashMap<FlowKey, FloorNat> = LruHashMap::with_max_entri
 /// No route lookup: the next hop is in the entry, as if never changed.
 #[xdp]
 pub fn veer_floor_nat(ctx: XdpContext) -> u32 {
-    let (start, end) = (ctx.data(), ctx.data_end());
-    if start + 14 + 20 + 20 > end {
-        return xdp_action::XDP_PASS;
-    }
-    let frame = start as *mut u8;
-    // SAFETY: as in `floor`: in the bounds checked above.
-    let at32 = |i: usize| unsafe { *(frame.add(i) as *const u32) };
-    let at16 = |i: usize| u16::from_be(unsafe { *(frame.add(i) as *const u16) });
-    let at8 = |i: usize| unsafe { *frame.add(i) };
+    let Some(f) = Frame::of(&ctx, 14 + 20 + 20) else { return xdp_action::XDP_PASS };
+    let frame = f.start;
+    let (at32, at16, at8) = (|i| f.word(i), |i| f.be16(i), |i| f.u8(i));
     let (vihl, total) = (at8(14), at16(16) as usize);
-    if at16(12) != 0x0800 || vihl != 0x45 || total < 40 || 14 + total > end - start {
+    if at16(12) != 0x0800 || vihl != 0x45 || total < 40 || 14 + total > f.len {
         return xdp_action::XDP_PASS;
     }
     let tcp_len = ((at8(46) >> 4) as usize) * 4;
