@@ -139,37 +139,36 @@ fn floor<const SHORT: bool>(ctx: &XdpContext) -> u32 {
     // Ethernet and the larger IP header, the TCP header's first 20 bytes.
     let Some(f) = Frame::of(ctx, 14 + 40 + 20) else { return xdp_action::XDP_PASS };
     let frame = f.start;
-    let (at32, at16, at8) = (|i| f.word(i), |i| f.be16(i), |i| f.u8(i));
-    let (key, l4) = match at16(12) {
+    let (key, l4) = match f.be16(12) {
         0x0800 => {
-            let (vihl, total) = (at8(14), at16(16) as usize);
+            let (vihl, total) = (f.u8(14), f.be16(16) as usize);
             let ihl = ((vihl & 0xf) as usize) * 4;
             if vihl >> 4 != 4 || ihl < 20 || total < ihl || 14 + total > f.len {
                 return xdp_action::XDP_PASS;
             }
-            if at16(20) & 0x3fff != 0 || at8(23) != IPPROTO_TCP || ihl != 20 {
+            if f.be16(20) & 0x3fff != 0 || f.u8(23) != IPPROTO_TCP || ihl != 20 {
                 return xdp_action::XDP_PASS;
             }
-            (FlowKey::v4_wire(at32(26), at32(30), at32(34), IPPROTO_TCP), 34)
+            (FlowKey::v4_wire(f.word(26), f.word(30), f.word(34), IPPROTO_TCP), 34)
         }
         0x86dd => {
-            if at8(14) >> 4 != 6 || 54 + at16(18) as usize > f.len || at8(20) != IPPROTO_TCP {
+            if f.u8(14) >> 4 != 6 || 54 + f.be16(18) as usize > f.len || f.u8(20) != IPPROTO_TCP {
                 return xdp_action::XDP_PASS;
             }
-            let w = |i: usize| [at32(i), at32(i + 4), at32(i + 8), at32(i + 12)];
-            (FlowKey::v6_wire(w(22), w(38), at32(54), IPPROTO_TCP), 54)
+            let w = |i: usize| [f.word(i), f.word(i + 4), f.word(i + 8), f.word(i + 12)];
+            (FlowKey::v6_wire(w(22), w(38), f.word(54), IPPROTO_TCP), 54)
         }
         _ => return xdp_action::XDP_PASS,
     };
     // The TCP header's length, within the IP packet (`end` checked above
     // holds it whole: the parse checked the IP length against the frame).
-    let tcp_len = ((at8(l4 + 12) >> 4) as usize) * 4;
-    let ip_end = if l4 == 34 { 14 + at16(16) as usize } else { 54 + at16(18) as usize };
+    let tcp_len = ((f.u8(l4 + 12) >> 4) as usize) * 4;
+    let ip_end = if l4 == 34 { 14 + f.be16(16) as usize } else { 54 + f.be16(18) as usize };
     if tcp_len < 20 || l4 + tcp_len > ip_end {
         return xdp_action::XDP_PASS;
     }
     let mac = if SHORT && l4 == 34 {
-        let short = [at32(26), at32(30), at32(34), IPPROTO_TCP as u32];
+        let short = [f.word(26), f.word(30), f.word(34), IPPROTO_TCP as u32];
         floor_backend(&FLOOR_FLOWS4, &short, &key)
     } else {
         floor_backend(&FLOOR_FLOWS, &key, &key)
@@ -211,16 +210,16 @@ static FLOOR_NAT_REV: LruHashMap<FlowKey, FloorNat> = LruHashMap::with_max_entri
 pub fn veer_floor_nat(ctx: XdpContext) -> u32 {
     let Some(f) = Frame::of(&ctx, 14 + 20 + 20) else { return xdp_action::XDP_PASS };
     let frame = f.start;
-    let (at32, at16, at8) = (|i| f.word(i), |i| f.be16(i), |i| f.u8(i));
-    let (vihl, total) = (at8(14), at16(16) as usize);
-    if at16(12) != 0x0800 || vihl != 0x45 || total < 40 || 14 + total > f.len {
+    let (vihl, total) = (f.u8(14), f.be16(16) as usize);
+    if f.be16(12) != 0x0800 || vihl != 0x45 || total < 40 || 14 + total > f.len {
         return xdp_action::XDP_PASS;
     }
-    let tcp_len = ((at8(46) >> 4) as usize) * 4;
-    if at16(20) & 0x3fff != 0 || at8(23) != IPPROTO_TCP || tcp_len < 20 || 34 + tcp_len > 14 + total || at8(22) <= 1 {
+    let tcp_len = ((f.u8(46) >> 4) as usize) * 4;
+    if f.be16(20) & 0x3fff != 0 || f.u8(23) != IPPROTO_TCP || tcp_len < 20 || 34 + tcp_len > 14 + total || f.u8(22) <= 1
+    {
         return xdp_action::XDP_PASS;
     }
-    let old = [at32(26), at32(30), at32(34)];
+    let old = [f.word(26), f.word(30), f.word(34)];
     let key = FlowKey::v4_wire(old[0], old[1], old[2], IPPROTO_TCP);
     let nat = match FLOOR_NAT.get_ptr(&key) {
         Some(n) => unsafe { *n },
@@ -235,7 +234,7 @@ pub fn veer_floor_nat(ctx: XdpContext) -> u32 {
     // TCP header's ports (34..38) and checksum (50), in bounds above.
     unsafe {
         // One off the TTL, which shares a 16-bit word with the protocol.
-        let ttl_proto = at16(22) as u32;
+        let ttl_proto = f.be16(22) as u32;
         *frame.add(22) -= 1;
         let ip_check = frame.add(24) as *mut u16;
         let sums = [old_be[0], old_be[1], ttl_proto];
