@@ -2,17 +2,25 @@
 //!
 //! Most packets belong to flows already in `CONNS`, whose entry names their
 //! service: found by index in `SERVICE_SLOTS`, it spares the hash of the
-//! service key. Inline in the entry program: as a call of its own, its
-//! return cost about 7 ns of the 90 an established packet took (the return
-//! thunk of AMD's SRSO mitigation, which BPF-to-BPF calls pay as well).
+//! service key on every packet. A DSR flow's packet is sent from here, and
+//! so is a NAT flow's client packet ([`nat::forward`]): without the tail
+//! call to the NAT program, its second parse and second lookup. Only a flow
+//! veer's SYN proxy opened (its sequence numbers shift) goes on to the NAT
+//! program, handed over ([`handoff`]). Inline in the entry program: as a
+//! call of its own, its return cost about 7 ns of the 90 an established
+//! packet took (the return thunk of AMD's SRSO mitigation, which
+//! BPF-to-BPF calls pay as well).
 
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use veer_abi::{FlowKey, SERVICE_F_NAT};
+use aya_ebpf::programs::XdpContext;
+use veer_abi::{CONN_F_PROXIED, SERVICE_F_NAT};
 
 use crate::{
     affinity,
     conntrack::{self, Early},
-    forward, handoff, stats,
+    forward, handoff, nat,
+    parse::VipPacket,
+    stats,
+    verdict::verdict,
 };
 
 /// [`send`] found no entry: schedule the flow (its promotion is next).
@@ -20,35 +28,32 @@ pub const MISSING: u32 = 0x100;
 /// [`send`] found an entry the full path must judge (the flow moves, or
 /// its service changed).
 pub const UNSURE: u32 = 0x101;
-/// [`send`] found a NAT flow: the NAT program sends it (see [`handoff`]).
+/// [`send`] found a NAT flow the NAT program sends (see [`handoff`]).
 pub const NAT: u32 = 0x102;
 /// Or-ed into [`send`]'s action: an active-flow change waits for
 /// `active::apply_pending`.
 pub const ACCOUNT: u32 = 0x1000;
 
-/// Sends a non-opening packet of an established DSR flow. Returns the XDP
+/// Sends a non-opening packet of an established flow. Returns the XDP
 /// action taken, or [`MISSING`], [`UNSURE`] or [`NAT`] for the caller to go on.
 #[inline(always)]
-pub fn send(ctx: &XdpContext, key: &FlowKey, tcp_flags: u32) -> u32 {
-    match conntrack::established_early(ctx, key, tcp_flags as u8) {
+pub fn send(ctx: &XdpContext, pkt: &VipPacket) -> u32 {
+    let key = &pkt.key;
+    match conntrack::established_early(ctx, key, pkt.tcp_flags()) {
         Early::Hit(svc, f, moved, pending) => {
-            if svc.flags & SERVICE_F_NAT != 0 {
-                // The NAT program takes the flow from here, unlooked-up.
-                handoff::give(key, svc.id, &f);
-                return if pending { NAT | ACCOUNT } else { NAT };
-            }
             // A client's live flow keeps its persistence fresh.
             if moved && affinity::persists(svc) {
                 affinity::remember(svc, &key.src, f.id);
             }
+            let nat = svc.flags & SERVICE_F_NAT != 0;
+            if nat && f.flags & CONN_F_PROXIED != 0 {
+                // Its acknowledgments shift, in the NAT program's own programs.
+                handoff::give(key, svc.id, &f);
+                return if pending { NAT | ACCOUNT } else { NAT };
+            }
             stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);
-            let action = match forward::to_backend(ctx, f.id, f.backend, key) {
-                Ok(action) => action,
-                Err(reason) => {
-                    stats::count(reason.counter());
-                    xdp_action::XDP_DROP
-                }
-            };
+            let sent = if nat { nat::forward(ctx, pkt, &f) } else { forward::to_backend(ctx, f.id, f.backend, key) };
+            let action = verdict(sent);
             if pending {
                 action | ACCOUNT
             } else {

@@ -146,7 +146,7 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     }
     let mut missing = false;
     if !NAT && !pkt.is_icmp_error() && !conntrack::opens_connection(pkt.tcp_flags()) {
-        match early::send(ctx, key, pkt.bits) {
+        match early::send(ctx, &pkt) {
             early::MISSING => missing = true,
             early::UNSURE => {}
             action => {

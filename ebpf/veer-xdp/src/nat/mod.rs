@@ -6,7 +6,8 @@
 //! tuple, and the answer leaves toward the client from the VIP. Addresses and
 //! ports change in place; the IPv4 header checksum and the TCP or UDP
 //! checksum (its pseudo-header covers the addresses) are updated
-//! incrementally. The next hop comes from the kernel's routing table.
+//! incrementally. The next hop comes from the kernel's routing table, kept
+//! per backend ([`next_hop`]) toward backends, per route toward clients.
 //!
 //! The return mappings are `snat`'s, new flows' endpoints [`ports`]'s;
 //! timestamps go onto veer's clock ([`timestamps`]); ICMP errors about
@@ -16,6 +17,7 @@
 //! answered with cookies ([`syn_cookie`]).
 
 pub mod icmp;
+pub mod next_hop;
 pub mod ports;
 pub mod programs;
 pub mod proof;
@@ -100,7 +102,7 @@ pub fn forward(ctx: &XdpContext, pkt: &VipPacket, f: &Flow) -> Result<u32, Drop>
     }
     let v4 = is_ipv4_mapped(&pkt.key.dst);
     rewrite(ctx, pkt, v4, snat, &b.addr, slot.port, backend_port(&pkt.key, b))?;
-    fib::send(ctx, v4, snat, &b.addr)
+    next_hop::send(ctx, f.id, b, slot.addr, snat, v4)
 }
 
 /// What became of a packet to a SNAT port (`reverse`): an XDP action, or

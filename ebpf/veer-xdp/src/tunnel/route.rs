@@ -4,7 +4,7 @@
 //! packets all go to one backend, so one array slot answers them without
 //! building, hashing and comparing the lookup's 64-byte question
 //! ([`fib::route`]'s cache) or looking up the outer source. Kept
-//! [`KEPT_TICKS`]: a changed route, neighbour or tunnel source reaches the
+//! [`fib::KEPT_TICKS`]: a changed route, neighbour or tunnel source reaches the
 //! tunnels at most that much later.
 
 use aya_ebpf::{helpers::bpf_jiffies64, macros::map, maps::PerCpuArray, programs::XdpContext};
@@ -49,13 +49,6 @@ pub struct TunnelRoute {
     /// The tick ([`bpf_jiffies64`]) from which the answer is asked again.
     expires: u64,
 }
-
-/// How many kernel ticks (jiffies) an answer is used: 5 ms at HZ=1000, 50
-/// ms at HZ=100, never longer than [`fib::ROUTE_CACHE_NS`] on a Linux
-/// kernel (HZ is 100 at least). Ticks, not nanoseconds: the verifier
-/// inlines `bpf_jiffies64` into one load (x86-64, Linux 5.7+), where the
-/// coarse clock is a call into the timekeeping code, on every packet.
-const KEPT_TICKS: u64 = 5;
 
 /// Each CPU's routes to the tunnelled backends, by backend id.
 #[map]
@@ -144,6 +137,6 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
     // SAFETY: the backend's address as kept, 16 bytes.
     let dst = unsafe { &*(r.addr.as_ptr() as *const [u8; 16]) };
     r.sum = if r.outer_v4 { outer::fixed_sum4(&r.src, dst) } else { csum::sum16(&r.src) + csum::sum16(dst) };
-    r.expires = unsafe { bpf_jiffies64() } + KEPT_TICKS;
+    r.expires = unsafe { bpf_jiffies64() } + fib::KEPT_TICKS;
     ASKED
 }
