@@ -430,3 +430,55 @@ fn only_an_ack_of_the_backends_syn_ack_promotes_a_nat_flow() {
     assert!(lab.dp.flow(&key).unwrap().is_some(), "the client's ACK of the SYN-ACK promotes the flow");
     assert_eq!(lab.counter(GlobalCounter::NatUnprovenAck), 2);
 }
+
+/// Established flows from both of a backend's SNAT addresses, interleaved,
+/// each leave by the backend's next hop (which each CPU keeps per backend,
+/// asked from one source at a time), and a changed neighbour reaches both
+/// within the ticks the answer is kept.
+#[test]
+fn established_flows_from_two_snat_addresses_follow_the_backends_next_hop() {
+    use std::time::Duration;
+    let mut lab = NatLab::new("nexthop", false, Protocol::Tcp, 1);
+    let second: IpAddr = "10.1.0.2".parse().unwrap();
+    lab.dp.set_snat_addr(1, second).unwrap();
+    let b = veer_abi::Backend { snat_count: 2, ..lab.dp.backend(0).unwrap() };
+    lab.dp.set_backend(0, &b).unwrap();
+    // One established flow from each SNAT address.
+    let mut flows = std::collections::BTreeMap::new();
+    for port in 41000..41200 {
+        let c = SocketAddr::new(lab.client, port);
+        let seen = handshake(&lab, c);
+        flows.entry(seen.src.ip()).or_insert((c, seen.src));
+        if flows.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(flows.len(), 2, "200 flows all took one SNAT address: {flows:?}");
+    // A client's data segment: (SNAT endpoint, next hop's MAC, source MAC) it left with.
+    let sent = |c: SocketAddr| {
+        let data = with_checksums(frame::tcp_data(c, lab.vip, (0x10, 101, 5001), &[], b"data"));
+        let (action, out) = lab.run(&data);
+        assert_eq!(action, XDP_REDIRECT, "{c}'s data forwarded out of d0");
+        let s = inspect(&out);
+        assert!(s.checksums_ok, "{c}: checksums");
+        assert_eq!(s.dst, SocketAddr::new(lab.backends[0], 8080), "{c}: to its backend");
+        (s.src, <[u8; 6]>::try_from(&out[..6]).unwrap(), <[u8; 6]>::try_from(&out[6..12]).unwrap())
+    };
+    for round in 0..3 {
+        for (c, snat) in flows.values() {
+            assert_eq!(sent(*c), (*snat, backend_mac(0), DUMMY_MAC), "round {round}: {c}'s segment");
+        }
+    }
+    let moved = [0x02, 0xbe, 0xee, 0, 0, 0];
+    let lladdr = veer::config::fmt_mac(&moved);
+    let backend = lab.backends[0].to_string();
+    lab.ns.exec(&["ip", "neigh", "replace", &backend, "lladdr", &lladdr, "dev", "d0", "nud", "permanent"]).unwrap();
+    // Each CPU keeps its answer at most 5 ticks (50 ms at HZ=100, the
+    // least a kernel has): four times that later, every CPU has asked again.
+    std::thread::sleep(Duration::from_millis(200));
+    for (c, snat) in flows.values() {
+        for _ in 0..10 {
+            assert_eq!(sent(*c), (*snat, moved, DUMMY_MAC), "{c}'s segment 200 ms after the change");
+        }
+    }
+}
