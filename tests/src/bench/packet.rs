@@ -162,6 +162,7 @@ fn nat_rows(t: &mut Table, dsr: &Dataplane, vips: (SocketAddr, SocketAddr)) -> R
         })?;
         let names = [
             format!("NAT connection-table hit, client -> backend, {fam} (1 run each)"),
+            format!("NAT connection-table hit, TCP timestamps, client -> backend, {fam} (1 run each)"),
             format!("NAT answer, backend -> client, {fam} (1 run each)"),
             format!("NAT new flow, Maglev, {fam} (distinct SYNs, 1 run each)"),
         ];
@@ -172,26 +173,44 @@ fn nat_rows(t: &mut Table, dsr: &Dataplane, vips: (SocketAddr, SocketAddr)) -> R
         let mut lab =
             crate::lab::NatLab::with_new_flow_table(&format!("bench{fam}"), v6, Protocol::Tcp, 10, 0, new_flow_table());
         lab.dp.set_nat_config(veer_abi::NatConfig { port_min: 10000, port_max: 59999, ..Default::default() })?;
-        let c = SocketAddr::new(lab.client, 40000);
-        let (_, out) = lab.run(&frame::tcp_syn(c, lab.vip));
-        // The backend's answer to the mapping the SYN got.
-        let (snat, backend) = nat_out_addrs(&out, v6)?;
-        // The whole handshake: the backend's SYN-ACK, then the client's ACK
-        // of it, which moves the flow into the connection table (`nat::proof`).
-        const BACKEND_ISN: u32 = 7000;
-        lab.run(&frame::tcp_segment(backend, snat, frame::flags::SYN_ACK, BACKEND_ISN, 2, &[]));
-        let fwd = frame::tcp_data(c, lab.vip, (0x10, 2, BACKEND_ISN + 1), &[], &[0; 64]);
-        lab.run(&fwd);
-        let promoted = lab.dp.flow(&veer::dataplane::flow_key(c, lab.vip, Protocol::Tcp))?;
-        anyhow::ensure!(promoted.is_some(), "the NAT bench flow ({fam}) did not reach the connection table");
+        let (fwd, (snat, backend)) = nat_flow(&lab, 40000, &[], &[], v6)?;
+        // As Linux clients send them: timestamps in every segment, which
+        // veer shifts onto its own clock (`nat::timestamps`), 12 bytes
+        // of options in place of as much payload.
+        const TS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 2, 0, 0, 0, 9];
+        let (ts_fwd, _) = nat_flow(&lab, 40001, &frame::SYN_OPTIONS, &TS, v6)?;
         let answer = frame::packet(backend, snat, L4::Tcp(0x10), &[0; 64]);
-        let cases = [vec![fwd; ONCE], vec![answer; ONCE], fresh_syns(lab.vip, FRESH)];
+        let cases = [vec![fwd; ONCE], vec![ts_fwd; ONCE], vec![answer; ONCE], fresh_syns(lab.vip, FRESH)];
         for (name, frames) in names.iter().zip(cases) {
             let run = |f: &[u8], r: u32| Ok(lab.dp.test_run(f, r)?);
             lab.ns.run(|| t.once_each(name, &frames, &run))??;
         }
     }
     Ok(())
+}
+
+/// A NAT flow from client port `port` through its whole handshake (a SYN
+/// with `syn_options`, the backend's SYN-ACK, the client's ACK of it, which
+/// moves the flow into the connection table: `nat::proof`): a data segment
+/// of the flow with `options`, 64 bytes of options and payload, and the
+/// flow's (SNAT endpoint, backend) as the SYN left.
+fn nat_flow(
+    lab: &crate::lab::NatLab,
+    port: u16,
+    syn_options: &[u8],
+    options: &[u8],
+    v6: bool,
+) -> Result<(Vec<u8>, (SocketAddr, SocketAddr))> {
+    const BACKEND_ISN: u32 = 7000;
+    let c = SocketAddr::new(lab.client, port);
+    let (_, out) = lab.run(&frame::tcp_segment(c, lab.vip, frame::flags::SYN, 1, 0, syn_options));
+    let (snat, backend) = nat_out_addrs(&out, v6)?;
+    lab.run(&frame::tcp_segment(backend, snat, frame::flags::SYN_ACK, BACKEND_ISN, 2, &[]));
+    let fwd = frame::tcp_data(c, lab.vip, (0x10, 2, BACKEND_ISN + 1), options, &vec![0; 64 - options.len()]);
+    lab.run(&fwd);
+    let promoted = lab.dp.flow(&veer::dataplane::flow_key(c, lab.vip, Protocol::Tcp))?;
+    anyhow::ensure!(promoted.is_some(), "the NAT bench flow from port {port} did not reach the connection table");
+    Ok((fwd, (snat, backend)))
 }
 
 /// The tunnels' connection-table hits (IPIP and GUE, IPv4 and IPv6), one

@@ -13,7 +13,7 @@
 //! and a tuple can be taken again a moment after its flow closed.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::map,
     maps::PerCpuArray,
     programs::XdpContext,
@@ -22,6 +22,7 @@ use veer_abi::csum;
 
 use crate::{
     access::{callee_ctx, mut_ptr_at, opaque, ptr_at},
+    clock,
     headers::{eth::EthHdr, l4::TcpHdr},
     verdict::Drop,
 };
@@ -212,13 +213,18 @@ const UNUSUAL: u32 = 1;
 /// [`in_place`]: the frame is too short for its own header.
 const BROKEN: u32 = 2;
 
+/// [`in_place`] as a call of its own, with a frame small enough for the
+/// return program's chain.
+#[inline(never)]
+fn in_place_apart(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> u32 {
+    in_place(&callee_ctx(ctx), l4, at, delta)
+}
+
 /// The usual layout (NOP, NOP, timestamps first: every segment but a SYN
 /// of Linux, BSD, macOS and Windows), shifted in place: the value at `at`
-/// (24 TSval, 28 TSecr) plus `delta`, no copy, no helper. A call of its
-/// own, with a frame small enough for the return program's chain.
-#[inline(never)]
+/// (24 TSval, 28 TSecr) plus `delta`, no copy, no helper.
+#[inline(always)]
 fn in_place(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> u32 {
-    let ctx = &callee_ctx(ctx);
     if l4 > EthHdr::LEN + 60 {
         return BROKEN;
     }
@@ -241,12 +247,14 @@ fn in_place(ctx: &XdpContext, l4: usize, at: usize, delta: u32) -> u32 {
 /// timestamp than the backend's TIME_WAIT socket kept.
 const AHEAD_TICKS: i32 = 1 << 19;
 
-/// Whether shifted timestamp `v` runs ahead of veer's clock (the coarse
-/// one: cheaper, and behind the fine one by a tick at most).
+/// Whether shifted timestamp `v` runs ahead of veer's clock: the coarse
+/// one, as this CPU last read it ([`clock::coarse_ns`]: a tick or two
+/// behind the fine one, against half a second of slack, for no call into
+/// the timekeeping code on every segment). A reading older still (after
+/// a long idle) errs the safe way: a flow seen ahead only keeps its port.
 #[inline(always)]
 fn ahead(v: u32) -> bool {
-    // SAFETY: a helper without arguments.
-    let now = (unsafe { bpf_ktime_get_coarse_ns() } >> 10) as u32;
+    let now = (clock::coarse_ns() >> 10) as u32;
     v.wrapping_sub(now) as i32 > AHEAD_TICKS
 }
 
@@ -291,7 +299,7 @@ pub fn to_backend(ctx: &XdpContext, l4: usize, off: u32) -> u32 {
 /// return program's frame leaves no room for a deeper one.
 #[inline(always)]
 pub fn to_client(ctx: &XdpContext, l4: usize, off: u32) -> u32 {
-    match in_place(ctx, l4, FIXED + 8, off.wrapping_neg()) {
+    match in_place_apart(ctx, l4, FIXED + 8, off.wrapping_neg()) {
         SHIFTED => return TS_SHIFTED,
         BROKEN => return TS_BROKEN,
         _ => {}
