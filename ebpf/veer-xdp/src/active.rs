@@ -9,7 +9,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::Array,
 };
 use veer_abi::{ActiveFlows, Backend, BackendState, Service, ACTIVE_EPOCH_NS, MAX_BACKENDS, MAX_RING_SIZE, NO_BACKEND};
 
@@ -18,11 +18,6 @@ use crate::{access::opaque, backends::owned_backend, passive};
 /// Per backend: its established flows, in the last two epochs.
 #[map]
 static ACTIVE_FLOWS: Array<ActiveFlows> = Array::with_max_entries(MAX_BACKENDS, 0);
-
-/// Per-CPU room for an active-flow change the established-flow shortcut
-/// (`early::send`) leaves to the entry program.
-#[map]
-static ACTIVE_PENDING: PerCpuArray<Change> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn epoch(ns: u64) -> u64 {
@@ -89,29 +84,6 @@ pub fn apply(c: &Change) {
     if from != to {
         add(c.backend, from, -1);
         add(c.backend, to, 1);
-    }
-}
-
-/// Keeps `c` for [`apply_pending`], which the entry program calls once the
-/// shortcut (`early::send`) has sent the packet. The shortcut was a call of
-/// its own when this was written, and [`apply`]'s frame under it took the
-/// chain past 512 bytes; it is inline now, and a direct [`apply`] there is
-/// untried.
-#[inline(always)]
-pub fn defer(c: &Change) {
-    if let Some(p) = ACTIVE_PENDING.get_ptr_mut(0) {
-        // SAFETY: this CPU's scratch, read back by the same program run.
-        unsafe { *p = *c };
-    }
-}
-
-/// Applies what [`defer`] kept.
-#[inline(never)]
-pub fn apply_pending() {
-    if let Some(p) = ACTIVE_PENDING.get_ptr(0) {
-        // SAFETY: this CPU's scratch.
-        let c = unsafe { *p };
-        apply(&c);
     }
 }
 

@@ -9,7 +9,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, 
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
     CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, CONN_F_TS_AHEAD, DEFAULT_CONN_TABLE_SIZE,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP,
 };
 
 use crate::{
@@ -171,9 +171,8 @@ pub fn mark_ts_ahead(flow: &FlowKey) {
 /// What `CONNS` says about a packet before the service table is asked.
 pub enum Early {
     /// Pinned to a backend that may keep it, in this service; whether the
-    /// entry's idle clock moved (a persistence refresh is due); and whether
-    /// an active-flow change was deferred (`active::apply_pending`).
-    Hit(&'static Service, Flow, bool, bool),
+    /// entry's idle clock moved (a persistence refresh is due).
+    Hit(&'static Service, Flow, bool),
     /// Not in `CONNS`.
     Missing,
     /// In `CONNS`, but the flow must move, or its entry names a service
@@ -204,11 +203,8 @@ pub fn established_early(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> Earl
         Some(f) if bounceable(key.proto, tcp_flags) && forward::sent_back_by(ctx, &f.backend.mac) => Early::Unsure,
         Some(f) => {
             let (moved, change) = touch(entry, tcp_flags);
-            let pending = change.backend != NO_BACKEND;
-            if pending {
-                active::defer(&change);
-            }
-            Early::Hit(&slot.service, f, moved, pending)
+            active::apply(&change);
+            Early::Hit(&slot.service, f, moved)
         }
         None => Early::Unsure,
     }

@@ -30,9 +30,6 @@ pub const MISSING: u32 = 0x100;
 pub const UNSURE: u32 = 0x101;
 /// [`send`] found a NAT flow the NAT program sends (see [`handoff`]).
 pub const NAT: u32 = 0x102;
-/// Or-ed into [`send`]'s action: an active-flow change waits for
-/// `active::apply_pending`.
-pub const ACCOUNT: u32 = 0x1000;
 
 /// Sends a non-opening packet of an established flow. Returns the XDP
 /// action taken, or [`MISSING`], [`UNSURE`] or [`NAT`] for the caller to go on.
@@ -40,7 +37,7 @@ pub const ACCOUNT: u32 = 0x1000;
 pub fn send(ctx: &XdpContext, pkt: &VipPacket) -> u32 {
     let key = &pkt.key;
     match conntrack::established_early(ctx, key, pkt.tcp_flags()) {
-        Early::Hit(svc, f, moved, pending) => {
+        Early::Hit(svc, f, moved) => {
             // A client's live flow keeps its persistence fresh.
             if moved && affinity::persists(svc) {
                 affinity::remember(svc, &key.src, f.id);
@@ -49,16 +46,11 @@ pub fn send(ctx: &XdpContext, pkt: &VipPacket) -> u32 {
             if nat && f.flags & CONN_F_PROXIED != 0 {
                 // Its acknowledgments shift, in the NAT program's own programs.
                 handoff::give(key, svc.id, &f);
-                return if pending { NAT | ACCOUNT } else { NAT };
+                return NAT;
             }
             stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);
             let sent = if nat { nat::forward(ctx, pkt, &f) } else { forward::to_backend(ctx, f.id, f.backend, key) };
-            let action = verdict(sent);
-            if pending {
-                action | ACCOUNT
-            } else {
-                action
-            }
+            verdict(sent)
         }
         Early::Missing => MISSING,
         Early::Unsure => UNSURE,

@@ -149,13 +149,8 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
         match early::send(ctx, &pkt) {
             early::MISSING => missing = true,
             early::UNSURE => {}
-            action => {
-                if action & early::ACCOUNT != 0 {
-                    active::apply_pending();
-                }
-                let action = action & !early::ACCOUNT;
-                return if action == early::NAT { handoff::jump_nat(ctx) } else { Ok(action) };
-            }
+            early::NAT => return handoff::jump_nat(ctx),
+            action => return Ok(action),
         }
     }
     let Some(svc) = services::lookup(key) else {
