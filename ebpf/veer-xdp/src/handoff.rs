@@ -1,5 +1,7 @@
-//! An established NAT flow, found by the entry program, handed to the NAT
-//! program it tail-calls.
+//! An established NAT flow that veer's SYN proxy opened, found by the
+//! entry program, handed to the NAT program it tail-calls (its sequence
+//! numbers shift, in programs of NAT's own). Every other established NAT
+//! flow's client packet the entry program sends itself ([`crate::early`]).
 //!
 //! The entry program's early lookup (`conntrack::established_early`)
 //! already found the flow's entry, its service by index, and refreshed

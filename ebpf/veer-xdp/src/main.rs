@@ -7,9 +7,11 @@
 //! attempt in [`reopen`]) -> scheduler for new or orphaned flows
 //! ([`scheduler`], with [`affinity`] and [`active`]) -> counters
 //! ([`stats`]) -> DSR rewrite and send ([`forward`], routed backends
-//! through a [`tunnel`]), or NAT rewrite and route ([`nat`], [`snat`], [`fib`]). NAT services (an established flow
-//! handed over, [`handoff`]) and NAT answers run in programs of their own
-//! ([`jumps`]). An ICMP error about a
+//! through a [`tunnel`]), or NAT rewrite and route ([`nat`], [`snat`],
+//! [`fib`]). An established flow's packet is sent by [`early`], NAT's
+//! client packets too; a NAT service's other packets (a flow veer's SYN
+//! proxy opened handed over, [`handoff`]) and NAT answers run in programs
+//! of their own ([`jumps`]). An ICMP error about a
 //! VIP flow goes to that flow's backend ([`icmp`]); a backend's answer to a
 //! NAT flow goes back to its client.
 //!
@@ -56,6 +58,8 @@ mod tunnel;
 // The connection tables; the schedulers.
 mod conntrack;
 mod scheduler;
+// NAT's data path.
+mod nat;
 // Established flows' shortcut and handoff; ICMP errors; checks; second chances.
 mod early;
 mod handoff;
@@ -64,8 +68,6 @@ mod quic;
 mod reopen;
 mod second_chance;
 mod vip_path;
-// NAT's data path.
-mod nat;
 
 use aya_ebpf::{
     bindings::xdp_action,
