@@ -432,17 +432,26 @@ fn only_an_ack_of_the_backends_syn_ack_promotes_a_nat_flow() {
 }
 
 /// Established flows from both of a backend's SNAT addresses, interleaved,
-/// each leave by the backend's next hop (which each CPU keeps per backend,
-/// asked from one source at a time), and a changed neighbour reaches both
-/// within the ticks the answer is kept.
+/// each leave by its own source's route (a policy rule sends the second
+/// address's packets through a router), though each CPU keeps one next hop
+/// per backend; and a changed neighbour reaches both within the ticks an
+/// answer is kept.
 #[test]
-fn established_flows_from_two_snat_addresses_follow_the_backends_next_hop() {
+fn established_flows_from_two_snat_addresses_follow_their_routes() {
     use std::time::Duration;
     let mut lab = NatLab::new("nexthop", false, Protocol::Tcp, 1);
     let second: IpAddr = "10.1.0.2".parse().unwrap();
     lab.dp.set_snat_addr(1, second).unwrap();
     let b = veer_abi::Backend { snat_count: 2, ..lab.dp.backend(0).unwrap() };
     lab.dp.set_backend(0, &b).unwrap();
+    let neigh = |addr: &str, mac: [u8; 6]| {
+        let mac = veer::config::fmt_mac(&mac);
+        lab.ns.exec(&["ip", "neigh", "replace", addr, "lladdr", &mac, "dev", "d0", "nud", "permanent"]).unwrap();
+    };
+    let (router, router_mac) = ("192.0.2.99", [0x02, 0xaa, 0, 0, 0, 0x99]);
+    neigh(router, router_mac);
+    lab.ns.exec(&["ip", "route", "add", "10.1.0.0/24", "via", router, "dev", "d0", "table", "100"]).unwrap();
+    lab.ns.exec(&["ip", "rule", "add", "from", "10.1.0.2", "lookup", "100"]).unwrap();
     // One established flow from each SNAT address.
     let mut flows = std::collections::BTreeMap::new();
     for port in 41000..41200 {
@@ -464,21 +473,46 @@ fn established_flows_from_two_snat_addresses_follow_the_backends_next_hop() {
         assert_eq!(s.dst, SocketAddr::new(lab.backends[0], 8080), "{c}: to its backend");
         (s.src, <[u8; 6]>::try_from(&out[..6]).unwrap(), <[u8; 6]>::try_from(&out[6..12]).unwrap())
     };
+    let hop = |snat: &SocketAddr, direct: [u8; 6], routed: [u8; 6]| if snat.ip() == second { routed } else { direct };
     for round in 0..3 {
         for (c, snat) in flows.values() {
-            assert_eq!(sent(*c), (*snat, backend_mac(0), DUMMY_MAC), "round {round}: {c}'s segment");
+            let want = (*snat, hop(snat, backend_mac(0), router_mac), DUMMY_MAC);
+            assert_eq!(sent(*c), want, "round {round}: {c}'s segment");
         }
     }
-    let moved = [0x02, 0xbe, 0xee, 0, 0, 0];
-    let lladdr = veer::config::fmt_mac(&moved);
-    let backend = lab.backends[0].to_string();
-    lab.ns.exec(&["ip", "neigh", "replace", &backend, "lladdr", &lladdr, "dev", "d0", "nud", "permanent"]).unwrap();
+    let (moved, router_moved) = ([0x02, 0xbe, 0xee, 0, 0, 0], [0x02, 0xaa, 0xee, 0, 0, 0x99]);
+    neigh(&lab.backends[0].to_string(), moved);
+    neigh(router, router_moved);
     // Each CPU keeps its answer at most 5 ticks (50 ms at HZ=100, the
     // least a kernel has): four times that later, every CPU has asked again.
     std::thread::sleep(Duration::from_millis(200));
     for (c, snat) in flows.values() {
         for _ in 0..10 {
-            assert_eq!(sent(*c), (*snat, moved, DUMMY_MAC), "{c}'s segment 200 ms after the change");
+            let want = (*snat, hop(snat, moved, router_moved), DUMMY_MAC);
+            assert_eq!(sent(*c), want, "{c}'s segment 200 ms after the change");
         }
     }
+}
+
+/// An established NAT flow's client packets are rewritten and sent by the
+/// entry program itself: with no NAT program in the tail-call table they
+/// still reach their backend, while a new flow's SYN, which only the NAT
+/// program places, is dropped for the empty slot.
+#[test]
+fn an_established_nat_flow_is_sent_by_the_entry_program() {
+    let mut lab = NatLab::new("entrysend", false, Protocol::Tcp, 3);
+    let c = SocketAddr::new(lab.client, 40000);
+    let seen = handshake(&lab, c);
+    lab.dp.clear_jump(veer_abi::JUMP_NAT).unwrap();
+    let data = with_checksums(frame::tcp_data(c, lab.vip, (0x10, 101, 5001), &[], b"data"));
+    let (action, out) = lab.run(&data);
+    assert_eq!(action, XDP_REDIRECT, "the established flow's segment forwarded");
+    let s = inspect(&out);
+    assert!(s.checksums_ok);
+    assert_eq!((s.src, s.dst), (seen.src, seen.dst), "on the flow's mapping");
+    let b = lab.backends.iter().position(|a| *a == s.dst.ip()).expect("to a backend");
+    assert_eq!(out[..6], backend_mac(b));
+    let (action, _) = lab.run(&with_checksums(frame::tcp_syn(SocketAddr::new(lab.client, 40001), lab.vip)));
+    assert_eq!(action, XDP_DROP, "a new flow needs the NAT program");
+    assert_eq!(lab.counter(GlobalCounter::DropTailCall), 1);
 }

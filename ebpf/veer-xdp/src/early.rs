@@ -45,7 +45,7 @@ pub fn send(ctx: &XdpContext, pkt: &VipPacket) -> u32 {
             let nat = svc.flags & SERVICE_F_NAT != 0;
             if nat && f.flags & CONN_F_PROXIED != 0 {
                 // Its acknowledgments shift, in the NAT program's own programs.
-                handoff::give(key, svc.id, &f);
+                handoff::give(ctx, pkt, svc.id, &f);
                 return NAT;
             }
             stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);

@@ -1,7 +1,8 @@
 //! The programs the entry program continues in (tail calls).
 //!
-//! NAT services and NAT answers run in programs of their own: each program
-//! has a 512-byte stack of its own, and the DSR path carries no NAT code.
+//! A NAT service's packets other than an established flow's (those the
+//! entry program sends itself), and NAT answers, run in programs of their
+//! own: each program has a 512-byte stack of its own.
 //! veerd fills the jump table with this object's programs at load time.
 
 use aya_ebpf::{macros::map, maps::ProgramArray, programs::XdpContext};

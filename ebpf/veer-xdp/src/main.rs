@@ -133,41 +133,53 @@ pub fn veer_vip_path(ctx: TcContext) -> i32 {
 /// its service; [`flow`] goes on from there.
 #[inline(always)]
 fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
-    let parsed = if NAT { parse::flow_of_outlined(ctx) } else { parse::vip_flow_of(ctx) };
-    let Some(pkt) = parsed? else {
-        return if NAT { Ok(pass()) } else { tunnel::returned::ipip(ctx) };
-    };
-    let key = &pkt.key;
-    // The NAT program's packets were looked at here already, by the entry program.
-    if !NAT && pkt.is_not_vip() {
-        return nat::not_for_a_vip(ctx, &pkt);
-    }
-    // An established flow the entry program already found ([`handoff`]).
-    if let Some((svc, f)) = if NAT { handoff::take(&pkt) } else { None } {
-        return pinned::<NAT>(ctx, svc, &pkt, &f);
-    }
-    let mut missing = false;
-    if !NAT && !pkt.is_icmp_error() && !conntrack::opens_connection(pkt.tcp_flags()) {
-        match early::send(ctx, &pkt) {
-            early::MISSING => missing = true,
-            early::UNSURE => {}
-            early::NAT => return handoff::jump_nat(ctx),
-            action => return Ok(action),
+    // The NAT program's packet as the entry program parsed and placed it ([`handoff`]).
+    let (svc, pkt, missing) = match if NAT { handoff::take(ctx) } else { None } {
+        Some((svc, pkt, armed)) => {
+            if let Some(f) = if armed == handoff::FLOW { handoff::flow(svc) } else { None } {
+                return pinned::<NAT>(ctx, svc, &pkt, &f);
+            }
+            (*svc, pkt, armed == handoff::MISSING)
         }
-    }
-    let Some(svc) = services::lookup(key) else {
-        return if NAT { Ok(pass()) } else { nat::not_for_a_vip(ctx, &pkt) };
-    };
-    if !NAT && svc.flags & SERVICE_F_NAT != 0 {
-        return nat::hand_over(ctx, &pkt);
-    }
-    if pkt.is_icmp_error() {
-        // Errors about NAT flows went to `nat::icmp`'s programs above.
-        if NAT || svc.flags & SERVICE_F_NAT != 0 {
-            return Ok(pass());
+        None => {
+            let parsed = if NAT { parse::flow_of_outlined(ctx) } else { parse::vip_flow_of(ctx) };
+            let Some(pkt) = parsed? else {
+                return if NAT { Ok(pass()) } else { tunnel::returned::ipip(ctx) };
+            };
+            // The NAT program's packets were looked at here already, by the entry program.
+            if !NAT && pkt.is_not_vip() {
+                return nat::not_for_a_vip(ctx, &pkt);
+            }
+            let mut missing = false;
+            if !NAT && !pkt.is_icmp_error() && !conntrack::opens_connection(pkt.tcp_flags()) {
+                match early::send(ctx, &pkt) {
+                    early::MISSING => missing = true,
+                    early::UNSURE => {}
+                    early::NAT => return handoff::jump_nat(ctx),
+                    action => return Ok(action),
+                }
+            }
+            let Some(svc) = services::lookup(&pkt.key) else {
+                return if NAT { Ok(pass()) } else { nat::not_for_a_vip(ctx, &pkt) };
+            };
+            if !NAT && svc.flags & SERVICE_F_NAT != 0 {
+                // On to the NAT program, parsed and placed, or an ICMP error
+                // to the program that translates it.
+                if pkt.is_icmp_error() {
+                    return jumps::jump(ctx, jumps::icmp_slot(&pkt.key, true));
+                }
+                return handoff::packet(ctx, &pkt, svc.id, missing);
+            }
+            if pkt.is_icmp_error() {
+                // Errors about NAT flows went to `nat::icmp`'s programs above.
+                if NAT || svc.flags & SERVICE_F_NAT != 0 {
+                    return Ok(pass());
+                }
+                return icmp::to_flow_backend(ctx, &svc, &pkt.key);
+            }
+            (svc, pkt, missing)
         }
-        return icmp::to_flow_backend(ctx, &svc, key);
-    }
+    };
     flow::<NAT>(ctx, &svc, &pkt, missing)
 }
 

@@ -36,6 +36,8 @@ use crate::{
 /// No `bool` and no padding: a niche or an undefined byte in the `Result`
 /// payload makes LLVM move undefined registers, which the verifier rejects
 /// ("!read_ok"; see `verdict::Drop`).
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct VipPacket {
     /// The 5-tuple, in the client's direction.
     pub key: FlowKey,

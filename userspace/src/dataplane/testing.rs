@@ -98,6 +98,15 @@ impl Dataplane {
         Ok(true)
     }
 
+    /// Empties slot `slot` of the tail-call table (`JUMPS`): what the
+    /// entry program does without that program.
+    pub fn clear_jump(&mut self, slot: u32) -> Result<()> {
+        let name = veer_abi::names::JUMPS;
+        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
+        let mut jumps = aya::maps::ProgramArray::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+        jumps.clear_index(&slot).map_err(DataplaneError::map(name, "clearing"))
+    }
+
     /// Sets the time veer last sent its proxied SYN for flow `key` to
     /// `to(the time now in the mapping)`: 0 makes a resend due, a time ahead
     /// of the clock holds it; false if the flow has no mapping.

@@ -60,13 +60,6 @@ pub fn not_for_a_vip(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
     Ok(pass())
 }
 
-/// A NAT service's packet, seen by the entry program: on to the NAT
-/// program, or for an ICMP error to the one that translates it.
-#[inline(always)]
-pub fn hand_over(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, Drop> {
-    jump(ctx, if pkt.is_icmp_error() { icmp_slot(&pkt.key, true) } else { JUMP_NAT })
-}
-
 /// `veer_nat_return`: a backend's answer to a NAT flow, back to its client;
 /// a refused SYN, resent, goes to the NAT program again.
 #[inline(always)]
