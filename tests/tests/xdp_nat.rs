@@ -337,13 +337,19 @@ fn an_icmp_error_about_a_flow_whose_backend_is_down_stays_local() {
     assert_eq!(lab.run(&err), (XDP_PASS, err.clone()), "passed untouched once it is down");
 }
 
-#[test]
-fn a_backend_with_two_snat_addresses_takes_twice_the_flows_and_answers_reach_both() {
-    let mut lab = NatLab::new("snat2", false, Protocol::Tcp, 1);
+/// An IPv4 TCP lab whose one backend has two SNAT addresses; the second.
+fn two_snat_addresses(tag: &str) -> (NatLab, IpAddr) {
+    let mut lab = NatLab::new(tag, false, Protocol::Tcp, 1);
     let second: IpAddr = "10.1.0.2".parse().unwrap();
     lab.dp.set_snat_addr(1, second).unwrap();
     let b = veer_abi::Backend { snat_count: 2, ..lab.dp.backend(0).unwrap() };
     lab.dp.set_backend(0, &b).unwrap();
+    (lab, second)
+}
+
+#[test]
+fn a_backend_with_two_snat_addresses_takes_twice_the_flows_and_answers_reach_both() {
+    let (lab, second) = two_snat_addresses("snat2");
     let span = (PORTS.1 - PORTS.0 + 1) as usize;
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..2 * span {
@@ -439,11 +445,7 @@ fn only_an_ack_of_the_backends_syn_ack_promotes_a_nat_flow() {
 #[test]
 fn established_flows_from_two_snat_addresses_follow_their_routes() {
     use std::time::Duration;
-    let mut lab = NatLab::new("nexthop", false, Protocol::Tcp, 1);
-    let second: IpAddr = "10.1.0.2".parse().unwrap();
-    lab.dp.set_snat_addr(1, second).unwrap();
-    let b = veer_abi::Backend { snat_count: 2, ..lab.dp.backend(0).unwrap() };
-    lab.dp.set_backend(0, &b).unwrap();
+    let (lab, second) = two_snat_addresses("nexthop");
     let neigh = |addr: &str, mac: [u8; 6]| {
         let mac = veer::config::fmt_mac(&mac);
         lab.ns.exec(&["ip", "neigh", "replace", addr, "lladdr", &mac, "dev", "d0", "nud", "permanent"]).unwrap();

@@ -3,13 +3,12 @@
 //! Most packets belong to flows already in `CONNS`, whose entry names their
 //! service: found by index in `SERVICE_SLOTS`, it spares the hash of the
 //! service key on every packet. A DSR flow's packet is sent from here, and
-//! so is a NAT flow's client packet ([`nat::forward`]): without the tail
-//! call to the NAT program, its second parse and second lookup. Only a flow
-//! veer's SYN proxy opened (its sequence numbers shift) goes on to the NAT
-//! program, handed over ([`handoff`]). Inline in the entry program: as a
-//! call of its own, its return cost about 7 ns of the 90 an established
-//! packet took (the return thunk of AMD's SRSO mitigation, which
-//! BPF-to-BPF calls pay as well).
+//! so is a NAT flow's client packet ([`nat::forward`]): a tail call to the
+//! NAT program would cost more than all of its rewrite. Only a flow veer's
+//! SYN proxy opened goes on to the NAT program, handed over ([`handoff`]).
+//! Inline in the entry program: as a call of its own, its return cost
+//! about 7 ns of the 90 an established packet took (the return thunk of
+//! AMD's SRSO mitigation, which BPF-to-BPF calls pay as well).
 
 use aya_ebpf::programs::XdpContext;
 use veer_abi::{CONN_F_PROXIED, SERVICE_F_NAT};
@@ -44,8 +43,9 @@ pub fn send(ctx: &XdpContext, pkt: &VipPacket) -> u32 {
             }
             let nat = svc.flags & SERVICE_F_NAT != 0;
             if nat && f.flags & CONN_F_PROXIED != 0 {
-                // Its acknowledgments shift, in the NAT program's own programs.
-                handoff::give(ctx, pkt, svc.id, &f);
+                // Its acknowledgments shift, in the cookie program, which
+                // the NAT program tail-calls for it.
+                handoff::give(pkt, svc, &f);
                 return NAT;
             }
             stats::forwarded(svc.id, f.id, (ctx.data_end() - ctx.data()) as u64, false);

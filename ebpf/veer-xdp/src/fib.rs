@@ -2,8 +2,8 @@
 //! which next-hop MAC a rewritten packet leaves by (`bpf_fib_lookup`), so
 //! that a backend or a client may sit behind a router; and the interfaces a
 //! frame may be redirected to. Each CPU keeps the answers a moment
-//! ([`KEPT_TICKS`]): a lookup is about a sixth of a NAT packet's cost,
-//! and a flow's packets all ask the same question.
+//! ([`KEPT_TICKS`]): a lookup walks the routing and neighbour tables, and
+//! a flow's packets all ask the same question.
 
 use aya_ebpf::{
     bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, xdp_action},
@@ -86,7 +86,7 @@ static FIB_SCRATCH: PerCpuArray<FibScratch> = PerCpuArray::with_max_entries(1, 0
 /// with a static next hop never sees one). Ticks, not nanoseconds: the
 /// verifier inlines `bpf_jiffies64` into one load (x86-64, Linux 5.7+),
 /// where a clock helper is a call into the timekeeping code, which cost
-/// NAT's packets 50-100 ns each on the bench's VM.
+/// NAT's packets 50-170 ns each on the bench's VM (one noisy ablation).
 pub const KEPT_TICKS: u64 = 5;
 
 /// Slots of each CPU's route cache (a power of two).

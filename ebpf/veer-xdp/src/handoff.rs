@@ -5,19 +5,25 @@
 //! a flow in `CONNS` its entry (refreshed). Without this, the NAT program
 //! would parse the packet again and hash the service key, and for a flow
 //! in `CONNS` the 40-byte flow key, for the same answers. What is handed
-//! over: a new flow's packet (a SYN, a first datagram, a flow not in
-//! `CONNS`), or a packet of an established flow veer's SYN proxy opened
-//! (its sequence numbers shift, in NAT's own programs). Every other
-//! established NAT flow's client packet the entry program sends itself
-//! ([`crate::early`]).
+//! over: any packet of a NAT service but an established flow's and an ICMP
+//! error (a SYN, a first datagram, a half-open flow's packet, a flow the
+//! early lookup left to the full path) with the service as the entry
+//! program copied it from the service table, or a packet of an
+//! established flow veer's SYN proxy opened, with its entry (its sequence
+//! numbers shift in the cookie program, which the NAT program
+//! tail-calls). Every other established NAT flow's client packet the entry
+//! program sends itself ([`crate::early`]). The NAT program looks the
+//! flow up in the tables itself: another CPU may have promoted it since.
 //!
 //! A tail call keeps the CPU (XDP runs with migration off), so a per-CPU
 //! slot written just before the jump is read by the same packet's NAT
-//! program. The slot is disarmed when read and when the jump fails, and
-//! names the frame it was armed for: a packet that ran on this CPU in
-//! between (a test run with bottom halves on) finds it disarmed or not its
-//! own, and the NAT program then parses the packet itself, as it does when
-//! reached another way (a refused SYN resent by the answer program).
+//! program. A run on this CPU can only be interrupted by another that runs
+//! to its end (a test run with bottom halves on), and every run leaves the
+//! slot disarmed; each arming takes a new generation, so one that
+//! interrupted this packet's arming or reading shows, and the NAT program
+//! then parses the packet itself, as it does when reached another way (a
+//! refused SYN resent by the answer program, a SYN the cookie program
+//! rebuilt).
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
 use veer_abi::{ConnEntry, Service, CONN_F_TS, JUMP_NAT};
@@ -26,28 +32,27 @@ use crate::{
     conntrack::{keeper, Flow},
     jumps::jump,
     parse::VipPacket,
-    services::SERVICE_SLOTS,
     verdict::Drop,
 };
 
-/// [`Handoff::armed`]: nothing handed over.
-const DISARMED: u32 = 0;
-/// A packet of a flow not in `CONNS` (as far as the entry program looked).
+/// [`Handoff::kind`]: a packet with its service.
 pub const PACKET: u32 = 1;
-/// A packet the entry program found no `CONNS` entry for: not looked up again.
-pub const MISSING: u32 = 2;
-/// A packet of an established flow: [`Handoff::entry`] holds its entry.
-pub const FLOW: u32 = 3;
+/// [`Handoff::kind`]: a packet of an established flow, with its entry.
+pub const FLOW: u32 = 2;
 
 /// What the entry program found for the packet, and whether it is armed.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Handoff {
-    /// The frame's start, as the entry program saw it.
-    frame: u64,
-    packet: VipPacket,
-    service: u32,
+    /// The generation of the last arming (never 0).
+    generation: u32,
+    /// The generation this slot was armed with for the packet; 0: disarmed.
     armed: u32,
+    /// [`PACKET`] or [`FLOW`].
+    kind: u32,
+    _pad: u32,
+    service: Service,
+    packet: VipPacket,
     entry: ConnEntry,
 }
 
@@ -55,44 +60,48 @@ pub struct Handoff {
 #[map]
 static NAT_HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
-/// Arms this CPU's slot with `pkt`, of service `service`, as `armed`.
+/// Arms this CPU's slot with `pkt` of `service`, as `kind`; `fill` writes
+/// the rest before the slot is armed.
 #[inline(always)]
-fn arm(ctx: &XdpContext, pkt: &VipPacket, service: u32, armed: u32) -> Option<&'static mut Handoff> {
-    let h = NAT_HANDOFF.get_ptr_mut(0)?;
+fn arm(pkt: &VipPacket, service: &Service, kind: u32, fill: impl FnOnce(&mut Handoff)) {
+    let Some(h) = NAT_HANDOFF.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's slot, read back by the same packet's next program.
     let h = unsafe { &mut *h };
-    h.frame = ctx.data() as u64;
+    let generation = h.generation.wrapping_add(1).max(1);
+    h.generation = generation;
+    h.armed = 0;
+    h.kind = kind;
+    h.service = *service;
     h.packet = *pkt;
-    h.service = service;
-    h.armed = armed;
-    Some(h)
+    fill(h);
+    h.armed = generation;
 }
 
-/// Hands a packet of a flow not in `CONNS` over to the NAT program (`missing`:
-/// the entry program looked, and found none).
+/// Hands a packet of service `svc` (as the entry program copied it from
+/// the service table) over to the NAT program.
 #[inline(always)]
-pub fn packet(ctx: &XdpContext, pkt: &VipPacket, service: u32, missing: bool) -> Result<u32, Drop> {
-    arm(ctx, pkt, service, if missing { MISSING } else { PACKET });
+pub fn packet(ctx: &XdpContext, pkt: &VipPacket, svc: &Service) -> Result<u32, Drop> {
+    arm(pkt, svc, PACKET, |_| {});
     jump_nat(ctx)
 }
 
-/// Arms this CPU's slot for `pkt`, pinned to `f` in service `service`,
-/// about to jump to the NAT program ([`jump_nat`]).
+/// Arms this CPU's slot for `pkt`, pinned to `f` in service `svc`, about
+/// to jump to the NAT program ([`jump_nat`]).
 #[inline(always)]
-pub fn give(ctx: &XdpContext, pkt: &VipPacket, service: u32, f: &Flow) {
-    if let Some(h) = arm(ctx, pkt, service, FLOW) {
-        let ts = if f.nat.ts != 0 { CONN_F_TS } else { 0 };
+pub fn give(pkt: &VipPacket, svc: &Service, f: &Flow) {
+    let ts = if f.nat.ts != 0 { CONN_F_TS } else { 0 };
+    arm(pkt, svc, FLOW, |h| {
         h.entry = ConnEntry {
             backend: f.id,
-            service,
+            service: svc.id,
             last_seen_ns: 0,
             flags: f.flags | ts,
             nat_port: f.nat.port,
             nat_addr: f.nat.addr,
             ts_off: f.nat.ts_off,
             _pad: 0,
-        };
-    }
+        }
+    });
 }
 
 /// Jumps to the NAT program with the slot armed; disarms it if the jump
@@ -102,37 +111,39 @@ pub fn jump_nat(ctx: &XdpContext) -> Result<u32, Drop> {
     let r = jump(ctx, JUMP_NAT);
     if let Some(h) = NAT_HANDOFF.get_ptr_mut(0) {
         // SAFETY: this CPU's slot.
-        unsafe { (*h).armed = DISARMED };
+        unsafe { (*h).armed = 0 };
     }
     r
 }
 
 /// What the entry program handed over for this packet, if anything: its
-/// service (if the slot still holds it), the packet, and how it was armed
-/// ([`PACKET`], [`MISSING`], [`FLOW`]). Disarms the slot.
+/// service, the packet, and how it was armed ([`PACKET`], [`FLOW`]), with
+/// the generation [`flow`] checks. Disarms the slot.
 #[inline(always)]
-pub fn take(ctx: &XdpContext) -> Option<(&'static Service, VipPacket, u32)> {
+pub fn take() -> Option<(Service, VipPacket, u32, u32)> {
     let h = NAT_HANDOFF.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot (see `arm`).
     let h = unsafe { &mut *h };
     let armed = h.armed;
-    h.armed = DISARMED;
-    if armed == DISARMED || h.frame != ctx.data() as u64 {
+    if armed == 0 {
         return None;
     }
-    let pkt = h.packet;
-    let slot = SERVICE_SLOTS.get(h.service)?;
-    // The service changed since the entry program looked: the packet is parsed again.
-    if !slot.serves(&pkt.key) {
-        return None;
-    }
-    Some((&slot.service, pkt, armed))
+    let (svc, pkt, kind) = (h.service, h.packet, h.kind);
+    // Armed anew while this was read: not this packet's.
+    let whole = h.generation == armed;
+    h.armed = 0;
+    whole.then_some((svc, pkt, kind, armed))
 }
 
-/// The flow the entry program handed over with its packet ([`FLOW`]), if
-/// its backend may still keep it.
+/// The flow the entry program handed over with its packet ([`FLOW`],
+/// taken as `generation`), if its backend may still keep it in `svc`.
 #[inline(always)]
-pub fn flow(svc: &Service) -> Option<Flow> {
+pub fn flow(svc: &Service, generation: u32) -> Option<Flow> {
     let h = NAT_HANDOFF.get(0)?;
-    keeper(svc, &h.entry)
+    let entry = h.entry;
+    // The slot armed for another packet since `take`: not this one's entry.
+    if h.generation != generation {
+        return None;
+    }
+    keeper(svc, &entry)
 }

@@ -1,6 +1,6 @@
 //! The programs the entry program continues in (tail calls).
 //!
-//! A NAT service's packets other than an established flow's (those the
+//! A NAT service's packets other than most established flows' (those the
 //! entry program sends itself), and NAT answers, run in programs of their
 //! own: each program has a 512-byte stack of its own.
 //! veerd fills the jump table with this object's programs at load time.

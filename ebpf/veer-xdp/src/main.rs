@@ -9,9 +9,9 @@
 //! ([`stats`]) -> DSR rewrite and send ([`forward`], routed backends
 //! through a [`tunnel`]), or NAT rewrite and route ([`nat`], [`snat`],
 //! [`fib`]). An established flow's packet is sent by [`early`], NAT's
-//! client packets too; a NAT service's other packets (a flow veer's SYN
-//! proxy opened handed over, [`handoff`]) and NAT answers run in programs
-//! of their own ([`jumps`]). An ICMP error about a
+//! client packets too; a NAT service's other packets (handed over parsed,
+//! [`handoff`]) and NAT answers run in programs of their own ([`jumps`]).
+//! An ICMP error about a
 //! VIP flow goes to that flow's backend ([`icmp`]); a backend's answer to a
 //! NAT flow goes back to its client.
 //!
@@ -134,12 +134,12 @@ pub fn veer_vip_path(ctx: TcContext) -> i32 {
 #[inline(always)]
 fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
     // The NAT program's packet as the entry program parsed and placed it ([`handoff`]).
-    let (svc, pkt, missing) = match if NAT { handoff::take(ctx) } else { None } {
-        Some((svc, pkt, armed)) => {
-            if let Some(f) = if armed == handoff::FLOW { handoff::flow(svc) } else { None } {
-                return pinned::<NAT>(ctx, svc, &pkt, &f);
+    let (svc, pkt, missing) = match if NAT { handoff::take() } else { None } {
+        Some((svc, pkt, kind, generation)) => {
+            if let Some(f) = if kind == handoff::FLOW { handoff::flow(&svc, generation) } else { None } {
+                return pinned::<NAT>(ctx, &svc, &pkt, &f);
             }
-            (*svc, pkt, armed == handoff::MISSING)
+            (svc, pkt, false)
         }
         None => {
             let parsed = if NAT { parse::flow_of_outlined(ctx) } else { parse::vip_flow_of(ctx) };
@@ -168,7 +168,7 @@ fn balance<const NAT: bool>(ctx: &XdpContext) -> Result<u32, Drop> {
                 if pkt.is_icmp_error() {
                     return jumps::jump(ctx, jumps::icmp_slot(&pkt.key, true));
                 }
-                return handoff::packet(ctx, &pkt, svc.id, missing);
+                return handoff::packet(ctx, &pkt, &svc);
             }
             if pkt.is_icmp_error() {
                 // Errors about NAT flows went to `nat::icmp`'s programs above.

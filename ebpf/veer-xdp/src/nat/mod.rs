@@ -7,7 +7,8 @@
 //! ports change in place; the IPv4 header checksum and the TCP or UDP
 //! checksum (its pseudo-header covers the addresses) are updated
 //! incrementally. The next hop comes from the kernel's routing table, kept
-//! per backend ([`next_hop`]) toward backends, per route toward clients.
+//! by each CPU: per backend toward backends ([`next_hop`]), by the whole
+//! question toward clients (`fib`'s cache).
 //!
 //! The return mappings are `snat`'s, new flows' endpoints [`ports`]'s;
 //! timestamps go onto veer's clock ([`timestamps`]); ICMP errors about

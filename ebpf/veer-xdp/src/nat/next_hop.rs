@@ -3,9 +3,10 @@
 //! from one of its SNAT addresses, kept [`fib::KEPT_TICKS`]. A flow's
 //! packets all go to one backend, so one array slot answers them, without
 //! building, hashing and comparing the lookup's 64-byte question
-//! ([`fib::route`]'s cache). A flow from another of the backend's SNAT
-//! addresses than the live slot's goes by that cache (the source matters
-//! only to policy routing, but veer does not assume there is none).
+//! ([`fib::route`]'s cache). A packet from another interface, or a flow
+//! from another of the backend's SNAT addresses, than the live slot was
+//! asked for goes by that cache (the source matters only to policy
+//! routing, but veer does not assume there is none).
 
 use aya_ebpf::{helpers::bpf_jiffies64, macros::map, maps::PerCpuArray, programs::XdpContext};
 use veer_abi::{Backend, MAX_BACKENDS};
