@@ -518,3 +518,41 @@ fn an_established_nat_flow_is_sent_by_the_entry_program() {
     assert_eq!(action, XDP_DROP, "a new flow needs the NAT program");
     assert_eq!(lab.counter(GlobalCounter::DropTailCall), 1);
 }
+
+/// A live NAT flow keeps its client's persistence fresh, as a DSR flow
+/// does: a packet of it after the idle clock moved renews the client's
+/// entry, so the client's next flow, 59 s after that packet and 118 s
+/// after its first flow's SYN, still goes to its backend (60 s
+/// persistence), on a 5-tuple the ring gives to another backend.
+#[test]
+fn a_live_nat_flow_keeps_its_clients_persistence_fresh() {
+    use std::time::Duration;
+    use veer::dataplane::{service_key, ServiceSpec};
+    let mut lab = NatLab::new("persist", false, Protocol::Tcp, 3);
+    let key = service_key(lab.vip.ip(), 80, Protocol::Tcp);
+    let spec = ServiceSpec {
+        id: 1,
+        scheduler: veer_abi::Scheduler::Maglev,
+        flags: veer_abi::SERVICE_F_NAT,
+        fallback_backend: veer_abi::NO_BACKEND,
+        persistence_s: 60,
+    };
+    lab.dp.upsert_service(&key, spec).unwrap();
+    let c = SocketAddr::new(lab.client, 40000);
+    let first = handshake(&lab, c).dst.ip();
+    let ring = lab.dp.ring(&key).unwrap();
+    let on_ring = |p: u16| {
+        let k = flow_key(SocketAddr::new(lab.client, p), lab.vip, Protocol::Tcp);
+        lab.backends[ring[(veer_abi::hash::flow_hash(&k) % ring.len() as u32) as usize] as usize]
+    };
+    let day59 = Duration::from_secs(59);
+    assert!(lab.dp.age_affinity(1, lab.client, day59).unwrap(), "the client's entry");
+    assert!(lab.dp.age_conn(&flow_key(c, lab.vip, Protocol::Tcp), Duration::from_secs(1)).unwrap());
+    let data = with_checksums(frame::tcp_data(c, lab.vip, (0x10, 101, 5001), &[], b"data"));
+    assert_eq!(lab.run(&data).0, XDP_REDIRECT, "the flow's segment forwarded");
+    assert!(lab.dp.age_affinity(1, lab.client, day59).unwrap());
+    let port = (41000..41200).find(|&p| on_ring(p) != first).unwrap();
+    let (action, out) = lab.run(&with_checksums(frame::tcp_syn(SocketAddr::new(lab.client, port), lab.vip)));
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(inspect(&out).dst.ip(), first, "the client's next flow stays on its backend");
+}
