@@ -9,7 +9,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, 
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
     CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, CONN_F_TS_AHEAD, DEFAULT_CONN_TABLE_SIZE,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP, NO_BACKEND,
+    DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP,
 };
 
 use crate::{
@@ -203,10 +203,7 @@ pub fn established_early(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> Earl
         Some(f) if bounceable(key.proto, tcp_flags) && forward::sent_back_by(ctx, &f.backend.mac) => Early::Unsure,
         Some(f) => {
             let (moved, change) = touch(entry, tcp_flags);
-            // A call only when there is something to apply.
-            if change.backend != NO_BACKEND {
-                active::apply(&change);
-            }
+            active::apply(&change);
             Early::Hit(&slot.service, f, moved)
         }
         None => Early::Unsure,
@@ -225,9 +222,7 @@ pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
     match keeper(svc, entry) {
         Some(f) => {
             let (_, change) = touch(entry, tcp_flags);
-            if change.backend != NO_BACKEND {
-                active::apply(&change);
-            }
+            active::apply(&change);
             Pinned::Hit(f)
         }
         None => {

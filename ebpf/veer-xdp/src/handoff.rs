@@ -69,7 +69,6 @@ fn arm(pkt: &VipPacket, service: &Service, kind: u32, fill: impl FnOnce(&mut Han
     let h = unsafe { &mut *h };
     let generation = h.generation.wrapping_add(1).max(1);
     h.generation = generation;
-    h.armed = 0;
     h.kind = kind;
     h.service = *service;
     h.packet = *pkt;
