@@ -82,7 +82,11 @@ pub const IPPROTO_IPV6: u8 = 41;
 /// Maps a 4-byte IPv4 address to the 16-byte form used in every key.
 #[inline(always)]
 pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+    // Built a word at a time: in BPF code, the zero run of a byte-array
+    // literal becomes a call to a byte-loop `memset`.
+    let w = [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), u32::from_ne_bytes(a)];
+    // SAFETY: 16 bytes of integers either way.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>(w) }
 }
 
 /// Whether a 16-byte address is an IPv4-mapped IPv4 address.
@@ -100,4 +104,15 @@ pub const fn is_ipv4_mapped(a: &[u8; 16]) -> bool {
         && a[9] == 0
         && a[10] == 0xff
         && a[11] == 0xff
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_mapped_address_built_by_words_is_the_rfc_4291_form() {
+        let a = super::ipv4_mapped([192, 0, 2, 7]);
+        assert_eq!(a, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 7]);
+        assert!(super::is_ipv4_mapped(&a));
+        assert_eq!(std::net::Ipv6Addr::from(a).to_ipv4_mapped(), Some(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+    }
 }

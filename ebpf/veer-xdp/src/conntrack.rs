@@ -286,18 +286,12 @@ pub fn half_open(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
 #[inline(always)]
 fn entry_for(svc: &Service, backend: u32, nat: Slot, flags: u32) -> ConnEntry {
     let ts = if nat.ts != 0 { CONN_F_TS } else { 0 };
-    ConnEntry {
-        backend,
-        service: svc.id,
-        // The clock itself, not `clock`'s reading (a new flow's first
-        // packet: rare enough, and never a tick old).
-        last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
-        flags: (flags & !CONN_F_TS) | ts,
-        nat_port: nat.port,
-        nat_addr: nat.addr,
-        ts_off: nat.ts_off,
-        _pad: 0,
-    }
+    // The clock itself, not `clock`'s reading (a new flow's first packet:
+    // rare enough, and never a tick old).
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let words = ConnEntry::words(backend, svc.id, now, (flags & !CONN_F_TS) | ts, nat.port, nat.addr, nat.ts_off);
+    // SAFETY: a `ConnEntry` is eight words of integers.
+    unsafe { core::mem::transmute::<[u32; 8], ConnEntry>(words) }
 }
 
 /// Inserts into `CONNS`; whether that worked.

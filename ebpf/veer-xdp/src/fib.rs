@@ -5,8 +5,10 @@
 //! ([`KEPT_TICKS`]): a lookup walks the routing and neighbour tables, and
 //! a flow's packets all ask the same question.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
-    bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, xdp_action},
+    bindings::{bpf_redir_neigh, xdp_action},
     helpers::{bpf_fib_lookup, bpf_jiffies64},
     macros::map,
     maps::{DevMapHash, PerCpuArray},
@@ -16,8 +18,11 @@ use veer_abi::{GlobalCounter, MAX_TX_PORTS};
 
 use crate::{
     access::{callee_ctx, mut_ptr_at},
-    headers::eth::{copy_mac, EthHdr},
-    stats,
+    headers::{
+        eth::{copy_mac, EthHdr},
+        field::words16,
+    },
+    stats, store,
     verdict::Drop,
 };
 
@@ -33,7 +38,6 @@ const FIB_NO_NEIGH: i64 = 7;
 
 /// `struct bpf_fib_lookup` with its unions flattened to bytes (64 bytes).
 #[repr(C, align(4))]
-#[derive(Default)]
 struct FibParams {
     family: u8,
     l4_protocol: u8,
@@ -47,23 +51,6 @@ struct FibParams {
     vlan: u32,
     smac: [u8; 6],
     dmac: [u8; 6],
-}
-
-impl FibParams {
-    /// Asks from `src` to `dst` (16-byte forms; an IPv4 address goes in the
-    /// first four bytes, the rest zero).
-    #[inline(always)]
-    fn addresses(&mut self, v4: bool, src: &[u8; 16], dst: &[u8; 16]) {
-        self.src = [0; 16];
-        self.dst = [0; 16];
-        if v4 {
-            self.src[..4].copy_from_slice(&src[12..]);
-            self.dst[..4].copy_from_slice(&dst[12..]);
-        } else {
-            self.src = *src;
-            self.dst = *dst;
-        }
-    }
 }
 
 /// A `bpf_fib_lookup`'s parameters, and which question they are.
@@ -152,17 +139,40 @@ fn question(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
     let s = unsafe { &mut *FIB_SCRATCH.get_ptr_mut(0).ok_or(Drop::NoRoute)? };
     s.asked = s.asked.wrapping_add(1);
     let p = &mut s.params;
-    p.family = if v4 { AF_INET } else { AF_INET6 };
-    p.l4_protocol = 0;
-    p.sport = 0;
-    p.dport = 0;
-    p.tot_len = 0;
-    p.ifindex = ingress;
-    p.flowinfo = 0;
-    p.vlan = 0;
-    p.addresses(v4, src, dst);
+    // SAFETY: the parameters' first 13 words, all of them set.
+    put_question(unsafe { &store::Words::over(p as *mut FibParams) }, v4, ingress, src, dst);
     Ok(p)
 }
+
+/// Puts a question in the parameters' first 13 words: the family (the
+/// other input fields zero), the interface, and the addresses (an IPv4
+/// address in the first word, the rest zero). Word by word: as fields, the
+/// zero runs were two calls to a byte-loop `memset`, 47 bytes of them. The
+/// helper's answer goes in the MACs after them.
+#[inline(always)]
+fn put_question(w: &store::Words, v4: bool, ifindex: u32, src: &[u8; 16], dst: &[u8; 16]) {
+    w.put(0, u32::from_ne_bytes([if v4 { AF_INET } else { AF_INET6 }, 0, 0, 0]));
+    w.put(1, 0);
+    w.put(2, ifindex);
+    w.put(3, 0);
+    let (a, b) = (words16(src), words16(dst));
+    if v4 {
+        w.put(4, a[3]);
+        w.put(8, b[3]);
+        for i in [5, 6, 7, 9, 10, 11] {
+            w.put(i, 0);
+        }
+    } else {
+        for (i, v) in [(4, a[0]), (5, a[1]), (6, a[2]), (7, a[3]), (8, b[0]), (9, b[1]), (10, b[2]), (11, b[3])] {
+            w.put(i, v);
+        }
+    }
+    w.put(12, 0);
+}
+
+const _: () = assert!(core::mem::offset_of!(FibParams, smac) == 13 * 4);
+const _: () = assert!(core::mem::size_of::<FibParams>() == 16 * 4);
+const _: () = assert!(core::mem::size_of::<bpf_redir_neigh>() == 5 * 4);
 
 /// The route's MTU for the helper's answer `r` to the question at `p`.
 #[inline(always)]
@@ -311,9 +321,15 @@ pub struct SkbWay {
 /// resolved or not. Uncached: for health checks' probes.
 #[inline(always)]
 pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Option<SkbWay> {
-    let mut p = FibParams { family: if v4 { AF_INET } else { AF_INET6 }, ..Default::default() };
-    p.ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    p.addresses(v4, src, dst);
+    let mut p = MaybeUninit::<FibParams>::uninit();
+    // SAFETY: all 16 words set (the helper takes initialized memory).
+    let w = unsafe { store::Words::over(p.as_mut_ptr()) };
+    put_question(&w, v4, unsafe { (*ctx.skb.skb).ifindex }, src, dst);
+    for i in 13..16 {
+        w.put(i, 0);
+    }
+    // SAFETY: every word set above.
+    let mut p = unsafe { p.assume_init() };
     // SAFETY: a bpf_fib_lookup on this program's stack.
     let r = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p as *mut FibParams as *mut _, 64, 0) };
     let unresolved = match r {
@@ -321,14 +337,25 @@ pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], 
         // The lookup has put the next hop (the gateway, or `dst` on link)
         // in the destination, and its interface in `ifindex`.
         FIB_NO_NEIGH => {
-            let w = |i: usize| u32::from_ne_bytes([p.dst[i], p.dst[i + 1], p.dst[i + 2], p.dst[i + 3]]);
+            let d = words16(&p.dst);
+            let mut nh = MaybeUninit::<bpf_redir_neigh>::uninit();
+            // SAFETY: the family and the four words of the address union,
+            // all set: a union literal's zero tail is a `memset` call.
+            let w = unsafe { store::Words::over(nh.as_mut_ptr()) };
+            w.put(0, p.family as u32);
             // By the answer's family: an IPv4 route may have an IPv6 gateway.
-            let nh = if p.family == AF_INET {
-                bpf_redir_neigh__bindgen_ty_1 { ipv4_nh: w(0) }
+            if p.family == AF_INET {
+                w.put(1, d[0]);
+                for i in 2..5 {
+                    w.put(i, 0);
+                }
             } else {
-                bpf_redir_neigh__bindgen_ty_1 { ipv6_nh: [w(0), w(4), w(8), w(12)] }
-            };
-            Some(bpf_redir_neigh { nh_family: p.family as u32, __bindgen_anon_1: nh })
+                for (i, v) in [(1, d[0]), (2, d[1]), (3, d[2]), (4, d[3])] {
+                    w.put(i, v);
+                }
+            }
+            // SAFETY: every word set above.
+            Some(unsafe { nh.assume_init() })
         }
         _ => return None,
     };

@@ -31,13 +31,14 @@
 
 // Layers, bottom up: a module imports only from the groups above its own
 // (no circles: scripts/module-graph.py). Wire formats, counters, and
-// the tables userspace writes; the clock; atomic instructions:
+// the tables userspace writes; the clock; atomic instructions; word stores:
 mod atomic;
 mod backends;
 mod clock;
 mod headers;
 mod services;
 mod stats;
+mod store;
 mod vip_filter;
 // Verdicts; suspect backends.
 mod passive;

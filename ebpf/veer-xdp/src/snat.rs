@@ -16,7 +16,7 @@ use veer_abi::{
     DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_RESCUED,
 };
 
-use crate::backends::backend;
+use crate::{backends::backend, store};
 
 /// NAT flows by the tuple of the backend's answers. Not LRU: a live mapping
 /// is never evicted to make room; veerd removes the idle ones, and a full
@@ -102,7 +102,12 @@ pub fn backend_port(key: &FlowKey, b: &Backend) -> u16 {
 pub fn proxy_next(key: &FlowKey, client: &ProxiedClient) {
     if let Some(p) = PROXIED_NEXT.get_ptr_mut(0) {
         // SAFETY: this CPU's value; nothing else runs on it meanwhile.
-        unsafe { *p = ProxiedSyn { key: *key, client: *client, armed: 1, claimed: 0 } };
+        // Field by field (a whole value is a `memmove` call).
+        unsafe {
+            store::copy(&mut (*p).key, key);
+            store::copy(&mut (*p).client, client);
+            ((*p).armed, (*p).claimed) = (1, 0);
+        }
     }
 }
 
@@ -185,14 +190,7 @@ pub fn release(key: &FlowKey, e: &ConnEntry) {
     // stack on the NAT program's deepest call chain (veer_nat -> reopen ->
     // release), which the verifier then refuses.
     let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return };
-    let rkey = NatKey {
-        backend: b.addr,
-        snat,
-        backend_port: backend_port(key, b),
-        snat_port: e.nat_port,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let rkey = NatKey::new(&b.addr, &snat, backend_port(key, b), e.nat_port, key.proto);
     // Only its own: the entry may be older than a reuse of its endpoint.
     // SAFETY: read in place, at once.
     if unsafe { NAT_REV.get(&rkey) }.is_some_and(|m| same_flow(&m.flow, key)) {
@@ -207,14 +205,7 @@ pub fn mapping_key(key: &FlowKey, e: &ConnEntry) -> Option<NatKey> {
         return None;
     }
     let (b, snat) = (backend(e.backend)?, snat_addr(e.nat_addr)?);
-    Some(NatKey {
-        backend: b.addr,
-        snat,
-        backend_port: backend_port(key, b),
-        snat_port: e.nat_port,
-        proto: key.proto,
-        _pad: [0; 3],
-    })
+    Some(NatKey::new(&b.addr, &snat, backend_port(key, b), e.nat_port, key.proto))
 }
 
 /// Whether the backend of flow `key` (table entry `e`) answered its SYN:
@@ -233,12 +224,11 @@ pub fn answered(key: &FlowKey, e: &ConnEntry) -> bool {
     // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
     // Filled field by field: a whole key built first would sit on the stack.
     let slot = unsafe { &mut *slot };
-    slot.backend = b.addr;
-    slot.snat = *snat;
+    store::copy(&mut slot.backend, &b.addr);
+    store::copy(&mut slot.snat, snat);
     slot.backend_port = backend_port(key, b);
     slot.snat_port = e.nat_port;
-    slot.proto = key.proto;
-    slot._pad = [0; 3];
+    slot.set_proto(key.proto);
     // SAFETY: read in place, at once.
     unsafe { NAT_REV.get(slot) }.is_some_and(|m| m.flags & NAT_F_ANSWERED != 0)
 }

@@ -174,3 +174,34 @@ impl Dataplane {
         self.attached.keys().map(String::as_str)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationTarget};
+
+    use super::XDP_OBJECT;
+
+    /// The XDP programs (their sections, and `.text` with the functions
+    /// they call) never call the byte loops bpf-linker exports for what
+    /// LLVM does not expand (`memset`, `memmove`): one per zeroed struct
+    /// tail or map-to-map copy cost up to 160 instructions and a call.
+    /// The TC health-check program (`classifier`) may.
+    #[test]
+    fn the_xdp_programs_call_no_byte_loop() {
+        let obj = object::File::parse(XDP_OBJECT).expect("the embedded XDP object parses");
+        let mut calls = Vec::new();
+        for section in obj.sections().filter(|s| s.name().is_ok_and(|n| n != "classifier")) {
+            for (at, reloc) in section.relocations() {
+                let RelocationTarget::Symbol(i) = reloc.target() else { continue };
+                let name = obj.symbol_by_index(i).ok().and_then(|s| s.name().ok().map(str::to_owned));
+                if let Some(name) =
+                    name.filter(|n| ["memset", "memmove", "memcpy", "memcmp", "bcmp"].contains(&n.as_str()))
+                {
+                    calls.push(format!("{} at {at:#x}: {name}", section.name().unwrap_or("?")));
+                }
+            }
+        }
+        assert!(obj.sections().count() > 3, "the object has its program sections");
+        assert!(calls.is_empty(), "byte-loop calls in the XDP programs: {calls:#?}");
+    }
+}

@@ -161,6 +161,36 @@ pub struct ConnEntry {
     pub _pad: u32,
 }
 
+impl ConnEntry {
+    /// An entry's eight words in memory order, for the XDP program to
+    /// store one at a time (a literal whose NAT fields are zero would be a
+    /// call to a byte-loop `memset` there).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn words(
+        backend: u32,
+        service: u32,
+        last_seen_ns: u64,
+        flags: u32,
+        nat_port: u16,
+        nat_addr: u16,
+        ts_off: u32,
+    ) -> [u32; 8] {
+        let t = last_seen_ns.to_ne_bytes();
+        let (p, a) = (nat_port.to_ne_bytes(), nat_addr.to_ne_bytes());
+        [
+            backend,
+            service,
+            u32::from_ne_bytes([t[0], t[1], t[2], t[3]]),
+            u32::from_ne_bytes([t[4], t[5], t[6], t[7]]),
+            flags,
+            u32::from_ne_bytes([p[0], p[1], a[0], a[1]]),
+            ts_off,
+            0,
+        ]
+    }
+}
+
 // Layout guards: the XDP object and userspace must agree on these sizes.
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::align_of::<FlowKey>() == 4);
@@ -169,6 +199,23 @@ const _: () = assert!(core::mem::size_of::<ConnEntry>() == 32);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_built_by_words_equal_entries_built_by_fields() {
+        let e = ConnEntry {
+            backend: 7,
+            service: 3,
+            last_seen_ns: 0x0123_4567_89ab_cdef,
+            flags: 0x40,
+            nat_port: 40_001,
+            nat_addr: 2,
+            ts_off: 0xdead_beef,
+            _pad: 0,
+        };
+        let w = ConnEntry::words(7, 3, 0x0123_4567_89ab_cdef, 0x40, 40_001, 2, 0xdead_beef);
+        // SAFETY: 32 bytes of integers either way.
+        assert_eq!(unsafe { core::mem::transmute::<[u32; 8], ConnEntry>(w) }, e);
+    }
 
     #[test]
     fn keys_built_by_words_equal_keys_built_by_fields() {

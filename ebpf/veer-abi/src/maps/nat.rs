@@ -22,6 +22,35 @@ pub struct NatKey {
 }
 
 impl NatKey {
+    /// A return key, built a word at a time (a `[0; 3]` pad is a call to a
+    /// byte-loop `memset` in BPF code).
+    #[inline(always)]
+    pub fn new(backend: &[u8; 16], snat: &[u8; 16], backend_port: u16, snat_port: u16, proto: u8) -> Self {
+        let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        let (b, s) = (backend_port.to_ne_bytes(), snat_port.to_ne_bytes());
+        let words = [
+            w(backend, 0),
+            w(backend, 4),
+            w(backend, 8),
+            w(backend, 12),
+            w(snat, 0),
+            w(snat, 4),
+            w(snat, 8),
+            w(snat, 12),
+            u32::from_ne_bytes([b[0], b[1], s[0], s[1]]),
+            u32::from_ne_bytes([proto, 0, 0, 0]),
+        ];
+        // SAFETY: 40 bytes of integers (no padding the compiler adds), 4-aligned.
+        unsafe { core::mem::transmute::<[u32; 10], NatKey>(words) }
+    }
+
+    /// Sets the protocol and zeroes the pad with one word store.
+    #[inline(always)]
+    pub fn set_proto(&mut self, proto: u8) {
+        // SAFETY: `proto` and `_pad` are the key's last word, 4-aligned.
+        unsafe { *(core::ptr::addr_of_mut!(self.proto) as *mut u32) = u32::from_ne_bytes([proto, 0, 0, 0]) };
+    }
+
     /// The return key of a packet from a backend to a SNAT port, from the
     /// packet's parsed 5-tuple (backend -> SNAT): the same five fields in
     /// the same places, copied a word at a time.
@@ -290,5 +319,15 @@ mod tests {
             _pad: [0; 3],
         };
         assert_eq!(NatKey::of_answer(&k), by_fields);
+    }
+
+    #[test]
+    fn keys_built_by_words_equal_keys_built_by_fields() {
+        let (b, s) = ([0x20, 1, 0xd, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], crate::ipv4_mapped([10, 1, 0, 2]));
+        let by_fields = NatKey { backend: b, snat: s, backend_port: 8080, snat_port: 40_001, proto: 17, _pad: [0; 3] };
+        assert_eq!(NatKey::new(&b, &s, 8080, 40_001, 17), by_fields);
+        let mut k = NatKey { _pad: [9; 3], ..by_fields };
+        k.set_proto(17);
+        assert_eq!(k, by_fields);
     }
 }

@@ -35,8 +35,8 @@ use crate::{
     parse::{self, VipPacket},
     passive,
     services::SERVICES,
-    snat::{backend_port, return_key, snat_addr, NAT_REV},
-    stats,
+    snat::{address, backend_port, return_key, NAT_REV},
+    stats, store,
     verdict::{pass, Drop},
 };
 
@@ -182,10 +182,10 @@ fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, D
     let t = scratch()?;
     // SAFETY: a live map value, read field by field.
     unsafe {
-        t.to = (*m).flow.src;
-        t.src = (*m).flow.src;
+        store::copy(&mut t.to, &(*m).flow.src);
+        store::copy(&mut t.src, &(*m).flow.src);
         t.sport = (*m).flow.sport;
-        t.dst = (*m).flow.dst;
+        store::copy(&mut t.dst, &(*m).flow.dst);
         t.dport = (*m).flow.dport;
     }
     t.seq_add = 0;
@@ -208,21 +208,14 @@ fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, 
     if f.nat.port == 0 {
         return Ok(pass());
     }
-    t.to = f.backend.addr;
-    t.src = f.backend.addr;
+    store::copy(&mut t.to, &f.backend.addr);
+    store::copy(&mut t.src, &f.backend.addr);
     t.sport = backend_port(k, f.backend);
-    t.dst = snat_addr(f.nat.addr).ok_or(Drop::IcmpNoFlow)?;
+    store::copy(&mut t.dst, address(f.nat.addr).ok_or(Drop::IcmpNoFlow)?);
     t.dport = f.nat.port;
     t.seq_add = 0;
     if f.flags & CONN_F_PROXIED != 0 {
-        t.rkey = NatKey {
-            backend: t.src,
-            snat: t.dst,
-            backend_port: t.sport,
-            snat_port: t.dport,
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        };
+        t.rkey = NatKey::new(&t.src, &t.dst, t.sport, t.dport, IPPROTO_TCP);
         // SAFETY: copied out at once.
         let m = unsafe { NAT_REV.get(&t.rkey) }.ok_or(Drop::IcmpNoFlow)?;
         // Not spliced yet: the backend has sent nothing the error could quote.
@@ -306,10 +299,10 @@ fn translate_v6(ctx: &XdpContext, at: usize, t: &mut Target, mut ic: u16) -> Res
     ic = update16(ic, &outer.dst, &t.to);
     let inner = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, at)? };
     ic = update16(update16(ic, &inner.src, &t.src), &inner.dst, &t.dst);
-    t.old_src = inner.src;
-    t.old_dst = inner.dst;
-    inner.src = t.src;
-    inner.dst = t.dst;
+    store::copy(&mut t.old_src, &inner.src);
+    store::copy(&mut t.old_dst, &inner.dst);
+    store::copy(&mut inner.src, &t.src);
+    store::copy(&mut inner.dst, &t.dst);
     let proto = inner.next_header;
     let ic = quoted_ports(ctx, at + Ipv6Hdr::LEN, t, ic)?;
     let Some(mut c) = quoted_check(ctx, at + Ipv6Hdr::LEN, proto)? else { return Ok(ic) };

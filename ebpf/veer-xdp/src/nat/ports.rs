@@ -3,6 +3,8 @@
 //! veer's clock (see `timestamps`). The return mapping is created with the
 //! endpoint, so no live one is ever handed out twice.
 
+use core::mem::{offset_of, size_of};
+
 use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id},
     macros::map,
@@ -16,8 +18,8 @@ use veer_abi::{
 use crate::{
     access::opaque,
     conntrack::{CONNS, NEW_CONNS},
-    snat::{backend_port, config, snat_addr, take_proxied, Slot, NAT_REV},
-    stats,
+    snat::{address, backend_port, config, take_proxied, Slot, NAT_REV},
+    stats, store,
     verdict::Drop,
 };
 
@@ -106,8 +108,7 @@ pub fn allocate(svc: &Service, key: &FlowKey, id: u32, b: &Backend) -> Result<Sl
     }
     scratch.key.backend = b.addr;
     scratch.key.backend_port = backend_port(key, b);
-    scratch.key.proto = key.proto;
-    scratch.key._pad = [0; 3];
+    scratch.key.set_proto(key.proto);
     for i in 0..NAT_PORT_TRIES {
         match try_endpoint(i) {
             TRIED_TAKEN => continue,
@@ -153,8 +154,8 @@ fn try_endpoint(i: u32) -> u32 {
     };
     let port = (s.min + opaque(off)) as u16;
     let index = (s.first_addr as u16).wrapping_add(opaque(a) as u16);
-    let Some(snat) = snat_addr(index) else { return TRIED_NO_ADDRESS };
-    s.key.snat = snat;
+    let Some(snat) = address(index) else { return TRIED_NO_ADDRESS };
+    store::copy(&mut s.key.snat, snat);
     s.key.snat_port = port;
     s.index = index;
     if NAT_REV.insert(&s.key, &s.mapping, BPF_NOEXIST).is_ok() {
@@ -242,19 +243,18 @@ fn take_over(key: &NatKey, index: u16) -> bool {
 #[inline(always)]
 fn fresh_mapping(m: &mut NatMapping, flow: &FlowKey, backend: u32, service: u32) {
     m.flow = *flow;
-    m.backend = backend;
-    m.service = service;
-    m.seq_delta = 0;
-    m.flags = 0;
-    m.backend_isn = 0;
-    m.cookie = 0;
-    m.client_isn = 0;
-    m.client_mss = 0;
-    m.client_window = 0;
-    m.syn_sent_ns = 0;
-    m.ts_off = 0;
-    m._pad = 0;
+    // The rest word by word (its zeros as fields: a byte-loop `memset`).
+    // SAFETY: the words from `backend` to the end, all integers, all set.
+    let w = unsafe { store::Words::over(core::ptr::addr_of_mut!(m.backend)) };
+    w.put(0, backend);
+    w.put(1, service);
+    for i in 2..MAPPING_REST {
+        w.put(i, 0);
+    }
 }
+
+/// The words of a `NatMapping` after its flow key.
+const MAPPING_REST: usize = (size_of::<NatMapping>() - offset_of!(NatMapping, backend)) / 4;
 
 /// Whether the mapping [`allocate`] made last on this CPU is proxied.
 #[inline(always)]

@@ -32,7 +32,7 @@ use crate::{
     parse::VipPacket,
     passive,
     snat::claim_rescue,
-    stats,
+    stats, store,
     verdict::Drop,
 };
 
@@ -94,7 +94,7 @@ pub fn keep(ctx: &XdpContext, pkt: &VipPacket) -> Result<(), Drop> {
     let (Some(p), Some(a)) = (PENDING_SCRATCH.get_ptr_mut(0), ports::last()) else { return Ok(()) };
     // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
     let p = unsafe { &mut *p };
-    p.key = a.key;
+    store::copy(&mut p.key, &a.key);
     p.backend = a.mapping.backend;
     p.seq = seq;
     // SAFETY: a helper without arguments.

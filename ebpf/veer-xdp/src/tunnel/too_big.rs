@@ -13,8 +13,14 @@ use veer_abi::{csum, GlobalCounter, IPPROTO_ICMP, IPPROTO_ICMPV6};
 
 use crate::{
     access::{callee_ctx, mut_ptr_at, ptr_at},
-    headers::{eth::EthHdr, icmp::IcmpHdr, ipv4::Ipv4Hdr, ipv6::Ipv6Hdr},
-    stats,
+    headers::{
+        eth::EthHdr,
+        field::{mac, set_mac},
+        icmp::IcmpHdr,
+        ipv4::Ipv4Hdr,
+        ipv6::Ipv6Hdr,
+    },
+    stats, store,
     verdict::Drop,
 };
 
@@ -55,10 +61,10 @@ fn reframe(ctx: &XdpContext, room: usize, keep: usize) -> Result<(), Drop> {
         return Err(Drop::TooBig);
     }
     let old = unsafe { &*ptr_at::<EthHdr>(ctx, room)? };
-    let (dst, src, kind) = (old.src, old.dst, old.ether_type);
+    let (dst, src, kind) = (mac(&old.src), mac(&old.dst), old.ether_type);
     let eth = unsafe { &mut *mut_ptr_at::<EthHdr>(ctx, 0)? };
-    eth.dst = dst;
-    eth.src = src;
+    set_mac(&mut eth.dst, dst);
+    set_mac(&mut eth.src, src);
     eth.ether_type = kind;
     let cut = (len - EthHdr::LEN - keep) as i32;
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, -cut) } != 0 {
@@ -105,8 +111,8 @@ fn answer4(ctx: &XdpContext, mtu: u32) -> Result<u32, Drop> {
     ip.ttl = 64;
     ip.proto = IPPROTO_ICMP;
     ip.check = [0; 2];
-    ip.src = quoted.dst;
-    ip.dst = quoted.src;
+    store::copy(&mut ip.src, &quoted.dst);
+    store::copy(&mut ip.dst, &quoted.src);
     ip.check = checksum(ctx, EthHdr::LEN, Ipv4Hdr::LEN as u32, 0)?;
     let at = EthHdr::LEN + Ipv4Hdr::LEN;
     let icmp = unsafe { &mut *mut_ptr_at::<IcmpHdr>(ctx, at)? };
@@ -137,8 +143,8 @@ fn answer6(ctx: &XdpContext, mtu: u32) -> Result<u32, Drop> {
     ip.payload_len = (MESSAGE as u16).to_be_bytes();
     ip.next_header = IPPROTO_ICMPV6;
     ip.hop_limit = 64;
-    ip.src = quoted.dst;
-    ip.dst = quoted.src;
+    store::copy(&mut ip.src, &quoted.dst);
+    store::copy(&mut ip.dst, &quoted.src);
     let at = EthHdr::LEN + Ipv6Hdr::LEN;
     let icmp = unsafe { &mut *mut_ptr_at::<IcmpHdr>(ctx, at)? };
     [icmp.kind, icmp.code] = ICMPV6_PKT_TOOBIG;

@@ -1,0 +1,52 @@
+//! Stores a word at a time, where LLVM would otherwise call a byte loop.
+//!
+//! bpf-linker has LLVM expand `memcpy` in order but gives it no inline
+//! expansion of `memset` or `memmove`: a struct literal with a run of zero
+//! fields (four stores or sixteen bytes, by LLVM's store merging), a
+//! `[0; N]` array or a copy between two map values becomes a call to a
+//! byte-at-a-time subprogram, 40 bytes of zeros some 160 instructions and a
+//! BPF-to-BPF call. Volatile stores are never merged.
+
+/// Stores words over a `T`, one volatile store each, at the caller's
+/// word indexes (no array of them built first: it would sit on the stack).
+pub struct Words(*mut u32);
+
+impl Words {
+    /// Stores over the `T` at `dst`.
+    ///
+    /// # Safety
+    /// `dst` is valid for writes of a `T`, 4-aligned, and `T` is all
+    /// integers; every word the caller means to set is set with [`put`]
+    /// before the `T` is read.
+    ///
+    /// [`put`]: Words::put
+    #[inline(always)]
+    pub unsafe fn over<T>(dst: *mut T) -> Self {
+        Self(dst as *mut u32)
+    }
+
+    /// Stores `v` as the `i`th word.
+    #[inline(always)]
+    pub fn put(&self, i: usize, v: u32) {
+        // SAFETY: within the `T` (the caller's indexes), per `over`.
+        unsafe { core::ptr::write_volatile(self.0.add(i), v) };
+    }
+}
+
+/// Copies a `T` word by word (between two map values, or a map value and
+/// the frame, a plain copy is a `memmove` call). `T` is a whole number of
+/// words of integers. Map values and the keys' fields are 4-aligned,
+/// whatever `T`'s own alignment (a `[u8; 16]` address); a header field in
+/// the frame may not be, which x86-64 and arm64 take (see
+/// `headers::field`).
+#[inline(always)]
+pub fn copy<T: Copy>(dst: &mut T, src: &T) {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(4)) };
+    let (d, s) = (dst as *mut T as *mut u32, src as *const T as *const u32);
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 4 {
+        // SAFETY: within both; see above on alignment.
+        unsafe { core::ptr::write_volatile(d.add(i), *s.add(i)) };
+        i += 1;
+    }
+}
