@@ -60,7 +60,12 @@ struct Table<'a> {
 
 impl Table<'_> {
     fn wants(&self, name: &str) -> bool {
-        self.opts.rows.is_empty() || self.opts.rows.iter().any(|r| name.contains(r.as_str()))
+        self.opts.rows.is_empty()
+            || self
+                .opts
+                .rows
+                .iter()
+                .any(|r| r.strip_prefix('=').map_or_else(|| name.contains(r.as_str()), |n| name == n))
     }
 
     /// Runs veer's side for `--spin`, with the row's own frames.

@@ -23,7 +23,8 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Per-packet section: only rows whose name contains one of these
-    /// (separated by `;`: the names hold commas).
+    /// (separated by `;`: the names hold commas), or is one of them
+    /// exactly, written with a leading `=`.
     #[arg(long, value_delimiter = ';')]
     rows: Vec<String>,
     /// Per-packet section: before measuring a row, run veer's side of it
