@@ -228,7 +228,7 @@ pub fn run() -> Result<Section> {
             "BPF_PROG_TEST_RUN, every frame run once (median of {SAMPLES}), on one pinned CPU, baseline alike: the \
              minimal MAC-swap XDP_TX program on the same frame. The million flows are opened through the program \
              itself (SYN, then ACK) before measuring, and none of the sampled ones is missing. Last column: against \
-             the hot-flow row of the same dataplane (target within 1.5x)."
+             the hot-flow row of the same dataplane (target within 2x)."
         ),
         head: vec!["path", "veer ns/pkt", "baseline ns/pkt", "ratio", "vs hot flow"],
         rows,
