@@ -170,7 +170,16 @@ fn put_question(w: &store::Words, v4: bool, ifindex: u32, src: &[u8; 16], dst: &
     w.put(12, 0);
 }
 
-const _: () = assert!(core::mem::offset_of!(FibParams, smac) == 13 * 4);
+// The words `put_question` sets, where the helper reads them.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(FibParams, ifindex) == 2 * 4);
+    assert!(offset_of!(FibParams, flowinfo) == 3 * 4);
+    assert!(offset_of!(FibParams, src) == 4 * 4);
+    assert!(offset_of!(FibParams, dst) == 8 * 4);
+    assert!(offset_of!(FibParams, vlan) == 12 * 4);
+    assert!(offset_of!(FibParams, smac) == 13 * 4);
+};
 const _: () = assert!(core::mem::size_of::<FibParams>() == 16 * 4);
 const _: () = assert!(core::mem::size_of::<bpf_redir_neigh>() == 5 * 4);
 
@@ -328,10 +337,11 @@ pub fn route_skb(ctx: &aya_ebpf::programs::TcContext, v4: bool, src: &[u8; 16], 
     for i in 13..16 {
         w.put(i, 0);
     }
-    // SAFETY: every word set above.
-    let mut p = unsafe { p.assume_init() };
+    // SAFETY: every word set above. In place: a moved copy's zero words
+    // would be a `memset` call again.
+    let p = unsafe { p.assume_init_mut() };
     // SAFETY: a bpf_fib_lookup on this program's stack.
-    let r = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, &mut p as *mut FibParams as *mut _, 64, 0) };
+    let r = unsafe { bpf_fib_lookup(ctx.skb.skb as *mut _, p as *mut FibParams as *mut _, 64, 0) };
     let unresolved = match r {
         FIB_SUCCESS => None,
         // The lookup has put the next hop (the gateway, or `dst` on link)

@@ -16,7 +16,7 @@ use veer_abi::{
     DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_RESCUED,
 };
 
-use crate::{backends::backend, store};
+use crate::{backends::backend, headers::field::words16, store};
 
 /// NAT flows by the tuple of the backend's answers. Not LRU: a live mapping
 /// is never evicted to make room; veerd removes the idle ones, and a full
@@ -74,13 +74,8 @@ pub fn config() -> Option<&'static NatConfig> {
     NAT_CONFIG.get(0)
 }
 
-/// The SNAT address at `index` in `SNAT_ADDRS`.
-#[inline(always)]
-pub fn snat_addr(index: u16) -> Option<[u8; 16]> {
-    SNAT_ADDRS.get(index as u32).copied()
-}
-
-/// The address at `index` of `SNAT_ADDRS`, in place (a tunnel's outer source).
+/// The address at `index` of `SNAT_ADDRS` (a SNAT address, or a tunnel's
+/// outer source), in place: a copy of it is a `memmove` call.
 #[inline(always)]
 pub fn address(index: u16) -> Option<&'static [u8; 16]> {
     SNAT_ADDRS.get(index as u32)
@@ -189,8 +184,8 @@ pub fn release(key: &FlowKey, e: &ConnEntry) {
     // Built here, not through `mapping_key`: its `Option<NatKey>` costs
     // stack on the NAT program's deepest call chain (veer_nat -> reopen ->
     // release), which the verifier then refuses.
-    let (Some(b), Some(snat)) = (backend(e.backend), snat_addr(e.nat_addr)) else { return };
-    let rkey = NatKey::new(&b.addr, &snat, backend_port(key, b), e.nat_port, key.proto);
+    let (Some(b), Some(snat)) = (backend(e.backend), address(e.nat_addr)) else { return };
+    let rkey = NatKey::new(words16(&b.addr), words16(snat), backend_port(key, b), e.nat_port, key.proto);
     // Only its own: the entry may be older than a reuse of its endpoint.
     // SAFETY: read in place, at once.
     if unsafe { NAT_REV.get(&rkey) }.is_some_and(|m| same_flow(&m.flow, key)) {
@@ -204,8 +199,8 @@ pub fn mapping_key(key: &FlowKey, e: &ConnEntry) -> Option<NatKey> {
     if e.nat_port == 0 {
         return None;
     }
-    let (b, snat) = (backend(e.backend)?, snat_addr(e.nat_addr)?);
-    Some(NatKey::new(&b.addr, &snat, backend_port(key, b), e.nat_port, key.proto))
+    let (b, snat) = (backend(e.backend)?, address(e.nat_addr)?);
+    Some(NatKey::new(words16(&b.addr), words16(snat), backend_port(key, b), e.nat_port, key.proto))
 }
 
 /// Whether the backend of flow `key` (table entry `e`) answered its SYN:

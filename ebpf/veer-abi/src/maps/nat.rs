@@ -23,20 +23,20 @@ pub struct NatKey {
 
 impl NatKey {
     /// A return key, built a word at a time (a `[0; 3]` pad is a call to a
-    /// byte-loop `memset` in BPF code).
+    /// byte-loop `memset` in BPF code); the addresses as words in memory
+    /// order (`u32::from_ne_bytes` of each four bytes).
     #[inline(always)]
-    pub fn new(backend: &[u8; 16], snat: &[u8; 16], backend_port: u16, snat_port: u16, proto: u8) -> Self {
-        let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    pub fn new(backend: [u32; 4], snat: [u32; 4], backend_port: u16, snat_port: u16, proto: u8) -> Self {
         let (b, s) = (backend_port.to_ne_bytes(), snat_port.to_ne_bytes());
         let words = [
-            w(backend, 0),
-            w(backend, 4),
-            w(backend, 8),
-            w(backend, 12),
-            w(snat, 0),
-            w(snat, 4),
-            w(snat, 8),
-            w(snat, 12),
+            backend[0],
+            backend[1],
+            backend[2],
+            backend[3],
+            snat[0],
+            snat[1],
+            snat[2],
+            snat[3],
             u32::from_ne_bytes([b[0], b[1], s[0], s[1]]),
             u32::from_ne_bytes([proto, 0, 0, 0]),
         ];
@@ -325,7 +325,10 @@ mod tests {
     fn keys_built_by_words_equal_keys_built_by_fields() {
         let (b, s) = ([0x20, 1, 0xd, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], crate::ipv4_mapped([10, 1, 0, 2]));
         let by_fields = NatKey { backend: b, snat: s, backend_port: 8080, snat_port: 40_001, proto: 17, _pad: [0; 3] };
-        assert_eq!(NatKey::new(&b, &s, 8080, 40_001, 17), by_fields);
+        let w = |a: &[u8; 16]| {
+            core::array::from_fn(|i| u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]))
+        };
+        assert_eq!(NatKey::new(w(&b), w(&s), 8080, 40_001, 17), by_fields);
         let mut k = NatKey { _pad: [9; 3], ..by_fields };
         k.set_proto(17);
         assert_eq!(k, by_fields);

@@ -178,9 +178,9 @@ fn tunnelled(ctx: &XdpContext) -> Option<Tunnel> {
         }
         [0x86, 0xdd] => {
             let ip = unsafe { &*at::<[u8; 40]>(ctx, ETH_LEN)? };
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&ip[8..24]);
-            AGENT_PEERS.get_ptr(&src)?;
+            // Looked up in place (a zeroed copy is a byte-loop `memset` call).
+            let src: &[u8; 16] = ip[8..24].try_into().ok()?;
+            AGENT_PEERS.get_ptr(src)?;
             (false, ip[6], 40)
         }
         _ => return None,

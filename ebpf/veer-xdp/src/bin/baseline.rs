@@ -58,9 +58,12 @@ pub fn veer_dsr(ctx: XdpContext) -> u32 {
         if *frame.add(12) != 0x08 || *frame.add(13) != 0x00 || *(frame.add(30) as *const [u8; 4]) != cfg.vip {
             return xdp_action::XDP_PASS;
         }
-        let eth = frame as *mut [u8; 6];
-        *eth.add(1) = *eth;
-        *eth = cfg.backend_mac;
+        // Byte by byte, volatile: as array copies, LLVM calls a byte-loop
+        // `memmove`, which would slow this baseline down.
+        for i in 0..6 {
+            core::ptr::write_volatile(frame.add(6 + i), *frame.add(i));
+            core::ptr::write_volatile(frame.add(i), cfg.backend_mac[i]);
+        }
     }
     xdp_action::XDP_TX
 }

@@ -28,6 +28,7 @@ use crate::{
     fib,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
+        field::words16,
         icmp::IcmpHdr,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
@@ -215,7 +216,7 @@ fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, 
     t.dport = f.nat.port;
     t.seq_add = 0;
     if f.flags & CONN_F_PROXIED != 0 {
-        t.rkey = NatKey::new(&t.src, &t.dst, t.sport, t.dport, IPPROTO_TCP);
+        t.rkey = NatKey::new(words16(&t.src), words16(&t.dst), t.sport, t.dport, IPPROTO_TCP);
         // SAFETY: copied out at once.
         let m = unsafe { NAT_REV.get(&t.rkey) }.ok_or(Drop::IcmpNoFlow)?;
         // Not spliced yet: the backend has sent nothing the error could quote.
