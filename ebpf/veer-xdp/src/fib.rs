@@ -150,7 +150,7 @@ fn question(ctx: &XdpContext, v4: bool, src: &[u8; 16], dst: &[u8; 16]) -> Resul
 /// zero runs were two calls to a byte-loop `memset`, 47 bytes of them. The
 /// helper's answer goes in the MACs after them.
 #[inline(always)]
-fn put_question(w: &store::Words, v4: bool, ifindex: u32, src: &[u8; 16], dst: &[u8; 16]) {
+fn put_question(w: &store::Words<FibParams>, v4: bool, ifindex: u32, src: &[u8; 16], dst: &[u8; 16]) {
     w.put(0, u32::from_ne_bytes([if v4 { AF_INET } else { AF_INET6 }, 0, 0, 0]));
     w.put(1, 0);
     w.put(2, ifindex);

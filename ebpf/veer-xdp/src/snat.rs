@@ -16,7 +16,11 @@ use veer_abi::{
     DEFAULT_NAT_TABLE_SIZE, MAX_SNAT_ADDRS, NAT_F_ANSWERED, NAT_F_PROXIED, NAT_F_RESCUED,
 };
 
-use crate::{backends::backend, headers::field::words16, store};
+use crate::{
+    backends::backend,
+    headers::field::{set_words16, words16},
+    store,
+};
 
 /// NAT flows by the tuple of the backend's answers. Not LRU: a live mapping
 /// is never evicted to make room; veerd removes the idle ones, and a full
@@ -219,8 +223,8 @@ pub fn answered(key: &FlowKey, e: &ConnEntry) -> bool {
     // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
     // Filled field by field: a whole key built first would sit on the stack.
     let slot = unsafe { &mut *slot };
-    store::copy(&mut slot.backend, &b.addr);
-    store::copy(&mut slot.snat, snat);
+    set_words16(&mut slot.backend, words16(&b.addr));
+    set_words16(&mut slot.snat, words16(snat));
     slot.backend_port = backend_port(key, b);
     slot.snat_port = e.nat_port;
     slot.set_proto(key.proto);

@@ -7,11 +7,15 @@
 //! byte-at-a-time subprogram, 40 bytes of zeros some 160 instructions and a
 //! BPF-to-BPF call. Volatile stores are never merged.
 
+use core::{marker::PhantomData, mem::size_of};
+
 /// Stores words over a `T`, one volatile store each, at the caller's
 /// word indexes (no array of them built first: it would sit on the stack).
-pub struct Words(*mut u32);
+/// An index past the `T` stores nothing (the indexes are constants, so the
+/// check folds away).
+pub struct Words<T>(*mut u32, PhantomData<T>);
 
-impl Words {
+impl<T> Words<T> {
     /// Stores over the `T` at `dst`.
     ///
     /// # Safety
@@ -21,31 +25,31 @@ impl Words {
     ///
     /// [`put`]: Words::put
     #[inline(always)]
-    pub unsafe fn over<T>(dst: *mut T) -> Self {
-        Self(dst as *mut u32)
+    pub unsafe fn over(dst: *mut T) -> Self {
+        Self(dst as *mut u32, PhantomData)
     }
 
     /// Stores `v` as the `i`th word.
     #[inline(always)]
     pub fn put(&self, i: usize, v: u32) {
-        // SAFETY: within the `T` (the caller's indexes), per `over`.
-        unsafe { core::ptr::write_volatile(self.0.add(i), v) };
+        if i < size_of::<T>() / 4 {
+            // SAFETY: within the `T`, per `over`.
+            unsafe { core::ptr::write_volatile(self.0.add(i), v) };
+        }
     }
 }
 
-/// Copies a `T` word by word (between two map values, or a map value and
-/// the frame, a plain copy is a `memmove` call). `T` is a whole number of
-/// words of integers. Map values and the keys' fields are 4-aligned,
-/// whatever `T`'s own alignment (a `[u8; 16]` address); a header field in
-/// the frame may not be, which x86-64 and arm64 take (see
-/// `headers::field`).
+/// Copies a `T` word by word between two map values (a plain copy is a
+/// `memmove` call). `T` is a whole number of words of integers; map values
+/// are 4-aligned. A 16-byte address anywhere: `headers::field::words16`
+/// and `set_words16`.
 #[inline(always)]
 pub fn copy<T: Copy>(dst: &mut T, src: &T) {
-    const { assert!(core::mem::size_of::<T>().is_multiple_of(4)) };
+    const { assert!(size_of::<T>().is_multiple_of(4)) };
     let (d, s) = (dst as *mut T as *mut u32, src as *const T as *const u32);
     let mut i = 0;
-    while i < core::mem::size_of::<T>() / 4 {
-        // SAFETY: within both; see above on alignment.
+    while i < size_of::<T>() / 4 {
+        // SAFETY: within both, 4-aligned (see above).
         unsafe { core::ptr::write_volatile(d.add(i), *s.add(i)) };
         i += 1;
     }

@@ -28,7 +28,7 @@ use crate::{
     fib,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
-        field::words16,
+        field::{set_words16, words16},
         icmp::IcmpHdr,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
@@ -37,7 +37,7 @@ use crate::{
     passive,
     services::SERVICES,
     snat::{address, backend_port, return_key, NAT_REV},
-    stats, store,
+    stats,
     verdict::{pass, Drop},
 };
 
@@ -183,10 +183,10 @@ fn to_client<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, D
     let t = scratch()?;
     // SAFETY: a live map value, read field by field.
     unsafe {
-        store::copy(&mut t.to, &(*m).flow.src);
-        store::copy(&mut t.src, &(*m).flow.src);
+        set_words16(&mut t.to, words16(&(*m).flow.src));
+        set_words16(&mut t.src, words16(&(*m).flow.src));
         t.sport = (*m).flow.sport;
-        store::copy(&mut t.dst, &(*m).flow.dst);
+        set_words16(&mut t.dst, words16(&(*m).flow.dst));
         t.dport = (*m).flow.dport;
     }
     t.seq_add = 0;
@@ -209,10 +209,10 @@ fn to_backend<const V4: bool>(ctx: &XdpContext, pkt: &VipPacket) -> Result<u32, 
     if f.nat.port == 0 {
         return Ok(pass());
     }
-    store::copy(&mut t.to, &f.backend.addr);
-    store::copy(&mut t.src, &f.backend.addr);
+    set_words16(&mut t.to, words16(&f.backend.addr));
+    set_words16(&mut t.src, words16(&f.backend.addr));
     t.sport = backend_port(k, f.backend);
-    store::copy(&mut t.dst, address(f.nat.addr).ok_or(Drop::IcmpNoFlow)?);
+    set_words16(&mut t.dst, words16(address(f.nat.addr).ok_or(Drop::IcmpNoFlow)?));
     t.dport = f.nat.port;
     t.seq_add = 0;
     if f.flags & CONN_F_PROXIED != 0 {
@@ -300,10 +300,10 @@ fn translate_v6(ctx: &XdpContext, at: usize, t: &mut Target, mut ic: u16) -> Res
     ic = update16(ic, &outer.dst, &t.to);
     let inner = unsafe { &mut *mut_ptr_at::<Ipv6Hdr>(ctx, at)? };
     ic = update16(update16(ic, &inner.src, &t.src), &inner.dst, &t.dst);
-    store::copy(&mut t.old_src, &inner.src);
-    store::copy(&mut t.old_dst, &inner.dst);
-    store::copy(&mut inner.src, &t.src);
-    store::copy(&mut inner.dst, &t.dst);
+    set_words16(&mut t.old_src, words16(&inner.src));
+    set_words16(&mut t.old_dst, words16(&inner.dst));
+    set_words16(&mut inner.src, words16(&t.src));
+    set_words16(&mut inner.dst, words16(&t.dst));
     let proto = inner.next_header;
     let ic = quoted_ports(ctx, at + Ipv6Hdr::LEN, t, ic)?;
     let Some(mut c) = quoted_check(ctx, at + Ipv6Hdr::LEN, proto)? else { return Ok(ic) };

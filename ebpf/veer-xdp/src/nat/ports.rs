@@ -18,6 +18,7 @@ use veer_abi::{
 use crate::{
     access::opaque,
     conntrack::{CONNS, NEW_CONNS},
+    headers::field::{set_words16, words16},
     snat::{address, backend_port, config, take_proxied, Slot, NAT_REV},
     stats, store,
     verdict::Drop,
@@ -155,7 +156,7 @@ fn try_endpoint(i: u32) -> u32 {
     let port = (s.min + opaque(off)) as u16;
     let index = (s.first_addr as u16).wrapping_add(opaque(a) as u16);
     let Some(snat) = address(index) else { return TRIED_NO_ADDRESS };
-    store::copy(&mut s.key.snat, snat);
+    set_words16(&mut s.key.snat, words16(snat));
     s.key.snat_port = port;
     s.index = index;
     if NAT_REV.insert(&s.key, &s.mapping, BPF_NOEXIST).is_ok() {
@@ -245,7 +246,7 @@ fn fresh_mapping(m: &mut NatMapping, flow: &FlowKey, backend: u32, service: u32)
     m.flow = *flow;
     // The rest word by word (its zeros as fields: a byte-loop `memset`).
     // SAFETY: the words from `backend` to the end, all integers, all set.
-    let w = unsafe { store::Words::over(core::ptr::addr_of_mut!(m.backend)) };
+    let w = unsafe { store::Words::over(core::ptr::addr_of_mut!(m.backend) as *mut [u32; MAPPING_REST]) };
     w.put(0, backend);
     w.put(1, service);
     for i in 2..MAPPING_REST {

@@ -14,8 +14,11 @@ use super::outer;
 use crate::{
     access::callee_ctx,
     fib,
-    headers::eth::{ETH_P_IP, ETH_P_IPV6},
-    snat, store,
+    headers::{
+        eth::{ETH_P_IP, ETH_P_IPV6},
+        field::{set_words16, words16},
+    },
+    snat,
     verdict::Drop,
 };
 
@@ -112,7 +115,7 @@ fn ask(ctx: &XdpContext, r: *mut TunnelRoute, b: &Backend) -> u32 {
     (r.snat, r.encap, r.port) = (b.snat, b.encap, b.port);
     r.outer_v4 = v4;
     r.gue = b.encap == ENCAP_GUE;
-    store::copy(&mut r.src, src);
+    set_words16(&mut r.src, words16(src));
     r.ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     let (asked, answer) = fib::route_uncached(&ctx, v4, src, &b.addr);
     r.mtu = match answer {

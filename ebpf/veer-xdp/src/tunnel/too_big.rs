@@ -15,12 +15,12 @@ use crate::{
     access::{callee_ctx, mut_ptr_at, ptr_at},
     headers::{
         eth::EthHdr,
-        field::{mac, set_mac},
+        field::{mac, set_mac, set_word, set_words16, word, words16},
         icmp::IcmpHdr,
         ipv4::Ipv4Hdr,
         ipv6::Ipv6Hdr,
     },
-    stats, store,
+    stats,
     verdict::Drop,
 };
 
@@ -111,8 +111,8 @@ fn answer4(ctx: &XdpContext, mtu: u32) -> Result<u32, Drop> {
     ip.ttl = 64;
     ip.proto = IPPROTO_ICMP;
     ip.check = [0; 2];
-    store::copy(&mut ip.src, &quoted.dst);
-    store::copy(&mut ip.dst, &quoted.src);
+    set_word(&mut ip.src, word(&quoted.dst));
+    set_word(&mut ip.dst, word(&quoted.src));
     ip.check = checksum(ctx, EthHdr::LEN, Ipv4Hdr::LEN as u32, 0)?;
     let at = EthHdr::LEN + Ipv4Hdr::LEN;
     let icmp = unsafe { &mut *mut_ptr_at::<IcmpHdr>(ctx, at)? };
@@ -143,8 +143,8 @@ fn answer6(ctx: &XdpContext, mtu: u32) -> Result<u32, Drop> {
     ip.payload_len = (MESSAGE as u16).to_be_bytes();
     ip.next_header = IPPROTO_ICMPV6;
     ip.hop_limit = 64;
-    store::copy(&mut ip.src, &quoted.dst);
-    store::copy(&mut ip.dst, &quoted.src);
+    set_words16(&mut ip.src, words16(&quoted.dst));
+    set_words16(&mut ip.dst, words16(&quoted.src));
     let at = EthHdr::LEN + Ipv6Hdr::LEN;
     let icmp = unsafe { &mut *mut_ptr_at::<IcmpHdr>(ctx, at)? };
     [icmp.kind, icmp.code] = ICMPV6_PKT_TOOBIG;
