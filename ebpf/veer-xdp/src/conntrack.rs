@@ -285,11 +285,19 @@ pub fn half_open(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
 
 #[inline(always)]
 fn entry_for(svc: &Service, backend: u32, nat: Slot, flags: u32) -> ConnEntry {
-    let ts = if nat.ts != 0 { CONN_F_TS } else { 0 };
     // The clock itself, not `clock`'s reading (a new flow's first packet:
     // rare enough, and never a tick old).
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let words = ConnEntry::words(backend, svc.id, now, (flags & !CONN_F_TS) | ts, nat.port, nat.addr, nat.ts_off);
+    entry(svc.id, backend, &nat, flags, unsafe { bpf_ktime_get_coarse_ns() })
+}
+
+/// The table entry of a flow of service `service` pinned to `backend` with
+/// SNAT endpoint `nat` (its timestamp flag set from `nat`), last seen at
+/// `last_seen_ns`. Built from words: a literal whose NAT fields are zero
+/// is a byte-loop `memset` call (see `store`).
+#[inline(always)]
+pub fn entry(service: u32, backend: u32, nat: &Slot, flags: u32, last_seen_ns: u64) -> ConnEntry {
+    let flags = (flags & !CONN_F_TS) | if nat.ts != 0 { CONN_F_TS } else { 0 };
+    let words = ConnEntry::words(backend, service, last_seen_ns, flags, nat.port, nat.addr, nat.ts_off);
     // SAFETY: a `ConnEntry` is eight words of integers.
     unsafe { core::mem::transmute::<[u32; 8], ConnEntry>(words) }
 }

@@ -26,10 +26,10 @@
 //! rebuilt).
 
 use aya_ebpf::{macros::map, maps::PerCpuArray, programs::XdpContext};
-use veer_abi::{ConnEntry, Service, CONN_F_TS, JUMP_NAT};
+use veer_abi::{ConnEntry, Service, JUMP_NAT};
 
 use crate::{
-    conntrack::{keeper, Flow},
+    conntrack::{entry, keeper, Flow},
     jumps::jump,
     parse::VipPacket,
     verdict::Drop,
@@ -88,19 +88,7 @@ pub fn packet(ctx: &XdpContext, pkt: &VipPacket, svc: &Service) -> Result<u32, D
 /// to jump to the NAT program ([`jump_nat`]).
 #[inline(always)]
 pub fn give(pkt: &VipPacket, svc: &Service, f: &Flow) {
-    let ts = if f.nat.ts != 0 { CONN_F_TS } else { 0 };
-    arm(pkt, svc, FLOW, |h| {
-        h.entry = ConnEntry {
-            backend: f.id,
-            service: svc.id,
-            last_seen_ns: 0,
-            flags: f.flags | ts,
-            nat_port: f.nat.port,
-            nat_addr: f.nat.addr,
-            ts_off: f.nat.ts_off,
-            _pad: 0,
-        }
-    });
+    arm(pkt, svc, FLOW, |h| h.entry = entry(svc.id, f.id, &f.nat, f.flags, 0));
 }
 
 /// Jumps to the NAT program with the slot armed; disarms it if the jump
