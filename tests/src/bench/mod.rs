@@ -18,6 +18,7 @@ pub mod reroute;
 pub mod routed;
 pub mod scale;
 pub mod throughput;
+pub mod verifier;
 
 use std::{fmt::Write as _, path::Path};
 

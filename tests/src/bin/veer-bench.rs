@@ -19,7 +19,7 @@ struct Args {
     /// Where report.md and report.json go.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))]
     out: PathBuf,
-    /// Only these sections (packet, scale, maglev, reroute, throughput, natrate, routed, failover, flood, pairs, fleet, fleetnat, balance, control, correlated).
+    /// Only these sections (packet, verifier, scale, maglev, reroute, throughput, natrate, routed, failover, flood, pairs, fleet, fleetnat, balance, control, correlated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Per-packet section: only rows whose name contains one of these
@@ -43,6 +43,10 @@ fn main() -> Result<()> {
         let opts =
             bench::packet::Options { rows: args.rows.clone(), spin: args.spin.map(std::time::Duration::from_secs) };
         sections.push(bench::packet::run(&opts)?);
+    }
+    if want("verifier") {
+        eprintln!("bench: the verifier's budget");
+        sections.push(bench::verifier::run()?);
     }
     if want("scale") {
         eprintln!("bench: per-packet cost at scale");

@@ -55,4 +55,4 @@ pub use load::{AttachMode, XDP_OBJECT};
 pub use read::{active_per_backend, is_active, monotonic_ns, MapReader, PinnedMaps, TableUsage};
 pub use service::ServiceSpec;
 #[cfg(feature = "testing")]
-pub use testing::{run_frame, Baseline, TestRunOutput, BASELINE_OBJECT};
+pub use testing::{run_frame, Baseline, TestRunOutput, VerifierWalk, BASELINE_OBJECT};

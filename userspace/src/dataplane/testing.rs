@@ -26,7 +26,39 @@ pub struct TestRunOutput {
     pub duration: Duration,
 }
 
+/// What the verifier did with one loaded program.
+#[derive(Clone, Debug)]
+pub struct VerifierWalk {
+    /// The program's name.
+    pub name: String,
+    /// Instructions the verifier walked (every path, every loop turn) to
+    /// accept it; the kernel refuses a program past 1,000,000
+    /// (`BPF_COMPLEXITY_LIMIT_INSNS`). `None` before Linux 5.16.
+    pub walked: Option<u32>,
+    /// Instructions in the program after the verifier's rewrites.
+    pub translated: u32,
+}
+
 impl Dataplane {
+    /// The verifier's walk of each loaded program of the XDP object (the
+    /// VIP-path programs load only when a VIP-path check starts).
+    pub fn verifier_walks(&self) -> Result<Vec<VerifierWalk>> {
+        let mut walks = Vec::new();
+        for (name, p) in self.ebpf.programs() {
+            let info = match p.info() {
+                Ok(info) => info,
+                Err(aya::programs::ProgramError::NotLoaded) => continue,
+                Err(e) => return Err(DataplaneError::program(format!("reading {name}'s info"))(e)),
+            };
+            walks.push(VerifierWalk {
+                name: name.to_string(),
+                walked: info.verified_instruction_count(),
+                translated: info.size_translated().map_or(0, |b| b / 8),
+            });
+        }
+        Ok(walks)
+    }
+
     /// Runs the program on a crafted frame with `BPF_PROG_TEST_RUN` (`repeat`
     /// times; maps are updated as by real traffic).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestRunOutput> {
