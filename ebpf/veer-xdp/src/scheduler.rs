@@ -4,7 +4,10 @@
 //! table for `maglev` and `source-hash`, the weighted sequence for
 //! `round-robin`. They differ only in where they start in it.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
+    helpers::bpf_loop,
     macros::map,
     maps::{Array, PerCpuArray},
 };
@@ -13,7 +16,12 @@ use veer_abi::{
     Backend, BackendState, FlowKey, Scheduler, Service, MAX_RING_SIZE, MAX_SERVICES, NO_BACKEND, RING_PROBES,
 };
 
-use crate::{access::opaque, active, affinity, backends::owned_backend, passive};
+use crate::{
+    access::opaque,
+    active, affinity,
+    backends::{backend, owned_backend},
+    passive,
+};
 
 /// Two halves per service: the live one and the one being rebuilt. One ring
 /// is one map value, so userspace writes a whole half with a single syscall.
@@ -86,42 +94,99 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
     if len == 0 || len as usize > MAX_RING_SIZE {
         return None;
     }
-    let ring = RINGS.get(svc.id.wrapping_mul(2).wrapping_add((svc.ring_half & 1) as u32))?;
+    let ring_index = svc.id.wrapping_mul(2).wrapping_add((svc.ring_half & 1) as u32);
+    let ring = RINGS.get(ring_index)?;
     let start = start(svc, key, purpose)? % len;
-    // Ids, not `Option`s of references: the verifier rejects the undefined
-    // register LLVM reads for a `None` (R2 !read_ok).
-    let (mut fallback, mut last) = (NO_BACKEND, NO_BACKEND);
-    for i in 0..RING_PROBES {
-        let mut slot = start + i;
-        if slot >= len {
-            slot -= len;
+    let w = WALK.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
+    let w = unsafe { &mut *w };
+    *w = Walk {
+        ring: ring_index,
+        start,
+        len,
+        service: svc.id,
+        avoid,
+        new_flow: (purpose == Purpose::NewFlow) as u32,
+        found: NO_BACKEND,
+        fallback: NO_BACKEND,
+        last: NO_BACKEND,
+        _pad: 0,
+    };
+    // SAFETY: `probe` is a BPF callback; it takes no context pointer.
+    unsafe { bpf_loop(RING_PROBES, probe as *mut c_void, core::ptr::null_mut(), 0) };
+    let (found, fallback, last) = (w.found, w.fallback, w.last);
+    if found != NO_BACKEND {
+        let b = owned_backend(svc, found)?;
+        if svc.scheduler == Scheduler::LeastFlows as u8 {
+            return Some(active::choose(svc, ring, len, avoid, (found, b)));
         }
-        let slot = opaque(slot) as usize;
-        if slot >= MAX_RING_SIZE {
-            return None;
-        }
-        let id = ring[slot];
-        if let Some(b) = owned_backend(svc, id) {
-            if BackendState::from_u32(b.state).takes_new_flows() {
-                if id == avoid {
-                    last = id;
-                    continue;
-                }
-                if purpose == Purpose::NewFlow && passive::is_suspect(id) {
-                    if fallback == NO_BACKEND {
-                        fallback = id;
-                    }
-                    continue;
-                }
-                if svc.scheduler == Scheduler::LeastFlows as u8 {
-                    return Some(active::choose(svc, ring, len, avoid, (id, b)));
-                }
-                return Some((id, b));
-            }
-        }
+        return Some((found, b));
     }
     let id = if fallback != NO_BACKEND { fallback } else { last };
     owned_backend(svc, id).map(|b| (id, b))
+}
+
+/// [`pick`]'s walk over its ring, in this CPU's scratch: what it goes on
+/// from, and what it found.
+#[repr(C)]
+struct Walk {
+    ring: u32,
+    start: u32,
+    len: u32,
+    service: u32,
+    avoid: u32,
+    new_flow: u32,
+    /// The first backend that takes the flow.
+    found: u32,
+    /// The first suspect one.
+    fallback: u32,
+    /// `avoid`, if it takes new flows.
+    last: u32,
+    _pad: u32,
+}
+
+/// [`pick`]'s walk: one per CPU.
+#[map]
+static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Probe `i` of [`pick`]'s walk, as `bpf_loop`'s body: the verifier walks
+/// it once, not once per probe and per outcome of the probes before it
+/// (the ring walk was most of the NAT program's verification). Ids, not
+/// `Option`s of references: the verifier rejects the undefined register
+/// LLVM reads for a `None` (R2 !read_ok). Stops the walk (1) at a backend
+/// that takes the flow.
+#[inline(never)]
+extern "C" fn probe(i: u64, _: *mut c_void) -> i64 {
+    let Some(w) = WALK.get_ptr_mut(0) else { return 1 };
+    // SAFETY: as in `pick`.
+    let w = unsafe { &mut *w };
+    let Some(ring) = RINGS.get(w.ring) else { return 1 };
+    let mut slot = w.start.wrapping_add(i as u32);
+    if slot >= w.len {
+        slot = slot.wrapping_sub(w.len);
+    }
+    let slot = opaque(slot) as usize;
+    // Never (`start < len <= MAX_RING_SIZE`): for the verifier.
+    if slot >= MAX_RING_SIZE {
+        return 1;
+    }
+    let id = ring[slot];
+    let Some(b) = backend(id).filter(|b| b.service == w.service) else { return 0 };
+    if !BackendState::from_u32(b.state).takes_new_flows() {
+        return 0;
+    }
+    if id == w.avoid {
+        w.last = id;
+        return 0;
+    }
+    if w.new_flow != 0 && passive::is_suspect(id) {
+        if w.fallback == NO_BACKEND {
+            w.fallback = id;
+        }
+        return 0;
+    }
+    w.found = id;
+    1
 }
 
 /// The backend the service's previous ring gives `key` (the half that was
