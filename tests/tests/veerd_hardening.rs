@@ -430,9 +430,11 @@ fn abuse_of_the_api_and_metrics_at_a_256_descriptor_limit_flips_no_backend() {
     wait_until(EVENT_WAIT, "the API serving again", || d.backend_state("web", "b1").is_ok()).unwrap();
     // The connection tables' occupancy is in the metrics too.
     let body = s.tb.lb.ns.run(|| scrape_metrics(metrics)).unwrap().unwrap_or_default();
-    for m in
-        ["veer_conn_table_capacity{table=\"connection\"}", "veer_conn_table_evictions_total", "veer_service_fail_open"]
-    {
+    for m in [
+        "veer_conn_table_capacity{table=\"connection\",family=\"ipv4\"}",
+        "veer_conn_table_evictions_total",
+        "veer_service_fail_open",
+    ] {
         assert!(body.contains(m), "metrics lack {m}:\n{body}");
     }
 }

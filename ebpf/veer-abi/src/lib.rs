@@ -21,7 +21,7 @@ pub use maps::*;
 /// Version of the map layout. Bump it whenever a key, value, map or map size
 /// default changes: pins are kept per version, so a daemon never adopts maps
 /// of another layout.
-pub const ABI_VERSION: u32 = 14;
+pub const ABI_VERSION: u32 = 15;
 
 /// Largest Maglev table (and round-robin sequence) a service may use: a prime.
 pub const MAX_RING_SIZE: usize = 65537;

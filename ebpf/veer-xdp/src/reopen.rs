@@ -8,7 +8,7 @@ use veer_abi::{
 };
 
 use crate::{
-    conntrack::{keeper, Flow, CONNS, NEW_CONNS},
+    conntrack::{keeper, ConnKey, Flow, Room, CONNS, NEW_CONNS},
     passive, snat, stats,
 };
 
@@ -48,10 +48,11 @@ pub enum Reopened {
 /// of its own, off the NAT program's full stack.
 #[inline(never)]
 pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Reopened {
-    if let Some(f) = live::<NAT>(svc, key, src_mac) {
+    let k = &ConnKey::of(key, Room::Packet);
+    if let Some(f) = live::<NAT>(svc, key, k, src_mac) {
         return Reopened::Same(f);
     }
-    let Some(p) = NEW_CONNS.get_ptr_mut(key) else { return Reopened::Fresh };
+    let Some(p) = NEW_CONNS.get_ptr_mut(k) else { return Reopened::Fresh };
     // SAFETY: a preallocated LRU value (see `established`), copied out at once.
     let entry = unsafe { *p };
     let Some(f) = keeper(svc, &entry) else { return Reopened::Fresh };
@@ -96,10 +97,10 @@ pub fn reopen<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) 
 /// is live (the SYN goes to its backend); else (over, or none) its entry and
 /// NAT mapping go.
 #[inline(always)]
-fn live<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Option<Flow> {
+fn live<const NAT: bool>(svc: &Service, key: &FlowKey, k: &ConnKey, src_mac: &[u8; 6]) -> Option<Flow> {
     // Looked up first: a delete takes the bucket's lock even when it finds
     // nothing, and most SYNs open a 5-tuple the table does not hold.
-    if let Some(p) = CONNS.get_ptr_mut(key) {
+    if let Some(p) = CONNS.get_ptr_mut(k) {
         // SAFETY: a preallocated LRU value, copied out at once.
         let entry = unsafe { *p };
         // Over: DSR, once the client sent FIN or RST (veer sees nothing of
@@ -131,7 +132,7 @@ fn live<const NAT: bool>(svc: &Service, key: &FlowKey, src_mac: &[u8; 6]) -> Opt
                 return Some(f);
             }
         }
-        if CONNS.remove(key).is_ok() {
+        if CONNS.remove(k).is_ok() {
             stats::count(GlobalCounter::ConnReused);
             if NAT {
                 // Its SNAT port is free at once.

@@ -18,7 +18,7 @@ use veer_abi::{GlobalCounter, CONN_F_COUNTED, CONN_F_SECOND_CHANCE, NO_BACKEND};
 use crate::{
     active,
     backends::owned_backend,
-    conntrack::{bounceable, CONNS, NEW_CONNS},
+    conntrack::{bounceable, ConnKey, Room, CONNS, NEW_CONNS},
     forward, parse, scheduler, services, stats,
     verdict::{verdict, Drop},
 };
@@ -41,9 +41,10 @@ pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
         return Err(Drop::SecondChance);
     }
     let svc = services::lookup(key).ok_or(Drop::SecondChance)?;
-    let e = match CONNS.get_ptr_mut(key) {
+    let k = &ConnKey::of(key, Room::Packet);
+    let e = match CONNS.get_ptr_mut(k) {
         Some(e) => e,
-        None => NEW_CONNS.get_ptr_mut(key).ok_or(Drop::SecondChance)?,
+        None => NEW_CONNS.get_ptr_mut(k).ok_or(Drop::SecondChance)?,
     };
     // SAFETY: a preallocated LRU value (see `conntrack::established`).
     let e = unsafe { &mut *e };

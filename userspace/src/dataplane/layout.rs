@@ -86,7 +86,8 @@ impl MapLayout {
 
 /// The LRU maps with per-CPU lists (`BPF_F_NO_COMMON_LRU`), whose capacity
 /// the kernel rounds (see [`lru_capacity`]).
-const PER_CPU_LRU: [&str; 4] = [names::CONNS, names::NEW_CONNS, names::SYN_STASH, names::PENDING_SYNS];
+const PER_CPU_LRU: [&str; 6] =
+    [names::CONNS4, names::CONNS, names::NEW_CONNS4, names::NEW_CONNS, names::SYN_STASH, names::PENDING_SYNS];
 
 /// One map's layout.
 fn layout(name: &'static str, key_size: u32, value_sizes: &'static [u32], max_entries: u32) -> MapLayout {
@@ -97,8 +98,8 @@ fn layout(name: &'static str, key_size: u32, value_sizes: &'static [u32], max_en
 pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
     use core::mem::size_of;
     use veer_abi::{
-        ConnEntry, Counters, FlowKey, GlobalCounter, NatConfig, NatKey, NatMapping, JUMP_SLOTS, MAX_SNAT_ADDRS,
-        MAX_TX_PORTS,
+        ConnEntry, Counters, FlowKey, FlowKey4, GlobalCounter, NatConfig, NatKey, NatMapping, JUMP_SLOTS,
+        MAX_SNAT_ADDRS, MAX_TX_PORTS,
     };
     const fn sz<T>() -> u32 {
         size_of::<T>() as u32
@@ -120,7 +121,10 @@ pub(crate) fn map_layout(opts: &DataplaneOptions) -> Vec<MapLayout> {
         ),
         m(names::BACKENDS, 4, &[size_of::<Backend>() as u32], opts.max_backends),
         m(names::RINGS, 4, &[size_of::<Ring>() as u32], svc * 2),
+        // A flow's family's table holds it: each holds the configured size.
+        m(names::CONNS4, sz::<FlowKey4>(), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
         m(names::CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.conn_table_size),
+        m(names::NEW_CONNS4, sz::<FlowKey4>(), &[size_of::<ConnEntry>() as u32], opts.new_flow_table_size),
         m(names::NEW_CONNS, sz::<FlowKey>(), &[size_of::<ConnEntry>() as u32], opts.new_flow_table_size),
         m(names::RR_CURSORS, 4, &[4], svc),
         m(names::SERVICE_STATS, 4, &[size_of::<Counters>() as u32], svc),

@@ -25,6 +25,7 @@ macro_rules! map_mut {
 
 pub mod agent;
 mod backend;
+mod conn_table;
 mod error;
 mod handle;
 mod layout;
@@ -33,6 +34,7 @@ pub mod nat;
 pub mod nat_sync;
 pub mod passive;
 pub mod pin;
+mod pinned;
 mod read;
 pub mod rescue;
 mod ring_reader;
@@ -47,6 +49,7 @@ mod tunnel;
 // callers that think of them as dataplane types.
 pub use crate::addr::{display_service, flow_key, from_abi, service_key, to_abi, Protocol};
 pub use crate::ring::identity_of;
+pub use conn_table::{ConnTable, PinnedConnTable};
 pub use error::{DataplaneError, Result};
 pub use handle::Dataplane;
 pub use layout::{lru_capacity, possible_cpus, DataplaneOptions, POSSIBLE_CPUS};

@@ -6,9 +6,13 @@
 use std::{path::Path, time::Duration};
 
 use aya::maps::{HashMap, Map, MapData};
-use veer_abi::{names, ConnEntry, FlowKey, NatKey, NatMapping, CONN_F_CLOSING, IPPROTO_TCP};
+use veer_abi::{names, ConnEntry, NatKey, NatMapping, CONN_F_CLOSING, IPPROTO_TCP};
 
-use super::{DataplaneError, Result};
+use super::{
+    conn_table::{ConnTable, PinnedConnTable},
+    pinned::pinned_hash,
+    DataplaneError, Result,
+};
 
 /// How long a NAT flow may stay idle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,13 +102,6 @@ pub struct Expiry {
     pub half_open: usize,
 }
 
-/// A pinned hash or LRU hash map, writable.
-pub(super) fn open<K: aya::Pod, V: aya::Pod>(dir: &Path, name: &'static str) -> Result<HashMap<MapData, K, V>> {
-    let data = MapData::from_pin(dir.join(name)).map_err(DataplaneError::map(name, "opening the pin"))?;
-    let map = Map::from_map_data(data).map_err(DataplaneError::map(name, "identifying"))?;
-    HashMap::try_from(map).map_err(DataplaneError::map(name, "typing"))
-}
-
 /// `SNAT_ADDRS` of the pinned dataplane in `dir`, by index.
 fn snat_addrs(dir: &Path) -> Result<Vec<[u8; 16]>> {
     let data = MapData::from_pin(dir.join(names::SNAT_ADDRS))
@@ -129,16 +126,16 @@ pub fn declare_syn_flood(dir: &Path, until_ns: u64) -> Result<()> {
 /// Removes the mappings of the pinned dataplane in `dir` whose flows ended
 /// or idled out, with their connection-table entries.
 pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
-    let mut rev: HashMap<MapData, NatKey, NatMapping> = open(dir, names::NAT_REV)?;
-    let mut conns: HashMap<MapData, FlowKey, ConnEntry> = open(dir, names::CONNS)?;
-    let mut fresh: HashMap<MapData, FlowKey, ConnEntry> = open(dir, names::NEW_CONNS)?;
+    let mut rev: HashMap<MapData, NatKey, NatMapping> = pinned_hash(dir, names::NAT_REV)?;
+    let mut conns = PinnedConnTable::open(dir, ConnTable::Established)?;
+    let mut fresh = PinnedConnTable::open(dir, ConnTable::New)?;
     let all: Vec<(NatKey, NatMapping)> = rev.iter().filter_map(|r| r.ok()).collect();
     let addrs = snat_addrs(dir)?;
     let mut out = Expiry::default();
     for (k, m) in all {
-        let state = match conns.get(&m.flow, 0) {
-            Ok(e) => FlowState::Established(e),
-            Err(_) => fresh.get(&m.flow, 0).map_or(FlowState::Gone, FlowState::New),
+        let state = match conns.get(&m.flow) {
+            Some(e) => FlowState::Established(e),
+            None => fresh.get(&m.flow).map_or(FlowState::Gone, FlowState::New),
         };
         if !expired(&k, &m, state, &addrs, now_ns, t) {
             out.kept += 1;
@@ -170,6 +167,7 @@ pub fn expire(dir: &Path, now_ns: u64, t: &NatTimeouts) -> Result<Expiry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veer_abi::FlowKey;
 
     fn key(proto: u8, port: u16) -> NatKey {
         NatKey { backend: [1; 16], snat: [2; 16], backend_port: 80, snat_port: port, proto, _pad: [0; 3] }

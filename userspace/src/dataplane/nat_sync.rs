@@ -10,7 +10,11 @@ use aya::maps::{Array, HashMap, Map, MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use veer_abi::{names, Backend, ConnEntry, FlowKey, NatKey, NatMapping, NatSyncEvent, CONN_F_COUNTED};
 
-use super::{nat::open, DataplaneError, Result};
+use super::{
+    conn_table::{ConnTable, PinnedConnTable},
+    pinned::pinned_hash,
+    DataplaneError, Result,
+};
 
 /// A NAT flow as the fleet shares it: no node-local ids (backends and
 /// services are numbered per node), addresses instead.
@@ -60,7 +64,7 @@ fn array<V: aya::Pod>(dir: &Path, name: &'static str) -> Result<Array<MapData, V
 /// The reader of `NAT_SYNC`, with the tables that complete each record.
 pub struct NatSyncEvents {
     ring: RingBuf<MapData>,
-    conns: HashMap<MapData, FlowKey, ConnEntry>,
+    conns: PinnedConnTable,
     backends: Array<MapData, Backend>,
     snat: Array<MapData, [u8; 16]>,
     rev: HashMap<MapData, NatKey, NatMapping>,
@@ -74,10 +78,10 @@ impl NatSyncEvents {
         let ring = RingBuf::try_from(Map::RingBuf(data)).map_err(DataplaneError::map(names::NAT_SYNC, "opening"))?;
         Ok(Self {
             ring,
-            conns: open(dir, names::CONNS)?,
+            conns: PinnedConnTable::open(dir, ConnTable::Established)?,
             backends: array(dir, names::BACKENDS)?,
             snat: array(dir, names::SNAT_ADDRS)?,
-            rev: open(dir, names::NAT_REV)?,
+            rev: pinned_hash(dir, names::NAT_REV)?,
         })
     }
 
@@ -110,8 +114,8 @@ impl NatSyncEvents {
     /// follows its flow's, and a closed flow's copy learns it closed).
     pub fn own_flows(&self, own: &[[u8; 16]], now_ns: u64) -> Vec<NatFlow> {
         self.conns
-            .iter()
-            .filter_map(|r| r.ok())
+            .entries()
+            .into_iter()
             .filter(|(_, e)| e.nat_port != 0)
             .filter(|(_, e)| self.snat.get(&(e.nat_addr as u32), 0).is_ok_and(|a| own.contains(&a)))
             .filter_map(|(key, entry)| {
@@ -150,7 +154,7 @@ impl AsRawFd for NatSyncEvents {
 
 /// Writes other nodes' flows into this node's tables.
 pub struct NatSyncWriter {
-    conns: HashMap<MapData, FlowKey, ConnEntry>,
+    conns: PinnedConnTable,
     rev: HashMap<MapData, NatKey, NatMapping>,
 }
 
@@ -166,7 +170,7 @@ pub enum Inserted {
 impl NatSyncWriter {
     /// Opens the tables pinned in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self { conns: open(dir, names::CONNS)?, rev: open(dir, names::NAT_REV)? })
+        Ok(Self { conns: PinnedConnTable::open(dir, ConnTable::Established)?, rev: pinned_hash(dir, names::NAT_REV)? })
     }
 
     /// Writes flow `f` as this node numbers things (`service`, `backend`,
@@ -183,7 +187,7 @@ impl NatSyncWriter {
         snat_index: u16,
         now_ns: u64,
     ) -> Result<Inserted> {
-        if self.conns.get(&f.key, 0).is_ok_and(|e| e.nat_port == 0 || e.nat_addr != snat_index) {
+        if self.conns.get(&f.key).is_some_and(|e| e.nat_port == 0 || e.nat_addr != snat_index) {
             return Ok(Inserted::Known);
         }
         let rk = f.return_key();
@@ -191,9 +195,9 @@ impl NatSyncWriter {
         // older copy; its flow's entry goes with it.
         if let Ok(old) = self.rev.get(&rk, 0) {
             if old.flow != f.key
-                && self.conns.get(&old.flow, 0).is_ok_and(|e| e.nat_addr == snat_index && e.nat_port == f.snat_port)
+                && self.conns.get(&old.flow).is_some_and(|e| e.nat_addr == snat_index && e.nat_port == f.snat_port)
             {
-                let _ = self.conns.remove(&old.flow);
+                self.conns.remove(&old.flow);
             }
         }
         let mapping = NatMapping { backend, service, ..f.mapping };
@@ -209,7 +213,7 @@ impl NatSyncWriter {
             ts_off: f.ts_off,
             _pad: 0,
         };
-        self.conns.insert(f.key, entry, 0).map_err(DataplaneError::map(names::CONNS, "writing a fleet node's flow"))?;
+        self.conns.insert(&f.key, entry, "writing a fleet node's flow")?;
         Ok(Inserted::New)
     }
 }

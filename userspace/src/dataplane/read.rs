@@ -5,9 +5,14 @@
 use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use veer_abi::{names, Backend, ConnEntry, Counters, FlowKey, GlobalCounter, Service, ServiceKey, MAX_RING_SIZE};
+use veer_abi::{
+    names, Backend, ConnEntry, Counters, FlowKey, FlowKey4, GlobalCounter, Service, ServiceKey, MAX_RING_SIZE,
+};
 
-use super::{display_service, syscall, DataplaneError, Result};
+use super::{
+    conn_table::{lookup, ConnTable},
+    display_service, syscall, DataplaneError, Result,
+};
 
 macro_rules! typed {
     ($self:expr, $kind:ident, $name:expr) => {
@@ -147,11 +152,13 @@ pub trait MapReader {
         Ok(self.global_counters()?.into_iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| v))
     }
 
-    /// The connection table.
+    /// The connection table, both families.
     fn flows(&self) -> Result<Vec<(FlowKey, ConnEntry)>> {
-        let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, names::CONNS);
+        let v4: HashMap<&MapData, FlowKey4, ConnEntry> = typed!(self, HashMap, names::CONNS4);
+        let v6: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, names::CONNS);
         // Entries may be evicted while we walk; skip the ones that vanish.
-        Ok(m.iter().filter_map(|r| r.ok()).collect())
+        let v4 = v4.iter().filter_map(|r| r.ok()).map(|(k, e)| (k.flow(), e));
+        Ok(v4.chain(v6.iter().filter_map(|r| r.ok())).collect())
     }
 
     /// The SNAT addresses, by index.
@@ -170,19 +177,13 @@ pub trait MapReader {
         Ok(m.iter().filter_map(|r| r.ok()).collect())
     }
 
-    /// How full the two connection tables are (walks both: one syscall per entry).
+    /// How full the connection tables are (walks them: one syscall per entry).
     fn table_usage(&self) -> Result<TableUsage> {
-        let count = |name: &'static str| -> Result<(u64, u32)> {
-            let data = match self.map(name)? {
-                Map::LruHashMap(d) | Map::HashMap(d) => d,
-                _ => return Err(DataplaneError::Missing { kind: "LRU hash map", name }),
-            };
-            let capacity = data.info().map_err(DataplaneError::map(name, "inspecting"))?.max_entries();
-            let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, name);
-            Ok((m.keys().filter(|k| k.is_ok()).count() as u64, capacity))
-        };
-        let (conns, conns_capacity) = count(names::CONNS)?;
-        let (new_flows, new_flows_capacity) = count(names::NEW_CONNS)?;
+        let (conns4, conns_capacity) = table_entries::<FlowKey4, _>(self, names::CONNS4)?;
+        let (conns_v6, _) = table_entries::<FlowKey, _>(self, names::CONNS)?;
+        let (new_flows4, new_flows_capacity) = table_entries::<FlowKey4, _>(self, names::NEW_CONNS4)?;
+        let (new_flows_v6, _) = table_entries::<FlowKey, _>(self, names::NEW_CONNS)?;
+        let (conns, new_flows) = (conns4 + conns_v6, new_flows4 + new_flows_v6);
         let (nat_mappings, nat_capacity) = {
             let data = match self.map(names::NAT_REV)? {
                 Map::HashMap(d) => d,
@@ -196,10 +197,12 @@ pub trait MapReader {
         let get = |c: GlobalCounter| g.iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| *v);
         Ok(TableUsage {
             conns,
+            conns_v6,
             conns_capacity,
             nat_mappings,
             nat_capacity,
             new_flows,
+            new_flows_v6,
             new_flows_capacity,
             possible_cpus: super::possible_cpus().unwrap_or(1),
             // Entries leave CONNS only by LRU eviction or a SYN reusing their
@@ -212,25 +215,29 @@ pub trait MapReader {
 
     /// The connection-table entry of one flow.
     fn flow(&self, key: &FlowKey) -> Result<Option<ConnEntry>> {
-        flow_in(self, names::CONNS, key)
+        flow_in(self, ConnTable::Established, key)
     }
 
     /// The new-flow-table entry of one flow (seen once so far).
     fn new_flow(&self, key: &FlowKey) -> Result<Option<ConnEntry>> {
-        flow_in(self, names::NEW_CONNS, key)
+        flow_in(self, ConnTable::New, key)
     }
 }
 
 /// Occupancy of the connection tables.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TableUsage {
-    /// Entries in the connection table.
+    /// Entries in the connection table (both families).
     pub conns: u64,
-    /// Its capacity as the kernel sized it.
+    /// Of which IPv6 flows.
+    pub conns_v6: u64,
+    /// Each family's capacity as the kernel sized it.
     pub conns_capacity: u32,
-    /// Entries in the new-flow table.
+    /// Entries in the new-flow table (both families).
     pub new_flows: u64,
-    /// Its capacity as the kernel sized it.
+    /// Of which IPv6 flows.
+    pub new_flows_v6: u64,
+    /// Each family's capacity as the kernel sized it.
     pub new_flows_capacity: u32,
     /// Possible CPUs: each has an LRU list of `capacity / possible_cpus`
     /// entries and evicts from it when a flow first seen there needs room.
@@ -243,13 +250,23 @@ pub struct TableUsage {
     pub nat_capacity: u32,
 }
 
-fn flow_in<R: MapReader + ?Sized>(r: &R, name: &'static str, key: &FlowKey) -> Result<Option<ConnEntry>> {
-    let m: HashMap<&MapData, FlowKey, ConnEntry> = typed!(r, HashMap, name);
-    match m.get(key, 0) {
-        Ok(e) => Ok(Some(e)),
-        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(DataplaneError::map(name, "reading")(e)),
-    }
+/// One connection table's entries and capacity.
+fn table_entries<K: aya::Pod, R: MapReader + ?Sized>(r: &R, name: &'static str) -> Result<(u64, u32)> {
+    let data = match r.map(name)? {
+        Map::LruHashMap(d) | Map::HashMap(d) => d,
+        _ => return Err(DataplaneError::Missing { kind: "LRU hash map", name }),
+    };
+    let capacity = data.info().map_err(DataplaneError::map(name, "inspecting"))?.max_entries();
+    let m: HashMap<&MapData, K, ConnEntry> = typed!(r, HashMap, name);
+    Ok((m.keys().filter(|k| k.is_ok()).count() as u64, capacity))
+}
+
+/// `key`'s entry in the connection table `table` (its family's map).
+fn flow_in<R: MapReader + ?Sized>(r: &R, table: ConnTable, key: &FlowKey) -> Result<Option<ConnEntry>> {
+    let [n4, n6] = table.map_names();
+    let v4: HashMap<&MapData, FlowKey4, ConnEntry> = typed!(r, HashMap, n4);
+    let v6: HashMap<&MapData, FlowKey, ConnEntry> = typed!(r, HashMap, n6);
+    lookup(&v4, &v6, key).map_err(DataplaneError::map(table.map_name(key), "reading"))
 }
 
 fn sum_counters<R: MapReader + ?Sized>(r: &R, name: &'static str, id: u32) -> Result<Counters> {

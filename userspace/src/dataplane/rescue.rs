@@ -23,7 +23,7 @@ pub struct PendingSyns {
 impl PendingSyns {
     /// Opens the pinned map in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self { map: super::nat::open(dir, names::PENDING_SYNS)? })
+        Ok(Self { map: super::pinned::pinned_hash(dir, names::PENDING_SYNS)? })
     }
 
     /// Every entry as it is now.

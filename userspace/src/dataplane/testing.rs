@@ -110,23 +110,36 @@ impl Dataplane {
     /// SYN had come that long ago (tests of SYN retransmission); false if it
     /// has none.
     pub fn age_new_flow(&mut self, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
-        self.age_entry(veer_abi::names::NEW_CONNS, key, by)
+        self.age_entry(super::ConnTable::New, key, by)
     }
 
     /// Moves flow `key`'s connection-table entry `by` into the past, as if
     /// its last packet had come that long ago; false if it has none.
     pub fn age_conn(&mut self, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
-        self.age_entry(veer_abi::names::CONNS, key, by)
+        self.age_entry(super::ConnTable::Established, key, by)
     }
 
-    fn age_entry(&mut self, name: &'static str, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
-        use veer_abi::{ConnEntry, FlowKey};
+    fn age_entry(&mut self, table: super::ConnTable, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
+        use veer_abi::{ConnEntry, FlowKey, FlowKey4};
+        let name = table.map_name(key);
         let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
-        let mut m: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, ConnEntry> =
-            aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
-        let Ok(mut e) = m.get(key, 0) else { return Ok(false) };
-        e.last_seen_ns = e.last_seen_ns.saturating_sub(by.as_nanos() as u64);
-        m.insert(*key, e, 0).map_err(DataplaneError::map(name, "writing"))?;
+        let back = |e: &mut ConnEntry| e.last_seen_ns = e.last_seen_ns.saturating_sub(by.as_nanos() as u64);
+        match key.v4_key() {
+            Some(k) => {
+                let mut m: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey4, ConnEntry> =
+                    aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+                let Ok(mut e) = m.get(&k, 0) else { return Ok(false) };
+                back(&mut e);
+                m.insert(k, e, 0).map_err(DataplaneError::map(name, "writing"))?;
+            }
+            None => {
+                let mut m: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, ConnEntry> =
+                    aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+                let Ok(mut e) = m.get(key, 0) else { return Ok(false) };
+                back(&mut e);
+                m.insert(*key, e, 0).map_err(DataplaneError::map(name, "writing"))?;
+            }
+        }
         Ok(true)
     }
 

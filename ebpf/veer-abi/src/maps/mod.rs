@@ -41,6 +41,7 @@ mod pod {
     unsafe impl aya::Pod for crate::maps::MinimalDsr {}
     unsafe impl aya::Pod for crate::maps::Backend {}
     unsafe impl aya::Pod for crate::maps::FlowKey {}
+    unsafe impl aya::Pod for crate::maps::FlowKey4 {}
     unsafe impl aya::Pod for crate::maps::ConnEntry {}
     unsafe impl aya::Pod for crate::maps::Counters {}
     unsafe impl aya::Pod for crate::maps::NatKey {}

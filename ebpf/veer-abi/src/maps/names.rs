@@ -8,13 +8,18 @@ pub const VIPS: &str = "VIPS";
 pub const BACKENDS: &str = "BACKENDS";
 /// `Array<Ring>`: two halves per service, index `service * 2 + half`.
 pub const RINGS: &str = "RINGS";
-/// `LruHashMap<FlowKey, ConnEntry>`: the connection table (flows that
+/// `LruHashMap<FlowKey, ConnEntry>`: the IPv6 connection table (flows that
 /// have shown more than one packet).
 pub const CONNS: &str = "CONNS";
-/// `LruHashMap<FlowKey, ConnEntry>`: flows seen once (a TCP SYN, a first
-/// datagram), until their next packet promotes them into `CONNS`. A flood
-/// of first packets churns this table and never evicts an established flow.
+/// `LruHashMap<FlowKey, ConnEntry>`: IPv6 flows seen once (a TCP SYN, a
+/// first datagram), until their next packet promotes them into `CONNS`. A
+/// flood of first packets churns this table and never evicts an
+/// established flow.
 pub const NEW_CONNS: &str = "NEW_CONNS";
+/// `LruHashMap<FlowKey4, ConnEntry>`: [`CONNS`] for IPv4 flows.
+pub const CONNS4: &str = "CONNS4";
+/// `LruHashMap<FlowKey4, ConnEntry>`: [`NEW_CONNS`] for IPv4 flows.
+pub const NEW_CONNS4: &str = "NEW_CONNS4";
 /// `PerCpuArray<u32>`: round-robin cursor per service.
 pub const RR_CURSORS: &str = "RR_CURSORS";
 /// `PerCpuArray<Counters>`: per service.

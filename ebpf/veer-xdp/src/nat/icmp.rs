@@ -24,7 +24,7 @@ use veer_abi::{
 
 use crate::{
     access::{mut_ptr_at, opaque, ptr_at},
-    conntrack::{self, CONNS, NEW_CONNS},
+    conntrack::{self, ConnKey, Room, CONNS, NEW_CONNS},
     fib,
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
@@ -153,8 +153,9 @@ fn udp_unreachable(m: &NatMapping, rkey: &NatKey) -> bool {
     }
     passive::suspect(m.backend, PassiveKind::Unreachable);
     passive::moved_off(m.backend);
-    let _ = NEW_CONNS.remove(&m.flow);
-    let _ = CONNS.remove(&m.flow);
+    let k = &ConnKey::of(&m.flow, Room::Mapping);
+    let _ = NEW_CONNS.remove(k);
+    let _ = CONNS.remove(k);
     // Last: `m` lives in this map.
     let _ = NAT_REV.remove(rkey);
     true

@@ -17,7 +17,7 @@ use veer_abi::{
 
 use crate::{
     access::opaque,
-    conntrack::{CONNS, NEW_CONNS},
+    conntrack::{ConnKey, Room, CONNS, NEW_CONNS},
     headers::field::{set_words16, words16},
     snat::{address, backend_port, config, take_proxied, Slot, NAT_REV},
     stats, store,
@@ -215,13 +215,23 @@ fn take_over(key: &NatKey, index: u16) -> bool {
     if m.flags & (NAT_F_TS | NAT_F_TS_ANSWERED) != NAT_F_TS | NAT_F_TS_ANSWERED {
         return false;
     }
-    let held = |e: &ConnEntry| e.nat_port == key.snat_port && e.nat_addr == index && e.backend == m.backend;
+    old_flow_over(&m.flow, key.snat_port, index, m.backend)
+}
+
+/// Whether the flow `flow` that held SNAT port `port` of address `index`
+/// toward `backend` lets it go: neither table holds it there any more, or
+/// both sides closed it [`NAT_REUSE_AFTER_CLOSE_NS`] ago without timestamps
+/// running ahead (its entry then goes).
+#[inline(always)]
+fn old_flow_over(flow: &FlowKey, port: u16, index: u16, backend: u32) -> bool {
+    let k = &ConnKey::of(flow, Room::Mapping);
+    let held = |e: &ConnEntry| e.nat_port == port && e.nat_addr == index && e.backend == backend;
     // SAFETY: read in place, at once.
-    if unsafe { NEW_CONNS.get(&m.flow) }.is_some_and(&held) {
+    if unsafe { NEW_CONNS.get(k) }.is_some_and(&held) {
         return false;
     }
     // SAFETY: read in place, at once.
-    if let Some(e) = unsafe { CONNS.get(&m.flow) } {
+    if let Some(e) = unsafe { CONNS.get(k) } {
         if held(e) {
             let closed = CONN_F_CLOSING | CONN_F_PEER_CLOSED;
             // SAFETY: a helper without arguments.
@@ -232,7 +242,7 @@ fn take_over(key: &NatKey, index: u16) -> bool {
             {
                 return false;
             }
-            let _ = CONNS.remove(&m.flow);
+            let _ = CONNS.remove(k);
         }
     }
     true

@@ -9,7 +9,7 @@ use veer_abi::{GlobalCounter, NatMapping, IPPROTO_TCP, NAT_F_ANSWERED, NAT_F_PRO
 
 use crate::{
     access::{callee_ctx, ptr_at},
-    conntrack::NEW_CONNS,
+    conntrack::{ConnKey, Room, NEW_CONNS},
     headers::{
         eth::EthHdr,
         l4::{TcpHdr, TCP_ACK, TCP_RST},
@@ -57,7 +57,7 @@ pub fn proven(ctx: &XdpContext, pkt: &VipPacket) -> bool {
         return true;
     }
     // SAFETY: copied out at once.
-    let Some(e) = (unsafe { NEW_CONNS.get(k) }).copied() else { return true };
+    let Some(e) = (unsafe { NEW_CONNS.get(&ConnKey::of(k, Room::Packet)) }).copied() else { return true };
     let Some(key) = mapping_key(k, &e) else { return true };
     // SAFETY: copied out at once.
     let Some(m) = (unsafe { NAT_REV.get(&key) }).copied() else { return true };

@@ -22,7 +22,7 @@ use veer_abi::{
 
 use crate::{
     access::{mut_ptr_at, ptr_at},
-    conntrack::{BPF_F_NO_COMMON_LRU, NEW_CONNS},
+    conntrack::{ConnKey, Room, BPF_F_NO_COMMON_LRU, NEW_CONNS},
     headers::{
         eth::{EthHdr, ETH_P_IP, ETH_P_IPV6},
         ipv4::Ipv4Hdr,
@@ -143,7 +143,7 @@ pub fn resend(ctx: &XdpContext, pkt: &VipPacket, mapping: *mut NatMapping) -> Re
         return declined;
     }
     // Only a flow still in its handshake is in `NEW_CONNS`.
-    let Some(entry) = NEW_CONNS.get_ptr_mut(&m.flow) else { return declined };
+    let Some(entry) = NEW_CONNS.get_ptr_mut(&ConnKey::of(&m.flow, Room::Mapping)) else { return declined };
     // SAFETY: a preallocated LRU value (see `conntrack::established`).
     let entry = unsafe { &mut *entry };
     let resends = (entry.flags >> CONN_F_RESENDS_SHIFT) & 0xff;

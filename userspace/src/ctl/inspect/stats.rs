@@ -127,16 +127,19 @@ pub fn stats(ctx: &Ctx) -> Result<()> {
     ctx.emit(&Value::Object(doc), || {
         let cpus = u.possible_cpus.max(1);
         format!(
-            "{}\nconnection table: {} of {} entries ({} per CPU LRU list, {} possible CPUs), {} evicted\n\
-             new-flow table:   {} of {} entries ({} per CPU LRU list)\n\
+            "{}\nconnection table: IPv4 {} and IPv6 {} of {} entries each ({} per CPU LRU list, {} possible CPUs), \
+             {} evicted\n\
+             new-flow table:   IPv4 {} and IPv6 {} of {} entries each ({} per CPU LRU list)\n\
              NAT mappings:     {} of {}\n",
             table(&rows),
-            u.conns,
+            u.conns - u.conns_v6,
+            u.conns_v6,
             u.conns_capacity,
             u.conns_capacity / cpus,
             cpus,
             u.conns_evicted,
-            u.new_flows,
+            u.new_flows - u.new_flows_v6,
+            u.new_flows_v6,
             u.new_flows_capacity,
             u.new_flows_capacity / cpus,
             u.nat_mappings,

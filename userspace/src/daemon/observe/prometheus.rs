@@ -30,17 +30,34 @@ pub fn write_table_usage(o: &mut String, u: &crate::dataplane::TableUsage) {
         "# HELP veer_conn_table_entries Entries in a connection table (walked every {}s).\n# TYPE veer_conn_table_entries gauge",
         TABLE_USAGE_PERIOD.as_secs()
     );
-    let _ = writeln!(o, "veer_conn_table_entries{{table=\"connection\"}} {}", u.conns);
-    let _ = writeln!(o, "veer_conn_table_entries{{table=\"new_flow\"}} {}", u.new_flows);
+    // The flow tables are a map per family, each of the configured size.
+    let per_family = [
+        ("connection", u.conns - u.conns_v6, u.conns_v6, u.conns_capacity),
+        ("new_flow", u.new_flows - u.new_flows_v6, u.new_flows_v6, u.new_flows_capacity),
+    ];
+    for (table, v4, v6, _) in per_family {
+        let _ = writeln!(o, "veer_conn_table_entries{{table=\"{table}\",family=\"ipv4\"}} {v4}");
+        let _ = writeln!(o, "veer_conn_table_entries{{table=\"{table}\",family=\"ipv6\"}} {v6}");
+    }
     let _ = writeln!(o, "veer_conn_table_entries{{table=\"nat\"}} {}", u.nat_mappings);
     let _ = writeln!(o, "# HELP veer_conn_table_capacity Capacity of a connection table (kernel-rounded).\n# TYPE veer_conn_table_capacity gauge");
-    let _ = writeln!(o, "veer_conn_table_capacity{{table=\"connection\"}} {}", u.conns_capacity);
-    let _ = writeln!(o, "veer_conn_table_capacity{{table=\"new_flow\"}} {}", u.new_flows_capacity);
+    for (table, _, _, capacity) in per_family {
+        for family in ["ipv4", "ipv6"] {
+            let _ = writeln!(o, "veer_conn_table_capacity{{table=\"{table}\",family=\"{family}\"}} {capacity}");
+        }
+    }
     let _ = writeln!(o, "veer_conn_table_capacity{{table=\"nat\"}} {}", u.nat_capacity);
     let _ = writeln!(o, "# HELP veer_conn_table_per_cpu_capacity Entries each CPU's LRU list holds.\n# TYPE veer_conn_table_per_cpu_capacity gauge");
     let cpus = u.possible_cpus.max(1);
-    let _ = writeln!(o, "veer_conn_table_per_cpu_capacity{{table=\"connection\"}} {}", u.conns_capacity / cpus);
-    let _ = writeln!(o, "veer_conn_table_per_cpu_capacity{{table=\"new_flow\"}} {}", u.new_flows_capacity / cpus);
+    for (table, _, _, capacity) in per_family {
+        for family in ["ipv4", "ipv6"] {
+            let _ = writeln!(
+                o,
+                "veer_conn_table_per_cpu_capacity{{table=\"{table}\",family=\"{family}\"}} {}",
+                capacity / cpus
+            );
+        }
+    }
     let _ = writeln!(o, "# HELP veer_conn_table_evictions_total Connection-table entries evicted (inserted - reused - present).\n# TYPE veer_conn_table_evictions_total counter");
     let _ = writeln!(o, "veer_conn_table_evictions_total {}", u.conns_evicted);
 }

@@ -42,9 +42,10 @@ use handshake::{accept, answer, refuse};
 use splice::{add_to, client_packet, resend_syn, reset_to_client, UNANSWERED};
 
 use crate::{
-    conntrack::{CONNS, NEW_CONNS},
+    conntrack::{ConnKey, Room, CONNS, NEW_CONNS},
     headers::l4::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     snat::{self, return_key, NAT_REV},
+    store,
     verdict::Drop,
 };
 
@@ -114,8 +115,9 @@ pub fn program(ctx: &XdpContext) -> Result<u32, Drop> {
 #[inline(always)]
 fn proxied_entry(key: &FlowKey) -> Option<ConnEntry> {
     // SAFETY: copied out at once.
-    let e = unsafe { CONNS.get(key).or_else(|| NEW_CONNS.get(key)) }.copied()?;
-    (e.flags & CONN_F_PROXIED != 0).then_some(e)
+    let k = &ConnKey::of(key, Room::Packet);
+    let e = unsafe { CONNS.get(k).or_else(|| NEW_CONNS.get(k)) }?;
+    (e.flags & CONN_F_PROXIED != 0).then(|| store::copied(e))
 }
 
 /// `veer_nat_cookie_return`: a backend's packet to a connection veer's SYN

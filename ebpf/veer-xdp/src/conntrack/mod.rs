@@ -3,13 +3,16 @@
 //! A flow's first packet (a TCP SYN, a first datagram) is pinned in
 //! `NEW_CONNS`; its second packet promotes the entry into `CONNS`. A flood of
 //! first packets (spoofed SYNs) therefore churns only `NEW_CONNS`, and an
-//! established flow's entry is never evicted to make room for one.
+//! established flow's entry is never evicted to make room for one. Each
+//! table is a pair of maps, one per address family ([`table`]).
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::LruHashMap, programs::XdpContext};
+mod table;
+
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+pub use table::{ConnKey, Room, BPF_F_NO_COMMON_LRU, CONNS, NEW_CONNS};
 use veer_abi::{
     Backend, BackendState, ConnEntry, FlowKey, GlobalCounter, Service, CONN_F_CLIENT_RESET, CONN_F_CLOSING,
-    CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, CONN_F_TS_AHEAD, DEFAULT_CONN_TABLE_SIZE,
-    DEFAULT_NEW_FLOW_TABLE_SIZE, IPPROTO_TCP,
+    CONN_F_COUNTED, CONN_F_PEER_CLOSED, CONN_F_TS, CONN_F_TS_AHEAD, IPPROTO_TCP,
 };
 
 use crate::{
@@ -22,24 +25,6 @@ use crate::{
     snat::Slot,
     stats,
 };
-
-/// Map flag: per-CPU LRU lists over one shared hash table (`BPF_F_NO_COMMON_LRU`).
-pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
-
-/// The connection table. A global table, not per-CPU: a flow whose packets
-/// arrive on several CPUs (RSS changes, veth, round robin) must find its entry
-/// on each, or round-robin flows would be split across backends. Per-CPU LRU
-/// lists keep eviction free of a global lock, which is what per-CPU tables buy.
-#[map]
-pub static CONNS: LruHashMap<FlowKey, ConnEntry> =
-    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
-
-/// Flows seen once, apart from `CONNS`: a flood of SYNs (or of first
-/// datagrams) evicts only other unanswered first packets, never an established
-/// flow. A flow's second packet moves its entry into `CONNS`.
-#[map]
-pub static NEW_CONNS: LruHashMap<FlowKey, ConnEntry> =
-    LruHashMap::with_max_entries(DEFAULT_NEW_FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
 
 /// A flow's place: its backend, and for NAT its SNAT endpoint.
 pub struct Flow {
@@ -143,7 +128,7 @@ fn set_closing(entry: &mut ConnEntry) -> active::Change {
 /// stack.
 #[inline(never)]
 pub fn mark_closing(flow: &FlowKey) {
-    let Some(e) = CONNS.get_ptr_mut(flow) else { return };
+    let Some(e) = CONNS.get_ptr_mut(&ConnKey::of(flow, Room::Packet)) else { return };
     // SAFETY: a preallocated LRU value; a racing eviction at worst marks
     // another live flow closing, which only shortens its mapping's idle wait.
     let change = set_closing(unsafe { &mut *e });
@@ -157,12 +142,13 @@ pub fn mark_closing(flow: &FlowKey) {
 /// its own.
 #[inline(never)]
 pub fn mark_ts_ahead(flow: &FlowKey) {
+    let k = &ConnKey::of(flow, Room::Packet);
     // Each table by name: a map chosen at run time is no map to the verifier.
-    if let Some(e) = NEW_CONNS.get_ptr_mut(flow) {
+    if let Some(e) = NEW_CONNS.get_ptr_mut(k) {
         // SAFETY: a preallocated LRU value, written in place.
         unsafe { (*e).flags |= CONN_F_TS_AHEAD };
     }
-    if let Some(e) = CONNS.get_ptr_mut(flow) {
+    if let Some(e) = CONNS.get_ptr_mut(k) {
         // SAFETY: as above.
         unsafe { (*e).flags |= CONN_F_TS_AHEAD };
     }
@@ -187,7 +173,7 @@ pub enum Early {
 /// hashing the service key on every packet. Refreshes the entry on a hit.
 #[inline(always)]
 pub fn established_early(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> Early {
-    let Some(entry) = CONNS.get_ptr_mut(key) else {
+    let Some(entry) = CONNS.get_ptr_mut(&ConnKey::of(key, Room::Packet)) else {
         return Early::Missing;
     };
     // SAFETY: as in `established`.
@@ -213,7 +199,7 @@ pub fn established_early(ctx: &XdpContext, key: &FlowKey, tcp_flags: u8) -> Earl
 /// Looks a non-opening packet's flow up in `CONNS`, refreshing its entry.
 #[inline(always)]
 pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
-    let Some(entry) = CONNS.get_ptr_mut(key) else {
+    let Some(entry) = CONNS.get_ptr_mut(&ConnKey::of(key, Room::Packet)) else {
         return Pinned::Missing;
     };
     // SAFETY: the LRU map is preallocated; a concurrent eviction can at worst
@@ -242,8 +228,9 @@ pub fn established(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Pinned {
 /// in `NEW_CONNS`, marked, for its next SYN (see `reopen`).
 #[inline(always)]
 pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
+    let k = &ConnKey::of(key, Room::Packet);
     if tcp_flags & TCP_RST != 0 {
-        let e = NEW_CONNS.get_ptr_mut(key)?;
+        let e = NEW_CONNS.get_ptr_mut(k)?;
         // SAFETY: a preallocated LRU value (see `established`).
         let e = unsafe { &mut *e };
         let hit = keeper(svc, e)?;
@@ -251,7 +238,7 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
         return Some(hit);
     }
     // SAFETY: copied out at once (see `established`).
-    let mut entry = *unsafe { NEW_CONNS.get(key) }?;
+    let mut entry = *unsafe { NEW_CONNS.get(k) }?;
     let hit = keeper(svc, &entry)?;
     // Not counted yet: nothing to change.
     let _ = touch(&mut entry, tcp_flags);
@@ -260,13 +247,13 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
     if counts {
         entry.flags |= CONN_F_COUNTED;
     }
-    if insert_established(key, &entry) {
+    if insert_established(k, &entry) {
         if counts {
             active::opened(entry.backend, entry.last_seen_ns);
         }
         nat_sync::promoted(key, &entry);
     }
-    let _ = NEW_CONNS.remove(key);
+    let _ = NEW_CONNS.remove(k);
     Some(hit)
 }
 
@@ -274,7 +261,7 @@ pub fn promote(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
 /// sent on its `NEW_CONNS` entry, which stays where it is, kept fresh.
 #[inline(always)]
 pub fn half_open(svc: &Service, key: &FlowKey, tcp_flags: u8) -> Option<Flow> {
-    let e = NEW_CONNS.get_ptr_mut(key)?;
+    let e = NEW_CONNS.get_ptr_mut(&ConnKey::of(key, Room::Packet))?;
     // SAFETY: a preallocated LRU value (see `established`).
     let e = unsafe { &mut *e };
     let hit = keeper(svc, e)?;
@@ -304,7 +291,7 @@ pub fn entry(service: u32, backend: u32, nat: &Slot, flags: u32, last_seen_ns: u
 
 /// Inserts into `CONNS`; whether that worked.
 #[inline(always)]
-fn insert_established(key: &FlowKey, entry: &ConnEntry) -> bool {
+fn insert_established(key: &ConnKey, entry: &ConnEntry) -> bool {
     match CONNS.insert(key, entry, 0) {
         Ok(()) => {
             stats::count(GlobalCounter::ConnInserted);
@@ -321,7 +308,7 @@ fn insert_established(key: &FlowKey, entry: &ConnEntry) -> bool {
 /// over from an earlier attempt.
 #[inline(always)]
 pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32, nat: Slot, flags: u32) {
-    match NEW_CONNS.insert(key, &entry_for(svc, backend, nat, flags), 0) {
+    match NEW_CONNS.insert(&ConnKey::of(key, Room::Packet), &entry_for(svc, backend, nat, flags), 0) {
         Ok(()) => stats::count(GlobalCounter::NewFlowInserted),
         Err(_) => stats::count(GlobalCounter::ConnInsertFailed),
     }
@@ -332,7 +319,7 @@ pub fn pin_new(svc: &Service, key: &FlowKey, backend: u32, nat: Slot, flags: u32
 #[inline(always)]
 pub fn repin(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
     let entry = entry_for(svc, backend, nat, CONN_F_COUNTED);
-    if CONNS.insert(key, &entry, 0).is_err() {
+    if CONNS.insert(&ConnKey::of(key, Room::Packet), &entry, 0).is_err() {
         stats::count(GlobalCounter::ConnInsertFailed);
     } else {
         active::opened(backend, entry.last_seen_ns);
@@ -343,11 +330,12 @@ pub fn repin(svc: &Service, key: &FlowKey, backend: u32, nat: Slot) {
 /// either table.
 #[inline(always)]
 pub fn peek(svc: &Service, key: &FlowKey) -> Option<Flow> {
+    let k = &ConnKey::of(key, Room::Packet);
     // SAFETY: copied out at once (see `established`).
-    if let Some(e) = unsafe { CONNS.get(key) } {
+    if let Some(e) = unsafe { CONNS.get(k) } {
         let e = *e;
         return keeper(svc, &e);
     }
-    let e = *unsafe { NEW_CONNS.get(key) }?;
+    let e = *unsafe { NEW_CONNS.get(k) }?;
     keeper(svc, &e)
 }
