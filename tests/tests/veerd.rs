@@ -271,7 +271,10 @@ fn pinned_maps_of_another_layout_are_refused() {
     std::fs::create_dir_all(root.join("v0")).unwrap();
     let e = Dataplane::load_pinned(&dir, &opts).err().expect("must refuse");
     assert!(matches!(e, DataplaneError::Pin(pin::PinError::OtherVersion { .. })), "{e}");
-    std::fs::remove_dir(root.join("v0")).unwrap();
+    assert!(e.to_string().contains("veerd uninstall"), "{e}");
+    // What `veerd uninstall` of this release does: the other layout goes too.
+    pin::uninstall_every_layout(&dir).unwrap();
+    assert!(!root.join("v0").exists(), "the other layout's pins must go");
 
     // A clean directory loads, pins, and a second load adopts.
     let (dp, adopted) = Dataplane::load_pinned(&dir, &opts).unwrap();

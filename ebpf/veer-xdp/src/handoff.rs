@@ -4,7 +4,7 @@
 //! The entry program has parsed the packet and found its service, and for
 //! a flow in `CONNS` its entry (refreshed). Without this, the NAT program
 //! would parse the packet again and hash the service key, and for a flow
-//! in `CONNS` the 40-byte flow key, for the same answers. What is handed
+//! in `CONNS` the flow key, for the same answers. What is handed
 //! over: any packet of a NAT service but an established flow's and an ICMP
 //! error (a SYN, a first datagram, a half-open flow's packet, a flow the
 //! early lookup left to the full path) with the service as the entry

@@ -99,24 +99,26 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
     let start = start(svc, key, purpose)? % len;
     let w = WALK.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
-    let w = unsafe { &mut *w };
-    *w = Walk {
-        ring: ring_index,
-        start,
-        len,
-        service: svc.id,
-        avoid,
-        new_flow: (purpose == Purpose::NewFlow) as u32,
-        found: NO_BACKEND,
-        fallback: NO_BACKEND,
-        last: NO_BACKEND,
-        _pad: 0,
+    // Written and read through the pointer only: `probe` writes it too.
+    unsafe {
+        w.write(Walk {
+            ring: ring_index,
+            start,
+            len,
+            service: svc.id,
+            avoid,
+            new_flow: (purpose == Purpose::NewFlow) as u32,
+            found: NO_BACKEND,
+            fallback: NO_BACKEND,
+            last: NO_BACKEND,
+            _pad: 0,
+        })
     };
     // SAFETY: `probe` is a BPF callback; it takes no context pointer.
     unsafe { bpf_loop(RING_PROBES, probe as *mut c_void, core::ptr::null_mut(), 0) };
-    let (found, fallback, last) = (w.found, w.fallback, w.last);
-    if found != NO_BACKEND {
-        let b = owned_backend(svc, found)?;
+    // SAFETY: as above; read after the walk wrote it.
+    let (found, fallback, last) = unsafe { ((*w).found, (*w).fallback, (*w).last) };
+    if let Some(b) = owned_backend(svc, found) {
         if svc.scheduler == Scheduler::LeastFlows as u8 {
             return Some(active::choose(svc, ring, len, avoid, (found, b)));
         }

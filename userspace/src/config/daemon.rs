@@ -19,11 +19,14 @@ pub struct DaemonConfig {
     pub attach_mode: AttachModeConfig,
     /// The API's Unix socket.
     pub api_socket: Option<PathBuf>,
-    /// Connection-table entries (the kernel rounds this up to a multiple of
-    /// the possible CPUs: each CPU's LRU list gets an equal share).
+    /// Connection-table entries, per address family: IPv4 and IPv6 flows
+    /// have a table of this size each (the kernel rounds it up to a
+    /// multiple of the possible CPUs: each CPU's LRU list gets an equal
+    /// share).
     pub conn_table_size: u32,
-    /// New-flow table entries: flows seen once (a SYN) wait here until their
-    /// next packet, so a SYN flood cannot evict established flows.
+    /// New-flow table entries, per address family: flows seen once (a SYN)
+    /// wait here until their next packet, so a SYN flood cannot evict
+    /// established flows.
     pub new_flow_table_size: u32,
     /// Service capacity of the maps.
     pub max_services: u32,

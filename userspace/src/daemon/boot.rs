@@ -149,7 +149,14 @@ fn log_table_sizes(opts: &DataplaneOptions) {
     };
     for (table, asked) in [("connection", opts.conn_table_size), ("new-flow", opts.new_flow_table_size)] {
         let got = dataplane::lru_capacity(asked, cpus);
-        info!(table, asked, entries = got, possible_cpus = cpus, per_cpu = got / cpus, "{table} table size");
+        info!(
+            table,
+            asked,
+            entries = got,
+            possible_cpus = cpus,
+            per_cpu = got / cpus,
+            "{table} table size, per address family"
+        );
     }
 }
 
@@ -171,7 +178,7 @@ pub fn uninstall(cfg: &Config, force: bool) -> Result<Vec<PathBuf>> {
         }
     };
     pin::ensure_bpffs(&cfg.daemon.bpffs)?;
-    let mut removed = pin::uninstall(&cfg.daemon.pin_dir())?;
+    let mut removed = pin::uninstall_every_layout(&cfg.daemon.pin_dir())?;
     let sock = cfg.daemon.socket_path();
     if std::fs::remove_file(&sock).is_ok() {
         removed.push(sock);

@@ -123,8 +123,9 @@ pub enum PinError {
     },
     /// Pins of another layout version exist for this instance.
     #[error(
-        "pinned dataplane of layout {found} at {path}, but this veerd uses layout v{ABI_VERSION}: \
-         remove it with the veerd that installed it (`veerd uninstall`), or delete {path} (this drops all flows)"
+        "pinned dataplane of layout {found} at {path}, but this veerd uses layout v{ABI_VERSION} and cannot adopt it: \
+         stop veerd, run `veerd uninstall` (it removes every layout's pins: all flows are dropped, and VIP traffic \
+         is not balanced until veerd starts again), then start veerd"
     )]
     OtherVersion {
         /// The other version's directory name.

@@ -177,6 +177,32 @@ fn detach_pinned_link(path: &Path) {
 /// first, at once) and maps; then the directory and empty parents up to the
 /// bpffs root. Returns what was removed.
 pub fn uninstall(dir: &Path) -> std::result::Result<Vec<PathBuf>, PinError> {
+    remove_pins(dir)
+}
+
+/// [`uninstall`] of `dir` and of the instance's pins of every other layout
+/// version beside it (`v<N>` siblings): how a veerd of a new layout clears
+/// the dataplane an older release left, which it cannot adopt.
+pub fn uninstall_every_layout(dir: &Path) -> std::result::Result<Vec<PathBuf>, PinError> {
+    let mut removed = Vec::new();
+    let others: Vec<PathBuf> = dir
+        .parent()
+        .and_then(|parent| fs::read_dir(parent).ok())
+        .into_iter()
+        .flat_map(|entries| entries.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('v') && e.path() != dir && e.path().is_dir())
+        .map(|e| e.path())
+        .collect();
+    for other in others {
+        removed.extend(remove_pins(&other)?);
+    }
+    removed.extend(remove_pins(dir)?);
+    Ok(removed)
+}
+
+/// Detaches the links pinned in `dir`, removes every pin, then `dir` and
+/// its emptied parents.
+fn remove_pins(dir: &Path) -> std::result::Result<Vec<PathBuf>, PinError> {
     let mut removed = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,

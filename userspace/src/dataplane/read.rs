@@ -179,11 +179,11 @@ pub trait MapReader {
 
     /// How full the connection tables are (walks them: one syscall per entry).
     fn table_usage(&self) -> Result<TableUsage> {
-        let (conns4, conns_capacity) = table_entries::<FlowKey4, _>(self, names::CONNS4)?;
+        let (conns_v4, conns_capacity) = table_entries::<FlowKey4, _>(self, names::CONNS4)?;
         let (conns_v6, _) = table_entries::<FlowKey, _>(self, names::CONNS)?;
-        let (new_flows4, new_flows_capacity) = table_entries::<FlowKey4, _>(self, names::NEW_CONNS4)?;
+        let (new_flows_v4, new_flows_capacity) = table_entries::<FlowKey4, _>(self, names::NEW_CONNS4)?;
         let (new_flows_v6, _) = table_entries::<FlowKey, _>(self, names::NEW_CONNS)?;
-        let (conns, new_flows) = (conns4 + conns_v6, new_flows4 + new_flows_v6);
+        let (conns, new_flows) = (conns_v4 + conns_v6, new_flows_v4 + new_flows_v6);
         let (nat_mappings, nat_capacity) = {
             let data = match self.map(names::NAT_REV)? {
                 Map::HashMap(d) => d,
@@ -197,11 +197,13 @@ pub trait MapReader {
         let get = |c: GlobalCounter| g.iter().find(|(k, _)| *k == c).map_or(0, |(_, v)| *v);
         Ok(TableUsage {
             conns,
+            conns_v4,
             conns_v6,
             conns_capacity,
             nat_mappings,
             nat_capacity,
             new_flows,
+            new_flows_v4,
             new_flows_v6,
             new_flows_capacity,
             possible_cpus: super::possible_cpus().unwrap_or(1),
@@ -229,12 +231,16 @@ pub trait MapReader {
 pub struct TableUsage {
     /// Entries in the connection table (both families).
     pub conns: u64,
+    /// Of which IPv4 flows.
+    pub conns_v4: u64,
     /// Of which IPv6 flows.
     pub conns_v6: u64,
     /// Each family's capacity as the kernel sized it.
     pub conns_capacity: u32,
     /// Entries in the new-flow table (both families).
     pub new_flows: u64,
+    /// Of which IPv4 flows.
+    pub new_flows_v4: u64,
     /// Of which IPv6 flows.
     pub new_flows_v6: u64,
     /// Each family's capacity as the kernel sized it.

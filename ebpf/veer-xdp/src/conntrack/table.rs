@@ -66,7 +66,9 @@ pub const NEW_CONNS: ConnTable = ConnTable::New;
 /// the other's key.
 #[derive(Clone, Copy)]
 pub struct ConnKey<'a> {
-    k4: Option<&'a FlowKey4>,
+    /// In this CPU's room (a raw pointer: the next key built there writes
+    /// it, and a nested run on this CPU could too, see [`ROOMS`]).
+    k4: Option<*const FlowKey4>,
     k6: &'a FlowKey,
 }
 
@@ -83,7 +85,12 @@ pub enum Room {
 }
 
 /// Per CPU, room for the IPv4 form of two flows' keys, off the stack: the
-/// NAT program's deepest call chain is at the 512-byte limit.
+/// NAT program's deepest call chain is at the 512-byte limit. Like every
+/// per-CPU scratch value (`ALLOC_SCRATCH`, `RR_CURSORS`), it assumes no
+/// other run of the programs interrupts this one on its CPU: true of
+/// packets and of test runs with live frames (bottom halves off), not of
+/// a test run without them, veerd's SYN-rescue fallback on a kernel that
+/// refuses live frames.
 #[map]
 static ROOMS: PerCpuArray<FlowKey4> = PerCpuArray::with_max_entries(2, 0);
 
@@ -99,9 +106,8 @@ impl<'a> ConnKey<'a> {
         // where no IPv4 flow is, would then answer.
         let k4 = ROOMS.get_ptr_mut(room as u32).map(|r| {
             // SAFETY: this CPU's value; nothing else runs on it meanwhile.
-            let r = unsafe { &mut *r };
-            *r = key.v4_words();
-            &*r
+            unsafe { r.write(key.v4_words()) };
+            r as *const FlowKey4
         });
         Self { k4, k6: key }
     }
@@ -112,16 +118,18 @@ impl<'a> ConnKey<'a> {
 macro_rules! by_family {
     ($table:expr, $key:expr, |$map:ident, $k:ident| $call:expr) => {
         match ($table, $key.k4) {
-            (ConnTable::Established, Some($k)) => {
-                let $map = &CONNS4;
+            (ConnTable::Established, Some(k)) => {
+                // SAFETY: this CPU's room, written by `ConnKey::of`.
+                let ($map, $k) = (&CONNS4, unsafe { &*k });
                 $call
             }
             (ConnTable::Established, None) => {
                 let ($map, $k) = (&CONNS6, $key.k6);
                 $call
             }
-            (ConnTable::New, Some($k)) => {
-                let $map = &NEW_CONNS4;
+            (ConnTable::New, Some(k)) => {
+                // SAFETY: as above.
+                let ($map, $k) = (&NEW_CONNS4, unsafe { &*k });
                 $call
             }
             (ConnTable::New, None) => {

@@ -32,8 +32,8 @@ pub fn write_table_usage(o: &mut String, u: &crate::dataplane::TableUsage) {
     );
     // The flow tables are a map per family, each of the configured size.
     let per_family = [
-        ("connection", u.conns - u.conns_v6, u.conns_v6, u.conns_capacity),
-        ("new_flow", u.new_flows - u.new_flows_v6, u.new_flows_v6, u.new_flows_capacity),
+        ("connection", u.conns_v4, u.conns_v6, u.conns_capacity),
+        ("new_flow", u.new_flows_v4, u.new_flows_v6, u.new_flows_capacity),
     ];
     for (table, v4, v6, _) in per_family {
         let _ = writeln!(o, "veer_conn_table_entries{{table=\"{table}\",family=\"ipv4\"}} {v4}");
