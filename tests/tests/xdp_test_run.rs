@@ -529,3 +529,23 @@ fn least_flows_sends_new_flows_away_from_the_backend_with_more_active_flows() {
         assert_eq!(lab.send(&lab.syn(p)).1, Some(slot));
     }
 }
+
+#[test]
+fn each_family_keeps_its_flows_in_tables_of_its_own() {
+    for (vip, v6) in [("10.0.0.100", false), ("2001:db8::100", true)] {
+        let lab = Lab::new(vip, Protocol::Tcp, Scheduler::Maglev, &[1, 1, 1]);
+        let key = flow_key(lab.client(4242), lab.vip_addr(), Protocol::Tcp);
+        let to = lab.send(&lab.syn(4242)).1.expect("forwarded");
+        let u = lab.dp.table_usage().unwrap();
+        let (new4, new6) = if v6 { (0, 1) } else { (1, 0) };
+        assert_eq!((u.new_flows_v4, u.new_flows_v6, u.conns), (new4, new6, 0), "{vip}: the SYN's entry: {u:?}");
+        assert_eq!(lab.dp.new_flow(&key).unwrap().map(|e| e.backend), Some(to), "{vip}: found by its full key");
+        // The second packet moves it into its family's connection table.
+        assert_eq!(lab.send(&lab.ack(4242)).1, Some(to), "{vip}");
+        let u = lab.dp.table_usage().unwrap();
+        assert_eq!((u.conns_v4, u.conns_v6, u.new_flows), (new4, new6, 0), "{vip}: promoted: {u:?}");
+        assert_eq!(lab.dp.flow(&key).unwrap().map(|e| e.backend), Some(to), "{vip}");
+        let flows = lab.dp.flows().unwrap();
+        assert_eq!(flows.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![key], "{vip}: listed in full form");
+    }
+}
