@@ -86,7 +86,7 @@ fn an_odd_table_size_survives_restarts_and_a_running_instance_is_protected() {
     let (ok, out, _) = veer_tests::daemon::veerctl(&s.cfg, &["stats"]);
     let cpus = veer::dataplane::possible_cpus().unwrap();
     let rounded = veer::dataplane::lru_capacity(size, cpus);
-    assert!(ok && out.contains(&format!("of {rounded} entries ({} per CPU LRU list", rounded / cpus)), "{out}");
+    assert!(ok && out.contains(&format!("of {rounded} entries each ({} per CPU LRU list", rounded / cpus)), "{out}");
 
     // veerd holds its link as well as the pin: a pin removed by hand does
     // not detach the program under it.
