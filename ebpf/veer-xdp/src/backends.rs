@@ -21,5 +21,11 @@ pub fn backend(id: u32) -> Option<&'static Backend> {
 /// another service must not pull this service's flows along with it.
 #[inline(always)]
 pub fn owned_backend(svc: &Service, id: u32) -> Option<&'static Backend> {
-    backend(id).filter(|b| b.service == svc.id)
+    owned_by(svc.id, id)
+}
+
+/// [`owned_backend`] by the service's id alone.
+#[inline(always)]
+pub fn owned_by(service: u32, id: u32) -> Option<&'static Backend> {
+    backend(id).filter(|b| b.service == service)
 }

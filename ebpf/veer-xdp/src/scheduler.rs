@@ -19,7 +19,7 @@ use veer_abi::{
 use crate::{
     access::opaque,
     active, affinity,
-    backends::{backend, owned_backend},
+    backends::{owned_backend, owned_by},
     passive,
 };
 
@@ -173,7 +173,7 @@ extern "C" fn probe(i: u64, _: *mut c_void) -> i64 {
         return 1;
     }
     let id = ring[slot];
-    let Some(b) = backend(id).filter(|b| b.service == w.service) else { return 0 };
+    let Some(b) = owned_by(w.service, id) else { return 0 };
     if !BackendState::from_u32(b.state).takes_new_flows() {
         return 0;
     }

@@ -215,17 +215,8 @@ fn take_over(key: &NatKey, index: u16) -> bool {
     if m.flags & (NAT_F_TS | NAT_F_TS_ANSWERED) != NAT_F_TS | NAT_F_TS_ANSWERED {
         return false;
     }
-    old_flow_over(&m.flow, key.snat_port, index, m.backend)
-}
-
-/// Whether the flow `flow` that held SNAT port `port` of address `index`
-/// toward `backend` lets it go: neither table holds it there any more, or
-/// both sides closed it [`NAT_REUSE_AFTER_CLOSE_NS`] ago without timestamps
-/// running ahead (its entry then goes).
-#[inline(always)]
-fn old_flow_over(flow: &FlowKey, port: u16, index: u16, backend: u32) -> bool {
-    let k = &ConnKey::of(flow, Room::Mapping);
-    let held = |e: &ConnEntry| e.nat_port == port && e.nat_addr == index && e.backend == backend;
+    let k = &ConnKey::of(&m.flow, Room::Mapping);
+    let held = |e: &ConnEntry| e.nat_port == key.snat_port && e.nat_addr == index && e.backend == m.backend;
     // SAFETY: read in place, at once.
     if unsafe { NEW_CONNS.get(k) }.is_some_and(&held) {
         return false;
