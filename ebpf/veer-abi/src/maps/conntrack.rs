@@ -100,11 +100,8 @@ impl FlowKey {
     #[inline(always)]
     pub fn v4_words(&self) -> FlowKey4 {
         let w = self.words();
-        // Volatile: plain loads of a key in a map value, stored on the
-        // stack, become a byte-loop `memmove` call in BPF code.
-        let at = |i: usize| unsafe { core::ptr::read_volatile(&w[i]) };
         // SAFETY: FlowKey4 is 16 bytes of integers, 4-aligned.
-        unsafe { core::mem::transmute::<[u32; 4], FlowKey4>([at(3), at(7), at(8), at(9)]) }
+        unsafe { core::mem::transmute::<[u32; 4], FlowKey4>([w[3], w[7], w[8], w[9]]) }
     }
 
     /// The key in the IPv4 tables, if both addresses are IPv4-mapped;
