@@ -10,7 +10,7 @@ use veer_abi::{
 };
 
 use super::{
-    conn_table::{lookup, ConnTable},
+    conn_table::{ConnTable, FamilyMaps},
     display_service, syscall, DataplaneError, Result,
 };
 
@@ -154,11 +154,7 @@ pub trait MapReader {
 
     /// The connection table, both families.
     fn flows(&self) -> Result<Vec<(FlowKey, ConnEntry)>> {
-        let v4: HashMap<&MapData, FlowKey4, ConnEntry> = typed!(self, HashMap, names::CONNS4);
-        let v6: HashMap<&MapData, FlowKey, ConnEntry> = typed!(self, HashMap, names::CONNS);
-        // Entries may be evicted while we walk; skip the ones that vanish.
-        let v4 = v4.iter().filter_map(|r| r.ok()).map(|(k, e)| (k.flow(), e));
-        Ok(v4.chain(v6.iter().filter_map(|r| r.ok())).collect())
+        Ok(family_maps(self, ConnTable::Established)?.entries())
     }
 
     /// The SNAT addresses, by index.
@@ -269,10 +265,13 @@ fn table_entries<K: aya::Pod, R: MapReader + ?Sized>(r: &R, name: &'static str) 
 
 /// `key`'s entry in the connection table `table` (its family's map).
 fn flow_in<R: MapReader + ?Sized>(r: &R, table: ConnTable, key: &FlowKey) -> Result<Option<ConnEntry>> {
+    family_maps(r, table)?.get(key).map_err(DataplaneError::map(table.map_name(key), "reading"))
+}
+
+/// Connection table `table`'s two maps.
+fn family_maps<R: MapReader + ?Sized>(r: &R, table: ConnTable) -> Result<FamilyMaps<&MapData>> {
     let [n4, n6] = table.map_names();
-    let v4: HashMap<&MapData, FlowKey4, ConnEntry> = typed!(r, HashMap, n4);
-    let v6: HashMap<&MapData, FlowKey, ConnEntry> = typed!(r, HashMap, n6);
-    lookup(&v4, &v6, key).map_err(DataplaneError::map(table.map_name(key), "reading"))
+    Ok(FamilyMaps { v4: typed!(r, HashMap, n4), v6: typed!(r, HashMap, n6) })
 }
 
 fn sum_counters<R: MapReader + ?Sized>(r: &R, name: &'static str, id: u32) -> Result<Counters> {

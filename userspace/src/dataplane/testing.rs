@@ -120,27 +120,12 @@ impl Dataplane {
     }
 
     fn age_entry(&mut self, table: super::ConnTable, key: &veer_abi::FlowKey, by: Duration) -> Result<bool> {
-        use veer_abi::{ConnEntry, FlowKey, FlowKey4};
         let name = table.map_name(key);
         let map = self.ebpf.map_mut(name).ok_or(DataplaneError::Missing { kind: "map", name })?;
-        let back = |e: &mut ConnEntry| e.last_seen_ns = e.last_seen_ns.saturating_sub(by.as_nanos() as u64);
         match key.v4_key() {
-            Some(k) => {
-                let mut m: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey4, ConnEntry> =
-                    aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
-                let Ok(mut e) = m.get(&k, 0) else { return Ok(false) };
-                back(&mut e);
-                m.insert(k, e, 0).map_err(DataplaneError::map(name, "writing"))?;
-            }
-            None => {
-                let mut m: aya::maps::HashMap<&mut aya::maps::MapData, FlowKey, ConnEntry> =
-                    aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
-                let Ok(mut e) = m.get(key, 0) else { return Ok(false) };
-                back(&mut e);
-                m.insert(*key, e, 0).map_err(DataplaneError::map(name, "writing"))?;
-            }
+            Some(k) => age(map, name, &k, by),
+            None => age(map, name, key, by),
         }
-        Ok(true)
     }
 
     /// Empties slot `slot` of the tail-call table (`JUMPS`): what the
@@ -178,6 +163,17 @@ impl Dataplane {
         m.insert(k, v, 0).map_err(DataplaneError::map(name, "writing"))?;
         Ok(true)
     }
+}
+
+/// Moves the entry of `key` in connection-table map `map` (called `name`)
+/// `by` into the past; false if it has none.
+fn age<K: aya::Pod>(map: &mut aya::maps::Map, name: &'static str, key: &K, by: Duration) -> Result<bool> {
+    let mut m: aya::maps::HashMap<&mut aya::maps::MapData, K, veer_abi::ConnEntry> =
+        aya::maps::HashMap::try_from(map).map_err(DataplaneError::map(name, "opening"))?;
+    let Ok(mut e) = m.get(key, 0) else { return Ok(false) };
+    e.last_seen_ns = e.last_seen_ns.saturating_sub(by.as_nanos() as u64);
+    m.insert(key, e, 0).map_err(DataplaneError::map(name, "writing"))?;
+    Ok(true)
 }
 
 /// Runs any loaded XDP program on a frame with `BPF_PROG_TEST_RUN`.
