@@ -97,6 +97,17 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
     let ring_index = svc.id.wrapping_mul(2).wrapping_add((svc.ring_half & 1) as u32);
     let ring = RINGS.get(ring_index)?;
     let start = start(svc, key, purpose)? % len;
+    // The first probe here: it is nearly always the answer, and a walk
+    // costs a helper call (on every spoofed SYN of a flood, too).
+    let slot = opaque(start) as usize;
+    // Never (`start < len <= MAX_RING_SIZE`): for the verifier.
+    if slot >= MAX_RING_SIZE {
+        return None;
+    }
+    let first = ring[slot];
+    if let Probe::Take(b) = probe_one(svc.id, first, avoid, purpose == Purpose::NewFlow) {
+        return Some(chosen(svc, ring, len, avoid, (first, b)));
+    }
     let w = WALK.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch value; nothing else runs on it meanwhile.
     // Written and read through the pointer only: `probe` writes it too.
@@ -119,13 +130,53 @@ pub fn pick(svc: &Service, key: &FlowKey, purpose: Purpose, avoid: u32) -> Optio
     // SAFETY: as above; read after the walk wrote it.
     let (found, fallback, last) = unsafe { ((*w).found, (*w).fallback, (*w).last) };
     if let Some(b) = owned_backend(svc, found) {
-        if svc.scheduler == Scheduler::LeastFlows as u8 {
-            return Some(active::choose(svc, ring, len, avoid, (found, b)));
-        }
-        return Some((found, b));
+        return Some(chosen(svc, ring, len, avoid, (found, b)));
     }
     let id = if fallback != NO_BACKEND { fallback } else { last };
     owned_backend(svc, id).map(|b| (id, b))
+}
+
+/// The walk's first taker, or least flows' choice starting from it.
+#[inline(always)]
+fn chosen(
+    svc: &Service,
+    ring: &[u32; MAX_RING_SIZE],
+    len: u32,
+    avoid: u32,
+    first: (u32, &'static Backend),
+) -> (u32, &'static Backend) {
+    if svc.scheduler == Scheduler::LeastFlows as u8 {
+        return active::choose(svc, ring, len, avoid, first);
+    }
+    first
+}
+
+/// What one probe of the walk makes of backend `id`.
+enum Probe {
+    /// It takes the flow.
+    Take(&'static Backend),
+    /// It is `avoid`, and takes new flows.
+    Avoided,
+    /// It takes new flows but is suspect (new flows only).
+    Suspect,
+    /// Not the service's, or takes no new flows.
+    Skip,
+}
+
+/// Probes backend `id` of service `service` for a flow avoiding `avoid`.
+#[inline(always)]
+fn probe_one(service: u32, id: u32, avoid: u32, new_flow: bool) -> Probe {
+    let Some(b) = owned_by(service, id) else { return Probe::Skip };
+    if !BackendState::from_u32(b.state).takes_new_flows() {
+        return Probe::Skip;
+    }
+    if id == avoid {
+        return Probe::Avoided;
+    }
+    if new_flow && passive::is_suspect(id) {
+        return Probe::Suspect;
+    }
+    Probe::Take(b)
 }
 
 /// [`pick`]'s walk over its ring, in this CPU's scratch: what it goes on
@@ -173,22 +224,23 @@ extern "C" fn probe(i: u64, _: *mut c_void) -> i64 {
         return 1;
     }
     let id = ring[slot];
-    let Some(b) = owned_by(w.service, id) else { return 0 };
-    if !BackendState::from_u32(b.state).takes_new_flows() {
-        return 0;
-    }
-    if id == w.avoid {
-        w.last = id;
-        return 0;
-    }
-    if w.new_flow != 0 && passive::is_suspect(id) {
-        if w.fallback == NO_BACKEND {
-            w.fallback = id;
+    match probe_one(w.service, id, w.avoid, w.new_flow != 0) {
+        Probe::Take(_) => {
+            w.found = id;
+            1
         }
-        return 0;
+        Probe::Avoided => {
+            w.last = id;
+            0
+        }
+        Probe::Suspect => {
+            if w.fallback == NO_BACKEND {
+                w.fallback = id;
+            }
+            0
+        }
+        Probe::Skip => 0,
     }
-    w.found = id;
-    1
 }
 
 /// The backend the service's previous ring gives `key` (the half that was
